@@ -303,6 +303,32 @@ def test_ispl_output_sizes(size):
         assert m(torch.rand(1, 3, size, size), fidelity=0.5).shape == (1, 3, size, size)
 
 
+def test_input_guide_appends_the_box_averaged_input_to_every_guidance_map(monkeypatch):
+    m = tiny(input_guide=True).eval()
+    assert count_parameters(m) > count_parameters(tiny())  # the SPADE label convs read 3 more channels
+    x = smooth_images(2, 32)
+    seen = {}
+    orig = ISPLGenerator.decode
+
+    def spy(self, y0, guides):
+        seen["guides"] = guides
+        return orig(self, y0, guides)
+
+    monkeypatch.setattr(ISPLGenerator, "decode", spy)
+    with torch.no_grad():
+        y = m(x, fidelity=0.3)
+    assert y.shape == x.shape
+    # independent reference: 8x8 block means of the input in [-1, 1] (y_0 is 4x4 at 32 px), then bilinear
+    anchor = (x * 2 - 1).reshape(2, 3, 4, 8, 4, 8).mean(dim=(3, 5))
+    for g in seen["guides"]:
+        assert g.shape[1] == 8 + 3
+        ref = anchor if g.shape[-1] == 4 else F.interpolate(anchor, size=g.shape[-2:], mode="bilinear",
+                                                            align_corners=False)
+        torch.testing.assert_close(g[:, -3:], ref, atol=1e-6, rtol=0)
+    # off (the paper's setting): guidance is the fusion output alone
+    assert tiny().fuse(tiny().encode(x))[0].shape[1] == 8
+
+
 def test_ispl_input_validation():
     m = tiny()
     with pytest.raises(InputError):

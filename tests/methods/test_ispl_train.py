@@ -200,3 +200,30 @@ def test_half_precision_matches_float32(astronaut_tensor):
         out = r.restore(x.to(dtype))
         assert out.dtype == dtype and out.shape == x.shape
         assert float((out.float() - ref).abs().mean()) < tol, dtype
+
+
+def test_adversarial_warm_up_trains_g_with_l1_alone_then_switches(tmp_path):
+    from facerestore.train.adapter import create_adapter
+
+    cfg = _tiny(tmp_path, "model.adversarial_start=2", "model.warmup_betas=[0.9,0.99]")
+    ad = create_adapter(cfg, torch.device("cpu"))
+    opts = ad.build_optimizers()
+    d_before = [p.detach().clone() for p in ad.nets["discriminator"].parameters()]
+    g_before = [p.detach().clone() for p in ad.nets["generator"].parameters()]
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    logs = []
+    for step in range(3):
+        ad.step = step
+        lq = torch.rand(2, 3, 32, 32, generator=g)
+        logs.append(ad.train_step(lq, lq.flip(-1), opts, lambda: torch.autocast("cpu", enabled=False), None))
+        betas = opts["generator"].param_groups[0]["betas"]
+        assert tuple(betas) == ((0.9, 0.99) if step < 2 else (0.0, 0.9))
+        d_now = list(ad.nets["discriminator"].parameters())
+        assert all(torch.equal(a, b) for a, b in zip(d_before, d_now)) == (step < 2)  # D frozen during warm-up
+    assert any(not torch.equal(a, b) for a, b in zip(g_before, ad.nets["generator"].parameters()))
+    assert set(logs[0]) == {"loss/g_pixel", "loss/g_total", "fidelity_mean"}
+    assert logs[0]["loss/g_pixel"] == logs[0]["loss/g_total"] > 0
+    assert {"loss/g_gan", "loss/g_fm", "loss/d_fake"} <= set(logs[2])
+    with pytest.raises(InputError, match="pixel"):
+        create_adapter(_tiny(tmp_path, "model.adversarial_start=2", "losses.pixel=0"), torch.device("cpu"))

@@ -9,6 +9,9 @@ Two formats:
   the embedded source is dropped unexecuted), ``dnnlib`` EasyDicts become plain dicts, tensors are rebuilt
   through ``torch.load(weights_only=True)``, numpy scalars/arrays are decoded from their raw bytes.
   Any other global (``os.system``, ``builtins.eval``, ...) raises ``UnsafePickleError``.
+* our own ``.safetensors`` (``facerestore train`` with ``method: stylegan2``, and the built-in prior
+  ``zoo/builtin/stylegan2-face-64``): tensors in our layout, the ``Generator`` keyword arguments in the
+  file's metadata (key ``stylegan2_config``) or in the ``generator`` field of the JSON file next to it.
 * rosinality/stylegan2-pytorch checkpoints (``stylegan2-ffhq-config-f.pt``; key ``g_ema``, optional
   ``latent_avg``) through ``torch.load(weights_only=True)``; parameter names are translated to ours.
 
@@ -35,18 +38,23 @@ from facerestore.errors import InputError
 from facerestore.nn.stylegan2 import Generator
 
 __all__ = [
+    "BUILTIN_PRIOR",
     "PersistentObject",
     "UnsafePickleError",
+    "builtin_prior_path",
     "config_from_state_dict",
     "generator_from_nvidia",
     "generator_from_rosinality",
     "load_nvidia_pkl",
     "load_rosinality_pt",
+    "load_safetensors_generator",
     "load_stylegan2",
     "load_zoo_generator",
     "nvidia_to_ours",
     "read_nvidia_pickle",
+    "resolve_generator",
     "rosinality_to_ours",
+    "save_safetensors_generator",
 ]
 
 
@@ -552,10 +560,97 @@ def load_zoo_generator(name: str = "stylegan2-ffhq-1024") -> Generator:
 
 
 def load_stylegan2(path: str | os.PathLike, *, format: str | None = None) -> Generator:
-    """Load StyleGAN2 generator weights by file type: NVIDIA ``.pkl`` or rosinality ``.pt`` / ``.pth``."""
+    """Load StyleGAN2 generator weights by file type: NVIDIA ``.pkl``, rosinality ``.pt`` / ``.pth`` or our
+    ``.safetensors`` (float32 in memory whatever the stored precision)."""
     fmt = format or os.path.splitext(os.fspath(path))[1].lstrip(".").lower()
     if fmt == "pkl":
         return load_nvidia_pkl(path)
     if fmt in ("pt", "pth"):
         return load_rosinality_pt(path)
-    raise InputError(f"unknown StyleGAN2 weight format {fmt!r} for {os.fspath(path)} (expected .pkl, .pt or .pth)")
+    if fmt == "safetensors":
+        return load_safetensors_generator(path)
+    raise InputError(f"unknown StyleGAN2 weight format {fmt!r} for {os.fspath(path)} "
+                     "(expected .pkl, .pt, .pth or .safetensors)")
+
+
+BUILTIN_PRIOR = "stylegan2-face-64"
+CONFIG_KEY = "stylegan2_config"
+
+
+def builtin_prior_path() -> str:
+    """Path of our shipped StyleGAN2 face prior (``zoo/builtin/stylegan2-face-64.safetensors``)."""
+    from facerestore.zoo import BUILTIN_DIR
+
+    return os.path.join(BUILTIN_DIR, BUILTIN_PRIOR + ".safetensors")
+
+
+def load_safetensors_generator(path: str | os.PathLike) -> Generator:
+    """A ``Generator`` from our safetensors export (config in the metadata or the JSON file beside it)."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise InputError(f"StyleGAN2 weights not found: {path}")
+    try:
+        with safe_open(path, "pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except SafetensorError as e:
+        raise InputError(f"{path} is not a readable safetensors file: {e}") from None
+    if CONFIG_KEY in meta:
+        config = json.loads(meta[CONFIG_KEY])
+    else:
+        side = os.path.splitext(path)[0] + ".json"
+        if not os.path.isfile(side):
+            raise InputError(f"{os.path.basename(path)} has no {CONFIG_KEY!r} metadata and no {os.path.basename(side)}")
+        with open(side) as fh:
+            config = json.load(fh).get("generator")
+        if not isinstance(config, dict):
+            raise InputError(f"{side} has no 'generator' settings")
+    try:
+        G = Generator(**config)
+    except TypeError as e:
+        raise InputError(f"bad StyleGAN2 settings in {path}: {e}") from None
+    missing, unexpected = G.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    if missing or unexpected:
+        raise InputError(f"{path} does not match its StyleGAN2 settings: missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}")
+    return G
+
+
+def save_safetensors_generator(G: Generator, path: str | os.PathLike, *, half: bool = True,
+                               extra_metadata: dict[str, str] | None = None) -> str:
+    """Write ``G`` as safetensors (fp16 when ``half``) with its settings in the metadata; atomic."""
+    import json
+
+    from safetensors.torch import save_file
+
+    path = os.fspath(path)
+    dtype = torch.float16 if half else torch.float32
+    state = {k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).contiguous().cpu()
+             for k, v in G.state_dict().items()}
+    tmp = path + ".tmp"
+    save_file(state, tmp, metadata={CONFIG_KEY: json.dumps(G.config), **(extra_metadata or {})})
+    os.replace(tmp, path)
+    return path
+
+
+def resolve_generator(weights: str | os.PathLike | None = None) -> Generator:
+    """``None``: our built-in face prior; a file path: ``load_stylegan2``; a zoo name
+    (``stylegan2-ffhq-1024``): ``load_zoo_generator`` (never downloads)."""
+    if weights is None:
+        path = builtin_prior_path()
+        if not os.path.isfile(path):
+            from facerestore.errors import WeightsMissingError
+
+            raise WeightsMissingError(f"the built-in StyleGAN2 prior is missing from the installation: {path}")
+        return load_safetensors_generator(path)
+    if not os.path.isfile(weights):
+        from facerestore import zoo
+
+        if str(weights) in {e.name for e in zoo.list_entries()}:
+            return load_zoo_generator(str(weights))
+        raise InputError(f"generator weights not found: {os.fspath(weights)}")
+    return load_stylegan2(weights)

@@ -21,6 +21,7 @@ from facerestore.train.config import TrainConfig
 ADAPTERS: dict[str, str] = {
     "unet-l1": "facerestore.train.baselines:UNetL1Adapter",
     "ispl": "facerestore.methods.ispl.train:ISPLAdapter",
+    "stylegan2": "facerestore.train.stylegan2:StyleGAN2Adapter",
 }
 
 
@@ -36,6 +37,7 @@ class TrainAdapter:
     def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
         self.cfg, self.device = cfg, device
         self.nets: dict[str, nn.Module] = {}
+        self.step = 0  # index of the step being taken; set by the trainer before every train_step
 
     @property
     def generator(self) -> nn.Module:

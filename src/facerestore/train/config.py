@@ -21,7 +21,8 @@ class DataConfig:
     """HQ face images and their on-the-fly degradation.
 
     roots: folders of HQ face crops (aligned); size: training side in px (images are resized to it);
-    task/level: degradation preset of facerestore.degrade used to make the LQ input;
+    task/level: degradation preset of facerestore.degrade used to make the LQ input ("none": no
+        degradation, lq is hq; for unconditional generators);
     val_rule: which files of the ``val_from`` roots are held out for validation: "ends-with-0" (files whose
     numeric stem ends in 0, the FFHQ convention of ../shared/data), "every-N" (every N-th file by sorted
     name) or "none"; val_from: the roots the rule applies to (default: every root); val_count: at most this

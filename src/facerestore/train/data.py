@@ -110,6 +110,8 @@ def make_pair(
     if cfg.hflip if hflip is None else hflip:
         flip = torch.rand(hq.shape[0], generator=generator) < 0.5
         hq = torch.where(flip.to(device)[:, None, None, None], hq.flip(-1), hq)
+    if cfg.task == "none":
+        return hq, hq
     lq, _ = degrade.apply(hq, cfg.task, level=cfg.level, generator=generator)
     if lq.shape[-2:] != hq.shape[-2:]:
         lq = F.interpolate(lq, size=hq.shape[-2:], mode="bicubic", align_corners=False)

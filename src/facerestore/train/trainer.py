@@ -14,6 +14,7 @@ import contextlib
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -179,9 +180,14 @@ class Trainer:
             idx = sampler.indices(step)
             g = torch.Generator().manual_seed(step_seed(cfg.seed, step, info.rank))
             lq, hq = make_pair(train_imgs[idx], cfg.data, g, dev)
+            adapter.step = step
             last_logs = adapter.train_step(lq, hq, optimizers, self._autocast, scaler)
-            for sch in schedulers.values():
-                sch.step()
+            with warnings.catch_warnings():
+                # an adapter may skip an optimiser on some steps (e.g. D during an L1 warm-up); the LambdaLR
+                # factors are pure functions of the step, so stepping the scheduler anyway is correct
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+                for sch in schedulers.values():
+                    sch.step()
             ema.update(adapter.generator)
             step += 1
             bar.update(1)

@@ -37,10 +37,9 @@ def restorer_info(name: str) -> RestorerInfo:
 
 
 def load_generator(generator: Generator | None = None, weights: str | os.PathLike | None = None) -> Generator:
-    """A StyleGAN2 generator: the given object, a weights file (NVIDIA .pkl / rosinality .pt), or the zoo's.
-
-    The zoo default (``stylegan2-ffhq-1024``) is never downloaded: WeightsMissingError says how to get it.
-    """
+    """A StyleGAN2 generator: the given object, a weights file (NVIDIA .pkl / rosinality .pt / our
+    .safetensors), a zoo name ("stylegan2-ffhq-1024", never downloaded) or, by default, our built-in
+    64 px face prior (``stylegan2-face-64``)."""
     if generator is not None and weights is not None:
         raise InputError("pass either a generator object or a weights path, not both")
     if generator is not None:
@@ -49,11 +48,7 @@ def load_generator(generator: Generator | None = None, weights: str | os.PathLik
         return generator
     from facerestore.nn import stylegan2_io
 
-    if weights is not None:
-        if not os.path.isfile(weights):
-            raise InputError(f"generator weights not found: {os.fspath(weights)}")
-        return stylegan2_io.load_stylegan2(weights)
-    return stylegan2_io.load_zoo_generator()
+    return stylegan2_io.resolve_generator(weights)
 
 
 def _check_lq(lq: torch.Tensor) -> None:

@@ -69,6 +69,7 @@ class ISPLConfig:
     spade_norm: str = "instance"
     spade_form: str = "gamma"
     spectral: bool = True
+    input_guide: bool = False
     default_fidelity: float = 1.0
 
     def to_dict(self) -> dict:
@@ -112,6 +113,11 @@ class ISPLGenerator(nn.Module):
         spade_hidden, spade_norm, spade_form: SPADE settings (hidden width cap, "instance"/"batch",
             "gamma" = eq. 10 / "one_plus_gamma").
         spectral: spectral norm on the generator's SPADE-block convs (as HiFaceGAN).
+        input_guide: append a colour anchor to every guidance map: the input box-averaged to y_0's size
+            (S/2^n), bilinearly resampled to the level (3 extra SPADE label channels). Our addition, off in
+            the paper configs: every embedding is instance-normalised, so the guidance carries no absolute
+            colour or brightness and a small network trained briefly loses PSNR on colour casts; the anchor
+            is as coarse as y_0, so it adds no detail and leaves the fidelity knob's meaning intact.
         default_fidelity: fidelity used when ``forward`` gets None.
     """
 
@@ -155,7 +161,7 @@ class ISPLGenerator(nn.Module):
         self.align = nn.ModuleList([nn.Conv2d(ch[n - j], g, 1) for j in range(n)])
         if cfg.fusion == "matrix":
             self.fusion_matrix = nn.Parameter(torch.eye(n))
-        label_nc = g * n if cfg.fusion == "concat" else g
+        label_nc = (g * n if cfg.fusion == "concat" else g) + (3 if cfg.input_guide else 0)
 
         # --- generator G_HQ -----------------------------------------------------------------------
         blk = dict(spectral=cfg.spectral, hidden=cfg.spade_hidden, norm=cfg.spade_norm, form=cfg.spade_form,
@@ -239,7 +245,11 @@ class ISPLGenerator(nn.Module):
     def forward(self, lq: torch.Tensor, fidelity: float | torch.Tensor | None = None) -> torch.Tensor:
         """Restore ``lq`` (B, 3, H, W) in [0, 1]; ``fidelity`` in [0, 1] (number or (B,) tensor) or None."""
         ys = self.encode(lq)
-        return self.decode(ys[0], self.fuse(ys, fidelity))
+        guides = self.fuse(ys, fidelity)
+        if self.config.input_guide:
+            anchor = F.adaptive_avg_pool2d(lq * 2 - 1, ys[0].shape[-2:]).to(guides[0].dtype)
+            guides = [torch.cat([g_, resample(anchor, tuple(g_.shape[-2:]))], dim=1) for g_ in guides]
+        return self.decode(ys[0], guides)
 
     @staticmethod
     def sample_fidelity(

@@ -43,20 +43,24 @@ def _resolve_flow(flow: MAF | str | os.PathLike | bool | None, weights: str | os
         return None
     if flow is not None and flow is not True:
         return load_generator_flow(flow)
-    if weights is not None:
-        return load_generator_flow(find_flow(weights))
     if generator_given:
         raise WeightsMissingError("RLS needs its flow prior: pass flow= (a MAF or a `facerestore train-flow` file)")
     from facerestore import zoo
+    from facerestore.nn.stylegan2_io import builtin_prior_path
 
-    return load_generator_flow(find_flow(zoo.weights_path("stylegan2-ffhq-1024")))
+    if weights is None:
+        return load_generator_flow(find_flow(builtin_prior_path()))
+    if not os.path.isfile(weights) and str(weights) in {e.name for e in zoo.list_entries()}:
+        return load_generator_flow(find_flow(zoo.cached_path(str(weights))))
+    return load_generator_flow(find_flow(weights))
 
 
 class RLSRestorer(Restorer):
     """RLS (``plus=False``) or RLS+ (``plus=True``) on a StyleGAN2 generator with a MAF W-prior.
 
     Args:
-        weights / generator: generator file (NVIDIA .pkl, rosinality .pt) or object; default the zoo's.
+        weights / generator: generator file (NVIDIA .pkl, rosinality .pt, our .safetensors), zoo name or object;
+            default our built-in 64 px face prior (with its flow).
         flow: MAF object or file; default ``<weights stem>.rls-flow.safetensors`` next to the weights
             (``facerestore train-flow``); False runs without the flow terms (announced).
         preset: "paper" (Sec. 4 weights, 200 + 50 steps) or "code" (released code, 500 + 200 steps);
