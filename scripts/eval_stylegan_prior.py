@@ -17,7 +17,8 @@ Inception FID is computed as well when the pytorch-fid Inception weights (zoo ``
 the cache; otherwise the result says that they are missing. Writes ``benchmarks/results/stylegan2_prior.json``
 and the grid ``docs/stylegan2_face64_samples.png`` (8 x 8 samples, psi = 1, z seeds 0..63).
 ``--export FINAL`` first writes a trainer export as the fp16 built-in prior
-(``src/facerestore/zoo/builtin/stylegan2-face-64.safetensors``, settings in its metadata).
+(``src/facerestore/zoo/builtin/stylegan2-face-64.safetensors``, settings in its metadata); a run trained
+with ``noise: none`` gets its noise strengths set to exactly 0.
 """
 
 from __future__ import annotations
@@ -70,6 +71,12 @@ def export_builtin(final: Path, record: dict) -> Path:
     from facerestore.nn.stylegan2_io import builtin_prior_path, load_stylegan2, save_safetensors_generator
 
     G = load_stylegan2(final)
+    if record.get("noise") == "none":
+        # trained without noise inputs: the EMA still holds decaying strengths from before the switch
+        with torch.no_grad():
+            for name, p in G.named_parameters():
+                if name.endswith("noise_strength"):
+                    p.zero_()
     dst = Path(builtin_prior_path())
     save_safetensors_generator(G, dst, half=True, extra_metadata={"source": json.dumps(record)})
     return dst
@@ -97,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.export:
         final = Path(args.export)
         meta = json.loads(final.with_suffix(".json").read_text())
-        export_builtin(final, {"config": "configs/stylegan2-face-64.yaml", "steps": meta.get("steps")})
+        export_builtin(final, {"config": "configs/stylegan2-face-64.yaml", "steps": meta.get("steps"),
+                               "noise": meta.get("config", {}).get("model", {}).get("noise", "random")})
     G = resolve_generator(args.weights).eval()
     res = G.img_resolution
 

@@ -118,3 +118,29 @@ def test_task_none_gives_the_clean_image_and_bad_settings_are_input_errors(tmp_p
         create_adapter(_tiny(tmp_path, "model.generator.img_resolution=32"), torch.device("cpu"))
     with pytest.raises(InputError, match="val_every"):
         create_adapter(cfg, torch.device("cpu")).infer(None, hq)
+
+
+def test_noise_none_holds_the_noise_strengths_at_zero(tmp_path):
+    from facerestore.train.adapter import create_adapter
+
+    ad = create_adapter(_tiny(tmp_path, "model.noise=none"), torch.device("cpu"))
+    g_net = ad.nets["generator"]
+    with torch.no_grad():
+        for name, p in g_net.named_parameters():
+            if name.endswith("noise_strength"):
+                p.fill_(0.5)
+    opts = ad.build_optimizers()
+    real = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    for step in range(2):
+        ad.step = step
+        ad.train_step(real, real, opts, lambda: torch.autocast("cpu", enabled=False), None)
+    strengths = [p for n, p in g_net.named_parameters() if n.endswith("noise_strength")]
+    assert strengths and all(float(p) == 0.0 for p in strengths)
+    w = g_net.mapping.w_avg.expand(2, -1)
+    with torch.no_grad():
+        a = g_net.synthesis(w, noise_mode="const")
+        b = g_net.synthesis(w, noise_mode="random", generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(InputError, match="noise"):
+        create_adapter(_tiny(tmp_path, "model.noise=const"), torch.device("cpu"))

@@ -24,6 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stats", type=int, default=100000, help="W samples for standardisation/calibration")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and of every W sample")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
+    p.add_argument("--half", action="store_true", help="store the weights in float16 (half the file size)")
     p.add_argument("--log-every", type=int, default=500, help="print the loss every N steps (0: never)")
 
 
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or flow_paths(args.generator)[0]
     path = save_generator_flow(
         flow.cpu(), args.generator, out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
-        final_nll=last["nll"],
+        final_nll=last["nll"], half=args.half,
     )
     print(f"flow prior written to {path}")
     return 0

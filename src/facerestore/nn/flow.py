@@ -310,11 +310,13 @@ def train_flow(
     return flow.eval()
 
 
-def save_flow(flow: MAF, path: str | os.PathLike) -> None:
-    """Write a MAF to a safetensors file (weights + JSON config in the metadata)."""
+def save_flow(flow: MAF, path: str | os.PathLike, half: bool = False) -> None:
+    """Write a MAF to a safetensors file (weights + JSON config in the metadata); ``half`` stores floats
+    as float16 (``load_flow`` computes in float32 whatever the stored precision)."""
     from safetensors.torch import save_file
 
-    sd = {k: v.detach().contiguous().cpu() for k, v in flow.state_dict().items()}
+    sd = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).contiguous().cpu()
+          for k, v in flow.state_dict().items()}
     save_file(sd, os.fspath(path), metadata={"format": "facerestore-maf", "config": json.dumps(flow.config)})
 
 

@@ -11,6 +11,9 @@ StyleGAN2 objective (Karras et al. 2020, as in NVIDIA's stylegan2-ada-pytorch ``
 - Path-length regularisation is not used (a documented simplification: it mainly smooths the W -> image
   map of large models and costs a second G backward; our CPU priors are trained for tens of kimg).
 - No augmentation (ADA is optional in the issue; with ~2k faces and tens of kimg D does not overfit).
+- ``noise: none`` trains without per-pixel noise inputs (their strengths are held at 0). Our 64 px CPU
+  prior used it after 4k steps: with noise, the briefly trained generator had put a fixed spotty texture
+  into its 32 px noise layer, which const-noise inversion would reproduce on every face.
 
 The fake batch of the G step is reused (detached) by the D step, which saves a G forward per step.
 Every random draw is a pure function of (seed, step, rank) or of the checkpointed global RNG state, so
@@ -19,8 +22,8 @@ runs resume exactly. Data: ``data.task: none`` (lq = hq); images are mapped to S
 Config ``model`` keys: ``generator`` (``Generator`` keyword arguments, ``img_resolution`` defaults to
 ``data.size``), ``discriminator`` (``Discriminator`` keyword arguments; resolution and channel width
 default to the generator's), ``r1_gamma`` (default 0.0002 * size**2 / batch, StyleGAN2-ADA's heuristic),
-``r1_interval`` (16), ``style_mixing`` (0.9). Optimisers: Adam(lr, betas) for both networks (``optim.lr``
-and ``optim.lr_d``; StyleGAN2 uses 0.0025 and betas (0, 0.99)). The exported generator is the EMA of G
+``r1_interval`` (16), ``style_mixing`` (0.9), ``noise`` ("random" or "none"). Optimisers: Adam(lr, betas) for
+both networks (``optim.lr`` and ``optim.lr_d``; StyleGAN2 uses 0.0025 and betas (0, 0.99)). The exported generator is the EMA of G
 (``ema_decay``); ``facerestore.nn.stylegan2_io.load_stylegan2`` reads the exported safetensors.
 """
 
@@ -38,7 +41,7 @@ from facerestore.train.data import step_seed
 
 __all__ = ["StyleGAN2Adapter", "mixed_latents", "r1_penalty"]
 
-_MODEL_KEYS = {"generator", "discriminator", "r1_gamma", "r1_interval", "style_mixing"}
+_MODEL_KEYS = {"generator", "discriminator", "r1_gamma", "r1_interval", "style_mixing", "noise"}
 
 
 def r1_penalty(d_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -88,6 +91,9 @@ class StyleGAN2Adapter(TrainAdapter):
         self.style_mixing = float(model.get("style_mixing", 0.9))
         if self.r1_interval < 1 or not 0 <= self.style_mixing <= 1 or self.r1_gamma < 0:
             raise InputError("need r1_interval >= 1, r1_gamma >= 0 and style_mixing in [0, 1]")
+        self.noise = str(model.get("noise", "random"))
+        if self.noise not in ("random", "none"):
+            raise InputError(f"model.noise must be 'random' or 'none', got {self.noise!r}")
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         o = self.cfg.optim
@@ -115,8 +121,13 @@ class StyleGAN2Adapter(TrainAdapter):
             step_seed(self.cfg.seed, self.step, 0, stream=2))
         # --- generator -------------------------------------------------------------------------------
         d_net.requires_grad_(False)
+        if self.noise == "none":  # no noise inputs: strengths held at 0, so every noise mode gives the same image
+            with torch.no_grad():
+                for name, p in g_net.named_parameters():
+                    if name.endswith("noise_strength"):
+                        p.zero_()
         with autocast():
-            fake = g_net.synthesis(self._latents(batch), noise_mode="random", generator=noise_gen)
+            fake = g_net.synthesis(self._latents(batch), noise_mode=self.noise, generator=noise_gen)
             g_loss = F.softplus(-d_net(fake).float()).mean()
         step_with_scaler(g_loss, optimizers["generator"], scaler, g_net.parameters(), self.cfg.optim.grad_clip)
         d_net.requires_grad_(True)

@@ -68,7 +68,8 @@ def _sha256(path: Path) -> str:
 
 
 def save_generator_flow(
-    flow: MAF, generator_path: str | os.PathLike, out: str | os.PathLike | None = None, **record: Any
+    flow: MAF, generator_path: str | os.PathLike, out: str | os.PathLike | None = None, *, half: bool = False,
+    **record: Any,
 ) -> Path:
     """Store ``flow`` (default next to the generator) with a JSON record; returns the weights path.
 
@@ -78,7 +79,7 @@ def save_generator_flow(
     weights, rec_path = flow_paths(generator_path) if out is None else (Path(out), Path(out).with_suffix(".json"))
     weights.parent.mkdir(parents=True, exist_ok=True)
     tmp = weights.with_name(weights.name + ".tmp")
-    save_flow(flow, tmp)
+    save_flow(flow, tmp, half=half)
     os.replace(tmp, weights)
     gp = Path(generator_path)
     info = {
@@ -86,6 +87,7 @@ def save_generator_flow(
         "generator": gp.name,
         "generator_sha256": _sha256(gp) if gp.is_file() else None,
         "config": flow.config,
+        "dtype": "float16" if half else "float32",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **record,
     }
