@@ -60,6 +60,7 @@ def export_builtin(final: Path) -> Path:
     dst = builtin_weights()
     state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in load_file(str(final)).items()}
     save_file(state, str(dst), metadata={"format": "pt", "source": "facerestore train configs/ispl-compact-128.yaml"})
+    dst.chmod(0o644)
     meta = json.loads(final.with_suffix(".json").read_text())
     meta["dtype"] = "float16"
     dst.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -81,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fidelities", type=float, nargs="+", default=[1.0, 0.5])
     p.add_argument("--face-fidelities", type=float, nargs="*", default=[1.0],
                    help="ISPL fidelities that also get FED / LLE (dlib embeddings are slow on a busy CPU)")
+    p.add_argument("--extra", nargs="*", default=[], metavar="NAME=PATH",
+                   help="more ISPL weight files scored at fidelity 1 (with FED / LLE and the criteria), e.g. "
+                   "other checkpoints of the same run")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ispl_default_weights.json"))
     p.add_argument("--grid", default=str(ROOT / "docs" / "ispl_validation_grid.png"))
     args = p.parse_args(argv)
@@ -148,12 +152,23 @@ def main(argv: list[str] | None = None) -> int:
         cands[f"ispl f={f:g}"] = batched(lambda x, f=f: ispl.restore(x, fidelity=f))
         score(f"ispl f={f:g}", cands[f"ispl f={f:g}"], face=f in args.face_fidelities)
 
-    ours, unet_row, inp = results["ispl f=1"], results["unet-l1"], results["input (bicubic)"]
-    criteria = {
-        "fed_beats_both": ours["fed"] < unet_row["fed"] and ours["fed"] < inp["fed"],
-        "lle_beats_both": ours["lle"] < unet_row["lle"] and ours["lle"] < inp["lle"],
-        "psnr_within_0.5dB_of_unet": ours["psnr"] >= unet_row["psnr"] - 0.5,
-    }
+    for item in args.extra:
+        name, _, path = item.partition("=")
+        extra = ISPLRestorer(weights=path)
+        cands[f"ispl[{name}] f=1"] = batched(lambda x, r=extra: r.restore(x, fidelity=1.0))
+        score(f"ispl[{name}] f=1", cands[f"ispl[{name}] f=1"])
+
+    unet_row, inp = results["unet-l1"], results["input (bicubic)"]
+
+    def criteria_of(ours: dict[str, float]) -> dict[str, bool]:
+        return {
+            "fed_beats_both": ours["fed"] < unet_row["fed"] and ours["fed"] < inp["fed"],
+            "lle_beats_both": ours["lle"] < unet_row["lle"] and ours["lle"] < inp["lle"],
+            "psnr_within_0.5dB_of_unet": ours["psnr"] >= unet_row["psnr"] - 0.5,
+        }
+
+    criteria = criteria_of(results["ispl f=1"])
+    extra_criteria = {k: criteria_of(v) for k, v in results.items() if k.startswith("ispl[")}
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     report = {
@@ -162,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": f"ffhq256 ids ending in 0 ({len(val_files)} faces) at {args.size}px",
         "task": args.task, "seed": args.seed, "face_metric_size": args.face_size,
         "ispl_weights": str(args.ispl or "builtin"), "unet_weights": str(args.unet),
-        "results": results, "criteria": criteria,
+        "results": results, "criteria": criteria, "criteria_extra": extra_criteria,
         "hardware": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, CPU",
         "wall_s": round(time.time() - t0, 1),
     }

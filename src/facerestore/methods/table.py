@@ -15,8 +15,9 @@ register(RestorerInfo(
     supports_half=True,
     supports_bf16=True,
     default_weights="builtin:ispl-compact-128.safetensors",
-    extra={"note": "the built-in ispl weights are an under-trained CPU demonstration (450 steps, see "
-                   "zoo/builtin/ispl-compact-128.md): expect blurry faces; retrain with configs/ispl-compact-128.yaml"},
+    extra={"note": "the built-in ispl weights are a compact 128 px model trained on a CPU (model card "
+                   "zoo/builtin/ispl-compact-128.md): faces are restored at 128 px and can drift in identity on "
+                   "very degraded inputs; retrain with configs/ispl-compact-128.yaml for more"},
 ))
 
 register(RestorerInfo(

@@ -633,6 +633,7 @@ def save_safetensors_generator(G: Generator, path: str | os.PathLike, *, half: b
              for k, v in G.state_dict().items()}
     tmp = path + ".tmp"
     save_file(state, tmp, metadata={CONFIG_KEY: json.dumps(G.config), **(extra_metadata or {})})
+    os.chmod(tmp, 0o644)  # a weights file is data to share, not a secret (the temp file was created 0600)
     os.replace(tmp, path)
     return path
 

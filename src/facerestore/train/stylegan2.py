@@ -23,8 +23,8 @@ Config ``model`` keys: ``generator`` (``Generator`` keyword arguments, ``img_res
 ``data.size``), ``discriminator`` (``Discriminator`` keyword arguments; resolution and channel width
 default to the generator's), ``r1_gamma`` (default 0.0002 * size**2 / batch, StyleGAN2-ADA's heuristic),
 ``r1_interval`` (16), ``style_mixing`` (0.9), ``noise`` ("random" or "none"). Optimisers: Adam(lr, betas) for
-both networks (``optim.lr`` and ``optim.lr_d``; StyleGAN2 uses 0.0025 and betas (0, 0.99)). The exported generator is the EMA of G
-(``ema_decay``); ``facerestore.nn.stylegan2_io.load_stylegan2`` reads the exported safetensors.
+both networks (``optim.lr`` and ``optim.lr_d``; StyleGAN2 uses 0.0025 and betas (0, 0.99)). The exported
+generator is the EMA of G (``ema_decay``); ``facerestore.nn.stylegan2_io.load_stylegan2`` reads it.
 """
 
 from __future__ import annotations

@@ -80,6 +80,7 @@ def save_generator_flow(
     weights.parent.mkdir(parents=True, exist_ok=True)
     tmp = weights.with_name(weights.name + ".tmp")
     save_flow(flow, tmp, half=half)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, weights)
     gp = Path(generator_path)
     info = {
