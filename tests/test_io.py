@@ -106,3 +106,19 @@ def test_tensor_conversions_roundtrip():
     t = to_tensor(arr)
     assert t.shape == (1, 3, 5, 6)
     np.testing.assert_array_equal(from_tensor(t), arr)
+
+
+def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
+    import os
+
+    from facerestore.io import atomic_write_bytes, write_image
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"x")
+    expected = plain.stat().st_mode & 0o777
+    assert (atomic_write_bytes(tmp_path / "a.bin", b"x").stat().st_mode & 0o777) == expected
+    write_image(tmp_path / "img.png", np.zeros((4, 4, 3), np.float32))
+    assert ((tmp_path / "img.png").stat().st_mode & 0o777) == expected
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
