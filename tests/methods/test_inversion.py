@@ -331,3 +331,31 @@ def test_lpips_kind_runs_with_the_real_vgg_network():
     (g,) = torch.autograd.grad(out.sum(), x)
     assert torch.isfinite(g).all() and g.abs().sum() > 0
     torch.testing.assert_close(loss(y, y), torch.zeros(2), atol=1e-6, rtol=0)
+
+
+def test_default_prior_is_the_builtin_64px_face_generator():
+    from facerestore.nn.stylegan2_io import builtin_prior_path
+
+    r = RobustInversionRestorer(task="robust-upsample", level="S", loss="substitute", steps=(2, 2, 2))
+    assert r.G.img_resolution == 64 and r.info.input_size == 64
+    assert all(float(p) == 0.0 for n, p in r.G.named_parameters() if n.endswith("noise_strength"))
+    clean = to_unit_range(r.G(torch.randn(1, 512, generator=torch.Generator().manual_seed(0)))).clamp(0, 1)
+    y, p = degrade.apply(clean, "robust-upsample", level="S", generator=0)
+    assert y.shape[-1] == 16 and r.restore(y, params=p).shape == (1, 3, 64, 64)
+    from safetensors import safe_open
+
+    with safe_open(builtin_prior_path(), "pt") as f:  # shipped in half precision with its settings inside
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+        assert "stylegan2_config" in f.metadata()
+
+
+def test_blind_mode_projects_the_resized_input_onto_the_prior(tiny_g):
+    from facerestore.methods.ispl.restorer import resize_crop
+
+    r = RobustInversionRestorer(generator=tiny_g, loss="substitute", steps=(3, 3, 3), min_side=4)
+    _, x = _known_image(tiny_g)
+    big = F.interpolate(x, size=(64, 64), mode="bicubic", align_corners=False).clamp(0, 1)
+    out, det = r.restore(big, return_details=True)  # no task: f = identity at the generator's resolution
+    assert out.shape == (1, 3, 32, 32)
+    torch.testing.assert_close(out, r.restore(resize_crop(big, (32, 32))), rtol=0, atol=0)
+    assert det.phase_losses["W++"][-1] < det.phase_losses["W"][0]

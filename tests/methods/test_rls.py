@@ -239,3 +239,17 @@ def test_train_flow_cli_stores_next_to_generator(tmp_path, monkeypatch, tiny_g):
     assert flow.config["num_blocks"] == 1 and torch.isfinite(flow.log_prob(tiny_g.sample_w(4, torch.Generator()))).all()
     r = RLSRestorer(weights=gpath, steps=2, n_mean=10)  # finds the flow next to the generator
     assert r.flow is not None and r.flow.config == flow.config
+
+
+def test_default_prior_and_flow_are_the_builtin_ones():
+    from facerestore.nn.stylegan2_io import builtin_prior_path
+
+    weights, record = flow_paths(builtin_prior_path())
+    assert weights.is_file() and record.is_file()
+    r = RLSRestorer(steps=3, n_mean=100)  # built-in 64 px prior and the flow stored next to it
+    assert r.G.img_resolution == 64 and r.flow is not None and r.flow.config["dim"] == 512
+    w = r.G.sample_w(256, torch.Generator().manual_seed(0))
+    noise = torch.randn(256, 512, generator=torch.Generator().manual_seed(1)) * w.std(0) + w.mean(0)
+    with torch.no_grad():  # the trained flow prefers real W samples to a Gaussian with the same moments
+        assert float(r.flow.log_prob(w).mean()) > float(r.flow.log_prob(noise).mean())
+    assert r.restore(torch.rand(1, 3, 8, 8)).shape == (1, 3, 64, 64)

@@ -115,6 +115,19 @@ class RobustInversionRestorer(Restorer):
             raise InputError(f"task {task!r} masks pixels: pass params= (the records from degrade.apply)")
         return recs
 
+    def _project(self, lq: torch.Tensor, return_details: bool):
+        """Blind mode (no task): invert lq, resized to the generator's resolution, with f = identity, i.e.
+        project the face onto the prior (what whole-photo ``facerestore restore`` does with this method)."""
+        from facerestore.methods.ispl.restorer import resize_crop
+
+        dev = self.G.mapping.w_avg.device
+        r = self.G.img_resolution
+        target = resize_crop(lq.float(), (r, r)).to(dev)
+        result = robust_invert(self.G, target, lambda x: x, self.loss_fn, steps=self.steps, lrs=self.lrs,
+                               seed=self.seed, wpp_layout=self.wpp_layout)
+        out = result.image.to(device=lq.device, dtype=lq.dtype)
+        return (out, result) if return_details else out
+
     def restore(
         self,
         lq: torch.Tensor,
@@ -129,7 +142,8 @@ class RobustInversionRestorer(Restorer):
         """Restore degraded targets lq (B, 3, h, w) in [0, 1] -> (B, 3, R, R) at the generator's resolution.
 
         task / params: the degradation (name + records from ``degrade.apply``); default the task given at
-        construction. return_details: also return the :class:`InversionResult` (latents, per-phase
+        construction; with neither, the blind mode: lq is resized to R x R and projected onto the prior
+        (f = identity), as whole-photo restoration does. return_details: also return the :class:`InversionResult` (latents, per-phase
         losses, loss kind). Optimises for 3 x 150 steps per call (slow on CPU at 1024 px).
         """
         from facerestore import degrade
@@ -139,7 +153,7 @@ class RobustInversionRestorer(Restorer):
         task = task or (params[0]["task"] if isinstance(params, list) and params else None)
         task = task or (params.get("task") if isinstance(params, dict) else None) or self.task
         if task is None:
-            raise InputError("robust-inversion needs a task: restore(lq, task=...) or task= at construction")
+            return self._project(lq, return_details)
         if params is None:
             params = self._records(task, lq, level if level is not None else self.level)
         f_hat = degrade.surrogate(task, params)
