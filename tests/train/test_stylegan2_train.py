@@ -136,7 +136,7 @@ def test_noise_none_holds_the_noise_strengths_at_zero(tmp_path):
         ad.step = step
         ad.train_step(real, real, opts, lambda: torch.autocast("cpu", enabled=False), None)
     strengths = [p for n, p in g_net.named_parameters() if n.endswith("noise_strength")]
-    assert strengths and all(float(p) == 0.0 for p in strengths)
+    assert strengths and all(float(p.detach()) == 0.0 for p in strengths)
     w = g_net.mapping.w_avg.expand(2, -1)
     with torch.no_grad():
         a = g_net.synthesis(w, noise_mode="const")
