@@ -83,3 +83,24 @@ def astronaut_tensor(astronaut) -> torch.Tensor:
     from facerestore.io import to_tensor
 
     return to_tensor(astronaut)
+
+
+def assert_resume_is_exact(make_cfg, runs_dir, steps: int, nets=("generator", "discriminator")) -> dict:
+    """Train ``make_cfg("name=full")`` to the end and ``make_cfg("name=split")`` interrupted after its first
+    step then resumed; assert bit-identical networks and EMA, return the full run's last checkpoint."""
+    from facerestore.train import train
+    from facerestore.train.checkpoint import load_checkpoint
+
+    res = train(make_cfg("name=full"), progress=False)
+    assert res["finished"] and res["step"] == steps
+    part = train(make_cfg("name=split", "time_limit_s=1.0e-9"), progress=False)
+    assert part["stopped_early"] and part["step"] == 1
+    assert train(make_cfg("name=split"), progress=False)["finished"]
+    a = load_checkpoint(runs_dir / "full/checkpoints/last.pt")
+    b = load_checkpoint(runs_dir / "split/checkpoints/last.pt")
+    for net in nets:
+        for k, v in a["nets"][net].items():
+            assert torch.equal(v, b["nets"][net][k]), (net, k)
+    for k, v in a["ema"]["shadow"].items():
+        assert torch.equal(v, b["ema"]["shadow"][k]), k
+    return a

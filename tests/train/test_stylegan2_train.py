@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import assert_resume_is_exact
 from facerestore.errors import InputError, WeightsMissingError
 from facerestore.io import write_image
 from facerestore.nn import stylegan2_io
 from facerestore.nn.stylegan2 import Generator
-from facerestore.train import load_config, train
-from facerestore.train.checkpoint import load_checkpoint
+from facerestore.train import load_config
 from facerestore.train.stylegan2 import mixed_latents, r1_penalty
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,16 +35,7 @@ def _tiny(tmp_path: Path, *extra: str):
 
 def test_tiny_stylegan2_trains_resumes_exactly_and_exports(tmp_path):
     _faces(tmp_path / "hq")
-    res = train(_tiny(tmp_path, "name=full"), progress=False)
-    assert res["finished"] and res["step"] == 4
-    part = train(_tiny(tmp_path, "name=split", "time_limit_s=1.0e-9"), progress=False)
-    assert part["stopped_early"] and part["step"] == 1
-    assert train(_tiny(tmp_path, "name=split"), progress=False)["finished"]
-    a = load_checkpoint(tmp_path / "runs/full/checkpoints/last.pt")
-    b = load_checkpoint(tmp_path / "runs/split/checkpoints/last.pt")
-    for net in ("generator", "discriminator"):
-        for k, v in a["nets"][net].items():
-            assert torch.equal(v, b["nets"][net][k]), (net, k)
+    a = assert_resume_is_exact(lambda *extra: _tiny(tmp_path, *extra), tmp_path / "runs", steps=4)
     logs = [json.loads(x) for x in (tmp_path / "runs/full/metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in logs] == [1, 2, 3, 4]
     assert all(np.isfinite(x["loss/g"]) and np.isfinite(x["loss/d"]) for x in logs)
