@@ -104,3 +104,18 @@ def assert_resume_is_exact(make_cfg, runs_dir, steps: int, nets=("generator", "d
     for k, v in a["ema"]["shadow"].items():
         assert torch.equal(v, b["ema"]["shadow"][k]), k
     return a
+
+
+def make_face_dataset(root, n: int = 12, size: int = 32, seed: int = 0):
+    """Smooth random colour images named like FFHQ files (00000.png ...) for training tests."""
+    from facerestore.io import write_image
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for i in range(n):
+        a = rng.random((3, 3))
+        img = np.stack([a[c, 0] * xx + a[c, 1] * yy + a[c, 2] * np.sin(6 * xx * (c + 1)) for c in range(3)], -1)
+        img = (img - img.min()) / (np.ptp(img) + 1e-6)
+        write_image(root / f"{i:05d}.png", img.astype(np.float32))
+    return root

@@ -81,3 +81,10 @@ def test_models_cli_lists_and_refuses_unknown(fake_entry, capsys):
     assert "fake-net" in out and "missing" in out
     assert main(["models", "verify", "fake-net"]) == 0  # missing is reported, not a failure
     assert main(["models", "download", "no-such-entry"]) == 2
+
+
+def test_has_entry_tells_entry_names_from_other_strings():
+    from facerestore import zoo
+
+    assert zoo.has_entry("stylegan2-ffhq-1024") and zoo.has_entry("pt-inception-fid")
+    assert not zoo.has_entry("ffhq.pkl") and not zoo.has_entry("")

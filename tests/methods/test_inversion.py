@@ -350,7 +350,7 @@ def test_default_prior_is_the_builtin_64px_face_generator():
 
 
 def test_blind_mode_projects_the_resized_input_onto_the_prior(tiny_g):
-    from facerestore.methods.ispl.restorer import resize_crop
+    from facerestore.methods import resize_crop
 
     r = RobustInversionRestorer(generator=tiny_g, loss="substitute", steps=(3, 3, 3), min_side=4)
     _, x = _known_image(tiny_g)

@@ -9,27 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ASTRONAUT_LM68, assert_resume_is_exact
+from conftest import ASTRONAUT_LM68, assert_resume_is_exact, make_face_dataset
 from facerestore import methods
 from facerestore.errors import InputError, WeightsMissingError
-from facerestore.io import write_image
 from facerestore.train import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "tiny-ispl.yaml"
-
-
-def _make_dataset(root: Path, n: int = 10, size: int = 32, seed: int = 0) -> Path:
-    """Smooth random colour images named like FFHQ files (00000.png ...)."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    for i in range(n):
-        a = rng.random((3, 3))
-        img = np.stack([a[c, 0] * xx + a[c, 1] * yy + a[c, 2] * np.sin(6 * xx * (c + 1)) for c in range(3)], -1)
-        img = (img - img.min()) / (np.ptp(img) + 1e-6)
-        write_image(root / f"{i:05d}.png", img.astype(np.float32))
-    return root
 
 
 def _tiny(tmp_path: Path, *extra: str):
@@ -38,7 +24,7 @@ def _tiny(tmp_path: Path, *extra: str):
 
 @pytest.mark.slow
 def test_tiny_ispl_trains_resumes_exactly_and_exports(tmp_path):
-    _make_dataset(tmp_path / "hq")
+    make_face_dataset(tmp_path / "hq", n=10)
     # interrupted after the first step, then resumed: bit-identical G, D and EMA (random fidelities and
     # degradations are pure functions of the checkpointed state)
     a = assert_resume_is_exact(lambda *extra: _tiny(tmp_path, *extra), tmp_path / "runs", steps=4)

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_resume_is_exact
+from conftest import assert_resume_is_exact, make_face_dataset
 from facerestore.errors import InputError, WeightsMissingError
-from facerestore.io import write_image
 from facerestore.nn import stylegan2_io
 from facerestore.nn.stylegan2 import Generator
 from facerestore.train import load_config
@@ -21,20 +20,12 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "tiny-stylegan2.yaml"
 
 
-def _faces(root: Path, n: int = 8, size: int = 16) -> Path:
-    rng = np.random.default_rng(0)
-    root.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        write_image(root / f"{i:05d}.png", rng.random((size, size, 3)).astype(np.float32))
-    return root
-
-
 def _tiny(tmp_path: Path, *extra: str):
     return load_config(TINY, [f"data.roots=[{tmp_path / 'hq'}]", f"output_dir={tmp_path / 'runs'}", *extra])
 
 
 def test_tiny_stylegan2_trains_resumes_exactly_and_exports(tmp_path):
-    _faces(tmp_path / "hq")
+    make_face_dataset(tmp_path / "hq", n=8, size=16)
     a = assert_resume_is_exact(lambda *extra: _tiny(tmp_path, *extra), tmp_path / "runs", steps=4)
     logs = [json.loads(x) for x in (tmp_path / "runs/full/metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in logs] == [1, 2, 3, 4]

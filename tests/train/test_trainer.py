@@ -12,26 +12,13 @@ import pytest
 import torch
 import yaml
 
+from conftest import make_face_dataset
 from facerestore.errors import InputError
-from facerestore.io import write_image
 from facerestore.train import config_from_dict, load_config, train
 from facerestore.train.checkpoint import load_checkpoint
 from facerestore.train.data import StepSampler, split_files
 from facerestore.train.ema import EMA
 from facerestore.train.trainer import lr_factor
-
-
-def _make_dataset(root, n=12, size=32, seed=0):
-    """Smooth random colour images named like FFHQ files (00000.png ...)."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    for i in range(n):
-        a = rng.random((3, 3))
-        img = np.stack([a[c, 0] * xx + a[c, 1] * yy + a[c, 2] * np.sin(6 * xx * (c + 1)) for c in range(3)], -1)
-        img = (img - img.min()) / (np.ptp(img) + 1e-6)
-        write_image(root / f"{i:05d}.png", img.astype(np.float32))
-    return root
 
 
 def _tiny_cfg(tmp_path, **over):
@@ -77,7 +64,7 @@ def test_step_sampler_ranks_are_disjoint_and_cover_an_epoch():
 
 
 def test_validation_split_holds_out_numbers_ending_in_zero(tmp_path):
-    root = _make_dataset(tmp_path / "hq", n=21, size=8)
+    root = make_face_dataset(tmp_path / "hq", n=21, size=8)
     cfg = _tiny_cfg(tmp_path)
     cfg.data.val_count = 0
     train_files, val_files = split_files(cfg.data)
@@ -99,7 +86,7 @@ def test_ema_matches_the_formula():
 
 @pytest.mark.slow
 def test_tiny_run_trains_resumes_exactly_and_exports(tmp_path):
-    _make_dataset(tmp_path / "hq")
+    make_face_dataset(tmp_path / "hq")
     full = train(_tiny_cfg(tmp_path, name="full"), progress=False)
     assert full["finished"] and full["step"] == 6
     # same run, interrupted after 3 steps (checkpoint), then resumed
@@ -130,7 +117,7 @@ def test_tiny_run_trains_resumes_exactly_and_exports(tmp_path):
 
 @pytest.mark.slow
 def test_l1_training_reduces_the_loss(tmp_path):
-    _make_dataset(tmp_path / "hq", n=16)
+    make_face_dataset(tmp_path / "hq", n=16)
     cfg = _tiny_cfg(tmp_path, name="learn", steps=40, val_every=0, ckpt_every=0)
     train(cfg, progress=False)
     logs = [json.loads(x) for x in (tmp_path / "runs/learn/metrics.jsonl").read_text().splitlines()]
@@ -140,7 +127,7 @@ def test_l1_training_reduces_the_loss(tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes_train_in_sync(tmp_path):
-    _make_dataset(tmp_path / "hq", n=16)
+    make_face_dataset(tmp_path / "hq", n=16)
     cfg = tmp_path / "ddp.yaml"
     raw = _tiny_cfg(tmp_path, name="ddp", steps=4, val_every=0).to_dict()
     raw["optim"]["betas"] = list(raw["optim"]["betas"])

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from facerestore.errors import InputError
 
@@ -61,6 +62,28 @@ class Restorer(torch.nn.Module):
             raise InputError(f"method {self.info.name!r} has no fidelity control; drop --fidelity")
         if not 0.0 <= float(fidelity) <= 1.0:
             raise InputError(f"fidelity must be in [0, 1], got {fidelity}")
+
+
+def check_images(lq: Any, name: str, min_side: int = 1) -> None:
+    """InputError (one line) unless ``lq`` is a (B, 3, H, W) tensor with H, W >= ``min_side``."""
+    if not isinstance(lq, torch.Tensor) or lq.ndim != 4 or lq.shape[1] != 3:
+        shape = tuple(lq.shape) if isinstance(lq, torch.Tensor) else type(lq).__name__
+        raise InputError(f"{name} expects (B, 3, H, W) images in [0, 1], got {shape}")
+    if lq.shape[-1] < min_side or lq.shape[-2] < min_side:
+        raise InputError(f"{name}: face crop {lq.shape[-1]}x{lq.shape[-2]} is too small (need >= {min_side} px)")
+
+
+def resize_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize (B, 3, H, W) images to ``size`` (area when shrinking, bicubic when enlarging; float32 math)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    xf = x.float()
+    shrink = x.shape[-2] >= size[0] and x.shape[-1] >= size[1]
+    if shrink:
+        y = F.interpolate(xf, size=size, mode="area")
+    else:
+        y = F.interpolate(xf, size=size, mode="bicubic", align_corners=False)
+    return y.clamp(0, 1).to(x.dtype)
 
 
 # name -> info. Add a row when a method lands; the factory module is imported lazily.

@@ -651,7 +651,7 @@ def resolve_generator(weights: str | os.PathLike | None = None) -> Generator:
     if not os.path.isfile(weights):
         from facerestore import zoo
 
-        if str(weights) in {e.name for e in zoo.list_entries()}:
+        if zoo.has_entry(str(weights)):
             return load_zoo_generator(str(weights))
         raise InputError(f"generator weights not found: {os.fspath(weights)}")
     return load_stylegan2(weights)

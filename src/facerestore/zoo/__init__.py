@@ -68,6 +68,12 @@ def list_entries() -> list[ZooEntry]:
     return sorted(_REGISTRY.values(), key=lambda e: e.name)
 
 
+def has_entry(name: str) -> bool:
+    """True when ``name`` is a zoo entry (e.g. to tell an entry name from a file path)."""
+    _load_entries()
+    return name in _REGISTRY
+
+
 def get_entry(name: str) -> ZooEntry:
     _load_entries()
     try:
@@ -171,6 +177,7 @@ __all__ = [
     "cached_path",
     "fetch",
     "get_entry",
+    "has_entry",
     "home",
     "is_available",
     "list_entries",

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from facerestore.errors import InputError
-from facerestore.methods import Restorer, RestorerInfo, get_info
+from facerestore.methods import Restorer, RestorerInfo, check_images, get_info, resize_crop
 from facerestore.methods.inversion.invert import PAPER_LRS, PAPER_STEPS, InversionResult, inpainting_mask, robust_invert
 from facerestore.methods.inversion.losses import make_loss
 from facerestore.nn.stylegan2 import Generator
@@ -49,12 +49,6 @@ def load_generator(generator: Generator | None = None, weights: str | os.PathLik
     from facerestore.nn import stylegan2_io
 
     return stylegan2_io.resolve_generator(weights)
-
-
-def _check_lq(lq: torch.Tensor) -> None:
-    if not isinstance(lq, torch.Tensor) or lq.ndim != 4 or lq.shape[1] != 3:
-        shape = tuple(lq.shape) if isinstance(lq, torch.Tensor) else type(lq).__name__
-        raise InputError(f"expected images (B, 3, H, W) in [0, 1], got {shape}")
 
 
 class RobustInversionRestorer(Restorer):
@@ -118,8 +112,6 @@ class RobustInversionRestorer(Restorer):
     def _project(self, lq: torch.Tensor, return_details: bool):
         """Blind mode (no task): invert lq, resized to the generator's resolution, with f = identity, i.e.
         project the face onto the prior (what whole-photo ``facerestore restore`` does with this method)."""
-        from facerestore.methods.ispl.restorer import resize_crop
-
         dev = self.G.mapping.w_avg.device
         r = self.G.img_resolution
         target = resize_crop(lq.float(), (r, r)).to(dev)
@@ -143,13 +135,14 @@ class RobustInversionRestorer(Restorer):
 
         task / params: the degradation (name + records from ``degrade.apply``); default the task given at
         construction; with neither, the blind mode: lq is resized to R x R and projected onto the prior
-        (f = identity), as whole-photo restoration does. return_details: also return the :class:`InversionResult` (latents, per-phase
-        losses, loss kind). Optimises for 3 x 150 steps per call (slow on CPU at 1024 px).
+        (f = identity), as whole-photo restoration does. return_details: also return the
+        :class:`InversionResult` (latents, per-phase losses, loss kind). Optimises for 3 x 150 steps per
+        call (slow on CPU at 1024 px).
         """
         from facerestore import degrade
 
         self.check_fidelity(fidelity)
-        _check_lq(lq)
+        check_images(lq, "robust-inversion")
         task = task or (params[0]["task"] if isinstance(params, list) and params else None)
         task = task or (params.get("task") if isinstance(params, dict) else None) or self.task
         if task is None:

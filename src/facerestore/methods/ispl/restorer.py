@@ -23,10 +23,9 @@ import os
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from facerestore.errors import InputError, WeightsMissingError
-from facerestore.methods import Restorer, RestorerInfo, get_info
+from facerestore.methods import Restorer, RestorerInfo, check_images, get_info, resize_crop
 from facerestore.methods.ispl.generator import ISPLConfig, ISPLGenerator
 
 __all__ = ["BUILTIN_NAME", "HiFaceGANRestorer", "ISPLRestorer", "builtin_weights", "load_hifacegan",
@@ -40,27 +39,6 @@ def builtin_weights() -> Path:
     from facerestore.zoo import BUILTIN_DIR
 
     return Path(BUILTIN_DIR) / f"{BUILTIN_NAME}.safetensors"
-
-
-def resize_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize (B, 3, H, W) images to ``size`` (area when shrinking, bicubic when enlarging; float32 math)."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    xf = x.float()
-    shrink = x.shape[-2] >= size[0] and x.shape[-1] >= size[1]
-    if shrink:
-        y = F.interpolate(xf, size=size, mode="area")
-    else:
-        y = F.interpolate(xf, size=size, mode="bicubic", align_corners=False)
-    return y.clamp(0, 1).to(x.dtype)
-
-
-def _check_images(lq: torch.Tensor, name: str) -> None:
-    if not isinstance(lq, torch.Tensor) or lq.ndim != 4 or lq.shape[1] != 3:
-        shape = tuple(lq.shape) if isinstance(lq, torch.Tensor) else type(lq).__name__
-        raise InputError(f"{name} expects (B, 3, H, W) images in [0, 1], got {shape}")
-    if lq.shape[-1] < 8 or lq.shape[-2] < 8:
-        raise InputError(f"{name}: face crop {lq.shape[-1]}x{lq.shape[-2]} is too small (need >= 8 px)")
 
 
 def load_ispl(weights: str | os.PathLike | None = None) -> ISPLGenerator:
@@ -110,7 +88,7 @@ class ISPLRestorer(Restorer):
     def restore(self, lq: torch.Tensor, *, refs: torch.Tensor | None = None,
                 fidelity: float | None = None) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> restored (B, 3, H, W) in [0, 1], in ``lq``'s dtype and device."""
-        _check_images(lq, "ispl")
+        check_images(lq, "ispl", min_side=8)
         self.check_fidelity(fidelity)
         p = next(self.net.parameters())
         h, w = lq.shape[-2:]
@@ -145,7 +123,7 @@ class HiFaceGANRestorer(Restorer):
     @torch.no_grad()
     def restore(self, lq: torch.Tensor, *, refs: torch.Tensor | None = None,
                 fidelity: float | None = None) -> torch.Tensor:
-        _check_images(lq, "hifacegan")
+        check_images(lq, "hifacegan", min_side=8)
         self.check_fidelity(fidelity)
         p = next(self.net.parameters())
         h, w = lq.shape[-2:]

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from facerestore.errors import InputError, WeightsMissingError
-from facerestore.methods import Restorer, RestorerInfo
+from facerestore.methods import Restorer, RestorerInfo, check_images
 from facerestore.methods.inversion.restorer import load_generator, restorer_info
 from facerestore.methods.rls.flow_prior import find_flow, load_generator_flow
 from facerestore.methods.rls.rls import RLSPlusResult, RLSResult, config, rls_plus, rls_search
@@ -50,7 +50,7 @@ def _resolve_flow(flow: MAF | str | os.PathLike | bool | None, weights: str | os
 
     if weights is None:
         return load_generator_flow(find_flow(builtin_prior_path()))
-    if not os.path.isfile(weights) and str(weights) in {e.name for e in zoo.list_entries()}:
+    if not os.path.isfile(weights) and zoo.has_entry(str(weights)):
         return load_generator_flow(find_flow(zoo.cached_path(str(weights))))
     return load_generator_flow(find_flow(weights))
 
@@ -134,8 +134,7 @@ class RLSRestorer(Restorer):
         return_details: also return {"rls": RLSResult, "plus": RLSPlusResult (RLS+ only)}.
         """
         self.check_fidelity(fidelity)
-        if not isinstance(lq, torch.Tensor) or lq.ndim != 4 or lq.shape[1] != 3:
-            raise InputError("expected images (B, 3, H, W) in [0, 1]")
+        check_images(lq, self.info.name)
         fn = self._degrade_fn(lq, task, params)
         dev = self.G.mapping.w_avg.device
         details: dict[str, RLSResult | RLSPlusResult] = {}
