@@ -51,6 +51,7 @@ __all__ = [
     "load_stylegan2",
     "load_zoo_generator",
     "nvidia_to_ours",
+    "prior_file",
     "read_nvidia_pickle",
     "resolve_generator",
     "rosinality_to_ours",
@@ -638,20 +639,29 @@ def save_safetensors_generator(G: Generator, path: str | os.PathLike, *, half: b
     return path
 
 
-def resolve_generator(weights: str | os.PathLike | None = None) -> Generator:
-    """``None``: our built-in face prior; a file path: ``load_stylegan2``; a zoo name
-    (``stylegan2-ffhq-1024``): ``load_zoo_generator`` (never downloads)."""
+def prior_file(weights: str | os.PathLike | None = None) -> str:
+    """The generator file named by ``weights``: None -> our built-in face prior; a zoo name
+    (``stylegan2-ffhq-1024``) -> its cached file (never downloaded: WeightsMissingError); else a path that
+    must exist (InputError). RLS looks for the flow next to this file."""
+    from facerestore.errors import WeightsMissingError
+
     if weights is None:
         path = builtin_prior_path()
         if not os.path.isfile(path):
-            from facerestore.errors import WeightsMissingError
-
             raise WeightsMissingError(f"the built-in StyleGAN2 prior is missing from the installation: {path}")
-        return load_safetensors_generator(path)
+        return path
     if not os.path.isfile(weights):
         from facerestore import zoo
 
         if zoo.has_entry(str(weights)):
-            return load_zoo_generator(str(weights))
+            return os.fspath(zoo.weights_path(str(weights)))
         raise InputError(f"generator weights not found: {os.fspath(weights)}")
-    return load_stylegan2(weights)
+    return os.fspath(weights)
+
+
+def resolve_generator(weights: str | os.PathLike | None = None) -> Generator:
+    """Load the generator named by ``weights`` (see :func:`prior_file`): built-in prior, zoo name or file."""
+    path = prior_file(weights)
+    if weights is not None and not os.path.isfile(weights):  # a zoo name: its entry knows the file format
+        return load_zoo_generator(str(weights))
+    return load_stylegan2(path)

@@ -45,14 +45,9 @@ def _resolve_flow(flow: MAF | str | os.PathLike | bool | None, weights: str | os
         return load_generator_flow(flow)
     if generator_given:
         raise WeightsMissingError("RLS needs its flow prior: pass flow= (a MAF or a `facerestore train-flow` file)")
-    from facerestore import zoo
-    from facerestore.nn.stylegan2_io import builtin_prior_path
+    from facerestore.nn.stylegan2_io import prior_file
 
-    if weights is None:
-        return load_generator_flow(find_flow(builtin_prior_path()))
-    if not os.path.isfile(weights) and zoo.has_entry(str(weights)):
-        return load_generator_flow(find_flow(zoo.cached_path(str(weights))))
-    return load_generator_flow(find_flow(weights))
+    return load_generator_flow(find_flow(prior_file(weights)))
 
 
 class RLSRestorer(Restorer):
