@@ -209,3 +209,22 @@ def test_adversarial_warm_up_trains_g_with_l1_alone_then_switches(tmp_path):
     assert {"loss/g_gan", "loss/g_fm", "loss/d_fake"} <= set(logs[2])
     with pytest.raises(InputError, match="pixel"):
         create_adapter(_tiny(tmp_path, "model.adversarial_start=2", "losses.pixel=0"), torch.device("cpu"))
+
+
+def test_identity_term_joins_the_adversarial_phase(tmp_path):
+    from facerestore.train.adapter import create_adapter
+
+    cfg = _tiny(tmp_path, "losses.identity=2.0", "model.adversarial_start=1", "model.warmup_betas=[0.9,0.99]")
+    ad = create_adapter(cfg, torch.device("cpu"))
+    assert ad.identity is not None and ad.identity.weight == 2.0
+    opts = ad.build_optimizers()
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    logs = []
+    for step in range(2):
+        ad.step = step
+        hq = torch.rand(2, 3, 32, 32, generator=g)
+        logs.append(ad.train_step(hq.flip(-1), hq, opts, lambda: torch.autocast("cpu", enabled=False), None))
+    assert "loss/g_identity" not in logs[0]  # warm-up: L1 alone
+    assert np.isfinite(logs[1]["loss/g_identity"]) and logs[1]["loss/g_identity"] > 0
+    assert "identity" not in dict(_tiny(tmp_path).losses)  # off unless asked for

@@ -151,3 +151,22 @@ def test_override_values_take_the_declared_type():
         config_from_dict({"steps": "many"})
     with pytest.raises(InputError, match="steps must be int"):
         config_from_dict({"steps": 2.5})
+
+
+def test_init_from_starts_a_run_from_exported_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    make_face_dataset(tmp_path / "hq", n=6)
+    first = train(_tiny_cfg(tmp_path, steps=2), progress=False)
+    init = load_file(first["weights"])
+    # learning rate 0: the fine-tuning run's EMA export equals the weights it started from
+    cfg = _tiny_cfg(tmp_path, name="ft", steps=2, init_from=first["weights"], optim={"lr": 0.0})
+    out = load_file(train(cfg, progress=False)["weights"])
+    assert set(out) == set(init) and all(torch.equal(out[k], init[k]) for k in init)
+    fresh = load_file(train(_tiny_cfg(tmp_path, name="fresh", steps=2, optim={"lr": 0.0}), progress=False)["weights"])
+    assert any(not torch.equal(fresh[k], init[k]) for k in init)
+    with pytest.raises(InputError, match="init_from"):
+        train(_tiny_cfg(tmp_path, name="bad", init_from=str(tmp_path / "missing.safetensors")), progress=False)
+    with pytest.raises(InputError, match="does not fit"):
+        train(_tiny_cfg(tmp_path, name="bad2", init_from=first["weights"], model={"ch": 8, "depth": 2, "max_ch": 8}),
+              progress=False)

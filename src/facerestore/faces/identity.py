@@ -23,6 +23,13 @@ ARCFACE_TEMPLATE_112 = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]
 )
 
+# Where dlib's 5-point predictor puts its points (dlib's order: eye corners, then the nose) on crops aligned
+# with the FFHQ template, in the 512 px frame: mean over the 900 training faces of ../shared/data/ffhq256
+# (256 px, predictor run in ``aligned_face_box``; std 3-7 px for the eyes, 11-15 px for the nose).
+DLIB5_FFHQ_512 = np.array(
+    [[342.87, 243.55], [292.88, 245.82], [168.24, 243.51], [218.13, 245.77], [255.18, 338.25]]
+)
+
 
 def embedding_distance(e1: np.ndarray, e2: np.ndarray) -> float:
     """Euclidean distance between two embeddings (dlib: < 0.6 means same person)."""
@@ -151,6 +158,32 @@ def dlib_embedding(image: np.ndarray, box: np.ndarray, num_jitters: int = 0) -> 
     return np.asarray(desc, dtype=np.float64)
 
 
+def dlib_chip_affine(landmarks5_dlib: np.ndarray, chip_size: int = 150, padding: float = 0.25) -> np.ndarray:
+    """(2, 3) affine taking chip pixel (u, v, 1) to image pixel (x, y): the crop ``dlib.get_face_chip``
+    extracts for dlib 5-point landmarks ``landmarks5_dlib`` (5, 2) (pixel centres at integer coordinates)."""
+    from facerestore.faces.dlib_models import import_dlib
+
+    dlib = import_dlib()
+    pts = [dlib.point(round(float(x)), round(float(y))) for x, y in np.asarray(landmarks5_dlib, np.float64)]
+    det = dlib.full_object_detection(dlib.rectangle(0, 0, 1, 1), pts)
+    d = dlib.get_face_chip_details(det, chip_size, padding)
+    r = d.rect
+    # dlib maps the chip's corner pixels onto the corners of ``rect`` rotated by ``angle`` about its centre
+    scale = (r.right() - r.left()) / (d.cols - 1)
+    c, s = math.cos(d.angle), math.sin(d.angle)
+    centre = np.array([(r.left() + r.right()) / 2.0, (r.top() + r.bottom()) / 2.0])
+    rot = scale * np.array([[c, -s], [s, c]])
+    offset = centre - rot @ np.array([(d.cols - 1) / 2.0, (d.rows - 1) / 2.0])
+    return np.concatenate([rot, offset[:, None]], axis=1)
+
+
+def aligned_chip_affine(size: int, chip_size: int = 150) -> np.ndarray:
+    """(2, 3) chip-to-image affine of dlib's face chip for a ``size`` px crop aligned with the FFHQ template
+    (the crop dlib's recogniser would see with the predictor's mean landmarks ``DLIB5_FFHQ_512``)."""
+    m = dlib_chip_affine(DLIB5_FFHQ_512, chip_size)  # in the 512 frame: integer rounding is negligible there
+    return m * (size / 512.0)
+
+
 def _as_landmarks5(landmarks: np.ndarray, to5: Any) -> np.ndarray:
     lm = np.asarray(landmarks, np.float64)
     if lm.shape == (68, 2):
@@ -210,8 +243,11 @@ def identity_similarity(
 
 __all__ = [
     "ARCFACE_TEMPLATE_112",
+    "DLIB5_FFHQ_512",
     "FaceEmbedder",
+    "aligned_chip_affine",
     "cosine_similarity",
+    "dlib_chip_affine",
     "dlib_embedding",
     "embedding_angle_deg",
     "embedding_distance",

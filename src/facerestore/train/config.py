@@ -73,6 +73,7 @@ class TrainConfig:
     ckpt_every: int = 500
     val_metrics: list[str] = field(default_factory=lambda: ["psnr", "ssim"])
     time_limit_s: float = 0.0  # stop cleanly (and checkpoint) after this many seconds; 0 = no limit
+    init_from: str = ""  # fine-tuning: a weights file (.safetensors export) for the generator at step 0
     deterministic: bool = True
 
     @property

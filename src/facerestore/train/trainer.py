@@ -23,7 +23,7 @@ import torch
 from facerestore.cli.common import resolve_device
 from facerestore.errors import InputError
 from facerestore.train import distributed as dist_utils
-from facerestore.train.adapter import TrainAdapter, create_adapter
+from facerestore.train.adapter import TrainAdapter, create_adapter, unwrap
 from facerestore.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from facerestore.train.config import TrainConfig
 from facerestore.train.data import StepSampler, load_images, make_pair, split_files, step_seed
@@ -120,6 +120,8 @@ class Trainer:
         sampler = StepSampler(len(train_files), cfg.data.batch_size, info.world_size, info.rank, cfg.seed)
 
         adapter = create_adapter(cfg, dev)
+        if cfg.init_from and latest_checkpoint(run_dir) is None:
+            _init_generator(adapter, cfg.init_from)  # a resumed run already holds these weights, trained on
         if info.enabled:
             adapter.wrap_ddp(info.local_rank if dev.type == "cuda" else None)
         optimizers = adapter.build_optimizers()
@@ -226,6 +228,21 @@ class Trainer:
         atomic_write_json(path.with_suffix(".json"), {**adapter.export_metadata(), "steps": ema.num_updates,
                                                       "config": self.cfg.to_dict()})
         return path
+
+
+def _init_generator(adapter: TrainAdapter, path: str) -> None:
+    """Load an exported generator (``final.safetensors`` of an earlier run) before step 0 (fine-tuning)."""
+    from facerestore.nn.backbones import load_weights_file
+
+    p = Path(path)
+    if p.suffix != ".safetensors" or not p.is_file():
+        raise InputError(f"init_from: {path} is not a .safetensors weights file (e.g. a run's final.safetensors)")
+    net = unwrap(adapter.generator)
+    try:
+        net.load_state_dict(load_weights_file(p), strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise InputError(f"init_from: {path} does not fit this generator: {first}") from None
 
 
 def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> dict[str, Any]:

@@ -6,7 +6,8 @@ One step (order of the authors' pix2pix code: generator first, then discriminato
   1 with probability ``fidelity_p_full``, else U(0, 1)) so that every sub-model ISP(k, n) is trained and
   the test-time knob is meaningful. Loss = ``gan`` * LSGAN + feature matching (weight ``fm``) +
   ``perceptual`` * perceptual (backbone named explicitly by ``model.perceptual_backbone``) +
-  ``pixel`` * per-sample-weighted L1.
+  ``pixel`` * per-sample-weighted L1 + ``identity`` * identity distance (``train.losses.IdentityLoss``:
+  dlib recogniser embeddings, the offline face-network substitute for VGG; joins in the adversarial phase).
 - D: multi-scale conditional PatchGAN on [lq, image], LSGAN to 1 (real) / 0 (fake, detached).
 
 Adversarial warm-up (``model.adversarial_start``, a step index, default 0): before it the generator is
@@ -27,7 +28,8 @@ Config (``model`` keys): ``generator`` (a name of ``methods.ispl.configs``, e.g.
 ``generator_params`` (overrides of its ``ISPLConfig`` fields), ``disc`` (``MultiscaleDiscriminator``
 kwargs, e.g. ``{ndf: 32, n_layers: 3, num_d: 2}``), ``perceptual_backbone`` ("vgg19", "vgg16" or
 "none" — required when ``losses.perceptual`` > 0, never chosen silently), ``fidelity_p_full`` (0.5),
-``pixel_fidelity_power`` (1.0). ``losses``: ``gan`` (1), ``fm`` (10), ``perceptual`` (10), ``pixel`` (0).
+``pixel_fidelity_power`` (1.0). ``losses``: ``gan`` (1), ``fm`` (10), ``perceptual`` (10), ``pixel`` (0),
+``identity`` (0).
 Optimisers: Adam with ``optim.betas`` (paper: (0, 0.9)), G at ``optim.lr``, D at ``optim.lr_d``.
 AMP: forward passes run under the trainer's autocast; LSGAN/feature-matching terms are computed in
 float32 and both optimisers step through the shared GradScaler.
@@ -47,12 +49,13 @@ from facerestore.methods.ispl.discriminator import MultiscaleDiscriminator
 from facerestore.methods.ispl.generator import ISPLConfig, ISPLGenerator
 from facerestore.methods.ispl.losses import PerceptualLoss, discriminator_losses, feature_matching_loss, lsgan_loss
 from facerestore.train.adapter import TrainAdapter, step_with_scaler, unwrap
+from facerestore.train.losses import IdentityLoss
 
 __all__ = ["ISPLAdapter", "generator_config_from_model"]
 
 _MODEL_KEYS = {"generator", "generator_params", "disc", "perceptual_backbone", "fidelity_p_full",
                "pixel_fidelity_power", "adversarial_start", "warmup_betas"}
-_LOSS_KEYS = {"gan", "fm", "perceptual", "pixel"}
+_LOSS_KEYS = {"gan", "fm", "perceptual", "pixel", "identity"}
 
 
 def generator_config_from_model(model: dict[str, Any], size: int) -> ISPLConfig:
@@ -83,7 +86,7 @@ class ISPLAdapter(TrainAdapter):
         if unknown:
             raise InputError(f"unknown ispl loss(es): {', '.join(sorted(unknown))}; "
                              f"use {', '.join(sorted(_LOSS_KEYS))}")
-        self.w = {"gan": 1.0, "fm": 10.0, "perceptual": 10.0, "pixel": 0.0,
+        self.w = {"gan": 1.0, "fm": 10.0, "perceptual": 10.0, "pixel": 0.0, "identity": 0.0,
                   **{k: float(v) for k, v in cfg.losses.items()}}
         self.p_full = float(model.get("fidelity_p_full", 0.5))
         self.pixel_power = float(model.get("pixel_fidelity_power", 1.0))
@@ -108,6 +111,9 @@ class ISPLAdapter(TrainAdapter):
             self.perceptual = PerceptualLoss(backbone=backbone, weight=self.w["perceptual"]).to(device)
             if self.perceptual.net is None:
                 self.perceptual = None  # "none": the term is off (PerceptualLoss logged a warning)
+        self.identity: IdentityLoss | None = None
+        if self.w["identity"] > 0:
+            self.identity = IdentityLoss(weight=self.w["identity"]).to(device)
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         o = self.cfg.optim
@@ -146,6 +152,8 @@ class ISPLAdapter(TrainAdapter):
         if self.perceptual is not None:
             with autocast():
                 terms["perceptual"] = self.perceptual(fake, hq).float()
+        if self.identity is not None:
+            terms["identity"] = self.identity(fake32, hq)
         if self.w["pixel"] > 0:
             per_sample = (fake32 - hq.float()).abs().mean(dim=(1, 2, 3))
             weight = fid.float() ** self.pixel_power

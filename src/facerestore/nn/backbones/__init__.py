@@ -9,6 +9,7 @@ load strictly:
 | ``VGG(16)`` / ``VGG(19)`` | torchvision ``vgg16-397923af.pth`` / ``vgg19-dcbb9e9d.pth`` |
 | ``SqueezeNet11`` | torchvision ``squeezenet1_1-b8a52dc0.pth`` |
 | ``FIDInceptionV3`` | pytorch-fid ``pt_inception-2015-12-05-6726825d.pth`` (``pt-inception-fid``) |
+| ``DlibFaceResNet`` | dlib ``dlib_face_recognition_resnet_model_v1.dat`` (``face_recognition_models``; dlib format) |
 
 The ``load_*`` helpers build a network and fill it from the zoo cache (or from ``weights``, a path
 that overrides the cache); they never download.
@@ -24,6 +25,7 @@ import os
 
 from facerestore.nn.backbones._base import SequentialFeatures, freeze, load_exact, load_weights_file
 from facerestore.nn.backbones.alexnet import ALEXNET_LAYERS, AlexNet
+from facerestore.nn.backbones.dlib_resnet import DlibFaceResNet, load_dlib_face_resnet, read_dlib_face_resnet
 from facerestore.nn.backbones.inception import BLOCK_DIMS, FIDInceptionV3
 from facerestore.nn.backbones.squeezenet import SQUEEZENET_LAYERS, SqueezeNet11
 from facerestore.nn.backbones.vgg import (
@@ -96,6 +98,7 @@ __all__ = [
     "SQUEEZENET_LAYERS",
     "VGG",
     "AlexNet",
+    "DlibFaceResNet",
     "FIDInceptionV3",
     "L2Pool2d",
     "SequentialFeatures",
@@ -104,11 +107,13 @@ __all__ = [
     "freeze",
     "imagenet_normalize",
     "load_alexnet",
+    "load_dlib_face_resnet",
     "load_exact",
     "load_fid_inception",
     "load_squeezenet",
     "load_vgg",
     "load_weights_file",
+    "read_dlib_face_resnet",
     "resolve_weights",
     "vgg_layer_names",
     "zoo_file",
