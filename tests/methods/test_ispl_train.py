@@ -184,25 +184,36 @@ def test_half_precision_matches_float32(astronaut_tensor):
         assert float((out.float() - ref).abs().mean()) < tol, dtype
 
 
+def _run_steps(adapter, n: int, after_step=None) -> list[dict]:
+    """``n`` training steps of ``adapter`` on seeded random 32 px pairs (lq = mirrored hq); their logs."""
+    opts = adapter.build_optimizers()
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    logs = []
+    for step in range(n):
+        adapter.step = step
+        hq = torch.rand(2, 3, 32, 32, generator=g)
+        logs.append(adapter.train_step(hq.flip(-1), hq, opts, lambda: torch.autocast("cpu", enabled=False), None))
+        if after_step is not None:
+            after_step(step, opts)
+    return logs
+
+
 def test_adversarial_warm_up_trains_g_with_l1_alone_then_switches(tmp_path):
     from facerestore.train.adapter import create_adapter
 
     cfg = _tiny(tmp_path, "model.adversarial_start=2", "model.warmup_betas=[0.9,0.99]")
     ad = create_adapter(cfg, torch.device("cpu"))
-    opts = ad.build_optimizers()
     d_before = [p.detach().clone() for p in ad.nets["discriminator"].parameters()]
     g_before = [p.detach().clone() for p in ad.nets["generator"].parameters()]
-    g = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    logs = []
-    for step in range(3):
-        ad.step = step
-        lq = torch.rand(2, 3, 32, 32, generator=g)
-        logs.append(ad.train_step(lq, lq.flip(-1), opts, lambda: torch.autocast("cpu", enabled=False), None))
+
+    def check(step, opts):
         betas = opts["generator"].param_groups[0]["betas"]
         assert tuple(betas) == ((0.9, 0.99) if step < 2 else (0.0, 0.9))
         d_now = list(ad.nets["discriminator"].parameters())
         assert all(torch.equal(a, b) for a, b in zip(d_before, d_now)) == (step < 2)  # D frozen during warm-up
+
+    logs = _run_steps(ad, 3, check)
     assert any(not torch.equal(a, b) for a, b in zip(g_before, ad.nets["generator"].parameters()))
     assert set(logs[0]) == {"loss/g_pixel", "loss/g_total", "fidelity_mean"}
     assert logs[0]["loss/g_pixel"] == logs[0]["loss/g_total"] > 0
@@ -217,14 +228,7 @@ def test_identity_term_joins_the_adversarial_phase(tmp_path):
     cfg = _tiny(tmp_path, "losses.identity=2.0", "model.adversarial_start=1", "model.warmup_betas=[0.9,0.99]")
     ad = create_adapter(cfg, torch.device("cpu"))
     assert ad.identity is not None and ad.identity.weight == 2.0
-    opts = ad.build_optimizers()
-    g = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    logs = []
-    for step in range(2):
-        ad.step = step
-        hq = torch.rand(2, 3, 32, 32, generator=g)
-        logs.append(ad.train_step(hq.flip(-1), hq, opts, lambda: torch.autocast("cpu", enabled=False), None))
+    logs = _run_steps(ad, 2)
     assert "loss/g_identity" not in logs[0]  # warm-up: L1 alone
     assert np.isfinite(logs[1]["loss/g_identity"]) and logs[1]["loss/g_identity"] > 0
     assert "identity" not in dict(_tiny(tmp_path).losses)  # off unless asked for
