@@ -19,6 +19,8 @@ detector scans an 80 px window, about the face size in a 128 px FFHQ crop, so FE
 upscaling every candidate *and* the ground truth identically (bicubic) to ``--face-size`` (256): LLE is
 therefore in pixels of a 256 px crop. The face box is found once on the ground truth
 (``pred_box="target"``); faces not found give NaN and are counted in the output (``*_nan``).
+Every ISPL row with face metrics is also compared with the U-Net face by face: the mean difference and its 95%
+bootstrap confidence interval (``paired_vs_unet``), so that margins within the noise of 100 faces show as such.
 Writes ``benchmarks/results/ispl_default_weights.json`` and the grid ``docs/ispl_validation_grid.png``
 (input | ours | ground truth for 8 validation faces) and prints a one-line summary.
 """
@@ -65,6 +67,23 @@ def export_builtin(final: Path) -> Path:
     meta["dtype"] = "float16"
     dst.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     return dst
+
+
+def paired_differences(ours: dict[str, np.ndarray], base: dict[str, np.ndarray], resamples: int = 2000,
+                       seed: int = 0) -> dict[str, dict[str, float | list[float]]]:
+    """Per metric: mean of the per-face differences ``ours - base`` (faces where both are finite) and its
+    95% bootstrap confidence interval (faces resampled with replacement, seeded)."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, dict[str, float | list[float]]] = {}
+    for m in ("psnr", "fed", "lle"):
+        if m not in ours or m not in base:
+            continue
+        d = ours[m].astype(np.float64) - base[m].astype(np.float64)
+        d = d[np.isfinite(d)]
+        boots = d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(axis=1)
+        lo, hi = np.percentile(boots, [2.5, 97.5])
+        out[m] = {"mean": round(float(d.mean()), 4), "ci95": [round(float(lo), 4), round(float(hi), 4)], "n": len(d)}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,18 +141,23 @@ def main(argv: list[str] | None = None) -> int:
             return torch.cat([fn(lq[i : i + 8]) for i in range(0, len(lq), 8)])
 
     results: dict[str, dict[str, float]] = {}
+    per_face: dict[str, dict[str, np.ndarray]] = {}  # per-face scores, for the paired comparison
     hq_face = up(hq)
 
     def score(name: str, out: torch.Tensor, face: bool = True) -> None:
         row: dict[str, float] = {}
+        faces = per_face.setdefault(name, {})
         for m in ("psnr", "ssim"):
-            row[m] = float(meters[m](out, hq).float().mean())
+            s = meters[m](out, hq).float()
+            row[m] = float(s.mean())
+            faces[m] = s.numpy()
         if face:
             out_face = up(out)
             for m in ("fed", "lle"):
                 s = torch.cat([meters[m](out_face[i : i + 8], hq_face[i : i + 8]) for i in range(0, len(out), 8)])
                 row[m] = float(s.nanmean())
                 row[f"{m}_nan"] = int(torch.isnan(s).sum())
+                faces[m] = s.float().numpy()
         results[name] = row
         print(f"{name:18s} " + " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
               flush=True)
@@ -169,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
 
     criteria = criteria_of(results["ispl f=1"])
     extra_criteria = {k: criteria_of(v) for k, v in results.items() if k.startswith("ispl[")}
+    paired = {k: paired_differences(per_face[k], per_face["unet-l1"])
+              for k in results if k.startswith("ispl") and "fed" in per_face[k]}
+    for k, v in paired.items():
+        print(f"{k} - unet-l1 (mean [95% CI]): " + ", ".join(
+            f"{m} {d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]" for m, d in v.items()), flush=True)
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     report = {
@@ -178,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         "task": args.task, "seed": args.seed, "face_metric_size": args.face_size,
         "ispl_weights": str(args.ispl or "builtin"), "unet_weights": str(args.unet),
         "results": results, "criteria": criteria, "criteria_extra": extra_criteria,
+        "paired_vs_unet": paired,
         "hardware": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, CPU",
         "wall_s": round(time.time() - t0, 1),
     }

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,3 +171,12 @@ def test_init_from_starts_a_run_from_exported_weights(tmp_path):
     with pytest.raises(InputError, match="does not fit"):
         train(_tiny_cfg(tmp_path, name="bad2", init_from=first["weights"], model={"ch": 8, "depth": 2, "max_ch": 8}),
               progress=False)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_configs_parse_and_name_their_adapter(path):
+    from facerestore.train.adapter import ADAPTERS
+
+    cfg = load_config(path)
+    assert cfg.method in ADAPTERS and cfg.steps > 0 and cfg.data.size > 0
