@@ -17,7 +17,8 @@ register(RestorerInfo(
     default_weights="builtin:ispl-compact-128.safetensors",
     extra={"note": "the built-in ispl weights are a compact 128 px model trained on a CPU (model card "
                    "zoo/builtin/ispl-compact-128.md): faces are restored at 128 px and can drift in identity on "
-                   "very degraded inputs; retrain with configs/ispl-compact-128.yaml for more"},
+                   "very degraded inputs; retrain larger with configs/ispl-compact-128-warmup.yaml, then "
+                   "configs/ispl-compact-128.yaml"},
 ))
 
 register(RestorerInfo(
