@@ -164,6 +164,9 @@ def test_init_from_starts_a_run_from_exported_weights(tmp_path):
     cfg = _tiny_cfg(tmp_path, name="ft", steps=2, init_from=first["weights"], optim={"lr": 0.0})
     out = load_file(train(cfg, progress=False)["weights"])
     assert set(out) == set(init) and all(torch.equal(out[k], init[k]) for k in init)
+    # a fresh restart over an existing checkpoint starts from init_from too, not from random weights
+    again = load_file(train(cfg, resume=False, progress=False)["weights"])
+    assert all(torch.equal(again[k], init[k]) for k in init)
     fresh = load_file(train(_tiny_cfg(tmp_path, name="fresh", steps=2, optim={"lr": 0.0}), progress=False)["weights"])
     assert any(not torch.equal(fresh[k], init[k]) for k in init)
     with pytest.raises(InputError, match="init_from"):

@@ -120,7 +120,8 @@ class Trainer:
         sampler = StepSampler(len(train_files), cfg.data.batch_size, info.world_size, info.rank, cfg.seed)
 
         adapter = create_adapter(cfg, dev)
-        if cfg.init_from and latest_checkpoint(run_dir) is None:
+        ckpt = latest_checkpoint(run_dir) if resume else None
+        if cfg.init_from and ckpt is None:
             _init_generator(adapter, cfg.init_from)  # a resumed run already holds these weights, trained on
         if info.enabled:
             adapter.wrap_ddp(info.local_rank if dev.type == "cuda" else None)
@@ -133,7 +134,6 @@ class Trainer:
         logger = _Logger(run_dir, main)
 
         start = 0
-        ckpt = latest_checkpoint(run_dir) if resume else None
         if ckpt is not None:
             state = load_checkpoint(ckpt, map_location=dev)
             for k, net in adapter.nets.items():
