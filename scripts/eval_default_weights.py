@@ -55,17 +55,17 @@ def _load_unet(path: Path) -> torch.nn.Module:
 
 def export_builtin(final: Path) -> Path:
     """Write a trainer export (fp32 ``final.safetensors`` + ``final.json``) as the fp16 built-in weights."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
+    from facerestore.io import atomic_write_json, atomic_write_safetensors
     from facerestore.methods.ispl.restorer import builtin_weights
 
     dst = builtin_weights()
-    state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in load_file(str(final)).items()}
-    save_file(state, str(dst), metadata={"format": "pt", "source": "facerestore train configs/ispl-compact-128.yaml"})
-    dst.chmod(0o644)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in load_file(str(final)).items()}
+    atomic_write_safetensors(dst, state, {"format": "pt", "source": "facerestore train configs/ispl-compact-128.yaml"})
     meta = json.loads(final.with_suffix(".json").read_text())
     meta["dtype"] = "float16"
-    dst.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    atomic_write_json(dst.with_suffix(".json"), meta)
     return dst
 
 

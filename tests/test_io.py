@@ -122,3 +122,20 @@ def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
     write_image(tmp_path / "img.png", np.zeros((4, 4, 3), np.float32))
     assert ((tmp_path / "img.png").stat().st_mode & 0o777) == expected
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_safetensors_outputs_are_atomic_round_trips_with_plain_permissions(tmp_path):
+    import torch
+    from safetensors import safe_open
+
+    from facerestore.io import atomic_write_safetensors
+
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"x")
+    t = {"w": torch.arange(6, dtype=torch.float16).view(2, 3), "n": torch.tensor([3])}
+    p = atomic_write_safetensors(tmp_path / "w.safetensors", t, {"config": "{}"})
+    assert (p.stat().st_mode & 0o777) == (plain.stat().st_mode & 0o777)  # safetensors' own writer makes 0600
+    with safe_open(str(p), "pt") as f:
+        assert f.metadata() == {"config": "{}"}
+        assert all(torch.equal(f.get_tensor(k), v) for k, v in t.items())
+    assert not [q for q in tmp_path.iterdir() if q.name.endswith(".tmp")]

@@ -247,6 +247,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return p
 
 
+def atomic_write_safetensors(path: str | os.PathLike, tensors: dict[str, Any],
+                             metadata: dict[str, str] | None = None) -> Path:
+    """Write ``tensors`` (name -> torch.Tensor) as a safetensors file, atomically and with the permissions
+    of any other output (``safetensors.torch.save_file`` creates 0600 files)."""
+    from safetensors.torch import save
+
+    return atomic_write_bytes(path, save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata))
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 

@@ -313,11 +313,10 @@ def train_flow(
 def save_flow(flow: MAF, path: str | os.PathLike, half: bool = False) -> None:
     """Write a MAF to a safetensors file (weights + JSON config in the metadata); ``half`` stores floats
     as float16 (``load_flow`` computes in float32 whatever the stored precision)."""
-    from safetensors.torch import save_file
+    from facerestore.io import atomic_write_safetensors
 
-    sd = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).contiguous().cpu()
-          for k, v in flow.state_dict().items()}
-    save_file(sd, os.fspath(path), metadata={"format": "facerestore-maf", "config": json.dumps(flow.config)})
+    sd = {k: v.half() if half and v.is_floating_point() else v for k, v in flow.state_dict().items()}
+    atomic_write_safetensors(path, sd, {"format": "facerestore-maf", "config": json.dumps(flow.config)})
 
 
 def load_flow(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> MAF:

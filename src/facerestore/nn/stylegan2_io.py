@@ -626,16 +626,12 @@ def save_safetensors_generator(G: Generator, path: str | os.PathLike, *, half: b
     """Write ``G`` as safetensors (fp16 when ``half``) with its settings in the metadata; atomic."""
     import json
 
-    from safetensors.torch import save_file
+    from facerestore.io import atomic_write_safetensors
 
     path = os.fspath(path)
     dtype = torch.float16 if half else torch.float32
-    state = {k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).contiguous().cpu()
-             for k, v in G.state_dict().items()}
-    tmp = path + ".tmp"
-    save_file(state, tmp, metadata={CONFIG_KEY: json.dumps(G.config), **(extra_metadata or {})})
-    os.chmod(tmp, 0o644)  # a weights file is data to share, not a secret (the temp file was created 0600)
-    os.replace(tmp, path)
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in G.state_dict().items()}
+    atomic_write_safetensors(path, state, {CONFIG_KEY: json.dumps(G.config), **(extra_metadata or {})})
     return path
 
 

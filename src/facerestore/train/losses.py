@@ -52,6 +52,7 @@ class IdentityLoss(nn.Module):
 
     def __init__(self, weight: float = 1.0, chip: str = "target", net: nn.Module | None = None) -> None:
         super().__init__()
+        from facerestore.nn.backbones import freeze
         from facerestore.nn.backbones.dlib_resnet import DLIB_CHIP_SIZE, load_dlib_face_resnet
 
         if chip not in ("target", "template"):
@@ -59,9 +60,7 @@ class IdentityLoss(nn.Module):
         self.chip = chip
         self.weight = float(weight)
         self.chip_size = DLIB_CHIP_SIZE
-        self.net = net if net is not None else load_dlib_face_resnet()
-        for p in self.net.parameters():
-            p.requires_grad_(False)
+        self.net = freeze(net if net is not None else load_dlib_face_resnet())
         self._affines: dict[int, torch.Tensor] = {}
 
     def train(self, mode: bool = True) -> IdentityLoss:

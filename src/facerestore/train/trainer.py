@@ -23,7 +23,7 @@ import torch
 from facerestore.cli.common import resolve_device
 from facerestore.errors import InputError
 from facerestore.train import distributed as dist_utils
-from facerestore.train.adapter import TrainAdapter, create_adapter, unwrap
+from facerestore.train.adapter import TrainAdapter, create_adapter
 from facerestore.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from facerestore.train.config import TrainConfig
 from facerestore.train.data import StepSampler, load_images, make_pair, split_files, step_seed
@@ -215,16 +215,10 @@ class Trainer:
 
     def export(self, adapter: TrainAdapter, ema: EMA, path: Path) -> Path:
         """Write the EMA generator (fp32 safetensors) and a JSON description next to it."""
-        from safetensors.torch import save_file
+        from facerestore.io import atomic_write_json, atomic_write_safetensors
 
-        from facerestore.io import atomic_write_json
-
-        state = {k: (v.detach().float() if v.is_floating_point() else v.detach()).contiguous().cpu()
-                 for k, v in ema.shadow.state_dict().items()}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file(state, str(tmp))
-        tmp.replace(path)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in ema.shadow.state_dict().items()}
+        atomic_write_safetensors(path, state)
         atomic_write_json(path.with_suffix(".json"), {**adapter.export_metadata(), "steps": ema.num_updates,
                                                       "config": self.cfg.to_dict()})
         return path
@@ -232,17 +226,13 @@ class Trainer:
 
 def _init_generator(adapter: TrainAdapter, path: str) -> None:
     """Load an exported generator (``final.safetensors`` of an earlier run) before step 0 (fine-tuning)."""
-    from facerestore.nn.backbones import load_weights_file
+    from facerestore.nn.backbones import load_exact, load_weights_file
 
     p = Path(path)
     if p.suffix != ".safetensors" or not p.is_file():
         raise InputError(f"init_from: {path} is not a .safetensors weights file (e.g. a run's final.safetensors)")
-    net = unwrap(adapter.generator)
-    try:
-        net.load_state_dict(load_weights_file(p), strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise InputError(f"init_from: {path} does not fit this generator: {first}") from None
+    load_exact(adapter.generator, load_weights_file(p),
+               source=f"init_from: {path} does not fit this generator: its weights")
 
 
 def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facerestore.errors import WeightsMissingError
+from facerestore.nn.backbones._base import freeze
 
 __all__ = ["DLIB_CHIP_SIZE", "DlibFaceResNet", "load_dlib_face_resnet", "read_dlib_face_resnet"]
 
@@ -231,7 +232,4 @@ def load_dlib_face_resnet(path: str | os.PathLike | None = None) -> DlibFaceResN
         raise WeightsMissingError(f"dlib face recognition model not found: {path}")
     net = DlibFaceResNet()
     net.load_state_dict(read_dlib_face_resnet(path), strict=True)
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net
+    return freeze(net)
