@@ -10,7 +10,6 @@ and ``<generator stem>.rls-flow.json`` (training record) next to the generator f
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 
 from facerestore.errors import WeightsMissingError
+from facerestore.io import atomic_write_json
 from facerestore.nn.flow import MAF, load_flow, save_flow, train_flow
 from facerestore.nn.stylegan2 import Generator
 
@@ -77,11 +77,7 @@ def save_generator_flow(
     sha256 so a flow is not silently used with another generator.
     """
     weights, rec_path = flow_paths(generator_path) if out is None else (Path(out), Path(out).with_suffix(".json"))
-    weights.parent.mkdir(parents=True, exist_ok=True)
-    tmp = weights.with_name(weights.name + ".tmp")
-    save_flow(flow, tmp, half=half)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, weights)
+    save_flow(flow, weights, half=half)  # atomic
     gp = Path(generator_path)
     info = {
         "format": "facerestore-rls-flow",
@@ -92,7 +88,7 @@ def save_generator_flow(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **record,
     }
-    rec_path.write_text(json.dumps(info, indent=2) + "\n")
+    atomic_write_json(rec_path, info)
     return weights
 
 
