@@ -117,12 +117,17 @@ def test_refuses_bad_usage(inputs, tmp_path, capsys):
     assert sorted(p.name for p in inputs.iterdir()) == ["broken.png", "face.png", "my face 2.PNG", "third.jpg"]
 
 
-def test_stem_collision_is_reported(tmp_path, astronaut, capsys):
+def test_stem_collision_gets_unique_reported_names(tmp_path, astronaut, capsys):
     d = tmp_path / "in"
     d.mkdir()
     img = Image.fromarray((astronaut * 255 + 0.5).astype(np.uint8)).resize((32, 32))
     img.save(d / "a.jpg")
     img.save(d / "a.png")
-    assert _run(["-i", d, "-o", tmp_path / "o", "--task", "mosaic16x", "--size", 32]) == 1
-    assert "already written for a.jpg" in capsys.readouterr().err
-    assert [e["input"] for e in json.loads((tmp_path / "o" / "manifest.json").read_text())["images"]] == ["a.jpg"]
+    img.save(d / "a_png.jpg")  # the name a.png's output would take
+    assert _run(["-i", d, "-o", tmp_path / "o", "--task", "mosaic16x", "--size", 32]) == 0
+    err = capsys.readouterr().err
+    assert "are named a_jpg" in err and "are named a_png_2" in err
+    images = json.loads((tmp_path / "o" / "manifest.json").read_text())["images"]
+    assert {e["input"]: e["output"] for e in images} == {"a.jpg": "a_jpg.png", "a.png": "a_png_2.png",
+                                                         "a_png.jpg": "a_png.png"}
+    assert sorted(p.name for p in (tmp_path / "o").glob("*.png")) == ["a_jpg.png", "a_png.png", "a_png_2.png"]

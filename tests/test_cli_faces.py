@@ -77,16 +77,21 @@ def test_selection_and_single_file(tmp_path, astronaut_path):
     assert not (out / "min").exists() or not list((out / "min").iterdir())
 
 
-def test_never_overwrites_inputs_in_same_folder(tmp_path, astronaut_path):
+def test_never_overwrites_inputs_in_same_folder(tmp_path, astronaut_path, capsys):
     d = tmp_path / "same"
     d.mkdir()
     shutil.copy(astronaut_path, d / "a.png")
     shutil.copy(astronaut_path, d / "a_00.png")  # would be the crop name of a.png
-    before = sha(d / "a_00.png")
+    before = {p.name: sha(p) for p in d.iterdir()}
     code = main(["faces", "-i", str(d), "-o", str(d), "-q", "--largest", "--size", "64", "--upsample", "0"])
-    assert code == 1  # a.png's crop is refused; a_00.png itself is processed into a_00_00.png
-    assert sha(d / "a_00.png") == before
-    assert (d / "a_00_00.png").is_file() and (d / "a_00_00.json").is_file()
+    assert code == 2  # the input folder as output is refused before any work (a re-run would read the crops)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is the input folder" in err[0]
+    assert {p.name: sha(p) for p in d.iterdir()} == before
+    # a single input file: its own folder is refused as the output folder too
+    out = main(["faces", "-i", str(d / "a.png"), "-o", str(d), "-q", "--largest", "--size", "64", "--upsample", "0"])
+    assert out == 2 and "holds input files" in capsys.readouterr().err
+    assert {p.name: sha(p) for p in d.iterdir() if p.name in before} == before
 
 
 def test_same_stem_different_extension(tmp_path, astronaut_path):

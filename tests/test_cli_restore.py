@@ -90,8 +90,9 @@ def test_restore_folder(folder, tmp_path, capsys, astronaut):
     assert sorted(p.name for p in out.iterdir()) == ["cmp", "cropped_faces", "restored_faces", "restored_imgs"]
 
     imgs = sorted(p.name for p in (out / "restored_imgs").iterdir())
-    assert imgs == ["my face.json", "my face.png", "wall photo.jpg", "wall photo.json"]  # ext auto, jpg stays jpg
-    restored = Image.open(out / "restored_imgs" / "my face.png")
+    # ext auto: the input's format and spelling (.PNG stays .PNG, jpg stays jpg)
+    assert imgs == ["my face.PNG", "my face.json", "wall photo.jpg", "wall photo.json"]
+    restored = Image.open(out / "restored_imgs" / "my face.PNG")
     assert restored.size == (512, 512) and restored.mode == "RGB"
     wall = Image.open(out / "restored_imgs" / "wall photo.jpg")
     assert wall.format == "JPEG" and wall.size == (64, 48)

@@ -11,6 +11,19 @@ class InputError(FaceRestoreError, ValueError):
     """An input image, folder, option or parameter is invalid."""
 
 
+class OutputError(InputError, OSError):
+    """An output path cannot or must not be written (unwritable folder, an input, a device, FIFO or link)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; ``exit_code`` is 128 + the signal number (130 / 143)."""
+
+    def __init__(self, signum: int = 2) -> None:
+        super().__init__(signum)
+        self.signum = int(signum)
+        self.exit_code = 128 + int(signum)
+
+
 class WeightsMissingError(FaceRestoreError, FileNotFoundError):
     """Weights for a model are not in the cache and cannot be downloaded (offline, or not allowed)."""
 

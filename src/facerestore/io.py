@@ -3,7 +3,13 @@
 Inside the library images are float arrays/tensors in [0, 1], RGB. This module converts from and to
 files: 8- and 16-bit, grayscale, alpha, EXIF orientation, names with spaces or upper-case extensions.
 Every write is atomic (temporary file in the destination folder, then ``os.replace``), so an
-interrupted run never leaves a half-written output and never touches the input.
+interrupted run never leaves a half-written output and never touches the input. Writes go only to
+regular files: a device, FIFO, folder or symbolic link at the target path is refused (``OutputError``).
+
+Reads are bounded: the pixel count is taken from the file's header before decoding and checked against
+:func:`max_pixels` (default ``MAX_PIXELS``, Pillow's decompression-bomb threshold; environment variable
+``FACERESTORE_MAX_PIXELS`` overrides it, 0 = no limit); float images with NaN/inf pixels are refused.
+See docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -11,19 +17,63 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
+import stat
+import struct
 import tempfile
-from collections.abc import Iterable
+import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from facerestore.errors import InputError
+from facerestore.errors import InputError, OutputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 _EXIF_ORIENTATION_TAG = 0x0112
+
+# Pillow's decompression-bomb threshold (PIL.Image.MAX_IMAGE_PIXELS): about 89.5 megapixels, e.g. 10000 x 8948.
+# An 8000 x 6000 photo (48 MP) is well inside; a 20000 x 20000 PNG header (400 MP) is refused before decoding.
+MAX_PIXELS = 89_478_485
+NAME_MAX = 255  # bytes in one path component (Linux, macOS, Windows)
+
+
+def max_pixels() -> int | None:
+    """The pixel-count limit of every image read: ``$FACERESTORE_MAX_PIXELS`` if set (0 = no limit), else
+    ``MAX_PIXELS``. None means no limit."""
+    env = os.environ.get("FACERESTORE_MAX_PIXELS", "").strip()
+    if env:
+        try:
+            n = int(float(env))
+        except ValueError:
+            raise InputError(f"FACERESTORE_MAX_PIXELS must be a whole number of pixels, got {env!r}") from None
+        return n if n > 0 else None
+    return MAX_PIXELS if MAX_PIXELS and MAX_PIXELS > 0 else None
+
+
+def check_pixels(width: int, height: int, what: str = "image") -> None:
+    """InputError when a ``width`` x ``height`` image is over :func:`max_pixels` (before allocating it)."""
+    limit = max_pixels()
+    if limit is not None and int(width) * int(height) > limit:
+        raise InputError(
+            f"{what} is {int(width)}x{int(height)} ({int(width) * int(height) / 1e6:.1f} megapixels), over the "
+            f"limit of {limit / 1e6:.1f} megapixels (set FACERESTORE_MAX_PIXELS to change it)"
+        )
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """A path as printable text: bytes that are not UTF-8 (surrogate escapes) become \\xNN escapes."""
+    s = os.fspath(path)
+    if isinstance(s, bytes):
+        s = os.fsdecode(s)
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @dataclass
@@ -43,6 +93,7 @@ class LoadedImage:
     bit_depth: int = 8
     is_gray: bool = False
     path: Path | None = None
+    exif: bytes | None = None  # the file's EXIF (JPEG/PNG/WebP sources) with orientation reset to 1
 
     @property
     def size(self) -> tuple[int, int]:
@@ -54,33 +105,127 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def list_images(path: str | os.PathLike, recursive: bool = False) -> list[Path]:
+def _entry_problem(f: Path, recursive: bool) -> str | None:
+    """Why a folder entry is not read as an image (None: it is an image file; "" : ignore silently)."""
+    if f.name.startswith("."):
+        return ""  # hidden files, including our own temporary files
+    try:
+        st = f.stat()
+    except FileNotFoundError:
+        return "broken symbolic link" if f.is_symlink() else ""
+    except OSError as exc:
+        return f"cannot inspect ({exc.strerror or exc})"
+    if stat.S_ISDIR(st.st_mode):
+        return "" if recursive else "sub-folder (not read)"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file (FIFO, device or socket)"
+    if not is_image_file(f):
+        return f"unsupported format {f.suffix or '(no extension)'}"
+    return None
+
+
+def list_images(path: str | os.PathLike, recursive: bool = False, *,
+                on_skip: Callable[[Path, str], None] | None = None) -> list[Path]:
     """Image files at ``path`` (a file or a folder), sorted by name.
 
-    Raises InputError when the path does not exist, or is a folder without images.
+    Folder entries that are not read (other formats such as .gif, broken links, FIFOs and devices,
+    sub-folders without ``recursive``) are passed to ``on_skip(path, reason)`` when given; hidden files
+    are ignored. Raises InputError when the path does not exist, is neither a regular file nor a folder,
+    or is a folder without images.
     """
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"input not found: {p}")
-    if p.is_file():
+    if not os.path.lexists(p):
+        raise InputError(f"input not found: {display_path(p)}")
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise InputError(f"input is a broken symbolic link: {display_path(p)}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read input {display_path(p)}: {exc.strerror or exc}") from None
+    if stat.S_ISREG(st.st_mode):
         return [p]
+    if not stat.S_ISDIR(st.st_mode):
+        raise InputError(f"input is not a regular file or a folder (FIFO, device or socket): {display_path(p)}")
     pattern = "**/*" if recursive else "*"
-    files = sorted(f for f in p.glob(pattern) if f.is_file() and is_image_file(f))
+    try:
+        entries = sorted(p.glob(pattern))
+    except OSError as exc:
+        raise InputError(f"cannot list folder {display_path(p)}: {exc.strerror or exc}") from None
+    files = []
+    for f in entries:
+        why = _entry_problem(f, recursive)
+        if why is None:
+            files.append(f)
+        elif why and on_skip is not None:
+            on_skip(f, why)
     if not files:
-        raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder: {p}")
+        raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder: {display_path(p)}")
     return files
 
 
-def _exif_orientation(data: bytes) -> int:
+@dataclass
+class _Header:
+    width: int
+    height: int
+    orientation: int = 1
+    exif: bytes | None = None
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the first IFD of a classic TIFF (for files Pillow does not open, e.g. RGB float)."""
+    if data[:4] not in (b"II*\0", b"MM\0*"):
+        return None
+    end = "<" if data[:2] == b"II" else ">"
     try:
-        import io as _io
+        (off,) = struct.unpack_from(end + "I", data, 4)
+        (n,) = struct.unpack_from(end + "H", data, off)
+        found: dict[int, int] = {}
+        for i in range(min(n, 4096)):
+            tag, typ, _count, value = struct.unpack_from(end + "HHI4s", data, off + 2 + 12 * i)
+            if tag in (256, 257):
+                found[tag] = struct.unpack_from(end + ("H" if typ == 3 else "I"), value)[0]
+    except struct.error:
+        return None
+    return (found[256], found[257]) if 256 in found and 257 in found else None
 
-        from PIL import Image
 
-        with Image.open(_io.BytesIO(data)) as im:
-            return int(im.getexif().get(_EXIF_ORIENTATION_TAG, 1))
-    except Exception:  # not every format has EXIF; orientation then is the identity
-        return 1
+def _read_header(data: bytes, where: str) -> _Header:
+    """Size, EXIF orientation and EXIF of encoded image bytes, from the header only (nothing is decoded)."""
+    import io as _io
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(_io.BytesIO(data)) as im:
+                header = _Header(int(im.size[0]), int(im.size[1]))
+                try:
+                    exif = im.getexif()
+                    header.orientation = int(exif.get(_EXIF_ORIENTATION_TAG, 1) or 1)
+                    if im.format in ("JPEG", "PNG", "WEBP") and len(exif):
+                        exif[_EXIF_ORIENTATION_TAG] = 1  # pixels are stored upright from now on
+                        header.exif = exif.tobytes()
+                except Exception:  # malformed EXIF: no orientation, nothing carried over
+                    pass
+                return header
+    except Image.DecompressionBombError as exc:
+        m = re.search(r"\((\d+) pixels\)", str(exc))
+        n = int(m.group(1)) if m else 0
+        limit = max_pixels()
+        if limit is not None and n <= limit:  # the limit was raised above Pillow's: read the size elsewhere
+            size = _tiff_size(data)
+            if size:
+                return _Header(*size)
+        raise InputError(f"image is over the limit of {(limit or 0) / 1e6:.1f} megapixels"
+                         f"{' (' + str(n) + ' pixels)' if n else ''} (set FACERESTORE_MAX_PIXELS to change it)"
+                         f"{where}") from None
+    except Exception:
+        size = _tiff_size(data)
+        if size:
+            return _Header(*size)
+        raise InputError(f"cannot decode image (corrupt or unsupported format){where}") from None
 
 
 def _apply_exif_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
@@ -103,13 +248,28 @@ def _apply_exif_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def decode_image(data: bytes, path: Path | None = None) -> LoadedImage:
-    """Decode encoded image bytes (PNG/JPEG/TIFF/...) into a LoadedImage."""
+    """Decode encoded image bytes (PNG/JPEG/TIFF/...) into a LoadedImage.
+
+    The size is read from the header first and checked against :func:`max_pixels`; float images with NaN or
+    infinite pixels are refused; running out of memory is an InputError for this image only.
+    """
     import cv2
 
-    buf = np.frombuffer(data, dtype=np.uint8)
-    arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+    where = f": {display_path(path)}" if path else ""
+    if not data:
+        raise InputError(f"cannot decode image (empty file){where}")
+    header = _read_header(data, where)
+    try:
+        check_pixels(header.width, header.height)
+    except InputError as exc:
+        raise InputError(f"{exc}{where}") from None
+    try:
+        arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except MemoryError:
+        raise InputError(f"not enough memory to decode a {header.width}x{header.height} image{where}") from None
+    except cv2.error as exc:
+        raise InputError(f"cannot decode image ({str(exc).strip().splitlines()[-1]}){where}") from None
     if arr is None:
-        where = f": {path}" if path else ""
         raise InputError(f"cannot decode image (corrupt or unsupported format){where}")
     if arr.dtype == np.uint8:
         depth, scale = 8, 255.0
@@ -117,9 +277,18 @@ def decode_image(data: bytes, path: Path | None = None) -> LoadedImage:
         depth, scale = 16, 65535.0
     elif arr.dtype in (np.float32, np.float64):
         depth, scale = 16, 1.0
+        if not np.isfinite(arr).all():
+            raise InputError(f"image has NaN or infinite pixel values{where}")
     else:
-        raise InputError(f"unsupported pixel type {arr.dtype}{': ' + str(path) if path else ''}")
-    arr = _apply_exif_orientation(arr, _exif_orientation(data))
+        raise InputError(f"unsupported pixel type {arr.dtype}{where}")
+    try:
+        return _to_loaded(arr, depth, scale, header, path)
+    except MemoryError:
+        raise InputError(f"not enough memory for a {header.width}x{header.height} image{where}") from None
+
+
+def _to_loaded(arr: np.ndarray, depth: int, scale: float, header: _Header, path: Path | None) -> LoadedImage:
+    arr = _apply_exif_orientation(arr, header.orientation)
     arr = np.ascontiguousarray(arr).astype(np.float32) / scale
     alpha = None
     if arr.ndim == 2:
@@ -134,19 +303,35 @@ def decode_image(data: bytes, path: Path | None = None) -> LoadedImage:
         if arr.shape[2] == 4:
             alpha = arr[:, :, 3]
     rgb = np.clip(np.ascontiguousarray(rgb), 0.0, 1.0)
-    return LoadedImage(rgb=rgb, alpha=alpha, bit_depth=depth, is_gray=gray, path=path)
+    return LoadedImage(rgb=rgb, alpha=alpha, bit_depth=depth, is_gray=gray, path=path, exif=header.exif)
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of a regular file (never blocks on a FIFO or reads a device); InputError when it cannot."""
+    p = Path(path)
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise InputError(f"not a file: {display_path(p)} (not found)") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {display_path(p)}: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError(f"not a file: {display_path(p)} (not a regular file)")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    except OSError as exc:
+        raise InputError(f"cannot read {display_path(p)}: {exc.strerror or exc}") from None
+    except MemoryError:
+        raise InputError(f"not enough memory to read {display_path(p)}") from None
+    finally:
+        os.close(fd)
 
 
 def read_image(path: str | os.PathLike) -> LoadedImage:
     """Read an image file; raises InputError with a one-line reason when it cannot."""
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"not a file: {p}")
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {p}: {exc.strerror or exc}") from exc
-    return decode_image(data, p)
+    return decode_image(read_bytes(p), p)
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
@@ -204,8 +389,7 @@ def encode_image(
         if ext in (".jpg", ".jpeg", ".bmp"):
             alpha = None
     if gray:
-        # BT.601 luma, as PIL's "L" conversion
-        chans = [rgb[:, :, 0] * 0.299 + rgb[:, :, 1] * 0.587 + rgb[:, :, 2] * 0.114]
+        chans = [luma(rgb)]
     else:
         chans = [rgb[:, :, 2], rgb[:, :, 1], rgb[:, :, 0]]
     if alpha is not None:
@@ -230,17 +414,105 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename)."""
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def check_output_file(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """Refuse (``OutputError``) an output file path that would replace an input (symlinks and hard links
+    included), or that is a symbolic link, folder, device or FIFO, or whose file name is too long.
+    Nothing is created."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    if len(os.fsencode(p.name)) > NAME_MAX:
+        raise OutputError(f"output file name is longer than {NAME_MAX} bytes: {display_path(p)}")
+    for q in inputs:
+        if same_file(p, q):
+            raise OutputError(f"refusing to overwrite input file {display_path(q)}")
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        return p
+    except OSError as exc:
+        raise OutputError(f"cannot write {display_path(p)}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise OutputError(f"refusing to write {display_path(p)}: it is {_kind(st.st_mode)}, not a regular file")
+    return p
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when ``a`` and ``b`` name the same existing file (after symlinks; hard links included)."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        try:
+            return Path(a).resolve() == Path(b).resolve()
+        except (OSError, RuntimeError):
+            return False
+
+
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """Create folder ``path`` (and parents) and check that files can be created in it: ``OutputError`` with
+    one line naming the folder otherwise. Call it before any work."""
+    d = Path(path)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f"output is not a folder: {display_path(d)}") from None
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {display_path(d)}: {exc.strerror or exc}") from None
+    if not d.is_dir():
+        raise OutputError(f"output is not a folder: {display_path(d)}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".facerestore-probe.", suffix=".tmp", dir=d)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"cannot write into output folder {display_path(d)}: {exc.strerror or exc}") from None
+    return d
+
+
+def _tmp_prefix(name: str) -> str:
+    """``.NAME.`` shortened so that the temporary name (prefix + 8 random characters + ``.tmp``) fits in
+    NAME_MAX bytes: outputs with names near the limit are written like any other."""
+    raw = os.fsencode(name)[: NAME_MAX - 2 - 8 - 4 - 8]
+    return "." + os.fsdecode(raw) + "."
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename).
+
+    Only regular files are written: a symbolic link, folder, device or FIFO at ``path`` is refused
+    (``OutputError``), as is any OS error (one line naming the path). The temporary file never survives an
+    error or an interrupt.
+    """
+    p = check_output_file(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(p.name), suffix=".tmp", dir=p.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {display_path(p)}: {exc.strerror or exc}") from None
     try:
         # mkstemp creates 0600 files; give the output the permissions a plain open() would (0666 & ~umask)
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        check_output_file(p)  # still a regular file (or nothing) just before the rename
         os.replace(tmp, p)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OutputError):
+            raise
+        raise OutputError(f"cannot write {display_path(p)}: {exc.strerror or exc}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -257,7 +529,8 @@ def atomic_write_safetensors(path: str | os.PathLike, tensors: dict[str, Any],
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    """UTF-8; file names that are not UTF-8 (surrogate escapes) are written back as their original bytes."""
+    return atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
@@ -285,15 +558,76 @@ def write_image(
     gray: bool = False,
     jpeg_quality: int = 95,
     protect: Iterable[str | os.PathLike] = (),
+    exif: bytes | None = None,
 ) -> Path:
     """Atomically write (H, W, 3) RGB in [0, 1] to ``path``; the format follows the extension.
 
-    ``protect`` lists input files that must never be overwritten (InputError if ``path`` is one).
+    ``protect`` lists input files that must never be overwritten (OutputError if ``path`` is one).
+    ``exif`` (``LoadedImage.exif``) is stored in JPEG and PNG outputs.
     """
-    p = Path(path)
-    for q in protect:
-        if Path(q).exists() and p.exists() and p.resolve() == Path(q).resolve():
-            raise InputError(f"refusing to overwrite input file {q}")
+    p = check_output_file(path, protect)
     data = encode_image(rgb, p.suffix or ".png", alpha=alpha, bit_depth=bit_depth, gray=gray,
                         jpeg_quality=jpeg_quality)
+    if exif:
+        data = _with_exif(data, (p.suffix or ".png").lower(), exif)
     return atomic_write_bytes(p, data)
+
+
+def _with_exif(data: bytes, ext: str, exif: bytes) -> bytes:
+    """Encoded JPEG/PNG bytes with an EXIF block (``exif`` as Pillow's ``Exif.tobytes()``: "Exif\\0\\0" + TIFF)."""
+    tiff = exif[6:] if exif.startswith(b"Exif\0\0") else exif
+    if ext in (".jpg", ".jpeg") and data[:2] == b"\xff\xd8" and len(tiff) + 8 <= 0xFFFF:
+        seg = b"Exif\0\0" + tiff
+        return data[:2] + b"\xff\xe1" + struct.pack(">H", len(seg) + 2) + seg + data[2:]
+    if ext == ".png" and data[:8] == b"\x89PNG\r\n\x1a\n":
+        ihdr_end = 8 + 8 + struct.unpack(">I", data[8:12])[0] + 4
+        chunk = struct.pack(">I", len(tiff)) + b"eXIf" + tiff + struct.pack(">I", zlib.crc32(b"eXIf" + tiff))
+        return data[:ihdr_end] + chunk + data[ihdr_end:]
+    return data
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) RGB in [0, 1] -> (H, W) BT.601 luma (PIL's "L" conversion), the gray that gray files store."""
+    return rgb[:, :, 0] * 0.299 + rgb[:, :, 1] * 0.587 + rgb[:, :, 2] * 0.114
+
+
+def to_gray(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) RGB -> (H, W, 3) float32 with the BT.601 luma in all three channels, clipped to [0, 1]."""
+    return np.repeat(np.clip(luma(rgb), 0.0, 1.0)[:, :, None], 3, axis=2).astype(np.float32)
+
+
+def as_image(image: str | os.PathLike | np.ndarray | LoadedImage) -> LoadedImage:
+    """Anything the library accepts as an image -> :class:`LoadedImage`.
+
+    A path is read with :func:`read_image` (EXIF orientation, 16-bit, gray, alpha, pixel limit). An array is
+    (H, W), (H, W, 1), (H, W, 2) (gray + alpha), (H, W, 3) RGB or (H, W, 4) RGBA: float in [0, 1] (clipped;
+    NaN/inf refused), uint8 or uint16 (bit depth 8 / 16; float counts as 8).
+    """
+    if isinstance(image, LoadedImage):
+        return image
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"image must be a path, a numpy array or a LoadedImage, got {type(image).__name__}")
+    arr = image
+    if arr.dtype == np.uint8:
+        depth, f = 8, arr.astype(np.float32) / 255.0
+    elif arr.dtype == np.uint16:
+        depth, f = 16, arr.astype(np.float32) / 65535.0
+    elif np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise InputError("image has NaN or infinite pixel values")
+        depth, f = 8, np.clip(arr.astype(np.float32), 0.0, 1.0)
+    else:
+        raise InputError(f"unsupported pixel type {arr.dtype} (use float in [0, 1], uint8 or uint16)")
+    if f.ndim == 3 and f.shape[2] == 1:
+        f = f[:, :, 0]
+    if f.ndim == 2:
+        return LoadedImage(rgb=np.repeat(f[:, :, None], 3, axis=2), bit_depth=depth, is_gray=True)
+    if f.ndim != 3 or f.shape[2] not in (2, 3, 4) or min(f.shape[:2]) < 1:
+        raise InputError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {arr.shape}")
+    if f.shape[2] == 2:
+        return LoadedImage(rgb=np.repeat(f[:, :, :1], 3, axis=2), alpha=np.ascontiguousarray(f[:, :, 1]),
+                           bit_depth=depth, is_gray=True)
+    alpha = np.ascontiguousarray(f[:, :, 3]) if f.shape[2] == 4 else None
+    return LoadedImage(rgb=np.ascontiguousarray(f[:, :, :3]), alpha=alpha, bit_depth=depth, is_gray=False)

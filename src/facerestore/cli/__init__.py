@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
         )
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
+    from facerestore.cli.guards import handle_signals, one_line
+
     return parser
 
 
@@ -80,13 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
-    except FaceRestoreError as exc:
-        print(f"facerestore {args.command}: error: {exc}", file=sys.stderr)
+        with handle_signals():  # SIGINT / SIGTERM -> Interrupted: temporary files are removed on the way out
+            return int(args._run(args) or 0)
+    except (FaceRestoreError, OSError, MemoryError) as exc:
+        print(f"facerestore {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("facerestore: interrupted", file=sys.stderr)
-        return 130
+        return getattr(exc, "exit_code", 130)  # 130 SIGINT, 143 SIGTERM
 
 
 if __name__ == "__main__":  # pragma: no cover

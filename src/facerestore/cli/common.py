@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -19,8 +19,20 @@ class BatchReport:
 
     @property
     def exit_code(self) -> int:
-        """0 when every item succeeded, 1 when some failed (and were reported)."""
-        return 1 if self.failed else 0
+    single: bool = False  # the input was one file named on the command line
+        """0 when every item succeeded, 1 when some failed (and were reported); 2 when the only input
+        (a single file given with -i) failed: that is bad input, not a partly failed batch."""
+        if not self.failed:
+            return 0
+        return 2 if self.single and not self.done else 1
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, or a torch allocator failure (CPU "can't allocate memory", CUDA/MPS "out of memory")."""
+    if isinstance(exc, MemoryError):
+        return True
+    msg = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
 
 
 def run_batch(
@@ -31,20 +43,45 @@ def run_batch(
     progress: bool = True,
     expected: tuple[type[BaseException], ...] = (FaceRestoreError, OSError, ValueError),
 ) -> BatchReport:
-    """Call ``fn`` on every item with a progress bar; an expected error on one item is reported on
-    stderr as one line ("skipped ITEM: reason") and the loop goes on."""
+    """Call ``fn`` on every item with a progress bar; an expected error on one item (or running out of memory
+    on it) is reported on stderr as one line ("skipped ITEM: reason") and the loop goes on.
+
+    On SIGINT / SIGTERM (KeyboardInterrupt, see ``guards.handle_signals``) the bar is closed, how many items
+    were done is printed and the interrupt propagates (exit 130 / 143). ``single``: the items are one file
+    named by the user, whose failure is exit code 2.
+    """
+    single: bool = False,
     from tqdm import tqdm
 
-    report = BatchReport()
-    bar: Iterable[T] = tqdm(items, desc=desc, unit="img", disable=not progress or len(items) < 2,
-                            file=sys.stderr)
-    for item in bar:
-        try:
-            report.done.append(fn(item))
-        except expected as exc:
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            report.failed.append((item, msg))
-            print(f"skipped {item}: {msg}", file=sys.stderr)
+    from facerestore.cli.guards import say
+    from facerestore.io import display_path
+
+    report = BatchReport(single=single)
+    bar = tqdm(items, desc=desc, unit="img", disable=not progress or len(items) < 2, file=sys.stderr)
+    try:
+        for item in bar:
+            try:
+                report.done.append(fn(item))
+            except expected as exc:
+                if _out_of_memory(exc):
+                    msg = "out of memory (this file is too large for the available memory)"
+                else:
+                    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                report.failed.append((item, msg))
+                say(f"skipped {display_path(item)}: {msg}")
+            except (MemoryError, RuntimeError) as exc:
+                if not _out_of_memory(exc):
+                    raise
+                msg = "out of memory (this file is too large for the available memory)"
+                report.failed.append((item, msg))
+                say(f"skipped {display_path(item)}: {msg}")
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"interrupted: {len(report.done)} of {len(items)} inputs done, {len(report.failed)} failed; "
+              "no partial files were left; re-run the same command to process the inputs again",
+              file=sys.stderr)
+        raise
+    bar.close()
     if report.failed:
         print(f"{len(report.failed)} of {len(items)} inputs failed (see above)", file=sys.stderr)
     return report

@@ -2,7 +2,8 @@
 
 Every input is read (EXIF orientation applied, gray/16-bit/alpha handled by facerestore.io), resized to
 ``--size`` x ``--size`` with antialiased bicubic interpolation (aspect ratio not kept; ``--size 0`` keeps
-the input size), degraded, and written as an 8-bit PNG with the input's stem. Each image's generator
+the input size), degraded, and written as an 8-bit PNG with the input's stem (inputs sharing a stem, such
+as ``a.jpg`` and ``a.png``, get ``a_jpg.png`` and ``a_png.png``; every rename is reported). Each image's generator
 is seeded from (``--seed``, file name), so its output does not depend on which other files are in the
 folder; the same seed and inputs give byte-identical outputs. ``manifest.json`` records the task,
 level, seed, package version and, per image, the input's sha256, its seed and the sampled parameters
@@ -36,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def image_seed(seed: int, name: str) -> int:
     """The generator seed of one image: a hash of the base seed and the file name (62 bits)."""
-    digest = hashlib.sha256(f"{int(seed)}\0{name}".encode()).digest()
+    # surrogateescape: a file name that is not UTF-8 hashes as its own bytes (UTF-8 names are unchanged)
+    digest = hashlib.sha256(f"{int(seed)}\0{name}".encode("utf-8", "surrogateescape")).digest()
     return int.from_bytes(digest[:8], "little") >> 2
 
 
@@ -55,10 +57,22 @@ def run(args: argparse.Namespace) -> int:
 
     from facerestore._version import __version__
     from facerestore.cli.common import run_batch
+    from facerestore.cli.guards import check_output_location, note_ignored, unique_stems
     from facerestore.degrade import apply, get_task, resize
     from facerestore.degrade.tasks import _resolve_level
     from facerestore.errors import InputError
-    from facerestore.io import atomic_write_json, decode_image, from_tensor, list_images, to_tensor, write_image
+    from facerestore.io import (
+        atomic_write_json,
+        check_output_dir,
+        check_pixels,
+        decode_image,
+        display_path,
+        from_tensor,
+        list_images,
+        read_bytes,
+        to_tensor,
+        write_image,
+    )
 
     if args.list:
         _print_tasks()
@@ -69,28 +83,25 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"missing {', '.join(missing)} (or use --list)")
     if args.size < 0:
         raise InputError(f"--size must be >= 0, got {args.size}")
+    if args.size:
+        check_pixels(args.size, args.size, what=f"--size {args.size}")
     info = get_task(args.task)
     level = _resolve_level(info, args.level)
     src = Path(args.input)
-    files = list_images(src)
+    files = list_images(src, on_skip=note_ignored)
     in_dir = src if src.is_dir() else src.parent
     out_dir = Path(args.output)
     if out_dir.resolve() == in_dir.resolve():
-        raise InputError(f"output folder {out_dir} is the input folder; choose another (inputs are never overwritten)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    owner: dict[str, str] = {}  # output name -> input name that claimed it
-    for f in files:
-        owner.setdefault(f.stem + ".png", f.name)
+        raise InputError(f"output folder {display_path(out_dir)} is the input folder; choose another "
+                         "(inputs are never overwritten)")
+    check_output_location(out_dir, src, files)
+    names = {f: s.name + ".png" for f, s in unique_stems(files, {f: Path(f.stem) for f in files},
+                                                          reserve=len(".png")).items()}
+    check_output_dir(out_dir)
 
     def process(path: Path) -> dict:
-        out_name = path.stem + ".png"
-        if owner[out_name] != path.name:
-            raise InputError(f"output {out_name} is already written for {owner[out_name]}")
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        out_name = names[path]
+        data = read_bytes(path)
         x = to_tensor(decode_image(data, path).rgb)
         if args.size:
             x = resize(x, size=(args.size, args.size), method="bicubic", antialias=True)
@@ -100,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         return {"input": path.name, "output": out_name, "input_sha256": hashlib.sha256(data).hexdigest(),
                 "seed": seed, "params": params[0]}
 
-    report = run_batch(files, process, desc=f"degrade {info.name}")
+    report = run_batch(files, process, desc=f"degrade {info.name}", single=src.is_file())
     manifest = {
         "task": info.name,
         "paper": info.paper,
@@ -114,5 +125,5 @@ def run(args: argparse.Namespace) -> int:
     }
     json.dumps(manifest)  # fail loudly here rather than leave a half-valid manifest
     atomic_write_json(out_dir / "manifest.json", manifest)
-    print(f"{len(report.done)} of {len(files)} images degraded with {info.name} -> {out_dir}")
+    print(f"{len(report.done)} of {len(files)} images degraded with {info.name} -> {display_path(out_dir)}")
     return report.exit_code

@@ -4,13 +4,16 @@ Predictions and references are paired by file stem (extension and its case do no
 different sizes are skipped with a reason, as are unreadable files. No-reference metrics (e.g. niqe)
 need no ``--gt``. A summary table goes to stdout; ``--out`` writes the full report (JSON) and ``--csv``
 one row per image, both atomically. Exit 0 when every pair was scored, 1 when some inputs were skipped
-(each reported on stderr), 2 on bad input or missing weights.
+(each reported on stderr), 2 on bad input or missing weights. ``--out`` / ``--csv`` are checked before
+any scoring: a path that is one of the input images (symlinks and hard links included), a folder, device,
+FIFO or symbolic link, or that lies in a folder that cannot be written is refused (exit 2).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 HELP = "score restored images against references (PSNR, SSIM, LPIPS, FED, NIQE, FID, ...)"
 EXAMPLES = """\
@@ -53,6 +56,8 @@ def format_metric_list() -> str:
 
 def format_summary(report: dict) -> str:
     """The summary table printed to stdout."""
+    from facerestore.io import display_path
+
     lines = [f"{'metric':14s} {'':2s} {'mean':>12s} {'std':>12s} {'count':>6s} {'undef':>6s}"]
     for name, s in report["summary"].items():
         arrow = "v" if report["metric_info"][name]["lower_better"] else "^"
@@ -62,7 +67,7 @@ def format_summary(report: dict) -> str:
             lines.append(f"{name:14s} {arrow:2s} {s['mean']:12.4f} {s['std']:12.4f} {s['count']:6d} "
                          f"{s['n_undefined']:6d}")
     lines.append(f"{report['n_scored']} image(s) scored"
-                 + (f" against {report['gt_dir']}" if report["gt_dir"] else ""))
+                 + (f" against {display_path(report['gt_dir'])}" if report["gt_dir"] else ""))
     return "\n".join(lines)
 
 
@@ -95,8 +100,17 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from facerestore.cli.common import resolve_device
-    from facerestore.errors import InputError
-    from facerestore.io import atomic_write_json, atomic_write_text
+    from facerestore.cli.guards import note_ignored
+    from facerestore.errors import InputError, OutputError
+    from facerestore.io import (
+        atomic_write_json,
+        atomic_write_text,
+        check_output_dir,
+        check_output_file,
+        display_path,
+        list_images,
+        same_file,
+    )
     from facerestore.metrics.evaluate import evaluate_folders
 
     if args.list:
@@ -105,6 +119,19 @@ def run(args: argparse.Namespace) -> int:
     if not args.pred:
         raise InputError("missing --pred DIR (or use --list)")
     metrics = [m for m in args.metrics.split(",") if m.strip()]
+    # outputs are checked before any scoring: never one of the inputs, never a device, FIFO or link
+    inputs = list_images(args.pred, on_skip=note_ignored)
+    if args.gt is not None:
+        inputs += list_images(args.gt, on_skip=note_ignored)
+    if args.out and args.csv and (args.out == args.csv or same_file(args.out, args.csv)):
+        raise InputError(f"--out and --csv name the same file: {display_path(args.out)}")
+    for flag, target in (("--out", args.out), ("--csv", args.csv)):
+        if target:
+            try:
+                check_output_file(target, inputs)
+                check_output_dir(Path(target).absolute().parent)
+            except OutputError as exc:
+                raise OutputError(f"{flag}: {exc}") from None
     report = evaluate_folders(
         args.pred,
         args.gt,
@@ -115,14 +142,14 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     for f in report["unmatched_pred"]:
-        print(f"unmatched prediction (no reference with this name): {f}", file=sys.stderr)
+        print(f"unmatched prediction (no reference with this name): {display_path(f)}", file=sys.stderr)
     for f in report["unmatched_gt"]:
-        print(f"unmatched reference (no prediction with this name): {f}", file=sys.stderr)
+        print(f"unmatched reference (no prediction with this name): {display_path(f)}", file=sys.stderr)
     failed = report["size_mismatch"] + report["unreadable"] + report["duplicates"]
     for item in failed:
-        print(f"skipped {item.get('path') or item.get('pred')}: {item['reason']}", file=sys.stderr)
+        print(f"skipped {display_path(item.get('path') or item.get('pred'))}: {item['reason']}", file=sys.stderr)
     for e in report["errors"]:
-        print(f"error {e['metric']} on {e['name']}: {e['reason']}", file=sys.stderr)
+        print(f"error {e['metric']} on {display_path(e['name'])}: {e['reason']}", file=sys.stderr)
     print(format_summary(report))
     if args.out:
         atomic_write_json(args.out, _nan_to_none(report))

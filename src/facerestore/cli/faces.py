@@ -5,7 +5,8 @@ warps each onto the FFHQ 5-point template at ``--size`` and the crop is written 
 ``STEM_01.png`` ... (faces in detection order: score, then x) next to ``STEM_00.json`` holding the box,
 score, the 5 and 68 landmarks in source and crop coordinates and the image->crop affine. Unreadable
 files are reported and skipped (exit code 1); images without faces are reported (exit code 0). Every
-write is atomic and an input file is never overwritten.
+write is atomic and an input file is never overwritten: the output folder must not be the input folder
+(nor lie inside it with ``-r``), and inputs sharing a stem get unique, reported names.
 """
 
 from __future__ import annotations
@@ -54,13 +55,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _make_detector(args: argparse.Namespace) -> Any:
+    from facerestore.cli.guards import check_finite
     from facerestore.errors import InputError
     from facerestore.faces.detect import create_detector
 
-    if args.upsample < 0:
-        raise InputError(f"--upsample must be >= 0, got {args.upsample}")
-    if args.size < 16:
-        raise InputError(f"--size must be at least 16 pixels, got {args.size}")
+    if not 0 <= args.upsample <= 4:
+        raise InputError(f"--upsample must be in 0..4, got {args.upsample}")
+    if not 16 <= args.size <= 4096:
+        raise InputError(f"--size must be 16..4096 pixels, got {args.size}")
+    check_finite("--min-size", args.min_size, low=0)
+    check_finite("--threshold", args.threshold)
+    check_finite("--scale", args.scale, low=0, high=16, low_open=True)
+    if args.max_side is not None and args.max_side < 16:
+        raise InputError(f"--max-side must be at least 16 pixels, got {args.max_side}")
     kw: dict[str, Any] = {"min_size": args.min_size}
     if args.threshold is not None:
         kw["threshold"] = args.threshold
@@ -72,16 +79,12 @@ def _make_detector(args: argparse.Namespace) -> Any:
 
 
 def _output_stems(files: list[Path], root: Path) -> dict[Path, Path]:
-    """Output path stem (folder / name) per input; stems shared by two inputs get the extension appended."""
+    """Output path stem (folder / name) per input, unique (stems shared by two inputs get the extension
+    appended, then a number) and short enough for ``STEM_NN.json``; renames are reported."""
+    from facerestore.cli.guards import unique_stems
+
     rel = {f: (f.relative_to(root) if root.is_dir() else Path(f.name)) for f in files}
-    stems = {f: r.parent / r.stem for f, r in rel.items()}
-    counts: dict[str, int] = {}
-    for s in stems.values():
-        counts[str(s).lower()] = counts.get(str(s).lower(), 0) + 1
-    return {
-        f: (s.parent / f"{s.name}_{f.suffix.lstrip('.').lower()}" if counts[str(s).lower()] > 1 else s)
-        for f, s in stems.items()
-    }
+    return unique_stems(files, {f: r.parent / r.stem for f, r in rel.items()}, reserve=len("_000.jpeg"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
     from facerestore import io
     from facerestore.cli.common import run_batch
+    from facerestore.cli.guards import check_output_location, note_ignored, say
     from facerestore.errors import InputError
     from facerestore.faces.align import align_face, transform_points
     from facerestore.faces.detect import select_faces
@@ -100,12 +104,14 @@ def run(args: argparse.Namespace) -> int:
     ext = args.ext if args.ext.startswith(".") else "." + args.ext
     if ext.lower() not in io.IMAGE_EXTENSIONS:
         raise InputError(f"unsupported --ext {args.ext!r}; use one of {', '.join(io.IMAGE_EXTENSIONS)}")
-    files = io.list_images(src, recursive=args.recursive)
+    files = io.list_images(src, recursive=args.recursive, on_skip=note_ignored)
     if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"output is not a folder: {out_dir}")
+        raise InputError(f"output is not a folder: {io.display_path(out_dir)}")
+    check_output_location(out_dir, src, files, recursive=args.recursive)
     detector = _make_detector(args)
     stems = _output_stems(files, src)
     protect = [str(f) for f in files]
+    io.check_output_dir(out_dir)
     no_face: list[Path] = []
 
     def process(path: Path) -> int:
@@ -114,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         faces = select_faces(detector.detect(image), args.select, image.shape)
         if not faces:
             no_face.append(path)
-            print(f"no face found: {path}", file=sys.stderr)
+            say(f"no face found: {io.display_path(path)}")
             return 0
         stem = out_dir / stems[path]
         for k, face in enumerate(faces):
@@ -148,13 +154,13 @@ def run(args: argparse.Namespace) -> int:
                 "template": "ffhq-5point",
             }
             json_path = stem.parent / f"{name}.json"
-            if any(Path(p).resolve() == json_path.resolve() for p in protect if Path(p).exists()):
-                raise InputError(f"refusing to overwrite input file {json_path}")
+            io.check_output_file(json_path, protect)
             io.atomic_write_json(json_path, record)
         return len(faces)
 
-    report = run_batch(files, process, desc="faces", progress=not args.quiet)
+    report = run_batch(files, process, desc="faces", progress=not args.quiet, single=src.is_file())
     n_crops = sum(report.done)
-    print(f"wrote {n_crops} face crops from {len(files) - len(report.failed)} images to {out_dir}"
-          + (f"; {len(no_face)} without faces" if no_face else ""), file=sys.stderr)
+    print(f"wrote {n_crops} face crops from {sum(1 for n in report.done if n)} of {len(files)} images to "
+          f"{io.display_path(out_dir)}" + (f"; {len(no_face)} without faces" if no_face else "")
+          + (f"; {len(report.failed)} failed" if report.failed else ""), file=sys.stderr)
     return report.exit_code

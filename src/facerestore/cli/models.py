@@ -40,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "download":
         if not args.names:
             raise InputError("name the weights to download (see `facerestore models list`)")
+        from facerestore.io import check_output_dir
+
+        check_output_dir(zoo.cache_dir())  # a read-only cache fails here, in one line, before any download
         for n in names:
             print(f"{n}: {zoo.fetch(n)}")
         return 0
@@ -47,8 +50,18 @@ def run(args: argparse.Namespace) -> int:
     for n in names:
         if not zoo.is_available(n):
             print(f"{n}: missing")
-        elif zoo.verify(n):
+            continue
+        try:
+            status = zoo.verify_status(n)
+        except OSError as exc:
+            print(f"{n}: UNREADABLE at {zoo.cached_path(n)}: {exc.strerror or exc}")
+            bad += 1
+            continue
+        if status == "ok":
             print(f"{n}: ok")
+        elif status == "unverified":
+            print(f"{n}: unverified (no published sha256; {zoo.cached_path(n)} has sha256 "
+                  f"{zoo.sha256_file(zoo.cached_path(n))})")
         else:
             print(f"{n}: HASH MISMATCH at {zoo.cached_path(n)}")
             bad += 1

@@ -90,33 +90,39 @@ def output_ext(path: Path, has_alpha: bool, choice: str) -> str:
         return "." + choice
     if has_alpha:
         return ".png"
-    suffix = path.suffix.lower()
-    return suffix if suffix in (".jpg", ".jpeg", ".png") else ".png"
+    suffix = path.suffix
+    return suffix if suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"  # .JPG stays .JPG
 
 
 def _output_stems(files: list[Path], root: Path) -> dict[Path, str]:
-    """Output stem per input; stems shared by two inputs (a.jpg, a.png) get the extension appended."""
-    stems = {f: f.stem for f in files}
-    counts: dict[str, int] = {}
-    for s in stems.values():
-        counts[s.lower()] = counts.get(s.lower(), 0) + 1
-    return {f: (f"{s}_{f.suffix.lstrip('.').lower()}" if counts[s.lower()] > 1 else s) for f, s in stems.items()}
+    """Output stem per input, unique (a.jpg, a.png, a_png.jpg -> a_jpg, a_png, a_png_2) and short enough
+    for the longest output name (``STEM_NN.json``); renames are reported."""
+    from facerestore.cli.guards import unique_stems
+
+    stems = unique_stems(files, {f: Path(f.stem) for f in files}, reserve=len("_000.json"))
+    return {f: s.name for f, s in stems.items()}
 
 
 def _check_output(src: Path, files: list[Path], out_dir: Path) -> None:
-    from facerestore.errors import InputError
+    import os
+
+    from facerestore.cli.guards import check_output_location
+    from facerestore.errors import OutputError
+    from facerestore.io import display_path
 
     if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"output is not a folder: {out_dir}")
-    if src.is_dir() and out_dir.resolve() == src.resolve():
-        raise InputError(f"-o must differ from the input folder ({src}); inputs are never overwritten")
-    inputs = {f.resolve() for f in files}
-    for sub in SUBFOLDERS:
-        d = (out_dir / sub).resolve()
-        if any(f.parent == d for f in inputs):
-            raise InputError(f"outputs would go into {out_dir / sub}, which holds inputs; choose another -o")
+        raise OutputError(f"output is not a folder: {display_path(out_dir)}")
+    check_output_location(out_dir, src, files, subfolders=SUBFOLDERS)
+    # fail before loading anything when the output cannot be created (nothing is created here)
+    probe = out_dir.absolute()
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write into {display_path(probe)} (for the output folder "
+                          f"{display_path(out_dir)}): permission denied")
 
 
+    from facerestore.cli.guards import check_finite, note_ignored, say
 def run(args: argparse.Namespace) -> int:
     if args.list_methods:
         _print_methods()
@@ -125,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from facerestore import io
+    check_finite("--min-score", args.min_score)
+    check_finite("--fidelity", args.fidelity)
     from facerestore._version import __version__
     from facerestore.cli.common import resolve_device, run_batch
     from facerestore.errors import InputError
@@ -137,17 +145,24 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--upscale must be a positive number, got {args.upscale}")
     src = Path(args.input)
     out_dir = Path(args.output)
-    files = io.list_images(src)
+    files = io.list_images(src, on_skip=note_ignored)
     _check_output(src, files, out_dir)
 
     device = resolve_device(args.device)
     restorer = get_restorer(args.method, weights=args.weights, device=device, half=args.half)
     note = restorer.info.extra.get("note")
+    for sub in SUBFOLDERS:
+        io.check_output_dir(out_dir / sub)
     if note and not args.weights:
         print(f"note: {note}", file=sys.stderr)
     restorer.check_fidelity(args.fidelity)
     if restorer.info.needs_refs and not args.refs:
+        from facerestore.faces.paste import upscaled_shape
+
         raise InputError(f"method {args.method!r} needs reference photos of the same person: add --refs DIR")
+        h, w = loaded.rgb.shape[:2]
+        oh, ow = upscaled_shape(h, w, args.upscale)
+        io.check_pixels(ow, oh, what=f"the output (--upscale {args.upscale:g})")
     detector = None if args.aligned else create_detector(args.detector)
     refs = None
     if args.refs:
@@ -171,10 +186,10 @@ def run(args: argparse.Namespace) -> int:
         ext = output_ext(path, res.alpha is not None, args.ext)
         if res.alpha is not None and ext == ".jpg" and not warned_alpha:
             warned_alpha.append(True)
-            print("note: --ext jpg drops the alpha channel of transparent inputs", file=sys.stderr)
+            say("note: --ext jpg drops the alpha channel of transparent inputs")
         img_path = out_dir / "restored_imgs" / f"{stem}{ext}"
         io.write_image(img_path, res.image, alpha=res.alpha, bit_depth=res.bit_depth, gray=res.is_gray,
-                       protect=protect)
+                       protect=protect, exif=loaded.exif)
         face_files = []
         for k, f in enumerate(res.faces):
             name = f"{stem}_{k:02d}.png"
@@ -197,11 +212,14 @@ def run(args: argparse.Namespace) -> int:
         io.atomic_write_json(json_path, record)
         if not res.faces:
             no_face.append(path)
-            print(f"no face found: {path} (background upscaled only)", file=sys.stderr)
+            say(f"no face found: {io.display_path(path)} (background upscaled only)")
         return len(res.faces)
 
-    report = run_batch(files, process, desc="restore", progress=not args.quiet)
+    report = run_batch(files, process, desc="restore", progress=not args.quiet, single=src.is_file())
     n_faces = sum(report.done)
-    print(f"restored {n_faces} faces in {len(report.done)} of {len(files)} images with {restorer.info.name} "
-          f"-> {out_dir}" + (f"; {len(no_face)} without faces" if no_face else ""), file=sys.stderr)
+    n_restored = sum(1 for n in report.done if n)
+    print(f"restored {n_faces} faces in {n_restored} of {len(files)} images with {args.method} "
+          f"-> {io.display_path(out_dir)}"
+          + (f"; {len(no_face)} without faces (upscaled only)" if no_face else "")
+          + (f"; {len(report.failed)} failed" if report.failed else ""), file=sys.stderr)
     return report.exit_code

@@ -28,18 +28,52 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-every", type=int, default=500, help="print the loss every N steps (0: never)")
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Every option in range (one-line InputError), before anything is loaded."""
+    from facerestore.cli.guards import check_finite
+    from facerestore.errors import InputError
+
+    for flag, value, low, high in (("--steps", args.steps, 0, 10_000_000), ("--batch", args.batch, 2, 1 << 20),
+                                   ("--blocks", args.blocks, 1, 64), ("--hidden", args.hidden, 1, 65536),
+                                   ("--stats", args.stats, 2, 100_000_000), ("--log-every", args.log_every, 0, None)):
+        if value < low or (high is not None and value > high):
+            raise InputError(f"{flag} must be in {low}..{high if high is not None else 'any'}, got {value}")
+    check_finite("--lr", args.lr, low=0, high=1, low_open=True)
+
+
+def _check_outputs(generator: str, weights: str, record: str) -> None:
+    """The flow and its record must not replace the generator (or its JSON description), must be regular
+    files in a writable folder, and must differ from each other."""
+    from pathlib import Path
+
+    from facerestore.errors import OutputError
+    from facerestore.io import check_output_dir, check_output_file, display_path, same_file
+
+    if Path(weights).suffix.lower() != ".safetensors":
+        raise OutputError(f"--out must be a .safetensors file, got {display_path(weights)}")
+    g = Path(generator)
+    protect = [g] + ([g.with_suffix(".json")] if g.with_suffix(".json").exists() else [])
+    for target in (weights, record):
+        check_output_file(target, protect)
+        check_output_dir(Path(target).absolute().parent)
+    if same_file(weights, record) or Path(weights).absolute() == Path(record).absolute():
+        raise OutputError(f"the flow and its record would be the same file: {display_path(weights)}")
+
+
 def run(args: argparse.Namespace) -> int:
     import os
+    from pathlib import Path
 
     from facerestore.cli.common import resolve_device
     from facerestore.errors import InputError
     from facerestore.methods.rls.flow_prior import flow_paths, save_generator_flow, train_generator_flow
     from facerestore.nn.stylegan2_io import load_stylegan2
 
-    if args.steps < 0 or args.batch < 2:
-        raise InputError("--steps must be >= 0 and --batch >= 2")
+    _check_args(args)
     if not os.path.isfile(args.generator):
         raise InputError(f"generator weights not found: {args.generator}")
+    out = Path(args.out) if args.out else flow_paths(args.generator)[0]
+    _check_outputs(args.generator, str(out), str(out.with_suffix(".json")))  # the record save_generator_flow writes
     device = resolve_device(args.device)
     G = load_stylegan2(args.generator).to(device).eval().requires_grad_(False)
     last = {"nll": float("nan")}
@@ -53,7 +87,6 @@ def run(args: argparse.Namespace) -> int:
         G, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, num_blocks=args.blocks,
         hidden=args.hidden, n_stats=args.stats, n_calibrate=args.stats, callback=report,
     )
-    out = args.out or flow_paths(args.generator)[0]
     path = save_generator_flow(
         flow.cpu(), args.generator, out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
         final_nll=last["nll"], half=args.half,

@@ -106,6 +106,16 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def verify_status(name: str, path: str | os.PathLike | None = None) -> str:
+    """"ok" (sha256 matches the entry), "mismatch", or "unverified" (the entry has no published sha256: the
+    file cannot be checked and must never be reported as "ok"). OSError when the file cannot be read."""
+    entry = get_entry(name)
+    digest = sha256_file(Path(path) if path else cached_path(name))
+    if not entry.sha256:
+        return "unverified"
+    return "ok" if digest.startswith(entry.sha256.lower()) else "mismatch"
+
+
 def verify(name: str, path: str | os.PathLike | None = None) -> bool:
     """True if the file's sha256 matches the entry (full digest or published prefix).
 
@@ -155,8 +165,14 @@ def fetch(name: str, *, timeout: float = 60.0) -> Path:
     dest = cached_path(name)
     if dest.is_file() and verify(name, dest):
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    except OSError as exc:
+        from facerestore.errors import OutputError
+
+        raise OutputError(f"cannot write into the weights cache {dest.parent}: {exc.strerror or exc} "
+                          "(set FACERESTORE_HOME to a writable folder)") from None
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(entry.url, timeout=timeout) as resp:
             shutil.copyfileobj(resp, out)
@@ -184,5 +200,6 @@ __all__ = [
     "missing_message",
     "register",
     "verify",
+    "verify_status",
     "weights_path",
 ]
