@@ -535,8 +535,12 @@ def load_rosinality_pt(path: str | os.PathLike, key: str = "g_ema", *, w_avg_sam
     """Load a rosinality/stylegan2-pytorch checkpoint (``torch.load(weights_only=True)``)."""
     try:
         ckpt = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputError(f"cannot load {os.fspath(path)} as a weights-only torch checkpoint: {exc}") from exc
+    except Exception as exc:  # torch's weights_only refusal is many lines: keep the first meaningful one
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        reason = next((ln for ln in lines if "Unsupported global" in ln or "GLOBAL" in ln), lines[0] if lines
+                      else type(exc).__name__)
+        raise InputError(f"cannot load {os.fspath(path)} as a weights-only torch checkpoint (no code from it is "
+                         f"run): {reason[:200]}") from None
     if not isinstance(ckpt, dict):
         raise InputError(f"{os.fspath(path)} is not a rosinality checkpoint (not a dict)")
     if key in ckpt:
@@ -585,35 +589,64 @@ def builtin_prior_path() -> str:
     return os.path.join(BUILTIN_DIR, BUILTIN_PRIOR + ".safetensors")
 
 
+# sane bounds of the Generator settings stored with our safetensors files (FFHQ config-f: 512 / 512 / 1024 px,
+# 8 mapping layers, channel base 32768, max 512): a crafted ``w_dim: 2e6`` is refused before anything is built
+_SETTINGS_BOUNDS = {
+    "z_dim": ("int", 1, 4096),
+    "w_dim": ("int", 1, 4096),
+    "img_resolution": ("pow2", 4, 4096),
+    "img_channels": ("int", 1, 4),
+    "mapping_layers": ("int", 1, 32),
+    "channel_base": ("int", 1, 1 << 20),
+    "channel_max": ("int", 1, 4096),
+    "conv_clamp": ("float?", 0.0, 1e6),
+    "mapping_lr_multiplier": ("float", 0.0, 100.0),
+    "w_avg_beta": ("float?", 0.0, 1.0),
+    "use_noise": ("bool",),
+}
+
+
 def load_safetensors_generator(path: str | os.PathLike) -> Generator:
-    """A ``Generator`` from our safetensors export (config in the metadata or the JSON file beside it)."""
+    """A ``Generator`` from our safetensors export (config in the metadata or the JSON file beside it).
+
+    Malformed or hostile files fail with one InputError before anything large is allocated: the settings are
+    checked against sane bounds and the shapes they imply (meta device) against the tensor shapes in the
+    file's header; only then is the network built and the tensors read.
+    """
     import json
 
-    from safetensors import SafetensorError, safe_open
+    from facerestore.nn.safe_weights import (
+        check_settings,
+        check_shapes,
+        load_safetensors,
+        meta_shapes,
+        open_safetensors,
+        read_json,
+    )
 
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise InputError(f"StyleGAN2 weights not found: {path}")
-    try:
-        with safe_open(path, "pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except SafetensorError as e:
-        raise InputError(f"{path} is not a readable safetensors file: {e}") from None
+    meta, found = open_safetensors(path, "StyleGAN2 weights")
+    name = os.path.basename(path)
     if CONFIG_KEY in meta:
-        config = json.loads(meta[CONFIG_KEY])
+        where = f"{name} ({CONFIG_KEY} metadata)"
+        try:
+            config = json.loads(meta[CONFIG_KEY])
+        except (ValueError, RecursionError) as e:
+            raise InputError(f"{where} is not valid JSON: {' '.join(str(e).split())[:200]}") from None
     else:
         side = os.path.splitext(path)[0] + ".json"
         if not os.path.isfile(side):
-            raise InputError(f"{os.path.basename(path)} has no {CONFIG_KEY!r} metadata and no {os.path.basename(side)}")
-        with open(side) as fh:
-            config = json.load(fh).get("generator")
+            raise InputError(f"{name} has no {CONFIG_KEY!r} metadata and no {os.path.basename(side)}")
+        where = os.path.basename(side)
+        config = read_json(side, "StyleGAN2 description").get("generator")
         if not isinstance(config, dict):
             raise InputError(f"{side} has no 'generator' settings")
-    try:
-        G = Generator(**config)
-    except TypeError as e:
-        raise InputError(f"bad StyleGAN2 settings in {path}: {e}") from None
+    config = check_settings(config, _SETTINGS_BOUNDS, where)
+    check_shapes(meta_shapes(lambda: Generator(**config), where), found, name)
+    G = Generator(**config)
+    state = load_safetensors(path, "StyleGAN2 weights")
     missing, unexpected = G.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
     if missing or unexpected:
         raise InputError(f"{path} does not match its StyleGAN2 settings: missing {missing[:3]}, "

@@ -1,12 +1,16 @@
 """Training configuration: one YAML file describes a run on one CPU, one GPU or many (torchrun).
 
 The YAML maps onto the dataclasses below; unknown keys are an error (a typo must not silently do
-nothing). ``load_config`` also accepts ``overrides`` such as ``["optim.lr=1e-4", "steps=10"]``.
+nothing), and so is a value of the wrong type or out of range (``steps: abc``, ``batch_size: 0``,
+``lr: .nan``): every problem is one InputError naming the key. ``load_config`` also accepts ``overrides``
+such as ``["optim.lr=1e-4", "steps=10"]``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +89,11 @@ class TrainConfig:
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    if not isinstance(values, dict):
+        raise InputError(f"config key {where.rstrip('.') or '(top level)'} must be a mapping, "
+                         f"got {type(values).__name__}")
+    if any(not isinstance(k, str) for k in values):
+        raise InputError(f"config keys must be names, got {sorted(map(repr, values))[:3]} under {where or 'the top'}")
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(values) - set(names)
     if unknown:
@@ -106,15 +115,43 @@ _SCALARS = {"float": float, "int": int, "str": str, float: float, int: int, str:
 
 
 def _coerce(val: Any, ftype: Any, name: str) -> Any:
-    """Convert a YAML scalar to the field's declared scalar type (YAML reads ``1e-9`` as a string)."""
-    conv = _SCALARS.get(ftype)
-    if conv is None or val is None or isinstance(val, bool):
+    """Convert a YAML value to the field's declared type (YAML reads ``1e-9`` as a string); InputError naming
+    the key when it cannot be."""
+    ftype = getattr(ftype, "__name__", ftype) if isinstance(ftype, type) else ftype
+    if ftype in ("bool",):
+        if not isinstance(val, bool):
+            raise InputError(f"config key {name} must be true or false, got {val!r}")
         return val
+    if ftype == "str | None":
+        if val is not None and not isinstance(val, str):
+            raise InputError(f"config key {name} must be a string or null, got {val!r}")
+        return val
+    if ftype == "list[str]":
+        if not isinstance(val, list) or not all(isinstance(v, str) for v in val):
+            raise InputError(f"config key {name} must be a list of strings, got {val!r}")
+        return val
+    if ftype in ("dict[str, Any]", "dict[str, float]"):
+        if val is None:
+            return {}
+        if not isinstance(val, dict) or not all(isinstance(k, str) for k in val):
+            raise InputError(f"config key {name} must be a mapping, got {val!r}")
+        if ftype == "dict[str, float]":
+            return {k: _coerce(v, "float", f"{name}.{k}") for k, v in val.items()}
+        return val
+    if ftype == "tuple[float, float]":
+        if not isinstance(val, (list, tuple)) or len(val) != 2:
+            raise InputError(f"config key {name} must be a list of two numbers, got {val!r}")
+        return tuple(_coerce(v, "float", f"{name}[{i}]") for i, v in enumerate(val))
+    conv = _SCALARS.get(ftype)
+    if conv is None:
+        return val
+    if val is None or isinstance(val, bool) or isinstance(val, (list, dict, tuple)):
+        raise InputError(f"config key {name} must be {conv.__name__}, got {val!r}")
     try:
         if conv is int and isinstance(val, float) and not val.is_integer():
             raise ValueError
         return conv(float(val)) if conv is int and isinstance(val, (str, float)) else conv(val)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InputError(f"config key {name} must be {conv.__name__}, got {val!r}") from None
 
 
@@ -126,14 +163,60 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
     parts = key.split(".")
     for p in parts[:-1]:
         node = node.setdefault(p, {})
-    node[parts[-1]] = yaml.safe_load(value)
+        if not isinstance(node, dict):
+            raise InputError(f"override {override!r}: {p} is not a mapping in the config")
+    try:
+        node[parts[-1]] = yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise InputError(f"override {override!r} is not a YAML value: {str(exc).splitlines()[0]}") from None
+
+
+def _check(ok: bool, key: str, what: str, value: Any) -> None:
+    if not ok:
+        raise InputError(f"config key {key} must be {what}, got {value!r}")
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Range checks of every numeric setting (one InputError naming the key); returns ``cfg``."""
+    def finite(x: float) -> bool:
+        return isinstance(x, (int, float)) and math.isfinite(x)
+
+    d, o = cfg.data, cfg.optim
+    _check(0 <= cfg.steps <= 100_000_000, "steps", "in 0..100000000", cfg.steps)
+    _check(8 <= d.size <= 4096, "data.size", "in 8..4096 pixels", d.size)
+    _check(1 <= d.batch_size <= 4096, "data.batch_size", "in 1..4096", d.batch_size)
+    _check(d.val_count >= 0, "data.val_count", ">= 0", d.val_count)
+    _check(d.val_rule in ("ends-with-0", "none") or re.fullmatch(r"every-[1-9]\d*", d.val_rule) is not None,
+           "data.val_rule", "ends-with-0, every-N (N >= 1) or none", d.val_rule)
+    for key, v in (("optim.lr", o.lr), ("optim.lr_d", o.lr_d)):
+        _check(finite(v) and 0 < v <= 10, key, "a finite number in (0, 10]", v)
+    for i, b in enumerate(o.betas):
+        _check(finite(b) and 0 <= b < 1, f"optim.betas[{i}]", "in [0, 1)", b)
+    _check(finite(o.weight_decay) and o.weight_decay >= 0, "optim.weight_decay", "a finite number >= 0", o.weight_decay)
+    _check(o.warmup_steps >= 0, "optim.warmup_steps", ">= 0", o.warmup_steps)
+    _check(finite(o.decay_start) and 0 <= o.decay_start <= 1, "optim.decay_start", "in [0, 1]", o.decay_start)
+    _check(finite(o.grad_clip) and o.grad_clip >= 0, "optim.grad_clip", "a finite number >= 0", o.grad_clip)
+    _check(finite(cfg.ema_decay) and 0 <= cfg.ema_decay < 1, "ema_decay", "in [0, 1)", cfg.ema_decay)
+    _check(cfg.log_every >= 1, "log_every", ">= 1", cfg.log_every)
+    _check(cfg.val_every >= 0, "val_every", ">= 0 (0: never)", cfg.val_every)
+    _check(cfg.ckpt_every >= 0, "ckpt_every", ">= 0 (0: only at the end)", cfg.ckpt_every)
+    _check(finite(cfg.time_limit_s) and cfg.time_limit_s >= 0, "time_limit_s", "a finite number >= 0",
+           cfg.time_limit_s)
+    _check(cfg.amp in ("none", "bf16", "fp16"), "amp", "none, bf16 or fp16", cfg.amp)
+    _check(bool(cfg.name) and "/" not in cfg.name and cfg.name not in (".", ".."), "name",
+           "a non-empty folder name without '/'", cfg.name)
+    for k, v in cfg.losses.items():
+        _check(finite(v) and v >= 0, f"losses.{k}", "a finite number >= 0", v)
+    return cfg
 
 
 def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> TrainConfig:
+    if not isinstance(raw, dict):
+        raise InputError(f"a training config must be a mapping at the top level, got {type(raw).__name__}")
     raw = dict(raw)
     for ov in overrides or []:
         _apply_override(raw, ov)
-    return _build(TrainConfig, raw, "")
+    return validate(_build(TrainConfig, raw, ""))
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
@@ -142,9 +225,17 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     if not p.is_file():
         raise InputError(f"config not found: {p}")
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
+        text = p.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read config {p}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"config {p} is not UTF-8 text (byte {exc.start})") from None
+    try:
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise InputError(f"invalid YAML in {p}: {str(exc).splitlines()[0]}") from exc
+        raise InputError(f"invalid YAML in {p}: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise InputError(f"invalid YAML in {p}: nested too deeply") from None
     if not isinstance(raw, dict):
         raise InputError(f"{p} must contain a mapping at the top level")
     return config_from_dict(raw, overrides)

@@ -18,7 +18,6 @@ Weights are read with safetensors / ``torch.load(weights_only=True)`` only; no c
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -42,8 +41,20 @@ def builtin_weights() -> Path:
 
 
 def load_ispl(weights: str | os.PathLike | None = None) -> ISPLGenerator:
-    """Build an ``ISPLGenerator`` from a safetensors file and the JSON description next to it (float32)."""
-    from safetensors.torch import load_file
+    """Build an ``ISPLGenerator`` from a safetensors file and the JSON description next to it (float32).
+
+    Hostile or malformed files fail with one InputError before anything large is allocated: the description's
+    settings are checked against sane bounds, the shapes they imply (computed on the meta device) must equal
+    the tensor shapes in the file's header, and only then is the network built and the tensors read.
+    """
+    from facerestore.nn.safe_weights import (
+        check_settings,
+        check_shapes,
+        load_safetensors,
+        meta_shapes,
+        open_safetensors,
+        read_json,
+    )
 
     path = builtin_weights() if weights is None else Path(weights)
     if not path.is_file():
@@ -56,12 +67,36 @@ def load_ispl(weights: str | os.PathLike | None = None) -> ISPLGenerator:
     if not meta_path.is_file():
         raise InputError(f"{path.name} needs its architecture description {meta_path.name} next to it")
     try:
-        meta = json.loads(meta_path.read_text())
-        gen = ISPLConfig(**meta["generator"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{meta_path.name} is not an ISPL architecture description ({exc})") from None
+    where = f"{meta_path.name} (ISPL architecture description)"
+    meta = read_json(meta_path, "ISPL architecture description")
+    if "generator" not in meta:
+        raise InputError(f"{where} has no 'generator' settings")
+    # sane bounds of the settings (the paper's model: 512 px, ngf 64, max 1024 channels, 5 subspaces); a
+    # crafted description must not make the build allocate terabytes
+    bounds = {
+        "size": ("pow2", 16, 2048),
+        "ngf": ("int", 1, 512),
+        "max_channels": ("int", 1, 2048),
+        "n_subspaces": ("int", 1, 8),
+        "fusion": ("choice", ("unet", "y0", "concat", "matrix")),
+        "guide_channels": ("int", 1, 1024),
+        "pac": ("bool",),
+        "pac_embed_dim": ("int", 1, 256),
+        "spade_hidden": ("int", 1, 1024),
+        "spade_norm": ("choice", ("instance", "batch")),
+        "spade_form": ("choice", ("gamma", "one_plus_gamma")),
+        "spectral": ("bool",),
+        "input_guide": ("bool",),
+        "default_fidelity": ("float", 0.0, 1.0),
+    }
+    settings = check_settings(meta["generator"], bounds, where)
+        gen = ISPLConfig(**settings)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{where}: {exc}") from None
+    _, found = open_safetensors(path, "ISPL weights")
+    check_shapes(meta_shapes(lambda: ISPLGenerator(config=gen), where), found, path.name)
     net = ISPLGenerator(config=gen)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_safetensors(path, "ISPL weights").items()}
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise InputError(f"{path.name} does not match its description: missing {missing[:3]}, "
