@@ -66,7 +66,7 @@ def check_pixels(width: int, height: int, what: str = "image") -> None:
 
 def display_path(path: str | os.PathLike) -> str:
     """A path as printable text: bytes that are not UTF-8 (surrogate escapes) become \\xNN escapes."""
-    s = os.fspath(path)
+    s = os.fspath(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
     if isinstance(s, bytes):
         s = os.fsdecode(s)
     try:

@@ -119,6 +119,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.pred:
         raise InputError("missing --pred DIR (or use --list)")
     metrics = [m for m in args.metrics.split(",") if m.strip()]
+    from facerestore.metrics import registry
+
+    for m in metrics:  # options first: an unknown metric is named before the folders are read
+        registry.get_spec(m.strip().lower())
     # outputs are checked before any scoring: never one of the inputs, never a device, FIFO or link
     inputs = list_images(args.pred, on_skip=note_ignored)
     if args.gt is not None:

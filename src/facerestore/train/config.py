@@ -189,7 +189,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(d.val_rule in ("ends-with-0", "none") or re.fullmatch(r"every-[1-9]\d*", d.val_rule) is not None,
            "data.val_rule", "ends-with-0, every-N (N >= 1) or none", d.val_rule)
     for key, v in (("optim.lr", o.lr), ("optim.lr_d", o.lr_d)):
-        _check(finite(v) and 0 < v <= 10, key, "a finite number in (0, 10]", v)
+        _check(finite(v) and 0 <= v <= 10, key, "a finite number in [0, 10]", v)
     for i, b in enumerate(o.betas):
         _check(finite(b) and 0 <= b < 1, f"optim.betas[{i}]", "in [0, 1)", b)
     _check(finite(o.weight_decay) and o.weight_decay >= 0, "optim.weight_decay", "a finite number >= 0", o.weight_decay)

@@ -1,0 +1,100 @@
+"""Malformed and hostile weight files, training configs and options: one line each, bounded time and memory."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import pytest
+from robust_corpus import BAD_CONFIGS, hostile_ispl_files, hostile_stylegan2_files
+
+from facerestore import zoo
+from facerestore.errors import InputError
+
+
+def test_hostile_ispl_weights_fail_in_one_line_quickly(tmp_path):
+    from facerestore.methods.ispl.restorer import load_ispl
+
+    for case, path in hostile_ispl_files(tmp_path).items():
+        t = time.perf_counter()
+        with pytest.raises(InputError) as err:
+            load_ispl(path)
+        msg = str(err.value)
+        assert "\n" not in msg and msg, case
+        assert time.perf_counter() - t < 10, case  # ngf 2e5 is refused before building anything
+        if case == "huge_ngf":
+            assert "ngf" in msg and "1..512" in msg
+        if case in ("truncated", "header_only", "empty", "huge_header"):
+            assert "safetensors" in msg, msg
+
+
+def test_hostile_ispl_weights_through_restore(tmp_path, clean_images, run):
+    files = hostile_ispl_files(tmp_path / "w")
+    for case in ("truncated", "huge_ngf", "bad_json", "wrong_types"):
+        res = run("restore", "-i", clean_images, "-o", tmp_path / "o", "--method", "ispl", "--weights", files[case],
+                  "-q", "--device", "cpu")
+        assert res.code == 2, (case, res.err)
+    assert not (tmp_path / "o" / "restored_imgs").exists() or not any((tmp_path / "o" / "restored_imgs").iterdir())
+
+
+def test_hostile_stylegan2_weights_fail_in_one_line_quickly(tmp_path):
+    from facerestore.nn.stylegan2_io import load_stylegan2
+
+    for case, path in hostile_stylegan2_files(tmp_path).items():
+        t = time.perf_counter()
+        with pytest.raises(InputError) as err:
+            load_stylegan2(path)
+        msg = str(err.value)
+        assert "\n" not in msg and msg, case
+        assert time.perf_counter() - t < 10, case  # w_dim 2e6 is refused before allocating anything
+        if case == "huge_w_dim":
+            assert "w_dim" in msg and "1..4096" in msg
+        if case == "pt_refused":
+            assert "weights-only" in msg and len(msg) < 600
+
+
+def test_train_flow_validates_its_arguments_and_generator(tmp_path, run):
+    from facerestore.nn.stylegan2_io import builtin_prior_path
+
+    gen = builtin_prior_path()
+    for opt, value in (("--lr", "nan"), ("--lr", "0"), ("--blocks", "0"), ("--stats", "0"), ("--steps", "-1"),
+                       ("--batch", "1"), ("--hidden", "0")):
+        res = run("train-flow", "--generator", gen, "--out", tmp_path / "f.safetensors", opt, value)
+        assert res.code == 2 and opt in res.err, (opt, res.err)
+    for case, path in hostile_stylegan2_files(tmp_path / "w").items():
+        res = run("train-flow", "--generator", path, "--out", tmp_path / "f.safetensors", "--steps", 1)
+        assert res.code == 2, (case, res.err)
+    assert not (tmp_path / "f.safetensors").exists()
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_malformed_training_configs_fail_in_one_line(case, tmp_path, run):
+    cfg = tmp_path / f"{case}.yaml"
+    cfg.write_bytes(BAD_CONFIGS[case])
+    res = run("train", cfg, "--quiet")
+    assert res.code == 2, res.err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_training_config_overrides_are_checked(tmp_path, run):
+    cfg = tmp_path / "ok.yaml"
+    cfg.write_text("name: t\nsteps: 1\n")
+    for override in ("optim.lr=nan", "data.batch_size=0", "steps=abc", "data=3", "steps=[1"):
+        res = run("train", cfg, "--set", override, "--quiet")
+        assert res.code == 2, (override, res.err)
+
+
+def test_zoo_entries_without_sha256_are_unverified_never_ok(tmp_path, monkeypatch, run):
+    monkeypatch.setenv("FACERESTORE_HOME", str(tmp_path / "home"))
+    entry = zoo.get_entry("stylegan2-ffhq-1024")
+    assert entry.sha256 == ""  # NVIDIA publishes no digest for ffhq.pkl
+    p = zoo.cached_path(entry.name)
+    p.parent.mkdir(parents=True)
+    p.write_bytes(b"random bytes, or a crafted pickle")
+    res = run("models", "verify", entry.name)
+    digest = hashlib.sha256(p.read_bytes()).hexdigest()
+    assert res.code == 0
+    assert res.out.strip() == f"{entry.name}: unverified (no published sha256; {p} has sha256 {digest})"
+    assert zoo.verify_status(entry.name) == "unverified"
+    for e in zoo.list_entries():
+        assert e.sha256 or e.name == "stylegan2-ffhq-1024", e.name  # every other entry carries a published hash
