@@ -70,8 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
         )
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
-    from facerestore.cli.guards import handle_signals, one_line
-
     return parser
 
 
@@ -81,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    from facerestore.cli.guards import handle_signals, one_line
+
     try:
         with handle_signals():  # SIGINT / SIGTERM -> Interrupted: temporary files are removed on the way out
             return int(args._run(args) or 0)

@@ -16,10 +16,10 @@ T = TypeVar("T")
 class BatchReport:
     done: list[Any] = field(default_factory=list)
     failed: list[tuple[Any, str]] = field(default_factory=list)
+    single: bool = False  # the input was one file named on the command line
 
     @property
     def exit_code(self) -> int:
-    single: bool = False  # the input was one file named on the command line
         """0 when every item succeeded, 1 when some failed (and were reported); 2 when the only input
         (a single file given with -i) failed: that is bad input, not a partly failed batch."""
         if not self.failed:
@@ -42,6 +42,7 @@ def run_batch(
     desc: str = "processing",
     progress: bool = True,
     expected: tuple[type[BaseException], ...] = (FaceRestoreError, OSError, ValueError),
+    single: bool = False,
 ) -> BatchReport:
     """Call ``fn`` on every item with a progress bar; an expected error on one item (or running out of memory
     on it) is reported on stderr as one line ("skipped ITEM: reason") and the loop goes on.
@@ -50,7 +51,6 @@ def run_batch(
     were done is printed and the interrupt propagates (exit 130 / 143). ``single``: the items are one file
     named by the user, whose failure is exit code 2.
     """
-    single: bool = False,
     from tqdm import tqdm
 
     from facerestore.cli.guards import say

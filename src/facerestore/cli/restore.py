@@ -122,7 +122,6 @@ def _check_output(src: Path, files: list[Path], out_dir: Path) -> None:
                           f"{display_path(out_dir)}): permission denied")
 
 
-    from facerestore.cli.guards import check_finite, note_ignored, say
 def run(args: argparse.Namespace) -> int:
     if args.list_methods:
         _print_methods()
@@ -131,10 +130,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from facerestore import io
-    check_finite("--min-score", args.min_score)
-    check_finite("--fidelity", args.fidelity)
     from facerestore._version import __version__
     from facerestore.cli.common import resolve_device, run_batch
+    from facerestore.cli.guards import check_finite, note_ignored, say
     from facerestore.errors import InputError
     from facerestore.faces.detect import create_detector
     from facerestore.pipeline import get_restorer, prepare_refs, restore_photo
@@ -143,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("-i/--input and -o/--output are required (or use --list-methods)")
     if not (np.isfinite(args.upscale) and args.upscale > 0):
         raise InputError(f"--upscale must be a positive number, got {args.upscale}")
+    check_finite("--min-score", args.min_score)
+    check_finite("--fidelity", args.fidelity)
     src = Path(args.input)
     out_dir = Path(args.output)
     files = io.list_images(src, on_skip=note_ignored)
@@ -151,18 +151,11 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     restorer = get_restorer(args.method, weights=args.weights, device=device, half=args.half)
     note = restorer.info.extra.get("note")
-    for sub in SUBFOLDERS:
-        io.check_output_dir(out_dir / sub)
     if note and not args.weights:
         print(f"note: {note}", file=sys.stderr)
     restorer.check_fidelity(args.fidelity)
     if restorer.info.needs_refs and not args.refs:
-        from facerestore.faces.paste import upscaled_shape
-
         raise InputError(f"method {args.method!r} needs reference photos of the same person: add --refs DIR")
-        h, w = loaded.rgb.shape[:2]
-        oh, ow = upscaled_shape(h, w, args.upscale)
-        io.check_pixels(ow, oh, what=f"the output (--upscale {args.upscale:g})")
     detector = None if args.aligned else create_detector(args.detector)
     refs = None
     if args.refs:
@@ -172,11 +165,18 @@ def run(args: argparse.Namespace) -> int:
                             detector=detector or args.detector, device=str(p.device) if p is not None else device)
     stems = _output_stems(files, src)
     protect = [str(f) for f in files]
+    for sub in SUBFOLDERS:
+        io.check_output_dir(out_dir / sub)
     no_face: list[Path] = []
     warned_alpha: list[bool] = []
 
     def process(path: Path) -> int:
+        from facerestore.faces.paste import upscaled_shape
+
         loaded = io.read_image(path)
+        h, w = loaded.rgb.shape[:2]
+        oh, ow = upscaled_shape(h, w, args.upscale)
+        io.check_pixels(ow, oh, what=f"the output (--upscale {args.upscale:g})")
         res = restore_photo(
             loaded, restorer, upscale=args.upscale, fidelity=args.fidelity, aligned=args.aligned,
             only_center_face=args.only_center_face, detector=detector if detector is not None else args.detector,

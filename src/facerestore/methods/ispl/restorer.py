@@ -66,7 +66,6 @@ def load_ispl(weights: str | os.PathLike | None = None) -> ISPLGenerator:
     meta_path = path.with_suffix(".json")
     if not meta_path.is_file():
         raise InputError(f"{path.name} needs its architecture description {meta_path.name} next to it")
-    try:
     where = f"{meta_path.name} (ISPL architecture description)"
     meta = read_json(meta_path, "ISPL architecture description")
     if "generator" not in meta:
@@ -90,6 +89,7 @@ def load_ispl(weights: str | os.PathLike | None = None) -> ISPLGenerator:
         "default_fidelity": ("float", 0.0, 1.0),
     }
     settings = check_settings(meta["generator"], bounds, where)
+    try:
         gen = ISPLConfig(**settings)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{where}: {exc}") from None
