@@ -84,34 +84,10 @@ def summary(times: list[float]) -> dict:
 
 
 def default_restorer(device: str = "cpu"):
-    """(restorer, note): the registered "ispl" with its shipped weights, or, when those are not in the tree
-    yet, the same architecture (ispl-compact-128) with random weights."""
-    from facerestore.errors import FaceRestoreError
+    """(restorer, note): the registered "ispl" with its shipped weights (they ship inside the package)."""
     from facerestore.methods import load_restorer
 
-    try:
-        return load_restorer("ispl", device=device), "registered 'ispl' restorer with its shipped weights"
-    except FaceRestoreError as exc:
-        from facerestore.methods import Restorer, RestorerInfo
-        from facerestore.methods.ispl import build_generator
-
-        net = build_generator("ispl-compact-128").eval().to(device)
-
-        class _Random(Restorer):
-            info = RestorerInfo("ispl", "000", "random-init ispl-compact-128", "-", input_size=128,
-                                supports_fidelity=True, supports_half=True)
-
-            def __init__(self):
-                super().__init__()
-                self.net = net
-
-            @torch.no_grad()
-            def restore(self, lq, *, refs=None, fidelity=None):
-                x = torch.nn.functional.interpolate(lq, size=(128, 128), mode="area")
-                y = self.net(x, fidelity).clamp(0, 1)
-                return torch.nn.functional.interpolate(y, size=lq.shape[-2:], mode="bicubic").clamp(0, 1)
-
-        return _Random().eval(), f"ispl-compact-128 with RANDOM weights (default weights unavailable: {exc})"
+    return load_restorer("ispl", device=device), "registered 'ispl' restorer with its shipped weights"
 
 
 def bench_cpu(repeat: int, paper_runs: int) -> dict:
@@ -123,7 +99,7 @@ def bench_cpu(repeat: int, paper_runs: int) -> dict:
     res: dict = {}
 
     r, note = default_restorer("cpu")
-    size = int(r.info.input_size)
+    size = int(r.spec.size)
     with torch.no_grad():
         _, runs = median_time(lambda: r.restore(face), repeat)
         native = torch.rand(1, 3, size, size, generator=g)
@@ -150,11 +126,8 @@ def bench_cpu(repeat: int, paper_runs: int) -> dict:
 
     # whole photo: the pipeline as `facerestore restore` runs it (default restorer, cached)
     photo = REPO / "examples" / "astronaut.png"
-    try:
-        get_restorer("ispl")
-        method = "ispl"
-    except Exception:  # default weights not there yet: the random stand-in above
-        method = r
+    get_restorer("ispl")
+    method = "ispl"
     stages: dict[str, list[float]] = {}
     totals: list[float] = []
     n_faces = 0

@@ -88,14 +88,18 @@ def astronaut_tensor(astronaut) -> torch.Tensor:
 def assert_resume_is_exact(make_cfg, runs_dir, steps: int, nets=("generator", "discriminator")) -> dict:
     """Train ``make_cfg("name=full")`` to the end and ``make_cfg("name=split")`` interrupted after its first
     step then resumed; assert bit-identical networks and EMA, return the full run's last checkpoint."""
+    from facerestore.methods import training_adapter
     from facerestore.train import train
     from facerestore.train.checkpoint import load_checkpoint
 
-    res = train(make_cfg("name=full"), progress=False)
+    def run(cfg):
+        return train(cfg, adapter=training_adapter(cfg.method), progress=False)
+
+    res = run(make_cfg("name=full"))
     assert res["finished"] and res["step"] == steps
-    part = train(make_cfg("name=split", "time_limit_s=1.0e-9"), progress=False)
+    part = run(make_cfg("name=split", "time_limit_s=1.0e-9"))
     assert part["stopped_early"] and part["step"] == 1
-    assert train(make_cfg("name=split"), progress=False)["finished"]
+    assert run(make_cfg("name=split"))["finished"]
     a = load_checkpoint(runs_dir / "full/checkpoints/last.pt")
     b = load_checkpoint(runs_dir / "split/checkpoints/last.pt")
     for net in nets:

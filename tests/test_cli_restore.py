@@ -17,48 +17,38 @@ import torch
 from PIL import Image
 
 from facerestore.cli import main
-from facerestore.methods import Restorer, RestorerInfo
+from facerestore.methods import MethodSpec, Restorer
 
 
 class _Identity(Restorer):
-    def __init__(self, info: RestorerInfo, weights=None) -> None:
+    spec = MethodSpec("test-id", "test", "identity without fidelity", size=256)
+
+    def __init__(self, weights=None) -> None:
         super().__init__()
-        self.info = info
         self.scale = torch.nn.Parameter(torch.ones(()))  # a parameter, so device/dtype handling is exercised
 
-    def restore(self, lq, *, refs=None, fidelity=None):
-        return (lq * self.scale.to(lq.dtype)).clamp(0, 1)
+    def _restore(self, x, *, fidelity, refs):
+        return (x * self.scale.to(x.dtype)).clamp(0, 1)
 
 
-_INFOS = {
-    "test-id-fid": RestorerInfo("test-id-fid", "test", "identity with a fidelity knob", f"{__name__}:make_fid",
-                                input_size=512, supports_fidelity=True),
-    "test-id": RestorerInfo("test-id", "test", "identity without fidelity", f"{__name__}:make_plain",
-                            input_size=256),
-    "test-id-half": RestorerInfo("test-id-half", "test", "identity, half precision", f"{__name__}:make_half",
-                                 input_size=128, supports_half=True),
-}
+class _IdentityFidelity(_Identity):
+    spec = MethodSpec("test-id-fid", "test", "identity with a fidelity knob", size=512, supports_fidelity=True)
 
 
-def make_fid(weights=None):
-    return _Identity(_INFOS["test-id-fid"], weights)
-
-
-def make_plain(weights=None):
-    return _Identity(_INFOS["test-id"], weights)
-
-
-def make_half(weights=None):
-    return _Identity(_INFOS["test-id-half"], weights)
+class _IdentityHalf(_Identity):
+    spec = MethodSpec("test-id-half", "test", "identity, half precision", size=128,
+                      precisions=("fp32", "fp16", "bf16"))
 
 
 @pytest.fixture(autouse=True)
 def test_methods(monkeypatch):
-    from facerestore import methods, pipeline
+    from facerestore import pipeline
+    from facerestore.methods import registry
 
-    methods.list_restorers()  # load the static table first: registering into an empty registry would hide it
-    for name, info in _INFOS.items():
-        monkeypatch.setitem(methods._REGISTRY, name, info)
+    reg = registry.REGISTRY
+    for cls in (_Identity, _IdentityFidelity, _IdentityHalf):
+        reg = reg.with_restorer(cls)
+    monkeypatch.setattr(registry, "REGISTRY", reg)
     monkeypatch.setattr(pipeline, "_RESTORERS", {})
 
 

@@ -17,32 +17,33 @@ from PIL import Image, ImageOps
 
 from facerestore.errors import InputError
 from facerestore.faces.detect import detect_faces
-from facerestore.methods import Restorer, RestorerInfo
+from facerestore.methods import MethodSpec, Restorer
 from facerestore.pipeline import PhotoResult, restore_photo
 
 
 class IdentityRestorer(Restorer):
     """Returns its input; records what it was given."""
 
+    spec = MethodSpec("test-identity", "test", "identity", size=512)
+
     def __init__(self, input_size: int = 512, fidelity: bool = False, half: bool = False) -> None:
         super().__init__()
-        self.info = RestorerInfo("test-identity", "test", "identity", "tests:none", input_size=input_size,
-                                 supports_fidelity=fidelity, supports_half=half)
+        self.with_spec(size=input_size, supports_fidelity=fidelity,
+                       precisions=("fp32", "fp16", "bf16") if half else ("fp32",))
         self.calls: list[dict] = []
 
-    def restore(self, lq, *, refs=None, fidelity=None):
-        self.calls.append({"shape": tuple(lq.shape), "dtype": lq.dtype, "fidelity": fidelity,
-                           "autocast": torch.is_autocast_enabled("cpu")})
-        return lq.clone()
+    def _restore(self, x, *, fidelity, refs):
+        self.calls.append({"shape": tuple(x.shape), "dtype": x.dtype, "fidelity": fidelity})
+        return x.clone()
 
 
 class ShiftRestorer(Restorer):
     """Adds a constant to the red channel: a global colour shift colour matching must undo."""
 
-    info = RestorerInfo("test-shift", "test", "red shift", "tests:none", input_size=512)
+    spec = MethodSpec("test-shift", "test", "red shift", size=512)
 
-    def restore(self, lq, *, refs=None, fidelity=None):
-        out = lq.clone()
+    def _restore(self, x, *, fidelity, refs):
+        out = x.clone()
         out[:, 0] = (out[:, 0] + 0.15).clamp(0, 1)
         return out
 
@@ -300,18 +301,20 @@ def test_fidelity_and_half_options(astronaut, fixed):
         restore_photo(astronaut, IdentityRestorer(), upscale=0, detector=fixed)
     r = IdentityRestorer(fidelity=True, half=True)
     res = restore_photo(astronaut, r, upscale=1, fidelity=0.25, half=True, detector=fixed, identity=False)
-    assert r.calls[0]["fidelity"] == 0.25 and r.calls[0]["autocast"]
+    # one meaning of half: bfloat16 on the CPU (float16 on CUDA/MPS)
+    assert r.calls[0]["fidelity"] == 0.25 and r.calls[0]["dtype"] == torch.bfloat16
     assert res.fidelity == 0.25 and res.image.dtype == np.float32
 
 
 class RefsRestorer(IdentityRestorer):
+    spec = MethodSpec("test-refs", "test", "needs refs", size=64, needs_refs=True)
+
     def __init__(self) -> None:
         super().__init__(input_size=64)
-        self.info = RestorerInfo("test-refs", "test", "needs refs", "tests:none", input_size=64, needs_refs=True)
 
-    def restore(self, lq, *, refs=None, fidelity=None):
+    def _restore(self, x, *, fidelity, refs):
         self.calls.append({"refs": refs})
-        return lq
+        return x
 
 
 def test_reference_faces(astronaut):
@@ -344,23 +347,25 @@ def test_lazy_export():
     assert facerestore.restore_photo is pipeline.restore_photo
 
 
-def test_restorer_cache(monkeypatch):
-    from facerestore import methods, pipeline
+class CachedRestorer(IdentityRestorer):
+    spec = MethodSpec("test-cached", "test", "identity", size=64)
 
-    methods.list_restorers()  # load the static table before adding a row
-    info = RestorerInfo("test-cached", "test", "identity", f"{__name__}:_make_cached", input_size=64)
-    monkeypatch.setitem(methods._REGISTRY, info.name, info)
+    def __init__(self, weights=None) -> None:
+        super().__init__(input_size=64)
+        self.weights = weights
+
+
+def test_restorer_cache(monkeypatch):
+    from facerestore import pipeline
+    from facerestore.methods import registry
+
+    monkeypatch.setattr(registry, "REGISTRY", registry.REGISTRY.with_restorer(CachedRestorer))
     monkeypatch.setattr(pipeline, "_RESTORERS", {})
     a = pipeline.get_restorer("test-cached")
     b = pipeline.get_restorer("test-cached")
     c = pipeline.get_restorer("test-cached", device="cpu", weights="other.safetensors")
     assert a is b and a is not c and len(pipeline._RESTORERS) == 2
-
-
-def _make_cached(weights=None):
-    r = IdentityRestorer(input_size=64)
-    r.weights = weights
-    return r
+    assert a.weights is None and c.weights == "other.safetensors"
 
 
 @pytest.mark.slow
@@ -369,14 +374,13 @@ def test_default_method_on_astronaut(astronaut):
     from facerestore.methods import list_restorers
     from facerestore.pipeline import get_restorer
 
-    if "ispl" not in [i.name for i in list_restorers()]:
-        pytest.skip("the default 'ispl' restorer is not registered yet (methods/table.py)")
+    assert "ispl" in [i.name for i in list_restorers()]
     try:
         r = get_restorer("ispl")
     except WeightsMissingError as exc:
         pytest.skip(f"the default ISPL weights are not in the tree yet: {exc}")
     hi = restore_photo(astronaut, "ispl", upscale=1, only_center_face=True, fidelity=1.0 if
-                       r.info.supports_fidelity else None)
+                       r.spec.supports_fidelity else None)
     assert hi.image.shape == astronaut.shape and hi.method == "ispl" and len(hi.faces) == 1
     assert np.isfinite(hi.image).all()
     face = hi.faces[0]
@@ -386,7 +390,7 @@ def test_default_method_on_astronaut(astronaut):
     assert np.array_equal(hi.image[outside], astronaut[outside])
     d_hi = np.abs(face.restored_crop - face.input_crop).mean()
     assert 0.0 < d_hi < 0.25  # it restores (changes) the face without replacing it
-    if r.info.supports_fidelity:
+    if r.spec.supports_fidelity:
         # the knob's contract: fidelity 1 stays closer to the input than fidelity 0
         lo = restore_photo(astronaut, "ispl", upscale=1, only_center_face=True, fidelity=0.0, identity=False)
         d_lo = np.abs(lo.faces[0].restored_crop - lo.faces[0].input_crop).mean()

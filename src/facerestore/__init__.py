@@ -14,6 +14,7 @@ from facerestore._version import __version__
 _LAZY = {
     "restore_photo": "facerestore.pipeline",
     "list_restorers": "facerestore.methods",
+    "get_spec": "facerestore.methods",
     "load_restorer": "facerestore.methods",
 }
 

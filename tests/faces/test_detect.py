@@ -66,7 +66,9 @@ def test_model_paths_exist_and_are_found_without_importing_package():
 def test_model_path_errors(monkeypatch, tmp_path):
     with pytest.raises(ValueError):
         dlib_models.model_path("nope.dat")
-    monkeypatch.setattr(dlib_models, "models_dir", lambda: None)
+    from facerestore.zoo import dlib_files
+
+    monkeypatch.setattr(dlib_files, "models_dir", lambda: None)
     monkeypatch.setenv("FACERESTORE_DLIB_MODELS", str(tmp_path))
     with pytest.raises(WeightsMissingError, match="shape_predictor_5"):
         dlib_models.model_path("shape_predictor_5_face_landmarks.dat")

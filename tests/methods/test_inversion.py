@@ -180,7 +180,7 @@ def test_auto_loss_falls_back_to_substitute_and_announces(monkeypatch, caplog, t
         make_loss("vgg")
     with pytest.warns(UserWarning, match="substitute"):
         r = RobustInversionRestorer(generator=tiny_g, task="robust-upsample", loss="auto", steps=(1, 1, 1))
-    assert r.info.extra["loss"] == "substitute" and r.loss_kind == "substitute"
+    assert r.loss_kind == "substitute"
     y, p = degrade.apply(torch.rand(1, 3, 32, 32), "robust-upsample", level="XS", generator=0)
     _, details = r.restore(y, params=p, return_details=True)
     assert details.loss_kind == "substitute"
@@ -337,7 +337,7 @@ def test_default_prior_is_the_builtin_64px_face_generator():
     from facerestore.nn.stylegan2_io import builtin_prior_path
 
     r = RobustInversionRestorer(task="robust-upsample", level="S", loss="substitute", steps=(2, 2, 2))
-    assert r.G.img_resolution == 64 and r.info.input_size == 64
+    assert r.G.img_resolution == 64 and r.spec.size == 64
     assert all(float(p) == 0.0 for n, p in r.G.named_parameters() if n.endswith("noise_strength"))
     clean = to_unit_range(r.G(torch.randn(1, 512, generator=torch.Generator().manual_seed(0)))).clamp(0, 1)
     y, p = degrade.apply(clean, "robust-upsample", level="S", generator=0)

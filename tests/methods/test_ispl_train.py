@@ -42,7 +42,7 @@ def test_tiny_ispl_trains_resumes_exactly_and_exports(tmp_path):
     from facerestore.methods.ispl.restorer import ISPLRestorer
 
     r = ISPLRestorer(weights=tmp_path / "runs/full/final.safetensors")
-    assert r.size == 32 and r.info.input_size == 32 and r.info.supports_fidelity
+    assert r.size == 32 and r.spec.size == 32 and r.spec.supports_fidelity
     for k, v in a["ema"]["shadow"].items():
         torch.testing.assert_close(r.net.state_dict()[k], v, rtol=0, atol=0)
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
@@ -50,8 +50,8 @@ def test_tiny_ispl_trains_resumes_exactly_and_exports(tmp_path):
 
 
 def test_both_networks_learn_and_fidelity_is_random(tmp_path, monkeypatch):
+    from facerestore.methods import create_adapter
     from facerestore.methods.ispl.generator import ISPLGenerator
-    from facerestore.train.adapter import create_adapter
 
     cfg = _tiny(tmp_path)
     ad = create_adapter(cfg, torch.device("cpu"))
@@ -79,7 +79,7 @@ def test_both_networks_learn_and_fidelity_is_random(tmp_path, monkeypatch):
 
 
 def test_config_errors_are_input_errors(tmp_path):
-    from facerestore.train.adapter import create_adapter
+    from facerestore.methods import create_adapter
 
     with pytest.raises(InputError, match="unknown ispl model key"):
         create_adapter(_tiny(tmp_path, "model.genertor=x"), torch.device("cpu"))
@@ -97,8 +97,8 @@ def test_config_errors_are_input_errors(tmp_path):
 def test_registry_lists_ispl_and_hifacegan_needs_weights():
     names = [i.name for i in methods.list_restorers()]
     assert "ispl" in names and "hifacegan" in names
-    info = methods.get_info("ispl")
-    assert info.supports_fidelity and info.supports_half and info.input_size == 128
+    info = methods.get_spec("ispl")
+    assert info.supports_fidelity and "bf16" in info.precisions and info.size == 128
     with pytest.raises(WeightsMissingError, match="weights"):
         methods.load_restorer("hifacegan")
     with pytest.raises(WeightsMissingError):
@@ -130,7 +130,7 @@ def test_shipped_weights_are_fp16_safetensors_with_description():
 
 
 def test_restore_face_crop_fidelity_shape_range(ispl, astronaut_tensor):
-    from facerestore.methods.ispl.restorer import resize_crop
+    from facerestore.methods import resize_crop
 
     face = astronaut_tensor[:, :, 30:286, 130:386]  # the astronaut's face, 256 px
     lq = torch.nn.functional.avg_pool2d(face, 4)
@@ -200,7 +200,7 @@ def _run_steps(adapter, n: int, after_step=None) -> list[dict]:
 
 
 def test_adversarial_warm_up_trains_g_with_l1_alone_then_switches(tmp_path):
-    from facerestore.train.adapter import create_adapter
+    from facerestore.methods import create_adapter
 
     cfg = _tiny(tmp_path, "model.adversarial_start=2", "model.warmup_betas=[0.9,0.99]")
     ad = create_adapter(cfg, torch.device("cpu"))
@@ -223,7 +223,7 @@ def test_adversarial_warm_up_trains_g_with_l1_alone_then_switches(tmp_path):
 
 
 def test_identity_term_joins_the_adversarial_phase(tmp_path):
-    from facerestore.train.adapter import create_adapter
+    from facerestore.methods import create_adapter
 
     cfg = _tiny(tmp_path, "losses.identity=2.0", "model.adversarial_start=1", "model.warmup_betas=[0.9,0.99]")
     ad = create_adapter(cfg, torch.device("cpu"))

@@ -202,7 +202,7 @@ def test_restorer_is_deterministic_and_improves_fidelity(tiny_g, tiny_flow):
     start = det["rls"].history["l1"][0]
     assert fidelity_term(_down(out1), y).item() < start
     rp = RLSRestorer(generator=tiny_g, flow=tiny_flow, plus=True, steps=5, plus_steps=3, n_mean=500)
-    assert rp.info.name == "rls-plus" and rp.restore(y).shape == (1, 3, 32, 32)
+    assert rp.spec.name == "rls-plus" and rp.restore(y).shape == (1, 3, 32, 32)
     # a task's records select its surrogate (identity for the corruption unknown to RLS)
     yt, p = degrade.apply(x, "rls-x16-gaussian-noise", generator=0)
     assert r.restore(yt, params=p).shape == (1, 3, 32, 32)

@@ -87,7 +87,7 @@ def test_style_mixing_takes_rows_from_the_second_latent_after_the_cutoff():
 
 
 def test_task_none_gives_the_clean_image_and_bad_settings_are_input_errors(tmp_path):
-    from facerestore.train.adapter import create_adapter
+    from facerestore.methods import create_adapter
     from facerestore.train.data import make_pair
 
     cfg = _tiny(tmp_path)
@@ -103,7 +103,7 @@ def test_task_none_gives_the_clean_image_and_bad_settings_are_input_errors(tmp_p
 
 
 def test_noise_none_holds_the_noise_strengths_at_zero(tmp_path):
-    from facerestore.train.adapter import create_adapter
+    from facerestore.methods import create_adapter
 
     ad = create_adapter(_tiny(tmp_path, "model.noise=none"), torch.device("cpu"))
     g_net = ad.nets["generator"]

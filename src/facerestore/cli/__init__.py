@@ -28,21 +28,12 @@ SUBCOMMANDS: dict[str, str] = {
     "models": "facerestore.cli.models",
     "train": "facerestore.cli.train",
     "train-flow": "facerestore.cli.train_flow",
-    "benchmark": "facerestore.cli.benchmark",
-    "search": "facerestore.cli.search",
-    "serve": "facerestore.cli.serve",
 }
 
 
-def _available_commands() -> dict[str, ModuleType]:
-    mods = {}
-    for name, modname in SUBCOMMANDS.items():
-        try:
-            mods[name] = importlib.import_module(modname)
-        except ModuleNotFoundError as exc:
-            if exc.name != modname:  # a real missing dependency inside the module: surface it
-                raise
-    return mods
+def _commands() -> dict[str, ModuleType]:
+    """Every sub-command module (a missing one is a packaging bug and fails loudly)."""
+    return {name: importlib.import_module(modname) for name, modname in SUBCOMMANDS.items()}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"facerestore {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, mod in _available_commands().items():
+    for name, mod in _commands().items():
         p = sub.add_parser(
             name,
             help=mod.HELP,

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from facerestore.errors import FaceRestoreError
+from facerestore.nn.devices import resolve_device
+
+__all__ = ["BatchReport", "resolve_device", "run_batch"]
 
 T = TypeVar("T")
 
@@ -85,24 +88,3 @@ def run_batch(
     if report.failed:
         print(f"{len(report.failed)} of {len(items)} inputs failed (see above)", file=sys.stderr)
     return report
-
-
-def resolve_device(name: str | None) -> str:
-    """'auto' / None -> cuda if available, else mps, else cpu; checks that an explicit device exists."""
-    import torch
-
-    from facerestore.errors import InputError
-
-    if name in (None, "auto"):
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda requested but no CUDA device is available")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise InputError("--device mps requested but MPS is not available")
-    if name not in ("cpu", "mps") and not name.startswith("cuda"):
-        raise InputError(f"unknown device {name!r}; use cpu, cuda, cuda:N or mps")
-    return name

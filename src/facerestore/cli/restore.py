@@ -67,21 +67,12 @@ def _print_methods() -> None:
     from facerestore.methods import list_restorers
 
     rows = list_restorers()
-    if not rows:
-        print("no restoration methods are registered yet")
-        return
     width = max(len(r.name) for r in rows)
     for r in rows:
-        flags = [f"{r.input_size}px"]
-        if r.supports_fidelity:
-            flags.append("fidelity")
-        if r.needs_refs:
-            flags.append("needs refs")
-        if r.supports_half:
-            flags.append("half")
-        if r.unsupervised:
-            flags.append("slow (optimisation)")
-        print(f"{r.name:<{width}}  {r.paper}  [{', '.join(flags)}]  {r.description}")
+        print(f"{r.name:<{width}}  paper {r.paper}  [{', '.join(r.flags())}]  {r.description}")
+        weights = r.weights or "none shipped: pass --weights"
+        trained = f"; trained on {', '.join(r.trained_on)}" if r.trained_on else ""
+        print(f"{'':<{width}}  weights: {weights} ({r.weights_licence}){trained}")
 
 
 def output_ext(path: Path, has_alpha: bool, choice: str) -> str:
@@ -130,12 +121,11 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from facerestore import io
-    from facerestore._version import __version__
     from facerestore.cli.common import resolve_device, run_batch
     from facerestore.cli.guards import check_finite, note_ignored, say
     from facerestore.errors import InputError
     from facerestore.faces.detect import create_detector
-    from facerestore.pipeline import get_restorer, prepare_refs, restore_photo
+    from facerestore.pipeline import get_restorer, prepare_refs, restore_photo, write_photo_json
 
     if not args.input or not args.output:
         raise InputError("-i/--input and -o/--output are required (or use --list-methods)")
@@ -150,19 +140,15 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     restorer = get_restorer(args.method, weights=args.weights, device=device, half=args.half)
-    note = restorer.info.extra.get("note")
-    if note and not args.weights:
-        print(f"note: {note}", file=sys.stderr)
-    restorer.check_fidelity(args.fidelity)
-    if restorer.info.needs_refs and not args.refs:
-        raise InputError(f"method {args.method!r} needs reference photos of the same person: add --refs DIR")
+    if restorer.spec.note and not args.weights:
+        print(f"note: {restorer.spec.note}", file=sys.stderr)
+    restorer.check_options(fidelity=args.fidelity, refs=args.refs)
     detector = None if args.aligned else create_detector(args.detector)
     refs = None
     if args.refs:
         # prepared once for the whole batch
-        p = next(iter(restorer.parameters()), None)
-        refs = prepare_refs(io.list_images(args.refs), int(restorer.info.input_size), aligned=args.aligned,
-                            detector=detector or args.detector, device=str(p.device) if p is not None else device)
+        refs = prepare_refs(io.list_images(args.refs), int(restorer.spec.size), aligned=args.aligned,
+                            detector=detector or args.detector, device=restorer.device)
     stems = _output_stems(files, src)
     protect = [str(f) for f in files]
     for sub in SUBFOLDERS:
@@ -198,18 +184,13 @@ def run(args: argparse.Namespace) -> int:
             io.write_image(out_dir / "restored_faces" / name, f.restored_crop, **kw)
             io.write_image(out_dir / "cmp" / name, np.concatenate([f.input_crop, f.restored_crop], axis=1), **kw)
             face_files.append(name)
-        record = res.to_json()
-        record.update(
-            input=str(path), output=str(img_path), device=device, half=bool(args.half),
-            color_match=bool(args.color_match), min_score=args.min_score, version=__version__,
+        write_photo_json(
+            out_dir / "restored_imgs" / f"{stem}.json", res, protect=protect, input=str(path),
+            output=str(img_path), device=device, half=bool(args.half), color_match=bool(args.color_match),
+            min_score=args.min_score,
+            faces=[{"cropped_face": f"cropped_faces/{n}", "restored_face": f"restored_faces/{n}", "cmp": f"cmp/{n}"}
+                   for n in face_files],
         )
-        for rec, name in zip(record["faces"], face_files):
-            rec.update(cropped_face=f"cropped_faces/{name}", restored_face=f"restored_faces/{name}",
-                       cmp=f"cmp/{name}")
-        json_path = out_dir / "restored_imgs" / f"{stem}.json"
-        if any(Path(p).resolve() == json_path.resolve() for p in protect):
-            raise InputError(f"refusing to overwrite input file {json_path}")
-        io.atomic_write_json(json_path, record)
         if not res.faces:
             no_face.append(path)
             say(f"no face found: {io.display_path(path)} (background upscaled only)")

@@ -22,10 +22,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from facerestore.methods import training_adapter
     from facerestore.train import load_config, train
 
     cfg = load_config(args.config, args.overrides)
-    result = train(cfg, resume=not args.fresh, progress=not args.quiet)
+    result = train(cfg, adapter=training_adapter(cfg.method), resume=not args.fresh, progress=not args.quiet)
     state = "finished" if result["finished"] else "stopped (time limit); re-run to resume"
     print(f"{cfg.name}: step {result['step']}/{cfg.steps} {state}; run folder {result['run_dir']}")
     if result.get("weights"):

@@ -27,7 +27,7 @@ Random surrogates follow the engine's convention: ``(y, params)`` with one ``{"s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,17 +35,12 @@ import torch.nn.functional as F
 from facerestore.degrade._random import draw_seed, ensure_generator, make_generator, per_sample
 from facerestore.errors import InputError
 
-if TYPE_CHECKING:  # re-exported lazily (diffjpeg imports this module)
-    from facerestore.degrade.diffjpeg import DiffJPEG, diff_jpeg
-
 __all__ = [
     "POISSON_EPS",
-    "DiffJPEG",
     "avgpool_downsample",
     "bernoulli_unknown_mask",
     "clamp_surrogate",
     "cubic_round",
-    "diff_jpeg",
     "known_mask",
     "poisson_bernoulli_surrogate",
     "poisson_gaussian",
@@ -57,14 +52,6 @@ CLAMP_SLOPE = 2.0  # k of the surrogate sigmoid(k (x - 1/2))
 
 Params = list[dict[str, Any]]
 PerSample = float | int | Sequence[float] | torch.Tensor
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("diff_jpeg", "DiffJPEG"):
-        from facerestore.degrade import diffjpeg
-
-        return getattr(diffjpeg, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def round_half_away(x: torch.Tensor) -> torch.Tensor:

@@ -1,12 +1,13 @@
-"""The method-specific half of training: a ``TrainAdapter`` per method, found through a static table.
+"""The method-specific half of training: the ``TrainAdapter`` base class.
 
 The generic loop (``trainer.py``) owns data, schedules, EMA, checkpoints, logging and DDP; an adapter
-owns the networks, the optimisers and one training step.
+owns the networks, the optimisers and one training step. The framework's own adapters (the ``unet-l1``
+baseline, the ``stylegan2`` prior) are listed in ``trainer.FRAMEWORK_ADAPTERS``; a restoration method names
+its adapter in its spec (``facerestore.methods.registry.training_adapter`` finds both).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -14,15 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from facerestore.errors import InputError
 from facerestore.train.config import TrainConfig
-
-# method name -> "module:class"
-ADAPTERS: dict[str, str] = {
-    "unet-l1": "facerestore.train.baselines:UNetL1Adapter",
-    "ispl": "facerestore.methods.ispl.train:ISPLAdapter",
-    "stylegan2": "facerestore.train.stylegan2:StyleGAN2Adapter",
-}
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -72,15 +65,6 @@ class TrainAdapter:
     def export_metadata(self) -> dict[str, Any]:
         """Architecture description stored next to exported weights (enough to rebuild the network)."""
         return {"method": self.cfg.method, "model": dict(self.cfg.model), "size": self.cfg.data.size}
-
-
-def create_adapter(cfg: TrainConfig, device: torch.device) -> TrainAdapter:
-    try:
-        target = ADAPTERS[cfg.method]
-    except KeyError:
-        raise InputError(f"unknown training method {cfg.method!r}; available: {', '.join(ADAPTERS)}") from None
-    modname, attr = target.split(":")
-    return getattr(importlib.import_module(modname), attr)(cfg, device)
 
 
 def step_with_scaler(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,

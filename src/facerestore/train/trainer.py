@@ -15,19 +15,39 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from facerestore.cli.common import resolve_device
 from facerestore.errors import InputError
+from facerestore.nn.devices import resolve_device
 from facerestore.train import distributed as dist_utils
-from facerestore.train.adapter import TrainAdapter, create_adapter
+from facerestore.train.adapter import TrainAdapter
+from facerestore.train.baselines import UNetL1Adapter
 from facerestore.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from facerestore.train.config import TrainConfig
 from facerestore.train.data import StepSampler, load_images, make_pair, split_files, step_seed
 from facerestore.train.ema import EMA
+from facerestore.train.stylegan2 import StyleGAN2Adapter
+
+AdapterFactory = Callable[[TrainConfig, torch.device], TrainAdapter]
+
+# the framework's own adapters; a restoration method names its adapter in its spec (methods.registry)
+FRAMEWORK_ADAPTERS: dict[str, AdapterFactory] = {"unet-l1": UNetL1Adapter, "stylegan2": StyleGAN2Adapter}
+
+
+def framework_adapter(method: str) -> AdapterFactory:
+    """The framework's adapter for ``method`` (one-line InputError naming where method adapters come from)."""
+    try:
+        return FRAMEWORK_ADAPTERS[method]
+    except KeyError:
+        raise InputError(
+            f"training method {method!r} is not one of the framework's ({', '.join(FRAMEWORK_ADAPTERS)}); a "
+            f"restoration method's adapter comes from its spec: train(cfg, adapter="
+            f"facerestore.methods.training_adapter({method!r})), or `facerestore train CONFIG`"
+        ) from None
 
 
 def lr_factor(step: int, total: int, warmup: int, decay_start: float) -> float:
@@ -70,8 +90,9 @@ class _Logger:
 class Trainer:
     """Runs ``cfg`` to ``cfg.steps`` (or ``time_limit_s``), resuming from the last checkpoint if any."""
 
-    def __init__(self, cfg: TrainConfig, *, progress: bool = True) -> None:
+    def __init__(self, cfg: TrainConfig, *, adapter: AdapterFactory | None = None, progress: bool = True) -> None:
         self.cfg, self.progress = cfg, progress
+        self.adapter_factory = adapter if adapter is not None else framework_adapter(cfg.method)
         self.device = torch.device(resolve_device(cfg.device))
         self.dist = dist_utils.init_distributed(str(self.device))
         if self.dist.enabled and self.device.type == "cuda":
@@ -119,7 +140,7 @@ class Trainer:
         val_imgs = load_images(val_files, cfg.data.size, progress=False) if main else train_imgs[:0]
         sampler = StepSampler(len(train_files), cfg.data.batch_size, info.world_size, info.rank, cfg.seed)
 
-        adapter = create_adapter(cfg, dev)
+        adapter = self.adapter_factory(cfg, dev)
         ckpt = latest_checkpoint(run_dir) if resume else None
         if cfg.init_from and ckpt is None:
             _init_generator(adapter, cfg.init_from)  # a resumed run already holds these weights, trained on
@@ -235,6 +256,11 @@ def _init_generator(adapter: TrainAdapter, path: str) -> None:
                source=f"init_from: {path} does not fit this generator: its weights")
 
 
-def train(cfg: TrainConfig, *, resume: bool = True, progress: bool = True) -> dict[str, Any]:
-    """Train ``cfg`` (resuming from its run folder when a checkpoint exists)."""
-    return Trainer(cfg, progress=progress).fit(resume=resume)
+def train(cfg: TrainConfig, *, adapter: AdapterFactory | None = None, resume: bool = True,
+          progress: bool = True) -> dict[str, Any]:
+    """Train ``cfg`` (resuming from its run folder when a checkpoint exists).
+
+    adapter: ``(cfg, device) -> TrainAdapter``; default the framework's adapter for ``cfg.method``
+    (``unet-l1``, ``stylegan2``). Restoration methods: ``facerestore.methods.training_adapter(cfg.method)``.
+    """
+    return Trainer(cfg, adapter=adapter, progress=progress).fit(resume=resume)

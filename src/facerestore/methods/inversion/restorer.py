@@ -21,19 +21,25 @@ from typing import Any
 import torch
 
 from facerestore.errors import InputError
-from facerestore.methods import Restorer, RestorerInfo, check_images, get_info, resize_crop
 from facerestore.methods.inversion.invert import PAPER_LRS, PAPER_STEPS, InversionResult, inpainting_mask, robust_invert
 from facerestore.methods.inversion.losses import make_loss
+from facerestore.methods.restorer import Restorer, resize_crop
+from facerestore.methods.spec import MethodSpec
 from facerestore.nn.stylegan2 import Generator
 
-__all__ = ["RobustInversionRestorer", "load_generator", "restorer_info"]
+__all__ = ["PRIOR_SPEC", "RobustInversionRestorer", "load_generator"]
 
 log = logging.getLogger(__name__)
 
-
-def restorer_info(name: str) -> RestorerInfo:
-    """Registry row ``name``."""
-    return get_info(name)
+# spec fields shared by the methods whose default prior is our built-in 64 px face StyleGAN2 (trained on FFHQ,
+# non-commercial, and StyleGAN samples): the output is the generator's image; the work is an optimisation
+PRIOR_SPEC: dict[str, Any] = {
+    "size": 64,
+    "output": "model",
+    "unsupervised": True,
+    "weights": "builtin:stylegan2-face-64.safetensors",
+    "weights_licence": "Apache-2.0 (ours), trained on FFHQ (CC BY-NC-SA 4.0) and StyleGAN samples",
+}
 
 
 def load_generator(generator: Generator | None = None, weights: str | os.PathLike | None = None) -> Generator:
@@ -65,6 +71,16 @@ class RobustInversionRestorer(Restorer):
         min_side: side of the coarsest loss level (16). seed: inpainting noise seed.
     """
 
+    spec = MethodSpec(
+        name="robust-inversion",
+        paper="002",
+        description="Robust unsupervised StyleGAN2 inversion (W -> W+ -> W++ with normalized gradient descent, "
+        "multi-resolution LPIPS + L1) for upsampling, denoising, JPEG, inpainting and their compositions; "
+        "needs the task's degradation records; prior: our built-in 64 px face StyleGAN2, or StyleGAN2 FFHQ 1024 "
+        "(weights='stylegan2-ffhq-1024', zoo)",
+        **PRIOR_SPEC,
+    )
+
     def __init__(
         self,
         weights: str | os.PathLike | None = None,
@@ -81,6 +97,8 @@ class RobustInversionRestorer(Restorer):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        if generator is None:
+            weights = self.weights_or_default(weights)
         self.G = load_generator(generator, weights).eval()
         self.G.requires_grad_(False)
         if task is not None:
@@ -94,10 +112,7 @@ class RobustInversionRestorer(Restorer):
             log.info("robust-inversion uses the %s loss", self.loss_kind)
         self.steps, self.lrs = tuple(int(s) for s in steps), tuple(float(v) for v in lrs)
         self.wpp_layout, self.seed = wpp_layout, int(seed)
-        base = restorer_info("robust-inversion")
-        size = self.G.img_resolution
-        self.info = RestorerInfo(**{**base.__dict__, "input_size": size,
-                                    "extra": {**base.extra, "loss": self.loss_kind}})
+        self.with_spec(size=self.G.img_resolution)
 
     def _records(self, task: str, lq: torch.Tensor, level: str | int | None) -> list[dict]:
         from facerestore import degrade
@@ -112,26 +127,24 @@ class RobustInversionRestorer(Restorer):
     def _project(self, lq: torch.Tensor, return_details: bool):
         """Blind mode (no task): invert lq, resized to the generator's resolution, with f = identity, i.e.
         project the face onto the prior (what whole-photo ``facerestore restore`` does with this method)."""
-        dev = self.G.mapping.w_avg.device
         r = self.G.img_resolution
-        target = resize_crop(lq.float(), (r, r)).to(dev)
+        target = resize_crop(lq.float(), (r, r))
         result = robust_invert(self.G, target, lambda x: x, self.loss_fn, steps=self.steps, lrs=self.lrs,
                                seed=self.seed, wpp_layout=self.wpp_layout)
-        out = result.image.to(device=lq.device, dtype=lq.dtype)
-        return (out, result) if return_details else out
+        return (result.image, result) if return_details else result.image
 
-    def restore(
+    def _restore(
         self,
         lq: torch.Tensor,
         *,
-        refs: torch.Tensor | None = None,
-        fidelity: float | None = None,
+        refs: torch.Tensor | None,
+        fidelity: float | None,
         task: str | None = None,
         params: Sequence[dict] | dict | None = None,
         level: str | int | None = None,
         return_details: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, InversionResult]:
-        """Restore degraded targets lq (B, 3, h, w) in [0, 1] -> (B, 3, R, R) at the generator's resolution.
+        """Degraded targets lq (B, 3, h, w) in [0, 1] -> (B, 3, R, R) at the generator's resolution.
 
         task / params: the degradation (name + records from ``degrade.apply``); default the task given at
         construction; with neither, the blind mode: lq is resized to R x R and projected onto the prior
@@ -141,8 +154,6 @@ class RobustInversionRestorer(Restorer):
         """
         from facerestore import degrade
 
-        self.check_fidelity(fidelity)
-        check_images(lq, "robust-inversion")
         task = task or (params[0]["task"] if isinstance(params, list) and params else None)
         task = task or (params.get("task") if isinstance(params, dict) else None) or self.task
         if task is None:
@@ -165,5 +176,4 @@ class RobustInversionRestorer(Restorer):
             self.G, lq.to(dev), f_hat, self.loss_fn, mask=mask, steps=self.steps, lrs=self.lrs,
             seed=self.seed, wpp_layout=self.wpp_layout,
         )
-        out = result.image.to(device=lq.device, dtype=lq.dtype)
-        return (out, result) if return_details else out
+        return (result.image, result) if return_details else result.image

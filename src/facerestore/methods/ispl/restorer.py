@@ -24,11 +24,12 @@ from pathlib import Path
 import torch
 
 from facerestore.errors import InputError, WeightsMissingError
-from facerestore.methods import Restorer, RestorerInfo, check_images, get_info, resize_crop
 from facerestore.methods.ispl.generator import ISPLConfig, ISPLGenerator
+from facerestore.methods.ispl.train import ISPLAdapter
+from facerestore.methods.restorer import Restorer
+from facerestore.methods.spec import MethodSpec
 
-__all__ = ["BUILTIN_NAME", "HiFaceGANRestorer", "ISPLRestorer", "builtin_weights", "load_hifacegan",
-           "load_ispl", "resize_crop"]
+__all__ = ["BUILTIN_NAME", "HiFaceGANRestorer", "ISPLRestorer", "builtin_weights", "load_hifacegan", "load_ispl"]
 
 BUILTIN_NAME = "ispl-compact-128"
 
@@ -111,25 +112,33 @@ class ISPLRestorer(Restorer):
     innermost embedding (most generative); None uses the network's default (1).
     """
 
+    spec = MethodSpec(
+        name="ispl",
+        paper="000",
+        description="ISPL (implicit subspace prior learning), compact 128 px model trained by us on FFHQ + "
+        "StyleGAN faces with blind real-world degradation (model card: zoo/builtin/ispl-compact-128.md)",
+        size=128,
+        min_side=8,
+        supports_fidelity=True,
+        precisions=("fp32", "fp16", "bf16"),
+        weights=f"builtin:{BUILTIN_NAME}.safetensors",
+        weights_licence="Apache-2.0 (ours), trained on FFHQ (CC BY-NC-SA 4.0) and StyleGAN samples",
+        trainer=ISPLAdapter,
+        trained_on=("realworld-gfpgan",),
+        note="the built-in ispl weights are a compact 128 px model trained on a CPU (model card "
+             "zoo/builtin/ispl-compact-128.md): faces are restored at 128 px and can drift in identity on very "
+             "degraded inputs; retrain larger with configs/ispl-compact-128-warmup.yaml, then "
+             "configs/ispl-compact-128.yaml",
+    )
+
     def __init__(self, weights: str | os.PathLike | None = None) -> None:
         super().__init__()
-        self.net = load_ispl(weights).eval()
-        base = get_info("ispl")
+        self.net = load_ispl(self.weights_or_default(weights)).eval()
         self.size = self.net.config.size
-        self.info = RestorerInfo(**{**base.__dict__, "input_size": self.size,
-                                    "supports_fidelity": self.net.supports_fidelity})
+        self.with_spec(size=self.size, supports_fidelity=self.net.supports_fidelity)
 
-    @torch.no_grad()
-    def restore(self, lq: torch.Tensor, *, refs: torch.Tensor | None = None,
-                fidelity: float | None = None) -> torch.Tensor:
-        """(B, 3, H, W) in [0, 1] -> restored (B, 3, H, W) in [0, 1], in ``lq``'s dtype and device."""
-        check_images(lq, "ispl", min_side=8)
-        self.check_fidelity(fidelity)
-        p = next(self.net.parameters())
-        h, w = lq.shape[-2:]
-        x = resize_crop(lq.to(p.device).float(), (self.size, self.size)).to(p.dtype)
-        y = self.net(x, fidelity).float().clamp(0, 1)
-        return resize_crop(y, (h, w)).to(lq.dtype)
+    def _restore(self, x: torch.Tensor, *, fidelity: float | None, refs: torch.Tensor | None) -> torch.Tensor:
+        return self.net(x, fidelity)
 
 
 def load_hifacegan(weights: str | os.PathLike | None, ngf: int = 48):
@@ -148,20 +157,21 @@ def load_hifacegan(weights: str | os.PathLike | None, ngf: int = 48):
 class HiFaceGANRestorer(Restorer):
     """HiFaceGAN with user-supplied released weights; works at 512 (crops are resized to it and back)."""
 
-    size = 512
+    spec = MethodSpec(
+        name="hifacegan",
+        paper="000",
+        description="HiFaceGAN (the ISPL paper's predecessor) with the authors' released latest_net_G.pth; "
+        "weights are not redistributed: pass --weights PATH",
+        size=512,
+        min_side=8,
+        precisions=("fp32", "fp16", "bf16"),
+        weights=None,
+        weights_licence="the authors' (Lotayou/Face-Renovation, not redistributed; you supply the file)",
+    )
 
     def __init__(self, weights: str | os.PathLike | None = None, ngf: int = 48) -> None:
         super().__init__()
         self.net = load_hifacegan(weights, ngf).eval()
-        self.info = get_info("hifacegan")
 
-    @torch.no_grad()
-    def restore(self, lq: torch.Tensor, *, refs: torch.Tensor | None = None,
-                fidelity: float | None = None) -> torch.Tensor:
-        check_images(lq, "hifacegan", min_side=8)
-        self.check_fidelity(fidelity)
-        p = next(self.net.parameters())
-        h, w = lq.shape[-2:]
-        x = resize_crop(lq.to(p.device).float(), (self.size, self.size)).to(p.dtype)
-        y = self.net(x).float().clamp(0, 1)
-        return resize_crop(y, (h, w)).to(lq.dtype)
+    def _restore(self, x: torch.Tensor, *, fidelity: float | None, refs: torch.Tensor | None) -> torch.Tensor:
+        return self.net(x)

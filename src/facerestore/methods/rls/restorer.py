@@ -20,10 +20,11 @@ from typing import Any
 import torch
 
 from facerestore.errors import InputError, WeightsMissingError
-from facerestore.methods import Restorer, RestorerInfo, check_images
-from facerestore.methods.inversion.restorer import load_generator, restorer_info
+from facerestore.methods.inversion.restorer import PRIOR_SPEC, load_generator
+from facerestore.methods.restorer import Restorer
 from facerestore.methods.rls.flow_prior import find_flow, load_generator_flow
 from facerestore.methods.rls.rls import RLSPlusResult, RLSResult, config, rls_plus, rls_search
+from facerestore.methods.spec import MethodSpec
 from facerestore.nn.flow import MAF
 from facerestore.nn.stylegan2 import Generator
 
@@ -63,7 +64,14 @@ class RLSRestorer(Restorer):
         seed: seeds the W samples of the initial mean.
     """
 
-    name = "rls"
+    spec = MethodSpec(
+        name="rls",
+        paper="004",
+        description="RLS: regularized latent search in W+ of StyleGAN2 FFHQ for face super-resolution (PULSE "
+        "bicubic degradation), with a MAF flow prior trained by `facerestore train-flow`; prior: our built-in 64 px "
+        "face StyleGAN2 and its flow, or StyleGAN2 FFHQ 1024 (zoo) with a flow you train",
+        **PRIOR_SPEC,
+    )
 
     def __init__(
         self,
@@ -77,6 +85,11 @@ class RLSRestorer(Restorer):
         **overrides: Any,
     ) -> None:
         super().__init__()
+        self.plus = isinstance(self, RLSPlusRestorer) if plus is None else bool(plus)
+        if self.plus != isinstance(self, RLSPlusRestorer):
+            self.spec = (RLSPlusRestorer if self.plus else RLSRestorer).spec
+        if generator is None:
+            weights = self.weights_or_default(weights)
         self.G = load_generator(generator, weights).eval()
         self.G.requires_grad_(False)
         self.flow = _resolve_flow(flow, weights, generator is not None)
@@ -84,12 +97,9 @@ class RLSRestorer(Restorer):
             self.flow.requires_grad_(False)
         self.cfg = config(preset, **overrides)
         self.preset = preset
-        self.plus = (self.name == "rls-plus") if plus is None else bool(plus)
         self.seed = int(seed)
         self._w_init: torch.Tensor | None = None
-        base = restorer_info("rls-plus" if self.plus else "rls")
-        self.info = RestorerInfo(**{**base.__dict__, "input_size": self.G.img_resolution,
-                                    "extra": {**base.extra, "preset": preset}})
+        self.with_spec(size=self.G.img_resolution)
 
     def _degrade_fn(self, lq: torch.Tensor, task: str | None, params: Sequence[dict] | dict | None):
         from facerestore import degrade
@@ -114,12 +124,12 @@ class RLSRestorer(Restorer):
             self._w_init = mean_w(self.G, self.cfg.n_mean, torch.Generator().manual_seed(self.seed))
         return self._w_init
 
-    def restore(
+    def _restore(
         self,
         lq: torch.Tensor,
         *,
-        refs: torch.Tensor | None = None,
-        fidelity: float | None = None,
+        refs: torch.Tensor | None,
+        fidelity: float | None,
         task: str | None = None,
         params: Sequence[dict] | dict | None = None,
         return_details: bool = False,
@@ -128,23 +138,25 @@ class RLSRestorer(Restorer):
 
         return_details: also return {"rls": RLSResult, "plus": RLSPlusResult (RLS+ only)}.
         """
-        self.check_fidelity(fidelity)
-        check_images(lq, self.info.name)
         fn = self._degrade_fn(lq, task, params)
-        dev = self.G.mapping.w_avg.device
         details: dict[str, RLSResult | RLSPlusResult] = {}
-        res = rls_search(self.G, lq.to(dev), self.flow, fn, self.cfg, w_init=self.w_init())
+        res = rls_search(self.G, lq, self.flow, fn, self.cfg, w_init=self.w_init())
         details["rls"] = res
         out = res.image
         if self.plus:
-            plus = rls_plus(self.G, lq.to(dev), res.latents, fn, self.cfg)
+            plus = rls_plus(self.G, lq, res.latents, fn, self.cfg)
             details["plus"] = plus
             out = plus.image
-        out = out.to(device=lq.device, dtype=lq.dtype)
         return (out, details) if return_details else out
 
 
 class RLSPlusRestorer(RLSRestorer):
     """RLS+ (RLS followed by the L1-ball generator refinement); same arguments as :class:`RLSRestorer`."""
 
-    name = "rls-plus"
+    spec = MethodSpec(
+        name="rls-plus",
+        paper="004",
+        description="RLS+: RLS followed by joint tuning of latents (inside an L1 ball around the RLS anchor), "
+        "noise maps and generator weights",
+        **PRIOR_SPEC,
+    )

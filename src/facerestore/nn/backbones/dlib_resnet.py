@@ -225,7 +225,7 @@ def load_dlib_face_resnet(path: str | os.PathLike | None = None) -> DlibFaceResN
     """``DlibFaceResNet`` in eval mode with frozen weights from dlib's file (default: the installed
     ``face_recognition_models`` copy, or ``$FACERESTORE_DLIB_MODELS``)."""
     if path is None:
-        from facerestore.faces.dlib_models import model_path
+        from facerestore.zoo.dlib_files import model_path
 
         path = model_path("dlib_face_recognition_resnet_model_v1.dat")
     if not Path(path).is_file():

@@ -1,0 +1,195 @@
+"""``Restorer``: the one wrapper around every method's network call (the descriptor idea of spandrel).
+
+A method class subclasses :class:`Restorer`, sets its :class:`~facerestore.methods.spec.MethodSpec` as the
+class attribute ``spec`` and implements only ``_restore(x, *, fidelity, refs, **options)``: the network call
+on a batch already on the right device, in the right dtype and at the right size. :meth:`Restorer.restore`
+owns everything else, once for every method:
+
+- argument checks: (B, 3, H, W) tensors, sides >= ``spec.min_side``, fidelity supported and in [0, 1],
+  references present when the method needs them (one-line :class:`InputError` otherwise);
+- device and dtype: the input is moved to the restorer's device and parameter dtype; the result comes back
+  in the input's device and dtype, clamped to [0, 1];
+- size: crops are resized to ``spec.size`` (area when shrinking, bicubic when enlarging) and, for methods with
+  ``output="input"``, back to the input's size; ``size=`` asks for any output size;
+- precision: :meth:`set_half` has one meaning, fp16 on CUDA/MPS and bf16 on the CPU, refused unless the spec
+  lists that precision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from facerestore.errors import InputError
+from facerestore.methods.spec import MethodSpec
+from facerestore.nn.devices import half_dtype, precision_name
+
+__all__ = ["Restorer", "check_images", "resize_crop"]
+
+
+def check_images(lq: Any, name: str, min_side: int = 1) -> None:
+    """InputError (one line) unless ``lq`` is a (B, 3, H, W) tensor with H, W >= ``min_side``."""
+    if not isinstance(lq, torch.Tensor) or lq.ndim != 4 or lq.shape[1] != 3:
+        shape = tuple(lq.shape) if isinstance(lq, torch.Tensor) else type(lq).__name__
+        raise InputError(f"{name} expects (B, 3, H, W) images in [0, 1], got {shape}")
+    if lq.shape[0] < 1:
+        raise InputError(f"{name} got an empty batch")
+    if lq.shape[-1] < min_side or lq.shape[-2] < min_side:
+        raise InputError(f"{name}: face crop {lq.shape[-1]}x{lq.shape[-2]} is too small (need >= {min_side} px)")
+
+
+def resize_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize (B, 3, H, W) images to ``size`` (area when shrinking, bicubic when enlarging; float32 math).
+
+    The one resizing rule of restoration: used by :meth:`Restorer.restore` both ways, so that a method sees
+    the same pixels whether it is called from the API, the photo pipeline or a benchmark.
+    """
+    size = (int(size[0]), int(size[1]))
+    if tuple(x.shape[-2:]) == size:
+        return x
+    xf = x.float()
+    if x.shape[-2] >= size[0] and x.shape[-1] >= size[1]:
+        y = F.interpolate(xf, size=size, mode="area")
+    else:
+        y = F.interpolate(xf, size=size, mode="bicubic", align_corners=False)
+    return y.clamp(0, 1).to(x.dtype)
+
+
+class Restorer(torch.nn.Module):
+    """Base class of every restoration method; see the module docstring.
+
+    Subclasses set ``spec`` (class attribute; an instance may replace it with a copy when its weights say
+    more, e.g. their training size) and implement :meth:`_restore`.
+    """
+
+    spec: ClassVar[MethodSpec]
+    _half: bool = False
+
+    # -- the network call: the only thing a method implements ---------------------------------------------
+    def _restore(self, x: torch.Tensor, *, fidelity: float | None, refs: torch.Tensor | None,
+                 **options: Any) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        """(B, 3, S, S) on this restorer's device and dtype -> restored (B, 3, S', S') (any float dtype), or
+        ``(images, details)`` when a method-specific option asks for details."""
+        raise NotImplementedError
+
+    # -- what the wrapper owns ------------------------------------------------------------------------------
+    @classmethod
+    def default_weights(cls) -> Path | None:
+        """The file of ``spec.weights`` (built-in or zoo cache), or None when the method ships none."""
+        if cls.spec.weights is None:
+            return None
+        from facerestore.zoo.refs import resolve_weights
+
+        return resolve_weights(cls.spec.weights)
+
+    def weights_or_default(self, weights: str | os.PathLike | None) -> str | os.PathLike | None:
+        """``weights`` when given, else the spec's default weight file."""
+        return weights if weights is not None else self.default_weights()
+
+    def with_spec(self, **changes: Any) -> None:
+        """Replace this instance's spec by a copy with ``changes`` (what its loaded weights determine)."""
+        self.spec = dataclasses.replace(self.spec, **changes)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the parameters (or buffers); CPU for a restorer without either."""
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
+            return t.device
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Compute dtype: the reduced precision after :meth:`set_half`, else the floating parameters' dtype."""
+        if self._half:
+            return half_dtype(self.device)
+        for t in self.parameters():
+            if t.is_floating_point():
+                return t.dtype
+        return torch.float32
+
+    @property
+    def precision(self) -> str:
+        """"fp32", "fp16" or "bf16": what :meth:`restore` computes in."""
+        return precision_name(self.dtype)
+
+    def set_half(self, enabled: bool = True) -> Restorer:
+        """Reduced precision on the current device (fp16 on CUDA/MPS, bf16 on CPU), or back to fp32.
+
+        InputError when the spec does not list that precision. Returns ``self``.
+        """
+        if not enabled:
+            self._half = False
+            return self.float()
+        dtype = half_dtype(self.device)
+        name = precision_name(dtype)
+        if name not in self.spec.precisions:
+            raise InputError(f"method {self.spec.name!r} does not support half precision ({name} on "
+                             f"{self.device.type}; supported: {', '.join(self.spec.precisions)}); drop --half")
+        self._half = True
+        return self.to(dtype)
+
+    def check_options(self, *, fidelity: float | None = None, refs: Any = None) -> None:
+        """One-line InputError for a fidelity the method lacks or outside [0, 1], or missing references."""
+        name = self.spec.name
+        if fidelity is not None:
+            if not self.spec.supports_fidelity:
+                raise InputError(f"method {name!r} has no fidelity control; drop --fidelity")
+            try:
+                ok = 0.0 <= float(fidelity) <= 1.0
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise InputError(f"fidelity must be in [0, 1], got {fidelity}")
+        if self.spec.needs_refs and refs is None:
+            raise InputError(f"method {name!r} needs reference photos of the same person (refs=, --refs DIR)")
+
+    def restore(
+        self,
+        lq: torch.Tensor,
+        *,
+        refs: torch.Tensor | None = None,
+        fidelity: float | None = None,
+        size: tuple[int, int] | None = None,
+        **options: Any,
+    ) -> Any:
+        """Restore face images ``lq`` (B, 3, H, W) in [0, 1].
+
+        Returns (B, 3, H', W') in ``lq``'s dtype and device, in [0, 1]: H' x W' = ``size`` when given, else the
+        input's size (``spec.output == "input"``) or the model's ``spec.size`` ("model"). ``options`` are the
+        method's own (e.g. ``task=``/``params=`` of the StyleGAN methods, which then take ``lq`` as the task's
+        observation at its own size); a method returning details gives ``(images, details)``.
+        """
+        spec = self.spec
+        check_images(lq, spec.name, min_side=spec.min_side)
+        self.check_options(fidelity=fidelity, refs=refs)
+        dev, dtype = self.device, self.dtype
+        x = lq.to(dev)
+        # "model" methods take the observation as it is (a task's degraded target, an RLS low-resolution face)
+        # unless the caller asks for crops in and out (``size``, as the photo pipeline does)
+        if spec.output == "input" or size is not None:
+            x = resize_crop(x.float(), (spec.size, spec.size))
+        x = x.to(dtype)
+        if refs is not None:
+            refs = resize_crop(refs.to(dev).float(), (spec.size, spec.size)).to(dtype)
+        grad = torch.enable_grad() if spec.unsupervised else torch.no_grad()
+        with grad:
+            out = self._restore(x, fidelity=None if fidelity is None else float(fidelity), refs=refs, **options)
+        details = None
+        if isinstance(out, tuple):
+            out, details = out
+        if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[:2] != lq.shape[:2]:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise RuntimeError(f"restorer {spec.name!r} returned {shape} for input {tuple(x.shape)}")
+        y = out.detach().float().clamp(0, 1)
+        target = size if size is not None else (tuple(lq.shape[-2:]) if spec.output == "input" else None)
+        if target is not None:
+            y = resize_crop(y, target)
+        y = y.to(device=lq.device, dtype=lq.dtype)
+        return y if details is None else (y, details)

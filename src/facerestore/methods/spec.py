@@ -1,0 +1,82 @@
+"""``MethodSpec``: everything the package knows about a restoration method, declared once in its folder.
+
+Each method class carries its spec as the class attribute ``spec`` (``methods/<method>/restorer.py``); the
+static list in :mod:`facerestore.methods.registry` names the classes. Every field is read by something:
+
+==================  =====================================================================================
+field               read by
+==================  =====================================================================================
+name, paper,        the registry (lookup), ``facerestore restore --list-methods``, output JSON
+description
+size                :meth:`Restorer.restore` (crops are resized to ``size`` x ``size`` for the network)
+output              :meth:`Restorer.restore`: "input" = the result has the input's size (resized back);
+                    "model" = the result is the model's own ``size`` image (StyleGAN generators)
+min_side            :func:`check_images` inside :meth:`Restorer.restore`
+supports_fidelity,  :meth:`Restorer.check_options` (one place for both checks)
+needs_refs
+precisions          :meth:`Restorer.set_half` ("fp16" on CUDA/MPS, "bf16" on CPU must be listed)
+unsupervised        :meth:`Restorer.restore` (optimisation needs autograd) and the method list (slow)
+weights             :meth:`Restorer.default_weights` ("builtin:FILE" or a zoo entry; None = user must pass)
+weights_licence     the method list and every output JSON (non-commercial weights are said so)
+trainer             :func:`facerestore.methods.registry.training_adapter` (``method: NAME`` in a config)
+trained_on          the method list and output JSON: degradation tasks the default weights were trained on
+note                ``facerestore restore`` prints it once when the default weights are used
+==================  =====================================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = ["MethodSpec"]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """Metadata of a restoration method (see the module docstring for who reads each field).
+
+    size: side (px) of the square face images the network works at; ``output``: "input" or "model".
+    precisions: supported parameter precisions, a subset of ("fp32", "fp16", "bf16").
+    weights: default weights, "builtin:FILE" (shipped in ``facerestore/zoo/builtin``) or a zoo entry name.
+    trainer: the training adapter class (``facerestore.train.adapter.TrainAdapter``) or None.
+    """
+
+    name: str
+    paper: str
+    description: str
+    size: int
+    output: Literal["input", "model"] = "input"
+    min_side: int = 1
+    supports_fidelity: bool = False
+    needs_refs: bool = False
+    precisions: tuple[str, ...] = ("fp32",)
+    unsupervised: bool = False
+    weights: str | None = None
+    weights_licence: str = "none shipped"
+    trainer: Any = None
+    trained_on: tuple[str, ...] = ()
+    note: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.output not in ("input", "model"):
+            raise ValueError(f"spec {self.name!r}: output must be 'input' or 'model', got {self.output!r}")
+        bad = set(self.precisions) - {"fp32", "fp16", "bf16"}
+        if bad or "fp32" not in self.precisions:
+            raise ValueError(f"spec {self.name!r}: precisions must include fp32 and be among fp32/fp16/bf16")
+        if int(self.size) != self.size or self.size < 1:
+            raise ValueError(f"spec {self.name!r}: size must be a positive integer, got {self.size}")
+
+    def flags(self) -> list[str]:
+        """Short tags for listings: size, fidelity, refs, reduced precisions, slow optimisation."""
+        out = [f"{self.size}px"]
+        if self.supports_fidelity:
+            out.append("fidelity")
+        if self.needs_refs:
+            out.append("needs refs")
+        half = [p for p in self.precisions if p != "fp32"]
+        if half:
+            out.append("/".join(half))
+        if self.unsupervised:
+            out.append("slow (optimisation)")
+        return out

@@ -1,0 +1,55 @@
+"""Devices and precisions: one meaning of ``device="auto"`` and of ``half`` for the whole package.
+
+- :func:`resolve_device`: "auto" / None -> "cuda" if available, else "mps", else "cpu"; an explicit device is
+  checked to exist (one-line :class:`InputError` otherwise).
+- :func:`half_dtype`: what ``half=True`` means on a device: float16 on CUDA and MPS, bfloat16 on the CPU
+  (float16 matrix products are emulated and slow on CPUs; bfloat16 has native kernels there).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from facerestore.errors import InputError
+
+__all__ = ["PRECISIONS", "half_dtype", "precision_name", "resolve_device"]
+
+# precision name -> dtype (the names a method spec lists as supported)
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(name: str | torch.device | None) -> str:
+    """'auto' / None -> cuda if available, else mps, else cpu; checks that an explicit device exists."""
+    if isinstance(name, torch.device):
+        name = str(name)
+    if name in (None, "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        if _mps_available():
+            return "mps"
+        return "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda requested but no CUDA device is available")
+    if name == "mps" and not _mps_available():
+        raise InputError("--device mps requested but MPS is not available")
+    if name not in ("cpu", "mps") and not name.startswith("cuda"):
+        raise InputError(f"unknown device {name!r}; use cpu, cuda, cuda:N or mps")
+    return name
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps and mps.is_available())
+
+
+def half_dtype(device: str | torch.device) -> torch.dtype:
+    """The reduced precision that ``half=True`` selects on ``device``: bfloat16 on CPU, float16 elsewhere."""
+    return torch.bfloat16 if torch.device(device).type == "cpu" else torch.float16
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """"fp32" / "fp16" / "bf16" for a floating dtype (ValueError for others)."""
+    for name, d in PRECISIONS.items():
+        if d == dtype:
+            return name
+    raise ValueError(f"no precision name for {dtype}")
