@@ -4,17 +4,14 @@ and one way to run a command and check the guarantees of docs/reliability.md on 
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the corpus module sits next to this file
-
-import robust_corpus as corpus
-
 from facerestore.cli import main
+
+from . import robust_corpus as corpus
 
 
 @dataclass

@@ -11,11 +11,12 @@ import os
 import numpy as np
 import pytest
 from PIL import Image
-from robust_corpus import LONG_STEM, NON_UTF8_NAME, leftovers, snapshot
 
 from facerestore import io as fio
 from facerestore.cli.common import run_batch
 from facerestore.errors import InputError
+
+from .robust_corpus import LONG_STEM, NON_UTF8_NAME, leftovers, snapshot
 
 
 def _skipped(res, name: str) -> bool:

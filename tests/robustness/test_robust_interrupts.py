@@ -11,12 +11,13 @@ import time
 
 import pytest
 from PIL import Image
-from robust_corpus import leftovers, rgb, snapshot
 
 from facerestore import io as fio
 from facerestore.cli import main
 from facerestore.cli.common import run_batch
 from facerestore.errors import Interrupted
+
+from .robust_corpus import leftovers, rgb, snapshot
 
 # The batch is slowed down in the child: each degradation sleeps, and each atomic rename waits while its
 # temporary file exists, so the signal lands in the middle of the work (often during a write).

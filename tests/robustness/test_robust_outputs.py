@@ -10,11 +10,12 @@ import stat
 
 import pytest
 from PIL import Image
-from robust_corpus import leftovers, snapshot, write_collisions
 
 from facerestore import io as fio
 from facerestore.cli.faces import _output_stems as faces_stems
 from facerestore.errors import OutputError
+
+from .robust_corpus import leftovers, snapshot, write_collisions
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 

@@ -6,10 +6,11 @@ import hashlib
 import time
 
 import pytest
-from robust_corpus import BAD_CONFIGS, hostile_ispl_files, hostile_stylegan2_files
 
 from facerestore import zoo
 from facerestore.errors import InputError
+
+from .robust_corpus import BAD_CONFIGS, hostile_ispl_files, hostile_stylegan2_files
 
 
 def test_hostile_ispl_weights_fail_in_one_line_quickly(tmp_path):

@@ -1,0 +1,1 @@
+"""The robustness suite of issue 12 (a package, so its conftest never shadows tests/conftest.py)."""
