@@ -395,3 +395,20 @@ def test_default_method_on_astronaut(astronaut):
         lo = restore_photo(astronaut, "ispl", upscale=1, only_center_face=True, fidelity=0.0, identity=False)
         d_lo = np.abs(lo.faces[0].restored_crop - lo.faces[0].input_crop).mean()
         assert d_hi < d_lo
+
+
+def test_large_photos_are_detected_on_a_downscaled_copy(astronaut):
+    """A photo over the detection pixel budget is detected at reduced size; the detections come back in the
+    photo's pixels (here: the astronaut upscaled 3x, detected at about its original size, must land on 3x the
+    original detections, within one detection-scale pixel: the bicubic-up, area-down round trip is not exact)."""
+    import cv2
+
+    from facerestore.pipeline import detect_and_select
+
+    big = cv2.resize(astronaut, (1536, 1536), interpolation=cv2.INTER_CUBIC)
+    ref = detect_and_select(astronaut, "hog", min_score=0.5, max_pixels=None)
+    got = detect_and_select(big, "hog", min_score=0.5, max_pixels=512 * 512)
+    assert len(got) == len(ref) >= 1
+    for d, r in zip(got, ref):
+        np.testing.assert_allclose(d.box, r.box * 3, atol=3.0)
+        np.testing.assert_allclose(d.landmarks5, (r.landmarks5 + 0.5) * 3 - 0.5, atol=3.0)

@@ -288,21 +288,27 @@ def decode_image(data: bytes, path: Path | None = None) -> LoadedImage:
 
 
 def _to_loaded(arr: np.ndarray, depth: int, scale: float, header: _Header, path: Path | None) -> LoadedImage:
+    # memory matters here (a 48 MP photo is 576 MB per float copy): reorder channels on the decoded integers,
+    # then make exactly one float32 array and scale it in place
     arr = _apply_exif_orientation(arr, header.orientation)
-    arr = np.ascontiguousarray(arr).astype(np.float32) / scale
     alpha = None
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
     if arr.ndim == 2:
-        gray, rgb = True, np.repeat(arr[:, :, None], 3, axis=2)
-    elif arr.shape[2] == 1:
-        gray, rgb = True, np.repeat(arr, 3, axis=2)
+        gray, planes = True, arr[:, :, None][:, :, [0, 0, 0]]
     elif arr.shape[2] == 2:  # gray + alpha
-        gray, rgb, alpha = True, np.repeat(arr[:, :, :1], 3, axis=2), arr[:, :, 1]
+        gray, planes, alpha = True, arr[:, :, [0, 0, 0]], arr[:, :, 1]
     else:
         gray = False
-        rgb = arr[:, :, 2::-1]  # OpenCV decodes to BGR(A)
+        planes = arr[:, :, 2::-1]  # OpenCV decodes to BGR(A)
         if arr.shape[2] == 4:
             alpha = arr[:, :, 3]
-    rgb = np.clip(np.ascontiguousarray(rgb), 0.0, 1.0)
+    rgb = np.empty(planes.shape, np.float32)
+    np.divide(planes, np.float32(scale), out=rgb, casting="unsafe")
+    if scale == 1.0:  # float input: clip in place (integers are in range by construction)
+        np.clip(rgb, 0.0, 1.0, out=rgb)
+    if alpha is not None:
+        alpha = np.clip(alpha.astype(np.float32) / np.float32(scale), 0.0, 1.0)
     return LoadedImage(rgb=rgb, alpha=alpha, bit_depth=depth, is_gray=gray, path=path, exif=header.exif)
 
 
@@ -394,7 +400,11 @@ def encode_image(
         chans = [rgb[:, :, 2], rgb[:, :, 1], rgb[:, :, 0]]
     if alpha is not None:
         chans.append(alpha)
-    arr = quantize(np.stack(chans, axis=2), bit_depth)
+    # quantised channel by channel into the integer array: no full-size float temporaries (large photos)
+    dtype = np.uint8 if bit_depth == 8 else np.uint16
+    arr = np.empty((*rgb.shape[:2], len(chans)), dtype)
+    for i, c in enumerate(chans):
+        arr[:, :, i] = quantize(c, bit_depth)
     if arr.shape[2] == 1:
         arr = arr[:, :, 0]
     params: list[int] = []
