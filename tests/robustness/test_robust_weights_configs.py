@@ -99,3 +99,40 @@ def test_zoo_entries_without_sha256_are_unverified_never_ok(tmp_path, monkeypatc
     assert zoo.verify_status(entry.name) == "unverified"
     for e in zoo.list_entries():
         assert e.sha256 or e.name == "stylegan2-ffhq-1024", e.name  # every other entry carries a published hash
+
+
+def test_hostile_flow_files_fail_in_one_line_before_building(tmp_path):
+    """A flow whose metadata claims a huge architecture, or whose tensors do not fit it, is refused from the
+    header alone (nothing large allocated); a valid small flow still loads."""
+    import json
+
+    import pytest
+    import torch
+    from safetensors.torch import save_file
+
+    from facerestore.errors import InputError
+    from facerestore.nn.flow import MAF, load_flow, save_flow
+
+    good = tmp_path / "good.safetensors"
+    save_flow(MAF(dim=4, num_blocks=1, hidden=8, generator=torch.Generator().manual_seed(0)), good)
+    assert isinstance(load_flow(good), MAF)
+    cases = {
+        "huge": {"format": "facerestore-maf", "config": json.dumps({"dim": 4, "num_blocks": 1, "hidden": 200000})},
+        "badjson": {"format": "facerestore-maf", "config": "{not json"},
+        "wrongtype": {"format": "facerestore-maf", "config": json.dumps({"dim": "512"})},
+        "mismatch": {"format": "facerestore-maf", "config": json.dumps({"dim": 4, "num_blocks": 1, "hidden": 16})},
+        "other": {"format": "something-else"},
+    }
+    tensors = {"x": torch.zeros(1)}
+    from facerestore.nn.safe_weights import load_safetensors
+
+    small = load_safetensors(good)
+    for name, meta in cases.items():
+        p = tmp_path / f"{name}.safetensors"
+        save_file(small if name == "mismatch" else tensors, str(p), metadata=meta)
+        with pytest.raises(InputError) as info:
+            load_flow(p)
+        assert "\n" not in str(info.value), name
+    (tmp_path / "trunc.safetensors").write_bytes(good.read_bytes()[:40])
+    with pytest.raises(InputError):
+        load_flow(tmp_path / "trunc.safetensors")

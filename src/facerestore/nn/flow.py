@@ -319,17 +319,43 @@ def save_flow(flow: MAF, path: str | os.PathLike, half: bool = False) -> None:
     atomic_write_safetensors(path, sd, {"format": "facerestore-maf", "config": json.dumps(flow.config)})
 
 
+# sane bounds for a flow file's architecture (a crafted dim/hidden must not allocate gigabytes)
+FLOW_BOUNDS = {
+    "dim": ("int", 1, 4096),
+    "num_blocks": ("int", 1, 64),
+    "hidden": ("int", 1, 8192),
+    "num_hidden_layers": ("int", 1, 16),
+    "activation": ("choice", ("relu", "tanh", "elu")),
+    "batch_norm": ("bool",),
+    "bn_momentum": ("float", 0.0, 1.0),
+}
+
+
 def load_flow(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> MAF:
-    """Read a MAF written by ``save_flow`` (eval mode)."""
-    from safetensors import safe_open
+    """Read a MAF written by ``save_flow`` (eval mode).
 
+    The header is read first: the architecture in its metadata is checked against ``FLOW_BOUNDS`` and the
+    shapes it implies (computed on the meta device) against the file's tensors before anything is built.
+    """
     from facerestore.errors import InputError
+    from facerestore.nn.safe_weights import (
+        check_settings,
+        check_shapes,
+        load_safetensors,
+        meta_shapes,
+        open_safetensors,
+    )
 
-    with safe_open(os.fspath(path), framework="pt", device=str(map_location)) as f:
-        meta = f.metadata() or {}
-        if meta.get("format") != "facerestore-maf":
-            raise InputError(f"{os.fspath(path)} is not a facerestore MAF file")
-        sd = {k: f.get_tensor(k) for k in f.keys()}
-    flow = MAF(**json.loads(meta["config"]))
-    flow.load_state_dict(sd, strict=True)
+    where = os.fspath(path)
+    meta, shapes = open_safetensors(path, "flow")
+    if meta.get("format") != "facerestore-maf":
+        raise InputError(f"{where} is not a facerestore MAF file")
+    try:
+        config = json.loads(meta.get("config", ""))
+    except ValueError:
+        raise InputError(f"{where}: the flow's architecture metadata is not valid JSON") from None
+    config = check_settings(config, FLOW_BOUNDS, where)
+    check_shapes(meta_shapes(lambda: MAF(**config), where), shapes, where)
+    flow = MAF(**config)
+    flow.load_state_dict(load_safetensors(path, "flow"), strict=True)
     return flow.to(map_location).eval()
