@@ -31,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
         for n in names:
             e = zoo.get_entry(n)
             state = "cached" if zoo.is_available(n) else "missing"
-            print(f"{n:28s} {state:8s} {e.licence:14s} {e.description}")
+            print(f"{n:28s} {state:8s} {e.description}")
+            print(f"{'':28s} licence: {e.licence}")
+            print(f"{'':28s} source: {e.source}")
         return 0
     if args.action == "path":
         for n in names:

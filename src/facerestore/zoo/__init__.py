@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facerestore.errors import WeightsHashError, WeightsMissingError
+from facerestore.zoo.packages import Member, Package, fetch_package
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 
@@ -33,6 +34,9 @@ class ZooEntry:
     sha256 is the full hex digest when known. Some upstream projects publish only the leading hex
     digits of the sha256 (torch.hub's "-<hash>.pth" file names); then sha256 holds that prefix and the
     check compares the prefix. ``size`` is in bytes (0 when unknown).
+
+    Weights inside a registry package (``package``, see :mod:`facerestore.zoo.packages`) have no URL: their
+    cache entry is the folder ``filename`` holding the package's listed members, each with its own sha256.
     """
 
     name: str
@@ -44,6 +48,12 @@ class ZooEntry:
     description: str
     size: int = 0
     used_by: tuple[str, ...] = field(default_factory=tuple)
+    package: Package | None = None
+
+    @property
+    def source(self) -> str:
+        """Where it comes from, for people: the URL, or "pip random-face==..." / "npm @scope/name@version"."""
+        return self.url if self.package is None else f"{self.package.manager} {self.package.spec}"
 
 
 _REGISTRY: dict[str, ZooEntry] = {}
@@ -94,8 +104,16 @@ def cache_dir() -> Path:
 
 
 def cached_path(name: str) -> Path:
-    """Where the file of entry ``name`` is (or would be) in the cache."""
+    """Where the file (or, for a package entry, the folder) of entry ``name`` is or would be in the cache."""
     return cache_dir() / get_entry(name).filename
+
+
+def _members_status(entry: ZooEntry, folder: Path) -> str:
+    assert entry.package is not None
+    for m in entry.package.members:
+        if sha256_file(folder / m.filename) != m.sha256:
+            return "mismatch"
+    return "ok"
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -110,6 +128,8 @@ def verify_status(name: str, path: str | os.PathLike | None = None) -> str:
     """"ok" (sha256 matches the entry), "mismatch", or "unverified" (the entry has no published sha256: the
     file cannot be checked and must never be reported as "ok"). OSError when the file cannot be read."""
     entry = get_entry(name)
+    if entry.package is not None:
+        return _members_status(entry, Path(path) if path else cached_path(name))
     digest = sha256_file(Path(path) if path else cached_path(name))
     if not entry.sha256:
         return "unverified"
@@ -124,6 +144,8 @@ def verify(name: str, path: str | os.PathLike | None = None) -> bool:
     """
     entry = get_entry(name)
     p = Path(path) if path else cached_path(name)
+    if entry.package is not None:
+        return _members_status(entry, p) == "ok"
     digest = sha256_file(p)
     if not entry.sha256:
         warnings.warn(f"zoo entry '{name}' has no published sha256; {p} has sha256 {digest} (unverified)",
@@ -133,11 +155,20 @@ def verify(name: str, path: str | os.PathLike | None = None) -> bool:
 
 
 def is_available(name: str) -> bool:
-    return cached_path(name).is_file()
+    """The cached file (or every member of a package entry) is there (not hash-checked)."""
+    e = get_entry(name)
+    p = cached_path(name)
+    if e.package is not None:
+        return all((p / m.filename).is_file() for m in e.package.members)
+    return p.is_file()
 
 
 def missing_message(name: str) -> str:
     e = get_entry(name)
+    if e.package is not None:
+        return (f"weights '{name}' ({e.description}) are not in the cache {cached_path(name)}: run "
+                f"`facerestore models download {name}` where the {e.package.manager} registry is reachable "
+                f"(it fetches {e.source} without installing it)")
     return (
         f"weights '{name}' ({e.description}) are not in the cache: download {e.url} and save it as "
         f"{cached_path(name)} (or run `facerestore models download {name}`)"
@@ -150,7 +181,7 @@ def weights_path(name: str, *, check_hash: bool = True) -> Path:
     Never downloads: call ``fetch`` (or the CLI) for that.
     """
     p = cached_path(name)
-    if not p.is_file():
+    if not is_available(name):
         raise WeightsMissingError(missing_message(name))
     if check_hash and not verify(name, p):
         raise WeightsHashError(
@@ -163,8 +194,10 @@ def fetch(name: str, *, timeout: float = 60.0) -> Path:
     """Download entry ``name`` into the cache (atomically), verify its hash and return the path."""
     entry = get_entry(name)
     dest = cached_path(name)
-    if dest.is_file() and verify(name, dest):
+    if is_available(name) and verify(name, dest):
         return dest
+    if entry.package is not None:
+        return fetch_package(entry.package, dest, what=name)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
@@ -188,6 +221,8 @@ def fetch(name: str, *, timeout: float = 60.0) -> Path:
 
 __all__ = [
     "BUILTIN_DIR",
+    "Member",
+    "Package",
     "ZooEntry",
     "cache_dir",
     "cached_path",

