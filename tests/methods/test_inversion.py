@@ -359,3 +359,20 @@ def test_blind_mode_projects_the_resized_input_onto_the_prior(tiny_g):
     assert out.shape == (1, 3, 32, 32)
     torch.testing.assert_close(out, r.restore(resize_crop(big, (32, 32))), rtol=0, atol=0)
     assert det.phase_losses["W++"][-1] < det.phase_losses["W"][0]
+
+
+def test_task_level_is_read_from_the_size_or_required(tiny_g):
+    """Without records or a level, robust-upsample's level is the size ratio (exact); levelled tasks whose
+    level cannot be read from the target are refused instead of silently assuming M."""
+    r = RobustInversionRestorer(generator=tiny_g, task="robust-upsample", loss="substitute", steps=(1, 1, 1),
+                                min_side=4)
+    _, x = _known_image(tiny_g)
+    y, p = degrade.apply(x, "robust-upsample", level="S", generator=0)  # 32 px / 4
+    assert r._level("robust-upsample", y, None) == "S"
+    torch.testing.assert_close(r.restore(y), r.restore(y, params=p), rtol=0, atol=0)
+    with pytest.raises(InputError, match="not a robust-upsample level"):
+        r.restore(torch.rand(1, 3, 6, 6))
+    yd, _ = degrade.apply(x, "robust-denoise", level="L", generator=0)
+    with pytest.raises(InputError, match="not guessed"):
+        r.restore(yd, task="robust-denoise")
+    assert r.restore(yd, task="robust-denoise", level="L").shape == (1, 3, 32, 32)

@@ -104,22 +104,32 @@ def test_l1_ball_projection_is_exact():
 def test_loss_terms_match_direct_formulas(tiny_flow):
     g = torch.Generator().manual_seed(3)
     ws = torch.randn(2, 6, 32, generator=g)
-    # cross: mean Euclidean distance over pairs i < j
+    # cross: mean Euclidean distance over pairs i < j (code), sum of squared distances (eq. 5)
     for b in range(2):
         pairs = [float((ws[b, i] - ws[b, j]).norm()) for i, j in itertools.combinations(range(6), 2)]
         assert cross_term(ws)[b].item() == pytest.approx(np.mean(pairs), rel=1e-5)
+        assert cross_term(ws, "sum_squared")[b].item() == pytest.approx(np.sum(np.square(pairs)), rel=1e-5)
     # flow terms from the flow's own transform (base density N(0, I) + log-determinant)
     u, logdet = tiny_flow(ws)
     logp = -0.5 * (u**2).sum(-1) - 16 * math.log(2 * math.pi) + logdet
     torch.testing.assert_close(logp_term(tiny_flow, ws), -logp.mean(-1))
     torch.testing.assert_close(pn_term(tiny_flow, ws), ((u.norm(dim=-1) - math.sqrt(32)) ** 2).mean(-1))
     pred, tgt = torch.rand(2, 3, 8, 8, generator=g), torch.rand(2, 3, 8, 8, generator=g)
-    torch.testing.assert_close(fidelity_term(pred, tgt), 10 * (pred - tgt).abs().mean(dim=(1, 2, 3)))
-    for name, (a, b_, c) in {"paper": (0.0002, 0.0004, 0.05), "code": (0.002, 0.004, 0.5)}.items():
+    torch.testing.assert_close(fidelity_term(pred, tgt), (pred - tgt).abs().sum(dim=(1, 2, 3)))  # eq. 6
+    torch.testing.assert_close(fidelity_term(pred, tgt, 10, "mean"), 10 * (pred - tgt).abs().mean(dim=(1, 2, 3)))
+    # each preset from one source: the paper's weights with eq. 5-6's shapes, the code's with the code's
+    l1_paper, l1_code = (pred - tgt).abs().sum(dim=(1, 2, 3)), 10 * (pred - tgt).abs().mean(dim=(1, 2, 3))
+    for name, (a, b_, c, l1, cross) in {
+        "paper": (0.0002, 0.0004, 0.05, l1_paper, cross_term(ws, "sum_squared")),
+        "code": (0.002, 0.004, 0.5, l1_code, cross_term(ws, "mean_distance")),
+    }.items():
         cfg = PRESETS[name]
         assert (cfg.l_logp, cfg.l_pn, cfg.l_cross) == (a, b_, c)
         total, terms = rls_loss(pred, tgt, ws, tiny_flow, cfg)
+        torch.testing.assert_close(terms["l1"], l1)
+        torch.testing.assert_close(terms["cross"], cross)
         torch.testing.assert_close(total, terms["l1"] + a * terms["logp"] + b_ * terms["pn"] + c * terms["cross"])
+    assert PRESETS["paper"].plus_lr_latent == 1e-4 and PRESETS["default"].plus_lr_latent is None  # geometric
     assert (PRESETS["paper"].steps, PRESETS["paper"].plus_steps) == (200, 50)
     assert (PRESETS["code"].steps, PRESETS["code"].plus_steps) == (500, 200)
     with pytest.raises(InputError):
@@ -192,6 +202,22 @@ def test_rls_plus_early_stopping(tiny_g):
     assert plus.history[0][plus.best_step[0]] == min(plus.history[0])
 
 
+def test_rls_plus_l1_ball_binds_with_the_default_preset(tiny_g):
+    """With the default preset the latent rows reach the L1 ball around the anchor and are held on it; with the
+    paper's single 1e-4 they cannot leave a small fraction of it (why the default exists)."""
+    _, y = _target(tiny_g)
+    anchor = tiny_g.mapping.w_avg.reshape(1, 1, -1).expand(1, tiny_g.num_ws, -1).clone()
+    radius = math.sqrt(tiny_g.w_dim)
+    moved = {}
+    for name in ("default", "paper"):
+        plus = rls_plus(tiny_g, y, anchor, _down, config(name, plus_steps=40, patience=1000))
+        dist = (plus.latents - anchor).abs().sum(-1)  # (1, L) L1 distance of each row to its anchor row
+        assert float(dist.max()) <= radius * (1 + 1e-5)
+        moved[name] = dist
+    assert float((moved["default"] >= radius * (1 - 1e-4)).float().mean()) > 0.5  # on the surface: it binds
+    assert float(moved["paper"].max()) < 0.25 * radius  # 40 steps x 1e-4 x d stay deep inside
+
+
 def test_restorer_is_deterministic_and_improves_fidelity(tiny_g, tiny_flow):
     x, y = _target(tiny_g)
     r = RLSRestorer(generator=tiny_g, flow=tiny_flow, steps=15, n_mean=2000, seed=3)
@@ -253,3 +279,24 @@ def test_default_prior_and_flow_are_the_builtin_ones():
     with torch.no_grad():  # the trained flow prefers real W samples to a Gaussian with the same moments
         assert float(r.flow.log_prob(w).mean()) > float(r.flow.log_prob(noise).mean())
     assert r.restore(torch.rand(1, 3, 8, 8)).shape == (1, 3, 64, 64)
+
+
+def test_flow_is_checked_against_its_generator(tmp_path, monkeypatch, tiny_g, tiny_flow):
+    """A flow is used only with the generator whose sha256 its record names."""
+    import facerestore.nn.stylegan2_io as sio
+    from facerestore.methods.rls.flow_prior import check_flow_generator, save_generator_flow
+
+    monkeypatch.setattr(sio, "load_stylegan2", lambda path, format=None: tiny_g)
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    a.write_bytes(b"generator a")
+    b.write_bytes(b"generator b")
+    flow_a = save_generator_flow(tiny_flow, a)
+    check_flow_generator(flow_a, a)  # its own generator: fine
+    assert RLSRestorer(weights=a, steps=1, n_mean=10).flow is not None
+    with pytest.raises(InputError, match="fitted to a generator"):
+        check_flow_generator(flow_a, b)
+    with pytest.raises(InputError, match="fitted to a generator"):
+        RLSRestorer(weights=b, flow=flow_a, steps=1, n_mean=10)
+    flow_a.with_suffix(".json").unlink()
+    with pytest.raises(InputError, match="no record"):
+        RLSRestorer(weights=a, steps=1, n_mean=10)

@@ -114,9 +114,29 @@ class RobustInversionRestorer(Restorer):
         self.wpp_layout, self.seed = wpp_layout, int(seed)
         self.with_spec(size=self.G.img_resolution)
 
+    def _level(self, task: str, lq: torch.Tensor, level: str | int | None) -> str | int | None:
+        """The task's level: given, fixed by the task (one level), read from the size ratio (single-degradation
+        upsampling: the factor is the level), else an InputError: a level is never guessed."""
+        from facerestore import degrade
+        from facerestore.degrade.presets.robust import FACTORS
+
+        info = degrade.get_task(task)
+        if level is not None or len(info.levels) <= 1:
+            return level
+        if info.name == "robust-upsample":
+            factor = self.G.img_resolution / lq.shape[-1]
+            for lvl, f in FACTORS.items():
+                if f == factor:
+                    return lvl
+            raise InputError(f"a {lq.shape[-1]} px target is not a robust-upsample level of a "
+                             f"{self.G.img_resolution} px generator (factors {sorted(FACTORS.values())})")
+        raise InputError(f"task {info.name!r} has levels {', '.join(info.levels)}: pass level= (or params=, the "
+                         "records of degrade.apply); it is not guessed")
+
     def _records(self, task: str, lq: torch.Tensor, level: str | int | None) -> list[dict]:
         from facerestore import degrade
 
+        level = self._level(task, lq, level)
         r = self.G.img_resolution
         dummy = torch.zeros(lq.shape[0], 3, r, r)
         _, recs = degrade.apply(dummy, task, level=level, generator=0)

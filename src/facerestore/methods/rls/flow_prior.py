@@ -23,7 +23,7 @@ from facerestore.io import atomic_write_json
 from facerestore.nn.flow import MAF, load_flow, save_flow, train_flow
 from facerestore.nn.stylegan2 import Generator
 
-__all__ = ["find_flow", "flow_paths", "load_generator_flow", "save_generator_flow", "train_generator_flow"]
+__all__ = ["check_flow_generator", "find_flow", "flow_paths", "load_generator_flow", "save_generator_flow", "train_generator_flow"]
 
 SUFFIX = ".rls-flow"
 
@@ -60,6 +60,13 @@ def train_generator_flow(
 
 
 def _sha256(path: Path) -> str:
+    """sha256 of a generator file; of a generator folder (e.g. an OpenVINO IR pair), of its files' names and
+    digests in name order."""
+    if path.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(q for q in path.iterdir() if q.is_file()):
+            h.update(f.name.encode() + b"\0" + _sha256(f).encode() + b"\n")
+        return h.hexdigest()
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -82,7 +89,7 @@ def save_generator_flow(
     info = {
         "format": "facerestore-rls-flow",
         "generator": gp.name,
-        "generator_sha256": _sha256(gp) if gp.is_file() else None,
+        "generator_sha256": _sha256(gp) if gp.exists() else None,
         "config": flow.config,
         "dtype": "float16" if half else "float32",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -103,8 +110,32 @@ def find_flow(generator_path: str | os.PathLike) -> Path:
     return weights
 
 
-def load_generator_flow(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> MAF:
-    """Load a flow written by :func:`save_generator_flow` (eval mode)."""
+def check_flow_generator(path: str | os.PathLike, generator_path: str | os.PathLike) -> None:
+    """InputError (one line) unless the flow's record names ``generator_path``'s sha256: a flow fitted to one
+    generator's W space is meaningless for another. A flow without a record, or a record without a digest,
+    cannot be checked and is refused too (train it with `facerestore train-flow`)."""
+    from facerestore.errors import InputError
+    from facerestore.nn.safe_weights import read_json
+
+    rec_path = Path(path).with_suffix(".json")  # save_generator_flow writes the record beside the weights
+    fix = f"train one for it: `facerestore train-flow --generator {generator_path}`"
+    if not rec_path.is_file():
+        raise InputError(f"flow {os.fspath(path)} has no record {rec_path.name} naming its generator; {fix}")
+    recorded = read_json(rec_path, "flow record").get("generator_sha256")
+    if not recorded:
+        raise InputError(f"flow record {rec_path.name} names no generator sha256; {fix}")
+    actual = _sha256(Path(generator_path))
+    if recorded != actual:
+        raise InputError(f"flow {Path(path).name} was fitted to a generator with sha256 {recorded[:12]}..., not "
+                         f"{Path(generator_path).name} ({actual[:12]}...); {fix}")
+
+
+def load_generator_flow(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
+                        generator_path: str | os.PathLike | None = None) -> MAF:
+    """Load a flow written by :func:`save_generator_flow` (eval mode); with ``generator_path``, first check
+    that the flow was fitted to that generator (:func:`check_flow_generator`)."""
     if not Path(path).is_file():
         raise WeightsMissingError(f"RLS flow prior not found: {os.fspath(path)}")
+    if generator_path is not None:
+        check_flow_generator(path, generator_path)
     return load_flow(path, map_location)

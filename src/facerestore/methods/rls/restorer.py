@@ -42,13 +42,15 @@ def _resolve_flow(flow: MAF | str | os.PathLike | bool | None, weights: str | os
         warnings.warn(msg, stacklevel=3)
         log.warning(msg)
         return None
-    if flow is not None and flow is not True:
-        return load_generator_flow(flow)
-    if generator_given:
-        raise WeightsMissingError("RLS needs its flow prior: pass flow= (a MAF or a `facerestore train-flow` file)")
     from facerestore.nn.stylegan2_io import prior_file
 
-    return load_generator_flow(find_flow(prior_file(weights)))
+    if flow is not None and flow is not True:
+        # a flow file with a generator file: checked to be that generator's (its record holds the sha256)
+        return load_generator_flow(flow, generator_path=None if generator_given else prior_file(weights))
+    if generator_given:
+        raise WeightsMissingError("RLS needs its flow prior: pass flow= (a MAF or a `facerestore train-flow` file)")
+    gen_file = prior_file(weights)
+    return load_generator_flow(find_flow(gen_file), generator_path=gen_file)
 
 
 class RLSRestorer(Restorer):
@@ -59,7 +61,8 @@ class RLSRestorer(Restorer):
             default our built-in 64 px face prior (with its flow).
         flow: MAF object or file; default ``<weights stem>.rls-flow.safetensors`` next to the weights
             (``facerestore train-flow``); False runs without the flow terms (announced).
-        preset: "paper" (Sec. 4 weights, 200 + 50 steps) or "code" (released code, 500 + 200 steps);
+        preset: "default" (the paper's, with an RLS+ latent step that lets the L1 ball bind), "paper" (Sec. 4 and
+            eq. 5-7 exactly, 200 + 50 steps) or "code" (the released code, 500 + 200 steps);
             ``overrides`` change single ``RLSConfig`` fields (e.g. steps=50, n_mean=10000).
         seed: seeds the W samples of the initial mean.
     """
@@ -79,7 +82,7 @@ class RLSRestorer(Restorer):
         *,
         generator: Generator | None = None,
         flow: MAF | str | os.PathLike | bool | None = None,
-        preset: str = "paper",
+        preset: str = "default",
         plus: bool | None = None,
         seed: int = 0,
         **overrides: Any,

@@ -2,24 +2,34 @@
 
 RLS (eq. 5-6) minimises over W+ latents w = [w_1 .. w_L] (B, L, d)::
 
-    10 * L1(D(G(w)), y)                                   fidelity (D: PULSE bicubic downsampling)
+    l1_weight * L1(D(G(w)), y)                            fidelity (D: PULSE bicubic downsampling)
     + l_logp  * (-1/L sum_i log p_F(w_i))                 flow prior (MAF F, ``nn.flow``)
     + l_pn    * 1/L sum_i (||F(w_i)||_2 - sqrt(d))^2      gaussianized latents near the sphere
-    + l_cross * mean_{i<j} ||w_i - w_j||_2                rows of W+ close to each other
+    + l_cross * P_cross(w)                                rows of W+ close to each other
 
 with Adam (lr 0.5, PULSE's "linear1cycledrop" one-cycle schedule), starting from the mean of many
-W samples, keeping the latent of the step with the lowest total loss. The paper (sec. 4) gives
-(l_logp, l_pn, l_cross) = (0.0002, 0.0004, 0.05) and 200 steps (preset "paper", the default); the
-cleaned authors' code uses (0.002, 0.004, 0.5) and 500 steps (preset "code"). Eq. 5 writes the cross
-term as a sum of squared distances; we follow the released code's mean pairwise distance.
+W samples, keeping the latent of the step with the lowest total loss.
 
 RLS+ (eq. 7) starts at the RLS anchor and jointly optimises the latents, the noise maps (the first
 ``noise_layers`` = 9 conv layers; the paper: "only the first nine input layers are optimized") and the
-synthesis weights with Adam (lr 1e-4, the paper's single RLS+ learning rate), minimising 10 * L1 only;
-after every step the noise maps are renormalised (zero mean, unit variance) and each W+ row is
-projected onto the L1 ball of radius sqrt(d) around its anchor row (exact Euclidean projection, Duchi
-et al. 2008). Runs 50 (paper) / 200 (code) steps with early stopping on the fidelity loss and keeps
-the best step. The caller's generator is never modified (RLS+ tunes a copy per image).
+synthesis weights with Adam, minimising the fidelity term only; after every step the noise maps are
+renormalised (zero mean, unit variance) and each W+ row is projected onto the L1 ball of radius sqrt(d)
+around its anchor row (exact Euclidean projection, Duchi et al. 2008). Early stopping on the fidelity loss;
+the best step is kept. The caller's generator is never modified (RLS+ tunes a copy per image).
+
+Presets, each from exactly one source:
+
+- "paper": Sec. 4 and eq. 5-7 as written: (l_logp, l_pn, l_cross) = (0.0002, 0.0004, 0.05); fidelity the
+  plain L1 norm ``||y - D(G(w))||_1`` (a sum over pixels); ``P_cross`` the sum of squared distances over the
+  pairs i < j; 200 RLS steps, then 50 RLS+ steps at the single learning rate 1e-4.
+- "code": the cleaned released code: (0.002, 0.004, 0.5); fidelity 10 x the mean absolute error; ``P_cross``
+  the mean pairwise (unsquared) distance; 500 + 200 steps at 1e-4.
+- "default" (ours, what the restorers use): "paper", except the RLS+ latent learning rate. With the paper's
+  1e-4, Adam moves a 512-d row by at most 50 x 1e-4 x 512 = 2.6 in L1 norm, an eighth of the sqrt(512) = 22.6
+  radius: the ball can never bind and the constraint the paper ablates would be void. The default sets the
+  latent rate from the geometry, ``3 / (sqrt(d) * plus_steps)`` (2.7e-3 for d = 512 and 50 steps): Adam's
+  per-coordinate step bound then lets a row travel three radii over the run, so the projection does what
+  eq. 7 says (``tests/methods/test_rls`` checks that it binds); weights and noise keep 1e-4.
 """
 
 from __future__ import annotations
@@ -60,14 +70,16 @@ class RLSConfig:
     l_logp: float = 0.0002
     l_pn: float = 0.0004
     l_cross: float = 0.05
-    l1_weight: float = 10.0
+    l1_weight: float = 1.0
+    l1_reduction: str = "sum"  # "sum" (eq. 6: the L1 norm) or "mean" (the code: mean absolute error)
+    cross: str = "sum_squared"  # "sum_squared" (eq. 5) or "mean_distance" (the code)
     steps: int = 200
     lr: float = 0.5
     schedule: str = "linear1cycledrop"
     n_mean: int = 100_000
     plus_steps: int = 50
     plus_lr_weights: float = 1e-4
-    plus_lr_latent: float = 1e-4
+    plus_lr_latent: float | None = 1e-4  # None: 3 / (sqrt(d) * plus_steps), see "default"
     plus_lr_noise: float = 1e-4
     noise_layers: int = 9
     radius: float | None = None  # None: sqrt(w_dim)
@@ -76,16 +88,24 @@ class RLSConfig:
 
 PRESETS: dict[str, RLSConfig] = {
     "paper": RLSConfig(),
-    "code": RLSConfig(l_logp=0.002, l_pn=0.004, l_cross=0.5, steps=500, plus_steps=200),
+    "code": RLSConfig(l_logp=0.002, l_pn=0.004, l_cross=0.5, l1_weight=10.0, l1_reduction="mean",
+                      cross="mean_distance", steps=500, plus_steps=200),
+    "default": RLSConfig(plus_lr_latent=None),
 }
 
 
 # ------------------------------------------------------------------------------------------- terms
 
 
-def fidelity_term(pred_lr: torch.Tensor, target: torch.Tensor, weight: float = 10.0) -> torch.Tensor:
-    """weight * mean |pred_lr - target| per sample (B,)."""
-    return weight * (pred_lr - target).abs().flatten(1).mean(1)
+def fidelity_term(pred_lr: torch.Tensor, target: torch.Tensor, weight: float = 1.0,
+                  reduction: str = "sum") -> torch.Tensor:
+    """weight * L1 per sample (B,): the sum of |pred_lr - target| (eq. 6) or its mean (the released code)."""
+    err = (pred_lr - target).abs().flatten(1)
+    if reduction == "sum":
+        return weight * err.sum(1)
+    if reduction == "mean":
+        return weight * err.mean(1)
+    raise ValueError(f"l1_reduction must be 'sum' or 'mean', got {reduction!r}")
 
 
 def logp_term(flow: MAF, ws: torch.Tensor) -> torch.Tensor:
@@ -99,23 +119,28 @@ def pn_term(flow: MAF, ws: torch.Tensor) -> torch.Tensor:
     return (torch.linalg.vector_norm(u, dim=-1) - math.sqrt(ws.shape[-1])).square().mean(-1)
 
 
-def cross_term(ws: torch.Tensor) -> torch.Tensor:
-    """Mean Euclidean distance over the L(L-1)/2 pairs i < j of W+ rows, per sample (B,)."""
+def cross_term(ws: torch.Tensor, kind: str = "mean_distance") -> torch.Tensor:
+    """Cross prior over the L(L-1)/2 pairs i < j of W+ rows, per sample (B,): "sum_squared" = sum of squared
+    Euclidean distances (eq. 5), "mean_distance" = mean Euclidean distance (the released code)."""
     L = ws.shape[-2]
     if L < 2:
         return ws.new_zeros(ws.shape[0])
     diff = ws.unsqueeze(-2) - ws.unsqueeze(-3)  # (B, L, L, d)
-    # +eps inside the sqrt: the distance of a row to itself is not differentiable at 0
-    dist = (diff.square().sum(-1) + 1e-12).sqrt()
+    sq = diff.square().sum(-1)
     iu = torch.triu_indices(L, L, offset=1, device=ws.device)
-    return dist[:, iu[0], iu[1]].mean(-1)
+    if kind == "sum_squared":
+        return sq[:, iu[0], iu[1]].sum(-1)
+    if kind == "mean_distance":
+        # +eps inside the sqrt: the distance of a row to itself is not differentiable at 0
+        return (sq + 1e-12).sqrt()[:, iu[0], iu[1]].mean(-1)
+    raise ValueError(f"cross must be 'sum_squared' or 'mean_distance', got {kind!r}")
 
 
 def rls_loss(
     pred_lr: torch.Tensor, target: torch.Tensor, ws: torch.Tensor, flow: MAF | None, cfg: RLSConfig
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total RLS loss (B,) and its unweighted terms {"l1", "logp", "pn", "cross"} (each (B,))."""
-    terms = {"l1": fidelity_term(pred_lr, target, cfg.l1_weight), "cross": cross_term(ws)}
+    terms = {"l1": fidelity_term(pred_lr, target, cfg.l1_weight, cfg.l1_reduction), "cross": cross_term(ws, cfg.cross)}
     total = terms["l1"] + cfg.l_cross * terms["cross"]
     if flow is not None and (cfg.l_logp or cfg.l_pn):
         terms["logp"] = logp_term(flow, ws)
@@ -199,7 +224,7 @@ def rls_search(
     target: torch.Tensor,
     flow: MAF | None,
     degrade_fn: Callable[[torch.Tensor], torch.Tensor],
-    cfg: RLSConfig = PRESETS["paper"],
+    cfg: RLSConfig = PRESETS["default"],
     *,
     w_init: torch.Tensor | None = None,
     seed: int = 0,
@@ -281,7 +306,7 @@ def rls_plus(
     target: torch.Tensor,
     anchor: torch.Tensor,
     degrade_fn: Callable[[torch.Tensor], torch.Tensor],
-    cfg: RLSConfig = PRESETS["paper"],
+    cfg: RLSConfig = PRESETS["default"],
     *,
     keep_states: bool = False,
     callback: Callable[[int, int, float], None] | None = None,
@@ -292,6 +317,9 @@ def rls_plus(
     """
     dev, dtype = G.mapping.w_avg.device, G.mapping.w_avg.dtype
     radius = float(cfg.radius) if cfg.radius is not None else math.sqrt(G.w_dim)
+    lr_latent = cfg.plus_lr_latent
+    if lr_latent is None:  # the geometry's rate: a row can travel three radii in L1 norm over the run
+        lr_latent = 3.0 / (math.sqrt(G.w_dim) * max(cfg.plus_steps, 1))
     images, lats, all_noises, states, best_steps, histories = [], [], [], [], [], []
     for i in range(target.shape[0]):
         y = target[i : i + 1].to(device=dev, dtype=dtype)
@@ -302,7 +330,7 @@ def rls_plus(
         n_train = min(cfg.noise_layers, len(const))
         noises = [n.to(device=dev, dtype=dtype).requires_grad_(j < n_train) for j, n in enumerate(const)]
         ws = a.clone().requires_grad_(True)
-        groups = [{"params": [ws], "lr": cfg.plus_lr_latent},
+        groups = [{"params": [ws], "lr": lr_latent},
                   {"params": list(syn.parameters()), "lr": cfg.plus_lr_weights}]
         if n_train:
             groups.append({"params": noises[:n_train], "lr": cfg.plus_lr_noise})
@@ -313,7 +341,7 @@ def rls_plus(
         with torch.enable_grad():
             for step in range(cfg.plus_steps + 1):
                 img = to_unit_range(syn(ws, noise_mode="const", noises=noises))
-                loss = fidelity_term(degrade_fn(img), y, cfg.l1_weight).sum()
+                loss = fidelity_term(degrade_fn(img), y, cfg.l1_weight, cfg.l1_reduction).sum()
                 value = float(loss.detach())
                 hist.append(value)
                 if callback is not None:
@@ -342,8 +370,8 @@ def rls_plus(
     return RLSPlusResult(torch.cat(images).clamp(0, 1), torch.cat(lats), all_noises, states, best_steps, histories)
 
 
-def config(preset: str = "paper", **overrides) -> RLSConfig:
-    """A preset ("paper" or "code") with field overrides."""
+def config(preset: str = "default", **overrides) -> RLSConfig:
+    """A preset ("default", "paper" or "code"; see the module docstring) with field overrides."""
     if preset not in PRESETS:
         from facerestore.errors import InputError
 
