@@ -23,7 +23,8 @@ from facerestore.io import atomic_write_json
 from facerestore.nn.flow import MAF, load_flow, save_flow, train_flow
 from facerestore.nn.stylegan2 import Generator
 
-__all__ = ["check_flow_generator", "find_flow", "flow_paths", "load_generator_flow", "save_generator_flow", "train_generator_flow"]
+__all__ = ["check_flow_generator", "find_flow", "flow_paths", "load_generator_flow", "save_generator_flow",
+           "train_generator_flow"]
 
 SUFFIX = ".rls-flow"
 
