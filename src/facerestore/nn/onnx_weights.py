@@ -1,0 +1,170 @@
+"""Named weights from ONNX files (initializers and convolution layers), read with the ``onnx`` package alone.
+
+No ONNX runtime is needed: the file is parsed as a protobuf, its initializers become numpy arrays, and the
+``Conv`` nodes are listed with their attributes under the module path the PyTorch exporter recorded in the
+node name (``/fx/stage1/stage1.0/stage1.0.0/Conv`` -> ``fx.stage1.0.0``). Our PyTorch ports name their
+convolutions by those paths and load them with :func:`load_convs_strict`: every convolution of the file must
+match one of ours (shape, stride, padding, groups, dilation) and every one of ours must be in the file, or one
+one-line :class:`facerestore.errors.InputError` says what differs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from facerestore.errors import InputError
+
+__all__ = ["ConvLayer", "conv_layers", "initializers", "load_convs_strict", "load_model", "module_path"]
+
+MAX_MODEL_BYTES = 1 << 30
+
+
+def _onnx() -> Any:
+    try:
+        import onnx
+    except ImportError:
+        raise InputError("reading ONNX weights needs the onnx package (pip install onnx)") from None
+    return onnx
+
+
+def load_model(data: bytes, what: str = "ONNX model") -> Any:
+    """An ``onnx.ModelProto`` parsed from ``data`` (bytes); a malformed file is one InputError."""
+    onnx = _onnx()
+    if not isinstance(data, bytes | bytearray) or not data:
+        raise InputError(f"{what}: no ONNX bytes")
+    if len(data) > MAX_MODEL_BYTES:
+        raise InputError(f"{what}: {len(data)} bytes, over the {MAX_MODEL_BYTES}-byte limit")
+    try:
+        model = onnx.load_from_string(bytes(data))
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise InputError(f"{what}: not a readable ONNX model ({type(exc).__name__})") from None
+    if not model.graph.node:
+        raise InputError(f"{what}: the ONNX graph has no nodes")
+    return model
+
+
+def initializers(model: Any) -> dict[str, np.ndarray]:
+    """Every initializer as a numpy array, plus the names that ``Identity`` nodes give to initializers (the
+    exporter's way of sharing one tensor between two calls of a layer)."""
+    from onnx import numpy_helper
+
+    out: dict[str, np.ndarray] = {}
+    for t in model.graph.initializer:
+        if t.data_location == 1:  # EXTERNAL: never follow a path named inside a downloaded file
+            raise InputError(f"ONNX initializer {t.name!r} is stored in an external file (not supported)")
+        out[t.name] = numpy_helper.to_array(t)
+    changed = True
+    while changed:  # chains of Identity nodes resolve in a few passes
+        changed = False
+        for n in model.graph.node:
+            if n.op_type == "Identity" and n.input and n.input[0] in out and n.output[0] not in out:
+                out[n.output[0]] = out[n.input[0]]
+                changed = True
+    return out
+
+
+_REPEAT = re.compile(r"_\d+$")
+
+
+def module_path(node_name: str) -> str:
+    """The PyTorch module path of an exported node: ``/fpn/output1/output1.0/Conv`` -> ``fpn.output1.0``.
+
+    The exporter writes the top-level child, then each nested module's path relative to that child, then the
+    op; the second and later calls of one module get a ``_N`` suffix (stripped here).
+    """
+    parts = [p for p in node_name.split("/") if p][:-1]
+    if not parts:
+        return ""
+    name = parts[0] if len(parts) == 1 else f"{parts[0]}.{parts[-1]}"
+    return _REPEAT.sub("", name) if len(parts) > 1 and _REPEAT.search(parts[-1]) else name
+
+
+@dataclass(frozen=True)
+class ConvLayer:
+    """One ``Conv`` of an ONNX graph: the module path, its weight and bias arrays and its attributes."""
+
+    module: str
+    weight: np.ndarray
+    bias: np.ndarray | None
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]  # ONNX pads: begins then ends
+    groups: int
+    dilation: tuple[int, ...]
+
+
+def conv_layers(model: Any) -> list[ConvLayer]:
+    """The convolutions of ``model`` in graph order, one per module (repeated calls of a module, which use
+    the same weights, are listed once; a repeated call with other weights is an InputError)."""
+    from onnx import helper
+
+    arrays = initializers(model)
+    seen: dict[str, ConvLayer] = {}
+    for n in model.graph.node:
+        if n.op_type != "Conv":
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            raise InputError(f"ONNX Conv {n.name}: auto_pad is not supported")
+        try:
+            w = arrays[n.input[1]]
+            b = arrays[n.input[2]] if len(n.input) > 2 and n.input[2] else None
+        except (KeyError, IndexError):
+            raise InputError(f"ONNX Conv {n.name}: its weights are not initializers") from None
+        k = w.ndim - 2
+        layer = ConvLayer(
+            module=module_path(n.name),
+            weight=w,
+            bias=b,
+            stride=tuple(int(v) for v in attrs.get("strides", [1] * k)),
+            padding=tuple(int(v) for v in attrs.get("pads", [0] * (2 * k))),
+            groups=int(attrs.get("group", 1)),
+            dilation=tuple(int(v) for v in attrs.get("dilations", [1] * k)),
+        )
+        old = seen.get(layer.module)
+        if old is None:
+            seen[layer.module] = layer
+        elif old.weight is not layer.weight and not np.array_equal(old.weight, layer.weight):
+            raise InputError(f"ONNX model: two convolutions named {layer.module} with different weights")
+    return list(seen.values())
+
+
+def load_convs_strict(net: nn.Module, convs: list[ConvLayer], what: str = "ONNX model") -> None:
+    """Copy ``convs`` into the ``nn.Conv2d`` modules of ``net`` named by their module paths.
+
+    Strict: the two sets of names are equal, and each weight/bias shape, stride, padding, groups and dilation
+    agree; otherwise one one-line InputError. ``net`` must hold no parameters outside its convolutions.
+    """
+    ours = {name: m for name, m in net.named_modules() if isinstance(m, nn.Conv2d)}
+    theirs = {c.module: c for c in convs}
+    missing = sorted(set(ours) - set(theirs))
+    extra = sorted(set(theirs) - set(ours))
+    if missing or extra:
+        raise InputError(f"{what}: convolutions differ from the architecture (missing {missing[:3]}, "
+                         f"unexpected {extra[:3]})")
+    covered = {f"{n}.{p}" for n, m in ours.items() for p, _ in m.named_parameters(recurse=False)}
+    stray = [n for n, _ in net.named_parameters() if n not in covered]
+    if stray:
+        raise InputError(f"{what}: parameters outside the convolutions are not loaded: {stray[:3]}")
+    with torch.no_grad():
+        for name, conv in ours.items():
+            c = theirs[name]
+            pads = tuple(conv.padding) * 2 if isinstance(conv.padding, tuple) else None
+            got = (tuple(c.weight.shape), c.stride, c.padding, c.groups, c.dilation, c.bias is not None)
+            want = (tuple(conv.weight.shape), tuple(conv.stride), pads, conv.groups, tuple(conv.dilation),
+                    conv.bias is not None)
+            if got != want:
+                raise InputError(f"{what}: {name} is (shape, stride, pads, groups, dilation, bias) {got} in the "
+                                 f"file, {want} in the architecture")
+            if c.bias is not None and tuple(c.bias.shape) != (conv.out_channels,):
+                raise InputError(f"{what}: {name}.bias has shape {tuple(c.bias.shape)}, expected "
+                                 f"({conv.out_channels},)")
+            conv.weight.copy_(torch.from_numpy(np.array(c.weight, np.float32)))
+            if c.bias is not None:
+                assert conv.bias is not None
+                conv.bias.copy_(torch.from_numpy(np.array(c.bias, np.float32)))
