@@ -181,16 +181,20 @@ def write_photo_json(path: str | os.PathLike, result: PhotoResult, *, protect: S
 # --------------------------------------------------------------------------------------------------
 # restorers
 
-_RESTORERS: dict[tuple[str, str | None, str, bool], Restorer] = {}
+_RESTORERS: dict[tuple[Any, ...], Restorer] = {}
 
 
 def get_restorer(name: str, *, weights: str | os.PathLike | None = None, device: str = "cpu",
-                 half: bool = False) -> Restorer:
-    """Load restorer ``name`` once per process per (name, weights, device, half) and return the cached one
-    (``half``: :meth:`Restorer.set_half`, fp16 on CUDA/MPS, bf16 on CPU; refused where the spec lacks it)."""
-    key = (name, None if weights is None else os.fspath(weights), str(device), bool(half))
+                 half: bool = False, steps: int | None = None) -> Restorer:
+    """Load restorer ``name`` once per process per (name, weights, device, half, steps) and return the cached
+    one (``half``: :meth:`Restorer.set_half`, fp16 on CUDA/MPS, bf16 on CPU; refused where the spec lacks it;
+    ``steps``: the optimisation budget per face of the slow methods, :meth:`Restorer.budget_options`)."""
+    key = (name, None if weights is None else os.fspath(weights), str(device), bool(half), steps)
     if key not in _RESTORERS:
-        _RESTORERS[key] = load_restorer(name, weights=key[1], device=device, half=half)
+        from facerestore.methods import registry
+
+        options = {} if steps is None else registry.REGISTRY.restorer_class(name).budget_options(steps)
+        _RESTORERS[key] = load_restorer(name, weights=key[1], device=device, half=half, **options)
     return _RESTORERS[key]
 
 

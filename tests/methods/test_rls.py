@@ -300,3 +300,31 @@ def test_flow_is_checked_against_its_generator(tmp_path, monkeypatch, tiny_g, ti
     flow_a.with_suffix(".json").unlink()
     with pytest.raises(InputError, match="no record"):
         RLSRestorer(weights=a, steps=1, n_mean=10)
+
+
+def test_slow_methods_show_phase_and_step_progress(tiny_g, tiny_flow, monkeypatch):
+    from facerestore.methods.inversion import RobustInversionRestorer
+    from facerestore.methods.restorer import StepProgress
+
+    seen: list[tuple[str, str, bool]] = []
+    init, update = StepProgress.__init__, StepProgress.update
+
+    def spy_init(self, total, desc, enabled=True):
+        init(self, total, desc, enabled)
+        self.desc, self.enabled = desc, enabled
+
+    def spy_update(self, phase, step, loss):
+        seen.append((self.desc, phase, self.enabled))
+        update(self, phase, step, loss)
+
+    monkeypatch.setattr(StepProgress, "__init__", spy_init)
+    monkeypatch.setattr(StepProgress, "update", spy_update)
+    _, y = _target(tiny_g)
+    RLSRestorer(generator=tiny_g, flow=tiny_flow, plus=True, steps=3, plus_steps=2, n_mean=10).restore(y)
+    assert [p for _, p, _ in seen[:3]] == ["RLS"] * 3 and ("rls-plus", "RLS+ face 1", True) in seen
+    seen.clear()
+    RobustInversionRestorer(generator=tiny_g, loss="substitute", steps=(1, 1, 2), min_side=4).restore(y)
+    assert [p for _, p, _ in seen] == ["W", "W+", "W++", "W++"] and seen[0][0] == "robust-inversion"
+    seen.clear()
+    RLSRestorer(generator=tiny_g, flow=tiny_flow, steps=2, n_mean=10, progress=False).restore(y)
+    assert seen and not any(enabled for _, _, enabled in seen)  # -q: the bar is disabled

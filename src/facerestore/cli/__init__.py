@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 from types import ModuleType
 
@@ -72,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from facerestore.cli.guards import handle_signals, one_line
 
+    # warnings (a substitute loss, a missing optional model) read as one line, without a source excerpt
+    warnings.formatwarning = lambda message, category, *rest, **kw: f"warning: {message}\n"
     try:
         with handle_signals():  # SIGINT / SIGTERM -> Interrupted: temporary files are removed on the way out
             return int(args._run(args) or 0)

@@ -54,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ext", choices=EXT_CHOICES, default="auto",
                    help="format of restored_imgs: auto (keep the input's; default), png or jpg")
     p.add_argument("--weights", default=None, help="weight file for --method (default: the method's own)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="optimisation steps per face for the slow methods (robust-inversion: split over its three "
+                   "phases, default 450; rls/rls-plus: latent-search steps, default 200, RLS+ adds a quarter)")
     p.add_argument("--refs", default=None,
                    help="folder of reference photos of the same person, for methods that need them "
                    "(largest face of each; with --aligned: aligned crops)")
@@ -139,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
     _check_output(src, files, out_dir)
 
     device = resolve_device(args.device)
-    restorer = get_restorer(args.method, weights=args.weights, device=device, half=args.half)
+    restorer = get_restorer(args.method, weights=args.weights, device=device, half=args.half, steps=args.steps)
+    restorer.progress = not args.quiet
     if restorer.spec.note and not args.weights:
         print(f"note: {restorer.spec.note}", file=sys.stderr)
     restorer.check_options(fidelity=args.fidelity, refs=args.refs)

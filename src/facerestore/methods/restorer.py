@@ -29,7 +29,7 @@ from facerestore.errors import InputError
 from facerestore.methods.spec import MethodSpec
 from facerestore.nn.devices import half_dtype, precision_name
 
-__all__ = ["Restorer", "check_images", "resize_crop"]
+__all__ = ["Restorer", "StepProgress", "check_images", "resize_crop"]
 
 
 def check_images(lq: Any, name: str, min_side: int = 1) -> None:
@@ -60,6 +60,31 @@ def resize_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return y.clamp(0, 1).to(x.dtype)
 
 
+class StepProgress:
+    """A progress bar for the optimisation methods: ``update(phase, step, loss)`` per step, with the phase and
+    the loss in the bar and tqdm's rate and ETA; silent when ``enabled`` is False. One bar per restore call
+    (each face of a photo), on stderr."""
+
+    def __init__(self, total: int, desc: str, enabled: bool = True) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=int(total), desc=desc, unit="step", leave=False, disable=not enabled,
+                        dynamic_ncols=True)
+
+    def update(self, phase: str, step: int, loss: float) -> None:
+        self.bar.set_postfix_str(f"{phase} loss {loss:.4g}", refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+    def __enter__(self) -> StepProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class Restorer(torch.nn.Module):
     """Base class of every restoration method; see the module docstring.
 
@@ -69,6 +94,7 @@ class Restorer(torch.nn.Module):
 
     spec: ClassVar[MethodSpec]
     _half: bool = False
+    progress: bool = True  # per-call progress bars of the optimisation methods (the CLI's -q turns them off)
 
     # -- the network call: the only thing a method implements ---------------------------------------------
     def _restore(self, x: torch.Tensor, *, fidelity: float | None, refs: torch.Tensor | None,
@@ -76,6 +102,12 @@ class Restorer(torch.nn.Module):
         """(B, 3, S, S) on this restorer's device and dtype -> restored (B, 3, S', S') (any float dtype), or
         ``(images, details)`` when a method-specific option asks for details."""
         raise NotImplementedError
+
+    @classmethod
+    def budget_options(cls, steps: int) -> dict[str, Any]:
+        """Constructor options that cap an optimisation method at about ``steps`` steps per face (``--steps``);
+        InputError for methods that do not optimise."""
+        raise InputError(f"method {cls.spec.name!r} runs a fixed network: --steps applies to optimisation methods")
 
     # -- what the wrapper owns ------------------------------------------------------------------------------
     @classmethod

@@ -184,7 +184,6 @@ def make_loss(
             f"(multi-resolution L1 + SSIM); results differ from paper 002 ({str(exc).splitlines()[0]})"
         )
         warnings.warn(msg, stacklevel=2)
-        log.warning(msg)
         return MultiResolutionLoss("substitute", min_side=min_side, l1_weight=l1_weight).to(device)
     return MultiResolutionLoss("lpips", net, min_side=min_side, l1_weight=l1_weight)
 

@@ -23,7 +23,7 @@ import torch
 from facerestore.errors import InputError
 from facerestore.methods.inversion.invert import PAPER_LRS, PAPER_STEPS, InversionResult, inpainting_mask, robust_invert
 from facerestore.methods.inversion.losses import make_loss
-from facerestore.methods.restorer import Restorer, resize_crop
+from facerestore.methods.restorer import Restorer, StepProgress, resize_crop
 from facerestore.methods.spec import MethodSpec
 from facerestore.nn.stylegan2 import Generator
 
@@ -69,6 +69,7 @@ class RobustInversionRestorer(Restorer):
             multi-resolution L1 + SSIM) or "auto" (LPIPS when available, else the substitute, announced).
         steps / lrs: per phase, default the paper's (150, 150, 150) / (0.08, 0.02, 0.005).
         min_side: side of the coarsest loss level (16). seed: inpainting noise seed.
+        progress: a per-call progress bar (phase, step, loss, ETA) on stderr.
     """
 
     spec = MethodSpec(
@@ -95,6 +96,7 @@ class RobustInversionRestorer(Restorer):
         min_side: int = 16,
         wpp_layout: str = "layers",
         seed: int = 0,
+        progress: bool = True,
     ) -> None:
         super().__init__()
         if generator is None:
@@ -111,7 +113,7 @@ class RobustInversionRestorer(Restorer):
         if loss == "auto":
             log.info("robust-inversion uses the %s loss", self.loss_kind)
         self.steps, self.lrs = tuple(int(s) for s in steps), tuple(float(v) for v in lrs)
-        self.wpp_layout, self.seed = wpp_layout, int(seed)
+        self.wpp_layout, self.seed, self.progress = wpp_layout, int(seed), bool(progress)
         self.with_spec(size=self.G.img_resolution)
 
     def _level(self, task: str, lq: torch.Tensor, level: str | int | None) -> str | int | None:
@@ -144,13 +146,25 @@ class RobustInversionRestorer(Restorer):
             raise InputError(f"task {task!r} masks pixels: pass params= (the records from degrade.apply)")
         return recs
 
+    @classmethod
+    def budget_options(cls, steps: int) -> dict[str, Any]:
+        """``steps`` split over the three phases in the paper's proportions (equal: 150/150/150)."""
+        if int(steps) < 3:
+            raise InputError(f"--steps must be >= 3 for robust-inversion (three phases), got {steps}")
+        n = int(steps)
+        return {"steps": (n // 3 + (n % 3 > 0), n // 3 + (n % 3 > 1), n // 3)}
+
+    def _bar(self) -> StepProgress:
+        return StepProgress(sum(self.steps), "robust-inversion", self.progress)
+
     def _project(self, lq: torch.Tensor, return_details: bool):
         """Blind mode (no task): invert lq, resized to the generator's resolution, with f = identity, i.e.
         project the face onto the prior (what whole-photo ``facerestore restore`` does with this method)."""
         r = self.G.img_resolution
         target = resize_crop(lq.float(), (r, r))
-        result = robust_invert(self.G, target, lambda x: x, self.loss_fn, steps=self.steps, lrs=self.lrs,
-                               seed=self.seed, wpp_layout=self.wpp_layout)
+        with self._bar() as bar:
+            result = robust_invert(self.G, target, lambda x: x, self.loss_fn, steps=self.steps, lrs=self.lrs,
+                                   seed=self.seed, wpp_layout=self.wpp_layout, callback=bar.update)
         return (result.image, result) if return_details else result.image
 
     def _restore(
@@ -192,8 +206,9 @@ class RobustInversionRestorer(Restorer):
                 f"{tuple(lq.shape[-2:])}"
             )
         mask = inpainting_mask(params, lq.shape[-2:])
-        result = robust_invert(
-            self.G, lq.to(dev), f_hat, self.loss_fn, mask=mask, steps=self.steps, lrs=self.lrs,
-            seed=self.seed, wpp_layout=self.wpp_layout,
-        )
+        with self._bar() as bar:
+            result = robust_invert(
+                self.G, lq.to(dev), f_hat, self.loss_fn, mask=mask, steps=self.steps, lrs=self.lrs,
+                seed=self.seed, wpp_layout=self.wpp_layout, callback=bar.update,
+            )
         return (result.image, result) if return_details else result.image

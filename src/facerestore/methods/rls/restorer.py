@@ -11,7 +11,6 @@ degradation model is PULSE's bicubic downsampling by R / h unless a task's ``par
 
 from __future__ import annotations
 
-import logging
 import os
 import warnings
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ import torch
 
 from facerestore.errors import InputError, WeightsMissingError
 from facerestore.methods.inversion.restorer import PRIOR_SPEC, load_generator
-from facerestore.methods.restorer import Restorer
+from facerestore.methods.restorer import Restorer, StepProgress
 from facerestore.methods.rls.flow_prior import find_flow, load_generator_flow
 from facerestore.methods.rls.rls import RLSPlusResult, RLSResult, config, rls_plus, rls_search
 from facerestore.methods.spec import MethodSpec
@@ -30,9 +29,6 @@ from facerestore.nn.stylegan2 import Generator
 
 __all__ = ["RLSPlusRestorer", "RLSRestorer"]
 
-log = logging.getLogger(__name__)
-
-
 def _resolve_flow(flow: MAF | str | os.PathLike | bool | None, weights: str | os.PathLike | None,
                   generator_given: bool) -> MAF | None:
     if isinstance(flow, MAF):
@@ -40,7 +36,6 @@ def _resolve_flow(flow: MAF | str | os.PathLike | bool | None, weights: str | os
     if flow is False:
         msg = "RLS without its flow prior (flow=False): only the L1 and cross terms are used"
         warnings.warn(msg, stacklevel=3)
-        log.warning(msg)
         return None
     from facerestore.nn.stylegan2_io import prior_file
 
@@ -64,7 +59,7 @@ class RLSRestorer(Restorer):
         preset: "default" (the paper's, with an RLS+ latent step that lets the L1 ball bind), "paper" (Sec. 4 and
             eq. 5-7 exactly, 200 + 50 steps) or "code" (the released code, 500 + 200 steps);
             ``overrides`` change single ``RLSConfig`` fields (e.g. steps=50, n_mean=10000).
-        seed: seeds the W samples of the initial mean.
+        seed: seeds the W samples of the initial mean. progress: a progress bar (phase, step, loss, ETA) on stderr.
     """
 
     spec = MethodSpec(
@@ -85,6 +80,7 @@ class RLSRestorer(Restorer):
         preset: str = "default",
         plus: bool | None = None,
         seed: int = 0,
+        progress: bool = True,
         **overrides: Any,
     ) -> None:
         super().__init__()
@@ -101,8 +97,16 @@ class RLSRestorer(Restorer):
         self.cfg = config(preset, **overrides)
         self.preset = preset
         self.seed = int(seed)
+        self.progress = bool(progress)
         self._w_init: torch.Tensor | None = None
         self.with_spec(size=self.G.img_resolution)
+
+    @classmethod
+    def budget_options(cls, steps: int) -> dict[str, Any]:
+        """RLS: ``steps`` latent-search steps; RLS+ adds a quarter of that (the paper's 200 + 50 proportion)."""
+        if int(steps) < 1:
+            raise InputError(f"--steps must be >= 1, got {steps}")
+        return {"steps": int(steps), "plus_steps": max(1, int(steps) // 4)}
 
     def _degrade_fn(self, lq: torch.Tensor, task: str | None, params: Sequence[dict] | dict | None):
         from facerestore import degrade
@@ -143,11 +147,16 @@ class RLSRestorer(Restorer):
         """
         fn = self._degrade_fn(lq, task, params)
         details: dict[str, RLSResult | RLSPlusResult] = {}
-        res = rls_search(self.G, lq, self.flow, fn, self.cfg, w_init=self.w_init())
+        total = self.cfg.steps + (lq.shape[0] * (self.cfg.plus_steps + 1) if self.plus else 0)
+        with StepProgress(total, self.spec.name, self.progress) as bar:
+            res = rls_search(self.G, lq, self.flow, fn, self.cfg, w_init=self.w_init(),
+                             callback=lambda step, v: bar.update("RLS", step, v["total"]))
+            if self.plus:
+                plus = rls_plus(self.G, lq, res.latents, fn, self.cfg,
+                                callback=lambda i, step, v: bar.update(f"RLS+ face {i + 1}", step, v))
         details["rls"] = res
         out = res.image
         if self.plus:
-            plus = rls_plus(self.G, lq, res.latents, fn, self.cfg)
             details["plus"] = plus
             out = plus.image
         return (out, details) if return_details else out
