@@ -692,5 +692,11 @@ def resolve_generator(weights: str | os.PathLike | None = None) -> Generator:
     """Load the generator named by ``weights`` (see :func:`prior_file`): built-in prior, zoo name or file."""
     path = prior_file(weights)
     if weights is not None and not os.path.isfile(weights):  # a zoo name: its entry knows the file format
+        from facerestore import zoo
+
+        if zoo.get_entry(str(weights)).format == "openvino-ir":  # MobileStyleGAN: a folder of OpenVINO IR files
+            from facerestore.nn.mobilestylegan import load_mobilestylegan
+
+            return load_mobilestylegan(path)  # type: ignore[return-value]  # same interface as Generator
         return load_zoo_generator(str(weights))
     return load_stylegan2(path)
