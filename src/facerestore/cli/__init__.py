@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, str] = {
     "models": "facerestore.cli.models",
     "train": "facerestore.cli.train",
     "train-flow": "facerestore.cli.train_flow",
+    "synth": "facerestore.cli.synth",
 }
 
 

@@ -679,6 +679,10 @@ def prior_file(weights: str | os.PathLike | None = None) -> str:
         if not os.path.isfile(path):
             raise WeightsMissingError(f"the built-in StyleGAN2 prior is missing from the installation: {path}")
         return path
+    if os.fspath(weights).startswith("builtin:"):  # a built-in weight reference (zoo.refs)
+        from facerestore.zoo.refs import resolve_weights
+
+        return os.fspath(resolve_weights(weights))
     if not os.path.isfile(weights):
         from facerestore import zoo
 
@@ -691,7 +695,8 @@ def prior_file(weights: str | os.PathLike | None = None) -> str:
 def resolve_generator(weights: str | os.PathLike | None = None) -> Generator:
     """Load the generator named by ``weights`` (see :func:`prior_file`): built-in prior, zoo name or file."""
     path = prior_file(weights)
-    if weights is not None and not os.path.isfile(weights):  # a zoo name: its entry knows the file format
+    is_ref = weights is not None and os.fspath(weights).startswith("builtin:")
+    if weights is not None and not is_ref and not os.path.isfile(weights):  # a zoo name: the entry knows the format
         from facerestore import zoo
 
         if zoo.get_entry(str(weights)).format == "openvino-ir":  # MobileStyleGAN: a folder of OpenVINO IR files
