@@ -339,3 +339,48 @@ def test_yunet_output_conversion_with_stub_network(monkeypatch, astronaut, astro
     assert len(create_detector("yunet", min_size=35).detect(astronaut)) == 1
     with68 = create_detector("yunet", landmarks=68).detect(astronaut)[0]
     assert np.abs(with68.landmarks68 - astro_det.landmarks68).max() < 4  # predictor in the HOG-like box
+
+
+# --- detector names, the "auto" default and per-detector thresholds (issue 14) --------------------------------
+
+
+def test_aliases_and_per_detector_default_thresholds():
+    from facerestore.faces.detect import DEFAULT_SCORE_THRESHOLDS, canonical_detector_name, default_min_score
+
+    assert {"retinaface", "dlib-hog", "dlib-cnn", "hog", "cnn"} <= set(list_detectors())
+    assert canonical_detector_name("HOG") == "dlib-hog" and canonical_detector_name("cnn") == "dlib-cnn"
+    d = create_detector("dlib-hog", upsample=0)
+    assert isinstance(d, DlibDetector) and d.kind == "hog" and d.threshold == DEFAULT_SCORE_THRESHOLDS["hog"]
+    assert create_detector("dlib-cnn", upsample=0, threshold=0.7).threshold == 0.7
+    assert default_min_score("hog") == default_min_score("dlib-hog") == DEFAULT_SCORE_THRESHOLDS["hog"]
+    assert default_min_score("retinaface") == DEFAULT_SCORE_THRESHOLDS["retinaface"]
+    with pytest.raises(InputError, match="unknown face detector"):
+        default_min_score("scrfd-10g")
+
+
+def test_auto_is_dlib_hog_with_a_note_without_retinaface_weights(monkeypatch, tmp_path, capsys):
+    from facerestore.faces import detect
+
+    monkeypatch.setenv("FACERESTORE_HOME", str(tmp_path))
+    monkeypatch.setattr(detect, "_NOTED", [])
+    name, note = detect.default_detector()
+    assert name == "dlib-hog" and note and "\n" not in note and "retinaface-mnet025" in note
+    d = create_detector("auto", upsample=0)
+    assert isinstance(d, DlibDetector) and d.kind == "hog"
+    create_detector("auto", upsample=0)
+    assert capsys.readouterr().err.count("retinaface-mnet025") == 1  # the note once per process
+    with pytest.raises(WeightsMissingError, match="retinaface-mnet025"):
+        create_detector("retinaface")
+
+
+def test_auto_is_retinaface_when_its_weights_are_cached(monkeypatch):
+    from facerestore import zoo
+    from facerestore.faces import detect
+
+    monkeypatch.setattr(zoo, "is_available", lambda name: name == "retinaface-mnet025")
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is None:
+        assert detect.default_detector()[0] == "dlib-hog"
+    else:
+        assert detect.default_detector() == ("retinaface", None)

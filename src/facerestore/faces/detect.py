@@ -236,7 +236,8 @@ class DlibDetector:
     Args:
         kind: "hog" (frontal HOG + linear SVM, fast) or "cnn" (MMOD CNN, finds more poses, ~50x slower on CPU).
         upsample: times dlib doubles the image before detecting (finds faces down to ~40 px / 2**upsample).
-        threshold: minimum score (HOG: SVM margin, may be negative to find more; CNN: confidence).
+        threshold: minimum score (HOG: SVM margin, may be negative to find more; CNN: confidence); None: the
+            calibrated :data:`DEFAULT_SCORE_THRESHOLDS` value of ``kind``.
         min_size: drop faces whose box is smaller than this many pixels (width or height).
         landmarks: 68 (iBUG points; 5 points derived from them) or 5 (dlib's faster 5-point model; nose tip
             and mouth corners then estimated from a mean face, landmarks68 is None).
@@ -248,7 +249,7 @@ class DlibDetector:
         self,
         kind: str = "hog",
         upsample: int = 1,
-        threshold: float = 0.0,
+        threshold: float | None = None,
         min_size: float = 0,
         landmarks: int = 68,
         max_side: int | None = None,
@@ -264,7 +265,7 @@ class DlibDetector:
         self.kind = kind
         self.name = kind
         self.upsample = int(upsample)
-        self.threshold = float(threshold)
+        self.threshold = DEFAULT_SCORE_THRESHOLDS[kind] if threshold is None else float(threshold)
         self.min_size = float(min_size)
         self.landmarks = landmarks
         self.max_side = max_side
@@ -364,7 +365,118 @@ class YuNetDetector:
         return sort_detections(dets)
 
 
+class RetinaFaceDetector:
+    """RetinaFace MobileNet-0.25 (zoo weights ``retinaface-mnet025``, MIT), our PyTorch port: boxes, scores
+    (face probability) and 5 points.
+
+    Args:
+        threshold: minimum face probability (default: the calibrated :data:`DEFAULT_SCORE_THRESHOLDS` value).
+        nms: IoU above which a lower-scoring overlapping box is dropped.
+        scale: the image is resized by this factor before the network (> 1 finds smaller faces, < 1 is
+            faster); coordinates are mapped back. The network sees faces from about 10 px (its smallest
+            anchor is 16 px).
+        max_side: if set, the longer side seen by the network is at most this many pixels.
+        min_size: drop faces whose box is smaller than this (pixels, width or height).
+        landmarks: 0 (the network's 5 points) or 68 (dlib's predictor run in the HOG-like box of those).
+        top_k: at most this many candidates enter NMS.
+        weights: a ``weights.py`` / ``.onnx`` file instead of the zoo entry.
+        device: torch device.
+    """
+
+    def __init__(self, threshold: float | None = None, nms: float = 0.4, scale: float = 1.0,
+                 max_side: int | None = None, min_size: float = 0, landmarks: int = 0, top_k: int = 5000,
+                 weights: str | None = None, device: str = "cpu") -> None:
+        if landmarks not in (0, 68):
+            raise InputError(f"RetinaFace landmarks must be 0 (its own 5 points) or 68, got {landmarks}")
+        if not (np.isfinite(scale) and 0.05 <= scale <= 8):
+            raise InputError(f"RetinaFace input scale must be in 0.05..8, got {scale}")
+        if not (np.isfinite(nms) and 0 < nms <= 1):
+            raise InputError(f"NMS IoU must be in (0, 1], got {nms}")
+        if max_side is not None and max_side < 32:
+            raise InputError(f"max_side must be at least 32 pixels, got {max_side}")
+        self.name = "retinaface"
+        self.threshold = DEFAULT_SCORE_THRESHOLDS["retinaface"] if threshold is None else float(threshold)
+        self.nms = float(nms)
+        self.scale = float(scale)
+        self.max_side = max_side
+        self.min_size = float(min_size)
+        self.landmarks = landmarks
+        self.top_k = int(top_k)
+        self.device = device
+        self._net = _retinaface_net(weights, device)
+
+    def __repr__(self) -> str:
+        return (f"RetinaFaceDetector(threshold={self.threshold}, nms={self.nms}, scale={self.scale}, "
+                f"max_side={self.max_side}, min_size={self.min_size}, landmarks={self.landmarks})")
+
+    def raw(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every anchor's box (A, 4), face probability (A,) and 5 points (A, 5, 2), in input pixels, before
+        the threshold and NMS."""
+        import cv2
+        import torch
+
+        from facerestore.nn.retinaface import decode, preprocess
+
+        img = as_uint8_rgb(image)
+        h, w = img.shape[:2]
+        s = self.scale
+        if self.max_side is not None:
+            s = min(s, self.max_side / max(h, w))
+        if s != 1.0:
+            size = (max(1, round(w * s)), max(1, round(h * s)))
+            interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+            img = np.ascontiguousarray(cv2.resize(img, size, interpolation=interp))
+        nh, nw = img.shape[:2]
+        with torch.inference_mode():
+            loc, conf, lms = self._net(preprocess(img).to(self.device))
+        boxes, pts = decode(loc[0].float().cpu().numpy(), lms[0].float().cpu().numpy(), nh, nw)
+        fx, fy = w / nw, h / nh
+        boxes = boxes * np.array([fx, fy, fx, fy])
+        pts = (pts + 0.5) * np.array([fx, fy]) - 0.5
+        return boxes, conf[0, :, 1].float().cpu().numpy().astype(np.float64), pts
+
+    def detect(self, image: np.ndarray) -> list[FaceDetection]:
+        from facerestore.nn.retinaface import nms
+
+        img = as_uint8_rgb(image)
+        boxes, scores, pts = self.raw(img)
+        keep = np.flatnonzero(scores >= self.threshold)
+        keep = keep[np.argsort(-scores[keep], kind="stable")][: self.top_k]
+        keep = keep[nms(boxes[keep], scores[keep], self.nms)]
+        dets = []
+        for i in keep:
+            b = boxes[i]
+            if min(b[2] - b[0], b[3] - b[1]) < self.min_size:
+                continue
+            lm68 = predict_landmarks(img, face_box_from_landmarks5(pts[i]), 68) if self.landmarks == 68 else None
+            dets.append(FaceDetection(b.copy(), float(scores[i]), pts[i].copy(), lm68, self.name))
+        return sort_detections(dets)
+
+
+_NETS: dict[tuple[str | None, str], Any] = {}
+
+
+def _retinaface_net(weights: str | None, device: str) -> Any:
+    """The RetinaFace network for ``weights`` (None: the zoo entry) on ``device``, loaded once per process."""
+    key = (weights, str(device))
+    if key not in _NETS:
+        from facerestore.nn.retinaface import load_retinaface
+
+        _NETS[key] = load_retinaface(weights).to(device)
+    return _NETS[key]
+
+
 # --- registry -----------------------------------------------------------------------------------------------
+
+# Default score thresholds, per detector (each detector's scores are on its own scale). Calibrated on
+# validation data that the detection benchmark does not use: see benchmarks/detection_recall.py --calibrate
+# and benchmarks/README.md. ``--min-score`` / ``threshold=`` override them.
+DEFAULT_SCORE_THRESHOLDS: dict[str, float] = {
+    "retinaface": 0.5,
+    "hog": 0.0,
+    "cnn": 0.0,
+    "yunet": 0.6,
+}
 
 
 @dataclass(frozen=True)
@@ -374,33 +486,80 @@ class DetectorSpec:
     description: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     weights: tuple[str, ...] = ()  # zoo entries ("dlib" = shipped with face_recognition_models)
+    licence: str = ""
 
 
 _D = "facerestore.faces.detect"
 DETECTORS: tuple[DetectorSpec, ...] = (
-    DetectorSpec("hog", f"{_D}:DlibDetector", "dlib HOG + linear SVM frontal detector (fast, CPU)",
-                 {"kind": "hog"}, ("dlib",)),
-    DetectorSpec("cnn", f"{_D}:DlibDetector", "dlib MMOD CNN detector (more poses, slow on CPU)",
-                 {"kind": "cnn"}, ("dlib",)),
+    DetectorSpec("retinaface", f"{_D}:RetinaFaceDetector",
+                 "RetinaFace MobileNet-0.25 (PyTorch port), boxes + 5 points; the default once its weights are cached",
+                 {}, ("retinaface-mnet025",), "MIT"),
+    DetectorSpec("dlib-hog", f"{_D}:DlibDetector", "dlib HOG + linear SVM frontal detector (fast, CPU)",
+                 {"kind": "hog"}, ("dlib",), "CC0 (dlib model files)"),
+    DetectorSpec("dlib-cnn", f"{_D}:DlibDetector", "dlib MMOD CNN detector (more poses, slow on CPU)",
+                 {"kind": "cnn"}, ("dlib",), "CC0 (dlib model files)"),
     DetectorSpec("yunet", f"{_D}:YuNetDetector", "OpenCV YuNet (2023mar) via cv2.FaceDetectorYN, 5 points",
-                 {}, ("yunet-2023mar",)),
+                 {}, ("yunet-2023mar",), "MIT"),
 )
+# older names still accepted
+ALIASES: dict[str, str] = {"hog": "dlib-hog", "cnn": "dlib-cnn"}
 _DETECTOR_BY_NAME = {s.name: s for s in DETECTORS}
+_NOTED: list[str] = []
+
+
+def canonical_detector_name(name: str) -> str:
+    """The registry name of ``name`` ("hog" -> "dlib-hog"); "auto" resolves to :func:`default_detector`."""
+    n = name.lower()
+    if n == "auto":
+        return default_detector()[0]
+    n = ALIASES.get(n, n)
+    if n not in _DETECTOR_BY_NAME:
+        known = ", ".join([*_DETECTOR_BY_NAME, *ALIASES, "auto"])
+        raise InputError(f"unknown face detector {name!r}; available: {known}")
+    return n
+
+
+def default_detector() -> tuple[str, str | None]:
+    """The detector "auto" stands for: ``retinaface`` when its weights are cached (and the ``onnx`` package that
+    reads them is installed), else ``dlib-hog``, with a one-line note saying why."""
+    import importlib.util
+
+    from facerestore import zoo
+
+    if not zoo.is_available("retinaface-mnet025"):
+        return "dlib-hog", ("note: using dlib HOG face detection; for RetinaFace (finds more faces) run "
+                            "`facerestore models download retinaface-mnet025`")
+    if importlib.util.find_spec("onnx") is None:
+        return "dlib-hog", "note: using dlib HOG face detection; RetinaFace's weights need `pip install onnx`"
+    return "retinaface", None
+
+
+def default_min_score(name: str) -> float:
+    """The calibrated default score threshold of detector ``name`` (aliases and "auto" accepted)."""
+    n = canonical_detector_name(name)
+    return DEFAULT_SCORE_THRESHOLDS[ALIASES.get(n, n).removeprefix("dlib-")]
 
 
 def list_detectors() -> list[str]:
-    return [s.name for s in DETECTORS]
+    """Registry names and the accepted aliases ("hog", "cnn")."""
+    return [s.name for s in DETECTORS] + list(ALIASES)
 
 
 def create_detector(name: str = "hog", **kwargs: Any) -> Detector:
-    """Instantiate detector ``name`` (see DETECTORS); ``kwargs`` go to its constructor.
+    """Instantiate detector ``name`` (see DETECTORS; "hog"/"cnn" are aliases of "dlib-hog"/"dlib-cnn", "auto"
+    is :func:`default_detector`, whose note is printed once to stderr); ``kwargs`` go to its constructor.
 
     Zoo-backed detectors raise WeightsMissingError when their weights are not in the cache.
     """
-    try:
-        spec = _DETECTOR_BY_NAME[name.lower()]
-    except KeyError:
-        raise InputError(f"unknown face detector {name!r}; available: {', '.join(_DETECTOR_BY_NAME)}") from None
+    if name.lower() == "auto":
+        resolved, note = default_detector()
+        if note and note not in _NOTED:
+            import sys
+
+            _NOTED.append(note)
+            print(note, file=sys.stderr)
+        name = resolved
+    spec = _DETECTOR_BY_NAME[canonical_detector_name(name)]
     modname, attr = spec.factory.split(":")
     factory: Callable[..., Detector] = getattr(importlib.import_module(modname), attr)
     return factory(**{**spec.kwargs, **kwargs})
@@ -437,7 +596,7 @@ def detect_faces(
     """
     img = as_uint8_rgb(image)
     if isinstance(detector, str):
-        if detector.lower() in ("hog", "cnn"):
+        if detector.lower() in ("hog", "cnn", "dlib-hog", "dlib-cnn"):
             kwargs = {"upsample": upsample, **kwargs}
         det = create_detector(detector, **kwargs)
     else:
@@ -447,7 +606,9 @@ def detect_faces(
 
 
 __all__ = [
+    "ALIASES",
     "BROWS",
+    "DEFAULT_SCORE_THRESHOLDS",
     "DETECTORS",
     "EYES",
     "JAW",
@@ -461,10 +622,14 @@ __all__ = [
     "DetectorSpec",
     "DlibDetector",
     "FaceDetection",
+    "RetinaFaceDetector",
     "YuNetDetector",
     "aligned_face_box",
     "as_uint8_rgb",
+    "canonical_detector_name",
     "create_detector",
+    "default_detector",
+    "default_min_score",
     "detect_faces",
     "face_box_from_landmarks5",
     "landmarks_68_to_5",
