@@ -421,10 +421,14 @@ def restore_faces_in_photo(
     timings["identity"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    mesh = None
+    if mask == "mesh" and alns:
+        from facerestore.faces.mesh import mesh_points_for_faces
+
+        mesh = mesh_points_for_faces(rgb, [d.landmarks5 for d, _ in alns])  # None: weights not downloaded
     out = paste_faces(
         rgb, [(rc, a) for (_, a), rc in zip(alns, restored)], upscale, background=_background(background),
-        mask=mask, landmarks68=[d.landmarks68 for d, _ in alns] if mask == "landmarks" else None,
-        color_match=color_match,
+        mask=mask, landmarks68=[d.landmarks68 for d, _ in alns], mesh_points=mesh, color_match=color_match,
     )
     timings["paste"] = time.perf_counter() - t
     return out, faces
@@ -438,8 +442,10 @@ def _check_options(face_size: int, batch_size: int, upscale: float, mask: str, m
     if int(batch_size) != batch_size or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size}")
     upscaled_shape(1000, 1000, upscale)  # validates the factor
-    if mask not in ("square", "landmarks"):
-        raise InputError(f"mask must be 'square' or 'landmarks', got {mask!r}")
+    from facerestore.faces.paste import MASK_KINDS
+
+    if mask not in MASK_KINDS:
+        raise InputError(f"mask must be one of {', '.join(MASK_KINDS)}, got {mask!r}")
     if min_score is not None and not np.isfinite(min_score):
         raise InputError(f"min_score must be a finite number, got {min_score}")
 

@@ -346,3 +346,139 @@ def test_paste_antialias_option(astronaut):
     assert abs(aa[m].mean() - 0.5) < 0.01
     # sanity: the helper agrees with a direct estimate of the alignment
     np.testing.assert_allclose(face.affine, estimate_similarity(ASTRONAUT_LM5, face.landmarks5), atol=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Face Mesh mask, robust colour matching, gray photos, grain (issue 14)
+
+
+def synthetic_mesh(centre, axes) -> np.ndarray:
+    """468 points whose face-oval ring lies on an ellipse (the other points at its centre): all the mesh
+    mask reads is the oval."""
+    from facerestore.faces.mesh import FACE_OVAL
+
+    pts = np.tile(np.asarray(centre, np.float64), (468, 1))
+    t = np.linspace(-np.pi / 2, 1.5 * np.pi, len(FACE_OVAL), endpoint=False)
+    pts[list(FACE_OVAL)] = np.stack([centre[0] + axes[0] * np.cos(t), centre[1] + axes[1] * np.sin(t)], 1)
+    return pts
+
+
+def test_mesh_mask_follows_the_face_oval():
+    from facerestore.faces.paste import mesh_mask
+
+    s = 400
+    pts = synthetic_mesh((200, 210), (110, 140))
+    m = mesh_mask(pts, s, dilate=0.01, feather=0.05)
+    yy, xx = np.mgrid[0:s, 0:s]
+    # normalised radius of the ellipse: the mask is 0 from 1% of the side outside the oval, 1 from 4% inside
+    r = np.hypot((xx - 200) / 110, (yy - 210) / 140)
+    assert m[r > 1 + 0.015 * s / 110].max() == 0
+    assert m[r < 1 - 0.045 * s / 110].min() == 1
+    # polygon of 36 vertices vs ellipse: the half-way contour lies within 2 px of the oval shrunk by 1.5% S
+    edge = (m > 0.45) & (m < 0.55)
+    assert edge.any() and np.abs((r[edge] - 1) * 120 + 0.015 * s).max() < 4
+    with pytest.raises(InputError):
+        mesh_mask(pts[:100], s)
+
+
+def test_paste_mesh_mask_and_fallbacks(astronaut):
+    face = align_face(astronaut, ASTRONAUT_LM5, 512)
+    restored = np.full_like(face.crop, 0.5)
+    # an oval around the face in photo coords
+    mesh = synthetic_mesh((225, 125), (45, 60))
+    out = paste_faces(astronaut, [(restored, face)], 1.0, mask="mesh", mesh_points=[mesh], grain=0.0)
+    from facerestore.faces.paste import mesh_mask
+
+    m = output_mask(mesh_mask(transform_points(mesh, face.affine), 512), face, 1.0, (512, 512), (512, 512))
+    np.testing.assert_array_equal(out[m <= 0], astronaut[m <= 0])
+    np.testing.assert_allclose(out, m[..., None] * 0.5 + (1 - m[..., None]) * astronaut, atol=1e-5)
+    sq = output_mask(square_mask(512), face, 1.0, (512, 512), (512, 512))
+    assert (m > 0).sum() < 0.5 * (sq > 0).sum()
+    # no mesh for the face: its 68 points, then the square
+    via_lm = paste_faces(astronaut, [(restored, face)], 1.0, mask="mesh", mesh_points=[None],
+                         landmarks68=[ASTRONAUT_LM68], grain=0.0)
+    np.testing.assert_array_equal(via_lm, paste_faces(astronaut, [(restored, face)], 1.0, mask="landmarks",
+                                                      landmarks68=[ASTRONAUT_LM68]))
+    via_sq = paste_faces(astronaut, [(restored, face)], 1.0, mask="mesh", grain=0.0)
+    np.testing.assert_array_equal(via_sq, paste_faces(astronaut, [(restored, face)], 1.0))
+    with pytest.raises(InputError):
+        paste_faces(astronaut, [(restored, face)], 1.0, mask="mesh", mesh_points=[mesh, mesh])
+    with pytest.raises(InputError):
+        paste_faces(astronaut, [(restored, face)], 1.0, grain=2.0)
+
+
+def test_gray_photo_keeps_gray_faces(astronaut):
+    """A black-and-white photo stored as RGB and a restorer that tints (pink cheeks, green shadows): with
+    colour matching the pasted face is exactly gray."""
+    from facerestore.faces.paste import is_gray
+    from facerestore.io import to_gray
+
+    gray = to_gray(astronaut)
+    assert is_gray(gray) and not is_gray(astronaut)
+    noisy = np.clip(gray + np.random.default_rng(0).normal(0, 0.4 / 255, gray.shape), 0, 1).astype(np.float32)
+    assert is_gray(noisy) and is_gray((noisy * 255).round().astype(np.uint8))
+    face = align_face(gray, ASTRONAUT_LM5, 256)
+    yy = np.linspace(0, 1, 256, dtype=np.float32)[:, None]
+    tint = np.stack([0.06 * yy, -0.05 * yy, 0.02 * (1 - yy)], 2) + np.zeros((1, 256, 3), np.float32)
+    tinted = np.clip(face.crop + tint, 0, 1)
+    plain = paste_faces(gray, [(tinted, face)], 1.0)
+    matched = paste_faces(gray, [(tinted, face)], 1.0, color_match=True)
+    assert (plain.max(2) - plain.min(2)).max() > 0.05
+    assert (matched.max(2) - matched.min(2)).max() < 1e-6
+
+
+def test_color_statistics_come_from_the_skin_only(astronaut):
+    """A restorer that keeps the face's colour but paints the clothes and background red: matching on the
+    skin leaves the face alone, matching on the whole crop (the old behaviour) shifted it."""
+    from facerestore.faces.paste import color_transfer, skin_weights
+
+    face = align_face(astronaut, ASTRONAUT_LM5, 256)
+    lm_crop = transform_points(ASTRONAUT_LM68, face.affine)
+    skin = skin_weights(256, landmarks68_crop=lm_crop)
+    assert 0.05 < skin.mean() < 0.4
+    restored = face.crop.copy()
+    restored[skin == 0] = np.clip(restored[skin == 0] * 0.3 + np.array([0.7, 0.0, 0.0], np.float32), 0, 1)
+    whole = color_transfer(restored, face.crop, square_mask(256), square_mask(256))
+    robust = color_transfer(restored, face.crop, skin, skin, max_gain=2.0, robust=True)
+    on = skin > 0
+    assert np.abs(robust[on] - face.crop[on]).mean() < 1 / 255
+    assert np.abs(whole[on] - face.crop[on]).mean() > 10 / 255
+
+
+def test_robust_colour_match_undoes_a_shift_on_the_skin(astronaut):
+    face = align_face(astronaut, ASTRONAUT_LM5, 256)
+    shifted = np.clip((face.crop - 0.5) * 0.85 + 0.5 + np.array([0.06, 0.01, -0.04], np.float32), 0, 1)
+    lm = [ASTRONAUT_LM68]
+    out = paste_faces(astronaut, [(shifted, face)], 1.0, mask="landmarks", landmarks68=lm, color_match=True)
+    plain = paste_faces(astronaut, [(shifted, face)], 1.0, mask="landmarks", landmarks68=lm)
+    from facerestore.faces.paste import rgb_to_lab
+
+    core = output_mask(landmark_mask(transform_points(ASTRONAUT_LM68, face.affine), 256, dilate=-0.05, feather=0),
+                       face, 1.0, (512, 512), (512, 512)) > 0.5
+    de = lambda x: np.linalg.norm(rgb_to_lab(x[core]) - rgb_to_lab(astronaut[core]), axis=1).mean()  # noqa: E731
+    assert de(plain) > 5 and de(out) < 0.3 * de(plain)
+
+
+def test_grain_comes_back_where_the_restorer_smoothed(astronaut):
+    import cv2
+
+    rng = np.random.default_rng(5)
+    grainy = np.clip(astronaut + rng.normal(0, 0.04, astronaut.shape), 0, 1).astype(np.float32)
+    face = align_face(grainy, ASTRONAUT_LM5, 512)
+    smooth = cv2.GaussianBlur(face.crop, (0, 0), 4.0)
+    mesh = synthetic_mesh((225, 125), (45, 60))
+    kw = dict(mask="mesh", mesh_points=[mesh])
+    flat = paste_faces(grainy, [(smooth, face)], 1.0, grain=0.0, **kw)
+    back = paste_faces(grainy, [(smooth, face)], 1.0, **kw)  # grain defaults to 1 with the mesh mask
+    core = (slice(110, 140), slice(205, 245))
+
+    def hf(x):
+        return (x - cv2.GaussianBlur(x, (0, 0), 1.0))[core].std()
+
+    assert hf(flat) < 0.3 * hf(grainy)
+    assert 0.8 * hf(grainy) < hf(back) < 1.2 * hf(grainy)
+    # outside the mask nothing changes; a restorer that changes nothing is left (almost) as it is
+    np.testing.assert_array_equal(back[:60], grainy[:60])
+    same = paste_faces(grainy, [(face.crop, face)], 1.0, **kw)
+    same0 = paste_faces(grainy, [(face.crop, face)], 1.0, grain=0.0, **kw)
+    assert np.abs(same - same0).max() < 6 / 255 and np.abs(same - same0).mean() < 0.3 / 255

@@ -230,3 +230,30 @@ def mesh_region_masks(points: np.ndarray, size: int | tuple[int, int]) -> dict[s
     brows = polygon_mask(pts, size, RIGHT_EYEBROW) | polygon_mask(pts, size, LEFT_EYEBROW)
     mouth = polygon_mask(pts, size, LIPS_OUTER)
     return {"face": face, "eyes": eyes, "brows": brows, "mouth": mouth, "skin": face & ~eyes & ~brows & ~mouth}
+
+
+# --------------------------------------------------------------------------------------------------
+# one mesher per process, for the pipeline
+
+_MESHERS: dict[str, FaceMesher] = {}
+_WARNED: set[str] = set()
+
+
+def mesh_points_for_faces(image: np.ndarray, landmarks5: Sequence[np.ndarray], *,
+                          device: str = "cpu") -> list[np.ndarray | None] | None:
+    """(468, 2) Face Mesh points in photo pixels per face (None where the model sees no face), or None when
+    the zoo entry ``facemesh-468`` is not downloaded (a warning says how to get it, once per process; callers
+    then fall back to coarser masks)."""
+    import warnings
+
+    from facerestore import zoo
+
+    if not zoo.is_available("facemesh-468"):
+        if "missing" not in _WARNED:
+            _WARNED.add("missing")
+            warnings.warn("Face Mesh weights are not downloaded: pasting with the 68-point mask instead (run "
+                          "`facerestore models download facemesh-468` for the face-oval mask)", stacklevel=2)
+        return None
+    if device not in _MESHERS:
+        _MESHERS[device] = FaceMesher(device=device)
+    return [None if r is None else r.xy for r in _MESHERS[device](image, landmarks5)]

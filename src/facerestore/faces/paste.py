@@ -13,11 +13,30 @@ with a soft mask built in crop space:
 - ``mask="landmarks"``: the convex hull of the 17 jaw and 10 brow points, grown by ``dilate * S``,
   with the same smoothstep ramp inside its edge, times the square mask. Faces without 68 points
   fall back to the square mask.
+- ``mask="mesh"``: the face oval of Face Mesh's 468 points (:mod:`facerestore.faces.mesh`: the face
+  from hairline to chin, without hair, ears or neck), grown by ``dilate * S`` (default 0.01), smoothstep
+  ramp ``feather * S`` (default 0.05) inside that edge, times the square mask. Only the face is replaced,
+  so hair, hands, clothes and background keep the photo's own pixels (no halos along hair, no soft
+  rectangles). Faces without mesh points fall back to the landmark mask, then to the square mask.
 
 Outside the masks the result equals the background bit for bit. Later faces are blended over
-earlier ones. Optional colour matching (Reinhard-style mean/std transfer per channel, weighted by
-the blend mask, in CIE Lab by default or in RGB) moves the restored face's colour statistics to
-those of the input face crop, removing global colour shifts a restorer may introduce.
+earlier ones.
+
+Colour matching (``color_match``) moves the restored face's colour statistics to those of the input
+face, per channel in CIE Lab (or RGB), robustly: location = median, spread = half the 16-84 percentile
+range, measured on the skin only (mesh: face oval minus eyes, brows and mouth; 68 points: the jaw/brow
+hull shrunk by 3% of the crop; otherwise the face ellipse of the FFHQ template), so neither hair nor
+clothes nor the background pull the face's colour. The lightness gain is kept in [1/2, 2]; the chroma
+gains in [0, 1.25], so a near-monochrome photo (sepia, toned prints) keeps its flat chroma. A photo whose
+channels are equal (a black-and-white photo stored as RGB: 99% of pixels within 4/255) gets gray faces:
+the restored crop's luma in all three channels.
+
+Grain (``grain``, on by default with the mesh mask): where the warped restored face has less
+high-frequency energy than the photo behind it (film grain, scan lines, halftone, sensor noise that the
+restorer smoothed away), its high-frequency band (the image minus its Gaussian blur of ``upscale`` output
+pixels) is replaced by the photo's, in proportion to the missing energy
+(``g = clip((E_photo - E_restored) / E_photo, 0, 1)``, energies averaged over 3 px); where the restorer
+made detail of its own (g = 0) nothing is added, and a restorer that changes nothing is left as it is.
 """
 
 from __future__ import annotations
@@ -40,7 +59,7 @@ from facerestore.faces.align import (
 )
 
 UPSCALE_METHODS = ("lanczos", "bicubic", "bilinear", "nearest", "area")
-MASK_KINDS = ("square", "landmarks")
+MASK_KINDS = ("square", "landmarks", "mesh")
 COLOR_SPACES = ("lab", "rgb")
 
 Upsampler = Callable[[np.ndarray, float], np.ndarray]
@@ -155,6 +174,69 @@ def landmark_mask(
     return shape * square_mask(size, erode=erode, feather=feather)
 
 
+MESH_DILATE, MESH_FEATHER = 0.01, 0.05
+
+
+def mesh_mask(
+    mesh_crop: np.ndarray,
+    size: int,
+    dilate: float = MESH_DILATE,
+    feather: float = MESH_FEATHER,
+    erode: float = 0.02,
+) -> np.ndarray:
+    """(S, S) float32 face mask from Face Mesh's 468 points in crop coords: the face oval
+    (:data:`facerestore.faces.mesh.FACE_OVAL`, hairline to chin) grown by ``dilate * S``, smoothstep ramp
+    ``feather * S`` wide inside that edge, times :func:`square_mask` (``erode``, ``feather``)."""
+    from facerestore.faces.mesh import FACE_OVAL, polygon_mask
+
+    pts = np.asarray(mesh_crop, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[0] != 468 or pts.shape[1] < 2:
+        raise InputError(f"mesh mask needs (468, 2) points, got {pts.shape}")
+    sd = _signed_distance(polygon_mask(pts, size, FACE_OVAL))
+    return _ramp(sd, -dilate * size, feather * size) * square_mask(size, erode=erode, feather=0.08)
+
+
+def skin_weights(size: int, mesh_crop: np.ndarray | None = None, landmarks68_crop: np.ndarray | None = None,
+                 ) -> np.ndarray:
+    """(S, S) float64 0/1 weights of the skin of a face crop, where colour statistics are measured: the mesh
+    face oval minus eyes, brows and mouth (each grown by 1% of S) and shrunk by 2% of S; else the 68-point
+    jaw/brow hull shrunk by 3% of S; else the FFHQ template's face ellipse (centre (0.5, 0.56) S, semi-axes
+    (0.22, 0.27) S)."""
+    import cv2
+
+    if mesh_crop is not None:
+        from facerestore.faces.mesh import mesh_region_masks
+
+        reg = mesh_region_masks(mesh_crop, size)
+        k = max(1, round(0.01 * size))
+        parts = cv2.dilate((reg["eyes"] | reg["brows"] | reg["mouth"]).astype(np.uint8), np.ones((2 * k + 1,) * 2))
+        w = (_signed_distance(reg["face"]) > 0.02 * size) & ~parts.astype(bool)
+    elif landmarks68_crop is not None:
+        w = landmark_mask(landmarks68_crop, size, dilate=-0.03, feather=0.0, erode=0.0) > 0.5
+    else:
+        yy, xx = (np.mgrid[0:size, 0:size] + 0.5) / size
+        w = ((xx - 0.5) / 0.22) ** 2 + ((yy - 0.56) / 0.27) ** 2 <= 1.0
+    if w.sum() < 16:  # a degenerate outline: the whole crop
+        w = np.ones((size, size), bool)
+    return w.astype(np.float64)
+
+
+def is_gray(image: np.ndarray, tol: float = 4 / 255, share: float = 0.99) -> bool:
+    """The image's three channels are equal (within ``tol``) on ``share`` of its pixels: a black-and-white
+    photo stored as RGB (JPEG chroma noise stays well within 4/255)."""
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[2] < 3:
+        return True
+    step = max(1, int(np.sqrt(arr.shape[0] * arr.shape[1] / 250_000)))  # ~250k samples suffice
+    a = arr[::step, ::step, :3].astype(np.float32)
+    if arr.dtype == np.uint8:
+        a /= 255.0
+    elif arr.dtype == np.uint16:
+        a /= 65535.0
+    spread = a.max(2) - a.min(2)
+    return float(np.quantile(spread, share)) <= tol
+
+
 # --------------------------------------------------------------------------------------------------
 # colour matching
 
@@ -167,6 +249,33 @@ def _weighted_stats(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarra
     mu = (x * wn).sum((0, 1))
     var = (((x - mu) ** 2) * wn).sum((0, 1))
     return mu, np.sqrt(np.maximum(var, 0.0))
+
+
+def _weighted_quantiles(x: np.ndarray, w: np.ndarray, qs: Sequence[float]) -> np.ndarray:
+    """(len(qs), C) weighted quantiles of (H, W, C) ``x`` under (H, W) weights ``w`` (interpolated)."""
+    keep = w > 0
+    vals, wts = x[keep], w[keep].astype(np.float64)
+    if not len(wts):
+        raise InputError("colour matching needs a non-empty mask")
+    out = np.empty((len(qs), x.shape[2]))
+    for c in range(x.shape[2]):
+        order = np.argsort(vals[:, c], kind="stable")
+        v, cw = vals[order, c], np.cumsum(wts[order])
+        pos = (cw - 0.5 * wts[order]) / cw[-1]
+        out[:, c] = np.interp(qs, pos, v)
+    return out
+
+
+# chroma spread is never amplified much: a gain fitted on skin, applied to the whole crop, would push hair or
+# background pixels of the restored crop far from any colour the photo has (cyan or green halos)
+CHROMA_MAX_GAIN = 1.25
+
+
+def _robust_stats(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (median, half the 16-84 percentile range): mean and std for a normal distribution,
+    unmoved by the few percent of outliers (a strand of hair, a specular highlight)."""
+    q = _weighted_quantiles(x, w, (0.16, 0.5, 0.84))
+    return q[1], 0.5 * (q[2] - q[0])
 
 
 # sRGB (D65) <-> CIE L*a*b*: the matrix and white point of the sRGB standard (as scikit-image uses)
@@ -212,11 +321,15 @@ def color_transfer(
     reference_weights: np.ndarray | None = None,
     space: str = "lab",
     max_gain: float = 3.0,
+    robust: bool = False,
 ) -> np.ndarray:
     """Give ``source`` (H, W, 3) the per-channel weighted mean and std of ``reference`` (H2, W2, 3).
 
     ``space``: "lab" (CIE L*a*b*, D65, :func:`rgb_to_lab`) or "rgb". The std gain is clipped to
     [1 / max_gain, max_gain] so a flat channel cannot explode. Returns float32 RGB in [0, 1].
+    ``robust``: median and half the 16-84 percentile range instead of mean and std; in Lab the chroma
+    gains (a, b) then lie in [0, 1.25] (a flat-chroma reference, e.g. sepia, keeps its flat chroma; the
+    chroma spread of skin is never amplified onto the rest of the crop).
     """
     if space not in COLOR_SPACES:
         raise InputError(f"colour space must be one of {', '.join(COLOR_SPACES)}, got {space!r}")
@@ -224,10 +337,14 @@ def color_transfer(
     ref = _to_space(reference, space)
     ws = np.ones(src.shape[:2]) if source_weights is None else np.asarray(source_weights, np.float64)
     wr = np.ones(ref.shape[:2]) if reference_weights is None else np.asarray(reference_weights, np.float64)
-    mu_s, sd_s = _weighted_stats(src, ws)
-    mu_r, sd_r = _weighted_stats(ref, wr)
+    stats = _robust_stats if robust else _weighted_stats
+    mu_s, sd_s = stats(src, ws)
+    mu_r, sd_r = stats(ref, wr)
     gain = np.where(sd_s > 1e-6, sd_r / np.maximum(sd_s, 1e-12), 1.0)
-    gain = np.clip(gain, 1.0 / max_gain, max_gain)
+    lo, hi = np.full(3, 1.0 / max_gain), np.full(3, float(max_gain))
+    if robust and space == "lab":
+        lo[1:], hi[1:] = 0.0, min(CHROMA_MAX_GAIN, max_gain)
+    gain = np.clip(gain, lo, hi)
     out = (src - mu_s) * gain + mu_r
     return np.clip(_from_space(out, space), 0.0, 1.0).astype(np.float32)
 
@@ -272,6 +389,33 @@ def _crop_scale_affine(src_size: int, dst_size: int) -> np.ndarray:
     return np.array([[r, 0, 0.5 * r - 0.5], [0, r, 0.5 * r - 0.5], [0, 0, 1.0]])
 
 
+def _grain_band(x: np.ndarray, sigma: float) -> np.ndarray:
+    import cv2
+
+    return x - cv2.GaussianBlur(x, (0, 0), sigma)
+
+
+def _reinject_grain(face: np.ndarray, region: np.ndarray, sigma: float, amount: float) -> np.ndarray:
+    """``face`` with its high-frequency band moved towards the photo's (``region``) where it has less
+    high-frequency energy than the photo (see the module doc)."""
+    import cv2
+
+    hf_face, hf_bg = _grain_band(face, sigma), _grain_band(region, sigma)
+    e_face = cv2.GaussianBlur((hf_face * hf_face).mean(2), (0, 0), 3 * sigma)
+    e_bg = cv2.GaussianBlur((hf_bg * hf_bg).mean(2), (0, 0), 3 * sigma)
+    g = np.clip((e_bg - e_face) / (e_bg + (1.0 / 255) ** 2), 0.0, 1.0) * amount
+    return face + g[:, :, None] * (hf_bg - hf_face)
+
+
+def _crop_points(points: np.ndarray | None, aligned: AlignedFace, s_r: int) -> tuple[np.ndarray | None, ...]:
+    """Photo-pixel points -> (input-crop coords, restored-crop coords); (None, None) for None."""
+    if points is None:
+        return None, None
+    p = np.asarray(points, np.float64)[:, :2]
+    p_in = transform_points(p, aligned.affine)
+    return p_in, transform_points(p_in, _crop_scale_affine(aligned.size, s_r)[:2])
+
+
 def paste_faces(
     image: np.ndarray,
     faces: Sequence[tuple[Any, AlignedFace]],
@@ -280,10 +424,12 @@ def paste_faces(
     background: np.ndarray | Upsampler | None = None,
     mask: str = "square",
     landmarks68: Sequence[np.ndarray | None] | None = None,
+    mesh_points: Sequence[np.ndarray | None] | None = None,
     color_match: bool | str = False,
+    grain: float | None = None,
     erode: float = 0.02,
-    feather: float = 0.08,
-    dilate: float = 0.04,
+    feather: float | None = None,
+    dilate: float | None = None,
     interpolation: str = "lanczos",
     antialias: bool = False,
 ) -> np.ndarray:
@@ -298,10 +444,17 @@ def paste_faces(
         background: None (Lanczos :func:`upscale_image`), an array of the output size, or a callable
             ``(image, upscale) -> array`` (e.g. a Real-ESRGAN wrapper); a result with the right
             aspect but another size is Lanczos-resized to the output size.
-        mask: "square" or "landmarks" (needs ``landmarks68``: per face (68, 2) photo coords or None).
-        color_match: False, True / "lab" or "rgb": match the restored face's mean/std to the input
-            crop, weighted by the blend mask (see :func:`color_transfer`).
-        erode, feather, dilate: mask geometry as fractions of the crop side (see module doc).
+        mask: "square", "landmarks" (uses ``landmarks68``) or "mesh" (uses ``mesh_points``; faces without
+            them fall back to their 68 points, then to the square).
+        landmarks68: per face (68, 2) photo coords or None; also used for colour statistics.
+        mesh_points: per face (468, 2 or 3) Face Mesh points in photo coords or None
+            (:class:`facerestore.faces.mesh.FaceMesher`); also used for colour statistics.
+        color_match: False, True / "lab" or "rgb": match the restored face's colour to the input face
+            (robust statistics on the skin, :func:`skin_weights`; gray photos get gray faces).
+        grain: 0..1, how much of the photo's missing high-frequency band to put back (see module doc);
+            None: 1 with the mesh mask, 0 otherwise.
+        erode, feather, dilate: mask geometry as fractions of the crop side (see module doc); feather and
+            dilate default to 0.08 / 0.04 for the square and landmark masks, 0.05 / 0.01 for the mesh mask.
         interpolation: "lanczos" (default), "cubic", "linear" or "spline" for warping the crops back
             (see :func:`facerestore.faces.align.warp_affine`).
         antialias: low-pass crops that shrink on the way back (:func:`facerestore.faces.align.lowpass`).
@@ -320,11 +473,17 @@ def paste_faces(
         color_match = "lab"
     if color_match and color_match not in COLOR_SPACES:
         raise InputError(f"color_match must be False, True, 'lab' or 'rgb', got {color_match!r}")
-    if landmarks68 is not None and len(landmarks68) != len(faces):
-        raise InputError(f"got {len(landmarks68)} landmark sets for {len(faces)} faces")
+    for name, pts in (("landmark", landmarks68), ("mesh point", mesh_points)):
+        if pts is not None and len(pts) != len(faces):
+            raise InputError(f"got {len(pts)} {name} sets for {len(faces)} faces")
     if interpolation not in ("linear", "cubic", "lanczos", "spline"):
         raise InputError(f"interpolation must be linear, cubic, lanczos or spline, got {interpolation!r}")
+    if grain is None:
+        grain = 1.0 if mask == "mesh" else 0.0
+    if not (0.0 <= float(grain) <= 1.0):
+        raise InputError(f"grain must be in [0, 1], got {grain!r}")
     out = _background(img, upscale, background, oh, ow)
+    gray = bool(color_match) and len(faces) > 0 and is_gray(img)
 
     # input pixel -> output pixel, per axis (pixel centres aligned)
     sx, sy = ow / w, oh / h
@@ -336,21 +495,33 @@ def paste_faces(
         # restored-crop pixel -> output pixel
         a = (to_out @ to_homogeneous(aligned.inverse) @ _crop_scale_affine(s_r, s_in))[:2]
 
-        lm68 = None if landmarks68 is None else landmarks68[i]
-        if mask == "landmarks" and lm68 is not None:
-            lm_crop = transform_points(np.asarray(lm68, np.float64), aligned.affine)
-            lm_r = transform_points(lm_crop, _crop_scale_affine(s_in, s_r)[:2])
-            m_r = landmark_mask(lm_r, s_r, dilate=dilate, feather=feather, erode=erode)
+        lm_in, lm_r = _crop_points(None if landmarks68 is None else landmarks68[i], aligned, s_r)
+        mp_in, mp_r = _crop_points(None if mesh_points is None else mesh_points[i], aligned, s_r)
+        if lm_in is not None and lm_in.shape != (68, 2):
+            raise InputError(f"landmark mask needs (68, 2) points, got {lm_in.shape}")
+        if mp_in is not None and mp_in.shape != (468, 2):
+            raise InputError(f"mesh mask needs (468, 2) points, got {mp_in.shape}")
+        kind = mask
+        if kind == "mesh" and mp_r is None:
+            kind = "landmarks"
+        if kind == "landmarks" and lm_r is None:
+            kind = "square"
+        fe = (MESH_FEATHER if kind == "mesh" else 0.08) if feather is None else feather
+        di = (MESH_DILATE if kind == "mesh" else 0.04) if dilate is None else dilate
+        if kind == "mesh":
+            m_r = mesh_mask(mp_r, s_r, dilate=di, feather=fe, erode=erode)
+        elif kind == "landmarks":
+            m_r = landmark_mask(lm_r, s_r, dilate=di, feather=fe, erode=erode)
         else:
-            lm_crop = None
-            m_r = square_mask(s_r, erode=erode, feather=feather)
+            m_r = square_mask(s_r, erode=erode, feather=fe)
 
         if color_match:
-            if lm_crop is not None:
-                m_in = landmark_mask(lm_crop, s_in, dilate=dilate, feather=feather, erode=erode)
-            else:
-                m_in = square_mask(s_in, erode=erode, feather=feather)
-            crop = color_transfer(crop, aligned.crop, m_r, m_in, space=color_match)
+            crop = color_transfer(crop, aligned.crop, skin_weights(s_r, mp_r, lm_r), skin_weights(s_in, mp_in, lm_in),
+                                  space=color_match, max_gain=2.0, robust=True)
+            if gray:
+                from facerestore.io import to_gray
+
+                crop = to_gray(crop)
 
         if antialias:
             crop = lowpass(crop, 1.0 / affine_scale(a))
@@ -370,7 +541,11 @@ def paste_faces(
         face = warp_affine(crop, a_roi, dsize, interpolation, "replicate")
         m = warp_affine(m_r, a_roi, dsize, "linear", "constant", 0.0)
         m = np.clip(m, 0.0, 1.0)[:, :, None]
-        face = np.clip(face, 0.0, 1.0)
         region = out[y0:y1, x0:x1]
+        if grain > 0:
+            face = _reinject_grain(face, region, max(1.0, float(upscale)), float(grain))
+            if gray:
+                face = np.repeat(face.mean(2, keepdims=True), 3, axis=2)
+        face = np.clip(face, 0.0, 1.0)
         out[y0:y1, x0:x1] = m * face + (1.0 - m) * region
     return out
