@@ -270,6 +270,9 @@ def test_layout_of_the_ffhq_model():
     assert [s.kind for s in S.layer_specs][:5] == ["conv", "up", "conv", "conv", "up"]
     assert S.layer_specs[-1] == msg.StyleLayerSpec("b512.torgb", "torgb", 22, 64, 12, 512)
     assert S.noise_shapes() == [(4, 4)] + [(r, r) for r in (8, 16, 32, 64, 128, 256, 512) for _ in range(2)]
+    for spec in S.layer_specs:  # spec names are module paths
+        module = S.get_submodule(spec.name)
+        assert (module.in_channels, module.out_channels) == (spec.in_channels, spec.out_channels)
 
 
 def test_haar_idwt_pixel_formula():

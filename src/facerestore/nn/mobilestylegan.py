@@ -277,14 +277,17 @@ class MappingNetwork(nn.Module):
 
 
 class SynthesisBlock(nn.Module):
-    """One resolution R: ``up`` (modulated inverse DWT from R/2), ``conv0``, ``conv1`` (depthwise-separable)."""
+    """One resolution R: ``up`` (modulated inverse DWT from R/2), ``conv0``, ``conv1`` (depthwise-separable);
+    the last block also has the wavelet head ``torgb`` (``wavelet_channels`` > 0)."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int):
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, wavelet_channels: int = 0):
         super().__init__()
         self.resolution = resolution
         self.up = ModulatedIDWT(in_channels, w_dim)
         self.conv0 = ModulatedDWConv(in_channels // 4, out_channels, w_dim, resolution)
         self.conv1 = ModulatedDWConv(out_channels, out_channels, w_dim, resolution)
+        if wavelet_channels:
+            self.torgb = ToWavelets(out_channels, wavelet_channels, w_dim)
 
 
 class _Block4(nn.Module):
@@ -311,14 +314,14 @@ class SynthesisNetwork(nn.Module):
         self.b4 = _Block4(self.channels[0], w_dim)
         specs = [StyleLayerSpec("b4.conv1", "conv", 0, self.channels[0], self.channels[0], 4)]
         for r, cin, cout in zip(self.block_resolutions, self.channels[:-1], self.channels[1:]):
-            setattr(self, f"b{r}", SynthesisBlock(cin, cout, w_dim, r))
+            head = wavelet_channels if r == self.wavelet_resolution else 0
+            setattr(self, f"b{r}", SynthesisBlock(cin, cout, w_dim, r, head))
             specs += [
                 StyleLayerSpec(f"b{r}.up", "up", len(specs), cin, cin // 4, r),
                 StyleLayerSpec(f"b{r}.conv0", "conv", len(specs) + 1, cin // 4, cout, r),
                 StyleLayerSpec(f"b{r}.conv1", "conv", len(specs) + 2, cout, cout, r),
             ]
         last = self.wavelet_resolution
-        self.torgb = ToWavelets(self.channels[-1], wavelet_channels, w_dim)
         specs.append(StyleLayerSpec(f"b{last}.torgb", "torgb", len(specs), self.channels[-1], wavelet_channels, last))
         self.layer_specs: tuple[StyleLayerSpec, ...] = tuple(specs)
         self.num_ws = len(specs)
@@ -402,7 +405,7 @@ class SynthesisNetwork(nn.Module):
             x = block.up(x, next(latents))
             x = block.conv0(x, next(latents), noise_mode, next(noise_iter), generator)
             x = block.conv1(x, next(latents), noise_mode, next(noise_iter), generator)
-        return self.torgb(x, next(latents))
+        return getattr(self, f"b{self.wavelet_resolution}").torgb(x, next(latents))
 
     def forward(self, ws, noise_mode: str = "const", noises: Sequence[torch.Tensor | None] | None = None,
                 generator: torch.Generator | None = None, fused: bool | None = None,
@@ -663,11 +666,12 @@ def _synthesis_state(g: IRGraph, where: str) -> tuple[list[int], int, dict[str, 
 
     prefix = f"m.layers.{nblocks - 1}.to_img"
     last = channels[-1]
-    mod = _affine(walk, f"{prefix}.conv", 1.0 / math.sqrt(last), out, "torgb")
+    head = f"b{8 * 2 ** (nblocks - 1)}.torgb"
+    mod = _affine(walk, f"{prefix}.conv", 1.0 / math.sqrt(last), out, head)
     conv = walk.next(mod, "Convolution")
     weight = walk.take(walk.const_input(conv, f"{prefix}.conv.weight"))
-    out["torgb.weight"] = weight.reshape(weight.shape[0], last)
-    out["torgb.bias"] = walk.take(walk.const_input(walk.next(conv, "Add"), f"{prefix}.bias")).reshape(-1)
+    out[f"{head}.weight"] = weight.reshape(weight.shape[0], last)
+    out[f"{head}.bias"] = walk.take(walk.const_input(walk.next(conv, "Add"), f"{prefix}.bias")).reshape(-1)
     expected_idwt = 6 * (nblocks + 1)
     if _check_idwt_filters(walk) != expected_idwt:
         walk.fail(f"expected {expected_idwt} inverse-DWT transposed convolutions")
