@@ -235,9 +235,10 @@ def test_usage_errors_and_list(folder, tmp_path, capsys):
 def test_steps_budget_reaches_the_slow_methods_only(tmp_path, astronaut_path, capsys):
     from facerestore.pipeline import get_restorer
 
-    r = get_restorer("robust-inversion", steps=7)
+    prior64 = "builtin:stylegan2-face-64.safetensors"
+    r = get_restorer("robust-inversion", weights=prior64, steps=7)
     assert r.steps == (3, 2, 2)
-    rls = get_restorer("rls-plus", steps=8)
+    rls = get_restorer("rls-plus", weights=prior64, steps=8)
     assert (rls.cfg.steps, rls.cfg.plus_steps) == (8, 2)
     assert main(["restore", "-i", str(astronaut_path), "-o", str(tmp_path / "o"), "--method", "test-id",
                  "--steps", "10", "--device", "cpu"]) == 2

@@ -336,7 +336,8 @@ def test_lpips_kind_runs_with_the_real_vgg_network():
 def test_default_prior_is_the_builtin_64px_face_generator():
     from facerestore.nn.stylegan2_io import builtin_prior_path
 
-    r = RobustInversionRestorer(task="robust-upsample", level="S", loss="substitute", steps=(2, 2, 2))
+    r = RobustInversionRestorer(weights="builtin:stylegan2-face-64.safetensors", task="robust-upsample", level="S",
+                                loss="substitute", steps=(2, 2, 2))
     assert r.G.img_resolution == 64 and r.spec.size == 64
     assert all(float(p) == 0.0 for n, p in r.G.named_parameters() if n.endswith("noise_strength"))
     clean = to_unit_range(r.G(torch.randn(1, 512, generator=torch.Generator().manual_seed(0)))).clamp(0, 1)

@@ -22,17 +22,20 @@ from facerestore.methods import REGISTRY, MethodSpec, Restorer, list_restorers, 
 
 # --------------------------------------------------------------------------------------------- restorers
 
-# the smallest run of each optimisation method that exercises every phase (the contract, not the quality)
+# the smallest run of each optimisation method that exercises every phase (the contract, not the quality), on
+# the built-in 64 px prior (the 1024 px MobileStyleGAN default is covered by tests/nn/test_mobilestylegan.py)
+_PRIOR64 = "builtin:stylegan2-face-64.safetensors"
 FAST_OPTIONS = {
-    "robust-inversion": {"steps": (2, 2, 2), "loss": "substitute"},
-    "rls": {"steps": 2, "n_mean": 64},
-    "rls-plus": {"steps": 2, "plus_steps": 2, "n_mean": 64},
+    "robust-inversion": {"steps": (2, 2, 2), "loss": "substitute", "weights": _PRIOR64},
+    "rls": {"steps": 2, "n_mean": 64, "weights": _PRIOR64},
+    "rls-plus": {"steps": 2, "plus_steps": 2, "n_mean": 64, "weights": _PRIOR64},
 }
 
 
 def _load(name: str) -> Restorer:
+    options = dict(FAST_OPTIONS.get(name, {}))
     try:
-        return load_restorer(name, **FAST_OPTIONS.get(name, {}))
+        return load_restorer(name, weights=options.pop("weights", None), **options)
     except WeightsMissingError as exc:
         pytest.skip(f"{name}: {exc}")
 
@@ -90,14 +93,16 @@ def test_every_spec_field_is_consistent():
     for s in list_restorers():
         assert s.paper in {"000", "001", "002", "003", "004"} and s.description and s.weights_licence
         assert "fp32" in s.precisions and s.output in ("input", "model")
-        if s.weights is not None:  # every shipped default resolves (built-in) or names a zoo entry
+        refs = (s.weights,) if isinstance(s.weights, str) else s.weights or ()
+        for ref in refs:  # every default resolves (built-in) or names a zoo entry; the last one is always there
             from facerestore import zoo
             from facerestore.zoo.refs import BUILTIN_PREFIX, resolve_weights
 
-            if s.weights.startswith(BUILTIN_PREFIX):
-                assert resolve_weights(s.weights).is_file()
+            if ref.startswith(BUILTIN_PREFIX):
+                assert resolve_weights(ref).is_file()
             else:
-                assert zoo.has_entry(s.weights)
+                assert zoo.has_entry(ref)
+        assert not refs or refs[-1].startswith(BUILTIN_PREFIX) or s.name == "ispl"
 
 
 class ToyRestorer(Restorer):

@@ -272,7 +272,8 @@ def test_default_prior_and_flow_are_the_builtin_ones():
 
     weights, record = flow_paths(builtin_prior_path())
     assert weights.is_file() and record.is_file()
-    r = RLSRestorer(steps=3, n_mean=100)  # built-in 64 px prior and the flow stored next to it
+    # the built-in 64 px prior (the default when MobileStyleGAN is not cached) and the flow stored next to it
+    r = RLSRestorer(weights="builtin:stylegan2-face-64.safetensors", steps=3, n_mean=100)
     assert r.G.img_resolution == 64 and r.flow is not None and r.flow.config["dim"] == 512
     w = r.G.sample_w(256, torch.Generator().manual_seed(0))
     noise = torch.randn(256, 512, generator=torch.Generator().manual_seed(1)) * w.std(0) + w.mean(0)
@@ -328,3 +329,14 @@ def test_slow_methods_show_phase_and_step_progress(tiny_g, tiny_flow, monkeypatc
     seen.clear()
     RLSRestorer(generator=tiny_g, flow=tiny_flow, steps=2, n_mean=10, progress=False).restore(y)
     assert seen and not any(enabled for _, _, enabled in seen)  # -q: the bar is disabled
+
+
+def test_default_prior_prefers_the_real_one_and_announces_the_fallback(monkeypatch):
+    from facerestore import zoo
+
+    monkeypatch.setattr(zoo, "is_available", lambda name: True)
+    assert RLSRestorer.default_weights() == "mobilestylegan-ffhq-1024"
+    monkeypatch.setattr(zoo, "is_available", lambda name: False)
+    with pytest.warns(UserWarning, match="mobilestylegan-ffhq-1024.*not in the cache"):
+        fallback = RLSRestorer.default_weights()
+    assert fallback.name == "stylegan2-face-64.safetensors" and fallback.is_file()

@@ -67,3 +67,30 @@ def test_write_synth_folder_and_cli(tmp_path, G):
     assert (tmp_path / "b" / "synth_000001.png").read_bytes() == (tmp_path / "a" / "synth_000001.png").read_bytes()
     for bad in (["-n", "0"], ["-n", "1", "--size", "8"], ["-n", "1", "--truncation", "nan"]):
         assert main(["synth", "-o", str(tmp_path / "c"), "--weights", BUILTIN, "-q", *bad]) == 2
+
+
+def test_training_config_synth_source_adds_generator_faces_to_training_only(tmp_path):
+    """data.synth writes the faces once into the run folder, adds them to the training list (never validation),
+    reuses them on resume, and is validated like every key."""
+    from conftest import make_face_dataset
+    from facerestore.train import config_from_dict, train
+    from facerestore.train.data import split_files
+
+    make_face_dataset(tmp_path / "hq", n=4, size=32)
+    raw = {"name": "syn", "method": "unet-l1", "model": {"ch": 4, "depth": 2, "max_ch": 8},
+           "data": {"roots": [str(tmp_path / "hq")], "size": 32, "task": "sr4x", "batch_size": 2, "val_count": 2,
+                    "val_rule": "every-2", "synth": {"count": 3, "weights": BUILTIN, "seed": 1}},
+           "steps": 2, "output_dir": str(tmp_path / "runs"), "device": "cpu", "val_every": 0, "ckpt_every": 0}
+    res = train(config_from_dict(raw), progress=False)
+    folder = tmp_path / "runs" / "syn" / "synth"
+    assert res["finished"] and sorted(p.name for p in folder.glob("synth_*.png")) == [
+        f"synth_{i:06d}.png" for i in range(3)]
+    stamp = (folder / "synth_000000.png").stat().st_mtime_ns
+    cfg = config_from_dict(raw)
+    train_files, val_files = split_files(cfg.data, sorted(folder.glob("synth_*.png")))
+    assert sum(f.parent == folder for f in train_files) == 3 and not any(f.parent == folder for f in val_files)
+    train(config_from_dict({**raw, "steps": 3}), progress=False)  # resumed: the faces are reused, not rewritten
+    assert (folder / "synth_000000.png").stat().st_mtime_ns == stamp
+    for bad in ({"count": 0}, {"count": 2, "truncation": 5}, {"count": 2, "colour": 1}):
+        with pytest.raises(InputError, match=r"data\.synth"):
+            config_from_dict({**raw, "data": {**raw["data"], "synth": bad}})

@@ -7,12 +7,15 @@ import argparse
 HELP = "train the normalizing-flow W prior used by the rls / rls-plus restorers"
 EXAMPLES = """\
   facerestore train-flow --generator stylegan2-ffhq-config-f.pt
+  facerestore train-flow --generator mobilestylegan-ffhq-1024 --hidden 256 --steps 3000 --batch 256 --half
   facerestore train-flow --generator ffhq.pkl --out priors/ffhq-flow.safetensors --steps 20000 --device cuda
 """
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--generator", required=True, help="StyleGAN2 weights (NVIDIA .pkl or rosinality .pt)")
+    p.add_argument("--generator", required=True,
+                   help="generator: StyleGAN2 weights (NVIDIA .pkl, rosinality .pt, ours), or a zoo name such as "
+                   "mobilestylegan-ffhq-1024")
     p.add_argument("--out", default=None,
                    help="output .safetensors (default: <generator stem>.rls-flow.safetensors next to the generator, "
                    "where the RLS restorers look for it); a .json training record is written beside it")
@@ -65,17 +68,19 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from facerestore.cli.common import resolve_device
-    from facerestore.errors import InputError
     from facerestore.methods.rls.flow_prior import flow_paths, save_generator_flow, train_generator_flow
-    from facerestore.nn.stylegan2_io import load_stylegan2
+    from facerestore.nn.stylegan2_io import prior_file, resolve_generator
 
     _check_args(args)
-    if not os.path.isfile(args.generator):
-        raise InputError(f"generator weights not found: {args.generator}")
-    out = Path(args.out) if args.out else flow_paths(args.generator)[0]
-    _check_outputs(args.generator, str(out), str(out.with_suffix(".json")))  # the record save_generator_flow writes
+    # a file, a zoo name (MobileStyleGAN: its cache folder) or a builtin: reference -> the generator's path
+    gen_path = prior_file(args.generator)
+    out = Path(args.out) if args.out else flow_paths(gen_path)[0]
+    if os.path.isfile(gen_path):
+        _check_outputs(gen_path, str(out), str(out.with_suffix(".json")))  # the record save_generator_flow writes
+    else:
+        _check_outputs(os.path.join(gen_path, "."), str(out), str(out.with_suffix(".json")))
     device = resolve_device(args.device)
-    G = load_stylegan2(args.generator).to(device).eval().requires_grad_(False)
+    G = resolve_generator(args.generator).to(device).eval().requires_grad_(False)
     last = {"nll": float("nan")}
 
     def report(step: int, nll: float) -> None:
@@ -88,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         hidden=args.hidden, n_stats=args.stats, n_calibrate=args.stats, callback=report,
     )
     path = save_generator_flow(
-        flow.cpu(), args.generator, out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+        flow.cpu(), gen_path, out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
         final_nll=last["nll"], half=args.half,
     )
     print(f"flow prior written to {path}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -111,13 +112,25 @@ class Restorer(torch.nn.Module):
 
     # -- what the wrapper owns ------------------------------------------------------------------------------
     @classmethod
-    def default_weights(cls) -> Path | None:
-        """The file of ``spec.weights`` (built-in or zoo cache), or None when the method ships none."""
-        if cls.spec.weights is None:
-            return None
-        from facerestore.zoo.refs import resolve_weights
+    def default_weights(cls) -> Path | str | None:
+        """The spec's default weights: a built-in file's path, or a zoo entry's name (its loader reads it from
+        the cache); with several listed, the first available, announcing the fallback in one warning line.
+        None when the method ships none."""
+        from facerestore import zoo
+        from facerestore.zoo.refs import BUILTIN_PREFIX, resolve_weights
 
-        return resolve_weights(cls.spec.weights)
+        refs = cls.spec.weights
+        if refs is None:
+            return None
+        refs = (refs,) if isinstance(refs, str) else tuple(refs)
+        for i, ref in enumerate(refs):
+            builtin = ref.startswith(BUILTIN_PREFIX)
+            if builtin or zoo.is_available(ref) or i == len(refs) - 1:
+                if i > 0:
+                    warnings.warn(f"{cls.spec.name}: the real prior '{refs[0]}' is not in the cache (`facerestore "
+                                  f"models download {refs[0]}`); using {ref}", stacklevel=3)
+                return resolve_weights(ref) if builtin else ref
+        return None  # pragma: no cover - the loop always returns
 
     def weights_or_default(self, weights: str | os.PathLike | None) -> str | os.PathLike | None:
         """``weights`` when given, else the spec's default weight file."""

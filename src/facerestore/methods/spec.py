@@ -16,7 +16,8 @@ supports_fidelity,  :meth:`Restorer.check_options` (one place for both checks)
 needs_refs
 precisions          :meth:`Restorer.set_half` ("fp16" on CUDA/MPS, "bf16" on CPU must be listed)
 unsupervised        :meth:`Restorer.restore` (optimisation needs autograd) and the method list (slow)
-weights             :meth:`Restorer.default_weights` ("builtin:FILE" or a zoo entry; None = user must pass)
+weights             :meth:`Restorer.default_weights` ("builtin:FILE" or a zoo entry, or several in order of
+                    preference: the first one available; None = user must pass)
 weights_licence     the method list and every output JSON (non-commercial weights are said so)
 trainer             :func:`facerestore.methods.registry.training_adapter` (``method: NAME`` in a config)
 trained_on          the method list and output JSON: degradation tasks the default weights were trained on
@@ -38,7 +39,8 @@ class MethodSpec:
 
     size: side (px) of the square face images the network works at; ``output``: "input" or "model".
     precisions: supported parameter precisions, a subset of ("fp32", "fp16", "bf16").
-    weights: default weights, "builtin:FILE" (shipped in ``facerestore/zoo/builtin``) or a zoo entry name.
+    weights: default weights, "builtin:FILE" (shipped in ``facerestore/zoo/builtin``) or a zoo entry name; a tuple
+        lists them in order of preference (the first available is used, a fallback is announced).
     trainer: the training adapter class (``facerestore.train.adapter.TrainAdapter``) or None.
     """
 
@@ -52,7 +54,7 @@ class MethodSpec:
     needs_refs: bool = False
     precisions: tuple[str, ...] = ("fp32",)
     unsupervised: bool = False
-    weights: str | None = None
+    weights: str | tuple[str, ...] | None = None
     weights_licence: str = "none shipped"
     trainer: Any = None
     trained_on: tuple[str, ...] = ()

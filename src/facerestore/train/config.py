@@ -31,6 +31,10 @@ class DataConfig:
     numeric stem ends in 0, the FFHQ convention of ../shared/data), "every-N" (every N-th file by sorted
     name) or "none"; val_from: the roots the rule applies to (default: every root); val_count: at most this
     many validation images (the first ones by name); val_roots: extra folders used only for validation.
+    synth: generator faces added to the training set (never to validation): ``{count: N, weights: NAME (default
+    MobileStyleGAN when cached), truncation: 1.0, seed: 0, folder: PATH}``; the faces are written once by
+    ``facerestore.train.synth`` into ``folder`` (default ``<run dir>/synth``) on first use and reused after
+    (a folder made by ``facerestore synth`` works too).
     """
 
     roots: list[str] = field(default_factory=list)
@@ -43,6 +47,7 @@ class DataConfig:
     val_count: int = 64
     batch_size: int = 8
     hflip: bool = True
+    synth: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -207,6 +212,18 @@ def validate(cfg: TrainConfig) -> TrainConfig:
            "a non-empty folder name without '/'", cfg.name)
     for k, v in cfg.losses.items():
         _check(finite(v) and v >= 0, f"losses.{k}", "a finite number >= 0", v)
+    if d.synth:
+        unknown = sorted(set(d.synth) - {"count", "weights", "truncation", "seed", "folder"})
+        _check(not unknown, "data.synth", "a mapping of count, weights, truncation, seed, folder", unknown)
+        n = d.synth.get("count")
+        _check(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 10_000_000, "data.synth.count",
+               "a whole number in 1..10000000", n)
+        t = d.synth.get("truncation", 1.0)
+        _check(finite(t) and 0 <= t <= 2, "data.synth.truncation", "in [0, 2]", t)
+        for key in ("weights", "folder"):
+            v = d.synth.get(key)
+            _check(v is None or isinstance(v, str), f"data.synth.{key}", "a string", v)
+        _check(isinstance(d.synth.get("seed", 0), int), "data.synth.seed", "a whole number", d.synth.get("seed"))
     return cfg
 
 

@@ -20,10 +20,11 @@ from facerestore.io import is_image_file, read_rgb
 from facerestore.train.config import DataConfig
 
 
-def split_files(cfg: DataConfig) -> tuple[list[Path], list[Path]]:
-    """(train, validation) file lists from the configured roots and hold-out rule, sorted by path."""
-    if not cfg.roots:
-        raise InputError("data.roots is empty: list at least one folder of HQ face images")
+def split_files(cfg: DataConfig, extra_train: Sequence[Path] = ()) -> tuple[list[Path], list[Path]]:
+    """(train, validation) file lists from the configured roots and hold-out rule, sorted by path; ``extra_train``
+    (generator faces of ``data.synth``) only ever join the training list."""
+    if not cfg.roots and not extra_train:
+        raise InputError("data.roots is empty: list at least one folder of HQ face images (or data.synth)")
     train, val = [], []
     val_from = {str(Path(r).resolve()) for r in (cfg.val_from or cfg.roots)}
     every = None
@@ -47,6 +48,7 @@ def split_files(cfg: DataConfig) -> tuple[list[Path], list[Path]]:
             (val if is_val else train).append(f)
     for root in cfg.val_roots:
         val.extend(sorted(f for f in Path(root).iterdir() if f.is_file() and is_image_file(f)))
+    train.extend(extra_train)
     if not train:
         raise InputError("no training images found in data.roots")
     return train, val[: cfg.val_count] if cfg.val_count else val

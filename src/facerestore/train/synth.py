@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 from facerestore.errors import InputError
 
-__all__ = ["DEFAULT_PRIOR", "default_prior", "latents_of", "sample_faces", "sample_seed", "write_synth"]
+__all__ = ["DEFAULT_PRIOR", "default_prior", "latents_of", "prepare_synth", "sample_faces", "sample_seed",
+           "write_synth"]
 
 DEFAULT_PRIOR = "mobilestylegan-ffhq-1024"
 
@@ -128,3 +129,27 @@ def latents_of(folder: str | os.PathLike) -> np.ndarray:
     from facerestore.nn.safe_weights import load_safetensors
 
     return load_safetensors(Path(folder) / "latents.safetensors", "synth latents")["w"].numpy()
+
+
+def prepare_synth(spec: dict[str, Any], size: int, default_folder: str | os.PathLike,
+                  progress: bool = False) -> Path:
+    """The folder of a training config's ``data.synth`` faces: reused when its manifest already holds ``count``
+    faces of this seed, truncation and generator at >= ``size`` px, else (re)written. Returns the folder."""
+    import json
+
+    folder = Path(spec.get("folder") or default_folder)
+    count, seed = int(spec["count"]), int(spec.get("seed", 0))
+    truncation = float(spec.get("truncation", 1.0))
+    manifest = folder / "manifest.json"
+    if manifest.is_file():
+        m = json.loads(manifest.read_text())
+        same = (m.get("count", 0) >= count and m.get("seed") == seed and m.get("truncation") == truncation
+                and m.get("size", 0) >= size and (spec.get("weights") is None or m.get("generator") == spec["weights"]))
+        if same:
+            return folder
+    from tqdm import tqdm
+
+    with tqdm(total=count, desc="synth faces", unit="face", disable=not progress) as bar:
+        write_synth(folder, count, size=size, seed=seed, truncation=truncation, weights=spec.get("weights"),
+                    progress=bar.update)
+    return folder

@@ -134,8 +134,18 @@ class Trainer:
         cfg, dev, info = self.cfg, self.device, self.dist
         run_dir = cfg.run_dir
         torch.manual_seed(cfg.seed)
-        train_files, val_files = split_files(cfg.data)
         main = info.is_main
+        synth_files: list[Path] = []
+        if cfg.data.synth:  # generator faces, written once (rank 0) and reused: training data only
+            from facerestore.train.synth import prepare_synth
+
+            if main:
+                prepare_synth(cfg.data.synth, cfg.data.size, run_dir / "synth", progress=self.progress)
+            if info.enabled:
+                torch.distributed.barrier()
+            folder = Path(cfg.data.synth.get("folder") or run_dir / "synth")
+            synth_files = sorted(folder.glob("synth_*.png"))[: int(cfg.data.synth["count"])]
+        train_files, val_files = split_files(cfg.data, synth_files)
         train_imgs = load_images(train_files, cfg.data.size, progress=self.progress and main)
         val_imgs = load_images(val_files, cfg.data.size, progress=False) if main else train_imgs[:0]
         sampler = StepSampler(len(train_files), cfg.data.batch_size, info.world_size, info.rank, cfg.seed)

@@ -37,8 +37,10 @@ PRIOR_SPEC: dict[str, Any] = {
     "size": 64,
     "output": "model",
     "unsupervised": True,
-    "weights": "builtin:stylegan2-face-64.safetensors",
-    "weights_licence": "Apache-2.0 (ours), trained on FFHQ (CC BY-NC-SA 4.0) and StyleGAN samples",
+    # the real 1024 px prior when cached (`facerestore models download mobilestylegan-ffhq-1024`), else ours
+    "weights": ("mobilestylegan-ffhq-1024", "builtin:stylegan2-face-64.safetensors"),
+    "weights_licence": "MobileStyleGAN: non-commercial (distilled from NVIDIA's StyleGAN2 FFHQ); fallback 64 px "
+                       "prior: Apache-2.0 (ours), trained on FFHQ (CC BY-NC-SA 4.0) and StyleGAN samples",
 }
 
 

@@ -101,14 +101,20 @@ def save_generator_flow(
 
 
 def find_flow(generator_path: str | os.PathLike) -> Path:
-    """The flow stored next to ``generator_path``; WeightsMissingError with the command to make it."""
+    """The flow of the generator at ``generator_path``: stored next to it, else shipped with the package
+    (``zoo/builtin/<name>.rls-flow.safetensors``, e.g. for the zoo's MobileStyleGAN); WeightsMissingError
+    with the command to make one. Which generator a flow belongs to is checked by its record's sha256."""
+    from facerestore.zoo import BUILTIN_DIR
+
     weights, _ = flow_paths(generator_path)
-    if not weights.is_file():
-        raise WeightsMissingError(
-            f"no RLS flow prior at {weights}: train one with `facerestore train-flow --generator {generator_path}"
-            f" --out {weights}` (the authors did not release theirs)"
-        )
-    return weights
+    shipped = Path(BUILTIN_DIR) / weights.name
+    for candidate in (weights, shipped):
+        if candidate.is_file():
+            return candidate
+    raise WeightsMissingError(
+        f"no RLS flow prior at {weights}: train one with `facerestore train-flow --generator {generator_path}"
+        f" --out {weights}` (the authors did not release theirs)"
+    )
 
 
 def check_flow_generator(path: str | os.PathLike, generator_path: str | os.PathLike) -> None:
