@@ -1,4 +1,5 @@
-"""Face identity embeddings: dlib's 128-d ResNet recogniser (offline default) and ArcFace (zoo weights).
+"""Face identity embeddings: dlib's 128-d ResNet recogniser (offline default), ArcFace (zoo weights) and
+MobileFaceNet (zoo weights, evaluation use only: :class:`MobileFaceNetEmbedder`, metric ``id_mfn``).
 
 dlib route (always the same so that embeddings are comparable): a face box -> dlib's 5-point predictor
 -> ``face_recognition_model_v1.compute_face_descriptor`` (150 px chip, padding 0.25). The box comes from
@@ -66,23 +67,26 @@ class FaceEmbedder:
     """Identity embeddings of faces in (H, W, 3) RGB images (uint8 or float in [0, 1]).
 
     Args:
-        backend: "dlib" (128-d, offline, the FED metric's network) or "arcface" (512-d insightface
-            w600k_r50 ONNX from the zoo; needs onnxruntime).
+        backend: "dlib" (128-d, offline, the FED metric's network), "arcface" (512-d insightface
+            w600k_r50 ONNX from the zoo; needs onnxruntime) or "mobilefacenet" (192-d, zoo entry
+            ``mobilefacenet``, evaluation use only: see :class:`MobileFaceNetEmbedder`).
         num_jitters: dlib only: average over this many jittered crops (0 = one exact crop).
         detector, upsample: used when ``embed`` has to find the face itself (largest face).
     """
 
     def __init__(self, backend: str = "dlib", num_jitters: int = 0, detector: str = "hog", upsample: int = 1) -> None:
-        if backend not in ("dlib", "arcface"):
-            raise InputError(f"unknown identity backend {backend!r}; use 'dlib' or 'arcface'")
+        if backend not in ("dlib", "arcface", "mobilefacenet"):
+            raise InputError(f"unknown identity backend {backend!r}; use 'dlib', 'arcface' or 'mobilefacenet'")
         self.backend = backend
         self.num_jitters = int(num_jitters)
         self.detector = detector
         self.upsample = int(upsample)
-        self.dim = 128 if backend == "dlib" else 512
+        self.dim = {"dlib": 128, "arcface": 512, "mobilefacenet": 192}[backend]
         self._arcface: Any = None
         if backend == "arcface":
             self._arcface = _ArcFaceOnnx()
+        elif backend == "mobilefacenet":
+            self._arcface = MobileFaceNetEmbedder()  # same 5-point route as ArcFace (112 px template)
 
     def face_box(
         self, image: np.ndarray, landmarks: np.ndarray | None = None, aligned: bool = False
@@ -118,10 +122,10 @@ class FaceEmbedder:
         from facerestore.faces.detect import as_uint8_rgb, landmarks_68_to_5
 
         img = as_uint8_rgb(image)
-        if self.backend == "arcface":
+        if self.backend in ("arcface", "mobilefacenet"):
             if landmarks is None:
                 if box is not None:
-                    raise InputError("the arcface backend needs landmarks (or aligned=True), not a box")
+                    raise InputError(f"the {self.backend} backend needs landmarks (or aligned=True), not a box")
                 if aligned:
                     from facerestore.faces.detect import _FFHQ_512
 
@@ -222,6 +226,105 @@ class _ArcFaceOnnx:
         return np.asarray(out[0], dtype=np.float64)
 
 
+# --- MobileFaceNet: a second identity network, independent of dlib (evaluation only) ----------------------------
+
+# Same-person threshold on the cosine distance 1 - cos of MobileFaceNet embeddings: the equal-error-rate
+# threshold chosen ON ../shared/data/photos (master.csv + face-recognition-pivot.csv, 520 unordered pairs: 140
+# same, 380 different; faces found by dlib HOG with 68 landmarks); benchmarks/id_mfn_calibration.py recomputes it
+# and benchmarks/results/id_mfn_calibration.json holds the numbers. Calibrated on the evaluation data itself (an
+# optimistic operating point, not a held-out one). Measured there: ROC AUC 0.697 (dlib's FED: 0.9999 on the same
+# faces), 34% false rejects and 34% false accepts at the threshold. The network as shipped maps every face to
+# nearly the same direction (same-person mean distance 1.5e-4, different-person 2.5e-4), hence the tiny
+# threshold: treat id_mfn as a weak, independent signal beside FED, never as a verdict on its own.
+MFN_SAME_PERSON_THRESHOLD = 1.39e-4
+MFN_CALIBRATION = "equal error rate on ../shared/data/photos pairs (benchmarks/id_mfn_calibration.py)"
+
+
+def mobilefacenet_crop(image: np.ndarray, landmarks5: np.ndarray, size: int = 112) -> np.ndarray:
+    """(size, size, 3) float32 RGB in [0, 1]: the face warped onto ArcFace's 112 px 5-point template (scaled to
+    ``size``), the crop MobileFaceNet_TF was trained on (insightface's aligned 112x112 faces). Bicubic, photo
+    low-passed first when the face shrinks (faces.align.lowpass), black outside the photo (as insightface)."""
+    from facerestore.faces.align import (
+        _as_float_image,
+        _lowpass_margin,
+        _roi,
+        _shifted,
+        affine_scale,
+        estimate_similarity,
+        invert_affine,
+        lowpass,
+        warp_affine,
+    )
+
+    img = _as_float_image(image)
+    lm = np.asarray(landmarks5, np.float64)
+    if lm.shape != (5, 2):
+        raise InputError(f"landmarks must be (5, 2), got shape {lm.shape}")
+    dst = (ARCFACE_TEMPLATE_112 + 0.5) * (size / 112.0) - 0.5
+    m = estimate_similarity(lm, dst, robust=False)
+    shrink = 1.0 / affine_scale(m)
+    x0, y0, x1, y1 = _roi(img, invert_affine(m), size, _lowpass_margin(shrink))
+    src = lowpass(img[y0:y1, x0:x1], shrink)
+    crop = warp_affine(src, _shifted(m, x0, y0), (size, size), "cubic", "constant", 0.0)
+    return np.clip(crop, 0.0, 1.0).astype(np.float32)
+
+
+_MFN_NETS: dict[str, Any] = {}
+
+
+class MobileFaceNetEmbedder:
+    """192-d identity embeddings from MobileFaceNet (zoo entry ``mobilefacenet``: sirius-ai's MobileFaceNet_TF as
+    converted to TF.js for the Human library; PyTorch port :mod:`facerestore.nn.mobilefacenet`).
+
+    **Evaluation use only**: the model's licence is not stated. No training loss of ours uses it, so it can judge
+    identity independently of dlib (the FED network, also a training loss).
+
+    Input: the face warped onto ArcFace's 112 px template (:func:`mobilefacenet_crop`), RGB scaled as in
+    MobileFaceNet_TF's preprocessing, ``(x - 127.5) / 128`` on 0-255 values. Embeddings are unit vectors;
+    compare them with :func:`mfn_distance` (cosine distance, same person below ``MFN_SAME_PERSON_THRESHOLD``).
+    Raises WeightsMissingError when the weights are not cached (never downloads).
+    """
+
+    dim = 192
+
+    def __init__(self, device: str = "cpu") -> None:
+        from facerestore import zoo
+
+        self.device = str(device)
+        if self.device not in _MFN_NETS:
+            from facerestore.nn.mobilefacenet import load_mobilefacenet
+
+            _MFN_NETS[self.device] = load_mobilefacenet(zoo.weights_path("mobilefacenet"), self.device)
+        self.net = _MFN_NETS[self.device]
+
+    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
+        """(N, 112, 112, 3) aligned crops (float in [0, 1] or uint8) -> (N, 192) float64 unit vectors."""
+        import torch
+
+        x = np.asarray(crops)
+        x = x.astype(np.float32) * (1.0 / 255.0) if x.dtype == np.uint8 else x.astype(np.float32)
+        if x.ndim != 4 or x.shape[1:] != (112, 112, 3):
+            raise InputError(f"MobileFaceNet crops must be (N, 112, 112, 3), got {x.shape}")
+        t = torch.from_numpy((x * 255.0 - 127.5) / 128.0).permute(0, 3, 1, 2).to(self.device)
+        with torch.no_grad():
+            return self.net(t).double().cpu().numpy()
+
+    def __call__(self, img: np.ndarray, lm5: np.ndarray) -> np.ndarray:
+        """(192,) embedding of the face with 5 landmarks ``lm5`` in ``img`` (FaceEmbedder's landmark route)."""
+        return self.embed_crops(mobilefacenet_crop(img, lm5)[None])[0]
+
+    def embed_aligned(self, crop: np.ndarray) -> np.ndarray:
+        """(192,) embedding of an FFHQ-template square crop (any size; the template gives the landmarks)."""
+        from facerestore.faces.align import template
+
+        return self(crop, template(int(crop.shape[0])))
+
+
+def mfn_distance(e1: np.ndarray, e2: np.ndarray) -> float:
+    """Cosine distance 1 - cos in [0, 2] between two MobileFaceNet embeddings (NaN for a zero vector)."""
+    return 1.0 - cosine_similarity(e1, e2)
+
+
 def identity_similarity(
     a_img: np.ndarray,
     b_img: np.ndarray,
@@ -244,7 +347,9 @@ def identity_similarity(
 __all__ = [
     "ARCFACE_TEMPLATE_112",
     "DLIB5_FFHQ_512",
+    "MFN_SAME_PERSON_THRESHOLD",
     "FaceEmbedder",
+    "MobileFaceNetEmbedder",
     "aligned_chip_affine",
     "cosine_similarity",
     "dlib_chip_affine",
@@ -252,4 +357,6 @@ __all__ = [
     "embedding_angle_deg",
     "embedding_distance",
     "identity_similarity",
+    "mfn_distance",
+    "mobilefacenet_crop",
 ]

@@ -1,6 +1,8 @@
-"""Face identity and geometry metrics: FED, identity angle ("Deg."), LLE / L2-LD and A-LD.
+"""Face identity and geometry metrics: FED, identity angle ("Deg."), id_mfn, LLE / L2-LD and A-LD.
 
 * FED (paper 000): L2 distance between dlib's 128-d embeddings of prediction and reference.
+* id_mfn: cosine distance between MobileFaceNet embeddings (a network no training loss of ours uses;
+  evaluation use only, its licence is not stated).
 * Deg. (paper 003): angle in degrees between identity embeddings (dlib by default; paper 003 used
   ArcFace, available as ``backend="arcface"`` with zoo weights).
 * LLE / L2-LD (papers 000, 003): mean Euclidean distance in pixels over dlib's 68 landmarks.
@@ -271,6 +273,39 @@ class IdentityAngle(_FaceMetric):
         return embedding_angle_deg(ep, et)
 
 
+class IdentityDistanceMFN(_FaceMetric):
+    """id_mfn: cosine distance (1 - cos, in [0, 2]) between MobileFaceNet 192-d embeddings of prediction and
+    reference; a second identity network, independent of dlib's (FED's network, also a training loss of ours).
+
+    Both faces are warped onto ArcFace's 112 px template with the reference's 5 points (from its 68 dlib
+    landmarks; ``pred_box="self"`` takes the prediction's own), or the FFHQ template with ``aligned=True``.
+    Same person below ``facerestore.faces.identity.MFN_SAME_PERSON_THRESHOLD`` (equal-error-rate threshold on
+    ../shared/data/photos; ROC AUC there 0.70 against FED's 0.9999: a weak signal). Zoo weights
+    ``mobilefacenet``; the model's licence is not stated: evaluation use only.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        from facerestore.faces.identity import MobileFaceNetEmbedder
+
+        self._embedder = MobileFaceNetEmbedder()
+
+    def _pair_score(self, pred, target, pbox, tbox, tdigest):
+        from facerestore.faces.identity import mfn_distance
+
+        if self.aligned:
+            ep = self._embedder.embed_aligned(pred)
+            et = _cached(("mfn-aligned", tdigest), lambda: self._embedder.embed_aligned(target))
+        else:
+            from facerestore.faces.detect import landmarks_68_to_5
+
+            lt = landmarks_68_to_5(self._landmarks68(target, tbox, tdigest))
+            lp = lt if self.pred_box == "target" else landmarks_68_to_5(self._landmarks68(pred, pbox))
+            ep = self._embedder(pred, lp)
+            et = _cached(("mfn", tdigest, tuple(tbox)), lambda: self._embedder(target, lt))
+        return mfn_distance(ep, et)
+
+
 class _LandmarkMetric(_FaceMetric):
     def __init__(self, normalize_size: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -331,6 +366,7 @@ __all__ = [
     "FED",
     "LLE",
     "IdentityAngle",
+    "IdentityDistanceMFN",
     "affine_landmark_distance",
     "best_affine",
     "clear_cache",
