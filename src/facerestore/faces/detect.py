@@ -372,6 +372,10 @@ class RetinaFaceDetector:
     Args:
         threshold: minimum face probability (default: the calibrated :data:`DEFAULT_SCORE_THRESHOLDS` value).
         nms: IoU above which a lower-scoring overlapping box is dropped.
+        overlap: after NMS, a lower-scoring box is also dropped when this fraction of the smaller of the two
+            boxes is covered by the other (the network puts several loose boxes on faces larger than its 512 px
+            anchors, whose IoU stays under ``nms``; two people's faces hardly cover half of one another); 1
+            turns it off.
         scale: the image is resized by this factor before the network (> 1 finds smaller faces, < 1 is
             faster); coordinates are mapped back. The network sees faces from about 10 px (its smallest
             anchor is 16 px).
@@ -383,8 +387,9 @@ class RetinaFaceDetector:
         device: torch device.
     """
 
-    def __init__(self, threshold: float | None = None, nms: float = 0.4, scale: float = 1.0,
-                 max_side: int | None = None, min_size: float = 0, landmarks: int = 0, top_k: int = 5000,
+    def __init__(self, threshold: float | None = None, nms: float = 0.4, overlap: float = 0.5,
+                 scale: float = 1.0, max_side: int | None = None, min_size: float = 0, landmarks: int = 0,
+                 top_k: int = 5000,
                  weights: str | None = None, device: str = "cpu") -> None:
         if landmarks not in (0, 68):
             raise InputError(f"RetinaFace landmarks must be 0 (its own 5 points) or 68, got {landmarks}")
@@ -396,7 +401,10 @@ class RetinaFaceDetector:
             raise InputError(f"max_side must be at least 32 pixels, got {max_side}")
         self.name = "retinaface"
         self.threshold = DEFAULT_SCORE_THRESHOLDS["retinaface"] if threshold is None else float(threshold)
+        if not (np.isfinite(overlap) and 0 < overlap <= 1):
+            raise InputError(f"overlap must be in (0, 1], got {overlap}")
         self.nms = float(nms)
+        self.overlap = float(overlap)
         self.scale = float(scale)
         self.max_side = max_side
         self.min_size = float(min_size)
@@ -406,8 +414,8 @@ class RetinaFaceDetector:
         self._net = _retinaface_net(weights, device)
 
     def __repr__(self) -> str:
-        return (f"RetinaFaceDetector(threshold={self.threshold}, nms={self.nms}, scale={self.scale}, "
-                f"max_side={self.max_side}, min_size={self.min_size}, landmarks={self.landmarks})")
+        return (f"RetinaFaceDetector(threshold={self.threshold}, nms={self.nms}, overlap={self.overlap}, "
+                f"scale={self.scale}, max_side={self.max_side}, min_size={self.min_size}, landmarks={self.landmarks})")
 
     def raw(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every anchor's box (A, 4), face probability (A,) and 5 points (A, 5, 2), in input pixels, before
@@ -443,6 +451,8 @@ class RetinaFaceDetector:
         keep = np.flatnonzero(scores >= self.threshold)
         keep = keep[np.argsort(-scores[keep], kind="stable")][: self.top_k]
         keep = keep[nms(boxes[keep], scores[keep], self.nms)]
+        if self.overlap < 1:
+            keep = keep[_drop_covered(boxes[keep], self.overlap)]
         dets = []
         for i in keep:
             b = boxes[i]
@@ -451,6 +461,24 @@ class RetinaFaceDetector:
             lm68 = predict_landmarks(img, face_box_from_landmarks5(pts[i]), 68) if self.landmarks == 68 else None
             dets.append(FaceDetection(b.copy(), float(scores[i]), pts[i].copy(), lm68, self.name))
         return sort_detections(dets)
+
+
+def _drop_covered(boxes: np.ndarray, frac: float) -> np.ndarray:
+    """Indices of ``boxes`` (sorted by score, descending) kept when each box is dropped that covers, or is
+    covered by, a kept higher-scoring box over more than ``frac`` of the smaller one's area."""
+    area = np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
+    kept: list[int] = []
+    for j in range(len(boxes)):
+        ok = True
+        for i in kept:
+            ix = max(0.0, min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0]))
+            iy = max(0.0, min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1]))
+            if ix * iy > frac * max(min(area[i], area[j]), 1e-9):
+                ok = False
+                break
+        if ok:
+            kept.append(j)
+    return np.array(kept, dtype=np.int64)
 
 
 _NETS: dict[tuple[str | None, str], Any] = {}
