@@ -51,8 +51,11 @@ def load_generator(generator: Generator | None = None, weights: str | os.PathLik
     if generator is not None and weights is not None:
         raise InputError("pass either a generator object or a weights path, not both")
     if generator is not None:
-        if not isinstance(generator, Generator):
-            raise InputError(f"generator must be a facerestore.nn.stylegan2.Generator, got {type(generator).__name__}")
+        # our StyleGAN2 Generator or any module with its interface (nn.mobilestylegan.Generator)
+        needed = ("mapping", "synthesis", "num_ws", "w_dim", "img_resolution", "sample_w")
+        if not isinstance(generator, torch.nn.Module) or not all(hasattr(generator, a) for a in needed):
+            raise InputError(f"generator must be a StyleGAN2-like Generator (facerestore.nn.stylegan2 or "
+                             f"nn.mobilestylegan), got {type(generator).__name__}")
         return generator
     from facerestore.nn import stylegan2_io
 

@@ -1,0 +1,152 @@
+"""Paper 002's tasks with two priors side by side: our built-in 64 px StyleGAN2 and MobileStyleGAN (issue 13).
+
+    python benchmarks/prior_comparison.py                                   # the full protocol (hours on a GPU)
+    python benchmarks/prior_comparison.py --count 2 --tasks robust-upsample@M,robust-denoise@M --steps 10 10 10
+
+Faces: the first ``--count`` held-out ffhq256 faces (ids ending in 0). Each prior restores the task applied at
+its own resolution (64 px for the built-in prior; MobileStyleGAN at ``--resolution``, default 256 = the data's,
+its exact box-averaged output) with the robust-inversion restorer (paper 002's single hyper-parameter set; NGD
+steps per phase ``--steps``, the paper's 150/150/150 by default), and both are scored against the 256 px ground
+truth (64 px results bicubically upsampled): PSNR, dlib identity distance FED, the independent MobileFaceNet
+identity distance ``id_mfn`` when its weights are cached, NIQE. ``input`` = the degraded image at 256 px
+(bicubically resized to 256 where the task shrinks it). Writes results/prior_comparison.{json,md} and the grid
+docs/prior_comparison_grid.png (degraded | 64 px prior | MobileStyleGAN | ground truth) for the first task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+PRIORS = ("builtin:stylegan2-face-64.safetensors", "mobilestylegan-ffhq-1024")
+
+
+def _tasks_module():
+    spec = importlib.util.spec_from_file_location("robust_inversion_tasks", ROOT / "benchmarks" /
+                                                  "robust_inversion_tasks.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def up(x: torch.Tensor, size: int) -> torch.Tensor:
+    if x.shape[-1] == size:
+        return x
+    mode = "area" if x.shape[-1] > size else "bicubic"
+    kw = {} if mode == "area" else {"align_corners": False}
+    return F.interpolate(x, size=(size, size), mode=mode, **kw).clamp(0, 1)
+
+
+def scores(pred: torch.Tensor, clean: torch.Tensor) -> dict[str, float]:
+    from facerestore import metrics
+
+    out = {"psnr": float(metrics.create("psnr")(pred, clean).mean()),
+           "fed": float(torch.nanmean(metrics.create("fed", aligned=True)(pred, clean))),
+           "niqe": float(torch.nanmean(metrics.create("niqe")(pred)))}
+    if "id_mfn" in metrics.list_metrics():
+        try:
+            out["id_mfn"] = float(torch.nanmean(metrics.create("id_mfn", aligned=True)(pred, clean)))
+        except Exception as exc:  # weights not cached: the column is absent, said so in the output
+            out["id_mfn_missing"] = str(exc).splitlines()[0][:120]
+    return out
+
+
+def load_prior(name: str, resolution: int):
+    from facerestore.nn.stylegan2_io import resolve_generator
+
+    G = resolve_generator(name).eval()
+    if hasattr(G, "set_resolution") and G.img_resolution > resolution:
+        G.set_resolution(resolution)
+    return G
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ffhq256"))
+    p.add_argument("--count", type=int, default=30)
+    p.add_argument("--tasks", default="all", help="comma list of TASK@LEVEL, or all (the 31 of paper 002)")
+    p.add_argument("--steps", type=int, nargs=3, default=(150, 150, 150))
+    p.add_argument("--resolution", type=int, default=256)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from facerestore import degrade
+    from facerestore.methods.inversion.restorer import RobustInversionRestorer
+    from facerestore.train.config import DataConfig
+    from facerestore.train.data import load_images, split_files
+
+    tasks = _tasks_module().paper_tasks() if args.tasks == "all" else [
+        tuple(t.split("@")) for t in args.tasks.split(",")]
+    _, val = split_files(DataConfig(roots=[args.data], size=256, val_count=args.count))
+    clean = load_images(val, 256).float() / 255
+    priors = {name: load_prior(name, args.resolution) for name in PRIORS}
+    rows, grid = {}, None
+    t_all = time.time()
+    for ti, (task, level) in enumerate(tasks):
+        row: dict = {"task": task, "level": level}
+        y256, _ = degrade.apply(clean, task, level=level, generator=0)
+        row["input"] = scores(up(y256, 256), clean)
+        restored = {}
+        for name, G in priors.items():
+            r = G.img_resolution
+            y, recs = degrade.apply(up(clean, r), task, level=level, generator=0)
+            rest = RobustInversionRestorer(generator=G, loss="auto", steps=args.steps, progress=False)
+            t0 = time.time()
+            pred = rest.restore(y, task=task, params=recs).clamp(0, 1)
+            restored[name] = up(pred, 256)
+            row[name] = {**scores(restored[name], clean), "resolution": r, "loss": rest.loss_kind,
+                         "seconds_per_face": round((time.time() - t0) / clean.shape[0], 1)}
+            print(f"{task}@{level} {name}: PSNR {row['input']['psnr']:.2f} -> {row[name]['psnr']:.2f}, FED "
+                  f"{row['input']['fed']:.3f} -> {row[name]['fed']:.3f} ({row[name]['seconds_per_face']} s/face)",
+                  flush=True)
+        rows[f"{task}@{level}"] = row
+        if ti == 0:
+            cols = [up(y256, 256), *restored.values(), clean]
+            grid = torch.cat([torch.cat(list(c), dim=-1) for c in cols], dim=-2)  # columns = faces, rows = kinds
+    result = {"benchmark": "prior_comparison",
+              "command": "python benchmarks/prior_comparison.py " + " ".join(argv if argv is not None else
+                                                                             sys.argv[1:]),
+              "faces": [f.name for f in val], "steps": list(args.steps), "resolution": args.resolution,
+              "priors": {n: {"img_resolution": G.img_resolution} for n, G in priors.items()},
+              "rows": rows, "wall_s": round(time.time() - t_all, 1),
+              "hardware": f"{platform.machine()}, torch {torch.__version__}, CPU, {args.threads} thread(s)"}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "prior_comparison.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "prior_comparison.md").write_text(to_markdown(result))
+    if grid is not None:
+        from facerestore import io
+
+        io.write_image(ROOT / "docs" / "prior_comparison_grid.png",
+                       np.ascontiguousarray(grid.permute(1, 2, 0).numpy()))
+    print(to_markdown(result))
+    return 0
+
+
+def to_markdown(result: dict) -> str:
+    a, b = PRIORS
+    lines = [
+        "# Paper 002's tasks with two priors (robust-inversion)", "",
+        f"`{result['command']}`: {len(result['faces'])} held-out ffhq256 faces, NGD steps {result['steps']}, "
+        f"{result['wall_s']:.0f} s in all ({result['hardware']}). Cells: PSNR (dB) / FED (dlib identity "
+        "distance) against the 256 px ground truth; the 64 px prior's output is bicubically upsampled.", "",
+        "| task | level | input | 64 px prior | MobileStyleGAN |", "|---|---|---|---|---|",
+    ]
+    for r in result["rows"].values():
+        cell = lambda s: f"{s['psnr']:.2f} / {s['fed']:.3f}"  # noqa: E731
+        lines.append(f"| {r['task']} | {r['level']} | {cell(r['input'])} | {cell(r[a])} | {cell(r[b])} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
