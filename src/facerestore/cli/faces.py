@@ -22,7 +22,7 @@ EXAMPLES = """\
   facerestore faces -i photos/ -o crops/ --detector cnn --upsample 0 --border ffhq
 """
 
-DETECTOR_CHOICES = ("hog", "cnn", "yunet")
+DETECTOR_CHOICES = ("hog", "cnn", "dlib-hog", "dlib-cnn", "retinaface", "yunet", "auto")
 BORDER_CHOICES = ("constant", "reflect", "ffhq")
 
 
@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, help="output folder for crops and landmark JSON files")
     p.add_argument("--size", type=int, default=512, help="crop side in pixels (default 512)")
     p.add_argument("--detector", choices=DETECTOR_CHOICES, default="hog",
-                   help="hog (dlib HOG, fast), cnn (dlib MMOD CNN, slower, more poses) or yunet (zoo weights)")
+                   help="hog / dlib-hog (dlib HOG, fast), cnn / dlib-cnn (dlib MMOD CNN, slower, more poses), "
+                   "retinaface or yunet (zoo weights), auto (retinaface when its weights are cached, else hog)")
     sel = p.add_mutually_exclusive_group()
     sel.add_argument("--all", dest="select", action="store_const", const="all", help="every face (default)")
     sel.add_argument("--largest", dest="select", action="store_const", const="largest",
@@ -42,8 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-size", type=float, default=32, help="ignore faces smaller than this (pixels; default 32)")
     p.add_argument("--upsample", type=int, default=1,
                    help="dlib detectors: upsample the photo N times to find small faces (default 1)")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="detector score threshold (default: hog 0, cnn 0, yunet 0.6)")
+    p.add_argument("--threshold", "--min-score", dest="threshold", type=float, default=None,
+                   help="detector score threshold (default: the detector's calibrated one, see "
+                   "facerestore.faces.detect.DEFAULT_SCORE_THRESHOLDS)")
     p.add_argument("--max-side", type=int, default=None,
                    help="dlib detectors: detect on a copy at most this many pixels on its longer side (faster)")
     p.add_argument("--border", choices=BORDER_CHOICES, default="constant",
@@ -57,7 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _make_detector(args: argparse.Namespace) -> Any:
     from facerestore.cli.guards import check_finite
     from facerestore.errors import InputError
-    from facerestore.faces.detect import create_detector
+    from facerestore.faces.detect import canonical_detector_name, create_detector
 
     if not 0 <= args.upsample <= 4:
         raise InputError(f"--upsample must be in 0..4, got {args.upsample}")
@@ -71,7 +73,7 @@ def _make_detector(args: argparse.Namespace) -> Any:
     kw: dict[str, Any] = {"min_size": args.min_size}
     if args.threshold is not None:
         kw["threshold"] = args.threshold
-    if args.detector in ("hog", "cnn"):
+    if canonical_detector_name(args.detector) in ("dlib-hog", "dlib-cnn"):
         kw.update(upsample=args.upsample, landmarks=68, max_side=args.max_side)
     else:
         kw.update(landmarks=68)

@@ -30,6 +30,7 @@ EXAMPLES = """\
 """
 
 EXT_CHOICES = ("auto", "png", "jpg")
+DETECTOR_CHOICES = ("auto", "retinaface", "dlib-hog", "dlib-cnn", "hog", "cnn")
 SUBFOLDERS = ("restored_imgs", "cropped_faces", "restored_faces", "cmp")
 
 
@@ -44,11 +45,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aligned", action="store_true",
                    help="inputs are already FFHQ-aligned square face crops: no detection, no paste-back")
     p.add_argument("--only-center-face", action="store_true", help="restore only the face nearest the centre")
-    p.add_argument("--detector", choices=("hog", "cnn"), default="hog",
-                   help="dlib face detector: hog (fast, default) or cnn (slower, more poses)")
-    p.add_argument("--min-score", type=float, default=0.3,
-                   help="ignore detections scoring below this (dlib SVM margin; default 0.3 drops textured "
-                   "patches taken for faces, real faces score 0.5-3; 0 keeps all)")
+    from facerestore.faces.detect import DEFAULT_SCORE_THRESHOLDS as thr
+
+    p.add_argument("--detector", choices=DETECTOR_CHOICES, default="auto",
+                   help="face detector: auto (default: retinaface once `facerestore models download "
+                   "retinaface-mnet025` has cached its weights, else dlib-hog), retinaface (MIT), dlib-hog (fast), "
+                   "dlib-cnn (slow on CPU, more poses); hog and cnn are the old names of the dlib ones")
+    p.add_argument("--min-score", type=float, default=None,
+                   help="score threshold of the detector (its own scale); default: the detector's calibrated one "
+                   f"(retinaface {thr['retinaface']:g} face probability, dlib-hog {thr['hog']:g} SVM margin, "
+                   f"dlib-cnn {thr['cnn']:g})")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--half", action="store_true", help="reduced precision (fp16 on GPU, bf16 on CPU)")
     p.add_argument("--ext", choices=EXT_CHOICES, default="auto",
@@ -147,7 +153,9 @@ def run(args: argparse.Namespace) -> int:
     if restorer.spec.note and not args.weights:
         print(f"note: {restorer.spec.note}", file=sys.stderr)
     restorer.check_options(fidelity=args.fidelity, refs=args.refs)
-    detector = None if args.aligned else create_detector(args.detector)
+    # the detector applies its calibrated threshold unless --min-score replaces it
+    threshold = {} if args.min_score is None else {"threshold": args.min_score}
+    detector = None if args.aligned else create_detector(args.detector, **threshold)
     refs = None
     if args.refs:
         # prepared once for the whole batch
@@ -191,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
         write_photo_json(
             out_dir / "restored_imgs" / f"{stem}.json", res, protect=protect, input=str(path),
             output=str(img_path), device=device, half=bool(args.half), color_match=bool(args.color_match),
-            min_score=args.min_score,
+            min_score=args.min_score if args.min_score is not None else getattr(detector, "threshold", None),
             faces=[{"cropped_face": f"cropped_faces/{n}", "restored_face": f"restored_faces/{n}", "cmp": f"cmp/{n}"}
                    for n in face_files],
         )
