@@ -72,6 +72,15 @@ class FaceResult:
         identity_similarity: cosine similarity in [-1, 1] of the dlib identity embeddings of the input
             and restored crops (1 = same direction); None when it could not be computed.
         identity_distance: Euclidean distance of those embeddings (dlib: < 0.6 = same person), or None.
+            dlib's numbers read high even for destroyed faces (dlib's network is also a training loss of ours):
+            judge identity with the calibrated report below.
+        identity_distance_mfn: cosine distance of MobileFaceNet embeddings of the input and restored crops (a
+            network no training loss uses; zoo entry ``mobilefacenet``, evaluation use only), or None when its
+            weights are not cached or identity is off.
+        identity_threshold_mfn: the same-person threshold it is compared with (equal error rate on
+            ../shared/data/photos, ``facerestore.faces.identity.MFN_SAME_PERSON_THRESHOLD``), or None.
+        identity_changed: ``identity_distance_mfn > identity_threshold_mfn`` (the restorer changed who the face
+            shows), or None when not measured.
     """
 
     box: np.ndarray
@@ -83,6 +92,17 @@ class FaceResult:
     restored_crop: np.ndarray
     identity_similarity: float | None = None
     identity_distance: float | None = None
+    identity_distance_mfn: float | None = None
+    identity_threshold_mfn: float | None = None
+    identity_changed: bool | None = None
+
+    def __post_init__(self) -> None:
+        # identity_similarity() hands the MobileFaceNet report over inside dlib's distance (see _IdentityDistance)
+        d = self.identity_distance
+        if isinstance(d, _IdentityDistance):
+            self.identity_distance_mfn, self.identity_threshold_mfn = d.mfn, d.threshold
+            self.identity_changed = None if d.mfn is None or d.threshold is None else bool(d.mfn > d.threshold)
+            self.identity_distance = None if not np.isfinite(d) else float(d)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready summary (no pixel arrays)."""
@@ -95,6 +115,9 @@ class FaceResult:
             "crop_size": int(self.input_crop.shape[0]),
             "identity_similarity": self.identity_similarity,
             "identity_distance": self.identity_distance,
+            "identity_distance_mfn": self.identity_distance_mfn,
+            "identity_threshold_mfn": self.identity_threshold_mfn,
+            "identity_changed": self.identity_changed,
         }
 
 
@@ -263,23 +286,53 @@ def prepare_refs(refs: Any, size: int, *, aligned: bool = False, detector: str |
     return torch.stack(crops).to(device) if crops else None
 
 
+class _IdentityDistance(float):
+    """dlib's distance (NaN when unknown) carrying the MobileFaceNet report (``mfn``, ``threshold``) from
+    :func:`identity_similarity` into :class:`FaceResult`, which unpacks it."""
+
+    mfn: float | None = None
+    threshold: float | None = None
+
+
 def identity_similarity(embedder: FaceEmbedder | None, a: np.ndarray,
                         b: np.ndarray) -> tuple[float | None, float | None]:
-    """(cosine similarity, Euclidean distance) of the identity embeddings of two aligned crops; (None, None)
-    when there is no embedder or it cannot embed them (identity is informative, never required)."""
-    from facerestore.faces.identity import cosine_similarity, embedding_distance
+    """(cosine similarity, Euclidean distance) of the dlib identity embeddings of two aligned crops; (None, None)
+    when there is no embedder or it cannot embed them (identity is informative, never required).
+
+    With an embedder, the crops are also compared with MobileFaceNet (calibrated cosine distance and its
+    same-person threshold) when its weights are cached (never downloaded): the distance returned is then an
+    :class:`_IdentityDistance`, which :class:`FaceResult` unpacks into ``identity_distance_mfn``,
+    ``identity_threshold_mfn`` and ``identity_changed``."""
+    from facerestore.faces.identity import (
+        MFN_SAME_PERSON_THRESHOLD,
+        MobileFaceNetEmbedder,
+        cosine_similarity,
+        embedding_distance,
+        mfn_distance,
+    )
 
     if embedder is None:
         return None, None
+    mfn = None
+    try:
+        net = MobileFaceNetEmbedder()
+        mfn = mfn_distance(net.embed_aligned(a), net.embed_aligned(b))
+    except (FaceRestoreError, RuntimeError, ImportError, OSError):
+        pass
+    sim = dist = None
     try:
         ea = embedder.embed(a, aligned=True)
         eb = embedder.embed(b, aligned=True)
     except (FaceRestoreError, RuntimeError, ImportError, OSError):
-        return None, None
-    if ea is None or eb is None:
-        return None, None
-    sim = cosine_similarity(ea, eb)
-    return (None if not np.isfinite(sim) else sim), embedding_distance(ea, eb)
+        ea = eb = None
+    if ea is not None and eb is not None:
+        s = cosine_similarity(ea, eb)
+        sim, dist = (None if not np.isfinite(s) else s), embedding_distance(ea, eb)
+    if mfn is None or not np.isfinite(mfn):
+        return sim, dist
+    out = _IdentityDistance(float("nan") if dist is None else dist)
+    out.mfn, out.threshold = float(mfn), float(MFN_SAME_PERSON_THRESHOLD)
+    return sim, out
 
 
 def _background(background: Background) -> Callable[[np.ndarray, float], np.ndarray] | None:
@@ -287,8 +340,14 @@ def _background(background: Background) -> Callable[[np.ndarray, float], np.ndar
 
     if callable(background):
         return background
+    if background == "esrgan":
+        # ESRGAN-thick on CPU, in tiles (facerestore.faces.background); WeightsMissingError when not cached
+        from facerestore.faces.background import esrgan_background
+
+        return esrgan_background()
     if background not in UPSCALE_METHODS:
-        raise InputError(f"background must be a callable or one of {', '.join(UPSCALE_METHODS)}, got {background!r}")
+        raise InputError(f"background must be a callable, 'esrgan' or one of {', '.join(UPSCALE_METHODS)}, "
+                         f"got {background!r}")
     if background == "lanczos":
         return None  # paste_faces' default
     return lambda img, s: upscale_image(img, s, background)
