@@ -161,6 +161,8 @@ class _NoiseMixin(nn.Module):
         shift = bias.to(x.dtype).reshape(1, -1, 1, 1)
         if n is not None:  # noise (.., 1, H, W) + bias (1, C, 1, 1), added in one pass
             shift = shift + n
+        if x.requires_grad:  # in place on this (permuted) view, autograd would copy the whole tensor back
+            return F.leaky_relu(x + shift, LRELU_SLOPE)
         return F.leaky_relu_(x.add_(shift), LRELU_SLOPE)  # x is a fresh tensor: in place saves allocations
 
 
@@ -253,7 +255,8 @@ class ToWavelets(nn.Module):
         styles = _per_filter_styles(self.affine, w.to(x.dtype), self.gain)
         weight = self.weight.to(x.dtype)
         x = _pixel_matmul(x, weight * (styles.unsqueeze(1) if styles.ndim == 2 else styles))
-        return x.add_(self.bias.to(x.dtype).reshape(1, -1, 1, 1))
+        bias = self.bias.to(x.dtype).reshape(1, -1, 1, 1)
+        return x + bias if x.requires_grad else x.add_(bias)
 
 
 class MappingNetwork(nn.Module):
