@@ -340,3 +340,25 @@ def test_default_prior_prefers_the_real_one_and_announces_the_fallback(monkeypat
     with pytest.warns(UserWarning, match="mobilestylegan-ffhq-1024.*not in the cache"):
         fallback = RLSRestorer.default_weights()
     assert fallback.name == "stylegan2-face-64.safetensors" and fallback.is_file()
+
+
+def test_shipped_flow_of_mobilestylegan_models_its_w_space():
+    """The built-in flow for MobileStyleGAN is found for the cached generator, matches its sha256 and prefers
+    real W samples to a Gaussian with the same moments (skips without the generator's weights)."""
+    from facerestore import zoo
+    from facerestore.errors import FaceRestoreError
+    from facerestore.methods.rls.flow_prior import find_flow
+    from facerestore.nn.stylegan2_io import prior_file, resolve_generator
+
+    try:
+        gen = prior_file("mobilestylegan-ffhq-1024")
+    except FaceRestoreError as exc:
+        pytest.skip(f"MobileStyleGAN weights are not cached: {exc}")
+    path = find_flow(gen)
+    assert path.parent == zoo.BUILTIN_DIR
+    flow = load_generator_flow(path, generator_path=gen)
+    G = resolve_generator("mobilestylegan-ffhq-1024")
+    w = G.sample_w(256, torch.Generator().manual_seed(11))
+    gauss = torch.randn(256, 512, generator=torch.Generator().manual_seed(12)) * w.std(0) + w.mean(0)
+    with torch.no_grad():
+        assert float(flow.log_prob(w).mean()) > float(flow.log_prob(gauss).mean()) + 1000
