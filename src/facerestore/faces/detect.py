@@ -496,9 +496,14 @@ def _retinaface_net(weights: str | None, device: str) -> Any:
 
 # --- registry -----------------------------------------------------------------------------------------------
 
-# Default score thresholds, per detector (each detector's scores are on its own scale). Calibrated on
-# validation data that the detection benchmark does not use: see benchmarks/detection_recall.py --calibrate
-# and benchmarks/README.md. ``--min-score`` / ``threshold=`` override them.
+# Default score thresholds, per detector (each detector's scores are on its own scale); ``--min-score`` /
+# ``threshold=`` override them. Chosen on validation data the detection benchmark does not use: 80 wild/
+# crops on gray canvases (`benchmarks/detection_recall.py --calibrate`, results/detection_calibration.json).
+# RetinaFace: found 79 of 80 faces with 1 false box at every threshold from 0.05 to 0.97; 0.5 is the middle
+# of that plateau. dlib HOG: the best (found - false) was at -0.86 (71 found, 4 false) against 32 found at 0,
+# but those canvases hold little background; on whole photos HOG puts many boxes on texture between -1 and
+# -0.5, so dlib's own 0 stays the default (the old pipeline filter at 0.3 found 18 of 80). dlib CNN: dlib's
+# own 0, not calibrated (its ~10 s per megapixel did not fit the time).
 DEFAULT_SCORE_THRESHOLDS: dict[str, float] = {
     "retinaface": 0.5,
     "hog": 0.0,
