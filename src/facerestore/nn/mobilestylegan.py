@@ -75,7 +75,13 @@ from torch import nn
 
 from facerestore.errors import InputError
 from facerestore.nn.openvino_ir import IRGraph, IRLayer, read_ir
-from facerestore.nn.stylegan2 import NOISE_MODES, StyleLayerSpec, modulated_conv2d, normalize_2nd_moment
+from facerestore.nn.stylegan2 import (
+    NOISE_MODES,
+    LatentLayouts,
+    StyleLayerSpec,
+    modulated_conv2d,
+    normalize_2nd_moment,
+)
 
 __all__ = [
     "CHANNELS",
@@ -299,7 +305,7 @@ class _Block4(nn.Module):
         self.conv1 = ModulatedConv(channels, channels, w_dim, 4)
 
 
-class SynthesisNetwork(nn.Module):
+class SynthesisNetwork(LatentLayouts, nn.Module):
     """W / W+ / W++ latents -> raw image (B, 3, R, R), about [-1, 1]. See the module doc."""
 
     def __init__(self, w_dim: int = 512, channels: Sequence[int] = CHANNELS, wavelet_channels: int = 12):
@@ -330,56 +336,12 @@ class SynthesisNetwork(nn.Module):
         self.num_ws = len(specs)
         self.num_conv_layers = sum(s.kind == "conv" for s in specs)
 
-    # -- latent layouts ------------------------------------------------------------------------------
-
-    def wpp_from_wplus(self, ws: torch.Tensor) -> list[torch.Tensor]:
-        """W (B, w_dim) or W+ (B, num_ws, w_dim) -> W++ list (fresh contiguous tensors, see module doc)."""
-        per_layer = self._per_layer_latents(ws)
-        return [w.unsqueeze(1).expand(-1, s.out_channels, -1).clone() for s, w in zip(self.layer_specs, per_layer)]
-
-    def wpp_from_dense(self, dense: torch.Tensor) -> list[torch.Tensor]:
-        """Dense W++ (B, num_ws, N, w_dim) or (B, num_ws * N, w_dim), N >= the widest layer -> per-layer views."""
-        if dense.ndim == 3:
-            if dense.shape[1] % self.num_ws:
-                raise ValueError(f"dense W++ rows ({dense.shape[1]}) must be a multiple of num_ws={self.num_ws}")
-            dense = dense.reshape(dense.shape[0], self.num_ws, -1, dense.shape[-1])
-        if dense.ndim != 4 or dense.shape[1] != self.num_ws or dense.shape[-1] != self.w_dim:
-            raise ValueError(f"dense W++ must be (B, {self.num_ws}, N, {self.w_dim}), got {tuple(dense.shape)}")
-        widest = max(s.out_channels for s in self.layer_specs)
-        if dense.shape[2] < widest:
-            raise ValueError(f"dense W++ needs at least {widest} rows per w-index, got {dense.shape[2]}")
-        return [dense[:, s.w_index, : s.out_channels] for s in self.layer_specs]
-
-    def noise_shapes(self) -> list[tuple[int, int]]:
-        """(H, W) of the noise map of each conv layer, in layer order (``noises=`` of ``forward``)."""
-        return [(s.resolution, s.resolution) for s in self.layer_specs if s.kind == "conv"]
-
     def const_noises(self) -> list[torch.Tensor]:
         """Copies of the constant (unit-variance) noise maps as (1, 1, H, W) tensors, in conv-layer order."""
         return [m.noise_const.detach().clone()[None, None] for m in self._conv_modules()]
 
     def _conv_modules(self) -> list[_NoiseMixin]:
         return [self.get_submodule(s.name) for s in self.layer_specs if s.kind == "conv"]  # type: ignore[misc]
-
-    def _per_layer_latents(self, ws) -> list[torch.Tensor]:
-        specs = self.layer_specs
-        if isinstance(ws, (list, tuple)):
-            if len(ws) != len(specs):
-                raise ValueError(f"W++ needs {len(specs)} per-layer tensors, got {len(ws)}")
-            for s, w in zip(specs, ws):
-                if w.ndim != 3 or w.shape[1] != s.out_channels or w.shape[2] != self.w_dim:
-                    raise ValueError(
-                        f"W++ entry for {s.name} must be (B, {s.out_channels}, {self.w_dim}), got {tuple(w.shape)}"
-                    )
-            return list(ws)
-        if ws.ndim == 2 and ws.shape[1] == self.w_dim:
-            return [ws] * len(specs)
-        if ws.ndim == 3 and ws.shape[1:] == (self.num_ws, self.w_dim):
-            return [ws[:, s.w_index] for s in specs]
-        raise ValueError(
-            f"latents must be W (B, {self.w_dim}), W+ (B, {self.num_ws}, {self.w_dim}) or a W++ list, "
-            f"got {tuple(ws.shape)}"
-        )
 
     def check_resolution(self, resolution: int) -> int:
         """``resolution`` if it is a power of two in [4, full resolution], else ValueError."""

@@ -583,7 +583,66 @@ class SynthesisBlock(nn.Module):
         return [self.conv1] if self.in_channels == 0 else [self.conv0, self.conv1]
 
 
-class SynthesisNetwork(nn.Module):
+class LatentLayouts:
+    """W / W+ / W++ handling shared by every StyleGAN-like synthesis network (ours and MobileStyleGAN).
+
+    The class using it sets ``layer_specs`` (the modulated layers in execution order), ``num_ws`` and ``w_dim``.
+    """
+
+    layer_specs: tuple[StyleLayerSpec, ...]
+    num_ws: int
+    w_dim: int
+
+    # -- latent layouts ------------------------------------------------------------------------------
+
+    def wpp_from_wplus(self, ws: torch.Tensor) -> list[torch.Tensor]:
+        """W (B, w_dim) or W+ (B, num_ws, w_dim) -> W++ list (fresh contiguous tensors, see module doc)."""
+        per_layer = self._per_layer_latents(ws)
+        return [w.unsqueeze(1).expand(-1, s.out_channels, -1).clone() for s, w in zip(self.layer_specs, per_layer)]
+
+    def wpp_from_dense(self, dense: torch.Tensor) -> list[torch.Tensor]:
+        """Authors' dense W++ -> per-layer views (differentiable; shared rows stay tied).
+
+        dense: (B, num_ws, N, w_dim) or (B, num_ws * N, w_dim) with N >= the widest layer; layer l
+        reads ``dense[:, w_index_l, :C_out_l]``.
+        """
+        if dense.ndim == 3:
+            if dense.shape[1] % self.num_ws:
+                raise ValueError(f"dense W++ rows ({dense.shape[1]}) must be a multiple of num_ws={self.num_ws}")
+            dense = dense.reshape(dense.shape[0], self.num_ws, -1, dense.shape[-1])
+        if dense.ndim != 4 or dense.shape[1] != self.num_ws or dense.shape[-1] != self.w_dim:
+            raise ValueError(f"dense W++ must be (B, {self.num_ws}, N, {self.w_dim}), got {tuple(dense.shape)}")
+        widest = max(s.out_channels for s in self.layer_specs)
+        if dense.shape[2] < widest:
+            raise ValueError(f"dense W++ needs at least {widest} rows per w-index, got {dense.shape[2]}")
+        return [dense[:, s.w_index, : s.out_channels] for s in self.layer_specs]
+
+    def noise_shapes(self) -> list[tuple[int, int]]:
+        """(H, W) of the noise map of each conv layer, in layer order (``noises=`` of ``forward``)."""
+        return [(s.resolution, s.resolution) for s in self.layer_specs if s.kind == "conv"]
+
+    def _per_layer_latents(self, ws) -> list[torch.Tensor]:
+        specs = self.layer_specs
+        if isinstance(ws, (list, tuple)):
+            if len(ws) != len(specs):
+                raise ValueError(f"W++ needs {len(specs)} per-layer tensors, got {len(ws)}")
+            for s, w in zip(specs, ws):
+                if w.ndim != 3 or w.shape[1] != s.out_channels or w.shape[2] != self.w_dim:
+                    raise ValueError(
+                        f"W++ entry for {s.name} must be (B, {s.out_channels}, {self.w_dim}), got {tuple(w.shape)}"
+                    )
+            return list(ws)
+        if ws.ndim == 2 and ws.shape[1] == self.w_dim:
+            return [ws] * len(specs)
+        if ws.ndim == 3 and ws.shape[1:] == (self.num_ws, self.w_dim):
+            return [ws[:, s.w_index] for s in specs]
+        raise ValueError(
+            f"latents must be W (B, {self.w_dim}), W+ (B, {self.num_ws}, {self.w_dim}) or a W++ list, "
+            f"got {tuple(ws.shape)}"
+        )
+
+
+class SynthesisNetwork(LatentLayouts, nn.Module):
     """W / W+ / W++ latents -> raw image (B, img_channels, R, R), about [-1, 1]. See the module doc."""
 
     def __init__(
@@ -626,34 +685,6 @@ class SynthesisNetwork(nn.Module):
         self.layer_specs: tuple[StyleLayerSpec, ...] = tuple(specs)
         self.num_conv_layers = sum(s.kind == "conv" for s in specs)
 
-    # -- latent layouts ------------------------------------------------------------------------------
-
-    def wpp_from_wplus(self, ws: torch.Tensor) -> list[torch.Tensor]:
-        """W (B, w_dim) or W+ (B, num_ws, w_dim) -> W++ list (fresh contiguous tensors, see module doc)."""
-        per_layer = self._per_layer_latents(ws)
-        return [w.unsqueeze(1).expand(-1, s.out_channels, -1).clone() for s, w in zip(self.layer_specs, per_layer)]
-
-    def wpp_from_dense(self, dense: torch.Tensor) -> list[torch.Tensor]:
-        """Authors' dense W++ -> per-layer views (differentiable; shared rows stay tied).
-
-        dense: (B, num_ws, N, w_dim) or (B, num_ws * N, w_dim) with N >= the widest layer; layer l
-        reads ``dense[:, w_index_l, :C_out_l]``.
-        """
-        if dense.ndim == 3:
-            if dense.shape[1] % self.num_ws:
-                raise ValueError(f"dense W++ rows ({dense.shape[1]}) must be a multiple of num_ws={self.num_ws}")
-            dense = dense.reshape(dense.shape[0], self.num_ws, -1, dense.shape[-1])
-        if dense.ndim != 4 or dense.shape[1] != self.num_ws or dense.shape[-1] != self.w_dim:
-            raise ValueError(f"dense W++ must be (B, {self.num_ws}, N, {self.w_dim}), got {tuple(dense.shape)}")
-        widest = max(s.out_channels for s in self.layer_specs)
-        if dense.shape[2] < widest:
-            raise ValueError(f"dense W++ needs at least {widest} rows per w-index, got {dense.shape[2]}")
-        return [dense[:, s.w_index, : s.out_channels] for s in self.layer_specs]
-
-    def noise_shapes(self) -> list[tuple[int, int]]:
-        """(H, W) of the noise map of each conv layer, in layer order (``noises=`` of ``forward``)."""
-        return [(s.resolution, s.resolution) for s in self.layer_specs if s.kind == "conv"]
-
     def const_noises(self) -> list[torch.Tensor]:
         """Copies of the constant noise maps as (1, 1, H, W) tensors, in conv-layer order."""
         return [self._module(s.name).noise_const.detach().clone()[None, None] for s in self._conv_specs()]
@@ -663,26 +694,6 @@ class SynthesisNetwork(nn.Module):
 
     def _module(self, name: str) -> nn.Module:
         return self.get_submodule(name)
-
-    def _per_layer_latents(self, ws) -> list[torch.Tensor]:
-        specs = self.layer_specs
-        if isinstance(ws, (list, tuple)):
-            if len(ws) != len(specs):
-                raise ValueError(f"W++ needs {len(specs)} per-layer tensors, got {len(ws)}")
-            for s, w in zip(specs, ws):
-                if w.ndim != 3 or w.shape[1] != s.out_channels or w.shape[2] != self.w_dim:
-                    raise ValueError(
-                        f"W++ entry for {s.name} must be (B, {s.out_channels}, {self.w_dim}), got {tuple(w.shape)}"
-                    )
-            return list(ws)
-        if ws.ndim == 2 and ws.shape[1] == self.w_dim:
-            return [ws] * len(specs)
-        if ws.ndim == 3 and ws.shape[1:] == (self.num_ws, self.w_dim):
-            return [ws[:, s.w_index] for s in specs]
-        raise ValueError(
-            f"latents must be W (B, {self.w_dim}), W+ (B, {self.num_ws}, {self.w_dim}) or a W++ list, "
-            f"got {tuple(ws.shape)}"
-        )
 
     # -- forward -------------------------------------------------------------------------------------
 
