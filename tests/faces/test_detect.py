@@ -363,6 +363,7 @@ def test_auto_is_dlib_hog_with_a_note_without_retinaface_weights(monkeypatch, tm
 
     monkeypatch.setenv("FACERESTORE_HOME", str(tmp_path))
     monkeypatch.setattr(detect, "_NOTED", [])
+    monkeypatch.setattr(detect, "_NETS", {})  # no network loaded earlier in this process
     name, note = detect.default_detector()
     assert name == "dlib-hog" and note and "\n" not in note and "retinaface-mnet025" in note
     d = create_detector("auto", upsample=0)
