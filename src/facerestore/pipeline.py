@@ -41,6 +41,7 @@ from facerestore.methods import Restorer, load_restorer, resize_crop
 
 __all__ = [
     "FaceResult",
+    "IdentityReport",
     "PhotoResult",
     "clear_restorer_cache",
     "get_restorer",
@@ -57,6 +58,39 @@ ImageInput = str | os.PathLike | np.ndarray | io.LoadedImage
 Background = str | Callable[[np.ndarray, float], np.ndarray]
 
 
+# dlib's same-person threshold on the Euclidean distance of its 128-d embeddings (dlib's documentation; ROC AUC
+# 0.9999 on ../shared/data/photos pairs, tests/metrics)
+DLIB_SAME_PERSON = 0.6
+
+
+@dataclass
+class IdentityReport:
+    """Did restoration keep who the face shows? The input crop and the restored crop compared by two networks.
+
+    similarity / distance: dlib's 128-d embeddings, cosine similarity in [-1, 1] and Euclidean distance
+        (< 0.6 = same person, AUC 0.9999 on the photo pairs); dlib's network is also ISPL's training identity
+        loss, so it is not independent of that method.
+    distance_mfn / threshold_mfn: MobileFaceNet's cosine distance (a network no loss of ours uses; evaluation
+        use only) and its equal-error-rate threshold on ../shared/data/photos. Its ROC AUC there is only 0.70:
+        a weak, independent second opinion, reported and never used for the flag.
+    changed: the dlib distance is over 0.6 (None when not measured).
+    """
+
+    similarity: float | None = None
+    distance: float | None = None
+    distance_mfn: float | None = None
+    threshold_mfn: float | None = None
+
+    @property
+    def changed(self) -> bool | None:
+        return None if self.distance is None else bool(self.distance > DLIB_SAME_PERSON)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"identity_similarity": self.similarity, "identity_distance": self.distance,
+                "identity_threshold": DLIB_SAME_PERSON, "identity_changed": self.changed,
+                "identity_distance_mfn": self.distance_mfn, "identity_threshold_mfn": self.threshold_mfn}
+
+
 @dataclass
 class FaceResult:
     """One restored face of a photo.
@@ -69,18 +103,7 @@ class FaceResult:
         affine: (2, 3) float64 input pixel -> crop pixel.
         input_crop: (S, S, 3) float32 in [0, 1], the aligned input face (S = face_size).
         restored_crop: (S, S, 3) float32 in [0, 1], the restorer's output at the same size.
-        identity_similarity: cosine similarity in [-1, 1] of the dlib identity embeddings of the input
-            and restored crops (1 = same direction); None when it could not be computed.
-        identity_distance: Euclidean distance of those embeddings (dlib: < 0.6 = same person), or None.
-            dlib's numbers read high even for destroyed faces (dlib's network is also a training loss of ours):
-            judge identity with the calibrated report below.
-        identity_distance_mfn: cosine distance of MobileFaceNet embeddings of the input and restored crops (a
-            network no training loss uses; zoo entry ``mobilefacenet``, evaluation use only), or None when its
-            weights are not cached or identity is off.
-        identity_threshold_mfn: the same-person threshold it is compared with (equal error rate on
-            ../shared/data/photos, ``facerestore.faces.identity.MFN_SAME_PERSON_THRESHOLD``), or None.
-        identity_changed: ``identity_distance_mfn > identity_threshold_mfn`` (the restorer changed who the face
-            shows), or None when not measured.
+        identity: :class:`IdentityReport` of the input crop vs the restored crop (None when identity is off).
     """
 
     box: np.ndarray
@@ -90,19 +113,7 @@ class FaceResult:
     affine: np.ndarray
     input_crop: np.ndarray
     restored_crop: np.ndarray
-    identity_similarity: float | None = None
-    identity_distance: float | None = None
-    identity_distance_mfn: float | None = None
-    identity_threshold_mfn: float | None = None
-    identity_changed: bool | None = None
-
-    def __post_init__(self) -> None:
-        # identity_similarity() hands the MobileFaceNet report over inside dlib's distance (see _IdentityDistance)
-        d = self.identity_distance
-        if isinstance(d, _IdentityDistance):
-            self.identity_distance_mfn, self.identity_threshold_mfn = d.mfn, d.threshold
-            self.identity_changed = None if d.mfn is None or d.threshold is None else bool(d.mfn > d.threshold)
-            self.identity_distance = None if not np.isfinite(d) else float(d)
+    identity: IdentityReport | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready summary (no pixel arrays)."""
@@ -113,12 +124,16 @@ class FaceResult:
             "landmarks68": None if self.landmarks68 is None else np.asarray(self.landmarks68, float).tolist(),
             "affine": np.asarray(self.affine, float).tolist(),
             "crop_size": int(self.input_crop.shape[0]),
-            "identity_similarity": self.identity_similarity,
-            "identity_distance": self.identity_distance,
-            "identity_distance_mfn": self.identity_distance_mfn,
-            "identity_threshold_mfn": self.identity_threshold_mfn,
-            "identity_changed": self.identity_changed,
+            **(self.identity or IdentityReport()).to_json(),
         }
+
+    @property
+    def identity_similarity(self) -> float | None:
+        return None if self.identity is None else self.identity.similarity
+
+    @property
+    def identity_distance(self) -> float | None:
+        return None if self.identity is None else self.identity.distance
 
 
 @dataclass
@@ -286,23 +301,10 @@ def prepare_refs(refs: Any, size: int, *, aligned: bool = False, detector: str |
     return torch.stack(crops).to(device) if crops else None
 
 
-class _IdentityDistance(float):
-    """dlib's distance (NaN when unknown) carrying the MobileFaceNet report (``mfn``, ``threshold``) from
-    :func:`identity_similarity` into :class:`FaceResult`, which unpacks it."""
-
-    mfn: float | None = None
-    threshold: float | None = None
-
-
-def identity_similarity(embedder: FaceEmbedder | None, a: np.ndarray,
-                        b: np.ndarray) -> tuple[float | None, float | None]:
-    """(cosine similarity, Euclidean distance) of the dlib identity embeddings of two aligned crops; (None, None)
-    when there is no embedder or it cannot embed them (identity is informative, never required).
-
-    With an embedder, the crops are also compared with MobileFaceNet (calibrated cosine distance and its
-    same-person threshold) when its weights are cached (never downloaded): the distance returned is then an
-    :class:`_IdentityDistance`, which :class:`FaceResult` unpacks into ``identity_distance_mfn``,
-    ``identity_threshold_mfn`` and ``identity_changed``."""
+def compare_identity(embedder: FaceEmbedder | None, a: np.ndarray, b: np.ndarray) -> IdentityReport | None:
+    """:class:`IdentityReport` of two aligned crops (None without an embedder). Each network that cannot run
+    (weights not cached: nothing is ever downloaded) leaves its fields None; identity is informative, never
+    required."""
     from facerestore.faces.identity import (
         MFN_SAME_PERSON_THRESHOLD,
         MobileFaceNetEmbedder,
@@ -312,27 +314,24 @@ def identity_similarity(embedder: FaceEmbedder | None, a: np.ndarray,
     )
 
     if embedder is None:
-        return None, None
-    mfn = None
+        return None
+    report = IdentityReport()
     try:
-        net = MobileFaceNetEmbedder()
-        mfn = mfn_distance(net.embed_aligned(a), net.embed_aligned(b))
+        ea, eb = embedder.embed(a, aligned=True), embedder.embed(b, aligned=True)
+        if ea is not None and eb is not None:
+            sim = cosine_similarity(ea, eb)
+            report.similarity = None if not np.isfinite(sim) else float(sim)
+            report.distance = float(embedding_distance(ea, eb))
     except (FaceRestoreError, RuntimeError, ImportError, OSError):
         pass
-    sim = dist = None
     try:
-        ea = embedder.embed(a, aligned=True)
-        eb = embedder.embed(b, aligned=True)
+        net = MobileFaceNetEmbedder()
+        d = mfn_distance(net.embed_aligned(a), net.embed_aligned(b))
+        if d is not None and np.isfinite(d):
+            report.distance_mfn, report.threshold_mfn = float(d), float(MFN_SAME_PERSON_THRESHOLD)
     except (FaceRestoreError, RuntimeError, ImportError, OSError):
-        ea = eb = None
-    if ea is not None and eb is not None:
-        s = cosine_similarity(ea, eb)
-        sim, dist = (None if not np.isfinite(s) else s), embedding_distance(ea, eb)
-    if mfn is None or not np.isfinite(mfn):
-        return sim, dist
-    out = _IdentityDistance(float("nan") if dist is None else dist)
-    out.mfn, out.threshold = float(mfn), float(MFN_SAME_PERSON_THRESHOLD)
-    return sim, out
+        pass
+    return report
 
 
 def _background(background: Background) -> Callable[[np.ndarray, float], np.ndarray] | None:
@@ -372,12 +371,12 @@ def restore_aligned(rgb: np.ndarray, restorer: Restorer, out_side: int, *, fidel
     (restored,) = restore_crops(restorer, [rgb], fidelity=fidelity, refs=refs, batch_size=1)
     timings["restore"] = time.perf_counter() - t
     t = time.perf_counter()
-    sim, dist = identity_similarity(embedder, rgb, restored)
+    report = compare_identity(embedder, rgb, restored)
     timings["identity"] = time.perf_counter() - t
     face = FaceResult(
         box=np.array([0.0, 0.0, float(w), float(h)]), score=float("nan"), landmarks5=template(w),
         landmarks68=None, affine=np.array([[1.0, 0, 0], [0, 1.0, 0]]), input_crop=rgb,
-        restored_crop=restored, identity_similarity=sim, identity_distance=dist,
+        restored_crop=restored, identity=report,
     )
     t = time.perf_counter()
     import torch.nn.functional as F
@@ -444,7 +443,7 @@ def restore_faces_in_photo(
     embedder: FaceEmbedder | None = None,
     face_size: int = 512,
     batch_size: int = 4,
-    mask: str = "square",
+    mask: str = "mesh",
     background: Background = "lanczos",
     color_match: bool = True,
     timings: dict[str, float] | None = None,
@@ -471,11 +470,11 @@ def restore_faces_in_photo(
     t = time.perf_counter()
     faces = []
     for (d, a), rc in zip(alns, restored):
-        sim, dist = identity_similarity(embedder, a.crop, rc)
+        report = compare_identity(embedder, a.crop, rc)
         faces.append(FaceResult(
             box=np.asarray(d.box, np.float64), score=float(d.score), landmarks5=np.asarray(d.landmarks5),
             landmarks68=None if d.landmarks68 is None else np.asarray(d.landmarks68), affine=a.affine,
-            input_crop=a.crop, restored_crop=rc, identity_similarity=sim, identity_distance=dist,
+            input_crop=a.crop, restored_crop=rc, identity=report,
         ))
     timings["identity"] = time.perf_counter() - t
 
@@ -522,7 +521,7 @@ def restore_photo(
     half: bool = False,
     refs: Any = None,
     color_match: bool = True,
-    mask: str = "square",
+    mask: str = "mesh",
     background: Background = "lanczos",
     face_size: int = 512,
     weights: str | None = None,
@@ -549,7 +548,9 @@ def restore_photo(
         half: reduced precision (float16 on GPU, bfloat16 on CPU) if the method supports it.
         refs: reference faces for methods that need them (tensor (R, 3, S, S) or images/paths).
         color_match: match each restored face's colour statistics to its input crop when pasting.
-        mask: blend mask "square" or "landmarks" (dlib 68 points).
+        mask: paste-back mask: "mesh" (Face Mesh face oval: the face only, no hair or neck; the best in
+            benchmarks/paste_back.py; without the facemesh-468 weights it warns and uses the 68 points),
+            "landmarks" (dlib 68-point hull) or "square" (the crop).
         background: how the photo is upscaled: an upscale_image method name ("lanczos", "bicubic", ...)
             or a callable ``(image, upscale) -> array`` (e.g. a super-resolution network).
         face_size: side of the aligned crops (the restorer resizes them to its own size and back).

@@ -75,26 +75,24 @@ def test_pipeline_esrgan_background(small):
     assert f(small, 2).shape == (60, 80, 3)
 
 
-def test_face_result_unpacks_the_calibrated_identity():
-    from facerestore.pipeline import FaceResult, _IdentityDistance
+def test_face_result_reports_identity_from_both_networks():
+    """The per-face record: dlib's distance decides ``identity_changed`` (threshold 0.6); MobileFaceNet's
+    calibrated distance is reported beside it; unmeasured fields are null, and the record is JSON."""
+    from facerestore.pipeline import FaceResult, IdentityReport
 
-    d = _IdentityDistance(0.41)
-    d.mfn, d.threshold = 3e-4, 1.39e-4
     z = np.zeros((4, 4, 3), np.float32)
     kw = dict(box=np.zeros(4), score=1.0, landmarks5=np.zeros((5, 2)), landmarks68=None, affine=np.eye(2, 3),
               input_crop=z, restored_crop=z)
-    r = FaceResult(**kw, identity_similarity=0.95, identity_distance=d)
-    js = r.to_json()
-    assert type(r.identity_distance) is float and js["identity_distance"] == pytest.approx(0.41)
-    assert js["identity_distance_mfn"] == 3e-4 and js["identity_threshold_mfn"] == 1.39e-4
+    r = FaceResult(**kw, identity=IdentityReport(similarity=0.95, distance=0.71, distance_mfn=3e-4,
+                                                 threshold_mfn=1.39e-4))
+    js = json.loads(json.dumps(r.to_json()))
+    assert js["identity_distance"] == pytest.approx(0.71) and js["identity_threshold"] == 0.6
     assert js["identity_changed"] is True and js["identity_similarity"] == 0.95
-    json.dumps(js)
-    nan = _IdentityDistance(float("nan"))
-    nan.mfn, nan.threshold = 1e-5, 1.39e-4
-    r = FaceResult(**kw, identity_distance=nan)
-    assert r.identity_distance is None and r.identity_changed is False
-    plain = FaceResult(**kw, identity_distance=0.3)
-    assert plain.identity_distance_mfn is None and plain.identity_changed is None
+    assert js["identity_distance_mfn"] == 3e-4 and js["identity_threshold_mfn"] == 1.39e-4
+    same = FaceResult(**kw, identity=IdentityReport(distance=0.3))
+    assert same.to_json()["identity_changed"] is False and same.to_json()["identity_distance_mfn"] is None
+    off = FaceResult(**kw).to_json()
+    assert off["identity_changed"] is None and off["identity_distance"] is None
 
 
 def test_cli_bg_upsampler_esrgan_needs_cached_weights(monkeypatch, tmp_path, astronaut_path):
