@@ -405,7 +405,7 @@ def _rescale_detection(d: FaceDetection, factor: float) -> FaceDetection:
 
 
 def detect_and_select(rgb: np.ndarray, detector: str | Detector, *, min_face_size: float = 0,
-                      min_score: float | None = 0.3, only_center_face: bool = False,
+                      min_score: float | None = None, only_center_face: bool = False,
                       max_pixels: int | None = DETECT_MAX_PIXELS) -> list[FaceDetection]:
     """Faces of a photo to restore: detections above ``min_score`` (and ``min_face_size`` px), optionally only
     the one nearest the centre; photos over ``max_pixels`` are detected on a downscaled copy (coordinates are
@@ -516,7 +516,7 @@ def restore_photo(
     fidelity: float | None = None,
     aligned: bool = False,
     only_center_face: bool = False,
-    detector: str | Detector = "hog",
+    detector: str | Detector = "auto",
     device: str = "cpu",
     half: bool = False,
     refs: Any = None,
@@ -528,7 +528,7 @@ def restore_photo(
     identity: bool = True,
     batch_size: int = 4,
     min_face_size: float = 0,
-    min_score: float | None = 0.3,
+    min_score: float | None = None,
 ) -> PhotoResult:
     """Restore the faces of a photo and paste them back into the upscaled photo.
 
@@ -543,7 +543,8 @@ def restore_photo(
         aligned: the input is already an FFHQ-aligned square face crop: restore it directly (no detection,
             no paste-back); the output is round(upscale * size) square.
         only_center_face: restore only the face nearest the image centre (else every face).
-        detector: "hog", "cnn" (dlib) or a Detector object.
+        detector: "auto" (RetinaFace when its weights are cached, else dlib HOG, announced), "retinaface",
+            "dlib-hog", "dlib-cnn" (aliases "hog", "cnn") or a Detector object.
         device: torch device for a restorer given by name ("cpu", "cuda", "mps").
         half: reduced precision (float16 on GPU, bfloat16 on CPU) if the method supports it.
         refs: reference faces for methods that need them (tensor (R, 3, S, S) or images/paths).
@@ -558,9 +559,9 @@ def restore_photo(
         identity: compute identity similarity per face (dlib, ~0.1 s per face).
         batch_size: crops per restorer call.
         min_face_size: ignore detections smaller than this (pixels).
-        min_score: ignore detections scoring below this (dlib HOG/CNN: SVM margin; dlib's own threshold is 0,
-            at which textured patches are sometimes taken for faces, e.g. the mission patch of the bundled
-            astronaut scores 0.12 while real faces score 0.5-3); None keeps every detection.
+        min_score: ignore detections scoring below this, on top of the detector's own threshold (a detector given
+            by name applies its calibrated default, ``faces.detect.DEFAULT_SCORE_THRESHOLDS``; a fixed 0.3 on
+            dlib's SVM margin threw real faces away); None keeps what the detector returns.
 
     Returns:
         :class:`PhotoResult`.
