@@ -413,3 +413,22 @@ def test_large_photos_are_detected_on_a_downscaled_copy(astronaut):
     for d, r in zip(got, ref):
         np.testing.assert_allclose(d.box, r.box * 3, atol=3.0)
         np.testing.assert_allclose(d.landmarks5, (r.landmarks5 + 0.5) * 3 - 0.5, atol=3.0)
+
+
+def test_mesh_mask_is_the_default_and_touches_only_the_face(astronaut, fixed):
+    """With the Face Mesh weights the default paste-back replaces the face oval only (hair, helmet and suit keep
+    their pixels); without them it warns and uses the 68-point mask."""
+    from facerestore import zoo
+
+    if not zoo.is_available("facemesh-468"):
+        pytest.skip("Face Mesh weights not cached: run `facerestore models download facemesh-468`")
+    kw = dict(upscale=1, detector=fixed, identity=False, color_match=False)
+    default = restore_photo(astronaut, ShiftRestorer(), **kw)
+    mesh = restore_photo(astronaut, ShiftRestorer(), mask="mesh", **kw)
+    square = restore_photo(astronaut, ShiftRestorer(), mask="square", **kw)
+    assert np.array_equal(default.image, mesh.image)
+    changed = lambda r: (np.abs(r.image - astronaut).max(2) > 1 / 255)  # noqa: E731
+    assert changed(mesh).sum() < 0.5 * changed(square).sum()
+    assert changed(mesh)[face_footprint(mesh)].mean() > 0.1  # the face itself was pasted
+    with pytest.raises(InputError, match="mesh"):
+        restore_photo(astronaut, ShiftRestorer(), mask="circle", **kw)

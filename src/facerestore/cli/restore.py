@@ -68,6 +68,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(largest face of each; with --aligned: aligned crops)")
     p.add_argument("--no-color-match", dest="color_match", action="store_false",
                    help="do not match the restored faces' colours to the input faces")
+    p.add_argument("--mask", choices=("square", "landmarks", "mesh"), default="mesh",
+                   help="paste-back mask: mesh (default; Face Mesh face oval: the face only, no hair or neck; falls "
+                   "back to landmarks without the facemesh-468 weights), landmarks (dlib 68-point hull) or square")
     p.add_argument("--bg-upsampler", choices=("lanczos", "esrgan"), default="lanczos",
                    help="how the photo around the faces is upscaled: lanczos (default: instant, and the same result "
                         "whatever is cached) or esrgan (ESRGAN-thick super-resolution in tiles, zoo weights "
@@ -189,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
             loaded, restorer, upscale=args.upscale, fidelity=args.fidelity, aligned=args.aligned,
             only_center_face=args.only_center_face, detector=detector if detector is not None else args.detector,
             device=device, half=args.half, refs=refs, color_match=args.color_match, min_score=args.min_score,
-            background=background,
+            background=background, mask=args.mask,
         )
         stem = stems[path]
         ext = output_ext(path, res.alpha is not None, args.ext)

@@ -14,7 +14,7 @@ with a soft mask built in crop space:
   with the same smoothstep ramp inside its edge, times the square mask. Faces without 68 points
   fall back to the square mask.
 - ``mask="mesh"``: the face oval of Face Mesh's 468 points (:mod:`facerestore.faces.mesh`: the face
-  from hairline to chin, without hair, ears or neck), grown by ``dilate * S`` (default 0.01), smoothstep
+  from hairline to chin, without hair, ears or neck), grown by ``dilate * S`` (default 0.02), smoothstep
   ramp ``feather * S`` (default 0.05) inside that edge, times the square mask. Only the face is replaced,
   so hair, hands, clothes and background keep the photo's own pixels (no halos along hair, no soft
   rectangles). Faces without mesh points fall back to the landmark mask, then to the square mask.
@@ -23,19 +23,19 @@ Outside the masks the result equals the background bit for bit. Later faces are 
 earlier ones.
 
 Colour matching (``color_match``) moves the restored face's colour statistics to those of the input
-face, per channel in CIE Lab (or RGB), robustly: location = median, spread = half the 16-84 percentile
-range, measured on the skin only (mesh: face oval minus eyes, brows and mouth; 68 points: the jaw/brow
-hull shrunk by 3% of the crop; otherwise the face ellipse of the FFHQ template), so neither hair nor
-clothes nor the background pull the face's colour. The lightness gain is kept in [1/2, 2]; the chroma
-gains in [0, 1.25], so a near-monochrome photo (sepia, toned prints) keeps its flat chroma. A photo whose
-channels are equal (a black-and-white photo stored as RGB: 99% of pixels within 4/255) gets gray faces:
-the restored crop's luma in all three channels.
+face, per channel in CIE Lab (or RGB), robustly: location = mean within the 10-90 percentile range,
+spread = half the 16-84 percentile range, measured on the skin only (mesh: face oval minus eyes, brows
+and mouth; 68 points: the jaw/brow hull shrunk by 3% of the crop; otherwise the face ellipse of the
+FFHQ template), so neither hair nor clothes nor the background pull the face's colour. The lightness
+gain is kept in [1/2, 2], the chroma gains in [0, 1.25], so a near-monochrome photo (sepia, toned
+prints) keeps its flat chroma. A photo whose channels are equal (a black-and-white photo stored as RGB:
+99% of pixels within 4/255) gets gray faces: the restored crop's luma in all three channels.
 
 Grain (``grain``, on by default with the mesh mask): where the warped restored face has less
 high-frequency energy than the photo behind it (film grain, scan lines, halftone, sensor noise that the
 restorer smoothed away), its high-frequency band (the image minus its Gaussian blur of ``upscale`` output
 pixels) is replaced by the photo's, in proportion to the missing energy
-(``g = clip((E_photo - E_restored) / E_photo, 0, 1)``, energies averaged over 3 px); where the restorer
+(``g = clip((E_photo - E_restored) / E_photo, 0, 1)``, energies blurred 3x as wide); where the restorer
 made detail of its own (g = 0) nothing is added, and a restorer that changes nothing is left as it is.
 """
 
@@ -174,7 +174,7 @@ def landmark_mask(
     return shape * square_mask(size, erode=erode, feather=feather)
 
 
-MESH_DILATE, MESH_FEATHER = 0.01, 0.05
+MESH_DILATE, MESH_FEATHER = 0.02, 0.05
 
 
 def mesh_mask(
@@ -272,10 +272,16 @@ CHROMA_MAX_GAIN = 1.25
 
 
 def _robust_stats(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel (median, half the 16-84 percentile range): mean and std for a normal distribution,
-    unmoved by the few percent of outliers (a strand of hair, a specular highlight)."""
-    q = _weighted_quantiles(x, w, (0.16, 0.5, 0.84))
-    return q[1], 0.5 * (q[2] - q[0])
+    """Per-channel (mean of the values between the 10th and 90th weighted percentiles, half the 16-84
+    percentile range): mean and std for a normal distribution, unmoved by the few percent of outliers (a strand
+    of hair, a specular highlight), and near the mean of skewed ones (skin lit by two colours)."""
+    q = _weighted_quantiles(x, w, (0.10, 0.16, 0.84, 0.90))
+    keep = w > 0
+    vals, wts = x[keep], w[keep].astype(np.float64)
+    inside = (vals >= q[0]) & (vals <= q[3])
+    wc = wts[:, None] * inside
+    loc = (vals * wc).sum(0) / np.maximum(wc.sum(0), 1e-12)
+    return loc, 0.5 * (q[2] - q[1])
 
 
 # sRGB (D65) <-> CIE L*a*b*: the matrix and white point of the sRGB standard (as scikit-image uses)
@@ -327,9 +333,9 @@ def color_transfer(
 
     ``space``: "lab" (CIE L*a*b*, D65, :func:`rgb_to_lab`) or "rgb". The std gain is clipped to
     [1 / max_gain, max_gain] so a flat channel cannot explode. Returns float32 RGB in [0, 1].
-    ``robust``: median and half the 16-84 percentile range instead of mean and std; in Lab the chroma
-    gains (a, b) then lie in [0, 1.25] (a flat-chroma reference, e.g. sepia, keeps its flat chroma; the
-    chroma spread of skin is never amplified onto the rest of the crop).
+    ``robust``: 10-90 percentile trimmed mean and half the 16-84 percentile range instead of mean and
+    std; in Lab the chroma gains (a, b) then lie in [0, 1.25]: a flat-chroma reference (sepia) keeps
+    its flat chroma, and the chroma spread of skin is never amplified onto the rest of the crop.
     """
     if space not in COLOR_SPACES:
         raise InputError(f"colour space must be one of {', '.join(COLOR_SPACES)}, got {space!r}")
@@ -454,7 +460,7 @@ def paste_faces(
         grain: 0..1, how much of the photo's missing high-frequency band to put back (see module doc);
             None: 1 with the mesh mask, 0 otherwise.
         erode, feather, dilate: mask geometry as fractions of the crop side (see module doc); feather and
-            dilate default to 0.08 / 0.04 for the square and landmark masks, 0.05 / 0.01 for the mesh mask.
+            dilate default to 0.08 / 0.04 for the square and landmark masks, 0.05 / 0.02 for the mesh mask.
         interpolation: "lanczos" (default), "cubic", "linear" or "spline" for warping the crops back
             (see :func:`facerestore.faces.align.warp_affine`).
         antialias: low-pass crops that shrink on the way back (:func:`facerestore.faces.align.lowpass`).
