@@ -50,6 +50,8 @@ __all__ = [
     "RIGHT_EYEBROW",
     "FaceMeshResult",
     "FaceMesher",
+    "crop_for_mesh",
+    "mesh_points_for_faces",
     "mesh_region_masks",
     "polygon_mask",
 ]
