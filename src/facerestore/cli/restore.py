@@ -32,6 +32,7 @@ EXAMPLES = """\
 EXT_CHOICES = ("auto", "png", "jpg")
 DETECTOR_CHOICES = ("auto", "retinaface", "dlib-hog", "dlib-cnn", "hog", "cnn")
 SUBFOLDERS = ("restored_imgs", "cropped_faces", "restored_faces", "cmp")
+VIDEO_SUBFOLDER = "restored_videos"  # restored video inputs: STEM.EXT (same container) and STEM.json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -76,6 +77,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "whatever is cached) or esrgan (ESRGAN-thick super-resolution in tiles, zoo weights "
                         "esrgan-thick, never downloaded here: `facerestore models download esrgan-thick`; on CPU "
                         "about 1-2 ms per input pixel, so minutes per megapixel)")
+    p.add_argument("--crf", type=int, default=None,
+                   help="video inputs (.mp4 .mov .mkv .avi .webm): quality of the re-encoded video stream, lower is "
+                   "better (x264 default 18, x265 20, VP9 30)")
+    p.add_argument("--codec", default=None,
+                   help="video inputs: encoder of the output (default: the input's codec; e.g. libx264, libx265, "
+                   "libvpx-vp9, mpeg4); audio is always copied unchanged")
     p.add_argument("--list-methods", action="store_true", help="list the restoration methods and exit")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -120,7 +127,7 @@ def _check_output(src: Path, files: list[Path], out_dir: Path) -> None:
 
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"output is not a folder: {display_path(out_dir)}")
-    check_output_location(out_dir, src, files, subfolders=SUBFOLDERS)
+    check_output_location(out_dir, src, files, subfolders=(*SUBFOLDERS, VIDEO_SUBFOLDER))
     # fail before loading anything when the output cannot be created (nothing is created here)
     probe = out_dir.absolute()
     while not probe.exists() and probe.parent != probe:
@@ -152,7 +159,9 @@ def run(args: argparse.Namespace) -> int:
     check_finite("--fidelity", args.fidelity)
     src = Path(args.input)
     out_dir = Path(args.output)
-    files = io.list_images(src, on_skip=note_ignored)
+    from facerestore.video import is_video_file, list_inputs
+
+    files = list_inputs(src, on_skip=note_ignored)  # images, and the videos of a folder
     _check_output(src, files, out_dir)
 
     device = resolve_device(args.device)
@@ -178,12 +187,18 @@ def run(args: argparse.Namespace) -> int:
     protect = [str(f) for f in files]
     for sub in SUBFOLDERS:
         io.check_output_dir(out_dir / sub)
+    if any(is_video_file(f) for f in files):
+        io.check_output_dir(out_dir / VIDEO_SUBFOLDER)
     no_face: list[Path] = []
     warned_alpha: list[bool] = []
 
     def process(path: Path) -> int:
         from facerestore.faces.paste import upscaled_shape
 
+        if is_video_file(path):
+            return _restore_video(path, out_dir / VIDEO_SUBFOLDER / f"{stems[path]}{path.suffix.lower()}", args,
+                                  restorer, detector if detector is not None else args.detector, background, refs,
+                                  protect)
         loaded = io.read_image(path)
         h, w = loaded.rgb.shape[:2]
         oh, ow = upscaled_shape(h, w, args.upscale)
@@ -231,3 +246,32 @@ def run(args: argparse.Namespace) -> int:
           + (f"; {len(no_face)} without faces (upscaled only)" if no_face else "")
           + (f"; {len(report.failed)} failed" if report.failed else ""), file=sys.stderr)
     return report.exit_code
+
+
+def _restore_video(path: Path, target: Path, args: argparse.Namespace, restorer: Any, detector: Any,
+                   background: Any, refs: Any, protect: list[str]) -> int:
+    """One video input -> ``restored_videos/STEM.EXT`` and its JSON record; returns the faces restored."""
+    from tqdm import tqdm
+
+    from facerestore import io
+    from facerestore.errors import InputError
+    from facerestore.video import restore_video
+
+    if args.aligned:
+        raise InputError("--aligned applies to face crops, not to videos")
+    bar = tqdm(desc=path.name, unit="frame", disable=args.quiet, file=sys.stderr, leave=False)
+
+    def tick(done: int, total: int | None) -> None:
+        bar.total = total
+        bar.update(1)
+
+    try:
+        res = restore_video(path, target, restorer, upscale=args.upscale, detector=detector, crf=args.crf,
+                            codec=args.codec, protect=protect, on_frame=tick, fidelity=args.fidelity,
+                            only_center_face=args.only_center_face, min_score=args.min_score, refs=refs,
+                            color_match=args.color_match, mask=args.mask, background=background)
+    finally:
+        bar.close()
+    io.atomic_write_json(target.with_suffix(".json"), {"input": str(path), "method": args.method,
+                                                       "upscale": args.upscale, **res.to_json()})
+    return int(sum(res.faces_per_frame))

@@ -1,0 +1,584 @@
+"""Video restoration: decode a clip frame by frame, restore every frame with the photo pipeline, encode it back.
+
+Plain functions at the pipeline layer (the CLI's ``restore -i clip.mp4`` calls :func:`restore_video`):
+
+- :func:`probe_video` / :func:`iter_frames`: read a clip with PyAV (the optional ``video`` extra; its wheels
+  bundle FFmpeg). Frames are decoded lazily, one at a time: memory holds a few frames, never the whole clip.
+- :class:`OneEuroFilter` / :class:`FaceTracker`: temporal stability of the alignment. Faces are matched to the
+  previous frame's tracks by box IoU (greedy, best first); each track's 5 landmarks go through a One-Euro
+  filter (Casiez et al., CHI 2012: a low-pass whose cutoff rises with speed, so a still face is held steady
+  and a moving one follows without lag). The alignment (and so the crop and the paste-back) uses the smoothed
+  points: frame-to-frame detector jitter no longer shakes the crop.
+- :class:`TemporalBlender`: a :class:`~facerestore.methods.Restorer` wrapper that blends each restored crop
+  with the previous frame's restored crop of the same track: ``out = (1 - w) * restored + w * previous_out``
+  with ``w = max_weight * max(0, 1 - motion / motion_limit)``, where ``motion`` is the mean absolute
+  difference of the two *input* crops (aligned, low-passed to 1/16 of their side so noise does not count).
+  ``w`` is bounded by ``max_weight`` (default 0.5) and is 0 when the face moved or changed (no ghosting);
+  it only removes the restorer's own frame-to-frame variation where the input hardly changed.
+- :func:`restore_video`: the loop; the video stream is re-encoded (same codec and frame rate by default,
+  ``crf`` / ``codec`` to change them), audio packets are copied unchanged (remuxed), the output is written
+  to a temporary file next to the target and renamed at the end; the input is only read.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facerestore import io
+from facerestore.errors import InputError, OutputError
+from facerestore.faces.detect import FaceDetection, sort_detections
+from facerestore.methods import Restorer
+
+__all__ = [
+    "VIDEO_EXTENSIONS",
+    "FaceTracker",
+    "OneEuroFilter",
+    "TemporalBlender",
+    "VideoInfo",
+    "VideoResult",
+    "is_video_file",
+    "iter_frames",
+    "list_inputs",
+    "probe_video",
+    "restore_video",
+]
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm")
+# output container per extension (FFmpeg muxer names)
+_MUXERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi", ".webm": "webm"}
+# encoders taking a constant rate factor (quality) option, with FFmpeg's default and the value we use
+_CRF_ENCODERS = {"libx264": 18, "libx265": 20, "libvpx-vp9": 30, "libvpx": 10, "libsvtav1": 30}
+
+
+def _av() -> Any:
+    try:
+        import av
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise InputError("video input needs PyAV: pip install 'facerestore[video]'") from None
+    return av
+
+
+def is_video_file(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def list_inputs(path: str | os.PathLike, *, on_skip: Callable[[Path, str], None] | None = None) -> list[Path]:
+    """:func:`facerestore.io.list_images` plus the video files of a folder (sorted by name); a file named
+    on the command line is returned as is (whatever its extension)."""
+    videos: list[Path] = []
+
+    def skip(f: Path, why: str) -> None:
+        if is_video_file(f) and why.startswith("unsupported format"):
+            videos.append(f)
+        elif on_skip is not None:
+            on_skip(f, why)
+
+    try:
+        files = io.list_images(path, on_skip=skip)
+    except InputError:
+        if not videos:
+            raise
+        files = []
+    return sorted(files + videos)
+
+
+# --------------------------------------------------------------------------------------------------
+# reading
+
+
+@dataclass
+class VideoInfo:
+    """What :func:`probe_video` found: size, frame rate, codec, frame count (None: unknown), audio."""
+
+    width: int
+    height: int
+    fps: Fraction
+    codec: str
+    frames: int | None
+    pix_fmt: str | None
+    has_audio: bool
+    bit_rate: int | None = None
+
+
+def _open(path: Path) -> Any:
+    av = _av()
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise InputError(f"cannot read video {io.display_path(path)}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"not a regular file: {io.display_path(path)}")
+    try:
+        container = av.open(str(path), "r")
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise InputError(f"cannot read video {io.display_path(path)}: {_reason(exc)}") from None
+    if not container.streams.video:
+        container.close()
+        raise InputError(f"no video stream in {io.display_path(path)}")
+    return container
+
+
+def _reason(exc: BaseException) -> str:
+    msg = getattr(exc, "strerror", None) or str(exc)
+    return msg.splitlines()[0] if msg else type(exc).__name__
+
+
+def _info(container: Any) -> VideoInfo:
+    vs = container.streams.video[0]
+    ctx = vs.codec_context
+    rate = vs.average_rate or vs.guessed_rate or Fraction(25)
+    if not ctx.width or not ctx.height:
+        raise InputError("the video stream has no frame size")
+    return VideoInfo(width=int(ctx.width), height=int(ctx.height), fps=Fraction(rate), codec=str(ctx.name),
+                     frames=int(vs.frames) if vs.frames else None, pix_fmt=ctx.pix_fmt,
+                     has_audio=bool(container.streams.audio), bit_rate=int(ctx.bit_rate) if ctx.bit_rate else None)
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Size, frame rate, codec and audio of a clip (InputError, one line, when it cannot be read)."""
+    p = Path(path)
+    container = _open(p)
+    try:
+        return _info(container)
+    finally:
+        container.close()
+
+
+def _rgb(frame: Any) -> np.ndarray:
+    return frame.to_ndarray(format="rgb24").astype(np.float32) / np.float32(255.0)
+
+
+def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
+    """The frames of a clip's first video stream, decoded one at a time: (H, W, 3) float32 RGB in [0, 1].
+
+    A generator: nothing is decoded before the first ``next``, and only the frame being returned is held.
+    """
+    p = Path(path)
+    container = _open(p)
+    av = _av()
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        try:
+            for frame in container.decode(stream):
+                yield _rgb(frame)
+        except av.error.FFmpegError as exc:
+            raise InputError(f"cannot decode video {io.display_path(p)}: {_reason(exc)}") from None
+    finally:
+        container.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# temporal stability
+
+
+class OneEuroFilter:
+    """One-Euro filter (Casiez, Roussel, Vogel, CHI 2012) of a vector signal sampled at ``freq`` Hz.
+
+    ``cutoff = min_cutoff + beta * speed`` (Hz) with ``speed`` the low-passed mean absolute derivative divided
+    by ``scale`` (here the face size, so the parameters do not depend on the resolution): a slow signal is
+    smoothed hard (``min_cutoff``), a fast one follows with little lag. One cutoff for the whole vector, so the
+    5 points of a face move together.
+    """
+
+    def __init__(self, freq: float, *, min_cutoff: float = 1.0, beta: float = 2.0, d_cutoff: float = 1.0) -> None:
+        if not (freq > 0 and min_cutoff > 0 and beta >= 0 and d_cutoff > 0):
+            raise InputError("OneEuroFilter needs freq > 0, min_cutoff > 0, beta >= 0, d_cutoff > 0")
+        self.freq, self.min_cutoff, self.beta, self.d_cutoff = float(freq), float(min_cutoff), float(beta), d_cutoff
+        self.x: np.ndarray | None = None
+        self.dx: np.ndarray | None = None
+
+    def _alpha(self, cutoff: float) -> float:
+        tau = 1.0 / (2 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau * self.freq)
+
+    def __call__(self, x: np.ndarray, scale: float = 1.0) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        if self.x is None or self.x.shape != x.shape:
+            self.x, self.dx = x.copy(), np.zeros_like(x)
+            return x.copy()
+        a_d = self._alpha(self.d_cutoff)
+        self.dx = a_d * (x - self.x) * self.freq + (1 - a_d) * self.dx
+        speed = float(np.mean(np.abs(self.dx))) / max(float(scale), 1e-6)
+        a = self._alpha(self.min_cutoff + self.beta * speed)
+        self.x = a * x + (1 - a) * self.x
+        return self.x.copy()
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+@dataclass
+class _Track:
+    id: int
+    box: np.ndarray
+    filter: OneEuroFilter
+    missed: int = 0
+
+
+@dataclass
+class FaceTracker:
+    """Matches each frame's detections to the previous frames' faces and smooths their landmarks.
+
+    ``update(dets)`` returns ``[(track_id, detection)]`` in the order of ``dets``; with ``smooth`` the
+    detection's ``landmarks5`` are the track's One-Euro-filtered points and its box and ``landmarks68`` are
+    moved by the same mean offset. A detection matches the unmatched track whose last box overlaps it most
+    (IoU >= ``iou_threshold``), or whose landmarks lie within ``max_landmark_shift`` face sizes; a track not
+    seen for more than ``max_missed`` frames ends (a face coming back starts a new track).
+    """
+
+    fps: float
+    smooth: bool = True
+    iou_threshold: float = 0.3
+    max_landmark_shift: float = 0.25
+    max_missed: int = 2
+    min_cutoff: float = 1.0
+    beta: float = 2.0
+    tracks: list[_Track] = field(default_factory=list)
+    _next_id: int = 0
+    _last_lm: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def _match(self, dets: Sequence[FaceDetection]) -> list[_Track | None]:
+        pairs = []
+        for i, d in enumerate(dets):
+            size = math.sqrt(max(d.width * d.height, 1.0))
+            for j, t in enumerate(self.tracks):
+                iou = box_iou(np.asarray(d.box, float), t.box)
+                lm = self._last_lm.get(t.id)
+                shift = (float(np.mean(np.linalg.norm(np.asarray(d.landmarks5) - lm, axis=1))) / size
+                         if lm is not None else math.inf)
+                if iou >= self.iou_threshold or shift <= self.max_landmark_shift:
+                    pairs.append((iou - shift, i, j))
+        out: list[_Track | None] = [None] * len(dets)
+        used: set[int] = set()
+        for _, i, j in sorted(pairs, reverse=True):
+            if out[i] is None and j not in used:
+                out[i] = self.tracks[j]
+                used.add(j)
+        return out
+
+    def update(self, dets: Sequence[FaceDetection]) -> list[tuple[int, FaceDetection]]:
+        matched = self._match(dets)
+        seen: set[int] = set()
+        result = []
+        for d, t in zip(dets, matched):
+            if t is None:
+                t = _Track(self._next_id, np.asarray(d.box, float),
+                           OneEuroFilter(self.fps, min_cutoff=self.min_cutoff, beta=self.beta))
+                self._next_id += 1
+                self.tracks.append(t)
+            raw = np.asarray(d.landmarks5, np.float64)
+            t.box, t.missed = np.asarray(d.box, float), 0
+            self._last_lm[t.id] = raw
+            seen.add(t.id)
+            if self.smooth:
+                sm = t.filter(raw, scale=math.sqrt(max(d.width * d.height, 1.0)))
+                off = (sm - raw).mean(axis=0)
+                d = replace(d, landmarks5=sm, box=np.asarray(d.box, np.float64) + np.tile(off, 2),
+                            landmarks68=None if d.landmarks68 is None else np.asarray(d.landmarks68) + off)
+            result.append((t.id, d))
+        for t in self.tracks:
+            if t.id not in seen:
+                t.missed += 1
+        ended = {t.id for t in self.tracks if t.missed > self.max_missed}
+        self.tracks = [t for t in self.tracks if t.id not in ended]
+        for k in ended:
+            self._last_lm.pop(k, None)
+        return result
+
+
+class TemporalBlender(Restorer):
+    """Wraps a restorer: blends each restored crop with the previous frame's output crop of the same track.
+
+    Call :meth:`begin_frame` with the track ids of the frame's faces, in the order the pipeline restores them
+    (detection order), before each frame. The weight of the previous output is
+    ``max_weight * max(0, 1 - motion / motion_limit)`` (``motion``: mean absolute difference of the current and
+    previous input crops low-passed to 1/16 of their side, in [0, 1] units), so it never exceeds
+    ``max_weight`` and is 0 when the face moved or changed; it is also 0 for a new track. If the ids do not fit
+    the crops (a face dropped by alignment), the motion test sees different faces and does not blend.
+    """
+
+    def __init__(self, inner: Restorer, *, max_weight: float = 0.5, motion_limit: float = 0.03) -> None:
+        super().__init__()
+        if not 0 <= max_weight < 1:
+            raise InputError(f"max_weight must be in [0, 1), got {max_weight}")
+        if not motion_limit > 0:
+            raise InputError(f"motion_limit must be > 0, got {motion_limit}")
+        self.inner = inner
+        self.spec = inner.spec
+        self.max_weight, self.motion_limit = float(max_weight), float(motion_limit)
+        self._ids: list[int] = []
+        self._pos = 0
+        self._state: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.weights: list[float] = []  # the weights used, for reports
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.inner.dtype
+
+    def begin_frame(self, ids: Sequence[int]) -> None:
+        self._ids, self._pos = list(ids), 0
+        self._state = {k: v for k, v in self._state.items() if k in self._ids}
+
+    @staticmethod
+    def _low(x: torch.Tensor) -> torch.Tensor:
+        k = max(1, x.shape[-1] // 16)
+        return torch.nn.functional.avg_pool2d(x.float(), k)
+
+    def restore(self, lq: torch.Tensor, *, refs: torch.Tensor | None = None, fidelity: float | None = None,
+                size: tuple[int, int] | None = None, **options: Any) -> Any:
+        y = self.inner.restore(lq, refs=refs, fidelity=fidelity, size=size, **options)
+        if isinstance(y, tuple):
+            return y
+        y = y.clone()
+        low = self._low(lq)
+        for b in range(y.shape[0]):
+            tid = self._ids[self._pos] if self._pos < len(self._ids) else None
+            self._pos += 1
+            if tid is None:
+                continue
+            w = 0.0
+            prev = self._state.get(tid)
+            if prev is not None and prev[0].shape == low[b].shape and prev[1].shape == y[b].shape:
+                motion = float((low[b] - prev[0]).abs().mean())
+                w = self.max_weight * max(0.0, 1.0 - motion / self.motion_limit)
+                if w > 0:
+                    y[b] = ((1 - w) * y[b].float() + w * prev[1].float()).to(y.dtype)
+            self.weights.append(w)
+            self._state[tid] = (low[b].clone(), y[b].clone())
+        return y
+
+
+# --------------------------------------------------------------------------------------------------
+# writing
+
+
+def _encoder(codec: str | None, info: VideoInfo) -> Any:
+    av = _av()
+    name = codec or info.codec
+    try:
+        return av.codec.Codec(name, "w")
+    except (av.error.FFmpegError, ValueError) as exc:
+        if codec is not None:
+            raise InputError(f"--codec {codec}: no such encoder in this FFmpeg ({_reason(exc)})") from None
+    return av.codec.Codec("libx264", "w")  # the input's codec has no encoder here (e.g. a decoder-only format)
+
+
+def _temp_path(target: Path) -> Path:
+    prefix = "." + os.fsdecode(os.fsencode(target.name)[: io.NAME_MAX - 22]) + "."
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
+    return Path(tmp)
+
+
+@dataclass
+class VideoResult:
+    """What :func:`restore_video` did."""
+
+    path: Path
+    frames: int
+    width: int
+    height: int
+    fps: Fraction
+    codec: str
+    audio_packets: int
+    faces_per_frame: list[int]
+    tracks: int
+    blend_weights: list[float]
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        w = self.blend_weights
+        return {"output": str(self.path), "frames": self.frames, "size": [self.width, self.height],
+                "fps": float(self.fps), "codec": self.codec, "audio_packets": self.audio_packets,
+                "faces": int(sum(self.faces_per_frame)), "frames_with_faces": sum(1 for n in self.faces_per_frame if n),
+                "tracks": self.tracks, "mean_blend_weight": float(np.mean(w)) if w else 0.0,
+                "seconds": round(self.seconds, 3),
+                "frames_per_second": round(self.frames / self.seconds, 3) if self.seconds > 0 else None}
+
+
+def restore_video(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    restorer: Restorer,
+    *,
+    upscale: float = 1.0,
+    detector: Any = "auto",
+    stabilize: bool = True,
+    max_weight: float = 0.5,
+    motion_limit: float = 0.03,
+    only_center_face: bool = False,
+    min_score: float | None = None,
+    crf: int | None = None,
+    codec: str | None = None,
+    protect: Sequence[str | os.PathLike] = (),
+    on_frame: Callable[[int, int | None], None] | None = None,
+    frame_hook: Callable[[int, np.ndarray, list[Any]], None] | None = None,
+    **photo_options: Any,
+) -> VideoResult:
+    """Restore the faces of every frame of ``src`` into ``dst`` (a video file; its extension picks the container).
+
+    Each frame goes through :func:`facerestore.pipeline.restore_photo` (``photo_options``: fidelity, mask,
+    color_match, face_size, background, refs, batch_size, ...; identity is off unless asked). With
+    ``stabilize`` the landmarks are tracked and smoothed (:class:`FaceTracker`) and restored crops are blended
+    over time (:class:`TemporalBlender`, ``max_weight`` / ``motion_limit``); without it every frame is restored
+    on its own, as the photo pipeline does. Encoding: the input's codec (libx264 when it has no encoder here)
+    or ``codec``, the input's average frame rate, ``crf`` for encoders that take one (x264 18 by default);
+    audio streams are copied packet by packet. ``on_frame(done, total)`` is called after each frame;
+    ``frame_hook(index, output_rgb, faces)`` sees each restored frame (benchmarks). Written atomically.
+    """
+    from facerestore.faces.detect import create_detector
+    from facerestore.faces.paste import upscaled_shape
+    from facerestore.pipeline import detect_and_select, restore_photo
+
+    av = _av()
+    src, dst = Path(src), Path(dst)
+    if dst.suffix.lower() not in _MUXERS:
+        raise InputError(f"video output must end in one of {', '.join(_MUXERS)}: {io.display_path(dst)}")
+    io.check_output_file(dst, [src, *protect])
+    if crf is not None and not 0 <= int(crf) <= 63:
+        raise InputError(f"--crf must be in [0, 63], got {crf}")
+    t0 = time.perf_counter()
+    inp = _open(src)
+    tmp: Path | None = None
+    out = None
+    try:
+        info = _info(inp)
+        oh, ow = upscaled_shape(info.height, info.width, upscale)
+        io.check_pixels(ow, oh, what="the output frames")
+        enc = _encoder(codec, info)
+        if crf is not None and enc.name not in _CRF_ENCODERS:
+            raise InputError(f"--crf applies to {', '.join(_CRF_ENCODERS)}; the encoder is {enc.name}")
+        even = enc.name in ("libx264", "libx265", "mpeg4", "libsvtav1")  # 4:2:0 encoders need even sizes
+        ew, eh = (ow + (ow & 1), oh + (oh & 1)) if even else (ow, oh)
+
+        tmp = _temp_path(dst)
+        out = av.open(str(tmp), "w", format=_MUXERS[dst.suffix.lower()])
+        vin = inp.streams.video[0]
+        vout = out.add_stream(enc.name, rate=info.fps)
+        vout.width, vout.height = ew, eh
+        formats = [f.name for f in (enc.video_formats or [])]
+        vout.pix_fmt = info.pix_fmt if info.pix_fmt in formats and not info.pix_fmt.startswith("yuvj") else (
+            "yuv420p" if "yuv420p" in formats or not formats else formats[0])
+        opts: dict[str, str] = {}
+        if enc.name in _CRF_ENCODERS:
+            opts["crf"] = str(int(crf if crf is not None else _CRF_ENCODERS[enc.name]))
+            if enc.name.startswith("libvpx"):
+                vout.bit_rate = 0  # constant quality mode
+        elif info.bit_rate:
+            vout.bit_rate = int(info.bit_rate * (ew * eh) / (info.width * info.height))
+        vout.options = opts
+        audio = {}
+        for a in inp.streams.audio:
+            try:
+                audio[a.index] = out.add_stream_from_template(a)
+            except (av.error.FFmpegError, ValueError) as exc:
+                raise InputError(f"cannot copy the audio of {io.display_path(src)} into "
+                                 f"{dst.suffix}: {_reason(exc)}") from None
+
+        det = create_detector(detector) if isinstance(detector, str) else detector
+        tracker = FaceTracker(float(info.fps), smooth=stabilize)
+        blender = TemporalBlender(restorer, max_weight=max_weight if stabilize else 0.0, motion_limit=motion_limit)
+        photo_options = {"identity": False, **photo_options}
+        n_frames = 0
+        n_audio = 0
+        faces_per_frame: list[int] = []
+
+        def encode(rgb: np.ndarray) -> None:
+            img = io.quantize(rgb, 8)
+            if (eh, ew) != img.shape[:2]:
+                img = np.pad(img, ((0, eh - img.shape[0]), (0, ew - img.shape[1]), (0, 0)), mode="edge")
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            frame.pts = n_frames
+            frame.time_base = 1 / info.fps
+            for pkt in vout.encode(frame):
+                out.mux(pkt)
+
+        streams = [vin, *(inp.streams.audio[k] for k in range(len(inp.streams.audio)))]
+        try:
+            for packet in inp.demux(streams):
+                if packet.stream.type == "audio":
+                    if packet.dts is None:
+                        continue
+                    packet.stream = audio[packet.stream.index]
+                    out.mux(packet)
+                    n_audio += 1
+                    continue
+                for frame in packet.decode():
+                    rgb = _rgb(frame)
+                    dets = detect_and_select(rgb, det, min_score=min_score, only_center_face=only_center_face)
+                    tracked = tracker.update(dets)
+                    ordered = sort_detections([d for _, d in tracked])
+                    ids = [next(i for i, d in tracked if d is o) for o in ordered]
+                    blender.begin_frame(ids)
+                    res = restore_photo(rgb, blender, upscale=upscale, detector=_Fixed(ordered), **photo_options)
+                    faces_per_frame.append(len(res.faces))
+                    if frame_hook is not None:
+                        frame_hook(n_frames, res.image, res.faces)
+                    encode(res.image)
+                    n_frames += 1
+                    if on_frame is not None:
+                        on_frame(n_frames, info.frames)
+        except av.error.FFmpegError as exc:
+            raise InputError(f"cannot decode video {io.display_path(src)}: {_reason(exc)}") from None
+        if n_frames == 0:
+            raise InputError(f"no frames could be decoded from {io.display_path(src)}")
+        for pkt in vout.encode(None):
+            out.mux(pkt)
+        out.close()
+        out = None
+        inp.close()
+        io.check_output_file(dst, [src, *protect])
+        os.replace(tmp, dst)
+        tmp = None
+    except OSError as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise OutputError(f"cannot write {io.display_path(dst)}: {_reason(exc)}") from None
+    finally:
+        if out is not None:
+            try:
+                out.close()
+            except Exception:
+                pass
+        inp.close()
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+    return VideoResult(path=dst, frames=n_frames, width=ew, height=eh, fps=info.fps, codec=enc.name,
+                       audio_packets=n_audio, faces_per_frame=faces_per_frame, tracks=tracker._next_id,
+                       blend_weights=blender.weights, seconds=time.perf_counter() - t0)
+
+
+class _Fixed:
+    """A detector returning the detections already found (tracked and smoothed) for this frame."""
+
+    name = "tracked"
+
+    def __init__(self, dets: list[FaceDetection]) -> None:
+        self.dets = dets
+
+    def detect(self, image: np.ndarray) -> list[FaceDetection]:
+        return list(self.dets)
