@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -68,7 +69,8 @@ def main() -> None:
         write_synth(Path(tmp) / "s", args.n, size=512, seed=0, weights="mobilestylegan-ffhq-1024", batch=4)
         res["write_synth_512_faces_per_s"] = round(args.n / (time.perf_counter() - t), 3)
     out = {"benchmark": "synth_throughput", "unit": "faces per second (1024 px unless said)",
-           "command": "python benchmarks/synth_throughput.py " + " ".join(__import__("sys").argv[1:]), "n": args.n, "threads": args.threads, **res,
+           "command": "python benchmarks/synth_throughput.py " + " ".join(sys.argv[1:]),
+           "n": args.n, "threads": args.threads, **res,
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
                        "load_at_end": list(np.round(os.getloadavg(), 2))}}
     (ROOT / "benchmarks" / "results" / "synth_throughput.json").write_text(json.dumps(out, indent=2) + "\n")
