@@ -10,6 +10,7 @@ import gc
 import hashlib
 import itertools
 import os
+import weakref
 import zipfile
 from fractions import Fraction
 from pathlib import Path
@@ -136,22 +137,28 @@ def test_is_video_and_list_inputs(tmp_path, clip):
     assert skipped == ["notes.txt"]
 
 
-def test_iter_frames_is_lazy(clip, monkeypatch):
-    """Frames are decoded one at a time: at most a couple of decoded arrays are alive at any point."""
+def count_decoded_frames(monkeypatch) -> dict[str, int]:
+    """Counts the decoded frame arrays alive (freed when they and every view of them are gone): now, peak."""
     alive = {"now": 0, "peak": 0}
     real = video._rgb
 
-    class Tracked(np.ndarray):
-        def __del__(self):
-            alive["now"] -= 1
+    def dec() -> None:
+        alive["now"] -= 1
 
     def counting(frame):
-        arr = real(frame).view(Tracked)
+        arr = real(frame)
+        weakref.finalize(arr, dec)
         alive["now"] += 1
         alive["peak"] = max(alive["peak"], alive["now"])
         return arr
 
     monkeypatch.setattr(video, "_rgb", counting)
+    return alive
+
+
+def test_iter_frames_is_lazy(clip, monkeypatch):
+    """Frames are decoded one at a time: at most a couple of decoded arrays are alive at any point."""
+    alive = count_decoded_frames(monkeypatch)
     it = video.iter_frames(clip)
     assert alive["peak"] == 0  # nothing decoded before the first next()
     n = 0
@@ -161,6 +168,14 @@ def test_iter_frames_is_lazy(clip, monkeypatch):
         del f
         gc.collect()
     assert n == 12 and alive["peak"] <= 2
+
+
+def test_restore_video_memory_is_bounded(tmp_path, astronaut, monkeypatch):
+    """A 40-frame clip goes through restore_video holding at most a couple of decoded frames at a time."""
+    src = write_clip(tmp_path / "long.mp4", synthetic_frames(astronaut, n=40, step=(1, 0)))
+    alive = count_decoded_frames(monkeypatch)
+    res = video.restore_video(src, tmp_path / "out.mp4", _Identity(), upscale=1, detector="hog", mask="square")
+    assert res.frames == 40 and alive["peak"] <= 3, alive
 
 
 def test_restore_video_keeps_frames_size_rate(tmp_path, clip):

@@ -375,7 +375,7 @@ class TemporalBlender(Restorer):
 # writing
 
 
-def _encoder(codec: str | None, info: VideoInfo) -> Any:
+def _encoder(codec: str | None, info: VideoInfo, ext: str) -> Any:
     av = _av()
     name = codec or info.codec
     try:
@@ -383,7 +383,8 @@ def _encoder(codec: str | None, info: VideoInfo) -> Any:
     except (av.error.FFmpegError, ValueError) as exc:
         if codec is not None:
             raise InputError(f"--codec {codec}: no such encoder in this FFmpeg ({_reason(exc)})") from None
-    return av.codec.Codec("libx264", "w")  # the input's codec has no encoder here (e.g. a decoder-only format)
+    # the input's codec has no encoder here (a decoder-only format): the container's usual one
+    return av.codec.Codec("libvpx-vp9" if ext == ".webm" else "libx264", "w")
 
 
 def _temp_path(target: Path) -> Path:
@@ -471,7 +472,7 @@ def restore_video(
         info = _info(inp)
         oh, ow = upscaled_shape(info.height, info.width, upscale)
         io.check_pixels(ow, oh, what="the output frames")
-        enc = _encoder(codec, info)
+        enc = _encoder(codec, info, dst.suffix.lower())
         if crf is not None and enc.name not in _CRF_ENCODERS:
             raise InputError(f"--crf applies to {', '.join(_CRF_ENCODERS)}; the encoder is {enc.name}")
         even = enc.name in ("libx264", "libx265", "mpeg4", "libsvtav1")  # 4:2:0 encoders need even sizes
