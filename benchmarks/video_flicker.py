@@ -19,6 +19,8 @@ Measures, in each frame's face box (the detection of that run; frames without a 
   (x255), ``|(o_t - o_t-1) - (g_t - g_t-1)|``: the flicker that is not real motion, blur-neutral (a warping
   error with the true motion, no optical flow needed since the clean clip is known);
 - PSNR of the face box to the clean frame;
+- the same three in the inner face (the central half of the box on each side, inside every paste mask: the box
+  also holds hair and background that the mask leaves as they were, with the input's noise), ``inner_*``;
 - frames/s (including decode, detection, encode) and peak RSS of the child.
 Writes results/video_flicker.json.
 """
@@ -123,6 +125,19 @@ def box_region(box: list[float], shape: tuple[int, ...]) -> tuple[slice, slice]:
     return slice(max(0, y0), min(h, y1)), slice(max(0, x0), min(w, x1))
 
 
+def inner(box: list[float], keep: float = 0.5) -> list[float]:
+    """The central ``keep`` of a box (each side): the inner face, inside every paste mask."""
+    cx, cy, w, h = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, box[2] - box[0], box[3] - box[1]
+    return [cx - keep * w / 2, cy - keep * h / 2, cx + keep * w / 2, cy + keep * h / 2]
+
+
+def measure_both(out: list[np.ndarray], clean: list[np.ndarray], inp: list[np.ndarray],
+                 boxes: list[list[float] | None]) -> dict[str, float]:
+    m = measure(out, clean, inp, boxes)
+    m_in = measure(out, clean, inp, [None if b is None else inner(b) for b in boxes])
+    return {**m, **{f"inner_{k}": v for k, v in m_in.items() if k != "frames_with_face"}}
+
+
 def measure(out: list[np.ndarray], clean: list[np.ndarray], inp: list[np.ndarray],
             boxes: list[list[float] | None]) -> dict[str, float]:
     fl_out, fl_gt, fl_in, psnr, terr, terr_in = [], [], [], [], [], []
@@ -161,7 +176,7 @@ def run_clip(name: str, clean: list[np.ndarray], fps: int, method: str, tmp: Pat
         rec = json.loads(proc.stdout.strip().splitlines()[-1])
         out, _ = read_clip(dst)
         assert len(out) == len(clean), (len(out), len(clean))
-        m = {k: float(v) for k, v in measure(out, clean, inp, rec["boxes"]).items()}
+        m = {k: float(v) for k, v in measure_both(out, clean, inp, rec["boxes"]).items()}
         rows[mode] = {**m, "frames_per_s": rec["frames"] / rec["seconds"],
                       "peak_rss_mb": rec["peak_rss_mb"], "tracks": rec["tracks"],
                       "mean_blend_weight": rec["mean_blend_weight"]}
