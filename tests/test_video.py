@@ -326,6 +326,15 @@ def test_cli_codec_option(tmp_path, clip):
     assert meta["codec"] == "mpeg4"
 
 
+@pytest.mark.parametrize("opts", [["--crf", "99"], ["--codec", "no-such-codec"], ["--codec", "aac"],
+                                  ["--codec", "mpeg4", "--crf", "20"]])
+def test_cli_bad_encoder_options_exit_2_before_work(tmp_path, clip, capsys, opts):
+    code = main(["restore", "-i", str(clip), "-o", str(tmp_path / "out"), "--method", "test-vid-id", "-q", *opts])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_bad_video_alone_exits_2(tmp_path, capsys):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"not a video at all" * 10)

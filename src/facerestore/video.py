@@ -48,6 +48,7 @@ __all__ = [
     "TemporalBlender",
     "VideoInfo",
     "VideoResult",
+    "check_encoder_options",
     "is_video_file",
     "iter_frames",
     "list_inputs",
@@ -387,6 +388,22 @@ def _encoder(codec: str | None, info: VideoInfo, ext: str) -> Any:
     return av.codec.Codec("libvpx-vp9" if ext == ".webm" else "libx264", "w")
 
 
+def check_encoder_options(codec: str | None, crf: int | None) -> None:
+    """InputError (one line) for an encoder this FFmpeg lacks, or a crf outside [0, 63]: checked before any work."""
+    if crf is not None and not 0 <= int(crf) <= 63:
+        raise InputError(f"--crf must be in [0, 63], got {crf}")
+    if codec is not None:
+        av = _av()
+        try:
+            enc = av.codec.Codec(codec, "w")
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise InputError(f"--codec {codec}: no such encoder in this FFmpeg ({_reason(exc)})") from None
+        if enc.type != "video":
+            raise InputError(f"--codec {codec} is not a video encoder")
+        if crf is not None and enc.name not in _CRF_ENCODERS:
+            raise InputError(f"--crf applies to {', '.join(_CRF_ENCODERS)}; --codec {codec} is {enc.name}")
+
+
 def _temp_path(target: Path) -> Path:
     prefix = "." + os.fsdecode(os.fsencode(target.name)[: io.NAME_MAX - 22]) + "."
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
@@ -462,8 +479,7 @@ def restore_video(
     if dst.suffix.lower() not in _MUXERS:
         raise InputError(f"video output must end in one of {', '.join(_MUXERS)}: {io.display_path(dst)}")
     io.check_output_file(dst, [src, *protect])
-    if crf is not None and not 0 <= int(crf) <= 63:
-        raise InputError(f"--crf must be in [0, 63], got {crf}")
+    check_encoder_options(codec, crf)
     t0 = time.perf_counter()
     inp = _open(src)
     tmp: Path | None = None

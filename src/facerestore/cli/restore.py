@@ -159,10 +159,12 @@ def run(args: argparse.Namespace) -> int:
     check_finite("--fidelity", args.fidelity)
     src = Path(args.input)
     out_dir = Path(args.output)
-    from facerestore.video import is_video_file, list_inputs
+    from facerestore.video import check_encoder_options, is_video_file, list_inputs
 
     files = list_inputs(src, on_skip=note_ignored)  # images, and the videos of a folder
     _check_output(src, files, out_dir)
+    if any(is_video_file(f) for f in files):
+        check_encoder_options(args.codec, args.crf)
 
     device = resolve_device(args.device)
     restorer = get_restorer(args.method, weights=args.weights, device=device, half=args.half, steps=args.steps)
