@@ -6,7 +6,9 @@ Writes, under the output folder (the layout GFPGAN/CodeFormer users know):
   and ``restored_imgs/STEM.json``: faces (box, score, landmarks), identity similarity between each input
   and restored face, timings, method, fidelity, version;
 - ``cropped_faces/STEM_NN.png``: the aligned input faces; ``restored_faces/STEM_NN.png``: the restored
-  faces; ``cmp/STEM_NN.png``: both side by side.
+  faces; ``cmp/STEM_NN.png``: both side by side;
+- ``restored_videos/STEM.EXT`` and ``STEM.json`` for video inputs (.mp4 .mov .mkv .avi .webm, PyAV):
+  every frame restored with faces tracked and stabilised over time (``facerestore.video``), audio copied.
 
 ``--ext auto`` keeps the input's format (jpg stays jpg, png png, anything else becomes png; images with
 alpha are always written as png). 16-bit and gray inputs are written back 16-bit / gray where the format
@@ -26,6 +28,7 @@ EXAMPLES = """\
   facerestore restore -i photo.jpg -o results/
   facerestore restore -i "old photos/" -o results/ --upscale 1 --only-center-face
   facerestore restore -i crops/ -o results/ --aligned --fidelity 0.7 --device cuda --half
+  facerestore restore -i clip.mp4 -o results/ --upscale 1 --crf 20
   facerestore restore --list-methods
 """
 
@@ -36,7 +39,7 @@ VIDEO_SUBFOLDER = "restored_videos"  # restored video inputs: STEM.EXT (same con
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-i", "--input", help="an image file or a folder of images")
+    p.add_argument("-i", "--input", help="an image or video file, or a folder of images (and videos)")
     p.add_argument("-o", "--output", help="output folder (restored_imgs/, cropped_faces/, restored_faces/, cmp/)")
     p.add_argument("--method", default="ispl", help="restoration method (default ispl; see --list-methods)")
     p.add_argument("--upscale", type=float, default=2.0,
