@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, nargs=3, default=(150, 150, 150))
     p.add_argument("--resolution", type=int, default=256)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--tag", default="", help="suffix of the result files (keep several budgets side by side)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     from facerestore import degrade
@@ -122,12 +123,13 @@ def main(argv: list[str] | None = None) -> int:
               "rows": rows, "wall_s": round(time.time() - t_all, 1),
               "hardware": f"{platform.machine()}, torch {torch.__version__}, CPU, {args.threads} thread(s)"}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "prior_comparison.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "prior_comparison.md").write_text(to_markdown(result))
+    name = "prior_comparison" + (f"_{args.tag}" if args.tag else "")
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(to_markdown(result))
     if grid is not None:
         from facerestore import io
 
-        io.write_image(ROOT / "docs" / "prior_comparison_grid.png",
+        io.write_image(ROOT / "docs" / f"{name}_grid.png",
                        np.ascontiguousarray(grid.permute(1, 2, 0).numpy()))
     print(to_markdown(result))
     return 0
