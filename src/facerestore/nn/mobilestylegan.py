@@ -77,6 +77,7 @@ from facerestore.errors import InputError
 from facerestore.nn.openvino_ir import IRGraph, IRLayer, read_ir
 from facerestore.nn.stylegan2 import (
     NOISE_MODES,
+    GeneratorSampling,
     LatentLayouts,
     StyleLayerSpec,
     modulated_conv2d,
@@ -392,7 +393,7 @@ class SynthesisNetwork(LatentLayouts, nn.Module):
         return img
 
 
-class Generator(nn.Module):
+class Generator(GeneratorSampling, nn.Module):
     """MobileStyleGAN: ``mapping`` (z -> w) + ``synthesis`` (W / W+ / W++ -> raw image about [-1, 1]).
 
     Same interface as ``facerestore.nn.stylegan2.Generator`` (``mapping.w_avg``, ``w_dim``, ``num_ws``,
@@ -418,45 +419,6 @@ class Generator(nn.Module):
         r = self.synthesis.check_resolution(resolution)
         self.synthesis.img_resolution = self.img_resolution = r
         return self
-
-    def truncate(self, ws: torch.Tensor, psi: float = 1.0, cutoff: int | None = None) -> torch.Tensor:
-        """Pull W (B, w_dim) or W+ (B, num_ws, w_dim) towards ``w_avg``; ``cutoff`` limits W+ rows."""
-        if psi == 1:
-            return ws
-        avg = self.mapping.w_avg.to(ws.dtype)
-        if ws.ndim == 2 or cutoff is None:
-            return avg.lerp(ws, psi)
-        return torch.cat([avg.lerp(ws[:, :cutoff], psi), ws[:, cutoff:]], dim=1)
-
-    def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
-                noise_mode: str = "const", generator: torch.Generator | None = None) -> torch.Tensor:
-        """z (B, z_dim) -> raw image (B, 3, R, R), about [-1, 1]."""
-        ws = self.mapping(z).unsqueeze(1).repeat(1, self.num_ws, 1)
-        ws = self.truncate(ws, truncation_psi, truncation_cutoff)
-        return self.synthesis(ws, noise_mode=noise_mode, generator=generator)
-
-    @torch.no_grad()
-    def sample_w(self, n: int, generator: torch.Generator, truncation_psi: float = 1.0,
-                 batch_size: int = 4096) -> torch.Tensor:
-        """``n`` samples of W (n, w_dim) from z ~ N(0, I) drawn with ``generator``."""
-        device = self.mapping.w_avg.device
-        out = []
-        for i in range(0, n, batch_size):
-            m = min(batch_size, n - i)
-            z = torch.randn((m, self.z_dim), generator=generator, device=generator.device).to(device)
-            out.append(self.mapping(z, truncation_psi=truncation_psi))
-        return torch.cat(out) if out else torch.empty(0, self.w_dim, device=device)
-
-    @torch.no_grad()
-    def estimate_w_avg(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """Set ``mapping.w_avg`` to the mean of ``n`` W samples (accumulated in float64) and return it."""
-        total = torch.zeros(self.w_dim, dtype=torch.float64, device=self.mapping.w_avg.device)
-        for i in range(0, n, 8192):
-            total += self.sample_w(min(8192, n - i), generator).to(torch.float64).sum(0)
-        avg = (total / max(n, 1)).to(self.mapping.w_avg.dtype)
-        self.mapping.w_avg.copy_(avg)
-        return avg
-
 
 
 # --------------------------------------------------------------------------------------------------
