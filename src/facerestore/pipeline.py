@@ -38,12 +38,14 @@ from facerestore.errors import FaceRestoreError, InputError
 from facerestore.faces.detect import Detector, FaceDetection
 from facerestore.faces.identity import FaceEmbedder
 from facerestore.methods import Restorer, load_restorer, resize_crop
+from facerestore.quality_gate import GateDecision, gate_face
 
 __all__ = [
     "FaceResult",
     "IdentityReport",
     "PhotoResult",
     "clear_restorer_cache",
+    "decide_paste",
     "get_restorer",
     "prepare_refs",
     "resolve_restorer",
@@ -104,6 +106,9 @@ class FaceResult:
         input_crop: (S, S, 3) float32 in [0, 1], the aligned input face (S = face_size).
         restored_crop: (S, S, 3) float32 in [0, 1], the restorer's output at the same size.
         identity: :class:`IdentityReport` of the input crop vs the restored crop (None when identity is off).
+        gate: the quality gate's decision (:mod:`facerestore.quality_gate`; None when the gate is off).
+        paste_weight: share of ``restored_crop`` in the result, in [0, 1]: ``blend`` times the gate's weight
+            (0 = the face kept as it was in the photo).
     """
 
     box: np.ndarray
@@ -114,6 +119,8 @@ class FaceResult:
     input_crop: np.ndarray
     restored_crop: np.ndarray
     identity: IdentityReport | None = None
+    gate: GateDecision | None = None
+    paste_weight: float = 1.0
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready summary (no pixel arrays)."""
@@ -125,6 +132,8 @@ class FaceResult:
             "affine": np.asarray(self.affine, float).tolist(),
             "crop_size": int(self.input_crop.shape[0]),
             **(self.identity or IdentityReport()).to_json(),
+            "paste_weight": round(float(self.paste_weight), 4),
+            "gate": None if self.gate is None else self.gate.to_json(),
         }
 
     @property
@@ -149,7 +158,9 @@ class PhotoResult:
         faces: one :class:`FaceResult` per restored face, in detection order (score, then x).
         timings: seconds per stage ("load", "read", "detect", "align", "restore", "identity", "paste", "total").
         method: the restorer's spec as recorded (name, paper, weights licence, trained-on tasks, precision);
-        fidelity: the fidelity asked for (None = method default); upscale: the scale factor;
+        fidelity: the fidelity the method ran at (the method's default when none was asked; None for methods
+        without the knob); fidelity_requested: what the caller asked (None = default); blend: the user's share of
+        the restored faces (times each face's gate weight); upscale: the scale factor;
         input_size: (W, H) of the input; aligned: aligned-crop mode; detector: its name (None when aligned).
     """
 
@@ -168,6 +179,9 @@ class PhotoResult:
     path: Path | None = None
     exif: bytes | None = None
     restorer: dict[str, Any] = field(default_factory=dict)
+    fidelity_requested: float | None = None
+    blend: float = 1.0
+    gate: bool = True
 
     @property
     def num_faces(self) -> int:
@@ -185,6 +199,10 @@ class PhotoResult:
             "method": self.method,
             "restorer": dict(self.restorer),
             "fidelity": self.fidelity,
+            "fidelity_requested": self.fidelity_requested,
+            "blend": float(self.blend),
+            "quality_gate": self.gate,
+            "faces_kept": sum(1 for f in self.faces if f.paste_weight == 0.0),
             "upscale": float(self.upscale),
             "aligned": self.aligned,
             "detector": self.detector,
@@ -334,6 +352,37 @@ def compare_identity(embedder: FaceEmbedder | None, a: np.ndarray, b: np.ndarray
     return report
 
 
+def _dlib_distance(embedder: FaceEmbedder | None) -> Callable[[np.ndarray, np.ndarray], float | None] | None:
+    """dlib's 128-d distance of two aligned crops for the quality gate (None without an embedder); the first
+    crop's embedding is computed once (the gate compares one input with several candidates)."""
+    if embedder is None:
+        return None
+    from facerestore.faces.identity import embedding_distance
+
+    first: list[Any] = []
+
+    def distance(a: np.ndarray, b: np.ndarray) -> float | None:
+        try:
+            if not first:
+                first.append(embedder.embed(a, aligned=True))
+            ea, eb = first[0], embedder.embed(b, aligned=True)
+        except (FaceRestoreError, RuntimeError, ImportError, OSError):
+            return None
+        return None if ea is None or eb is None else float(embedding_distance(ea, eb))
+
+    return distance
+
+
+def decide_paste(input_crop: np.ndarray, restored_crop: np.ndarray, *, blend: float = 1.0, gate: bool = True,
+                 embedder: FaceEmbedder | None = None) -> tuple[float, GateDecision | None]:
+    """(paste weight in [0, 1], the gate's decision or None): ``blend`` times the share of the restoration that
+    the quality gate (:func:`facerestore.quality_gate.gate_face`) lets through; 1 * blend without the gate."""
+    if not gate or blend == 0.0:
+        return float(blend), None
+    decision = gate_face(input_crop, restored_crop, identity_distance=_dlib_distance(embedder))
+    return float(blend) * decision.weight, decision
+
+
 def _background(background: Background) -> Callable[[np.ndarray, float], np.ndarray] | None:
     from facerestore.faces.paste import UPSCALE_METHODS, upscale_image
 
@@ -358,8 +407,11 @@ def _background(background: Background) -> Callable[[np.ndarray, float], np.ndar
 
 def restore_aligned(rgb: np.ndarray, restorer: Restorer, out_side: int, *, fidelity: float | None = None,
                     refs: torch.Tensor | None = None, embedder: FaceEmbedder | None = None,
-                    timings: dict[str, float] | None = None) -> tuple[np.ndarray, list[FaceResult]]:
-    """An FFHQ-aligned square crop (S, S, 3) -> (restored image at ``out_side`` x ``out_side``, [its face])."""
+                    timings: dict[str, float] | None = None, blend: float = 1.0,
+                    gate: bool = True) -> tuple[np.ndarray, list[FaceResult]]:
+    """An FFHQ-aligned square crop (S, S, 3) -> (restored image at ``out_side`` x ``out_side``, [its face]).
+
+    The image is ``w * restored + (1 - w) * input`` with w = ``blend`` times the quality gate's weight."""
     from facerestore.faces.align import template
 
     timings = {} if timings is None else timings
@@ -373,16 +425,20 @@ def restore_aligned(rgb: np.ndarray, restorer: Restorer, out_side: int, *, fidel
     t = time.perf_counter()
     report = compare_identity(embedder, rgb, restored)
     timings["identity"] = time.perf_counter() - t
+    t = time.perf_counter()
+    weight, decision = decide_paste(rgb, restored, blend=blend, gate=gate, embedder=embedder)
+    timings["gate"] = time.perf_counter() - t
     face = FaceResult(
         box=np.array([0.0, 0.0, float(w), float(h)]), score=float("nan"), landmarks5=template(w),
         landmarks68=None, affine=np.array([[1.0, 0, 0], [0, 1.0, 0]]), input_crop=rgb,
-        restored_crop=restored, identity=report,
+        restored_crop=restored, identity=report, gate=decision, paste_weight=weight,
     )
     t = time.perf_counter()
     import torch.nn.functional as F
 
-    # the output photo is the restored crop upscaled: antialiased bicubic, like the photo background
-    out_t = F.interpolate(_to_batch([restored]), size=(out_side, out_side), mode="bicubic", align_corners=False,
+    result = restored if weight == 1.0 else weight * restored + (1.0 - weight) * rgb
+    # the output photo is the result upscaled: antialiased bicubic, like the photo background
+    out_t = F.interpolate(_to_batch([result]), size=(out_side, out_side), mode="bicubic", align_corners=False,
                           antialias=True).clamp(0, 1)
     timings["paste"] = time.perf_counter() - t
     return _from_batch(out_t)[0], [face]
@@ -447,8 +503,11 @@ def restore_faces_in_photo(
     background: Background = "lanczos",
     color_match: bool = True,
     timings: dict[str, float] | None = None,
+    blend: float = 1.0,
+    gate: bool = True,
 ) -> tuple[np.ndarray, list[FaceResult]]:
-    """Align each detected face at ``face_size``, restore, check identity, paste into the upscaled photo."""
+    """Align each detected face at ``face_size``, restore, check identity, weigh each face (``blend`` times the
+    quality gate's share, :func:`decide_paste`), paste into the upscaled photo."""
     from facerestore.faces.align import align_face
     from facerestore.faces.paste import paste_faces
 
@@ -468,15 +527,18 @@ def restore_faces_in_photo(
     timings["restore"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    reports = [compare_identity(embedder, a.crop, rc) for (_, a), rc in zip(alns, restored)]
+    timings["identity"] = time.perf_counter() - t
+    t = time.perf_counter()
     faces = []
-    for (d, a), rc in zip(alns, restored):
-        report = compare_identity(embedder, a.crop, rc)
+    for (d, a), rc, report in zip(alns, restored, reports):
+        weight, decision = decide_paste(a.crop, rc, blend=blend, gate=gate, embedder=embedder)
         faces.append(FaceResult(
             box=np.asarray(d.box, np.float64), score=float(d.score), landmarks5=np.asarray(d.landmarks5),
             landmarks68=None if d.landmarks68 is None else np.asarray(d.landmarks68), affine=a.affine,
-            input_crop=a.crop, restored_crop=rc, identity=report,
+            input_crop=a.crop, restored_crop=rc, identity=report, gate=decision, paste_weight=weight,
         ))
-    timings["identity"] = time.perf_counter() - t
+    timings["gate"] = time.perf_counter() - t
 
     t = time.perf_counter()
     mesh = None
@@ -487,6 +549,7 @@ def restore_faces_in_photo(
     out = paste_faces(
         rgb, [(rc, a) for (_, a), rc in zip(alns, restored)], upscale, background=_background(background),
         mask=mask, landmarks68=[d.landmarks68 for d, _ in alns], mesh_points=mesh, color_match=color_match,
+        weights=[f.paste_weight for f in faces],
     )
     timings["paste"] = time.perf_counter() - t
     return out, faces
@@ -529,6 +592,8 @@ def restore_photo(
     batch_size: int = 4,
     min_face_size: float = 0,
     min_score: float | None = None,
+    blend: float = 1.0,
+    gate: bool = True,
 ) -> PhotoResult:
     """Restore the faces of a photo and paste them back into the upscaled photo.
 
@@ -559,6 +624,11 @@ def restore_photo(
         identity: compute identity similarity per face (dlib, ~0.1 s per face).
         batch_size: crops per restorer call.
         min_face_size: ignore detections smaller than this (pixels).
+        blend: share of each restored face pasted over the original, in [0, 1] (0 = the photo only upscaled);
+            multiplies the quality gate's share.
+        gate: the quality gate (:mod:`facerestore.quality_gate`): a restored face that is less sharp, of worse
+            NIQE or another person than the face in the photo is blended toward it or not pasted; each face's
+            decision is in its record. False pastes every restoration at ``blend``.
         min_score: ignore detections scoring below this, on top of the detector's own threshold (a detector given
             by name applies its calibrated default, ``faces.detect.DEFAULT_SCORE_THRESHOLDS``; a fixed 0.3 on
             dlib's SVM margin threw real faces away); None keeps what the detector returns.
@@ -571,6 +641,12 @@ def restore_photo(
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     _check_options(face_size, batch_size, upscale, mask, min_score)
+    try:
+        blend_ok = 0.0 <= float(blend) <= 1.0
+    except (TypeError, ValueError):
+        blend_ok = False
+    if not blend_ok:
+        raise InputError(f"blend must be in [0, 1], got {blend}")
     _background(background)  # a bad name fails before any work
 
     t = time.perf_counter()
@@ -588,7 +664,8 @@ def restore_photo(
     refs_t = prepare_refs(refs, int(r.spec.size), aligned=aligned, detector=detector, device=r.device)
     embedder = FaceEmbedder("dlib") if identity else None
     if aligned:
-        out, faces = restore_aligned(rgb, r, oh, fidelity=fidelity, refs=refs_t, embedder=embedder, timings=timings)
+        out, faces = restore_aligned(rgb, r, oh, fidelity=fidelity, refs=refs_t, embedder=embedder, timings=timings,
+                                     blend=float(blend), gate=gate)
         det_name = None
     else:
         t = time.perf_counter()
@@ -598,6 +675,7 @@ def restore_photo(
         out, faces = restore_faces_in_photo(
             rgb, r, upscale, dets, fidelity=fidelity, refs=refs_t, embedder=embedder, face_size=int(face_size),
             batch_size=int(batch_size), mask=mask, background=background, color_match=color_match, timings=timings,
+            blend=float(blend), gate=gate,
         )
         det_name = detector if isinstance(detector, str) else getattr(detector, "name", type(detector).__name__)
 
@@ -610,7 +688,8 @@ def restore_photo(
     spec = r.spec
     return PhotoResult(
         image=out, alpha=alpha, is_gray=bool(loaded.is_gray), bit_depth=int(loaded.bit_depth), faces=faces,
-        timings=timings, method=spec.name, fidelity=None if fidelity is None else float(fidelity),
+        timings=timings, method=spec.name, fidelity=r.fidelity_used(fidelity),
+        fidelity_requested=None if fidelity is None else float(fidelity), blend=float(blend), gate=bool(gate),
         upscale=float(upscale), input_size=(w, h), aligned=bool(aligned), detector=det_name, path=loaded.path,
         exif=getattr(loaded, "exif", None),
         restorer={"name": spec.name, "paper": spec.paper, "size": spec.size, "precision": r.precision,

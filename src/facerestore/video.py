@@ -521,7 +521,9 @@ def restore_video(
         det = create_detector(detector) if isinstance(detector, str) else detector
         tracker = FaceTracker(float(info.fps), smooth=stabilize)
         blender = TemporalBlender(restorer, max_weight=max_weight if stabilize else 0.0, motion_limit=motion_limit)
-        photo_options = {"identity": False, **photo_options}
+        # the photo quality gate decides per frame: a face near its threshold would switch between restored and
+        # original from frame to frame (flicker), so videos paste every restoration (at ``blend``) unless asked
+        photo_options = {"identity": False, "gate": False, **photo_options}
         n_frames = 0
         n_audio = 0
         faces_per_frame: list[int] = []

@@ -46,6 +46,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="scale of the output photo (default 2; the output is round(upscale*H) x round(upscale*W))")
     p.add_argument("--fidelity", type=float, default=None,
                    help="fidelity in [0, 1] for methods that have the knob (1 = closest to the input)")
+    p.add_argument("--blend", type=float, default=1.0,
+                   help="share of each restored face pasted over the original, in [0, 1] (default 1; 0 = the photo "
+                   "only upscaled); multiplies the quality gate's share")
+    p.add_argument("--no-gate", dest="gate", action="store_false",
+                   help="paste every restored face even when the quality gate finds it less sharp, of worse NIQE or "
+                   "another person than the face in the photo (by default such faces are blended toward the "
+                   "original or kept as they were; restored_imgs/STEM.json says which and why). Videos never use the "
+                   "gate (a face switching between restored and original from frame to frame would flicker)")
     p.add_argument("--aligned", action="store_true",
                    help="inputs are already FFHQ-aligned square face crops: no detection, no paste-back")
     p.add_argument("--only-center-face", action="store_true", help="restore only the face nearest the centre")
@@ -160,6 +168,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--upscale must be a positive number, got {args.upscale}")
     check_finite("--min-score", args.min_score)
     check_finite("--fidelity", args.fidelity)
+    check_finite("--blend", args.blend)
+    if not 0.0 <= args.blend <= 1.0:
+        raise InputError(f"--blend must be in [0, 1], got {args.blend:g}")
     src = Path(args.input)
     out_dir = Path(args.output)
     from facerestore.video import check_encoder_options, is_video_file, list_inputs
@@ -195,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
     if any(is_video_file(f) for f in files):
         io.check_output_dir(out_dir / VIDEO_SUBFOLDER)
     no_face: list[Path] = []
+    kept: list[int] = []  # faces the quality gate left as they were
     warned_alpha: list[bool] = []
 
     def process(path: Path) -> int:
@@ -212,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
             loaded, restorer, upscale=args.upscale, fidelity=args.fidelity, aligned=args.aligned,
             only_center_face=args.only_center_face, detector=detector if detector is not None else args.detector,
             device=device, half=args.half, refs=refs, color_match=args.color_match, min_score=args.min_score,
-            background=background, mask=args.mask,
+            background=background, mask=args.mask, blend=args.blend, gate=args.gate,
         )
         stem = stems[path]
         ext = output_ext(path, res.alpha is not None, args.ext)
@@ -238,6 +250,7 @@ def run(args: argparse.Namespace) -> int:
             faces=[{"cropped_face": f"cropped_faces/{n}", "restored_face": f"restored_faces/{n}", "cmp": f"cmp/{n}"}
                    for n in face_files],
         )
+        kept.extend(1 for f in res.faces if f.gate is not None and f.gate.weight == 0.0)
         if not res.faces:
             no_face.append(path)
             say(f"no face found: {io.display_path(path)} (background upscaled only)")
@@ -248,6 +261,8 @@ def run(args: argparse.Namespace) -> int:
     n_restored = sum(1 for n in report.done if n)
     print(f"restored {n_faces} faces in {n_restored} of {len(files)} images with {args.method} "
           f"-> {io.display_path(out_dir)}"
+          + (f"; {len(kept)} faces kept as they were (the restoration was worse: see the JSON's gate)"
+             if kept else "")
           + (f"; {len(no_face)} without faces (upscaled only)" if no_face else "")
           + (f"; {len(report.failed)} failed" if report.failed else ""), file=sys.stderr)
     return report.exit_code
@@ -274,7 +289,8 @@ def _restore_video(path: Path, target: Path, args: argparse.Namespace, restorer:
         res = restore_video(path, target, restorer, upscale=args.upscale, detector=detector, crf=args.crf,
                             codec=args.codec, protect=protect, on_frame=tick, fidelity=args.fidelity,
                             only_center_face=args.only_center_face, min_score=args.min_score, refs=refs,
-                            color_match=args.color_match, mask=args.mask, background=background)
+                            color_match=args.color_match, mask=args.mask, background=background,
+                            blend=args.blend)
     finally:
         bar.close()
     io.atomic_write_json(target.with_suffix(".json"), {"input": str(path), "method": args.method,

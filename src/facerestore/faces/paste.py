@@ -438,6 +438,7 @@ def paste_faces(
     dilate: float | None = None,
     interpolation: str = "lanczos",
     antialias: bool = False,
+    weights: Sequence[float] | None = None,
 ) -> np.ndarray:
     """Blend restored face crops into the photo upscaled by ``upscale``.
 
@@ -466,6 +467,8 @@ def paste_faces(
         antialias: low-pass crops that shrink on the way back (:func:`facerestore.faces.align.lowpass`).
             Off by default: real detail near the output's Nyquist frequency would be attenuated
             (an identity round trip then deviates by up to ~30/255 at sharp edges).
+        weights: per face, the share of the restored face in [0, 1] (the mask is scaled by it: 0 leaves the
+            background untouched, 1 pastes the face fully); None = 1 for every face.
 
     Returns:
         (H', W', 3) float32 in [0, 1].
@@ -484,6 +487,10 @@ def paste_faces(
             raise InputError(f"got {len(pts)} {name} sets for {len(faces)} faces")
     if interpolation not in ("linear", "cubic", "lanczos", "spline"):
         raise InputError(f"interpolation must be linear, cubic, lanczos or spline, got {interpolation!r}")
+    if weights is not None:
+        weights = [float(v) for v in weights]
+        if len(weights) != len(faces) or not all(0.0 <= v <= 1.0 for v in weights):
+            raise InputError(f"weights must be {len(faces)} numbers in [0, 1], got {weights}")
     if grain is None:
         grain = 1.0 if mask == "mesh" else 0.0
     if not (0.0 <= float(grain) <= 1.0):
@@ -496,6 +503,9 @@ def paste_faces(
     to_out = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
 
     for i, (restored, aligned) in enumerate(faces):
+        weight = 1.0 if weights is None else weights[i]
+        if weight == 0.0:
+            continue  # the face keeps the background's pixels, bit for bit
         crop = _as_crop(restored)
         s_in, s_r = aligned.size, crop.shape[0]
         # restored-crop pixel -> output pixel
@@ -546,7 +556,7 @@ def paste_faces(
         dsize = (x1 - x0, y1 - y0)
         face = warp_affine(crop, a_roi, dsize, interpolation, "replicate")
         m = warp_affine(m_r, a_roi, dsize, "linear", "constant", 0.0)
-        m = np.clip(m, 0.0, 1.0)[:, :, None]
+        m = np.clip(m, 0.0, 1.0)[:, :, None] * weight
         region = out[y0:y1, x0:x1]
         if grain > 0:
             face = _reinject_grain(face, region, max(1.0, float(upscale)), float(grain))

@@ -96,6 +96,7 @@ class Restorer(torch.nn.Module):
     spec: ClassVar[MethodSpec]
     _half: bool = False
     progress: bool = True  # per-call progress bars of the optimisation methods (the CLI's -q turns them off)
+    default_fidelity: float | None = None  # what fidelity=None means, for methods with the knob (records say it)
 
     # -- the network call: the only thing a method implements ---------------------------------------------
     def _restore(self, x: torch.Tensor, *, fidelity: float | None, refs: torch.Tensor | None,
@@ -179,6 +180,15 @@ class Restorer(torch.nn.Module):
                              f"{self.device.type}; supported: {', '.join(self.spec.precisions)}); drop --half")
         self._half = True
         return self.to(dtype)
+
+    def fidelity_used(self, fidelity: float | None) -> float | None:
+        """The fidelity a call with ``fidelity`` runs at: the value given, else the method's default (None for
+        methods without the knob), so that records never say "null" for a default that behaves like 1."""
+        if fidelity is not None:
+            return float(fidelity)
+        if not self.spec.supports_fidelity or self.default_fidelity is None:
+            return None
+        return float(self.default_fidelity)
 
     def check_options(self, *, fidelity: float | None = None, refs: Any = None) -> None:
         """One-line InputError for a fidelity the method lacks or outside [0, 1], or missing references."""

@@ -136,6 +136,7 @@ class ISPLRestorer(Restorer):
         self.net = load_ispl(self.weights_or_default(weights)).eval()
         self.size = self.net.config.size
         self.with_spec(size=self.size, supports_fidelity=self.net.supports_fidelity)
+        self.default_fidelity = float(self.net.config.default_fidelity)
 
     def _restore(self, x: torch.Tensor, *, fidelity: float | None, refs: torch.Tensor | None) -> torch.Tensor:
         return self.net(x, fidelity)
