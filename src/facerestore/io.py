@@ -76,6 +76,17 @@ def display_path(path: str | os.PathLike) -> str:
         return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def one_line(exc: BaseException) -> str:
+    """The message of an error as one printable line (first line; MemoryError: "out of memory"): what the CLI
+    prints after ``error:`` and ``facerestore serve`` shows in the page (re-exported by ``cli.guards``)."""
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        return f"{exc.strerror}: {display_path(exc.filename)}"
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return display_path(lines[0]) if lines else type(exc).__name__
+
+
 @dataclass
 class LoadedImage:
     """A decoded image file.

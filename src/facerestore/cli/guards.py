@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from facerestore.errors import InputError, Interrupted
-from facerestore.io import NAME_MAX, display_path
+from facerestore.io import NAME_MAX, display_path, one_line  # one_line lives in io so that web can share it
 
 __all__ = [
     "check_finite",
@@ -43,16 +43,6 @@ def say(message: str) -> None:
         tqdm.write(message, file=sys.stderr)
     except Exception:  # tqdm missing or stderr odd: a plain print is still one line
         print(message, file=sys.stderr)
-
-
-def one_line(exc: BaseException) -> str:
-    """The message of an error as one printable line (first line; MemoryError: "out of memory")."""
-    if isinstance(exc, MemoryError):
-        return "out of memory"
-    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
-        return f"{exc.strerror}: {display_path(exc.filename)}"
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return display_path(lines[0]) if lines else type(exc).__name__
 
 
 def note_ignored(path: Path, reason: str) -> None:
