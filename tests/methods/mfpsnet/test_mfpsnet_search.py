@@ -1,0 +1,124 @@
+"""Algorithm 1 on a tiny configuration: disentanglement batches, alternating updates, exact resume, outputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facerestore.errors import InputError
+from facerestore.methods.mfpsnet.genotype import load_genotype
+from facerestore.methods.mfpsnet.search import (
+    SINGLE_TASKS,
+    _build,
+    config_from_dict,
+    disentangled_batch,
+    load_search_config,
+    run_search,
+)
+from facerestore.train.checkpoint import load_checkpoint
+
+TINY_MODEL = {"nf": 8, "growth": 4, "blocks": 1, "sr_filters": 2, "layers": 3}
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faces")
+    rng = np.random.default_rng(0)
+    for i in range(9):  # 00000..00008: 00000 is held out (ends with 0), 8 remain: D_A 4, D_B 4
+        base = rng.uniform(0, 255, (8, 8, 3)).astype(np.uint8)
+        Image.fromarray(base).resize((64, 64), Image.BICUBIC).save(root / f"{i:05d}.png")
+    return root
+
+
+def _cfg(faces, out, **kw):
+    raw = {"name": "tiny", "output_dir": str(out), "roots": [str(faces)], "size": 64, "batch_size": 2, "epochs": 1,
+           "arch_start_epoch": 0, "model": TINY_MODEL, "perceptual": "none", "singles": "one", "ckpt_every": 1,
+           "progress": False, "arch_lr": 0.05}
+    raw.update(kw)
+    return config_from_dict(raw)
+
+
+def test_disentangled_batch_joins_full_and_single_degradations():
+    hq = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    lq, target = disentangled_batch(hq, torch.Generator().manual_seed(1), singles="all")
+    assert lq.shape == (2 * (1 + len(SINGLE_TASKS)), 3, 64, 64) and torch.equal(target, hq.repeat(5, 1, 1, 1))
+    assert float(lq.min()) >= 0 and float(lq.max()) <= 1
+    # the first block is eq. 10 replayed exactly from the same seed
+    from facerestore import degrade
+
+    full, _ = degrade.apply(hq, "mfpsnet-full", generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(lq[:2], full.clamp(0, 1))
+    lq1, t1 = disentangled_batch(hq, torch.Generator().manual_seed(1), singles="one")
+    assert lq1.shape[0] == 4 and t1.shape[0] == 4
+    lq0, _ = disentangled_batch(hq, torch.Generator().manual_seed(1), disentangle=False)
+    assert lq0.shape[0] == 2
+
+
+def test_two_step_search_changes_alphas_and_resumes_exactly(faces, tmp_path):
+    cfg = _cfg(faces, tmp_path / "a")
+    init = _build(cfg)
+    summary = run_search(cfg)
+    assert summary["finished"] and summary["step"] == 2 and summary["images"] == 8
+    final = load_checkpoint(cfg.run_dir / "checkpoints" / "last.pt")["net"]
+    assert not torch.equal(final["sr.alphas"], init.sr.alphas.detach())  # the architecture step moved alpha
+    assert not torch.equal(final["sr.betas"], init.sr.betas.detach())
+    assert all(torch.isfinite(v).all() for v in final.values() if v.is_floating_point())
+    g = load_genotype(cfg.run_dir / "genotype.json")
+    assert len(g["sr"].path) == 3 and len(g["sr"].cell) == 6
+    hist = json.loads((cfg.run_dir / "arch_history.json").read_text())
+    assert len(hist) == 1 and np.allclose(np.sum(hist[0]["weights"]["sr"]["alphas"], -1), 1)
+    png = Image.open(cfg.run_dir / "arch_sr.png")
+    assert png.size == (8 * (36 + 1 + 3 * 12), 8)
+
+    # stop after one step, resume: the same state as the run that never stopped
+    cfg_b = _cfg(faces, tmp_path / "b")
+    first = run_search(cfg_b, max_steps=1)
+    assert first["step"] == 1 and not first["finished"]
+    second = run_search(cfg_b)
+    assert second["step"] == 2 and second["finished"]
+    resumed = load_checkpoint(cfg_b.run_dir / "checkpoints" / "last.pt")["net"]
+    assert resumed.keys() == final.keys()
+    for k in final:
+        assert torch.equal(resumed[k], final[k]), k
+    assert load_genotype(cfg_b.run_dir / "genotype.json") == g
+
+
+def test_mfpsnet_search_step_runs(faces, tmp_path):
+    model = dict(TINY_MODEL, prior_filters=2, fusion_filters=2, prior_layers=2, fusion_layers=2, layers=2)
+    cfg = _cfg(faces, tmp_path, network="mfpsnet", model=model, disentangle=False, batch_size=1, epochs=1)
+    summary = run_search(cfg, max_steps=1)
+    assert summary["step"] == 1
+    g = load_genotype(cfg.run_dir / "genotype.json")
+    assert g.has_priors and len(g["fusion"].path) == 2
+
+
+def test_search_config_errors_are_one_line(tmp_path):
+    with pytest.raises(InputError, match="unknown keys"):
+        config_from_dict({"epoch": 3})
+    with pytest.raises(InputError, match="multiple of 64"):
+        config_from_dict({"size": 100})
+    with pytest.raises(InputError, match="wrong type"):
+        config_from_dict({"epochs": "ten"})
+    p = tmp_path / "c.yaml"
+    p.write_text("network: frsnet\nsize: 64\n")
+    assert load_search_config(p).size == 64
+
+
+def test_cli_search_runs_and_reports(faces, tmp_path, capsys):
+    import yaml
+
+    from facerestore.cli import main
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump({"name": "cli", "output_dir": str(tmp_path / "runs"), "roots": [str(faces)],
+                                   "size": 64, "batch_size": 4, "epochs": 1, "arch_start_epoch": 0,
+                                   "model": TINY_MODEL, "perceptual": "none", "disentangle": False}))
+    assert main(["search", str(cfg), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "step 1/1 finished" in out and (tmp_path / "runs" / "cli" / "genotype.json").is_file()
+    assert main(["search", str(cfg), "--set", "epochs=ten"]) == 2  # one-line error
+    assert "wrong type" in capsys.readouterr().err
