@@ -159,12 +159,18 @@ def test_aligned_mode(tmp_path, astronaut):
     src.mkdir()
     Image.fromarray(np.floor(crop * 255 + 0.5).astype(np.uint8)).save(src / "face 1.jpg", quality=98)
     out = tmp_path / "out"
-    assert main(["restore", "-i", str(src), "-o", str(out), "--method", "test-id", "--aligned", "-q"]) == 0
+    assert main(["restore", "-i", str(src), "-o", str(out), "--method", "test-id", "--aligned", "-q",
+                 "--upscale", "2"]) == 0
     img = Image.open(out / "restored_imgs" / "face 1.jpg")
     assert img.size == (512, 512)
     rec = json.loads((out / "restored_imgs" / "face 1.json").read_text())
     assert rec["aligned"] and rec["num_faces"] == 1 and rec["detector"] is None
     assert Image.open(out / "cmp" / "face 1_00.png").size == (512, 256)
+    # without --upscale an aligned crop comes back at the method's size, never smaller than the crop
+    for method, side in (("test-id", 256), ("test-id-fid", 512)):
+        dst = tmp_path / f"out-{method}"
+        assert main(["restore", "-i", str(src), "-o", str(dst), "--method", method, "--aligned", "-q"]) == 0
+        assert Image.open(dst / "restored_imgs" / "face 1.jpg").size == (side, side)
 
 
 def test_half_precision(tmp_path, astronaut):

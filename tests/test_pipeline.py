@@ -432,3 +432,24 @@ def test_mesh_mask_is_the_default_and_touches_only_the_face(astronaut, fixed):
     assert changed(mesh)[face_footprint(mesh)].mean() > 0.1  # the face itself was pasted
     with pytest.raises(InputError, match="mesh"):
         restore_photo(astronaut, ShiftRestorer(), mask="circle", **kw)
+
+
+def test_crop_side_follows_the_face_up_to_the_model_size():
+    from facerestore.pipeline import crop_side
+
+    assert crop_side(1.0, 1.0, 512, 128) == 512  # a 512 px face, a 128 px model: nothing to gain above 512
+    assert crop_side(1.0, 1.5, 512, 1024) == 768  # the face covers 768 output px: crop it at 768
+    assert crop_side(0.25, 2.0, 512, 1024) == 1024  # 4096 output px: capped at what the model uses
+    assert crop_side(4.0, 2.0, 512, 1024) == 512  # a small face: never below face_size
+
+
+def test_restore_crops_of_mixed_sizes_keeps_order_and_sizes():
+    from facerestore.pipeline import get_restorer, restore_crops
+
+    r = get_restorer("ispl")
+    rng = np.random.default_rng(0)
+    crops = [rng.random((s, s, 3), dtype=np.float32) for s in (256, 512, 256)]
+    mixed = restore_crops(r, crops, batch_size=4)
+    assert [m.shape for m in mixed] == [c.shape for c in crops]
+    for c, m in zip(crops, mixed):
+        np.testing.assert_allclose(m, restore_crops(r, [c], batch_size=1)[0], atol=1e-5)

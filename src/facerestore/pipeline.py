@@ -45,7 +45,9 @@ __all__ = [
     "IdentityReport",
     "PhotoResult",
     "clear_restorer_cache",
+    "crop_side",
     "decide_paste",
+    "default_upscale",
     "get_restorer",
     "prepare_refs",
     "resolve_restorer",
@@ -284,14 +286,37 @@ def _from_batch(x: torch.Tensor) -> list[np.ndarray]:
 
 def restore_crops(restorer: Restorer, crops: Sequence[np.ndarray], *, fidelity: float | None = None,
                   refs: torch.Tensor | None = None, batch_size: int = 4) -> list[np.ndarray]:
-    """Restore (S, S, 3) float32 crops in [0, 1], ``batch_size`` at a time -> crops of the same size S."""
-    out: list[np.ndarray] = []
-    for i in range(0, len(crops), batch_size):
-        chunk = crops[i : i + batch_size]
-        s = chunk[0].shape[0]
-        y = restorer.restore(_to_batch(chunk), fidelity=fidelity, refs=refs, size=(s, s))
-        out.extend(_from_batch(y))
-    return out
+    """Restore (S, S, 3) float32 crops in [0, 1], ``batch_size`` of one size at a time -> crops of the same sizes
+    (S may differ between crops), in the input order."""
+    out: list[np.ndarray | None] = [None] * len(crops)
+    by_size: dict[int, list[int]] = {}
+    for i, c in enumerate(crops):
+        by_size.setdefault(int(c.shape[0]), []).append(i)
+    for s, idx in by_size.items():
+        for k in range(0, len(idx), batch_size):
+            chunk = idx[k : k + batch_size]
+            y = restorer.restore(_to_batch([crops[i] for i in chunk]), fidelity=fidelity, refs=refs, size=(s, s))
+            for i, r in zip(chunk, _from_batch(y)):
+                out[i] = r
+    return [r for r in out if r is not None]
+
+
+def default_upscale(aligned: bool, side: int, restorer: Restorer) -> float:
+    """The output scale when none is asked: 2 for photos; for aligned crops the restorer's own size (a 512 model
+    returns 512 px faces), never smaller than the crop (``max(side, spec.size) / side``)."""
+    if not aligned:
+        return 2.0
+    return max(int(side), int(restorer.spec.size)) / float(side)
+
+
+def crop_side(face_scale: float, upscale: float, face_size: int, model_size: int) -> int:
+    """Side of one face's aligned crop: ``face_size``, or more when the face covers more pixels in the output photo,
+    so that a large face is not shrunk before the restorer sees it (then enlarged again by the paste), up to
+    ``max(face_size, model_size)`` (what the restorer can use).
+
+    ``face_scale``: crop pixels per photo pixel of the face aligned at 512 (``affine_scale`` of its affine)."""
+    footprint = int(np.ceil(512.0 / max(float(face_scale), 1e-9) * float(upscale)))
+    return int(min(max(face_size, footprint), max(face_size, model_size)))
 
 
 def prepare_refs(refs: Any, size: int, *, aligned: bool = False, detector: str | Detector = "hog",
@@ -506,9 +531,9 @@ def restore_faces_in_photo(
     blend: float = 1.0,
     gate: bool = True,
 ) -> tuple[np.ndarray, list[FaceResult]]:
-    """Align each detected face at ``face_size``, restore, check identity, weigh each face (``blend`` times the
-    quality gate's share, :func:`decide_paste`), paste into the upscaled photo."""
-    from facerestore.faces.align import align_face
+    """Align each detected face at ``face_size`` (or larger: :func:`crop_side`), restore, check identity, weigh each
+    face (``blend`` times the quality gate's share, :func:`decide_paste`), paste into the upscaled photo."""
+    from facerestore.faces.align import affine_scale, align_face
     from facerestore.faces.paste import paste_faces
 
     timings = {} if timings is None else timings
@@ -516,7 +541,11 @@ def restore_faces_in_photo(
     alns = []
     for d in dets:
         try:
-            alns.append((d, align_face(rgb, d.landmarks5, size=face_size)))
+            a = align_face(rgb, d.landmarks5, size=face_size)
+            side = crop_side(affine_scale(a.affine) * 512.0 / face_size, upscale, face_size, int(restorer.spec.size))
+            if side != face_size:
+                a = align_face(rgb, d.landmarks5, size=side)
+            alns.append((d, a))
         except InputError:
             continue  # a face lying (almost) entirely outside the photo cannot be cropped
     timings["align"] = time.perf_counter() - t
@@ -575,7 +604,7 @@ def restore_photo(
     image: ImageInput,
     restorer: str | Restorer = "ispl",
     *,
-    upscale: float = 2.0,
+    upscale: float | None = 2.0,
     fidelity: float | None = None,
     aligned: bool = False,
     only_center_face: bool = False,
@@ -602,7 +631,8 @@ def restore_photo(
             uint16) or a :class:`facerestore.io.LoadedImage`.
         restorer: a registered method name (loaded once per process, see :func:`get_restorer`) or a
             :class:`facerestore.methods.Restorer` object (used as is).
-        upscale: output scale; the output is exactly (round(upscale * H), round(upscale * W)).
+        upscale: output scale; the output is exactly (round(upscale * H), round(upscale * W)). None: 2 for photos,
+            the method's own size for aligned crops (never smaller than the crop; :func:`default_upscale`).
         fidelity: the method's fidelity knob in [0, 1] (1 = closest to the input); None = its default.
             InputError for methods without the knob.
         aligned: the input is already an FFHQ-aligned square face crop: restore it directly (no detection,
@@ -619,7 +649,8 @@ def restore_photo(
             "landmarks" (dlib 68-point hull) or "square" (the crop).
         background: how the photo is upscaled: an upscale_image method name ("lanczos", "bicubic", ...)
             or a callable ``(image, upscale) -> array`` (e.g. a super-resolution network).
-        face_size: side of the aligned crops (the restorer resizes them to its own size and back).
+        face_size: smallest side of the aligned crops; a face that covers more output pixels is cropped larger, up to
+            the restorer's own size (:func:`crop_side`); the restorer resizes crops to its size and back.
         weights: weight file for a restorer given by name.
         identity: compute identity similarity per face (dlib, ~0.1 s per face).
         batch_size: crops per restorer call.
@@ -640,7 +671,7 @@ def restore_photo(
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    _check_options(face_size, batch_size, upscale, mask, min_score)
+    _check_options(face_size, batch_size, 1.0 if upscale is None else upscale, mask, min_score)
     try:
         blend_ok = 0.0 <= float(blend) <= 1.0
     except (TypeError, ValueError):
@@ -658,6 +689,8 @@ def restore_photo(
     loaded = io.as_image(image)
     rgb = loaded.rgb
     h, w = rgb.shape[:2]
+    if upscale is None:
+        upscale = default_upscale(aligned, w, r)
     oh, ow = upscaled_shape(h, w, upscale)
     timings["read"] = time.perf_counter() - t
 

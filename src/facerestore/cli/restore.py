@@ -42,8 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-i", "--input", help="an image or video file, or a folder of images (and videos)")
     p.add_argument("-o", "--output", help="output folder (restored_imgs/, cropped_faces/, restored_faces/, cmp/)")
     p.add_argument("--method", default="ispl", help="restoration method (default ispl; see --list-methods)")
-    p.add_argument("--upscale", type=float, default=2.0,
-                   help="scale of the output photo (default 2; the output is round(upscale*H) x round(upscale*W))")
+    p.add_argument("--upscale", type=float, default=None,
+                   help="scale of the output photo: round(upscale*H) x round(upscale*W) (default 2; with --aligned, "
+                   "the method's own size, never smaller than the crop)")
     p.add_argument("--fidelity", type=float, default=None,
                    help="fidelity in [0, 1] for methods that have the knob (1 = closest to the input)")
     p.add_argument("--blend", type=float, default=1.0,
@@ -160,11 +161,11 @@ def run(args: argparse.Namespace) -> int:
     from facerestore.cli.guards import check_finite, note_ignored, say
     from facerestore.errors import InputError
     from facerestore.faces.detect import create_detector
-    from facerestore.pipeline import get_restorer, prepare_refs, restore_photo, write_photo_json
+    from facerestore.pipeline import default_upscale, get_restorer, prepare_refs, restore_photo, write_photo_json
 
     if not args.input or not args.output:
         raise InputError("-i/--input and -o/--output are required (or use --list-methods)")
-    if not (np.isfinite(args.upscale) and args.upscale > 0):
+    if args.upscale is not None and not (np.isfinite(args.upscale) and args.upscale > 0):
         raise InputError(f"--upscale must be a positive number, got {args.upscale}")
     check_finite("--min-score", args.min_score)
     check_finite("--fidelity", args.fidelity)
@@ -218,10 +219,11 @@ def run(args: argparse.Namespace) -> int:
                                   protect)
         loaded = io.read_image(path)
         h, w = loaded.rgb.shape[:2]
-        oh, ow = upscaled_shape(h, w, args.upscale)
-        io.check_pixels(ow, oh, what=f"the output (--upscale {args.upscale:g})")
+        upscale = args.upscale if args.upscale is not None else default_upscale(args.aligned, w, restorer)
+        oh, ow = upscaled_shape(h, w, upscale)
+        io.check_pixels(ow, oh, what=f"the output (--upscale {upscale:g})")
         res = restore_photo(
-            loaded, restorer, upscale=args.upscale, fidelity=args.fidelity, aligned=args.aligned,
+            loaded, restorer, upscale=upscale, fidelity=args.fidelity, aligned=args.aligned,
             only_center_face=args.only_center_face, detector=detector if detector is not None else args.detector,
             device=device, half=args.half, refs=refs, color_match=args.color_match, min_score=args.min_score,
             background=background, mask=args.mask, blend=args.blend, gate=args.gate,
@@ -279,6 +281,7 @@ def _restore_video(path: Path, target: Path, args: argparse.Namespace, restorer:
 
     if args.aligned:
         raise InputError("--aligned applies to face crops, not to videos")
+    upscale = 2.0 if args.upscale is None else args.upscale
     bar = tqdm(desc=path.name, unit="frame", disable=args.quiet, file=sys.stderr, leave=False)
 
     def tick(done: int, total: int | None) -> None:
@@ -286,7 +289,7 @@ def _restore_video(path: Path, target: Path, args: argparse.Namespace, restorer:
         bar.update(1)
 
     try:
-        res = restore_video(path, target, restorer, upscale=args.upscale, detector=detector, crf=args.crf,
+        res = restore_video(path, target, restorer, upscale=upscale, detector=detector, crf=args.crf,
                             codec=args.codec, protect=protect, on_frame=tick, fidelity=args.fidelity,
                             only_center_face=args.only_center_face, min_score=args.min_score, refs=refs,
                             color_match=args.color_match, mask=args.mask, background=background,
@@ -294,5 +297,5 @@ def _restore_video(path: Path, target: Path, args: argparse.Namespace, restorer:
     finally:
         bar.close()
     io.atomic_write_json(target.with_suffix(".json"), {"input": str(path), "method": args.method,
-                                                       "upscale": args.upscale, **res.to_json()})
+                                                       "upscale": upscale, **res.to_json()})
     return int(sum(res.faces_per_frame))
