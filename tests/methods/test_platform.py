@@ -233,5 +233,5 @@ STRAIGHT_THROUGH = {"gaussian_noise", "laplacian_noise", "random_sign_poisson_no
 
 
 def test_registry_lists_exactly_the_issue_methods():
-    assert set(REGISTRY.names()) == {"ispl", "hifacegan", "robust-inversion", "rls", "rls-plus"}
+    assert set(REGISTRY.names()) == {"ispl", "hifacegan", "robust-inversion", "rls", "rls-plus", "mfpsnet"}
     assert np.all([isinstance(s, MethodSpec) for s in list_restorers()])

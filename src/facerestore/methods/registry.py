@@ -21,6 +21,7 @@ import torch
 from facerestore.errors import InputError
 from facerestore.methods.inversion.restorer import RobustInversionRestorer
 from facerestore.methods.ispl.restorer import HiFaceGANRestorer, ISPLRestorer
+from facerestore.methods.mfpsnet.restorer import MFPSNetRestorer
 from facerestore.methods.restorer import Restorer
 from facerestore.methods.rls.restorer import RLSPlusRestorer, RLSRestorer
 from facerestore.methods.spec import MethodSpec
@@ -39,6 +40,7 @@ RESTORERS: tuple[type[Restorer], ...] = (
     RobustInversionRestorer,
     RLSRestorer,
     RLSPlusRestorer,
+    MFPSNetRestorer,
 )
 
 class Registry:

@@ -1,0 +1,129 @@
+"""MFPSNet / FRSNet behind the ``Restorer`` interface ("mfpsnet").
+
+No weights ship: the authors released none that load (their scripts do not run as published) and we have not
+trained any yet. ``weights=`` (``--weights``) must name a ``.safetensors`` file with its description
+``<same name>.json`` next to it::
+
+    {"network": "mfpsnet" | "frsnet", "genotype": <a genotype JSON object or a preset name>,
+     "model": {"nf": 64, ...}, "size": 128, "dictionary": "<optional component dictionary .safetensors,
+     relative to the JSON>"}
+
+:func:`save_mfpsnet` writes both. The network works at ``size`` (128 in the paper): crops are resized to it and
+back by the wrapper. MFPSNet computes its priors from its first iteration's output with
+:class:`~facerestore.methods.mfpsnet.priors.PriorExtractor` (dlib landmarks, Face Mesh parsing maps when
+cached, the component dictionary when the description names one; a missing prior enters as zeros).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from facerestore.errors import InputError, WeightsMissingError
+from facerestore.methods.restorer import Restorer
+from facerestore.methods.spec import MethodSpec
+
+__all__ = ["MFPSNetRestorer", "load_mfpsnet", "save_mfpsnet"]
+
+_MODEL_KEYS = {"nf", "growth", "blocks", "sr_filters", "prior_filters", "fusion_filters"}
+
+
+def save_mfpsnet(net: torch.nn.Module, path: str | os.PathLike, *, size: int = 128,
+                 model: dict[str, Any] | None = None, dictionary: str | None = None) -> Path:
+    """Write ``net`` (FRSNet or MFPSNet) as ``path`` (.safetensors) + its JSON description."""
+    from safetensors.torch import save_file
+
+    from facerestore.methods.mfpsnet.network import MFPSNet
+
+    p = Path(path)
+    save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(p))
+    desc = {"network": "mfpsnet" if isinstance(net, MFPSNet) else "frsnet", "genotype": net.genotype.to_dict(),
+            "model": dict(model or {}), "size": int(size)}
+    if dictionary:
+        desc["dictionary"] = dictionary
+    p.with_suffix(".json").write_text(json.dumps(desc, indent=1) + "\n", encoding="utf-8")
+    return p
+
+
+def load_mfpsnet(weights: str | os.PathLike | None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """(network in eval mode, description) from a safetensors file and the JSON next to it."""
+    from facerestore.methods.mfpsnet.genotype import Genotype, get_preset
+    from facerestore.methods.mfpsnet.network import FRSNet, MFPSNet
+    from facerestore.nn.safe_weights import check_shapes, load_safetensors, meta_shapes, open_safetensors, read_json
+
+    if weights is None:
+        raise WeightsMissingError("mfpsnet ships no weights: search (`facerestore search`) and train one, then pass "
+                                  "--weights FILE.safetensors (with its FILE.json description)")
+    path = Path(weights)
+    if not path.is_file():
+        raise WeightsMissingError(f"MFPSNet weights not found: {path}")
+    if path.suffix != ".safetensors":
+        raise InputError(f"MFPSNet weights must be a .safetensors file, got {path.name}")
+    desc_path = path.with_suffix(".json")
+    if not desc_path.is_file():
+        raise InputError(f"{path.name} needs its description {desc_path.name} next to it")
+    desc = read_json(desc_path, "MFPSNet description")
+    kind = desc.get("network")
+    if kind not in ("mfpsnet", "frsnet"):
+        raise InputError(f"{desc_path.name}: network must be 'mfpsnet' or 'frsnet', got {kind!r}")
+    g = desc.get("genotype")
+    genotype = get_preset(g) if isinstance(g, str) else Genotype.from_dict(g, desc_path.name)
+    model = desc.get("model", {})
+    if not isinstance(model, dict) or set(model) - _MODEL_KEYS or not all(
+            isinstance(v, int) and 1 <= v <= 1024 for v in model.values()):
+        raise InputError(f"{desc_path.name}: model options must be integers 1..1024 among {sorted(_MODEL_KEYS)}")
+    size = desc.get("size", 128)
+    if not isinstance(size, int) or size % 64 or not 64 <= size <= 1024:
+        raise InputError(f"{desc_path.name}: size must be a multiple of 64 in 64..1024, got {size!r}")
+    if kind == "frsnet":
+        model = {k: v for k, v in model.items() if k in {"nf", "growth", "blocks", "sr_filters"}}
+
+    def build():
+        return (MFPSNet if kind == "mfpsnet" else FRSNet)(genotype, **model)
+
+    _, found = open_safetensors(path, "MFPSNet weights")
+    check_shapes(meta_shapes(build, desc_path.name), found, path.name)
+    net = build()
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_safetensors(path, "MFPSNet weights").items()}
+    net.load_state_dict(state, strict=True)
+    desc["size"] = size
+    if desc.get("dictionary"):
+        desc["dictionary"] = str((desc_path.parent / desc["dictionary"]).resolve())
+    return net.eval(), desc
+
+
+class MFPSNetRestorer(Restorer):
+    """MFPSNet (or FRSNet) with user-trained weights (see the module docstring)."""
+
+    spec = MethodSpec(
+        name="mfpsnet",
+        paper="001",
+        description="MFPSNet / FRSNet (NAS-searched multi-prior restoration, 128 px); no weights ship: search "
+        "and train your own (`facerestore search`), then pass --weights FILE.safetensors",
+        size=128,
+        min_side=8,
+        weights=None,
+        weights_licence="none shipped (your own trained weights)",
+    )
+
+    def __init__(self, weights: str | os.PathLike | None = None) -> None:
+        super().__init__()
+        self.net, self.description = load_mfpsnet(weights)
+        self.with_spec(size=int(self.description["size"]))
+        self._priors = None
+
+    def prior_fn(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self._priors is None:
+            from facerestore.methods.mfpsnet.priors import PriorExtractor
+
+            self._priors = PriorExtractor(self.description.get("dictionary"))
+        return self._priors(images.clamp(0, 1))
+
+    def _restore(self, x: torch.Tensor, *, fidelity: float | None, refs: torch.Tensor | None) -> torch.Tensor:
+        if self.description["network"] == "frsnet":
+            return self.net(x)
+        return self.net(x, prior_fn=self.prior_fn)[-1]
