@@ -110,9 +110,9 @@ def component_boxes(landmarks68: np.ndarray, size: int) -> dict[str, tuple[int, 
     lm = np.asarray(landmarks68, np.float64)
     out = {}
     for name, (idx, frac) in COMPONENTS.items():
-        side = max(int(round(frac * size)), 4)
+        side = max(round(frac * size), 4)
         cx, cy = lm[list(idx)].mean(0)
-        out[name] = (int(round(cx - side / 2)), int(round(cy - side / 2)), side)
+        out[name] = (round(cx - side / 2), round(cy - side / 2), side)
     return out
 
 
