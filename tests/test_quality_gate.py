@@ -141,3 +141,29 @@ def test_cli_records_the_gate_and_refuses_a_bad_blend(tmp_path, capsys):
     assert face["gate"]["reason"].startswith("kept: ")
     out = read_image(tmp_path / "b" / "restored_imgs" / "astronaut.png").rgb
     np.testing.assert_array_equal(out, read_image(EXAMPLE).rgb)
+
+
+def test_faces_cut_by_the_border_need_sharpness_not_just_a_better_niqe(crop):
+    noisy = np.clip(crop + np.random.default_rng(0).normal(0, 25 / 255, crop.shape), 0, 1).astype(np.float32)
+    valid = np.zeros((512, 512), bool)
+    valid[:, :256] = True  # half of the crop lies outside the photo
+    d = gate_face(noisy, crop, valid=valid)
+    assert d.weight < 1.0 and d.tried[0]["failed"] == "sharpness"
+    # sharpness is measured on the valid half of the face box only
+    gray = crop.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    hf = (gray - ndimage.gaussian_filter(gray, 1.0, truncate=4.0)) ** 2
+    assert face_sharpness(crop, valid) == pytest.approx(hf[144:464, 96:256].mean(), rel=2e-3)
+
+
+def test_inside_photo_marks_the_crop_pixels_that_map_into_the_photo():
+    from facerestore.faces.align import AlignedFace
+    from facerestore.pipeline import inside_photo
+
+    # a 100 px crop of a 60 x 80 (h x w) photo at scale 1, shifted 30 px left: columns 0-29 are padding
+    inv = np.array([[1.0, 0, -30.0], [0, 1.0, 0.0]])
+    aligned = AlignedFace(np.zeros((100, 100, 3), np.float32), np.array([[1.0, 0, 30.0], [0, 1.0, 0]]), inv,
+                          np.zeros((5, 2)), 100)
+    m = inside_photo(aligned, (60, 80, 3))
+    expected = np.zeros((100, 100), bool)
+    expected[:60, 30:100] = True  # x - 30 in [0, 79] -> x in [30, 99] (109 is past the crop); y in [0, 59]
+    np.testing.assert_array_equal(m, expected)

@@ -398,13 +398,26 @@ def _dlib_distance(embedder: FaceEmbedder | None) -> Callable[[np.ndarray, np.nd
     return distance
 
 
+def inside_photo(aligned: Any, photo_shape: tuple[int, ...]) -> np.ndarray:
+    """(S, S) bool: the pixels of an aligned crop whose centres map inside the photo (the rest is padding)."""
+    s = int(aligned.size)
+    ys, xs = np.mgrid[0:s, 0:s].astype(np.float64)
+    inv = np.asarray(aligned.inverse, np.float64)
+    px = inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]
+    py = inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]
+    h, w = photo_shape[:2]
+    return (px >= -0.5) & (px <= w - 0.5) & (py >= -0.5) & (py <= h - 0.5)
+
+
 def decide_paste(input_crop: np.ndarray, restored_crop: np.ndarray, *, blend: float = 1.0, gate: bool = True,
-                 embedder: FaceEmbedder | None = None) -> tuple[float, GateDecision | None]:
+                 embedder: FaceEmbedder | None = None,
+                 valid: np.ndarray | None = None) -> tuple[float, GateDecision | None]:
     """(paste weight in [0, 1], the gate's decision or None): ``blend`` times the share of the restoration that
-    the quality gate (:func:`facerestore.quality_gate.gate_face`) lets through; 1 * blend without the gate."""
+    the quality gate (:func:`facerestore.quality_gate.gate_face`) lets through; 1 * blend without the gate.
+    ``valid``: the input crop's pixels inside the photo (:func:`inside_photo`)."""
     if not gate or blend == 0.0:
         return float(blend), None
-    decision = gate_face(input_crop, restored_crop, identity_distance=_dlib_distance(embedder))
+    decision = gate_face(input_crop, restored_crop, identity_distance=_dlib_distance(embedder), valid=valid)
     return float(blend) * decision.weight, decision
 
 
@@ -561,7 +574,8 @@ def restore_faces_in_photo(
     t = time.perf_counter()
     faces = []
     for (d, a), rc, report in zip(alns, restored, reports):
-        weight, decision = decide_paste(a.crop, rc, blend=blend, gate=gate, embedder=embedder)
+        weight, decision = decide_paste(a.crop, rc, blend=blend, gate=gate, embedder=embedder,
+                                        valid=inside_photo(a, rgb.shape) if gate else None)
         faces.append(FaceResult(
             box=np.asarray(d.box, np.float64), score=float(d.score), landmarks5=np.asarray(d.landmarks5),
             landmarks68=None if d.landmarks68 is None else np.asarray(d.landmarks68), affine=a.affine,
