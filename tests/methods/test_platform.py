@@ -33,6 +33,10 @@ FAST_OPTIONS = {
 
 
 def _load(name: str) -> Restorer:
+    import importlib.util
+
+    if name == "honestface" and importlib.util.find_spec("diffusers") is None:
+        pytest.skip("honestface needs the [diffusion] extra (diffusers, peft)")
     options = dict(FAST_OPTIONS.get(name, {}))
     try:
         return load_restorer(name, weights=options.pop("weights", None), **options)
@@ -233,5 +237,6 @@ STRAIGHT_THROUGH = {"gaussian_noise", "laplacian_noise", "random_sign_poisson_no
 
 
 def test_registry_lists_exactly_the_issue_methods():
-    assert set(REGISTRY.names()) == {"ispl", "hifacegan", "robust-inversion", "rls", "rls-plus", "mfpsnet"}
+    assert set(REGISTRY.names()) == {"ispl", "hifacegan", "robust-inversion", "rls", "rls-plus", "mfpsnet",
+                                     "honestface"}
     assert np.all([isinstance(s, MethodSpec) for s in list_restorers()])

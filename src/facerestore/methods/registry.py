@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from facerestore.errors import InputError
+from facerestore.methods.honestface.restorer import HonestFaceRestorer
 from facerestore.methods.inversion.restorer import RobustInversionRestorer
 from facerestore.methods.ispl.restorer import HiFaceGANRestorer, ISPLRestorer
 from facerestore.methods.mfpsnet.restorer import MFPSNetRestorer
@@ -41,6 +42,7 @@ RESTORERS: tuple[type[Restorer], ...] = (
     RLSRestorer,
     RLSPlusRestorer,
     MFPSNetRestorer,
+    HonestFaceRestorer,
 )
 
 class Registry:

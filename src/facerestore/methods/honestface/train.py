@@ -1,0 +1,399 @@
+"""Training of the compact HonestFace model on a CPU, in resumable chunks (each exports usable weights).
+
+    python -m facerestore.methods.honestface.train --out runs/honestface --minutes 15   # repeat to continue
+
+Data (``prepare``, cached in ``OUT/data.pt``):
+- reference sets from ../shared/data/photos: identities paired by master.csv and face-recognition-pivot.csv (one
+  connected group per person); every photo's largest face aligned on the FFHQ template at 128 px. Each person's
+  benchmark query photo (:func:`query_photo`: the lowest-numbered one of a person with >= 3 photos) is left out of
+  training entirely, so that ``benchmarks/honestface_refs.py`` restores faces the model never saw;
+- ../shared/data/ffhq256 (validation ids ending in 0 left out), area-resized to 128 px, with "self" references:
+  photometrically jittered and slightly shifted views of the same face (the substitute for the synthetic identity
+  sets of the issue, whose real-prior generator has not landed).
+Every sample: HQ face, LQ = ``realworld-gfpgan`` or the heavier ``realworld-vqfr`` (one each half, seeded by step
+and sample), 0-4 references (none with probability 0.25).
+
+Two phases (the compact model has no pretrained Stable Diffusion behind it):
+- A (``--phase-a`` steps): the whole backbone (VAE, UNet base weights; LoRA disabled) and the prompt embedder
+  trained end to end with L1 + identity (eq. 8) + the VQ loss: this stands in for the pretraining SD had;
+- B: the paper's setting: VAE and UNet base frozen, LoRA (rank 16, alpha 16) + prompt embedder trained with
+  eq. 8 (identity, dlib's network: the only identity network we may train with; MobileFaceNet is reserved for
+  evaluation), eq. 9 (global perceptual on the image and its Sobel edges), eq. 10-13 (masked face alignment,
+  k = 10, on heatmaps of the LQ face's landmarks) and the adversarial loss of eq. 5, generator and discriminator
+  alternately. DISTS and LPIPS need VGG/AlexNet ImageNet weights that are not available offline: both perceptual
+  terms use a feature distance over dlib's ResNet (first conv and first two blocks, unit-normalised channels as
+  LPIPS does) instead, plus L1 (our addition for the short budget).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facerestore.methods.honestface.backbone import alphas_cumprod
+from facerestore.methods.honestface.model import HonestFaceNet, face_landmarks68, save_honestface
+from facerestore.methods.honestface.prompt import eye_patches, select_r0
+
+__all__ = ["LatentDiscriminator", "photo_identities", "query_photo"]
+
+PHOTOS = Path("../shared/data/photos")
+FFHQ = Path("../shared/data/ffhq256")
+SIZE = 128
+MAX_REFS = 4
+
+
+# ------------------------------------------------------------------------------------------------------ data
+
+
+def photo_identities(root: Path = PHOTOS) -> list[list[str]]:
+    """Persons of ../shared/data/photos: connected groups of the "same person" pairs of both CSV files, each a
+    sorted list of file names (by image number), largest group first."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for name, col in (("master.csv", "Decision"), ("face-recognition-pivot.csv", "decision")):
+        path = root / name
+        if not path.is_file():
+            continue
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                a, b = Path(row["file_x"]).name, Path(row["file_y"]).name
+                if not ((root / a).is_file() and (root / b).is_file()):
+                    continue
+                ra, rb = find(a), find(b)
+                if row[col].strip().lower() == "yes" and ra != rb:
+                    parent[ra] = rb
+    groups: dict[str, list[str]] = defaultdict(list)
+    for x in list(parent):
+        groups[find(x)].append(x)
+    num = lambda s: int(re.sub(r"\D", "", s) or 0)  # noqa: E731
+    return sorted((sorted(g, key=num) for g in groups.values()), key=lambda g: (-len(g), num(g[0])))
+
+
+def query_photo(group: list[str]) -> str | None:
+    """The benchmark's degraded photo of a person (the first of ``photo_identities``' order), None below 3 photos."""
+    return group[0] if len(group) >= 3 else None
+
+
+def _align(path: Path) -> np.ndarray | None:
+    from facerestore import io
+    from facerestore.faces.align import align_face
+    from facerestore.faces.detect import detect_faces
+
+    img = io.read_image(path).rgb
+    dets = detect_faces(img, "hog", select="largest")
+    if not dets:
+        return None
+    return align_face(img, dets[0].landmarks5, size=SIZE).crop.astype(np.float32)
+
+
+def _prepare(out: Path, n_ffhq: int, embedder: Any) -> dict[str, Any]:
+    from facerestore import io
+
+    faces, person = [], []
+    for pid, group in enumerate(photo_identities()):
+        q = query_photo(group)
+        for name in group:
+            if name == q:
+                continue
+            crop = _align(PHOTOS / name)
+            if crop is not None:
+                faces.append(torch.from_numpy(crop).permute(2, 0, 1))
+                person.append(pid)
+    files = sorted(p for p in FFHQ.glob("*.*") if not p.stem.endswith("0"))[:n_ffhq]
+    for i, p in enumerate(files):
+        img = torch.from_numpy(io.read_image(p).rgb.astype(np.float32)).permute(2, 0, 1)[None]
+        faces.append(F.interpolate(img, size=(SIZE, SIZE), mode="area")[0])
+        person.append(-1 - i)  # its own identity: self references
+    x = torch.stack(faces).clamp(0, 1)
+    lms = face_landmarks68(x)
+    with torch.no_grad():
+        emb = torch.cat([embedder.embed(x[i:i + 32]) for i in range(0, len(x), 32)])
+    data = {"faces": (x * 255).round().to(torch.uint8), "person": torch.tensor(person),
+            "landmarks": torch.from_numpy(lms).float(), "embeddings": emb.float()}
+    torch.save(data, out / "data.pt")
+    return data
+
+
+def _jitter(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Photometric jitter and a shift of up to 3 px (self references)."""
+    b = 1 + 0.15 * (torch.rand(3, 1, 1, generator=g) - 0.5)
+    c = 0.06 * (torch.rand(1, 1, 1, generator=g) - 0.5)
+    dx, dy = (torch.randint(-3, 4, (2,), generator=g)).tolist()
+    return (torch.roll(x, shifts=(dy, dx), dims=(1, 2)) * b + c).clamp(0, 1)
+
+
+def make_batch(data: dict[str, Any], step: int, batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """One training batch, a function of (step, seed) only: resumable and reproducible."""
+    from facerestore import degrade
+
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    faces, person = data["faces"], data["person"]
+    n = len(faces)
+    real = (person >= 0).nonzero().flatten()
+    hq, lq, refs, ref_lm, ref_emb, mask = [], [], [], [], [], []
+    for b in range(batch):
+        # half of the samples from the identity-paired photos (they carry true reference sets)
+        i = int(real[torch.randint(len(real), (1,), generator=g)]) if (b % 2 == 0 and len(real)) else \
+            int(torch.randint(n, (1,), generator=g))
+        x = faces[i].float() / 255
+        if torch.rand((), generator=g) < 0.5:  # flip the target (refs keep their own geometry)
+            x = x.flip(-1)
+        task = "realworld-gfpgan" if torch.rand((), generator=g) < 0.5 else "realworld-vqfr"
+        y, _ = degrade.apply(x[None].double(), task, generator=int(torch.randint(2**31, (1,), generator=g)))
+        hq.append(x)
+        lq.append(y[0].float().clamp(0, 1))
+        pid = int(person[i])
+        if pid >= 0:
+            pool = [j for j in (person == pid).nonzero().flatten().tolist() if j != i]
+        else:
+            pool = [i]
+        k = 0 if torch.rand((), generator=g) < 0.25 else int(torch.randint(1, MAX_REFS + 1, (1,), generator=g))
+        pick = [pool[int(t)] for t in torch.randint(len(pool), (k,), generator=g)] if pool else []
+        r = torch.zeros(MAX_REFS, 3, SIZE, SIZE)
+        rl = torch.zeros(MAX_REFS, 68, 2)
+        re_ = torch.zeros(MAX_REFS, 128)
+        m = torch.zeros(MAX_REFS, dtype=torch.bool)
+        for s, j in enumerate(pick):
+            face = faces[j].float() / 255
+            r[s] = _jitter(face, g) if pid < 0 else face
+            rl[s], re_[s], m[s] = data["landmarks"][j], data["embeddings"][j], True
+        refs.append(r)
+        ref_lm.append(rl)
+        ref_emb.append(re_)
+        mask.append(m)
+    return {"hq": torch.stack(hq), "lq": torch.stack(lq), "refs": torch.stack(refs), "ref_lm": torch.stack(ref_lm),
+            "ref_emb": torch.stack(ref_emb), "mask": torch.stack(mask)}
+
+
+def reference_inputs(batch: dict[str, torch.Tensor], lq_lm: np.ndarray) -> tuple[torch.Tensor, ...]:
+    """(eyes, id_emb, mask) per sample: r0 chosen by A-LD among the sample's own references (eq. 6)."""
+    refs, ref_lm, mask = batch["refs"], batch["ref_lm"], batch["mask"]
+    b = refs.shape[0]
+    r0 = []
+    for i in range(b):
+        valid = mask[i].nonzero().flatten().tolist()
+        r0.append(valid[select_r0(lq_lm[i], ref_lm[i, valid].numpy())] if valid else 0)
+    idx = torch.tensor(r0)
+    eyes = eye_patches(refs[torch.arange(b), idx], ref_lm[torch.arange(b), idx])
+    return eyes, batch["ref_emb"], mask
+
+
+# ---------------------------------------------------------------------------------------------------- losses
+
+
+class LatentDiscriminator(nn.Module):
+    """D(F(z, t)): a small conv net on forward-diffused latents with the timestep as an extra channel (eq. 5)."""
+
+    def __init__(self, channels: int = 4, width: int = 64) -> None:
+        super().__init__()
+        sn = nn.utils.parametrizations.spectral_norm
+        self.net = nn.Sequential(
+            sn(nn.Conv2d(channels + 1, width, 3, 1, 1)), nn.LeakyReLU(0.2),
+            sn(nn.Conv2d(width, width * 2, 4, 2, 1)), nn.LeakyReLU(0.2),
+            sn(nn.Conv2d(width * 2, width * 2, 4, 2, 1)), nn.LeakyReLU(0.2),
+            sn(nn.Conv2d(width * 2, 1, 3, 1, 1)),
+        )
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        tt = (t.float() / 1000.0).view(-1, 1, 1, 1).expand(-1, 1, *z.shape[-2:]).to(z.dtype)
+        return self.net(torch.cat([z, tt], 1))
+
+
+def forward_diffuse(z: torch.Tensor, t: torch.Tensor, abar: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """F(z, t) = sqrt(abar_t) z + sqrt(1 - abar_t) eps (eq. 1)."""
+    a = abar[t].view(-1, 1, 1, 1).to(z.dtype)
+    eps = torch.randn(z.shape, generator=g).to(z)
+    return a.sqrt() * z + (1 - a).sqrt() * eps
+
+
+class DlibPerceptual(nn.Module):
+    """LPIPS-like distance over dlib's frozen ResNet (first conv, then after blocks 1 and 2): unit-normalised
+    channels, squared difference averaged (the offline stand-in for LPIPS / DISTS, see the module docstring)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def feats(self, x: torch.Tensor) -> list[torch.Tensor]:
+        n = self.net
+        h = (x * 255.0 - n.pixel_mean.to(x.dtype)) / 256.0
+        f0 = F.relu(n.bn(n.conv(h)))
+        out, h = [f0], F.max_pool2d(f0, 3, 2)
+        for blk in list(n.blocks)[:2]:
+            h = blk(h)
+            out.append(h)
+        return out
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = x.new_zeros(())
+        for a, b in zip(self.feats(x), self.feats(y)):
+            a = a / (a.norm(dim=1, keepdim=True) + 1e-8)
+            b = b / (b.norm(dim=1, keepdim=True) + 1e-8)
+            loss = loss + ((a - b) ** 2).sum(1).mean()
+        return loss
+
+
+def sobel(x: torch.Tensor) -> torch.Tensor:
+    """Gradient magnitude of the grey image (EA-DISTS's edge map), (B, 3, H, W) -> (B, 3, H, W) (repeated)."""
+    grey = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+    k = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=x.dtype, device=x.device)
+    gx = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), k.view(1, 1, 3, 3))
+    gy = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), k.t().reshape(1, 1, 3, 3))
+    return (gx**2 + gy**2 + 1e-12).sqrt().expand(-1, 3, -1, -1)
+
+
+def identity_cosine(idl: Any, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Eq. 8 with M = 1 (dlib): 1 - cos(f(x_H), f(x_hat_H)), chips cut where dlib's route cuts the target's."""
+    a = idl.chip_affines(target)
+    with torch.no_grad():
+        et = idl.embed(target, a)
+    ep = idl.embed(pred, a)
+    return (1 - F.cosine_similarity(ep, et, dim=1)).mean()
+
+
+def mfa_masks(lq_lm: np.ndarray, size: int) -> torch.Tensor:
+    """Eq. 10-11 on landmark heatmaps of the LQ face (k = 10): (B, 1, S, S)."""
+    from facerestore.faces.priors import landmark_heatmaps, mfa_mask
+
+    return torch.from_numpy(mfa_mask(landmark_heatmaps(lq_lm, size), k=10.0)).float()
+
+
+# ------------------------------------------------------------------------------------------------------ loop
+
+
+def set_phase(net: HonestFaceNet, phase: str) -> list[nn.Parameter]:
+    """Trainable parameters of phase "A" (everything but LoRA, adapters off) or "B" (LoRA + prompt embedder)."""
+    unet = net.backbone.unet
+    for p in net.parameters():
+        p.requires_grad_(False)
+    if phase == "A":
+        unet.disable_adapters()
+        params = [p for n, p in net.named_parameters() if "lora_" not in n and not n.startswith("prompt.ffe.net.")]
+    else:
+        unet.enable_adapters()
+        params = [p for n, p in net.named_parameters()
+                  if ("lora_" in n or n.startswith("prompt.")) and not n.startswith("prompt.ffe.net.")]
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="runs/honestface")
+    ap.add_argument("--minutes", type=float, default=15.0, help="wall time of this chunk")
+    ap.add_argument("--phase-a", type=int, default=700, help="steps of phase A")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=4e-4)
+    ap.add_argument("--lr-b", type=float, default=1e-4, help="phase B learning rate (the paper's 1e-4, AdamW)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--export", default=None, help="also write the fp16 weights here after the chunk")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    from facerestore.nn.backbones.dlib_resnet import load_dlib_face_resnet
+    from facerestore.train.losses import IdentityLoss
+
+    dlib_net = load_dlib_face_resnet()
+    idl = IdentityLoss(net=dlib_net)
+    data = (torch.load(out / "data.pt", weights_only=True) if (out / "data.pt").is_file()
+            else _prepare(out, 600, idl))
+    net = HonestFaceNet(features=dlib_net)
+    disc = LatentDiscriminator()
+    perc = DlibPerceptual(dlib_net)
+    state_path = out / "state.pt"
+    state: dict[str, Any] = {"step": 0, "seconds": 0.0, "log": []}
+    if state_path.is_file():
+        state = torch.load(state_path, weights_only=False)  # our own checkpoint (optimizer states)
+        net.load_state_dict(state["net"], strict=False)
+        disc.load_state_dict(state["disc"])
+    step = int(state["step"])
+    phase = "A" if step < args.phase_a else "B"
+    params = set_phase(net, phase)
+    opt = torch.optim.AdamW(params, lr=args.lr if phase == "A" else args.lr_b, weight_decay=0.0)
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=args.lr_b, betas=(0.5, 0.999))
+    if state.get("phase") == phase and "opt" in state:
+        opt.load_state_dict(state["opt"])
+    if "opt_d" in state:
+        opt_d.load_state_dict(state["opt_d"])
+    abar = torch.from_numpy(alphas_cumprod())
+    net.train()
+    t_end = time.time() + args.minutes * 60
+    t0 = time.time()
+    g = torch.Generator().manual_seed(args.seed + 7 * step)
+    while time.time() < t_end:
+        if phase == "A" and step >= args.phase_a:
+            break  # the next chunk starts phase B with fresh optimisers
+        ts = time.time()
+        batch = make_batch(data, step, args.batch, args.seed)
+        lq, hq = batch["lq"], batch["hq"]
+        lq_lm = face_landmarks68(lq)
+        eyes, emb, mask = reference_inputs(batch, lq_lm)
+        fake, z0 = net(lq, eyes, emb, mask, return_latent=True)
+        terms: dict[str, torch.Tensor] = {"l1": 1.0 * (fake - hq).abs().mean(),
+                                          "id": 2.0 * identity_cosine(idl, fake.clamp(0, 1), hq),
+                                          "vq": 0.25 * net.prompt.vre.last_vq_loss}
+        if phase == "B":
+            m = mfa_masks(lq_lm, SIZE)
+            terms["per"] = 0.5 * (perc(fake, hq) + perc(sobel(fake), sobel(hq)))  # eq. 9 (dlib features)
+            terms["mfa"] = 1.0 * perc(m * fake + (1 - m) * 0.5, m * hq + (1 - m) * 0.5)  # eq. 12-13
+            t = torch.randint(0, 1000, (lq.shape[0],), generator=g)
+            disc.requires_grad_(False)
+            terms["gan"] = 0.05 * F.softplus(-disc(forward_diffuse(z0, t, abar, g), t)).mean()  # eq. 5, G
+            disc.requires_grad_(True)
+        loss = sum(terms.values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if phase == "B":  # eq. 5, D (alternating)
+            with torch.no_grad():
+                z_real = net.backbone.encode(hq)
+            t = torch.randint(0, 1000, (lq.shape[0],), generator=g)
+            d_loss = (F.softplus(disc(forward_diffuse(z0.detach(), t, abar, g), t)).mean()
+                      + F.softplus(-disc(forward_diffuse(z_real, t, abar, g), t)).mean())
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            terms["d"] = d_loss
+        step += 1
+        if step % 10 == 0:
+            rec = {"step": step, "phase": phase, "s": round(time.time() - ts, 2),
+                   **{k: round(float(v), 4) for k, v in terms.items()}}
+            state["log"].append(rec)
+            print(json.dumps(rec), flush=True)
+    state.update(step=step, seconds=float(state["seconds"]) + time.time() - t0, phase=phase,
+                 net=net.trainable_state(), disc=disc.state_dict(), opt=opt.state_dict(), opt_d=opt_d.state_dict())
+    torch.save(state, state_path.with_suffix(".tmp"))
+    state_path.with_suffix(".tmp").replace(state_path)
+    meta = {"steps": step, "phase_a_steps": args.phase_a, "batch": args.batch, "train_hours": state["seconds"] / 3600,
+            "seed": args.seed}
+    net.eval()
+    save_honestface(net, out / "final.safetensors", meta)
+    if args.export:
+        save_honestface(net, args.export, meta)
+    print(f"chunk done: step {step}, {state['seconds'] / 3600:.3f} h in all", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
