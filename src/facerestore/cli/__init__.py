@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, str] = {
     "train": "facerestore.cli.train",
     "train-flow": "facerestore.cli.train_flow",
     "synth": "facerestore.cli.synth",
+    "serve": "facerestore.cli.serve",
     "search": "facerestore.cli.search",
 }
 

@@ -1,0 +1,640 @@
+"""What one request of ``facerestore serve`` does, without Gradio (so that it is tested without a browser).
+
+- :class:`Limits`: upload size, pixel count (input and output), number of files; :func:`read_upload` applies
+  them before decoding (the size from the file header), then decodes with :func:`facerestore.io.decode_image`,
+  which applies the library's own pixel limit and hostile-file checks, as for the CLI.
+- :class:`Sessions` / :class:`Workspace`: one temporary folder per browser session, made by the server
+  (``tempfile``), never named after anything a browser sends; :meth:`Sessions.close` removes it (and that
+  session's uploads) when the page is closed.
+- :func:`run_job`: the photos of one press of "Restore", each through :func:`facerestore.pipeline.restore_photo`
+  and :func:`facerestore.pipeline.write_photo_json` (the CLI's functions and output layout: ``restored_imgs/``,
+  ``cropped_faces/``, ``restored_faces/``, ``cmp/``), plus ``results.zip``. A photo that fails is reported as
+  ``NAME: reason``, the reason being the CLI's one-line error (:func:`facerestore.io.one_line`), and the others
+  go on.
+- :func:`method_choices` / :func:`weight_choices` / :func:`method_info`: the methods of the registry that ship
+  weights, the weight references their spec lists, and the licence of each.
+
+No path from a browser reaches the file system: uploads are read only from Gradio's upload folder
+(:func:`read_upload` refuses anything else), output names are made from a sanitized stem, and weights are
+chosen among the references of the method's spec, never given as a path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+import warnings
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facerestore import io
+from facerestore.errors import FaceRestoreError, InputError
+
+__all__ = [
+    "DEFAULT_WEIGHTS",
+    "DETECTOR_CHOICES",
+    "JobOptions",
+    "JobResult",
+    "Limits",
+    "PhotoOutput",
+    "Sessions",
+    "Workspace",
+    "check_pixels",
+    "default_fidelity",
+    "detector_choices",
+    "error_line",
+    "method_choices",
+    "method_info",
+    "read_upload",
+    "report_rows",
+    "resolve_weights_choice",
+    "run_job",
+    "safe_stem",
+    "weight_choices",
+    "zip_results",
+]
+
+MB = 1 << 20
+DEFAULT_MAX_PIXELS = 24_000_000  # input and output: a 24 MP photo at upscale 1, or 6 MP at upscale 2
+MAX_UPSCALE = 8.0
+DEFAULT_WEIGHTS = "default"
+# "auto" first, then the detectors of faces.detect.DETECTORS the CLI offers
+DETECTOR_CHOICES = ("auto", "retinaface", "dlib-hog", "dlib-cnn")
+RESULT_FOLDERS = ("restored_imgs", "cropped_faces", "restored_faces", "cmp")
+PREVIEW_FOLDER = "previews"  # the input upscaled like the output, for the before/after slider (not in the zip)
+ZIP_NAME = "results.zip"
+
+
+# --------------------------------------------------------------------------------------------------
+# limits and uploads
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for: ``max_upload_mb`` per file, ``max_pixels`` per image read or written
+    (input and output, so the upscale counts), ``max_files`` photos and ``max_refs`` reference photos per job."""
+
+    max_upload_mb: float = 25.0
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_files: int = 16
+    max_refs: int = 8
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.max_upload_mb) and self.max_upload_mb > 0):
+            raise InputError(f"--max-upload-mb must be a positive number, got {self.max_upload_mb:g}")
+        if int(self.max_pixels) != self.max_pixels or self.max_pixels < 1:
+            raise InputError(f"--max-pixels must be a positive whole number, got {self.max_pixels}")
+        library = io.max_pixels()
+        if library is not None and self.max_pixels > library:
+            raise InputError(f"--max-pixels {self.max_pixels} is over the library's limit of {library} pixels "
+                             "(set FACERESTORE_MAX_PIXELS to raise that one)")
+        if self.max_files < 1 or self.max_refs < 1:
+            raise InputError("the number of files per job must be at least 1")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * MB)
+
+
+def check_pixels(width: int, height: int, limit: int, what: str = "image") -> None:
+    """InputError when ``width`` x ``height`` is over the server's ``limit`` (the wording of
+    :func:`facerestore.io.check_pixels`, which applies the library's limit)."""
+    if int(width) * int(height) > limit:
+        raise InputError(f"{what} is {int(width)}x{int(height)} ({int(width) * int(height) / 1e6:.1f} megapixels), "
+                         f"over this server's limit of {limit / 1e6:.1f} megapixels")
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from an encoded image's header (nothing decoded); None when Pillow cannot tell (the
+    decoder then says why in one line)."""
+    import io as _io
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(_io.BytesIO(data)) as im:
+                return int(im.size[0]), int(im.size[1])
+    except Exception:
+        return None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def upload_name(path: str | os.PathLike) -> str:
+    """The name a browser gave an upload (Gradio keeps it, sanitized, as the file name): for messages only."""
+    return io.display_path(Path(path).name)
+
+
+def read_upload(path: str | os.PathLike, limits: Limits, *, uploads_root: str | os.PathLike | None = None
+                ) -> io.LoadedImage:
+    """Decode one uploaded image after checking it: inside ``uploads_root`` (Gradio's upload folder; anything
+    else is refused), at most ``limits.max_upload_mb``, at most ``limits.max_pixels`` by its header. Errors are
+    one-line InputErrors that do not name the server's folders."""
+    p = Path(path)
+    name = upload_name(p)
+    if uploads_root is not None:
+        root = Path(uploads_root).resolve()
+        if not _inside(p.resolve(), root):
+            raise InputError("not an uploaded file")
+    try:
+        size = p.stat().st_size
+    except OSError:
+        raise InputError("the uploaded file is gone (the session ended?); upload it again") from None
+    if size > limits.max_upload_bytes:
+        raise InputError(f"file is {size / MB:.1f} MB, over this server's upload limit of {limits.max_upload_mb:g} MB")
+    try:
+        data = io.read_bytes(p)
+    except InputError:
+        raise InputError("cannot read the uploaded file; upload it again") from None
+    wh = image_size(data)
+    if wh is not None:
+        check_pixels(*wh, limits.max_pixels)
+    loaded = io.decode_image(data)  # the library's checks; errors name no path
+    loaded.path = Path(name)
+    return loaded
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_stem(name: str, max_len: int = 64) -> str:
+    """A file stem made from an upload's name: ASCII letters, digits, ``. _ -`` only, no leading dot, at most
+    ``max_len`` characters; "photo" when nothing is left. Never a path."""
+    stem = Path(str(name).replace("\\", "/")).stem
+    stem = _UNSAFE.sub("_", stem).strip("._-")[:max_len].rstrip("._-")
+    return stem or "photo"
+
+
+def _unique(stem: str, taken: set[str]) -> str:
+    out, k = stem, 2
+    while out.lower() in taken:
+        out, k = f"{stem}_{k}", k + 1
+    taken.add(out.lower())
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# sessions
+
+
+class Workspace:
+    """The temporary folder of one browser session: one sub-folder per job (only the latest is kept)."""
+
+    def __init__(self, root: Path, uploads_root: Path | None = None) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="session-", dir=root))
+        self.uploads_root = uploads_root
+        self.uploads: set[Path] = set()
+        self.closed = False
+        self._jobs = 0
+        self._lock = threading.Lock()
+
+    def new_job_dir(self) -> Path:
+        """A fresh folder for a job; the folders of earlier jobs of this session are removed."""
+        with self._lock:
+            if self.closed:
+                raise InputError("this browser session has ended; reload the page")
+            for old in self.dir.glob("job-*"):
+                shutil.rmtree(old, ignore_errors=True)
+            self._jobs += 1
+            path = self.dir / f"job-{self._jobs}"
+            path.mkdir()
+            return path
+
+    def note_uploads(self, paths: Sequence[str | os.PathLike]) -> None:
+        """Remember uploads this session used (removed by :meth:`close`); only files inside the upload folder."""
+        with self._lock:
+            for p in paths:
+                q = Path(p).resolve()
+                if self.uploads_root is not None and _inside(q, self.uploads_root.resolve()):
+                    self.uploads.add(q)
+
+    def close(self) -> None:
+        """Remove the session's folder and its uploads (and their now-empty upload sub-folders)."""
+        with self._lock:
+            self.closed = True
+            shutil.rmtree(self.dir, ignore_errors=True)
+            for p in self.uploads:
+                try:
+                    p.unlink(missing_ok=True)
+                    if self.uploads_root is not None and p.parent != self.uploads_root.resolve():
+                        p.parent.rmdir()  # fails (and is left) when another file is still there
+                except OSError:
+                    pass
+            self.uploads.clear()
+
+
+class Sessions:
+    """Browser session id -> :class:`Workspace`, created on first use under ``root``. Session ids come from the
+    browser: they are dictionary keys only, never part of a path."""
+
+    def __init__(self, root: str | os.PathLike, uploads_root: str | os.PathLike | None = None) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.uploads_root = None if uploads_root is None else Path(uploads_root)
+        self._spaces: dict[str, Workspace] = {}
+        self._lock = threading.Lock()
+
+    def get(self, session_id: str | None) -> Workspace:
+        key = str(session_id or "")
+        with self._lock:
+            ws = self._spaces.get(key)
+            if ws is None or ws.closed:
+                ws = self._spaces[key] = Workspace(self.root, self.uploads_root)
+            return ws
+
+    def close(self, session_id: str | None) -> None:
+        with self._lock:
+            ws = self._spaces.pop(str(session_id or ""), None)
+        if ws is not None:
+            ws.close()
+
+    def close_all(self) -> None:
+        with self._lock:
+            spaces, self._spaces = list(self._spaces.values()), {}
+        for ws in spaces:
+            ws.close()
+
+    def __len__(self) -> int:
+        return len(self._spaces)
+
+
+# --------------------------------------------------------------------------------------------------
+# methods, weights, detectors
+
+
+def _spec(method: str) -> Any:
+    from facerestore.methods import registry
+
+    return registry.get_spec(method)
+
+
+def _refs(spec: Any) -> tuple[str, ...]:
+    w = spec.weights
+    return () if w is None else ((w,) if isinstance(w, str) else tuple(w))
+
+
+def method_choices() -> list[tuple[str, str]]:
+    """(label, name) of every registered method that ships weights (a method that needs a weight file of the
+    user's cannot be offered: no path from a browser reaches the file system)."""
+    from facerestore.methods import registry
+
+    out = []
+    for s in registry.list_restorers():
+        if _refs(s):
+            out.append((f"{s.name} (paper {s.paper}{', slow' if s.unsupervised else ''})", s.name))
+    return out
+
+
+def _weight_status(ref: str) -> tuple[str, str]:
+    """(licence, availability) of one weight reference of a spec."""
+    from facerestore import zoo
+    from facerestore.zoo.refs import BUILTIN_PREFIX
+
+    if ref.startswith(BUILTIN_PREFIX):
+        return "", "built in"
+    if zoo.has_entry(ref):
+        entry = zoo.get_entry(ref)
+        return entry.licence, ("cached" if zoo.is_available(ref) else f"not downloaded: `facerestore models "
+                                                                       f"download {ref}`")
+    return "", "unknown"
+
+
+def weight_choices(method: str) -> list[tuple[str, str]]:
+    """(label, value) of the weights of ``method``: "default" (the spec's first available) and each reference
+    the spec lists (a built-in file or a zoo entry), with whether it is here."""
+    out = [("default (the first available below)", DEFAULT_WEIGHTS)]
+    for ref in _refs(_spec(method)):
+        out.append((f"{ref} ({_weight_status(ref)[1]})", ref))
+    return out
+
+
+def resolve_weights_choice(method: str, choice: str | None) -> str | None:
+    """The ``weights=`` argument of :func:`facerestore.pipeline.get_restorer` for a weights choice: None for
+    the default, a built-in file's path or a zoo entry's name; InputError for anything the spec does not list."""
+    from facerestore.zoo.refs import BUILTIN_PREFIX, resolve_weights
+
+    if choice in (None, "", DEFAULT_WEIGHTS):
+        return None
+    if choice not in _refs(_spec(method)):
+        raise InputError(f"weights {choice!r} are not among those of method {method!r}")
+    return str(resolve_weights(choice)) if choice.startswith(BUILTIN_PREFIX) else choice
+
+
+def method_info(method: str, weights: str | None = DEFAULT_WEIGHTS) -> str:
+    """Markdown: what the method is, its options and the licence of its weights (the spec's, and the zoo
+    entry's for a zoo reference)."""
+    s = _spec(method)
+    lines = [f"**{s.name}** (paper {s.paper}, {s.size} px faces): {s.description}",
+             "", f"- weights licence: {s.weights_licence}"]
+    if weights not in (None, "", DEFAULT_WEIGHTS):
+        licence, status = _weight_status(str(weights))
+        lines.append(f"- `{weights}`: {status}" + (f"; licence: {licence}" if licence else ""))
+    if s.trained_on:
+        lines.append(f"- trained on: {', '.join(s.trained_on)}")
+    knobs = ["fidelity" if s.supports_fidelity else "no fidelity knob"]
+    if s.unsupervised:
+        knobs.append("optimises each face: slow on a CPU, the steps bound it")
+    lines.append(f"- options: {', '.join(knobs)}")
+    if s.note:
+        lines.append(f"- note: {s.note}")
+    return "\n".join(lines)
+
+
+def default_fidelity(method: str, weights: str | None = DEFAULT_WEIGHTS, device: str = "cpu") -> float | None:
+    """The fidelity ``method`` runs at when none is given (None: the method has no knob). Loads the restorer
+    (once per process, :func:`facerestore.pipeline.get_restorer`) only for methods whose spec has the knob."""
+    if not _spec(method).supports_fidelity:
+        return None
+    from facerestore.pipeline import get_restorer
+
+    r = get_restorer(method, weights=resolve_weights_choice(method, weights), device=device)
+    return r.fidelity_used(None)
+
+
+def detector_choices() -> list[tuple[str, str]]:
+    """(label, name) of the face detectors, with their licence."""
+    from facerestore.faces.detect import DETECTORS
+
+    by_name = {d.name: d for d in DETECTORS}
+    out = [("auto (RetinaFace when its weights are cached, else dlib HOG)", "auto")]
+    for name in DETECTOR_CHOICES[1:]:
+        d = by_name.get(name)
+        if d is not None:
+            out.append((f"{name} ({d.licence})", name))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# jobs
+
+
+@dataclass
+class JobOptions:
+    """The page's settings for one job (checked by :meth:`validate`)."""
+
+    method: str = "ispl"
+    weights: str | None = DEFAULT_WEIGHTS
+    fidelity: float | None = None
+    blend: float = 1.0
+    gate: bool = True
+    upscale: float = 2.0
+    detector: str = "auto"
+    steps: int | None = None
+    device: str = "cpu"
+
+    def validate(self, max_steps: int = 1000) -> None:
+        """One-line InputError for a setting out of range (the page's widgets bound them; the API does not)."""
+        spec = _spec(self.method)
+        if not _refs(spec):
+            raise InputError(f"method {self.method!r} needs a weight file of yours: use `facerestore restore "
+                             "--weights`")
+        if self.detector not in DETECTOR_CHOICES:
+            raise InputError(f"unknown face detector {self.detector!r}; available: {', '.join(DETECTOR_CHOICES)}")
+        for name, value, lo, hi in (("upscale", self.upscale, 0.0, MAX_UPSCALE), ("blend", self.blend, 0.0, 1.0),
+                                    ("fidelity", self.fidelity, 0.0, 1.0)):
+            if value is None:
+                continue
+            v = float(value)
+            if not (np.isfinite(v) and lo <= v <= hi) or (name == "upscale" and v <= 0):
+                raise InputError(f"{name} must be in {'(0' if name == 'upscale' else '[' + f'{lo:g}'}, {hi:g}], "
+                                 f"got {value}")
+        if self.steps is not None:
+            if not spec.unsupervised:
+                self.steps = None  # the steps apply to the optimisation methods only
+            elif int(self.steps) != self.steps or not 1 <= self.steps <= max_steps:
+                raise InputError(f"steps must be a whole number in [1, {max_steps}], got {self.steps}")
+
+
+@dataclass
+class FaceOutput:
+    index: int
+    before: Path  # cropped_faces/STEM_NN.png: the aligned input face
+    after: Path  # restored_faces/STEM_NN.png: its restoration
+    cmp: Path  # cmp/STEM_NN.png: both side by side
+    record: dict[str, Any]  # FaceResult.to_json() plus the files
+
+
+@dataclass
+class PhotoOutput:
+    name: str  # the upload's name (for people)
+    stem: str
+    image: Path  # restored_imgs/STEM.EXT
+    record: Path  # restored_imgs/STEM.json
+    before: Path  # previews/STEM.png: the input upscaled as the output is, for the before/after slider
+    input_size: tuple[int, int]
+    output_size: tuple[int, int]
+    faces: list[FaceOutput] = field(default_factory=list)
+
+
+@dataclass
+class JobResult:
+    dir: Path
+    photos: list[PhotoOutput] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # "NAME: one-line reason"
+    zip: Path | None = None
+    seconds: float = 0.0
+    method: str = ""
+
+    def files(self) -> list[Path]:
+        """The downloads: each restored photo and its JSON record, then the zip of everything."""
+        out = [p for ph in self.photos for p in (ph.image, ph.record)]
+        return out + ([self.zip] if self.zip is not None else [])
+
+    def summary(self) -> str:
+        n_faces = sum(len(p.faces) for p in self.photos)
+        kept = sum(1 for p in self.photos for f in p.faces if (f.record.get("gate") or {}).get("weight") == 0.0)
+        text = (f"restored {n_faces} face{'s' * (n_faces != 1)} in {len(self.photos)} photo"
+                f"{'s' * (len(self.photos) != 1)} with {self.method} in {self.seconds:.1f} s")
+        if kept:
+            text += f"; {kept} face{'s' * (kept != 1)} kept as they were (the quality gate found the restoration worse)"
+        no_face = [p.name for p in self.photos if not p.faces]
+        if no_face:
+            text += f"; no face found in {', '.join(no_face)} (upscaled only)"
+        return text
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    msg = str(exc).lower()
+    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and
+                                            ("out of memory" in msg or "can't allocate memory" in msg))
+
+
+def error_line(name: str, exc: BaseException) -> str:
+    """``NAME: reason``, the reason being the CLI's one-line error."""
+    reason = "out of memory (this file is too large for the available memory)" if _out_of_memory(exc) \
+        else io.one_line(exc)
+    return f"{name}: {reason}"
+
+
+EXPECTED_ERRORS = (FaceRestoreError, OSError, ValueError, MemoryError)
+
+
+def _output_ext(name: str, has_alpha: bool) -> str:
+    """JPEG inputs stay JPEG, everything else (and anything with alpha) becomes PNG: ``restore --ext auto``."""
+    return ".jpg" if not has_alpha and Path(name).suffix.lower() in (".jpg", ".jpeg") else ".png"
+
+
+def run_job(images: Sequence[str | os.PathLike], opts: JobOptions, job_dir: Path, limits: Limits, *,
+            refs: Sequence[str | os.PathLike] = (), uploads_root: str | os.PathLike | None = None,
+            on_progress: Callable[[int, int, str], None] | None = None,
+            cancelled: Callable[[], bool] | None = None) -> JobResult:
+    """Restore uploaded photos into ``job_dir`` (the layout of ``facerestore restore -o job_dir``) and zip them.
+
+    Errors of the whole job (options, weights, references) raise a one-line InputError; a photo that fails is
+    listed in ``JobResult.errors`` and the others go on. ``cancelled()`` is asked between photos.
+    """
+    from facerestore.faces.detect import create_detector
+    from facerestore.faces.paste import upscale_image, upscaled_shape
+    from facerestore.pipeline import get_restorer, prepare_refs, restore_photo, write_photo_json
+
+    t0 = time.perf_counter()
+    if not images:
+        raise InputError("upload one or more photos first")
+    if len(images) > limits.max_files:
+        raise InputError(f"{len(images)} photos: this server restores at most {limits.max_files} per job")
+    if len(refs) > limits.max_refs:
+        raise InputError(f"{len(refs)} reference photos: this server takes at most {limits.max_refs}")
+    opts.validate()
+    restorer = get_restorer(opts.method, weights=resolve_weights_choice(opts.method, opts.weights),
+                            device=opts.device, steps=opts.steps)
+    restorer.progress = False
+    restorer.check_options(fidelity=opts.fidelity)
+    detector = create_detector(opts.detector)
+    refs_t = None
+    if refs:
+        loaded_refs = []
+        for r in refs:
+            try:
+                loaded_refs.append(read_upload(r, limits, uploads_root=uploads_root))
+            except EXPECTED_ERRORS as exc:
+                raise InputError(f"reference {error_line(upload_name(r), exc)}") from None
+        refs_t = prepare_refs(loaded_refs, int(restorer.spec.size), detector=detector, device=restorer.device)
+    restorer.check_options(fidelity=opts.fidelity, refs=refs_t)
+
+    result = JobResult(dir=job_dir, method=opts.method)
+    taken: set[str] = set()
+    for sub in (*RESULT_FOLDERS, PREVIEW_FOLDER):
+        (job_dir / sub).mkdir(parents=True, exist_ok=True)
+    for i, path in enumerate(images):
+        name = upload_name(path)
+        if cancelled is not None and cancelled():
+            break
+        if on_progress is not None:
+            on_progress(i, len(images), name)
+        try:
+            loaded = read_upload(path, limits, uploads_root=uploads_root)
+            h, w = loaded.rgb.shape[:2]
+            oh, ow = upscaled_shape(h, w, float(opts.upscale))
+            check_pixels(ow, oh, limits.max_pixels, f"the output (upscale {float(opts.upscale):g})")
+            res = restore_photo(loaded, restorer, upscale=float(opts.upscale), fidelity=opts.fidelity,
+                                detector=detector, device=opts.device, refs=refs_t, blend=float(opts.blend),
+                                gate=bool(opts.gate))
+            stem = _unique(safe_stem(name), taken)
+            photo = _write_photo(job_dir, name, stem, loaded, res, opts, write_photo_json, upscale_image)
+        except EXPECTED_ERRORS as exc:
+            result.errors.append(error_line(name, exc))
+            continue
+        except RuntimeError as exc:
+            if not _out_of_memory(exc):
+                raise
+            result.errors.append(error_line(name, exc))
+            continue
+        result.photos.append(photo)
+    if on_progress is not None:
+        on_progress(len(images), len(images), "")
+    if result.photos:
+        result.zip = zip_results(job_dir, job_dir / ZIP_NAME)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _write_photo(job_dir: Path, name: str, stem: str, loaded: io.LoadedImage, res: Any, opts: JobOptions,
+                 write_photo_json: Callable[..., Path], upscale_image: Callable[..., np.ndarray]) -> PhotoOutput:
+    """The files of one restored photo, as ``facerestore restore`` writes them, plus the slider's preview."""
+    ext = _output_ext(name, res.alpha is not None)
+    img_path = io.write_image(job_dir / "restored_imgs" / f"{stem}{ext}", res.image, alpha=res.alpha,
+                              bit_depth=res.bit_depth, gray=res.is_gray, exif=loaded.exif)
+    before = io.write_image(job_dir / PREVIEW_FOLDER / f"{stem}.png", upscale_image(loaded.rgb, float(opts.upscale)))
+    faces, extra = [], []
+    for k, f in enumerate(res.faces):
+        fname = f"{stem}_{k:02d}.png"
+        kw: dict[str, Any] = dict(bit_depth=res.bit_depth, gray=res.is_gray)
+        before_face = io.write_image(job_dir / "cropped_faces" / fname, f.input_crop, **kw)
+        after_face = io.write_image(job_dir / "restored_faces" / fname, f.restored_crop, **kw)
+        cmp = io.write_image(job_dir / "cmp" / fname, np.concatenate([f.input_crop, f.restored_crop], axis=1), **kw)
+        files = {"cropped_face": f"cropped_faces/{fname}", "restored_face": f"restored_faces/{fname}",
+                 "cmp": f"cmp/{fname}"}
+        extra.append(files)
+        faces.append(FaceOutput(index=k, before=before_face, after=after_face, cmp=cmp,
+                                record={**f.to_json(), **files}))
+    record = write_photo_json(job_dir / "restored_imgs" / f"{stem}.json", res, input=name,
+                              output=f"restored_imgs/{img_path.name}", device=str(opts.device), half=False,
+                              color_match=True, bg_upsampler="lanczos", faces=extra, web=True)
+    h, w = loaded.rgb.shape[:2]
+    return PhotoOutput(name=name, stem=stem, image=img_path, record=record, before=before, input_size=(w, h),
+                       output_size=(int(res.image.shape[1]), int(res.image.shape[0])), faces=faces)
+
+
+def zip_results(job_dir: Path, target: Path) -> Path:
+    """Zip the result folders of ``job_dir`` (``restored_imgs/`` ... ``cmp/``, not the previews) into ``target``
+    (written under a temporary name, then renamed)."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for sub in RESULT_FOLDERS:
+            folder = job_dir / sub
+            if not folder.is_dir():
+                continue
+            for f in sorted(folder.iterdir()):
+                if f.is_file() and not f.is_symlink():
+                    zf.write(f, f"{sub}/{f.name}")
+    os.replace(tmp, target)
+    return target
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}" if np.isfinite(v) else "-"
+    return str(v)
+
+
+# the columns of the page's identity report (FaceResult.to_json() names: identity_similarity, identity_distance,
+# identity_changed, identity_distance_mfn; gate.reason; paste_weight)
+REPORT_HEADERS = ["photo", "face", "box", "score", "similarity", "distance", "changed", "MFN distance", "gate",
+                  "pasted"]
+
+
+def report_rows(result: JobResult) -> list[list[str]]:
+    """One row per face: the identity report of :class:`facerestore.pipeline.FaceResult` (dlib similarity and
+    distance, the changed flag, MobileFaceNet's distance) and the quality gate's decision."""
+    rows = []
+    for p in result.photos:
+        for f in p.faces:
+            r = f.record
+            gate = r.get("gate") or {}
+            rows.append([p.name, str(f.index + 1), ", ".join(f"{v:.0f}" for v in r.get("box", [])),
+                         _fmt(r.get("score"), 2), _fmt(r.get("identity_similarity")),
+                         _fmt(r.get("identity_distance")), _fmt(r.get("identity_changed")),
+                         _fmt(r.get("identity_distance_mfn"), 6), str(gate.get("reason", "off")),
+                         _fmt(r.get("paste_weight"), 2)])
+    return rows
