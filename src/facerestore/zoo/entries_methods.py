@@ -55,3 +55,21 @@ register(ZooEntry(
         ),
     ),
 ))
+
+# Stable Diffusion 2.1-base (HonestFace / OSDFace's base, paper 003): the released original checkpoint of the
+# stabilityai/stable-diffusion-2-1-base model repository (EMA weights, 512 px), read with
+# torch.load(weights_only=True) and converted to diffusers' UNet2DConditionModel / AutoencoderKL names by
+# facerestore.methods.honestface.backbone.load_sd21_base. sha256 as published with the file. No URL is declared: put
+# the file you have into the cache (``facerestore models verify sd21-base`` checks it).
+register(ZooEntry(
+    name="sd21-base",
+    url="",
+    sha256="88ecb782561455673c4b78d05093494b9c539fc6bfc08f3a9a4a0dd7b0b10f36",
+    filename="v2-1_512-ema-pruned.ckpt",
+    licence="CreativeML Open RAIL++-M",
+    format="pth",
+    description="Stable Diffusion 2.1-base original checkpoint v2-1_512-ema-pruned.ckpt (stabilityai/"
+                "stable-diffusion-2-1-base): UNet 865.9M + VAE 83.7M parameters + OpenCLIP text encoder (unused)",
+    size=0,
+    used_by=("methods:honestface (paper 003), weights='sd21-base'",),
+))

@@ -1,0 +1,320 @@
+"""HonestFace (paper 003): values, not just shapes. Tiny configurations of the real classes; fast on 2 CPU cores."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from facerestore.errors import InputError
+from facerestore.methods.honestface.backbone import T_FIXED, alphas_cumprod, x0_from_eps
+from facerestore.methods.honestface.prompt import N1, N2, N3, select_r0
+
+diffusers = pytest.importorskip("diffusers", reason="the [diffusion] extra (diffusers, peft) is not installed")
+pytest.importorskip("peft", reason="the [diffusion] extra (diffusers, peft) is not installed")
+
+from facerestore.methods.honestface.backbone import (  # noqa: E402
+    SD21_BASE,
+    BackboneConfig,
+    OneStepBackbone,
+    add_lora,
+    build_unet,
+    build_vae,
+    ldm_to_diffusers,
+)
+
+TINY = BackboneConfig(
+    "tiny",
+    dict(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
+         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+         layers_per_block=1, cross_attention_dim=32, attention_head_dim=4, use_linear_projection=True,
+         norm_num_groups=8),
+    dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+         up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), layers_per_block=1, latent_channels=4,
+         norm_num_groups=8, sample_size=32, scaling_factor=1.0),
+    32,
+)
+
+
+@pytest.fixture(scope="module")
+def dlib_net():
+    from facerestore.errors import WeightsMissingError
+    from facerestore.nn.backbones.dlib_resnet import load_dlib_face_resnet
+
+    try:
+        return load_dlib_face_resnet()
+    except WeightsMissingError as exc:
+        pytest.skip(str(exc))
+
+
+# ------------------------------------------------------------------------------------------------ eq. 1-3
+
+
+def test_schedule_and_x0_from_eps_match_an_independent_float64_computation():
+    abar = alphas_cumprod()
+    # independent: the scaled-linear betas one by one, the product accumulated in Python floats
+    s0, s1 = math.sqrt(0.00085), math.sqrt(0.012)
+    prod = 1.0
+    for t in range(T_FIXED + 1):
+        beta = (s0 + (s1 - s0) * t / 999) ** 2
+        prod *= 1.0 - beta
+    assert abar.dtype == np.float64 and abar.shape == (1000,)
+    assert abar[T_FIXED] == pytest.approx(prod, rel=1e-12)
+    # the schedule diffusers' DDPMScheduler uses for Stable Diffusion (float32 there)
+    sched = diffusers.DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    np.testing.assert_allclose(sched.alphas_cumprod.double().numpy(), abar, rtol=2e-6)
+    g = torch.Generator().manual_seed(0)
+    z, eps = torch.randn(2, 4, 3, 3, generator=g), torch.randn(2, 4, 3, 3, generator=g)
+    out = x0_from_eps(z, eps, abar[T_FIXED])
+    ref = (z.numpy().astype(np.float64) - math.sqrt(1 - prod) * eps.numpy().astype(np.float64)) / math.sqrt(prod)
+    assert out.dtype == torch.float32
+    np.testing.assert_allclose(out.numpy(), ref, rtol=0, atol=1e-6)
+    # float64 internally: a bf16 latent gets the float64 result rounded once
+    zb = z.bfloat16()
+    np.testing.assert_array_equal(x0_from_eps(zb, eps.bfloat16(), abar[T_FIXED]).float().numpy(),
+                                  torch.from_numpy((zb.double().numpy() - math.sqrt(1 - prod) * eps.bfloat16().double()
+                                                    .numpy()) / math.sqrt(prod)).bfloat16().float().numpy())
+
+
+# ------------------------------------------------------------------------------------------------- LoRA
+
+
+def test_lora_rank_alpha_scaling_and_zero_init_equivalence():
+    torch.manual_seed(0)
+    unet = build_unet(TINY.unet)
+    z = torch.randn(1, 4, 8, 8)
+    p = torch.randn(1, N3, 32)
+    with torch.no_grad():
+        base = unet(z, T_FIXED, encoder_hidden_states=p).sample
+    add_lora(unet)
+    loras = {n: m for n, m in unet.named_modules() if hasattr(m, "lora_A") and "default" in m.lora_A}
+    assert loras and all(m.r["default"] == 16 and m.scaling["default"] == 1.0 for m in loras.values())
+    assert any(n.endswith("attn2.to_k") for n in loras) and any(n.endswith("proj_in") for n in loras)
+    with torch.no_grad():
+        same = unet(z, T_FIXED, encoder_hidden_states=p).sample
+    torch.testing.assert_close(same, base, rtol=0, atol=0)  # B = 0: exactly the base model
+    # one adapted linear layer: W x + b + (alpha / r) B A x
+    m = next(m for n, m in loras.items() if n.endswith("attn2.to_k"))
+    with torch.no_grad():
+        m.lora_B["default"].weight.normal_()
+        x = torch.randn(3, m.in_features)
+        w, a, b = m.base_layer.weight, m.lora_A["default"].weight, m.lora_B["default"].weight
+        expected = x @ w.T + (16 / 16) * (x @ a.T @ b.T)
+        torch.testing.assert_close(m(x), expected, rtol=1e-5, atol=1e-5)
+        assert a.shape[0] == 16 and b.shape[1] == 16
+
+
+# --------------------------------------------------------------------------------------------- the prompt
+
+
+def test_token_counts_and_visual_codes(dlib_net):
+    from facerestore.methods.honestface.prompt import PromptEmbedder
+
+    torch.manual_seed(0)
+    pe = PromptEmbedder(32, dlib_net).eval()
+    lq = torch.rand(2, 3, 32, 32)
+    assert (N1, N2, N3) == (4, 7, 77)
+    idx, _ = pe.vre.select(pe.vre.features(lq))
+    assert idx.shape == (2, 77) and all(len(set(r.tolist())) == 77 for r in idx)  # 77 distinct codes
+    eyes = torch.rand(2, 2, 3, 32, 32)
+    assert pe.ffe(eyes).shape == (2, N1, 32)
+    emb, mask = torch.randn(2, 3, 128), torch.ones(2, 3, dtype=torch.bool)
+    assert pe.fie(emb, mask).shape == (2, N2, 32)
+    with torch.no_grad():
+        p = pe(lq, eyes, emb, mask)
+        p_none = pe(lq)
+        # a sample whose mask row is empty gets exactly the no-reference prompt
+        mask2 = mask.clone()
+        mask2[1] = False
+        p_mixed = pe(lq, eyes, emb, mask2)
+    assert p.shape == p_none.shape == (2, 77, 32)
+    torch.testing.assert_close(p_mixed[1], p_none[1])
+    torch.testing.assert_close(p_mixed[0], p[0])
+
+
+def test_attention_pooling_is_invariant_to_reference_order_and_padding():
+    from facerestore.methods.honestface.prompt import FaceIdentityEncoder
+
+    torch.manual_seed(1)
+    fie = FaceIdentityEncoder(32).eval()
+    emb = torch.randn(1, 4, 128)
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    with torch.no_grad():
+        a = fie(emb, mask)
+        b = fie(emb[:, [2, 0, 3, 1]], mask)
+        padded = torch.cat([emb, torch.randn(1, 2, 128)], 1)
+        c = fie(padded, torch.tensor([[True] * 4 + [False] * 2]))
+        d = fie(emb[:, :3], mask[:, :3])
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-6)
+    assert float((a - d).abs().max()) > 1e-4  # it does depend on which references are there
+
+
+def test_r0_is_chosen_by_affine_landmark_distance():
+    rng = np.random.default_rng(0)
+    lq = rng.uniform(20, 100, (68, 2))
+    # ref 0: the same geometry, but rotated, scaled and shifted (A-LD = 0, L2 large)
+    ang = 0.3
+    rot = 1.3 * np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+    ref0 = lq @ rot.T + np.array([15.0, -9.0])
+    # ref 1: at the LQ face's place, but with different eyes (small L2, A-LD > 0)
+    ref1 = lq.copy()
+    ref1[36:48] += rng.normal(0, 2.0, (12, 2))
+    refs = np.stack([ref1, ref0, ref1 + 0.5])
+    assert select_r0(lq, refs) == 1
+    l2 = np.linalg.norm(refs - lq, axis=-1).mean(-1)
+    assert int(np.argmin(l2)) != 1  # a plain L2 distance would pick another one
+    refs_nan = refs.copy()
+    refs_nan[1] = np.nan
+    assert select_r0(lq, refs_nan) == 0  # references without landmarks are never chosen
+
+
+def test_eye_patches_centre_on_the_eyes():
+    from facerestore.methods.honestface.prompt import eye_patches
+
+    face = torch.zeros(1, 3, 64, 64)
+    face[:, :, 20:24, 18:22] = 1.0  # a bright square on the left eye
+    lm = torch.zeros(1, 68, 2)
+    lm[0, 36:42] = torch.tensor([[17.0, 21.5], [18.5, 20.5], [20.5, 20.5], [22.0, 21.5], [20.5, 22.5], [18.5, 22.5]])
+    lm[0, 42:48] = lm[0, 36:42] + torch.tensor([24.0, 0.0])
+    p = eye_patches(face, lm, size=16)
+    assert p.shape == (1, 2, 3, 16, 16)
+    assert float(p[0, 0, :, 6:10, 6:10].mean()) > 0.9 and float(p[0, 1].max()) == 0.0
+
+
+# -------------------------------------------------------------------------------- backbone, weights, restorer
+
+
+def test_one_step_backbone_is_eq3_and_deterministic():
+    torch.manual_seed(0)
+    bb = OneStepBackbone(TINY).eval()
+    x = torch.rand(2, 3, 32, 32)
+    p = torch.randn(2, N3, 32)
+    with torch.no_grad():
+        y, z0 = bb(x, p, return_latent=True)
+        z = bb.encode(x)
+        eps = bb.unet(z, torch.full((2,), T_FIXED), encoder_hidden_states=p).sample
+        a = alphas_cumprod()[T_FIXED]
+        torch.testing.assert_close(z0, ((z.double() - math.sqrt(1 - a) * eps.double()) / math.sqrt(a)).float())
+        torch.testing.assert_close(y, bb.decode(z0))
+        torch.testing.assert_close(bb(x, p), y, rtol=0, atol=0)
+    torch.manual_seed(0)
+    bb2 = OneStepBackbone(TINY).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(bb2(x, p), y, rtol=0, atol=0)  # seeded construction
+
+
+def test_weights_round_trip_and_bad_files(tmp_path, dlib_net):
+    from facerestore.methods.honestface.model import HonestFaceNet, load_honestface, save_honestface
+
+    torch.manual_seed(0)
+    net = HonestFaceNet(TINY, features=dlib_net).eval()
+    with torch.no_grad():
+        for n, prm in net.named_parameters():
+            if "lora_B" in n:
+                prm.normal_(0, 0.01)  # make LoRA matter
+    path = save_honestface(net, tmp_path / "w.safetensors", {"steps": 3}, dtype=torch.float32)
+    assert not any(k.startswith("prompt.ffe.net.") for k in __import__("safetensors.torch", fromlist=["x"])
+                   .load_file(str(path)))  # dlib's weights are never written
+    back = load_honestface(path, features=dlib_net).eval()
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), net(x), rtol=0, atol=0)
+    half = load_honestface(save_honestface(net, tmp_path / "h.safetensors"), features=dlib_net).eval()
+    with torch.no_grad():
+        assert float((half(x) - net(x)).abs().max()) < 5e-2
+    # a file missing a tensor, or without its description, is refused in one line
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(str(path))
+    sd.pop(next(iter(sd)))
+    save_file(sd, str(tmp_path / "bad.safetensors"))
+    (tmp_path / "bad.json").write_text(path.with_suffix(".json").read_text())
+    with pytest.raises(InputError, match="does not match"):
+        load_honestface(tmp_path / "bad.safetensors", features=dlib_net)
+    (tmp_path / "bad.json").unlink()
+    with pytest.raises(InputError, match="description"):
+        load_honestface(tmp_path / "bad.safetensors", features=dlib_net)
+
+
+def test_wrong_reference_refusal_threshold():
+    from facerestore.methods.honestface.restorer import REFS_MAX_DISTANCE, check_refs_identity
+
+    assert check_refs_identity(torch.tensor([0.3, 0.5, 0.9])) == pytest.approx(0.5)
+    with pytest.raises(InputError, match=r"different person.*--force-refs"):
+        check_refs_identity(torch.tensor([0.8, 0.9, 0.2]))
+    assert check_refs_identity(torch.tensor([0.9]), force=True) == pytest.approx(0.9)
+    assert 0.6 < REFS_MAX_DISTANCE < 1.0
+
+
+PHOTOS = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "photos"
+
+
+@pytest.mark.data
+def test_restorer_refuses_another_persons_references_and_uses_the_right_ones():
+    if not (PHOTOS / "img1.jpg").is_file():
+        pytest.skip("../shared/data/photos is absent")
+    from facerestore.methods import load_restorer
+    from facerestore.pipeline import prepare_refs
+
+    r = load_restorer("honestface")
+    size = r.spec.size
+    face = prepare_refs([PHOTOS / "img1.jpg"], size)  # person A
+    same = prepare_refs([PHOTOS / "img2.jpg", PHOTOS / "img4.jpg"], size)  # person A
+    other = prepare_refs([PHOTOS / "img13.jpg", PHOTOS / "img14.jpg"], size)  # person B
+    y = r.restore(face, refs=same)
+    assert y.shape == face.shape and r.last_refs_distance < 0.6 and r.last_r0 is not None
+    with pytest.raises(InputError, match="different person"):
+        r.restore(face, refs=other)
+    y2 = r.restore(face, refs=other, force_refs=True)
+    assert r.last_refs_distance > 0.75 and float((y2 - y).abs().mean()) > 0  # the references change the result
+    torch.testing.assert_close(r.restore(face, refs=same), y, rtol=0, atol=0)  # deterministic
+
+
+# ------------------------------------------------------------------------------- SD 2.1-base checkpoint layout
+
+
+def test_sd21_base_checkpoint_layout_converts_onto_the_real_module_tree():
+    """The original checkpoint's keys and shapes (written from the LDM architecture in ldm_layout.py), converted by
+    the loader's route, equal the state dict of the real SD 2.1-base UNet and VAE built on the meta device."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import ldm_layout
+
+    shapes = {**ldm_layout.sd21_base_unet(), **ldm_layout.sd21_base_vae()}
+    shapes["cond_stage_model.model.positional_embedding"] = (77, 1024)  # other parts of the file are ignored
+    sd = {k: torch.empty(s, device="meta") for k, s in shapes.items()}
+    unet_sd, vae_sd = ldm_to_diffusers(sd)
+    with torch.device("meta"):
+        unet, vae = build_unet(SD21_BASE.unet), build_vae(SD21_BASE.vae)
+    for module, conv in ((unet, unet_sd), (vae, vae_sd)):
+        expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        assert expected == {k: tuple(v.shape) for k, v in conv.items()}
+        module.load_state_dict(conv, strict=True, assign=True)
+    assert sum(p.numel() for p in unet.parameters()) == 865_910_724  # SD 2.x UNet
+    assert sum(p.numel() for p in vae.parameters()) == 83_653_863  # SD's KL-f8 VAE
+    assert len(ldm_layout.sd21_base_unet()) == 686 and SD21_BASE.prompt_dim == 1024
+
+
+def test_sd21_base_zoo_entry_is_hash_pinned_and_never_downloaded(tmp_path, monkeypatch):
+    from facerestore import zoo
+    from facerestore.errors import WeightsMissingError
+    from facerestore.methods.honestface.backbone import load_sd21_base
+
+    e = zoo.get_entry("sd21-base")
+    assert len(e.sha256) == 64 and e.url == "" and e.filename.endswith(".ckpt")
+    monkeypatch.setenv("FACERESTORE_HOME", str(tmp_path))
+    with pytest.raises(WeightsMissingError, match="save your copy"):
+        load_sd21_base()
+    with pytest.raises(WeightsMissingError):
+        zoo.fetch("sd21-base")  # no address: nothing is fetched
+    bad = zoo.cached_path("sd21-base")
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"not a checkpoint")
+    from facerestore.errors import WeightsHashError
+
+    with pytest.raises(WeightsHashError):
+        load_sd21_base()
