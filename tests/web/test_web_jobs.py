@@ -1,0 +1,246 @@
+"""facerestore.web.jobs without a browser or Gradio: limits, uploads, names, sessions, zip, one job."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import EXAMPLES
+from facerestore import io
+from facerestore.errors import InputError
+from facerestore.web import jobs
+
+LQ = EXAMPLES / "astronaut_lq.png"  # 192 x 192, one face
+
+
+@pytest.fixture
+def uploads(tmp_path) -> Path:
+    """A stand-in for Gradio's upload folder: one sub-folder per upload, as Gradio makes them."""
+    root = tmp_path / "uploads"
+    (root / "a1").mkdir(parents=True)
+    shutil.copy(LQ, root / "a1" / "astronaut_lq.png")
+    (root / "b2").mkdir()
+    (root / "b2" / "notes.png").write_text("these are notes, not an image\n")
+    return root
+
+
+def _png(path: Path, w: int, h: int) -> Path:
+    io.write_image(path, np.full((h, w, 3), 0.5, np.float32))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------- limits
+
+
+def test_limits_are_checked():
+    assert jobs.Limits().max_upload_bytes == 25 * 2**20
+    for kw in ({"max_upload_mb": 0}, {"max_upload_mb": float("nan")}, {"max_pixels": 0}, {"max_files": 0}):
+        with pytest.raises(InputError):
+            jobs.Limits(**kw)
+    with pytest.raises(InputError, match="over the library's limit"):
+        jobs.Limits(max_pixels=io.MAX_PIXELS + 1)
+
+
+def test_upload_over_the_byte_limit_is_refused(uploads):
+    big = uploads / "c3" / "big.png"
+    big.parent.mkdir()
+    big.write_bytes(b"\0" * (2 * 2**20))
+    with pytest.raises(InputError, match=r"^file is 2\.0 MB, over this server's upload limit of 1 MB$"):
+        jobs.read_upload(big, jobs.Limits(max_upload_mb=1), uploads_root=uploads)
+
+
+def test_upload_over_the_pixel_limit_is_refused_before_decoding(uploads, monkeypatch):
+    p = _png(uploads / "a1" / "wide.png", 300, 200)
+
+    def no_decode(*a, **k):
+        raise AssertionError("decoded an image over the limit")
+
+    monkeypatch.setattr(io, "decode_image", no_decode)
+    with pytest.raises(InputError, match=r"image is 300x200 \(0\.1 megapixels\), over this server's limit of 0\.1"):
+        jobs.read_upload(p, jobs.Limits(max_pixels=50_000), uploads_root=uploads)
+
+
+def test_text_file_named_png_gets_the_cli_one_line_error(uploads):
+    with pytest.raises(InputError) as e:
+        jobs.read_upload(uploads / "b2" / "notes.png", jobs.Limits(), uploads_root=uploads)
+    assert jobs.error_line("notes.png", e.value) == "notes.png: cannot decode image (corrupt or unsupported format)"
+
+
+def test_only_files_in_the_upload_folder_are_read(uploads, tmp_path):
+    outside = shutil.copy(LQ, tmp_path / "outside.png")
+    for p in (outside, uploads / ".." / "outside.png", "/etc/passwd"):
+        with pytest.raises(InputError, match=r"^not an uploaded file$"):
+            jobs.read_upload(p, jobs.Limits(), uploads_root=uploads)
+    with pytest.raises(InputError, match="upload it again"):
+        jobs.read_upload(uploads / "a1" / "gone.png", jobs.Limits(), uploads_root=uploads)
+    img = jobs.read_upload(uploads / "a1" / "astronaut_lq.png", jobs.Limits(), uploads_root=uploads)
+    assert img.rgb.shape == (192, 192, 3) and img.path == Path("astronaut_lq.png")  # its name, not a server path
+
+
+def test_error_lines_are_one_line():
+    assert jobs.error_line("a.png", InputError("first line\nsecond line")) == "a.png: first line"
+    assert jobs.error_line("a.png", MemoryError()).startswith("a.png: out of memory")
+    assert jobs.error_line("a.png", RuntimeError("CUDA out of memory. Tried")).startswith("a.png: out of memory")
+
+
+@pytest.mark.parametrize("name, stem", [
+    ("photo.png", "photo"), ("../../etc/passwd", "passwd"), ("..\\..\\x.jpg", "x"), ("a b*c?.png", "a_b_c"),
+    (".hidden.png", "hidden"), ("", "photo"), ("...", "photo"), ("é—ü.jpg", "photo"), ("x" * 300 + ".png", "x" * 64),
+])
+def test_safe_stem(name, stem):
+    assert jobs.safe_stem(name) == stem
+
+
+def test_check_pixels_wording():
+    jobs.check_pixels(100, 100, 10_000)
+    with pytest.raises(InputError, match=r"^the output \(upscale 2\) is 200x101 "):
+        jobs.check_pixels(200, 101, 20_000, "the output (upscale 2)")
+
+
+# ---------------------------------------------------------------------------------------------------- sessions
+
+
+def test_sessions_never_use_the_browser_id_as_a_path(tmp_path, uploads):
+    s = jobs.Sessions(tmp_path / "sessions", uploads_root=uploads)
+    ws = s.get("../../../escape")
+    assert ws.dir.parent == tmp_path / "sessions" and ".." not in ws.dir.name
+    assert s.get("../../../escape") is ws and s.get("other") is not ws and len(s) == 2
+
+
+def test_session_close_removes_its_files_and_uploads(tmp_path, uploads):
+    s = jobs.Sessions(tmp_path / "sessions", uploads_root=uploads)
+    ws = s.get("abc")
+    first = ws.new_job_dir()
+    (first / "x.png").write_bytes(b"x")
+    second = ws.new_job_dir()
+    assert not first.exists() and second.is_dir()  # only the latest job is kept
+    up = uploads / "a1" / "astronaut_lq.png"
+    ws.note_uploads([up, "/etc/passwd"])  # only files inside the upload folder are ever removed
+    assert ws.uploads == {up.resolve()}
+    s.close("abc")
+    assert not ws.dir.exists() and not up.exists() and not up.parent.exists()
+    assert Path("/etc/passwd").exists() and (uploads / "b2" / "notes.png").exists()
+    with pytest.raises(InputError, match="session has ended"):
+        ws.new_job_dir()
+    assert s.get("abc") is not ws  # a reload gets a fresh workspace
+    s.close_all()
+    assert not any((tmp_path / "sessions").iterdir())
+
+
+def test_zip_holds_the_results_only(tmp_path):
+    job = tmp_path / "job"
+    for sub in (*jobs.RESULT_FOLDERS, jobs.PREVIEW_FOLDER):
+        (job / sub).mkdir(parents=True)
+        (job / sub / f"{sub}.txt").write_text(sub)
+    z = jobs.zip_results(job, job / "results.zip")
+    with zipfile.ZipFile(z) as zf:
+        names = sorted(zf.namelist())
+    assert names == sorted(f"{s}/{s}.txt" for s in jobs.RESULT_FOLDERS)
+    assert not list(job.glob(".results.zip*"))
+
+
+# ---------------------------------------------------------------------------------------------------- options
+
+
+def test_methods_offered_are_those_with_weights_and_their_licences_are_shown():
+    from facerestore.methods import registry
+
+    offered = [v for _, v in jobs.method_choices()]
+    assert "ispl" in offered and "hifacegan" not in offered  # hifacegan needs a file of the user's
+    for spec in registry.list_restorers():
+        if spec.name in offered:
+            assert spec.weights_licence in jobs.method_info(spec.name)
+    refs = [v for _, v in jobs.weight_choices("ispl")]
+    assert refs[0] == jobs.DEFAULT_WEIGHTS and refs[1].startswith("builtin:")
+
+
+def test_weights_are_chosen_from_the_spec_never_a_path():
+    assert jobs.resolve_weights_choice("ispl", jobs.DEFAULT_WEIGHTS) is None
+    builtin = [v for _, v in jobs.weight_choices("ispl")][1]
+    assert Path(jobs.resolve_weights_choice("ispl", builtin)).is_file()
+    for bad in ("/etc/passwd", "../x.safetensors", "stylegan2-ffhq-1024"):
+        with pytest.raises(InputError, match="not among those of method"):
+            jobs.resolve_weights_choice("ispl", bad)
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"upscale": 0}, "upscale"), ({"upscale": 100}, "upscale"), ({"blend": 1.5}, "blend"),
+    ({"fidelity": -0.1}, "fidelity"), ({"detector": "../x"}, "unknown face detector"),
+    ({"method": "hifacegan"}, "weight file of yours"), ({"method": "nope"}, "unknown method"),
+    ({"method": "rls", "steps": 0}, "steps"),
+])
+def test_job_options_are_validated(kw, msg):
+    with pytest.raises(InputError, match=msg):
+        jobs.JobOptions(**kw).validate()
+
+
+def test_default_fidelity_is_the_methods_own():
+    assert jobs.default_fidelity("ispl") == 1.0
+    assert jobs.default_fidelity("rls") is None  # no knob: nothing is loaded
+
+
+# ---------------------------------------------------------------------------------------------------- jobs
+
+
+def test_job_restores_good_photos_and_reports_bad_ones_in_one_line(tmp_path, uploads):
+    """One job through the CLI's pipeline functions: the layout of `facerestore restore`, a JSON record that names
+    the upload (never a server path) and the options, a zip, and the text file reported as the CLI reports it."""
+    job = tmp_path / "job"
+    job.mkdir()
+    seen = []
+    opts = jobs.JobOptions(method="ispl", fidelity=0.5, blend=0.8, upscale=2, detector="dlib-hog")
+    res = jobs.run_job([uploads / "b2" / "notes.png", uploads / "a1" / "astronaut_lq.png"], opts, job, jobs.Limits(),
+                       uploads_root=uploads, on_progress=lambda i, n, name: seen.append((i, n, name)))
+    assert res.errors == ["notes.png: cannot decode image (corrupt or unsupported format)"]
+    assert seen == [(0, 2, "notes.png"), (1, 2, "astronaut_lq.png"), (2, 2, "")]
+    (photo,) = res.photos
+    assert photo.output_size == (384, 384) and len(photo.faces) == 1
+    assert photo.image == job / "restored_imgs" / "astronaut_lq.png"
+    out = io.read_image(photo.image).rgb
+    before = io.read_image(photo.before).rgb
+    assert out.shape == before.shape == (384, 384, 3)
+    x0, y0, x1, y1 = (2 * np.asarray(photo.faces[0].record["box"])).round().astype(int)  # the face, in the output
+    assert photo.faces[0].record["paste_weight"] > 0 and np.abs(out - before)[y0:y1, x0:x1].mean() > 0.01
+    record = json.loads(photo.record.read_text())
+    assert record["input"] == "astronaut_lq.png" and str(tmp_path) not in photo.record.read_text()
+    assert record["fidelity"] == 0.5 and record["blend"] == 0.8 and record["method"] == "ispl"
+    assert record["faces"][0]["cmp"] == "cmp/astronaut_lq_00.png"
+    for key in ("identity_similarity", "identity_distance", "identity_changed"):
+        assert key in record["faces"][0]
+    with zipfile.ZipFile(res.zip) as zf:
+        names = set(zf.namelist())
+    assert {"restored_imgs/astronaut_lq.png", "restored_imgs/astronaut_lq.json", "cropped_faces/astronaut_lq_00.png",
+            "restored_faces/astronaut_lq_00.png", "cmp/astronaut_lq_00.png"} == names
+    assert res.files() == [photo.image, photo.record, res.zip]
+    rows = jobs.report_rows(res)
+    assert len(rows) == 1 and rows[0][:2] == ["astronaut_lq.png", "1"] and len(rows[0]) == len(jobs.REPORT_HEADERS)
+    assert "restored 1 face in 1 photo with ispl" in res.summary()
+
+
+def test_job_refuses_an_output_over_the_pixel_limit_before_restoring(tmp_path, uploads, monkeypatch):
+    import facerestore.pipeline as pipeline
+
+    def no_restore(*a, **k):
+        raise AssertionError("restored a photo whose output is over the limit")
+
+    monkeypatch.setattr(pipeline, "restore_photo", no_restore)
+    res = jobs.run_job([uploads / "a1" / "astronaut_lq.png"], jobs.JobOptions(upscale=2), tmp_path,
+                       jobs.Limits(max_pixels=100_000), uploads_root=uploads)
+    assert res.errors == ["astronaut_lq.png: the output (upscale 2) is 384x384 (0.1 megapixels), over this "
+                          "server's limit of 0.1 megapixels"]
+    assert res.photos == [] and res.zip is None
+
+
+def test_job_level_errors_are_one_line(tmp_path, uploads):
+    with pytest.raises(InputError, match="upload one or more photos"):
+        jobs.run_job([], jobs.JobOptions(), tmp_path, jobs.Limits())
+    with pytest.raises(InputError, match="at most 1 per job"):
+        jobs.run_job([uploads / "a1" / "astronaut_lq.png"] * 2, jobs.JobOptions(), tmp_path, jobs.Limits(max_files=1))
+    with pytest.raises(InputError, match=r"^reference notes\.png: cannot decode image"):
+        jobs.run_job([uploads / "a1" / "astronaut_lq.png"], jobs.JobOptions(), tmp_path, jobs.Limits(),
+                     refs=[uploads / "b2" / "notes.png"], uploads_root=uploads)
