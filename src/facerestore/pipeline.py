@@ -285,17 +285,20 @@ def _from_batch(x: torch.Tensor) -> list[np.ndarray]:
 
 
 def restore_crops(restorer: Restorer, crops: Sequence[np.ndarray], *, fidelity: float | None = None,
-                  refs: torch.Tensor | None = None, batch_size: int = 4) -> list[np.ndarray]:
+                  refs: torch.Tensor | None = None, batch_size: int = 4, force_refs: bool = False) -> list[np.ndarray]:
     """Restore (S, S, 3) float32 crops in [0, 1], ``batch_size`` of one size at a time -> crops of the same sizes
-    (S may differ between crops), in the input order."""
+    (S may differ between crops), in the input order. ``force_refs``: use references that a method checking them
+    (``checks_refs``, e.g. honestface) takes for another person."""
     out: list[np.ndarray | None] = [None] * len(crops)
+    opts = {"force_refs": True} if force_refs and refs is not None and getattr(restorer, "checks_refs", False) else {}
     by_size: dict[int, list[int]] = {}
     for i, c in enumerate(crops):
         by_size.setdefault(int(c.shape[0]), []).append(i)
     for s, idx in by_size.items():
         for k in range(0, len(idx), batch_size):
             chunk = idx[k : k + batch_size]
-            y = restorer.restore(_to_batch([crops[i] for i in chunk]), fidelity=fidelity, refs=refs, size=(s, s))
+            y = restorer.restore(_to_batch([crops[i] for i in chunk]), fidelity=fidelity, refs=refs, size=(s, s),
+                                 **opts)
             for i, r in zip(chunk, _from_batch(y)):
                 out[i] = r
     return [r for r in out if r is not None]
@@ -446,7 +449,7 @@ def _background(background: Background) -> Callable[[np.ndarray, float], np.ndar
 def restore_aligned(rgb: np.ndarray, restorer: Restorer, out_side: int, *, fidelity: float | None = None,
                     refs: torch.Tensor | None = None, embedder: FaceEmbedder | None = None,
                     timings: dict[str, float] | None = None, blend: float = 1.0,
-                    gate: bool = True) -> tuple[np.ndarray, list[FaceResult]]:
+                    gate: bool = True, force_refs: bool = False) -> tuple[np.ndarray, list[FaceResult]]:
     """An FFHQ-aligned square crop (S, S, 3) -> (restored image at ``out_side`` x ``out_side``, [its face]).
 
     The image is ``w * restored + (1 - w) * input`` with w = ``blend`` times the quality gate's weight."""
@@ -458,7 +461,7 @@ def restore_aligned(rgb: np.ndarray, restorer: Restorer, out_side: int, *, fidel
         raise InputError(f"an aligned face crop must be square, got {w}x{h}; run without --aligned")
     timings["detect"] = timings["align"] = 0.0
     t = time.perf_counter()
-    (restored,) = restore_crops(restorer, [rgb], fidelity=fidelity, refs=refs, batch_size=1)
+    (restored,) = restore_crops(restorer, [rgb], fidelity=fidelity, refs=refs, batch_size=1, force_refs=force_refs)
     timings["restore"] = time.perf_counter() - t
     t = time.perf_counter()
     report = compare_identity(embedder, rgb, restored)
@@ -543,6 +546,7 @@ def restore_faces_in_photo(
     timings: dict[str, float] | None = None,
     blend: float = 1.0,
     gate: bool = True,
+    force_refs: bool = False,
 ) -> tuple[np.ndarray, list[FaceResult]]:
     """Align each detected face at ``face_size`` (or larger: :func:`crop_side`), restore, check identity, weigh each
     face (``blend`` times the quality gate's share, :func:`decide_paste`), paste into the upscaled photo."""
@@ -565,7 +569,7 @@ def restore_faces_in_photo(
 
     t = time.perf_counter()
     restored = restore_crops(restorer, [a.crop for _, a in alns], fidelity=fidelity, refs=refs,
-                             batch_size=batch_size)
+                             batch_size=batch_size, force_refs=force_refs)
     timings["restore"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -637,6 +641,7 @@ def restore_photo(
     min_score: float | None = None,
     blend: float = 1.0,
     gate: bool = True,
+    force_refs: bool = False,
 ) -> PhotoResult:
     """Restore the faces of a photo and paste them back into the upscaled photo.
 
@@ -657,6 +662,8 @@ def restore_photo(
         device: torch device for a restorer given by name ("cpu", "cuda", "mps").
         half: reduced precision (float16 on GPU, bfloat16 on CPU) if the method supports it.
         refs: reference faces for methods that need them (tensor (R, 3, S, S) or images/paths).
+        force_refs: use references that the method (honestface) takes for another person than the face (by default
+            it refuses them with one InputError line).
         color_match: match each restored face's colour statistics to its input crop when pasting.
         mask: paste-back mask: "mesh" (Face Mesh face oval: the face only, no hair or neck; the best in
             benchmarks/paste_back.py; without the facemesh-468 weights it warns and uses the 68 points),
@@ -712,7 +719,7 @@ def restore_photo(
     embedder = FaceEmbedder("dlib") if identity else None
     if aligned:
         out, faces = restore_aligned(rgb, r, oh, fidelity=fidelity, refs=refs_t, embedder=embedder, timings=timings,
-                                     blend=float(blend), gate=gate)
+                                     blend=float(blend), gate=gate, force_refs=force_refs)
         det_name = None
     else:
         t = time.perf_counter()
@@ -722,7 +729,7 @@ def restore_photo(
         out, faces = restore_faces_in_photo(
             rgb, r, upscale, dets, fidelity=fidelity, refs=refs_t, embedder=embedder, face_size=int(face_size),
             batch_size=int(batch_size), mask=mask, background=background, color_match=color_match, timings=timings,
-            blend=float(blend), gate=gate,
+            blend=float(blend), gate=gate, force_refs=force_refs,
         )
         det_name = detector if isinstance(detector, str) else getattr(detector, "name", type(detector).__name__)
 

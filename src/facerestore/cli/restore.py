@@ -29,6 +29,7 @@ EXAMPLES = """\
   facerestore restore -i "old photos/" -o results/ --upscale 1 --only-center-face
   facerestore restore -i crops/ -o results/ --aligned --fidelity 0.7 --device cuda --half
   facerestore restore -i clip.mp4 -o results/ --upscale 1 --crf 20
+  facerestore restore -i old_photo.jpg -o results/ --method honestface --refs "photos of grandma/"
   facerestore restore --list-methods
 """
 
@@ -79,6 +80,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refs", default=None,
                    help="folder of reference photos of the same person, for methods that need them "
                    "(largest face of each; with --aligned: aligned crops)")
+    p.add_argument("--force-refs", action="store_true",
+                   help="use the --refs photos even when the method (honestface) finds them to show another person "
+                   "than the face (by default it stops with one line)")
     p.add_argument("--no-color-match", dest="color_match", action="store_false",
                    help="do not match the restored faces' colours to the input faces")
     p.add_argument("--mask", choices=("square", "landmarks", "mesh"), default="mesh",
@@ -226,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
             loaded, restorer, upscale=upscale, fidelity=args.fidelity, aligned=args.aligned,
             only_center_face=args.only_center_face, detector=detector if detector is not None else args.detector,
             device=device, half=args.half, refs=refs, color_match=args.color_match, min_score=args.min_score,
-            background=background, mask=args.mask, blend=args.blend, gate=args.gate,
+            background=background, mask=args.mask, blend=args.blend, gate=args.gate, force_refs=args.force_refs,
         )
         stem = stems[path]
         ext = output_ext(path, res.alpha is not None, args.ext)

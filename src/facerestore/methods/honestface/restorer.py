@@ -67,6 +67,8 @@ class HonestFaceRestorer(Restorer):
              "zoo/builtin/honestface-compact-128.md): expect soft faces; references steer identity only weakly",
     )
 
+    checks_refs = True  # the photo pipeline passes force_refs= to methods that check their references
+
     def __init__(self, weights: str | os.PathLike | None = None, force_refs: bool = False) -> None:
         super().__init__()
         from facerestore.methods.honestface.backbone import require_diffusion
