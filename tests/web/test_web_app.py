@@ -27,7 +27,7 @@ def test_serve_config_is_checked():
     from facerestore.web.app import ServeConfig
 
     ServeConfig().validate()
-    for kw in ({"port": 0}, {"concurrency": 0}, {"queue_size": -1}, {"max_steps": 0}, {"default_method": "hifacegan"}):
+    for kw in ({"port": 0}, {"concurrency": 0}, {"queue_size": 0}, {"max_steps": 0}, {"default_method": "hifacegan"}):
         with pytest.raises(InputError):
             ServeConfig(**kw).validate()
 

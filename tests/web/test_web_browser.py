@@ -26,7 +26,8 @@ import pytest
 
 from conftest import EXAMPLES
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")]  # its pandas calls, not ours
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -63,13 +64,30 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def server(tmp_path):
+def _need_browser() -> None:
     why = _missing()
     if why:
         if os.environ.get("FACERESTORE_REQUIRE_BROWSER") == "1":
             pytest.fail(why)
         pytest.skip(why)
+
+
+def _launch(pw, profile: Path):
+    return pw.chromium.launch_persistent_context(
+        str(profile), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True, accept_downloads=True,
+        viewport={"width": 1400, "height": 1000})
+
+
+def _shot(page, name: str, full_page: bool = True) -> None:
+    shots = os.environ.get("FACERESTORE_WEB_SCREENSHOTS")
+    if shots:
+        Path(shots).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(shots) / f"web_{name}.png"), full_page=full_page)
+
+
+@pytest.fixture
+def server(tmp_path):
+    _need_browser()
     port = _free_port()
     # TMPDIR: the server's temporary folder lands in tmp_path, where the test can watch it
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
@@ -122,28 +140,19 @@ def test_restore_a_photo_in_chromium(server, tmp_path):
     from facerestore import io
     from facerestore.faces.paste import upscale_image
 
-    shots = os.environ.get("FACERESTORE_WEB_SCREENSHOTS")
-
-    def shot(page, name: str) -> None:
-        if shots:
-            Path(shots).mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(Path(shots) / f"web_{name}.png"), full_page=True)
-
     bad = tmp_path / "upload" / "notes.png"
     bad.parent.mkdir()
     bad.write_text("a text file with an image's name\n")
     hosts: set[str] = set()
     with sync_playwright() as pw:
-        ctx = pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
-            accept_downloads=True, viewport={"width": 1400, "height": 1000})
+        ctx = _launch(pw, tmp_path / "profile")
         try:
             page = ctx.new_page()
             page.set_default_timeout(60_000)
             page.on("request", lambda r: hosts.add(urlsplit(r.url).netloc) if r.url.startswith("http") else None)
             page.goto(server.url)
             page.wait_for_selector("#restore")
-            shot(page, "empty")
+            _shot(page, "empty")
 
             # upload the bundled example, move the fidelity slider to its middle, restore
             page.locator("#photos input[type=file]").set_input_files(str(LQ))
@@ -156,7 +165,7 @@ def test_restore_a_photo_in_chromium(server, tmp_path):
             page.wait_for_function("document.querySelector('#status').innerText.includes('restored 1 face')",
                                    timeout=JOB_S * 1000)
             page.locator("#face-compare img").first.wait_for()
-            shot(page, "result")
+            _shot(page, "result")
 
             # the downloads: the photo at twice the size, changed where the face is; its record says fidelity 0.5
             out, served = _download(page, '#downloads a[href$="/restored_imgs/astronaut_lq.png"]', tmp_path / "o.png")
@@ -184,7 +193,7 @@ def test_restore_a_photo_in_chromium(server, tmp_path):
             status = page.locator("#status").inner_text()
             assert "notes.png: cannot decode image (corrupt or unsupported format)" in status.splitlines()
             assert "Nothing restored." in status
-            shot(page, "error")
+            _shot(page, "error")
         finally:
             ctx.close()
     assert hosts == {f"127.0.0.1:{server.port}"}  # the page fetched nothing from anywhere else
@@ -193,3 +202,59 @@ def test_restore_a_photo_in_chromium(server, tmp_path):
     server.proc.send_signal(signal.SIGINT)
     assert server.proc.wait(60) == 0, server.output()
     assert not server.root.exists()
+
+
+def test_a_full_queue_says_busy(tmp_path, monkeypatch):
+    """--concurrency 1 --queue-size 1: a first job runs, a second waits (the page shows its place in the queue),
+    a third is turned away with Gradio's "busy" message. The server runs in this process, its jobs held by the test."""
+    _need_browser()
+    from playwright.sync_api import sync_playwright
+
+    from facerestore.errors import InputError
+    from facerestore.web import jobs
+    from facerestore.web.app import ServeConfig, serve
+
+    started, release = threading.Event(), threading.Event()
+
+    def held_job(*args, **kwargs):
+        started.set()
+        release.wait(JOB_S)
+        raise InputError("released by the test")
+
+    monkeypatch.setattr(jobs, "run_job", held_job)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    ready, stop, info = threading.Event(), threading.Event(), {}
+    cfg = ServeConfig(port=_free_port(), concurrency=1, queue_size=1)
+    thread = threading.Thread(target=serve, args=(cfg,), daemon=True,
+                              kwargs={"stop": stop, "on_ready": lambda url, root: (info.update(url=url), ready.set())})
+    thread.start()
+    try:
+        assert ready.wait(STARTUP_S), "facerestore serve did not start"
+        with sync_playwright() as pw:
+            ctx = _launch(pw, tmp_path / "profile")
+            try:
+                pages = [ctx.new_page() for _ in range(3)]
+                for page in pages:
+                    page.set_default_timeout(60_000)
+                    page.goto(info["url"])
+                    page.wait_for_selector("#restore")
+                pages[0].locator("#restore").click()
+                assert started.wait(60)
+                pages[1].locator("#restore").click()
+                pages[1].get_by_text(re.compile(r"queue: 1/1")).first.wait_for()
+                pages[2].locator("#restore").click()
+                pages[2].get_by_text("This application is currently busy. Please try again.").first.wait_for()
+                if os.environ.get("FACERESTORE_WEB_SCREENSHOTS"):
+                    pages[2].wait_for_timeout(1000)  # the message fades in
+                    _shot(pages[2], "busy", full_page=False)
+                release.set()
+                for page in pages[:2]:  # the held jobs end with their one-line error in the page
+                    page.wait_for_function("document.querySelector('#status').innerText.includes('released')")
+            finally:
+                release.set()
+                ctx.close()
+    finally:
+        stop.set()
+        thread.join(60)
+    assert not thread.is_alive() and not list(tmp_path.glob("facerestore-serve-*"))

@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,8 +58,8 @@ class ServeConfig:
             raise InputError(f"--port must be in [1, 65535], got {self.port}")
         if self.concurrency < 1:
             raise InputError(f"--concurrency must be at least 1, got {self.concurrency}")
-        if self.queue_size < 0:
-            raise InputError(f"--queue-size must be 0 or more, got {self.queue_size}")
+        if self.queue_size < 1:  # Gradio's queue refuses every job at a size of 0
+            raise InputError(f"--queue-size must be at least 1, got {self.queue_size}")
         if self.max_steps < 1:
             raise InputError(f"--max-steps must be at least 1, got {self.max_steps}")
         if self.default_method not in [v for _, v in jobs.method_choices()]:
@@ -280,8 +281,10 @@ def _spec(name: str) -> Any:
     return registry.get_spec(name)
 
 
-def serve(cfg: ServeConfig, *, on_ready: Callable[[str, Path], None] | None = None) -> int:
-    """Run the server until SIGINT / SIGTERM; every temporary file is removed on the way out. Returns 0."""
+def serve(cfg: ServeConfig, *, on_ready: Callable[[str, Path], None] | None = None,
+          stop: threading.Event | None = None) -> int:
+    """Run the server until SIGINT / SIGTERM (or ``stop`` is set); every temporary file is removed on the way out.
+    ``on_ready(url, temporary folder)`` is called once it answers. Returns 0."""
     cfg.validate()
     root = Path(tempfile.mkdtemp(prefix="facerestore-serve-"))
     saved = {k: os.environ.get(k) for k in ("GRADIO_TEMP_DIR", "GRADIO_ANALYTICS_ENABLED")}
@@ -303,8 +306,8 @@ def serve(cfg: ServeConfig, *, on_ready: Callable[[str, Path], None] | None = No
         print(f"facerestore serve: {url} (Ctrl-C stops; temporary files in {root}, removed on exit)", flush=True)
         if on_ready is not None:
             on_ready(url, root)
-        while True:
-            time.sleep(0.5)
+        while not (stop is not None and stop.is_set()):
+            time.sleep(0.2)
     except KeyboardInterrupt:
         print("facerestore serve: stopped", file=sys.stderr)
     finally:
