@@ -385,3 +385,20 @@ def test_auto_is_retinaface_when_its_weights_are_cached(monkeypatch):
         assert detect.default_detector()[0] == "dlib-hog"
     else:
         assert detect.default_detector() == ("retinaface", None)
+
+
+def test_scrfd_is_an_optional_research_only_detector_never_the_default(monkeypatch, tmp_path):
+    from facerestore import zoo
+    from facerestore.faces import detect
+
+    assert "scrfd" in list_detectors()
+    spec = next(s for s in detect.DETECTORS if s.name == "scrfd")
+    assert spec.weights == ("scrfd-2.5g",) and "research" in spec.licence and "research-only" in spec.description
+    assert detect.default_min_score("scrfd") == detect.DEFAULT_SCORE_THRESHOLDS["scrfd"]
+    monkeypatch.setenv("FACERESTORE_HOME", str(tmp_path))
+    monkeypatch.setattr(detect, "_SCRFD_NETS", {})
+    with pytest.raises(WeightsMissingError, match=r"scrfd-2\.5g") as err:
+        create_detector("scrfd")
+    assert "\n" not in str(err.value)
+    monkeypatch.setattr(zoo, "is_available", lambda name: name == "scrfd-2.5g")  # only SCRFD cached
+    assert detect.default_detector()[0] == "dlib-hog"

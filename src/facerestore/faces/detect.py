@@ -463,6 +463,101 @@ class RetinaFaceDetector:
         return sort_detections(dets)
 
 
+class SCRFDDetector:
+    """SCRFD-2.5G with 5 keypoints (zoo weights ``scrfd-2.5g``: InsightFace's, non-commercial research use
+    only; optional, never the default), our PyTorch port: boxes, scores (face probability) and 5 points.
+
+    Args:
+        threshold: minimum face probability (default: :data:`DEFAULT_SCORE_THRESHOLDS`).
+        nms: IoU above which a lower-scoring overlapping box is dropped.
+        size: the network sees the photo resized so that its longer side is ``size`` pixels, on a ``size`` x
+            ``size`` black canvas (InsightFace's detector: 640, the default; a multiple of 32). None: the photo
+            at its own resolution times ``scale`` (at most ``max_side`` on its longer side), padded to multiples
+            of 32, as facerestore runs RetinaFace.
+        scale, max_side: with ``size=None`` (see above).
+        min_size: drop faces whose box is smaller than this (pixels, width or height).
+        landmarks: 0 (the network's 5 points) or 68 (dlib's predictor run in the HOG-like box of those).
+        top_k: at most this many candidates enter NMS.
+        weights: an ``.onnx`` file instead of the zoo entry.
+        device: torch device.
+    """
+
+    def __init__(self, threshold: float | None = None, nms: float = 0.4, size: int | None = 640,
+                 scale: float = 1.0, max_side: int | None = None, min_size: float = 0, landmarks: int = 0,
+                 top_k: int = 5000, weights: str | None = None, device: str = "cpu") -> None:
+        if landmarks not in (0, 68):
+            raise InputError(f"SCRFD landmarks must be 0 (its own 5 points) or 68, got {landmarks}")
+        if size is not None and (int(size) != size or size < 32 or size % 32 or size > 8192):
+            raise InputError(f"SCRFD input size must be a multiple of 32 in 32..8192, got {size}")
+        if not (np.isfinite(scale) and 0.05 <= scale <= 8):
+            raise InputError(f"SCRFD input scale must be in 0.05..8, got {scale}")
+        if not (np.isfinite(nms) and 0 < nms <= 1):
+            raise InputError(f"NMS IoU must be in (0, 1], got {nms}")
+        if max_side is not None and max_side < 32:
+            raise InputError(f"max_side must be at least 32 pixels, got {max_side}")
+        self.name = "scrfd"
+        self.threshold = DEFAULT_SCORE_THRESHOLDS["scrfd"] if threshold is None else float(threshold)
+        self.nms = float(nms)
+        self.size = None if size is None else int(size)
+        self.scale = float(scale)
+        self.max_side = max_side
+        self.min_size = float(min_size)
+        self.landmarks = landmarks
+        self.top_k = int(top_k)
+        self.device = device
+        self._net = _scrfd_net(weights, device)
+
+    def __repr__(self) -> str:
+        return (f"SCRFDDetector(threshold={self.threshold}, nms={self.nms}, size={self.size}, scale={self.scale}, "
+                f"max_side={self.max_side}, min_size={self.min_size}, landmarks={self.landmarks})")
+
+    def network_input(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+        """The (H, W, 3) uint8 canvas the network sees and the factors (x, y) back to the photo's pixels."""
+        from facerestore.faces.scrfd import letterbox, padded
+
+        img = as_uint8_rgb(image)
+        if self.size is not None:
+            return letterbox(img, self.size)
+        s = self.scale
+        if self.max_side is not None:
+            s = min(s, self.max_side / max(img.shape[:2]))
+        return padded(img, s)
+
+    def raw(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every anchor's box (A, 4), face probability (A,) and 5 points (A, 5, 2), in the photo's pixels,
+        before the threshold and NMS."""
+        import torch
+
+        from facerestore.faces.scrfd import POINT_OFFSET, decode
+        from facerestore.nn.scrfd import preprocess
+
+        canvas, (fx, fy) = self.network_input(image)
+        with torch.inference_mode():
+            scores, dist, kps = self._net(preprocess(canvas).to(self.device))
+        boxes, pts = decode(torch.cat(dist, 1)[0].float().cpu().numpy(), torch.cat(kps, 1)[0].float().cpu().numpy(),
+                            *canvas.shape[:2])
+        boxes = boxes * np.array([fx, fy, fx, fy])
+        pts = (pts + 0.5 + POINT_OFFSET) * np.array([fx, fy]) - 0.5
+        return boxes, torch.cat(scores, 1)[0, :, 0].float().cpu().numpy().astype(np.float64), pts
+
+    def detect(self, image: np.ndarray) -> list[FaceDetection]:
+        from facerestore.nn.retinaface import nms
+
+        img = as_uint8_rgb(image)
+        boxes, scores, pts = self.raw(img)
+        keep = np.flatnonzero(scores >= self.threshold)
+        keep = keep[np.argsort(-scores[keep], kind="stable")][: self.top_k]
+        keep = keep[nms(boxes[keep], scores[keep], self.nms)]
+        dets = []
+        for i in keep:
+            b = boxes[i]
+            if min(b[2] - b[0], b[3] - b[1]) < self.min_size:
+                continue
+            lm68 = predict_landmarks(img, face_box_from_landmarks5(pts[i]), 68) if self.landmarks == 68 else None
+            dets.append(FaceDetection(b.copy(), float(scores[i]), pts[i].copy(), lm68, self.name))
+        return sort_detections(dets)
+
+
 def _drop_covered(boxes: np.ndarray, frac: float) -> np.ndarray:
     """Indices of ``boxes`` (sorted by score, descending) kept when each box is dropped that covers, or is
     covered by, a kept higher-scoring box over more than ``frac`` of the smaller one's area."""
@@ -482,6 +577,7 @@ def _drop_covered(boxes: np.ndarray, frac: float) -> np.ndarray:
 
 
 _NETS: dict[tuple[str | None, str], Any] = {}
+_SCRFD_NETS: dict[tuple[str | None, str], Any] = {}
 
 
 def _retinaface_net(weights: str | None, device: str) -> Any:
@@ -492,6 +588,16 @@ def _retinaface_net(weights: str | None, device: str) -> Any:
 
         _NETS[key] = load_retinaface(weights).to(device)
     return _NETS[key]
+
+
+def _scrfd_net(weights: str | None, device: str) -> Any:
+    """The SCRFD network for ``weights`` (None: the zoo entry) on ``device``, loaded once per process."""
+    key = (weights, str(device))
+    if key not in _SCRFD_NETS:
+        from facerestore.nn.scrfd import load_scrfd
+
+        _SCRFD_NETS[key] = load_scrfd(weights).to(device)
+    return _SCRFD_NETS[key]
 
 
 # --- registry -----------------------------------------------------------------------------------------------
@@ -509,6 +615,7 @@ DEFAULT_SCORE_THRESHOLDS: dict[str, float] = {
     "hog": 0.0,
     "cnn": 0.0,
     "yunet": 0.6,
+    "scrfd": 0.5,
 }
 
 
@@ -533,6 +640,9 @@ DETECTORS: tuple[DetectorSpec, ...] = (
                  {"kind": "cnn"}, ("dlib",), "CC0 (dlib model files)"),
     DetectorSpec("yunet", f"{_D}:YuNetDetector", "OpenCV YuNet (2023mar) via cv2.FaceDetectorYN, 5 points",
                  {}, ("yunet-2023mar",), "MIT"),
+    DetectorSpec("scrfd", f"{_D}:SCRFDDetector",
+                 "SCRFD-2.5G (InsightFace, PyTorch port), boxes + 5 points; optional, research-only weights",
+                 {}, ("scrfd-2.5g",), "non-commercial research only (InsightFace weights)"),
 )
 # older names still accepted
 ALIASES: dict[str, str] = {"hog": "dlib-hog", "cnn": "dlib-cnn"}
@@ -656,6 +766,7 @@ __all__ = [
     "DlibDetector",
     "FaceDetection",
     "RetinaFaceDetector",
+    "SCRFDDetector",
     "YuNetDetector",
     "aligned_face_box",
     "as_uint8_rgb",

@@ -6,6 +6,10 @@ node name (``/fx/stage1/stage1.0/stage1.0.0/Conv`` -> ``fx.stage1.0.0``). Our Py
 convolutions by those paths and load them with :func:`load_convs_strict`: every convolution of the file must
 match one of ours (shape, stride, padding, groups, dilation) and every one of ours must be in the file, or one
 one-line :class:`facerestore.errors.InputError` says what differs.
+
+Exports whose node names carry no module path (``Conv_0``, older exporters) are loaded by call order instead:
+:func:`conv_sequence` lists every ``Conv`` node in graph order (the order the exporter traced them) and
+:func:`load_convs_in_order` pairs them with the order in which our module calls its convolutions.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from torch import nn
 
 from facerestore.errors import InputError
 
-__all__ = ["ConvLayer", "conv_layers", "initializers", "load_convs_strict", "load_model", "module_path"]
+__all__ = ["ConvLayer", "call_order", "conv_layers", "conv_sequence", "initializers", "load_convs_in_order",
+           "load_convs_strict", "load_model", "module_path"]
 
 MAX_MODEL_BYTES = 1 << 30
 
@@ -98,34 +103,46 @@ class ConvLayer:
     dilation: tuple[int, ...]
 
 
+def _conv_layer(n: Any, arrays: dict[str, np.ndarray], module: str) -> ConvLayer:
+    from onnx import helper
+
+    attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        raise InputError(f"ONNX Conv {n.name}: auto_pad is not supported")
+    try:
+        w = arrays[n.input[1]]
+        b = arrays[n.input[2]] if len(n.input) > 2 and n.input[2] else None
+    except (KeyError, IndexError):
+        raise InputError(f"ONNX Conv {n.name}: its weights are not initializers") from None
+    k = w.ndim - 2
+    return ConvLayer(
+        module=module,
+        weight=w,
+        bias=b,
+        stride=tuple(int(v) for v in attrs.get("strides", [1] * k)),
+        padding=tuple(int(v) for v in attrs.get("pads", [0] * (2 * k))),
+        groups=int(attrs.get("group", 1)),
+        dilation=tuple(int(v) for v in attrs.get("dilations", [1] * k)),
+    )
+
+
+def conv_sequence(model: Any) -> list[ConvLayer]:
+    """Every ``Conv`` node of ``model`` in graph order, one per node; ``module`` is the node's weight
+    initializer name (for exports whose node names hold no module path: see :func:`load_convs_in_order`)."""
+    arrays = initializers(model)
+    return [_conv_layer(n, arrays, n.input[1] if len(n.input) > 1 else "")
+            for n in model.graph.node if n.op_type == "Conv"]
+
+
 def conv_layers(model: Any) -> list[ConvLayer]:
     """The convolutions of ``model`` in graph order, one per module (repeated calls of a module, which use
     the same weights, are listed once; a repeated call with other weights is an InputError)."""
-    from onnx import helper
-
     arrays = initializers(model)
     seen: dict[str, ConvLayer] = {}
     for n in model.graph.node:
         if n.op_type != "Conv":
             continue
-        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
-        if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-            raise InputError(f"ONNX Conv {n.name}: auto_pad is not supported")
-        try:
-            w = arrays[n.input[1]]
-            b = arrays[n.input[2]] if len(n.input) > 2 and n.input[2] else None
-        except (KeyError, IndexError):
-            raise InputError(f"ONNX Conv {n.name}: its weights are not initializers") from None
-        k = w.ndim - 2
-        layer = ConvLayer(
-            module=module_path(n.name),
-            weight=w,
-            bias=b,
-            stride=tuple(int(v) for v in attrs.get("strides", [1] * k)),
-            padding=tuple(int(v) for v in attrs.get("pads", [0] * (2 * k))),
-            groups=int(attrs.get("group", 1)),
-            dilation=tuple(int(v) for v in attrs.get("dilations", [1] * k)),
-        )
+        layer = _conv_layer(n, arrays, module_path(n.name))
         old = seen.get(layer.module)
         if old is None:
             seen[layer.module] = layer
@@ -134,11 +151,13 @@ def conv_layers(model: Any) -> list[ConvLayer]:
     return list(seen.values())
 
 
-def load_convs_strict(net: nn.Module, convs: list[ConvLayer], what: str = "ONNX model") -> None:
+def load_convs_strict(net: nn.Module, convs: list[ConvLayer], what: str = "ONNX model",
+                      others: tuple[str, ...] = ()) -> None:
     """Copy ``convs`` into the ``nn.Conv2d`` modules of ``net`` named by their module paths.
 
     Strict: the two sets of names are equal, and each weight/bias shape, stride, padding, groups and dilation
-    agree; otherwise one one-line InputError. ``net`` must hold no parameters outside its convolutions.
+    agree; otherwise one one-line InputError. ``net`` must hold no parameters outside its convolutions but the
+    ``others`` (names of parameters the caller loads itself).
     """
     ours = {name: m for name, m in net.named_modules() if isinstance(m, nn.Conv2d)}
     theirs = {c.module: c for c in convs}
@@ -148,7 +167,7 @@ def load_convs_strict(net: nn.Module, convs: list[ConvLayer], what: str = "ONNX 
         raise InputError(f"{what}: convolutions differ from the architecture (missing {missing[:3]}, "
                          f"unexpected {extra[:3]})")
     covered = {f"{n}.{p}" for n, m in ours.items() for p, _ in m.named_parameters(recurse=False)}
-    stray = [n for n, _ in net.named_parameters() if n not in covered]
+    stray = [n for n, _ in net.named_parameters() if n not in covered and n not in others]
     if stray:
         raise InputError(f"{what}: parameters outside the convolutions are not loaded: {stray[:3]}")
     with torch.no_grad():
@@ -168,3 +187,39 @@ def load_convs_strict(net: nn.Module, convs: list[ConvLayer], what: str = "ONNX 
             if c.bias is not None:
                 assert conv.bias is not None
                 conv.bias.copy_(torch.from_numpy(np.array(c.bias, np.float32)))
+
+
+def call_order(net: nn.Module, example: torch.Tensor) -> list[str]:
+    """The names of ``net``'s ``nn.Conv2d`` modules in the order ``net(example)`` first calls them (each
+    once); a convolution the forward pass never calls is appended at the end, so that the counts still differ
+    from a file that lacks it."""
+    convs = {m: name for name, m in net.named_modules() if isinstance(m, nn.Conv2d)}
+    order: list[str] = []
+
+    def hook(module: nn.Module, _: Any) -> None:
+        name = convs[module]
+        if name not in order:
+            order.append(name)
+
+    handles = [m.register_forward_pre_hook(hook) for m in convs]
+    try:
+        with torch.no_grad():
+            net(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return order + [n for n in convs.values() if n not in order]
+
+
+def load_convs_in_order(net: nn.Module, convs: list[ConvLayer], example: torch.Tensor,
+                        what: str = "ONNX model", others: tuple[str, ...] = ()) -> list[str]:
+    """Load ``convs`` (graph order, as :func:`conv_sequence` lists them) into the convolutions of ``net`` in
+    the order ``net(example)`` calls them, strictly (:func:`load_convs_strict`: equal counts, shapes and
+    attributes; ``others`` as there). Returns our module names in that order (``names[i]`` received
+    ``convs[i]``)."""
+    names = call_order(net, example)
+    if len(names) != len(convs):
+        raise InputError(f"{what}: {len(convs)} convolutions in the file, {len(names)} in the architecture")
+    renamed = [ConvLayer(n, c.weight, c.bias, c.stride, c.padding, c.groups, c.dilation) for n, c in zip(names, convs)]
+    load_convs_strict(net, renamed, what, others)
+    return names
