@@ -22,7 +22,7 @@ EXAMPLES = """\
   facerestore faces -i photos/ -o crops/ --detector cnn --upsample 0 --border ffhq
 """
 
-DETECTOR_CHOICES = ("hog", "cnn", "dlib-hog", "dlib-cnn", "retinaface", "yunet", "auto")
+DETECTOR_CHOICES = ("hog", "cnn", "dlib-hog", "dlib-cnn", "retinaface", "yunet", "scrfd", "auto")
 BORDER_CHOICES = ("constant", "reflect", "ffhq")
 
 
@@ -32,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=512, help="crop side in pixels (default 512)")
     p.add_argument("--detector", choices=DETECTOR_CHOICES, default="hog",
                    help="hog / dlib-hog (dlib HOG, fast), cnn / dlib-cnn (dlib MMOD CNN, slower, more poses), "
-                   "retinaface or yunet (zoo weights), auto (retinaface when its weights are cached, else hog)")
+                   "retinaface or yunet (zoo weights), scrfd (zoo weights, optional, research-only), auto "
+                   "(retinaface when its weights are cached, else hog)")
     sel = p.add_mutually_exclusive_group()
     sel.add_argument("--all", dest="select", action="store_const", const="all", help="every face (default)")
     sel.add_argument("--largest", dest="select", action="store_const", const="largest",

