@@ -318,3 +318,27 @@ def test_sd21_base_zoo_entry_is_hash_pinned_and_never_downloaded(tmp_path, monke
 
     with pytest.raises(WeightsHashError):
         load_sd21_base()
+
+
+@pytest.mark.data
+def test_cli_refuses_wrong_references_unless_forced(tmp_path, capsys):
+    if not (PHOTOS / "img1.jpg").is_file():
+        pytest.skip("../shared/data/photos is absent")
+    from facerestore import io
+    from facerestore.cli import main
+    from facerestore.pipeline import prepare_refs
+
+    def crops(names, folder):
+        folder.mkdir()
+        for n, c in zip(names, prepare_refs([PHOTOS / n for n in names], 128)):
+            io.write_image(folder / f"{Path(n).stem}.png", c.permute(1, 2, 0).numpy())
+        return folder
+
+    face = crops(["img1.jpg"], tmp_path / "face")
+    other = crops(["img13.jpg", "img14.jpg"], tmp_path / "other")
+    args = ["restore", "-i", str(face / "img1.png"), "--aligned", "--method", "honestface", "--refs", str(other),
+            "--upscale", "1", "--device", "cpu", "-q"]
+    assert main([*args, "-o", str(tmp_path / "o1")]) != 0
+    assert "different person" in capsys.readouterr().err
+    assert main([*args, "-o", str(tmp_path / "o2"), "--force-refs"]) == 0
+    assert (tmp_path / "o2" / "restored_imgs" / "img1.png").is_file()

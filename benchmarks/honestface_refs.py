@@ -1,0 +1,179 @@
+"""Issue 17's acceptance at CPU scale: do reference photos help HonestFace's built-in compact model?
+
+For every person of ../shared/data/photos with at least 3 photos (identities paired by master.csv and
+face-recognition-pivot.csv; ``methods.honestface.train.photo_identities``): the person's query photo (the
+lowest-numbered one, never used in training) is aligned at 256 px (FFHQ template, largest face), heavily degraded
+(``blind``: ``realworld-vqfr``, the heavier GFPGAN-style blind mix; ``x8``: bicubic down x8 and back), and
+restored by ``honestface``:
+
+- ``input``: the degraded face itself; ``none``: no references; ``one``: 1 reference (the person's next photo);
+- ``all``: all of the person's other photos; ``wrong``: as many photos of another person (the next person in the
+  list; ``force_refs=True``, otherwise the restorer refuses them: the refusal rate is reported too).
+
+Metrics against the clean 256 px face: ``id_mfn`` (MobileFaceNet cosine distance: no loss of ours uses it), FED
+(dlib; our identity loss and identity encoder use dlib, so FED is not independent), A-LD on eyes (``ald_e``) and
+mouth (``ald_m``), LLE, NIQE, MS-SWD. Intervals: paired bootstrap (2000 resamples) over the faces of the mean
+difference between two rows. Scale: 10 persons x 2 degradations = 20 faces (the paper: hundreds of identities at
+512 px on GPUs), so intervals are wide.
+
+    python benchmarks/honestface_refs.py        # ~10 min on one core
+
+Writes benchmarks/results/honestface_refs.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTOS = ROOT.parent / "shared" / "data" / "photos"
+SIZE = 256
+METRICS = ("id_mfn", "fed", "ald_e", "ald_m", "lle", "niqe", "ms_swd")
+ROWS = ("input", "none", "one", "all", "wrong")
+PAIRS = (("one", "none"), ("all", "none"), ("all", "one"), ("wrong", "none"), ("wrong", "all"), ("none", "input"))
+
+
+def bootstrap(d: np.ndarray, n: int = 2000, seed: int = 0) -> list[float]:
+    d = d[np.isfinite(d)]
+    if len(d) == 0:
+        return [float("nan")] * 3
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), (n, len(d)))].mean(1)
+    return [float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
+def degrade_face(x: torch.Tensor, kind: str, seed: int) -> torch.Tensor:
+    from facerestore import degrade
+
+    if kind == "blind":
+        return degrade.apply(x.double(), "realworld-vqfr", generator=seed)[0].float().clamp(0, 1)
+    small = degrade.resize(x, size=SIZE // 8, method="bicubic", antialias=True)
+    return degrade.resize(small, size=SIZE, method="bicubic", antialias=False).clamp(0, 1)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--persons", type=int, default=0, help="first N persons only (0 = all)")
+    ap.add_argument("--weights", default=None, help="honestface weights (default: the built-in model)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "honestface_refs"))
+    args = ap.parse_args()
+    if not PHOTOS.is_dir():
+        sys.exit(f"{PHOTOS} is missing")
+    from facerestore import metrics
+    from facerestore.methods import load_restorer
+    from facerestore.methods.honestface.train import photo_identities, query_photo
+    from facerestore.pipeline import prepare_refs
+
+    torch.set_num_threads(1)
+    t0 = time.time()
+    r = load_restorer("honestface", weights=args.weights)
+    size = r.spec.size
+    groups = [g for g in photo_identities(PHOTOS) if query_photo(g)]
+    if args.persons:
+        groups = groups[: args.persons]
+    m = {name: metrics.create(name, **({"aligned": True} if name not in ("niqe", "ms_swd") else {}))
+         for name in METRICS}
+    aligned: dict[tuple[str, int], torch.Tensor] = {}
+
+    def face(name: str, s: int) -> torch.Tensor:
+        if (name, s) not in aligned:
+            aligned[(name, s)] = prepare_refs([PHOTOS / name], s)
+        return aligned[(name, s)]
+
+    records = []
+    for pi, group in enumerate(groups):
+        q = query_photo(group)
+        others = [n for n in group if n != q]
+        wrong_group = groups[(pi + 1) % len(groups)]
+        wrong = [n for n in wrong_group if n != query_photo(wrong_group)][: len(others)]
+        clean = face(q, SIZE)
+        refsets = {"one": torch.cat([face(n, size) for n in others[:1]]),
+                   "all": torch.cat([face(n, size) for n in others]),
+                   "wrong": torch.cat([face(n, size) for n in wrong])}
+        for kind in ("blind", "x8"):
+            lq = degrade_face(clean, kind, seed=1000 + pi)
+            outs = {"input": lq, "none": r.restore(lq)}
+            dist, refused = {}, {}
+            for row, refs in refsets.items():
+                try:
+                    outs[row] = r.restore(lq, refs=refs)
+                    refused[row] = False
+                except Exception as exc:  # InputError: another person (the refusal)
+                    if "different person" not in str(exc):
+                        raise
+                    refused[row] = True
+                    outs[row] = r.restore(lq, refs=refs, force_refs=True)
+                dist[row] = r.last_refs_distance
+            rec = {"person": pi, "query": q, "degradation": kind, "refs": {k: len(v) for k, v in refsets.items()},
+                   "refs_distance": dist, "refused": refused, "scores": {}}
+            with torch.no_grad():
+                for row, y in outs.items():
+                    rec["scores"][row] = {name: float(fn(y) if name == "niqe" else fn(y, clean)) for name, fn in
+                                          m.items()}
+            records.append(rec)
+            print(json.dumps({"person": pi, "kind": kind, "id_mfn": {k: round(v["id_mfn"], 4) for k, v in
+                                                                     rec["scores"].items()}}), flush=True)
+    summary: dict = {"rows": {}, "pairs": {}}
+    for row in ROWS:
+        summary["rows"][row] = {name: float(np.nanmean([rc["scores"][row][name] for rc in records]))
+                                for name in METRICS}
+    for a, b in PAIRS:
+        summary["pairs"][f"{a} - {b}"] = {
+            name: bootstrap(np.array([rc["scores"][a][name] - rc["scores"][b][name] for rc in records]))
+            for name in METRICS}
+    for kind in ("blind", "x8"):
+        sub = [rc for rc in records if rc["degradation"] == kind]
+        summary[f"id_mfn {kind}"] = {f"{a} - {b}": bootstrap(np.array([rc["scores"][a]["id_mfn"] -
+                                                                         rc["scores"][b]["id_mfn"] for rc in sub]))
+                                     for a, b in PAIRS}
+    summary["refusal_rate"] = {row: float(np.mean([rc["refused"][row] for rc in records])) for row in
+                               ("one", "all", "wrong")}
+    meta = json.loads(Path(str(r.default_weights())).with_suffix(".json").read_text()) if args.weights is None else {}
+    result = {"benchmark": "honestface_refs", "faces": len(records), "persons": len(groups), "size": SIZE,
+              "model_size": size, "weights": str(args.weights or "builtin:honestface-compact-128"),
+              "weights_steps": meta.get("steps"), "train_hours": meta.get("train_hours"),
+              "seconds": time.time() - t0, "machine": f"{platform.machine()} {os.cpu_count()} cores, 1 thread",
+              "summary": summary, "records": records}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    out.with_suffix(".md").write_text(to_markdown(result))
+    print(to_markdown(result))
+    return 0
+
+
+def to_markdown(res: dict) -> str:
+    s = res["summary"]
+    f = lambda v: "nan" if v != v else f"{v:.4g}"  # noqa: E731
+    lines = [f"# HonestFace references ({res['faces']} faces: {res['persons']} persons x blind/x8, {res['size']} px; "
+             f"model {res['weights']}, {res['weights_steps']} steps, {res['train_hours'] or 0:.2f} h CPU)", "",
+             "Mean per row (lower is better for every column).", "",
+             "| row | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
+    for row, v in s["rows"].items():
+        lines.append(f"| {row} | " + " | ".join(f(v[n]) for n in METRICS) + " |")
+    lines += ["", "Paired differences: mean [95% bootstrap interval] (negative = the first row is better).", "",
+              "| pair | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
+    for pair, v in s["pairs"].items():
+        lines.append(f"| {pair} | " + " | ".join(f"{f(v[n][0])} [{f(v[n][1])}, {f(v[n][2])}]" for n in METRICS)
+                     + " |")
+    lines += ["", "id_mfn by degradation: " + "; ".join(
+        f"{k}: " + ", ".join(f"{p} {f(v[0])} [{f(v[1])}, {f(v[2])}]" for p, v in s[k].items())
+        for k in ("id_mfn blind", "id_mfn x8")), "",
+        "Refusal rate of the reference check (median dlib distance > 0.75): " +
+        ", ".join(f"{k} {v:.2f}" for k, v in s["refusal_rate"].items()) + ".", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
