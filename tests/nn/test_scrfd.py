@@ -285,7 +285,7 @@ def test_letterbox_and_padding():
 # --- the detector ---------------------------------------------------------------------------------------------
 
 
-def _reference_detections(session, canvas, factors, threshold=0.5, iou=0.4):
+def _reference_detections(session, canvas, factors, threshold, iou=0.4):
     """InsightFace's decoding of onnxruntime's outputs, written here from its definition, mapped to the photo
     (boxes: edges times the factors; points: facerestore's pixel centres)."""
     outs = session.run(None, {"input.1": _blob(canvas)})
@@ -334,7 +334,7 @@ def test_detections_equal_the_reference_decoding(detector, session, any_size_ses
     canvas, factors = det.network_input(img)
     assert canvas.shape == ((640, 640, 3) if det.size else (640, 960, 3))
     ref_scores, ref_boxes, ref_points = _reference_detections(session if det.size else any_size_session,
-                                                              canvas, factors)
+                                                              canvas, factors, det.threshold)
     dets = det.detect(img)
     assert len(dets) == len(ref_scores) >= (1 if kind == "astronaut" else 4)
     for d, s, b, p in zip(dets, ref_scores, ref_boxes, ref_points):

@@ -609,13 +609,15 @@ def _scrfd_net(weights: str | None, device: str) -> Any:
 # of that plateau. dlib HOG: the best (found - false) was at -0.86 (71 found, 4 false) against 32 found at 0,
 # but those canvases hold little background; on whole photos HOG puts many boxes on texture between -1 and
 # -0.5, so dlib's own 0 stays the default (the old pipeline filter at 0.3 found 18 of 80). dlib CNN: dlib's
-# own 0, not calibrated (its ~10 s per megapixel did not fit the time).
+# own 0, not calibrated (its ~10 s per megapixel did not fit the time). SCRFD (640 letterbox): 149 of 150 crops
+# found with 1 false box from 0.3 to 0.35 (results/detection_calibration_scrfd.json), 147 at InsightFace's 0.5;
+# 0.35 is the top of that plateau.
 DEFAULT_SCORE_THRESHOLDS: dict[str, float] = {
     "retinaface": 0.5,
     "hog": 0.0,
     "cnn": 0.0,
     "yunet": 0.6,
-    "scrfd": 0.5,
+    "scrfd": 0.35,
 }
 
 
