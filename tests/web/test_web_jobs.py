@@ -239,6 +239,9 @@ def test_job_refuses_an_output_over_the_pixel_limit_before_restoring(tmp_path, u
 def test_job_level_errors_are_one_line(tmp_path, uploads):
     with pytest.raises(InputError, match="upload one or more photos"):
         jobs.run_job([], jobs.JobOptions(), tmp_path, jobs.Limits())
+    with pytest.raises(InputError, match=r"steps must be a whole number in \[1, 10\]"):
+        jobs.run_job([uploads / "a1" / "astronaut_lq.png"], jobs.JobOptions(method="rls", steps=11), tmp_path,
+                     jobs.Limits(), max_steps=10)
     with pytest.raises(InputError, match="at most 1 per job"):
         jobs.run_job([uploads / "a1" / "astronaut_lq.png"] * 2, jobs.JobOptions(), tmp_path, jobs.Limits(max_files=1))
     with pytest.raises(InputError, match=r"^reference notes\.png: cannot decode image"):

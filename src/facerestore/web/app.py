@@ -236,7 +236,7 @@ def build_app(cfg: ServeConfig, sessions: jobs.Sessions, *, uploads_root: str | 
                                        blend=float(bl), gate=bool(use_gate), upscale=float(up), detector=det,
                                        steps=int(n_steps) if spec.unsupervised else None, device=cfg.device)
                 result = jobs.run_job(paths, opts, ws.new_job_dir(), lim, refs=ref_paths, uploads_root=uploads_root,
-                                      on_progress=tick, cancelled=lambda: ws.closed)
+                                      on_progress=tick, cancelled=lambda: ws.closed, max_steps=cfg.max_steps)
             except jobs.EXPECTED_ERRORS as exc:
                 return (status_markdown(None, io.one_line(exc)), gr.update(choices=[], value=None, visible=False),
                         None, gr.update(choices=[], value=None), None, "", [], None, None)

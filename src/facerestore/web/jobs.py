@@ -494,11 +494,12 @@ def _output_ext(name: str, has_alpha: bool) -> str:
 def run_job(images: Sequence[str | os.PathLike], opts: JobOptions, job_dir: Path, limits: Limits, *,
             refs: Sequence[str | os.PathLike] = (), uploads_root: str | os.PathLike | None = None,
             on_progress: Callable[[int, int, str], None] | None = None,
-            cancelled: Callable[[], bool] | None = None) -> JobResult:
+            cancelled: Callable[[], bool] | None = None, max_steps: int = 1000) -> JobResult:
     """Restore uploaded photos into ``job_dir`` (the layout of ``facerestore restore -o job_dir``) and zip them.
 
     Errors of the whole job (options, weights, references) raise a one-line InputError; a photo that fails is
-    listed in ``JobResult.errors`` and the others go on. ``cancelled()`` is asked between photos.
+    listed in ``JobResult.errors`` and the others go on. ``cancelled()`` is asked between photos; ``max_steps``
+    bounds the optimisation steps a job may ask of the slow methods (``serve --max-steps``).
     """
     from facerestore.faces.detect import create_detector
     from facerestore.faces.paste import upscale_image, upscaled_shape
@@ -511,7 +512,7 @@ def run_job(images: Sequence[str | os.PathLike], opts: JobOptions, job_dir: Path
         raise InputError(f"{len(images)} photos: this server restores at most {limits.max_files} per job")
     if len(refs) > limits.max_refs:
         raise InputError(f"{len(refs)} reference photos: this server takes at most {limits.max_refs}")
-    opts.validate()
+    opts.validate(max_steps)
     restorer = get_restorer(opts.method, weights=resolve_weights_choice(opts.method, opts.weights),
                             device=opts.device, steps=opts.steps)
     restorer.progress = False
