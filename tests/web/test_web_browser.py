@@ -41,7 +41,8 @@ def _missing() -> str | None:
     if not CHROMIUM.is_file():
         return f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium)"
     for module in ("playwright", "gradio"):
-        if importlib.util.find_spec(module) is None:
+        spec = importlib.util.find_spec(module)
+        if spec is None or spec.origin is None:  # absent, or only the leftovers of an uninstall
             return f"needs the {module} package (pip install -e '.[web,web-test]')"
     return None
 

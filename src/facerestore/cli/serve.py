@@ -44,11 +44,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import importlib.util
-
     from facerestore.errors import InputError
 
-    if importlib.util.find_spec("gradio") is None:
+    try:
+        import gradio
+    except ImportError:
+        gradio = None
+    if not hasattr(gradio, "Blocks"):  # absent (or only the leftovers of an uninstall)
         raise InputError('facerestore serve needs Gradio: pip install "facerestore[web]"')
     from facerestore.cli.common import resolve_device
     from facerestore.web.app import ServeConfig, serve
