@@ -179,6 +179,15 @@ def test_job_options_are_validated(kw, msg):
         jobs.JobOptions(**kw).validate()
 
 
+def test_detectors_offered_are_the_registrys_with_their_licences():
+    from facerestore.faces.detect import DETECTORS
+
+    labels = dict((v, k) for k, v in jobs.detector_choices())
+    assert list(labels) == ["auto", *(d.name for d in DETECTORS)] == list(jobs.detector_names())
+    for d in DETECTORS:
+        assert d.licence in labels[d.name]
+
+
 def test_default_fidelity_is_the_methods_own():
     assert jobs.default_fidelity("ispl") == 1.0
     assert jobs.default_fidelity("rls") is None  # no knob: nothing is loaded

@@ -41,7 +41,6 @@ from facerestore.errors import FaceRestoreError, InputError
 
 __all__ = [
     "DEFAULT_WEIGHTS",
-    "DETECTOR_CHOICES",
     "JobOptions",
     "JobResult",
     "Limits",
@@ -51,6 +50,7 @@ __all__ = [
     "check_pixels",
     "default_fidelity",
     "detector_choices",
+    "detector_names",
     "error_line",
     "method_choices",
     "method_info",
@@ -67,8 +67,6 @@ MB = 1 << 20
 DEFAULT_MAX_PIXELS = 24_000_000  # input and output: a 24 MP photo at upscale 1, or 6 MP at upscale 2
 MAX_UPSCALE = 8.0
 DEFAULT_WEIGHTS = "default"
-# "auto" first, then the detectors of faces.detect.DETECTORS the CLI offers
-DETECTOR_CHOICES = ("auto", "retinaface", "dlib-hog", "dlib-cnn")
 RESULT_FOLDERS = ("restored_imgs", "cropped_faces", "restored_faces", "cmp")
 PREVIEW_FOLDER = "previews"  # the input upscaled like the output, for the before/after slider (not in the zip)
 ZIP_NAME = "results.zip"
@@ -368,16 +366,23 @@ def default_fidelity(method: str, weights: str | None = DEFAULT_WEIGHTS, device:
     return r.fidelity_used(None)
 
 
-def detector_choices() -> list[tuple[str, str]]:
-    """(label, name) of the face detectors, with their licence."""
+def detector_names() -> tuple[str, ...]:
+    """"auto", then every detector of the registry (``faces.detect.DETECTORS``)."""
     from facerestore.faces.detect import DETECTORS
 
-    by_name = {d.name: d for d in DETECTORS}
+    return ("auto", *(d.name for d in DETECTORS))
+
+
+def detector_choices() -> list[tuple[str, str]]:
+    """(label, name) of the face detectors, with their licence and whether their weights are here."""
+    from facerestore import zoo
+    from facerestore.faces.detect import DETECTORS
+
     out = [("auto (RetinaFace when its weights are cached, else dlib HOG)", "auto")]
-    for name in DETECTOR_CHOICES[1:]:
-        d = by_name.get(name)
-        if d is not None:
-            out.append((f"{name} ({d.licence})", name))
+    for d in DETECTORS:
+        missing = [w for w in d.weights if w != "dlib" and zoo.has_entry(w) and not zoo.is_available(w)]
+        status = f"; not downloaded: `facerestore models download {missing[0]}`" if missing else ""
+        out.append((f"{d.name} ({d.licence}{status})", d.name))
     return out
 
 
@@ -405,8 +410,8 @@ class JobOptions:
         if not _refs(spec):
             raise InputError(f"method {self.method!r} needs a weight file of yours: use `facerestore restore "
                              "--weights`")
-        if self.detector not in DETECTOR_CHOICES:
-            raise InputError(f"unknown face detector {self.detector!r}; available: {', '.join(DETECTOR_CHOICES)}")
+        if self.detector not in detector_names():
+            raise InputError(f"unknown face detector {self.detector!r}; available: {', '.join(detector_names())}")
         for name, value, lo, hi in (("upscale", self.upscale, 0.0, MAX_UPSCALE), ("blend", self.blend, 0.0, 1.0),
                                     ("fidelity", self.fidelity, 0.0, 1.0)):
             if value is None:
