@@ -10,12 +10,13 @@ Data (``prepare``, cached in ``OUT/data.pt``):
 - ../shared/data/ffhq256 (validation ids ending in 0 left out), area-resized to 128 px, with "self" references:
   photometrically jittered and slightly shifted views of the same face (the substitute for the synthetic identity
   sets of the issue, whose real-prior generator has not landed).
-Every sample: HQ face, LQ = ``realworld-gfpgan`` or the heavier ``realworld-vqfr`` (one each half, seeded by step
-and sample), 0-4 references (none with probability 0.25).
+Every sample: HQ face, LQ = ``realworld-gfpgan`` (60%) or the heavier ``realworld-vqfr`` (40%), seeded by step
+and sample, 0-4 references (none with probability 0.25).
 
 Two phases (the compact model has no pretrained Stable Diffusion behind it):
 - A (``--phase-a`` steps): the whole backbone (VAE, UNet base weights; LoRA disabled) and the prompt embedder
-  trained end to end with L1 + identity (eq. 8) + the VQ loss: this stands in for the pretraining SD had;
+  trained end to end with L1 + identity (eq. 8) + the VQ loss, plus the VAE's reconstruction of the clean face: this
+  stands in for the pretraining SD had;
 - B: the paper's setting: VAE and UNet base frozen, LoRA (rank 16, alpha 16) + prompt embedder trained with
   eq. 8 (identity, dlib's network: the only identity network we may train with; MobileFaceNet is reserved for
   evaluation), eq. 9 (global perceptual on the image and its Sobel edges), eq. 10-13 (masked face alignment,
@@ -156,7 +157,7 @@ def make_batch(data: dict[str, Any], step: int, batch: int, seed: int = 0) -> di
         x = faces[i].float() / 255
         if torch.rand((), generator=g) < 0.5:  # flip the target (refs keep their own geometry)
             x = x.flip(-1)
-        task = "realworld-gfpgan" if torch.rand((), generator=g) < 0.5 else "realworld-vqfr"
+        task = "realworld-gfpgan" if torch.rand((), generator=g) < 0.6 else "realworld-vqfr"
         y, _ = degrade.apply(x[None].double(), task, generator=int(torch.randint(2**31, (1,), generator=g)))
         hq.append(x)
         lq.append(y[0].float().clamp(0, 1))
@@ -302,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=15.0, help="wall time of this chunk")
     ap.add_argument("--phase-a", type=int, default=700, help="steps of phase A")
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=4e-4)
+    ap.add_argument("--lr", type=float, default=6e-4)
     ap.add_argument("--lr-b", type=float, default=1e-4, help="phase B learning rate (the paper's 1e-4, AdamW)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--export", default=None, help="also write the fp16 weights here after the chunk")
@@ -318,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     data = (torch.load(out / "data.pt", weights_only=True) if (out / "data.pt").is_file()
             else _prepare(out, 600, idl))
     net = HonestFaceNet(features=dlib_net)
-    disc = LatentDiscriminator()
+    disc = LatentDiscriminator(int(net.config.vae["latent_channels"]))
     perc = DlibPerceptual(dlib_net)
     state_path = out / "state.pt"
     state: dict[str, Any] = {"step": 0, "seconds": 0.0, "log": []}
@@ -352,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         terms: dict[str, torch.Tensor] = {"l1": 1.0 * (fake - hq).abs().mean(),
                                           "id": 2.0 * identity_cosine(idl, fake.clamp(0, 1), hq),
                                           "vq": 0.25 * net.prompt.vre.last_vq_loss}
+        if phase == "A":  # VAE reconstruction of the clean face: stands in for the autoencoder SD was trained as
+            terms["ae"] = 1.0 * (net.backbone.decode(net.backbone.encode(hq)) - hq).abs().mean()
         if phase == "B":
             m = mfa_masks(lq_lm, SIZE)
             terms["per"] = 0.5 * (perc(fake, hq) + perc(sobel(fake), sobel(hq)))  # eq. 9 (dlib features)
@@ -363,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         loss = sum(terms.values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
         opt.step()
         if phase == "B":  # eq. 5, D (alternating)
             with torch.no_grad():
