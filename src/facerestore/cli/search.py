@@ -6,8 +6,8 @@ import argparse
 
 HELP = "search an FRSNet / MFPSNet architecture (paper 001, NAS) from a YAML config; resumes automatically"
 EXAMPLES = """\
-  facerestore search configs/mfpsnet-search-tiny.yaml
-  facerestore search configs/mfpsnet-search-tiny.yaml --set epochs=4 --set rule=code
+  facerestore search configs/search/mfpsnet-tiny.yaml
+  facerestore search configs/search/mfpsnet-tiny.yaml --set epochs=4 --set rule=code
 Writes <output_dir>/<name>/genotype.json (the decoded architecture), arch_history.json and arch_<module>.png
 (architecture weights per epoch); re-running the same command resumes from checkpoints/last.pt exactly.
 """

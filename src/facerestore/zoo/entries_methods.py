@@ -59,11 +59,11 @@ register(ZooEntry(
 # Stable Diffusion 2.1-base (HonestFace / OSDFace's base, paper 003): the released original checkpoint of the
 # stabilityai/stable-diffusion-2-1-base model repository (EMA weights, 512 px), read with
 # torch.load(weights_only=True) and converted to diffusers' UNet2DConditionModel / AutoencoderKL names by
-# facerestore.methods.honestface.backbone.load_sd21_base. sha256 as published with the file. No URL is declared: put
-# the file you have into the cache (``facerestore models verify sd21-base`` checks it).
+# facerestore.methods.honestface.backbone.load_sd21_base. sha256 as published with the file (5.2 GB: fetched only by
+# an explicit `facerestore models download sd21-base`; a copy you already have can be put into the cache instead).
 register(ZooEntry(
     name="sd21-base",
-    url="",
+    url="https://huggingface.co/stabilityai/stable-diffusion-2-1-base/resolve/main/v2-1_512-ema-pruned.ckpt",
     sha256="88ecb782561455673c4b78d05093494b9c539fc6bfc08f3a9a4a0dd7b0b10f36",
     filename="v2-1_512-ema-pruned.ckpt",
     licence="CreativeML Open RAIL++-M",

@@ -299,18 +299,16 @@ def test_sd21_base_checkpoint_layout_converts_onto_the_real_module_tree():
     assert len(ldm_layout.sd21_base_unet()) == 686 and SD21_BASE.prompt_dim == 1024
 
 
-def test_sd21_base_zoo_entry_is_hash_pinned_and_never_downloaded(tmp_path, monkeypatch):
+def test_sd21_base_zoo_entry_is_hash_pinned_and_never_downloaded_on_use(tmp_path, monkeypatch):
     from facerestore import zoo
     from facerestore.errors import WeightsMissingError
     from facerestore.methods.honestface.backbone import load_sd21_base
 
     e = zoo.get_entry("sd21-base")
-    assert len(e.sha256) == 64 and e.url == "" and e.filename.endswith(".ckpt")
+    assert len(e.sha256) == 64 and e.url.endswith("/" + e.filename) and e.filename.endswith(".ckpt")
     monkeypatch.setenv("FACERESTORE_HOME", str(tmp_path))
-    with pytest.raises(WeightsMissingError, match="save your copy"):
-        load_sd21_base()
-    with pytest.raises(WeightsMissingError):
-        zoo.fetch("sd21-base")  # no address: nothing is fetched
+    with pytest.raises(WeightsMissingError, match="models download sd21-base"):
+        load_sd21_base()  # names the address and the command; loading never downloads
     bad = zoo.cached_path("sd21-base")
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"not a checkpoint")

@@ -122,3 +122,12 @@ def test_cli_search_runs_and_reports(faces, tmp_path, capsys):
     assert "step 1/1 finished" in out and (tmp_path / "runs" / "cli" / "genotype.json").is_file()
     assert main(["search", str(cfg), "--set", "epochs=ten"]) == 2  # one-line error
     assert "wrong type" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted((__import__("pathlib").Path(__file__).resolve().parents[3] / "configs"
+                                         / "search").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_search_configs_parse(path):
+    from facerestore.methods.mfpsnet.search import load_search_config
+
+    cfg = load_search_config(path)
+    assert cfg.epochs > 0 and cfg.size > 0 and cfg.batch_size > 0
