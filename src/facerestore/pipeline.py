@@ -38,6 +38,7 @@ from facerestore.errors import FaceRestoreError, InputError
 from facerestore.faces.detect import Detector, FaceDetection
 from facerestore.faces.identity import FaceEmbedder
 from facerestore.methods import Restorer, load_restorer, resize_crop
+from facerestore.methods.restorer import check_unit_interval
 from facerestore.quality_gate import GateDecision, gate_face
 
 __all__ = [
@@ -693,12 +694,7 @@ def restore_photo(
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     _check_options(face_size, batch_size, 1.0 if upscale is None else upscale, mask, min_score)
-    try:
-        blend_ok = 0.0 <= float(blend) <= 1.0
-    except (TypeError, ValueError):
-        blend_ok = False
-    if not blend_ok:
-        raise InputError(f"blend must be in [0, 1], got {blend}")
+    check_unit_interval("blend", blend)
     _background(background)  # a bad name fails before any work
 
     t = time.perf_counter()

@@ -61,6 +61,17 @@ def resize_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return y.clamp(0, 1).to(x.dtype)
 
 
+def check_unit_interval(name: str, value: Any) -> float:
+    """``value`` as a float in [0, 1] (the knobs: fidelity, blend), else a one-line InputError naming ``name``."""
+    try:
+        ok = 0.0 <= float(value) <= 1.0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(f"{name} must be in [0, 1], got {value}")
+    return float(value)
+
+
 class StepProgress:
     """A progress bar for the optimisation methods: ``update(phase, step, loss)`` per step, with the phase and
     the loss in the bar and tqdm's rate and ETA; silent when ``enabled`` is False. One bar per restore call
@@ -196,12 +207,7 @@ class Restorer(torch.nn.Module):
         if fidelity is not None:
             if not self.spec.supports_fidelity:
                 raise InputError(f"method {name!r} has no fidelity control; drop --fidelity")
-            try:
-                ok = 0.0 <= float(fidelity) <= 1.0
-            except (TypeError, ValueError):
-                ok = False
-            if not ok:
-                raise InputError(f"fidelity must be in [0, 1], got {fidelity}")
+            check_unit_interval("fidelity", fidelity)
         if self.spec.needs_refs and refs is None:
             raise InputError(f"method {name!r} needs reference photos of the same person (refs=, --refs DIR)")
 
