@@ -135,6 +135,10 @@ def test_cli_records_the_gate_and_refuses_a_bad_blend(tmp_path, capsys):
     assert main(["restore", "-i", str(EXAMPLE), "-o", str(tmp_path / "b"), "--upscale", "1", "-q"]) == 0
     rec = json.loads((tmp_path / "b" / "restored_imgs" / "astronaut.json").read_text())
     assert rec["quality_gate"] is True and rec["blend"] == 1.0
+    from facerestore.faces.detect import DETECTORS, canonical_detector_name
+
+    licence = {d.name: d.licence for d in DETECTORS}[canonical_detector_name(rec["detector"])]
+    assert rec["detector_licence"] == licence and licence
     # the sharp example face: the 128 px restorer would make it worse, so the photo keeps it
     (face,) = rec["faces"]
     assert face["paste_weight"] == face["gate"]["weight"] == 0.0 and rec["faces_kept"] == 1

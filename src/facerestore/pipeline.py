@@ -49,6 +49,7 @@ __all__ = [
     "crop_side",
     "decide_paste",
     "default_upscale",
+    "detector_licence",
     "get_restorer",
     "prepare_refs",
     "resolve_restorer",
@@ -209,6 +210,7 @@ class PhotoResult:
             "upscale": float(self.upscale),
             "aligned": self.aligned,
             "detector": self.detector,
+            "detector_licence": detector_licence(self.detector),
             "is_gray": self.is_gray,
             "bit_depth": self.bit_depth,
             "has_alpha": self.alpha is not None,
@@ -217,6 +219,20 @@ class PhotoResult:
             "timings": {k: round(float(v), 6) for k, v in self.timings.items()},
             "version": __version__,
         }
+
+
+def detector_licence(name: str | None) -> str | None:
+    """The licence of detector ``name``'s weights (faces.detect.DETECTORS; "auto" and aliases resolved), None when
+    unknown (aligned mode, a custom detector object)."""
+    if not name:
+        return None
+    from facerestore.faces.detect import DETECTORS, canonical_detector_name
+
+    try:
+        n = canonical_detector_name(name)
+    except InputError:
+        return None
+    return next((s.licence for s in DETECTORS if s.name == n), None)
 
 
 def write_photo_json(path: str | os.PathLike, result: PhotoResult, *, protect: Sequence[str | os.PathLike] = (),
