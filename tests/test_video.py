@@ -294,7 +294,7 @@ def test_stabilisation_lowers_flicker(tmp_path, clip):
         torch.manual_seed(0)
         out: list[np.ndarray] = []
         video.restore_video(clip, tmp_path / f"s{int(stabilize)}.mp4", restorer, upscale=1, detector="hog",
-                            mask="square", color_match=False, stabilize=stabilize,
+                            mask="square", color_match=False, stabilize=stabilize, gate=False,
                             frame_hook=lambda i, img, faces: out.append(img))
         return _flicker(out)
 
@@ -374,3 +374,41 @@ def test_carphone_clip(tmp_path):
     assert (info.width, info.height) == (176, 144)
     res = video.restore_video(src, tmp_path / "out.mp4", _Identity(), upscale=1, detector="hog", mask="square")
     assert res.frames == (info.frames or res.frames) and sum(res.faces_per_frame) > res.frames // 2
+
+
+def test_track_gate_holds_and_fades_decisions():
+    from types import SimpleNamespace as D
+
+    g = video.TrackGate(every=3, rate=0.5)
+    g.begin_frame([7])
+    assert g.needs_gate(0)
+    assert g.share(0, D(weight=1.0)) == 1.0  # a new track starts at its first decision
+    shares = []
+    for frame in range(2, 8):
+        g.begin_frame([7])
+        run = g.needs_gate(0)
+        assert run == (frame in (4, 7))  # every 3 frames
+        shares.append(g.share(0, D(weight=0.0) if run else None))
+    # the decision at frame 4 (0.0) is approached by half the gap per frame, never jumped to
+    assert shares == [1.0, 1.0, 0.5, 0.25, 0.125, 0.0625]
+    g.begin_frame([8])  # track 7 gone, a new one without a decision yet pastes nothing
+    assert g.needs_gate(0) and g.share(0, None) == 0.0
+    assert g.decisions == 3
+    from facerestore.errors import InputError
+
+    with pytest.raises(InputError):
+        video.TrackGate(every=0)
+
+
+def test_gated_video_keeps_a_worse_face_steadily(tmp_path, clip):
+    """The noisy restorer makes the face worse: the temporal gate keeps the input's face in every frame (no frame
+    switching to the restoration), decided once per 12 frames."""
+    out: list[np.ndarray] = []
+    res = video.restore_video(clip, tmp_path / "g.mp4", _Noisy(), upscale=1, detector="hog", mask="square",
+                              color_match=False, frame_hook=lambda i, img, faces: out.append(img))
+    assert res.gate_decisions >= 1 and res.gate_decisions <= res.tracks * 2
+    assert max(res.gate_shares) <= 0.25
+    base = _flicker(video.iter_frames(clip))
+    assert _flicker(out) - base < 0.01
+    rec = res.to_json()
+    assert rec["quality_gate"] is True and rec["mean_gate_share"] <= 0.25

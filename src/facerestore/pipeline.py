@@ -44,6 +44,7 @@ from facerestore.quality_gate import GateDecision, gate_face
 __all__ = [
     "FaceResult",
     "IdentityReport",
+    "PasteShares",
     "PhotoResult",
     "clear_restorer_cache",
     "crop_side",
@@ -441,6 +442,19 @@ def decide_paste(input_crop: np.ndarray, restored_crop: np.ndarray, *, blend: fl
     return float(blend) * decision.weight, decision
 
 
+class PasteShares:
+    """How a caller (the video loop) keeps the quality gate's decisions consistent over time: per detection index of
+    the current frame, ``needs_gate(i)`` says whether to run the gate for that face now, and ``share(i, decision)``
+    turns the gate's decision (None when it was not run) into the share of the restoration to paste, in [0, 1]
+    (``blend`` is applied on top). :class:`facerestore.video.TrackGate` is the implementation."""
+
+    def needs_gate(self, index: int) -> bool:
+        raise NotImplementedError
+
+    def share(self, index: int, decision: GateDecision | None) -> float:
+        raise NotImplementedError
+
+
 def _background(background: Background) -> Callable[[np.ndarray, float], np.ndarray] | None:
     from facerestore.faces.paste import UPSCALE_METHODS, upscale_image
 
@@ -564,6 +578,7 @@ def restore_faces_in_photo(
     blend: float = 1.0,
     gate: bool = True,
     force_refs: bool = False,
+    shares: PasteShares | None = None,
 ) -> tuple[np.ndarray, list[FaceResult]]:
     """Align each detected face at ``face_size`` (or larger: :func:`crop_side`), restore, check identity, weigh each
     face (``blend`` times the quality gate's share, :func:`decide_paste`), paste into the upscaled photo."""
@@ -573,7 +588,9 @@ def restore_faces_in_photo(
     timings = {} if timings is None else timings
     t = time.perf_counter()
     alns = []
-    for d in dets:
+    index: dict[int, int] = {}  # id of the detection -> its index in ``dets`` (faces outside the photo are skipped)
+    for i, d in enumerate(dets):
+        index[id(d)] = i
         try:
             a = align_face(rgb, d.landmarks5, size=face_size)
             side = crop_side(affine_scale(a.affine) * 512.0 / face_size, upscale, face_size, int(restorer.spec.size))
@@ -595,8 +612,14 @@ def restore_faces_in_photo(
     t = time.perf_counter()
     faces = []
     for (d, a), rc, report in zip(alns, restored, reports):
-        weight, decision = decide_paste(a.crop, rc, blend=blend, gate=gate, embedder=embedder,
-                                        valid=inside_photo(a, rgb.shape) if gate else None)
+        if shares is None:
+            weight, decision = decide_paste(a.crop, rc, blend=blend, gate=gate, embedder=embedder,
+                                            valid=inside_photo(a, rgb.shape) if gate else None)
+        else:
+            run = gate and blend > 0 and shares.needs_gate(index[id(d)])
+            _, decision = decide_paste(a.crop, rc, gate=run, embedder=embedder,
+                                       valid=inside_photo(a, rgb.shape) if run else None)
+            weight = float(blend) * float(np.clip(shares.share(index[id(d)], decision), 0.0, 1.0))
         faces.append(FaceResult(
             box=np.asarray(d.box, np.float64), score=float(d.score), landmarks5=np.asarray(d.landmarks5),
             landmarks68=None if d.landmarks68 is None else np.asarray(d.landmarks68), affine=a.affine,
@@ -659,6 +682,7 @@ def restore_photo(
     blend: float = 1.0,
     gate: bool = True,
     force_refs: bool = False,
+    shares: PasteShares | None = None,
 ) -> PhotoResult:
     """Restore the faces of a photo and paste them back into the upscaled photo.
 
@@ -698,6 +722,8 @@ def restore_photo(
         gate: the quality gate (:mod:`facerestore.quality_gate`): a restored face that is less sharp, of worse
             NIQE or another person than the face in the photo is blended toward it or not pasted; each face's
             decision is in its record. False pastes every restoration at ``blend``.
+        shares: a :class:`PasteShares` that decides when the gate runs and how its decisions become shares
+            (videos: per track, held and smoothed over frames); None = each face on its own.
         min_score: ignore detections scoring below this, on top of the detector's own threshold (a detector given
             by name applies its calibrated default, ``faces.detect.DEFAULT_SCORE_THRESHOLDS``; a fixed 0.3 on
             dlib's SVM margin threw real faces away); None keeps what the detector returns.
@@ -741,7 +767,7 @@ def restore_photo(
         out, faces = restore_faces_in_photo(
             rgb, r, upscale, dets, fidelity=fidelity, refs=refs_t, embedder=embedder, face_size=int(face_size),
             batch_size=int(batch_size), mask=mask, background=background, color_match=color_match, timings=timings,
-            blend=float(blend), gate=gate, force_refs=force_refs,
+            blend=float(blend), gate=gate, force_refs=force_refs, shares=shares,
         )
         det_name = detector if isinstance(detector, str) else getattr(detector, "name", type(detector).__name__)
 

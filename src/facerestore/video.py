@@ -414,6 +414,47 @@ def _temp_path(target: Path) -> Path:
     return Path(tmp)
 
 
+class TrackGate:
+    """The photo quality gate made temporal (:class:`facerestore.pipeline.PasteShares`): the gate runs for a track
+    on its first frame and then every ``every`` frames (NIQE costs ~0.1 s a candidate), and the share pasted
+    moves toward each new decision by ``rate`` per frame (an exponential approach, so a face near the gate's
+    threshold fades between restored and original instead of switching: no flicker). A new track starts at its
+    first decision. ``shares`` keeps every share used (for the record)."""
+
+    def __init__(self, every: int = 12, rate: float = 0.2) -> None:
+        if int(every) < 1 or not 0.0 < float(rate) <= 1.0:
+            raise InputError(f"TrackGate needs every >= 1 and rate in (0, 1], got {every}, {rate}")
+        self.every, self.rate = int(every), float(rate)
+        self._ids: list[int] = []
+        self._frame = 0
+        self._state: dict[int, dict[str, float]] = {}  # track -> share, target, frame of the last decision
+        self.shares: list[float] = []
+        self.decisions = 0
+
+    def begin_frame(self, ids: Sequence[int]) -> None:
+        self._frame += 1
+        self._ids = list(ids)
+        self._state = {k: v for k, v in self._state.items() if k in self._ids}
+
+    def needs_gate(self, index: int) -> bool:
+        st = self._state.get(self._ids[index])
+        return st is None or self._frame - st["decided"] >= self.every
+
+    def share(self, index: int, decision: Any) -> float:
+        track = self._ids[index]
+        st = self._state.get(track)
+        if decision is not None:
+            self.decisions += 1
+            if st is None:
+                st = self._state[track] = {"share": float(decision.weight), "target": float(decision.weight)}
+            st["target"], st["decided"] = float(decision.weight), float(self._frame)
+        if st is None:  # no decision yet (the gate was not asked to run): paste nothing rather than guess
+            return 0.0
+        st["share"] += self.rate * (st["target"] - st["share"])
+        self.shares.append(st["share"])
+        return st["share"]
+
+
 @dataclass
 class VideoResult:
     """What :func:`restore_video` did."""
@@ -429,6 +470,8 @@ class VideoResult:
     tracks: int
     blend_weights: list[float]
     seconds: float
+    gate_shares: list[float] | None = None
+    gate_decisions: int = 0
 
     def to_json(self) -> dict[str, Any]:
         w = self.blend_weights
@@ -436,6 +479,8 @@ class VideoResult:
                 "fps": float(self.fps), "codec": self.codec, "audio_packets": self.audio_packets,
                 "faces": int(sum(self.faces_per_frame)), "frames_with_faces": sum(1 for n in self.faces_per_frame if n),
                 "tracks": self.tracks, "mean_blend_weight": float(np.mean(w)) if w else 0.0,
+                "quality_gate": self.gate_shares is not None, "gate_decisions": self.gate_decisions,
+                "mean_gate_share": float(np.mean(self.gate_shares)) if self.gate_shares else None,
                 "seconds": round(self.seconds, 3),
                 "frames_per_second": round(self.frames / self.seconds, 3) if self.seconds > 0 else None}
 
@@ -521,9 +566,9 @@ def restore_video(
         det = create_detector(detector) if isinstance(detector, str) else detector
         tracker = FaceTracker(float(info.fps), smooth=stabilize)
         blender = TemporalBlender(restorer, max_weight=max_weight if stabilize else 0.0, motion_limit=motion_limit)
-        # the photo quality gate decides per frame: a face near its threshold would switch between restored and
-        # original from frame to frame (flicker), so videos paste every restoration (at ``blend``) unless asked
-        photo_options = {"identity": False, "gate": False, **photo_options}
+        # the photo quality gate, made temporal: decided per track every few frames and faded (TrackGate)
+        photo_options = {"identity": False, **photo_options}
+        track_gate = TrackGate() if photo_options.get("gate", True) else None
         n_frames = 0
         n_audio = 0
         faces_per_frame: list[int] = []
@@ -555,7 +600,10 @@ def restore_video(
                     ordered = sort_detections([d for _, d in tracked])
                     ids = [next(i for i, d in tracked if d is o) for o in ordered]
                     blender.begin_frame(ids)
-                    res = restore_photo(rgb, blender, upscale=upscale, detector=_Fixed(ordered), **photo_options)
+                    if track_gate is not None:
+                        track_gate.begin_frame(ids)
+                    res = restore_photo(rgb, blender, upscale=upscale, detector=_Fixed(ordered), shares=track_gate,
+                                        **photo_options)
                     faces_per_frame.append(len(res.faces))
                     if frame_hook is not None:
                         frame_hook(n_frames, res.image, res.faces)
@@ -590,7 +638,9 @@ def restore_video(
             tmp.unlink(missing_ok=True)
     return VideoResult(path=dst, frames=n_frames, width=ew, height=eh, fps=info.fps, codec=enc.name,
                        audio_packets=n_audio, faces_per_frame=faces_per_frame, tracks=tracker._next_id,
-                       blend_weights=blender.weights, seconds=time.perf_counter() - t0)
+                       blend_weights=blender.weights, seconds=time.perf_counter() - t0,
+                       gate_shares=None if track_gate is None else track_gate.shares,
+                       gate_decisions=0 if track_gate is None else track_gate.decisions)
 
 
 class _Fixed:

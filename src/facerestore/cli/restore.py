@@ -54,8 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-gate", dest="gate", action="store_false",
                    help="paste every restored face even when the quality gate finds it less sharp, of worse NIQE or "
                    "another person than the face in the photo (by default such faces are blended toward the "
-                   "original or kept as they were; restored_imgs/STEM.json says which and why). Videos never use the "
-                   "gate (a face switching between restored and original from frame to frame would flicker)")
+                   "original or kept as they were; restored_imgs/STEM.json says which and why). In videos the gate "
+                   "decides per tracked face every 12 frames and fades between decisions (no flicker)")
     p.add_argument("--aligned", action="store_true",
                    help="inputs are already FFHQ-aligned square face crops: no detection, no paste-back")
     p.add_argument("--only-center-face", action="store_true", help="restore only the face nearest the centre")
@@ -298,7 +298,7 @@ def _restore_video(path: Path, target: Path, args: argparse.Namespace, restorer:
                             codec=args.codec, protect=protect, on_frame=tick, fidelity=args.fidelity,
                             only_center_face=args.only_center_face, min_score=args.min_score, refs=refs,
                             color_match=args.color_match, mask=args.mask, background=background,
-                            blend=args.blend)
+                            blend=args.blend, gate=args.gate)
     finally:
         bar.close()
     io.atomic_write_json(target.with_suffix(".json"), {"input": str(path), "method": args.method,
