@@ -1,10 +1,11 @@
-"""`facerestore serve`: a web page for restoring photos (Gradio; ``pip install "facerestore[web]"``).
+"""`facerestore serve`: a web page for restoring photos and videos (Gradio; ``pip install "facerestore[web]"``).
 
-The page calls the functions ``facerestore restore`` calls (``pipeline.restore_photo``, ``write_photo_json``)
-and offers the registry's methods and weights (with their licences), fidelity, blend, upscale, detector,
-quality gate and reference photos; it shows before/after of each face and of the whole photo, the per-face
-identity report, and the results to download one by one or as a zip. It binds to loopback unless ``--host``
-says otherwise, limits uploads in bytes and pixels, runs ``--concurrency`` jobs at once with at most
+The page calls the functions ``facerestore restore`` calls (``pipeline.restore_photo``, ``write_photo_json``,
+``video.restore_video``) and offers the registry's methods and weights (with their licences), fidelity, blend,
+upscale, detector, quality gate, paste mask, background upsampler, output format and reference photos; it shows
+before/after of each face and of the whole photo, the per-face identity report, a restored video in a player,
+and the results to download one by one or as a zip. It binds to loopback unless ``--host`` says otherwise,
+limits uploads in bytes, pixels and video frames, runs ``--concurrency`` jobs at once with at most
 ``--queue-size`` waiting (past that the page says the server is busy), and removes each session's files when its
 page is closed and everything when the server stops. Docs: docs/web.md.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "serve a web page for restoring photos (Gradio; binds to 127.0.0.1 by default)"
+HELP = "serve a web page for restoring photos and videos (Gradio; binds to 127.0.0.1 by default)"
 EXAMPLES = """\
   facerestore serve                                  # then open http://127.0.0.1:7860
   facerestore serve --port 8080 --max-upload-mb 10 --max-pixels 12000000
@@ -22,7 +23,7 @@ EXAMPLES = """\
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from facerestore.web.jobs import DEFAULT_MAX_PIXELS
+    from facerestore.web.jobs import DEFAULT_MAX_PIXELS, DEFAULT_MAX_VIDEO_FRAMES
 
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes the page, "
@@ -32,7 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help=f"largest image read or written, in pixels, input and output (default {DEFAULT_MAX_PIXELS}: "
                    "a 24 MP photo at upscale 1, 6 MP at upscale 2)")
-    p.add_argument("--max-files", type=int, default=16, help="photos per job (default 16)")
+    p.add_argument("--max-files", type=int, default=16, help="files per job (default 16)")
+    p.add_argument("--max-video-frames", type=int, default=DEFAULT_MAX_VIDEO_FRAMES,
+                   help=f"most frames of an uploaded video (default {DEFAULT_MAX_VIDEO_FRAMES}: 30 s at 30 frames/s); "
+                   "longer videos are refused, so that one job cannot hold a worker for hours (one video per job)")
     p.add_argument("--concurrency", type=int, default=1,
                    help="jobs restored at the same time, one per worker (default 1)")
     p.add_argument("--queue-size", type=int, default=4,
@@ -56,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from facerestore.web.app import ServeConfig, serve
     from facerestore.web.jobs import Limits
 
-    limits = Limits(max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, max_files=args.max_files)
+    limits = Limits(max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, max_files=args.max_files,
+                    max_video_frames=args.max_video_frames)
     cfg = ServeConfig(host=args.host, port=args.port, limits=limits, concurrency=args.concurrency,
                       queue_size=args.queue_size, device=str(resolve_device(args.device)), max_steps=args.max_steps,
                       default_method=args.method)

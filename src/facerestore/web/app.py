@@ -2,7 +2,8 @@
 :mod:`facerestore.web.jobs`; this module only lays out the page and wires it.
 
 Safe by default: the server binds to loopback; each upload is limited in bytes (Gradio refuses larger ones,
-:func:`jobs.read_upload` checks again) and in pixels (before decoding, and the output after the upscale);
+:func:`jobs.check_upload` checks again) and in pixels (before decoding, and the output after the upscale; for a
+video, its frames), a video also in frames (``--max-video-frames``);
 jobs go through a bounded queue (``queue_size`` waiting, ``concurrency`` running, one job per worker: past
 that, the page says the server is busy); a failing photo shows the CLI's one-line error; every file lives in one
 temporary folder (Gradio's upload folder too, ``GRADIO_TEMP_DIR``), each session's part removed when its page
@@ -29,9 +30,10 @@ from facerestore.web import jobs
 __all__ = ["ServeConfig", "build_app", "is_loopback", "serve"]
 
 IMAGE_TYPES = list(io.IMAGE_EXTENSIONS)
+VIDEO_TYPES = list(jobs.VIDEO_EXTENSIONS)
 ELEMENT_IDS = ("photos", "method", "weights", "method-info", "fidelity", "blend", "upscale", "detector", "gate",
-               "steps", "refs", "restore", "status", "pick", "compare", "face-pick", "face-compare", "face-info",
-               "report", "downloads")
+               "steps", "center-face", "min-score", "mask", "bg-upsampler", "ext", "refs", "restore", "status",
+               "video", "pick", "compare", "face-pick", "face-compare", "face-info", "report", "downloads")
 
 REPORT_WIDTHS = ["20%", "6%", "14%", "7%", "9%", "8%", "8%", "10%", "11%", "7%"]
 CSS = """
@@ -91,10 +93,11 @@ def status_markdown(result: jobs.JobResult | None, error: str | None = None) -> 
         return f"**Error:** {_md_escape(error)}"
     if result is None:
         return ""
-    lines = [_md_escape(result.summary()) if result.photos else "**Nothing restored.**"]
+    done = bool(result.photos or result.videos)
+    lines = [_md_escape(result.summary()) if done else "**Nothing restored.**"]
     if result.errors:
         lines.append("")
-        lines.append("Not restored:" if result.photos else "")
+        lines.append("Not restored:" if done else "")
         lines += [f"- {_md_escape(e)}" for e in result.errors]
     return "\n".join(ln for ln in lines if ln is not None)
 
@@ -164,14 +167,15 @@ def build_app(cfg: ServeConfig, sessions: jobs.Sessions, *, uploads_root: str | 
     lim = cfg.limits
 
     with gr.Blocks(title="facerestore", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
-        gr.Markdown("# facerestore\nRestore the faces of photos: the same pipeline as `facerestore restore`. "
-                    f"Up to {lim.max_files} photos per job, {lim.max_upload_mb:g} MB and "
-                    f"{lim.max_pixels / 1e6:.1f} megapixels each (the output too).")
+        gr.Markdown("# facerestore\nRestore the faces of photos and videos: the same pipeline as `facerestore "
+                    f"restore`. Up to {lim.max_files} files per job ({lim.max_videos} video of at most "
+                    f"{lim.max_video_frames} frames), {lim.max_upload_mb:g} MB and {lim.max_pixels / 1e6:.1f} "
+                    "megapixels each (the output too).")
         state = gr.State(None)
         with gr.Row():
             with gr.Column(scale=2, min_width=320):
-                photos = gr.File(label="Photos", file_count="multiple", file_types=IMAGE_TYPES, type="filepath",
-                                 elem_id="photos", height=140)
+                photos = gr.File(label=f"Photos or a video ({', '.join(VIDEO_TYPES)})", file_count="multiple",
+                                 file_types=IMAGE_TYPES + VIDEO_TYPES, type="filepath", elem_id="photos", height=140)
                 method = gr.Dropdown(choices=jobs.method_choices(), value=method0, label="Method", elem_id="method")
                 weights = gr.Dropdown(choices=jobs.weight_choices(method0), value=jobs.DEFAULT_WEIGHTS,
                                       label="Weights", elem_id="weights")
@@ -188,12 +192,27 @@ def build_app(cfg: ServeConfig, sessions: jobs.Sessions, *, uploads_root: str | 
                                    label="Quality gate: keep the photo's own face where the restoration is worse")
                 steps = gr.Slider(1, cfg.max_steps, value=min(50, cfg.max_steps), step=1, elem_id="steps",
                                   label="Optimisation steps per face", visible=bool(spec0.unsupervised))
+                bg_choices, bg_note = jobs.bg_upsampler_choices()
+                with gr.Accordion("More options (as `facerestore restore`'s)", open=False):
+                    center = gr.Checkbox(value=False, label="Only the face nearest the centre", elem_id="center-face")
+                    min_score = gr.Number(value=None, label="Detector score threshold (empty: the detector's own; "
+                                          "its scale: retinaface and scrfd face probability, dlib an SVM margin)",
+                                          elem_id="min-score")
+                    mask = gr.Dropdown(choices=jobs.mask_choices(), value="mesh", label="Paste-back mask",
+                                       elem_id="mask")
+                    bg = gr.Dropdown(choices=bg_choices, value="lanczos", elem_id="bg-upsampler", info=bg_note,
+                                     label="Background upsampler (the photo around the faces)")
+                    ext = gr.Radio(choices=[("auto (JPEG stays JPEG, the rest PNG)", "auto"), ("png", "png"),
+                                            ("jpg", "jpg")], value="auto", label="Format of restored photos",
+                                   elem_id="ext")
                 with gr.Accordion("Reference photos of the same person (optional)", open=False):
                     refs = gr.File(label="References", file_count="multiple", file_types=IMAGE_TYPES,
                                    type="filepath", elem_id="refs", height=100)
                 run = gr.Button("Restore", variant="primary", elem_id="restore")
             with gr.Column(scale=3, min_width=400):
                 status = gr.Markdown("", elem_id="status")
+                video = gr.Video(label="Restored video", interactive=False, visible=False, elem_id="video",
+                                 height=420)
                 pick = gr.Dropdown(choices=[], value=None, label="Photo", visible=False, elem_id="pick")
                 compare = gr.ImageSlider(label="Whole photo: before | after (drag the handle)", type="filepath",
                                          elem_id="compare", interactive=False, max_height=520)
@@ -221,31 +240,40 @@ def build_app(cfg: ServeConfig, sessions: jobs.Sessions, *, uploads_root: str | 
             return jobs.method_info(name, w)
 
         def on_restore(files: list[str] | None, name: str, w: str, fid: float, bl: float, up: float, det: str,
-                       use_gate: bool, n_steps: float, ref_files: list[str] | None, request: gr.Request,
+                       use_gate: bool, n_steps: float, only_center: bool, score: float | None, mask_name: str,
+                       bg_name: str, ext_name: str, ref_files: list[str] | None, request: gr.Request,
                        progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008 (Gradio's idiom)
             ws = sessions.get(getattr(request, "session_hash", None))
             paths, ref_paths = list(files or []), list(ref_files or [])
             ws.note_uploads(paths + ref_paths)
 
             def tick(done: int, total: int, photo: str) -> None:
-                progress((done, total), desc=f"restoring {photo}" if photo else "writing the zip", unit="photos")
+                progress((done, total), desc=f"restoring {photo}" if photo else "writing the zip", unit="files")
+
+            def frame_tick(video_name: str, done: int, total: int | None) -> None:
+                progress((done, total), desc=f"restoring {video_name}", unit="frames")
 
             try:
                 spec = _spec(name)
                 opts = jobs.JobOptions(method=name, weights=w, fidelity=float(fid) if spec.supports_fidelity else None,
                                        blend=float(bl), gate=bool(use_gate), upscale=float(up), detector=det,
-                                       steps=int(n_steps) if spec.unsupervised else None, device=cfg.device)
+                                       steps=int(n_steps) if spec.unsupervised else None, device=cfg.device,
+                                       only_center_face=bool(only_center), min_score=None if score is None
+                                       else float(score), mask=mask_name, bg_upsampler=bg_name, ext=ext_name)
                 result = jobs.run_job(paths, opts, ws.new_job_dir(), lim, refs=ref_paths, uploads_root=uploads_root,
-                                      on_progress=tick, cancelled=lambda: ws.closed, max_steps=cfg.max_steps)
+                                      on_progress=tick, cancelled=lambda: ws.closed, max_steps=cfg.max_steps,
+                                      on_frame=frame_tick)
             except jobs.EXPECTED_ERRORS as exc:
-                return (status_markdown(None, io.one_line(exc)), gr.update(choices=[], value=None, visible=False),
+                return (status_markdown(None, io.one_line(exc)), gr.update(value=None, visible=False),
+                        gr.update(choices=[], value=None, visible=False),
                         None, gr.update(choices=[], value=None), None, "", [], None, None)
             if ws.closed:  # the page was closed while the job ran: nothing to show, nothing to keep
                 shutil.rmtree(result.dir, ignore_errors=True)
-                return ("", gr.update(), None, gr.update(), None, "", [], None, None)
+                return ("", gr.update(), gr.update(), None, gr.update(), None, "", [], None, None)
             pair, fchoices, fpair, fcaption = photo_view(result, 0)
             choices = [(p.name, str(i)) for i, p in enumerate(result.photos)]
-            return (status_markdown(result),
+            played = str(result.videos[0].preview) if result.videos else None
+            return (status_markdown(result), gr.update(value=played, visible=played is not None),
                     gr.update(choices=choices, value="0" if choices else None, visible=len(choices) > 1),
                     pair, gr.update(choices=fchoices, value="0" if fchoices else None), fpair, fcaption,
                     jobs.report_rows(result), [str(f) for f in result.files()] or None, result)
@@ -263,8 +291,9 @@ def build_app(cfg: ServeConfig, sessions: jobs.Sessions, *, uploads_root: str | 
         method.change(on_method, inputs=method, outputs=[weights, info, fidelity, steps], queue=False,
                       api_visibility="private")
         weights.change(on_weights, inputs=[method, weights], outputs=info, queue=False, api_visibility="private")
-        run.click(on_restore, inputs=[photos, method, weights, fidelity, blend, upscale, detector, gate, steps, refs],
-                  outputs=[status, pick, compare, face_pick, face_compare, face_info, report, downloads, state],
+        run.click(on_restore, inputs=[photos, method, weights, fidelity, blend, upscale, detector, gate, steps, center,
+                                      min_score, mask, bg, ext, refs],
+                  outputs=[status, video, pick, compare, face_pick, face_compare, face_info, report, downloads, state],
                   concurrency_limit=cfg.concurrency, concurrency_id="restore", api_visibility="private")
         pick.input(on_pick, inputs=[pick, state], outputs=[compare, face_pick, face_compare, face_info], queue=False,
                    api_visibility="private")

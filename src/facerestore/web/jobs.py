@@ -6,13 +6,16 @@
 - :class:`Sessions` / :class:`Workspace`: one temporary folder per browser session, made by the server
   (``tempfile``), never named after anything a browser sends; :meth:`Sessions.close` removes it (and that
   session's uploads) when the page is closed.
-- :func:`run_job`: the photos of one press of "Restore", each through :func:`facerestore.pipeline.restore_photo`
-  and :func:`facerestore.pipeline.write_photo_json` (the CLI's functions and output layout: ``restored_imgs/``,
-  ``cropped_faces/``, ``restored_faces/``, ``cmp/``), plus ``results.zip``. A photo that fails is reported as
-  ``NAME: reason``, the reason being the CLI's one-line error (:func:`facerestore.io.one_line`), and the others
-  go on.
+- :func:`run_job`: the files of one press of "Restore": each photo through
+  :func:`facerestore.pipeline.restore_photo` and :func:`facerestore.pipeline.write_photo_json`, each video through
+  :func:`facerestore.video.restore_video` (the CLI's functions, options and output layout: ``restored_imgs/``,
+  ``cropped_faces/``, ``restored_faces/``, ``cmp/``, ``restored_videos/``), plus ``results.zip``. A file that
+  fails is reported as ``NAME: reason``, the reason being the CLI's one-line error (:func:`facerestore.io.one_line`),
+  and the others go on.
 - :func:`method_choices` / :func:`weight_choices` / :func:`method_info`: the methods of the registry that ship
-  weights, the weight references their spec lists, and the licence of each.
+  weights, the weight references their spec lists, and the licence of each; :func:`detector_choices`,
+  :func:`mask_choices`, :func:`bg_upsampler_choices`: the CLI's ``--detector``, ``--mask`` and ``--bg-upsampler``
+  values, each with whether its weights are here.
 
 No path from a browser reaches the file system: uploads are read only from Gradio's upload folder
 (:func:`read_upload` refuses anything else), output names are made from a sanitized stem, and weights are
@@ -40,18 +43,29 @@ from facerestore import io
 from facerestore.errors import FaceRestoreError, InputError
 
 __all__ = [
+    "BG_UPSAMPLERS",
     "DEFAULT_WEIGHTS",
+    "EXT_CHOICES",
+    "MASK_CHOICES",
+    "VIDEO_EXTENSIONS",
     "JobOptions",
     "JobResult",
     "Limits",
     "PhotoOutput",
     "Sessions",
+    "VideoOutput",
     "Workspace",
+    "bg_upsampler_choices",
+    "browser_preview",
     "check_pixels",
+    "check_upload",
     "default_fidelity",
     "detector_choices",
     "detector_names",
     "error_line",
+    "esrgan_cached",
+    "is_video",
+    "mask_choices",
     "method_choices",
     "method_info",
     "read_upload",
@@ -67,8 +81,17 @@ MB = 1 << 20
 DEFAULT_MAX_PIXELS = 24_000_000  # input and output: a 24 MP photo at upscale 1, or 6 MP at upscale 2
 MAX_UPSCALE = 8.0
 DEFAULT_WEIGHTS = "default"
-RESULT_FOLDERS = ("restored_imgs", "cropped_faces", "restored_faces", "cmp")
+PHOTO_FOLDERS = ("restored_imgs", "cropped_faces", "restored_faces", "cmp")
+VIDEO_FOLDER = "restored_videos"  # as `facerestore restore` names it
+RESULT_FOLDERS = (*PHOTO_FOLDERS, VIDEO_FOLDER)
 PREVIEW_FOLDER = "previews"  # the input upscaled like the output, for the before/after slider (not in the zip)
+DEFAULT_MAX_VIDEO_FRAMES = 900  # 30 s at 30 frames/s; a CPU restores a few frames per second
+# the CLI's choices (`facerestore restore --mask / --bg-upsampler / --ext`)
+MASK_CHOICES = ("mesh", "landmarks", "square")
+BG_UPSAMPLERS = ("lanczos", "esrgan")
+EXT_CHOICES = ("auto", "png", "jpg")
+# facerestore.video.VIDEO_EXTENSIONS (not imported: PyAV and torch stay unloaded until a video comes)
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 ZIP_NAME = "results.zip"
 
 
@@ -78,13 +101,17 @@ ZIP_NAME = "results.zip"
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may ask for: ``max_upload_mb`` per file, ``max_pixels`` per image read or written
-    (input and output, so the upscale counts), ``max_files`` photos and ``max_refs`` reference photos per job."""
+    """What one request may ask for: ``max_upload_mb`` per file, ``max_pixels`` per image or video frame read or
+    written (input and output, so the upscale counts), ``max_files`` files and ``max_refs`` reference photos per
+    job, ``max_videos`` videos per job and ``max_video_frames`` frames per video (so that one job cannot hold a
+    worker for hours)."""
 
     max_upload_mb: float = 25.0
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_files: int = 16
     max_refs: int = 8
+    max_video_frames: int = DEFAULT_MAX_VIDEO_FRAMES
+    max_videos: int = 1
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.max_upload_mb) and self.max_upload_mb > 0):
@@ -95,8 +122,10 @@ class Limits:
         if library is not None and self.max_pixels > library:
             raise InputError(f"--max-pixels {self.max_pixels} is over the library's limit of {library} pixels "
                              "(set FACERESTORE_MAX_PIXELS to raise that one)")
-        if self.max_files < 1 or self.max_refs < 1:
+        if self.max_files < 1 or self.max_refs < 1 or self.max_videos < 1:
             raise InputError("the number of files per job must be at least 1")
+        if int(self.max_video_frames) != self.max_video_frames or self.max_video_frames < 1:
+            raise InputError(f"--max-video-frames must be a positive whole number, got {self.max_video_frames}")
 
     @property
     def max_upload_bytes(self) -> int:
@@ -140,13 +169,17 @@ def upload_name(path: str | os.PathLike) -> str:
     return io.display_path(Path(path).name)
 
 
-def read_upload(path: str | os.PathLike, limits: Limits, *, uploads_root: str | os.PathLike | None = None
-                ) -> io.LoadedImage:
-    """Decode one uploaded image after checking it: inside ``uploads_root`` (Gradio's upload folder; anything
-    else is refused), at most ``limits.max_upload_mb``, at most ``limits.max_pixels`` by its header. Errors are
-    one-line InputErrors that do not name the server's folders."""
+def is_video(name: str | os.PathLike) -> bool:
+    """A video upload, by its extension (as ``facerestore restore`` tells them)."""
+    return Path(name).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def check_upload(path: str | os.PathLike, limits: Limits, *, uploads_root: str | os.PathLike | None = None
+                 ) -> Path:
+    """``path`` after checking that it is an upload (inside ``uploads_root``, Gradio's upload folder; anything
+    else is refused) of at most ``limits.max_upload_mb``. One-line InputErrors that do not name the server's
+    folders."""
     p = Path(path)
-    name = upload_name(p)
     if uploads_root is not None:
         root = Path(uploads_root).resolve()
         if not _inside(p.resolve(), root):
@@ -157,6 +190,15 @@ def read_upload(path: str | os.PathLike, limits: Limits, *, uploads_root: str | 
         raise InputError("the uploaded file is gone (the session ended?); upload it again") from None
     if size > limits.max_upload_bytes:
         raise InputError(f"file is {size / MB:.1f} MB, over this server's upload limit of {limits.max_upload_mb:g} MB")
+    return p
+
+
+def read_upload(path: str | os.PathLike, limits: Limits, *, uploads_root: str | os.PathLike | None = None
+                ) -> io.LoadedImage:
+    """Decode one uploaded image after checking it (:func:`check_upload`, then at most ``limits.max_pixels`` by
+    its header). Errors are one-line InputErrors that do not name the server's folders."""
+    p = check_upload(path, limits, uploads_root=uploads_root)
+    name = upload_name(p)
     try:
         data = io.read_bytes(p)
     except InputError:
@@ -386,6 +428,39 @@ def detector_choices() -> list[tuple[str, str]]:
     return out
 
 
+MESH_ENTRY = "facemesh-468"  # the zoo entry of ``--mask mesh`` (facerestore.faces.mesh)
+
+
+def mask_choices() -> list[tuple[str, str]]:
+    """(label, value) of the paste-back masks (``restore --mask``), mesh saying when its weights are missing
+    (it then falls back to landmarks, as in the CLI)."""
+    from facerestore import zoo
+
+    mesh = "mesh (Face Mesh face oval: the face only, no hair or neck"
+    if zoo.has_entry(MESH_ENTRY) and not zoo.is_available(MESH_ENTRY):
+        mesh += f"; not downloaded, landmarks used instead: `facerestore models download {MESH_ENTRY}`"
+    return [(mesh + ")", "mesh"), ("landmarks (the 68-point hull)", "landmarks"), ("square (the whole crop)", "square")]
+
+
+def esrgan_cached() -> bool:
+    from facerestore import zoo
+    from facerestore.faces.background import ESRGAN_ENTRY
+
+    return zoo.is_available(ESRGAN_ENTRY)
+
+
+def bg_upsampler_choices() -> tuple[list[tuple[str, str]], str]:
+    """((label, value) of the background upsamplers offered, a line about ESRGAN): ``lanczos`` always, ``esrgan``
+    only when its weights are cached (the line then gives its CPU cost; else the command that fetches them)."""
+    from facerestore.faces.background import ESRGAN_ENTRY
+
+    out = [("lanczos (instant)", "lanczos")]
+    if esrgan_cached():
+        out.append(("esrgan (ESRGAN-thick super-resolution: slow on a CPU, minutes per megapixel)", "esrgan"))
+        return out, "ESRGAN upscales the photo around the faces; on a CPU it takes minutes per megapixel"
+    return out, f"ESRGAN is offered once its weights are cached: `facerestore models download {ESRGAN_ENTRY}`"
+
+
 # --------------------------------------------------------------------------------------------------
 # jobs
 
@@ -403,6 +478,12 @@ class JobOptions:
     detector: str = "auto"
     steps: int | None = None
     device: str = "cpu"
+    # the CLI's --only-center-face, --min-score, --mask, --bg-upsampler and --ext, with the same meaning
+    only_center_face: bool = False
+    min_score: float | None = None
+    mask: str = "mesh"
+    bg_upsampler: str = "lanczos"
+    ext: str = "auto"
 
     def validate(self, max_steps: int = 1000) -> None:
         """One-line InputError for a setting out of range (the page's widgets bound them; the API does not)."""
@@ -412,6 +493,13 @@ class JobOptions:
                              "--weights`")
         if self.detector not in detector_names():
             raise InputError(f"unknown face detector {self.detector!r}; available: {', '.join(detector_names())}")
+        for name, value, choices in (("mask", self.mask, MASK_CHOICES), ("background upsampler", self.bg_upsampler,
+                                                                          BG_UPSAMPLERS), ("format", self.ext,
+                                                                                           EXT_CHOICES)):
+            if value not in choices:
+                raise InputError(f"unknown {name} {value!r}; available: {', '.join(choices)}")
+        if self.min_score is not None and not np.isfinite(float(self.min_score)):
+            raise InputError(f"min-score must be a finite number, got {self.min_score}")
         for name, value, lo, hi in (("upscale", self.upscale, 0.0, MAX_UPSCALE), ("blend", self.blend, 0.0, 1.0),
                                     ("fidelity", self.fidelity, 0.0, 1.0)):
             if value is None:
@@ -449,6 +537,19 @@ class PhotoOutput:
 
 
 @dataclass
+class VideoOutput:
+    name: str  # the upload's name (for people)
+    stem: str
+    video: Path  # restored_videos/STEM.EXT: the container of the upload, audio copied
+    record: Path  # restored_videos/STEM.json: facerestore.video.VideoResult.to_json(), as the CLI writes it
+    preview: Path  # what the page plays: the video itself, or previews/STEM.mp4 (H.264) when a browser cannot
+    frames: int
+    faces: int  # over all frames
+    tracks: int
+    size: tuple[int, int]
+
+
+@dataclass
 class JobResult:
     dir: Path
     photos: list[PhotoOutput] = field(default_factory=list)
@@ -456,17 +557,31 @@ class JobResult:
     zip: Path | None = None
     seconds: float = 0.0
     method: str = ""
+    videos: list[VideoOutput] = field(default_factory=list)
 
     def files(self) -> list[Path]:
-        """The downloads: each restored photo and its JSON record, then the zip of everything."""
+        """The downloads: each restored photo and its JSON record, each video and its record, then the zip."""
         out = [p for ph in self.photos for p in (ph.image, ph.record)]
+        out += [p for v in self.videos for p in (v.video, v.record)]
         return out + ([self.zip] if self.zip is not None else [])
 
     def summary(self) -> str:
+        text = self._photo_summary() if self.photos else ""
+        for v in self.videos:
+            text += "; " if text else ""
+            text += (f"restored {v.name}: {v.frames} frame{'s' * (v.frames != 1)} ({v.size[0]}x{v.size[1]}), "
+                     f"{v.faces} face{'s' * (v.faces != 1)} in {v.tracks} track{'s' * (v.tracks != 1)}")
+        if self.videos:
+            text += f" with {self.method} in {self.seconds:.1f} s"
+        return text
+
+    def _photo_summary(self) -> str:
         n_faces = sum(len(p.faces) for p in self.photos)
         kept = sum(1 for p in self.photos for f in p.faces if (f.record.get("gate") or {}).get("weight") == 0.0)
         text = (f"restored {n_faces} face{'s' * (n_faces != 1)} in {len(self.photos)} photo"
-                f"{'s' * (len(self.photos) != 1)} with {self.method} in {self.seconds:.1f} s")
+                f"{'s' * (len(self.photos) != 1)}")
+        if not self.videos:
+            text += f" with {self.method} in {self.seconds:.1f} s"
         if kept:
             text += f"; {kept} face{'s' * (kept != 1)} kept as they were (the quality gate found the restoration worse)"
         no_face = [p.name for p in self.photos if not p.faces]
@@ -491,20 +606,33 @@ def error_line(name: str, exc: BaseException) -> str:
 EXPECTED_ERRORS = (FaceRestoreError, OSError, ValueError, MemoryError)
 
 
-def _output_ext(name: str, has_alpha: bool) -> str:
-    """JPEG inputs stay JPEG, everything else (and anything with alpha) becomes PNG: ``restore --ext auto``."""
+def _output_ext(name: str, has_alpha: bool, choice: str = "auto") -> str:
+    """``restore --ext``: png or jpg as asked (jpg drops the alpha channel, as in the CLI); auto keeps JPEG inputs
+    JPEG and makes everything else (and anything with alpha) PNG."""
+    if choice != "auto":
+        return "." + choice
     return ".jpg" if not has_alpha and Path(name).suffix.lower() in (".jpg", ".jpeg") else ".png"
+
+
+class _Cancelled(Exception):
+    """The browser session ended while a video was being restored."""
 
 
 def run_job(images: Sequence[str | os.PathLike], opts: JobOptions, job_dir: Path, limits: Limits, *,
             refs: Sequence[str | os.PathLike] = (), uploads_root: str | os.PathLike | None = None,
             on_progress: Callable[[int, int, str], None] | None = None,
-            cancelled: Callable[[], bool] | None = None, max_steps: int = 1000) -> JobResult:
-    """Restore uploaded photos into ``job_dir`` (the layout of ``facerestore restore -o job_dir``) and zip them.
+            cancelled: Callable[[], bool] | None = None, max_steps: int = 1000,
+            on_frame: Callable[[str, int, int | None], None] | None = None) -> JobResult:
+    """Restore uploaded photos and videos into ``job_dir`` (the layout of ``facerestore restore -o job_dir``) and
+    zip them.
 
-    Errors of the whole job (options, weights, references) raise a one-line InputError; a photo that fails is
-    listed in ``JobResult.errors`` and the others go on. ``cancelled()`` is asked between photos; ``max_steps``
-    bounds the optimisation steps a job may ask of the slow methods (``serve --max-steps``).
+    Photos go through :func:`facerestore.pipeline.restore_photo`, videos (by extension, :data:`VIDEO_EXTENSIONS`)
+    through :func:`facerestore.video.restore_video` as ``restore`` does it (faces tracked and stabilised). Errors
+    of the whole job (options, weights, references) raise a one-line InputError; a file that fails is listed in
+    ``JobResult.errors`` and the others go on. ``on_progress(i, n, name)`` before each file, ``on_frame(name,
+    done, total)`` after each frame of a video (``total`` None when the container does not say); ``cancelled()``
+    is asked between photos and frames; ``max_steps`` bounds the optimisation steps a job may ask of the slow
+    methods (``serve --max-steps``).
     """
     from facerestore.faces.detect import create_detector
     from facerestore.faces.paste import upscale_image, upscaled_shape
@@ -512,9 +640,12 @@ def run_job(images: Sequence[str | os.PathLike], opts: JobOptions, job_dir: Path
 
     t0 = time.perf_counter()
     if not images:
-        raise InputError("upload one or more photos first")
+        raise InputError("upload one or more photos or a video first")
     if len(images) > limits.max_files:
-        raise InputError(f"{len(images)} photos: this server restores at most {limits.max_files} per job")
+        raise InputError(f"{len(images)} files: this server restores at most {limits.max_files} per job")
+    n_videos = sum(1 for p in images if is_video(upload_name(p)))
+    if n_videos > limits.max_videos:
+        raise InputError(f"{n_videos} videos: this server restores at most {limits.max_videos} per job")
     if len(refs) > limits.max_refs:
         raise InputError(f"{len(refs)} reference photos: this server takes at most {limits.max_refs}")
     opts.validate(max_steps)
@@ -522,7 +653,13 @@ def run_job(images: Sequence[str | os.PathLike], opts: JobOptions, job_dir: Path
                             device=opts.device, steps=opts.steps)
     restorer.progress = False
     restorer.check_options(fidelity=opts.fidelity)
-    detector = create_detector(opts.detector)
+    # as `restore`: the detector applies its calibrated threshold unless min_score replaces it
+    detector = create_detector(opts.detector, **({} if opts.min_score is None else {"threshold": opts.min_score}))
+    background: Any = "lanczos"
+    if opts.bg_upsampler == "esrgan":
+        from facerestore.faces.background import esrgan_background
+
+        background = esrgan_background(opts.device)  # WeightsMissingError now when they are not cached
     refs_t = None
     if refs:
         loaded_refs = []
@@ -536,7 +673,7 @@ def run_job(images: Sequence[str | os.PathLike], opts: JobOptions, job_dir: Path
 
     result = JobResult(dir=job_dir, method=opts.method)
     taken: set[str] = set()
-    for sub in (*RESULT_FOLDERS, PREVIEW_FOLDER):
+    for sub in (*PHOTO_FOLDERS, PREVIEW_FOLDER):
         (job_dir / sub).mkdir(parents=True, exist_ok=True)
     for i, path in enumerate(images):
         name = upload_name(path)
@@ -545,17 +682,28 @@ def run_job(images: Sequence[str | os.PathLike], opts: JobOptions, job_dir: Path
         if on_progress is not None:
             on_progress(i, len(images), name)
         try:
+            if is_video(name):
+                video = _run_video(path, name, _unique(safe_stem(name), taken), opts, job_dir, limits, restorer,
+                                   detector, background, refs_t, uploads_root=uploads_root, on_frame=on_frame,
+                                   cancelled=cancelled)
+                result.videos.append(video)
+                continue
             loaded = read_upload(path, limits, uploads_root=uploads_root)
             h, w = loaded.rgb.shape[:2]
             oh, ow = upscaled_shape(h, w, float(opts.upscale))
             check_pixels(ow, oh, limits.max_pixels, f"the output (upscale {float(opts.upscale):g})")
             res = restore_photo(loaded, restorer, upscale=float(opts.upscale), fidelity=opts.fidelity,
-                                detector=detector, device=opts.device, refs=refs_t, blend=float(opts.blend),
-                                gate=bool(opts.gate))
+                                only_center_face=bool(opts.only_center_face), detector=detector, device=opts.device,
+                                refs=refs_t, min_score=opts.min_score, background=background, mask=opts.mask,
+                                blend=float(opts.blend), gate=bool(opts.gate))
             stem = _unique(safe_stem(name), taken)
-            photo = _write_photo(job_dir, name, stem, loaded, res, opts, write_photo_json, upscale_image)
+            photo = _write_photo(job_dir, name, stem, loaded, res, opts, write_photo_json, upscale_image,
+                                 min_score=opts.min_score if opts.min_score is not None
+                                 else getattr(detector, "threshold", None))
+        except _Cancelled:
+            break
         except EXPECTED_ERRORS as exc:
-            result.errors.append(error_line(name, exc))
+            result.errors.append(_scrub(error_line(name, exc), path, name))
             continue
         except RuntimeError as exc:
             if not _out_of_memory(exc):
@@ -565,16 +713,131 @@ def run_job(images: Sequence[str | os.PathLike], opts: JobOptions, job_dir: Path
         result.photos.append(photo)
     if on_progress is not None:
         on_progress(len(images), len(images), "")
-    if result.photos:
+    if result.photos or result.videos:
         result.zip = zip_results(job_dir, job_dir / ZIP_NAME)
     result.seconds = time.perf_counter() - t0
     return result
 
 
+def _scrub(line: str, path: str | os.PathLike, name: str) -> str:
+    """``line`` with the server's path of an upload replaced by its name (the video reader names the file)."""
+    for form in {os.fspath(path), io.display_path(path), str(Path(path).resolve())}:
+        line = line.replace(str(form), name)
+    return line
+
+
+def _run_video(path: str | os.PathLike, name: str, stem: str, opts: JobOptions, job_dir: Path, limits: Limits,
+               restorer: Any, detector: Any, background: Any, refs: Any, *,
+               uploads_root: str | os.PathLike | None = None,
+               on_frame: Callable[[str, int, int | None], None] | None = None,
+               cancelled: Callable[[], bool] | None = None) -> VideoOutput:
+    """One video upload -> ``restored_videos/STEM.EXT`` and its record, as ``restore``'s ``_restore_video`` does
+    it (the same call and defaults: stabilisation on, the quality gate made temporal by ``restore_video``, the
+    page's gate box as ``--no-gate``), within the server's limits: bytes,
+    pixels of the input and output frames, frames (from the header before any work, and counted while running
+    for containers that do not say)."""
+    from facerestore.faces.paste import upscaled_shape
+    from facerestore.video import probe_video, restore_video
+
+    src = check_upload(path, limits, uploads_root=uploads_root)
+    info = probe_video(src)
+    upscale = float(opts.upscale)
+    check_pixels(info.width, info.height, limits.max_pixels, "a frame")
+    oh, ow = upscaled_shape(info.height, info.width, upscale)
+    check_pixels(ow, oh, limits.max_pixels, f"the output frames (upscale {upscale:g})")
+    most = int(limits.max_video_frames)
+
+    def too_long(n: int | str) -> InputError:
+        return InputError(f"the video has {n} frames, over this server's limit of {most} "
+                          f"({most / float(info.fps):.1f} s at {float(info.fps):g} frames/s)")
+
+    if info.frames is not None and info.frames > most:
+        raise too_long(info.frames)
+
+    def tick(done: int, total: int | None) -> None:
+        if done > most:  # a container that did not say how many frames it holds
+            raise too_long(f"more than {most}")
+        if cancelled is not None and cancelled():
+            raise _Cancelled
+        if on_frame is not None:
+            on_frame(name, done, total)
+
+    (job_dir / VIDEO_FOLDER).mkdir(parents=True, exist_ok=True)
+    target = job_dir / VIDEO_FOLDER / f"{stem}{Path(name).suffix.lower()}"
+    res = restore_video(src, target, restorer, upscale=upscale, detector=detector, on_frame=tick,
+                        fidelity=opts.fidelity, only_center_face=bool(opts.only_center_face),
+                        min_score=opts.min_score, refs=refs, color_match=True, mask=opts.mask,
+                        background=background, blend=float(opts.blend), gate=bool(opts.gate))
+    rec = {"input": name, "method": opts.method, "upscale": upscale, **res.to_json(),
+           "output": f"{VIDEO_FOLDER}/{target.name}", "web": True}
+    record = io.atomic_write_json(target.with_suffix(".json"), rec)
+    preview = target
+    if not _browser_playable(target.suffix, res.codec):
+        preview = browser_preview(target, job_dir / PREVIEW_FOLDER / f"{stem}.mp4") or target
+    return VideoOutput(name=name, stem=stem, video=target, record=record, preview=preview, frames=res.frames,
+                       faces=int(sum(res.faces_per_frame)), tracks=int(res.tracks), size=(res.width, res.height))
+
+
+# (container, encoder) pairs a browser plays (Gradio's own table, by encoder name)
+_PLAYABLE = {".mp4": ("libx264", "h264", "libopenh264", "libsvtav1", "libaom-av1", "av1"),
+             ".webm": ("libvpx", "libvpx-vp9", "vp8", "vp9", "libsvtav1", "libaom-av1", "av1")}
+
+
+def _browser_playable(ext: str, codec: str) -> bool:
+    return codec in _PLAYABLE.get(ext.lower(), ())
+
+
+def browser_preview(src: Path, target: Path, *, crf: int = 23) -> Path | None:
+    """A copy of the video ``src`` that a browser plays (H.264 in MP4, even size, yuv420p; the first audio stream
+    copied when MP4 takes it), for the page only (the download is ``src``). None when this FFmpeg cannot make
+    one (the page then offers the file to download)."""
+    import av
+
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        with av.open(str(src), "r") as inp:
+            vin = inp.streams.video[0]
+            rate = vin.average_rate or vin.guessed_rate or 25
+            w, h = int(vin.codec_context.width), int(vin.codec_context.height)
+            ew, eh = w + (w & 1), h + (h & 1)
+            with av.open(str(tmp), "w", format="mp4") as out:
+                vout = out.add_stream("libx264", rate=rate)
+                vout.width, vout.height, vout.pix_fmt = ew, eh, "yuv420p"
+                vout.options = {"crf": str(int(crf)), "preset": "veryfast"}
+                aout = ain = None
+                if inp.streams.audio:
+                    ain = inp.streams.audio[0]
+                    try:
+                        aout = out.add_stream_from_template(ain)
+                    except (av.error.FFmpegError, ValueError):
+                        ain = None
+                n = 0
+                for packet in inp.demux([s for s in (vin, ain) if s is not None]):
+                    if packet.stream.type == "audio":
+                        if packet.dts is not None:
+                            packet.stream = aout
+                            out.mux(packet)
+                        continue
+                    for frame in packet.decode():
+                        f = frame.reformat(width=ew, height=eh, format="yuv420p")
+                        f.pts, f.time_base = n, 1 / rate
+                        n += 1
+                        for pkt in vout.encode(f):
+                            out.mux(pkt)
+                for pkt in vout.encode(None):
+                    out.mux(pkt)
+        os.replace(tmp, target)
+        return target
+    except (av.error.FFmpegError, OSError, ValueError):
+        tmp.unlink(missing_ok=True)
+        return None
+
+
 def _write_photo(job_dir: Path, name: str, stem: str, loaded: io.LoadedImage, res: Any, opts: JobOptions,
-                 write_photo_json: Callable[..., Path], upscale_image: Callable[..., np.ndarray]) -> PhotoOutput:
+                 write_photo_json: Callable[..., Path], upscale_image: Callable[..., np.ndarray], *,
+                 min_score: float | None = None) -> PhotoOutput:
     """The files of one restored photo, as ``facerestore restore`` writes them, plus the slider's preview."""
-    ext = _output_ext(name, res.alpha is not None)
+    ext = _output_ext(name, res.alpha is not None, opts.ext)
     img_path = io.write_image(job_dir / "restored_imgs" / f"{stem}{ext}", res.image, alpha=res.alpha,
                               bit_depth=res.bit_depth, gray=res.is_gray, exif=loaded.exif)
     before = io.write_image(job_dir / PREVIEW_FOLDER / f"{stem}.png", upscale_image(loaded.rgb, float(opts.upscale)))
@@ -592,7 +855,8 @@ def _write_photo(job_dir: Path, name: str, stem: str, loaded: io.LoadedImage, re
                                 record={**f.to_json(), **files}))
     record = write_photo_json(job_dir / "restored_imgs" / f"{stem}.json", res, input=name,
                               output=f"restored_imgs/{img_path.name}", device=str(opts.device), half=False,
-                              color_match=True, bg_upsampler="lanczos", faces=extra, web=True)
+                              color_match=True, min_score=min_score, bg_upsampler=opts.bg_upsampler,
+                              mask=opts.mask, only_center_face=bool(opts.only_center_face), faces=extra, web=True)
     h, w = loaded.rgb.shape[:2]
     return PhotoOutput(name=name, stem=stem, image=img_path, record=record, before=before, input_size=(w, h),
                        output_size=(int(res.image.shape[1]), int(res.image.shape[0])), faces=faces)
