@@ -152,6 +152,9 @@ def test_restore_a_photo_in_chromium(server, tmp_path):
     bad = tmp_path / "upload" / "notes.png"
     bad.parent.mkdir()
     bad.write_text("a text file with an image's name\n")
+    from test_web_video_options import write_clip  # a short clip of the example, written with PyAV
+
+    clip = write_clip(tmp_path / "upload" / "clip.mp4", n=6, size=96)
     hosts: set[str] = set()
     with sync_playwright() as pw:
         ctx = _launch(pw, tmp_path / "profile")
@@ -200,6 +203,23 @@ def test_restore_a_photo_in_chromium(server, tmp_path):
             assert "notes.png: cannot decode image (corrupt or unsupported format)" in status.splitlines()
             assert "Nothing restored." in status
             _shot(page, "error")
+
+            # a short clip: restored with the CLI's video path, played in the page, downloadable
+            page.reload()
+            page.wait_for_selector("#restore")
+            _upload(page, clip)
+            page.locator("#more").get_by_text("More options").first.click()
+            page.locator("#center-face input[type=checkbox]").check()
+            page.locator("#restore").click()
+            page.wait_for_function("document.querySelector('#status').innerText.includes('restored clip.mp4')",
+                                   timeout=JOB_S * 1000)
+            page.wait_for_function("(() => { const v = document.querySelector('#video video');"
+                                   " return v && v.readyState >= 1 && !v.error; })()", timeout=60_000)
+            assert page.evaluate("document.querySelector('#video video').videoWidth") == 192
+            _shot(page, "video")
+            vid, _ = _download(page, '#downloads a[href$="/restored_videos/clip.mp4"]', tmp_path / "clip.mp4")
+            rec, _ = _download(page, '#downloads a[href$="/restored_videos/clip.json"]', tmp_path / "clip.json")
+            assert json.loads(rec.read_text())["frames"] == 6 and vid.stat().st_size > 0
         finally:
             ctx.close()
     assert hosts == {f"127.0.0.1:{server.port}"}  # the page fetched nothing from anywhere else

@@ -20,25 +20,26 @@ from facerestore.web import jobs
 LQ = EXAMPLES / "astronaut_lq.png"  # 192 x 192, one face
 
 
-def _frames(n: int) -> list[np.ndarray]:
-    """The example's face, its window moving 2 px per frame, as 64 x 64 uint8 frames."""
+def _frames(n: int, size: int = 64) -> list[np.ndarray]:
+    """The example's face, its window moving 2 px per frame, as ``size`` x ``size`` uint8 frames."""
     from PIL import Image
 
     img = np.asarray(Image.open(EXAMPLES / "astronaut.png").convert("RGB"))
     out = []
     for t in range(n):
         crop = Image.fromarray(img[60 + t: 220 + t, 140 + 2 * t: 300 + 2 * t])
-        out.append(np.asarray(crop.resize((64, 64), Image.Resampling.BOX)))
+        out.append(np.asarray(crop.resize((size, size), Image.Resampling.BOX)))
     return out
 
 
-def write_clip(path: Path, n: int = 4, codec: str = "libx264", fps: int = 12) -> Path:
-    av = pytest.importorskip("av", reason="video uploads need PyAV (the video extra)")
+def write_clip(path: Path, n: int = 4, codec: str = "libx264", fps: int = 12, size: int = 64) -> Path:
+    """A short clip of the example (:func:`_frames`) written with PyAV."""
+    av = pytest.importorskip("av", reason="video uploads need PyAV (the web extra)")
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as out:
         vs = out.add_stream(codec, rate=fps)
-        vs.width, vs.height, vs.pix_fmt = 64, 64, "yuv420p"
-        for i, img in enumerate(_frames(n)):
+        vs.width, vs.height, vs.pix_fmt = size, size, "yuv420p"
+        for i, img in enumerate(_frames(n, size)):
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
             vf.pts = i
             for p in vs.encode(vf):
@@ -319,7 +320,7 @@ def test_page_passes_each_option_to_the_job(tmp_path, monkeypatch):
     class Request:
         session_hash = "abc"
 
-    out = fn([], "ispl", jobs.DEFAULT_WEIGHTS, 0.7, 0.9, 1.5, "dlib-hog", False, 50, True, 0.25, "landmarks",
+    out = fn([], "ispl", jobs.DEFAULT_WEIGHTS, 0.7, 0.9, 1.5, "dlib-hog", False, 50, True, " 0.25 ", "landmarks",
              "lanczos", "png", [], Request(), progress=lambda *a, **k: None)
     o = got["opts"]
     assert (o.only_center_face, o.min_score, o.mask, o.bg_upsampler, o.ext) == (True, 0.25, "landmarks", "lanczos",
@@ -327,9 +328,13 @@ def test_page_passes_each_option_to_the_job(tmp_path, monkeypatch):
     assert (o.fidelity, o.blend, o.upscale, o.detector, o.gate, o.device) == (0.7, 0.9, 1.5, "dlib-hog", False, "cpu")
     assert got["limits"].max_video_frames == 30 and callable(got["kw"]["on_frame"])
     assert out[0] == "**Nothing restored.**" and out[1]["visible"] is False  # no video: the player stays hidden
-    fn([], "ispl", jobs.DEFAULT_WEIGHTS, 0.7, 0.9, 1.5, "dlib-hog", False, 50, False, None, "mesh", "lanczos", "auto",
+    fn([], "ispl", jobs.DEFAULT_WEIGHTS, 0.7, 0.9, 1.5, "dlib-hog", False, 50, False, "", "mesh", "lanczos", "auto",
        [], Request(), progress=lambda *a, **k: None)
-    assert got["opts"].min_score is None  # an empty number box: the detector's own threshold
+    assert got["opts"].min_score is None  # an empty box: the detector's own threshold
+    got.clear()
+    out = fn([], "ispl", jobs.DEFAULT_WEIGHTS, 0.7, 0.9, 1.5, "dlib-hog", False, 50, False, "high", "mesh",
+             "lanczos", "auto", [], Request(), progress=lambda *a, **k: None)
+    assert not got and out[0] == "**Error:** the detector score threshold must be a number, got 'high'"
 
 
 def test_page_plays_a_restored_video(tmp_path, monkeypatch):
@@ -346,10 +351,11 @@ def test_page_plays_a_restored_video(tmp_path, monkeypatch):
     class Request:
         session_hash = "abc"
 
-    out = fn([], "ispl", jobs.DEFAULT_WEIGHTS, 1.0, 1.0, 2, "auto", True, 50, False, None, "mesh", "lanczos", "auto",
+    out = fn([], "ispl", jobs.DEFAULT_WEIGHTS, 1.0, 1.0, 2, "auto", True, 50, False, "", "mesh", "lanczos", "auto",
              [], Request(), progress=lambda *a, **k: None)
     assert out[0].startswith("restored clip\\.mp4: 4 frames") and out[1]["visible"] is True
     assert out[1]["value"] == str(tmp_path / "clip.mp4")
+    assert all(u["visible"] is False for u in out[3:8])  # a video alone: the photo views are hidden
     assert out[-2] == [str(tmp_path / "clip.mp4"), str(tmp_path / "clip.json"), str(tmp_path / "results.zip")]
 
 

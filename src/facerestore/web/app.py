@@ -12,6 +12,7 @@ is closed and the whole folder when the server stops; browsers send no paths tha
 
 # no `from __future__ import annotations`: Gradio reads the handlers' annotations (gr.Request, gr.Progress)
 import ipaddress
+import math
 import os
 import shutil
 import sys
@@ -116,6 +117,20 @@ def face_caption(photo: jobs.PhotoOutput, face: jobs.FaceOutput) -> str:
     return _md_escape(text)
 
 
+def parse_score(text: Any) -> float | None:
+    """The detector score threshold typed in the page: None when empty (the detector's own, as without
+    ``--min-score``), else a finite number (one-line InputError otherwise)."""
+    if text is None or not str(text).strip():
+        return None
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise InputError(f"the detector score threshold must be a number, got {str(text).strip()[:32]!r}") from None
+    if not math.isfinite(value):
+        raise InputError(f"the detector score threshold must be a finite number, got {value}")
+    return value
+
+
 def _photo(result: jobs.JobResult | None, index: Any) -> jobs.PhotoOutput | None:
     if result is None or not result.photos:
         return None
@@ -193,11 +208,12 @@ def build_app(cfg: ServeConfig, sessions: jobs.Sessions, *, uploads_root: str | 
                 steps = gr.Slider(1, cfg.max_steps, value=min(50, cfg.max_steps), step=1, elem_id="steps",
                                   label="Optimisation steps per face", visible=bool(spec0.unsupervised))
                 bg_choices, bg_note = jobs.bg_upsampler_choices()
-                with gr.Accordion("More options (as `facerestore restore`'s)", open=False):
+                with gr.Accordion("More options (those of facerestore restore)", open=False, elem_id="more"):
                     center = gr.Checkbox(value=False, label="Only the face nearest the centre", elem_id="center-face")
-                    min_score = gr.Number(value=None, label="Detector score threshold (empty: the detector's own; "
-                                          "its scale: retinaface and scrfd face probability, dlib an SVM margin)",
-                                          elem_id="min-score")
+                    min_score = gr.Textbox(value="", placeholder="the detector's own", max_lines=1, max_length=32,
+                                           elem_id="min-score", label="Detector score threshold (empty: the "
+                                           "detector's calibrated one; retinaface and scrfd: face probability, "
+                                           "dlib: SVM margin)")
                     mask = gr.Dropdown(choices=jobs.mask_choices(), value="mesh", label="Paste-back mask",
                                        elem_id="mask")
                     bg = gr.Dropdown(choices=bg_choices, value="lanczos", elem_id="bg-upsampler", info=bg_note,
@@ -240,7 +256,7 @@ def build_app(cfg: ServeConfig, sessions: jobs.Sessions, *, uploads_root: str | 
             return jobs.method_info(name, w)
 
         def on_restore(files: list[str] | None, name: str, w: str, fid: float, bl: float, up: float, det: str,
-                       use_gate: bool, n_steps: float, only_center: bool, score: float | None, mask_name: str,
+                       use_gate: bool, n_steps: float, only_center: bool, score: str | None, mask_name: str,
                        bg_name: str, ext_name: str, ref_files: list[str] | None, request: gr.Request,
                        progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008 (Gradio's idiom)
             ws = sessions.get(getattr(request, "session_hash", None))
@@ -258,25 +274,31 @@ def build_app(cfg: ServeConfig, sessions: jobs.Sessions, *, uploads_root: str | 
                 opts = jobs.JobOptions(method=name, weights=w, fidelity=float(fid) if spec.supports_fidelity else None,
                                        blend=float(bl), gate=bool(use_gate), upscale=float(up), detector=det,
                                        steps=int(n_steps) if spec.unsupervised else None, device=cfg.device,
-                                       only_center_face=bool(only_center), min_score=None if score is None
-                                       else float(score), mask=mask_name, bg_upsampler=bg_name, ext=ext_name)
+                                       only_center_face=bool(only_center), min_score=parse_score(score),
+                                       mask=mask_name, bg_upsampler=bg_name, ext=ext_name)
                 result = jobs.run_job(paths, opts, ws.new_job_dir(), lim, refs=ref_paths, uploads_root=uploads_root,
                                       on_progress=tick, cancelled=lambda: ws.closed, max_steps=cfg.max_steps,
                                       on_frame=frame_tick)
             except jobs.EXPECTED_ERRORS as exc:
+                shown = gr.update(value=None, visible=True)
                 return (status_markdown(None, io.one_line(exc)), gr.update(value=None, visible=False),
-                        gr.update(choices=[], value=None, visible=False),
-                        None, gr.update(choices=[], value=None), None, "", [], None, None)
+                        gr.update(choices=[], value=None, visible=False), shown,
+                        gr.update(choices=[], value=None, visible=True), shown, gr.update(value="", visible=True),
+                        gr.update(value=[], visible=True), None, None)
             if ws.closed:  # the page was closed while the job ran: nothing to show, nothing to keep
                 shutil.rmtree(result.dir, ignore_errors=True)
                 return ("", gr.update(), gr.update(), None, gr.update(), None, "", [], None, None)
             pair, fchoices, fpair, fcaption = photo_view(result, 0)
             choices = [(p.name, str(i)) for i, p in enumerate(result.photos)]
             played = str(result.videos[0].preview) if result.videos else None
+            show = bool(result.photos) or played is None  # a video alone: no photo views
             return (status_markdown(result), gr.update(value=played, visible=played is not None),
                     gr.update(choices=choices, value="0" if choices else None, visible=len(choices) > 1),
-                    pair, gr.update(choices=fchoices, value="0" if fchoices else None), fpair, fcaption,
-                    jobs.report_rows(result), [str(f) for f in result.files()] or None, result)
+                    gr.update(value=pair, visible=show),
+                    gr.update(choices=fchoices, value="0" if fchoices else None, visible=show),
+                    gr.update(value=fpair, visible=show), gr.update(value=fcaption, visible=show),
+                    gr.update(value=jobs.report_rows(result), visible=show),
+                    [str(f) for f in result.files()] or None, result)
 
         def on_pick(index: str | None, result: jobs.JobResult | None) -> tuple[Any, ...]:
             pair, fchoices, fpair, fcaption = photo_view(result, index)
