@@ -485,6 +485,44 @@ class VideoResult:
                 "frames_per_second": round(self.frames / self.seconds, 3) if self.seconds > 0 else None}
 
 
+class SequenceRestorer:
+    """Restores the frames of one shot in order, keeping what makes them consistent over time: faces tracked and
+    their landmarks smoothed (:class:`FaceTracker`), restored crops blended with the previous frame's
+    (:class:`TemporalBlender`), the quality gate decided per track and faded (:class:`TrackGate`, unless
+    ``gate=False``). ``seq(frame) -> PhotoResult`` for each frame; used by :func:`restore_video` and by
+    ``facerestore restore --sequence`` (a folder of frames). ``photo_options`` go to
+    :func:`facerestore.pipeline.restore_photo` (identity off unless asked)."""
+
+    def __init__(self, restorer: Restorer, fps: float, *, upscale: float = 1.0, detector: Any = "auto",
+                 stabilize: bool = True, max_weight: float = 0.5, motion_limit: float = 0.03,
+                 only_center_face: bool = False, min_score: float | None = None, **photo_options: Any) -> None:
+        from facerestore.faces.detect import create_detector
+
+        self.detector = create_detector(detector) if isinstance(detector, str) else detector
+        self.tracker = FaceTracker(float(fps), smooth=stabilize)
+        self.blender = TemporalBlender(restorer, max_weight=max_weight if stabilize else 0.0,
+                                       motion_limit=motion_limit)
+        self.photo_options = {"identity": False, **photo_options}
+        self.gate = TrackGate() if self.photo_options.get("gate", True) else None
+        self.upscale, self.only_center_face, self.min_score = upscale, only_center_face, min_score
+
+    def __call__(self, image: Any) -> Any:
+        """One frame (an RGB array, a path or a :class:`facerestore.io.LoadedImage`) -> its PhotoResult."""
+        from facerestore.pipeline import detect_and_select, restore_photo
+
+        loaded = io.as_image(image)
+        dets = detect_and_select(loaded.rgb, self.detector, min_score=self.min_score,
+                                 only_center_face=self.only_center_face)
+        tracked = self.tracker.update(dets)
+        ordered = sort_detections([d for _, d in tracked])
+        ids = [next(i for i, d in tracked if d is o) for o in ordered]
+        self.blender.begin_frame(ids)
+        if self.gate is not None:
+            self.gate.begin_frame(ids)
+        return restore_photo(loaded, self.blender, upscale=self.upscale, detector=_Fixed(ordered), shares=self.gate,
+                             **self.photo_options)
+
+
 def restore_video(
     src: str | os.PathLike,
     dst: str | os.PathLike,
@@ -515,9 +553,7 @@ def restore_video(
     audio streams are copied packet by packet. ``on_frame(done, total)`` is called after each frame;
     ``frame_hook(index, output_rgb, faces)`` sees each restored frame (benchmarks). Written atomically.
     """
-    from facerestore.faces.detect import create_detector
     from facerestore.faces.paste import upscaled_shape
-    from facerestore.pipeline import detect_and_select, restore_photo
 
     av = _av()
     src, dst = Path(src), Path(dst)
@@ -563,12 +599,9 @@ def restore_video(
                 raise InputError(f"cannot copy the audio of {io.display_path(src)} into "
                                  f"{dst.suffix}: {_reason(exc)}") from None
 
-        det = create_detector(detector) if isinstance(detector, str) else detector
-        tracker = FaceTracker(float(info.fps), smooth=stabilize)
-        blender = TemporalBlender(restorer, max_weight=max_weight if stabilize else 0.0, motion_limit=motion_limit)
-        # the photo quality gate, made temporal: decided per track every few frames and faded (TrackGate)
-        photo_options = {"identity": False, **photo_options}
-        track_gate = TrackGate() if photo_options.get("gate", True) else None
+        seq = SequenceRestorer(restorer, float(info.fps), upscale=upscale, detector=detector, stabilize=stabilize,
+                               max_weight=max_weight, motion_limit=motion_limit, only_center_face=only_center_face,
+                               min_score=min_score, **photo_options)
         n_frames = 0
         n_audio = 0
         faces_per_frame: list[int] = []
@@ -594,16 +627,7 @@ def restore_video(
                     n_audio += 1
                     continue
                 for frame in packet.decode():
-                    rgb = _rgb(frame)
-                    dets = detect_and_select(rgb, det, min_score=min_score, only_center_face=only_center_face)
-                    tracked = tracker.update(dets)
-                    ordered = sort_detections([d for _, d in tracked])
-                    ids = [next(i for i, d in tracked if d is o) for o in ordered]
-                    blender.begin_frame(ids)
-                    if track_gate is not None:
-                        track_gate.begin_frame(ids)
-                    res = restore_photo(rgb, blender, upscale=upscale, detector=_Fixed(ordered), shares=track_gate,
-                                        **photo_options)
+                    res = seq(_rgb(frame))
                     faces_per_frame.append(len(res.faces))
                     if frame_hook is not None:
                         frame_hook(n_frames, res.image, res.faces)
@@ -637,10 +661,10 @@ def restore_video(
         if tmp is not None:
             tmp.unlink(missing_ok=True)
     return VideoResult(path=dst, frames=n_frames, width=ew, height=eh, fps=info.fps, codec=enc.name,
-                       audio_packets=n_audio, faces_per_frame=faces_per_frame, tracks=tracker._next_id,
-                       blend_weights=blender.weights, seconds=time.perf_counter() - t0,
-                       gate_shares=None if track_gate is None else track_gate.shares,
-                       gate_decisions=0 if track_gate is None else track_gate.decisions)
+                       audio_packets=n_audio, faces_per_frame=faces_per_frame, tracks=seq.tracker._next_id,
+                       blend_weights=seq.blender.weights, seconds=time.perf_counter() - t0,
+                       gate_shares=None if seq.gate is None else seq.gate.shares,
+                       gate_decisions=0 if seq.gate is None else seq.gate.decisions)
 
 
 class _Fixed:

@@ -29,6 +29,7 @@ EXAMPLES = """\
   facerestore restore -i "old photos/" -o results/ --upscale 1 --only-center-face
   facerestore restore -i crops/ -o results/ --aligned --fidelity 0.7 --device cuda --half
   facerestore restore -i clip.mp4 -o results/ --upscale 1 --crf 20
+  facerestore restore -i frames/ -o results/ --sequence --fps 24
   facerestore restore -i old_photo.jpg -o results/ --method honestface --refs "photos of grandma/"
   facerestore restore --list-methods
 """
@@ -100,6 +101,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codec", default=None,
                    help="video inputs: encoder of the output (default: the input's codec; e.g. libx264, libx265, "
                    "libvpx-vp9, mpeg4); audio is always copied unchanged")
+    p.add_argument("--sequence", action="store_true",
+                   help="the input folder's images are the frames of one shot, in name order: restore them like a "
+                   "video (faces tracked, landmarks smoothed, restorations blended over time, the quality gate "
+                   "decided per track) into restored_imgs/ under their own names")
+    p.add_argument("--fps", type=float, default=25.0,
+                   help="with --sequence: the frame rate of the frames (for the landmark smoothing; default 25)")
     p.add_argument("--list-methods", action="store_true", help="list the restoration methods and exit")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -211,6 +218,19 @@ def run(args: argparse.Namespace) -> int:
         io.check_output_dir(out_dir / sub)
     if any(is_video_file(f) for f in files):
         io.check_output_dir(out_dir / VIDEO_SUBFOLDER)
+    seq = None
+    if args.sequence:
+        if src.is_file() or args.aligned or any(is_video_file(f) for f in files):
+            raise InputError("--sequence takes a folder of frames (images only, not --aligned)")
+        if not (np.isfinite(args.fps) and args.fps > 0):
+            raise InputError(f"--fps must be a positive number, got {args.fps:g}")
+        from facerestore.video import SequenceRestorer
+
+        seq = SequenceRestorer(
+            restorer, args.fps, upscale=2.0 if args.upscale is None else args.upscale,
+            detector=detector if detector is not None else args.detector, only_center_face=args.only_center_face,
+            min_score=args.min_score, fidelity=args.fidelity, refs=refs, color_match=args.color_match,
+            background=background, mask=args.mask, blend=args.blend, gate=args.gate, identity=True)
     no_face: list[Path] = []
     kept: list[int] = []  # faces the quality gate left as they were
     warned_alpha: list[bool] = []
@@ -227,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
         upscale = args.upscale if args.upscale is not None else default_upscale(args.aligned, w, restorer)
         oh, ow = upscaled_shape(h, w, upscale)
         io.check_pixels(ow, oh, what=f"the output (--upscale {upscale:g})")
-        res = restore_photo(
+        res = seq(loaded) if seq is not None else restore_photo(
             loaded, restorer, upscale=upscale, fidelity=args.fidelity, aligned=args.aligned,
             only_center_face=args.only_center_face, detector=detector if detector is not None else args.detector,
             device=device, half=args.half, refs=refs, color_match=args.color_match, min_score=args.min_score,
