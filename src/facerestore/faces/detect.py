@@ -365,7 +365,53 @@ class YuNetDetector:
         return sort_detections(dets)
 
 
-class RetinaFaceDetector:
+class _AnchorDetector:
+    """What the ported anchor detectors (RetinaFace, SCRFD) share: option checks and :meth:`detect` = :meth:`raw`
+    (every anchor's box, probability and 5 points in photo pixels) -> threshold -> top-k -> NMS -> boxes covered
+    by a better one (``overlap`` < 1, RetinaFace) -> size filter -> dlib's 68 points on request."""
+
+    name: str
+    overlap: float = 1.0
+
+    def _set_options(self, name: str, label: str, threshold: float | None, nms: float, scale: float,
+                     max_side: int | None, min_size: float, landmarks: int, top_k: int, device: str) -> None:
+        if landmarks not in (0, 68):
+            raise InputError(f"{label} landmarks must be 0 (its own 5 points) or 68, got {landmarks}")
+        if not (np.isfinite(scale) and 0.05 <= scale <= 8):
+            raise InputError(f"{label} input scale must be in 0.05..8, got {scale}")
+        if not (np.isfinite(nms) and 0 < nms <= 1):
+            raise InputError(f"NMS IoU must be in (0, 1], got {nms}")
+        if max_side is not None and max_side < 32:
+            raise InputError(f"max_side must be at least 32 pixels, got {max_side}")
+        self.name = name
+        self.threshold = DEFAULT_SCORE_THRESHOLDS[name] if threshold is None else float(threshold)
+        self.nms, self.scale, self.max_side, self.min_size = float(nms), float(scale), max_side, float(min_size)
+        self.landmarks, self.top_k, self.device = landmarks, int(top_k), device
+
+    def raw(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def detect(self, image: np.ndarray) -> list[FaceDetection]:
+        from facerestore.nn.retinaface import nms
+
+        img = as_uint8_rgb(image)
+        boxes, scores, pts = self.raw(img)
+        keep = np.flatnonzero(scores >= self.threshold)
+        keep = keep[np.argsort(-scores[keep], kind="stable")][: self.top_k]
+        keep = keep[nms(boxes[keep], scores[keep], self.nms)]
+        if self.overlap < 1:
+            keep = keep[_drop_covered(boxes[keep], self.overlap)]
+        dets = []
+        for i in keep:
+            b = boxes[i]
+            if min(b[2] - b[0], b[3] - b[1]) < self.min_size:
+                continue
+            lm68 = predict_landmarks(img, face_box_from_landmarks5(pts[i]), 68) if self.landmarks == 68 else None
+            dets.append(FaceDetection(b.copy(), float(scores[i]), pts[i].copy(), lm68, self.name))
+        return sort_detections(dets)
+
+
+class RetinaFaceDetector(_AnchorDetector):
     """RetinaFace MobileNet-0.25 (zoo weights ``retinaface-mnet025``, MIT), our PyTorch port: boxes, scores
     (face probability) and 5 points.
 
@@ -391,26 +437,11 @@ class RetinaFaceDetector:
                  scale: float = 1.0, max_side: int | None = None, min_size: float = 0, landmarks: int = 0,
                  top_k: int = 5000,
                  weights: str | None = None, device: str = "cpu") -> None:
-        if landmarks not in (0, 68):
-            raise InputError(f"RetinaFace landmarks must be 0 (its own 5 points) or 68, got {landmarks}")
-        if not (np.isfinite(scale) and 0.05 <= scale <= 8):
-            raise InputError(f"RetinaFace input scale must be in 0.05..8, got {scale}")
-        if not (np.isfinite(nms) and 0 < nms <= 1):
-            raise InputError(f"NMS IoU must be in (0, 1], got {nms}")
-        if max_side is not None and max_side < 32:
-            raise InputError(f"max_side must be at least 32 pixels, got {max_side}")
-        self.name = "retinaface"
-        self.threshold = DEFAULT_SCORE_THRESHOLDS["retinaface"] if threshold is None else float(threshold)
+        self._set_options("retinaface", "RetinaFace", threshold, nms, scale, max_side, min_size, landmarks, top_k,
+                          device)
         if not (np.isfinite(overlap) and 0 < overlap <= 1):
             raise InputError(f"overlap must be in (0, 1], got {overlap}")
-        self.nms = float(nms)
         self.overlap = float(overlap)
-        self.scale = float(scale)
-        self.max_side = max_side
-        self.min_size = float(min_size)
-        self.landmarks = landmarks
-        self.top_k = int(top_k)
-        self.device = device
         self._net = _retinaface_net(weights, device)
 
     def __repr__(self) -> str:
@@ -443,27 +474,7 @@ class RetinaFaceDetector:
         pts = (pts + 0.5) * np.array([fx, fy]) - 0.5
         return boxes, conf[0, :, 1].float().cpu().numpy().astype(np.float64), pts
 
-    def detect(self, image: np.ndarray) -> list[FaceDetection]:
-        from facerestore.nn.retinaface import nms
-
-        img = as_uint8_rgb(image)
-        boxes, scores, pts = self.raw(img)
-        keep = np.flatnonzero(scores >= self.threshold)
-        keep = keep[np.argsort(-scores[keep], kind="stable")][: self.top_k]
-        keep = keep[nms(boxes[keep], scores[keep], self.nms)]
-        if self.overlap < 1:
-            keep = keep[_drop_covered(boxes[keep], self.overlap)]
-        dets = []
-        for i in keep:
-            b = boxes[i]
-            if min(b[2] - b[0], b[3] - b[1]) < self.min_size:
-                continue
-            lm68 = predict_landmarks(img, face_box_from_landmarks5(pts[i]), 68) if self.landmarks == 68 else None
-            dets.append(FaceDetection(b.copy(), float(scores[i]), pts[i].copy(), lm68, self.name))
-        return sort_detections(dets)
-
-
-class SCRFDDetector:
+class SCRFDDetector(_AnchorDetector):
     """SCRFD-2.5G with 5 keypoints (zoo weights ``scrfd-2.5g``: InsightFace's, non-commercial research use
     only; optional, never the default), our PyTorch port: boxes, scores (face probability) and 5 points.
 
@@ -485,26 +496,10 @@ class SCRFDDetector:
     def __init__(self, threshold: float | None = None, nms: float = 0.4, size: int | None = 640,
                  scale: float = 1.0, max_side: int | None = None, min_size: float = 0, landmarks: int = 0,
                  top_k: int = 5000, weights: str | None = None, device: str = "cpu") -> None:
-        if landmarks not in (0, 68):
-            raise InputError(f"SCRFD landmarks must be 0 (its own 5 points) or 68, got {landmarks}")
         if size is not None and (int(size) != size or size < 32 or size % 32 or size > 8192):
             raise InputError(f"SCRFD input size must be a multiple of 32 in 32..8192, got {size}")
-        if not (np.isfinite(scale) and 0.05 <= scale <= 8):
-            raise InputError(f"SCRFD input scale must be in 0.05..8, got {scale}")
-        if not (np.isfinite(nms) and 0 < nms <= 1):
-            raise InputError(f"NMS IoU must be in (0, 1], got {nms}")
-        if max_side is not None and max_side < 32:
-            raise InputError(f"max_side must be at least 32 pixels, got {max_side}")
-        self.name = "scrfd"
-        self.threshold = DEFAULT_SCORE_THRESHOLDS["scrfd"] if threshold is None else float(threshold)
-        self.nms = float(nms)
+        self._set_options("scrfd", "SCRFD", threshold, nms, scale, max_side, min_size, landmarks, top_k, device)
         self.size = None if size is None else int(size)
-        self.scale = float(scale)
-        self.max_side = max_side
-        self.min_size = float(min_size)
-        self.landmarks = landmarks
-        self.top_k = int(top_k)
-        self.device = device
         self._net = _scrfd_net(weights, device)
 
     def __repr__(self) -> str:
@@ -539,24 +534,6 @@ class SCRFDDetector:
         boxes = boxes * np.array([fx, fy, fx, fy])
         pts = (pts + 0.5 + POINT_OFFSET) * np.array([fx, fy]) - 0.5
         return boxes, torch.cat(scores, 1)[0, :, 0].float().cpu().numpy().astype(np.float64), pts
-
-    def detect(self, image: np.ndarray) -> list[FaceDetection]:
-        from facerestore.nn.retinaface import nms
-
-        img = as_uint8_rgb(image)
-        boxes, scores, pts = self.raw(img)
-        keep = np.flatnonzero(scores >= self.threshold)
-        keep = keep[np.argsort(-scores[keep], kind="stable")][: self.top_k]
-        keep = keep[nms(boxes[keep], scores[keep], self.nms)]
-        dets = []
-        for i in keep:
-            b = boxes[i]
-            if min(b[2] - b[0], b[3] - b[1]) < self.min_size:
-                continue
-            lm68 = predict_landmarks(img, face_box_from_landmarks5(pts[i]), 68) if self.landmarks == 68 else None
-            dets.append(FaceDetection(b.copy(), float(scores[i]), pts[i].copy(), lm68, self.name))
-        return sort_detections(dets)
-
 
 def _drop_covered(boxes: np.ndarray, frac: float) -> np.ndarray:
     """Indices of ``boxes`` (sorted by score, descending) kept when each box is dropped that covers, or is
