@@ -444,3 +444,22 @@ def test_cli_sequence_restores_a_folder_of_frames_like_a_video(tmp_path, astrona
     assert seq < single, (seq, single)
     assert main(["restore", "-i", str(frames_dir / "f000.png"), "-o", str(tmp_path / "x"), "--sequence", "-q"]) == 2
     assert "--sequence takes a folder" in capsys.readouterr().err
+
+
+def test_tracked_faces_of_frames_over_4_megapixels_stay_where_they_are(tmp_path, astronaut):
+    """restore_photo detects on a downscaled copy of photos over 4 MP; detections given by the caller (the video
+    loop's tracked faces, in the frame's pixels) must not be rescaled."""
+    from facerestore.faces.detect import detect_faces
+    from facerestore.pipeline import DETECT_MAX_PIXELS, restore_photo
+
+    canvas = np.zeros((2000, 2600, 3), np.float32)
+    canvas[900:1412, 1500:2012] = astronaut[:512, :512]
+    assert canvas.shape[0] * canvas.shape[1] > DETECT_MAX_PIXELS
+    (det,) = detect_faces(canvas, "hog", select="largest")
+    seq = video.SequenceRestorer(_Identity(), 25.0, detector="hog", stabilize=False, gate=False)
+    res = seq(canvas)
+    assert len(res.faces) == 1
+    # found on the 4 MP copy, so a few px off the full-resolution box; rescaled twice it would be ~14% (200 px) off
+    np.testing.assert_allclose(res.faces[0].box, det.box, atol=10.0)
+    res2 = restore_photo(canvas, _Identity(), upscale=1, detections=[det], identity=False)
+    np.testing.assert_array_equal(res2.faces[0].box, det.box)

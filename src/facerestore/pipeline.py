@@ -683,6 +683,7 @@ def restore_photo(
     gate: bool = True,
     force_refs: bool = False,
     shares: PasteShares | None = None,
+    detections: Sequence[FaceDetection] | None = None,
 ) -> PhotoResult:
     """Restore the faces of a photo and paste them back into the upscaled photo.
 
@@ -722,6 +723,8 @@ def restore_photo(
         gate: the quality gate (:mod:`facerestore.quality_gate`): a restored face that is less sharp, of worse
             NIQE or another person than the face in the photo is blended toward it or not pasted; each face's
             decision is in its record. False pastes every restoration at ``blend``.
+        detections: faces already found, in the photo's pixels (e.g. tracked over a video's frames): detection is
+            skipped and these are restored in this order (``detector`` is then only named in the record).
         shares: a :class:`PasteShares` that decides when the gate runs and how its decisions become shares
             (videos: per track, held and smoothed over frames); None = each face on its own.
         min_score: ignore detections scoring below this, on top of the detector's own threshold (a detector given
@@ -761,8 +764,11 @@ def restore_photo(
         det_name = None
     else:
         t = time.perf_counter()
-        dets = detect_and_select(rgb, detector, min_face_size=min_face_size, min_score=min_score,
-                                 only_center_face=only_center_face)
+        if detections is not None:
+            dets = list(detections)
+        else:
+            dets = detect_and_select(rgb, detector, min_face_size=min_face_size, min_score=min_score,
+                                     only_center_face=only_center_face)
         timings["detect"] = time.perf_counter() - t
         out, faces = restore_faces_in_photo(
             rgb, r, upscale, dets, fidelity=fidelity, refs=refs_t, embedder=embedder, face_size=int(face_size),

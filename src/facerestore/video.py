@@ -519,8 +519,10 @@ class SequenceRestorer:
         self.blender.begin_frame(ids)
         if self.gate is not None:
             self.gate.begin_frame(ids)
-        return restore_photo(loaded, self.blender, upscale=self.upscale, detector=_Fixed(ordered), shares=self.gate,
-                             **self.photo_options)
+        # the tracked detections are in the frame's pixels: given as they are (a detector object would see the
+        # downscaled copy that restore_photo detects on for frames over 4 MP)
+        return restore_photo(loaded, self.blender, upscale=self.upscale, detector=self.detector, detections=ordered,
+                             shares=self.gate, **self.photo_options)
 
 
 def restore_video(
@@ -667,13 +669,4 @@ def restore_video(
                        gate_decisions=0 if seq.gate is None else seq.gate.decisions)
 
 
-class _Fixed:
-    """A detector returning the detections already found (tracked and smoothed) for this frame."""
 
-    name = "tracked"
-
-    def __init__(self, dets: list[FaceDetection]) -> None:
-        self.dets = dets
-
-    def detect(self, image: np.ndarray) -> list[FaceDetection]:
-        return list(self.dets)
