@@ -171,11 +171,14 @@ def test_iter_frames_is_lazy(clip, monkeypatch):
 
 
 def test_restore_video_memory_is_bounded(tmp_path, astronaut, monkeypatch):
-    """A 40-frame clip goes through restore_video holding at most a couple of decoded frames at a time."""
+    """A 40-frame clip goes through restore_video holding a few decoded frames at a time: those of one batch of
+    ``batch_frames`` (default 4) and the decoder's own, never the clip."""
     src = write_clip(tmp_path / "long.mp4", synthetic_frames(astronaut, n=40, step=(1, 0)))
-    alive = count_decoded_frames(monkeypatch)
-    res = video.restore_video(src, tmp_path / "out.mp4", _Identity(), upscale=1, detector="hog", mask="square")
-    assert res.frames == 40 and alive["peak"] <= 3, alive
+    for k in (1, 4):
+        alive = count_decoded_frames(monkeypatch)
+        res = video.restore_video(src, tmp_path / f"out{k}.mp4", _Identity(), upscale=1, detector="hog",
+                                  mask="square", batch_frames=k)
+        assert res.frames == 40 and alive["peak"] <= k + 2, (k, alive)
 
 
 def test_restore_video_keeps_frames_size_rate(tmp_path, clip):
@@ -463,3 +466,32 @@ def test_tracked_faces_of_frames_over_4_megapixels_stay_where_they_are(tmp_path,
     np.testing.assert_allclose(res.faces[0].box, det.box, atol=10.0)
     res2 = restore_photo(canvas, _Identity(), upscale=1, detections=[det], identity=False)
     np.testing.assert_array_equal(res2.faces[0].box, det.box)
+
+
+class _Tone(_Identity):
+    """A deterministic per-pixel restorer (so batching cannot change its output) that counts its calls."""
+
+    spec = MethodSpec("test-vid-tone", "test", "tone curve", size=128)
+    calls = 0
+
+    def _restore(self, x, *, fidelity, refs):
+        type(self).calls += 1
+        return (0.9 * x + 0.05) ** 1.1
+
+
+def test_batching_faces_across_frames_changes_nothing_but_the_number_of_calls(tmp_path, clip):
+    outs: dict[int, list[np.ndarray]] = {1: [], 4: []}
+    calls = {}
+    for k in (1, 4):
+        _Tone.calls = 0
+        video.restore_video(clip, tmp_path / f"b{k}.mp4", _Tone(), upscale=1, detector="hog", batch_frames=k,
+                            frame_hook=lambda i, img, faces, k=k: outs[k].append(img))
+        calls[k] = _Tone.calls
+    assert len(outs[1]) == len(outs[4]) == 12
+    for a, b in zip(outs[1], outs[4]):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert calls[4] <= calls[1] // 3, calls  # 12 frames with one face: 12 calls frame by frame, 3 in batches of 4
+    from facerestore.errors import InputError
+
+    with pytest.raises(InputError, match="batch_frames"):
+        video.restore_video(clip, tmp_path / "bad.mp4", _Tone(), batch_frames=0)

@@ -46,6 +46,7 @@ __all__ = [
     "IdentityReport",
     "PasteShares",
     "PhotoResult",
+    "align_detections",
     "clear_restorer_cache",
     "crop_side",
     "decide_paste",
@@ -560,6 +561,27 @@ def detect_and_select(rgb: np.ndarray, detector: str | Detector, *, min_face_siz
     return dets
 
 
+def align_detections(rgb: np.ndarray, dets: Sequence[FaceDetection], upscale: float, *, face_size: int = 512,
+                     model_size: int = 512) -> list[tuple[FaceDetection, Any]]:
+    """(detection, AlignedFace) for each detection that can be cropped (a face lying almost entirely outside the
+    photo cannot), aligned on the FFHQ template at :func:`crop_side` (``face_size`` or larger, up to
+    ``model_size``). The one alignment of the photo path (the video loop also uses it to restore several frames'
+    faces in one batch)."""
+    from facerestore.faces.align import affine_scale, align_face
+
+    out = []
+    for d in dets:
+        try:
+            a = align_face(rgb, d.landmarks5, size=face_size)
+            side = crop_side(affine_scale(a.affine) * 512.0 / face_size, upscale, face_size, model_size)
+            if side != face_size:
+                a = align_face(rgb, d.landmarks5, size=side)
+            out.append((d, a))
+        except InputError:
+            continue
+    return out
+
+
 def restore_faces_in_photo(
     rgb: np.ndarray,
     restorer: Restorer,
@@ -582,23 +604,12 @@ def restore_faces_in_photo(
 ) -> tuple[np.ndarray, list[FaceResult]]:
     """Align each detected face at ``face_size`` (or larger: :func:`crop_side`), restore, check identity, weigh each
     face (``blend`` times the quality gate's share, :func:`decide_paste`), paste into the upscaled photo."""
-    from facerestore.faces.align import affine_scale, align_face
     from facerestore.faces.paste import paste_faces
 
     timings = {} if timings is None else timings
     t = time.perf_counter()
-    alns = []
-    index: dict[int, int] = {}  # id of the detection -> its index in ``dets`` (faces outside the photo are skipped)
-    for i, d in enumerate(dets):
-        index[id(d)] = i
-        try:
-            a = align_face(rgb, d.landmarks5, size=face_size)
-            side = crop_side(affine_scale(a.affine) * 512.0 / face_size, upscale, face_size, int(restorer.spec.size))
-            if side != face_size:
-                a = align_face(rgb, d.landmarks5, size=side)
-            alns.append((d, a))
-        except InputError:
-            continue  # a face lying (almost) entirely outside the photo cannot be cropped
+    index = {id(d): i for i, d in enumerate(dets)}  # detection -> its index in ``dets``
+    alns = align_detections(rgb, dets, upscale, face_size=face_size, model_size=int(restorer.spec.size))
     timings["align"] = time.perf_counter() - t
 
     t = time.perf_counter()

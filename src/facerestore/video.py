@@ -485,12 +485,59 @@ class VideoResult:
                 "frames_per_second": round(self.frames / self.seconds, 3) if self.seconds > 0 else None}
 
 
+class _Prefetched(Restorer):
+    """Restorations computed ahead, the faces of several frames in one batch (``prime``): ``restore`` returns the
+    stored output of a crop equal, bit for bit, to the one asked (same size, same fidelity), and computes anything
+    else itself, so the results are those of frame-by-frame restoration (up to the float rounding of batching)."""
+
+    def __init__(self, inner: Restorer) -> None:
+        super().__init__()
+        self.inner = inner
+        self.spec = inner.spec
+        self._store: list[tuple[np.ndarray, np.ndarray]] = []
+        self._fidelity: float | None = None
+        self.calls = 0  # restorer calls made (batches), for reports and tests
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.inner.dtype
+
+    def prime(self, crops: Sequence[np.ndarray], *, fidelity: float | None = None, batch_size: int = 16) -> None:
+        from facerestore.pipeline import restore_crops
+
+        outs = restore_crops(self.inner, list(crops), fidelity=fidelity, batch_size=batch_size)
+        self.calls += -(-len(crops) // batch_size) if crops else 0
+        self._store, self._fidelity = list(zip(crops, outs)), fidelity
+
+    def clear(self) -> None:
+        self._store = []
+
+    def restore(self, lq: torch.Tensor, *, refs: torch.Tensor | None = None, fidelity: float | None = None,
+                size: tuple[int, int] | None = None, **options: Any) -> Any:
+        if refs is not None or options or not self._store or fidelity != self._fidelity:
+            self.calls += 1
+            return self.inner.restore(lq, refs=refs, fidelity=fidelity, size=size, **options)
+        outs = []
+        for b in range(lq.shape[0]):
+            x = lq[b].permute(1, 2, 0).cpu().numpy()
+            hit = next((k for k, (c, o) in enumerate(self._store) if c.shape == x.shape
+                        and (size is None or o.shape[:2] == tuple(size)) and np.array_equal(c, x)), None)
+            if hit is None:
+                self.calls += 1
+                outs.append(self.inner.restore(lq[b : b + 1], fidelity=fidelity, size=size)[0])
+            else:
+                y = self._store.pop(hit)[1]
+                outs.append(torch.from_numpy(np.ascontiguousarray(y.transpose(2, 0, 1))).to(lq.device, lq.dtype))
+        return torch.stack(outs)
+
+
 class SequenceRestorer:
     """Restores the frames of one shot in order, keeping what makes them consistent over time: faces tracked and
     their landmarks smoothed (:class:`FaceTracker`), restored crops blended with the previous frame's
     (:class:`TemporalBlender`), the quality gate decided per track and faded (:class:`TrackGate`, unless
     ``gate=False``). ``seq(frame) -> PhotoResult`` for each frame; used by :func:`restore_video` and by
-    ``facerestore restore --sequence`` (a folder of frames). ``photo_options`` go to
+    ``facerestore restore --sequence`` (a folder of frames); ``seq.restore_many(frames)`` restores the faces of
+    several frames in one restorer batch (throughput), with the same results. ``photo_options`` go to
     :func:`facerestore.pipeline.restore_photo` (identity off unless asked)."""
 
     def __init__(self, restorer: Restorer, fps: float, *, upscale: float = 1.0, detector: Any = "auto",
@@ -500,29 +547,53 @@ class SequenceRestorer:
 
         self.detector = create_detector(detector) if isinstance(detector, str) else detector
         self.tracker = FaceTracker(float(fps), smooth=stabilize)
-        self.blender = TemporalBlender(restorer, max_weight=max_weight if stabilize else 0.0,
-                                       motion_limit=motion_limit)
         self.photo_options = {"identity": False, **photo_options}
+        # reference-guided restorations depend on the references: those are restored frame by frame
+        plain = self.photo_options.get("refs") is None and not self.photo_options.get("force_refs")
+        self.prefetch = _Prefetched(restorer) if plain else None
+        self.blender = TemporalBlender(self.prefetch or restorer, max_weight=max_weight if stabilize else 0.0,
+                                       motion_limit=motion_limit)
         self.gate = TrackGate() if self.photo_options.get("gate", True) else None
         self.upscale, self.only_center_face, self.min_score = upscale, only_center_face, min_score
 
     def __call__(self, image: Any) -> Any:
         """One frame (an RGB array, a path or a :class:`facerestore.io.LoadedImage`) -> its PhotoResult."""
-        from facerestore.pipeline import detect_and_select, restore_photo
+        return self.restore_many([image])[0]
 
-        loaded = io.as_image(image)
-        dets = detect_and_select(loaded.rgb, self.detector, min_score=self.min_score,
-                                 only_center_face=self.only_center_face)
-        tracked = self.tracker.update(dets)
-        ordered = sort_detections([d for _, d in tracked])
-        ids = [next(i for i, d in tracked if d is o) for o in ordered]
-        self.blender.begin_frame(ids)
-        if self.gate is not None:
-            self.gate.begin_frame(ids)
-        # the tracked detections are in the frame's pixels: given as they are (a detector object would see the
-        # downscaled copy that restore_photo detects on for frames over 4 MP)
-        return restore_photo(loaded, self.blender, upscale=self.upscale, detector=self.detector, detections=ordered,
-                             shares=self.gate, **self.photo_options)
+    def restore_many(self, frames: Sequence[Any], batch_size: int = 16) -> list[Any]:
+        """Consecutive frames -> their PhotoResults, in order. Faces are detected and tracked frame by frame, then
+        the faces of all these frames are restored in batches of ``batch_size`` before each frame is blended,
+        gated and pasted in order."""
+        from facerestore.pipeline import align_detections, detect_and_select, restore_photo
+
+        loaded = [io.as_image(f) for f in frames]
+        plans = []
+        for frame in loaded:
+            dets = detect_and_select(frame.rgb, self.detector, min_score=self.min_score,
+                                     only_center_face=self.only_center_face)
+            tracked = self.tracker.update(dets)
+            ordered = sort_detections([d for _, d in tracked])
+            plans.append((ordered, [next(i for i, d in tracked if d is o) for o in ordered]))
+        if self.prefetch is not None and len(loaded) > 1:
+            face_size = int(self.photo_options.get("face_size", 512))
+            crops = [a.crop for frame, (ordered, _) in zip(loaded, plans)
+                     for _, a in align_detections(frame.rgb, ordered, self.upscale, face_size=face_size,
+                                                  model_size=int(self.blender.spec.size))]
+            self.prefetch.prime(crops, fidelity=self.photo_options.get("fidelity"), batch_size=batch_size)
+        out = []
+        try:
+            for frame, (ordered, ids) in zip(loaded, plans):
+                self.blender.begin_frame(ids)
+                if self.gate is not None:
+                    self.gate.begin_frame(ids)
+                # the tracked detections are in the frame's pixels: given as they are (a detector object would see
+                # the downscaled copy that restore_photo detects on for frames over 4 MP)
+                out.append(restore_photo(frame, self.blender, upscale=self.upscale, detector=self.detector,
+                                         detections=ordered, shares=self.gate, **self.photo_options))
+        finally:
+            if self.prefetch is not None:
+                self.prefetch.clear()
+        return out
 
 
 def restore_video(
@@ -542,6 +613,7 @@ def restore_video(
     protect: Sequence[str | os.PathLike] = (),
     on_frame: Callable[[int, int | None], None] | None = None,
     frame_hook: Callable[[int, np.ndarray, list[Any]], None] | None = None,
+    batch_frames: int = 4,
     **photo_options: Any,
 ) -> VideoResult:
     """Restore the faces of every frame of ``src`` into ``dst`` (a video file; its extension picks the container).
@@ -553,7 +625,9 @@ def restore_video(
     on its own, as the photo pipeline does. Encoding: the input's codec (libx264 when it has no encoder here)
     or ``codec``, the input's average frame rate, ``crf`` for encoders that take one (x264 18 by default);
     audio streams are copied packet by packet. ``on_frame(done, total)`` is called after each frame;
-    ``frame_hook(index, output_rgb, faces)`` sees each restored frame (benchmarks). Written atomically.
+    ``frame_hook(index, output_rgb, faces)`` sees each restored frame (benchmarks). The faces of ``batch_frames``
+    consecutive frames are restored in one batch (:meth:`SequenceRestorer.restore_many`; memory holds that many
+    decoded frames). Written atomically.
     """
     from facerestore.faces.paste import upscaled_shape
 
@@ -563,6 +637,8 @@ def restore_video(
         raise InputError(f"video output must end in one of {', '.join(_MUXERS)}: {io.display_path(dst)}")
     io.check_output_file(dst, [src, *protect])
     check_encoder_options(codec, crf)
+    if int(batch_frames) != batch_frames or batch_frames < 1:
+        raise InputError(f"batch_frames must be a positive integer, got {batch_frames}")
     t0 = time.perf_counter()
     inp = _open(src)
     tmp: Path | None = None
@@ -618,6 +694,20 @@ def restore_video(
             for pkt in vout.encode(frame):
                 out.mux(pkt)
 
+        pending: list[np.ndarray] = []  # decoded frames whose faces are restored in one batch
+
+        def flush() -> None:
+            nonlocal n_frames
+            for res in seq.restore_many(pending):
+                faces_per_frame.append(len(res.faces))
+                if frame_hook is not None:
+                    frame_hook(n_frames, res.image, res.faces)
+                encode(res.image)
+                n_frames += 1
+                if on_frame is not None:
+                    on_frame(n_frames, info.frames)
+            pending.clear()
+
         streams = [vin, *(inp.streams.audio[k] for k in range(len(inp.streams.audio)))]
         try:
             for packet in inp.demux(streams):
@@ -629,14 +719,10 @@ def restore_video(
                     n_audio += 1
                     continue
                 for frame in packet.decode():
-                    res = seq(_rgb(frame))
-                    faces_per_frame.append(len(res.faces))
-                    if frame_hook is not None:
-                        frame_hook(n_frames, res.image, res.faces)
-                    encode(res.image)
-                    n_frames += 1
-                    if on_frame is not None:
-                        on_frame(n_frames, info.frames)
+                    pending.append(_rgb(frame))
+                    if len(pending) >= batch_frames:
+                        flush()
+            flush()
         except av.error.FFmpegError as exc:
             raise InputError(f"cannot decode video {io.display_path(src)}: {_reason(exc)}") from None
         if n_frames == 0:
