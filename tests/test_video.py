@@ -495,3 +495,42 @@ def test_batching_faces_across_frames_changes_nothing_but_the_number_of_calls(tm
 
     with pytest.raises(InputError, match="batch_frames"):
         video.restore_video(clip, tmp_path / "bad.mp4", _Tone(), batch_frames=0)
+
+
+def test_tracker_relinks_a_returning_face_by_identity():
+    """A face that disappears for longer than max_missed and comes back elsewhere (no box overlap) gets its old
+    track id back when its identity embedding is close, and a new id when it is another person."""
+    from facerestore.faces.detect import FaceDetection
+
+    who: dict[int, float] = {}
+
+    def det(x: float, person: float) -> FaceDetection:
+        lm = np.array([[x + 12, 25], [x + 28, 25], [x + 20, 32], [x + 14, 40], [x + 26, 40]], float)
+        d = FaceDetection(box=np.array([x, 10.0, x + 40.0, 50.0]), score=0.9, landmarks5=lm)
+        who[id(d)] = person
+        return d
+
+    def embed(frame, d):
+        return np.array([who[id(d)], 0.0])
+
+    tr = video.FaceTracker(10.0, smooth=False, embed=embed, max_missed=1)
+    frame = np.zeros((100, 300, 3), np.float32)
+    first = det(10, 0.0)
+    ((tid, _),) = tr.update([first], frame)
+    for _ in range(3):
+        assert tr.update([], frame) == []  # the face is hidden: its track ends
+    back = det(200, 0.1)
+    ((again, _),) = tr.update([back], frame)  # the same person (distance 0.1), far away
+    assert again == tid
+    for _ in range(3):
+        tr.update([], frame)
+    stranger = det(200, 5.0)
+    ((other, _),) = tr.update([stranger], frame)  # another person
+    assert other != tid
+    # without embeddings a returning face starts a new track, as before
+    plain = video.FaceTracker(10.0, smooth=False, max_missed=1)
+    ((a, _),) = plain.update([det(10, 0.0)], frame)
+    for _ in range(3):
+        plain.update([], frame)
+    ((b, _),) = plain.update([det(200, 0.0)], frame)
+    assert a != b

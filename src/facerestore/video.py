@@ -245,7 +245,11 @@ class FaceTracker:
     detection's ``landmarks5`` are the track's One-Euro-filtered points and its box and ``landmarks68`` are
     moved by the same mean offset. A detection matches the unmatched track whose last box overlaps it most
     (IoU >= ``iou_threshold``), or whose landmarks lie within ``max_landmark_shift`` face sizes; a track not
-    seen for more than ``max_missed`` frames ends (a face coming back starts a new track).
+    seen for more than ``max_missed`` frames ends. With ``embed`` (``embed(frame, detection) -> vector or
+    None``, e.g. dlib's 128-d identity) and the frame given to ``update``, a face that matches no live track is
+    compared with the tracks that ended in the last ``relink_seconds``: within ``max_identity_distance`` of the
+    nearest, it takes that track's id back (the same person after an occlusion or a cut keeps its gate decision);
+    embeddings are computed only for new faces.
     """
 
     fps: float
@@ -257,8 +261,14 @@ class FaceTracker:
     # enough to cost 0.15 dB of face PSNR; 2 Hz / beta 8 keeps PSNR within 0.02 dB of per-frame restoration
     min_cutoff: float = 2.0
     beta: float = 8.0
+    embed: Callable[[np.ndarray, FaceDetection], np.ndarray | None] | None = None
+    relink_seconds: float = 2.0
+    max_identity_distance: float = 0.5  # dlib's 128-d distance; stricter than its 0.6 same-person threshold
     tracks: list[_Track] = field(default_factory=list)
     _next_id: int = 0
+    _frame: int = 0
+    _embedding: dict[int, np.ndarray] = field(default_factory=dict)  # track -> identity embedding
+    _ended: dict[int, int] = field(default_factory=dict)  # ended track -> frame it ended
     _last_lm: dict[int, np.ndarray] = field(default_factory=dict)
 
     def _match(self, dets: Sequence[FaceDetection]) -> list[_Track | None]:
@@ -280,15 +290,35 @@ class FaceTracker:
                 used.add(j)
         return out
 
-    def update(self, dets: Sequence[FaceDetection]) -> list[tuple[int, FaceDetection]]:
+    def _new_id(self, frame: np.ndarray | None, d: FaceDetection) -> int:
+        """A new face's track id: an ended track of the same person (identity) or a fresh one."""
+        emb = None if self.embed is None or frame is None else self.embed(frame, d)
+        window = self.relink_seconds * self.fps
+        self._ended = {k: f for k, f in self._ended.items() if self._frame - f <= window}
+        tid = None
+        if emb is not None:
+            dists = {k: float(np.linalg.norm(emb - self._embedding[k])) for k in self._ended if k in self._embedding}
+            if dists:
+                best = min(dists, key=dists.get)
+                if dists[best] <= self.max_identity_distance:
+                    tid = best
+                    del self._ended[best]
+        if tid is None:
+            tid = self._next_id
+            self._next_id += 1
+        if emb is not None:
+            self._embedding[tid] = emb
+        return tid
+
+    def update(self, dets: Sequence[FaceDetection], frame: np.ndarray | None = None) -> list[tuple[int, FaceDetection]]:
+        self._frame += 1
         matched = self._match(dets)
         seen: set[int] = set()
         result = []
         for d, t in zip(dets, matched):
             if t is None:
-                t = _Track(self._next_id, np.asarray(d.box, float),
+                t = _Track(self._new_id(frame, d), np.asarray(d.box, float),
                            OneEuroFilter(self.fps, min_cutoff=self.min_cutoff, beta=self.beta))
-                self._next_id += 1
                 self.tracks.append(t)
             raw = np.asarray(d.landmarks5, np.float64)
             t.box, t.missed = np.asarray(d.box, float), 0
@@ -307,6 +337,7 @@ class FaceTracker:
         self.tracks = [t for t in self.tracks if t.id not in ended]
         for k in ended:
             self._last_lm.pop(k, None)
+            self._ended[k] = self._frame
         return result
 
 
@@ -421,10 +452,10 @@ class TrackGate:
     threshold fades between restored and original instead of switching: no flicker). A new track starts at its
     first decision. ``shares`` keeps every share used (for the record)."""
 
-    def __init__(self, every: int = 12, rate: float = 0.2) -> None:
+    def __init__(self, every: int = 12, rate: float = 0.2, keep: int = 50) -> None:
         if int(every) < 1 or not 0.0 < float(rate) <= 1.0:
             raise InputError(f"TrackGate needs every >= 1 and rate in (0, 1], got {every}, {rate}")
-        self.every, self.rate = int(every), float(rate)
+        self.every, self.rate, self.keep = int(every), float(rate), int(keep)
         self._ids: list[int] = []
         self._frame = 0
         self._state: dict[int, dict[str, float]] = {}  # track -> share, target, frame of the last decision
@@ -434,7 +465,11 @@ class TrackGate:
     def begin_frame(self, ids: Sequence[int]) -> None:
         self._frame += 1
         self._ids = list(ids)
-        self._state = {k: v for k, v in self._state.items() if k in self._ids}
+        for k in self._ids:
+            if k in self._state:
+                self._state[k]["seen"] = float(self._frame)
+        # a track that comes back (the tracker relinks a person by identity) finds its share again
+        self._state = {k: v for k, v in self._state.items() if self._frame - v.get("seen", self._frame) <= self.keep}
 
     def needs_gate(self, index: int) -> bool:
         st = self._state.get(self._ids[index])
@@ -446,7 +481,8 @@ class TrackGate:
         if decision is not None:
             self.decisions += 1
             if st is None:
-                st = self._state[track] = {"share": float(decision.weight), "target": float(decision.weight)}
+                st = self._state[track] = {"share": float(decision.weight), "target": float(decision.weight),
+                                           "seen": float(self._frame)}
             st["target"], st["decided"] = float(decision.weight), float(self._frame)
         if st is None:  # no decision yet (the gate was not asked to run): paste nothing rather than guess
             return 0.0
@@ -483,6 +519,17 @@ class VideoResult:
                 "mean_gate_share": float(np.mean(self.gate_shares)) if self.gate_shares else None,
                 "seconds": round(self.seconds, 3),
                 "frames_per_second": round(self.frames / self.seconds, 3) if self.seconds > 0 else None}
+
+
+def _identity_embedding(frame: np.ndarray, d: FaceDetection) -> np.ndarray | None:
+    """dlib's 128-d identity of a detected face (for relinking tracks), None when it cannot be computed."""
+    from facerestore.errors import FaceRestoreError
+    from facerestore.faces.identity import dlib_embedding
+
+    try:
+        return np.asarray(dlib_embedding(frame, np.asarray(d.box, np.float64)), np.float64)
+    except (FaceRestoreError, RuntimeError, ImportError, OSError, ValueError):
+        return None
 
 
 class _Prefetched(Restorer):
@@ -546,7 +593,7 @@ class SequenceRestorer:
         from facerestore.faces.detect import create_detector
 
         self.detector = create_detector(detector) if isinstance(detector, str) else detector
-        self.tracker = FaceTracker(float(fps), smooth=stabilize)
+        self.tracker = FaceTracker(float(fps), smooth=stabilize, embed=_identity_embedding)
         self.photo_options = {"identity": False, **photo_options}
         # reference-guided restorations depend on the references: those are restored frame by frame
         plain = self.photo_options.get("refs") is None and not self.photo_options.get("force_refs")
@@ -571,7 +618,7 @@ class SequenceRestorer:
         for frame in loaded:
             dets = detect_and_select(frame.rgb, self.detector, min_score=self.min_score,
                                      only_center_face=self.only_center_face)
-            tracked = self.tracker.update(dets)
+            tracked = self.tracker.update(dets, frame.rgb)
             ordered = sort_detections([d for _, d in tracked])
             plans.append((ordered, [next(i for i, d in tracked if d is o) for o in ordered]))
         if self.prefetch is not None and len(loaded) > 1:
