@@ -56,6 +56,7 @@ __all__ = [
     "SearchedModule",
     "count_parameters",
     "level_sides",
+    "prior_stems",
     "released_dead_parameters",
 ]
 
@@ -64,6 +65,14 @@ HEAT_CHANNELS = 71
 DICT_CHANNELS = 256
 MULTIPLIER = 3
 Priors = dict[str, torch.Tensor]
+
+
+def prior_stems(p: int) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """The input convolutions of the three priors (parsing map + image, heatmaps + image, component-dictionary
+    features) to ``p`` channels, as the released model has them (shared by MFPSNet and its search space)."""
+    return (nn.Conv2d(PARSE_CHANNELS + 3, p, 3, padding=1), nn.Conv2d(HEAT_CHANNELS + 3, p, 3, padding=1),
+            nn.Sequential(nn.Conv2d(DICT_CHANNELS, 174, 3, padding=1), nn.LeakyReLU(0.2),
+                          nn.Conv2d(174, 90, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(90, p, 3, padding=1)))
 
 
 def level_sides(side: int, start_level: int) -> dict[int, int]:
@@ -197,11 +206,7 @@ class MFPSNet(FRSNet):
         if not genotype.has_priors:
             raise ValueError("MFPSNet needs a genotype with the parse, heat, dict and fusion modules")
         p = prior_filters
-        self.parse_in = nn.Conv2d(PARSE_CHANNELS + 3, p, 3, padding=1)
-        self.heat_in = nn.Conv2d(HEAT_CHANNELS + 3, p, 3, padding=1)
-        self.dict_in = nn.Sequential(nn.Conv2d(DICT_CHANNELS, 174, 3, padding=1), nn.LeakyReLU(0.2),
-                                     nn.Conv2d(174, 90, 3, padding=1), nn.LeakyReLU(0.2),
-                                     nn.Conv2d(90, p, 3, padding=1))
+        self.parse_in, self.heat_in, self.dict_in = prior_stems(p)
         self.priors = nn.ModuleDict({n: SearchedModule(genotype[n], p, p, 0) for n in ("parse", "heat", "dict")})
         self.prior_out = nn.Conv2d(self.priors["parse"].out_channels, p, 3, padding=1)  # shared by the 3 priors
         fuse_in = self.sr.out_channels + 3 * p

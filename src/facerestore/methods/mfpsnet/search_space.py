@@ -38,6 +38,7 @@ from facerestore.methods.mfpsnet.network import (
     Priors,
     Reconstruction,
     level_sides,
+    prior_stems,
 )
 from facerestore.methods.mfpsnet.ops import PRIMITIVES, ConvBR, ResidualDenseBlock, make_op, resample
 
@@ -180,11 +181,7 @@ class SearchMFPSNet(SearchFRSNet):
                  unshuffle: int = 8, init_scale: float = 1.0, generator: torch.Generator | None = None) -> None:
         super().__init__(nf, growth, blocks, sr_filters, layers, unshuffle, init_scale, generator)
         p = prior_filters
-        self.parse_in = nn.Conv2d(PARSE_CHANNELS + 3, p, 3, padding=1)
-        self.heat_in = nn.Conv2d(HEAT_CHANNELS + 3, p, 3, padding=1)
-        self.dict_in = nn.Sequential(nn.Conv2d(DICT_CHANNELS, 174, 3, padding=1), nn.LeakyReLU(0.2),
-                                     nn.Conv2d(174, 90, 3, padding=1), nn.LeakyReLU(0.2),
-                                     nn.Conv2d(90, p, 3, padding=1))
+        self.parse_in, self.heat_in, self.dict_in = prior_stems(p)
         self.priors = nn.ModuleDict({n: SuperModule(p, p, 0, prior_layers, init_scale=init_scale, generator=generator)
                                      for n in PRIOR_MODULES})
         self.prior_out = nn.Conv2d(MULTIPLIER * p, p, 3, padding=1)
