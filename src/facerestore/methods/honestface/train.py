@@ -312,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     from facerestore.nn.backbones.dlib_resnet import load_dlib_face_resnet
+    from facerestore.train.checkpoint import load_checkpoint, save_checkpoint
     from facerestore.train.losses import IdentityLoss
 
     dlib_net = load_dlib_face_resnet()
@@ -324,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     state_path = out / "state.pt"
     state: dict[str, Any] = {"step": 0, "seconds": 0.0, "log": []}
     if state_path.is_file():
-        state = torch.load(state_path, weights_only=False)  # our own checkpoint (optimizer states)
+        state = load_checkpoint(state_path)  # weights_only: no code from the file runs
         net.load_state_dict(state["net"], strict=False)
         disc.load_state_dict(state["disc"])
     step = int(state["step"])
@@ -386,8 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rec), flush=True)
     state.update(step=step, seconds=float(state["seconds"]) + time.time() - t0, phase=phase,
                  net=net.trainable_state(), disc=disc.state_dict(), opt=opt.state_dict(), opt_d=opt_d.state_dict())
-    torch.save(state, state_path.with_suffix(".tmp"))
-    state_path.with_suffix(".tmp").replace(state_path)
+    save_checkpoint(state_path, state)  # atomic
     meta = {"steps": step, "phase_a_steps": args.phase_a, "batch": args.batch, "train_hours": state["seconds"] / 3600,
             "seed": args.seed}
     net.eval()
