@@ -226,11 +226,9 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--fps must be a positive number, got {args.fps:g}")
         from facerestore.video import SequenceRestorer
 
-        seq = SequenceRestorer(
-            restorer, args.fps, upscale=2.0 if args.upscale is None else args.upscale,
-            detector=detector if detector is not None else args.detector, only_center_face=args.only_center_face,
-            min_score=args.min_score, fidelity=args.fidelity, refs=refs, color_match=args.color_match,
-            background=background, mask=args.mask, blend=args.blend, gate=args.gate, identity=True)
+        seq = SequenceRestorer(restorer, args.fps, upscale=2.0 if args.upscale is None else args.upscale,
+                               detector=detector if detector is not None else args.detector, identity=True,
+                               **_restore_options(args, refs, background))
     no_face: list[Path] = []
     kept: list[int] = []  # faces the quality gate left as they were
     warned_alpha: list[bool] = []
@@ -248,10 +246,9 @@ def run(args: argparse.Namespace) -> int:
         oh, ow = upscaled_shape(h, w, upscale)
         io.check_pixels(ow, oh, what=f"the output (--upscale {upscale:g})")
         res = seq(loaded) if seq is not None else restore_photo(
-            loaded, restorer, upscale=upscale, fidelity=args.fidelity, aligned=args.aligned,
-            only_center_face=args.only_center_face, detector=detector if detector is not None else args.detector,
-            device=device, half=args.half, refs=refs, color_match=args.color_match, min_score=args.min_score,
-            background=background, mask=args.mask, blend=args.blend, gate=args.gate, force_refs=args.force_refs,
+            loaded, restorer, upscale=upscale, aligned=args.aligned,
+            detector=detector if detector is not None else args.detector, device=device, half=args.half,
+            **_restore_options(args, refs, background),
         )
         stem = stems[path]
         ext = output_ext(path, res.alpha is not None, args.ext)
@@ -295,6 +292,13 @@ def run(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def _restore_options(args: argparse.Namespace, refs: Any, background: Any) -> dict[str, Any]:
+    """The restoration options shared by photos, frame sequences and videos (one list for the three paths)."""
+    return {"fidelity": args.fidelity, "refs": refs, "force_refs": args.force_refs, "color_match": args.color_match,
+            "mask": args.mask, "background": background, "blend": args.blend, "gate": args.gate,
+            "only_center_face": args.only_center_face, "min_score": args.min_score}
+
+
 def _restore_video(path: Path, target: Path, args: argparse.Namespace, restorer: Any, detector: Any,
                    background: Any, refs: Any, protect: list[str]) -> int:
     """One video input -> ``restored_videos/STEM.EXT`` and its JSON record; returns the faces restored."""
@@ -315,10 +319,8 @@ def _restore_video(path: Path, target: Path, args: argparse.Namespace, restorer:
 
     try:
         res = restore_video(path, target, restorer, upscale=upscale, detector=detector, crf=args.crf,
-                            codec=args.codec, protect=protect, on_frame=tick, fidelity=args.fidelity,
-                            only_center_face=args.only_center_face, min_score=args.min_score, refs=refs,
-                            color_match=args.color_match, mask=args.mask, background=background,
-                            blend=args.blend, gate=args.gate)
+                            codec=args.codec, protect=protect, on_frame=tick,
+                            **_restore_options(args, refs, background))
     finally:
         bar.close()
     io.atomic_write_json(target.with_suffix(".json"), {"input": str(path), "method": args.method,

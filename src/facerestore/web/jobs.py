@@ -767,7 +767,7 @@ def _run_video(path: str | os.PathLike, name: str, stem: str, opts: JobOptions, 
     res = restore_video(src, target, restorer, upscale=upscale, detector=detector, on_frame=tick,
                         fidelity=opts.fidelity, only_center_face=bool(opts.only_center_face),
                         min_score=opts.min_score, refs=refs, color_match=True, mask=opts.mask,
-                        background=background, blend=float(opts.blend), gate=bool(opts.gate))
+                        background=background, blend=float(opts.blend), gate=bool(opts.gate), force_refs=False)
     rec = {"input": name, "method": opts.method, "upscale": upscale, **res.to_json(),
            "output": f"{VIDEO_FOLDER}/{target.name}", "web": True}
     record = io.atomic_write_json(target.with_suffix(".json"), rec)
