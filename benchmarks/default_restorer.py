@@ -141,12 +141,9 @@ class Scorer:
 
 
 def bootstrap(d: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    d = d[np.isfinite(d)]
-    if len(d) == 0:
-        return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, len(d), (n, len(d)))].mean(1)
-    return float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    from facerestore.metrics.stats import paired_bootstrap
+
+    return paired_bootstrap(d, n, seed)
 
 
 def to_markdown(result: dict) -> str:

@@ -45,12 +45,9 @@ PAIRS = (("one", "none"), ("all", "none"), ("all", "one"), ("wrong", "none"), ("
 
 
 def bootstrap(d: np.ndarray, n: int = 2000, seed: int = 0) -> list[float]:
-    d = d[np.isfinite(d)]
-    if len(d) == 0:
-        return [float("nan")] * 3
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, len(d), (n, len(d)))].mean(1)
-    return [float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+    from facerestore.metrics.stats import paired_bootstrap
+
+    return list(paired_bootstrap(d, n, seed))
 
 
 def degrade_face(x: torch.Tensor, kind: str, seed: int) -> torch.Tensor:

@@ -1,0 +1,29 @@
+import numpy as np
+
+from facerestore.metrics.stats import paired_bootstrap
+
+
+def test_constant_differences_give_a_point_interval():
+    assert paired_bootstrap(np.full(30, 0.25)) == (0.25, 0.25, 0.25)
+
+
+def test_interval_matches_the_normal_approximation_for_many_items():
+    d = np.random.default_rng(3).normal(0.1, 1.0, 4000)
+    mean, lo, hi = paired_bootstrap(d, resamples=4000, seed=1)
+    half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
+    assert mean == d.mean()
+    assert abs((hi - lo) / 2 - half) < 0.1 * half
+    assert lo < mean < hi
+
+
+def test_non_finite_items_are_dropped_and_seed_is_deterministic():
+    d = np.array([1.0, np.nan, 2.0, np.inf, 3.0])
+    assert paired_bootstrap(d, seed=5) == paired_bootstrap(np.array([1.0, 2.0, 3.0]), seed=5)
+    assert all(np.isnan(paired_bootstrap(np.array([np.nan]))))
+
+
+def test_level_widens_the_interval():
+    d = np.random.default_rng(0).normal(size=200)
+    _, lo90, hi90 = paired_bootstrap(d, level=0.90)
+    _, lo99, hi99 = paired_bootstrap(d, level=0.99)
+    assert lo99 < lo90 < hi90 < hi99
