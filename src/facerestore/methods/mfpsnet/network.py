@@ -67,12 +67,21 @@ MULTIPLIER = 3
 Priors = dict[str, torch.Tensor]
 
 
-def prior_stems(p: int) -> tuple[nn.Module, nn.Module, nn.Module]:
+RELEASED_DICT_STEM = 174  # first hidden width of the released dictionary stem (the second is 90)
+
+
+def prior_stems(p: int, dict_stem: int = RELEASED_DICT_STEM) -> tuple[nn.Module, nn.Module, nn.Module]:
     """The input convolutions of the three priors (parsing map + image, heatmaps + image, component-dictionary
-    features) to ``p`` channels, as the released model has them (shared by MFPSNet and its search space)."""
+    features) to ``p`` channels, as the released model has them (shared by MFPSNet and its search space).
+
+    ``dict_stem``: first hidden width of the dictionary stem (256 -> dict_stem -> dict_stem * 90 / 174 -> p,
+    3x3 convolutions at full resolution); 174 is the released model's. It is most of MFPSNet's CPU time at small
+    widths, hence the option for compact models."""
+    hidden = max(1, dict_stem * 90 // RELEASED_DICT_STEM)
     return (nn.Conv2d(PARSE_CHANNELS + 3, p, 3, padding=1), nn.Conv2d(HEAT_CHANNELS + 3, p, 3, padding=1),
-            nn.Sequential(nn.Conv2d(DICT_CHANNELS, 174, 3, padding=1), nn.LeakyReLU(0.2),
-                          nn.Conv2d(174, 90, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(90, p, 3, padding=1)))
+            nn.Sequential(nn.Conv2d(DICT_CHANNELS, dict_stem, 3, padding=1), nn.LeakyReLU(0.2),
+                          nn.Conv2d(dict_stem, hidden, 3, padding=1), nn.LeakyReLU(0.2),
+                          nn.Conv2d(hidden, p, 3, padding=1)))
 
 
 def level_sides(side: int, start_level: int) -> dict[int, int]:
@@ -201,12 +210,12 @@ class MFPSNet(FRSNet):
 
     def __init__(self, genotype: Genotype, nf: int = 64, growth: int = 32, blocks: int = 3, sr_filters: int = 8,
                  prior_filters: int = 8, fusion_filters: int = 48, unshuffle: int = 8,
-                 released_extras: bool = False) -> None:
+                 released_extras: bool = False, dict_stem: int = RELEASED_DICT_STEM) -> None:
         super().__init__(genotype, nf, growth, blocks, sr_filters, unshuffle)
         if not genotype.has_priors:
             raise ValueError("MFPSNet needs a genotype with the parse, heat, dict and fusion modules")
         p = prior_filters
-        self.parse_in, self.heat_in, self.dict_in = prior_stems(p)
+        self.parse_in, self.heat_in, self.dict_in = prior_stems(p, dict_stem)
         self.priors = nn.ModuleDict({n: SearchedModule(genotype[n], p, p, 0) for n in ("parse", "heat", "dict")})
         self.prior_out = nn.Conv2d(self.priors["parse"].out_channels, p, 3, padding=1)  # shared by the 3 priors
         fuse_in = self.sr.out_channels + 3 * p

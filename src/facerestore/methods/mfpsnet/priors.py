@@ -256,7 +256,7 @@ class PriorExtractor:
                            else dictionary)
         self.soft = soft
         self.use_mesh = zoo.is_available("facemesh-468") if use_mesh is None else use_mesh
-        if not self.use_mesh:
+        if use_mesh is None and not self.use_mesh:
             warnings.warn("mfpsnet priors: Face Mesh weights are not downloaded; parsing maps come from 68-landmark "
                           "polygons (`facerestore models download facemesh-468`)", stacklevel=2)
         self._mesher = None

@@ -24,12 +24,14 @@ from typing import Any
 import torch
 
 from facerestore.errors import InputError, WeightsMissingError
+from facerestore.methods.mfpsnet.train import MFPSNetAdapter
 from facerestore.methods.restorer import Restorer
 from facerestore.methods.spec import MethodSpec
 
 __all__ = ["MFPSNetRestorer", "load_mfpsnet", "save_mfpsnet"]
 
-_MODEL_KEYS = {"nf", "growth", "blocks", "sr_filters", "prior_filters", "fusion_filters"}
+FRSNET_KEYS = {"nf", "growth", "blocks", "sr_filters"}
+MODEL_KEYS = FRSNET_KEYS | {"prior_filters", "fusion_filters", "dict_stem"}
 
 
 def save_mfpsnet(net: torch.nn.Module, path: str | os.PathLike, *, size: int = 128,
@@ -73,14 +75,17 @@ def load_mfpsnet(weights: str | os.PathLike | None) -> tuple[torch.nn.Module, di
     g = desc.get("genotype")
     genotype = get_preset(g) if isinstance(g, str) else Genotype.from_dict(g, desc_path.name)
     model = desc.get("model", {})
-    if not isinstance(model, dict) or set(model) - _MODEL_KEYS or not all(
+    if not isinstance(model, dict) or set(model) - MODEL_KEYS or not all(
             isinstance(v, int) and 1 <= v <= 1024 for v in model.values()):
-        raise InputError(f"{desc_path.name}: model options must be integers 1..1024 among {sorted(_MODEL_KEYS)}")
+        raise InputError(f"{desc_path.name}: model options must be integers 1..1024 among {sorted(MODEL_KEYS)}")
     size = desc.get("size", 128)
     if not isinstance(size, int) or size % 64 or not 64 <= size <= 1024:
         raise InputError(f"{desc_path.name}: size must be a multiple of 64 in 64..1024, got {size!r}")
     if kind == "frsnet":
-        model = {k: v for k, v in model.items() if k in {"nf", "growth", "blocks", "sr_filters"}}
+        model = {k: v for k, v in model.items() if k in FRSNET_KEYS}
+    disabled = desc.get("disabled_priors", [])
+    if not isinstance(disabled, list) or set(disabled) - {"parse", "heat", "dict"}:
+        raise InputError(f"{desc_path.name}: disabled_priors must be a list among parse, heat, dict")
 
     def build():
         return (MFPSNet if kind == "mfpsnet" else FRSNet)(genotype, **model)
@@ -108,6 +113,7 @@ class MFPSNetRestorer(Restorer):
         min_side=8,
         weights=None,
         weights_licence="none shipped (your own trained weights)",
+        trainer=MFPSNetAdapter,
     )
 
     def __init__(self, weights: str | os.PathLike | None = None) -> None:
@@ -126,4 +132,4 @@ class MFPSNetRestorer(Restorer):
     def _restore(self, x: torch.Tensor, *, fidelity: float | None, refs: torch.Tensor | None) -> torch.Tensor:
         if self.description["network"] == "frsnet":
             return self.net(x)
-        return self.net(x, prior_fn=self.prior_fn)[-1]
+        return self.net(x, prior_fn=self.prior_fn, disabled=tuple(self.description.get("disabled_priors", ())))[-1]

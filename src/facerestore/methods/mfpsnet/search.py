@@ -44,7 +44,8 @@ import torch
 
 from facerestore.errors import InputError
 
-__all__ = ["SINGLE_TASKS", "SearchConfig", "disentangled_batch", "load_search_config", "run_search"]
+__all__ = ["SINGLE_TASKS", "SearchConfig", "disentangled_batch", "load_search_config", "run_search",
+           "single_degradations"]
 
 FULL_TASK = "mfpsnet-full"
 SINGLE_TASKS = ("mfpsnet-blur", "mfpsnet-down", "mfpsnet-noise", "mfpsnet-jpeg")
@@ -162,27 +163,36 @@ def config_from_dict(raw: dict[str, Any], where: str = "search config") -> Searc
 # --------------------------------------------------------------------------------------------- data
 
 
+def single_degradations(hq: torch.Tensor, generator: torch.Generator, singles: str = "all") -> list[torch.Tensor]:
+    """The singly degraded copies of ``hq`` for eq. 8: one batch per single task (``singles="all"``), or one
+    batch with a task drawn per image (``"one"``); each at the size its task returns."""
+    from facerestore import degrade
+
+    if singles == "all":
+        return [degrade.apply(hq, task, generator=generator)[0] for task in SINGLE_TASKS]
+    pick = torch.randint(len(SINGLE_TASKS), (hq.shape[0],), generator=generator).tolist()
+    parts = [degrade.apply(hq[i:i + 1], SINGLE_TASKS[t], generator=generator)[0] for i, t in enumerate(pick)]
+    side = hq.shape[-2:]
+    return [torch.cat([_to_size(x, side) for x in parts])]
+
+
+def _to_size(x: torch.Tensor, side: torch.Size | tuple[int, int]) -> torch.Tensor:
+    """Bicubic resize back to ``side`` (the down-sampling task returns a smaller image)."""
+    return x if x.shape[-2:] == side else torch.nn.functional.interpolate(
+        x, size=side, mode="bicubic", align_corners=False)
+
+
 def disentangled_batch(hq: torch.Tensor, generator: torch.Generator, *, disentangle: bool = True,
                        singles: str = "all", full_task: str = FULL_TASK) -> tuple[torch.Tensor, torch.Tensor]:
     """(lq, target) for eq. 8: the fully degraded batch, then (with ``disentangle``) the singly degraded ones
     (every single task, or one drawn per image), targets repeated to match."""
     from facerestore import degrade
 
-    lqs, targets = [degrade.apply(hq, full_task, generator=generator)[0]], [hq]
+    lqs = [degrade.apply(hq, full_task, generator=generator)[0]]
     if disentangle:
-        if singles == "all":
-            for task in SINGLE_TASKS:
-                lqs.append(degrade.apply(hq, task, generator=generator)[0])
-                targets.append(hq)
-        else:
-            pick = torch.randint(len(SINGLE_TASKS), (hq.shape[0],), generator=generator).tolist()
-            one = torch.cat([degrade.apply(hq[i:i + 1], SINGLE_TASKS[t], generator=generator)[0]
-                             for i, t in enumerate(pick)])
-            lqs.append(one)
-            targets.append(hq)
-    lq = torch.cat([x if x.shape[-2:] == hq.shape[-2:] else torch.nn.functional.interpolate(
-        x, size=hq.shape[-2:], mode="bicubic", align_corners=False) for x in lqs]).clamp(0, 1)
-    return lq, torch.cat(targets)
+        lqs += single_degradations(hq, generator, singles)
+    lq = torch.cat([_to_size(x, hq.shape[-2:]) for x in lqs]).clamp(0, 1)
+    return lq, hq.repeat(len(lqs), 1, 1, 1)
 
 
 def _image_halves(cfg: SearchConfig) -> tuple[torch.Tensor, torch.Tensor, int]:

@@ -35,6 +35,7 @@ from facerestore.methods.mfpsnet.network import (
     HEAT_CHANNELS,
     MULTIPLIER,
     PARSE_CHANNELS,
+    RELEASED_DICT_STEM,
     Priors,
     Reconstruction,
     level_sides,
@@ -178,10 +179,11 @@ class SearchMFPSNet(SearchFRSNet):
 
     def __init__(self, nf: int = 64, growth: int = 32, blocks: int = 3, sr_filters: int = 8, prior_filters: int = 8,
                  fusion_filters: int = 48, layers: int = 6, prior_layers: int = 6, fusion_layers: int = 8,
-                 unshuffle: int = 8, init_scale: float = 1.0, generator: torch.Generator | None = None) -> None:
+                 unshuffle: int = 8, init_scale: float = 1.0, generator: torch.Generator | None = None,
+                 dict_stem: int = RELEASED_DICT_STEM) -> None:
         super().__init__(nf, growth, blocks, sr_filters, layers, unshuffle, init_scale, generator)
         p = prior_filters
-        self.parse_in, self.heat_in, self.dict_in = prior_stems(p)
+        self.parse_in, self.heat_in, self.dict_in = prior_stems(p, dict_stem)
         self.priors = nn.ModuleDict({n: SuperModule(p, p, 0, prior_layers, init_scale=init_scale, generator=generator)
                                      for n in PRIOR_MODULES})
         self.prior_out = nn.Conv2d(MULTIPLIER * p, p, 3, padding=1)
