@@ -87,13 +87,31 @@ def test_two_step_search_changes_alphas_and_resumes_exactly(faces, tmp_path):
     assert load_genotype(cfg_b.run_dir / "genotype.json") == g
 
 
-def test_mfpsnet_search_step_runs(faces, tmp_path):
+@pytest.mark.parametrize("priors", ["extractor", "zeros"])
+def test_mfpsnet_search_step_runs_on_the_configured_priors(faces, tmp_path, monkeypatch, priors):
+    from facerestore.methods.mfpsnet import priors as priors_module
+
+    if priors == "extractor":
+        pytest.importorskip("dlib", reason="the priors need dlib's 68-point landmarks")
+    calls = []
+    real = priors_module.PriorExtractor.__call__
+
+    def spy(self, images):  # the real extractor, recording what it is given
+        out = real(self, images)
+        calls.append((tuple(images.shape), images.requires_grad, sorted(out)))
+        return out
+
+    monkeypatch.setattr(priors_module.PriorExtractor, "__call__", spy)
     model = dict(TINY_MODEL, prior_filters=2, fusion_filters=2, prior_layers=2, fusion_layers=2, layers=2)
-    cfg = _cfg(faces, tmp_path, network="mfpsnet", model=model, disentangle=False, batch_size=1, epochs=1)
+    cfg = _cfg(faces, tmp_path, network="mfpsnet", model=model, disentangle=False, batch_size=1, epochs=1,
+               priors=priors)
     summary = run_search(cfg, max_steps=1)
     assert summary["step"] == 1
     g = load_genotype(cfg.run_dir / "genotype.json")
     assert g.has_priors and len(g["fusion"].path) == 2
+    # one weight step and one architecture step (arch_start_epoch 0), each on its first iteration's output
+    expected = [((1, 3, 64, 64), False, ["heat", "parse"])] * 2 if priors == "extractor" else []
+    assert calls == expected
 
 
 def test_search_config_errors_are_one_line(tmp_path):

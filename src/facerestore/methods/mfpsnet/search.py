@@ -23,10 +23,12 @@ upsampling module only, for MFPSNet every module), ``arch_history.json`` (softma
 epoch), ``arch_<module>.png`` (those weights over epochs as a heat map: rows are epochs, first the 9 x 4
 operation weights, then the L x 4 x 3 arrow weights, white = 1) and ``search.json`` (the configuration).
 
-MFPSNet search and priors: the prior modules are searched on the priors given by ``prior_fn`` (none in the
-CLI yet: ``priors: zeros`` feeds empty priors, which searches the prior modules' architecture on no
-information; a real prior search needs the priors of :mod:`~facerestore.methods.mfpsnet.priors` computed per
-training face).
+MFPSNet search and priors: the prior modules are searched on the priors of the first iteration's output, as
+in retraining and inference. ``priors: extractor`` (the default) computes them with
+:class:`~facerestore.methods.mfpsnet.priors.PriorExtractor` (dlib landmarks -> heatmaps, Face Mesh or landmark
+polygons -> parsing maps, and the component dictionary file ``dictionary`` when given, else no dictionary prior);
+``priors: zeros`` feeds empty priors (the prior modules are then searched on no information: only for timing or
+tests). ``run_search(prior_fn=...)`` overrides both.
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ class SearchConfig:
     grad_clip: float = 5.0
     perceptual: str = "auto"
     perceptual_weight: float = 0.001
-    priors: str = "zeros"
+    priors: str = "extractor"  # "extractor" (real priors, see the module docstring) or "zeros"
+    dictionary: str = ""  # component dictionary .safetensors for the dictionary prior ("" = no dictionary prior)
     rule: str = "non-skip"
     seed: int = 0
     device: str = "cpu"
@@ -106,7 +109,8 @@ def _check(cfg: SearchConfig) -> SearchConfig:
     need(0 <= cfg.epochs <= 100000 and 0 <= cfg.arch_start_epoch, "epochs / arch_start_epoch out of range")
     need(cfg.singles in ("all", "one"), f"singles must be all or one, got {cfg.singles!r}")
     need(cfg.perceptual in PERCEPTUAL_CHOICES, f"perceptual must be one of {', '.join(PERCEPTUAL_CHOICES)}")
-    need(cfg.priors == "zeros", f"priors must be 'zeros' (the only source the CLI offers), got {cfg.priors!r}")
+    need(cfg.priors in ("extractor", "zeros"), f"priors must be extractor or zeros, got {cfg.priors!r}")
+    need(not cfg.dictionary or Path(cfg.dictionary).is_file(), f"dictionary file not found: {cfg.dictionary}")
     need(cfg.rule in RULES, f"rule must be one of {', '.join(RULES)}")
     for key in ("w_lr", "w_lr_min", "arch_lr", "init_scale"):
         v = getattr(cfg, key)
@@ -299,6 +303,11 @@ def run_search(cfg: SearchConfig, *, prior_fn=None, resume: bool = True,
         lq, target = disentangled_batch(hq, g, disentangle=cfg.disentangle, singles=cfg.singles,
                                         full_task=cfg.full_task)
         return lq.to(device), target.to(device)
+
+    if cfg.network == "mfpsnet" and prior_fn is None and cfg.priors == "extractor":
+        from facerestore.methods.mfpsnet.priors import PriorExtractor
+
+        prior_fn = PriorExtractor(cfg.dictionary or None)
 
     def outputs(x: torch.Tensor) -> list[torch.Tensor]:
         if cfg.network == "mfpsnet":
