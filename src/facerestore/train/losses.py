@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facerestore.nn.identity import embedding_distance
+
 __all__ = ["IdentityLoss", "affine_crop"]
 
 
@@ -47,7 +49,8 @@ class IdentityLoss(nn.Module):
       route by about 0.15 on average (same-person threshold 0.6).
 
     E: dlib's recogniser (frozen); target embeddings carry no gradient. The value is the mean FED between
-    the two batches times ``weight``.
+    the two batches times ``weight`` (``nn.identity.embedding_distance``; ``nn.identity.reference_distance``
+    measures predictions against a fixed set of references instead, as the reference-guided methods do).
     """
 
     def __init__(self, weight: float = 1.0, chip: str = "target", net: nn.Module | None = None) -> None:
@@ -101,4 +104,4 @@ class IdentityLoss(nn.Module):
         with torch.no_grad():
             e_target = self.embed(target.float(), affines)
         e_pred = self.embed(pred.float(), affines)
-        return self.weight * (e_pred - e_target).norm(dim=1).mean()
+        return self.weight * embedding_distance(e_pred, e_target).mean()
