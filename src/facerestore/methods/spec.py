@@ -14,6 +14,8 @@ output              :meth:`Restorer.restore`: "input" = the result has the input
 min_side            :func:`check_images` inside :meth:`Restorer.restore`
 supports_fidelity,  :meth:`Restorer.check_options` (one place for both checks)
 needs_refs
+uses_refs           ``facerestore restore --list-methods``: the method uses reference photos when given (``refs=``,
+                    ``--refs DIR``) without needing them; ``needs_refs`` implies it
 precisions          :meth:`Restorer.set_half` ("fp16" on CUDA/MPS, "bf16" on CPU must be listed)
 unsupervised        :meth:`Restorer.restore` (optimisation needs autograd) and the method list (slow)
 weights             :meth:`Restorer.default_weights` ("builtin:FILE" or a zoo entry, or several in order of
@@ -52,6 +54,7 @@ class MethodSpec:
     min_side: int = 1
     supports_fidelity: bool = False
     needs_refs: bool = False
+    uses_refs: bool = False
     precisions: tuple[str, ...] = ("fp32",)
     unsupervised: bool = False
     weights: str | tuple[str, ...] | None = None
@@ -76,6 +79,8 @@ class MethodSpec:
             out.append("fidelity")
         if self.needs_refs:
             out.append("needs refs")
+        elif self.uses_refs:
+            out.append("refs")
         half = [p for p in self.precisions if p != "fp32"]
         if half:
             out.append("/".join(half))
