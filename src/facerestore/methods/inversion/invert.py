@@ -7,7 +7,8 @@ Phase I optimises one w (B, 512) from ``w_avg``; phase II repeats it to W+ (B, n
 gives every output filter of every modulated layer its own w (W++, see ``nn.stylegan2``). Each phase
 runs NGD (every 512-d vector moves by exactly its lr per step) on ``loss(f_hat(G(w)), y)``.
 Hyper-parameters are the paper's and are the same for every task: 150 steps per phase, lr 0.08 / 0.02 /
-0.005. The generator runs with its constant noise maps (as in the authors' code).
+0.005. The generator runs with its constant noise maps (as in the authors' code). Beyond the paper, an optional
+``identity`` term of the clean image G(w) (reference photos: :mod:`.refs`) joins the loss of every phase.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ class InversionResult:
 
     image: (B, 3, R, R) G(w++) clamped to [0, 1]; w: (B, w_dim) after phase I; w_plus: (B, num_ws, w_dim)
     after phase II; w_pp: W++ after phase III (per-layer list, or the dense tensor for ``wpp_layout="dense"``);
-    phase_losses: phase name -> per-step loss (batch mean, before that step's update); final_loss: (B,)
-    loss of the returned latents; loss_kind: "lpips" or "substitute".
+    phase_losses: phase name -> per-step loss (batch mean, before that step's update; with an identity term,
+    its value included); final_loss: (B,) image loss of the returned latents (without the identity term);
+    loss_kind: "lpips" or "substitute"; ref_distance: (B,) dlib distance of ``image`` to the references' mean
+    embedding when references guided the inversion (set by the restorer), else None.
     """
 
     image: torch.Tensor
@@ -46,6 +49,7 @@ class InversionResult:
     phase_losses: dict[str, list[float]] = field(default_factory=dict)
     final_loss: torch.Tensor | None = None
     loss_kind: str = ""
+    ref_distance: torch.Tensor | None = None
 
 
 def inpainting_mask(records: Sequence[dict] | dict, out_size: Sequence[int]) -> torch.Tensor | None:
@@ -88,6 +92,7 @@ def robust_invert(
     seed: int = 0,
     wpp_layout: str = "layers",
     callback: Callable[[str, int, float], None] | None = None,
+    identity: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> InversionResult:
     """Invert ``target`` (B, 3, h, w) in [0, 1] through ``f_hat`` o G with paper 002's 3-phase NGD.
 
@@ -98,6 +103,9 @@ def robust_invert(
     their own record-seeded generators). wpp_layout: "layers" (one w per output filter of every layer,
     the paper) or "dense" (the authors' code layout in which a toRGB layer shares the rows of the next
     block's first conv). callback(phase, step, loss) sees every step. Generator weights are not modified.
+    identity: an extra per-sample loss ``identity(G(w)) -> (B,)`` of the clean generated image (R x R, before
+    ``f_hat``), added in every phase (``ReferenceIdentity.term``: the pull toward reference photos); None (the
+    paper) leaves every step exactly as without it.
     """
     if len(steps) != 3 or len(lrs) != 3:
         raise ValueError("steps and lrs need one value per phase (W, W+, W++)")
@@ -120,7 +128,10 @@ def robust_invert(
         for p in params:
             p.requires_grad_(True)
         for i in range(int(n)):
-            per_sample = loss(f_hat(_render(G, latents())), target, mask, gen)
+            image = _render(G, latents())
+            per_sample = loss(f_hat(image), target, mask, gen)
+            if identity is not None:
+                per_sample = per_sample + identity(image)
             total = per_sample.sum()  # per-sample gradients do not depend on the batch size
             grads = torch.autograd.grad(total, params)
             for p, g in zip(params, grads):

@@ -9,6 +9,11 @@ The degraded input is the *target* y of the task (its size is the task's output 
 generator's resolution). The task's records (``params`` from ``degrade.apply``) build the surrogate
 ``f_hat``; without them the restorer draws records for the task (seed 0), which is exact for every
 paper-002 task except inpainting, whose stroke mask must be known (pass ``params``).
+
+``refs`` (R, 3, S, S), aligned photos of the same person, add an identity term to every phase (beyond the paper;
+:mod:`.refs`): ``ref_weight * L * d``, d the dlib distance between G(w) and the references' mean embedding and L
+the number of levels of the multi-resolution loss (2 at 64 px, 6 at 1024 px), so that ``ref_weight`` compares d
+with the loss of one level. Faces the check takes for another person are refused unless ``force_refs``.
 """
 
 from __future__ import annotations
@@ -22,12 +27,13 @@ import torch
 
 from facerestore.errors import InputError
 from facerestore.methods.inversion.invert import PAPER_LRS, PAPER_STEPS, InversionResult, inpainting_mask, robust_invert
-from facerestore.methods.inversion.losses import make_loss
+from facerestore.methods.inversion.losses import make_loss, num_levels
+from facerestore.methods.inversion.refs import ReferenceCache, check_ref_weight, check_refs
 from facerestore.methods.restorer import Restorer, StepProgress, resize_crop
 from facerestore.methods.spec import MethodSpec
 from facerestore.nn.stylegan2 import Generator
 
-__all__ = ["PRIOR_SPEC", "RobustInversionRestorer", "load_generator"]
+__all__ = ["DEFAULT_REF_WEIGHT", "PRIOR_SPEC", "RobustInversionRestorer", "load_generator"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +48,13 @@ PRIOR_SPEC: dict[str, Any] = {
     "weights_licence": "MobileStyleGAN: non-commercial (distilled from NVIDIA's StyleGAN2 FFHQ); fallback 64 px "
                        "prior: Apache-2.0 (ours), trained on FFHQ (CC BY-NC-SA 4.0) and StyleGAN samples",
 }
+
+# weight of the reference identity term per loss level and per unit of dlib distance (module docstring). Chosen with
+# benchmarks/honestface_refs.py (4 persons x blind/x8 = 8 faces, built-in 64 px prior, 60 steps, substitute loss):
+# 0.25 lowers FED by 0.058 and leaves the independent id_mfn unchanged (+0.07e-5 [-0.65e-5, 0.72e-5]); 1 and 4 lower
+# FED further (0.115, 0.132) but make id_mfn worse (+1.6e-5, +4.0e-5, both intervals above 0): the pull then fits
+# dlib rather than the person. 0.25 is the largest weight tried that does not hurt the independent metric.
+DEFAULT_REF_WEIGHT = 0.25
 
 
 def load_generator(generator: Generator | None = None, weights: str | os.PathLike | None = None) -> Generator:
@@ -75,6 +88,9 @@ class RobustInversionRestorer(Restorer):
         steps / lrs: per phase, default the paper's (150, 150, 150) / (0.08, 0.02, 0.005).
         min_side: side of the coarsest loss level (16). seed: inpainting noise seed.
         progress: a per-call progress bar (phase, step, loss, ETA) on stderr.
+        ref_weight: weight of the identity term when ``refs`` are given, per loss level and per unit of dlib
+            distance (see the module docstring; default ``DEFAULT_REF_WEIGHT``); 0 ignores references.
+        force_refs: use references that the check takes for another person (``--force-refs``).
     """
 
     spec = MethodSpec(
@@ -84,8 +100,11 @@ class RobustInversionRestorer(Restorer):
         "multi-resolution LPIPS + L1) for upsampling, denoising, JPEG, inpainting and their compositions; "
         "needs the task's degradation records; prior: our built-in 64 px face StyleGAN2, or StyleGAN2 FFHQ 1024 "
         "(weights='stylegan2-ffhq-1024', zoo)",
+        uses_refs=True,
         **PRIOR_SPEC,
     )
+
+    checks_refs = True  # the photo pipeline passes force_refs= to methods that check their references
 
     def __init__(
         self,
@@ -102,8 +121,14 @@ class RobustInversionRestorer(Restorer):
         wpp_layout: str = "layers",
         seed: int = 0,
         progress: bool = True,
+        ref_weight: float = DEFAULT_REF_WEIGHT,
+        force_refs: bool = False,
     ) -> None:
         super().__init__()
+        self.ref_weight = check_ref_weight(ref_weight)
+        self.force_refs = bool(force_refs)
+        self.last_refs_distance: float | None = None  # the reference check's distance of the last call (honestface's)
+        self._refs = ReferenceCache()
         if generator is None:
             weights = self.weights_or_default(weights)
         self.G = load_generator(generator, weights).eval()
@@ -162,15 +187,41 @@ class RobustInversionRestorer(Restorer):
     def _bar(self) -> StepProgress:
         return StepProgress(sum(self.steps), "robust-inversion", self.progress)
 
-    def _project(self, lq: torch.Tensor, return_details: bool):
+    def check_options(self, *, fidelity: float | None = None, refs: Any = None) -> None:
+        """The base checks, plus one InputError line for references that are not (R, 3, S, S) faces in [0, 1]."""
+        super().check_options(fidelity=fidelity, refs=refs)
+        check_refs(refs, self.spec.name)
+
+    def _identity(self, lq: torch.Tensor, refs: torch.Tensor | None, force_refs: bool | None, side: int):
+        """The identity term for a target of ``side`` px (None without references or with ``ref_weight`` 0), after
+        the reference check of the faces ``lq`` (resized to the generator's resolution)."""
+        self.last_refs_distance = None
+        if refs is None or self.ref_weight == 0:
+            return None
+        dev = self.G.mapping.w_avg.device
+        ref_id = self._refs.get(refs, dev)
+        force = self.force_refs if force_refs is None else bool(force_refs)
+        self.last_refs_distance = ref_id.check(lq.to(dev), self.G.img_resolution, force=force)
+        return ref_id, ref_id.term(self.ref_weight * max(num_levels(side, self.loss_fn.min_side), 1))
+
+    def _finish(self, result: InversionResult, guide, return_details: bool):
+        if guide is not None:
+            with torch.no_grad():
+                result.ref_distance = guide[0].distance(result.image).detach()
+        return (result.image, result) if return_details else result.image
+
+    def _project(self, lq: torch.Tensor, return_details: bool, refs: torch.Tensor | None = None,
+                 force_refs: bool | None = None):
         """Blind mode (no task): invert lq, resized to the generator's resolution, with f = identity, i.e.
         project the face onto the prior (what whole-photo ``facerestore restore`` does with this method)."""
         r = self.G.img_resolution
         target = resize_crop(lq.float(), (r, r))
+        guide = self._identity(target, refs, force_refs, r)
         with self._bar() as bar:
             result = robust_invert(self.G, target, lambda x: x, self.loss_fn, steps=self.steps, lrs=self.lrs,
-                                   seed=self.seed, wpp_layout=self.wpp_layout, callback=bar.update)
-        return (result.image, result) if return_details else result.image
+                                   seed=self.seed, wpp_layout=self.wpp_layout, callback=bar.update,
+                                   identity=None if guide is None else guide[1])
+        return self._finish(result, guide, return_details)
 
     def _restore(
         self,
@@ -182,21 +233,23 @@ class RobustInversionRestorer(Restorer):
         params: Sequence[dict] | dict | None = None,
         level: str | int | None = None,
         return_details: bool = False,
+        force_refs: bool | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, InversionResult]:
         """Degraded targets lq (B, 3, h, w) in [0, 1] -> (B, 3, R, R) at the generator's resolution.
 
         task / params: the degradation (name + records from ``degrade.apply``); default the task given at
         construction; with neither, the blind mode: lq is resized to R x R and projected onto the prior
         (f = identity), as whole-photo restoration does. return_details: also return the
-        :class:`InversionResult` (latents, per-phase losses, loss kind). Optimises for 3 x 150 steps per
-        call (slow on CPU at 1024 px).
+        :class:`InversionResult` (latents, per-phase losses, loss kind, distance to the references). Optimises for
+        3 x 150 steps per call (slow on CPU at 1024 px). refs: see the module docstring; force_refs: this call's
+        override of the constructor's.
         """
         from facerestore import degrade
 
         task = task or (params[0]["task"] if isinstance(params, list) and params else None)
         task = task or (params.get("task") if isinstance(params, dict) else None) or self.task
         if task is None:
-            return self._project(lq, return_details)
+            return self._project(lq, return_details, refs, force_refs)
         if params is None:
             params = self._records(task, lq, level if level is not None else self.level)
         f_hat = degrade.surrogate(task, params)
@@ -211,9 +264,11 @@ class RobustInversionRestorer(Restorer):
                 f"{tuple(lq.shape[-2:])}"
             )
         mask = inpainting_mask(params, lq.shape[-2:])
+        guide = self._identity(lq, refs, force_refs, min(lq.shape[-2:]))
         with self._bar() as bar:
             result = robust_invert(
                 self.G, lq.to(dev), f_hat, self.loss_fn, mask=mask, steps=self.steps, lrs=self.lrs,
                 seed=self.seed, wpp_layout=self.wpp_layout, callback=bar.update,
+                identity=None if guide is None else guide[1],
             )
-        return (result.image, result) if return_details else result.image
+        return self._finish(result, guide, return_details)
