@@ -7,6 +7,13 @@
 The input is the low-resolution face (B, 3, h, w) with R / h an integer (R: generator resolution); the
 degradation model is PULSE's bicubic downsampling by R / h unless a task's ``params`` (records of
 ``degrade.apply``) are given, in which case that task's surrogate is used.
+
+``refs`` (R, 3, S, S), aligned photos of the same person, add an identity term to the latent search and to RLS+'s
+fine-tuning (beyond the paper; ``methods.inversion.refs``): ``ref_weight * F * d``, d the dlib distance between
+G(w) and the references' mean embedding and F the fidelity term's scale (``l1_weight`` times the number of values of
+one low-resolution face for the paper's summed L1, ``l1_weight`` for the code's mean), so that ``ref_weight`` is the
+mean absolute error of the low-resolution fit that one unit of d is worth, whatever the preset and size. Faces the
+check takes for another person are refused unless ``force_refs``.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import Any
 import torch
 
 from facerestore.errors import InputError, WeightsMissingError
+from facerestore.methods.inversion.refs import ReferenceCache, check_ref_weight, check_refs
 from facerestore.methods.inversion.restorer import PRIOR_SPEC, load_generator
 from facerestore.methods.restorer import Restorer, StepProgress
 from facerestore.methods.rls.flow_prior import find_flow, load_generator_flow
@@ -27,7 +35,14 @@ from facerestore.methods.spec import MethodSpec
 from facerestore.nn.flow import MAF
 from facerestore.nn.stylegan2 import Generator
 
-__all__ = ["RLSPlusRestorer", "RLSRestorer"]
+__all__ = ["DEFAULT_REF_WEIGHT", "RLSPlusRestorer", "RLSRestorer"]
+
+# low-resolution mean absolute error that one unit of dlib distance to the references is worth (module docstring).
+# Chosen with benchmarks/honestface_refs.py (rls, 4 persons x blind/x8 = 8 faces, built-in 64 px prior, 60 steps):
+# 0.02 lowers FED by 0.20 and leaves the independent id_mfn unchanged (+0.4e-5 [-0.7e-5, 1.7e-5]); 0.1 worsens LLE
+# (+1.7 [0.6, 2.8] px) and 0.5 every metric but FED (id_mfn +5.0e-5 [3.3e-5, 6.7e-5]). 0.02 is the largest weight
+# tried that hurts none of the independent metrics.
+DEFAULT_REF_WEIGHT = 0.02
 
 def _resolve_flow(flow: MAF | str | os.PathLike | bool | None, weights: str | os.PathLike | None,
                   generator_given: bool) -> MAF | None:
@@ -60,6 +75,9 @@ class RLSRestorer(Restorer):
             eq. 5-7 exactly, 200 + 50 steps) or "code" (the released code, 500 + 200 steps);
             ``overrides`` change single ``RLSConfig`` fields (e.g. steps=50, n_mean=10000).
         seed: seeds the W samples of the initial mean. progress: a progress bar (phase, step, loss, ETA) on stderr.
+        ref_weight: weight of the identity term when ``refs`` are given, in low-resolution mean absolute error per
+            unit of dlib distance (module docstring; default ``DEFAULT_REF_WEIGHT``); 0 ignores references.
+        force_refs: use references that the check takes for another person (``--force-refs``).
     """
 
     spec = MethodSpec(
@@ -68,8 +86,11 @@ class RLSRestorer(Restorer):
         description="RLS: regularized latent search in W+ of StyleGAN2 FFHQ for face super-resolution (PULSE "
         "bicubic degradation), with a MAF flow prior trained by `facerestore train-flow`; prior: our built-in 64 px "
         "face StyleGAN2 and its flow, or StyleGAN2 FFHQ 1024 (zoo) with a flow you train",
+        uses_refs=True,
         **PRIOR_SPEC,
     )
+
+    checks_refs = True  # the photo pipeline passes force_refs= to methods that check their references
 
     def __init__(
         self,
@@ -81,9 +102,15 @@ class RLSRestorer(Restorer):
         plus: bool | None = None,
         seed: int = 0,
         progress: bool = True,
+        ref_weight: float = DEFAULT_REF_WEIGHT,
+        force_refs: bool = False,
         **overrides: Any,
     ) -> None:
         super().__init__()
+        self.ref_weight = check_ref_weight(ref_weight)
+        self.force_refs = bool(force_refs)
+        self.last_refs_distance: float | None = None  # the reference check's distance of the last call (honestface's)
+        self._refs = ReferenceCache()
         self.plus = isinstance(self, RLSPlusRestorer) if plus is None else bool(plus)
         if self.plus != isinstance(self, RLSPlusRestorer):
             self.spec = (RLSPlusRestorer if self.plus else RLSRestorer).spec
@@ -107,6 +134,24 @@ class RLSRestorer(Restorer):
         if int(steps) < 1:
             raise InputError(f"--steps must be >= 1, got {steps}")
         return {"steps": int(steps), "plus_steps": max(1, int(steps) // 4)}
+
+    def check_options(self, *, fidelity: float | None = None, refs: Any = None) -> None:
+        """The base checks, plus one InputError line for references that are not (R, 3, S, S) faces in [0, 1]."""
+        super().check_options(fidelity=fidelity, refs=refs)
+        check_refs(refs, self.spec.name)
+
+    def _identity(self, lq: torch.Tensor, refs: torch.Tensor | None, force_refs: bool | None):
+        """(ReferenceIdentity, loss term) for low-resolution faces ``lq`` after the reference check, or None without
+        references or with ``ref_weight`` 0."""
+        self.last_refs_distance = None
+        if refs is None or self.ref_weight == 0:
+            return None
+        dev = self.G.mapping.w_avg.device
+        ref_id = self._refs.get(refs, dev)
+        force = self.force_refs if force_refs is None else bool(force_refs)
+        self.last_refs_distance = ref_id.check(lq.to(dev), self.G.img_resolution, force=force)
+        scale = self.cfg.l1_weight * (lq[0].numel() if self.cfg.l1_reduction == "sum" else 1)
+        return ref_id, ref_id.term(self.ref_weight * scale)
 
     def _degrade_fn(self, lq: torch.Tensor, task: str | None, params: Sequence[dict] | dict | None):
         from facerestore import degrade
@@ -140,25 +185,34 @@ class RLSRestorer(Restorer):
         task: str | None = None,
         params: Sequence[dict] | dict | None = None,
         return_details: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, RLSResult | RLSPlusResult]]:
+        force_refs: bool | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, RLSResult | RLSPlusResult | torch.Tensor]]:
         """Low-resolution faces lq (B, 3, h, w) in [0, 1] -> (B, 3, R, R) in [0, 1].
 
-        return_details: also return {"rls": RLSResult, "plus": RLSPlusResult (RLS+ only)}.
+        return_details: also return {"rls": RLSResult, "plus": RLSPlusResult (RLS+ only), and with references
+        "ref_distance": (B,) dlib distance of the output to the references' mean embedding}. refs: see the module
+        docstring; force_refs: this call's override of the constructor's.
         """
         fn = self._degrade_fn(lq, task, params)
-        details: dict[str, RLSResult | RLSPlusResult] = {}
+        guide = self._identity(lq, refs, force_refs)
+        identity = None if guide is None else guide[1]
+        details: dict[str, RLSResult | RLSPlusResult | torch.Tensor] = {}
         total = self.cfg.steps + (lq.shape[0] * (self.cfg.plus_steps + 1) if self.plus else 0)
         with StepProgress(total, self.spec.name, self.progress) as bar:
             res = rls_search(self.G, lq, self.flow, fn, self.cfg, w_init=self.w_init(),
-                             callback=lambda step, v: bar.update("RLS", step, v["total"]))
+                             callback=lambda step, v: bar.update("RLS", step, v["total"]), identity=identity)
             if self.plus:
                 plus = rls_plus(self.G, lq, res.latents, fn, self.cfg,
-                                callback=lambda i, step, v: bar.update(f"RLS+ face {i + 1}", step, v))
+                                callback=lambda i, step, v: bar.update(f"RLS+ face {i + 1}", step, v),
+                                identity=identity)
         details["rls"] = res
         out = res.image
         if self.plus:
             details["plus"] = plus
             out = plus.image
+        if guide is not None:
+            with torch.no_grad():
+                details["ref_distance"] = guide[0].distance(out).detach()
         return (out, details) if return_details else out
 
 
@@ -170,5 +224,6 @@ class RLSPlusRestorer(RLSRestorer):
         paper="004",
         description="RLS+: RLS followed by joint tuning of latents (inside an L1 ball around the RLS anchor), "
         "noise maps and generator weights",
+        uses_refs=True,
         **PRIOR_SPEC,
     )

@@ -30,6 +30,10 @@ Presets, each from exactly one source:
   latent rate from the geometry, ``3 / (sqrt(d) * plus_steps)`` (2.7e-3 for d = 512 and 50 steps): Adam's
   per-coordinate step bound then lets a row travel three radii over the run, so the projection does what
   eq. 7 says (``tests/methods/test_rls`` checks that it binds); weights and noise keep 1e-4.
+
+Beyond the paper, both searches take an optional ``identity`` term of the generated image (reference photos of the
+person, ``methods.inversion.refs``): RLS adds it to the total (history key "identity"), RLS+ to the fidelity it
+minimises, early-stops on and keeps the best step of. Without it every step is exactly the paper's.
 """
 
 from __future__ import annotations
@@ -229,11 +233,14 @@ def rls_search(
     w_init: torch.Tensor | None = None,
     seed: int = 0,
     callback: Callable[[int, dict[str, float]], None] | None = None,
+    identity: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> RLSResult:
     """RLS on targets (B, 3, h, w) in [0, 1]; ``degrade_fn`` maps G's images (B, 3, R, R) to the targets' size.
 
     w_init: (d,) start latent, default the mean of ``cfg.n_mean`` W samples drawn with ``seed``.
     flow: the MAF prior (eval mode), or None to drop the flow terms. Generator weights are untouched.
+    identity: an extra per-sample loss ``identity(G(w)) -> (B,)`` (e.g. ``ReferenceIdentity.term``) added to the
+    total, which also chooses the kept step; None: the paper's loss.
     """
     dev, dtype = G.mapping.w_avg.device, G.mapping.w_avg.dtype
     b = target.shape[0]
@@ -258,6 +265,9 @@ def rls_search(
                     group["lr"] = cfg.lr * one_cycle_factor(step, cfg.steps, cfg.schedule)
                 img = _render(G, ws)
                 total, terms = rls_loss(degrade_fn(img), target, ws, flow, cfg)
+                if identity is not None:
+                    terms["identity"] = identity(img)
+                    total = total + terms["identity"]
                 with torch.no_grad():
                     better = total < best_loss
                     best_loss = torch.where(better, total.detach(), best_loss)
@@ -310,10 +320,13 @@ def rls_plus(
     *,
     keep_states: bool = False,
     callback: Callable[[int, int, float], None] | None = None,
+    identity: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> RLSPlusResult:
     """RLS+ refinement of RLS anchors (B, L, d) for targets (B, 3, h, w); each sample tunes its own G copy.
 
     ``keep_states``: return each tuned synthesis state dict (memory heavy at 1024 px). ``G`` is unchanged.
+    ``identity``: an extra loss ``identity(image (1, 3, R, R)) -> (1,)`` added to the fidelity (the history, the
+    early stopping and the kept step then follow the sum); None: the paper's.
     """
     dev, dtype = G.mapping.w_avg.device, G.mapping.w_avg.dtype
     radius = float(cfg.radius) if cfg.radius is not None else math.sqrt(G.w_dim)
@@ -342,6 +355,8 @@ def rls_plus(
             for step in range(cfg.plus_steps + 1):
                 img = to_unit_range(syn(ws, noise_mode="const", noises=noises))
                 loss = fidelity_term(degrade_fn(img), y, cfg.l1_weight, cfg.l1_reduction).sum()
+                if identity is not None:
+                    loss = loss + identity(img).sum()
                 value = float(loss.detach())
                 hist.append(value)
                 if callback is not None:
