@@ -53,6 +53,7 @@ __all__ = [
     "default_upscale",
     "detector_licence",
     "get_restorer",
+    "guard_occlusion",
     "prepare_refs",
     "resolve_restorer",
     "restore_aligned",
@@ -115,6 +116,9 @@ class FaceResult:
         gate: the quality gate's decision (:mod:`facerestore.quality_gate`; None when the gate is off).
         paste_weight: share of ``restored_crop`` in the result, in [0, 1]: ``blend`` times the gate's weight
             (0 = the face kept as it was in the photo).
+        occlusion: (S, S) float32 in [0, 1], the occlusion guard's mask (:mod:`facerestore.occlusion`: 1 = the
+            photo's own pixels kept, the paste mask is multiplied by ``1 - occlusion``); None when the guard is off
+            or the face is not pasted. occluded_share: its mean over the template's face ellipse.
     """
 
     box: np.ndarray
@@ -127,6 +131,8 @@ class FaceResult:
     identity: IdentityReport | None = None
     gate: GateDecision | None = None
     paste_weight: float = 1.0
+    occlusion: np.ndarray | None = None
+    occluded_share: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready summary (no pixel arrays)."""
@@ -139,6 +145,7 @@ class FaceResult:
             "crop_size": int(self.input_crop.shape[0]),
             **(self.identity or IdentityReport()).to_json(),
             "paste_weight": round(float(self.paste_weight), 4),
+            "occluded_share": None if self.occluded_share is None else round(float(self.occluded_share), 4),
             "gate": None if self.gate is None else self.gate.to_json(),
         }
 
@@ -166,7 +173,8 @@ class PhotoResult:
         method: the restorer's spec as recorded (name, paper, weights licence, trained-on tasks, precision);
         fidelity: the fidelity the method ran at (the method's default when none was asked; None for methods
         without the knob); fidelity_requested: what the caller asked (None = default); blend: the user's share of
-        the restored faces (times each face's gate weight); upscale: the scale factor;
+        the restored faces (times each face's gate weight); occlusion_guard: the occlusion guard was on
+        (:mod:`facerestore.occlusion`); upscale: the scale factor;
         input_size: (W, H) of the input; aligned: aligned-crop mode; detector: its name (None when aligned).
     """
 
@@ -188,6 +196,7 @@ class PhotoResult:
     fidelity_requested: float | None = None
     blend: float = 1.0
     gate: bool = True
+    occlusion_guard: bool = True
 
     @property
     def num_faces(self) -> int:
@@ -208,6 +217,7 @@ class PhotoResult:
             "fidelity_requested": self.fidelity_requested,
             "blend": float(self.blend),
             "quality_gate": self.gate,
+            "occlusion_guard": self.occlusion_guard,
             "faces_kept": sum(1 for f in self.faces if f.paste_weight == 0.0),
             "upscale": float(self.upscale),
             "aligned": self.aligned,
@@ -307,7 +317,7 @@ def restore_crops(restorer: Restorer, crops: Sequence[np.ndarray], *, fidelity: 
                   refs: torch.Tensor | None = None, batch_size: int = 4, force_refs: bool = False) -> list[np.ndarray]:
     """Restore (S, S, 3) float32 crops in [0, 1], ``batch_size`` of one size at a time -> crops of the same sizes
     (S may differ between crops), in the input order. ``force_refs``: use references that a method checking them
-    (``checks_refs``, e.g. honestface) takes for another person."""
+    (``checks_refs``: honestface, robust-inversion, rls, rls-plus) takes for another person."""
     out: list[np.ndarray | None] = [None] * len(crops)
     opts = {"force_refs": True} if force_refs and refs is not None and getattr(restorer, "checks_refs", False) else {}
     by_size: dict[int, list[int]] = {}
@@ -443,6 +453,19 @@ def decide_paste(input_crop: np.ndarray, restored_crop: np.ndarray, *, blend: fl
     return float(blend) * decision.weight, decision
 
 
+def guard_occlusion(input_crop: np.ndarray, restored_crop: np.ndarray, weight: float, *, on: bool = True,
+                    valid: np.ndarray | None = None) -> tuple[np.ndarray | None, float | None]:
+    """(the occlusion guard's (S, S) mask, its occluded share) for a face pasted at ``weight``
+    (:func:`facerestore.occlusion.occlusion_mask`, :func:`~facerestore.occlusion.occluded_share`); (None, None) when
+    the guard is off or nothing is pasted. ``valid``: the input crop's pixels inside the photo."""
+    if not on or weight == 0.0:
+        return None, None
+    from facerestore.occlusion import occluded_share, occlusion_mask
+
+    mask = occlusion_mask(input_crop, restored_crop, valid=valid)
+    return mask, occluded_share(mask, valid)
+
+
 class PasteShares:
     """How a caller (the video loop) keeps the quality gate's decisions consistent over time: per detection index of
     the current frame, ``needs_gate(i)`` says whether to run the gate for that face now, and ``share(i, decision)``
@@ -481,10 +504,12 @@ def _background(background: Background) -> Callable[[np.ndarray, float], np.ndar
 def restore_aligned(rgb: np.ndarray, restorer: Restorer, out_side: int, *, fidelity: float | None = None,
                     refs: torch.Tensor | None = None, embedder: FaceEmbedder | None = None,
                     timings: dict[str, float] | None = None, blend: float = 1.0,
-                    gate: bool = True, force_refs: bool = False) -> tuple[np.ndarray, list[FaceResult]]:
+                    gate: bool = True, force_refs: bool = False,
+                    occlusion_guard: bool = True) -> tuple[np.ndarray, list[FaceResult]]:
     """An FFHQ-aligned square crop (S, S, 3) -> (restored image at ``out_side`` x ``out_side``, [its face]).
 
-    The image is ``w * restored + (1 - w) * input`` with w = ``blend`` times the quality gate's weight."""
+    The image is ``w * restored + (1 - w) * input`` with w = ``blend`` times the quality gate's weight, times
+    ``1 - occlusion mask`` per pixel with the occlusion guard."""
     from facerestore.faces.align import template
 
     timings = {} if timings is None else timings
@@ -500,16 +525,21 @@ def restore_aligned(rgb: np.ndarray, restorer: Restorer, out_side: int, *, fidel
     timings["identity"] = time.perf_counter() - t
     t = time.perf_counter()
     weight, decision = decide_paste(rgb, restored, blend=blend, gate=gate, embedder=embedder)
+    occ, share = guard_occlusion(rgb, restored, weight, on=occlusion_guard)
     timings["gate"] = time.perf_counter() - t
     face = FaceResult(
         box=np.array([0.0, 0.0, float(w), float(h)]), score=float("nan"), landmarks5=template(w),
         landmarks68=None, affine=np.array([[1.0, 0, 0], [0, 1.0, 0]]), input_crop=rgb,
         restored_crop=restored, identity=report, gate=decision, paste_weight=weight,
+        occlusion=occ, occluded_share=share,
     )
     t = time.perf_counter()
     import torch.nn.functional as F
 
     result = restored if weight == 1.0 else weight * restored + (1.0 - weight) * rgb
+    if occ is not None and occ.any():
+        w_px = (weight * (1.0 - occ))[:, :, None]
+        result = w_px * restored + (1.0 - w_px) * rgb
     # the output photo is the result upscaled: antialiased bicubic, like the photo background
     out_t = F.interpolate(_to_batch([result]), size=(out_side, out_side), mode="bicubic", align_corners=False,
                           antialias=True).clamp(0, 1)
@@ -601,9 +631,11 @@ def restore_faces_in_photo(
     gate: bool = True,
     force_refs: bool = False,
     shares: PasteShares | None = None,
+    occlusion_guard: bool = True,
 ) -> tuple[np.ndarray, list[FaceResult]]:
     """Align each detected face at ``face_size`` (or larger: :func:`crop_side`), restore, check identity, weigh each
-    face (``blend`` times the quality gate's share, :func:`decide_paste`), paste into the upscaled photo."""
+    face (``blend`` times the quality gate's share, :func:`decide_paste`), paste into the upscaled photo (with the
+    occlusion guard, each face's paste mask times ``1 - its occlusion mask``: :func:`guard_occlusion`)."""
     from facerestore.faces.paste import paste_faces
 
     timings = {} if timings is None else timings
@@ -631,10 +663,13 @@ def restore_faces_in_photo(
             _, decision = decide_paste(a.crop, rc, gate=run, embedder=embedder,
                                        valid=inside_photo(a, rgb.shape) if run else None)
             weight = float(blend) * float(np.clip(shares.share(index[id(d)], decision), 0.0, 1.0))
+        occ, share = guard_occlusion(a.crop, rc, weight, on=occlusion_guard,
+                                     valid=inside_photo(a, rgb.shape) if occlusion_guard and weight > 0 else None)
         faces.append(FaceResult(
             box=np.asarray(d.box, np.float64), score=float(d.score), landmarks5=np.asarray(d.landmarks5),
             landmarks68=None if d.landmarks68 is None else np.asarray(d.landmarks68), affine=a.affine,
             input_crop=a.crop, restored_crop=rc, identity=report, gate=decision, paste_weight=weight,
+            occlusion=occ, occluded_share=share,
         ))
     timings["gate"] = time.perf_counter() - t
 
@@ -644,11 +679,20 @@ def restore_faces_in_photo(
         from facerestore.faces.mesh import mesh_points_for_faces
 
         mesh = mesh_points_for_faces(rgb, [d.landmarks5 for d, _ in alns])  # None: weights not downloaded
+    bg: Any = _background(background)
+    guarded = [(f.occlusion, a) for f, (_, a) in zip(faces, alns) if f.occlusion is not None and f.occlusion.any()]
+    if guarded:  # the upscaled photo, made once: the background of the paste and what occluded pixels keep
+        bg = paste_faces(rgb, [], upscale, background=bg)
     out = paste_faces(
-        rgb, [(rc, a) for (_, a), rc in zip(alns, restored)], upscale, background=_background(background),
+        rgb, [(rc, a) for (_, a), rc in zip(alns, restored)], upscale, background=bg,
         mask=mask, landmarks68=[d.landmarks68 for d, _ in alns], mesh_points=mesh, color_match=color_match,
         weights=[f.paste_weight for f in faces],
     )
+    if guarded:
+        from facerestore.occlusion import keep_background
+
+        for occ, a in guarded:
+            keep_background(out, bg, occ, a.inverse, rgb.shape)
     timings["paste"] = time.perf_counter() - t
     return out, faces
 
@@ -695,6 +739,7 @@ def restore_photo(
     force_refs: bool = False,
     shares: PasteShares | None = None,
     detections: Sequence[FaceDetection] | None = None,
+    occlusion_guard: bool = True,
 ) -> PhotoResult:
     """Restore the faces of a photo and paste them back into the upscaled photo.
 
@@ -714,9 +759,9 @@ def restore_photo(
             "dlib-hog", "dlib-cnn" (aliases "hog", "cnn") or a Detector object.
         device: torch device for a restorer given by name ("cpu", "cuda", "mps").
         half: reduced precision (float16 on GPU, bfloat16 on CPU) if the method supports it.
-        refs: reference faces for methods that need them (tensor (R, 3, S, S) or images/paths).
-        force_refs: use references that the method (honestface) takes for another person than the face (by default
-            it refuses them with one InputError line).
+        refs: reference faces of the person for methods that use them (tensor (R, 3, S, S) or images/paths).
+        force_refs: use references that the method (honestface, robust-inversion, rls, rls-plus) takes for another
+            person than the face (by default it refuses them with one InputError line).
         color_match: match each restored face's colour statistics to its input crop when pasting.
         mask: paste-back mask: "mesh" (Face Mesh face oval: the face only, no hair or neck; the best in
             benchmarks/paste_back.py; without the facemesh-468 weights it warns and uses the 68 points),
@@ -734,6 +779,9 @@ def restore_photo(
         gate: the quality gate (:mod:`facerestore.quality_gate`): a restored face that is less sharp, of worse
             NIQE or another person than the face in the photo is blended toward it or not pasted; each face's
             decision is in its record. False pastes every restoration at ``blend``.
+        occlusion_guard: keep the photo's own pixels where a restored face differs from the input at low spatial
+            frequencies (a hand, microphone or sunglasses repainted: :mod:`facerestore.occlusion`); each face's
+            record gives the share kept (``occluded_share``). False pastes the whole face mask.
         detections: faces already found, in the photo's pixels (e.g. tracked over a video's frames): detection is
             skipped and these are restored in this order (``detector`` is then only named in the record).
         shares: a :class:`PasteShares` that decides when the gate runs and how its decisions become shares
@@ -771,7 +819,8 @@ def restore_photo(
     embedder = FaceEmbedder("dlib") if identity else None
     if aligned:
         out, faces = restore_aligned(rgb, r, oh, fidelity=fidelity, refs=refs_t, embedder=embedder, timings=timings,
-                                     blend=float(blend), gate=gate, force_refs=force_refs)
+                                     blend=float(blend), gate=gate, force_refs=force_refs,
+                                     occlusion_guard=bool(occlusion_guard))
         det_name = None
     else:
         t = time.perf_counter()
@@ -785,6 +834,7 @@ def restore_photo(
             rgb, r, upscale, dets, fidelity=fidelity, refs=refs_t, embedder=embedder, face_size=int(face_size),
             batch_size=int(batch_size), mask=mask, background=background, color_match=color_match, timings=timings,
             blend=float(blend), gate=gate, force_refs=force_refs, shares=shares,
+            occlusion_guard=bool(occlusion_guard),
         )
         det_name = detector if isinstance(detector, str) else getattr(detector, "name", type(detector).__name__)
 
@@ -799,6 +849,7 @@ def restore_photo(
         image=out, alpha=alpha, is_gray=bool(loaded.is_gray), bit_depth=int(loaded.bit_depth), faces=faces,
         timings=timings, method=spec.name, fidelity=r.fidelity_used(fidelity),
         fidelity_requested=None if fidelity is None else float(fidelity), blend=float(blend), gate=bool(gate),
+        occlusion_guard=bool(occlusion_guard),
         upscale=float(upscale), input_size=(w, h), aligned=bool(aligned), detector=det_name, path=loaded.path,
         exif=getattr(loaded, "exif", None),
         restorer={"name": spec.name, "paper": spec.paper, "size": spec.size, "precision": r.precision,
