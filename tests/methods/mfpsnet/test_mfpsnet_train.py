@@ -133,3 +133,16 @@ def test_dict_stem_sets_the_dictionary_stem_widths_keeping_the_released_ratio():
     a, b = MFPSNet(g, prior_filters=2, fusion_filters=2), MFPSNet(g, prior_filters=2, fusion_filters=2, dict_stem=16)
     conv = (256 * 174 + 174 * 90 + 90 * 2) * 9 + 174 + 90 + 2
     assert count_parameters(a) - count_parameters(b) == conv - ((256 * 16 + 16 * 8 + 8 * 2) * 9 + 16 + 8 + 2)
+
+
+def test_input_skip_starts_at_the_identity_and_learns_a_correction():
+    g = load_genotype("released")
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    net = MFPSNet(g, nf=8, growth=4, blocks=1, sr_filters=2, prior_filters=2, fusion_filters=2, dict_stem=4,
+                  input_skip=True)
+    out1, out2 = net(x, priors={})
+    assert torch.equal(out1, x) and torch.equal(out2, x)
+    (out2 - x.flip(-1)).abs().mean().backward()
+    assert net.reconstruction.conv_last.weight.grad.abs().sum() > 0  # the zero-initialised layer still learns
+    plain = MFPSNet(g, nf=8, growth=4, blocks=1, sr_filters=2, prior_filters=2, fusion_filters=2, dict_stem=4)
+    assert count_parameters(plain) == count_parameters(net)  # an option, not extra parameters

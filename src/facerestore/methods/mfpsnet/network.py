@@ -177,7 +177,7 @@ class FRSNet(nn.Module):
     """Face Restoration Searching Network: (B, 3, S, S) in [0, 1] -> (B, 3, S, S); S a multiple of 64."""
 
     def __init__(self, genotype: Genotype, nf: int = 64, growth: int = 32, blocks: int = 3, sr_filters: int = 8,
-                 unshuffle: int = 8) -> None:
+                 unshuffle: int = 8, input_skip: bool = False) -> None:
         super().__init__()
         self.genotype = genotype
         self.unshuffle = unshuffle
@@ -185,6 +185,14 @@ class FRSNet(nn.Module):
         self.trunk = nn.Sequential(*(ResidualDenseBlock(nf, growth) for _ in range(blocks)))
         self.sr = SearchedModule(genotype["sr"], nf, sr_filters, START_LEVEL["sr"])
         self.reconstruction = Reconstruction(self.sr.out_channels, nf, growth, blocks, unshuffle)
+        # input_skip (our option, off in the paper): every iteration predicts a correction added to its input.
+        # The 8x pixel-unshuffle head squeezes 192 values per 8x8 block into nf channels, so without the skip the
+        # network must first learn to reproduce the face through that bottleneck: on a CPU budget of a few
+        # hundred steps it returns a blurred mean face. The last convolution starts at zero: output = input.
+        self.input_skip = bool(input_skip)
+        if self.input_skip:
+            nn.init.zeros_(self.reconstruction.conv_last.weight)
+            nn.init.zeros_(self.reconstruction.conv_last.bias)
 
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(first conv output, upsampling-module input, upsampling-module output)."""
@@ -197,7 +205,8 @@ class FRSNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         first, module_in, feats = self.features(x)
-        return self.reconstruction(feats, module_in, first)
+        out = self.reconstruction(feats, module_in, first)
+        return x + out if self.input_skip else out
 
 
 class MFPSNet(FRSNet):
@@ -210,8 +219,8 @@ class MFPSNet(FRSNet):
 
     def __init__(self, genotype: Genotype, nf: int = 64, growth: int = 32, blocks: int = 3, sr_filters: int = 8,
                  prior_filters: int = 8, fusion_filters: int = 48, unshuffle: int = 8,
-                 released_extras: bool = False, dict_stem: int = RELEASED_DICT_STEM) -> None:
-        super().__init__(genotype, nf, growth, blocks, sr_filters, unshuffle)
+                 released_extras: bool = False, dict_stem: int = RELEASED_DICT_STEM, input_skip: bool = False) -> None:
+        super().__init__(genotype, nf, growth, blocks, sr_filters, unshuffle, input_skip)
         if not genotype.has_priors:
             raise ValueError("MFPSNet needs a genotype with the parse, heat, dict and fusion modules")
         p = prior_filters
@@ -249,7 +258,7 @@ class MFPSNet(FRSNet):
         first, module_in, feats = self.features(out1)
         fused = self.fusion(torch.cat([feats, *self.prior_features(out1, priors, disabled)], 1))
         out2 = self.reconstruction(self.fusion_out(fused), module_in, first)
-        return [out1, out2]
+        return [out1, out1 + out2 if self.input_skip else out2]
 
 
 def count_parameters(module: nn.Module) -> int:

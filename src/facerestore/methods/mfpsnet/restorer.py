@@ -30,7 +30,7 @@ from facerestore.methods.spec import MethodSpec
 
 __all__ = ["MFPSNetRestorer", "load_mfpsnet", "save_mfpsnet"]
 
-FRSNET_KEYS = {"nf", "growth", "blocks", "sr_filters"}
+FRSNET_KEYS = {"nf", "growth", "blocks", "sr_filters", "input_skip"}
 MODEL_KEYS = FRSNET_KEYS | {"prior_filters", "fusion_filters", "dict_stem"}
 
 
@@ -76,8 +76,10 @@ def load_mfpsnet(weights: str | os.PathLike | None) -> tuple[torch.nn.Module, di
     genotype = get_preset(g) if isinstance(g, str) else Genotype.from_dict(g, desc_path.name)
     model = desc.get("model", {})
     if not isinstance(model, dict) or set(model) - MODEL_KEYS or not all(
-            isinstance(v, int) and 1 <= v <= 1024 for v in model.values()):
-        raise InputError(f"{desc_path.name}: model options must be integers 1..1024 among {sorted(MODEL_KEYS)}")
+            isinstance(v, bool) if k == "input_skip" else isinstance(v, int) and 1 <= v <= 1024
+            for k, v in model.items()):
+        raise InputError(f"{desc_path.name}: model options must be integers 1..1024 among {sorted(MODEL_KEYS)} "
+                         "(input_skip: true/false)")
     size = desc.get("size", 128)
     if not isinstance(size, int) or size % 64 or not 64 <= size <= 1024:
         raise InputError(f"{desc_path.name}: size must be a multiple of 64 in 64..1024, got {size!r}")

@@ -6,6 +6,7 @@ A config names ``method: mfpsnet`` and puts the architecture and the paper's tra
       network: mfpsnet            # or frsnet
       genotype: released          # a preset name or a genotype JSON (e.g. a search's runs/NAME/genotype.json)
       nf: 32, growth: 16, ...     # FRSNet / MFPSNet width options (restorer.MODEL_KEYS)
+      input_skip: true            # our option: each iteration adds a correction to its input (network.FRSNet)
       disentangle: true           # eq. 7-8: each batch also holds singly degraded copies of its faces
       singles: one                # "one" task drawn per face, or "all" four
       disabled_priors: []         # ablations: "parse", "heat", "dict" enter as zeros (training and inference)
@@ -60,8 +61,8 @@ class MFPSNetAdapter(TrainAdapter):
         if self.network not in ("mfpsnet", "frsnet"):
             raise InputError(f"model.network must be mfpsnet or frsnet, got {self.network!r}")
         self.genotype = load_genotype(model.get("genotype", "released"))
-        self.widths = {k: int(v) for k, v in model.items() if k in (MODEL_KEYS if self.network == "mfpsnet"
-                                                                    else FRSNET_KEYS)}
+        self.widths = {k: bool(v) if k == "input_skip" else int(v) for k, v in model.items()
+                       if k in (MODEL_KEYS if self.network == "mfpsnet" else FRSNET_KEYS)}
         self.disentangle = bool(model.get("disentangle", True))
         self.singles = model.get("singles", "one")
         if self.singles not in ("one", "all"):
