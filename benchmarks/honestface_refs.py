@@ -10,6 +10,14 @@ restored by ``honestface``:
 - ``all``: all of the person's other photos; ``wrong``: as many photos of another person (the next person in the
   list; ``force_refs=True``, otherwise the restorer refuses them: the refusal rate is reported too).
 
+``--methods`` adds the StyleGAN-prior methods that use references (``robust-inversion``, ``rls``, ``rls-plus``: an
+identity term pulls the generated face toward the references' mean dlib embedding) in the same run, each with two
+rows: ``METHOD none`` (no references) and ``METHOD all`` (all of the person's other photos; refused faces are
+counted and then forced, as for honestface). They restore the 256 px face at their prior's resolution (the
+photo pipeline's blind mode) with a small budget, ``--steps`` per face (default 30; recorded in the output, as are
+the prior and ``ref_weight``): MobileStyleGAN 1024 px costs about 4 s a step on one core, the built-in 64 px prior
+(``--prior builtin:stylegan2-face-64.safetensors``) about 0.1 s.
+
 Metrics against the clean 256 px face: ``id_mfn`` (MobileFaceNet cosine distance: no loss of ours uses it), FED
 (dlib; our identity loss and identity encoder use dlib, so FED is not independent), A-LD on eyes (``ald_e``) and
 mouth (``ald_m``), LLE, NIQE, MS-SWD. Intervals: paired bootstrap (2000 resamples) over the faces of the mean
@@ -17,6 +25,7 @@ difference between two rows. Scale: 10 persons x 2 degradations = 20 faces (the 
 512 px on GPUs), so intervals are wide.
 
     python benchmarks/honestface_refs.py        # ~10 min on one core
+    python benchmarks/honestface_refs.py --methods honestface,robust-inversion --steps 30
 
 Writes benchmarks/results/honestface_refs.json and .md.
 """
@@ -42,6 +51,23 @@ SIZE = 256
 METRICS = ("id_mfn", "fed", "ald_e", "ald_m", "lle", "niqe", "ms_swd")
 ROWS = ("input", "none", "one", "all", "wrong")
 PAIRS = (("one", "none"), ("all", "none"), ("all", "one"), ("wrong", "none"), ("wrong", "all"), ("none", "input"))
+PRIOR_METHODS = ("robust-inversion", "rls", "rls-plus")  # the StyleGAN-prior methods with a reference term
+METHODS = ("honestface", *PRIOR_METHODS)
+
+
+def rows_and_pairs(methods: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """The rows and paired differences of a run of ``methods`` (honestface's keep their historical names)."""
+    rows, pairs = ["input"], []
+    if "honestface" in methods:
+        rows += [r for r in ROWS if r != "input"]
+        pairs += list(PAIRS)
+    for m in methods:
+        if m in PRIOR_METHODS:
+            rows += [f"{m} none", f"{m} all"]
+            pairs += [(f"{m} all", f"{m} none"), (f"{m} none", "input")]
+            if "honestface" in methods:
+                pairs.append((f"{m} all", "all"))
+    return rows, pairs
 
 
 def bootstrap(d: np.ndarray, n: int = 2000, seed: int = 0) -> list[float]:
@@ -59,23 +85,57 @@ def degrade_face(x: torch.Tensor, kind: str, seed: int) -> torch.Tensor:
     return degrade.resize(small, size=SIZE, method="bicubic", antialias=False).clamp(0, 1)
 
 
+def restore_with_refs(restorer, lq: torch.Tensor, refs: torch.Tensor, **kw) -> tuple[torch.Tensor, bool, float]:
+    """(output, refused, the check's distance): references the check takes for another person are counted as
+    refused, then used anyway (``force_refs=True``) so that every row has every face."""
+    refused = False
+    try:
+        out = restorer.restore(lq, refs=refs, **kw)
+    except Exception as exc:  # InputError: another person (the refusal)
+        if "different person" not in str(exc):
+            raise
+        refused = True
+        out = restorer.restore(lq, refs=refs, force_refs=True, **kw)
+    return out, refused, restorer.last_refs_distance
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--persons", type=int, default=0, help="first N persons only (0 = all)")
     ap.add_argument("--weights", default=None, help="honestface weights (default: the built-in model)")
+    ap.add_argument("--methods", default="honestface",
+                    help=f"comma-separated methods to measure, among {', '.join(METHODS)} (default honestface)")
+    ap.add_argument("--steps", type=int, default=30,
+                    help="optimisation steps per face of the StyleGAN-prior methods (default 30; their own: 450/250)")
+    ap.add_argument("--prior", default=None,
+                    help="generator of the StyleGAN-prior methods (default theirs: MobileStyleGAN 1024 px when cached)")
+    ap.add_argument("--ref-weight", type=float, default=None,
+                    help="ref_weight of the StyleGAN-prior methods (default: each method's own)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "honestface_refs"))
     args = ap.parse_args()
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods or any(m not in METHODS for m in methods):
+        sys.exit(f"--methods: choose among {', '.join(METHODS)}, got {args.methods!r}")
     if not PHOTOS.is_dir():
         sys.exit(f"{PHOTOS} is missing")
     from facerestore import metrics
     from facerestore.methods import load_restorer
     from facerestore.methods.honestface.train import photo_identities, query_photo
+    from facerestore.methods.registry import REGISTRY
     from facerestore.pipeline import prepare_refs
 
     torch.set_num_threads(1)
     t0 = time.time()
-    r = load_restorer("honestface", weights=args.weights)
-    size = r.spec.size
+    r = load_restorer("honestface", weights=args.weights) if "honestface" in methods else None
+    size = r.spec.size if r is not None else None
+    priors = {}
+    for meth in methods:
+        if meth in PRIOR_METHODS:
+            opts = REGISTRY.restorer_class(meth).budget_options(args.steps)
+            if args.ref_weight is not None:
+                opts["ref_weight"] = args.ref_weight
+            priors[meth] = load_restorer(meth, weights=args.prior, progress=False, **opts)
+    rows, pairs = rows_and_pairs(methods)
     groups = [g for g in photo_identities(PHOTOS) if query_photo(g)]
     if args.persons:
         groups = groups[: args.persons]
@@ -95,24 +155,23 @@ def main() -> int:
         wrong_group = groups[(pi + 1) % len(groups)]
         wrong = [n for n in wrong_group if n != query_photo(wrong_group)][: len(others)]
         clean = face(q, SIZE)
-        refsets = {"one": torch.cat([face(n, size) for n in others[:1]]),
-                   "all": torch.cat([face(n, size) for n in others]),
-                   "wrong": torch.cat([face(n, size) for n in wrong])}
+        refsets = {} if r is None else {"one": torch.cat([face(n, size) for n in others[:1]]),
+                                        "all": torch.cat([face(n, size) for n in others]),
+                                        "wrong": torch.cat([face(n, size) for n in wrong])}
         for kind in ("blind", "x8"):
             lq = degrade_face(clean, kind, seed=1000 + pi)
-            outs = {"input": lq, "none": r.restore(lq)}
+            outs = {"input": lq}
             dist, refused = {}, {}
-            for row, refs in refsets.items():
-                try:
-                    outs[row] = r.restore(lq, refs=refs)
-                    refused[row] = False
-                except Exception as exc:  # InputError: another person (the refusal)
-                    if "different person" not in str(exc):
-                        raise
-                    refused[row] = True
-                    outs[row] = r.restore(lq, refs=refs, force_refs=True)
-                dist[row] = r.last_refs_distance
-            rec = {"person": pi, "query": q, "degradation": kind, "refs": {k: len(v) for k, v in refsets.items()},
+            if r is not None:
+                outs["none"] = r.restore(lq)
+                for row, refs in refsets.items():
+                    outs[row], refused[row], dist[row] = restore_with_refs(r, lq, refs)
+            for meth, rm in priors.items():
+                row, refs = f"{meth} all", torch.cat([face(n, rm.spec.size) for n in others])
+                outs[f"{meth} none"] = rm.restore(lq, size=(SIZE, SIZE))
+                outs[row], refused[row], dist[row] = restore_with_refs(rm, lq, refs, size=(SIZE, SIZE))
+            rec = {"person": pi, "query": q, "degradation": kind, "refs": {"one": 1, "all": len(others),
+                                                                            "wrong": len(wrong)},
                    "refs_distance": dist, "refused": refused, "scores": {}}
             with torch.no_grad():
                 for row, y in outs.items():
@@ -122,10 +181,10 @@ def main() -> int:
             print(json.dumps({"person": pi, "kind": kind, "id_mfn": {k: round(v["id_mfn"], 4) for k, v in
                                                                      rec["scores"].items()}}), flush=True)
     summary: dict = {"rows": {}, "pairs": {}}
-    for row in ROWS:
+    for row in rows:
         summary["rows"][row] = {name: float(np.nanmean([rc["scores"][row][name] for rc in records]))
                                 for name in METRICS}
-    for a, b in PAIRS:
+    for a, b in pairs:
         summary["pairs"][f"{a} - {b}"] = {
             name: bootstrap(np.array([rc["scores"][a][name] - rc["scores"][b][name] for rc in records]))
             for name in METRICS}
@@ -133,13 +192,20 @@ def main() -> int:
         sub = [rc for rc in records if rc["degradation"] == kind]
         summary[f"id_mfn {kind}"] = {f"{a} - {b}": bootstrap(np.array([rc["scores"][a]["id_mfn"] -
                                                                          rc["scores"][b]["id_mfn"] for rc in sub]))
-                                     for a, b in PAIRS}
+                                     for a, b in pairs}
     summary["refusal_rate"] = {row: float(np.mean([rc["refused"][row] for rc in records])) for row in
-                               ("one", "all", "wrong")}
-    meta = json.loads(Path(str(r.default_weights())).with_suffix(".json").read_text()) if args.weights is None else {}
-    result = {"benchmark": "honestface_refs", "faces": len(records), "persons": len(groups), "size": SIZE,
-              "model_size": size, "weights": str(args.weights or "builtin:honestface-compact-128"),
+                               records[0]["refused"]} if records else {}
+    meta = (json.loads(Path(str(r.default_weights())).with_suffix(".json").read_text())
+            if r is not None and args.weights is None else {})
+    result = {"benchmark": "honestface_refs", "methods": methods, "faces": len(records), "persons": len(groups),
+              "size": SIZE, "model_size": size,
+              "weights": str(args.weights or "builtin:honestface-compact-128") if r is not None else None,
               "weights_steps": meta.get("steps"), "train_hours": meta.get("train_hours"),
+              "prior_methods": {meth: {"steps_per_face": args.steps,
+                                       "budget": REGISTRY.restorer_class(meth).budget_options(args.steps),
+                                       "prior": args.prior or "method default", "prior_size": rm.spec.size,
+                                       "ref_weight": rm.ref_weight, "loss": getattr(rm, "loss_kind", None)}
+                                for meth, rm in priors.items()},
               "seconds": time.time() - t0, "machine": f"{platform.machine()} {os.cpu_count()} cores, 1 thread",
               "summary": summary, "records": records}
     out = Path(args.out)
@@ -153,9 +219,14 @@ def main() -> int:
 def to_markdown(res: dict) -> str:
     s = res["summary"]
     f = lambda v: "nan" if v != v else f"{v:.4g}"  # noqa: E731
+    head = (f"model {res['weights']}, {res['weights_steps']} steps, {res['train_hours'] or 0:.2f} h CPU"
+            if res.get("weights") else "no honestface")
     lines = [f"# HonestFace references ({res['faces']} faces: {res['persons']} persons x blind/x8, {res['size']} px; "
-             f"model {res['weights']}, {res['weights_steps']} steps, {res['train_hours'] or 0:.2f} h CPU)", "",
-             "Mean per row (lower is better for every column).", "",
+             f"{head})", ""]
+    for m, v in res.get("prior_methods", {}).items():
+        lines += [f"{m}: {v['steps_per_face']} steps per face {v['budget']}, prior {v['prior']} "
+                  f"({v['prior_size']} px), ref_weight {v['ref_weight']:g}, loss {v['loss']}.", ""]
+    lines += ["Mean per row (lower is better for every column).", "",
              "| row | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
     for row, v in s["rows"].items():
         lines.append(f"| {row} | " + " | ".join(f(v[n]) for n in METRICS) + " |")
@@ -167,7 +238,7 @@ def to_markdown(res: dict) -> str:
     lines += ["", "id_mfn by degradation: " + "; ".join(
         f"{k}: " + ", ".join(f"{p} {f(v[0])} [{f(v[1])}, {f(v[2])}]" for p, v in s[k].items())
         for k in ("id_mfn blind", "id_mfn x8")), "",
-        "Refusal rate of the reference check (median dlib distance > 0.75): " +
+        "Refusal rate of the reference check (median dlib distance > 0.75; refused faces are then forced): " +
         ", ".join(f"{k} {v:.2f}" for k, v in s["refusal_rate"].items()) + ".", ""]
     return "\n".join(lines)
 
