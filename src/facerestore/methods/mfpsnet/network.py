@@ -60,6 +60,9 @@ __all__ = [
     "released_dead_parameters",
 ]
 
+# constructor options of FRSNet / MFPSNet that a weights description (JSON) may set
+FRSNET_KEYS = frozenset({"nf", "growth", "blocks", "sr_filters", "input_skip"})
+MODEL_KEYS = FRSNET_KEYS | {"prior_filters", "fusion_filters", "dict_stem"}
 PARSE_CHANNELS = 19
 HEAT_CHANNELS = 71
 DICT_CHANNELS = 256

@@ -24,14 +24,13 @@ from typing import Any
 import torch
 
 from facerestore.errors import InputError, WeightsMissingError
+from facerestore.methods.mfpsnet.network import FRSNET_KEYS, MODEL_KEYS
 from facerestore.methods.mfpsnet.train import MFPSNetAdapter
 from facerestore.methods.restorer import Restorer
 from facerestore.methods.spec import MethodSpec
 
 __all__ = ["MFPSNetRestorer", "load_mfpsnet", "save_mfpsnet"]
 
-FRSNET_KEYS = {"nf", "growth", "blocks", "sr_filters", "input_skip"}
-MODEL_KEYS = FRSNET_KEYS | {"prior_filters", "fusion_filters", "dict_stem"}
 
 
 def save_mfpsnet(net: torch.nn.Module, path: str | os.PathLike, *, size: int = 128,

@@ -45,8 +45,7 @@ class MFPSNetAdapter(TrainAdapter):
     def __init__(self, cfg, device: torch.device) -> None:
         from facerestore.methods.mfpsnet.genotype import load_genotype
         from facerestore.methods.mfpsnet.losses import RestorationLoss
-        from facerestore.methods.mfpsnet.network import FRSNet, MFPSNet
-        from facerestore.methods.mfpsnet.restorer import FRSNET_KEYS, MODEL_KEYS
+        from facerestore.methods.mfpsnet.network import FRSNET_KEYS, MODEL_KEYS, FRSNet, MFPSNet
 
         super().__init__(cfg, device)
         model = dict(cfg.model)
