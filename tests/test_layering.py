@@ -28,7 +28,7 @@ LAYERS: dict[str, int] = {
     "faces": 2,
     "metrics": 3,
     "train": 4, "methods": 5,
-    "pipeline": 6, "quality_gate": 6, "video": 6,
+    "pipeline": 6, "quality_gate": 6, "occlusion": 6, "video": 6,
     "cli": 7, "web": 7,
     "__main__": 8, "": 8,
 }

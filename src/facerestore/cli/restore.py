@@ -57,6 +57,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "another person than the face in the photo (by default such faces are blended toward the "
                    "original or kept as they were; restored_imgs/STEM.json says which and why). In videos the gate "
                    "decides per tracked face every 12 frames and fades between decisions (no flicker)")
+    p.add_argument("--no-occlusion-guard", dest="occlusion_guard", action="store_false",
+                   help="paste the whole restored face even where it differs from the photo at low spatial "
+                   "frequencies (by default such areas, e.g. a hand, microphone or sunglasses the restorer "
+                   "repainted, keep the photo's own pixels; restored_imgs/STEM.json gives each face's "
+                   "occluded_share)")
     p.add_argument("--aligned", action="store_true",
                    help="inputs are already FFHQ-aligned square face crops: no detection, no paste-back")
     p.add_argument("--only-center-face", action="store_true", help="restore only the face nearest the centre")
@@ -296,6 +301,7 @@ def _restore_options(args: argparse.Namespace, refs: Any, background: Any) -> di
     """The restoration options shared by photos, frame sequences and videos (one list for the three paths)."""
     return {"fidelity": args.fidelity, "refs": refs, "force_refs": args.force_refs, "color_match": args.color_match,
             "mask": args.mask, "background": background, "blend": args.blend, "gate": args.gate,
+            "occlusion_guard": args.occlusion_guard,
             "only_center_face": args.only_center_face, "min_score": args.min_score}
 
 
