@@ -85,10 +85,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="optimisation steps per face for the slow methods (robust-inversion: split over its three "
                    "phases, default 450; rls/rls-plus: latent-search steps, default 200, RLS+ adds a quarter)")
     p.add_argument("--refs", default=None,
-                   help="folder of reference photos of the same person, for methods that need them "
-                   "(largest face of each; with --aligned: aligned crops)")
+                   help="folder of reference photos of the same person, for the methods tagged 'refs' in "
+                   "--list-methods (honestface, robust-inversion, rls, rls-plus; largest face of each; with --aligned: "
+                   "aligned crops)")
     p.add_argument("--force-refs", action="store_true",
-                   help="use the --refs photos even when the method (honestface) finds them to show another person "
+                   help="use the --refs photos even when the method finds them to show another person "
                    "than the face (by default it stops with one line)")
     p.add_argument("--no-color-match", dest="color_match", action="store_false",
                    help="do not match the restored faces' colours to the input faces")

@@ -63,6 +63,7 @@ class HonestFaceRestorer(Restorer):
         weights=f"builtin:{BUILTIN_NAME}.safetensors",
         weights_licence="Apache-2.0 (ours), trained on FFHQ (CC BY-NC-SA 4.0) and ../shared/data/photos (MIT)",
         trained_on=("realworld-gfpgan", "realworld-vqfr"),
+        uses_refs=True,
         note="the built-in honestface weights are a compact 128 px model trained for 28 minutes on a CPU (model card "
              "zoo/builtin/honestface-compact-128.md): expect blurred, colour-shifted faces; references change little",
     )
