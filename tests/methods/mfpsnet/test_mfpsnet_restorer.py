@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -16,9 +18,28 @@ from facerestore.methods.mfpsnet.restorer import save_mfpsnet
 TINY = {"nf": 8, "growth": 4, "blocks": 1, "sr_filters": 2}
 
 
-def test_no_default_weights_is_a_clear_error():
-    with pytest.raises(WeightsMissingError, match="ships no weights"):
-        load_restorer("mfpsnet")
+def test_builtin_weights_load_with_their_dictionary_and_restore_a_face(astronaut_tensor):
+    pytest.importorskip("dlib", reason="the priors need dlib's 68-point landmarks")
+    from facerestore.methods.mfpsnet.restorer import BUILTIN_NAME
+    from facerestore.methods.mfpsnet.train import MFPSNetAdapter
+
+    r = load_restorer("mfpsnet")
+    d = r.description
+    assert Path(r.default_weights()).name == f"{BUILTIN_NAME}.safetensors"
+    assert d["network"] == "mfpsnet" and d["size"] == 128 and d["model"]["input_skip"] is True
+    assert Path(d["dictionary"]).is_file() and r.spec.trainer is MFPSNetAdapter
+    priors = r.prior_fn(torch.rand(1, 3, 128, 128))
+    assert set(priors) == {"parse", "heat", "dict"}
+    x = torch.nn.functional.interpolate(astronaut_tensor[:, :, :320, 96:416], size=(128, 128), mode="area")
+    y = r.restore(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    # the compact model is a correction on its input (input_skip): close to it, but not equal
+    assert 0 < float((y - x).abs().mean()) < 0.05
+
+
+def test_missing_user_weights_are_a_clear_error(tmp_path):
+    with pytest.raises(WeightsMissingError, match="not found"):
+        load_restorer("mfpsnet", weights=tmp_path / "none.safetensors")
 
 
 def test_user_frsnet_weights_restore_crops(tmp_path):

@@ -1,17 +1,19 @@
 """MFPSNet / FRSNet behind the ``Restorer`` interface ("mfpsnet").
 
-No weights ship: the authors released none that load (their scripts do not run as published) and we have not
-trained any yet. ``weights=`` (``--weights``) must name a ``.safetensors`` file with its description
-``<same name>.json`` next to it::
+Default weights: ``mfpsnet-compact-128`` (``zoo/builtin/mfpsnet-compact-128.*``, model card
+``mfpsnet-compact-128.md``), a compact MFPSNet (released genotypes, 1.96M parameters) trained by us for 200 steps
+on a CPU: it barely changes faces (a mild denoiser, +0.3 dB on eq. 10 inputs); it exists so that the method runs
+end to end, and as the row of our ablation. ``weights=`` (``--weights``) may instead name any ``.safetensors``
+with its description ``<same name>.json`` next to it (what ``facerestore train`` exports for ``method: mfpsnet``)::
 
     {"network": "mfpsnet" | "frsnet", "genotype": <a genotype JSON object or a preset name>,
-     "model": {"nf": 64, ...}, "size": 128, "dictionary": "<optional component dictionary .safetensors,
-     relative to the JSON>"}
+     "model": {"nf": 64, ...}, "size": 128, "disabled_priors": [], "dictionary": "<optional component dictionary
+     .safetensors, relative to the JSON>"}
 
 :func:`save_mfpsnet` writes both. The network works at ``size`` (128 in the paper): crops are resized to it and
 back by the wrapper. MFPSNet computes its priors from its first iteration's output with
 :class:`~facerestore.methods.mfpsnet.priors.PriorExtractor` (dlib landmarks, Face Mesh parsing maps when
-cached, the component dictionary when the description names one; a missing prior enters as zeros).
+cached, the component dictionary when the description names one; a missing or disabled prior enters as zeros).
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from facerestore.methods.mfpsnet.train import MFPSNetAdapter
 from facerestore.methods.restorer import Restorer
 from facerestore.methods.spec import MethodSpec
 
-__all__ = ["MFPSNetRestorer", "load_mfpsnet", "save_mfpsnet"]
+__all__ = ["BUILTIN_NAME", "MFPSNetRestorer", "load_mfpsnet", "save_mfpsnet"]
+
+BUILTIN_NAME = "mfpsnet-compact-128"
 
 
 
@@ -57,8 +61,8 @@ def load_mfpsnet(weights: str | os.PathLike | None) -> tuple[torch.nn.Module, di
     from facerestore.nn.safe_weights import check_shapes, load_safetensors, meta_shapes, open_safetensors, read_json
 
     if weights is None:
-        raise WeightsMissingError("mfpsnet ships no weights: search (`facerestore search`) and train one, then pass "
-                                  "--weights FILE.safetensors (with its FILE.json description)")
+        raise WeightsMissingError("mfpsnet: no weights given: pass --weights FILE.safetensors (with its FILE.json "
+                                  "description), e.g. a `facerestore train` export")
     path = Path(weights)
     if not path.is_file():
         raise WeightsMissingError(f"MFPSNet weights not found: {path}")
@@ -108,18 +112,22 @@ class MFPSNetRestorer(Restorer):
     spec = MethodSpec(
         name="mfpsnet",
         paper="001",
-        description="MFPSNet / FRSNet (NAS-searched multi-prior restoration, 128 px); no weights ship: search "
-        "and train your own (`facerestore search`), then pass --weights FILE.safetensors",
+        description="MFPSNet / FRSNet (NAS-searched multi-prior restoration, 128 px); built-in compact model "
+        "trained by us for 200 steps on a CPU (model card: zoo/builtin/mfpsnet-compact-128.md); search and train "
+        "your own with `facerestore search` / `facerestore train`, then --weights FILE.safetensors",
         size=128,
         min_side=8,
-        weights=None,
-        weights_licence="none shipped (your own trained weights)",
+        weights=f"builtin:{BUILTIN_NAME}.safetensors",
+        weights_licence="Apache-2.0 (ours), trained on FFHQ (CC BY-NC-SA 4.0) and StyleGAN samples",
+        trained_on=("mfpsnet-full",),
         trainer=MFPSNetAdapter,
+        note="the built-in mfpsnet weights are a compact model trained for 25 minutes on a CPU (model card "
+             "zoo/builtin/mfpsnet-compact-128.md): they barely change a face (+0.3 dB on eq. 10 inputs)",
     )
 
     def __init__(self, weights: str | os.PathLike | None = None) -> None:
         super().__init__()
-        self.net, self.description = load_mfpsnet(weights)
+        self.net, self.description = load_mfpsnet(self.weights_or_default(weights))
         self.with_spec(size=int(self.description["size"]))
         self._priors = None
 
