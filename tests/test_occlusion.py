@@ -297,7 +297,8 @@ def test_cli_switch(tmp_path, occluded, monkeypatch):
 
     p = argparse.ArgumentParser()
     add_arguments(p)
-    assert _restore_options(p.parse_args([]), None, "lanczos")["occlusion_guard"] is True
+    # on by default (restore_photo's default, left to it as the web page does); the flag passes False
+    assert "occlusion_guard" not in _restore_options(p.parse_args([]), None, "lanczos")
     assert _restore_options(p.parse_args(["--no-occlusion-guard"]), None, "lanczos")["occlusion_guard"] is False
 
     monkeypatch.setattr(registry, "REGISTRY", registry.REGISTRY.with_restorer(_Repaint))
@@ -315,3 +316,17 @@ def test_cli_switch(tmp_path, occluded, monkeypatch):
         assert rec["occlusion_guard"] is (name == "on")
         shares[name] = rec["faces"][0]["occluded_share"]
     assert shares["on"] > 0.02 and shares["off"] is None
+
+
+def test_frame_sequences_take_the_switch(occluded):
+    """Videos and --sequence go through SequenceRestorer's photo options: the guard is on unless turned off."""
+    from facerestore.video import SequenceRestorer
+
+    photo, _, dets = occluded
+    results = {}
+    for on in (True, False):
+        seq = SequenceRestorer(_Repaint(), 25.0, detector=_Fixed(dets), stabilize=False, gate=False,
+                               mask="landmarks", **({} if on else {"occlusion_guard": False}))
+        results[on] = seq(photo)
+    assert results[True].occlusion_guard and results[True].faces[0].occluded_share > 0.02
+    assert not results[False].occlusion_guard and results[False].faces[0].occluded_share is None

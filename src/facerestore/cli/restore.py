@@ -299,10 +299,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _restore_options(args: argparse.Namespace, refs: Any, background: Any) -> dict[str, Any]:
-    """The restoration options shared by photos, frame sequences and videos (one list for the three paths)."""
+    """The restoration options shared by photos, frame sequences and videos (one list for the three paths).
+    The occlusion guard is named only when --no-occlusion-guard turns it off (on is restore_photo's default, which
+    the web page also leaves to it)."""
     return {"fidelity": args.fidelity, "refs": refs, "force_refs": args.force_refs, "color_match": args.color_match,
             "mask": args.mask, "background": background, "blend": args.blend, "gate": args.gate,
-            "occlusion_guard": args.occlusion_guard,
+            **({} if args.occlusion_guard else {"occlusion_guard": False}),
             "only_center_face": args.only_center_face, "min_score": args.min_score}
 
 
