@@ -225,7 +225,8 @@ def keep_background(image: np.ndarray, background: np.ndarray, mask: np.ndarray,
         input_shape: (H, W, ...) of the input photo (output pixel centres map to input pixel centres as in
             ``faces.paste``: ``x_out + 0.5 = (W' / W) (x_in + 0.5)``).
     """
-    from facerestore.faces.align import to_homogeneous, transform_points, warp_affine
+    from facerestore.faces.align import to_homogeneous, warp_affine
+    from facerestore.faces.paste import covered_rect
 
     m = np.asarray(mask, np.float32)
     if not m.any():
@@ -235,13 +236,7 @@ def keep_background(image: np.ndarray, background: np.ndarray, mask: np.ndarray,
     sx, sy = ow / w, oh / h
     to_out = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
     a = (to_out @ to_homogeneous(np.asarray(inverse, np.float64)))[:2]
-    s = m.shape[0]
-    corners = np.array([[-0.5, -0.5], [s - 0.5, -0.5], [s - 0.5, s - 0.5], [-0.5, s - 0.5]])
-    pts = transform_points(corners, a)
-    x0 = int(np.clip(np.floor(pts[:, 0].min()) - 1, 0, ow))
-    y0 = int(np.clip(np.floor(pts[:, 1].min()) - 1, 0, oh))
-    x1 = int(np.clip(np.ceil(pts[:, 0].max()) + 2, 0, ow))
-    y1 = int(np.clip(np.ceil(pts[:, 1].max()) + 2, 0, oh))
+    x0, y0, x1, y1 = covered_rect(m.shape[0], a, ow, oh)
     if x1 <= x0 or y1 <= y0:
         return image
     a_roi = a.copy()

@@ -120,6 +120,19 @@ def upscale_image(image: np.ndarray, upscale: float, method: str = "lanczos") ->
 # masks (crop space)
 
 
+def covered_rect(side: int, affine: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1), end-exclusive pixel bounds of an image of ``width`` x ``height`` that a ``side`` x ``side``
+    crop mapped by the 2x3 ``affine`` (crop -> image, pixel centres at integers) covers, with a 1-2 px margin for
+    interpolation, clipped to the image (x1 <= x0 or y1 <= y0: it covers nothing)."""
+    corners = np.array([[-0.5, -0.5], [side - 0.5, -0.5], [side - 0.5, side - 0.5], [-0.5, side - 0.5]])
+    pts = transform_points(corners, affine)
+    x0 = int(np.clip(np.floor(pts[:, 0].min()) - 1, 0, width))
+    y0 = int(np.clip(np.floor(pts[:, 1].min()) - 1, 0, height))
+    x1 = int(np.clip(np.ceil(pts[:, 0].max()) + 2, 0, width))
+    y1 = int(np.clip(np.ceil(pts[:, 1].max()) + 2, 0, height))
+    return x0, y0, x1, y1
+
+
 def _smoothstep(t: np.ndarray) -> np.ndarray:
     t = np.clip(t, 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
@@ -543,12 +556,7 @@ def paste_faces(
             crop = lowpass(crop, 1.0 / affine_scale(a))
 
         # only touch the output rectangle the crop covers
-        corners = np.array([[-0.5, -0.5], [s_r - 0.5, -0.5], [s_r - 0.5, s_r - 0.5], [-0.5, s_r - 0.5]])
-        pts = transform_points(corners, a)
-        x0 = int(np.clip(np.floor(pts[:, 0].min()) - 1, 0, ow))
-        y0 = int(np.clip(np.floor(pts[:, 1].min()) - 1, 0, oh))
-        x1 = int(np.clip(np.ceil(pts[:, 0].max()) + 2, 0, ow))
-        y1 = int(np.clip(np.ceil(pts[:, 1].max()) + 2, 0, oh))
+        x0, y0, x1, y1 = covered_rect(s_r, a, ow, oh)
         if x1 <= x0 or y1 <= y0:
             continue
         a_roi = a.copy()

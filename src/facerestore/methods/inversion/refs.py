@@ -116,6 +116,14 @@ class ReferenceCache:
             self._embedder = IdentityLoss().eval()
         return self._embedder.to(device)
 
+    def term_for(self, refs: torch.Tensor, faces: torch.Tensor, size: int, weight: float, force: bool,
+                 device: torch.device) -> tuple[ReferenceIdentity, Callable[[torch.Tensor], torch.Tensor], float]:
+        """(references, the identity loss term at ``weight``, the check's distance) for restoring ``faces``
+        (compared at the generator's ``size`` px); the check refuses another person's references unless ``force``."""
+        ref_id = self.get(refs, device)
+        distance = ref_id.check(faces.to(device), size, force=force)
+        return ref_id, ref_id.term(weight), distance
+
     def get(self, refs: torch.Tensor, device: torch.device) -> ReferenceIdentity:
         refs = refs.to(device)
         if self._last is not None and self._last[0].shape == refs.shape and torch.equal(self._last[0], refs):

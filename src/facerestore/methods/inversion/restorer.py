@@ -198,11 +198,11 @@ class RobustInversionRestorer(Restorer):
         self.last_refs_distance = None
         if refs is None or self.ref_weight == 0:
             return None
-        dev = self.G.mapping.w_avg.device
-        ref_id = self._refs.get(refs, dev)
         force = self.force_refs if force_refs is None else bool(force_refs)
-        self.last_refs_distance = ref_id.check(lq.to(dev), self.G.img_resolution, force=force)
-        return ref_id, ref_id.term(self.ref_weight * max(num_levels(side, self.loss_fn.min_side), 1))
+        weight = self.ref_weight * max(num_levels(side, self.loss_fn.min_side), 1)
+        ref_id, term, self.last_refs_distance = self._refs.term_for(
+            refs, lq, self.G.img_resolution, weight, force, self.G.mapping.w_avg.device)
+        return ref_id, term
 
     def _finish(self, result: InversionResult, guide, return_details: bool):
         if guide is not None:

@@ -146,12 +146,11 @@ class RLSRestorer(Restorer):
         self.last_refs_distance = None
         if refs is None or self.ref_weight == 0:
             return None
-        dev = self.G.mapping.w_avg.device
-        ref_id = self._refs.get(refs, dev)
         force = self.force_refs if force_refs is None else bool(force_refs)
-        self.last_refs_distance = ref_id.check(lq.to(dev), self.G.img_resolution, force=force)
         scale = self.cfg.l1_weight * (lq[0].numel() if self.cfg.l1_reduction == "sum" else 1)
-        return ref_id, ref_id.term(self.ref_weight * scale)
+        ref_id, term, self.last_refs_distance = self._refs.term_for(
+            refs, lq, self.G.img_resolution, self.ref_weight * scale, force, self.G.mapping.w_avg.device)
+        return ref_id, term
 
     def _degrade_fn(self, lq: torch.Tensor, task: str | None, params: Sequence[dict] | dict | None):
         from facerestore import degrade
