@@ -123,3 +123,21 @@ def make_face_dataset(root, n: int = 12, size: int = 32, seed: int = 0):
         img = (img - img.min()) / (np.ptp(img) + 1e-6)
         write_image(root / f"{i:05d}.png", img.astype(np.float32))
     return root
+
+
+def dlib_identity_missing() -> str | None:
+    """Why dlib's recogniser + 5-point predictor files are unavailable (None when both are there)."""
+    from facerestore.errors import WeightsMissingError
+    from facerestore.zoo.dlib_files import model_path
+
+    try:
+        for name in ("dlib_face_recognition_resnet_model_v1.dat", "shape_predictor_5_face_landmarks.dat"):
+            model_path(name)
+    except WeightsMissingError as exc:
+        return str(exc)
+    return None
+
+
+_DLIB_MISSING = dlib_identity_missing()
+needs_dlib = pytest.mark.skipif(_DLIB_MISSING is not None,
+                                reason=f"dlib's face recogniser files are absent: {_DLIB_MISSING}")

@@ -10,8 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import needs_dlib
 from facerestore import degrade
-from facerestore.errors import InputError, WeightsMissingError
+from facerestore.errors import InputError
 from facerestore.methods.inversion import RobustInversionRestorer, load_generator, ngd_update, robust_invert
 from facerestore.methods.inversion.refs import ReferenceIdentity
 from facerestore.methods.restorer import resize_crop
@@ -19,21 +20,6 @@ from facerestore.nn.stylegan2 import to_unit_range
 
 PRIOR = "builtin:stylegan2-face-64.safetensors"
 STEPS = (8, 8, 8)
-
-
-def _dlib_missing() -> str | None:
-    from facerestore.zoo.dlib_files import model_path
-
-    try:
-        for name in ("dlib_face_recognition_resnet_model_v1.dat", "shape_predictor_5_face_landmarks.dat"):
-            model_path(name)
-    except WeightsMissingError as exc:
-        return str(exc)
-    return None
-
-
-_MISSING = _dlib_missing()
-needs_dlib = pytest.mark.skipif(_MISSING is not None, reason=f"dlib's face recogniser files are absent: {_MISSING}")
 
 
 @pytest.fixture(scope="module")

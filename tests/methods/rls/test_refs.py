@@ -12,8 +12,9 @@ import dataclasses
 import pytest
 import torch
 
+from conftest import needs_dlib
 from facerestore import degrade
-from facerestore.errors import InputError, WeightsMissingError
+from facerestore.errors import InputError
 from facerestore.methods.inversion.refs import ReferenceIdentity
 from facerestore.methods.restorer import resize_crop
 from facerestore.methods.rls import RLSPlusRestorer, RLSRestorer, config, rls_plus, rls_search
@@ -21,21 +22,6 @@ from facerestore.nn.stylegan2 import to_unit_range
 
 PRIOR = "builtin:stylegan2-face-64.safetensors"
 OPTS = {"steps": 40, "plus_steps": 4, "n_mean": 2000, "progress": False}
-
-
-def _dlib_missing() -> str | None:
-    from facerestore.zoo.dlib_files import model_path
-
-    try:
-        for name in ("dlib_face_recognition_resnet_model_v1.dat", "shape_predictor_5_face_landmarks.dat"):
-            model_path(name)
-    except WeightsMissingError as exc:
-        return str(exc)
-    return None
-
-
-_MISSING = _dlib_missing()
-needs_dlib = pytest.mark.skipif(_MISSING is not None, reason=f"dlib's face recogniser files are absent: {_MISSING}")
 
 
 @pytest.fixture(scope="module")
