@@ -135,6 +135,9 @@ class Trainer:
         run_dir = cfg.run_dir
         torch.manual_seed(cfg.seed)
         main = info.is_main
+        # the method's networks first: a bad model option or a missing prior fails in one line before minutes of
+        # image loading (nothing below draws from the global RNG, so the initialisation is unchanged)
+        adapter = self.adapter_factory(cfg, dev)
         synth_files: list[Path] = []
         if cfg.data.synth:  # generator faces, written once (rank 0) and reused: training data only
             from facerestore.train.synth import prepare_synth
@@ -150,7 +153,6 @@ class Trainer:
         val_imgs = load_images(val_files, cfg.data.size, progress=False) if main else train_imgs[:0]
         sampler = StepSampler(len(train_files), cfg.data.batch_size, info.world_size, info.rank, cfg.seed)
 
-        adapter = self.adapter_factory(cfg, dev)
         ckpt = latest_checkpoint(run_dir) if resume else None
         if cfg.init_from and ckpt is None:
             _init_generator(adapter, cfg.init_from)  # a resumed run already holds these weights, trained on
