@@ -95,7 +95,7 @@ def test_every_spec_field_is_consistent():
     names = [s.name for s in list_restorers()]
     assert len(names) == len(set(names))
     for s in list_restorers():
-        assert s.paper in {"000", "001", "002", "003", "004"} and s.description and s.weights_licence
+        assert s.paper in {"000", "001", "002", "003", "004", "ours"} and s.description and s.weights_licence
         assert "fp32" in s.precisions and s.output in ("input", "model")
         refs = (s.weights,) if isinstance(s.weights, str) else s.weights or ()
         for ref in refs:  # every default resolves (built-in) or names a zoo entry; the last one is always there
@@ -238,5 +238,5 @@ STRAIGHT_THROUGH = {"gaussian_noise", "laplacian_noise", "random_sign_poisson_no
 
 def test_registry_lists_exactly_the_issue_methods():
     assert set(REGISTRY.names()) == {"ispl", "hifacegan", "robust-inversion", "rls", "rls-plus", "mfpsnet",
-                                     "honestface"}
+                                     "honestface", "prior-sft"}
     assert np.all([isinstance(s, MethodSpec) for s in list_restorers()])

@@ -123,7 +123,7 @@ def _print_methods() -> None:
     rows = list_restorers()
     width = max(len(r.name) for r in rows)
     for r in rows:
-        print(f"{r.name:<{width}}  paper {r.paper}  [{', '.join(r.flags())}]  {r.description}")
+        print(f"{r.name:<{width}}  {r.origin:<9}  [{', '.join(r.flags())}]  {r.description}")
         weights = r.weights or "none shipped: pass --weights"
         trained = f"; trained on {', '.join(r.trained_on)}" if r.trained_on else ""
         print(f"{'':<{width}}  weights: {weights} ({r.weights_licence}){trained}")

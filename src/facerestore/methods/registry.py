@@ -23,6 +23,7 @@ from facerestore.methods.honestface.restorer import HonestFaceRestorer
 from facerestore.methods.inversion.restorer import RobustInversionRestorer
 from facerestore.methods.ispl.restorer import HiFaceGANRestorer, ISPLRestorer
 from facerestore.methods.mfpsnet.restorer import MFPSNetRestorer
+from facerestore.methods.prior_sft.restorer import PriorSFTRestorer
 from facerestore.methods.restorer import Restorer
 from facerestore.methods.rls.restorer import RLSPlusRestorer, RLSRestorer
 from facerestore.methods.spec import MethodSpec
@@ -43,6 +44,7 @@ RESTORERS: tuple[type[Restorer], ...] = (
     RLSPlusRestorer,
     MFPSNetRestorer,
     HonestFaceRestorer,
+    PriorSFTRestorer,
 )
 
 class Registry:

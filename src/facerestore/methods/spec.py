@@ -47,7 +47,7 @@ class MethodSpec:
     """
 
     name: str
-    paper: str
+    paper: str  # "000".."004" (../shared/papers numbering) or "ours" (a method of this project, not of a paper)
     description: str
     size: int
     output: Literal["input", "model"] = "input"
@@ -71,6 +71,11 @@ class MethodSpec:
             raise ValueError(f"spec {self.name!r}: precisions must include fp32 and be among fp32/fp16/bf16")
         if int(self.size) != self.size or self.size < 1:
             raise ValueError(f"spec {self.name!r}: size must be a positive integer, got {self.size}")
+
+    @property
+    def origin(self) -> str:
+        """Where the method comes from, for listings: "paper 002", or "ours" for a method of this project."""
+        return f"paper {self.paper}" if self.paper.isdigit() else self.paper
 
     def flags(self) -> list[str]:
         """Short tags for listings: size, fidelity, refs, reduced precisions, slow optimisation."""

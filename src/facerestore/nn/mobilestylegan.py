@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 import numpy as np
@@ -354,8 +354,13 @@ class SynthesisNetwork(LatentLayouts, nn.Module):
     # -- forward -------------------------------------------------------------------------------------
 
     def wavelets(self, ws, noise_mode: str = "const", noises: Sequence[torch.Tensor | None] | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-        """The 12-channel wavelet output (B, 12, 512, 512): LL (RGB), then LH, HL, HH of R, G, B as 3 + 3c + k."""
+                 generator: torch.Generator | None = None,
+                 modulate: Callable[[int, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """The 12-channel wavelet output (B, 12, 512, 512): LL (RGB), then LH, HL, HH of R, G, B as 3 + 3c + k.
+
+        ``modulate(R, x)``, when given, replaces the features x (B, C_R, R, R) that leave each block's ``conv1``
+        (R = 8 .. 512) before the next block reads them: the hook of restorers that steer the prior with spatial
+        features of an input face (``methods.prior_sft``)."""
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         dtype = self.const.dtype
@@ -371,11 +376,14 @@ class SynthesisNetwork(LatentLayouts, nn.Module):
             x = block.up(x, next(latents))
             x = block.conv0(x, next(latents), noise_mode, next(noise_iter), generator)
             x = block.conv1(x, next(latents), noise_mode, next(noise_iter), generator)
+            if modulate is not None:
+                x = modulate(r, x)
         return getattr(self, f"b{self.wavelet_resolution}").torgb(x, next(latents))
 
     def forward(self, ws, noise_mode: str = "const", noises: Sequence[torch.Tensor | None] | None = None,
                 generator: torch.Generator | None = None, fused: bool | None = None,
-                resolution: int | None = None) -> torch.Tensor:
+                resolution: int | None = None,
+                modulate: Callable[[int, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """Synthesise images (B, 3, R, R) from W, W+ or W++ latents; R = ``resolution`` or ``img_resolution``.
 
         noise_mode: 'const' (stored maps, the exported network), 'random' (from ``generator``), 'none'.
@@ -384,7 +392,7 @@ class SynthesisNetwork(LatentLayouts, nn.Module):
         R below the full resolution: box averages of the full image computed from the LL band (module doc).
         """
         r = self.check_resolution(resolution if resolution is not None else self.img_resolution)
-        bands = self.wavelets(ws, noise_mode, noises, generator)
+        bands = self.wavelets(ws, noise_mode, noises, generator, modulate)
         if r == self.full_resolution:
             return haar_idwt(bands).contiguous()
         img = bands[:, : self.img_channels].contiguous() * 0.5  # = 2x2 box average of the full image
