@@ -1,5 +1,6 @@
 """The default restorer on a degradation sweep: input vs the built-in ISPL network vs the default pipeline (ISPL +
-the quality gate), all rows in one run, with paired 95% bootstrap intervals against the built-in ISPL.
+the quality gate) vs the generative-prior restorer (``prior-sft``, alone and through the same pipeline), all rows in
+one run, with paired 95% bootstrap intervals against the built-in ISPL.
 
 Faces (512 px, FFHQ-aligned): the ffhq256 validation ids (numbers ending in 0; never trained on), bicubic-upsampled
 to 512, and samples of the MobileStyleGAN prior (run seed 9999, truncation 0.7; no training of ours used this run)
@@ -9,14 +10,16 @@ then bicubic back to 512); Gaussian blur sigma 2 and 4 (px at 512); Gaussian noi
 
 Rows: ``input``; ``ispl``: the built-in network alone (128 px, resized to 512 and back: what every face got before
 the gate); ``default``: ``restore_photo(..., aligned=True, upscale=1)``, the pipeline the CLI runs (ISPL, then the
-quality gate blends toward or keeps the input, :mod:`facerestore.quality_gate`).
+quality gate blends toward or keeps the input, :mod:`facerestore.quality_gate`); for each method of ``--methods``
+(default ``prior-sft`` when its prior is cached): ``NAME``, the network alone on the 512 px face, and ``NAME+gate``,
+``restore_photo`` with that method (same gate).
 
 Metrics: PSNR, SSIM (RGB), ``id_mfn`` (MobileFaceNet cosine distance: no loss of ours uses that network), FED
 (dlib 128-d; ISPL's training identity loss uses dlib, so FED is not independent for ISPL), LLE (landmark error),
 NIQE, MS-SWD (on both images area-downsampled to 256: a quarter of the time). Intervals: paired bootstrap
 (2000 resamples) of the mean difference row - ispl per task.
 
-    python benchmarks/default_restorer.py                  # 20 + 10 faces x 13 degradations, ~40 min on 2 cores
+    python benchmarks/default_restorer.py --ffhq 12 --prior 6   # 18 faces x 13 degradations, ~45 min on 2 cores
     python benchmarks/default_restorer.py --ffhq 4 --prior 0 --tasks clean,jpeg90   # a smoke run
 
 Writes benchmarks/results/default_restorer.json and .md.
@@ -44,7 +47,7 @@ DATA = ROOT.parent / "shared" / "data"
 SIZE = 512
 METRICS = ("psnr", "ssim", "id_mfn", "fed", "lle", "niqe", "ms_swd")
 LOWER_BETTER = {"psnr": False, "ssim": False, "id_mfn": True, "fed": True, "lle": True, "niqe": True, "ms_swd": True}
-ROWS = ("input", "ispl", "default")
+BASE_ROWS = ("input", "ispl", "default")
 PSNR_CAP = 60.0
 
 
@@ -147,6 +150,7 @@ def bootstrap(d: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float
 
 
 def to_markdown(result: dict) -> str:
+    rows_all = result["rows"]
     lines = [f"# Default restorer sweep ({result['faces']} faces: {result['face_sets']})", "",
              "Mean per task; brackets: paired 95% bootstrap interval of (row - ispl). "
              f"Lower is better except PSNR/SSIM; PSNR capped at {PSNR_CAP:g} dB (identical images). "
@@ -156,7 +160,7 @@ def to_markdown(result: dict) -> str:
     lines.append("| task | row | " + " | ".join(metrics) + " | kept/blended |")
     lines.append("|---|---|" + "---|" * len(metrics) + "---|")
     for task, rows in result["tasks"].items():
-        for row in ROWS:
+        for row in rows_all:
             cells = []
             for m in metrics:
                 mean = rows[row]["mean"][m]
@@ -169,11 +173,30 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _extra_methods(spec: str | None) -> dict:
+    """Restorers of the extra rows: the ``--methods`` names, by default prior-sft when it can load."""
+    from facerestore.pipeline import get_restorer
+
+    names = ["prior-sft"] if spec is None else [n for n in spec.split(",") if n]
+    out = {}
+    for name in names:
+        try:
+            out[name] = get_restorer(name)
+            out[name].progress = False
+        except Exception as exc:
+            if spec is not None:
+                raise
+            print(f"{name}: not measured ({str(exc).splitlines()[0]})", file=sys.stderr)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ffhq", type=int, default=20, help="ffhq256 validation faces (ids ending in 0)")
     ap.add_argument("--prior", type=int, default=10, help="MobileStyleGAN samples (run seed 9999)")
     ap.add_argument("--tasks", default="", help="comma-separated subset of the degradations")
+    ap.add_argument("--methods", default=None, help="comma-separated extra methods (rows NAME and NAME+gate); "
+                    "default prior-sft when its prior is cached, '' for none")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "default_restorer.json"))
     args = ap.parse_args()
 
@@ -188,8 +211,11 @@ def main() -> None:
     scorer = Scorer()
     ispl = get_restorer("ispl")
     ispl.progress = False
-    per: dict[str, dict[str, list[dict[str, float]]]] = {t: {r: [] for r in ROWS} for t in degs}
-    gates: dict[str, list[float]] = {t: [] for t in degs}
+    extra = _extra_methods(args.methods)
+    rows = BASE_ROWS + tuple(r for name in extra for r in (name, f"{name}+gate"))
+    per: dict[str, dict[str, list[dict[str, float]]]] = {t: {r: [] for r in rows} for t in degs}
+    gates: dict[str, dict[str, list[float]]] = {row: {t: [] for t in degs} for row in rows if row.endswith(
+        "+gate") or row == "default"}
     t0 = time.time()
     bar = tqdm(total=len(degs) * len(names), desc="sweep", unit="face")
     for t_i, (task, fn) in enumerate(degs.items()):
@@ -199,9 +225,15 @@ def main() -> None:
             lq_np = lq[0].permute(1, 2, 0).numpy().copy()
             raw = restore_crops(ispl, [lq_np])[0]
             res = restore_photo(lq_np, ispl, aligned=True, upscale=1)
-            gates[task].append(res.faces[0].paste_weight)
+            gates["default"][task].append(res.faces[0].paste_weight)
+            images = [("input", lq_np), ("ispl", raw), ("default", res.image)]
+            for name, r in extra.items():
+                images.append((name, restore_crops(r, [lq_np])[0]))
+                gated = restore_photo(lq_np, r, aligned=True, upscale=1)
+                gates[f"{name}+gate"][task].append(gated.faces[0].paste_weight)
+                images.append((f"{name}+gate", gated.image))
             done: list[tuple[np.ndarray, dict[str, float]]] = []
-            for row, img in (("input", lq_np), ("ispl", raw), ("default", res.image)):
+            for row, img in images:
                 same = [sc for im, sc in done if im.shape == img.shape and np.array_equal(im, img)]
                 if not same:  # the default is often exactly the input (kept) or ISPL's output (passed)
                     pred = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].float()
@@ -215,14 +247,14 @@ def main() -> None:
     tasks = {}
     for task in degs:
         tasks[task] = {}
-        for row in ROWS:
+        for row in rows:
             vals = {m: np.array([s[m] for s in per[task][row]]) for m in present}
             entry = {"mean": {m: float(np.nanmean(v)) for m, v in vals.items()}}
             if row != "ispl":
                 ref = {m: np.array([s[m] for s in per[task]["ispl"]]) for m in present}
                 entry["vs_ispl"] = {m: bootstrap(vals[m] - ref[m]) for m in present}
-            if row == "default":
-                w = np.array(gates[task])
+            if row in gates:
+                w = np.array(gates[row][task])
                 entry["gate"] = f"{int((w == 0).sum())}/{int(((w > 0) & (w < 1)).sum())}"
             tasks[task][row] = entry
     result = {
@@ -230,10 +262,13 @@ def main() -> None:
         "faces": len(names),
         "face_sets": f"{sum(n.startswith('ffhq') for n in names)} ffhq256 validation (x2 to 512), "
                      f"{sum(n.startswith('prior') for n in names)} MobileStyleGAN samples",
+        "rows": list(rows),
+        "methods": {name: {"weights_licence": r.spec.weights_licence, "precision": r.precision}
+                    for name, r in extra.items()},
         "metrics_present": present,
         "metrics_missing": scorer.missing,
         "tasks": tasks,
-        "per_face": {t: {r: per[t][r] for r in ROWS} for t in degs},
+        "per_face": {t: {r: per[t][r] for r in rows} for t in degs},
         "seconds": round(time.time() - t0, 1),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}",
         "torch": torch.__version__,
