@@ -312,3 +312,23 @@ def test_builtin_restorer_gives_512px_faces_and_fidelity_steers(astronaut_tensor
     err = {a: (o - up).abs().mean().item() for a, o in out.items()}
     assert err[1.0] < err[0.0]  # steering brings the output toward the input's face
     torch.testing.assert_close(r.restore(lq, fidelity=1.0, size=(512, 512)), out[1.0], rtol=0, atol=0)
+
+
+def test_crafted_or_wrong_files_are_refused_before_anything_is_built(tmp_path):
+    from safetensors.torch import save_file
+
+    from facerestore.errors import WeightsMissingError
+
+    path = tmp_path / "w.safetensors"
+    save_file({"x": torch.zeros(1)}, str(path))
+    for model, match in [({"width": 10**9}, "width"), ({"sft_resolutions": "all"}, "sft_resolutions"),
+                         ({"prior": 3}, "prior"), ({"depth": 2}, "unknown"), ("big", "mapping")]:
+        path.with_suffix(".json").write_text(json.dumps({"model": model}))
+        with pytest.raises(InputError, match=match):
+            load_restorer("prior-sft", weights=path)
+    other = tmp_path / "w.pt"
+    other.write_bytes(b"x")
+    with pytest.raises(InputError, match=r"\.safetensors file"):
+        load_restorer("prior-sft", weights=other)
+    with pytest.raises(WeightsMissingError, match="not found"):
+        load_restorer("prior-sft", weights=tmp_path / "absent.safetensors")

@@ -4,6 +4,7 @@
   (empty, truncated, header-only or huge-header files are one ``InputError``);
 - :func:`load_safetensors`: its tensors, with the same errors;
 - :func:`read_json`: a JSON description (bad JSON, wrong top-level type: one ``InputError``);
+- :func:`weights_and_description`: a ``.safetensors`` export and the JSON next to it, checked in one place;
 - :func:`check_settings`: architecture settings from a file checked against sane bounds *before* any
   network is built (a crafted ``w_dim: 2e6`` must not allocate terabytes);
 - :func:`meta_shapes` / :func:`check_shapes`: the parameter shapes the settings imply, computed on the
@@ -16,13 +17,15 @@ import json
 import math
 import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from facerestore.errors import InputError
+from facerestore.errors import InputError, WeightsMissingError
 
-__all__ = ["check_settings", "check_shapes", "load_safetensors", "meta_shapes", "open_safetensors", "read_json"]
+__all__ = ["check_settings", "check_shapes", "load_safetensors", "meta_shapes", "open_safetensors", "read_json",
+           "weights_and_description"]
 
 MAX_JSON_BYTES = 16 << 20
 
@@ -86,6 +89,21 @@ def read_json(path: str | os.PathLike, what: str = "description") -> dict:
     if not isinstance(obj, dict):
         raise InputError(f"{what} {_name(p)} must hold a JSON object, got {type(obj).__name__}")
     return obj
+
+
+def weights_and_description(weights: str | os.PathLike, what: str) -> tuple[Path, dict]:
+    """``(path, description)`` for a ``.safetensors`` weights file and the JSON description next to it
+    (``<same name>.json``, what ``facerestore train`` exports): WeightsMissingError when the file is absent,
+    one-line InputError for another suffix, a missing or an invalid description. ``what``: e.g. "ISPL"."""
+    path = Path(weights)
+    if not path.is_file():
+        raise WeightsMissingError(f"{what} weights not found: {path}")
+    if path.suffix != ".safetensors":
+        raise InputError(f"{what} weights must be a .safetensors file (a facerestore train export), got {path.name}")
+    desc_path = path.with_suffix(".json")
+    if not desc_path.is_file():
+        raise InputError(f"{path.name} needs its description {desc_path.name} next to it")
+    return path, read_json(desc_path, f"{what} description")
 
 
 # bound kinds: ("int", lo, hi), ("float", lo, hi), ("float?", lo, hi) (null allowed), ("bool",),

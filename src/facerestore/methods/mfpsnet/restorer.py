@@ -58,20 +58,19 @@ def load_mfpsnet(weights: str | os.PathLike | None) -> tuple[torch.nn.Module, di
     """(network in eval mode, description) from a safetensors file and the JSON next to it."""
     from facerestore.methods.mfpsnet.genotype import Genotype, get_preset
     from facerestore.methods.mfpsnet.network import FRSNet, MFPSNet
-    from facerestore.nn.safe_weights import check_shapes, load_safetensors, meta_shapes, open_safetensors, read_json
+    from facerestore.nn.safe_weights import (
+        check_shapes,
+        load_safetensors,
+        meta_shapes,
+        open_safetensors,
+        weights_and_description,
+    )
 
     if weights is None:
         raise WeightsMissingError("mfpsnet: no weights given: pass --weights FILE.safetensors (with its FILE.json "
                                   "description), e.g. a `facerestore train` export")
-    path = Path(weights)
-    if not path.is_file():
-        raise WeightsMissingError(f"MFPSNet weights not found: {path}")
-    if path.suffix != ".safetensors":
-        raise InputError(f"MFPSNet weights must be a .safetensors file, got {path.name}")
+    path, desc = weights_and_description(weights, "MFPSNet")
     desc_path = path.with_suffix(".json")
-    if not desc_path.is_file():
-        raise InputError(f"{path.name} needs its description {desc_path.name} next to it")
-    desc = read_json(desc_path, "MFPSNet description")
     kind = desc.get("network")
     if kind not in ("mfpsnet", "frsnet"):
         raise InputError(f"{desc_path.name}: network must be 'mfpsnet' or 'frsnet', got {kind!r}")

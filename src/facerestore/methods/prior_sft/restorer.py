@@ -13,15 +13,15 @@ may name any ``facerestore train`` export (``.safetensors`` with its ``.json`` d
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from facerestore.errors import InputError, WeightsMissingError
+from facerestore.errors import InputError
 from facerestore.methods.prior_sft.train import PriorSFTAdapter, build_prior_sft
 from facerestore.methods.restorer import Restorer
 from facerestore.methods.spec import MethodSpec
+from facerestore.nn.safe_weights import check_settings
 
 __all__ = ["BUILTIN_NAME", "PriorSFTRestorer", "load_prior_sft"]
 
@@ -30,22 +30,40 @@ PRIOR_LICENCE = ("encoder: Apache-2.0 (ours), trained on FFHQ (CC BY-NC-SA 4.0) 
                  "MobileStyleGAN, non-commercial (distilled from NVIDIA's StyleGAN2 FFHQ)")
 
 
+# the numbers an export's "model" may hold (train.build_prior_sft reads them; the network checks how they combine);
+# "prior" (a zoo name or folder, resolved by the loader) and "sft_resolutions" are checked apart
+SETTINGS = {"in_size": ("pow2", 32, 1024), "width": ("int", 1, 256), "max_channels": ("int", 1, 1024),
+            "latent_gain": ("float", 0.0, 1e4), "colour_resolution": ("int", 0, 1024), "low_transfer": ("int", 0, 128),
+            "out_size": ("pow2", 4, 1024), "decoder_dtype": ("choice", ("fp32", "bf16", "fp16")),
+            "alpha_random": ("float", 0.0, 1.0)}
+
+
+def _check_model(model: Any, where: str) -> dict[str, Any]:
+    if not isinstance(model, dict):
+        raise InputError(f"{where}: 'model' must be a mapping of prior-sft options")
+    rest = {k: v for k, v in model.items() if k not in ("prior", "sft_resolutions")}
+    out = check_settings(rest, SETTINGS, where)
+    prior = model.get("prior", "mobilestylegan-ffhq-1024")
+    if not isinstance(prior, str):
+        raise InputError(f"{where}: prior must be a zoo name or a folder, got {str(prior)[:40]!r}")
+    res = model.get("sft_resolutions", [16, 32, 64, 128, 256])
+    if not isinstance(res, list) or len(res) > 10 or not all(isinstance(r, int) and 4 <= r <= 1024 for r in res):
+        raise InputError(f"{where}: sft_resolutions must be a list of at most 10 whole numbers in 4..1024")
+    return {**out, "prior": prior, "sft_resolutions": res}
+
+
 def load_prior_sft(weights: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any]]:
     """(network in eval mode, description) from an encoder ``.safetensors`` and its ``.json`` next to it."""
-    from facerestore.nn.safe_weights import check_shapes, load_safetensors, open_safetensors, read_json
+    from facerestore.nn.safe_weights import (
+        check_shapes,
+        load_safetensors,
+        open_safetensors,
+        weights_and_description,
+    )
 
-    path = Path(weights)
-    if not path.is_file():
-        raise WeightsMissingError(f"prior-sft weights not found: {path}")
-    if path.suffix != ".safetensors":
-        raise InputError(f"prior-sft weights must be a .safetensors file, got {path.name}")
-    desc_path = path.with_suffix(".json")
-    if not desc_path.is_file():
-        raise InputError(f"{path.name} needs its description {desc_path.name} next to it")
-    desc = read_json(desc_path, "prior-sft description")
-    model = desc.get("model")
-    if not isinstance(model, dict):
-        raise InputError(f"{desc_path.name}: 'model' must be a mapping of prior-sft options")
+    path, desc = weights_and_description(weights, "prior-sft")
+    # checked against sane bounds before anything is built: a crafted description must not allocate terabytes
+    model = _check_model(desc.get("model"), f"{path.with_suffix('.json').name} (prior-sft)")
     # the decoder's training precision (decoder_dtype) is not the restorer's: inference runs in the restorer's
     # precision (fp32, or bf16 / fp16 after set_half), which is what its records say
     net = build_prior_sft({**model, "decoder_dtype": "fp32"})
