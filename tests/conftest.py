@@ -141,3 +141,27 @@ def dlib_identity_missing() -> str | None:
 _DLIB_MISSING = dlib_identity_missing()
 needs_dlib = pytest.mark.skipif(_DLIB_MISSING is not None,
                                 reason=f"dlib's face recogniser files are absent: {_DLIB_MISSING}")
+
+
+def tiny_mobilestylegan(channels=(16, 16, 8), *, with_w_avg: bool = False):
+    """A tiny randomly initialised MobileStyleGAN (z, w 16-d; unit-variance activations through the layers), eval
+    mode; ``with_w_avg``: ``mapping.w_avg`` set to the mean of 64 mapped z (the loader's estimate, in small)."""
+    import math
+
+    from facerestore.nn import mobilestylegan as msg
+
+    torch.manual_seed(0)
+    G = msg.Generator(z_dim=16, w_dim=16, mapping_layers=2, channels=channels)
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if (name.startswith("mapping") and name.endswith("weight")) or "affine.weight" in name:
+                p.copy_(torch.randn_like(p) / math.sqrt(p.shape[1]))
+            elif name.endswith("affine.bias"):
+                p.fill_(1.0)
+            else:
+                p.copy_(torch.randn_like(p) * (1.0 if "weight" in name else 0.1))
+        for m in G.synthesis._conv_modules():
+            m.noise_const.normal_()
+        if with_w_avg:
+            G.mapping.w_avg.copy_(G.mapping(torch.randn(64, 16)).mean(0))
+    return G.eval()

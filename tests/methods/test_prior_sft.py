@@ -8,13 +8,12 @@ tiny prior standing in for the cached one. With the real prior and the built-in 
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import assert_resume_is_exact, make_face_dataset
+from conftest import assert_resume_is_exact, make_face_dataset, tiny_mobilestylegan
 from facerestore import zoo
 from facerestore.errors import InputError
 from facerestore.methods import load_restorer
@@ -27,21 +26,8 @@ from facerestore.train.config import config_from_dict
 ENC = {"in_size": 32, "width": 4, "max_channels": 8, "sft_resolutions": (8, 16, 32), "colour_resolution": 8}
 
 
-def _tiny_generator() -> msg.Generator:
-    torch.manual_seed(0)
-    G = msg.Generator(z_dim=16, w_dim=16, mapping_layers=2, channels=(16, 16, 16, 8))  # blocks 8..32, image 64 px
-    with torch.no_grad():
-        for name, p in G.named_parameters():
-            if (name.startswith("mapping") and name.endswith("weight")) or "affine.weight" in name:
-                p.copy_(torch.randn_like(p) / math.sqrt(p.shape[1]))
-            elif name.endswith("affine.bias"):
-                p.fill_(1.0)
-            else:
-                p.copy_(torch.randn_like(p) * (1.0 if "weight" in name else 0.1))
-        for m in G.synthesis._conv_modules():
-            m.noise_const.normal_()
-        G.mapping.w_avg.copy_(G.mapping(torch.randn(64, 16)).mean(0))
-    return G.eval().requires_grad_(False)
+def _tiny_generator() -> msg.Generator:  # blocks 8..32 px, image 64 px
+    return tiny_mobilestylegan((16, 16, 16, 8), with_w_avg=True).requires_grad_(False)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import tiny_mobilestylegan
 from facerestore.errors import InputError
 from facerestore.nn import mobilestylegan as msg
 from facerestore.nn.openvino_ir import IRGraph, read_ir
@@ -246,19 +247,7 @@ def test_ir_reader_needs_the_bin_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny() -> msg.Generator:
-    torch.manual_seed(0)
-    G = msg.Generator(z_dim=16, w_dim=16, mapping_layers=2, channels=(16, 16, 8))  # 4 -> 8 -> 16 px, image 32 px
-    with torch.no_grad():
-        for name, p in G.named_parameters():  # unit-variance activations through the layers
-            if (name.startswith("mapping") and name.endswith("weight")) or "affine.weight" in name:
-                p.copy_(torch.randn_like(p) / math.sqrt(p.shape[1]))
-            elif name.endswith("affine.bias"):
-                p.fill_(1.0)
-            else:
-                p.copy_(torch.randn_like(p) * (1.0 if "weight" in name else 0.1))
-        for m in G.synthesis._conv_modules():
-            m.noise_const.normal_()
-    return G.eval()
+    return tiny_mobilestylegan((16, 16, 8))  # 4 -> 8 -> 16 px, image 32 px
 
 
 def test_layout_of_the_ffhq_model():

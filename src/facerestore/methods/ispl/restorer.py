@@ -54,21 +54,15 @@ def load_ispl(weights: str | os.PathLike | None = None) -> ISPLGenerator:
         load_safetensors,
         meta_shapes,
         open_safetensors,
-        read_json,
+        weights_and_description,
     )
 
     path = builtin_weights() if weights is None else Path(weights)
-    if not path.is_file():
-        if weights is None:
-            raise WeightsMissingError(f"built-in ISPL weights are missing from the installation: {path}")
-        raise WeightsMissingError(f"ISPL weights not found: {path}")
-    if path.suffix != ".safetensors":
-        raise InputError(f"ISPL weights must be a .safetensors file exported by facerestore train, got {path.name}")
+    if weights is None and not path.is_file():
+        raise WeightsMissingError(f"built-in ISPL weights are missing from the installation: {path}")
+    path, meta = weights_and_description(path, "ISPL")
     meta_path = path.with_suffix(".json")
-    if not meta_path.is_file():
-        raise InputError(f"{path.name} needs its architecture description {meta_path.name} next to it")
     where = f"{meta_path.name} (ISPL architecture description)"
-    meta = read_json(meta_path, "ISPL architecture description")
     if "generator" not in meta:
         raise InputError(f"{where} has no 'generator' settings")
     # sane bounds of the settings (the paper's model: 512 px, ngf 64, max 1024 channels, 5 subspaces); a
