@@ -10,13 +10,16 @@ restored by ``honestface``:
 - ``all``: all of the person's other photos; ``wrong``: as many photos of another person (the next person in the
   list; ``force_refs=True``, otherwise the restorer refuses them: the refusal rate is reported too).
 
-``--methods`` adds the StyleGAN-prior methods that use references (``robust-inversion``, ``rls``, ``rls-plus``: an
-identity term pulls the generated face toward the references' mean dlib embedding) in the same run, each with two
-rows: ``METHOD none`` (no references) and ``METHOD all`` (all of the person's other photos; refused faces are
-counted and then forced, as for honestface). They restore the 256 px face at their prior's resolution (the
-photo pipeline's blind mode) with a small budget, ``--steps`` per face (default 30; recorded in the output, as are
-the prior and ``ref_weight``): MobileStyleGAN 1024 px costs about 4 s a step on one core, the built-in 64 px prior
-(``--prior builtin:stylegan2-face-64.safetensors``) about 0.1 s.
+``--methods`` adds the prior methods that use references (``robust-inversion``, ``rls``, ``rls-plus``, and
+``prior-sft`` through its refinement: an identity term pulls the generated face toward the references' mean dlib
+embedding) in the same run, each with two rows: ``METHOD none`` (no references) and ``METHOD all`` (all of the
+person's other photos; refused faces are counted and then forced, as for honestface). They restore the 256 px face
+at their prior's resolution (the photo pipeline's blind mode) with a small budget, ``--steps`` per face (default 30;
+recorded in the output, as are the prior and ``ref_weight``; for prior-sft both rows refine the encoder's latents
+for ``--steps``, so the pair isolates the references): MobileStyleGAN 1024 px costs about 4 s a step on one core,
+the built-in 64 px prior (``--prior builtin:stylegan2-face-64.safetensors``) about 0.1 s, prior-sft at 512 px about
+1.3 s with ``--half`` (bf16 on a CPU). ``--prior`` applies to the StyleGAN methods (prior-sft's prior is fixed by
+its encoder).
 
 Metrics against the clean 256 px face: ``id_mfn`` (MobileFaceNet cosine distance: no loss of ours uses it), FED
 (dlib; our identity loss and identity encoder use dlib, so FED is not independent), A-LD on eyes (``ald_e``) and
@@ -26,6 +29,8 @@ difference between two rows. Scale: 10 persons x 2 degradations = 20 faces (the 
 
     python benchmarks/honestface_refs.py        # ~10 min on one core
     python benchmarks/honestface_refs.py --methods honestface,robust-inversion --steps 30
+    python benchmarks/honestface_refs.py --methods prior-sft --steps 20 --half --threads 2 \
+        --out benchmarks/results/prior_sft_refs      # ~25 min on 2 cores
 
 Writes benchmarks/results/honestface_refs.json and .md.
 """
@@ -51,7 +56,8 @@ SIZE = 256
 METRICS = ("id_mfn", "fed", "ald_e", "ald_m", "lle", "niqe", "ms_swd")
 ROWS = ("input", "none", "one", "all", "wrong")
 PAIRS = (("one", "none"), ("all", "none"), ("all", "one"), ("wrong", "none"), ("wrong", "all"), ("none", "input"))
-PRIOR_METHODS = ("robust-inversion", "rls", "rls-plus")  # the StyleGAN-prior methods with a reference term
+STYLEGAN_METHODS = ("robust-inversion", "rls", "rls-plus")  # the StyleGAN-prior methods (their --prior)
+PRIOR_METHODS = (*STYLEGAN_METHODS, "prior-sft")  # the prior methods with a reference term
 METHODS = ("honestface", *PRIOR_METHODS)
 
 
@@ -110,7 +116,9 @@ def main() -> int:
     ap.add_argument("--prior", default=None,
                     help="generator of the StyleGAN-prior methods (default theirs: MobileStyleGAN 1024 px when cached)")
     ap.add_argument("--ref-weight", type=float, default=None,
-                    help="ref_weight of the StyleGAN-prior methods (default: each method's own)")
+                    help="ref_weight of the prior methods (default: each method's own)")
+    ap.add_argument("--half", action="store_true", help="the prior methods in reduced precision (bf16 on a CPU)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "honestface_refs"))
     args = ap.parse_args()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -124,7 +132,7 @@ def main() -> int:
     from facerestore.methods.registry import REGISTRY
     from facerestore.pipeline import prepare_refs
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(max(1, args.threads))
     t0 = time.time()
     r = load_restorer("honestface", weights=args.weights) if "honestface" in methods else None
     size = r.spec.size if r is not None else None
@@ -134,7 +142,8 @@ def main() -> int:
             opts = REGISTRY.restorer_class(meth).budget_options(args.steps)
             if args.ref_weight is not None:
                 opts["ref_weight"] = args.ref_weight
-            priors[meth] = load_restorer(meth, weights=args.prior, progress=False, **opts)
+            weights = args.prior if meth in STYLEGAN_METHODS else None
+            priors[meth] = load_restorer(meth, weights=weights, half=args.half, progress=False, **opts)
     rows, pairs = rows_and_pairs(methods)
     groups = [g for g in photo_identities(PHOTOS) if query_photo(g)]
     if args.persons:
@@ -203,10 +212,12 @@ def main() -> int:
               "weights_steps": meta.get("steps"), "train_hours": meta.get("train_hours"),
               "prior_methods": {meth: {"steps_per_face": args.steps,
                                        "budget": REGISTRY.restorer_class(meth).budget_options(args.steps),
-                                       "prior": args.prior or "method default", "prior_size": rm.spec.size,
+                                       "prior": (args.prior if meth in STYLEGAN_METHODS else None) or
+                                       "method default", "prior_size": rm.spec.size, "precision": rm.precision,
                                        "ref_weight": rm.ref_weight, "loss": getattr(rm, "loss_kind", None)}
                                 for meth, rm in priors.items()},
-              "seconds": time.time() - t0, "machine": f"{platform.machine()} {os.cpu_count()} cores, 1 thread",
+              "seconds": time.time() - t0,
+              "machine": f"{platform.machine()} {os.cpu_count()} cores, {torch.get_num_threads()} thread(s)",
               "summary": summary, "records": records}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -225,7 +236,8 @@ def to_markdown(res: dict) -> str:
              f"{head})", ""]
     for m, v in res.get("prior_methods", {}).items():
         lines += [f"{m}: {v['steps_per_face']} steps per face {v['budget']}, prior {v['prior']} "
-                  f"({v['prior_size']} px), ref_weight {v['ref_weight']:g}, loss {v['loss']}.", ""]
+                  f"({v['prior_size']} px), ref_weight {v['ref_weight']:g}, loss {v['loss']}, "
+                  f"{v.get('precision', 'fp32')}.", ""]
     lines += ["Mean per row (lower is better for every column).", "",
              "| row | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
     for row, v in s["rows"].items():

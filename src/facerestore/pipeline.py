@@ -317,7 +317,7 @@ def restore_crops(restorer: Restorer, crops: Sequence[np.ndarray], *, fidelity: 
                   refs: torch.Tensor | None = None, batch_size: int = 4, force_refs: bool = False) -> list[np.ndarray]:
     """Restore (S, S, 3) float32 crops in [0, 1], ``batch_size`` of one size at a time -> crops of the same sizes
     (S may differ between crops), in the input order. ``force_refs``: use references that a method checking them
-    (``checks_refs``: honestface, robust-inversion, rls, rls-plus) takes for another person."""
+    (``checks_refs``: honestface, prior-sft, robust-inversion, rls, rls-plus) takes for another person."""
     out: list[np.ndarray | None] = [None] * len(crops)
     opts = {"force_refs": True} if force_refs and refs is not None and getattr(restorer, "checks_refs", False) else {}
     by_size: dict[int, list[int]] = {}
@@ -760,8 +760,8 @@ def restore_photo(
         device: torch device for a restorer given by name ("cpu", "cuda", "mps").
         half: reduced precision (float16 on GPU, bfloat16 on CPU) if the method supports it.
         refs: reference faces of the person for methods that use them (tensor (R, 3, S, S) or images/paths).
-        force_refs: use references that the method (honestface, robust-inversion, rls, rls-plus) takes for another
-            person than the face (by default it refuses them with one InputError line).
+        force_refs: use references that the method (honestface, prior-sft, robust-inversion, rls, rls-plus) takes
+            for another person than the face (by default it refuses them with one InputError line).
         color_match: match each restored face's colour statistics to its input crop when pasting.
         mask: paste-back mask: "mesh" (Face Mesh face oval: the face only, no hair or neck; the best in
             benchmarks/paste_back.py; without the facemesh-468 weights it warns and uses the 68 points),

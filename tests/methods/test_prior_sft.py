@@ -14,10 +14,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import assert_resume_is_exact, make_face_dataset, tiny_mobilestylegan
+from conftest import assert_resume_is_exact, make_face_dataset, needs_dlib, tiny_mobilestylegan
 from facerestore import zoo
 from facerestore.errors import InputError
 from facerestore.methods import load_restorer
+from facerestore.methods.inversion.losses import MultiResolutionLoss
+from facerestore.methods.prior_sft import refine
 from facerestore.methods.prior_sft import train as prior_train
 from facerestore.methods.prior_sft.network import PriorSFTNet, block_groups
 from facerestore.nn import mobilestylegan as msg
@@ -161,6 +163,65 @@ def test_bad_encoder_options(tiny, kw, match):
         _net(tiny, **kw)
 
 
+# -- refinement (paper 002's NGD from the encoder's latents) ----------------------------------------------
+
+
+def test_render_of_the_encoders_outputs_is_forward(tiny):
+    net = _net(tiny, low_transfer=8)
+    _randomise_heads(net)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ws, maps = net.encoder(x)
+        torch.testing.assert_close(net.render(x, ws, maps, 0.7), net(x, 0.7), rtol=0, atol=0)
+        assert refine.refine(net, x, 0.7, steps=0, loss=MultiResolutionLoss()).image.equal(net(x, 0.7).clamp(0, 1))
+
+
+def test_refine_lowers_the_coarse_loss_moving_each_row_by_lr(tiny):
+    net = _net(tiny)
+    _randomise_heads(net)
+    before = [p.clone() for p in net.parameters()]
+    with torch.no_grad():  # a face the prior can produce, seen through a blur the comparison scale removes
+        w = tiny.mapping(torch.randn(1, 16, generator=torch.Generator().manual_seed(4)))
+        hq = (tiny.synthesis(w, resolution=32) + 1).div(2).clamp(0, 1)
+    lq = F.avg_pool2d(hq, 2).repeat_interleave(2, -1).repeat_interleave(2, -2)
+    loss = MultiResolutionLoss(min_side=4)
+    one = refine.refine(net, lq, 1.0, steps=1, loss=loss, lr=0.01, side=16)
+    moved = (one.ws - one.start_ws).norm(dim=-1)
+    torch.testing.assert_close(moved, torch.full_like(moved, 0.01), rtol=1e-4, atol=1e-6)  # NGD: exactly lr a row
+    res = refine.refine(net, lq, 1.0, steps=30, loss=loss, lr=0.2, side=16)
+    assert len(res.losses) == 30 and res.final_loss.item() < 0.8 * res.losses[0], res.losses[::5]
+    assert ((res.ws - res.start_ws).norm(dim=-1) <= 30 * 0.2 + 1e-4).all()
+    torch.testing.assert_close(res.image, net.render(lq, res.ws, net.encoder(lq)[1], 1.0).clamp(0, 1).detach())
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))  # the network is not modified
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_refine_adds_the_identity_term_per_sample(tiny):
+    net = _net(tiny)
+    _randomise_heads(net)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+
+    class Zero(MultiResolutionLoss):  # no image term: only the identity term moves the latents
+        def forward(self, pred, target, mask=None, generator=None):
+            return (pred * 0).sum(dim=(1, 2, 3))
+
+    def darker_first(img):  # per sample: pulls the first image's brightness down, ignores the second
+        return img.mean(dim=(1, 2, 3)) * torch.tensor([1.0, 0.0])
+
+    res = refine.refine(net, x, 1.0, steps=10, loss=Zero(), lr=0.05, identity=darker_first)
+    with torch.no_grad():
+        start = net(x, 1.0).clamp(0, 1)
+    assert res.image[0].mean() < start[0].mean() - 1e-3
+    torch.testing.assert_close(res.ws[1], res.start_ws[1])  # zero gradient: NGD leaves the row where it was
+
+
+def test_refine_rejects_bad_settings(tiny):
+    for kw in ({"steps": -1}, {"lr": 0.0}, {"side": 2}):
+        with pytest.raises(ValueError, match="steps must be"):
+            refine.refine(_net(tiny), torch.rand(1, 3, 32, 32), 1.0, **{"steps": 1, "loss": MultiResolutionLoss(),
+                                                                       **kw})
+
+
 # -- training -----------------------------------------------------------------------------------------
 
 
@@ -267,6 +328,68 @@ def test_restorer_refuses_weights_that_do_not_fit(tmp_path, tiny_prior):
     path.with_suffix(".json").unlink()
     with pytest.raises(InputError, match="needs its description"):
         load_restorer("prior-sft", weights=path)
+
+
+def _tiny_export(tmp_path) -> str:
+    """A prior-sft export on the tiny prior (heads randomised: an encoder that steers), as ``facerestore train``
+    writes it: encoder weights + the JSON description."""
+    from safetensors.torch import save_file
+
+    make_face_dataset(tmp_path / "hq", n=4, size=32)
+    model = dict(_cfg(tmp_path).model)
+    net = prior_train.build_prior_sft(model)
+    _randomise_heads(net)
+    path = tmp_path / "enc.safetensors"
+    save_file(net.state_dict(), str(path))
+    path.with_suffix(".json").write_text(json.dumps({"model": model}))
+    return str(path)
+
+
+def test_restorer_refines_with_a_step_budget(tmp_path, tiny_prior):
+    from facerestore.methods.prior_sft.restorer import PriorSFTRestorer
+
+    path = _tiny_export(tmp_path)
+    assert PriorSFTRestorer.budget_options(12) == {"refine_steps": 12}
+    with pytest.raises(InputError, match="--steps must be >= 0"):
+        PriorSFTRestorer.budget_options(-1)
+    plain = load_restorer("prior-sft", weights=path)
+    refined = load_restorer("prior-sft", weights=path, refine_steps=4, refine_lr=0.2, refine_side=8, progress=False)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(6))
+    y0, d0 = plain.restore(x, return_details=True)
+    y1, d1 = refined.restore(x, return_details=True)
+    assert d0.losses == [] and torch.equal(d0.ws, d0.start_ws)
+    assert len(d1.losses) == 4 and torch.equal(d1.start_ws, d0.ws) and not torch.equal(d1.ws, d0.ws)
+    assert y1.shape == y0.shape == (1, 3, 32, 32) and (y1 - y0).abs().max() > 1e-4
+    torch.testing.assert_close(refined.restore(x), y1, rtol=0, atol=0)  # seeded: the same call, the same face
+    for bad, match in [({"refine_steps": -2}, "refine_steps"), ({"refine_lr": 0}, "refine_lr"),
+                       ({"refine_side": 1024}, "refine_side"), ({"ref_weight": -1}, "ref_weight")]:
+        with pytest.raises(InputError, match=match):
+            load_restorer("prior-sft", weights=path, **bad)
+
+
+@needs_dlib
+def test_refs_start_a_refinement_pulled_toward_their_identity(tmp_path, tiny_prior):
+    from facerestore.methods.inversion.refs import ReferenceIdentity
+    from facerestore.methods.prior_sft.restorer import REFS_STEPS
+    from facerestore.train.losses import IdentityLoss
+
+    path = _tiny_export(tmp_path)
+    r = load_restorer("prior-sft", weights=path, ref_weight=4.0, force_refs=True, progress=False)
+    assert r.spec.uses_refs and r.checks_refs
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+    refs = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(8))
+    _, d = r.restore(x, refs=refs, return_details=True)
+    assert len(d.losses) == REFS_STEPS and r.last_refs_distance is not None
+    ident = ReferenceIdentity(F.interpolate(refs, size=(512, 512), mode="bilinear", align_corners=False),
+                              IdentityLoss())
+    with torch.no_grad():  # dlib's distance of the output to the references' mean, before and after the pull
+        before = ident.distance(r.net(F.interpolate(x, size=(512, 512), mode="bilinear"), 1.0).clamp(0, 1))
+        after = ident.distance(d.image)
+    assert after.item() < before.item()
+    unweighted = load_restorer("prior-sft", weights=path, ref_weight=0.0)
+    torch.testing.assert_close(unweighted.restore(x, refs=refs), unweighted.restore(x), rtol=0, atol=0)
+    with pytest.raises(InputError, match=r"\(R, 3, S, S\)"):
+        r.restore(x, refs=torch.rand(3, 32, 32))
 
 
 # -- the built-in encoder on the real prior ------------------------------------------------------------

@@ -83,10 +83,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=None, help="weight file for --method (default: the method's own)")
     p.add_argument("--steps", type=int, default=None,
                    help="optimisation steps per face for the slow methods (robust-inversion: split over its three "
-                   "phases, default 450; rls/rls-plus: latent-search steps, default 200, RLS+ adds a quarter)")
+                   "phases, default 450; rls/rls-plus: latent-search steps, default 200, RLS+ adds a quarter; "
+                   "prior-sft: refinement of the encoder's latents, default 0, about 0.65 s a step with --half)")
     p.add_argument("--refs", default=None,
                    help="folder of reference photos of the same person, for the methods tagged 'refs' in "
-                   "--list-methods (honestface, robust-inversion, rls, rls-plus; largest face of each; with --aligned: "
+                   "--list-methods (honestface, prior-sft, robust-inversion, rls, rls-plus; largest face of each; with "
+                   "--aligned: "
                    "aligned crops)")
     p.add_argument("--force-refs", action="store_true",
                    help="use the --refs photos even when the method finds them to show another person "

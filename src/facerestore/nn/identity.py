@@ -3,7 +3,7 @@
 The embeddings are those of dlib's 128-d face recogniser (:mod:`facerestore.nn.backbones.dlib_resnet`), whose
 metric is the Euclidean distance (same person below about 0.6). Shared by the training identity loss
 (``train.losses.IdentityLoss``: each prediction against its own target) and the reference-guided methods
-(robust-inversion, rls, rls-plus: each prediction against the mean of a fixed set of reference embeddings).
+(robust-inversion, rls, rls-plus, prior-sft: each prediction against the mean of a fixed set of reference embeddings).
 """
 
 from __future__ import annotations

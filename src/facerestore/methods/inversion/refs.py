@@ -1,4 +1,4 @@
-"""Reference photos for the StyleGAN-prior methods (robust-inversion, rls, rls-plus): an identity term.
+"""Reference photos for the prior methods (robust-inversion, rls, rls-plus, prior-sft): an identity term.
 
 Beyond papers 002 and 004, which know nothing of references: given ``refs`` (R, 3, S, S), aligned faces of the
 person in [0, 1] (``Restorer.restore(lq, refs=...)``, ``facerestore restore --refs DIR``), the optimisation adds,

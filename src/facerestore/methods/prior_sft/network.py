@@ -220,6 +220,15 @@ class PriorSFTNet(nn.Module):
         alpha: SFT strength, a number or (B,) per sample, in [0, 1] (module docstring). ``return_latents``: also
         return the W+ latents (B, num_ws, w_dim)."""
         ws, maps = self.encoder(x)
+        out = self.render(x, ws, maps, alpha)
+        return (out, ws) if return_latents else out
+
+    def render(self, x: torch.Tensor, ws: torch.Tensor, maps: dict[int, tuple[torch.Tensor, torch.Tensor]],
+               alpha: float | torch.Tensor = 1.0) -> torch.Tensor:
+        """The decoder steered by the encoder's outputs: ``x`` (B, 3, S, S) the degraded faces (their coarse
+        content for ``low_transfer``), ``ws`` (B, num_ws, w_dim) and ``maps`` as :meth:`PriorEncoder.forward` gives
+        them (``ws`` may have been refined since: :mod:`.refine`) -> (B, 3, out_size, out_size), about [0, 1].
+        Differentiable in ``ws`` and ``maps``."""
         a = torch.as_tensor(alpha, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
 
         def modulate(r: int, feats: torch.Tensor) -> torch.Tensor:
@@ -256,5 +265,4 @@ class PriorSFTNet(nn.Module):
             img = bands[:, :3] * 0.5
             if self.out_size < self.decoder.wavelet_resolution:
                 img = F.avg_pool2d(img, self.decoder.wavelet_resolution // self.out_size)
-        out = (img + 1) * 0.5
-        return (out, ws) if return_latents else out
+        return (img + 1) * 0.5

@@ -5,6 +5,13 @@ comes from the prior and whose layout and identity come from the input. ``--fide
 the spatial steering (0 = the prior's face from the latents alone, 1 = fully steered, the default); it was trained
 over that range (``alpha_random`` of :mod:`.train`).
 
+Refinement (``refine_steps`` > 0; ``--steps N`` on the command line): N steps of paper 002's NGD on the encoder's
+W+ latents, comparing the output with the input at 64 px (:mod:`.refine`). References (``refs``, ``--refs DIR``):
+an identity term toward photos of the same person joins the refinement (:mod:`facerestore.methods.inversion.refs`,
+the same term and check as robust-inversion and rls); without a refinement budget, references start
+``REFS_STEPS`` steps, since a single encoder pass cannot use them. Faces the check takes for another person are
+refused unless ``force_refs``.
+
 Needs the prior in the cache (``facerestore models download mobilestylegan-ffhq-1024``; non-commercial weights).
 Default encoder weights: ``zoo/builtin/prior-sft-256.safetensors`` (model card ``prior-sft-256.md``); ``weights=``
 may name any ``facerestore train`` export (``.safetensors`` with its ``.json`` description next to it).
@@ -18,14 +25,18 @@ from typing import Any
 import torch
 
 from facerestore.errors import InputError
+from facerestore.methods.inversion.refs import ReferenceCache, check_ref_weight, check_refs
+from facerestore.methods.inversion.restorer import DEFAULT_REF_WEIGHT
+from facerestore.methods.prior_sft.refine import DEFAULT_REFINE_LR, DEFAULT_REFINE_SIDE, RefineResult, refine
 from facerestore.methods.prior_sft.train import PriorSFTAdapter, build_prior_sft
-from facerestore.methods.restorer import Restorer
+from facerestore.methods.restorer import Restorer, StepProgress
 from facerestore.methods.spec import MethodSpec
 from facerestore.nn.safe_weights import check_settings
 
-__all__ = ["BUILTIN_NAME", "PriorSFTRestorer", "load_prior_sft"]
+__all__ = ["BUILTIN_NAME", "REFS_STEPS", "PriorSFTRestorer", "load_prior_sft"]
 
 BUILTIN_NAME = "prior-sft-256"
+REFS_STEPS = 20  # refinement steps started by references when no budget was given (about 13 s per face, bf16 CPU)
 PRIOR_LICENCE = ("encoder: Apache-2.0 (ours), trained on FFHQ (CC BY-NC-SA 4.0) and StyleGAN samples; decoder: "
                  "MobileStyleGAN, non-commercial (distilled from NVIDIA's StyleGAN2 FFHQ)")
 
@@ -76,17 +87,29 @@ def load_prior_sft(weights: str | os.PathLike) -> tuple[torch.nn.Module, dict[st
 
 
 class PriorSFTRestorer(Restorer):
-    """MobileStyleGAN prior steered by a trained encoder (see the module docstring)."""
+    """MobileStyleGAN prior steered by a trained encoder (see the module docstring).
+
+    Args:
+        weights: an encoder export (default the built-in ``prior-sft-256``).
+        refine_steps: NGD steps on the encoder's W+ latents per call (0: the encoder's output, the default).
+        refine_lr: each W+ row's move per step. refine_side: the comparison scale in px (64).
+        ref_weight: weight of the identity term when ``refs`` are given, per loss level and per unit of dlib distance
+            (robust-inversion's, ``DEFAULT_REF_WEIGHT``); 0 ignores references.
+        force_refs: use references that the check takes for another person (``--force-refs``).
+        progress: a per-call progress bar while refining.
+    """
 
     spec = MethodSpec(
         name="prior-sft",
         paper="ours",
         description="generative-prior restorer: an encoder (W+ latents + spatial feature transforms, the idea of "
         "GFPGAN / GPEN) steering the frozen MobileStyleGAN FFHQ prior; 512 px faces; --fidelity = steering "
-        "strength; needs `facerestore models download mobilestylegan-ffhq-1024`",
+        "strength; --steps N refines the latents (paper 002's NGD, 0.65 s a step); --refs adds an identity pull; "
+        "needs `facerestore models download mobilestylegan-ffhq-1024`",
         size=512,
         min_side=8,
         supports_fidelity=True,
+        uses_refs=True,
         precisions=("fp32", "bf16", "fp16"),
         weights=f"builtin:{BUILTIN_NAME}.safetensors",
         weights_licence=PRIOR_LICENCE,
@@ -94,14 +117,69 @@ class PriorSFTRestorer(Restorer):
         trained_on=("realworld-gfpgan",),
     )
     default_fidelity = 1.0
+    checks_refs = True  # the photo pipeline passes force_refs= to methods that check their references
+    loss_kind = "substitute"  # the refinement's distance (multi-resolution L1 + SSIM; LPIPS-VGG is not used at 64 px)
 
-    def __init__(self, weights: str | os.PathLike | None = None) -> None:
+    def __init__(self, weights: str | os.PathLike | None = None, *, refine_steps: int = 0,
+                 refine_lr: float = DEFAULT_REFINE_LR, refine_side: int = DEFAULT_REFINE_SIDE,
+                 ref_weight: float = DEFAULT_REF_WEIGHT, force_refs: bool = False, progress: bool = True) -> None:
         super().__init__()
+        if not isinstance(refine_steps, int) or isinstance(refine_steps, bool) or refine_steps < 0:
+            raise InputError(f"prior-sft: refine_steps must be a whole number >= 0, got {refine_steps!r}")
+        if not (isinstance(refine_lr, (int, float)) and 0 < float(refine_lr) <= 10):
+            raise InputError(f"prior-sft: refine_lr must be a number in (0, 10], got {refine_lr!r}")
+        if not (isinstance(refine_side, int) and 4 <= refine_side <= 512):
+            raise InputError(f"prior-sft: refine_side must be a whole number in [4, 512] px, got {refine_side!r}")
+        self.refine_steps, self.refine_lr, self.refine_side = refine_steps, float(refine_lr), refine_side
+        self.ref_weight = check_ref_weight(ref_weight)
+        self.force_refs, self.progress = bool(force_refs), bool(progress)
+        self.last_refs_distance: float | None = None  # the reference check's distance of the last call
+        self._refs = ReferenceCache()
+        self._loss: Any = None
         self.net, self.description = load_prior_sft(self.weights_or_default(weights))
 
+    @classmethod
+    def budget_options(cls, steps: int) -> dict[str, Any]:
+        """``--steps N``: N refinement steps per face (0 turns refinement off)."""
+        if int(steps) < 0:
+            raise InputError(f"--steps must be >= 0 for prior-sft (refinement steps), got {steps}")
+        return {"refine_steps": int(steps)}
+
+    def check_options(self, *, fidelity: float | None = None, refs: Any = None) -> None:
+        """The base checks, plus one InputError line for references that are not (R, 3, S, S) faces in [0, 1]."""
+        super().check_options(fidelity=fidelity, refs=refs)
+        check_refs(refs, self.spec.name)
+
     def _restore(self, x: torch.Tensor, *, fidelity: float | None, refs: torch.Tensor | None,
-                 **options: Any) -> torch.Tensor:
+                 force_refs: bool | None = None, return_details: bool = False,
+                 **options: Any) -> torch.Tensor | tuple[torch.Tensor, RefineResult]:
+        """Degraded faces (B, 3, 512, 512) -> (B, 3, 512, 512). ``return_details``: also the :class:`RefineResult`
+        (latents before and after refinement, the same without it; per-step losses). ``force_refs``: this call's
+        override of the constructor's."""
         if options:
             raise InputError(f"prior-sft has no option(s) {', '.join(sorted(options))}")
         alpha = self.default_fidelity if fidelity is None else float(fidelity)
-        return self.net(x, alpha)
+        self.last_refs_distance = None
+        use_refs = refs is not None and self.ref_weight > 0
+        steps = self.refine_steps or (REFS_STEPS if use_refs else 0)
+        if steps == 0:
+            if not return_details:
+                return self.net(x, alpha)
+            out, ws = self.net(x, alpha, return_latents=True)
+            return out, RefineResult(image=out.clamp(0, 1), ws=ws, start_ws=ws)
+        if self._loss is None:
+            from facerestore.methods.inversion.losses import make_loss
+
+            self._loss = make_loss(self.loss_kind)
+        identity = None
+        if use_refs:
+            from facerestore.methods.inversion.losses import num_levels
+
+            force = self.force_refs if force_refs is None else bool(force_refs)
+            weight = self.ref_weight * max(num_levels(self.refine_side, self._loss.min_side), 1)
+            _, identity, self.last_refs_distance = self._refs.term_for(
+                refs, x, self.spec.size, weight, force, x.device)
+        with StepProgress(steps, "prior-sft refine", self.progress) as bar:
+            result = refine(self.net, x, alpha, steps=steps, loss=self._loss, lr=self.refine_lr,
+                            side=self.refine_side, identity=identity, callback=bar.update)
+        return (result.image, result) if return_details else result.image
