@@ -12,14 +12,16 @@ restored by ``honestface``:
 
 ``--methods`` adds the prior methods that use references (``robust-inversion``, ``rls``, ``rls-plus``, and
 ``prior-sft`` through its refinement: an identity term pulls the generated face toward the references' mean dlib
-embedding) in the same run, each with two rows: ``METHOD none`` (no references) and ``METHOD all`` (all of the
-person's other photos; refused faces are counted and then forced, as for honestface). They restore the 256 px face
-at their prior's resolution (the photo pipeline's blind mode) with a small budget, ``--steps`` per face (default 30;
-recorded in the output, as are the prior and ``ref_weight``; for prior-sft both rows refine the encoder's latents
-for ``--steps``, so the pair isolates the references): MobileStyleGAN 1024 px costs about 4 s a step on one core,
-the built-in 64 px prior (``--prior builtin:stylegan2-face-64.safetensors``) about 0.1 s, prior-sft at 512 px about
-1.3 s with ``--half`` (bf16 on a CPU). ``--prior`` applies to the StyleGAN methods (prior-sft's prior is fixed by
-its encoder).
+embedding) in the same run, each with three rows: ``METHOD none`` (no references), ``METHOD all`` (all of the
+person's other photos) and ``METHOD wrong`` (the control: as many photos of the next person); refused faces are
+counted and then forced, as for honestface. Methods whose optimisation is an optional refinement (prior-sft) add
+``METHOD 0 steps``: the network alone, what a user gets without ``--steps`` and references. They restore the 256 px
+face at their prior's resolution (the photo pipeline's blind mode) with a small budget, ``--steps`` per face
+(default 30; recorded in the output, as are the prior and ``ref_weight``; for prior-sft every row refines the
+encoder's latents for ``--steps``, so the pairs isolate the references): MobileStyleGAN 1024 px costs about 4 s a
+step on one core, the built-in 64 px prior (``--prior builtin:stylegan2-face-64.safetensors``) about 0.1 s,
+prior-sft at 512 px about 1.3 s with ``--half`` (bf16 on a CPU). ``--prior`` applies to the StyleGAN methods
+(prior-sft's prior is fixed by its encoder).
 
 Metrics against the clean 256 px face: ``id_mfn`` (MobileFaceNet cosine distance: no loss of ours uses it), FED
 (dlib; our identity loss and identity encoder use dlib, so FED is not independent), A-LD on eyes (``ald_e``) and
@@ -61,16 +63,21 @@ PRIOR_METHODS = (*STYLEGAN_METHODS, "prior-sft")  # the prior methods with a ref
 METHODS = ("honestface", *PRIOR_METHODS)
 
 
-def rows_and_pairs(methods: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """The rows and paired differences of a run of ``methods`` (honestface's keep their historical names)."""
+def rows_and_pairs(methods: list[str], unrefined: tuple[str, ...] = ()) -> tuple[list[str], list[tuple[str, str]]]:
+    """The rows and paired differences of a run of ``methods`` (honestface's keep their historical names);
+    ``unrefined``: the methods that also run without optimisation (row ``METHOD 0 steps``)."""
     rows, pairs = ["input"], []
     if "honestface" in methods:
         rows += [r for r in ROWS if r != "input"]
         pairs += list(PAIRS)
     for m in methods:
         if m in PRIOR_METHODS:
-            rows += [f"{m} none", f"{m} all"]
-            pairs += [(f"{m} all", f"{m} none"), (f"{m} none", "input")]
+            rows += [f"{m} none", f"{m} all", f"{m} wrong"]
+            pairs += [(f"{m} all", f"{m} none"), (f"{m} none", "input"), (f"{m} wrong", f"{m} none"),
+                      (f"{m} wrong", f"{m} all")]
+            if m in unrefined:
+                rows.append(f"{m} 0 steps")
+                pairs += [(f"{m} all", f"{m} 0 steps"), (f"{m} none", f"{m} 0 steps"), (f"{m} 0 steps", "input")]
             if "honestface" in methods:
                 pairs.append((f"{m} all", "all"))
     return rows, pairs
@@ -127,6 +134,7 @@ def main() -> int:
     if not PHOTOS.is_dir():
         sys.exit(f"{PHOTOS} is missing")
     from facerestore import metrics
+    from facerestore.errors import InputError
     from facerestore.methods import load_restorer
     from facerestore.methods.honestface.train import photo_identities, query_photo
     from facerestore.methods.registry import REGISTRY
@@ -136,7 +144,7 @@ def main() -> int:
     t0 = time.time()
     r = load_restorer("honestface", weights=args.weights) if "honestface" in methods else None
     size = r.spec.size if r is not None else None
-    priors = {}
+    priors, unrefined = {}, {}
     for meth in methods:
         if meth in PRIOR_METHODS:
             opts = REGISTRY.restorer_class(meth).budget_options(args.steps)
@@ -144,7 +152,12 @@ def main() -> int:
                 opts["ref_weight"] = args.ref_weight
             weights = args.prior if meth in STYLEGAN_METHODS else None
             priors[meth] = load_restorer(meth, weights=weights, half=args.half, progress=False, **opts)
-    rows, pairs = rows_and_pairs(methods)
+            try:  # methods whose optimisation is an optional refinement (prior-sft) also run without it
+                unrefined[meth] = load_restorer(meth, weights=weights, half=args.half, progress=False,
+                                                **REGISTRY.restorer_class(meth).budget_options(0))
+            except InputError:
+                pass
+    rows, pairs = rows_and_pairs(methods, tuple(unrefined))
     groups = [g for g in photo_identities(PHOTOS) if query_photo(g)]
     if args.persons:
         groups = groups[: args.persons]
@@ -176,9 +189,12 @@ def main() -> int:
                 for row, refs in refsets.items():
                     outs[row], refused[row], dist[row] = restore_with_refs(r, lq, refs)
             for meth, rm in priors.items():
-                row, refs = f"{meth} all", torch.cat([face(n, rm.spec.size) for n in others])
                 outs[f"{meth} none"] = rm.restore(lq, size=(SIZE, SIZE))
-                outs[row], refused[row], dist[row] = restore_with_refs(rm, lq, refs, size=(SIZE, SIZE))
+                if meth in unrefined:
+                    outs[f"{meth} 0 steps"] = unrefined[meth].restore(lq, size=(SIZE, SIZE))
+                for kind_refs, names in (("all", others), ("wrong", wrong)):
+                    row, refs = f"{meth} {kind_refs}", torch.cat([face(n, rm.spec.size) for n in names])
+                    outs[row], refused[row], dist[row] = restore_with_refs(rm, lq, refs, size=(SIZE, SIZE))
             rec = {"person": pi, "query": q, "degradation": kind, "refs": {"one": 1, "all": len(others),
                                                                             "wrong": len(wrong)},
                    "refs_distance": dist, "refused": refused, "scores": {}}
