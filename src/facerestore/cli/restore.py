@@ -88,8 +88,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refs", default=None,
                    help="folder of reference photos of the same person, for the methods tagged 'refs' in "
                    "--list-methods (honestface, prior-sft, robust-inversion, rls, rls-plus; largest face of each; with "
-                   "--aligned: "
-                   "aligned crops)")
+                   "--aligned: aligned crops)")
     p.add_argument("--force-refs", action="store_true",
                    help="use the --refs photos even when the method finds them to show another person "
                    "than the face (by default it stops with one line)")

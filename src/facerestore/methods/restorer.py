@@ -18,6 +18,7 @@ owns everything else, once for every method:
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import warnings
 from pathlib import Path
@@ -30,7 +31,27 @@ from facerestore.errors import InputError
 from facerestore.methods.spec import MethodSpec
 from facerestore.nn.devices import half_dtype, precision_name
 
-__all__ = ["Restorer", "StepProgress", "check_images", "resize_crop"]
+__all__ = ["MIN_REF_SIDE", "Restorer", "StepProgress", "check_images", "check_refs", "resize_crop"]
+
+
+MIN_REF_SIDE = 16  # smaller faces carry no identity dlib can read (its chips are 150 px)
+
+
+def check_refs(refs: Any, name: str) -> None:
+    """One-line InputError unless ``refs`` is None, a sequence (photos the pipeline prepares) or a float tensor
+    (R, 3, S, S) of R >= 1 square faces, S >= ``MIN_REF_SIDE``, with finite values in [0, 1]."""
+    if refs is None or not isinstance(refs, torch.Tensor):
+        return
+    want = f"{name} takes refs as a (R, 3, S, S) float tensor of aligned reference faces in [0, 1] (R >= 1, " \
+           f"S >= {MIN_REF_SIDE})"
+    shape = tuple(refs.shape)
+    if refs.ndim != 4 or shape[1] != 3 or shape[0] < 1 or shape[2] != shape[3] or shape[2] < MIN_REF_SIDE:
+        raise InputError(f"{want}, got shape {shape}")
+    if not refs.is_floating_point():
+        raise InputError(f"{want}, got dtype {str(refs.dtype).replace('torch.', '')}")
+    lo, hi = float(refs.min()), float(refs.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -1e-3 or hi > 1 + 1e-3:
+        raise InputError(f"{want}, got values in [{lo:g}, {hi:g}]")
 
 
 def check_images(lq: Any, name: str, min_side: int = 1) -> None:
@@ -202,7 +223,8 @@ class Restorer(torch.nn.Module):
         return float(self.default_fidelity)
 
     def check_options(self, *, fidelity: float | None = None, refs: Any = None) -> None:
-        """One-line InputError for a fidelity the method lacks or outside [0, 1], or missing references."""
+        """One-line InputError for a fidelity the method lacks or outside [0, 1], missing references, or references that
+        are not (R, 3, S, S) faces in [0, 1] (:func:`check_refs`, for the methods that use them)."""
         name = self.spec.name
         if fidelity is not None:
             if not self.spec.supports_fidelity:
@@ -210,6 +232,8 @@ class Restorer(torch.nn.Module):
             check_unit_interval("fidelity", fidelity)
         if self.spec.needs_refs and refs is None:
             raise InputError(f"method {name!r} needs reference photos of the same person (refs=, --refs DIR)")
+        if self.spec.uses_refs:
+            check_refs(refs, name)
 
     def restore(
         self,

@@ -23,30 +23,10 @@ from typing import Any
 import torch
 
 from facerestore.errors import InputError
-from facerestore.methods.restorer import resize_crop
+from facerestore.methods.restorer import MIN_REF_SIDE, check_refs, resize_crop
 from facerestore.nn.identity import embedding_distance, reference_distance
 
-__all__ = ["MIN_REF_SIDE", "ReferenceCache", "ReferenceIdentity", "check_ref_weight", "check_refs"]
-
-MIN_REF_SIDE = 16  # smaller faces carry no identity dlib can read (its chips are 150 px)
-
-
-def check_refs(refs: Any, name: str) -> None:
-    """One-line InputError unless ``refs`` is None, a sequence (photos the pipeline prepares) or a float tensor
-    (R, 3, S, S) of R >= 1 square faces, S >= ``MIN_REF_SIDE``, with finite values in [0, 1]."""
-    if refs is None or not isinstance(refs, torch.Tensor):
-        return
-    want = f"{name} takes refs as a (R, 3, S, S) float tensor of aligned reference faces in [0, 1] (R >= 1, " \
-           f"S >= {MIN_REF_SIDE})"
-    shape = tuple(refs.shape)
-    if refs.ndim != 4 or shape[1] != 3 or shape[0] < 1 or shape[2] != shape[3] or shape[2] < MIN_REF_SIDE:
-        raise InputError(f"{want}, got shape {shape}")
-    if not refs.is_floating_point():
-        raise InputError(f"{want}, got dtype {str(refs.dtype).replace('torch.', '')}")
-    lo, hi = float(refs.min()), float(refs.max())
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -1e-3 or hi > 1 + 1e-3:
-        raise InputError(f"{want}, got values in [{lo:g}, {hi:g}]")
-
+__all__ = ["MIN_REF_SIDE", "ReferenceCache", "ReferenceIdentity", "check_ref_weight", "check_refs"]  # re-exported
 
 def check_ref_weight(value: Any) -> float:
     """``value`` as a finite float >= 0 (the ``ref_weight`` option), else a one-line InputError."""

@@ -28,7 +28,7 @@ import torch
 from facerestore.errors import InputError
 from facerestore.methods.inversion.invert import PAPER_LRS, PAPER_STEPS, InversionResult, inpainting_mask, robust_invert
 from facerestore.methods.inversion.losses import make_loss, num_levels
-from facerestore.methods.inversion.refs import ReferenceCache, check_ref_weight, check_refs
+from facerestore.methods.inversion.refs import ReferenceCache, check_ref_weight
 from facerestore.methods.restorer import Restorer, StepProgress, resize_crop
 from facerestore.methods.spec import MethodSpec
 from facerestore.nn.stylegan2 import Generator
@@ -187,10 +187,6 @@ class RobustInversionRestorer(Restorer):
     def _bar(self) -> StepProgress:
         return StepProgress(sum(self.steps), "robust-inversion", self.progress)
 
-    def check_options(self, *, fidelity: float | None = None, refs: Any = None) -> None:
-        """The base checks, plus one InputError line for references that are not (R, 3, S, S) faces in [0, 1]."""
-        super().check_options(fidelity=fidelity, refs=refs)
-        check_refs(refs, self.spec.name)
 
     def _identity(self, lq: torch.Tensor, refs: torch.Tensor | None, force_refs: bool | None, side: int):
         """The identity term for a target of ``side`` px (None without references or with ``ref_weight`` 0), after

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from facerestore.errors import InputError
-from facerestore.methods.inversion.refs import ReferenceCache, check_ref_weight, check_refs
+from facerestore.methods.inversion.refs import ReferenceCache, check_ref_weight
 from facerestore.methods.inversion.restorer import DEFAULT_REF_WEIGHT
 from facerestore.methods.prior_sft.refine import DEFAULT_REFINE_LR, DEFAULT_REFINE_SIDE, RefineResult, refine
 from facerestore.methods.prior_sft.train import PriorSFTAdapter, build_prior_sft
@@ -145,10 +145,6 @@ class PriorSFTRestorer(Restorer):
             raise InputError(f"--steps must be >= 0 for prior-sft (refinement steps), got {steps}")
         return {"refine_steps": int(steps)}
 
-    def check_options(self, *, fidelity: float | None = None, refs: Any = None) -> None:
-        """The base checks, plus one InputError line for references that are not (R, 3, S, S) faces in [0, 1]."""
-        super().check_options(fidelity=fidelity, refs=refs)
-        check_refs(refs, self.spec.name)
 
     def _restore(self, x: torch.Tensor, *, fidelity: float | None, refs: torch.Tensor | None,
                  force_refs: bool | None = None, return_details: bool = False,

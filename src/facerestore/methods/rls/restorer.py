@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from facerestore.errors import InputError, WeightsMissingError
-from facerestore.methods.inversion.refs import ReferenceCache, check_ref_weight, check_refs
+from facerestore.methods.inversion.refs import ReferenceCache, check_ref_weight
 from facerestore.methods.inversion.restorer import PRIOR_SPEC, load_generator
 from facerestore.methods.restorer import Restorer, StepProgress
 from facerestore.methods.rls.flow_prior import find_flow, load_generator_flow
@@ -135,10 +135,6 @@ class RLSRestorer(Restorer):
             raise InputError(f"--steps must be >= 1, got {steps}")
         return {"steps": int(steps), "plus_steps": max(1, int(steps) // 4)}
 
-    def check_options(self, *, fidelity: float | None = None, refs: Any = None) -> None:
-        """The base checks, plus one InputError line for references that are not (R, 3, S, S) faces in [0, 1]."""
-        super().check_options(fidelity=fidelity, refs=refs)
-        check_refs(refs, self.spec.name)
 
     def _identity(self, lq: torch.Tensor, refs: torch.Tensor | None, force_refs: bool | None):
         """(ReferenceIdentity, loss term) for low-resolution faces ``lq`` after the reference check, or None without
