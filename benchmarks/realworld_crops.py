@@ -1,11 +1,13 @@
-"""Real degraded face crops: NIQE of the input, of the previous default (every face restored: ``gate=False``) and
-of the default (``ispl`` + the quality gate), with a grid of 12 faces (input | previous | default).
+"""Real degraded face crops: NIQE of the input and of each method's restoration, alone and behind the quality
+gate, with a grid of 12 faces (input | each method behind the gate).
 
 Faces: ../shared/data/realworld/*/cropped_faces (real low-quality 512 px FFHQ-aligned crops shipped with CodeFormer
-and GFPGAN; read-only, no ground truth). Each is restored with ``restore_photo(aligned=True, upscale=1)``. NIQE is
-computed on the whole 512 crop (MATLAB-release compatible; lower is better), not on the gate's face box.
+and GFPGAN; read-only, no ground truth). Each is restored with ``restore_photo(aligned=True, upscale=1)``, once
+with ``gate=False`` (the network's face pasted whatever it is) and once with the gate (what ``facerestore restore``
+does). NIQE is computed on the whole 512 crop (MATLAB-release compatible; lower is better), not on the gate's face
+box. Every row of every method is measured in the same run.
 
-    python benchmarks/realworld_crops.py --grid docs/realworld_crops_grid.png
+    python benchmarks/realworld_crops.py --methods ispl prior-sft --half --grid docs/realworld_crops_grid.png
 Writes benchmarks/results/realworld_crops.json and prints the means.
 """
 
@@ -35,39 +37,59 @@ def niqe_of(img: np.ndarray) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--methods", nargs="+", default=["ispl", "prior-sft"], help="methods to compare (the first is "
+                    "the reference of the 'below' counts)")
+    ap.add_argument("--half", action="store_true", help="bf16 on a CPU for the methods that allow it")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "realworld_crops.json"))
-    ap.add_argument("--grid", default="", help="PNG of the first 12 faces: input | previous default | default")
+    ap.add_argument("--grid", default="", help="PNG of the first 12 faces: input | each method behind the gate")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from facerestore.io import read_image
-    from facerestore.pipeline import restore_photo
+    from facerestore.methods import registry
+    from facerestore.pipeline import get_restorer, restore_photo
 
     files = sorted(DATA.glob("*/cropped_faces/*"))
     if not files:
         sys.exit(f"no crops under {DATA}")
+    restorers = {m: get_restorer(m, half=args.half and len(registry.get_spec(m).precisions) > 1)
+                 for m in args.methods}
     rows, tiles = [], []
     for f in files:
         rgb = read_image(f).rgb
         if rgb.shape[0] != rgb.shape[1]:
             continue
-        prev = restore_photo(rgb, "ispl", aligned=True, upscale=1, gate=False, identity=False).image
-        new = restore_photo(rgb, "ispl", aligned=True, upscale=1)
-        face = new.faces[0]
-        rows.append({"face": str(f.relative_to(DATA)), "niqe_input": niqe_of(rgb), "niqe_previous": niqe_of(prev),
-                     "niqe_default": niqe_of(new.image), "paste_weight": face.paste_weight,
-                     "gate": None if face.gate is None else face.gate.reason})
+        row: dict = {"face": str(f.relative_to(DATA)), "niqe": {"input": niqe_of(rgb)}, "gate": {}, "paste_weight": {}}
+        shown = [rgb]
+        for name, restorer in restorers.items():
+            alone = restore_photo(rgb, restorer, aligned=True, upscale=1, gate=False, identity=False).image
+            gated = restore_photo(rgb, restorer, aligned=True, upscale=1)
+            face = gated.faces[0]
+            row["niqe"][name] = niqe_of(alone)
+            row["niqe"][f"{name}+gate"] = niqe_of(gated.image)
+            row["gate"][name] = None if face.gate is None else face.gate.reason
+            row["paste_weight"][name] = face.paste_weight
+            shown.append(gated.image)
+        rows.append(row)
         if len(tiles) < 12:
-            tiles.append(np.concatenate([cv2.resize(x, (192, 192), interpolation=cv2.INTER_AREA)
-                                         for x in (rgb, prev, new.image)], axis=1))
-        print(f"{f.name}: {rows[-1]['niqe_input']:.2f} {rows[-1]['niqe_previous']:.2f} "
-              f"{rows[-1]['niqe_default']:.2f} ({rows[-1]['gate']})", file=sys.stderr)
-    mean = {k: float(np.nanmean([r[k] for r in rows])) for k in ("niqe_input", "niqe_previous", "niqe_default")}
-    better_than_input = int(sum(r["niqe_default"] < r["niqe_input"] for r in rows))
-    result = {"benchmark": "realworld_crops", "faces": len(rows), "mean": mean,
-              "default_below_input": better_than_input,
-              "default_below_previous": int(sum(r["niqe_default"] < r["niqe_previous"] for r in rows)),
-              "kept": int(sum(r["paste_weight"] == 0 for r in rows)),
-              "blended": int(sum(0 < r["paste_weight"] < 1 for r in rows)), "per_face": rows}
+            tiles.append(np.concatenate([cv2.resize(x, (192, 192), interpolation=cv2.INTER_AREA) for x in shown],
+                                        axis=1))
+        print(f.name, " ".join(f"{k} {v:.2f}" for k, v in row["niqe"].items()), row["gate"], file=sys.stderr)
+
+    keys = list(rows[0]["niqe"])
+    mean = {k: float(np.nanmean([r["niqe"][k] for r in rows])) for k in keys}
+    ref = f"{args.methods[0]}+gate"
+    summary = {}
+    for name in args.methods:
+        gated = f"{name}+gate"
+        summary[name] = {"below_input": int(sum(r["niqe"][gated] < r["niqe"]["input"] for r in rows)),
+                         f"below_{ref}": int(sum(r["niqe"][gated] < r["niqe"][ref] for r in rows)),
+                         "kept": int(sum(r["paste_weight"][name] == 0 for r in rows)),
+                         "blended": int(sum(0 < r["paste_weight"][name] < 1 for r in rows))}
+    result = {"benchmark": "realworld_crops", "faces": len(rows), "methods": args.methods, "half": args.half,
+              "mean_niqe": mean, "gated": summary, "per_face": rows}
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "per_face"}, indent=1))
     if args.grid and tiles:
