@@ -288,6 +288,53 @@ def test_train_steps_fit_a_batch(tmp_path, tiny_prior):
     assert logs[-1]["l1"] < 0.6 * logs[0]["l1"], [round(d["l1"], 4) for d in logs[::10]]
 
 
+GAN = {"discriminator": {"channel_base": 256, "channel_max": 32}, "r1_interval": 2}
+
+
+def test_adversarial_run_resumes_exactly_and_exports_the_restorer_alone(tmp_path, tiny_prior):
+    make_face_dataset(tmp_path / "hq", n=12, size=32)
+    losses = {"l1": 1.0, "adversarial": 0.1}
+    last = assert_resume_is_exact(lambda *ov: _cfg(tmp_path, *ov, model=GAN, losses=losses), tmp_path / "runs",
+                                  steps=3, nets=("generator", "discriminator"))
+    assert any(k.startswith("b4.") for k in last["nets"]["discriminator"])  # a StyleGAN2 discriminator was trained
+    meta = json.loads((tmp_path / "runs/full/final.json").read_text())
+    assert not set(meta["model"]) & {"discriminator", "r1_gamma", "r1_interval"}  # training-only options dropped
+    r = load_restorer("prior-sft", weights=tmp_path / "runs/full/final.safetensors")
+    assert r.restore(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+
+
+def test_adversarial_steps_train_both_players(tmp_path, tiny_prior):
+    make_face_dataset(tmp_path / "hq", n=4, size=32)
+    ad = prior_train.PriorSFTAdapter(_cfg(tmp_path, model={**GAN, "alpha_random": 0.0},
+                                          losses={"l1": 0.0, "pyramid": 0.0, "adversarial": 1.0}), torch.device("cpu"))
+    opts = ad.build_optimizers()
+    assert set(opts) == {"generator", "discriminator"}
+    g = torch.Generator().manual_seed(3)
+    hq = torch.rand(2, 3, 32, 32, generator=g)
+    lq = F.avg_pool2d(hq, 4).repeat_interleave(4, -1).repeat_interleave(4, -2)
+
+    def run(steps: int, frozen: str) -> list[dict[str, float]]:
+        lr = opts[frozen].param_groups[0]["lr"]
+        opts[frozen].param_groups[0]["lr"] = 0.0  # one player learns, the other is held
+        out = []
+        for step in range(steps):
+            ad.step = step
+            out.append(ad.train_step(lq, hq, opts, nullcontext, None))
+        opts[frozen].param_groups[0]["lr"] = lr
+        return out
+
+    d0 = {k: v.clone() for k, v in ad.nets["discriminator"].state_dict().items()}
+    logs = run(20, frozen="generator")  # D learns to tell the ground truth from the (soft) outputs
+    assert "loss/r1" in logs[0] and "loss/r1" not in logs[1]  # lazy R1 on every r1_interval-th step
+    assert any(not torch.equal(v, d0[k]) for k, v in ad.nets["discriminator"].state_dict().items())
+    margin = [d["d/real"] - d["d/fake"] for d in logs]
+    assert margin[-1] > margin[0] + 0.1, [round(m, 3) for m in margin[::4]]
+    enc0 = {k: v.clone() for k, v in ad.generator.state_dict().items()}
+    logs = run(20, frozen="discriminator")  # with only the adversarial term the encoder fools the held D
+    assert any(not torch.equal(v, enc0[k]) for k, v in ad.generator.state_dict().items())
+    assert logs[-1]["adversarial"] < logs[0]["adversarial"], [round(d["adversarial"], 3) for d in logs[::4]]
+
+
 def test_alphas_are_seeded_by_the_step(tmp_path, tiny_prior):
     make_face_dataset(tmp_path / "hq", n=4, size=32)
     ad = prior_train.PriorSFTAdapter(_cfg(tmp_path, model={"alpha_random": 0.5}), torch.device("cpu"))
@@ -307,6 +354,8 @@ def test_alphas_are_seeded_by_the_step(tmp_path, tiny_prior):
     ({"in_size": 64}, None, "must equal data.size"),
     ({"alpha_random": 2}, None, "alpha_random"),
     ({}, {"vgg": 1.0}, "unknown prior-sft loss"),
+    ({"discriminator": {"channels": 3}}, {"l1": 1.0, "adversarial": 0.1}, "model.discriminator"),
+    ({"r1_interval": 0}, {"l1": 1.0, "adversarial": 0.1}, "r1_interval"),
 ])
 def test_config_errors_are_one_line(tmp_path, tiny_prior, model, losses, match):
     with pytest.raises(InputError, match=match):

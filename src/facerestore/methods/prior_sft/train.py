@@ -14,14 +14,20 @@ Only the encoder learns; the MobileStyleGAN decoder is loaded from the cache and
       out_size: 512                     # what the restorer returns; the loss compares it at data.size
       decoder_dtype: bf16               # the frozen decoder's compute precision (bf16 ~2x faster on a CPU)
       alpha_random: 0.3                 # share of samples trained at a random SFT strength in [0, 1] (the rest at 1)
-    losses: {l1: 1.0, pyramid: 1.0, identity: 0.1, latent: 0.0}
+      discriminator: {channel_base: 8192, channel_max: 256}   # only with losses.adversarial > 0
+      r1_gamma: 6.5, r1_interval: 16                          # lazy R1 of the discriminator (StyleGAN2's)
+    losses: {l1: 1.0, pyramid: 1.0, identity: 0.1, latent: 0.0, adversarial: 0.0}
 
 Loss on the output box-averaged to ``data.size``: ``l1`` * L1 + ``pyramid`` * (L1 at 1/2 + L1 at 1/4 of that size;
 the coarse structure a GAN prior gets wrong first) + ``identity`` * dlib FED to the ground truth
 (``train.losses.IdentityLoss``; the model is then evaluated for identity with MobileFaceNet, ``id_mfn``, which
 no loss of ours uses) + ``latent`` * mean squared W+ offset from the prior's mean (keeps the latents where the
-prior is trained). The degradations are ``data.task`` (``realworld-gfpgan``, GFPGAN's, reaches from nearly clean
-to heavy), so clean faces are trained to pass through.
+prior is trained) + ``adversarial`` * StyleGAN2's non-saturating loss softplus(-D(output)) of a residual
+discriminator (:class:`facerestore.nn.stylegan2.Discriminator` at ``data.size``, trained alternately on the
+ground truth against the outputs with lazy R1, as :mod:`facerestore.train.stylegan2` trains a prior): L1 terms
+alone pull every output toward the average of the faces an input allows (soft), the adversarial term toward the
+sharp faces of the training set. The degradations are ``data.task`` (``realworld-gfpgan``, GFPGAN's, reaches
+from nearly clean to heavy), so clean faces are trained to pass through.
 
 The export (``final.safetensors`` + ``final.json``) holds the encoder only; ``facerestore restore --method
 prior-sft --weights final.safetensors`` reads it with the cached prior.
@@ -41,7 +47,8 @@ __all__ = ["DECODER_DTYPES", "PriorSFTAdapter", "build_prior_sft"]
 
 DECODER_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _NET_KEYS = {"prior", "out_size", "decoder_dtype", "alpha_random", "low_transfer"}  # + network.ENCODER_KEYS
-_LOSS_KEYS = {"l1", "pyramid", "identity", "latent"}
+_GAN_KEYS = {"discriminator", "r1_gamma", "r1_interval"}  # training-only model options (adversarial loss)
+_LOSS_KEYS = {"l1", "pyramid", "identity", "latent", "adversarial"}
 
 
 def build_prior_sft(model: dict[str, Any], *, in_size: int | None = None):
@@ -78,12 +85,12 @@ class PriorSFTAdapter(TrainAdapter):
 
     def __init__(self, cfg, device: torch.device) -> None:
         super().__init__(cfg, device)
-        model = dict(cfg.model)
+        model = {k: v for k, v in cfg.model.items() if k not in _GAN_KEYS}
         unknown = set(cfg.losses) - _LOSS_KEYS
         if unknown:
             raise InputError(f"unknown prior-sft loss(es): {', '.join(sorted(unknown))}; use "
                              f"{', '.join(sorted(_LOSS_KEYS))}")
-        self.weights = {"l1": 1.0, "pyramid": 1.0, "identity": 0.0, "latent": 0.0,
+        self.weights = {"l1": 1.0, "pyramid": 1.0, "identity": 0.0, "latent": 0.0, "adversarial": 0.0,
                         **{k: float(v) for k, v in cfg.losses.items()}}
         self.alpha_random = float(model.get("alpha_random", 0.3))
         if not 0 <= self.alpha_random <= 1:
@@ -97,11 +104,33 @@ class PriorSFTAdapter(TrainAdapter):
             from facerestore.train.losses import IdentityLoss
 
             self.identity = IdentityLoss(self.weights["identity"]).to(device)
+        if self.weights["adversarial"] > 0:
+            self.nets["discriminator"] = self._discriminator(dict(cfg.model)).to(device)
+
+    def _discriminator(self, model: dict[str, Any]) -> torch.nn.Module:
+        """StyleGAN2's residual discriminator at ``data.size`` and its lazy-R1 settings (module docstring)."""
+        from facerestore.nn.stylegan2 import Discriminator
+
+        size, batch = self.cfg.data.size, self.cfg.data.batch_size
+        self.r1_gamma = float(model.get("r1_gamma", 0.0002 * size**2 / batch))  # StyleGAN2's heuristic
+        self.r1_interval = int(model.get("r1_interval", 16))
+        if self.r1_gamma < 0 or self.r1_interval < 1:
+            raise InputError("model.r1_gamma must be >= 0 and model.r1_interval >= 1")
+        options = {"channel_base": 8192, "channel_max": 256, **(model.get("discriminator") or {})}
+        try:
+            return Discriminator(img_resolution=size, **options)
+        except (TypeError, ValueError) as e:
+            raise InputError(f"model.discriminator: {e}") from None
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         o = self.cfg.optim
-        return {"generator": torch.optim.Adam(self.nets["generator"].parameters(), lr=o.lr, betas=tuple(o.betas),
+        opts = {"generator": torch.optim.Adam(self.nets["generator"].parameters(), lr=o.lr, betas=tuple(o.betas),
                                               weight_decay=o.weight_decay)}
+        if "discriminator" in self.nets:  # lazy R1: StyleGAN2's correction of the learning rate and betas
+            c = self.r1_interval / (self.r1_interval + 1) if self.r1_gamma > 0 else 1.0
+            opts["discriminator"] = torch.optim.Adam(self.nets["discriminator"].parameters(), lr=o.lr_d * c,
+                                                     betas=(o.betas[0] ** c, o.betas[1] ** c), eps=1e-8)
+        return opts
 
     def _alphas(self, batch: int) -> torch.Tensor:
         """Per-sample SFT strengths: 1, or with probability ``alpha_random`` uniform in [0, 1]; seeded by the step
@@ -124,15 +153,43 @@ class PriorSFTAdapter(TrainAdapter):
     def train_step(self, lq, hq, optimizers, autocast, scaler) -> dict[str, float]:
         net = self.nets["generator"]
         inner = self.generator
+        d_net = self.nets.get("discriminator")
         alphas = self._alphas(lq.shape[0])
+        if d_net is not None:
+            d_net.requires_grad_(False)
         with autocast():
             out, ws = net(lq, alphas, return_latents=True)
             terms = self.losses(out.float(), hq)
             if self.weights["latent"]:
                 terms["latent"] = self.weights["latent"] * (ws - inner.encoder.w_avg).square().mean()
+            if d_net is not None:
+                fake = F.adaptive_avg_pool2d(out.float(), hq.shape[-2:]) * 2 - 1
+                terms["adversarial"] = self.weights["adversarial"] * F.softplus(-d_net(fake).float()).mean()
             loss = sum(terms.values())
         step_with_scaler(loss, optimizers["generator"], scaler, net.parameters(), self.cfg.optim.grad_clip)
-        return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
+        logs = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
+        if d_net is not None:
+            logs.update(self._discriminator_step(d_net, fake.detach(), hq * 2 - 1, optimizers, autocast, scaler))
+        return logs
+
+    def _discriminator_step(self, d_net, fake, real, optimizers, autocast, scaler) -> dict[str, float]:
+        """softplus(D(fake)) + softplus(-D(real)), plus lazy R1 every ``r1_interval`` steps; images in [-1, 1]."""
+        from facerestore.train.stylegan2 import r1_penalty
+
+        d_net.requires_grad_(True)
+        do_r1 = self.r1_gamma > 0 and self.step % self.r1_interval == 0
+        real = real.detach().requires_grad_(do_r1)
+        with autocast():
+            d_fake, d_real = d_net(fake).float(), d_net(real).float()
+        d_loss = F.softplus(d_fake).mean() + F.softplus(-d_real).mean()
+        logs = {"loss/d": float(d_loss.detach()), "d/real": float(d_real.detach().mean()),
+                "d/fake": float(d_fake.detach().mean())}
+        if do_r1:
+            r1 = r1_penalty(d_real, real).mean()
+            d_loss = d_loss + r1 * (self.r1_gamma / 2 * self.r1_interval)
+            logs["loss/r1"] = float(r1.detach())
+        step_with_scaler(d_loss, optimizers["discriminator"], scaler, d_net.parameters(), self.cfg.optim.grad_clip)
+        return logs
 
     @torch.no_grad()
     def infer(self, net, lq: torch.Tensor) -> torch.Tensor:
@@ -140,7 +197,7 @@ class PriorSFTAdapter(TrainAdapter):
         return F.adaptive_avg_pool2d(out, lq.shape[-2:]).clamp(0, 1)
 
     def export_metadata(self) -> dict[str, Any]:
-        model = dict(self.cfg.model)
+        model = {k: v for k, v in self.cfg.model.items() if k not in _GAN_KEYS}  # the restorer's options only
         model.setdefault("in_size", self.cfg.data.size)
         return {"method": self.cfg.method, "model": model, "size": int(model.get("out_size", 512)),
                 "trained_on": [self.cfg.data.task]}
