@@ -173,21 +173,27 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _extra_methods(spec: str | None) -> dict:
-    """Restorers of the extra rows: the ``--methods`` names, by default prior-sft when it can load."""
+def _extra_methods(spec: str | None, half: bool) -> tuple[dict, dict]:
+    """Restorers of the extra rows by label, and their weights (None: the method's own): the ``--methods`` items
+    (:mod:`method_rows`), by default prior-sft when it can load."""
+    from method_rows import parse_method_rows
+
+    from facerestore.methods import registry
     from facerestore.pipeline import get_restorer
 
-    names = ["prior-sft"] if spec is None else [n for n in spec.split(",") if n]
-    out = {}
-    for name in names:
+    rows = parse_method_rows("prior-sft" if spec is None else spec)
+    out, sources = {}, {}
+    for label, name, weights in rows:
         try:
-            out[name] = get_restorer(name)
-            out[name].progress = False
+            reduced = half and len(registry.get_spec(name).precisions) > 1
+            out[label] = get_restorer(name, weights=weights, half=reduced)
+            out[label].progress = False
+            sources[label] = weights
         except Exception as exc:
             if spec is not None:
                 raise
             print(f"{name}: not measured ({str(exc).splitlines()[0]})", file=sys.stderr)
-    return out
+    return out, sources
 
 
 def main() -> None:
@@ -195,8 +201,9 @@ def main() -> None:
     ap.add_argument("--ffhq", type=int, default=20, help="ffhq256 validation faces (ids ending in 0)")
     ap.add_argument("--prior", type=int, default=10, help="MobileStyleGAN samples (run seed 9999)")
     ap.add_argument("--tasks", default="", help="comma-separated subset of the degradations")
-    ap.add_argument("--methods", default=None, help="comma-separated extra methods (rows NAME and NAME+gate); "
-                    "default prior-sft when its prior is cached, '' for none")
+    ap.add_argument("--methods", default=None, help="comma-separated extra rows NAME or LABEL=NAME:WEIGHTS "
+                    "(rows LABEL and LABEL+gate); default prior-sft when its prior is cached, '' for none")
+    ap.add_argument("--half", action="store_true", help="extra methods in bf16 on a CPU where they allow it")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "default_restorer.json"))
     args = ap.parse_args()
 
@@ -211,7 +218,7 @@ def main() -> None:
     scorer = Scorer()
     ispl = get_restorer("ispl")
     ispl.progress = False
-    extra = _extra_methods(args.methods)
+    extra, sources = _extra_methods(args.methods, args.half)
     rows = BASE_ROWS + tuple(r for name in extra for r in (name, f"{name}+gate"))
     per: dict[str, dict[str, list[dict[str, float]]]] = {t: {r: [] for r in rows} for t in degs}
     gates: dict[str, dict[str, list[float]]] = {row: {t: [] for t in degs} for row in rows if row.endswith(
@@ -263,8 +270,9 @@ def main() -> None:
         "face_sets": f"{sum(n.startswith('ffhq') for n in names)} ffhq256 validation (x2 to 512), "
                      f"{sum(n.startswith('prior') for n in names)} MobileStyleGAN samples",
         "rows": list(rows),
-        "methods": {name: {"weights_licence": r.spec.weights_licence, "precision": r.precision}
-                    for name, r in extra.items()},
+        "methods": {label: {"method": r.spec.name, "weights": sources[label] or "the method's own",
+                            "weights_licence": r.spec.weights_licence, "precision": r.precision}
+                    for label, r in extra.items()},
         "metrics_present": present,
         "metrics_missing": scorer.missing,
         "tasks": tasks,

@@ -7,7 +7,7 @@ with ``gate=False`` (the network's face pasted whatever it is) and once with the
 does). NIQE is computed on the whole 512 crop (MATLAB-release compatible; lower is better), not on the gate's face
 box. Every row of every method is measured in the same run.
 
-    python benchmarks/realworld_crops.py --methods ispl prior-sft --half --grid docs/realworld_crops_grid.png
+    python benchmarks/realworld_crops.py --methods ispl,prior-sft --half --grid docs/realworld_crops_grid.png
 Writes benchmarks/results/realworld_crops.json and prints the means.
 """
 
@@ -37,8 +37,8 @@ def niqe_of(img: np.ndarray) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--methods", nargs="+", default=["ispl", "prior-sft"], help="methods to compare (the first is "
-                    "the reference of the 'below' counts)")
+    ap.add_argument("--methods", default="ispl,prior-sft", help="comma-separated rows NAME or LABEL=NAME:WEIGHTS "
+                    "(the first is the reference of the 'below' counts)")
     ap.add_argument("--half", action="store_true", help="bf16 on a CPU for the methods that allow it")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "realworld_crops.json"))
@@ -47,6 +47,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from method_rows import parse_method_rows
+
     from facerestore.io import read_image
     from facerestore.methods import registry
     from facerestore.pipeline import get_restorer, restore_photo
@@ -54,8 +56,10 @@ def main() -> None:
     files = sorted(DATA.glob("*/cropped_faces/*"))
     if not files:
         sys.exit(f"no crops under {DATA}")
-    restorers = {m: get_restorer(m, half=args.half and len(registry.get_spec(m).precisions) > 1)
-                 for m in args.methods}
+    rows_spec = parse_method_rows(args.methods)
+    restorers = {r.label: get_restorer(r.method, weights=r.weights,
+                                       half=args.half and len(registry.get_spec(r.method).precisions) > 1)
+                 for r in rows_spec}
     rows, tiles = [], []
     for f in files:
         rgb = read_image(f).rgb
@@ -80,15 +84,17 @@ def main() -> None:
 
     keys = list(rows[0]["niqe"])
     mean = {k: float(np.nanmean([r["niqe"][k] for r in rows])) for k in keys}
-    ref = f"{args.methods[0]}+gate"
+    ref = f"{rows_spec[0].label}+gate"
     summary = {}
-    for name in args.methods:
+    for name in restorers:
         gated = f"{name}+gate"
         summary[name] = {"below_input": int(sum(r["niqe"][gated] < r["niqe"]["input"] for r in rows)),
                          f"below_{ref}": int(sum(r["niqe"][gated] < r["niqe"][ref] for r in rows)),
                          "kept": int(sum(r["paste_weight"][name] == 0 for r in rows)),
                          "blended": int(sum(0 < r["paste_weight"][name] < 1 for r in rows))}
-    result = {"benchmark": "realworld_crops", "faces": len(rows), "methods": args.methods, "half": args.half,
+    result = {"benchmark": "realworld_crops", "faces": len(rows),
+              "methods": {r.label: {"method": r.method, "weights": r.weights or "the method's own"} for r in rows_spec},
+              "half": args.half,
               "mean_niqe": mean, "gated": summary, "per_face": rows}
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "per_face"}, indent=1))
