@@ -11,10 +11,14 @@ Measured in one run on this machine's CPU with 2 torch threads:
   detection (dlib HOG + 68 landmarks), alignment, network, identity embeddings, paste-back, with the
   median of every stage.
 
-Reference numbers for GFPGAN v1.4 and CodeFormer (network only, per 512 face, 2 threads on this machine)
-are the ones given in the issue; they are quoted in the JSON and NOT re-measured by this script (neither
-architecture is part of facerestore). On a CUDA machine the script also measures faces/s at batch 1 and
-16 (float32 and half precision).
+- ``prior-sft`` (needs the cached MobileStyleGAN decoder) per 512 face in fp32 and bf16, a refinement step
+  (``--steps``), and the astronaut photo;
+- a stand-in with GFPGAN v1.4's layer shapes (``GFPGANShape``: our code, random init; GFPGAN is not used),
+  the reference the issue asks to time in the same run.
+
+The issue's own numbers for GFPGAN v1.4 and CodeFormer (network only, per 512 face, 2 threads on this machine)
+are quoted in the JSON as well, not re-measured (CodeFormer's architecture is not timed here). On a CUDA
+machine the script also measures faces/s at batch 1 and 16 (float32 and half precision).
 
     python benchmarks/restore_speed.py [--repeat 5] [--out benchmarks/results/restore_speed.json]
 
@@ -81,6 +85,81 @@ def summary(times: list[float]) -> dict:
     cpu = cpu_median(times)
     return {"s_median": statistics.median(times), "s_best": min(times), "cpu_s_median": cpu,
             "s_idle_estimate": cpu / THREADS, "runs_s": times}
+
+
+class GFPGANShape(torch.nn.Module):
+    """A timing stand-in with GFPGAN v1.4's layer shapes (``GFPGANv1Clean``: out_size 512, channel_multiplier 2,
+    narrow 1, sft_half, different_w), written here from the published configuration, random init; NOT GFPGAN
+    (none of its code or weights are used): the speed of a network does not depend on its weights.
+
+    Encoder: 1x1 conv, residual blocks with bilinear down-sampling 512 -> 4 px at half of StyleGAN2 config-f's
+    channels (32 .. 256), a 3x3 conv and a linear layer to 16 W+ latents; a decoder-side U-Net of residual
+    up-blocks back to 512 px with a 1x1 toRGB per level and two 3x3 convs each for the SFT scale and shift;
+    decoder: our StyleGAN2 synthesis network at 512 px with config-f channels (512 .. 64), its second conv of
+    every block modulated on half its channels (channel-split SFT).
+    """
+
+    def __init__(self) -> None:
+        from torch import nn
+
+        from facerestore.nn.stylegan2 import SynthesisNetwork
+
+        super().__init__()
+        self.decoder = SynthesisNetwork(w_dim=512, img_resolution=512, channel_base=32768, channel_max=512)
+        unet = {r: c // 2 for r, c in self.decoder.channels.items()}  # GFPGAN's unet_narrow = 0.5
+        self.res = [2**i for i in range(9, 1, -1)]  # 512 .. 4
+        act = nn.LeakyReLU(0.2)
+
+        def block(cin: int, cout: int) -> nn.ModuleDict:
+            return nn.ModuleDict({"c1": nn.Conv2d(cin, cin, 3, padding=1), "c2": nn.Conv2d(cin, cout, 3, padding=1),
+                                  "skip": nn.Conv2d(cin, cout, 1, bias=False)})
+
+        self.act = act
+        self.first = nn.Conv2d(3, unet[512], 1)
+        self.down = nn.ModuleList(block(unet[r], unet[r // 2]) for r in self.res[:-1])
+        self.final_conv = nn.Conv2d(unet[4], unet[4], 3, padding=1)
+        self.final_linear = nn.Linear(unet[4] * 16, self.decoder.num_ws * 512)
+        self.up = nn.ModuleList(block(unet[r // 2], unet[r]) for r in self.res[-2::-1])  # 8 .. 512
+        self.to_rgb = nn.ModuleList(nn.Conv2d(unet[r], 3, 1) for r in self.res[-2::-1])
+        self.scale = nn.ModuleList(nn.Sequential(nn.Conv2d(unet[r], unet[r], 3, padding=1), act,
+                                                 nn.Conv2d(unet[r], unet[r], 3, padding=1)) for r in self.res[-2::-1])
+        self.shift = nn.ModuleList(nn.Sequential(nn.Conv2d(unet[r], unet[r], 3, padding=1), act,
+                                                 nn.Conv2d(unet[r], unet[r], 3, padding=1)) for r in self.res[-2::-1])
+        self._sft: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for r in self.res[-2::-1]:
+            self.decoder.get_submodule(f"b{r}.conv1").register_forward_hook(self._hook(r))
+
+    def _hook(self, r: int):
+        def apply(_module, _inputs, out):
+            scale, shift = self._sft[r]
+            same, steer = out.split(out.shape[1] // 2, 1)
+            return torch.cat([same, steer * scale + shift], 1)
+        return apply
+
+    def _res(self, blk, x: torch.Tensor, factor: float) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        if factor > 1:
+            x = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+        y = self.act(blk["c1"](x))
+        if factor < 1:
+            y = F.interpolate(y, scale_factor=factor, mode="bilinear", align_corners=False)
+            x = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+        return (self.act(blk["c2"](y)) + blk["skip"](x)) / 2**0.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feat = self.act(self.first(x))
+        skips = []
+        for blk in self.down:
+            feat = self._res(blk, feat, 0.5)
+            skips.insert(0, feat)  # 256 .. 4 px, deepest first
+        feat = self.act(self.final_conv(feat))
+        ws = self.final_linear(feat.flatten(1)).view(x.shape[0], self.decoder.num_ws, 512)
+        for i, (blk, r) in enumerate(zip(self.up, self.res[-2::-1])):
+            feat = self._res(blk, feat + skips[i], 2.0)
+            self.to_rgb[i](feat)  # the pyramid output GFPGAN computes at every level (used by its training loss)
+            self._sft[r] = (self.scale[i](feat), self.shift[i](feat))
+        return self.decoder(ws)
 
 
 def default_restorer(device: str = "cpu"):
@@ -153,6 +232,54 @@ def bench_cpu(repeat: int, paper_runs: int) -> dict:
     return res
 
 
+def bench_references(runs: int) -> dict:
+    """The GFPGAN v1.4-shaped stand-in (:class:`GFPGANShape`) on a (1, 3, 512, 512) face, in this run."""
+    g = torch.Generator().manual_seed(1)
+    face = torch.rand(1, 3, 512, 512, generator=g) * 2 - 1
+    net = GFPGANShape().eval()
+    with torch.no_grad():
+        _, runs_s = median_time(lambda: net(face), runs)
+    return {"gfpgan_v1.4_shape": {
+        "what": "GFPGANv1Clean's layer shapes (out_size 512, channel_multiplier 2, sft_half), random init, our code "
+                "(GFPGANShape in this script); not GFPGAN itself: speed does not depend on the weights",
+        "parameters": sum(p.numel() for p in net.parameters()), "per_512_face": summary(runs_s)}}
+
+
+def bench_prior_sft(repeat: int, refine_steps: int = 5) -> dict:
+    """prior-sft (the generative-prior restorer) per 512 face in fp32 and bf16, a refinement step, and the
+    astronaut photo; skipped with a reason when the MobileStyleGAN decoder is not in the cache."""
+    from facerestore.errors import FaceRestoreError
+    from facerestore.methods import load_restorer
+    from facerestore.pipeline import restore_photo
+
+    try:
+        fp32 = load_restorer("prior-sft")
+    except FaceRestoreError as e:
+        return {"skipped": str(e)}
+    bf16 = load_restorer("prior-sft", half=True)
+    face = torch.rand(1, 3, 512, 512, generator=torch.Generator().manual_seed(2))
+    out: dict = {"note": "restorer.restore on a (1, 3, 512, 512) face: encoder at 256 px + MobileStyleGAN decoder "
+                         "to 512 px"}
+    with torch.no_grad():
+        out["fp32_per_512_face"] = summary(median_time(lambda: fp32.restore(face), repeat)[1])
+        out["bf16_per_512_face"] = summary(median_time(lambda: bf16.restore(face), repeat)[1])
+    refine = load_restorer("prior-sft", half=True, refine_steps=refine_steps, progress=False)
+    _, runs_r = median_time(lambda: refine.restore(face), max(2, repeat // 2))
+    total = statistics.median(runs_r)
+    out["bf16_refine"] = {"steps": refine_steps, "s_total_median": total,
+                          "s_per_step": (total - out["bf16_per_512_face"]["s_median"]) / refine_steps}
+    photo = REPO / "examples" / "astronaut.png"
+    totals, faces = [], 0
+    for i in range(3):
+        t = time.perf_counter()
+        res = restore_photo(photo, bf16, upscale=2.0)
+        if i:
+            totals.append(time.perf_counter() - t)
+        faces = len(res.faces)
+    out["photo_astronaut_bf16"] = {"upscale": 2.0, "faces": faces, "s_total": statistics.median(totals)}
+    return out
+
+
 def bench_gpu(repeat: int) -> dict | None:
     if not torch.cuda.is_available():
         return None
@@ -186,6 +313,8 @@ def main() -> None:
     load_before = os.getloadavg()
     t0 = time.time()
     cpu = bench_cpu(args.repeat, args.paper_runs)
+    cpu["prior_sft"] = bench_prior_sft(args.repeat)
+    cpu.update(bench_references(args.paper_runs + 1))
     gpu = bench_gpu(args.repeat)
     result = {
         "benchmark": "restore_speed",
@@ -213,6 +342,16 @@ def main() -> None:
           f"{bf['s_median']:.1f} / {bf['s_idle_estimate']:.1f} s; quoted refs (not re-measured) GFPGAN v1.4 6.9 s, "
           f"CodeFormer 17.8 s; astronaut photo x2 {ph['s_total']:.2f} / {ph['cpu_s_total'] / THREADS:.2f} s "
           f"({ph['faces']} faces); load avg {os.getloadavg()[0]:.1f}")
+    gf = cpu["gfpgan_v1.4_shape"]["per_512_face"]
+    print(f"GFPGAN v1.4-shaped stand-in, measured in this run: {gf['s_median']:.2f} / {gf['s_idle_estimate']:.2f} s")
+    ps = cpu["prior_sft"]
+    if "skipped" in ps:
+        print(f"prior-sft skipped: {ps['skipped']}")
+    else:
+        print(f"prior-sft per 512 face: fp32 {ps['fp32_per_512_face']['s_median']:.2f} s, bf16 "
+              f"{ps['bf16_per_512_face']['s_median']:.2f} s, refinement "
+              f"{ps['bf16_refine']['s_per_step']:.2f} s a step; "
+              f"astronaut photo x2 {ps['photo_astronaut_bf16']['s_total']:.2f} s")
 
 
 if __name__ == "__main__":
