@@ -21,6 +21,8 @@ NIQE, MS-SWD (on both images area-downsampled to 256: a quarter of the time). In
 
     python benchmarks/default_restorer.py --ffhq 12 --prior 6   # 18 faces x 13 degradations, ~45 min on 2 cores
     python benchmarks/default_restorer.py --ffhq 4 --prior 0 --tasks clean,jpeg90   # a smoke run
+    python benchmarks/default_restorer.py --ffhq 8 --prior 0 --tasks x8,noise30 --half \
+        --methods prior-sft,prior-sft+refine10=prior-sft@10 --out benchmarks/results/default_restorer_refine.json
 
 Writes benchmarks/results/default_restorer.json and .md.
 """
@@ -183,12 +185,12 @@ def _extra_methods(spec: str | None, half: bool) -> tuple[dict, dict]:
 
     rows = parse_method_rows("prior-sft" if spec is None else spec)
     out, sources = {}, {}
-    for label, name, weights in rows:
+    for label, name, weights, steps in rows:
         try:
             reduced = half and len(registry.get_spec(name).precisions) > 1
-            out[label] = get_restorer(name, weights=weights, half=reduced)
+            out[label] = get_restorer(name, weights=weights, half=reduced, steps=steps)
             out[label].progress = False
-            sources[label] = weights
+            sources[label] = (weights, steps)
         except Exception as exc:
             if spec is not None:
                 raise
@@ -270,7 +272,8 @@ def main() -> None:
         "face_sets": f"{sum(n.startswith('ffhq') for n in names)} ffhq256 validation (x2 to 512), "
                      f"{sum(n.startswith('prior') for n in names)} MobileStyleGAN samples",
         "rows": list(rows),
-        "methods": {label: {"method": r.spec.name, "weights": sources[label] or "the method's own",
+        "methods": {label: {"method": r.spec.name, "weights": sources[label][0] or "the method's own",
+                            "steps": sources[label][1],
                             "weights_licence": r.spec.weights_licence, "precision": r.precision}
                     for label, r in extra.items()},
         "metrics_present": present,

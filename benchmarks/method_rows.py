@@ -1,8 +1,8 @@
 """The ``--methods`` syntax shared by the benchmarks that compare restorers side by side.
 
-``NAME`` (a registered method with its default weights) or ``LABEL=NAME:WEIGHTS`` (a row labelled LABEL: method
-NAME with a weights file, e.g. a training run's export against the shipped weights in the same run). Items are
-separated by commas.
+``NAME`` (a registered method with its default weights) or ``LABEL=NAME[:WEIGHTS][@STEPS]`` (a row labelled LABEL:
+method NAME, optionally with a weights file, e.g. a training run's export against the shipped weights in the same
+run, and an optimisation budget per face, the CLI's ``--steps``). Items are separated by commas.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ class MethodRow(NamedTuple):
     label: str
     method: str
     weights: str | None
+    steps: int | None = None
 
 
 def parse_method_rows(spec: str) -> list[MethodRow]:
-    """``"prior-sft,gan=prior-sft:runs/x/final.safetensors"`` -> rows; ValueError naming a malformed item."""
+    """``"prior-sft,gan=prior-sft:runs/x/final.safetensors,ref10=prior-sft@10"`` -> rows; ValueError naming a
+    malformed item."""
     rows = []
     for item in (s.strip() for s in spec.split(",")):
         if not item:
@@ -26,10 +28,13 @@ def parse_method_rows(spec: str) -> list[MethodRow]:
             rows.append(MethodRow(item, item, None))
             continue
         label, _, target = item.partition("=")
-        method, sep, weights = target.partition(":")
-        if not (label and method and sep and weights):
-            raise ValueError(f"--methods item {item!r}: use NAME or LABEL=NAME:WEIGHTS")
-        rows.append(MethodRow(label, method, weights))
+        head, at, steps = target.rpartition("@")
+        if not at:
+            head, steps = target, ""
+        method, sep, weights = head.partition(":")
+        if not (label and method and (weights or not sep) and (steps.isdigit() or not at)):
+            raise ValueError(f"--methods item {item!r}: use NAME or LABEL=NAME[:WEIGHTS][@STEPS]")
+        rows.append(MethodRow(label, method, weights or None, int(steps) if at else None))
     labels = [r.label for r in rows]
     if len(set(labels)) != len(labels):
         raise ValueError(f"--methods: duplicate row labels in {labels}")

@@ -57,7 +57,7 @@ def main() -> None:
     if not files:
         sys.exit(f"no crops under {DATA}")
     rows_spec = parse_method_rows(args.methods)
-    restorers = {r.label: get_restorer(r.method, weights=r.weights,
+    restorers = {r.label: get_restorer(r.method, weights=r.weights, steps=r.steps,
                                        half=args.half and len(registry.get_spec(r.method).precisions) > 1)
                  for r in rows_spec}
     rows, tiles = [], []
