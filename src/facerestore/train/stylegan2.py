@@ -39,7 +39,7 @@ from facerestore.nn.stylegan2 import Discriminator, Generator
 from facerestore.train.adapter import TrainAdapter, step_with_scaler
 from facerestore.train.data import step_seed
 
-__all__ = ["StyleGAN2Adapter", "mixed_latents", "r1_penalty"]
+__all__ = ["StyleGAN2Adapter", "discriminator_step", "lazy_r1_adam", "mixed_latents", "r1_penalty"]
 
 _MODEL_KEYS = {"generator", "discriminator", "r1_gamma", "r1_interval", "style_mixing", "noise"}
 
@@ -48,6 +48,36 @@ def r1_penalty(d_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """Per-sample squared gradient norm |dD(x)/dx|^2 (B,) of logits ``d_real`` w.r.t. ``real`` (create_graph)."""
     (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
     return grad.square().sum(dim=(1, 2, 3))
+
+
+def lazy_r1_adam(params, lr: float, betas: tuple[float, float], r1_gamma: float,
+                 r1_interval: int) -> torch.optim.Adam:
+    """Adam for a discriminator whose R1 penalty is applied every ``r1_interval`` steps: StyleGAN2's correction
+    of the learning rate and betas by c = interval / (interval + 1) (none without R1)."""
+    c = r1_interval / (r1_interval + 1) if r1_gamma > 0 else 1.0
+    return torch.optim.Adam(params, lr=lr * c, betas=(betas[0] ** c, betas[1] ** c), eps=1e-8)
+
+
+def discriminator_step(d_net: torch.nn.Module, fake: torch.Tensor, real: torch.Tensor,
+                       optimizer: torch.optim.Optimizer, *, step: int, r1_gamma: float, r1_interval: int,
+                       autocast, scaler, grad_clip: float = 0.0) -> dict[str, float]:
+    """One discriminator step: softplus(D(fake)) + softplus(-D(real)), plus the lazy R1 penalty
+    ``r1_gamma / 2 * |grad D(real)|^2`` (scaled by the interval) on every ``r1_interval``-th ``step``. Images in
+    [-1, 1]; ``fake`` is detached here. Returns scalar logs."""
+    d_net.requires_grad_(True)
+    do_r1 = r1_gamma > 0 and step % r1_interval == 0
+    real = real.detach().requires_grad_(do_r1)
+    with autocast():
+        d_fake, d_real = d_net(fake.detach()).float(), d_net(real).float()
+    d_loss = F.softplus(d_fake).mean() + F.softplus(-d_real).mean()
+    logs = {"loss/d": float(d_loss.detach()), "d/real": float(d_real.detach().mean()),
+            "d/fake": float(d_fake.detach().mean())}
+    if do_r1:
+        r1 = r1_penalty(d_real, real).mean()
+        d_loss = d_loss + r1 * (r1_gamma / 2 * r1_interval)
+        logs["loss/r1"] = float(r1.detach())
+    step_with_scaler(d_loss, optimizer, scaler, d_net.parameters(), grad_clip)
+    return logs
 
 
 def mixed_latents(g_net: Generator, z: torch.Tensor, z2: torch.Tensor, mix: torch.Tensor,
@@ -97,12 +127,10 @@ class StyleGAN2Adapter(TrainAdapter):
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         o = self.cfg.optim
-        c = self.r1_interval / (self.r1_interval + 1) if self.r1_gamma > 0 else 1.0
-        betas_d = (o.betas[0] ** c, o.betas[1] ** c)
         return {
             "generator": torch.optim.Adam(self.nets["generator"].parameters(), lr=o.lr, betas=o.betas, eps=1e-8),
-            "discriminator": torch.optim.Adam(self.nets["discriminator"].parameters(), lr=o.lr_d * c,
-                                              betas=betas_d, eps=1e-8),
+            "discriminator": lazy_r1_adam(self.nets["discriminator"].parameters(), o.lr_d, tuple(o.betas),
+                                          self.r1_gamma, self.r1_interval),
         }
 
     def _latents(self, batch: int) -> torch.Tensor:
@@ -130,21 +158,11 @@ class StyleGAN2Adapter(TrainAdapter):
             fake = g_net.synthesis(self._latents(batch), noise_mode=self.noise, generator=noise_gen)
             g_loss = F.softplus(-d_net(fake).float()).mean()
         step_with_scaler(g_loss, optimizers["generator"], scaler, g_net.parameters(), self.cfg.optim.grad_clip)
-        d_net.requires_grad_(True)
         # --- discriminator ---------------------------------------------------------------------------
-        do_r1 = self.r1_gamma > 0 and self.step % self.r1_interval == 0
-        real_in = real.detach().requires_grad_(do_r1)
-        with autocast():
-            d_fake = d_net(fake.detach()).float()
-            d_real = d_net(real_in).float()
-        d_loss = F.softplus(d_fake).mean() + F.softplus(-d_real).mean()
-        logs = {"loss/g": float(g_loss.detach()), "loss/d": float(d_loss.detach()),
-                "d/real": float(d_real.detach().mean()), "d/fake": float(d_fake.detach().mean())}
-        if do_r1:
-            r1 = r1_penalty(d_real, real_in).mean()
-            d_loss = d_loss + r1 * (self.r1_gamma / 2 * self.r1_interval)
-            logs["loss/r1"] = float(r1.detach())
-        step_with_scaler(d_loss, optimizers["discriminator"], scaler, d_net.parameters(), self.cfg.optim.grad_clip)
+        logs = {"loss/g": float(g_loss.detach())}
+        logs.update(discriminator_step(d_net, fake, real, optimizers["discriminator"], step=self.step,
+                                       r1_gamma=self.r1_gamma, r1_interval=self.r1_interval, autocast=autocast,
+                                       scaler=scaler, grad_clip=self.cfg.optim.grad_clip))
         return logs
 
     @torch.no_grad()

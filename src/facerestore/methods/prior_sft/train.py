@@ -126,10 +126,11 @@ class PriorSFTAdapter(TrainAdapter):
         o = self.cfg.optim
         opts = {"generator": torch.optim.Adam(self.nets["generator"].parameters(), lr=o.lr, betas=tuple(o.betas),
                                               weight_decay=o.weight_decay)}
-        if "discriminator" in self.nets:  # lazy R1: StyleGAN2's correction of the learning rate and betas
-            c = self.r1_interval / (self.r1_interval + 1) if self.r1_gamma > 0 else 1.0
-            opts["discriminator"] = torch.optim.Adam(self.nets["discriminator"].parameters(), lr=o.lr_d * c,
-                                                     betas=(o.betas[0] ** c, o.betas[1] ** c), eps=1e-8)
+        if "discriminator" in self.nets:
+            from facerestore.train.stylegan2 import lazy_r1_adam
+
+            opts["discriminator"] = lazy_r1_adam(self.nets["discriminator"].parameters(), o.lr_d, tuple(o.betas),
+                                                 self.r1_gamma, self.r1_interval)
         return opts
 
     def _alphas(self, batch: int) -> torch.Tensor:
@@ -169,26 +170,11 @@ class PriorSFTAdapter(TrainAdapter):
         step_with_scaler(loss, optimizers["generator"], scaler, net.parameters(), self.cfg.optim.grad_clip)
         logs = {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
         if d_net is not None:
-            logs.update(self._discriminator_step(d_net, fake.detach(), hq * 2 - 1, optimizers, autocast, scaler))
-        return logs
+            from facerestore.train.stylegan2 import discriminator_step
 
-    def _discriminator_step(self, d_net, fake, real, optimizers, autocast, scaler) -> dict[str, float]:
-        """softplus(D(fake)) + softplus(-D(real)), plus lazy R1 every ``r1_interval`` steps; images in [-1, 1]."""
-        from facerestore.train.stylegan2 import r1_penalty
-
-        d_net.requires_grad_(True)
-        do_r1 = self.r1_gamma > 0 and self.step % self.r1_interval == 0
-        real = real.detach().requires_grad_(do_r1)
-        with autocast():
-            d_fake, d_real = d_net(fake).float(), d_net(real).float()
-        d_loss = F.softplus(d_fake).mean() + F.softplus(-d_real).mean()
-        logs = {"loss/d": float(d_loss.detach()), "d/real": float(d_real.detach().mean()),
-                "d/fake": float(d_fake.detach().mean())}
-        if do_r1:
-            r1 = r1_penalty(d_real, real).mean()
-            d_loss = d_loss + r1 * (self.r1_gamma / 2 * self.r1_interval)
-            logs["loss/r1"] = float(r1.detach())
-        step_with_scaler(d_loss, optimizers["discriminator"], scaler, d_net.parameters(), self.cfg.optim.grad_clip)
+            logs.update(discriminator_step(d_net, fake, hq * 2 - 1, optimizers["discriminator"], step=self.step,
+                                           r1_gamma=self.r1_gamma, r1_interval=self.r1_interval, autocast=autocast,
+                                           scaler=scaler, grad_clip=self.cfg.optim.grad_clip))
         return logs
 
     @torch.no_grad()
