@@ -178,23 +178,17 @@ def to_markdown(result: dict) -> str:
 def _extra_methods(spec: str | None, half: bool) -> tuple[dict, dict]:
     """Restorers of the extra rows by label, and their weights (None: the method's own): the ``--methods`` items
     (:mod:`method_rows`), by default prior-sft when it can load."""
-    from method_rows import parse_method_rows
+    from method_rows import load_row, parse_method_rows
 
-    from facerestore.methods import registry
-    from facerestore.pipeline import get_restorer
-
-    rows = parse_method_rows("prior-sft" if spec is None else spec)
     out, sources = {}, {}
-    for label, name, weights, steps in rows:
+    for row in parse_method_rows("prior-sft" if spec is None else spec):
         try:
-            reduced = half and len(registry.get_spec(name).precisions) > 1
-            out[label] = get_restorer(name, weights=weights, half=reduced, steps=steps)
-            out[label].progress = False
-            sources[label] = (weights, steps)
+            out[row.label] = load_row(row, half)
+            sources[row.label] = (row.weights, row.steps)
         except Exception as exc:
             if spec is not None:
                 raise
-            print(f"{name}: not measured ({str(exc).splitlines()[0]})", file=sys.stderr)
+            print(f"{row.method}: not measured ({str(exc).splitlines()[0]})", file=sys.stderr)
     return out, sources
 
 

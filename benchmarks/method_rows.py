@@ -7,7 +7,7 @@ run, and an optimisation budget per face, the CLI's ``--steps``). Items are sepa
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class MethodRow(NamedTuple):
@@ -39,3 +39,15 @@ def parse_method_rows(spec: str) -> list[MethodRow]:
     if len(set(labels)) != len(labels):
         raise ValueError(f"--methods: duplicate row labels in {labels}")
     return rows
+
+
+def load_row(row: MethodRow, half: bool = False) -> Any:
+    """The restorer of ``row`` (cached per process by ``facerestore.pipeline.get_restorer``), in bf16/fp16 when
+    ``half`` and the method allows a reduced precision, without progress bars."""
+    from facerestore.methods import registry
+    from facerestore.pipeline import get_restorer
+
+    reduced = half and len(registry.get_spec(row.method).precisions) > 1
+    restorer = get_restorer(row.method, weights=row.weights, half=reduced, steps=row.steps)
+    restorer.progress = False
+    return restorer

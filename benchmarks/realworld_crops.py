@@ -47,19 +47,16 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from method_rows import parse_method_rows
+    from method_rows import load_row, parse_method_rows
 
     from facerestore.io import read_image
-    from facerestore.methods import registry
-    from facerestore.pipeline import get_restorer, restore_photo
+    from facerestore.pipeline import restore_photo
 
     files = sorted(DATA.glob("*/cropped_faces/*"))
     if not files:
         sys.exit(f"no crops under {DATA}")
     rows_spec = parse_method_rows(args.methods)
-    restorers = {r.label: get_restorer(r.method, weights=r.weights, steps=r.steps,
-                                       half=args.half and len(registry.get_spec(r.method).precisions) > 1)
-                 for r in rows_spec}
+    restorers = {r.label: load_row(r, args.half) for r in rows_spec}
     rows, tiles = [], []
     for f in files:
         rgb = read_image(f).rgb

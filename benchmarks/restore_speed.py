@@ -169,9 +169,40 @@ def default_restorer(device: str = "cpu"):
     return load_restorer("ispl", device=device), "registered 'ispl' restorer with its shipped weights"
 
 
+def bench_photo(method, repeat: int) -> dict:
+    """examples/astronaut.png through ``restore_photo(..., method, upscale=2)`` (``method``: a name or a loaded
+    restorer): median wall and CPU seconds of ``repeat`` runs after one warm-up (which loads the dlib models), and
+    the median of every pipeline stage."""
+    from facerestore.pipeline import restore_photo
+
+    photo = REPO / "examples" / "astronaut.png"
+    stages: dict[str, list[float]] = {}
+    totals: list[float] = []
+    cpu_totals: list[float] = []
+    n_faces = 0
+    for i in range(repeat + 1):
+        t, c = time.perf_counter(), time.process_time()
+        out = restore_photo(photo, method, upscale=2.0)
+        wall, cpu_s = time.perf_counter() - t, time.process_time() - c
+        if i == 0:
+            continue
+        totals.append(wall)
+        cpu_totals.append(cpu_s)
+        n_faces = len(out.faces)
+        for k, v in out.timings.items():
+            stages.setdefault(k, []).append(v)
+    return {
+        "image": "examples/astronaut.png (512x512)", "upscale": 2.0, "faces": n_faces,
+        "s_total": statistics.median(totals),
+        "cpu_s_total": statistics.median(cpu_totals),
+        "s_per_stage": {k: statistics.median(v) for k, v in stages.items()},
+        "method": method if isinstance(method, str) else method.spec.name,
+    }
+
+
 def bench_cpu(repeat: int, paper_runs: int) -> dict:
     from facerestore.methods.ispl import build_generator, count_parameters
-    from facerestore.pipeline import get_restorer, restore_photo
+    from facerestore.pipeline import get_restorer
 
     g = torch.Generator().manual_seed(0)
     face = torch.rand(1, 3, 512, 512, generator=g)
@@ -204,31 +235,8 @@ def bench_cpu(repeat: int, paper_runs: int) -> dict:
     }
 
     # whole photo: the pipeline as `facerestore restore` runs it (default restorer, cached)
-    photo = REPO / "examples" / "astronaut.png"
     get_restorer("ispl")
-    method = "ispl"
-    stages: dict[str, list[float]] = {}
-    totals: list[float] = []
-    n_faces = 0
-    cpu_totals: list[float] = []
-    for i in range(repeat + 1):
-        t, c = time.perf_counter(), time.process_time()
-        out = restore_photo(photo, method, upscale=2.0)
-        wall, cpu_s = time.perf_counter() - t, time.process_time() - c
-        if i == 0:
-            continue  # warm-up: loads dlib models
-        totals.append(wall)
-        cpu_totals.append(cpu_s)
-        n_faces = len(out.faces)
-        for k, v in out.timings.items():
-            stages.setdefault(k, []).append(v)
-    res["photo_astronaut"] = {
-        "image": "examples/astronaut.png (512x512)", "upscale": 2.0, "faces": n_faces,
-        "s_total": statistics.median(totals),
-        "cpu_s_total": statistics.median(cpu_totals),
-        "s_per_stage": {k: statistics.median(v) for k, v in stages.items()},
-        "method": method if isinstance(method, str) else "random-init ispl-compact-128",
-    }
+    res["photo_astronaut"] = bench_photo("ispl", repeat)
     return res
 
 
@@ -250,7 +258,6 @@ def bench_prior_sft(repeat: int, refine_steps: int = 5) -> dict:
     astronaut photo; skipped with a reason when the MobileStyleGAN decoder is not in the cache."""
     from facerestore.errors import FaceRestoreError
     from facerestore.methods import load_restorer
-    from facerestore.pipeline import restore_photo
 
     try:
         fp32 = load_restorer("prior-sft")
@@ -268,15 +275,7 @@ def bench_prior_sft(repeat: int, refine_steps: int = 5) -> dict:
     total = statistics.median(runs_r)
     out["bf16_refine"] = {"steps": refine_steps, "s_total_median": total,
                           "s_per_step": (total - out["bf16_per_512_face"]["s_median"]) / refine_steps}
-    photo = REPO / "examples" / "astronaut.png"
-    totals, faces = [], 0
-    for i in range(3):
-        t = time.perf_counter()
-        res = restore_photo(photo, bf16, upscale=2.0)
-        if i:
-            totals.append(time.perf_counter() - t)
-        faces = len(res.faces)
-    out["photo_astronaut_bf16"] = {"upscale": 2.0, "faces": faces, "s_total": statistics.median(totals)}
+    out["photo_astronaut_bf16"] = bench_photo(bf16, 2)
     return out
 
 

@@ -28,6 +28,7 @@ from facerestore.nn.identity import embedding_distance, reference_distance
 
 __all__ = ["MIN_REF_SIDE", "ReferenceCache", "ReferenceIdentity", "check_ref_weight", "check_refs"]  # re-exported
 
+
 def check_ref_weight(value: Any) -> float:
     """``value`` as a finite float >= 0 (the ``ref_weight`` option), else a one-line InputError."""
     try:

@@ -187,7 +187,6 @@ class RobustInversionRestorer(Restorer):
     def _bar(self) -> StepProgress:
         return StepProgress(sum(self.steps), "robust-inversion", self.progress)
 
-
     def _identity(self, lq: torch.Tensor, refs: torch.Tensor | None, force_refs: bool | None, side: int):
         """The identity term for a target of ``side`` px (None without references or with ``ref_weight`` 0), after
         the reference check of the faces ``lq`` (resized to the generator's resolution)."""

@@ -145,7 +145,6 @@ class PriorSFTRestorer(Restorer):
             raise InputError(f"--steps must be >= 0 for prior-sft (refinement steps), got {steps}")
         return {"refine_steps": int(steps)}
 
-
     def _restore(self, x: torch.Tensor, *, fidelity: float | None, refs: torch.Tensor | None,
                  force_refs: bool | None = None, return_details: bool = False,
                  **options: Any) -> torch.Tensor | tuple[torch.Tensor, RefineResult]:
