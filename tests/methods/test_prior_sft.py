@@ -356,6 +356,7 @@ def test_alphas_are_seeded_by_the_step(tmp_path, tiny_prior):
     ({}, {"vgg": 1.0}, "unknown prior-sft loss"),
     ({"discriminator": {"channels": 3}}, {"l1": 1.0, "adversarial": 0.1}, "model.discriminator"),
     ({"r1_interval": 0}, {"l1": 1.0, "adversarial": 0.1}, "r1_interval"),
+    ({"r1_gamma": 1.0}, {"l1": 1.0}, "only apply with losses.adversarial"),
 ])
 def test_config_errors_are_one_line(tmp_path, tiny_prior, model, losses, match):
     with pytest.raises(InputError, match=match):

@@ -106,6 +106,9 @@ class PriorSFTAdapter(TrainAdapter):
             self.identity = IdentityLoss(self.weights["identity"]).to(device)
         if self.weights["adversarial"] > 0:
             self.nets["discriminator"] = self._discriminator(dict(cfg.model)).to(device)
+        elif set(cfg.model) & _GAN_KEYS:  # options that would do nothing
+            raise InputError(f"model.{', model.'.join(sorted(set(cfg.model) & _GAN_KEYS))} only apply with "
+                             "losses.adversarial > 0")
 
     def _discriminator(self, model: dict[str, Any]) -> torch.nn.Module:
         """StyleGAN2's residual discriminator at ``data.size`` and its lazy-R1 settings (module docstring)."""
