@@ -73,6 +73,22 @@ def test_validation_split_holds_out_numbers_ending_in_zero(tmp_path):
     assert len(train_files) == 18 and root.exists()
 
 
+def test_clean_p_leaves_that_share_of_training_pairs_undegraded_and_never_a_validation_pair():
+    from facerestore.train.config import DataConfig
+    from facerestore.train.data import make_pair
+
+    hq8 = (torch.rand(400, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    cfg = DataConfig(size=16, task="denoise", clean_p=0.3)
+    lq, hq = make_pair(hq8, cfg, torch.Generator().manual_seed(1), "cpu", hflip=False)
+    same = (lq == hq).flatten(1).all(1)
+    assert 0.22 < same.float().mean() < 0.38  # binomial(400, 0.3): +-4 standard deviations
+    assert (lq[~same] - hq[~same]).abs().mean() > 0.01  # the others carry the task's degradation
+    lq, hq = make_pair(hq8, cfg, torch.Generator().manual_seed(1), "cpu", hflip=False, clean_p=0.0)
+    assert not (lq == hq).flatten(1).all(1).any()  # validation passes clean_p=0: every pair degraded
+    with pytest.raises(InputError, match=r"data\.clean_p"):
+        config_from_dict({"data": {"clean_p": 1.5}})
+
+
 def test_ema_matches_the_formula():
     torch.manual_seed(0)
     net = torch.nn.Linear(3, 2)

@@ -31,6 +31,8 @@ class DataConfig:
     numeric stem ends in 0, the FFHQ convention of ../shared/data), "every-N" (every N-th file by sorted
     name) or "none"; val_from: the roots the rule applies to (default: every root); val_count: at most this
     many validation images (the first ones by name); val_roots: extra folders used only for validation.
+    clean_p: probability in [0, 1] that a training sample is left undegraded (its LQ is its HQ), so that the
+    degradation runs from none to the task's heaviest; validation pairs are always degraded.
     synth: generator faces added to the training set (never to validation): ``{count: N, weights: NAME (default
     MobileStyleGAN when cached), truncation: 1.0, seed: 0, folder: PATH}``; the faces are written once by
     ``facerestore.train.synth`` into ``folder`` (default ``<run dir>/synth``) on first use and reused after
@@ -47,6 +49,7 @@ class DataConfig:
     val_count: int = 64
     batch_size: int = 8
     hflip: bool = True
+    clean_p: float = 0.0  # share of training samples left undegraded (lq = hq): a clean face must pass through
     synth: dict[str, Any] = field(default_factory=dict)
 
 
@@ -191,6 +194,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(8 <= d.size <= 4096, "data.size", "in 8..4096 pixels", d.size)
     _check(1 <= d.batch_size <= 4096, "data.batch_size", "in 1..4096", d.batch_size)
     _check(d.val_count >= 0, "data.val_count", ">= 0", d.val_count)
+    _check(finite(d.clean_p) and 0 <= d.clean_p <= 1, "data.clean_p", "in [0, 1]", d.clean_p)
     _check(d.val_rule in ("ends-with-0", "none") or re.fullmatch(r"every-[1-9]\d*", d.val_rule) is not None,
            "data.val_rule", "ends-with-0, every-N (N >= 1) or none", d.val_rule)
     for key, v in (("optim.lr", o.lr), ("optim.lr_d", o.lr_d)):

@@ -100,8 +100,12 @@ def make_pair(
     generator: torch.Generator,
     device: torch.device | str,
     hflip: bool | None = None,
+    clean_p: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(lq, hq) float batches in [0, 1] on ``device``: optional h-flip, then the configured degradation.
+
+    ``hflip`` and ``clean_p`` override the config's (validation passes ``False`` and ``0``): each sample is
+    left undegraded (lq is hq) with probability ``clean_p``.
 
     LQ outputs smaller than HQ (super-resolution tasks) are resized back bicubically, so restorers always
     map a crop to a crop of the same size.
@@ -117,4 +121,9 @@ def make_pair(
     lq, _ = degrade.apply(hq, cfg.task, level=cfg.level, generator=generator)
     if lq.shape[-2:] != hq.shape[-2:]:
         lq = F.interpolate(lq, size=hq.shape[-2:], mode="bicubic", align_corners=False)
-    return lq.clamp_(0, 1), hq
+    lq = lq.clamp_(0, 1)
+    p_clean = cfg.clean_p if clean_p is None else clean_p
+    if p_clean > 0:
+        clean = (torch.rand(hq.shape[0], generator=generator) < p_clean).to(device)[:, None, None, None]
+        lq = torch.where(clean, hq, lq)
+    return lq, hq

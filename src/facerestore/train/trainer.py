@@ -123,7 +123,7 @@ class Trainer:
         for i in range(0, val_hq.shape[0], bs):
             # validation degradations are fixed: seeded by the batch index only
             g = torch.Generator().manual_seed(step_seed(self.cfg.seed, i, 0, stream=1))
-            lq, hq = make_pair(val_hq[i : i + bs], self.cfg.data, g, self.device, hflip=False)
+            lq, hq = make_pair(val_hq[i : i + bs], self.cfg.data, g, self.device, hflip=False, clean_p=0.0)
             out = adapter.infer(net, lq).float()
             for name, m in meters.items():
                 scores[name].extend(m(out, hq).float().cpu().tolist())
