@@ -109,6 +109,22 @@ def test_tiny_run_trains_resumes_exactly_and_exports(tmp_path):
     # same run, interrupted after 3 steps (checkpoint), then resumed
     part = train(_tiny_cfg(tmp_path, name="split", steps=6, time_limit_s=1e-9), progress=False)
     assert part["stopped_early"] and part["step"] == 1
+    # the stopped run leaves its EMA weights; export_latest rewrites them from the checkpoint, equal
+    from safetensors.torch import load_file
+
+    from facerestore.train import Trainer
+
+    stopped = load_file(tmp_path / "runs/split/latest.safetensors")
+    assert part["weights"].endswith("latest.safetensors")
+    Path(part["weights"]).unlink()
+    Trainer(_tiny_cfg(tmp_path, name="split")).export_latest()
+    again = load_file(tmp_path / "runs/split/latest.safetensors")
+    ckpt = load_checkpoint(tmp_path / "runs/split/checkpoints/last.pt")
+    for k, v in ckpt["ema"]["shadow"].items():
+        assert torch.equal(stopped[k], v.float()) and torch.equal(again[k], v.float()), k
+    assert json.loads((tmp_path / "runs/split/latest.json").read_text())["steps"] == ckpt["ema"]["num_updates"]
+    with pytest.raises(InputError, match="no checkpoint"):
+        Trainer(_tiny_cfg(tmp_path, name="never-ran")).export_latest()
     resumed = train(_tiny_cfg(tmp_path, name="split"), progress=False)
     assert resumed["finished"]
     a = load_checkpoint(tmp_path / "runs/full/checkpoints/last.pt")
@@ -122,8 +138,6 @@ def test_tiny_run_trains_resumes_exactly_and_exports(tmp_path):
     vals = [x for x in lines if x["kind"] == "val"]
     assert [x["step"] for x in vals] == [3, 6] and all(np.isfinite(x["val/psnr"]) for x in vals)
     # exported EMA weights rebuild the network exactly
-    from safetensors.torch import load_file
-
     from facerestore.nn.unet import UNet
 
     net = UNet(ch=4, depth=2, max_ch=8)

@@ -240,11 +240,24 @@ class Trainer:
         save(step)
         result: dict[str, Any] = {"step": step, "finished": step >= cfg.steps, "stopped_early": stopped_early,
                                   "run_dir": str(run_dir), "last_logs": last_logs}
-        if main and step >= cfg.steps:
-            result["weights"] = str(self.export(adapter, ema, run_dir / "final.safetensors"))
+        if main:  # a run stopped early still leaves usable weights: the EMA generator of its last step
+            name = "final.safetensors" if step >= cfg.steps else "latest.safetensors"
+            result["weights"] = str(self.export(adapter, ema, run_dir / name))
         logger.close()
         dist_utils.cleanup(info)
         return result
+
+    def export_latest(self) -> Path:
+        """Write the EMA generator of the run's last checkpoint to ``<run dir>/latest.safetensors`` (+ .json)
+        without training: usable weights from a run that is still going or was interrupted."""
+        ckpt = latest_checkpoint(self.cfg.run_dir)
+        if ckpt is None:
+            raise InputError(f"no checkpoint in {self.cfg.run_dir}/checkpoints to export")
+        state = load_checkpoint(ckpt, map_location=self.device)
+        adapter = self.adapter_factory(self.cfg, self.device)
+        ema = EMA(adapter.generator, self.cfg.ema_decay)
+        ema.load_state_dict(state["ema"])
+        return self.export(adapter, ema, self.cfg.run_dir / "latest.safetensors")
 
     def export(self, adapter: TrainAdapter, ema: EMA, path: Path) -> Path:
         """Write the EMA generator (fp32 safetensors) and a JSON description next to it."""
