@@ -115,6 +115,14 @@ def ispl():
     return methods.load_restorer("ispl")
 
 
+def test_weights_accept_a_builtin_reference(ispl):
+    same = methods.load_restorer("ispl", weights="builtin:ispl-compact-128.safetensors")
+    for (k, a), (_, b) in zip(ispl.state_dict().items(), same.state_dict().items()):
+        assert torch.equal(a, b), k
+    with pytest.raises(WeightsMissingError, match="built-in weights are missing"):
+        methods.load_restorer("ispl", weights="builtin:no-such-file.safetensors")
+
+
 def test_shipped_weights_are_fp16_safetensors_with_description():
     from safetensors import safe_open
 

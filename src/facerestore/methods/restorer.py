@@ -166,8 +166,12 @@ class Restorer(torch.nn.Module):
         return None  # pragma: no cover - the loop always returns
 
     def weights_or_default(self, weights: str | os.PathLike | None) -> str | os.PathLike | None:
-        """``weights`` when given, else the spec's default weight file."""
-        return weights if weights is not None else self.default_weights()
+        """``weights`` when given (a ``builtin:FILE`` reference resolved to its path), else the spec's default."""
+        from facerestore.zoo.refs import BUILTIN_PREFIX, resolve_weights
+
+        if weights is None:
+            return self.default_weights()
+        return resolve_weights(weights) if os.fspath(weights).startswith(BUILTIN_PREFIX) else weights
 
     def with_spec(self, **changes: Any) -> None:
         """Replace this instance's spec by a copy with ``changes`` (what its loaded weights determine)."""
