@@ -81,7 +81,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ext", choices=EXT_CHOICES, default="auto",
                    help="format of restored_imgs: auto (keep the input's; default), png or jpg")
     p.add_argument("--weights", default=None, help="weights for --method: a file, a zoo entry or a built-in "
-                   "builtin:FILE (`facerestore methods` lists each method's; default: the method's own)")
+                   "builtin:FILE (--list-methods shows each method's; default: the first listed)")
     p.add_argument("--steps", type=int, default=None,
                    help="optimisation steps per face for the slow methods (robust-inversion: split over its three "
                    "phases, default 450; rls/rls-plus: latent-search steps, default 200, RLS+ adds a quarter; "
