@@ -8,9 +8,11 @@ when it is cached. Degradations, each with a fixed seed per face: clean; JPEG q3
 then bicubic back to 512); Gaussian blur sigma 2 and 4 (px at 512); Gaussian noise sigma 15 and 30 (/255);
 ``realworld-gfpgan``; ``full`` (ISPL's heavy blind mix: sr4x + denoise + deblur + jpeg).
 
-Rows: ``input``; ``ispl``: the built-in network alone (128 px, resized to 512 and back: what every face got before
-the gate); ``default``: ``restore_photo(..., aligned=True, upscale=1)``, the pipeline the CLI runs (ISPL, then the
-quality gate blends toward or keeps the input, :mod:`facerestore.quality_gate`); for each method of ``--methods``
+Rows: ``input``; ``ispl``: the 128 px built-in network alone (``builtin:ispl-compact-128.safetensors``, resized to
+512 and back: what every face got before the gate; the reference of every interval); ``default``:
+``restore_photo(..., aligned=True, upscale=1)`` with the default method and weights, the pipeline the CLI runs (ISPL,
+then the quality gate blends toward or keeps the input, :mod:`facerestore.quality_gate`; the JSON's ``legend`` names
+the weights it used); for each method of ``--methods``
 (default ``prior-sft`` when its prior is cached): ``NAME``, the network alone on the 512 px face, and ``NAME+gate``,
 ``restore_photo`` with that method (same gate).
 
@@ -51,6 +53,8 @@ METRICS = ("psnr", "ssim", "id_mfn", "fed", "lle", "niqe", "ms_swd")
 LOWER_BETTER = {"psnr": False, "ssim": False, "id_mfn": True, "fed": True, "lle": True, "niqe": True, "ms_swd": True}
 BASE_ROWS = ("input", "ispl", "default")
 PSNR_CAP = 60.0
+DEFAULT_METHOD = "ispl"  # `facerestore restore`'s --method default
+REFERENCE_WEIGHTS = "builtin:ispl-compact-128.safetensors"  # the row every interval is measured against
 
 
 def _down_up(x: torch.Tensor, factor: int) -> torch.Tensor:
@@ -158,6 +162,7 @@ def to_markdown(result: dict) -> str:
              f"Lower is better except PSNR/SSIM; PSNR capped at {PSNR_CAP:g} dB (identical images). "
              "kept/blended: faces the gate left as they were / blended toward the input. id_mfn distances of this "
              "MobileFaceNet are tiny (1e-5 scale; ROC AUC 0.70 on the photo pairs): a weak second opinion.", ""]
+    lines += [f"- `{row}`: {text}" for row, text in result.get("legend", {}).items()] + [""]
     metrics = [m for m in METRICS if m in result["metrics_present"]]
     lines.append("| task | row | " + " | ".join(metrics) + " | kept/blended |")
     lines.append("|---|---|" + "---|" * len(metrics) + "---|")
@@ -212,8 +217,9 @@ def main() -> None:
     if args.tasks:
         degs = {k: v for k, v in degs.items() if k in args.tasks.split(",")}
     scorer = Scorer()
-    ispl = get_restorer("ispl")
-    ispl.progress = False
+    ispl = get_restorer("ispl", weights=REFERENCE_WEIGHTS)
+    default = get_restorer(DEFAULT_METHOD)  # what `facerestore restore` runs
+    ispl.progress = default.progress = False
     extra, sources = _extra_methods(args.methods, args.half)
     rows = BASE_ROWS + tuple(r for name in extra for r in (name, f"{name}+gate"))
     per: dict[str, dict[str, list[dict[str, float]]]] = {t: {r: [] for r in rows} for t in degs}
@@ -227,7 +233,7 @@ def main() -> None:
             lq = fn(gt, 1000 * t_i + i).clamp(0, 1)
             lq_np = lq[0].permute(1, 2, 0).numpy().copy()
             raw = restore_crops(ispl, [lq_np])[0]
-            res = restore_photo(lq_np, ispl, aligned=True, upscale=1)
+            res = restore_photo(lq_np, default, aligned=True, upscale=1)
             gates["default"][task].append(res.faces[0].paste_weight)
             images = [("input", lq_np), ("ispl", raw), ("default", res.image)]
             for name, r in extra.items():
@@ -266,6 +272,9 @@ def main() -> None:
         "face_sets": f"{sum(n.startswith('ffhq') for n in names)} ffhq256 validation (x2 to 512), "
                      f"{sum(n.startswith('prior') for n in names)} MobileStyleGAN samples",
         "rows": list(rows),
+        "legend": {"ispl": f"{DEFAULT_METHOD} {REFERENCE_WEIGHTS} alone (the reference of every interval)",
+                   "default": f"restore_photo with {DEFAULT_METHOD} and its default weights "
+                              f"({Path(default.default_weights() or '').name}) + the quality gate"},
         "methods": {label: {"method": r.spec.name, "weights": sources[label][0] or "the method's own",
                             "steps": sources[label][1],
                             "weights_licence": r.spec.weights_licence, "precision": r.precision}
