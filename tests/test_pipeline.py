@@ -437,7 +437,9 @@ def test_mesh_mask_is_the_default_and_touches_only_the_face(astronaut, fixed):
 def test_crop_side_follows_the_face_up_to_the_model_size():
     from facerestore.pipeline import crop_side
 
-    assert crop_side(1.0, 1.0, 512, 128) == 512  # a 512 px face, a 128 px model: nothing to gain above 512
+    assert crop_side(1.0, 1.0, 512, 128) == 512  # a 512 px face footprint: the face size
+    assert crop_side(1.0, 1.5, 512, 256) == 768  # beyond a 256 px model too: the paste keeps the photo's detail
+    assert crop_side(0.25, 2.0, 512, 256) == 1024  # 4096 output px: capped at NATIVE_CROP_MAX
     assert crop_side(1.0, 1.5, 512, 1024) == 768  # the face covers 768 output px: crop it at 768
     assert crop_side(0.25, 2.0, 512, 1024) == 1024  # 4096 output px: capped at what the model uses
     assert crop_side(4.0, 2.0, 512, 1024) == 512  # a small face: never below face_size

@@ -341,14 +341,22 @@ def default_upscale(aligned: bool, side: int, restorer: Restorer) -> float:
     return max(int(side), int(restorer.spec.size)) / float(side)
 
 
+NATIVE_CROP_MAX = 1024  # px: crops follow a large face's footprint up to this side even beyond the model's size
+
+
 def crop_side(face_scale: float, upscale: float, face_size: int, model_size: int) -> int:
     """Side of one face's aligned crop: ``face_size``, or more when the face covers more pixels in the output photo,
-    so that a large face is not shrunk before the restorer sees it (then enlarged again by the paste), up to
-    ``max(face_size, model_size)`` (what the restorer can use).
+    up to ``max(face_size, model_size, NATIVE_CROP_MAX)``.
+
+    A large face is not shrunk before the restorer sees it (then enlarged again by the paste). Beyond the model's
+    own size the restorer gains nothing (it resizes the crop to its size), but the paste does: the face is blended
+    with the photo's own pixels at their resolution, so a blend the quality gate chose keeps the photo's share of
+    the detail. With 512 px crops of a 770 px face, a 50% blend kept 43-65% of the face's Laplacian energy
+    (``benchmarks/whole_photo_gate.py``).
 
     ``face_scale``: crop pixels per photo pixel of the face aligned at 512 (``affine_scale`` of its affine)."""
     footprint = int(np.ceil(512.0 / max(float(face_scale), 1e-9) * float(upscale)))
-    return int(min(max(face_size, footprint), max(face_size, model_size)))
+    return int(min(max(face_size, footprint), max(face_size, model_size, NATIVE_CROP_MAX)))
 
 
 def prepare_refs(refs: Any, size: int, *, aligned: bool = False, detector: str | Detector = "hog",
@@ -594,9 +602,9 @@ def detect_and_select(rgb: np.ndarray, detector: str | Detector, *, min_face_siz
 def align_detections(rgb: np.ndarray, dets: Sequence[FaceDetection], upscale: float, *, face_size: int = 512,
                      model_size: int = 512) -> list[tuple[FaceDetection, Any]]:
     """(detection, AlignedFace) for each detection that can be cropped (a face lying almost entirely outside the
-    photo cannot), aligned on the FFHQ template at :func:`crop_side` (``face_size`` or larger, up to
-    ``model_size``). The one alignment of the photo path (the video loop also uses it to restore several frames'
-    faces in one batch)."""
+    photo cannot), aligned on the FFHQ template at :func:`crop_side` (``face_size`` or larger, up to the face's
+    footprint, at most ``max(model_size, NATIVE_CROP_MAX)``). The one alignment of the photo path (the video loop
+    also uses it to restore several frames' faces in one batch)."""
     from facerestore.faces.align import affine_scale, align_face
 
     out = []
@@ -769,7 +777,8 @@ def restore_photo(
         background: how the photo is upscaled: an upscale_image method name ("lanczos", "bicubic", ...)
             or a callable ``(image, upscale) -> array`` (e.g. a super-resolution network).
         face_size: smallest side of the aligned crops; a face that covers more output pixels is cropped larger, up to
-            the restorer's own size (:func:`crop_side`); the restorer resizes crops to its size and back.
+            its footprint, at most max(the restorer's size, 1024) (:func:`crop_side`); the restorer resizes crops
+            to its size and back.
         weights: weight file for a restorer given by name.
         identity: compute identity similarity per face (dlib, ~0.1 s per face).
         batch_size: crops per restorer call.
