@@ -2,9 +2,9 @@
 
 Measured in one run on this machine's CPU with 2 torch threads:
 
-- ours: the default "ispl" restorer (our compact weights; the pipeline feeds it 512 px aligned crops,
-  which it resizes to its 128 px network and back) as ``restorer.restore`` on a (1, 3, 512, 512) crop,
-  and the bare network at its native size;
+- ours: the default "ispl" restorer (our compact weights; the pipeline feeds it 512 px aligned crops, which it
+  resizes to its network size, 256 px for the default weights, and back) as ``restorer.restore`` on a
+  (1, 3, 512, 512) crop, and the bare network at its native size;
 - the paper-size ISPL generator (config "ispl-512", 76M parameters, random init: speed does not depend
   on the weights) on a (1, 3, 512, 512) crop;
 - the whole photo examples/astronaut.png through ``restore_photo(..., "ispl", upscale=2)``: read,

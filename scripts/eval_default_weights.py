@@ -54,16 +54,18 @@ def _load_unet(path: Path) -> torch.nn.Module:
 
 
 def export_builtin(final: Path) -> Path:
-    """Write a trainer export (fp32 ``final.safetensors`` + ``final.json``) as the fp16 built-in weights."""
+    """Write a trainer export (fp32 ``final.safetensors`` + ``final.json``) as fp16 built-in weights named after
+    its run (``zoo/builtin/<config name>.safetensors``, e.g. ``ispl-compact-256``)."""
     from safetensors.torch import load_file
 
     from facerestore.io import atomic_write_json, atomic_write_safetensors
-    from facerestore.methods.ispl.restorer import builtin_weights
+    from facerestore.zoo import BUILTIN_DIR
 
-    dst = builtin_weights()
-    state = {k: v.half() if v.is_floating_point() else v for k, v in load_file(str(final)).items()}
-    atomic_write_safetensors(dst, state, {"format": "pt", "source": "facerestore train configs/ispl-compact-128.yaml"})
     meta = json.loads(final.with_suffix(".json").read_text())
+    name = meta["config"]["name"]
+    dst = Path(BUILTIN_DIR) / f"{name}.safetensors"
+    state = {k: v.half() if v.is_floating_point() else v for k, v in load_file(str(final)).items()}
+    atomic_write_safetensors(dst, state, {"format": "pt", "source": f"facerestore train configs/{name}.yaml"})
     meta["dtype"] = "float16"
     atomic_write_json(dst.with_suffix(".json"), meta)
     return dst

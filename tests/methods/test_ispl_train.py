@@ -98,7 +98,7 @@ def test_registry_lists_ispl_and_hifacegan_needs_weights():
     names = [i.name for i in methods.list_restorers()]
     assert "ispl" in names and "hifacegan" in names
     info = methods.get_spec("ispl")
-    assert info.supports_fidelity and "bf16" in info.precisions and info.size == 128
+    assert info.supports_fidelity and "bf16" in info.precisions and info.size == 256
     with pytest.raises(WeightsMissingError, match="weights"):
         methods.load_restorer("hifacegan")
     with pytest.raises(WeightsMissingError):
@@ -116,25 +116,29 @@ def ispl():
 
 
 def test_weights_accept_a_builtin_reference(ispl):
-    same = methods.load_restorer("ispl", weights="builtin:ispl-compact-128.safetensors")
+    same = methods.load_restorer("ispl", weights="builtin:ispl-compact-256.safetensors")
     for (k, a), (_, b) in zip(ispl.state_dict().items(), same.state_dict().items()):
         assert torch.equal(a, b), k
+    small = methods.load_restorer("ispl", weights="builtin:ispl-compact-128.safetensors")
+    assert small.size == small.spec.size == 128 and ispl.size == ispl.spec.size == 256
     with pytest.raises(WeightsMissingError, match="built-in weights are missing"):
         methods.load_restorer("ispl", weights="builtin:no-such-file.safetensors")
 
 
-def test_shipped_weights_are_fp16_safetensors_with_description():
+@pytest.mark.parametrize("name,size", [("ispl-compact-256", 256), ("ispl-compact-128", 128)])
+def test_shipped_weights_are_fp16_safetensors_with_description(name, size):
     from safetensors import safe_open
 
     from facerestore.methods.ispl.restorer import builtin_weights
 
-    p = builtin_weights()
+    p = builtin_weights(name)
     with safe_open(str(p), "pt") as f:
         dtypes = {f.get_tensor(k).dtype for k in f.keys()}
     assert torch.float16 in dtypes and torch.float32 not in dtypes
     meta = json.loads(p.with_suffix(".json").read_text())
-    assert meta["generator"]["size"] == 128
+    assert meta["generator"]["size"] == size
     assert p.with_suffix(".md").is_file()
+    assert f"builtin:{name}.safetensors" in methods.get_spec("ispl").weights  # listed (web page, --list-methods)
 
 
 def test_restore_face_crop_fidelity_shape_range(ispl, astronaut_tensor):
@@ -154,7 +158,7 @@ def test_restore_face_crop_fidelity_shape_range(ispl, astronaut_tensor):
     ref = lq.reshape(1, 3, 128, 2, 128, 2).mean(dim=(3, 5))
     torch.testing.assert_close(small, ref, atol=1e-6, rtol=0)
     # at the model size no resizing happens: restore == network
-    x = small
+    x = resize_crop(lq, (ispl.size, ispl.size))
     torch.testing.assert_close(ispl.restore(x, fidelity=0.5), ispl.net(x, 0.5).clamp(0, 1))
     with pytest.raises(InputError):
         ispl.restore(lq, fidelity=1.5)
@@ -162,28 +166,33 @@ def test_restore_face_crop_fidelity_shape_range(ispl, astronaut_tensor):
         ispl.restore(lq[:, :1])
 
 
-def test_restoring_an_8x_downsampled_aligned_face_recovers_its_landmarks(ispl, astronaut):
-    """The shipped weights sharpen facial structure: dlib's 68 landmarks of the restored face are much closer
-    to those of the clean face than the blurry input's (a GAN restorer need not lower L1 on it: it hallucinates
-    plausible detail, see the model card)."""
+@pytest.mark.parametrize("name,ratio", [("ispl-compact-128", 0.6), ("ispl-compact-256", 0.9)])
+def test_restoring_an_8x_downsampled_aligned_face_recovers_its_landmarks(name, ratio, astronaut):
+    """The shipped weights sharpen facial structure: dlib's 68 landmarks of the restored face are closer to those
+    of the clean face than the blurry input's (a GAN restorer need not lower L1 on it: it hallucinates plausible
+    detail, see the model cards). The crop is at each network's size, so x8 leaves a 16 px face for the 128 px
+    weights (measured ratio 0.43) and a 32 px one for the 256 px weights (ratio 0.79: the blurry 32 px face already
+    holds more of the landmarks)."""
     from facerestore import metrics
     from facerestore.faces.align import align_face
     from facerestore.io import to_tensor
 
-    clean = to_tensor(align_face(astronaut, ASTRONAUT_LM68, size=128, border="reflect").crop)
-    lq = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(clean, 8), size=(128, 128),
+    ispl = methods.load_restorer("ispl", weights=f"builtin:{name}.safetensors")
+    s = ispl.size
+    clean = to_tensor(align_face(astronaut, ASTRONAUT_LM68, size=s, border="reflect").crop)
+    lq = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(clean, 8), size=(s, s),
                                          mode="bilinear", align_corners=False)
     up = lambda t: torch.nn.functional.interpolate(t, size=(256, 256), mode="bicubic",  # noqa: E731
                                                    align_corners=False).clamp(0, 1)
     lle = metrics.create("lle")
     restored, blurry = float(lle(up(ispl.restore(lq)), up(clean))), float(lle(up(lq), up(clean)))
-    assert restored < 0.6 * blurry, (restored, blurry)
+    assert restored < ratio * blurry, (restored, blurry)
 
 
 @pytest.mark.slow
 def test_half_precision_matches_float32(astronaut_tensor):
     r32 = methods.load_restorer("ispl")
-    x = torch.nn.functional.interpolate(astronaut_tensor[:, :, 30:286, 130:386], size=(128, 128), mode="area")
+    x = astronaut_tensor[:, :, 30:286, 130:386]  # 256 px, the default weights' size
     ref = r32.restore(x)
     for dtype, tol in ((torch.bfloat16, 0.05), (torch.float16, 0.02)):
         r = methods.load_restorer("ispl").to(dtype)

@@ -1,13 +1,14 @@
 """ISPL and HiFaceGAN behind the ``Restorer`` interface.
 
-- ``ISPLRestorer`` ("ispl"): our own compact ISPL weights, shipped in ``facerestore/zoo/builtin``
-  (``ispl-compact-128.safetensors``, fp16, + ``ispl-compact-128.json`` describing the network; model card
-  ``ispl-compact-128.md``). ``weights=`` may instead name any ``.safetensors`` exported by
-  ``facerestore train`` (``final.safetensors`` with its ``final.json``).
+- ``ISPLRestorer`` ("ispl"): our own compact ISPL weights, shipped in ``facerestore/zoo/builtin`` (fp16
+  ``.safetensors`` + a ``.json`` describing the network + a model card ``.md``): ``ispl-compact-256`` (the default,
+  256 px) and ``ispl-compact-128`` (the smallest, 128 px: ``weights="builtin:ispl-compact-128.safetensors"``).
+  ``weights=`` may instead name any ``.safetensors`` exported by ``facerestore train`` (``final.safetensors`` with
+  its ``final.json``).
 - ``HiFaceGANRestorer`` ("hifacegan"): the authors' released ``latest_net_G.pth`` (not redistributable,
   not in the zoo): ``weights=`` is required.
 
-Crop size: the networks work at their training size S (128 for the default weights). ``restore`` takes
+Crop size: the networks work at their training size S (256 for the default weights). ``restore`` takes
 aligned crops of any size, resizes them to S (area when shrinking, bicubic when enlarging), restores, and
 resizes the result back to the input size (bicubic up / area down), clamped to [0, 1]. Crops larger than S
 therefore lose detail above S's resolution (the photo pipeline aligns at 512 px and lets the restorer
@@ -29,16 +30,18 @@ from facerestore.methods.ispl.train import ISPLAdapter
 from facerestore.methods.restorer import Restorer
 from facerestore.methods.spec import MethodSpec
 
-__all__ = ["BUILTIN_NAME", "HiFaceGANRestorer", "ISPLRestorer", "builtin_weights", "load_hifacegan", "load_ispl"]
+__all__ = ["BUILTIN_NAME", "SMALLEST_NAME", "HiFaceGANRestorer", "ISPLRestorer", "builtin_weights", "load_hifacegan",
+           "load_ispl"]
 
-BUILTIN_NAME = "ispl-compact-128"
+BUILTIN_NAME = "ispl-compact-256"  # the default
+SMALLEST_NAME = "ispl-compact-128"  # the first built-in weights, kept as the smallest option
 
 
-def builtin_weights() -> Path:
-    """Path of the shipped default weights (``zoo/builtin/ispl-compact-128.safetensors``)."""
+def builtin_weights(name: str = BUILTIN_NAME) -> Path:
+    """Path of shipped weights (``zoo/builtin/<name>.safetensors``; default the default ``ispl-compact-256``)."""
     from facerestore.zoo import BUILTIN_DIR
 
-    return Path(BUILTIN_DIR) / f"{BUILTIN_NAME}.safetensors"
+    return Path(BUILTIN_DIR) / f"{name}.safetensors"
 
 
 def load_ispl(weights: str | os.PathLike | None = None) -> ISPLGenerator:
@@ -109,20 +112,22 @@ class ISPLRestorer(Restorer):
     spec = MethodSpec(
         name="ispl",
         paper="000",
-        description="ISPL (implicit subspace prior learning), compact 128 px model trained by us on FFHQ + "
-        "StyleGAN faces with blind real-world degradation (model card: zoo/builtin/ispl-compact-128.md)",
-        size=128,
+        description="ISPL (implicit subspace prior learning), compact 256 px model trained by us on FFHQ + "
+        "StyleGAN faces with degradations from none to heavy blind real-world ones (model card: "
+        "zoo/builtin/ispl-compact-256.md); the 128 px weights stay as the smallest option",
+        size=256,
         min_side=8,
         supports_fidelity=True,
         precisions=("fp32", "fp16", "bf16"),
-        weights=f"builtin:{BUILTIN_NAME}.safetensors",
+        weights=(f"builtin:{BUILTIN_NAME}.safetensors", f"builtin:{SMALLEST_NAME}.safetensors"),
         weights_licence="Apache-2.0 (ours), trained on FFHQ (CC BY-NC-SA 4.0) and StyleGAN samples",
         trainer=ISPLAdapter,
         trained_on=("realworld-gfpgan",),
-        note="the built-in ispl weights are a compact 128 px model trained on a CPU (model card "
-             "zoo/builtin/ispl-compact-128.md): faces are restored at 128 px and can drift in identity on very "
-             "degraded inputs; retrain larger with configs/ispl-compact-128-warmup.yaml, then "
-             "configs/ispl-compact-128.yaml",
+        note="the built-in ispl weights are compact models trained on a CPU (model cards "
+             "zoo/builtin/ispl-compact-256.md, ispl-compact-128.md): faces are restored at 256 px (128 px with "
+             "--weights builtin:ispl-compact-128.safetensors), soft next to GFPGAN/CodeFormer, and can drift in "
+             "identity on very degraded inputs; recipes: configs/ispl-compact-128-warmup.yaml, "
+             "configs/ispl-compact-128.yaml, then configs/ispl-compact-256.yaml",
     )
 
     def __init__(self, weights: str | os.PathLike | None = None) -> None:
