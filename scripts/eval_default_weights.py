@@ -59,11 +59,11 @@ def export_builtin(final: Path) -> Path:
     from safetensors.torch import load_file
 
     from facerestore.io import atomic_write_json, atomic_write_safetensors
-    from facerestore.zoo import BUILTIN_DIR
+    from facerestore.methods.ispl.restorer import builtin_weights
 
     meta = json.loads(final.with_suffix(".json").read_text())
     name = meta["config"]["name"]
-    dst = Path(BUILTIN_DIR) / f"{name}.safetensors"
+    dst = builtin_weights(name)
     state = {k: v.half() if v.is_floating_point() else v for k, v in load_file(str(final)).items()}
     atomic_write_safetensors(dst, state, {"format": "pt", "source": f"facerestore train configs/{name}.yaml"})
     meta["dtype"] = "float16"
