@@ -279,14 +279,27 @@ def bench_prior_sft(repeat: int, refine_steps: int = 5) -> dict:
     return out
 
 
-def bench_gpu(repeat: int) -> dict | None:
+def bench_gpu(repeat: int, extra_weights: dict[str, str] | None = None) -> dict | None:
+    """Faces/s on the first CUDA device at batch 1 and 16, float32 and float16 autocast: the default restorer, the
+    paper-size ISPL-512, the GFPGAN v1.4-shaped stand-in, prior-sft when its decoder is cached, and "ispl" with
+    each of ``extra_weights`` (name -> weights file, e.g. a run's final.safetensors)."""
     if not torch.cuda.is_available():
         return None
+    from facerestore.errors import FaceRestoreError
+    from facerestore.methods import load_restorer
     from facerestore.methods.ispl import build_generator
 
-    out: dict = {"device": torch.cuda.get_device_name(0)}
+    out: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
+                 "statistic": f"median of {repeat} runs after 2 warm-ups, CUDA-synchronised; input (B, 3, 512, 512)"}
     r, note = default_restorer("cuda")
-    nets = {"ours_default": (r, note), "ispl_512_paper_size": (build_generator("ispl-512").eval().cuda(), "")}
+    nets = {"ours_default": (r, note), "ispl_512_paper_size": (build_generator("ispl-512").eval().cuda(), ""),
+            "gfpgan_v1.4_shape": (GFPGANShape().eval().cuda(), "GFPGAN v1.4's layer shapes, random init, our code")}
+    for name, path in (extra_weights or {}).items():
+        nets[f"ispl_{name}"] = (load_restorer("ispl", weights=path, device="cuda"), f"'ispl' with {Path(path).name}")
+    try:
+        nets["prior_sft"] = (load_restorer("prior-sft", device="cuda"), "registered 'prior-sft' (MobileStyleGAN)")
+    except FaceRestoreError as e:
+        out["prior_sft"] = {"skipped": str(e)}
     for name, (model, note) in nets.items():
         row: dict = {"note": note} if note else {}
         for dtype in (torch.float32, torch.float16):
@@ -297,17 +310,36 @@ def bench_gpu(repeat: int) -> dict | None:
                     t, _ = median_time(fn, repeat, warmup=2, sync=torch.cuda.synchronize)
                 row[f"{'fp16' if dtype == torch.float16 else 'fp32'}_batch{batch}_faces_per_s"] = batch / t
         out[name] = row
+        print(f"{name}: " + ", ".join(f"{k} {v:.1f}" for k, v in row.items() if k != "note"), flush=True)
     return out
+
+
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "restore_speed.json"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--paper-runs", type=int, default=2, help="runs of the (slow) ispl-512 network")
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "restore_speed.json"))
+    ap.add_argument("--out", default=str(DEFAULT_OUT))
+    ap.add_argument("--gpu-only", action="store_true",
+                    help="only the CUDA rows, written to --out (default benchmarks/results/restore_speed_gpu.json)")
+    ap.add_argument("--weights", action="append", default=[], metavar="NAME=FILE",
+                    help="with --gpu-only: also time 'ispl' with these weights (repeatable)")
     args = ap.parse_args()
-    torch.set_num_threads(THREADS)
     torch.manual_seed(0)
+    if args.gpu_only:
+        extra = dict(w.split("=", 1) for w in args.weights)
+        gpu = bench_gpu(args.repeat, extra)
+        if gpu is None:
+            raise SystemExit("restore_speed --gpu-only: no CUDA device")
+        out = Path(args.out) if Path(args.out) != DEFAULT_OUT else DEFAULT_OUT.with_name("restore_speed_gpu.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"benchmark": "restore_speed (GPU rows)", "command": "python benchmarks/"
+                                   "restore_speed.py --gpu-only " + " ".join(f"--weights {w}" for w in args.weights),
+                                   "gpu": gpu}, indent=2) + "\n")
+        return
+    torch.set_num_threads(THREADS)
 
     load_before = os.getloadavg()
     t0 = time.time()

@@ -94,3 +94,28 @@ def test_training_config_synth_source_adds_generator_faces_to_training_only(tmp_
     for bad in ({"count": 0}, {"count": 2, "truncation": 5}, {"count": 2, "colour": 1}):
         with pytest.raises(InputError, match=r"data\.synth"):
             config_from_dict({**raw, "data": {**raw["data"], "synth": bad}})
+
+
+def test_memory_store_renders_the_faces_write_synth_would_write(tmp_path):
+    """store: memory gives the same uint8 faces as the PNG files of write_synth (same spec, same device), trains
+    with no data.roots at all, writes no synth folder, and refuses a folder it would never write."""
+    from facerestore.train import config_from_dict, train
+    from facerestore.train.data import load_images
+    from facerestore.train.synth import render_synth
+
+    spec = {"count": 3, "weights": BUILTIN, "seed": 4, "truncation": 0.7}
+    mem = render_synth({**spec, "store": "memory"}, 32, batch=2)
+    write_synth(tmp_path / "files", 3, size=32, seed=4, truncation=0.7, weights=BUILTIN)
+    files = load_images(sorted((tmp_path / "files").glob("synth_*.png")), 32)
+    assert mem.dtype == torch.uint8 and mem.shape == (3, 3, 32, 32)
+    assert torch.equal(mem, files)
+
+    raw = {"name": "mem", "method": "unet-l1", "model": {"ch": 4, "depth": 2, "max_ch": 8},
+           "data": {"size": 32, "task": "sr4x", "batch_size": 2, "val_count": 0, "val_rule": "none",
+                    "synth": {**spec, "store": "memory"}},
+           "steps": 2, "output_dir": str(tmp_path / "runs"), "device": "cpu", "val_every": 0, "ckpt_every": 0}
+    res = train(config_from_dict(raw), progress=False)
+    assert res["finished"] and not (tmp_path / "runs" / "mem" / "synth").exists()
+    for bad in ({**spec, "store": "disk"}, {**spec, "store": "memory", "folder": str(tmp_path / "x")}):
+        with pytest.raises(InputError, match=r"data\.synth\.(store|folder)"):
+            config_from_dict({**raw, "data": {**raw["data"], "synth": bad}})

@@ -36,7 +36,9 @@ class DataConfig:
     synth: generator faces added to the training set (never to validation): ``{count: N, weights: NAME (default
     MobileStyleGAN when cached), truncation: 1.0, seed: 0, folder: PATH}``; the faces are written once by
     ``facerestore.train.synth`` into ``folder`` (default ``<run dir>/synth``) on first use and reused after
-    (a folder made by ``facerestore synth`` works too).
+    (a folder made by ``facerestore synth`` works too); ``store: memory`` instead renders them on the training
+    device straight into memory at ``size`` (no files: the fast path on a GPU, where writing and decoding
+    thousands of PNGs would cost more than rendering them).
     """
 
     roots: list[str] = field(default_factory=list)
@@ -217,8 +219,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     for k, v in cfg.losses.items():
         _check(finite(v) and v >= 0, f"losses.{k}", "a finite number >= 0", v)
     if d.synth:
-        unknown = sorted(set(d.synth) - {"count", "weights", "truncation", "seed", "folder"})
-        _check(not unknown, "data.synth", "a mapping of count, weights, truncation, seed, folder", unknown)
+        unknown = sorted(set(d.synth) - {"count", "weights", "truncation", "seed", "folder", "store"})
+        _check(not unknown, "data.synth", "a mapping of count, weights, truncation, seed, folder, store", unknown)
+        _check(d.synth.get("store", "files") in ("files", "memory"), "data.synth.store", "files or memory",
+               d.synth.get("store"))
+        _check(not (d.synth.get("store") == "memory" and d.synth.get("folder")), "data.synth.folder",
+               "unset with store: memory (nothing is written)", d.synth.get("folder"))
         n = d.synth.get("count")
         _check(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 10_000_000, "data.synth.count",
                "a whole number in 1..10000000", n)

@@ -20,10 +20,12 @@ from facerestore.io import is_image_file, read_rgb
 from facerestore.train.config import DataConfig
 
 
-def split_files(cfg: DataConfig, extra_train: Sequence[Path] = ()) -> tuple[list[Path], list[Path]]:
+def split_files(cfg: DataConfig, extra_train: Sequence[Path] = (),
+                in_memory: int = 0) -> tuple[list[Path], list[Path]]:
     """(train, validation) file lists from the configured roots and hold-out rule, sorted by path; ``extra_train``
-    (generator faces of ``data.synth``) only ever join the training list."""
-    if not cfg.roots and not extra_train:
+    (generator faces of ``data.synth``) only ever join the training list; ``in_memory``: how many training faces
+    come without files (``data.synth.store: memory``), so that an empty file list is no error."""
+    if not cfg.roots and not extra_train and not in_memory:
         raise InputError("data.roots is empty: list at least one folder of HQ face images (or data.synth)")
     train, val = [], []
     val_from = {str(Path(r).resolve()) for r in (cfg.val_from or cfg.roots)}
@@ -49,7 +51,7 @@ def split_files(cfg: DataConfig, extra_train: Sequence[Path] = ()) -> tuple[list
     for root in cfg.val_roots:
         val.extend(sorted(f for f in Path(root).iterdir() if f.is_file() and is_image_file(f)))
     train.extend(extra_train)
-    if not train:
+    if not train and not in_memory:
         raise InputError("no training images found in data.roots")
     return train, val[: cfg.val_count] if cfg.val_count else val
 

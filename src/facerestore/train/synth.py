@@ -28,8 +28,8 @@ import torch.nn.functional as F
 
 from facerestore.errors import InputError
 
-__all__ = ["DEFAULT_PRIOR", "default_prior", "latents_of", "prepare_synth", "sample_faces", "sample_seed",
-           "write_synth"]
+__all__ = ["DEFAULT_PRIOR", "default_prior", "latents_of", "prepare_synth", "render_synth", "sample_faces",
+           "sample_seed", "write_synth"]
 
 DEFAULT_PRIOR = "mobilestylegan-ffhq-1024"
 
@@ -153,3 +153,31 @@ def prepare_synth(spec: dict[str, Any], size: int, default_folder: str | os.Path
         write_synth(folder, count, size=size, seed=seed, truncation=truncation, weights=spec.get("weights"),
                     progress=bar.update)
     return folder
+
+
+def render_synth(spec: dict[str, Any], size: int, device: str | torch.device = "cpu", batch: int | None = None,
+                 progress: bool = False) -> torch.Tensor:
+    """A training config's ``data.synth`` faces rendered straight into memory (``store: memory``).
+
+    Returns (count, 3, size, size) uint8 on the CPU, quantised as ``write_synth``'s PNGs are (round half up), so
+    the faces equal the files ``write_synth`` would write from the same spec on the same device. ``batch``:
+    faces per generator call (default 16 on CUDA, 4 elsewhere).
+    """
+    from tqdm import tqdm
+
+    from facerestore.nn.stylegan2_io import resolve_generator
+
+    count, seed = int(spec["count"]), int(spec.get("seed", 0))
+    truncation = float(spec.get("truncation", 1.0))
+    name = spec.get("weights") or default_prior()
+    dev = torch.device(device)
+    G = resolve_generator(name).to(dev).eval()
+    step = int(batch or (16 if dev.type == "cuda" else 4))
+    out = torch.empty((count, 3, size, size), dtype=torch.uint8)
+    with tqdm(total=count, desc="synth faces (memory)", unit="face", disable=not progress) as bar:
+        for start in range(0, count, step):
+            idx = list(range(start, min(start + step, count)))
+            imgs, _ = sample_faces(G, idx, seed, size=size, truncation=truncation, device=dev)
+            out[start : start + len(idx)] = imgs.mul(255.0).add_(0.5).floor_().clamp_(0, 255).to(torch.uint8)
+            bar.update(len(idx))
+    return out

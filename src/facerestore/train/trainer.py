@@ -139,7 +139,12 @@ class Trainer:
         # image loading (nothing below draws from the global RNG, so the initialisation is unchanged)
         adapter = self.adapter_factory(cfg, dev)
         synth_files: list[Path] = []
-        if cfg.data.synth:  # generator faces, written once (rank 0) and reused: training data only
+        synth_imgs = torch.empty((0, 3, cfg.data.size, cfg.data.size), dtype=torch.uint8)
+        if cfg.data.synth and cfg.data.synth.get("store") == "memory":  # rendered on every rank, never written
+            from facerestore.train.synth import render_synth
+
+            synth_imgs = render_synth(cfg.data.synth, cfg.data.size, dev, progress=self.progress and main)
+        elif cfg.data.synth:  # generator faces, written once (rank 0) and reused: training data only
             from facerestore.train.synth import prepare_synth
 
             if main:
@@ -148,10 +153,10 @@ class Trainer:
                 torch.distributed.barrier()
             folder = Path(cfg.data.synth.get("folder") or run_dir / "synth")
             synth_files = sorted(folder.glob("synth_*.png"))[: int(cfg.data.synth["count"])]
-        train_files, val_files = split_files(cfg.data, synth_files)
-        train_imgs = load_images(train_files, cfg.data.size, progress=self.progress and main)
+        train_files, val_files = split_files(cfg.data, synth_files, in_memory=len(synth_imgs))
+        train_imgs = torch.cat([load_images(train_files, cfg.data.size, progress=self.progress and main), synth_imgs])
         val_imgs = load_images(val_files, cfg.data.size, progress=False) if main else train_imgs[:0]
-        sampler = StepSampler(len(train_files), cfg.data.batch_size, info.world_size, info.rank, cfg.seed)
+        sampler = StepSampler(len(train_imgs), cfg.data.batch_size, info.world_size, info.rank, cfg.seed)
 
         ckpt = latest_checkpoint(run_dir) if resume else None
         if cfg.init_from and ckpt is None:
