@@ -55,8 +55,8 @@ def run_together(cmds: list[list[str]], logs: list[Path], timeout: float, env: d
     return codes
 
 
-def train_cmd(name: str, sets: list[str]) -> list[str]:
-    cmd = [sys.executable, "-m", "facerestore", "train", str(CONFIG), "--quiet", "--fresh", "--set", f"name={name}"]
+def train_cmd(name: str, sets: list[str], config: Path = CONFIG) -> list[str]:
+    cmd = [sys.executable, "-m", "facerestore", "train", str(config), "--quiet", "--fresh", "--set", f"name={name}"]
     for s in sets:
         cmd += ["--set", s]
     return cmd
@@ -96,11 +96,24 @@ def main() -> None:
     ap.add_argument("--calib-steps", type=int, default=60)
     ap.add_argument("--max-faces", type=int, default=4000)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--config", type=Path, default=CONFIG)
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="override for every run (repeatable)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME[:KEY=VALUE,...]",
+                    help="runs side by side (default: ispl-compact-512 and ispl-compact-512-p20 with losses.pixel=20)")
+    ap.add_argument("--skip-tests", action="store_true")
     ap.add_argument("--cpu-smoke", action="store_true",
                     help="check this driver on a CPU: 64 px, float32, tiny budget (no CUDA tests or speed rows)")
     args = ap.parse_args()
     dev = "cpu" if args.cpu_smoke else "cuda"
     smoke = ["device=cpu", "data.size=64", "data.batch_size=2"] if args.cpu_smoke else []
+    smoke = [*args.sets, *smoke]
+    variants = VARIANTS
+    if args.variant:
+        variants = {}
+        for v in args.variant:
+            name, _, sets = v.partition(":")
+            variants[name] = [x for x in sets.split(",") if x]
     t0 = time.monotonic()
     end = t0 + args.budget_s
     args.out.mkdir(parents=True, exist_ok=True)
@@ -112,7 +125,7 @@ def main() -> None:
     report: dict = {"budget_s": args.budget_s}
     try:
         # 1. CUDA tests
-        if not args.cpu_smoke:
+        if not (args.cpu_smoke or args.skip_tests):
             rc = run_together([[sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
                                 *GPU_TESTS]], [args.out / "gpu_tests.log"], args.tests_s, env)[0]
             report["gpu_tests_rc"] = rc
@@ -124,29 +137,29 @@ def main() -> None:
         log(f"generator renders {rate:.1f} faces/s at 512 px", t0)
         amp = "bf16"
         for amp in ("bf16", "none") if dev == "cuda" else ("none",):
-            sets = [*smoke, f"amp={amp}", f"steps={args.calib_steps}", "log_every=10", "ckpt_every=0",
-                    f"output_dir={runs / 'calib'}",
+            sets = [*smoke, f"amp={amp}", f"steps={args.calib_steps}", f"log_every={max(1, args.calib_steps // 6)}",
+                    "ckpt_every=0", f"output_dir={runs / 'calib'}",
                     f"data.synth.count={4 if args.cpu_smoke else 64}"]
             tc = time.monotonic()
-            codes = run_together([train_cmd(n, v + sets) for n, v in VARIANTS.items()],
-                                 [runs / f"calib-{n}.log" for n in VARIANTS], 150, env)
+            codes = run_together([train_cmd(n, v + sets, args.config) for n, v in variants.items()],
+                                 [runs / f"calib-{n}.log" for n in variants], 150, env)
             wall = time.monotonic() - tc
             if all(c == 0 for c in codes):
                 break
             log(f"calibration with amp={amp} failed ({codes}); see the calib logs", t0)
-            for n in VARIANTS:
+            for n in variants:
                 shutil.copy(runs / f"calib-{n}.log", args.out / f"calib-{n}-{amp}.log")
         else:
             raise SystemExit("calibration failed with bf16 and float32")
-        step_s = max(seconds_per_step(runs / "calib" / n) for n in VARIANTS)
+        step_s = max(seconds_per_step(runs / "calib" / n) for n in variants)
         overhead = wall - args.calib_steps * step_s  # start-up, model build, 64 faces rendered
         log(f"calibration (amp={amp}): {step_s * 1000:.0f} ms per step with both runs on the GPU, "
             f"{overhead:.0f} s start-up", t0)
 
         # 3. the runs
         avail = end - time.monotonic() - args.speed_s - 15
-        faces = int(min(args.max_faces, max(256, 0.15 * avail * rate / len(VARIANTS))))
-        render_s = faces / (rate / len(VARIANTS))
+        faces = int(min(args.max_faces, max(256, 0.15 * avail * rate / len(variants))))
+        render_s = faces / (rate / len(variants))
         train_s = avail - overhead - render_s
         steps = int(0.95 * train_s / step_s)
         report.update(amp=amp, step_s=step_s, startup_s=overhead, faces=faces, steps=steps, train_s=train_s)
@@ -155,12 +168,12 @@ def main() -> None:
         log(f"main runs: {faces} faces each, {steps} steps, time limit {train_s:.0f} s", t0)
         sets = [*smoke, f"amp={amp}", f"steps={steps}", f"time_limit_s={int(train_s)}", f"output_dir={runs}",
                 f"data.synth.count={faces}"]
-        codes = run_together([train_cmd(n, v + sets) for n, v in VARIANTS.items()],
-                             [args.out / f"{n}.log" for n in VARIANTS], avail + 10, env)
-        report["train_rc"] = dict(zip(VARIANTS, codes))
+        codes = run_together([train_cmd(n, v + sets, args.config) for n, v in variants.items()],
+                             [args.out / f"{n}.log" for n in variants], avail + 10, env)
+        report["train_rc"] = dict(zip(variants, codes))
         log(f"runs ended: {codes}", t0)
         weights = {}
-        for n in VARIANTS:
+        for n in variants:
             for stem in ("final", "latest"):
                 src = runs / n / f"{stem}.safetensors"
                 if src.is_file():
@@ -174,7 +187,7 @@ def main() -> None:
 
         # 4. speed rows
         left = end - time.monotonic() - 5
-        if left > 20 and not args.cpu_smoke:
+        if left > 20 and args.speed_s > 0 and not args.cpu_smoke:
             cmd = [sys.executable, "benchmarks/restore_speed.py", "--gpu-only", "--repeat", "5",
                    "--out", str(args.out / "restore_speed_gpu.json")]
             for n, path in weights.items():
