@@ -22,13 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_ispl_trains_under_bf16_autocast_on_cuda(tmp_path):
+    from facerestore.methods import training_adapter
     from facerestore.train import load_config, train
 
     make_face_dataset(tmp_path / "hq", n=6)
     cfg = load_config(ROOT / "configs" / "tiny-ispl.yaml", [
         f"data.roots=[{tmp_path / 'hq'}]", f"output_dir={tmp_path / 'runs'}", "device=cuda", "amp=bf16",
         "steps=3", "val_every=0", "ckpt_every=0", "log_every=1"])
-    res = train(cfg, progress=False)
+    res = train(cfg, adapter=training_adapter("ispl"), progress=False)
     logs = [json.loads(x) for x in (tmp_path / "runs" / cfg.name / "metrics.jsonl").read_text().splitlines()]
     assert res["finished"] and len([x for x in logs if x["kind"] == "train"]) == 3
     for x in logs:
