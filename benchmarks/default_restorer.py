@@ -26,6 +26,9 @@ NIQE, MS-SWD (on both images area-downsampled to 256: a quarter of the time). In
     python benchmarks/default_restorer.py --ffhq 8 --prior 0 --tasks x8,noise30 --half \
         --methods prior-sft,prior-sft+refine10=prior-sft@10 --out benchmarks/results/default_restorer_refine.json
 
+``--against default`` adds a second table: every row paired against the shipped pipeline (new weights vs old);
+``--summarise JSON --against ROW`` adds it to a finished run without re-running the sweep.
+
 Writes benchmarks/results/default_restorer.json and .md.
 """
 
@@ -175,9 +178,32 @@ def to_markdown(result: dict) -> str:
                 cells.append(f"{mean:.4g}" + (f" [{ci[1]:+.3g}, {ci[2]:+.3g}]" if ci and row != "ispl" else ""))
             extra = rows[row].get("gate", "")
             lines.append(f"| {task} | {row} | " + " | ".join(cells) + f" | {extra} |")
+    for ref, pairs in result.get("against", {}).items():
+        lines += ["", f"## Paired against `{ref}`", "",
+                  f"Mean of (row - {ref}) per face [paired 95% bootstrap interval]; * marks intervals excluding zero.",
+                  "", "| task | row | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+        for task, rows in pairs.items():
+            for row, cis in rows.items():
+                cells = [f"{cis[m][0]:+.3g} [{cis[m][1]:+.3g}, {cis[m][2]:+.3g}]"
+                         + ("*" if cis[m][1] > 0 or cis[m][2] < 0 else "") for m in metrics]
+                lines.append(f"| {task} | {row} | " + " | ".join(cells) + " |")
     if result["metrics_missing"]:
         lines += ["", "Missing metrics: " + "; ".join(f"{k}: {v}" for k, v in result["metrics_missing"].items())]
     return "\n".join(lines) + "\n"
+
+
+def paired_against(result: dict, ref: str) -> dict:
+    """Paired bootstrap intervals of every other row against row ``ref``, per task, from the per-face values."""
+    out: dict = {}
+    for task, rows in result["per_face"].items():
+        base = rows[ref]
+        out[task] = {}
+        for row, faces in rows.items():
+            if row in (ref, "input"):
+                continue
+            out[task][row] = {m: list(bootstrap(np.array([f[m] for f in faces]) - np.array([f[m] for f in base])))
+                              for m in result["metrics_present"]}
+    return out
 
 
 def _extra_methods(spec: str | None, half: bool) -> tuple[dict, dict]:
@@ -206,7 +232,20 @@ def main() -> None:
                     "(rows LABEL and LABEL+gate); default prior-sft when its prior is cached, '' for none")
     ap.add_argument("--half", action="store_true", help="extra methods in bf16 on a CPU where they allow it")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "default_restorer.json"))
+    ap.add_argument("--against", action="append", default=[], metavar="ROW",
+                    help="also pair every row against ROW (e.g. default, to compare new weights with the shipped ones)")
+    ap.add_argument("--summarise", metavar="JSON", help="no sweep: add the --against tables to a finished run's JSON "
+                    "and rewrite its .md")
     args = ap.parse_args()
+    if args.summarise:
+        path = Path(args.summarise)
+        result = json.loads(path.read_text())
+        for ref in args.against:
+            result.setdefault("against", {})[ref] = paired_against(result, ref)
+        path.write_text(json.dumps(result, indent=1, default=float))
+        path.with_suffix(".md").write_text(to_markdown(result))
+        print(to_markdown(result))
+        return
 
     from tqdm import tqdm
 
@@ -287,6 +326,8 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}",
         "torch": torch.__version__,
     }
+    for ref in args.against:
+        result.setdefault("against", {})[ref] = paired_against(result, ref)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1, default=float))

@@ -116,7 +116,7 @@ def ispl():
 
 
 def test_weights_accept_a_builtin_reference(ispl):
-    same = methods.load_restorer("ispl", weights="builtin:ispl-compact-256.safetensors")
+    same = methods.load_restorer("ispl", weights="builtin:ispl-compact-256-gpu.safetensors")
     for (k, a), (_, b) in zip(ispl.state_dict().items(), same.state_dict().items()):
         assert torch.equal(a, b), k
     small = methods.load_restorer("ispl", weights="builtin:ispl-compact-128.safetensors")
@@ -125,7 +125,8 @@ def test_weights_accept_a_builtin_reference(ispl):
         methods.load_restorer("ispl", weights="builtin:no-such-file.safetensors")
 
 
-@pytest.mark.parametrize("name,size", [("ispl-compact-256", 256), ("ispl-compact-128", 128)])
+@pytest.mark.parametrize("name,size", [("ispl-compact-256-gpu", 256), ("ispl-compact-256", 256),
+                                       ("ispl-compact-128", 128)])
 def test_shipped_weights_are_fp16_safetensors_with_description(name, size):
     from safetensors import safe_open
 
@@ -166,7 +167,8 @@ def test_restore_face_crop_fidelity_shape_range(ispl, astronaut_tensor):
         ispl.restore(lq[:, :1])
 
 
-@pytest.mark.parametrize("name,ratio", [("ispl-compact-128", 0.6), ("ispl-compact-256", 0.9)])
+@pytest.mark.parametrize("name,ratio", [("ispl-compact-128", 0.6), ("ispl-compact-256", 0.9),
+                                        ("ispl-compact-256-gpu", 0.9)])
 def test_restoring_an_8x_downsampled_aligned_face_recovers_its_landmarks(name, ratio, astronaut):
     """The shipped weights sharpen facial structure: dlib's 68 landmarks of the restored face are closer to those
     of the clean face than the blurry input's (a GAN restorer need not lower L1 on it: it hallucinates plausible

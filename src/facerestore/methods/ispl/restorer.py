@@ -1,8 +1,9 @@
 """ISPL and HiFaceGAN behind the ``Restorer`` interface.
 
 - ``ISPLRestorer`` ("ispl"): our own compact ISPL weights, shipped in ``facerestore/zoo/builtin`` (fp16
-  ``.safetensors`` + a ``.json`` describing the network + a model card ``.md``): ``ispl-compact-256`` (the default,
-  256 px) and ``ispl-compact-128`` (the smallest, 128 px: ``weights="builtin:ispl-compact-128.safetensors"``).
+  ``.safetensors`` + a ``.json`` describing the network + a model card ``.md``): ``ispl-compact-256-gpu`` (the
+  default, 256 px: ``ispl-compact-256`` fine-tuned on a GPU), ``ispl-compact-256`` (256 px, CPU-trained) and
+  ``ispl-compact-128`` (the smallest, 128 px: ``weights="builtin:ispl-compact-128.safetensors"``).
   ``weights=`` may instead name any ``.safetensors`` exported by ``facerestore train`` (``final.safetensors`` with
   its ``final.json``).
 - ``HiFaceGANRestorer`` ("hifacegan"): the authors' released ``latest_net_G.pth`` (not redistributable,
@@ -30,15 +31,16 @@ from facerestore.methods.ispl.train import ISPLAdapter
 from facerestore.methods.restorer import Restorer
 from facerestore.methods.spec import MethodSpec
 
-__all__ = ["BUILTIN_NAME", "SMALLEST_NAME", "HiFaceGANRestorer", "ISPLRestorer", "builtin_weights", "load_hifacegan",
-           "load_ispl"]
+__all__ = ["BUILTIN_NAME", "CPU_256_NAME", "SMALLEST_NAME", "HiFaceGANRestorer", "ISPLRestorer", "builtin_weights",
+           "load_hifacegan", "load_ispl"]
 
-BUILTIN_NAME = "ispl-compact-256"  # the default
+BUILTIN_NAME = "ispl-compact-256-gpu"  # the default
+CPU_256_NAME = "ispl-compact-256"  # the CPU-trained 256 px weights the default was fine-tuned from
 SMALLEST_NAME = "ispl-compact-128"  # the first built-in weights, kept as the smallest option
 
 
 def builtin_weights(name: str = BUILTIN_NAME) -> Path:
-    """Path of shipped weights (``zoo/builtin/<name>.safetensors``; default the default ``ispl-compact-256``)."""
+    """Path of shipped weights (``zoo/builtin/<name>.safetensors``; default the default ``ispl-compact-256-gpu``)."""
     from facerestore.zoo import BUILTIN_DIR
 
     return Path(BUILTIN_DIR) / f"{name}.safetensors"
@@ -113,21 +115,24 @@ class ISPLRestorer(Restorer):
         name="ispl",
         paper="000",
         description="ISPL (implicit subspace prior learning), compact 256 px model trained by us on FFHQ + "
-        "StyleGAN faces with degradations from none to heavy blind real-world ones (model card: "
-        "zoo/builtin/ispl-compact-256.md); the 128 px weights stay as the smallest option",
+        "StyleGAN faces with degradations from none to heavy blind real-world ones, on a CPU then a GPU (model "
+        "card: zoo/builtin/ispl-compact-256-gpu.md); the 128 px weights stay as the smallest option",
         size=256,
         min_side=8,
         supports_fidelity=True,
         precisions=("fp32", "fp16", "bf16"),
-        weights=(f"builtin:{BUILTIN_NAME}.safetensors", f"builtin:{SMALLEST_NAME}.safetensors"),
-        weights_licence="Apache-2.0 (ours), trained on FFHQ (CC BY-NC-SA 4.0) and StyleGAN samples",
+        weights=(f"builtin:{BUILTIN_NAME}.safetensors", f"builtin:{CPU_256_NAME}.safetensors",
+                 f"builtin:{SMALLEST_NAME}.safetensors"),
+        weights_licence="Apache-2.0 (ours), trained on FFHQ (CC BY-NC-SA 4.0), StyleGAN and MobileStyleGAN samples "
+        "(FFHQ-derived): non-commercial",
         trainer=ISPLAdapter,
         trained_on=("realworld-gfpgan",),
-        note="the built-in ispl weights are compact models trained on a CPU (model cards "
-             "zoo/builtin/ispl-compact-256.md, ispl-compact-128.md): faces are restored at 256 px (128 px with "
-             "--weights builtin:ispl-compact-128.safetensors), soft next to GFPGAN/CodeFormer, and can drift in "
-             "identity on very degraded inputs; recipes: configs/ispl-compact-128-warmup.yaml, "
-             "configs/ispl-compact-128.yaml, then configs/ispl-compact-256.yaml",
+        note="the built-in ispl weights are compact models (2M parameters) trained on a CPU and, for the default, "
+             "4 minutes of one GPU (model cards zoo/builtin/ispl-compact-256-gpu.md, ispl-compact-256.md, "
+             "ispl-compact-128.md): faces are restored at 256 px (128 px with --weights "
+             "builtin:ispl-compact-128.safetensors), soft next to GFPGAN/CodeFormer, and can drift in identity on "
+             "very degraded inputs; recipes: configs/ispl-compact-128-warmup.yaml, configs/ispl-compact-128.yaml, "
+             "configs/ispl-compact-256.yaml, then configs/ispl-compact-256-gpu.yaml",
     )
 
     def __init__(self, weights: str | os.PathLike | None = None) -> None:
