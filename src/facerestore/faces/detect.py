@@ -585,7 +585,8 @@ def _scrfd_net(weights: str | None, device: str) -> Any:
 # RetinaFace: found 79 of 80 faces with 1 false box at every threshold from 0.05 to 0.97. The default was 0.5,
 # the middle of that plateau, until a Facebook logo scored 0.64 in a whole photo (whole_photo_gate) and was
 # "restored"; 0.8, still inside the plateau, keeps every face of the recall benchmark's photos (96 of 96) with 3
-# false boxes instead of 10 (the recall benchmark shares photos with whole_photo_gate: not a held-out check). dlib HOG: the best (found - false) was at -0.86 (71 found, 4 false) against 32 found at 0,
+# false boxes instead of 10 (the recall benchmark shares photos with whole_photo_gate: not a held-out check).
+# dlib HOG: the best (found - false) was at -0.86 (71 found, 4 false) against 32 found at 0,
 # but those canvases hold little background; on whole photos HOG puts many boxes on texture between -1 and
 # -0.5, so dlib's own 0 stays the default (the old pipeline filter at 0.3 found 18 of 80). dlib CNN: dlib's
 # own 0, not calibrated (its ~10 s per megapixel did not fit the time). SCRFD (640 letterbox): 149 of 150 crops
