@@ -81,6 +81,14 @@ def _takes_update_flag(G: Any) -> bool:
     return "update_w_avg" in inspect.signature(G.mapping.forward).parameters
 
 
+def _batches(G: Any, count: int, seed: int, batch: int, size: int, truncation: float,
+             device: str | torch.device):
+    """Samples 0..count-1 of run ``seed`` in batches: yields (indices, images (B, 3, size, size) in [0, 1], W)."""
+    for start in range(0, count, batch):
+        idx = list(range(start, min(start + batch, count)))
+        yield (idx, *sample_faces(G, idx, seed, size=size, truncation=truncation, device=device))
+
+
 def write_synth(out_dir: str | os.PathLike, count: int, *, size: int = 512, seed: int = 0, truncation: float = 1.0,
                 weights: str | None = None, batch: int = 4, device: str | torch.device = "cpu",
                 progress: Callable[[int], None] | None = None) -> Path:
@@ -104,9 +112,7 @@ def write_synth(out_dir: str | os.PathLike, count: int, *, size: int = 512, seed
     else:
         licence = f"that of {name} (a file you supplied)"
     files, latents = [], []
-    for start in range(0, int(count), int(batch)):
-        idx = list(range(start, min(start + int(batch), int(count))))
-        imgs, w = sample_faces(G, idx, seed, size=int(size), truncation=truncation, device=device)
+    for idx, imgs, w in _batches(G, int(count), seed, int(batch), int(size), truncation, device):
         for i, img in zip(idx, imgs):
             fname = f"synth_{i:06d}.png"
             io.write_image(out / fname, img.permute(1, 2, 0).numpy())
@@ -165,19 +171,17 @@ def render_synth(spec: dict[str, Any], size: int, device: str | torch.device = "
     """
     from tqdm import tqdm
 
+    from facerestore.io import quantize
     from facerestore.nn.stylegan2_io import resolve_generator
 
-    count, seed = int(spec["count"]), int(spec.get("seed", 0))
-    truncation = float(spec.get("truncation", 1.0))
-    name = spec.get("weights") or default_prior()
+    count = int(spec["count"])
     dev = torch.device(device)
-    G = resolve_generator(name).to(dev).eval()
+    G = resolve_generator(spec.get("weights") or default_prior()).to(dev).eval()
     step = int(batch or (16 if dev.type == "cuda" else 4))
     out = torch.empty((count, 3, size, size), dtype=torch.uint8)
     with tqdm(total=count, desc="synth faces (memory)", unit="face", disable=not progress) as bar:
-        for start in range(0, count, step):
-            idx = list(range(start, min(start + step, count)))
-            imgs, _ = sample_faces(G, idx, seed, size=size, truncation=truncation, device=dev)
-            out[start : start + len(idx)] = imgs.mul(255.0).add_(0.5).floor_().clamp_(0, 255).to(torch.uint8)
+        for idx, imgs, _ in _batches(G, count, int(spec.get("seed", 0)), step, size,
+                                     float(spec.get("truncation", 1.0)), dev):
+            out[idx[0] : idx[-1] + 1] = torch.from_numpy(quantize(imgs.numpy()))
             bar.update(len(idx))
     return out
