@@ -167,10 +167,15 @@ def test_restore_a_photo_in_chromium(server, tmp_path):
 
             # upload the bundled example, move the fidelity slider to its middle, restore
             _upload(page, LQ)
-            box = page.locator("#fidelity input[type=range]").bounding_box()
-            page.mouse.click(box["x"] + 0.5 * box["width"], box["y"] + 0.5 * box["height"])
-            _wait_for(lambda: page.locator("#fidelity input[type=number]").input_value() == "0.5", 10,
-                      "the fidelity slider to read 0.5")
+
+            def click_slider_middle() -> bool:
+                # the box is re-read for every click: the upload's preview can still move the layout, and a click
+                # at a stale position misses the slider (seen once in CI)
+                box = page.locator("#fidelity input[type=range]").bounding_box()
+                page.mouse.click(box["x"] + 0.5 * box["width"], box["y"] + 0.5 * box["height"])
+                return page.locator("#fidelity input[type=number]").input_value() == "0.5"
+
+            _wait_for(click_slider_middle, 10, "the fidelity slider to read 0.5")
             page.locator("#restore").click()
             page.wait_for_function("document.querySelector('#status').innerText.includes('restored 1 face')",
                                    timeout=JOB_S * 1000)
