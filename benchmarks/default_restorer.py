@@ -96,12 +96,33 @@ def degradations() -> dict[str, Callable[[torch.Tensor, int], torch.Tensor]]:
     return out
 
 
-def load_faces(n_ffhq: int, n_prior: int) -> tuple[list[str], torch.Tensor]:
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> (K, N) with 0 <= K < N: this run measures every N-th face starting at face K."""
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise SystemExit(f"--shard {text!r}: expected K/N, e.g. 0/4") from None
+    if not 0 <= k < n:
+        raise SystemExit(f"--shard {text!r}: K must be in 0..N-1")
+    return k, n
+
+
+def shard_indices(n_ffhq: int, n_prior: int, shard: tuple[int, int]) -> tuple[list[int], list[int]]:
+    """Indices (into the ffhq files, into the prior samples) of shard K of N: every N-th face of the sweep's face
+    list (ffhq first, then prior) from face K, so that a face is in the same shard whatever the other set's size."""
+    k, n = shard
+    return list(range(k, n_ffhq, n)), [i for i in range(n_prior) if (n_ffhq + i) % n == k]
+
+
+def load_faces(n_ffhq: int, n_prior: int, shard: tuple[int, int] = (0, 1)) -> tuple[list[str], torch.Tensor]:
+    """The sweep's clean 512 px faces: ``n_ffhq`` validation faces then ``n_prior`` prior samples; of those, only
+    shard K of N (every N-th face from face K), so that a long sweep runs in chunks that ``--merge`` joins."""
     from facerestore.io import read_image
 
     names, imgs = [], []
     files = sorted(p for p in (DATA / "ffhq256").glob("*.*") if p.stem[-1:] == "0")[:n_ffhq]
-    for f in files:
+    ffhq_ids, prior_ids = shard_indices(len(files), n_prior, shard)
+    for f in [files[i] for i in ffhq_ids]:
         x = torch.from_numpy(read_image(f).rgb.transpose(2, 0, 1)).float()[None]
         imgs.append(F.interpolate(x, size=(SIZE, SIZE), mode="bicubic", align_corners=False).clamp(0, 1))
         names.append(f"ffhq/{f.name}")
@@ -113,7 +134,7 @@ def load_faces(n_ffhq: int, n_prior: int) -> tuple[list[str], torch.Tensor]:
             from facerestore.train.synth import sample_faces
 
             G = resolve_generator("mobilestylegan-ffhq-1024")
-            for i in range(n_prior):
+            for i in prior_ids:
                 img, _ = sample_faces(G, [i], 9999, size=SIZE, truncation=0.7)
                 imgs.append(img)
                 names.append(f"prior/9999-{i}")
@@ -142,8 +163,10 @@ class Scorer:
         out = {}
         for name, m in self.m.items():
             if name == "ms_swd":  # 6 s per 512 pair on one core; at 256 (area) a quarter of that
-                v = m(F.interpolate(pred, size=(256, 256), mode="area"), F.interpolate(clean, size=(256, 256),
-                                                                                        mode="area"))
+                v = m(
+                    F.interpolate(pred, size=(256, 256), mode="area"),
+                    F.interpolate(clean, size=(256, 256), mode="area"),
+                )
             else:
                 v = m(pred) if name == "niqe" else m(pred, clean)
             out[name] = float(v.reshape(-1)[0])
@@ -160,11 +183,15 @@ def bootstrap(d: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float
 
 def to_markdown(result: dict) -> str:
     rows_all = result["rows"]
-    lines = [f"# Default restorer sweep ({result['faces']} faces: {result['face_sets']})", "",
-             "Mean per task; brackets: paired 95% bootstrap interval of (row - ispl). "
-             f"Lower is better except PSNR/SSIM; PSNR capped at {PSNR_CAP:g} dB (identical images). "
-             "kept/blended: faces the gate left as they were / blended toward the input. id_mfn distances of this "
-             "MobileFaceNet are tiny (1e-5 scale; ROC AUC 0.70 on the photo pairs): a weak second opinion.", ""]
+    lines = [
+        f"# Default restorer sweep ({result['faces']} faces: {result['face_sets']})",
+        "",
+        "Mean per task; brackets: paired 95% bootstrap interval of (row - ispl). "
+        f"Lower is better except PSNR/SSIM; PSNR capped at {PSNR_CAP:g} dB (identical images). "
+        "kept/blended: faces the gate left as they were / blended toward the input. id_mfn distances of this "
+        "MobileFaceNet are tiny (1e-5 scale; ROC AUC 0.70 on the photo pairs): a weak second opinion.",
+        "",
+    ]
     lines += [f"- `{row}`: {text}" for row, text in result.get("legend", {}).items()] + [""]
     metrics = [m for m in METRICS if m in result["metrics_present"]]
     lines.append("| task | row | " + " | ".join(metrics) + " | kept/blended |")
@@ -179,13 +206,22 @@ def to_markdown(result: dict) -> str:
             extra = rows[row].get("gate", "")
             lines.append(f"| {task} | {row} | " + " | ".join(cells) + f" | {extra} |")
     for ref, pairs in result.get("against", {}).items():
-        lines += ["", f"## Paired against `{ref}`", "",
-                  f"Mean of (row - {ref}) per face [paired 95% bootstrap interval]; * marks intervals excluding zero.",
-                  "", "| task | row | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+        lines += [
+            "",
+            f"## Paired against `{ref}`",
+            "",
+            f"Mean of (row - {ref}) per face [paired 95% bootstrap interval]; * marks intervals excluding zero.",
+            "",
+            "| task | row | " + " | ".join(metrics) + " |",
+            "|---|---|" + "---|" * len(metrics),
+        ]
         for task, rows in pairs.items():
             for row, cis in rows.items():
-                cells = [f"{cis[m][0]:+.3g} [{cis[m][1]:+.3g}, {cis[m][2]:+.3g}]"
-                         + ("*" if cis[m][1] > 0 or cis[m][2] < 0 else "") for m in metrics]
+                cells = [
+                    f"{cis[m][0]:+.3g} [{cis[m][1]:+.3g}, {cis[m][2]:+.3g}]"
+                    + ("*" if cis[m][1] > 0 or cis[m][2] < 0 else "")
+                    for m in metrics
+                ]
                 lines.append(f"| {task} | {row} | " + " | ".join(cells) + " |")
     if result["metrics_missing"]:
         lines += ["", "Missing metrics: " + "; ".join(f"{k}: {v}" for k, v in result["metrics_missing"].items())]
@@ -201,9 +237,79 @@ def paired_against(result: dict, ref: str) -> dict:
         for row, faces in rows.items():
             if row in (ref, "input"):
                 continue
-            out[task][row] = {m: list(bootstrap(np.array([f[m] for f in faces]) - np.array([f[m] for f in base])))
-                              for m in result["metrics_present"]}
+            out[task][row] = {
+                m: list(bootstrap(np.array([f[m] for f in faces]) - np.array([f[m] for f in base])))
+                for m in result["metrics_present"]
+            }
     return out
+
+
+def summarise(result: dict) -> dict:
+    """Fill ``result["tasks"]`` (per task and row: means, the paired interval against ``ispl``, the gate's
+    kept/blended counts) from the per-face values, and order the keys for reading."""
+    present = result["metrics_present"]
+    tasks = {}
+    for task, rows in result["per_face"].items():
+        tasks[task] = {}
+        ref = {m: np.array([s[m] for s in rows["ispl"]]) for m in present}
+        for row, faces in rows.items():
+            vals = {m: np.array([s[m] for s in faces]) for m in present}
+            entry: dict = {"mean": {m: float(np.nanmean(v)) for m, v in vals.items()}}
+            if row != "ispl":
+                entry["vs_ispl"] = {m: bootstrap(vals[m] - ref[m]) for m in present}
+            weights = result.get("paste_weights", {}).get(row, {}).get(task)
+            if weights is not None:
+                w = np.array(weights)
+                entry["gate"] = f"{int((w == 0).sum())}/{int(((w > 0) & (w < 1)).sum())}"
+            tasks[task][row] = entry
+    out = {k: v for k, v in result.items() if k not in ("tasks", "per_face", "paste_weights")}
+    out["tasks"] = tasks
+    out["per_face"] = result["per_face"]
+    out["paste_weights"] = result.get("paste_weights", {})
+    return out
+
+
+def merge(paths: list[Path]) -> dict:
+    """One result from the shards of one sweep (``--shard K/N`` runs of the same command): per-face values and
+    names concatenated in shard order; refuses shards of different tasks, rows, metrics or weights."""
+    parts = [json.loads(p.read_text()) for p in paths]
+    first = parts[0]
+    same = ("rows", "legend", "methods", "metrics_present")
+    for p, part in zip(paths, parts):
+        for key in same:
+            if part.get(key) != first.get(key):
+                raise SystemExit(f"--merge: {p} differs from {paths[0]} in {key!r}")
+        if list(part["per_face"]) != list(first["per_face"]):
+            raise SystemExit(f"--merge: {p} has other tasks than {paths[0]}")
+    names = [n for part in parts for n in part["names"]]
+    if len(set(names)) != len(names):
+        raise SystemExit("--merge: a face appears in two shards")
+    result = {k: v for k, v in first.items() if k not in ("shard", "against")}
+    result["names"] = names
+    result["faces"] = len(names)
+    result["face_sets"] = (
+        f"{sum(n.startswith('ffhq') for n in names)} ffhq256 validation (x2 to 512), "
+        f"{sum(n.startswith('prior') for n in names)} MobileStyleGAN samples"
+    )
+    result["per_face"] = {
+        t: {r: [f for part in parts for f in part["per_face"][t][r]] for r in first["rows"]} for t in first["per_face"]
+    }
+    result["paste_weights"] = {
+        row: {t: [w for part in parts for w in part["paste_weights"][row][t]] for t in first["paste_weights"][row]}
+        for row in first["paste_weights"]
+    }
+    result["seconds"] = round(sum(part["seconds"] for part in parts), 1)
+    result["shards"] = [
+        {
+            "file": p.name,
+            "shard": part.get("shard"),
+            "faces": len(part["names"]),
+            "seconds": part["seconds"],
+            "command": part.get("command"),
+        }
+        for p, part in zip(paths, parts)
+    ]
+    return summarise(result)
 
 
 def _extra_methods(spec: str | None, half: bool) -> tuple[dict, dict]:
@@ -228,15 +334,47 @@ def main() -> None:
     ap.add_argument("--ffhq", type=int, default=20, help="ffhq256 validation faces (ids ending in 0)")
     ap.add_argument("--prior", type=int, default=10, help="MobileStyleGAN samples (run seed 9999)")
     ap.add_argument("--tasks", default="", help="comma-separated subset of the degradations")
-    ap.add_argument("--methods", default=None, help="comma-separated extra rows NAME or LABEL=NAME:WEIGHTS "
-                    "(rows LABEL and LABEL+gate); default prior-sft when its prior is cached, '' for none")
+    ap.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated extra rows NAME or LABEL=NAME:WEIGHTS "
+        "(rows LABEL and LABEL+gate); default prior-sft when its prior is cached, '' for none",
+    )
     ap.add_argument("--half", action="store_true", help="extra methods in bf16 on a CPU where they allow it")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "default_restorer.json"))
-    ap.add_argument("--against", action="append", default=[], metavar="ROW",
-                    help="also pair every row against ROW (e.g. default, to compare new weights with the shipped ones)")
-    ap.add_argument("--summarise", metavar="JSON", help="no sweep: add the --against tables to a finished run's JSON "
-                    "and rewrite its .md")
+    ap.add_argument(
+        "--against",
+        action="append",
+        default=[],
+        metavar="ROW",
+        help="also pair every row against ROW (e.g. default, to compare new weights with the shipped ones)",
+    )
+    ap.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="measure only every N-th face from face K (a chunk of a long sweep; join the chunks' JSONs with --merge)",
+    )
+    ap.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="no sweep: join the JSONs of --shard runs into --out (and its .md), with --against tables",
+    )
+    ap.add_argument(
+        "--summarise",
+        metavar="JSON",
+        help="no sweep: add the --against tables to a finished run's JSON and rewrite its .md",
+    )
     args = ap.parse_args()
+    if args.merge:
+        result = merge([Path(p) for p in args.merge])
+        for ref in args.against:
+            result.setdefault("against", {})[ref] = paired_against(result, ref)
+        out = Path(args.out)
+        out.write_text(json.dumps(result, indent=1, default=float))
+        out.with_suffix(".md").write_text(to_markdown(result))
+        print(to_markdown(result))
+        return
     if args.summarise:
         path = Path(args.summarise)
         result = json.loads(path.read_text())
@@ -251,7 +389,7 @@ def main() -> None:
 
     from facerestore.pipeline import get_restorer, restore_crops, restore_photo
 
-    names, clean = load_faces(args.ffhq, args.prior)
+    names, clean = load_faces(args.ffhq, args.prior, parse_shard(args.shard) if args.shard else (0, 1))
     degs = degradations()
     if args.tasks:
         degs = {k: v for k, v in degs.items() if k in args.tasks.split(",")}
@@ -262,8 +400,9 @@ def main() -> None:
     extra, sources = _extra_methods(args.methods, args.half)
     rows = BASE_ROWS + tuple(r for name in extra for r in (name, f"{name}+gate"))
     per: dict[str, dict[str, list[dict[str, float]]]] = {t: {r: [] for r in rows} for t in degs}
-    gates: dict[str, dict[str, list[float]]] = {row: {t: [] for t in degs} for row in rows if row.endswith(
-        "+gate") or row == "default"}
+    gates: dict[str, dict[str, list[float]]] = {
+        row: {t: [] for t in degs} for row in rows if row.endswith("+gate") or row == "default"
+    }
     t0 = time.time()
     bar = tqdm(total=len(degs) * len(names), desc="sweep", unit="face")
     for t_i, (task, fn) in enumerate(degs.items()):
@@ -292,40 +431,40 @@ def main() -> None:
     bar.close()
 
     present = list(scorer.m)
-    tasks = {}
-    for task in degs:
-        tasks[task] = {}
-        for row in rows:
-            vals = {m: np.array([s[m] for s in per[task][row]]) for m in present}
-            entry = {"mean": {m: float(np.nanmean(v)) for m, v in vals.items()}}
-            if row != "ispl":
-                ref = {m: np.array([s[m] for s in per[task]["ispl"]]) for m in present}
-                entry["vs_ispl"] = {m: bootstrap(vals[m] - ref[m]) for m in present}
-            if row in gates:
-                w = np.array(gates[row][task])
-                entry["gate"] = f"{int((w == 0).sum())}/{int(((w > 0) & (w < 1)).sum())}"
-            tasks[task][row] = entry
     result = {
         "benchmark": "default_restorer",
         "faces": len(names),
         "face_sets": f"{sum(n.startswith('ffhq') for n in names)} ffhq256 validation (x2 to 512), "
-                     f"{sum(n.startswith('prior') for n in names)} MobileStyleGAN samples",
+        f"{sum(n.startswith('prior') for n in names)} MobileStyleGAN samples",
         "rows": list(rows),
-        "legend": {"ispl": f"{DEFAULT_METHOD} {REFERENCE_WEIGHTS} alone (the reference of every interval)",
-                   "default": f"restore_photo with {DEFAULT_METHOD} and its default weights "
-                              f"({Path(default.default_weights() or '').name}) + the quality gate"},
-        "methods": {label: {"method": r.spec.name, "weights": sources[label][0] or "the method's own",
-                            "steps": sources[label][1],
-                            "weights_licence": r.spec.weights_licence, "precision": r.precision}
-                    for label, r in extra.items()},
+        "legend": {
+            "ispl": f"{DEFAULT_METHOD} {REFERENCE_WEIGHTS} alone (the reference of every interval)",
+            "default": f"restore_photo with {DEFAULT_METHOD} and its default weights "
+            f"({Path(default.default_weights() or '').name}) + the quality gate",
+        },
+        "methods": {
+            label: {
+                "method": r.spec.name,
+                "weights": sources[label][0] or "the method's own",
+                "steps": sources[label][1],
+                "weights_licence": r.spec.weights_licence,
+                "precision": r.precision,
+            }
+            for label, r in extra.items()
+        },
         "metrics_present": present,
         "metrics_missing": scorer.missing,
-        "tasks": tasks,
+        "names": names,
         "per_face": {t: {r: per[t][r] for r in rows} for t in degs},
+        "paste_weights": gates,
         "seconds": round(time.time() - t0, 1),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}",
         "torch": torch.__version__,
+        "command": "python benchmarks/default_restorer.py " + " ".join(sys.argv[1:]),
     }
+    if args.shard:
+        result["shard"] = args.shard
+    result = summarise(result)
     for ref in args.against:
         result.setdefault("against", {})[ref] = paired_against(result, ref)
     out = Path(args.out)

@@ -1,0 +1,103 @@
+"""The default-restorer sweep runs in shards (``--shard K/N``) that ``--merge`` joins: the joined result must equal
+what one run over all faces would have summarised, and shards of different sweeps must be refused."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import default_restorer as sweep
+
+METRICS = ["psnr", "niqe"]
+ROWS = ["input", "ispl", "default"]
+
+
+def _shard(names: list[str], seed: int, weights: str = "w.safetensors") -> dict:
+    rng = np.random.default_rng(seed)
+    per_face = {
+        task: {row: [{m: float(rng.normal()) for m in METRICS} for _ in names] for row in ROWS}
+        for task in ("x8", "clean")
+    }
+    paste = {"default": {task: [float(v) for v in rng.choice([0.0, 0.5, 1.0], len(names))] for task in per_face}}
+    result = {
+        "benchmark": "default_restorer",
+        "rows": ROWS,
+        "legend": {"default": weights},
+        "methods": {},
+        "metrics_present": METRICS,
+        "metrics_missing": {},
+        "names": names,
+        "per_face": per_face,
+        "paste_weights": paste,
+        "seconds": 10.0,
+        "command": "python benchmarks/default_restorer.py --shard",
+    }
+    return sweep.summarise(result)
+
+
+def _write(tmp_path: Path, name: str, result: dict) -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(result))
+    return path
+
+
+def test_parse_shard_accepts_k_of_n_and_refuses_the_rest():
+    assert sweep.parse_shard("3/8") == (3, 8)
+    for bad in ("8/8", "-1/2", "1", "a/b"):
+        with pytest.raises(SystemExit):
+            sweep.parse_shard(bad)
+
+
+def test_merge_equals_the_summary_of_all_faces(tmp_path):
+    a, b = _shard(["ffhq/0", "prior/9999-1"], 0), _shard(["ffhq/1"], 1)
+    merged = sweep.merge([_write(tmp_path, "a.json", a), _write(tmp_path, "b.json", b)])
+    assert merged["names"] == ["ffhq/0", "prior/9999-1", "ffhq/1"]
+    assert (
+        merged["faces"] == 3
+        and merged["face_sets"].startswith("2 ffhq256")
+        and "1 MobileStyleGAN" in merged["face_sets"]
+    )
+    assert merged["seconds"] == 20.0 and [s["faces"] for s in merged["shards"]] == [2, 1]
+    for task in ("x8", "clean"):
+        for row in ROWS:
+            faces = a["per_face"][task][row] + b["per_face"][task][row]
+            assert merged["per_face"][task][row] == faces
+            for m in METRICS:
+                assert merged["tasks"][task][row]["mean"][m] == pytest.approx(np.mean([f[m] for f in faces]))
+        # the interval against ispl is recomputed from all faces: it contains the mean difference
+        diff = np.mean(
+            [
+                f["psnr"] - g["psnr"]
+                for f, g in zip(merged["per_face"][task]["default"], merged["per_face"][task]["ispl"])
+            ]
+        )
+        mean, lo, hi = merged["tasks"][task]["default"]["vs_ispl"]["psnr"]
+        assert mean == pytest.approx(diff) and lo <= diff <= hi
+        w = np.array(a["paste_weights"]["default"][task] + b["paste_weights"]["default"][task])
+        assert merged["tasks"][task]["default"]["gate"] == f"{int((w == 0).sum())}/{int(((w > 0) & (w < 1)).sum())}"
+
+
+def test_merge_refuses_shards_of_different_sweeps(tmp_path):
+    a = _write(tmp_path, "a.json", _shard(["ffhq/0"], 0))
+    with pytest.raises(SystemExit, match="legend"):
+        sweep.merge([a, _write(tmp_path, "b.json", _shard(["ffhq/1"], 1, weights="other.safetensors"))])
+    with pytest.raises(SystemExit, match="two shards"):
+        sweep.merge([a, _write(tmp_path, "c.json", _shard(["ffhq/0"], 2))])
+
+
+def test_shards_partition_the_faces():
+    """Every face of the sweep lands in exactly one of N shards, and shard 0 of 1 is the whole sweep."""
+    n_ffhq, n_prior = 7, 5
+    assert sweep.shard_indices(n_ffhq, n_prior, (0, 1)) == (list(range(n_ffhq)), list(range(n_prior)))
+    for n in (2, 3, 8):
+        ffhq, prior = [], []
+        for k in range(n):
+            f, p = sweep.shard_indices(n_ffhq, n_prior, (k, n))
+            ffhq += f
+            prior += p
+        assert sorted(ffhq) == list(range(n_ffhq)) and sorted(prior) == list(range(n_prior))
