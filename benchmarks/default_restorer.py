@@ -181,6 +181,84 @@ def bootstrap(d: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float
     return paired_bootstrap(d, n, seed)
 
 
+# issue 15's acceptance: where the default must never be worse than its input (PSNR at most 1 dB under, id_mfn at most
+# 0.02 above, on the mean) and where it must beat the built-in ISPL (every interval of these metrics below zero)
+NEVER_WORSE_TASKS = ("clean", "jpeg70", "jpeg90", "x2")
+NEVER_WORSE_LIMITS = {"psnr": 1.0, "id_mfn": 0.02}
+BETTER_TASKS = ("x8", "blur4", "noise30", "realworld-gfpgan", "heavy")
+BETTER_METRICS = ("id_mfn", "lle", "niqe", "ms_swd")
+
+
+def acceptance(result: dict, row: str = "default") -> dict:
+    """Issue 15's two sweep claims checked on ``row`` from the per-face values of the tasks the sweep has.
+
+    ``never_worse[task]``: mean PSNR loss and mean id_mfn gain against the input, their limits, the worst face and
+    how many faces exceed the limit on their own (the claim is on the mean; a face over it is reported, not hidden).
+    ``better[task][metric]``: the paired interval (row - ispl) and whether it lies below zero."""
+    per = result["per_face"]
+    out: dict = {"row": row, "never_worse": {}, "better": {}}
+    for task in [t for t in NEVER_WORSE_TASKS if t in per]:
+        entry = {}
+        for m, limit in NEVER_WORSE_LIMITS.items():
+            if m not in result["metrics_present"]:
+                continue
+            sign = 1.0 if m == "psnr" else -1.0  # loss against the input, positive = worse
+            loss = sign * (np.array([f[m] for f in per[task]["input"]]) - np.array([f[m] for f in per[task][row]]))
+            entry[m] = {
+                "mean_loss": float(loss.mean()) + 0.0,
+                "limit": limit,
+                "worst_face": float(loss.max()) + 0.0,
+                "faces_over_limit": int((loss > limit).sum()),
+                "met": bool(loss.mean() <= limit),
+            }
+        out["never_worse"][task] = entry
+    for task in [t for t in BETTER_TASKS if t in per]:
+        entry = {}
+        for m in [m for m in BETTER_METRICS if m in result["metrics_present"]]:
+            d = np.array([f[m] for f in per[task][row]]) - np.array([f[m] for f in per[task]["ispl"]])
+            mean, lo, hi = bootstrap(d)
+            entry[m] = {"mean": mean, "low": lo, "high": hi, "met": bool(hi < 0)}
+        out["better"][task] = entry
+    checks = [c["met"] for part in ("never_worse", "better") for e in out[part].values() for c in e.values()]
+    out["met"] = f"{sum(checks)}/{len(checks)}"
+    return out
+
+
+def _acceptance_markdown(acc: dict) -> list[str]:
+    lines = ["", f"## Issue 15's sweep claims for `{acc['row']}`: {acc['met']} met", ""]
+    if acc["never_worse"]:
+        lines += [
+            "Never worse than the input (on the mean; limits: PSNR loss <= 1 dB, id_mfn gain <= 0.02):",
+            "",
+            "| task | metric | mean loss | worst face | faces over the limit | met |",
+            "|---|---|---|---|---|---|",
+        ]
+        for task, entry in acc["never_worse"].items():
+            for m, c in entry.items():
+                lines.append(
+                    f"| {task} | {m} | {c['mean_loss']:+.3g} | {c['worst_face']:+.3g} | "
+                    f"{c['faces_over_limit']} | {'yes' if c['met'] else 'NO'} |"
+                )
+    if acc["better"]:
+        lines += [
+            "",
+            "Better than the built-in ISPL (paired 95% interval of row - ispl entirely below zero):",
+            "",
+            "| task | " + " | ".join(BETTER_METRICS) + " |",
+            "|---|" + "---|" * len(BETTER_METRICS),
+        ]
+        for task, entry in acc["better"].items():
+            cells = [
+                f"{entry[m]['mean']:+.3g} [{entry[m]['low']:+.3g}, {entry[m]['high']:+.3g}] "
+                f"{'yes' if entry[m]['met'] else 'NO'}"
+                if m in entry
+                else ""
+                for m in BETTER_METRICS
+            ]
+            lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def to_markdown(result: dict) -> str:
     rows_all = result["rows"]
     lines = [
@@ -223,6 +301,8 @@ def to_markdown(result: dict) -> str:
                     for m in metrics
                 ]
                 lines.append(f"| {task} | {row} | " + " | ".join(cells) + " |")
+    if "default" in rows_all and "per_face" in result:
+        lines += _acceptance_markdown(acceptance(result))
     if result["metrics_missing"]:
         lines += ["", "Missing metrics: " + "; ".join(f"{k}: {v}" for k, v in result["metrics_missing"].items())]
     return "\n".join(lines) + "\n"
