@@ -119,3 +119,77 @@ def test_memory_store_renders_the_faces_write_synth_would_write(tmp_path):
     for bad in ({**spec, "store": "disk"}, {**spec, "store": "memory", "folder": str(tmp_path / "x")}):
         with pytest.raises(InputError, match=r"data\.synth\.(store|folder)"):
             config_from_dict({**raw, "data": {**raw["data"], "synth": bad}})
+
+
+def test_identity_views_keep_the_sample_and_move_only_the_first_rows(G):
+    """View 0 is the sample itself; views move the first `layers` W+ rows by `strength` toward another face's w
+    and keep the rest; the images are those W+ rendered; strength 0 repeats the sample; subsets regenerate."""
+    from facerestore.train.synth import identity_views, view_others, view_wplus
+
+    imgs, ws = identity_views(G, [0, 1], seed=2, views=3, layers=2, strength=0.5, truncation=0.8)
+    assert imgs.shape == (2, 4, 3, 64, 64) and ws.shape == (2, 4, G.num_ws, G.w_dim)
+    alone, w = sample_faces(G, [0, 1], seed=2, truncation=0.8)
+    torch.testing.assert_close(imgs[:, 0], alone, rtol=0, atol=1e-5)
+    others = view_others(G, [0, 1], seed=2, views=3, truncation=0.8)
+    for v in range(1, 4):
+        torch.testing.assert_close(ws[:, v, 2:], w[:, None].expand(-1, G.num_ws - 2, -1))
+        torch.testing.assert_close(ws[:, v, :2], (w + 0.5 * (others[:, v - 1] - w))[:, None].expand(-1, 2, -1))
+    torch.testing.assert_close(view_wplus(w, others, G.num_ws, 2, 0.5), ws[:, 1:])
+    with torch.no_grad():
+        again = to_unit_range(G.synthesis(ws[1], noise_mode="const")).clamp(0, 1)
+    torch.testing.assert_close(again, imgs[1], rtol=0, atol=1e-5)
+    assert float((imgs[:, 1:] - imgs[:, :1]).abs().mean()) > 0.01  # the views differ from the sample
+    same, _ = identity_views(G, [0], seed=2, views=2, strength=0.0, truncation=0.8)
+    torch.testing.assert_close(same[:, 1:], same[:, :1].expand(-1, 2, -1, -1, -1), rtol=0, atol=1e-5)
+    sub, _ = identity_views(G, [1], seed=2, views=3, layers=2, strength=0.5, truncation=0.8)
+    torch.testing.assert_close(sub[0], imgs[1], rtol=0, atol=1e-5)
+    for bad in ({"views": -1}, {"views": 1, "strength": 1.5}, {"views": 1, "layers": 0}):
+        with pytest.raises(InputError):
+            identity_views(G, [0], seed=2, **bad)
+
+
+def test_write_synth_views_files_latents_and_cli(tmp_path, G):
+    from facerestore.nn.safe_weights import load_safetensors
+    from facerestore.train.synth import VIEW_LAYERS, VIEW_STRENGTH, identity_views, view_wplus
+
+    m = json.loads(write_synth(tmp_path / "v", 3, size=32, seed=1, weights=BUILTIN, batch=2, views=2).read_text())
+    assert m["views"]["count"] == 2 and [f["file"] for f in m["files"]] == [f"synth_{i:06d}.png" for i in range(3)]
+    names = sorted(p.name for p in (tmp_path / "v").glob("*.png"))
+    assert names == sorted(
+        [f"synth_{i:06d}.png" for i in range(3)] + [f"view_{i:06d}_{v}.png" for i in range(3) for v in (1, 2)]
+    )
+    imgs, ws = identity_views(G, [2], seed=1, views=2, size=32)
+    np.testing.assert_allclose(
+        io.read_rgb(tmp_path / "v" / "view_000002_2.png"), imgs[0, 2].permute(1, 2, 0).numpy(), atol=0.5 / 255
+    )
+    # the stored latents rebuild the views' W+
+    other = load_safetensors(tmp_path / "v" / "view_latents.safetensors", "views")["w_other"]
+    w = torch.from_numpy(latents_of(tmp_path / "v"))
+    torch.testing.assert_close(view_wplus(w, other, G.num_ws, VIEW_LAYERS, VIEW_STRENGTH)[2], ws[0, 1:])
+    # without views nothing changes: same anchors, no view files
+    write_synth(tmp_path / "p", 3, size=32, seed=1, weights=BUILTIN, batch=3)
+    assert (tmp_path / "p" / "synth_000001.png").read_bytes() == (tmp_path / "v" / "synth_000001.png").read_bytes()
+    assert not list((tmp_path / "p").glob("view_*")) and not (tmp_path / "p" / "view_latents.safetensors").exists()
+    assert (
+        main(
+            [
+                "synth",
+                "-n",
+                "1",
+                "-o",
+                str(tmp_path / "c"),
+                "--size",
+                "32",
+                "--seed",
+                "1",
+                "--weights",
+                BUILTIN,
+                "--views",
+                "2",
+                "-q",
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "c" / "view_000000_2.png").read_bytes() == (tmp_path / "v" / "view_000000_2.png").read_bytes()
+    assert main(["synth", "-n", "1", "-o", str(tmp_path / "d"), "--weights", BUILTIN, "--views", "-1", "-q"]) == 2
