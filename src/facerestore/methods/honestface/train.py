@@ -8,10 +8,13 @@ Data (``prepare``, cached in ``OUT/data.pt``):
   benchmark query photo (:func:`query_photo`: the lowest-numbered one of a person with >= 3 photos) is left out of
   training entirely, so that ``benchmarks/honestface_refs.py`` restores faces the model never saw;
 - ../shared/data/ffhq256 (validation ids ending in 0 left out), area-resized to 128 px, with "self" references:
-  photometrically jittered and slightly shifted views of the same face (the substitute for the synthetic identity
-  sets of the issue, whose real-prior generator has not landed).
+  photometrically jittered and slightly shifted views of the same face;
+- optionally (``--synth DIR``, a ``facerestore synth --views V`` folder) synthetic persons: each sample and its views
+  (other pose, hair, background; :func:`facerestore.train.synth.identity_views`) is one person, the views being
+  its reference photos; views farther than ``SYNTH_MAX_DISTANCE`` from the sample by dlib are left out.
 Every sample: HQ face, LQ = ``realworld-gfpgan`` (60%) or the heavier ``realworld-vqfr`` (40%), seeded by step
-and sample, 0-4 references (none with probability 0.25).
+and sample, 0-4 references (none with probability 0.25). In a batch, sample 0 mod 4 comes from the photo persons,
+2 mod 4 from the synthetic persons (from the photo persons when there are none), the odd ones from everything.
 
 Two phases (the compact model has no pretrained Stable Diffusion behind it):
 - A (``--phase-a`` steps): the whole backbone (VAE, UNet base weights; LoRA disabled) and the prompt embedder
@@ -52,6 +55,8 @@ PHOTOS = Path("../shared/data/photos")
 FFHQ = Path("../shared/data/ffhq256")
 SIZE = 128
 MAX_REFS = 4
+SYNTH_PERSON0 = 100_000  # person ids of synthetic persons start here (photo persons count from 0, ffhq faces < 0)
+SYNTH_MAX_DISTANCE = 0.5  # dlib distance above which a view is not taken for the same person (dlib's own: 0.6)
 
 
 # ------------------------------------------------------------------------------------------------------ data
@@ -105,7 +110,39 @@ def _align(path: Path) -> np.ndarray | None:
     return align_face(img, dets[0].landmarks5, size=SIZE).crop.astype(np.float32)
 
 
-def _prepare(out: Path, n_ffhq: int, embedder: Any) -> dict[str, Any]:
+def synth_persons(folder: Path, embedder: Any, max_distance: float = SYNTH_MAX_DISTANCE,
+                  limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Synthetic persons of a ``facerestore synth --views`` folder at ``SIZE`` px: (faces (M, 3, S, S) float in
+    [0, 1], person ids (M,) from ``SYNTH_PERSON0``, dlib embeddings (M, 128), views dropped). A person is its sample
+    and the views within ``max_distance`` (dlib) of it; persons left with no view are dropped."""
+    from facerestore import io
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    views = int(manifest.get("views", {}).get("count", 0))
+    if views < 1:
+        raise ValueError(f"{folder}: no views (write it with `facerestore synth --views V`)")
+    faces, person, embs, dropped = [], [], [], 0
+    for entry in manifest["files"][:limit]:
+        i = int(entry["index"])
+        names = [entry["file"]] + [f"view_{i:06d}_{v}.png" for v in range(1, views + 1)]
+        x = torch.stack([torch.from_numpy(io.read_rgb(folder / n)).permute(2, 0, 1) for n in names]).float()
+        if x.shape[-1] != SIZE:
+            x = F.interpolate(x, size=(SIZE, SIZE), mode="area")
+        with torch.no_grad():
+            e = embedder.embed(x.clamp(0, 1)).float()
+        keep = [0] + [v for v in range(1, views + 1) if float((e[v] - e[0]).norm()) <= max_distance]
+        dropped += views + 1 - len(keep)
+        if len(keep) < 2:
+            continue
+        faces.append(x[keep])
+        embs.append(e[keep])
+        person += [SYNTH_PERSON0 + i] * len(keep)
+    if not faces:
+        raise ValueError(f"{folder}: no synthetic person kept (every view farther than {max_distance} by dlib)")
+    return torch.cat(faces).clamp(0, 1), torch.tensor(person), torch.cat(embs), dropped
+
+
+def _prepare(out: Path, n_ffhq: int, embedder: Any, synth: Path | None = None) -> dict[str, Any]:
     from facerestore import io
 
     faces, person = [], []
@@ -124,11 +161,17 @@ def _prepare(out: Path, n_ffhq: int, embedder: Any) -> dict[str, Any]:
         faces.append(F.interpolate(img, size=(SIZE, SIZE), mode="area")[0])
         person.append(-1 - i)  # its own identity: self references
     x = torch.stack(faces).clamp(0, 1)
-    lms = face_landmarks68(x)
     with torch.no_grad():
-        emb = torch.cat([embedder.embed(x[i:i + 32]) for i in range(0, len(x), 32)])
-    data = {"faces": (x * 255).round().to(torch.uint8), "person": torch.tensor(person),
-            "landmarks": torch.from_numpy(lms).float(), "embeddings": emb.float()}
+        emb = torch.cat([embedder.embed(x[i:i + 32]) for i in range(0, len(x), 32)]).float()
+    pid = torch.tensor(person)
+    if synth is not None:
+        sx, sp, se, dropped = synth_persons(Path(synth), embedder)
+        print(f"synthetic persons: {len(sp.unique())} ({len(sp)} faces; {dropped} views over "
+              f"{SYNTH_MAX_DISTANCE} by dlib left out)", flush=True)
+        x, pid, emb = torch.cat([x, sx]), torch.cat([pid, sp]), torch.cat([emb, se])
+    lms = face_landmarks68(x)
+    data = {"faces": (x * 255).round().to(torch.uint8), "person": pid,
+            "landmarks": torch.from_numpy(lms).float(), "embeddings": emb}
     torch.save(data, out / "data.pt")
     return data
 
@@ -148,11 +191,13 @@ def make_batch(data: dict[str, Any], step: int, batch: int, seed: int = 0) -> di
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
     faces, person = data["faces"], data["person"]
     n = len(faces)
-    real = (person >= 0).nonzero().flatten()
+    photo = ((person >= 0) & (person < SYNTH_PERSON0)).nonzero().flatten()
+    synth = (person >= SYNTH_PERSON0).nonzero().flatten()
     hq, lq, refs, ref_lm, ref_emb, mask = [], [], [], [], [], []
     for b in range(batch):
-        # half of the samples from the identity-paired photos (they carry true reference sets)
-        i = int(real[torch.randint(len(real), (1,), generator=g)]) if (b % 2 == 0 and len(real)) else \
+        # half of the samples carry true reference sets: photo persons, and synthetic persons when there are any
+        pool_b = synth if (b % 4 == 2 and len(synth)) else photo
+        i = int(pool_b[torch.randint(len(pool_b), (1,), generator=g)]) if (b % 2 == 0 and len(pool_b)) else \
             int(torch.randint(n, (1,), generator=g))
         x = faces[i].float() / 255
         if torch.rand((), generator=g) < 0.5:  # flip the target (refs keep their own geometry)
@@ -306,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=6e-4)
     ap.add_argument("--lr-b", type=float, default=1e-4, help="phase B learning rate (the paper's 1e-4, AdamW)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--synth", default=None, help="a `facerestore synth --views V` folder: synthetic persons with "
+                    "reference views, added to the data when OUT/data.pt is first prepared")
     ap.add_argument("--export", default=None, help="also write the fp16 weights here after the chunk")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -318,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     dlib_net = load_dlib_face_resnet()
     idl = IdentityLoss(net=dlib_net)
     data = (torch.load(out / "data.pt", weights_only=True) if (out / "data.pt").is_file()
-            else _prepare(out, 600, idl))
+            else _prepare(out, 600, idl, Path(args.synth) if args.synth else None))
     net = HonestFaceNet(features=dlib_net)
     disc = LatentDiscriminator(int(net.config.vae["latent_channels"]))
     perc = DlibPerceptual(dlib_net)

@@ -1,0 +1,81 @@
+"""HonestFace training data: synthetic persons (a `facerestore synth --views` folder) join the photo persons, each
+person's references are its own other photos, and a batch is a function of (step, seed) only."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers", reason="the [diffusion] extra (diffusers, peft) is not installed")
+pytest.importorskip("peft", reason="the [diffusion] extra (diffusers, peft) is not installed")
+
+from facerestore.methods.honestface import train as hf_train
+
+BUILTIN = "builtin:stylegan2-face-64.safetensors"
+
+
+class QueueEmbedder:
+    """Hands out prepared embeddings, one (1 + views, 128) block per person, in call order."""
+
+    def __init__(self, distances: list[list[float]]) -> None:
+        self.blocks = [torch.tensor([[d] + [0.0] * 127 for d in person]) for person in distances]
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        block = self.blocks.pop(0)
+        assert len(block) == len(x)
+        return block
+
+
+def test_synth_persons_keep_views_within_the_distance_and_drop_lonely_samples(tmp_path):
+    from facerestore.train.synth import write_synth
+
+    write_synth(tmp_path / "s", 3, size=64, seed=0, weights=BUILTIN, views=2)
+    # person 0: both views kept; person 1: one view over 0.5 left out; person 2: no view left -> not a person
+    emb = QueueEmbedder([[0.0, 0.3, 0.45], [0.0, 0.7, 0.2], [0.0, 0.9, 0.6]])
+    faces, person, embs, dropped = hf_train.synth_persons(tmp_path / "s", emb)
+    assert faces.shape == (5, 3, hf_train.SIZE, hf_train.SIZE) and dropped == 3
+    assert person.tolist() == [hf_train.SYNTH_PERSON0] * 3 + [hf_train.SYNTH_PERSON0 + 1] * 2
+    assert embs[:, 0].tolist() == pytest.approx([0.0, 0.3, 0.45, 0.0, 0.2])
+    assert float(faces.min()) >= 0 and float(faces.max()) <= 1
+    write_synth(tmp_path / "plain", 1, size=64, seed=0, weights=BUILTIN)
+    with pytest.raises(ValueError, match="no views"):
+        hf_train.synth_persons(tmp_path / "plain", QueueEmbedder([]))
+
+
+def _data() -> dict:
+    """Faces of constant grey level 10 * index (so that a batch's HQ face tells its index): 4 photo faces of 2
+    persons, 6 ffhq faces (self references), 3 synthetic persons of 2 faces each."""
+    person = [0, 0, 1, 1] + [-1 - i for i in range(6)] + [hf_train.SYNTH_PERSON0 + k // 2 for k in range(6)]
+    n = len(person)
+    faces = torch.stack([torch.full((3, hf_train.SIZE, hf_train.SIZE), 10 * j, dtype=torch.uint8) for j in range(n)])
+    return {"faces": faces, "person": torch.tensor(person), "landmarks": torch.zeros(n, 68, 2),
+            "embeddings": torch.arange(n, dtype=torch.float32)[:, None].expand(n, 128).clone()}
+
+
+def test_batches_draw_each_source_and_take_references_from_the_same_person():
+    data = _data()
+    person = data["person"]
+    for step in range(6):
+        batch = hf_train.make_batch(data, step, 4, seed=1)
+        idx = [round(float(h.mean()) * 255 / 10) for h in batch["hq"]]
+        assert 0 <= int(person[idx[0]]) < hf_train.SYNTH_PERSON0  # slot 0: a photo person
+        assert int(person[idx[2]]) >= hf_train.SYNTH_PERSON0  # slot 2: a synthetic person
+        for b in (0, 2):
+            for r, used in zip(batch["ref_emb"][b], batch["mask"][b]):
+                if used:  # references are the person's other photos (embedding = face index here)
+                    j = int(r[0])
+                    assert person[j] == person[idx[b]] and j != idx[b]
+    again = hf_train.make_batch(data, 3, 4, seed=1)
+    first = hf_train.make_batch(data, 3, 4, seed=1)
+    for key in first:
+        assert torch.equal(first[key], again[key])
+
+
+def test_without_synthetic_persons_slot_two_stays_a_photo_person():
+    data = _data()
+    keep = data["person"] < hf_train.SYNTH_PERSON0
+    data = {k: v[keep] for k, v in data.items()}
+    for step in range(4):
+        batch = hf_train.make_batch(data, step, 4, seed=2)
+        idx = [round(float(h.mean()) * 255 / 10) for h in batch["hq"]]
+        assert all(0 <= int(data["person"][idx[b]]) for b in (0, 2))
