@@ -171,7 +171,8 @@ def _prepare(out: Path, n_ffhq: int, embedder: Any, synth: Path | None = None) -
         x, pid, emb = torch.cat([x, sx]), torch.cat([pid, sp]), torch.cat([emb, se])
     lms = face_landmarks68(x)
     data = {"faces": (x * 255).round().to(torch.uint8), "person": pid,
-            "landmarks": torch.from_numpy(lms).float(), "embeddings": emb}
+            "landmarks": torch.from_numpy(lms).float(), "embeddings": emb,
+            "synth": str(Path(synth).resolve()) if synth is not None else ""}
     torch.save(data, out / "data.pt")
     return data
 
@@ -364,8 +365,14 @@ def main(argv: list[str] | None = None) -> int:
 
     dlib_net = load_dlib_face_resnet()
     idl = IdentityLoss(net=dlib_net)
-    data = (torch.load(out / "data.pt", weights_only=True) if (out / "data.pt").is_file()
-            else _prepare(out, 600, idl, Path(args.synth) if args.synth else None))
+    synth = Path(args.synth) if args.synth else None
+    if (out / "data.pt").is_file():
+        data = torch.load(out / "data.pt", weights_only=True)
+        if synth is not None and data.get("synth", "") != str(synth.resolve()):
+            raise SystemExit(f"{out / 'data.pt'} was prepared without the synthetic persons of {synth}: "
+                             "train them in a new --out folder")
+    else:
+        data = _prepare(out, 600, idl, synth)
     net = HonestFaceNet(features=dlib_net)
     disc = LatentDiscriminator(int(net.config.vae["latent_channels"]))
     perc = DlibPerceptual(dlib_net)
