@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -448,6 +449,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.merge:
         result = merge([Path(p) for p in args.merge])
+        result["command"] = "python benchmarks/default_restorer.py " + shlex.join(sys.argv[1:])
         for ref in args.against:
             result.setdefault("against", {})[ref] = paired_against(result, ref)
         out = Path(args.out)
@@ -540,7 +542,7 @@ def main() -> None:
         "seconds": round(time.time() - t0, 1),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}",
         "torch": torch.__version__,
-        "command": "python benchmarks/default_restorer.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/default_restorer.py " + shlex.join(sys.argv[1:]),
     }
     if args.shard:
         result["shard"] = args.shard
