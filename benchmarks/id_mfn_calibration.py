@@ -40,13 +40,6 @@ def read_pairs(folder: Path) -> dict[tuple[str, str], bool]:
     return pairs
 
 
-def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """P(score of a same pair > score of a different pair), ties count half."""
-    gt = (pos[:, None] > neg[None, :]).sum()
-    eq = (pos[:, None] == neg[None, :]).sum()
-    return float((gt + 0.5 * eq) / (len(pos) * len(neg)))
-
-
 def eer_threshold(d_same: np.ndarray, d_diff: np.ndarray) -> tuple[float, float, float]:
     """(threshold, false reject rate, false accept rate) at the equal error rate, "same" meaning d < threshold;
     the threshold lies midway between two consecutive observed distances."""
@@ -68,6 +61,7 @@ def main() -> int:
         mobilefacenet_crop,
     )
     from facerestore.io import read_rgb
+    from facerestore.metrics.stats import roc_auc
 
     if not PHOTOS.is_dir():
         raise SystemExit(f"needs ../shared/data/photos (not found at {PHOTOS})")

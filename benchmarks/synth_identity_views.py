@@ -31,14 +31,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def auc(same: np.ndarray, diff: np.ndarray) -> float:
-    """P(a same-person distance < a different-person distance), ties counting half (the Mann-Whitney AUC)."""
-    s, d = np.asarray(same)[:, None], np.asarray(diff)[None, :]
-    return float((s < d).mean() + 0.5 * (s == d).mean())
-
-
 def measure(G, ids: int, views: int, size: int, seed: int, truncation: float, layers: int, strength: float,
             scorers: dict) -> tuple[dict, torch.Tensor]:
+    from facerestore.metrics.stats import roc_auc
     from facerestore.train.synth import identity_views
 
     imgs = torch.cat([identity_views(G, [i], seed, views, size=size, truncation=truncation, layers=layers,
@@ -52,7 +47,7 @@ def measure(G, ids: int, views: int, size: int, seed: int, truncation: float, la
         diff = [float(m(imgs[i, :1], imgs[j, :1])) for i, j in itertools.combinations(range(ids), 2)]
         out[name] = {"same_mean": float(np.mean(same)), "same_max": float(np.max(same)),
                      "diff_mean": float(np.mean(diff)), "diff_min": float(np.min(diff)),
-                     "auc": auc(np.array(same), np.array(diff))}
+                     "auc": roc_auc(-np.array(same), -np.array(diff))}
         if name == "fed":
             out[name]["same_over_0.6"] = int((np.array(same) > 0.6).sum())
     return out, imgs

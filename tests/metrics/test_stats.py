@@ -27,3 +27,12 @@ def test_level_widens_the_interval():
     _, lo90, hi90 = paired_bootstrap(d, level=0.90)
     _, lo99, hi99 = paired_bootstrap(d, level=0.99)
     assert lo99 < lo90 < hi90 < hi99
+
+
+def test_roc_auc_counts_ordered_pairs_and_ties_half():
+    from facerestore.metrics.stats import roc_auc
+
+    assert roc_auc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
+    assert roc_auc(np.array([1.0, 2.0]), np.array([3.0, 4.0])) == 0.0
+    # pairs (pos, neg): (1, 1) tie = 0.5, (1, 0) = 1, (3, 1) = 1, (3, 0) = 1 -> 3.5 / 4
+    assert roc_auc(np.array([1.0, 3.0]), np.array([1.0, 0.0])) == 0.875

@@ -110,19 +110,20 @@ def _align(path: Path) -> np.ndarray | None:
     return align_face(img, dets[0].landmarks5, size=SIZE).crop.astype(np.float32)
 
 
-def synth_persons(folder: Path, embedder: Any, max_distance: float = SYNTH_MAX_DISTANCE,
-                  limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+def synth_persons(folder: Path, embedder: Any,
+                  max_distance: float = SYNTH_MAX_DISTANCE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Synthetic persons of a ``facerestore synth --views`` folder at ``SIZE`` px: (faces (M, 3, S, S) float in
     [0, 1], person ids (M,) from ``SYNTH_PERSON0``, dlib embeddings (M, 128), views dropped). A person is its sample
     and the views within ``max_distance`` (dlib) of it; persons left with no view are dropped."""
     from facerestore import io
+    from facerestore.faces.identity import embedding_distance
 
     manifest = json.loads((folder / "manifest.json").read_text())
     views = int(manifest.get("views", {}).get("count", 0))
     if views < 1:
         raise ValueError(f"{folder}: no views (write it with `facerestore synth --views V`)")
     faces, person, embs, dropped = [], [], [], 0
-    for entry in manifest["files"][:limit]:
+    for entry in manifest["files"]:
         i = int(entry["index"])
         names = [entry["file"]] + [f"view_{i:06d}_{v}.png" for v in range(1, views + 1)]
         x = torch.stack([torch.from_numpy(io.read_rgb(folder / n)).permute(2, 0, 1) for n in names]).float()
@@ -130,7 +131,7 @@ def synth_persons(folder: Path, embedder: Any, max_distance: float = SYNTH_MAX_D
             x = F.interpolate(x, size=(SIZE, SIZE), mode="area")
         with torch.no_grad():
             e = embedder.embed(x.clamp(0, 1)).float()
-        keep = [0] + [v for v in range(1, views + 1) if float((e[v] - e[0]).norm()) <= max_distance]
+        keep = [0] + [v for v in range(1, views + 1) if embedding_distance(e[v].numpy(), e[0].numpy()) <= max_distance]
         dropped += views + 1 - len(keep)
         if len(keep) < 2:
             continue
