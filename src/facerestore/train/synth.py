@@ -166,6 +166,8 @@ def write_synth(out_dir: str | os.PathLike, count: int, *, size: int = 512, seed
         raise InputError(f"--size must be a whole number in 16..4096, got {size}")
     if int(batch) != batch or batch < 1:
         raise InputError(f"--batch must be >= 1, got {batch}")
+    if int(views) != views or not 0 <= views <= 64:
+        raise InputError(f"--views must be a whole number in 0..64, got {views}")
     out = io.check_output_dir(out_dir)
     name = weights if weights is not None else default_prior()
     G = resolve_generator(name).to(device).eval()
@@ -175,8 +177,6 @@ def write_synth(out_dir: str | os.PathLike, count: int, *, size: int = 512, seed
         licence = "Apache-2.0 (ours), trained on FFHQ (CC BY-NC-SA 4.0) and StyleGAN samples"
     else:
         licence = f"that of {name} (a file you supplied)"
-    if int(views) != views or not 0 <= views <= 64:
-        raise InputError(f"--views must be a whole number in 0..64, got {views}")
     files, latents, others = [], [], []
     for idx, imgs, ws in _batches(G, int(count), seed, int(batch), int(size), truncation, device, int(views)):
         for i, faces in zip(idx, imgs):
