@@ -1,12 +1,14 @@
-"""Calibrate the ``id_mfn`` identity metric (MobileFaceNet cosine distance) on ../shared/data/photos.
+"""Calibrate the independent identity metrics on ../shared/data/photos: ``id_mobileface`` (MobileFace cosine
+distance) and ``id_mfn`` (MobileFaceNet cosine distance).
 
 Pairs: master.csv and face-recognition-pivot.csv (same / different person), merged and de-duplicated
 (unordered pairs). Faces: the largest dlib HOG face of each photo, with 68 landmarks reduced to 5 points,
-warped onto ArcFace's 112 px template (facerestore.faces.identity.mobilefacenet_crop). Reports the ROC AUC
-(same-person pairs should have the smaller distance) and the equal-error-rate threshold, both CHOSEN ON THIS
-DATA (no held-out split: 61 photos are too few), and dlib's FED AUC on the same faces for comparison.
+warped onto ArcFace's 112 px template (facerestore.faces.identity.mobilefacenet_crop). Reports, per network,
+the ROC AUC (same-person pairs should have the smaller distance) and the equal-error-rate threshold, both
+CHOSEN ON THIS DATA (no held-out split: 61 photos are too few), and dlib's FED AUC on the same faces for
+comparison.
 
-MobileFaceNet's licence is not stated: evaluation use only.
+The licences of MobileFace and MobileFaceNet are not stated: evaluation use only.
 
     python benchmarks/id_mfn_calibration.py            # writes benchmarks/results/id_mfn_calibration.json
 """
@@ -54,6 +56,7 @@ def eer_threshold(d_same: np.ndarray, d_diff: np.ndarray) -> tuple[float, float,
 def main() -> int:
     from facerestore.faces.detect import DlibDetector, landmarks_68_to_5, select_faces
     from facerestore.faces.identity import (
+        MobileFaceEmbedder,
         MobileFaceNetEmbedder,
         dlib_embedding,
         embedding_distance,
@@ -69,8 +72,8 @@ def main() -> int:
     pairs = read_pairs(PHOTOS)
     names = sorted({n for p in pairs for n in p})
     det = DlibDetector("hog", upsample=0, max_side=640, landmarks=68)
-    mfn = MobileFaceNetEmbedder()
-    emb_mfn, emb_dlib, missing = {}, {}, []
+    mfn, mface = MobileFaceNetEmbedder(), MobileFaceEmbedder()
+    emb_mfn, emb_mface, emb_dlib, missing = {}, {}, {}, []
     for n in names:
         if not (PHOTOS / n).is_file():
             missing.append(n)
@@ -82,12 +85,16 @@ def main() -> int:
             continue
         f = faces[0]
         lm5 = f.landmarks5 if f.landmarks68 is None else landmarks_68_to_5(f.landmarks68)
-        emb_mfn[n] = mfn.embed_crops(mobilefacenet_crop(img, lm5)[None])[0]
+        crop = mobilefacenet_crop(img, lm5)[None]
+        emb_mfn[n] = mfn.embed_crops(crop)[0]
+        emb_mface[n] = mface.embed_crops(crop)[0]
         u8 = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
         emb_dlib[n] = dlib_embedding(u8, f.box)
     used = [(a, b, s) for (a, b), s in sorted(pairs.items()) if a in emb_mfn and b in emb_mfn]
     same = np.array([s for _, _, s in used])
     d_mfn = np.array([mfn_distance(emb_mfn[a], emb_mfn[b]) for a, b, _ in used])
+    d_mface = np.array([mfn_distance(emb_mface[a], emb_mface[b]) for a, b, _ in used])
+    thr_f, frr_f, far_f = eer_threshold(d_mface[same], d_mface[~same])
     d_dlib = np.array([embedding_distance(emb_dlib[a], emb_dlib[b]) for a, b, _ in used])
     thr, frr, far = eer_threshold(d_mfn[same], d_mfn[~same])
     per_table = {}
@@ -95,23 +102,28 @@ def main() -> int:
         rows = read_pairs_table(PHOTOS / table)
         keep = [(a, b, s) for a, b, s in rows if a in emb_mfn and b in emb_mfn]
         dm = np.array([mfn_distance(emb_mfn[a], emb_mfn[b]) for a, b, _ in keep])
+        df = np.array([mfn_distance(emb_mface[a], emb_mface[b]) for a, b, _ in keep])
         dd = np.array([embedding_distance(emb_dlib[a], emb_dlib[b]) for a, b, _ in keep])
         ss = np.array([s for _, _, s in keep])
         per_table[table] = {"same": int(ss.sum()), "different": int((~ss).sum()),
-                            "auc_id_mfn": roc_auc(-dm[ss], -dm[~ss]), "auc_dlib_fed": roc_auc(-dd[ss], -dd[~ss])}
+                            "auc_id_mfn": roc_auc(-dm[ss], -dm[~ss]),
+                            "auc_id_mobileface": roc_auc(-df[ss], -df[~ss]), "auc_dlib_fed": roc_auc(-dd[ss], -dd[~ss])}
     result = {
         "command": "python benchmarks/id_mfn_calibration.py",
         "machine": platform.platform(),
         "photos": len(names), "photos_without_face": missing,
         "pairs": len(used), "same": int(same.sum()), "different": int((~same).sum()),
+        "id_mobileface": {"auc": roc_auc(-d_mface[same], -d_mface[~same]), "eer_threshold": thr_f,
+                          "frr_at_threshold": frr_f, "far_at_threshold": far_f,
+                          "same_mean": float(d_mface[same].mean()), "different_mean": float(d_mface[~same].mean())},
         "id_mfn": {"auc": roc_auc(-d_mfn[same], -d_mfn[~same]), "eer_threshold": thr, "frr_at_threshold": frr,
                    "far_at_threshold": far,
                    "same_mean": float(d_mfn[same].mean()), "different_mean": float(d_mfn[~same].mean())},
         "dlib_fed": {"auc": roc_auc(-d_dlib[same], -d_dlib[~same]),
                      "eer_threshold": eer_threshold(d_dlib[same], d_dlib[~same])[0]},
         "per_table": per_table,
-        "note": "threshold and AUC chosen/measured on the same pairs (no held-out split); MobileFaceNet: "
-                "evaluation use only (licence not stated)",
+        "note": "thresholds and AUCs chosen/measured on the same pairs (no held-out split); MobileFace and "
+                "MobileFaceNet: evaluation use only (licences not stated)",
         "seconds": round(time.time() - t0, 1),
     }
     out = ROOT / "benchmarks" / "results" / "id_mfn_calibration.json"

@@ -202,6 +202,22 @@ def test_mobilefacenet_equals_numpy_graph():
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
 
+def test_mobileface_equals_numpy_graph():
+    from facerestore.nn.mobileface import load_mobileface
+
+    folder = _needs("mobileface")
+    m = read_model(folder / "mobileface.json")
+    x = np.random.default_rng(2).uniform(0, 255, (2, 112, 112, 3)).astype(np.float32)
+    want = ref.run_graph(m, {"data": x})["batchnorm0/add_1"]
+    net = load_mobileface(folder)
+    with torch.no_grad():
+        got = net(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+    assert got.shape == (2, 256)
+    err = float(np.abs(got - want).max() / np.abs(want).max())
+    print(f"MobileFace max abs difference vs numpy graph, relative to the largest output: {err:.2e}")
+    assert err < 1e-5
+
+
 @pytest.mark.parametrize("scale", [2, 3, 4, 8])
 def test_esrgan_equals_numpy_layers(scale):
     from facerestore.nn.esrgan import load_esrgan
@@ -236,6 +252,17 @@ def test_ports_refuse_mismatched_weights(tmp_path):
     with pytest.raises(InputError) as exc:
         load_mobilefacenet(tmp_path)
     assert "\n" not in str(exc.value)
+
+    from facerestore.nn.mobileface import load_mobileface
+
+    ffolder = _needs("mobileface")
+    shutil.copy(ffolder / "mobileface.bin", tmp_path / "mobileface.bin")
+    data = json.loads((ffolder / "mobileface.json").read_text())
+    pad = next(n for n in data["modelTopology"]["node"] if n["name"] == "Pad")
+    pad["op"] = "MirrorPad"  # an op the port does not implement
+    (tmp_path / "mobileface.json").write_text(json.dumps(data))
+    with pytest.raises(InputError, match="MirrorPad"):
+        load_mobileface(tmp_path)
 
     efolder = _needs("esrgan-thick")
     with pytest.raises(InputError, match="not x4"):

@@ -62,6 +62,11 @@ def run_graph(model, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         elif op == "Const":
             w = model.weights[node.name]
             v = w.astype(np.float64) if w.dtype.kind == "f" else w
+        elif op in ("Conv2D", "DepthwiseConv2dNative"):
+            assert a.get("data_format", "NHWC") == "NHWC"
+            assert a.get("dilations", [1, 1, 1, 1]) == [1, 1, 1, 1]
+            s = a["strides"]
+            v = (conv2d if op == "Conv2D" else depthwise_conv2d)(args[0], args[1], (s[1], s[2]), a["padding"])
         elif op in ("_FusedConv2D", "FusedDepthwiseConv2dNative"):
             assert a.get("data_format", "NHWC") == "NHWC"
             assert a.get("dilations", [1, 1, 1, 1]) == [1, 1, 1, 1]
@@ -84,7 +89,7 @@ def run_graph(model, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             v = args[0] - args[1]
         elif op == "Mul":
             v = args[0] * args[1]
-        elif op == "Add":
+        elif op in ("Add", "AddV2"):
             v = args[0] + args[1]
         elif op == "Square":
             v = args[0] ** 2
@@ -93,6 +98,15 @@ def run_graph(model, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             v = args[0].sum(axis=axes, keepdims=bool(a.get("keep_dims", False)))
         elif op == "Maximum":
             v = np.maximum(args[0], args[1])
+        elif op == "Minimum":
+            v = np.minimum(args[0], args[1])
+        elif op == "Pad":
+            v = np.pad(args[0], [tuple(int(i) for i in r) for r in np.asarray(args[1])])
+        elif op == "Reshape":
+            v = args[0].reshape([int(i) for i in np.asarray(args[1]).reshape(-1)])
+        elif op == "MatMul":
+            assert not a.get("transpose_a") and not a.get("transpose_b")
+            v = args[0] @ args[1]
         elif op == "Rsqrt":
             v = 1.0 / np.sqrt(args[0])
         elif op == "Squeeze":

@@ -64,9 +64,13 @@ SPECS: tuple[MetricSpec, ...] = (
                "feature embedding distance: L2 between dlib 128-d face embeddings", ("000",), ("dlib",)),
     MetricSpec("deg", f"{_M}.face:IdentityAngle", "face", True, True, (0, 180),
                "identity angle (degrees) between face embeddings (paper 003 'Deg.')", ("003",), ("dlib",)),
+    MetricSpec("id_mobileface", f"{_M}.face:IdentityDistanceMobileFace", "face", True, True, (0, 2),
+               "identity distance: cosine distance of MobileFace 256-d embeddings, independent of dlib "
+               "(evaluation only: model licence not stated)", (), ("mobileface", "dlib")),
     MetricSpec("id_mfn", f"{_M}.face:IdentityDistanceMFN", "face", True, True, (0, 2),
-               "identity distance: cosine distance of MobileFaceNet 192-d embeddings, independent of dlib "
-               "(evaluation only: model licence not stated)", (), ("mobilefacenet", "dlib")),
+               "identity distance: cosine distance of MobileFaceNet 192-d embeddings, independent of dlib but "
+               "weak (ROC AUC 0.70 on photo pairs; prefer id_mobileface; evaluation only: model licence not "
+               "stated)", (), ("mobilefacenet", "dlib")),
     MetricSpec("lle", f"{_M}.face:LLE", "face", True, True, (0, INF),
                "landmark localisation error / L2-LD: mean L2 (px) over dlib 68 landmarks", ("000", "003"),
                ("dlib",)),

