@@ -83,14 +83,14 @@ def test_face_result_reports_identity_from_both_networks():
     z = np.zeros((4, 4, 3), np.float32)
     kw = dict(box=np.zeros(4), score=1.0, landmarks5=np.zeros((5, 2)), landmarks68=None, affine=np.eye(2, 3),
               input_crop=z, restored_crop=z)
-    r = FaceResult(**kw, identity=IdentityReport(similarity=0.95, distance=0.71, distance_mfn=3e-4,
-                                                 threshold_mfn=1.39e-4))
+    r = FaceResult(**kw, identity=IdentityReport(similarity=0.95, distance=0.71, distance_mobileface=0.3,
+                                                 threshold_mobileface=0.709))
     js = json.loads(json.dumps(r.to_json()))
     assert js["identity_distance"] == pytest.approx(0.71) and js["identity_threshold"] == 0.6
     assert js["identity_changed"] is True and js["identity_similarity"] == 0.95
-    assert js["identity_distance_mfn"] == 3e-4 and js["identity_threshold_mfn"] == 1.39e-4
+    assert js["identity_distance_mobileface"] == 0.3 and js["identity_threshold_mobileface"] == 0.709
     same = FaceResult(**kw, identity=IdentityReport(distance=0.3))
-    assert same.to_json()["identity_changed"] is False and same.to_json()["identity_distance_mfn"] is None
+    assert same.to_json()["identity_changed"] is False and same.to_json()["identity_distance_mobileface"] is None
     off = FaceResult(**kw).to_json()
     assert off["identity_changed"] is None and off["identity_distance"] is None
 

@@ -239,8 +239,8 @@ def build_app(cfg: ServeConfig, sessions: jobs.Sessions, *, uploads_root: str | 
                 report = gr.Dataframe(
                     headers=jobs.REPORT_HEADERS, value=[], elem_id="report", interactive=False, wrap=True,
                     column_widths=REPORT_WIDTHS, label="Identity report per face: dlib similarity and distance (under "
-                    "0.6: the same person), MobileFaceNet's distance, the quality gate's decision and the share of "
-                    "the restoration pasted")
+                    "0.6: the same person), MobileFace's distance (under 0.71: the same person), the quality "
+                    "gate's decision and the share of the restoration pasted")
                 downloads = gr.File(label="Downloads (each photo, its JSON record, all as results.zip)",
                                     file_count="multiple", interactive=False, elem_id="downloads")
 

@@ -889,14 +889,14 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 
 # the columns of the page's identity report (FaceResult.to_json() names: identity_similarity, identity_distance,
-# identity_changed, identity_distance_mfn; gate.reason; paste_weight)
-REPORT_HEADERS = ["photo", "face", "box", "score", "similarity", "distance", "changed", "MFN distance", "gate",
-                  "pasted"]
+# identity_changed, identity_distance_mobileface; gate.reason; paste_weight)
+REPORT_HEADERS = ["photo", "face", "box", "score", "similarity", "distance", "changed", "MobileFace distance",
+                  "gate", "pasted"]
 
 
 def report_rows(result: JobResult) -> list[list[str]]:
     """One row per face: the identity report of :class:`facerestore.pipeline.FaceResult` (dlib similarity and
-    distance, the changed flag, MobileFaceNet's distance) and the quality gate's decision."""
+    distance, the changed flag, MobileFace's distance) and the quality gate's decision."""
     rows = []
     for p in result.photos:
         for f in p.faces:
@@ -905,6 +905,6 @@ def report_rows(result: JobResult) -> list[list[str]]:
             rows.append([p.name, str(f.index + 1), ", ".join(f"{v:.0f}" for v in r.get("box", [])),
                          _fmt(r.get("score"), 2), _fmt(r.get("identity_similarity")),
                          _fmt(r.get("identity_distance")), _fmt(r.get("identity_changed")),
-                         _fmt(r.get("identity_distance_mfn"), 6), str(gate.get("reason", "off")),
+                         _fmt(r.get("identity_distance_mobileface"), 3), str(gate.get("reason", "off")),
                          _fmt(r.get("paste_weight"), 2)])
     return rows
