@@ -137,3 +137,18 @@ def test_acceptance_checks_the_mean_limits_and_the_intervals():
     assert not acc["better"]["x8"]["id_mfn"]["met"]
     assert "ms_swd" not in acc["better"]["x8"]  # a metric the sweep lacks is not checked
     assert acc["met"] == "2/4"
+
+
+def test_acceptance_judges_identity_with_mobileface_when_measured():
+    """With both identity metrics measured, the claims use id_mobileface (the discriminating network) and not the
+    weak id_mfn; a run without it (made before it existed) is checked with id_mfn."""
+    faces = {"input": _faces({"psnr": [30.0] * 2, "id_mobileface": [0.10] * 2, "id_mfn": [0.0] * 2}),
+             "ispl": _faces({"psnr": [30.0] * 2, "id_mobileface": [0.5] * 2, "id_mfn": [0.0] * 2}),
+             "default": _faces({"psnr": [30.0] * 2, "id_mobileface": [0.15] * 2, "id_mfn": [0.0] * 2})}
+    result = {"metrics_present": ["psnr", "id_mobileface", "id_mfn"], "per_face": {"clean": faces}}
+    acc = sweep.acceptance(result)
+    assert acc["identity"] == "id_mobileface" and set(acc["never_worse"]["clean"]) == {"psnr", "id_mobileface"}
+    assert acc["never_worse"]["clean"]["id_mobileface"]["mean_loss"] == pytest.approx(0.05)
+    assert not acc["never_worse"]["clean"]["id_mobileface"]["met"]  # 0.05 over the input: beyond the 0.02 limit
+    result["metrics_present"] = ["psnr", "id_mfn"]
+    assert sweep.acceptance(result)["identity"] == "id_mfn"
