@@ -202,6 +202,54 @@ def test_mobilefacenet_equals_numpy_graph():
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
 
+def _mobileface_constants(net) -> dict[str, np.ndarray]:
+    """The graph constants a TF.js MobileFace would hold for ``net`` (TF layouts; the inverse of the loader)."""
+    from facerestore.nn.mobileface import _tf_names
+
+    sd = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+    out = {}
+    for path, name in _tf_names(net).items():
+        w = sd[path]
+        if path == "dense.weight":
+            w = w.T
+        elif w.ndim == 4 and w.shape[1] == 1 and name.endswith("_df"):
+            w = w.transpose(2, 3, 0, 1)  # (C, 1, H, W) -> (H, W, C, 1)
+        elif w.ndim == 4:
+            w = w.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+        out[name] = w
+    out.update({"minusscalar0_second": np.array([127.5], np.float32),
+                "mulscalar0_second": np.array([1 / 128], np.float32),
+                "Maximum/x": np.zeros((), np.float32), "Minimum/x": np.zeros((), np.float32),
+                "Pad/paddings": np.array([[0, 0], [1, 1], [1, 1], [0, 0]], np.int32),
+                "flatten/Const": np.array([-1, 2048], np.int32)})
+    return out
+
+
+def test_mobileface_constants_round_trip_and_structural_checks():
+    """Without the real file: a random MobileFace written as graph constants loads back exactly (names, layouts),
+    and constants that contradict the port's hard-coded structure are refused with one line."""
+    from facerestore.nn.mobileface import MobileFace, state_from_tfjs
+
+    torch.manual_seed(0)
+    src = MobileFace().eval()
+    with torch.no_grad():
+        for p in src.parameters():
+            p.copy_(torch.randn_like(p) * 0.1)
+    consts = _mobileface_constants(src)
+    dst = MobileFace().eval()
+    assign_strict(dst, state_from_tfjs(consts, dst, "synthetic"), "synthetic")
+    x = torch.rand(2, 3, 112, 112) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(dst(x), src(x), rtol=0, atol=0)
+    for name, bad in (("Pad/paddings", np.array([[0, 0], [2, 2], [2, 2], [0, 0]], np.int32)),
+                      ("Maximum/x", np.ones((), np.float32)), ("flatten/Const", np.array([-1, 1024], np.int32))):
+        with pytest.raises(InputError) as exc:
+            state_from_tfjs({**consts, name: bad}, dst, "synthetic")
+        assert "\n" not in str(exc.value)
+    with pytest.raises(InputError, match="not used"):
+        state_from_tfjs({**consts, "extra/const": np.zeros(3, np.float32)}, dst, "synthetic")
+
+
 def test_mobileface_equals_numpy_graph():
     from facerestore.nn.mobileface import load_mobileface
 
