@@ -15,7 +15,9 @@ sample's w in every W+ row but the first ``layers``, which move by ``strength`` 
 rows: MobileStyleGAN's 4-16 px layers; 0.6) were chosen by eye on 6 persons (moving all of the first 4 rows changed
 apparent age) and checked by ``benchmarks/synth_identity_views.py`` on 12 other persons x 3 views: dlib distance to
 the person's sample 0.45 on average (3 of 36 views over dlib's same-person threshold 0.6), between persons 0.74;
-same/different ROC AUC 0.97 by dlib and 0.94 by MobileFaceNet, above the settings 4 rows x 1.0 and 10 x 0.6. Views
+same/different ROC AUC 0.97 by dlib and 0.95 by MobileFace (independent of our losses; distance to the sample 0.43,
+between persons 0.85, 4 of 36 views over its same-person threshold 0.71), above the settings 4 rows x 1.0 and 10 x
+0.6. Views
 are not guaranteed to be the same person: users filter them (HonestFace training drops views over 0.5 by dlib).
 Files ``view_NNNNNN_V.png`` (V = 1..views; view 0 is ``synth_NNNNNN.png``), ``view_latents.safetensors``
 (``w_other``: (N, views, w_dim), see :func:`view_wplus`).
