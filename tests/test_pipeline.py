@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
+from facerestore import zoo
 from facerestore.errors import InputError
 from facerestore.faces.detect import detect_faces
 from facerestore.methods import MethodSpec, Restorer
@@ -455,3 +456,28 @@ def test_restore_crops_of_mixed_sizes_keeps_order_and_sizes():
     assert [m.shape for m in mixed] == [c.shape for c in crops]
     for c, m in zip(crops, mixed):
         np.testing.assert_allclose(m, restore_crops(r, [c], batch_size=1)[0], atol=1e-5)
+
+
+@pytest.mark.skipif(not zoo.is_available("mobileface"),
+                    reason="MobileFace weights not cached: `facerestore models download mobileface`")
+def test_identity_report_second_opinion_is_mobileface(astronaut, astro_dets):
+    """The report's independent distance is MobileFace's cosine distance of the two aligned crops (computed here
+    directly with the embedder), with MobileFace's threshold; an unchanged crop scores 0."""
+    from facerestore.faces.align import align_face
+    from facerestore.faces.identity import (
+        MOBILEFACE_SAME_PERSON_THRESHOLD,
+        FaceEmbedder,
+        MobileFaceEmbedder,
+        mfn_distance,
+    )
+    from facerestore.pipeline import compare_identity
+
+    crop = align_face(astronaut, astro_dets[0].landmarks5, size=256).crop
+    blurred = cv2.GaussianBlur(crop, (0, 0), 3.0)
+    same = compare_identity(FaceEmbedder(), crop, crop)
+    assert same.distance_mobileface == pytest.approx(0.0, abs=1e-9)
+    assert same.threshold_mobileface == MOBILEFACE_SAME_PERSON_THRESHOLD
+    r = compare_identity(FaceEmbedder(), crop, blurred)
+    net = MobileFaceEmbedder()
+    assert r.distance_mobileface == pytest.approx(mfn_distance(net.embed_aligned(crop), net.embed_aligned(blurred)))
+    assert r.distance_mobileface > 0 and r.to_json()["identity_distance_mobileface"] == r.distance_mobileface
