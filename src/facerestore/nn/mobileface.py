@@ -160,16 +160,11 @@ def _check_graph(nodes: list, where: str) -> None:
 
 def load_mobileface(path: str | os.PathLike, device: str | torch.device = "cpu") -> MobileFace:
     """Build MobileFace from a TF.js ``mobileface.json`` (and its ``.bin`` next to it), eval mode."""
-    from facerestore.nn.tfjs import assign_strict, read_model
+    from facerestore.nn.tfjs import assign_strict, read_graph_model
 
-    path = Path(path)
-    if path.is_dir():
-        path = path / "mobileface.json"
-    m = read_model(path)
-    if m.format != "graph-model" or m.input_names != ("data",) or m.output_names != ("batchnorm0/add_1",):
-        raise InputError(f"{path.name}: not the MobileFace graph model (inputs {m.input_names}, "
-                         f"outputs {m.output_names})")
-    _check_graph(m.nodes, path.name)
+    m = read_graph_model(path, "mobileface.json", ("data",), ("batchnorm0/add_1",), "MobileFace")
+    where = Path(path).name if Path(path).suffix == ".json" else "mobileface.json"
+    _check_graph(m.nodes, where)
     net = MobileFace()
-    assign_strict(net, state_from_tfjs(m.weights, net, path.name), path.name)
+    assign_strict(net, state_from_tfjs(m.weights, net, where), where)
     return net.to(device).eval()

@@ -205,16 +205,11 @@ def _check_graph(nodes: list, where: str) -> None:
 
 def load_mobilefacenet(path: str | os.PathLike, device: str | torch.device = "cpu") -> MobileFaceNet:
     """Build MobileFaceNet from a TF.js ``mobilefacenet.json`` (and its ``.bin`` next to it), eval mode."""
-    from facerestore.nn.tfjs import assign_strict, read_model
+    from facerestore.nn.tfjs import assign_strict, read_graph_model
 
-    path = Path(path)
-    if path.is_dir():
-        path = path / "mobilefacenet.json"
-    m = read_model(path)
-    if m.format != "graph-model" or m.input_names != ("img_inputs",) or m.output_names != ("embeddings",):
-        raise InputError(f"{path.name}: not the MobileFaceNet graph model (inputs {m.input_names}, "
-                         f"outputs {m.output_names})")
-    _check_graph(m.nodes, path.name)
+    m = read_graph_model(path, "mobilefacenet.json", ("img_inputs",), ("embeddings",), "MobileFaceNet")
+    where = Path(path).name if Path(path).suffix == ".json" else "mobilefacenet.json"
+    _check_graph(m.nodes, where)
     net = MobileFaceNet()
-    assign_strict(net, state_from_tfjs(m.weights, net, path.name), path.name)
+    assign_strict(net, state_from_tfjs(m.weights, net, where), where)
     return net.to(device).eval()

@@ -41,6 +41,7 @@ __all__ = [
     "KerasLayer",
     "TfjsModel",
     "assign_strict",
+    "read_graph_model",
     "read_model",
     "read_weights",
 ]
@@ -313,6 +314,19 @@ def read_model(path: str | os.PathLike, *, shard_prefix: str | None = None) -> T
         layers, inputs, outputs = _keras_layers(topo, where)
         return TfjsModel(fmt, weights, layers=layers, input_names=inputs, output_names=outputs, manifest=data)
     raise _fail(where, f"unknown TF.js model format {fmt!r}")
+
+
+def read_graph_model(path: str | os.PathLike, filename: str, inputs: tuple[str, ...], outputs: tuple[str, ...],
+                     what: str) -> TfjsModel:
+    """Read the graph model ``path`` (a ``.json`` file, or the folder holding ``filename``) and check that it has
+    exactly the input and output names of ``what`` (e.g. "MobileFace"); one InputError line otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / filename
+    m = read_model(path)
+    if m.format != "graph-model" or m.input_names != inputs or m.output_names != outputs:
+        raise InputError(f"{path.name}: not the {what} graph model (inputs {m.input_names}, outputs {m.output_names})")
+    return m
 
 
 def assign_strict(module: Any, arrays: dict[str, np.ndarray], where: str) -> None:

