@@ -104,15 +104,11 @@ def _tf_names(model: MobileFace) -> dict[str, str]:
 def state_from_tfjs(weights: dict[str, np.ndarray], model: MobileFace, where: str) -> dict[str, np.ndarray]:
     """The graph's constants as a state dict of ``model``. Structural constants (the PReLU zeros, the paddings,
     the flatten shape) must hold the values the port hard-codes; every constant must be used (InputError else)."""
+    from facerestore.nn.tfjs import GraphConstants
+
+    consts = GraphConstants(weights, where)
+    take = consts.take
     state: dict[str, np.ndarray] = {}
-    used: set[str] = set()
-
-    def take(name: str) -> np.ndarray:
-        if name not in weights:
-            raise InputError(f"{where}: the graph has no constant {name}")
-        used.add(name)
-        return np.asarray(weights[name])
-
     for path, name in _tf_names(model).items():
         w = take(name).astype(np.float32)
         if path == "dense.weight":
@@ -134,9 +130,7 @@ def state_from_tfjs(weights: dict[str, np.ndarray], model: MobileFace, where: st
     flat = take("flatten/Const").reshape(-1).tolist()
     if flat != [-1, model.dense.in_features]:
         raise InputError(f"{where}: flatten shape {flat}, expected [-1, {model.dense.in_features}]")
-    unused = sorted(set(weights) - used)
-    if unused:
-        raise InputError(f"{where}: graph constants not used by the network: {', '.join(unused[:3])}")
+    consts.check_all_used()
     return state
 
 

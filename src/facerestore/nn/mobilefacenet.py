@@ -148,14 +148,13 @@ def _tf_scopes(model: MobileFaceNet) -> dict[str, str]:
 
 def state_from_tfjs(weights: dict[str, np.ndarray], model: MobileFaceNet, where: str) -> dict[str, np.ndarray]:
     """The graph's constants as a state dict of ``model``; every constant must be used (InputError else)."""
+    from facerestore.nn.tfjs import GraphConstants
+
+    consts = GraphConstants(weights, where)
     state: dict[str, np.ndarray] = {}
-    used: set[str] = set()
 
     def take(name: str) -> np.ndarray:
-        if name not in weights:
-            raise InputError(f"{where}: the graph has no constant {name}")
-        used.add(name)
-        return np.asarray(weights[name], np.float32)
+        return consts.take(name).astype(np.float32)
 
     for path, scope in _tf_scopes(model).items():
         conv = model.get_submodule(path)
@@ -172,13 +171,11 @@ def state_from_tfjs(weights: dict[str, np.ndarray], model: MobileFaceNet, where:
             state[path + ".alpha"] = 2.0 * take(scope + "/mul")  # the graph stores alpha / 2
     eps = take("embeddings/Maximum/y")
     axis = weights.get("embeddings/Sum/reduction_indices")
-    used.add("embeddings/Sum/reduction_indices")
+    consts.used.add("embeddings/Sum/reduction_indices")
     if axis is None or int(np.asarray(axis).reshape(-1)[0]) not in (1, -1):
         raise InputError(f"{where}: the embedding is not normalised over its channel axis")
     state["norm_eps"] = eps.reshape(())
-    unused = sorted(set(weights) - used)
-    if unused:
-        raise InputError(f"{where}: graph constants not used by the network: {', '.join(unused[:3])}")
+    consts.check_all_used()
     return state
 
 

@@ -37,6 +37,7 @@ import numpy as np
 from facerestore.errors import InputError
 
 __all__ = [
+    "GraphConstants",
     "GraphNode",
     "KerasLayer",
     "TfjsModel",
@@ -314,6 +315,26 @@ def read_model(path: str | os.PathLike, *, shard_prefix: str | None = None) -> T
         layers, inputs, outputs = _keras_layers(topo, where)
         return TfjsModel(fmt, weights, layers=layers, input_names=inputs, output_names=outputs, manifest=data)
     raise _fail(where, f"unknown TF.js model format {fmt!r}")
+
+
+class GraphConstants:
+    """A port's view of a graph model's constants: :meth:`take` returns one by name (InputError if absent) and
+    remembers it; :meth:`check_all_used` then refuses a graph with constants the port never read (a layer it
+    does not implement)."""
+
+    def __init__(self, weights: dict[str, np.ndarray], where: str) -> None:
+        self.weights, self.where, self.used = weights, where, set()
+
+    def take(self, name: str) -> np.ndarray:
+        if name not in self.weights:
+            raise InputError(f"{self.where}: the graph has no constant {name}")
+        self.used.add(name)
+        return np.asarray(self.weights[name])
+
+    def check_all_used(self) -> None:
+        unused = sorted(set(self.weights) - self.used)
+        if unused:
+            raise InputError(f"{self.where}: graph constants not used by the network: {', '.join(unused[:3])}")
 
 
 def read_graph_model(path: str | os.PathLike, filename: str, inputs: tuple[str, ...], outputs: tuple[str, ...],
