@@ -170,9 +170,8 @@ def state_from_tfjs(weights: dict[str, np.ndarray], model: MobileFaceNet, where:
         if conv.alpha is not None:
             state[path + ".alpha"] = 2.0 * take(scope + "/mul")  # the graph stores alpha / 2
     eps = take("embeddings/Maximum/y")
-    axis = weights.get("embeddings/Sum/reduction_indices")
-    consts.used.add("embeddings/Sum/reduction_indices")
-    if axis is None or int(np.asarray(axis).reshape(-1)[0]) not in (1, -1):
+    axis = consts.take("embeddings/Sum/reduction_indices")
+    if int(axis.reshape(-1)[0]) not in (1, -1):
         raise InputError(f"{where}: the embedding is not normalised over its channel axis")
     state["norm_eps"] = eps.reshape(())
     consts.check_all_used()
