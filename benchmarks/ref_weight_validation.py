@@ -15,7 +15,7 @@ the next person's views (``wrong``, the control), at each ``--weights`` value; w
 without the identity term. Scores against the clean sample: ``id_mobileface`` and FED (dlib, the term's own network).
 
 ``--method honestface`` measures a reference guidance that the method does not ship: the compact model's learned
-reference pathway carries nothing (its output moves by about 5e-4 for a random prompt; the ``prompt`` block of the
+reference pathway carries nothing (its output moves by about 6e-4 for a random prompt; the ``prompt`` block of the
 results), so the experiment asks whether references can act at test time instead: ``--steps`` Adam steps (lr 0.05)
 on the one-step latent, minimising the substitute multi-resolution loss between the output and the input at 32 px,
 plus ``weight`` x the dlib distance to the references, decoded by the model's VAE.

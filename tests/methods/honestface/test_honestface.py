@@ -340,3 +340,37 @@ def test_cli_refuses_wrong_references_unless_forced(tmp_path, capsys):
     assert "different person" in capsys.readouterr().err
     assert main([*args, "-o", str(tmp_path / "o2"), "--force-refs"]) == 0
     assert (tmp_path / "o2" / "restored_imgs" / "img1.png").is_file()
+
+
+def test_training_phases_train_the_vae_alone_then_freeze_it(dlib_net):
+    """Phase V trains only the VAE; with a V phase, A trains the UNet base and the prompt but never the VAE (SD's
+    autoencoder is never trained to restore); B trains LoRA and the prompt; dlib's ResNet is never trained."""
+    from facerestore.methods.honestface.model import HonestFaceNet
+    from facerestore.methods.honestface.train import phase_at, set_phase
+
+    assert [phase_at(s, 3, 2) for s in range(7)] == ["V", "V", "V", "A", "A", "B", "B"]
+    assert [phase_at(s, 0, 2) for s in range(4)] == ["A", "A", "B", "B"]  # the first weights' recipe
+    net = HonestFaceNet(TINY, features=dlib_net)
+    names = {id(p): n for n, p in net.named_parameters()}
+
+    def trained(phase: str, frozen_vae: bool) -> set[str]:
+        params = set_phase(net, phase, frozen_vae)
+        assert {names[id(p)] for p in params} == {n for n, p in net.named_parameters() if p.requires_grad}
+        return {names[id(p)] for p in params}
+
+    vae = {n for n in names.values() if n.startswith("backbone.vae.")}
+    v = trained("V", True)
+    assert v == vae
+    a = trained("A", True)
+    assert a and not a & vae and not any("lora_" in n or n.startswith("prompt.ffe.net.") for n in a)
+    assert any(n.startswith("backbone.unet.") for n in a) and any(n.startswith("prompt.") for n in a)
+    assert trained("A", False) == a | vae  # without phase V: end to end, as the first weights were trained
+    b = trained("B", True)
+    assert b and all("lora_" in n or n.startswith("prompt.") for n in b) and not b & vae
+    assert not any(n.startswith("prompt.ffe.net.") for n in v | a | b)
+    # phase A's gradient never reaches the frozen VAE
+    set_phase(net, "A", True)
+    x = torch.rand(1, 3, 32, 32)
+    net(x).mean().backward()
+    assert all(p.grad is None for n, p in net.named_parameters() if n in vae)
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for n, p in net.named_parameters() if n in a)

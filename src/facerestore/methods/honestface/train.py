@@ -16,10 +16,15 @@ Every sample: HQ face, LQ = ``realworld-gfpgan`` (60%) or the heavier ``realworl
 and sample, 0-4 references (none with probability 0.25). In a batch, sample 0 mod 4 comes from the photo persons,
 2 mod 4 from the synthetic persons (from the photo persons when there are none), the odd ones from everything.
 
-Two phases (the compact model has no pretrained Stable Diffusion behind it):
-- A (``--phase-a`` steps): the whole backbone (VAE, UNet base weights; LoRA disabled) and the prompt embedder
-  trained end to end with L1 + identity (eq. 8) + the VQ loss, plus the VAE's reconstruction of the clean face: this
-  stands in for the pretraining SD had;
+Phases (the compact model has no pretrained Stable Diffusion behind it):
+- V (``--phase-v`` steps, default 0): the VAE alone, as an autoencoder of clean faces (L1); it never sees a
+  degraded face, as SD's autoencoder never did;
+- A (``--phase-a`` steps): the UNet base weights (LoRA disabled) and the prompt embedder trained with L1 + identity
+  (eq. 8) + the VQ loss; with a V phase before it the VAE stays frozen and the UNet's x0 is also regressed on the
+  clean face's latent, so that the UNet, not the VAE, restores (without V, the whole backbone is trained end to end
+  with the VAE's reconstruction of the clean face added: the recipe of the first built-in weights, whose VAE learnt
+  the restoration and whose UNet stayed a near pass-through that ignores the prompt: ``benchmarks/results/
+  ref_weight_honestface.md``);
 - B: the paper's setting: VAE and UNet base frozen, LoRA (rank 16, alpha 16) + prompt embedder trained with
   eq. 8 (identity, dlib's network: the only identity network we may train with; MobileFaceNet is reserved for
   evaluation), eq. 9 (global perceptual on the image and its Sobel edges), eq. 10-13 (masked face alignment,
@@ -49,7 +54,7 @@ from facerestore.methods.honestface.backbone import alphas_cumprod
 from facerestore.methods.honestface.model import HonestFaceNet, face_landmarks68, save_honestface
 from facerestore.methods.honestface.prompt import eye_patches, select_r0
 
-__all__ = ["LatentDiscriminator", "photo_identities", "query_photo"]
+__all__ = ["LatentDiscriminator", "phase_at", "photo_identities", "query_photo", "set_phase"]
 
 PHOTOS = Path("../shared/data/photos")
 FFHQ = Path("../shared/data/ffhq256")
@@ -327,14 +332,24 @@ def mfa_masks(lq_lm: np.ndarray, size: int) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------------ loop
 
 
-def set_phase(net: HonestFaceNet, phase: str) -> list[nn.Parameter]:
-    """Trainable parameters of phase "A" (everything but LoRA, adapters off) or "B" (LoRA + prompt embedder)."""
+def phase_at(step: int, phase_v: int, phase_a: int) -> str:
+    """The phase of a step: "V" for the first ``phase_v`` steps, then "A" for ``phase_a`` steps, then "B"."""
+    return "V" if step < phase_v else "A" if step < phase_v + phase_a else "B"
+
+
+def set_phase(net: HonestFaceNet, phase: str, frozen_vae: bool = False) -> list[nn.Parameter]:
+    """Trainable parameters of phase "V" (the VAE alone), "A" (everything but LoRA, adapters off; not the VAE when
+    ``frozen_vae``) or "B" (LoRA + prompt embedder)."""
     unet = net.backbone.unet
     for p in net.parameters():
         p.requires_grad_(False)
-    if phase == "A":
+    if phase == "V":
         unet.disable_adapters()
-        params = [p for n, p in net.named_parameters() if "lora_" not in n and not n.startswith("prompt.ffe.net.")]
+        params = list(net.backbone.vae.parameters())
+    elif phase == "A":
+        unet.disable_adapters()
+        params = [p for n, p in net.named_parameters() if "lora_" not in n and not n.startswith("prompt.ffe.net.")
+                  and not (frozen_vae and n.startswith("backbone.vae."))]
     else:
         unet.enable_adapters()
         params = [p for n, p in net.named_parameters()
@@ -348,7 +363,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/honestface")
     ap.add_argument("--minutes", type=float, default=15.0, help="wall time of this chunk")
-    ap.add_argument("--phase-a", type=int, default=700, help="steps of phase A")
+    ap.add_argument("--phase-v", type=int, default=0, help="steps of phase V (the VAE as an autoencoder of clean "
+                    "faces; then phase A keeps it frozen)")
+    ap.add_argument("--phase-a", type=int, default=700, help="steps of phase A (after phase V)")
+    ap.add_argument("--init", default=None, help="start a new run from these exported weights (.safetensors with its "
+                    ".json), e.g. builtin weights to retrain with another recipe")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--lr", type=float, default=6e-4)
     ap.add_argument("--lr-b", type=float, default=1e-4, help="phase B learning rate (the paper's 1e-4, AdamW)")
@@ -374,7 +393,12 @@ def main(argv: list[str] | None = None) -> int:
                              "train them in a new --out folder")
     else:
         data = _prepare(out, 600, idl, synth)
-    net = HonestFaceNet(features=dlib_net)
+    if args.init and not (out / "state.pt").is_file():
+        from facerestore.methods.honestface.model import load_honestface
+
+        net = load_honestface(args.init, features=dlib_net)
+    else:
+        net = HonestFaceNet(features=dlib_net)
     disc = LatentDiscriminator(int(net.config.vae["latent_channels"]))
     perc = DlibPerceptual(dlib_net)
     state_path = out / "state.pt"
@@ -384,9 +408,10 @@ def main(argv: list[str] | None = None) -> int:
         net.load_state_dict(state["net"], strict=False)
         disc.load_state_dict(state["disc"])
     step = int(state["step"])
-    phase = "A" if step < args.phase_a else "B"
-    params = set_phase(net, phase)
-    opt = torch.optim.AdamW(params, lr=args.lr if phase == "A" else args.lr_b, weight_decay=0.0)
+    phase = phase_at(step, args.phase_v, args.phase_a)
+    frozen_vae = args.phase_v > 0
+    params = set_phase(net, phase, frozen_vae)
+    opt = torch.optim.AdamW(params, lr=args.lr if phase in ("V", "A") else args.lr_b, weight_decay=0.0)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=args.lr_b, betas=(0.5, 0.999))
     if state.get("phase") == phase and "opt" in state:
         opt.load_state_dict(state["opt"])
@@ -398,18 +423,37 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     g = torch.Generator().manual_seed(args.seed + 7 * step)
     while time.time() < t_end:
-        if phase == "A" and step >= args.phase_a:
-            break  # the next chunk starts phase B with fresh optimisers
+        if phase_at(step, args.phase_v, args.phase_a) != phase:
+            break  # the next chunk starts the next phase with fresh optimisers
         ts = time.time()
         batch = make_batch(data, step, args.batch, args.seed)
         lq, hq = batch["lq"], batch["hq"]
+        if phase == "V":  # the autoencoder of clean faces (the references are clean faces too)
+            clean = torch.cat([hq, batch["refs"][batch["mask"]]])[: 2 * args.batch]
+            rec = net.backbone.decode(net.backbone.encode(clean))
+            terms = {"ae": (rec - clean).abs().mean()}  # L1 alone: with the dlib feature term it stalled at 0.10
+            loss = sum(terms.values())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            opt.step()
+            step += 1
+            if step % 10 == 0:
+                state["log"].append({"step": step, "phase": phase, "s": round(time.time() - ts, 2),
+                                     **{k: round(float(v.detach()), 4) for k, v in terms.items()}})
+                print(json.dumps(state["log"][-1]), flush=True)
+            continue
         lq_lm = face_landmarks68(lq)
         eyes, emb, mask = reference_inputs(batch, lq_lm)
         fake, z0 = net(lq, eyes, emb, mask, return_latent=True)
         terms: dict[str, torch.Tensor] = {"l1": 1.0 * (fake - hq).abs().mean(),
                                           "id": 2.0 * identity_cosine(idl, fake.clamp(0, 1), hq),
                                           "vq": 0.25 * net.prompt.vre.last_vq_loss}
-        if phase == "A":  # VAE reconstruction of the clean face: stands in for the autoencoder SD was trained as
+        if phase == "A" and frozen_vae:  # the UNet restores: its x0 regressed on the clean face's latent
+            with torch.no_grad():
+                z_hq = net.backbone.encode(hq)
+            terms["lat"] = 1.0 * F.mse_loss(z0, z_hq)
+        elif phase == "A":  # VAE reconstruction of the clean face: stands in for the autoencoder SD was trained as
             terms["ae"] = 1.0 * (net.backbone.decode(net.backbone.encode(hq)) - hq).abs().mean()
         if phase == "B":
             m = mfa_masks(lq_lm, SIZE)
@@ -437,14 +481,14 @@ def main(argv: list[str] | None = None) -> int:
         step += 1
         if step % 10 == 0:
             rec = {"step": step, "phase": phase, "s": round(time.time() - ts, 2),
-                   **{k: round(float(v), 4) for k, v in terms.items()}}
+                   **{k: round(float(v.detach()), 4) for k, v in terms.items()}}
             state["log"].append(rec)
             print(json.dumps(rec), flush=True)
     state.update(step=step, seconds=float(state["seconds"]) + time.time() - t0, phase=phase,
                  net=net.trainable_state(), disc=disc.state_dict(), opt=opt.state_dict(), opt_d=opt_d.state_dict())
     save_checkpoint(state_path, state)  # atomic
-    meta = {"steps": step, "phase_a_steps": args.phase_a, "batch": args.batch, "train_hours": state["seconds"] / 3600,
-            "seed": args.seed}
+    meta = {"steps": step, "phase_v_steps": args.phase_v, "phase_a_steps": args.phase_a, "batch": args.batch,
+            "train_hours": state["seconds"] / 3600, "seed": args.seed, "init": args.init or None}
     net.eval()
     save_honestface(net, out / "final.safetensors", meta)
     if args.export:
