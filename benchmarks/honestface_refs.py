@@ -35,7 +35,7 @@ difference between two rows. Scale: 10 persons x 2 degradations = 20 faces (the 
     python benchmarks/honestface_refs.py --methods prior-sft --steps 20 --half --threads 2 \
         --out benchmarks/results/prior_sft_refs      # ~25 min on 2 cores
 
-Writes benchmarks/results/honestface_refs.json and .md.
+Writes benchmarks/results/honestface_refs.json and .md (``--grid docs/honestface_grid.png``: the picture).
 """
 
 from __future__ import annotations
@@ -130,6 +130,9 @@ def main() -> int:
     ap.add_argument("--half", action="store_true", help="the prior methods in reduced precision (bf16 on a CPU)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "honestface_refs"))
+    ap.add_argument("--grid", default=None, help="also write a picture sheet here (PNG): rows = the first "
+                    "--grid-persons persons x blind / x8, columns = clean | every row of the table")
+    ap.add_argument("--grid-persons", type=int, default=2)
     args = ap.parse_args()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods or any(m not in METHODS for m in methods):
@@ -173,7 +176,7 @@ def main() -> int:
             aligned[(name, s)] = prepare_refs([PHOTOS / name], s)
         return aligned[(name, s)]
 
-    records = []
+    records, sheet = [], {}
     for pi, group in enumerate(groups):
         q = query_photo(group)
         others = [n for n in group if n != q]
@@ -206,6 +209,9 @@ def main() -> int:
                     rec["scores"][row] = {name: float(fn(y) if name == "niqe" else fn(y, clean)) for name, fn in
                                           m.items()}
             records.append(rec)
+            if args.grid and pi < args.grid_persons:
+                for row, y in {"clean": clean, **outs}.items():
+                    sheet.setdefault(row, []).append(y.detach().float().clamp(0, 1))
             print(json.dumps({"person": pi, "kind": kind, ID: {k: round(v[ID], 4) for k, v in
                                                                rec["scores"].items()}}), flush=True)
     summary: dict = {"rows": {}, "pairs": {}}
@@ -239,6 +245,10 @@ def main() -> int:
               "seconds": time.time() - t0,
               "machine": f"{platform.machine()} {os.cpu_count()} cores, {torch.get_num_threads()} thread(s)",
               "summary": summary, "records": records}
+    if args.grid and sheet:
+        from sheets import labelled_sheet
+
+        labelled_sheet({row: torch.cat(ys) for row, ys in sheet.items()}, args.grid)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))

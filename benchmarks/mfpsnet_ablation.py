@@ -174,19 +174,9 @@ def restore_with(weights: Path, lq: torch.Tensor) -> torch.Tensor:
 
 def grid(images: dict[str, torch.Tensor], clean: torch.Tensor, path: Path, faces: int = 6) -> None:
     """Rows = faces, columns = clean | each row's output (PNG, 128 px tiles, labelled)."""
-    from PIL import Image, ImageDraw
+    from sheets import labelled_sheet
 
-    cols = {"clean": clean, **images}
-    tile, head = SIZE, 14
-    sheet = Image.new("RGB", (tile * len(cols), head + tile * faces), "white")
-    draw = ImageDraw.Draw(sheet)
-    for c, (name, t) in enumerate(cols.items()):
-        draw.text((c * tile + 3, 1), name[:21], fill="black")
-        for r in range(min(faces, len(t))):
-            arr = (t[r].permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
-            sheet.paste(Image.fromarray(arr), (c * tile, head + r * tile))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
+    labelled_sheet({"clean": clean, **images}, path, rows=faces, tile=SIZE)
 
 
 def fmt(metric: str, v: float, sign: bool = False) -> str:

@@ -267,7 +267,8 @@ def to_markdown(res: dict) -> str:
              "Lower is better. Intervals: paired 95% bootstrap over the faces; **bold** excludes 0.", ""]
     if "prompt" in res["info"]:
         p = res["info"]["prompt"]
-        lines += [f"Prompt sensitivity of the compact model (mean absolute change of the output in [0, 1] units): zero "
+        lines += [f"Weights: {res['info'].get('model', 'builtin')}.", "",
+                  f"Prompt sensitivity of the compact model (mean absolute change of the output in [0, 1] units): zero "
                   f"prompt {p['zero_prompt']:.2g}, random prompt {p['random_prompt']:.2g}, another face's prompt "
                   f"{p['other_face_prompt']:.2g}; references move the prompt by {p['refs_move_prompt_relative']:.2f} "
                   f"of its norm; the output differs from the VAE's reconstruction of the degraded face by "

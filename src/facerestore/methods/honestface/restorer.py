@@ -61,11 +61,12 @@ class HonestFaceRestorer(Restorer):
         min_side=8,
         precisions=("fp32",),
         weights=f"builtin:{BUILTIN_NAME}.safetensors",
-        weights_licence="Apache-2.0 (ours), trained on FFHQ (CC BY-NC-SA 4.0) and ../shared/data/photos (MIT)",
+        weights_licence="Apache-2.0 (ours), trained on FFHQ (CC BY-NC-SA 4.0), ../shared/data/photos (MIT) and "
+        "MobileStyleGAN samples (non-commercial): non-commercial use",
         trained_on=("realworld-gfpgan", "realworld-vqfr"),
         uses_refs=True,
-        note="the built-in honestface weights are a compact 128 px model trained for 28 minutes on a CPU (model card "
-             "zoo/builtin/honestface-compact-128.md): expect blurred, colour-shifted faces; references change little",
+        note="the built-in honestface weights are a compact 128 px model trained for 1.35 h on a CPU (model card "
+             "zoo/builtin/honestface-compact-128.md): expect soft, warm-tinted faces; references barely change them",
     )
 
     checks_refs = True  # the photo pipeline passes force_refs= to methods that check their references

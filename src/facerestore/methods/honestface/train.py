@@ -17,14 +17,14 @@ and sample, 0-4 references (none with probability 0.25). In a batch, sample 0 mo
 2 mod 4 from the synthetic persons (from the photo persons when there are none), the odd ones from everything.
 
 Phases (the compact model has no pretrained Stable Diffusion behind it):
-- V (``--phase-v`` steps, default 0): the VAE alone, as an autoencoder of clean faces (L1); it never sees a
+- V (``--phase-v`` steps, default 700): the VAE alone, as an autoencoder of clean faces (L1); it never sees a
   degraded face, as SD's autoencoder never did;
-- A (``--phase-a`` steps): the UNet base weights (LoRA disabled) and the prompt embedder trained with L1 + identity
-  (eq. 8) + the VQ loss; with a V phase before it the VAE stays frozen and the UNet's x0 is also regressed on the
-  clean face's latent, so that the UNet, not the VAE, restores (without V, the whole backbone is trained end to end
-  with the VAE's reconstruction of the clean face added: the recipe of the first built-in weights, whose VAE learnt
-  the restoration and whose UNet stayed a near pass-through that ignores the prompt: ``benchmarks/results/
-  ref_weight_honestface.md``);
+- A (``--phase-a`` steps, default 1300): the UNet base weights (LoRA disabled) and the prompt embedder trained
+  with L1 + identity (eq. 8) + the VQ loss; with a V phase before it the VAE stays frozen and the UNet's x0 is also
+  regressed on the clean face's latent, so that the UNet, not the VAE, restores (``--phase-v 0``: the whole backbone
+  trained end to end with the VAE's reconstruction of the clean face added, the recipe of the first built-in weights,
+  whose VAE learnt the restoration and whose UNet stayed a near pass-through that ignores the prompt:
+  ``benchmarks/results/ref_weight_honestface_v1.md``);
 - B: the paper's setting: VAE and UNet base frozen, LoRA (rank 16, alpha 16) + prompt embedder trained with
   eq. 8 (identity, dlib's network: the only identity network we may train with; MobileFaceNet is reserved for
   evaluation), eq. 9 (global perceptual on the image and its Sobel edges), eq. 10-13 (masked face alignment,
@@ -363,9 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/honestface")
     ap.add_argument("--minutes", type=float, default=15.0, help="wall time of this chunk")
-    ap.add_argument("--phase-v", type=int, default=0, help="steps of phase V (the VAE as an autoencoder of clean "
-                    "faces; then phase A keeps it frozen)")
-    ap.add_argument("--phase-a", type=int, default=700, help="steps of phase A (after phase V)")
+    ap.add_argument("--phase-v", type=int, default=700, help="steps of phase V (the VAE as an autoencoder of clean "
+                    "faces; then phase A keeps it frozen; 0: the first weights' end-to-end phase A)")
+    ap.add_argument("--phase-a", type=int, default=1300, help="steps of phase A (after phase V)")
     ap.add_argument("--init", default=None, help="start a new run from these exported weights (.safetensors with its "
                     ".json), e.g. builtin weights to retrain with another recipe")
     ap.add_argument("--batch", type=int, default=4)
