@@ -45,8 +45,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from honestface_refs import PRIOR_METHODS, SIZE, STYLEGAN_METHODS, bootstrap, degrade_face
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -432,37 +432,26 @@ def main(argv: list[str] | None = None) -> int:
             clean = torch.cat([hq, batch["refs"][batch["mask"]]])[: 2 * args.batch]
             rec = net.backbone.decode(net.backbone.encode(clean))
             terms = {"ae": (rec - clean).abs().mean()}  # L1 alone: with the dlib feature term it stalled at 0.10
-            loss = sum(terms.values())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 5.0)
-            opt.step()
-            step += 1
-            if step % 10 == 0:
-                state["log"].append({"step": step, "phase": phase, "s": round(time.time() - ts, 2),
-                                     **{k: round(float(v.detach()), 4) for k, v in terms.items()}})
-                print(json.dumps(state["log"][-1]), flush=True)
-            continue
-        lq_lm = face_landmarks68(lq)
-        eyes, emb, mask = reference_inputs(batch, lq_lm)
-        fake, z0 = net(lq, eyes, emb, mask, return_latent=True)
-        terms: dict[str, torch.Tensor] = {"l1": 1.0 * (fake - hq).abs().mean(),
-                                          "id": 2.0 * identity_cosine(idl, fake.clamp(0, 1), hq),
-                                          "vq": 0.25 * net.prompt.vre.last_vq_loss}
-        if phase == "A" and frozen_vae:  # the UNet restores: its x0 regressed on the clean face's latent
-            with torch.no_grad():
-                z_hq = net.backbone.encode(hq)
-            terms["lat"] = 1.0 * F.mse_loss(z0, z_hq)
-        elif phase == "A":  # VAE reconstruction of the clean face: stands in for the autoencoder SD was trained as
-            terms["ae"] = 1.0 * (net.backbone.decode(net.backbone.encode(hq)) - hq).abs().mean()
-        if phase == "B":
-            m = mfa_masks(lq_lm, SIZE)
-            terms["per"] = 0.5 * (perc(fake, hq) + perc(sobel(fake), sobel(hq)))  # eq. 9 (dlib features)
-            terms["mfa"] = 1.0 * perc(m * fake + (1 - m) * 0.5, m * hq + (1 - m) * 0.5)  # eq. 12-13
-            t = torch.randint(0, 1000, (lq.shape[0],), generator=g)
-            disc.requires_grad_(False)
-            terms["gan"] = 0.05 * F.softplus(-disc(forward_diffuse(z0, t, abar, g), t)).mean()  # eq. 5, G
-            disc.requires_grad_(True)
+        else:
+            lq_lm = face_landmarks68(lq)
+            eyes, emb, mask = reference_inputs(batch, lq_lm)
+            fake, z0 = net(lq, eyes, emb, mask, return_latent=True)
+            terms = {"l1": 1.0 * (fake - hq).abs().mean(), "id": 2.0 * identity_cosine(idl, fake.clamp(0, 1), hq),
+                     "vq": 0.25 * net.prompt.vre.last_vq_loss}
+            if phase == "A" and frozen_vae:  # the UNet restores: its x0 regressed on the clean face's latent
+                with torch.no_grad():
+                    z_hq = net.backbone.encode(hq)
+                terms["lat"] = 1.0 * F.mse_loss(z0, z_hq)
+            elif phase == "A":  # VAE reconstruction of the clean face: stands in for the autoencoder SD was trained as
+                terms["ae"] = 1.0 * (net.backbone.decode(net.backbone.encode(hq)) - hq).abs().mean()
+            if phase == "B":
+                m = mfa_masks(lq_lm, SIZE)
+                terms["per"] = 0.5 * (perc(fake, hq) + perc(sobel(fake), sobel(hq)))  # eq. 9 (dlib features)
+                terms["mfa"] = 1.0 * perc(m * fake + (1 - m) * 0.5, m * hq + (1 - m) * 0.5)  # eq. 12-13
+                t = torch.randint(0, 1000, (lq.shape[0],), generator=g)
+                disc.requires_grad_(False)
+                terms["gan"] = 0.05 * F.softplus(-disc(forward_diffuse(z0, t, abar, g), t)).mean()  # eq. 5, G
+                disc.requires_grad_(True)
         loss = sum(terms.values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
