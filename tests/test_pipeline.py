@@ -331,6 +331,108 @@ def test_reference_faces(astronaut):
     assert torch.allclose(refs[1], torch.flip(refs[0], dims=[2]), atol=1e-5)
 
 
+class CheckingRefsRestorer(IdentityRestorer):
+    """Checks its references like honestface and the prior methods, with a stand-in distance: how far the face's
+    mean brightness is from the references', times 10 (so faces of other brightness are 'other people').
+    With references it returns the references' mean colour, without them the input: what was used is visible."""
+
+    spec = MethodSpec("test-checking-refs", "test", "checks refs", size=32, uses_refs=True)
+    checks_refs = True
+
+    def __init__(self, ignore: bool = False) -> None:
+        super().__init__(input_size=32)
+        self.ignore = ignore  # like ref_weight 0: the method ignores references
+
+    def _refs_distances(self, x, refs):
+        if self.ignore:
+            return None
+        return [float(10 * (f.mean() - refs.mean()).abs()) for f in x.float()]
+
+    def _restore(self, x, *, fidelity, refs, force_refs=None):
+        self.calls.append({"n": x.shape[0], "refs": refs is not None, "force_refs": force_refs})
+        if refs is None or self.ignore:
+            return x.clone()
+        if not force_refs:
+            from facerestore.methods.restorer import check_refs_identity
+
+            for d in self._refs_distances(x, refs):
+                check_refs_identity(torch.tensor([d]))
+        return refs.float().mean(dim=(0, 2, 3), keepdim=True).expand_as(x).to(x.dtype).clone()
+
+
+def _gray(v: float, side: int = 32) -> np.ndarray:
+    return np.full((side, side, 3), v, np.float32)
+
+
+def test_refs_are_used_face_by_face_and_recorded():
+    """A group photo: references of one person guide that person's face only; the others are restored without
+    them; each face's check distance and verdict are recorded; no matching face at all is one clear error."""
+    from facerestore.errors import RefsMismatchError
+    from facerestore.methods.restorer import REFS_MAX_DISTANCE
+    from facerestore.pipeline import FaceResult, RefsUse, restore_crops_with_refs
+
+    refs = torch.full((2, 3, 32, 32), 0.5)
+    crops = [_gray(0.52), _gray(0.9), _gray(0.45, 64)]  # distances 0.2 (same), 4.0 (other), 0.5 (same)
+    r = CheckingRefsRestorer()
+    out, uses = restore_crops_with_refs(r, crops, refs=refs)
+    assert [u.used for u in uses] == [True, False, True]
+    assert [u.distance for u in uses] == pytest.approx([0.2, 4.0, 0.5], abs=1e-5)
+    assert [o.shape for o in out] == [c.shape for c in crops]
+    np.testing.assert_allclose(out[0], 0.5, atol=1e-5)  # guided: the references' colour
+    np.testing.assert_allclose(out[1], crops[1], atol=1e-5)  # another person: restored as without references
+    np.testing.assert_allclose(out[2], 0.5, atol=1e-5)
+    # the faces that passed went to the method with the references (and force_refs: already checked); the other
+    # without any
+    assert sorted((c["refs"], c["n"]) for c in r.calls) == [(False, 1), (True, 1), (True, 1)]
+    assert all(c["force_refs"] for c in r.calls if c["refs"])
+    # no face of the photo matches: nothing restored, one line naming the closest distance
+    r = CheckingRefsRestorer()
+    with pytest.raises(RefsMismatchError) as exc:
+        restore_crops_with_refs(r, [_gray(0.9), _gray(0.1)], refs=refs)
+    msg = str(exc.value)
+    assert "\n" not in msg and "any of the 2 faces" in msg and "4.00 > 0.75" in msg and "--force-refs" in msg
+    assert exc.value.distance == pytest.approx(4.0, abs=1e-5) and r.calls == []
+    with pytest.raises(RefsMismatchError, match=r"than the face \(dlib distance 4.00"):
+        restore_crops_with_refs(CheckingRefsRestorer(), [_gray(0.1)], refs=refs)
+    # force_refs: every face uses them, the distances are still recorded
+    out, uses = restore_crops_with_refs(CheckingRefsRestorer(), [_gray(0.9), _gray(0.1)], refs=refs, force_refs=True)
+    assert all(u.used and u.forced for u in uses) and uses[0].distance == pytest.approx(4.0, abs=1e-5)
+    np.testing.assert_allclose(out[1], 0.5, atol=1e-5)
+    # a method that ignores its references (ref_weight 0): not used, no distance, never refused
+    _, uses = restore_crops_with_refs(CheckingRefsRestorer(ignore=True), [_gray(0.9)], refs=refs)
+    assert uses == [RefsUse(None, False, False)]
+    # without references: nothing to record
+    _, uses = restore_crops_with_refs(CheckingRefsRestorer(), [_gray(0.9)])
+    assert uses == [None]
+    # the per-face JSON fields
+    face = FaceResult(box=np.zeros(4), score=1.0, landmarks5=np.zeros((5, 2)), landmarks68=None,
+                      affine=np.eye(2, 3), input_crop=crops[0], restored_crop=crops[0], refs=RefsUse(0.21234, True))
+    rec = face.to_json()
+    assert (rec["refs_used"], rec["refs_forced"], rec["refs_distance"], rec["refs_threshold"]) == (
+        True, False, 0.2123, REFS_MAX_DISTANCE)
+    face.refs = None
+    assert face.to_json()["refs_used"] is None and face.to_json()["refs_distance"] is None
+
+
+def test_refs_record_in_the_photo_json(astronaut, astro_dets, tmp_path):
+    """restore_photo with references: per-face refs_used / refs_distance and the photo's counts in the JSON."""
+    from facerestore.pipeline import write_photo_json
+
+    fixed = FixedDetector(astro_dets)
+    refs = torch.full((3, 3, 64, 64), float(astronaut.mean()))  # aligned reference faces
+    res = restore_photo(astronaut, CheckingRefsRestorer(), detector=fixed, refs=refs, identity=False, gate=False)
+    write_photo_json(tmp_path / "a.json", res)
+    rec = json.loads((tmp_path / "a.json").read_text())
+    assert rec["refs_count"] == 3 and rec["num_faces"] == len(astro_dets)
+    assert rec["faces_with_refs"] == sum(f["refs_used"] for f in rec["faces"])
+    for f, fr in zip(rec["faces"], res.faces):
+        assert f["refs_distance"] == pytest.approx(fr.refs.distance, abs=1e-4)
+        assert f["refs_used"] == (fr.refs.distance <= 0.75)
+    plain = restore_photo(astronaut, CheckingRefsRestorer(), detector=fixed, identity=False, gate=False).to_json()
+    assert plain["refs_count"] == 0 and plain["faces_with_refs"] == 0
+    assert all(f["refs_used"] is None for f in plain["faces"])
+
+
 def test_uint8_and_bad_inputs(astronaut, fixed):
     u8 = np.floor(astronaut * 255 + 0.5).astype(np.uint8)
     res = restore_photo(u8, IdentityRestorer(), upscale=1, detector=fixed, identity=False, color_match=False)

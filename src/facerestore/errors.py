@@ -11,6 +11,15 @@ class InputError(FaceRestoreError, ValueError):
     """An input image, folder, option or parameter is invalid."""
 
 
+class RefsMismatchError(InputError):
+    """The reference photos look like another person than the face(s) to restore; ``distance`` is the reference
+    check's (smallest) dlib distance that exceeded the threshold."""
+
+    def __init__(self, message: str, distance: float) -> None:
+        super().__init__(message)
+        self.distance = float(distance)
+
+
 class OutputError(InputError, OSError):
     """An output path cannot or must not be written (unwritable folder, an input, a device, FIFO or link)."""
 

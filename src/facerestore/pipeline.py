@@ -9,7 +9,8 @@ Plain functions, each one step:
 - :func:`resolve_restorer`: a method name (loaded once per process, :func:`get_restorer`) or a ready
   :class:`~facerestore.methods.Restorer`; options checked before any work;
 - :func:`restore_crops`: (S, S, 3) crops through the restorer in batches (the restorer resizes them to its
-  own size and back: :meth:`Restorer.restore`);
+  own size and back: :meth:`Restorer.restore`); :func:`restore_crops_with_refs` also decides, face by face, whether
+  the reference photos are the face's person (:class:`RefsUse`);
 - :func:`restore_aligned`: an FFHQ-aligned square crop, restored and resized to the output size;
 - :func:`restore_faces_in_photo`: detect -> align on the FFHQ template at ``face_size`` -> restore ->
   identity check -> paste into the background upscaled by ``upscale``;
@@ -34,11 +35,11 @@ import numpy as np
 import torch
 
 from facerestore import io
-from facerestore.errors import FaceRestoreError, InputError
+from facerestore.errors import FaceRestoreError, InputError, RefsMismatchError
 from facerestore.faces.detect import Detector, FaceDetection
 from facerestore.faces.identity import FaceEmbedder
 from facerestore.methods import Restorer, load_restorer, resize_crop
-from facerestore.methods.restorer import check_unit_interval
+from facerestore.methods.restorer import REFS_MAX_DISTANCE, check_unit_interval, refs_mismatch_message
 from facerestore.quality_gate import GateDecision, gate_face
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "IdentityReport",
     "PasteShares",
     "PhotoResult",
+    "RefsUse",
     "align_detections",
     "clear_restorer_cache",
     "crop_side",
@@ -58,6 +60,7 @@ __all__ = [
     "resolve_restorer",
     "restore_aligned",
     "restore_crops",
+    "restore_crops_with_refs",
     "restore_faces_in_photo",
     "restore_photo",
     "write_photo_json",
@@ -101,6 +104,32 @@ class IdentityReport:
                 "identity_threshold_mobileface": self.threshold_mobileface}
 
 
+@dataclass(frozen=True)
+class RefsUse:
+    """How one face used the reference photos (``--refs``).
+
+    Attributes:
+        distance: the reference check's distance: the median dlib distance between the face (as the method sees it)
+            and the references; None when the method does not check its references or ignores them
+            (``ref_weight`` 0).
+        used: the references guided this face's restoration (the check passed, or ``force_refs``); False for a
+            face of another person in the photo, restored without them.
+        forced: ``force_refs`` was given (the check's verdict did not decide).
+    """
+
+    distance: float | None
+    used: bool
+    forced: bool = False
+
+    def to_json(self, given: bool = True) -> dict[str, Any]:
+        """The per-face record's fields; ``given=False``: no references were given (all None)."""
+        if not given:
+            return {"refs_used": None, "refs_forced": None, "refs_distance": None, "refs_threshold": None}
+        return {"refs_used": bool(self.used), "refs_forced": bool(self.forced),
+                "refs_distance": None if self.distance is None else round(float(self.distance), 4),
+                "refs_threshold": REFS_MAX_DISTANCE}
+
+
 @dataclass
 class FaceResult:
     """One restored face of a photo.
@@ -120,6 +149,7 @@ class FaceResult:
         occlusion: (S, S) float32 in [0, 1], the occlusion guard's mask (:mod:`facerestore.occlusion`: 1 = the
             photo's own pixels kept, the paste mask is multiplied by ``1 - occlusion``); None when the guard is off
             or the face is not pasted. occluded_share: its mean over the template's face ellipse.
+        refs: how this face used the reference photos (:class:`RefsUse`; None when no references were given).
     """
 
     box: np.ndarray
@@ -134,6 +164,7 @@ class FaceResult:
     paste_weight: float = 1.0
     occlusion: np.ndarray | None = None
     occluded_share: float | None = None
+    refs: RefsUse | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready summary (no pixel arrays)."""
@@ -148,6 +179,7 @@ class FaceResult:
             "paste_weight": round(float(self.paste_weight), 4),
             "occluded_share": None if self.occluded_share is None else round(float(self.occluded_share), 4),
             "gate": None if self.gate is None else self.gate.to_json(),
+            **(self.refs or RefsUse(None, False)).to_json(given=self.refs is not None),
         }
 
     @property
@@ -176,7 +208,8 @@ class PhotoResult:
         without the knob); fidelity_requested: what the caller asked (None = default); blend: the user's share of
         the restored faces (times each face's gate weight); occlusion_guard: the occlusion guard was on
         (:mod:`facerestore.occlusion`); upscale: the scale factor;
-        input_size: (W, H) of the input; aligned: aligned-crop mode; detector: its name (None when aligned).
+        input_size: (W, H) of the input; aligned: aligned-crop mode; detector: its name (None when aligned);
+        refs_count: the number of reference faces given (0: none; how each face used them: ``FaceResult.refs``).
     """
 
     image: np.ndarray
@@ -198,6 +231,7 @@ class PhotoResult:
     blend: float = 1.0
     gate: bool = True
     occlusion_guard: bool = True
+    refs_count: int = 0
 
     @property
     def num_faces(self) -> int:
@@ -220,6 +254,8 @@ class PhotoResult:
             "quality_gate": self.gate,
             "occlusion_guard": self.occlusion_guard,
             "faces_kept": sum(1 for f in self.faces if f.paste_weight == 0.0),
+            "refs_count": int(self.refs_count),
+            "faces_with_refs": sum(1 for f in self.faces if f.refs is not None and f.refs.used),
             "upscale": float(self.upscale),
             "aligned": self.aligned,
             "detector": self.detector,
@@ -317,21 +353,56 @@ def _from_batch(x: torch.Tensor) -> list[np.ndarray]:
 def restore_crops(restorer: Restorer, crops: Sequence[np.ndarray], *, fidelity: float | None = None,
                   refs: torch.Tensor | None = None, batch_size: int = 4, force_refs: bool = False) -> list[np.ndarray]:
     """Restore (S, S, 3) float32 crops in [0, 1], ``batch_size`` of one size at a time -> crops of the same sizes
-    (S may differ between crops), in the input order. ``force_refs``: use references that a method checking them
-    (``checks_refs``: honestface, prior-sft, robust-inversion, rls, rls-plus) takes for another person."""
-    out: list[np.ndarray | None] = [None] * len(crops)
-    opts = {"force_refs": True} if force_refs and refs is not None and getattr(restorer, "checks_refs", False) else {}
-    by_size: dict[int, list[int]] = {}
+    (S may differ between crops), in the input order. With ``refs``: :func:`restore_crops_with_refs`."""
+    return restore_crops_with_refs(restorer, crops, fidelity=fidelity, refs=refs, batch_size=batch_size,
+                                   force_refs=force_refs)[0]
+
+
+def restore_crops_with_refs(restorer: Restorer, crops: Sequence[np.ndarray], *, fidelity: float | None = None,
+                            refs: torch.Tensor | None = None, batch_size: int = 4,
+                            force_refs: bool = False) -> tuple[list[np.ndarray], list[RefsUse | None]]:
+    """:func:`restore_crops` that also says, per crop, how the reference photos were used.
+
+    A method that checks its references (``checks_refs``: honestface, prior-sft, robust-inversion, rls, rls-plus)
+    is asked first for each face's check distance (:meth:`Restorer.refs_distances`, cheap: no restoration). A face
+    whose distance exceeds ``REFS_MAX_DISTANCE`` (another person in a group photo) is restored without the
+    references; when no face passes, nothing is restored and one :class:`RefsMismatchError` line says so.
+    ``force_refs``: every face uses the references whatever its distance. Methods that take references without
+    checking them use them for every face (distance None). Returns (crops, one :class:`RefsUse` per crop, or
+    None per crop without ``refs``)."""
+    n = len(crops)
+    uses: list[RefsUse | None] = [None] * n
+    if refs is not None:
+        force = bool(force_refs)
+        if getattr(restorer, "checks_refs", False):
+            found = [restorer.refs_distances(_to_batch([c]), refs) for c in crops]
+            if any(f is None for f in found):  # the method ignores references (its ref_weight is 0)
+                uses = [RefsUse(None, False, force)] * n
+            else:
+                dists = [float(f[0]) for f in found]
+                uses = [RefsUse(d, force or d <= REFS_MAX_DISTANCE, force) for d in dists]
+                if dists and not force and min(dists) > REFS_MAX_DISTANCE:
+                    raise RefsMismatchError(refs_mismatch_message(min(dists), faces=n), min(dists))
+        else:
+            uses = [RefsUse(None, True, force)] * n
+    # the check was made above: faces it passed are restored with force_refs so that the method does not refuse a
+    # face whose distance rounds differently inside its batch
+    opts = {"force_refs": True} if refs is not None and getattr(restorer, "checks_refs", False) else {}
+    out: list[np.ndarray | None] = [None] * n
+    groups: dict[tuple[int, bool], list[int]] = {}
     for i, c in enumerate(crops):
-        by_size.setdefault(int(c.shape[0]), []).append(i)
-    for s, idx in by_size.items():
+        groups.setdefault((int(c.shape[0]), uses[i] is not None and uses[i].used), []).append(i)
+    for (s, with_refs), idx in groups.items():
         for k in range(0, len(idx), batch_size):
             chunk = idx[k : k + batch_size]
-            y = restorer.restore(_to_batch([crops[i] for i in chunk]), fidelity=fidelity, refs=refs, size=(s, s),
-                                 **opts)
+            batch = _to_batch([crops[i] for i in chunk])
+            if with_refs:
+                y = restorer.restore(batch, fidelity=fidelity, refs=refs, size=(s, s), **opts)
+            else:
+                y = restorer.restore(batch, fidelity=fidelity, size=(s, s))
             for i, r in zip(chunk, _from_batch(y)):
                 out[i] = r
-    return [r for r in out if r is not None]
+    return [r for r in out if r is not None], uses
 
 
 def default_upscale(aligned: bool, side: int, restorer: Restorer) -> float:
@@ -527,7 +598,8 @@ def restore_aligned(rgb: np.ndarray, restorer: Restorer, out_side: int, *, fidel
         raise InputError(f"an aligned face crop must be square, got {w}x{h}; run without --aligned")
     timings["detect"] = timings["align"] = 0.0
     t = time.perf_counter()
-    (restored,) = restore_crops(restorer, [rgb], fidelity=fidelity, refs=refs, batch_size=1, force_refs=force_refs)
+    (restored,), (refs_use,) = restore_crops_with_refs(restorer, [rgb], fidelity=fidelity, refs=refs, batch_size=1,
+                                                       force_refs=force_refs)
     timings["restore"] = time.perf_counter() - t
     t = time.perf_counter()
     report = compare_identity(embedder, rgb, restored)
@@ -540,7 +612,7 @@ def restore_aligned(rgb: np.ndarray, restorer: Restorer, out_side: int, *, fidel
         box=np.array([0.0, 0.0, float(w), float(h)]), score=float("nan"), landmarks5=template(w),
         landmarks68=None, affine=np.array([[1.0, 0, 0], [0, 1.0, 0]]), input_crop=rgb,
         restored_crop=restored, identity=report, gate=decision, paste_weight=weight,
-        occlusion=occ, occluded_share=share,
+        occlusion=occ, occluded_share=share, refs=refs_use,
     )
     t = time.perf_counter()
     import torch.nn.functional as F
@@ -654,8 +726,8 @@ def restore_faces_in_photo(
     timings["align"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    restored = restore_crops(restorer, [a.crop for _, a in alns], fidelity=fidelity, refs=refs,
-                             batch_size=batch_size, force_refs=force_refs)
+    restored, refs_uses = restore_crops_with_refs(restorer, [a.crop for _, a in alns], fidelity=fidelity, refs=refs,
+                                                  batch_size=batch_size, force_refs=force_refs)
     timings["restore"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -663,7 +735,7 @@ def restore_faces_in_photo(
     timings["identity"] = time.perf_counter() - t
     t = time.perf_counter()
     faces = []
-    for (d, a), rc, report in zip(alns, restored, reports):
+    for (d, a), rc, report, refs_use in zip(alns, restored, reports, refs_uses):
         if shares is None:
             weight, decision = decide_paste(a.crop, rc, blend=blend, gate=gate, embedder=embedder,
                                             valid=inside_photo(a, rgb.shape) if gate else None)
@@ -678,7 +750,7 @@ def restore_faces_in_photo(
             box=np.asarray(d.box, np.float64), score=float(d.score), landmarks5=np.asarray(d.landmarks5),
             landmarks68=None if d.landmarks68 is None else np.asarray(d.landmarks68), affine=a.affine,
             input_crop=a.crop, restored_crop=rc, identity=report, gate=decision, paste_weight=weight,
-            occlusion=occ, occluded_share=share,
+            occlusion=occ, occluded_share=share, refs=refs_use,
         ))
     timings["gate"] = time.perf_counter() - t
 
@@ -859,7 +931,7 @@ def restore_photo(
         image=out, alpha=alpha, is_gray=bool(loaded.is_gray), bit_depth=int(loaded.bit_depth), faces=faces,
         timings=timings, method=spec.name, fidelity=r.fidelity_used(fidelity),
         fidelity_requested=None if fidelity is None else float(fidelity), blend=float(blend), gate=bool(gate),
-        occlusion_guard=bool(occlusion_guard),
+        occlusion_guard=bool(occlusion_guard), refs_count=0 if refs_t is None else int(refs_t.shape[0]),
         upscale=float(upscale), input_size=(w, h), aligned=bool(aligned), detector=det_name, path=loaded.path,
         exif=getattr(loaded, "exif", None),
         restorer={"name": spec.name, "paper": spec.paper, "size": spec.size, "precision": r.precision,

@@ -370,6 +370,13 @@ class TemporalBlender(Restorer):
     def dtype(self) -> torch.dtype:
         return self.inner.dtype
 
+    @property
+    def checks_refs(self) -> bool:  # type: ignore[override]  # the wrapped method's (force_refs reaches it)
+        return bool(getattr(self.inner, "checks_refs", False))
+
+    def refs_distances(self, lq: torch.Tensor, refs: torch.Tensor) -> list[float] | None:
+        return self.inner.refs_distances(lq, refs)
+
     def begin_frame(self, ids: Sequence[int]) -> None:
         self._ids, self._pos = list(ids), 0
         self._state = {k: v for k, v in self._state.items() if k in self._ids}

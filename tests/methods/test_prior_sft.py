@@ -430,6 +430,7 @@ def test_refs_start_a_refinement_pulled_toward_their_identity(tmp_path, tiny_pri
     refs = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(8))
     _, d = r.restore(x, refs=refs, return_details=True)
     assert len(d.losses) == REFS_STEPS and r.last_refs_distance is not None
+    assert r.refs_distances(x, refs) == pytest.approx([r.last_refs_distance], abs=1e-4)  # the check alone
     ident = ReferenceIdentity(F.interpolate(refs, size=(512, 512), mode="bilinear", align_corners=False),
                               IdentityLoss())
     with torch.no_grad():  # dlib's distance of the output to the references' mean, before and after the pull

@@ -91,8 +91,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "--list-methods (honestface, prior-sft, robust-inversion, rls, rls-plus; largest face of each; with "
                    "--aligned: aligned crops)")
     p.add_argument("--force-refs", action="store_true",
-                   help="use the --refs photos even when the method finds them to show another person "
-                   "than the face (by default it stops with one line)")
+                   help="use the --refs photos for every face even when the method finds them to show another "
+                   "person (by default a photo's other people are restored without them, and a photo where no face "
+                   "matches stops with one line; the JSON records refs_used and refs_distance per face)")
     p.add_argument("--no-color-match", dest="color_match", action="store_false",
                    help="do not match the restored faces' colours to the input faces")
     p.add_argument("--mask", choices=("square", "landmarks", "mesh"), default="mesh",
@@ -283,6 +284,10 @@ def run(args: argparse.Namespace) -> int:
                    for n in face_files],
         )
         kept.extend(1 for f in res.faces if f.gate is not None and f.gate.weight == 0.0)
+        skipped = sum(1 for f in res.faces if f.refs is not None and f.refs.distance is not None and not f.refs.used)
+        if skipped:
+            say(f"{io.display_path(path)}: references used for {len(res.faces) - skipped} of {len(res.faces)} faces "
+                f"(the rest look like other people and were restored without them; refs_distance in the JSON)")
         if not res.faces:
             no_face.append(path)
             say(f"no face found: {io.display_path(path)} (background upscaled only)")

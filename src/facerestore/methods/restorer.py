@@ -27,14 +27,43 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from facerestore.errors import InputError
+from facerestore.errors import InputError, RefsMismatchError
 from facerestore.methods.spec import MethodSpec
 from facerestore.nn.devices import half_dtype, precision_name
 
-__all__ = ["MIN_REF_SIDE", "Restorer", "StepProgress", "check_images", "check_refs", "resize_crop"]
+__all__ = ["MIN_REF_SIDE", "REFS_MAX_DISTANCE", "Restorer", "StepProgress", "check_images", "check_refs",
+           "check_refs_identity", "refs_check_distance", "resize_crop"]
 
 
 MIN_REF_SIDE = 16  # smaller faces carry no identity dlib can read (its chips are 150 px)
+# dlib distance between a (possibly heavily degraded) face and references beyond which they are taken for another
+# person: dlib's same-person threshold is 0.6 on clean faces; degradation adds about 0.1-0.2 (measured in
+# benchmarks/honestface_refs.py, which reports every distance next to the refusals)
+REFS_MAX_DISTANCE = 0.75
+
+
+def refs_check_distance(distances: torch.Tensor) -> float:
+    """The reference check's distance of one face: the median of its (R,) dlib distances to the references (one
+    odd photo among them does not decide)."""
+    return float(distances.float().median())
+
+
+def check_refs_identity(distances: torch.Tensor, threshold: float = REFS_MAX_DISTANCE, force: bool = False) -> float:
+    """:func:`refs_check_distance` of (R,) face-to-reference dlib distances; :class:`RefsMismatchError` (one line)
+    above ``threshold`` unless ``force``. Every method that takes references checks them with this."""
+    d = refs_check_distance(distances)
+    if d > threshold and not force:
+        raise RefsMismatchError(refs_mismatch_message(d, threshold), d)
+    return d
+
+
+def refs_mismatch_message(distance: float, threshold: float = REFS_MAX_DISTANCE, faces: int = 1) -> str:
+    """The one line users get when references look like another person than the face (``faces`` > 1: than every
+    face of the photo, ``distance`` the closest)."""
+    what = "the face" if faces <= 1 else f"any of the {faces} faces (closest"
+    close = ")" if faces > 1 else ""
+    return (f"the reference photos look like a different person than {what} (dlib distance {distance:.2f} > "
+            f"{threshold:.2f}{close}); use photos of the same person, or --force-refs to use them anyway")
 
 
 def check_refs(refs: Any, name: str) -> None:
@@ -129,6 +158,9 @@ class Restorer(torch.nn.Module):
     _half: bool = False
     progress: bool = True  # per-call progress bars of the optimisation methods (the CLI's -q turns them off)
     default_fidelity: float | None = None  # what fidelity=None means, for methods with the knob (records say it)
+    # methods that compare each face with its references before using them (:meth:`refs_distances`) and refuse
+    # another person's unless ``force_refs=True``; the photo pipeline then decides face by face
+    checks_refs: bool = False
 
     # -- the network call: the only thing a method implements ---------------------------------------------
     def _restore(self, x: torch.Tensor, *, fidelity: float | None, refs: torch.Tensor | None,
@@ -136,6 +168,26 @@ class Restorer(torch.nn.Module):
         """(B, 3, S, S) on this restorer's device and dtype -> restored (B, 3, S', S') (any float dtype), or
         ``(images, details)`` when a method-specific option asks for details."""
         raise NotImplementedError
+
+    def _refs_distances(self, x: torch.Tensor, refs: torch.Tensor) -> list[float] | None:
+        """Per face of ``x`` (prepared as in :meth:`restore`): the reference check's distance, or None when this
+        restorer would not use ``refs`` (e.g. its ``ref_weight`` is 0). Methods with ``checks_refs`` implement it."""
+        raise NotImplementedError
+
+    def refs_distances(self, lq: torch.Tensor, refs: torch.Tensor) -> list[float] | None:
+        """The reference check without restoring: for each face of ``lq`` (B, 3, H, W) in [0, 1], resized to
+        ``spec.size`` as :meth:`restore` does with crops, its median dlib distance to ``refs`` (R, 3, S, S), the
+        number :meth:`restore` compares with ``REFS_MAX_DISTANCE`` (0.75); None when this restorer would ignore the
+        references. Only for methods with ``checks_refs``."""
+        if not self.checks_refs:
+            raise NotImplementedError(f"{self.spec.name} does not check references")
+        check_images(lq, self.spec.name, min_side=self.spec.min_side)
+        check_refs(refs, self.spec.name)
+        size = (self.spec.size, self.spec.size)
+        x = resize_crop(lq.to(self.device).float(), size).to(self.dtype)
+        refs = resize_crop(refs.to(self.device).float(), size).to(self.dtype)
+        with torch.no_grad():
+            return self._refs_distances(x, refs)
 
     @classmethod
     def budget_options(cls, steps: int) -> dict[str, Any]:

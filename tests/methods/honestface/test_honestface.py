@@ -268,6 +268,7 @@ def test_restorer_refuses_another_persons_references_and_uses_the_right_ones():
     other = prepare_refs([PHOTOS / "img13.jpg", PHOTOS / "img14.jpg"], size)  # person B
     y = r.restore(face, refs=same)
     assert y.shape == face.shape and r.last_refs_distance < 0.6 and r.last_r0 is not None
+    assert r.refs_distances(face, same) == pytest.approx([r.last_refs_distance], abs=1e-6)  # the check alone
     with pytest.raises(InputError, match="different person"):
         r.restore(face, refs=other)
     y2 = r.restore(face, refs=other, force_refs=True)

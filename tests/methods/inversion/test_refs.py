@@ -114,6 +114,11 @@ def test_refs_pull_the_restored_identity_toward_the_references(G, embedder):
     assert float(det1.ref_distance) == pytest.approx(d1, abs=1e-4)
     # the check measured the face against the references before the pull (one reference: its distance)
     assert guided.last_refs_distance == pytest.approx(float(_dist(embedder, target, refs)), abs=1e-4)
+    # the check alone, without restoring, per face (what the photo pipeline decides with)
+    two = _faces(G, [1, 3])
+    d = guided.refs_distances(two, refs)
+    assert d == pytest.approx([float(v) for v in _dist(embedder, two, refs)], abs=1e-4) and d[1] < 1e-4
+    assert _restorer(G, ref_weight=0).refs_distances(two, refs) is None  # ignores references: nothing to check
     # the pull costs fidelity to the face: the image loss of the guided result is higher
     assert float(det1.final_loss) > float(det0.final_loss)
     # task mode (a degraded target through f_hat) takes the term too
@@ -201,6 +206,27 @@ def test_another_persons_refs_are_refused_unless_forced(G, photos):
 
 @needs_dlib
 @pytest.mark.data
+def test_a_group_photo_uses_the_refs_for_their_person_only(G, photos):
+    """Two faces of different people and references of the first: the first is restored with them, the second
+    without (the same pixels as a restoration without references), and the distances are the method's check."""
+    from facerestore.pipeline import prepare_refs, restore_crops_with_refs
+
+    faces = prepare_refs([photos / "img1.jpg", photos / "img13.jpg"], 64)
+    same = prepare_refs([photos / "img2.jpg", photos / "img4.jpg"], 64)  # img1's person
+    r = RobustInversionRestorer(generator=G, loss="substitute", steps=(2, 1, 1), progress=False)
+    crops = [f.permute(1, 2, 0).numpy() for f in faces]
+    out, uses = restore_crops_with_refs(r, crops, refs=same)
+    assert [u.used for u in uses] == [True, False]
+    assert uses[0].distance < 0.6 < 0.75 < uses[1].distance
+    assert [u.distance for u in uses] == pytest.approx(r.refs_distances(faces, same), abs=1e-6)
+    plain = r.restore(faces[1:], size=(64, 64))[0].permute(1, 2, 0).numpy()
+    assert abs(out[1] - plain).max() < 1e-6  # deterministic: the second face never saw the references
+    guided = r.restore(faces[:1], refs=same, size=(64, 64))[0].permute(1, 2, 0).numpy()
+    assert abs(out[0] - guided).max() < 1e-6
+
+
+@needs_dlib
+@pytest.mark.data
 def test_cli_restore_with_refs(tmp_path, photos, capsys):
     import json
 
@@ -222,6 +248,9 @@ def test_cli_restore_with_refs(tmp_path, photos, capsys):
     assert main([*args, "--refs", str(same), "-o", str(tmp_path / "o1")]) == 0
     rec = json.loads((tmp_path / "o1" / "restored_imgs" / "img1.json").read_text())
     assert rec["method"] == "robust-inversion" and rec["num_faces"] == 1
+    assert rec["refs_count"] == 2 and rec["faces_with_refs"] == 1
+    face_rec = rec["faces"][0]
+    assert face_rec["refs_used"] is True and face_rec["refs_forced"] is False and face_rec["refs_distance"] < 0.6
     capsys.readouterr()
     assert main([*args, "--refs", str(other), "-o", str(tmp_path / "o2")]) == 2
     err = capsys.readouterr().err
@@ -229,3 +258,5 @@ def test_cli_restore_with_refs(tmp_path, photos, capsys):
     assert not (tmp_path / "o2" / "restored_imgs" / "img1.png").exists()
     assert main([*args, "--refs", str(other), "-o", str(tmp_path / "o3"), "--force-refs"]) == 0
     assert (tmp_path / "o3" / "restored_imgs" / "img1.png").is_file()
+    face_rec = json.loads((tmp_path / "o3" / "restored_imgs" / "img1.json").read_text())["faces"][0]
+    assert face_rec["refs_used"] is True and face_rec["refs_forced"] is True and face_rec["refs_distance"] > 0.75

@@ -98,6 +98,7 @@ def test_refs_pull_the_restored_identity_toward_the_references(base, embedder, p
     # the check measured the low-resolution face, enlarged to the prior's 64 px, against the reference
     up = resize_crop(lr, (64, 64))
     assert guided.last_refs_distance == pytest.approx(float(_dist(embedder, up, refs)), abs=1e-4)
+    assert guided.refs_distances(lr, refs) == pytest.approx([guided.last_refs_distance], abs=1e-4)  # check alone
     assert "identity" in det1["rls"].history and "identity" not in det0["rls"].history
 
 

@@ -18,33 +18,19 @@ from typing import Any
 
 import torch
 
-from facerestore.errors import InputError, WeightsMissingError
-from facerestore.methods.restorer import Restorer
+from facerestore.errors import WeightsMissingError
+from facerestore.methods.restorer import REFS_MAX_DISTANCE, Restorer, check_refs_identity, refs_check_distance
 from facerestore.methods.spec import MethodSpec
 
 __all__ = ["BUILTIN_NAME", "REFS_MAX_DISTANCE", "HonestFaceRestorer", "builtin_weights", "check_refs_identity"]
 
 BUILTIN_NAME = "honestface-compact-128"
-# dlib distance between a (possibly heavily degraded) face and references beyond which they are taken for another
-# person: dlib's same-person threshold is 0.6 on clean faces; degradation adds about 0.1-0.2 (measured in
-# benchmarks/honestface_refs.py, which reports every distance next to the refusals)
-REFS_MAX_DISTANCE = 0.75
 
 
 def builtin_weights() -> Path:
     from facerestore.zoo import BUILTIN_DIR
 
     return Path(BUILTIN_DIR) / f"{BUILTIN_NAME}.safetensors"
-
-
-def check_refs_identity(distances: torch.Tensor, threshold: float = REFS_MAX_DISTANCE, force: bool = False) -> float:
-    """The median of (R,) face-to-reference dlib distances; InputError (one line) above ``threshold`` unless
-    ``force``."""
-    d = float(distances.float().median())
-    if d > threshold and not force:
-        raise InputError(f"the reference photos look like a different person than the face (dlib distance {d:.2f} > "
-                         f"{threshold:.2f}); use photos of the same person, or --force-refs to use them anyway")
-    return d
 
 
 class HonestFaceRestorer(Restorer):
@@ -110,6 +96,10 @@ class HonestFaceRestorer(Restorer):
         self._refset = (refs, rs)
         return rs
 
+    def _refs_distances(self, x: torch.Tensor, refs: torch.Tensor) -> list[float]:
+        rs = self._references(refs)
+        return [refs_check_distance(rs.identity_distance(e)) for e in self._identity().embed(x.float())]
+
     def _restore(self, x: torch.Tensor, *, fidelity: float | None, refs: torch.Tensor | None,
                  force_refs: bool | None = None) -> torch.Tensor:
         if refs is None or refs.shape[0] == 0:
@@ -118,7 +108,7 @@ class HonestFaceRestorer(Restorer):
         rs = self._references(refs)
         force = self.force_refs if force_refs is None else bool(force_refs)
         emb = self._identity().embed(x.float())
-        dists = [check_refs_identity(rs.identity_distance(e), force=force) for e in emb]
+        dists = [check_refs_identity(rs.identity_distance(e), force=force) for e in emb]  # before any work
         self.last_refs_distance = max(dists)
         eyes, id_emb, mask, r0 = rs.inputs_for(x.float())
         self.last_r0 = r0

@@ -9,9 +9,11 @@ and expression of single photos (``nn.identity.reference_distance``). MobileFace
 it is the independent network that evaluates identity (benchmarks/honestface_refs.py).
 
 Before optimising, each face is compared with the references exactly as honestface does
-(``methods.honestface.restorer.check_refs_identity``: the median dlib distance between the face, resized to the
+(``methods.restorer.check_refs_identity``: the median dlib distance between the face, resized to the
 generator's resolution, and the references; above ``REFS_MAX_DISTANCE`` = 0.75 the call is refused with one
-InputError line unless ``force_refs``): pulling a face toward another person is not restoration.
+RefsMismatchError line unless ``force_refs``): pulling a face toward another person is not restoration. The
+photo pipeline asks first, face by face (``Restorer.refs_distances``), and restores the faces of other people in a
+photo without the references (``pipeline.restore_crops_with_refs``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 import torch
 
 from facerestore.errors import InputError
-from facerestore.methods.restorer import MIN_REF_SIDE, check_refs, resize_crop
+from facerestore.methods.restorer import MIN_REF_SIDE, check_refs, check_refs_identity, refs_check_distance, resize_crop
 from facerestore.nn.identity import embedding_distance, reference_distance
 
 __all__ = ["MIN_REF_SIDE", "ReferenceCache", "ReferenceIdentity", "check_ref_weight", "check_refs"]  # re-exported
@@ -69,16 +71,23 @@ class ReferenceIdentity:
 
         return term
 
-    def check(self, faces: torch.Tensor, size: int, force: bool = False) -> float:
-        """honestface's reference check for each face of ``faces`` (B, 3, h, w), resized to ``size`` x ``size``:
-        the median distance to the references, InputError above the threshold unless ``force``. Returns the
-        largest median over the batch (what ``last_refs_distance`` records)."""
-        from facerestore.methods.honestface.restorer import check_refs_identity
-
+    def _face_distances(self, faces: torch.Tensor, size: int) -> list[torch.Tensor]:
+        """(R,) dlib distances to the references of each face of ``faces`` (B, 3, h, w), resized to ``size``."""
         x = resize_crop(faces.detach().float(), (int(size), int(size)))
         with torch.no_grad():
             emb = self.embedder.embed(x).to(self.embeddings.device)
-        return max(check_refs_identity(embedding_distance(self.embeddings, e), force=force) for e in emb)
+        return [embedding_distance(self.embeddings, e) for e in emb]
+
+    def check_distances(self, faces: torch.Tensor, size: int) -> list[float]:
+        """The reference check's distance of each face of ``faces`` (B, 3, h, w) resized to ``size`` x ``size``
+        (the median distance to the references), without refusing any."""
+        return [refs_check_distance(d) for d in self._face_distances(faces, size)]
+
+    def check(self, faces: torch.Tensor, size: int, force: bool = False) -> float:
+        """The reference check of every method (:func:`~facerestore.methods.restorer.check_refs_identity`) for
+        each face of ``faces`` (B, 3, h, w), resized to ``size`` x ``size``: RefsMismatchError above the threshold
+        unless ``force``. Returns the largest distance over the batch (what ``last_refs_distance`` records)."""
+        return max(check_refs_identity(d, force=force) for d in self._face_distances(faces, size))
 
 
 class ReferenceCache:

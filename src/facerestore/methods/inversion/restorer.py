@@ -187,6 +187,12 @@ class RobustInversionRestorer(Restorer):
     def _bar(self) -> StepProgress:
         return StepProgress(sum(self.steps), "robust-inversion", self.progress)
 
+    def _refs_distances(self, x: torch.Tensor, refs: torch.Tensor) -> list[float] | None:
+        if self.ref_weight == 0:
+            return None
+        dev = self.G.mapping.w_avg.device
+        return self._refs.get(refs, dev).check_distances(x.to(dev), self.G.img_resolution)
+
     def _identity(self, lq: torch.Tensor, refs: torch.Tensor | None, force_refs: bool | None, side: int):
         """The identity term for a target of ``side`` px (None without references or with ``ref_weight`` 0), after
         the reference check of the faces ``lq`` (resized to the generator's resolution)."""

@@ -148,6 +148,11 @@ class PriorSFTRestorer(Restorer):
             raise InputError(f"--steps must be >= 0 for prior-sft (refinement steps), got {steps}")
         return {"refine_steps": int(steps)}
 
+    def _refs_distances(self, x: torch.Tensor, refs: torch.Tensor) -> list[float] | None:
+        if self.ref_weight == 0:
+            return None
+        return self._refs.get(refs, x.device).check_distances(x, self.spec.size)
+
     def _restore(self, x: torch.Tensor, *, fidelity: float | None, refs: torch.Tensor | None,
                  force_refs: bool | None = None, return_details: bool = False,
                  **options: Any) -> torch.Tensor | tuple[torch.Tensor, RefineResult]:

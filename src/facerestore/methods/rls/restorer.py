@@ -136,6 +136,12 @@ class RLSRestorer(Restorer):
         return {"steps": int(steps), "plus_steps": max(1, int(steps) // 4)}
 
 
+    def _refs_distances(self, x: torch.Tensor, refs: torch.Tensor) -> list[float] | None:
+        if self.ref_weight == 0:
+            return None
+        dev = self.G.mapping.w_avg.device
+        return self._refs.get(refs, dev).check_distances(x.to(dev), self.G.img_resolution)
+
     def _identity(self, lq: torch.Tensor, refs: torch.Tensor | None, force_refs: bool | None):
         """(ReferenceIdentity, loss term) for low-resolution faces ``lq`` after the reference check, or None without
         references or with ``ref_weight`` 0."""
