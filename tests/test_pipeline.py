@@ -414,6 +414,19 @@ def test_refs_are_used_face_by_face_and_recorded():
     assert face.to_json()["refs_used"] is None and face.to_json()["refs_distance"] is None
 
 
+def test_the_video_blender_passes_the_reference_check_through():
+    """--force-refs in a video reaches the method inside the temporal blender (which wraps it)."""
+    from facerestore.pipeline import restore_crops_with_refs
+    from facerestore.video import TemporalBlender
+
+    blender = TemporalBlender(CheckingRefsRestorer())
+    blender.begin_frame([0])
+    assert blender.checks_refs
+    out, uses = restore_crops_with_refs(blender, [_gray(0.9)], refs=torch.full((1, 3, 32, 32), 0.5), force_refs=True)
+    assert uses[0].used and uses[0].forced and uses[0].distance == pytest.approx(4.0, abs=1e-5)
+    np.testing.assert_allclose(out[0], 0.5, atol=1e-5)
+
+
 def test_refs_record_in_the_photo_json(astronaut, astro_dets, tmp_path):
     """restore_photo with references: per-face refs_used / refs_distance and the photo's counts in the JSON."""
     from facerestore.pipeline import write_photo_json
