@@ -377,6 +377,7 @@ def test_refs_are_used_face_by_face_and_recorded():
     out, uses = restore_crops_with_refs(r, crops, refs=refs)
     assert [u.used for u in uses] == [True, False, True]
     assert [u.distance for u in uses] == pytest.approx([0.2, 4.0, 0.5], abs=1e-5)
+    assert [u.threshold for u in uses] == [REFS_MAX_DISTANCE] * 3  # flat faces have no detail: the soft end
     assert [o.shape for o in out] == [c.shape for c in crops]
     np.testing.assert_allclose(out[0], 0.5, atol=1e-5)  # guided: the references' colour
     np.testing.assert_allclose(out[1], crops[1], atol=1e-5)  # another person: restored as without references
@@ -406,12 +407,39 @@ def test_refs_are_used_face_by_face_and_recorded():
     assert uses == [None]
     # the per-face JSON fields
     face = FaceResult(box=np.zeros(4), score=1.0, landmarks5=np.zeros((5, 2)), landmarks68=None,
-                      affine=np.eye(2, 3), input_crop=crops[0], restored_crop=crops[0], refs=RefsUse(0.21234, True))
+                      affine=np.eye(2, 3), input_crop=crops[0], restored_crop=crops[0],
+                      refs=RefsUse(0.21234, True, threshold=0.7))
     rec = face.to_json()
     assert (rec["refs_used"], rec["refs_forced"], rec["refs_distance"], rec["refs_threshold"]) == (
-        True, False, 0.2123, REFS_MAX_DISTANCE)
+        True, False, 0.2123, 0.7)
+    # a pass above dlib's same-person 0.6 is narrow (the check is unsure on degraded faces); forced or refused is not
+    assert not rec["refs_narrow"] and RefsUse(0.7, True).narrow and RefsUse(0.6, True).narrow is False
+    assert not RefsUse(0.9, True, forced=True).narrow and not RefsUse(0.9, False).narrow
     face.refs = None
     assert face.to_json()["refs_used"] is None and face.to_json()["refs_distance"] is None
+
+
+def test_refs_threshold_follows_the_faces_detail(astronaut):
+    """0.65 for a sharp face, the methods' 0.75 for a flat or blurred one, never decreasing as the face is blurred
+    more, and exactly the log-linear rule of its detail in between (independent recomputation)."""
+    from facerestore.methods.restorer import REFS_MAX_DISTANCE
+    from facerestore.pipeline import REFS_SHARP_DETAIL, REFS_SHARP_DISTANCE, REFS_SOFT_DETAIL, refs_threshold
+    from facerestore.quality_gate import face_sharpness
+
+    face = np.ascontiguousarray(astronaut[30:330, 90:390])
+    assert face_sharpness(face) >= REFS_SHARP_DETAIL and refs_threshold(face) == REFS_SHARP_DISTANCE
+    assert refs_threshold(_gray(0.5, 256)) == REFS_MAX_DISTANCE
+    last = REFS_SHARP_DISTANCE
+    for sigma in (0.5, 1, 2, 4, 8):
+        blurred = cv2.GaussianBlur(face, (0, 0), sigma)
+        t = refs_threshold(blurred)
+        assert REFS_SHARP_DISTANCE <= t <= REFS_MAX_DISTANCE and t >= last - 1e-9
+        d = face_sharpness(blurred)
+        if REFS_SOFT_DETAIL < d < REFS_SHARP_DETAIL:
+            share = np.log(REFS_SHARP_DETAIL / d) / np.log(REFS_SHARP_DETAIL / REFS_SOFT_DETAIL)
+            assert t == pytest.approx(0.65 + 0.1 * share, abs=1e-9)
+        last = t
+    assert last == REFS_MAX_DISTANCE  # sigma 8 px: as soft as an x8 face
 
 
 def test_the_video_blender_passes_the_reference_check_through():

@@ -57,6 +57,7 @@ __all__ = [
     "get_restorer",
     "guard_occlusion",
     "prepare_refs",
+    "refs_threshold",
     "resolve_restorer",
     "restore_aligned",
     "restore_crops",
@@ -104,6 +105,30 @@ class IdentityReport:
                 "identity_threshold_mobileface": self.threshold_mobileface}
 
 
+# The reference check's threshold follows the detail the face still has (chosen on synthetic validation persons;
+# tested on the photo persons: benchmarks/results/refs_check.md). dlib separates persons well on sharp faces and
+# poorly on heavily degraded ones, whose embedding drifts even for the right person: a face as sharp as every clean
+# validation face (face_sharpness >= 3e-3) is held to 0.65 (every right reference set of the clean validation faces
+# passes at 64 and 128 px, 11 of 12 at 512), one as soft as the x8-degraded ones (<= 3e-4) to REFS_MAX_DISTANCE
+# (0.75, where the methods' own check stops), log-linear in between. On clean photo faces another person's photos
+# passed 0.75 in 30-60% of the cases and pass 0.65 in 0-10%, with no right set refused.
+REFS_SHARP_DISTANCE = 0.65
+REFS_SHARP_DETAIL, REFS_SOFT_DETAIL = 3e-3, 3e-4
+
+
+def refs_threshold(crop: np.ndarray) -> float:
+    """The reference check's threshold for one aligned face crop (S, S, 3) float32 in [0, 1]: REFS_SHARP_DISTANCE
+    (0.65) for a sharp face, ``REFS_MAX_DISTANCE`` (0.75) for a blurred or tiny one, log-linear in its detail
+    (:func:`facerestore.quality_gate.face_sharpness`) between ``REFS_SOFT_DETAIL`` and ``REFS_SHARP_DETAIL``."""
+    from facerestore.quality_gate import face_sharpness
+
+    detail = face_sharpness(np.asarray(crop, np.float32))
+    if not np.isfinite(detail) or detail <= REFS_SOFT_DETAIL:
+        return REFS_MAX_DISTANCE
+    soft = (np.log(REFS_SHARP_DETAIL) - np.log(detail)) / (np.log(REFS_SHARP_DETAIL) - np.log(REFS_SOFT_DETAIL))
+    return float(REFS_SHARP_DISTANCE + (REFS_MAX_DISTANCE - REFS_SHARP_DISTANCE) * np.clip(soft, 0.0, 1.0))
+
+
 @dataclass(frozen=True)
 class RefsUse:
     """How one face used the reference photos (``--refs``).
@@ -115,19 +140,31 @@ class RefsUse:
         used: the references guided this face's restoration (the check passed, or ``force_refs``); False for a
             face of another person in the photo, restored without them.
         forced: ``force_refs`` was given (the check's verdict did not decide).
+        threshold: the check's threshold for this face (:func:`refs_threshold`: 0.65 for sharp faces up to 0.75
+            for blurred ones); None when the method does not check.
+        narrow: the references passed the check with a distance over dlib's same-person threshold (0.6): on heavily
+            degraded faces the check cannot tell people apart there (``benchmarks/results/refs_check.md``: on blind-
+            and x8-degraded photo faces at 128 px, 45% of the right persons' and 35% of other persons' references
+            fall between 0.6 and 0.75), so the user should make sure they show this person.
     """
 
     distance: float | None
     used: bool
     forced: bool = False
+    threshold: float | None = None
+
+    @property
+    def narrow(self) -> bool:
+        return bool(self.used and not self.forced and self.distance is not None and self.distance > DLIB_SAME_PERSON)
 
     def to_json(self, given: bool = True) -> dict[str, Any]:
         """The per-face record's fields; ``given=False``: no references were given (all None)."""
         if not given:
-            return {"refs_used": None, "refs_forced": None, "refs_distance": None, "refs_threshold": None}
-        return {"refs_used": bool(self.used), "refs_forced": bool(self.forced),
+            return {"refs_used": None, "refs_forced": None, "refs_narrow": None, "refs_distance": None,
+                    "refs_threshold": None}
+        return {"refs_used": bool(self.used), "refs_forced": bool(self.forced), "refs_narrow": self.narrow,
                 "refs_distance": None if self.distance is None else round(float(self.distance), 4),
-                "refs_threshold": REFS_MAX_DISTANCE}
+                "refs_threshold": None if self.threshold is None else round(float(self.threshold), 4)}
 
 
 @dataclass
@@ -365,8 +402,9 @@ def restore_crops_with_refs(restorer: Restorer, crops: Sequence[np.ndarray], *, 
 
     A method that checks its references (``checks_refs``: honestface, prior-sft, robust-inversion, rls, rls-plus)
     is asked first for each face's check distance (:meth:`Restorer.refs_distances`, cheap: no restoration). A face
-    whose distance exceeds ``REFS_MAX_DISTANCE`` (another person in a group photo) is restored without the
-    references; when no face passes, nothing is restored and one :class:`RefsMismatchError` line says so.
+    whose distance exceeds its threshold (:func:`refs_threshold`: 0.65 for a sharp face, up to the methods' own 0.75
+    for a blurred one; another person in a group photo) is restored without the references; when no face passes,
+    nothing is restored and one :class:`RefsMismatchError` line says so.
     ``force_refs``: every face uses the references whatever its distance. Methods that take references without
     checking them use them for every face (distance None). Returns (crops, one :class:`RefsUse` per crop, or
     None per crop without ``refs``)."""
@@ -380,9 +418,11 @@ def restore_crops_with_refs(restorer: Restorer, crops: Sequence[np.ndarray], *, 
                 uses = [RefsUse(None, False, force)] * n
             else:
                 dists = [float(f[0]) for f in found]
-                uses = [RefsUse(d, force or d <= REFS_MAX_DISTANCE, force) for d in dists]
-                if dists and not force and min(dists) > REFS_MAX_DISTANCE:
-                    raise RefsMismatchError(refs_mismatch_message(min(dists), faces=n), min(dists))
+                limits = [refs_threshold(c) for c in crops]
+                uses = [RefsUse(d, force or d <= t, force, t) for d, t in zip(dists, limits)]
+                if dists and not force and not any(u.used for u in uses):
+                    i = int(np.argmin(np.array(dists) - np.array(limits)))  # the face closest to passing
+                    raise RefsMismatchError(refs_mismatch_message(dists[i], limits[i], faces=n), dists[i])
         else:
             uses = [RefsUse(None, True, force)] * n
     # the check was made above: faces it passed are restored with force_refs so that the method does not refuse a

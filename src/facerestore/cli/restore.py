@@ -288,6 +288,11 @@ def run(args: argparse.Namespace) -> int:
         if skipped:
             say(f"{io.display_path(path)}: references used for {len(res.faces) - skipped} of {len(res.faces)} faces "
                 f"(the rest look like other people and were restored without them; refs_distance in the JSON)")
+        narrow = [f.refs.distance for f in res.faces if f.refs is not None and f.refs.narrow]
+        if narrow:
+            say(f"{io.display_path(path)}: the references passed the identity check only narrowly (dlib distance "
+                f"{max(narrow):.2f}, same person under 0.60); on a degraded face the check often cannot tell people "
+                "apart: make sure the references show this person")
         if not res.faces:
             no_face.append(path)
             say(f"no face found: {io.display_path(path)} (background upscaled only)")
