@@ -256,3 +256,27 @@ def test_job_level_errors_are_one_line(tmp_path, uploads):
     with pytest.raises(InputError, match=r"^reference notes\.png: cannot decode image"):
         jobs.run_job([uploads / "a1" / "astronaut_lq.png"], jobs.JobOptions(), tmp_path, jobs.Limits(),
                      refs=[uploads / "b2" / "notes.png"], uploads_root=uploads)
+
+
+def test_report_and_summary_say_how_each_face_used_the_references(tmp_path):
+    """The page's report has a references column from the per-face JSON fields; the summary says when faces of
+    other people did not use them and when a pass was narrow (records as restore_photo writes them)."""
+    from facerestore.pipeline import RefsUse
+
+    def face(i: int, use: RefsUse | None) -> jobs.FaceOutput:
+        record = (use or RefsUse(None, False)).to_json(given=use is not None)
+        return jobs.FaceOutput(i, tmp_path / "b.png", tmp_path / "a.png", tmp_path / "c.png", record)
+
+    uses = [RefsUse(0.49, True, threshold=0.65), RefsUse(0.92, False, threshold=0.65),
+            RefsUse(0.71, True, threshold=0.75), RefsUse(0.92, True, forced=True, threshold=0.65), None]
+    photo = jobs.PhotoOutput("group.jpg", "group", tmp_path / "g.png", tmp_path / "g.json", tmp_path / "p.png",
+                             (64, 64), (64, 64), faces=[face(i, u) for i, u in enumerate(uses)])
+    res = jobs.JobResult(tmp_path, photos=[photo], method="honestface")
+    cells = [row[jobs.REPORT_HEADERS.index("references")] for row in jobs.report_rows(res)]
+    assert cells == ["used (0.49)", "not this person (0.92)", "used, narrowly (0.71)", "forced (0.92)", "-"]
+    text = res.summary()
+    assert "reference photos were used for 3 of 4 faces" in text and "only narrowly" in text
+    plain = jobs.JobResult(tmp_path, photos=[jobs.PhotoOutput("a.jpg", "a", tmp_path / "g.png", tmp_path / "g.json",
+                                                              tmp_path / "p.png", (64, 64), (64, 64),
+                                                              faces=[face(0, None)])])
+    assert "reference" not in plain.summary()

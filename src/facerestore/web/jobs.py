@@ -584,6 +584,14 @@ class JobResult:
             text += f" with {self.method} in {self.seconds:.1f} s"
         if kept:
             text += f"; {kept} face{'s' * (kept != 1)} kept as they were (the quality gate found the restoration worse)"
+        checked = [f.record for p in self.photos for f in p.faces if f.record.get("refs_distance") is not None]
+        unused = sum(1 for r in checked if not r.get("refs_used"))
+        if unused:
+            text += (f"; the reference photos were used for {len(checked) - unused} of {len(checked)} faces "
+                     "(the others look like other people)")
+        if any(r.get("refs_narrow") for r in checked):
+            text += ("; the references passed the identity check only narrowly: make sure they show this person (on a "
+                     "degraded face the check often cannot tell people apart)")
         no_face = [p.name for p in self.photos if not p.faces]
         if no_face:
             text += f"; no face found in {', '.join(no_face)} (upscaled only)"
@@ -889,14 +897,28 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 
 # the columns of the page's identity report (FaceResult.to_json() names: identity_similarity, identity_distance,
-# identity_changed, identity_distance_mobileface; gate.reason; paste_weight)
+# identity_changed, identity_distance_mobileface; gate.reason; paste_weight; refs_used, refs_narrow, refs_distance)
 REPORT_HEADERS = ["photo", "face", "box", "score", "similarity", "distance", "changed", "MobileFace distance",
-                  "gate", "pasted"]
+                  "gate", "pasted", "references"]
+
+
+def _refs_cell(record: dict[str, Any]) -> str:
+    """How a face used the reference photos: '-' (none given or not checked), 'used (0.49)', 'used, narrowly
+    (0.71)', 'forced (0.92)' or 'not this person (0.92)', with the check's dlib distance."""
+    d = record.get("refs_distance")
+    if record.get("refs_used") is None or d is None:
+        return "-"
+    if record.get("refs_forced"):
+        return f"forced ({d:.2f})"
+    if not record.get("refs_used"):
+        return f"not this person ({d:.2f})"
+    return f"used, narrowly ({d:.2f})" if record.get("refs_narrow") else f"used ({d:.2f})"
 
 
 def report_rows(result: JobResult) -> list[list[str]]:
     """One row per face: the identity report of :class:`facerestore.pipeline.FaceResult` (dlib similarity and
-    distance, the changed flag, MobileFace's distance) and the quality gate's decision."""
+    distance, the changed flag, MobileFace's distance), the quality gate's decision and how the face used the
+    reference photos."""
     rows = []
     for p in result.photos:
         for f in p.faces:
@@ -906,5 +928,5 @@ def report_rows(result: JobResult) -> list[list[str]]:
                          _fmt(r.get("score"), 2), _fmt(r.get("identity_similarity")),
                          _fmt(r.get("identity_distance")), _fmt(r.get("identity_changed")),
                          _fmt(r.get("identity_distance_mobileface"), 3), str(gate.get("reason", "off")),
-                         _fmt(r.get("paste_weight"), 2)])
+                         _fmt(r.get("paste_weight"), 2), _refs_cell(r)])
     return rows
