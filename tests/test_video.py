@@ -534,3 +534,58 @@ def test_tracker_relinks_a_returning_face_by_identity():
         plain.update([], frame)
     ((b, _),) = plain.update([det(200, 0.0)], frame)
     assert a != b
+
+
+class _CheckingRefs(_Identity):
+    """Checks references like honestface: the check's distance alternates, 0.3 (this person) and 0.9 (another),
+    from one face to the next, as when the person turns away in some frames; with references it darkens the face."""
+
+    spec = MethodSpec("test-vid-refs", "test", "checks refs", size=128, uses_refs=True)
+    checks_refs = True
+
+    def __init__(self, weights=None) -> None:
+        super().__init__()
+        self.checked = 0
+
+    def _refs_distances(self, x, refs):
+        out = [0.3 if (self.checked + i) % 2 == 0 else 0.9 for i in range(x.shape[0])]
+        self.checked += x.shape[0]
+        return out
+
+    def _restore(self, x, *, fidelity, refs, force_refs=None):
+        return x.clone() if refs is None else x * 0.5
+
+
+def test_a_video_uses_the_references_where_they_match_and_goes_on_where_not(tmp_path, clip):
+    """No frame is refused: faces that match are restored with the references, the others without; the clip's
+    record counts them and gives the closest distance."""
+    r = _CheckingRefs()
+    refs = torch.full((2, 3, 64, 64), 0.5)
+    res = video.restore_video(clip, tmp_path / "r.mp4", r, upscale=1, detector="hog", mask="square", refs=refs,
+                              batch_frames=1)
+    n = int(sum(res.faces_per_frame))
+    assert n >= 4 and r.checked == n
+    assert res.faces_with_refs == (n + 1) // 2  # the even-numbered checks passed
+    rec = res.to_json()
+    assert rec["faces_with_refs"] == res.faces_with_refs and rec["refs_closest_distance"] == pytest.approx(0.3)
+    plain = video.restore_video(clip, tmp_path / "p.mp4", _Identity(), upscale=1, detector="hog", mask="square")
+    assert plain.faces_with_refs is None and plain.to_json()["refs_closest_distance"] is None
+
+
+def test_cli_video_with_references_says_how_many_faces_used_them(tmp_path, clip, astronaut, monkeypatch, capsys):
+    import json
+
+    from facerestore import io
+    from facerestore.methods import registry
+
+    monkeypatch.setattr(registry, "REGISTRY", registry.REGISTRY.with_restorer(_CheckingRefs))
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    io.write_image(refs / "a.png", astronaut)
+    code = main(["restore", "-i", str(clip), "-o", str(tmp_path / "out"), "--method", "test-vid-refs", "--refs",
+                 str(refs), "--upscale", "1", "--device", "cpu", "--detector", "hog", "-q"])
+    assert code == 0
+    rec = json.loads((tmp_path / "out" / "restored_videos" / "clip.json").read_text())
+    assert 0 < rec["faces_with_refs"] < rec["faces"] and rec["refs_closest_distance"] == pytest.approx(0.3)
+    err = capsys.readouterr().err
+    assert f"reference photos were used for {rec['faces_with_refs']} of {rec['faces']} faces" in err, err

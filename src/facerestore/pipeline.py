@@ -397,7 +397,8 @@ def restore_crops(restorer: Restorer, crops: Sequence[np.ndarray], *, fidelity: 
 
 def restore_crops_with_refs(restorer: Restorer, crops: Sequence[np.ndarray], *, fidelity: float | None = None,
                             refs: torch.Tensor | None = None, batch_size: int = 4,
-                            force_refs: bool = False) -> tuple[list[np.ndarray], list[RefsUse | None]]:
+                            force_refs: bool = False,
+                            refs_required: bool = True) -> tuple[list[np.ndarray], list[RefsUse | None]]:
     """:func:`restore_crops` that also says, per crop, how the reference photos were used.
 
     A method that checks its references (``checks_refs``: honestface, prior-sft, robust-inversion, rls, rls-plus)
@@ -405,7 +406,9 @@ def restore_crops_with_refs(restorer: Restorer, crops: Sequence[np.ndarray], *, 
     whose distance exceeds its threshold (:func:`refs_threshold`: 0.65 for a sharp face, up to the methods' own 0.75
     for a blurred one; another person in a group photo) is restored without the references; when no face passes,
     nothing is restored and one :class:`RefsMismatchError` line says so.
-    ``force_refs``: every face uses the references whatever its distance. Methods that take references without
+    ``refs_required=False`` (video frames, where the person may turn away for a while): no error, every face that does
+    not pass is restored without them. ``force_refs``: every face uses the references whatever its distance.
+    Methods that take references without
     checking them use them for every face (distance None). Returns (crops, one :class:`RefsUse` per crop, or
     None per crop without ``refs``)."""
     n = len(crops)
@@ -420,7 +423,7 @@ def restore_crops_with_refs(restorer: Restorer, crops: Sequence[np.ndarray], *, 
                 dists = [float(f[0]) for f in found]
                 limits = [refs_threshold(c) for c in crops]
                 uses = [RefsUse(d, force or d <= t, force, t) for d, t in zip(dists, limits)]
-                if dists and not force and not any(u.used for u in uses):
+                if dists and refs_required and not force and not any(u.used for u in uses):
                     i = int(np.argmin(np.array(dists) - np.array(limits)))  # the face closest to passing
                     raise RefsMismatchError(refs_mismatch_message(dists[i], limits[i], faces=n), dists[i])
         else:
@@ -624,7 +627,7 @@ def _background(background: Background) -> Callable[[np.ndarray, float], np.ndar
 def restore_aligned(rgb: np.ndarray, restorer: Restorer, out_side: int, *, fidelity: float | None = None,
                     refs: torch.Tensor | None = None, embedder: FaceEmbedder | None = None,
                     timings: dict[str, float] | None = None, blend: float = 1.0,
-                    gate: bool = True, force_refs: bool = False,
+                    gate: bool = True, force_refs: bool = False, refs_required: bool = True,
                     occlusion_guard: bool = True) -> tuple[np.ndarray, list[FaceResult]]:
     """An FFHQ-aligned square crop (S, S, 3) -> (restored image at ``out_side`` x ``out_side``, [its face]).
 
@@ -639,7 +642,7 @@ def restore_aligned(rgb: np.ndarray, restorer: Restorer, out_side: int, *, fidel
     timings["detect"] = timings["align"] = 0.0
     t = time.perf_counter()
     (restored,), (refs_use,) = restore_crops_with_refs(restorer, [rgb], fidelity=fidelity, refs=refs, batch_size=1,
-                                                       force_refs=force_refs)
+                                                       force_refs=force_refs, refs_required=refs_required)
     timings["restore"] = time.perf_counter() - t
     t = time.perf_counter()
     report = compare_identity(embedder, rgb, restored)
@@ -753,6 +756,7 @@ def restore_faces_in_photo(
     force_refs: bool = False,
     shares: PasteShares | None = None,
     occlusion_guard: bool = True,
+    refs_required: bool = True,
 ) -> tuple[np.ndarray, list[FaceResult]]:
     """Align each detected face at ``face_size`` (or larger: :func:`crop_side`), restore, check identity, weigh each
     face (``blend`` times the quality gate's share, :func:`decide_paste`), paste into the upscaled photo (with the
@@ -767,7 +771,8 @@ def restore_faces_in_photo(
 
     t = time.perf_counter()
     restored, refs_uses = restore_crops_with_refs(restorer, [a.crop for _, a in alns], fidelity=fidelity, refs=refs,
-                                                  batch_size=batch_size, force_refs=force_refs)
+                                                  batch_size=batch_size, force_refs=force_refs,
+                                                  refs_required=refs_required)
     timings["restore"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -861,6 +866,7 @@ def restore_photo(
     shares: PasteShares | None = None,
     detections: Sequence[FaceDetection] | None = None,
     occlusion_guard: bool = True,
+    refs_required: bool = True,
 ) -> PhotoResult:
     """Restore the faces of a photo and paste them back into the upscaled photo.
 
@@ -882,7 +888,10 @@ def restore_photo(
         half: reduced precision (float16 on GPU, bfloat16 on CPU) if the method supports it.
         refs: reference faces of the person for methods that use them (tensor (R, 3, S, S) or images/paths).
         force_refs: use references that the method (honestface, prior-sft, robust-inversion, rls, rls-plus) takes
-            for another person than the face (by default it refuses them with one InputError line).
+            for another person than the face, for every face (by default each face is checked: faces of other people
+            are restored without them, and a photo where no face matches is refused with one InputError line).
+        refs_required: False: a photo where no face matches the references is restored without them instead of
+            refused (video frames); each face's ``refs`` says what happened.
         color_match: match each restored face's colour statistics to its input crop when pasting.
         mask: paste-back mask: "mesh" (Face Mesh face oval: the face only, no hair or neck; the best in
             benchmarks/paste_back.py; without the facemesh-468 weights it warns and uses the 68 points),
@@ -941,7 +950,7 @@ def restore_photo(
     embedder = FaceEmbedder("dlib") if identity else None
     if aligned:
         out, faces = restore_aligned(rgb, r, oh, fidelity=fidelity, refs=refs_t, embedder=embedder, timings=timings,
-                                     blend=float(blend), gate=gate, force_refs=force_refs,
+                                     blend=float(blend), gate=gate, force_refs=force_refs, refs_required=refs_required,
                                      occlusion_guard=bool(occlusion_guard))
         det_name = None
     else:
@@ -956,7 +965,7 @@ def restore_photo(
             rgb, r, upscale, dets, fidelity=fidelity, refs=refs_t, embedder=embedder, face_size=int(face_size),
             batch_size=int(batch_size), mask=mask, background=background, color_match=color_match, timings=timings,
             blend=float(blend), gate=gate, force_refs=force_refs, shares=shares,
-            occlusion_guard=bool(occlusion_guard),
+            occlusion_guard=bool(occlusion_guard), refs_required=refs_required,
         )
         det_name = detector if isinstance(detector, str) else getattr(detector, "name", type(detector).__name__)
 

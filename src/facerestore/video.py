@@ -515,6 +515,8 @@ class VideoResult:
     seconds: float
     gate_shares: list[float] | None = None
     gate_decisions: int = 0
+    faces_with_refs: int | None = None  # faces the reference photos guided (None: no references given)
+    refs_closest_distance: float | None = None  # the smallest reference-check distance over the clip's faces
 
     def to_json(self) -> dict[str, Any]:
         w = self.blend_weights
@@ -524,6 +526,9 @@ class VideoResult:
                 "tracks": self.tracks, "mean_blend_weight": float(np.mean(w)) if w else 0.0,
                 "quality_gate": self.gate_shares is not None, "gate_decisions": self.gate_decisions,
                 "mean_gate_share": float(np.mean(self.gate_shares)) if self.gate_shares else None,
+                "faces_with_refs": self.faces_with_refs,
+                "refs_closest_distance": None if self.refs_closest_distance is None
+                else round(float(self.refs_closest_distance), 4),
                 "seconds": round(self.seconds, 3),
                 "frames_per_second": round(self.frames / self.seconds, 3) if self.seconds > 0 else None}
 
@@ -601,7 +606,9 @@ class SequenceRestorer:
 
         self.detector = create_detector(detector) if isinstance(detector, str) else detector
         self.tracker = FaceTracker(float(fps), smooth=stabilize, embed=_identity_embedding)
-        self.photo_options = {"identity": False, **photo_options}
+        # a frame where the references match no face (the person turned away, motion blur) is restored without them
+        # rather than stopping the clip; each face's record says whether they were used
+        self.photo_options = {"identity": False, "refs_required": False, **photo_options}
         # reference-guided restorations depend on the references: those are restored frame by frame
         plain = self.photo_options.get("refs") is None and not self.photo_options.get("force_refs")
         self.prefetch = _Prefetched(restorer) if plain else None
@@ -737,6 +744,7 @@ def restore_video(
         n_frames = 0
         n_audio = 0
         faces_per_frame: list[int] = []
+        refs_uses: list[Any] = []  # each face's RefsUse (with references)
 
         def encode(rgb: np.ndarray) -> None:
             img = io.quantize(rgb, 8)
@@ -754,6 +762,7 @@ def restore_video(
             nonlocal n_frames
             for res in seq.restore_many(pending):
                 faces_per_frame.append(len(res.faces))
+                refs_uses.extend(f.refs for f in res.faces if f.refs is not None)
                 if frame_hook is not None:
                     frame_hook(n_frames, res.image, res.faces)
                 encode(res.image)
@@ -806,7 +815,10 @@ def restore_video(
                        audio_packets=n_audio, faces_per_frame=faces_per_frame, tracks=seq.tracker._next_id,
                        blend_weights=seq.blender.weights, seconds=time.perf_counter() - t0,
                        gate_shares=None if seq.gate is None else seq.gate.shares,
-                       gate_decisions=0 if seq.gate is None else seq.gate.decisions)
+                       gate_decisions=0 if seq.gate is None else seq.gate.decisions,
+                       faces_with_refs=None if photo_options.get("refs") is None else sum(u.used for u in refs_uses),
+                       refs_closest_distance=min((u.distance for u in refs_uses if u.distance is not None),
+                                                 default=None))
 
 
 

@@ -326,6 +326,7 @@ def _restore_video(path: Path, target: Path, args: argparse.Namespace, restorer:
     from tqdm import tqdm
 
     from facerestore import io
+    from facerestore.cli.guards import say
     from facerestore.errors import InputError
     from facerestore.video import restore_video
 
@@ -346,4 +347,13 @@ def _restore_video(path: Path, target: Path, args: argparse.Namespace, restorer:
         bar.close()
     io.atomic_write_json(target.with_suffix(".json"), {"input": str(path), "method": args.method,
                                                        "upscale": upscale, **res.to_json()})
-    return int(sum(res.faces_per_frame))
+    n_faces = int(sum(res.faces_per_frame))
+    if res.faces_with_refs == 0 and n_faces:
+        d = res.refs_closest_distance
+        say(f"{io.display_path(path)}: the reference photos matched no face of the video"
+            + ("" if d is None else f" (closest dlib distance {d:.2f})")
+            + ": restored without them; --force-refs uses them anyway")
+    elif res.faces_with_refs is not None and 0 < res.faces_with_refs < n_faces:
+        say(f"{io.display_path(path)}: the reference photos were used for {res.faces_with_refs} of {n_faces} faces "
+            "(the others did not match them: another person, or this one turned away or blurred)")
+    return n_faces
