@@ -253,8 +253,12 @@ def test_job_level_errors_are_one_line(tmp_path, uploads):
                      jobs.Limits(), max_steps=10)
     with pytest.raises(InputError, match="at most 1 per job"):
         jobs.run_job([uploads / "a1" / "astronaut_lq.png"] * 2, jobs.JobOptions(), tmp_path, jobs.Limits(max_files=1))
-    with pytest.raises(InputError, match=r"^reference notes\.png: cannot decode image"):
+    with pytest.raises(InputError, match=r"'ispl' does not use reference photos"):  # refused before reading them
         jobs.run_job([uploads / "a1" / "astronaut_lq.png"], jobs.JobOptions(), tmp_path, jobs.Limits(),
+                     refs=[uploads / "b2" / "notes.png"], uploads_root=uploads)
+    prior64 = jobs.JobOptions(method="robust-inversion", weights="builtin:stylegan2-face-64.safetensors", steps=3)
+    with pytest.raises(InputError, match=r"^reference notes\.png: cannot decode image"):
+        jobs.run_job([uploads / "a1" / "astronaut_lq.png"], prior64, tmp_path, jobs.Limits(),
                      refs=[uploads / "b2" / "notes.png"], uploads_root=uploads)
 
 

@@ -288,7 +288,14 @@ class Restorer(torch.nn.Module):
             check_unit_interval("fidelity", fidelity)
         if self.spec.needs_refs and refs is None:
             raise InputError(f"method {name!r} needs reference photos of the same person (refs=, --refs DIR)")
-        if self.spec.uses_refs:
+        takes_refs = self.spec.uses_refs or self.spec.needs_refs
+        if refs is not None and not takes_refs:  # never a flag that silently does nothing
+            from facerestore.methods.registry import REGISTRY
+
+            users = [spec.name for spec in REGISTRY.specs() if spec.uses_refs or spec.needs_refs]
+            raise InputError(f"method {name!r} does not use reference photos; drop --refs or choose a method that "
+                             f"does ({', '.join(users)})")
+        if takes_refs:
             check_refs(refs, name)
 
     def restore(

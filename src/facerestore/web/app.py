@@ -221,7 +221,8 @@ def build_app(cfg: ServeConfig, sessions: jobs.Sessions, *, uploads_root: str | 
                     ext = gr.Radio(choices=[("auto (JPEG stays JPEG, the rest PNG)", "auto"), ("png", "png"),
                                             ("jpg", "jpg")], value="auto", label="Format of restored photos",
                                    elem_id="ext")
-                with gr.Accordion("Reference photos of the same person (optional)", open=False):
+                ref_methods = ", ".join(v for v in method_values if _spec(v).uses_refs or _spec(v).needs_refs)
+                with gr.Accordion(f"Reference photos of the same person (optional; for {ref_methods})", open=False):
                     refs = gr.File(label="References", file_count="multiple", file_types=IMAGE_TYPES,
                                    type="filepath", elem_id="refs", height=100)
                 run = gr.Button("Restore", variant="primary", elem_id="restore")

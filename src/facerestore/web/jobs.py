@@ -660,7 +660,7 @@ def run_job(images: Sequence[str | os.PathLike], opts: JobOptions, job_dir: Path
     restorer = get_restorer(opts.method, weights=resolve_weights_choice(opts.method, opts.weights),
                             device=opts.device, steps=opts.steps)
     restorer.progress = False
-    restorer.check_options(fidelity=opts.fidelity)
+    restorer.check_options(fidelity=opts.fidelity, refs=list(refs) or None)  # before any reference is read
     # as `restore`: the detector applies its calibrated threshold unless min_score replaces it
     detector = create_detector(opts.detector, **({} if opts.min_score is None else {"threshold": opts.min_score}))
     background: Any = "lanczos"
