@@ -290,11 +290,8 @@ class Restorer(torch.nn.Module):
             raise InputError(f"method {name!r} needs reference photos of the same person (refs=, --refs DIR)")
         takes_refs = self.spec.uses_refs or self.spec.needs_refs
         if refs is not None and not takes_refs:  # never a flag that silently does nothing
-            from facerestore.methods.registry import REGISTRY
-
-            users = [spec.name for spec in REGISTRY.specs() if spec.uses_refs or spec.needs_refs]
-            raise InputError(f"method {name!r} does not use reference photos; drop --refs or choose a method that "
-                             f"does ({', '.join(users)})")
+            raise InputError(f"method {name!r} does not use reference photos; drop --refs or choose a method tagged "
+                             "'refs' in `facerestore restore --list-methods`")
         if takes_refs:
             check_refs(refs, name)
 
