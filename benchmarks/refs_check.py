@@ -90,8 +90,10 @@ def measure(queries: list[torch.Tensor], right: list[torch.Tensor], embed, sizes
                        "threshold": refs_threshold(crop),
                        "right": refs_check_distance(embedding_distance(ref_emb[i], e)),
                        "wrong": refs_check_distance(embedding_distance(ref_emb[(i + 1) % n], e))}
-                if coh is not None:
-                    rec["cohort"] = sorted(float(v) for v in embedding_distance(coh, e))
+                if coh is not None:  # what the cohort scores need: the nearest persons, the mean and spread
+                    dc = np.sort(embedding_distance(coh, e).double().numpy())
+                    rec.update(cohort_nearest=[round(float(v), 5) for v in dc[: max(COHORT_K)]],
+                               cohort_mean=float(dc.mean()), cohort_std=float(dc.std()))
                 recs.append(rec)
     return recs
 
@@ -119,13 +121,12 @@ def summarize(recs: list[dict]) -> dict:
                    "right_pass": {f"{t:g}": float((right <= t).mean()) for t in THRESHOLDS},
                    "wrong_pass": {f"{t:g}": float((wrong <= t).mean()) for t in THRESHOLDS},
                    "shipped_threshold": REFS_MAX_DISTANCE}
-            if "cohort" in sel[0]:
-                coh = [np.array(r["cohort"]) for r in sel]
+            if "cohort_nearest" in sel[0]:
                 alt = {}
                 for k in COHORT_K:
-                    m = np.array([c[:k].mean() for c in coh])
+                    m = np.array([np.mean(r["cohort_nearest"][:k]) for r in sel])
                     alt[f"minus nearest {k}"] = roc_auc(-(right - m), -(wrong - m))
-                mu, sd = np.array([c.mean() for c in coh]), np.array([c.std() for c in coh])
+                mu, sd = np.array([r["cohort_mean"] for r in sel]), np.array([r["cohort_std"] for r in sel])
                 alt["z-score"] = roc_auc(-(right - mu) / sd, -(wrong - mu) / sd)
                 row["cohort_auc"] = alt
             out[f"{st} {s} {kind}"] = row
@@ -218,7 +219,10 @@ def main() -> int:
            "summary": summary, "records": recs}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
+    # one record per line: the file stays readable and small
+    body = json.dumps({k: v for k, v in res.items() if k != "records"}, indent=1)[:-2]
+    records = ",\n".join(json.dumps(r) for r in recs)
+    out.with_suffix(".json").write_text(f'{body},\n "records": [\n{records}\n ]\n}}\n')
     out.with_suffix(".md").write_text(to_markdown(res))
     print(to_markdown(res))
     return 0
