@@ -280,6 +280,9 @@ def test_report_and_summary_say_how_each_face_used_the_references(tmp_path):
     assert cells == ["used (0.49)", "not this person (0.92)", "used, narrowly (0.71)", "forced (0.92)", "-"]
     text = res.summary()
     assert "reference photos were used for 3 of 4 faces" in text and "only narrowly" in text
+    clip = jobs.VideoOutput("clip.mp4", "clip", tmp_path / "v.mp4", tmp_path / "v.json", tmp_path / "v.mp4", 12, 10, 1,
+                            (64, 64), faces_with_refs=4)
+    assert "(the reference photos used for 4 of them" in jobs.JobResult(tmp_path, videos=[clip]).summary()
     plain = jobs.JobResult(tmp_path, photos=[jobs.PhotoOutput("a.jpg", "a", tmp_path / "g.png", tmp_path / "g.json",
                                                               tmp_path / "p.png", (64, 64), (64, 64),
                                                               faces=[face(0, None)])])

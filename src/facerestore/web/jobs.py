@@ -547,6 +547,7 @@ class VideoOutput:
     faces: int  # over all frames
     tracks: int
     size: tuple[int, int]
+    faces_with_refs: int | None = None  # faces the reference photos guided (None: none given)
 
 
 @dataclass
@@ -571,6 +572,8 @@ class JobResult:
             text += "; " if text else ""
             text += (f"restored {v.name}: {v.frames} frame{'s' * (v.frames != 1)} ({v.size[0]}x{v.size[1]}), "
                      f"{v.faces} face{'s' * (v.faces != 1)} in {v.tracks} track{'s' * (v.tracks != 1)}")
+            if v.faces_with_refs is not None and v.faces_with_refs < v.faces:
+                text += f" (the reference photos used for {v.faces_with_refs} of them: the others did not match)"
         if self.videos:
             text += f" with {self.method} in {self.seconds:.1f} s"
         return text
@@ -783,7 +786,8 @@ def _run_video(path: str | os.PathLike, name: str, stem: str, opts: JobOptions, 
     if not _browser_playable(target.suffix, res.codec):
         preview = browser_preview(target, job_dir / PREVIEW_FOLDER / f"{stem}.mp4") or target
     return VideoOutput(name=name, stem=stem, video=target, record=record, preview=preview, frames=res.frames,
-                       faces=int(sum(res.faces_per_frame)), tracks=int(res.tracks), size=(res.width, res.height))
+                       faces=int(sum(res.faces_per_frame)), tracks=int(res.tracks), size=(res.width, res.height),
+                       faces_with_refs=res.faces_with_refs)
 
 
 # (container, encoder) pairs a browser plays (Gradio's own table, by encoder name)
