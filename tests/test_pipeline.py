@@ -399,6 +399,10 @@ def test_refs_are_used_face_by_face_and_recorded():
     out, uses = restore_crops_with_refs(CheckingRefsRestorer(), [_gray(0.9), _gray(0.1)], refs=refs, force_refs=True)
     assert all(u.used and u.forced for u in uses) and uses[0].distance == pytest.approx(4.0, abs=1e-5)
     np.testing.assert_allclose(out[1], 0.5, atol=1e-5)
+    # a caller's decide() (the video loop's per-track decision) has the final say, the distances still recorded
+    _, uses = restore_crops_with_refs(CheckingRefsRestorer(), [_gray(0.52), _gray(0.9)], refs=refs,
+                                      decide=lambda k, use: k == 1)
+    assert [u.used for u in uses] == [False, True] and uses[1].distance == pytest.approx(4.0, abs=1e-5)
     # a method that ignores its references (ref_weight 0): not used, no distance, never refused
     _, uses = restore_crops_with_refs(CheckingRefsRestorer(ignore=True), [_gray(0.9)], refs=refs)
     assert uses == [RefsUse(None, False, False)]

@@ -543,9 +543,9 @@ class _CheckingRefs(_Identity):
     spec = MethodSpec("test-vid-refs", "test", "checks refs", size=128, uses_refs=True)
     checks_refs = True
 
-    def __init__(self, weights=None) -> None:
+    def __init__(self, weights=None, first_passes: bool = True) -> None:
         super().__init__()
-        self.checked = 0
+        self.checked = 0 if first_passes else 1
 
     def _refs_distances(self, x, refs):
         out = [0.3 if (self.checked + i) % 2 == 0 else 0.9 for i in range(x.shape[0])]
@@ -556,20 +556,47 @@ class _CheckingRefs(_Identity):
         return x.clone() if refs is None else x * 0.5
 
 
-def test_a_video_uses_the_references_where_they_match_and_goes_on_where_not(tmp_path, clip):
-    """No frame is refused: faces that match are restored with the references, the others without; the clip's
-    record counts them and gives the closest distance."""
-    r = _CheckingRefs()
+def test_a_video_uses_the_references_per_track_and_goes_on_where_they_do_not_match(tmp_path, clip):
+    """No frame is refused, and the decision is per track: from the first frame the face passes the check, the
+    references keep guiding its track (no switching between guided and unguided restorations when the person turns
+    away); before that the face is restored without them. The clip's record counts them."""
     refs = torch.full((2, 3, 64, 64), 0.5)
-    res = video.restore_video(clip, tmp_path / "r.mp4", r, upscale=1, detector="hog", mask="square", refs=refs,
-                              batch_frames=1)
-    n = int(sum(res.faces_per_frame))
-    assert n >= 4 and r.checked == n
-    assert res.faces_with_refs == (n + 1) // 2  # the even-numbered checks passed
-    rec = res.to_json()
-    assert rec["faces_with_refs"] == res.faces_with_refs and rec["refs_closest_distance"] == pytest.approx(0.3)
+    for first_passes in (True, False):
+        r = _CheckingRefs(first_passes=first_passes)
+        res = video.restore_video(clip, tmp_path / "r.mp4", r, upscale=1, detector="hog", mask="square", refs=refs,
+                                  batch_frames=1)
+        n = int(sum(res.faces_per_frame))
+        assert n >= 4 and res.tracks == 1 and r.checked - (0 if first_passes else 1) == n
+        # one track: every face from the first that passed (the first, or the second) uses the references
+        assert res.faces_with_refs == (n if first_passes else n - 1)
+        rec = res.to_json()
+        assert rec["faces_with_refs"] == res.faces_with_refs and rec["refs_closest_distance"] == pytest.approx(0.3)
     plain = video.restore_video(clip, tmp_path / "p.mp4", _Identity(), upscale=1, detector="hog", mask="square")
     assert plain.faces_with_refs is None and plain.to_json()["refs_closest_distance"] is None
+
+
+def test_track_refs_is_sticky_per_track():
+    from facerestore.pipeline import RefsUse
+
+    t = video.TrackRefs()
+    passed, failed = RefsUse(0.3, True), RefsUse(0.9, False)
+    t.begin_frame([7, 8])
+    assert [t.decide(0, failed), t.decide(1, passed)] == [False, True]
+    t.begin_frame([8, 7])  # the order of the faces changed: decisions follow the tracks
+    assert [t.decide(0, failed), t.decide(1, failed)] == [True, False]
+    t.begin_frame([7])
+    assert t.decide(0, passed) and t.matched == {7, 8}
+    t.begin_frame([])
+    assert t.decide(0, failed) is False  # ids that do not fit: the check alone
+
+
+class _CheckingRefsLate(_CheckingRefs):
+    """The first face fails the check, the later ones of its track use the references."""
+
+    spec = MethodSpec("test-vid-refs-late", "test", "checks refs", size=128, uses_refs=True)
+
+    def __init__(self, weights=None) -> None:
+        super().__init__(first_passes=False)
 
 
 def test_cli_video_with_references_says_how_many_faces_used_them(tmp_path, clip, astronaut, monkeypatch, capsys):
@@ -578,14 +605,14 @@ def test_cli_video_with_references_says_how_many_faces_used_them(tmp_path, clip,
     from facerestore import io
     from facerestore.methods import registry
 
-    monkeypatch.setattr(registry, "REGISTRY", registry.REGISTRY.with_restorer(_CheckingRefs))
+    monkeypatch.setattr(registry, "REGISTRY", registry.REGISTRY.with_restorer(_CheckingRefsLate))
     refs = tmp_path / "refs"
     refs.mkdir()
     io.write_image(refs / "a.png", astronaut)
-    code = main(["restore", "-i", str(clip), "-o", str(tmp_path / "out"), "--method", "test-vid-refs", "--refs",
+    code = main(["restore", "-i", str(clip), "-o", str(tmp_path / "out"), "--method", "test-vid-refs-late", "--refs",
                  str(refs), "--upscale", "1", "--device", "cpu", "--detector", "hog", "-q"])
     assert code == 0
     rec = json.loads((tmp_path / "out" / "restored_videos" / "clip.json").read_text())
-    assert 0 < rec["faces_with_refs"] < rec["faces"] and rec["refs_closest_distance"] == pytest.approx(0.3)
+    assert rec["faces_with_refs"] == rec["faces"] - 1 and rec["refs_closest_distance"] == pytest.approx(0.3)
     err = capsys.readouterr().err
-    assert f"reference photos were used for {rec['faces_with_refs']} of {rec['faces']} faces" in err, err
+    assert f"reference photos were used for {rec['faces'] - 1} of {rec['faces']} faces" in err, err

@@ -47,6 +47,7 @@ __all__ = [
     "IdentityReport",
     "PasteShares",
     "PhotoResult",
+    "RefsTracks",
     "RefsUse",
     "align_detections",
     "clear_restorer_cache",
@@ -397,8 +398,9 @@ def restore_crops(restorer: Restorer, crops: Sequence[np.ndarray], *, fidelity: 
 
 def restore_crops_with_refs(restorer: Restorer, crops: Sequence[np.ndarray], *, fidelity: float | None = None,
                             refs: torch.Tensor | None = None, batch_size: int = 4,
-                            force_refs: bool = False,
-                            refs_required: bool = True) -> tuple[list[np.ndarray], list[RefsUse | None]]:
+                            force_refs: bool = False, refs_required: bool = True,
+                            decide: Callable[[int, RefsUse], bool] | None = None,
+                            ) -> tuple[list[np.ndarray], list[RefsUse | None]]:
     """:func:`restore_crops` that also says, per crop, how the reference photos were used.
 
     A method that checks its references (``checks_refs``: honestface, prior-sft, robust-inversion, rls, rls-plus)
@@ -407,7 +409,8 @@ def restore_crops_with_refs(restorer: Restorer, crops: Sequence[np.ndarray], *, 
     for a blurred one; another person in a group photo) is restored without the references; when no face passes,
     nothing is restored and one :class:`RefsMismatchError` line says so.
     ``refs_required=False`` (video frames, where the person may turn away for a while): no error, every face that does
-    not pass is restored without them. ``force_refs``: every face uses the references whatever its distance.
+    not pass is restored without them. ``decide(k, check)``: the final say for crop k given its check (the video
+    loop's :class:`RefsTracks`). ``force_refs``: every face uses the references whatever its distance.
     Methods that take references without
     checking them use them for every face (distance None). Returns (crops, one :class:`RefsUse` per crop, or
     None per crop without ``refs``)."""
@@ -423,6 +426,8 @@ def restore_crops_with_refs(restorer: Restorer, crops: Sequence[np.ndarray], *, 
                 dists = [float(f[0]) for f in found]
                 limits = [refs_threshold(c) for c in crops]
                 uses = [RefsUse(d, force or d <= t, force, t) for d, t in zip(dists, limits)]
+                if decide is not None and not force:
+                    uses = [dataclasses.replace(u, used=bool(decide(k, u))) for k, u in enumerate(uses)]
                 if dists and refs_required and not force and not any(u.used for u in uses):
                     i = int(np.argmin(np.array(dists) - np.array(limits)))  # the face closest to passing
                     raise RefsMismatchError(refs_mismatch_message(dists[i], limits[i], faces=n), dists[i])
@@ -602,6 +607,16 @@ class PasteShares:
         raise NotImplementedError
 
 
+class RefsTracks:
+    """How a caller (the video loop) keeps each face's use of the reference photos consistent over time: per
+    detection index of the current frame, ``decide(i, check)`` turns that face's reference check (:class:`RefsUse`,
+    its ``used`` the check's verdict) into whether the references guide it. :class:`facerestore.video.TrackRefs` is
+    the implementation (once a track's face matched, the references keep guiding that track)."""
+
+    def decide(self, index: int, check: RefsUse) -> bool:
+        raise NotImplementedError
+
+
 def _background(background: Background) -> Callable[[np.ndarray, float], np.ndarray] | None:
     from facerestore.faces.paste import UPSCALE_METHODS, upscale_image
 
@@ -757,6 +772,7 @@ def restore_faces_in_photo(
     shares: PasteShares | None = None,
     occlusion_guard: bool = True,
     refs_required: bool = True,
+    refs_tracks: RefsTracks | None = None,
 ) -> tuple[np.ndarray, list[FaceResult]]:
     """Align each detected face at ``face_size`` (or larger: :func:`crop_side`), restore, check identity, weigh each
     face (``blend`` times the quality gate's share, :func:`decide_paste`), paste into the upscaled photo (with the
@@ -770,9 +786,10 @@ def restore_faces_in_photo(
     timings["align"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    decide = None if refs_tracks is None else (lambda k, use: refs_tracks.decide(index[id(alns[k][0])], use))
     restored, refs_uses = restore_crops_with_refs(restorer, [a.crop for _, a in alns], fidelity=fidelity, refs=refs,
                                                   batch_size=batch_size, force_refs=force_refs,
-                                                  refs_required=refs_required)
+                                                  refs_required=refs_required, decide=decide)
     timings["restore"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -867,6 +884,7 @@ def restore_photo(
     detections: Sequence[FaceDetection] | None = None,
     occlusion_guard: bool = True,
     refs_required: bool = True,
+    refs_tracks: RefsTracks | None = None,
 ) -> PhotoResult:
     """Restore the faces of a photo and paste them back into the upscaled photo.
 
@@ -892,6 +910,8 @@ def restore_photo(
             are restored without them, and a photo where no face matches is refused with one InputError line).
         refs_required: False: a photo where no face matches the references is restored without them instead of
             refused (video frames); each face's ``refs`` says what happened.
+        refs_tracks: a :class:`RefsTracks` that has the final say on each face's use of the references (the video
+            loop: consistent per track).
         color_match: match each restored face's colour statistics to its input crop when pasting.
         mask: paste-back mask: "mesh" (Face Mesh face oval: the face only, no hair or neck; the best in
             benchmarks/paste_back.py; without the facemesh-468 weights it warns and uses the 68 points),
@@ -965,7 +985,7 @@ def restore_photo(
             rgb, r, upscale, dets, fidelity=fidelity, refs=refs_t, embedder=embedder, face_size=int(face_size),
             batch_size=int(batch_size), mask=mask, background=background, color_match=color_match, timings=timings,
             blend=float(blend), gate=gate, force_refs=force_refs, shares=shares,
-            occlusion_guard=bool(occlusion_guard), refs_required=refs_required,
+            occlusion_guard=bool(occlusion_guard), refs_required=refs_required, refs_tracks=refs_tracks,
         )
         det_name = detector if isinstance(detector, str) else getattr(detector, "name", type(detector).__name__)
 

@@ -452,6 +452,28 @@ def _temp_path(target: Path) -> Path:
     return Path(tmp)
 
 
+class TrackRefs:
+    """The reference decision made temporal (:class:`facerestore.pipeline.RefsTracks`): a track's face uses the
+    reference photos from the first frame its check passes, and keeps using them while the track lasts (the person
+    turning away or blurring for a few frames would otherwise switch between a guided and an unguided restoration:
+    flicker); a track whose face never passed is restored without them. ``matched`` holds the tracks that passed."""
+
+    def __init__(self) -> None:
+        self._ids: list[int] = []
+        self.matched: set[int] = set()
+
+    def begin_frame(self, ids: Sequence[int]) -> None:
+        self._ids = list(ids)
+
+    def decide(self, index: int, check: Any) -> bool:
+        if index >= len(self._ids):  # ids that do not fit the faces: the check alone decides
+            return bool(check.used)
+        track = self._ids[index]
+        if check.used:
+            self.matched.add(track)
+        return track in self.matched
+
+
 class TrackGate:
     """The photo quality gate made temporal (:class:`facerestore.pipeline.PasteShares`): the gate runs for a track
     on its first frame and then every ``every`` frames (NIQE costs ~0.1 s a candidate), and the share pasted
@@ -615,6 +637,7 @@ class SequenceRestorer:
         self.blender = TemporalBlender(self.prefetch or restorer, max_weight=max_weight if stabilize else 0.0,
                                        motion_limit=motion_limit)
         self.gate = TrackGate() if self.photo_options.get("gate", True) else None
+        self.refs_tracks = None if plain else TrackRefs()
         self.upscale, self.only_center_face, self.min_score = upscale, only_center_face, min_score
 
     def __call__(self, image: Any) -> Any:
@@ -647,10 +670,13 @@ class SequenceRestorer:
                 self.blender.begin_frame(ids)
                 if self.gate is not None:
                     self.gate.begin_frame(ids)
+                if self.refs_tracks is not None:
+                    self.refs_tracks.begin_frame(ids)
                 # the tracked detections are in the frame's pixels: given as they are (a detector object would see
                 # the downscaled copy that restore_photo detects on for frames over 4 MP)
                 out.append(restore_photo(frame, self.blender, upscale=self.upscale, detector=self.detector,
-                                         detections=ordered, shares=self.gate, **self.photo_options))
+                                         detections=ordered, shares=self.gate, refs_tracks=self.refs_tracks,
+                                         **self.photo_options))
         finally:
             if self.prefetch is not None:
                 self.prefetch.clear()
