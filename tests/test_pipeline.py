@@ -392,6 +392,7 @@ def test_refs_are_used_face_by_face_and_recorded():
         restore_crops_with_refs(r, [_gray(0.9), _gray(0.1)], refs=refs)
     msg = str(exc.value)
     assert "\n" not in msg and "any of the 2 faces" in msg and "4.00 > 0.75" in msg and "--force-refs" in msg
+    assert msg.count("(") == msg.count(")") == 1, msg
     assert exc.value.distance == pytest.approx(4.0, abs=1e-5) and r.calls == []
     with pytest.raises(RefsMismatchError, match=r"than the face \(dlib distance 4.00"):
         restore_crops_with_refs(CheckingRefsRestorer(), [_gray(0.1)], refs=refs)

@@ -60,10 +60,12 @@ def check_refs_identity(distances: torch.Tensor, threshold: float = REFS_MAX_DIS
 def refs_mismatch_message(distance: float, threshold: float = REFS_MAX_DISTANCE, faces: int = 1) -> str:
     """The one line users get when references look like another person than the face (``faces`` > 1: than every
     face of the photo, ``distance`` the closest)."""
-    what = "the face" if faces <= 1 else f"any of the {faces} faces (closest"
-    close = ")" if faces > 1 else ""
-    return (f"the reference photos look like a different person than {what} (dlib distance {distance:.2f} > "
-            f"{threshold:.2f}{close}); use photos of the same person, or --force-refs to use them anyway")
+    if faces <= 1:
+        where = f"the face (dlib distance {distance:.2f} > {threshold:.2f})"
+    else:
+        where = f"any of the {faces} faces (the closest: dlib distance {distance:.2f} > {threshold:.2f})"
+    return (f"the reference photos look like a different person than {where}; use photos of the same person, or "
+            "--force-refs to use them anyway")
 
 
 def check_refs(refs: Any, name: str) -> None:
