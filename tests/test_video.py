@@ -616,3 +616,29 @@ def test_cli_video_with_references_says_how_many_faces_used_them(tmp_path, clip,
     assert rec["faces_with_refs"] == rec["faces"] - 1 and rec["refs_closest_distance"] == pytest.approx(0.3)
     err = capsys.readouterr().err
     assert f"reference photos were used for {rec['faces'] - 1} of {rec['faces']} faces" in err, err
+
+
+def test_cli_sequence_with_references_reports_once(tmp_path, astronaut, monkeypatch, capsys):
+    """--sequence --refs: the frames' reference decisions follow the track (the first frame fails the check, the
+    rest use the references) and the command says so in its one summary line, not once per frame."""
+    import json
+
+    from PIL import Image
+
+    from facerestore import io
+    from facerestore.methods import registry
+
+    monkeypatch.setattr(registry, "REGISTRY", registry.REGISTRY.with_restorer(_CheckingRefsLate))
+    frames_dir, refs = tmp_path / "frames", tmp_path / "refs"
+    frames_dir.mkdir()
+    refs.mkdir()
+    for t, f in enumerate(synthetic_frames(astronaut, n=6)):
+        Image.fromarray(np.floor(f * 255 + 0.5).astype(np.uint8)).save(frames_dir / f"f{t:03d}.png")
+    io.write_image(refs / "a.png", astronaut)
+    out = tmp_path / "out"
+    assert main(["restore", "-i", str(frames_dir), "-o", str(out), "--method", "test-vid-refs-late", "--refs",
+                 str(refs), "--sequence", "--fps", "12", "--upscale", "1", "--detector", "hog", "-q"]) == 0
+    used = [json.loads(p.read_text())["faces"][0]["refs_used"] for p in sorted((out / "restored_imgs").glob("*.json"))]
+    assert used == [False] + [True] * (len(used) - 1) and len(used) == 6
+    err = capsys.readouterr().err
+    assert "references used for" not in err and "the references guided 5 of 6 faces" in err, err

@@ -240,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
                                **_restore_options(args, refs, background))
     no_face: list[Path] = []
     kept: list[int] = []  # faces the quality gate left as they were
+    refs_checked: list[Any] = []  # each face's RefsUse when the method checked the references
     warned_alpha: list[bool] = []
 
     def process(path: Path) -> int:
@@ -284,12 +285,15 @@ def run(args: argparse.Namespace) -> int:
                    for n in face_files],
         )
         kept.extend(1 for f in res.faces if f.gate is not None and f.gate.weight == 0.0)
-        skipped = sum(1 for f in res.faces if f.refs is not None and f.refs.distance is not None and not f.refs.used)
-        if skipped:
+        checked = [f.refs for f in res.faces if f.refs is not None and f.refs.distance is not None]
+        refs_checked.extend(checked)
+        skipped = sum(1 for u in checked if not u.used)
+        narrow = [u.distance for u in checked if u.narrow]
+        per_photo = seq is None  # the frames of a sequence get one line at the end, not one each
+        if skipped and per_photo:
             say(f"{io.display_path(path)}: references used for {len(res.faces) - skipped} of {len(res.faces)} faces "
                 f"(the rest look like other people and were restored without them; refs_distance in the JSON)")
-        narrow = [f.refs.distance for f in res.faces if f.refs is not None and f.refs.narrow]
-        if narrow:
+        if narrow and per_photo:
             say(f"{io.display_path(path)}: the references passed the identity check only narrowly (dlib distance "
                 f"{max(narrow):.2f}, same person under 0.60); on a degraded face the check often cannot tell people "
                 "apart: make sure the references show this person")
@@ -306,6 +310,8 @@ def run(args: argparse.Namespace) -> int:
           + (f"; {len(kept)} faces kept as they were (the restoration was worse: see the JSON's gate)"
              if kept else "")
           + (f"; {len(no_face)} without faces (upscaled only)" if no_face else "")
+          + (f"; the references guided {sum(u.used for u in refs_checked)} of {len(refs_checked)} faces"
+             if seq is not None and refs_checked else "")
           + (f"; {len(report.failed)} failed" if report.failed else ""), file=sys.stderr)
     return report.exit_code
 
