@@ -629,3 +629,46 @@ def test_identity_report_second_opinion_is_mobileface(astronaut, astro_dets):
     net = MobileFaceEmbedder()
     assert r.distance_mobileface == pytest.approx(mfn_distance(net.embed_aligned(crop), net.embed_aligned(blurred)))
     assert r.distance_mobileface > 0 and r.to_json()["identity_distance_mobileface"] == r.distance_mobileface
+
+
+def test_choose_reference_faces_takes_the_persons_face_of_each_photo():
+    """Stand-in embeddings: the person p, others x, y, z far apart. Single-face photos fix the person; without
+    any, the largest faces start and the second round settles on the face the photos share."""
+    from facerestore.pipeline import choose_reference_faces
+
+    rng = np.random.default_rng(0)
+    p, x, y, z = (rng.normal(size=128) for _ in range(4))
+    near = lambda v: v + 0.05 * rng.normal(size=128)  # noqa: E731  (another photo of the same face)
+    assert choose_reference_faces([[near(p)], [near(x), near(p)], [near(p), near(y)]]) == [0, 1, 0]
+    assert choose_reference_faces([[near(x), near(p)], [near(p), near(y)], [near(p), near(z)]]) == [1, 0, 0]
+    assert choose_reference_faces([[near(p)], [None, near(p)], [None]]) == [0, 1, 0]  # embeddings that failed
+    assert choose_reference_faces([[None, None], [None]]) == [0, 0]  # nothing known: the largest faces
+
+
+@pytest.mark.data
+def test_a_reference_photo_with_two_people_gives_the_persons_face(shared_data, tmp_path):
+    """A reference 'group photo' where another person's face is the larger one: prepare_refs picks the face of
+    the person the other reference shows (the largest-face rule would have taken the other person)."""
+    from facerestore.pipeline import prepare_refs
+
+    photos = shared_data / "photos"
+    if not (photos / "img4.jpg").is_file():
+        pytest.skip("../shared/data/photos is absent")
+    a = Image.open(photos / "img4.jpg").convert("RGB")  # person A (img2's person, master.csv)
+    b = Image.open(photos / "img13.jpg").convert("RGB")  # person B
+    a = a.resize((a.width * 200 // a.height, 200))
+    b = b.resize((b.width * 400 // b.height, 400))
+    group = Image.new("RGB", (a.width + b.width, 400), (128, 128, 128))
+    group.paste(a, (0, 100))
+    group.paste(b, (a.width, 0))
+    group.save(tmp_path / "group.png")
+    group.crop((0, 0, a.width, 400)).save(tmp_path / "a_alone.png")  # the same pixels around A's face, B cut off
+    refs = prepare_refs([photos / "img2.jpg", tmp_path / "group.png"], 256)
+    largest = prepare_refs([tmp_path / "group.png"], 256)[0]  # alone, the largest face: person B
+    a_face = prepare_refs([tmp_path / "a_alone.png"], 256)[0]
+    # independent of any identity network: the chosen crop is A's face as aligned from the same pixels (the face's
+    # centre: the crop's margins reach past where B was cut off)
+    centre = (slice(None), slice(64, 192), slice(64, 192))
+    d_chosen = float((refs[1] - a_face)[centre].abs().mean())
+    d_largest = float((largest - a_face)[centre].abs().mean())
+    assert d_chosen < 0.05 < 0.1 < d_largest, (d_chosen, d_largest)  # 0.03: the detector sees other context

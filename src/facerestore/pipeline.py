@@ -50,6 +50,7 @@ __all__ = [
     "RefsTracks",
     "RefsUse",
     "align_detections",
+    "choose_reference_faces",
     "clear_restorer_cache",
     "crop_side",
     "decide_paste",
@@ -479,29 +480,74 @@ def crop_side(face_scale: float, upscale: float, face_size: int, model_size: int
     return int(min(max(face_size, footprint), max(face_size, model_size, NATIVE_CROP_MAX)))
 
 
+def choose_reference_faces(embeddings: Sequence[Sequence[np.ndarray | None]]) -> list[int]:
+    """Which face of each reference photo shows the person: ``embeddings[p][k]`` is the (128,) dlib embedding of
+    face k of photo p (largest face first; None when it could not be computed). Photos with one face fix the person
+    (their mean embedding); without any, the largest faces do. Each photo then takes its face nearest that mean,
+    and the mean is recomputed from the choices once more. Returns one face index per photo (0: the largest)."""
+    def mean(chosen: list[int]) -> np.ndarray | None:
+        vs = [e[k] for e, k in zip(embeddings, chosen) if len(e) > k and e[k] is not None]
+        return np.mean(vs, axis=0) if vs else None
+
+    def nearest(faces: Sequence[np.ndarray | None], center: np.ndarray) -> int:
+        if len(faces) < 2 or all(v is None for v in faces):
+            return 0
+        return int(np.argmin([np.inf if v is None else np.linalg.norm(v - center) for v in faces]))
+
+    n = len(embeddings)
+    singles = [e[0] for e in embeddings if len(e) == 1 and e[0] is not None]
+    center = np.mean(singles, axis=0) if singles else mean([0] * n)
+    if center is None:
+        return [0] * n
+    chosen = [nearest(e, center) for e in embeddings]
+    center = mean(chosen)  # once more around the mean of every photo's choice
+    return chosen if center is None else [nearest(e, center) for e in embeddings]
+
+
 def prepare_refs(refs: Any, size: int, *, aligned: bool = False, detector: str | Detector = "hog",
                  device: str | torch.device = "cpu") -> torch.Tensor | None:
     """Reference faces for reference-based methods -> (R, 3, size, size) float tensor on ``device``.
 
     ``refs``: None, a tensor (returned as is), or a sequence of images / paths: with ``aligned=True`` they
-    are aligned face crops and only resized; otherwise each photo's largest face is aligned on the FFHQ
-    template (InputError when a photo has no face).
+    are aligned face crops and only resized; otherwise the person's face of each photo is aligned on the FFHQ
+    template (InputError when a photo has no face). A photo with several faces (grandma with grandpa) gives the
+    face that matches the other photos' person by dlib identity (:func:`choose_reference_faces`), not simply the
+    largest one.
     """
     if refs is None or isinstance(refs, torch.Tensor):
         return refs
     from facerestore.faces.align import align_face
-    from facerestore.faces.detect import detect_faces
+    from facerestore.faces.detect import detect_faces, select_faces
 
-    crops = []
+    images, found = [], []
     for r in refs:
         img = io.as_image(r).rgb
         if not aligned:
-            dets = detect_faces(img, detector, select="largest")
+            dets = detect_faces(img, detector)
             if not dets:
                 raise InputError(f"no face found in reference image {r if isinstance(r, (str, Path)) else ''}")
-            img = align_face(img, dets[0].landmarks5, size=size).crop
-        crops.append(resize_crop(_to_batch([img]), (size, size))[0])
+            largest = select_faces(dets, "largest", img.shape)[0]
+            dets = [largest, *[d for d in dets if d is not largest]]
+            found.append(dets)
+        images.append(img)
+    if not aligned:
+        choice = [0] * len(images)
+        if any(len(d) > 1 for d in found):
+            choice = choose_reference_faces([[_face_embedding(img, d) for d in dets]
+                                             for img, dets in zip(images, found)])
+        images = [align_face(img, dets[k].landmarks5, size=size).crop for img, dets, k in zip(images, found, choice)]
+    crops = [resize_crop(_to_batch([img]), (size, size))[0] for img in images]
     return torch.stack(crops).to(device) if crops else None
+
+
+def _face_embedding(image: np.ndarray, det: FaceDetection) -> np.ndarray | None:
+    """dlib's 128-d identity of a detected face, None when it cannot be computed (no dlib models)."""
+    from facerestore.faces.identity import dlib_embedding
+
+    try:
+        return dlib_embedding(image, np.asarray(det.box, np.float64))
+    except (FaceRestoreError, RuntimeError, ImportError, OSError, ValueError):
+        return None
 
 
 def compare_identity(embedder: FaceEmbedder | None, a: np.ndarray, b: np.ndarray) -> IdentityReport | None:

@@ -88,8 +88,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "prior-sft: refinement of the encoder's latents, default 0, about 0.65 s a step with --half)")
     p.add_argument("--refs", default=None,
                    help="folder of reference photos of the same person, for the methods tagged 'refs' in "
-                   "--list-methods (honestface, prior-sft, robust-inversion, rls, rls-plus; largest face of each; with "
-                   "--aligned: aligned crops)")
+                   "--list-methods (honestface, prior-sft, robust-inversion, rls, rls-plus; of a photo with several "
+                   "faces, the one that matches the other photos' person; with --aligned: aligned crops)")
     p.add_argument("--force-refs", action="store_true",
                    help="use the --refs photos for every face even when the method finds them to show another "
                    "person (by default a photo's other people are restored without them, and a photo where no face "
