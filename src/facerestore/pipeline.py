@@ -518,6 +518,7 @@ def prepare_refs(refs: Any, size: int, *, aligned: bool = False, detector: str |
         return refs
     from facerestore.faces.align import align_face
     from facerestore.faces.detect import detect_faces, select_faces
+    from facerestore.faces.identity import detection_embedding
 
     images, found = [], []
     for r in refs:
@@ -533,21 +534,11 @@ def prepare_refs(refs: Any, size: int, *, aligned: bool = False, detector: str |
     if not aligned:
         choice = [0] * len(images)
         if any(len(d) > 1 for d in found):
-            choice = choose_reference_faces([[_face_embedding(img, d) for d in dets]
+            choice = choose_reference_faces([[detection_embedding(img, d) for d in dets]
                                              for img, dets in zip(images, found)])
         images = [align_face(img, dets[k].landmarks5, size=size).crop for img, dets, k in zip(images, found, choice)]
     crops = [resize_crop(_to_batch([img]), (size, size))[0] for img in images]
     return torch.stack(crops).to(device) if crops else None
-
-
-def _face_embedding(image: np.ndarray, det: FaceDetection) -> np.ndarray | None:
-    """dlib's 128-d identity of a detected face, None when it cannot be computed (no dlib models)."""
-    from facerestore.faces.identity import dlib_embedding
-
-    try:
-        return dlib_embedding(image, np.asarray(det.box, np.float64))
-    except (FaceRestoreError, RuntimeError, ImportError, OSError, ValueError):
-        return None
 
 
 def compare_identity(embedder: FaceEmbedder | None, a: np.ndarray, b: np.ndarray) -> IdentityReport | None:

@@ -39,6 +39,7 @@ import torch
 from facerestore import io
 from facerestore.errors import InputError, OutputError
 from facerestore.faces.detect import FaceDetection, sort_detections
+from facerestore.faces.identity import detection_embedding
 from facerestore.methods import Restorer
 
 __all__ = [
@@ -555,17 +556,6 @@ class VideoResult:
                 "frames_per_second": round(self.frames / self.seconds, 3) if self.seconds > 0 else None}
 
 
-def _identity_embedding(frame: np.ndarray, d: FaceDetection) -> np.ndarray | None:
-    """dlib's 128-d identity of a detected face (for relinking tracks), None when it cannot be computed."""
-    from facerestore.errors import FaceRestoreError
-    from facerestore.faces.identity import dlib_embedding
-
-    try:
-        return np.asarray(dlib_embedding(frame, np.asarray(d.box, np.float64)), np.float64)
-    except (FaceRestoreError, RuntimeError, ImportError, OSError, ValueError):
-        return None
-
-
 class _Prefetched(Restorer):
     """Restorations computed ahead, the faces of several frames in one batch (``prime``): ``restore`` returns the
     stored output of a crop equal, bit for bit, to the one asked (same size, same fidelity), and computes anything
@@ -627,7 +617,7 @@ class SequenceRestorer:
         from facerestore.faces.detect import create_detector
 
         self.detector = create_detector(detector) if isinstance(detector, str) else detector
-        self.tracker = FaceTracker(float(fps), smooth=stabilize, embed=_identity_embedding)
+        self.tracker = FaceTracker(float(fps), smooth=stabilize, embed=detection_embedding)
         # a frame where the references match no face (the person turned away, motion blur) is restored without them
         # rather than stopping the clip; each face's record says whether they were used
         self.photo_options = {"identity": False, "refs_required": False, **photo_options}

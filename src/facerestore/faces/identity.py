@@ -167,6 +167,18 @@ def dlib_embedding(image: np.ndarray, box: np.ndarray, num_jitters: int = 0) -> 
     return np.asarray(desc, dtype=np.float64)
 
 
+def detection_embedding(image: np.ndarray, detection: Any) -> np.ndarray | None:
+    """dlib's (128,) float64 identity of a detected face (``detection.box``), or None when it cannot be computed
+    (dlib's models missing, a box it cannot read): for choices that fall back gracefully (relinking a video's
+    tracks, picking the person's face in a reference photo)."""
+    from facerestore.errors import FaceRestoreError
+
+    try:
+        return np.asarray(dlib_embedding(image, np.asarray(detection.box, np.float64)), np.float64)
+    except (FaceRestoreError, RuntimeError, ImportError, OSError, ValueError):
+        return None
+
+
 def dlib_chip_affine(landmarks5_dlib: np.ndarray, chip_size: int = 150, padding: float = 0.25) -> np.ndarray:
     """(2, 3) affine taking chip pixel (u, v, 1) to image pixel (x, y): the crop ``dlib.get_face_chip``
     extracts for dlib 5-point landmarks ``landmarks5_dlib`` (5, 2) (pixel centres at integer coordinates)."""
@@ -421,6 +433,7 @@ __all__ = [
     "MobileFaceNetEmbedder",
     "aligned_chip_affine",
     "cosine_similarity",
+    "detection_embedding",
     "dlib_chip_affine",
     "dlib_embedding",
     "embedding_angle_deg",
