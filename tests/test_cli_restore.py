@@ -230,6 +230,12 @@ def test_refs_for_a_method_that_ignores_them_is_an_error(folder, tmp_path, capsy
     assert len(err) == 1 and "'test-id' does not use reference photos" in err[0], err
     assert "--list-methods" in err[0]
     assert not out.exists()
+    # a --refs folder that does not exist: the line names the option (not "input")
+    assert main(["restore", "-i", str(folder), "-o", str(out), "--method", "robust-inversion", "--weights",
+                 "builtin:stylegan2-face-64.safetensors", "--refs", str(tmp_path / "missing"), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "error: --refs: " in err[-1] and str(tmp_path / "missing") in err[-1], err
+    assert not out.exists()
 
 
 def test_usage_errors_and_list(folder, tmp_path, capsys):

@@ -219,7 +219,11 @@ def run(args: argparse.Namespace) -> int:
     refs = None
     if args.refs:
         # prepared once for the whole batch
-        refs = prepare_refs(io.list_images(args.refs), int(restorer.spec.size), aligned=args.aligned,
+        try:
+            ref_files = io.list_images(args.refs)
+        except InputError as exc:  # say which option the path came from (-i's messages say "input")
+            raise InputError(f"--refs: {exc}") from None
+        refs = prepare_refs(ref_files, int(restorer.spec.size), aligned=args.aligned,
                             detector=detector or args.detector, device=restorer.device)
     stems = _output_stems(files, src)
     protect = [str(f) for f in files]
