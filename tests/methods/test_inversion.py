@@ -377,3 +377,100 @@ def test_task_level_is_read_from_the_size_or_required(tiny_g):
     with pytest.raises(InputError, match="not guessed"):
         r.restore(yd, task="robust-denoise")
     assert r.restore(yd, task="robust-denoise", level="L").shape == (1, 3, 32, 32)
+
+
+# ------------------------------------------------------------------------------------- work resolution, bf16
+
+
+@pytest.fixture(scope="module")
+def tiny_msg():
+    """A tiny MobileStyleGAN (32 px image; renders 16 / 8 px as exact box averages)."""
+    from conftest import tiny_mobilestylegan
+
+    return tiny_mobilestylegan((16, 16, 8), with_w_avg=True).requires_grad_(False)
+
+
+def _msg_target(G) -> torch.Tensor:
+    w = G.mapping.w_avg + 0.5 * (G.mapping(torch.randn(1, 16, generator=torch.Generator().manual_seed(3))) -
+                                 G.mapping.w_avg)
+    with torch.no_grad():
+        return to_unit_range(G.synthesis(w)).clamp(0, 1)
+
+
+def test_work_resolution_is_checked():
+    from conftest import tiny_mobilestylegan
+    from facerestore.methods.inversion.invert import check_work_resolution
+
+    G = tiny_mobilestylegan((16, 16, 8))
+    assert check_work_resolution(G, None) is None and check_work_resolution(G, 32) is None  # its own size
+    assert check_work_resolution(G, 16) == 16
+    for bad in (24, 64, 2):
+        with pytest.raises(ValueError):
+            check_work_resolution(G, bad)
+    torch.manual_seed(0)
+    sg2 = Generator(z_dim=16, w_dim=16, img_resolution=32, channel_base=64, channel_max=8, mapping_layers=1)
+    with pytest.raises(ValueError, match="only its own"):
+        check_work_resolution(sg2, 16)  # StyleGAN2 has no cheaper exact output
+    with pytest.raises(InputError, match="work_resolution"):
+        RobustInversionRestorer(generator=G, loss="substitute", work_resolution=12)
+    # defaults: the prior's own size for small or StyleGAN2 priors, 512 for the 1024 px MobileStyleGAN
+    from facerestore.methods.inversion.restorer import DEFAULT_WORK_RESOLUTION
+    from facerestore.nn import mobilestylegan as msg
+
+    assert RobustInversionRestorer(generator=G, loss="substitute").work_resolution == 32
+    assert RobustInversionRestorer(generator=sg2, loss="substitute").work_resolution == 32
+    big = msg.Generator()  # the FFHQ architecture (zero weights): only its sizes matter here
+    assert RobustInversionRestorer(generator=big, loss="substitute").work_resolution == DEFAULT_WORK_RESOLUTION == 512
+    assert RobustInversionRestorer(generator=big, loss="substitute", work_resolution=1024).work_resolution == 1024
+
+
+def test_inversion_at_a_work_resolution_optimises_the_box_average_and_renders_full_size(tiny_msg):
+    G = tiny_msg
+    target = F.avg_pool2d(_msg_target(G), 2)  # 16 px: what the generator's 16 px output must match
+    loss = make_loss("substitute", min_side=4)
+    res = robust_invert(G, target, lambda x: x, loss, steps=(4, 4, 4), resolution=16)
+    assert res.image.shape == (1, 3, 32, 32)  # rendered at the full size
+    with torch.no_grad():
+        seen = to_unit_range(G.synthesis(res.w_pp, resolution=16))
+    # the 16 px image the loss saw is exactly the 2x2 box average of the returned 32 px one (before clamping)
+    full = to_unit_range(G.synthesis(res.w_pp))
+    torch.testing.assert_close(F.avg_pool2d(full, 2), seen, rtol=0, atol=1e-5)
+    torch.testing.assert_close(res.final_loss, loss(seen, target, None, torch.Generator().manual_seed(0)))
+    assert res.phase_losses["W++"][-1] < res.phase_losses["W"][0]
+    # its own size is the default (bit for bit)
+    a = robust_invert(G, _msg_target(G), lambda x: x, loss, steps=(2, 2, 2), resolution=32)
+    b = robust_invert(G, _msg_target(G), lambda x: x, loss, steps=(2, 2, 2))
+    torch.testing.assert_close(a.image, b.image, rtol=0, atol=0)
+
+
+def test_restorer_blind_mode_at_a_work_resolution(tiny_msg):
+    x = _msg_target(tiny_msg)
+    big = F.interpolate(x, size=(64, 64), mode="bicubic", align_corners=False).clamp(0, 1)
+    r = RobustInversionRestorer(generator=tiny_msg, loss="substitute", steps=(3, 3, 3), min_side=4,
+                                work_resolution=16)
+    out = r.restore(big)
+    assert out.shape == (1, 3, 32, 32) and r.spec.size == 32  # the method still returns the prior's size
+    from facerestore.methods import resize_crop
+
+    ref = robust_invert(tiny_msg, resize_crop(big, (16, 16)), lambda v: v, r.loss_fn, steps=(3, 3, 3),
+                        resolution=16)
+    torch.testing.assert_close(out, ref.image, rtol=0, atol=0)
+
+
+def test_bf16_generator_keeps_float32_latents_and_loss(tiny_msg):
+    import copy
+
+    x = _msg_target(tiny_msg)
+    r32 = RobustInversionRestorer(generator=copy.deepcopy(tiny_msg), loss="substitute", steps=(4, 4, 4),
+                                  min_side=4, progress=False)
+    r16 = RobustInversionRestorer(generator=copy.deepcopy(tiny_msg), loss="substitute", steps=(4, 4, 4),
+                                  min_side=4, progress=False).set_half(True)
+    assert r16.G.synthesis.const.dtype == torch.bfloat16
+    out32, d32 = r32.restore(x, return_details=True)
+    out16, d16 = r16.restore(x, return_details=True)
+    assert out16.dtype == torch.float32 and d16.w.dtype == torch.float32
+    assert all(t.dtype == torch.float32 for t in d16.w_pp)
+    # bf16 rounding changes the path a little, not the result: losses and images agree closely
+    assert abs(float(d16.final_loss) - float(d32.final_loss)) < 0.1 * float(d32.final_loss)
+    assert _psnr(out16, out32) > 30
+    assert d16.phase_losses["W++"][-1] < d16.phase_losses["W"][0]

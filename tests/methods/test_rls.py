@@ -240,6 +240,27 @@ def test_restorer_is_deterministic_and_improves_fidelity(tiny_g, tiny_flow):
         RLSRestorer(generator=tiny_g, flow=False, steps=2, n_mean=10)
 
 
+def test_bf16_generator_keeps_float32_latents_flow_and_image(tiny_g, tiny_flow):
+    import copy
+
+    _, y = _target(tiny_g)
+    r32 = RLSRestorer(generator=copy.deepcopy(tiny_g), flow=copy.deepcopy(tiny_flow), steps=15, n_mean=2000, seed=3)
+    r16 = RLSRestorer(generator=copy.deepcopy(tiny_g), flow=copy.deepcopy(tiny_flow), steps=15, n_mean=2000,
+                      seed=3).set_half(True)
+    assert r16.G.synthesis.b4.const.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in r16.flow.parameters())  # the flow prior stays float32
+    out32 = r32.restore(y)
+    out16, d16 = r16.restore(y, return_details=True)
+    assert d16["rls"].latents.dtype == torch.float32 and d16["rls"].image.dtype == torch.float32
+    # bf16 rounding changes the path a little, not the result: the fit to the input stays as good
+    f32, f16 = fidelity_term(_down(out32), y).item(), fidelity_term(_down(out16), y).item()
+    assert f16 < d16["rls"].history["l1"][0] and abs(f16 - f32) < 0.15 * f32
+    # RLS+ tunes the generator's weights: no reduced precision for it
+    rp = RLSRestorer(generator=copy.deepcopy(tiny_g), flow=tiny_flow, plus=True, steps=2, plus_steps=1, n_mean=10)
+    with pytest.raises(InputError, match=r"rls-plus.*half precision"):
+        rp.set_half(True)
+
+
 # ------------------------------------------------------------------------------------------ flow CLI
 
 

@@ -62,6 +62,7 @@ __all__ = [
     "conv2d_resample",
     "downsample2d",
     "fir_filter",
+    "latent_dtype",
     "minibatch_stddev",
     "modulated_conv2d",
     "normalize_2nd_moment",
@@ -88,6 +89,12 @@ def fir_filter(taps: Sequence[float] = (1, 3, 3, 1), dtype: torch.dtype = torch.
 def to_unit_range(img: torch.Tensor) -> torch.Tensor:
     """Map StyleGAN's raw output (about [-1, 1]) to [0, 1] without clamping (keeps gradients)."""
     return (img + 1.0) * 0.5
+
+
+def latent_dtype(G: nn.Module) -> torch.dtype:
+    """The dtype latents are optimised in for generator ``G``: float64 for a float64 generator, else float32, also
+    for a bf16 / fp16 one (its synthesis casts them itself): optimisers' small steps are below bf16's resolution."""
+    return torch.float64 if G.mapping.w_avg.dtype == torch.float64 else torch.float32
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:

@@ -21,9 +21,12 @@ import torch
 
 from facerestore.methods.inversion.losses import MultiResolutionLoss
 from facerestore.methods.inversion.ngd import ngd_update
-from facerestore.nn.stylegan2 import Generator, to_unit_range
+from facerestore.nn.stylegan2 import Generator, latent_dtype, to_unit_range
 
-__all__ = ["PAPER_LRS", "PAPER_STEPS", "PHASES", "InversionResult", "inpainting_mask", "robust_invert"]
+__all__ = [
+    "PAPER_LRS", "PAPER_STEPS", "PHASES", "InversionResult", "check_work_resolution", "inpainting_mask",
+    "robust_invert",
+]
 
 PHASES = ("W", "W+", "W++")
 PAPER_STEPS = (150, 150, 150)
@@ -75,8 +78,24 @@ def inpainting_mask(records: Sequence[dict] | dict, out_size: Sequence[int]) -> 
     return torch.cat(masks) if any_mask else None
 
 
-def _render(G: Generator, latents: Any) -> torch.Tensor:
-    return to_unit_range(G.synthesis(latents, noise_mode="const"))
+def _render(G: Generator, latents: Any, resolution: int | None = None) -> torch.Tensor:
+    """G(latents) in [0, 1] in the latents' dtype (a bf16 generator's image too), at ``resolution`` when given."""
+    extra = {} if resolution is None else {"resolution": resolution}
+    return to_unit_range(G.synthesis(latents, noise_mode="const", **extra).to(latent_dtype(G)))
+
+
+def check_work_resolution(G: Generator, resolution: int | None) -> int | None:
+    """``resolution`` if ``G`` renders it cheaply (a power of two below its own, for generators whose synthesis
+    has ``check_resolution``, e.g. MobileStyleGAN's box averages), None for the generator's own; else ValueError."""
+    if resolution is None or int(resolution) == G.img_resolution:
+        return None
+    check = getattr(G.synthesis, "check_resolution", None)
+    if check is None:
+        raise ValueError(f"this generator renders only its own {G.img_resolution} px, not {resolution} px")
+    r = check(int(resolution))
+    if r > G.img_resolution:
+        raise ValueError(f"work resolution {r} px is above the generator's {G.img_resolution} px")
+    return r
 
 
 def robust_invert(
@@ -93,6 +112,7 @@ def robust_invert(
     wpp_layout: str = "layers",
     callback: Callable[[str, int, float], None] | None = None,
     identity: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    resolution: int | None = None,
 ) -> InversionResult:
     """Invert ``target`` (B, 3, h, w) in [0, 1] through ``f_hat`` o G with paper 002's 3-phase NGD.
 
@@ -106,13 +126,20 @@ def robust_invert(
     identity: an extra per-sample loss ``identity(G(w)) -> (B,)`` of the clean generated image (R x R, before
     ``f_hat``), added in every phase (``ReferenceIdentity.term``: the pull toward reference photos); None (the
     paper) leaves every step exactly as without it.
+    resolution: the side r the optimisation renders G at (beyond the paper, for speed): f_hat then maps (B, 3, r,
+    r) images, and for MobileStyleGAN G's r px image is exactly the box average of its full image, so inverting
+    at r is the paper's inversion through f_hat o box-downsampling; ``image`` is still rendered at the full
+    resolution (the prior's detail above r comes from the latents), ``final_loss`` at r. None: the full size.
+    Latents are optimised in float32 whatever the generator's precision (a bf16 generator casts them itself):
+    NGD's smallest steps (lr 0.005 on unit-scale vectors) are below bf16's resolution.
     """
     if len(steps) != 3 or len(lrs) != 3:
         raise ValueError("steps and lrs need one value per phase (W, W+, W++)")
     if wpp_layout not in ("layers", "dense"):
         raise ValueError(f"wpp_layout must be 'layers' or 'dense', got {wpp_layout!r}")
     dev = G.mapping.w_avg.device
-    dtype = G.mapping.w_avg.dtype
+    dtype = latent_dtype(G)
+    resolution = check_work_resolution(G, resolution)
     b = target.shape[0]
     target = target.to(device=dev, dtype=dtype)
     gen = torch.Generator().manual_seed(int(seed))
@@ -128,7 +155,7 @@ def robust_invert(
         for p in params:
             p.requires_grad_(True)
         for i in range(int(n)):
-            image = _render(G, latents())
+            image = _render(G, latents(), resolution)
             per_sample = loss(f_hat(image), target, mask, gen)
             if identity is not None:
                 per_sample = per_sample + identity(image)
@@ -159,7 +186,8 @@ def robust_invert(
         with torch.no_grad():
             lat = w_pp if wpp_layout == "layers" else G.synthesis.wpp_from_dense(w_pp)
             raw = _render(G, lat)
-            final = loss(f_hat(raw), target, mask, torch.Generator().manual_seed(int(seed)))
+            seen = raw if resolution is None else _render(G, lat, resolution)
+            final = loss(f_hat(seen), target, mask, torch.Generator().manual_seed(int(seed)))
     finally:
         for p, r in zip(G.parameters(), requires):
             p.requires_grad_(r)

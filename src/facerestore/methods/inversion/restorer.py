@@ -26,14 +26,21 @@ from typing import Any
 import torch
 
 from facerestore.errors import InputError
-from facerestore.methods.inversion.invert import PAPER_LRS, PAPER_STEPS, InversionResult, inpainting_mask, robust_invert
+from facerestore.methods.inversion.invert import (
+    PAPER_LRS,
+    PAPER_STEPS,
+    InversionResult,
+    check_work_resolution,
+    inpainting_mask,
+    robust_invert,
+)
 from facerestore.methods.inversion.losses import make_loss, num_levels
 from facerestore.methods.inversion.refs import ReferenceCache, check_ref_weight
 from facerestore.methods.restorer import Restorer, StepProgress, resize_crop
 from facerestore.methods.spec import MethodSpec
 from facerestore.nn.stylegan2 import Generator
 
-__all__ = ["DEFAULT_REF_WEIGHT", "PRIOR_SPEC", "RobustInversionRestorer", "load_generator"]
+__all__ = ["DEFAULT_REF_WEIGHT", "DEFAULT_WORK_RESOLUTION", "PRIOR_SPEC", "RobustInversionRestorer", "load_generator"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +65,12 @@ PRIOR_SPEC: dict[str, Any] = {
 # synthetic persons x blind/x8): 0.25 -0.008 [-0.015, -0.002] against no term, 1 no better than 0.25 (-0.005
 # [-0.015, +0.006]) while dlib's distance halves again; another person's views do not help (-0.001): 0.25 kept.
 DEFAULT_REF_WEIGHT = 0.25
+
+# side at which the blind mode compares a face with MobileStyleGAN (its exact box average; the result is still
+# rendered at 1024 px). benchmarks/results/inversion_speed.md (3 held-out faces, x4, 90 steps): 512 and 256 give
+# the paper setting's PSNR and identity (512 bf16: +0.07 dB [-0.03, +0.16], id -0.004 [-0.017, +0.009]) at a
+# third of its time; 512 rather than 256 keeps the detail of faces larger than 256 px in the target.
+DEFAULT_WORK_RESOLUTION = 512
 
 
 def load_generator(generator: Generator | None = None, weights: str | os.PathLike | None = None) -> Generator:
@@ -94,6 +107,14 @@ class RobustInversionRestorer(Restorer):
         ref_weight: weight of the identity term when ``refs`` are given, per loss level and per unit of dlib
             distance (see the module docstring; default ``DEFAULT_REF_WEIGHT``); 0 ignores references.
         force_refs: use references that the check takes for another person (``--force-refs``).
+        work_resolution: the side (a power of two) at which the blind mode (no task: whole photos) compares the
+            face with the prior, for speed (beyond the paper; :func:`.invert.robust_invert`'s ``resolution``):
+            MobileStyleGAN renders it as the exact box average of its 1024 px image, the loss runs at that size,
+            and the result is still rendered at 1024 px. None (default): ``DEFAULT_WORK_RESOLUTION`` (512) for
+            generators that render such box averages and are larger, else the generator's own; 1024 is the
+            paper's. Tasks with records (``task=``/``params=``) always work at the generator's resolution (their
+            surrogate is built for it). ``--half`` runs the generator in bf16 on a CPU (the latents and the loss
+            stay float32). Speed and agreement with the paper's setting: ``benchmarks/inversion_speed.py``.
     """
 
     spec = MethodSpec(
@@ -104,6 +125,7 @@ class RobustInversionRestorer(Restorer):
         "needs the task's degradation records; prior: our built-in 64 px face StyleGAN2, or StyleGAN2 FFHQ 1024 "
         "(weights='stylegan2-ffhq-1024', zoo)",
         uses_refs=True,
+        precisions=("fp32", "bf16"),  # fp16 untested: no GPU here
         **PRIOR_SPEC,
     )
 
@@ -126,6 +148,7 @@ class RobustInversionRestorer(Restorer):
         progress: bool = True,
         ref_weight: float = DEFAULT_REF_WEIGHT,
         force_refs: bool = False,
+        work_resolution: int | None = None,
     ) -> None:
         super().__init__()
         self.ref_weight = check_ref_weight(ref_weight)
@@ -147,7 +170,20 @@ class RobustInversionRestorer(Restorer):
             log.info("robust-inversion uses the %s loss", self.loss_kind)
         self.steps, self.lrs = tuple(int(s) for s in steps), tuple(float(v) for v in lrs)
         self.wpp_layout, self.seed, self.progress = wpp_layout, int(seed), bool(progress)
+        if work_resolution is None and hasattr(self.G.synthesis, "check_resolution"):
+            work_resolution = min(DEFAULT_WORK_RESOLUTION, self.G.img_resolution)
+        try:
+            self.work_resolution = check_work_resolution(self.G, work_resolution) or self.G.img_resolution
+        except ValueError as exc:
+            raise InputError(f"robust-inversion work_resolution: {exc}") from None
         self.with_spec(size=self.G.img_resolution)
+
+    def set_half(self, enabled: bool = True) -> RobustInversionRestorer:
+        """The generator in reduced precision (bf16 on a CPU, fp16 on a GPU); the loss and its networks stay float32
+        (the latents always are: :func:`.invert.robust_invert`)."""
+        super().set_half(enabled)
+        self.loss_fn.float()
+        return self
 
     def _level(self, task: str, lq: torch.Tensor, level: str | int | None) -> str | int | None:
         """The task's level: given, fixed by the task (one level), read from the size ratio (single-degradation
@@ -216,15 +252,16 @@ class RobustInversionRestorer(Restorer):
 
     def _project(self, lq: torch.Tensor, return_details: bool, refs: torch.Tensor | None = None,
                  force_refs: bool | None = None):
-        """Blind mode (no task): invert lq, resized to the generator's resolution, with f = identity, i.e.
-        project the face onto the prior (what whole-photo ``facerestore restore`` does with this method)."""
-        r = self.G.img_resolution
+        """Blind mode (no task): invert lq, resized to the work resolution (default the generator's), with f =
+        identity, i.e. project the face onto the prior (what whole-photo ``facerestore restore`` does with this
+        method); the result is rendered at the generator's resolution."""
+        r = self.work_resolution
         target = resize_crop(lq.float(), (r, r))
         guide = self._identity(target, refs, force_refs, r)
         with self._bar() as bar:
             result = robust_invert(self.G, target, lambda x: x, self.loss_fn, steps=self.steps, lrs=self.lrs,
                                    seed=self.seed, wpp_layout=self.wpp_layout, callback=bar.update,
-                                   identity=None if guide is None else guide[1])
+                                   identity=None if guide is None else guide[1], resolution=r)
         return self._finish(result, guide, return_details)
 
     def _restore(

@@ -89,6 +89,7 @@ class RLSRestorer(Restorer):
         "bicubic degradation), with a MAF flow prior trained by `facerestore train-flow`; prior: our built-in 64 px "
         "face StyleGAN2 and its flow, or StyleGAN2 FFHQ 1024 (zoo) with a flow you train",
         uses_refs=True,
+        precisions=("fp32", "bf16"),  # the generator in bf16 (--half on a CPU); latents, flow, losses float32
         **PRIOR_SPEC,
     )
 
@@ -129,6 +130,14 @@ class RLSRestorer(Restorer):
         self.progress = bool(progress)
         self._w_init: torch.Tensor | None = None
         self.with_spec(size=self.G.img_resolution)
+
+    def set_half(self, enabled: bool = True) -> RLSRestorer:
+        """The generator in reduced precision (bf16 on a CPU; rls only: RLS+ tunes the generator's weights, which
+        bf16 cannot hold to its small steps); the flow prior stays float32, like the latents and the losses."""
+        super().set_half(enabled)
+        if self.flow is not None:
+            self.flow.float()
+        return self
 
     @classmethod
     def budget_options(cls, steps: int) -> dict[str, Any]:

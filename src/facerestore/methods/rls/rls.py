@@ -46,7 +46,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from facerestore.nn.flow import MAF
-from facerestore.nn.stylegan2 import Generator, to_unit_range
+from facerestore.nn.stylegan2 import Generator, latent_dtype, to_unit_range
 
 __all__ = [
     "PRESETS",
@@ -205,7 +205,7 @@ def mean_w(G: Generator, n: int, generator: torch.Generator) -> torch.Tensor:
         m = min(8192, n - done)
         total += G.sample_w(m, generator).to(torch.float64).sum(0)
         done += m
-    return (total / max(n, 1)).to(G.mapping.w_avg.dtype)
+    return (total / max(n, 1)).to(latent_dtype(G))
 
 
 @dataclass
@@ -220,7 +220,8 @@ class RLSResult:
 
 
 def _render(G: Generator, ws, noises=None) -> torch.Tensor:
-    return to_unit_range(G.synthesis(ws, noise_mode="const", noises=noises))
+    """G(ws) in [0, 1] in the latents' dtype (float32 for a bf16 generator: the losses and the flow stay float32)."""
+    return to_unit_range(G.synthesis(ws, noise_mode="const", noises=noises).to(latent_dtype(G)))
 
 
 def rls_search(
@@ -241,8 +242,9 @@ def rls_search(
     flow: the MAF prior (eval mode), or None to drop the flow terms. Generator weights are untouched.
     identity: an extra per-sample loss ``identity(G(w)) -> (B,)`` (e.g. ``ReferenceIdentity.term``) added to the
     total, which also chooses the kept step; None: the paper's loss.
+    A bf16 generator runs in bf16; the latents, Adam's state, the losses and the image stay float32.
     """
-    dev, dtype = G.mapping.w_avg.device, G.mapping.w_avg.dtype
+    dev, dtype = G.mapping.w_avg.device, latent_dtype(G)
     b = target.shape[0]
     target = target.to(device=dev, dtype=dtype)
     if w_init is None:
