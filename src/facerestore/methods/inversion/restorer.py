@@ -121,9 +121,10 @@ class RobustInversionRestorer(Restorer):
         name="robust-inversion",
         paper="002",
         description="Robust unsupervised StyleGAN2 inversion (W -> W+ -> W++ with normalized gradient descent, "
-        "multi-resolution LPIPS + L1) for upsampling, denoising, JPEG, inpainting and their compositions; "
-        "needs the task's degradation records; prior: our built-in 64 px face StyleGAN2, or StyleGAN2 FFHQ 1024 "
-        "(weights='stylegan2-ffhq-1024', zoo)",
+        "multi-resolution LPIPS + L1) for upsampling, denoising, JPEG, inpainting and their compositions (given "
+        "the task's records), or a projection of whole-photo faces onto the prior; prior: MobileStyleGAN 1024 px "
+        "when cached (`facerestore models download mobilestylegan-ffhq-1024`), else our built-in 64 px face "
+        "StyleGAN2; --weights stylegan2-ffhq-1024 for NVIDIA's",
         uses_refs=True,
         precisions=("fp32", "bf16"),  # fp16 untested: no GPU here
         **PRIOR_SPEC,

@@ -86,8 +86,9 @@ class RLSRestorer(Restorer):
         name="rls",
         paper="004",
         description="RLS: regularized latent search in W+ of StyleGAN2 FFHQ for face super-resolution (PULSE "
-        "bicubic degradation), with a MAF flow prior trained by `facerestore train-flow`; prior: our built-in 64 px "
-        "face StyleGAN2 and its flow, or StyleGAN2 FFHQ 1024 (zoo) with a flow you train",
+        "bicubic degradation), with a MAF flow prior trained by `facerestore train-flow`; prior: MobileStyleGAN "
+        "1024 px and our flow for it when cached, else our built-in 64 px face StyleGAN2 and its flow; StyleGAN2 "
+        "FFHQ 1024 (zoo) with a flow you train",
         uses_refs=True,
         precisions=("fp32", "bf16"),  # the generator in bf16 (--half on a CPU); latents, flow, losses float32
         **PRIOR_SPEC,
