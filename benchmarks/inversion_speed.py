@@ -76,10 +76,15 @@ def make_restorer(G, work: int, half: bool, steps: tuple[int, int, int]):
     return r.set_half(True) if half else r
 
 
-def timed_restore(r, lq: torch.Tensor) -> tuple[torch.Tensor, float]:
-    t0 = time.perf_counter()
-    out = r.restore(lq)
-    return out, time.perf_counter() - t0
+def restore_each(r, lq: torch.Tensor, clean: torch.Tensor, score) -> tuple[list[torch.Tensor], list[float], list]:
+    """Restore each face alone (batch 1, as the photo pipeline does): outputs, wall seconds, (PSNR, identity)."""
+    outs, secs, scores = [], [], []
+    for i in range(lq.shape[0]):
+        t0 = time.perf_counter()
+        outs.append(r.restore(lq[i:i + 1]))
+        secs.append(time.perf_counter() - t0)
+        scores.append(score(outs[-1], clean[i:i + 1]))
+    return outs, secs, scores
 
 
 def bootstrap(d: np.ndarray) -> tuple[float, float, float]:
@@ -153,12 +158,7 @@ def run_inversion(args, names: list[str], clean: torch.Tensor, score) -> dict:
         G = resolve_generator("mobilestylegan-ffhq-1024")
         r = make_restorer(G, work, half, steps)
         make_restorer(G, work, half, (1, 1, 1)).restore(lq[:1])  # warm-up (allocations, first-call costs)
-        secs, outs[name], scores = [], [], []
-        for i in range(len(names)):
-            out, dt = timed_restore(r, lq[i:i + 1])
-            secs.append(dt)
-            outs[name].append(out)
-            scores.append(score(out, clean[i:i + 1]))
+        outs[name], secs, scores = restore_each(r, lq, clean, score)
         rec[name] = {"work_resolution": work, "bf16": half, "seconds": secs,
                      "seconds_per_step": float(np.sum(secs) / (len(names) * sum(steps))),
                      "psnr": [s[0] for s in scores], "id_mobileface": [s[1] for s in scores]}
@@ -185,12 +185,7 @@ def run_inversion(args, names: list[str], clean: torch.Tensor, score) -> dict:
     if args.full:
         G = resolve_generator("mobilestylegan-ffhq-1024")
         r = make_restorer(G, fastest[1], fastest[2], (PAPER_STEPS // 3,) * 3)
-        secs, outs[full_name], scores = [], [], []
-        for i in range(len(names)):
-            out, dt = timed_restore(r, lq[i:i + 1])
-            secs.append(dt)
-            outs[full_name].append(out)
-            scores.append(score(out, clean[i:i + 1]))
+        outs[full_name], secs, scores = restore_each(r, lq, clean, score)
         res["full"] = {"setting": fastest[0], "seconds": secs, "psnr": [s[0] for s in scores],
                        "id_mobileface": [s[1] for s in scores]}
         print(f"full schedule, {fastest[0]}: {np.mean(secs) / 60:.1f} min per face", flush=True)
@@ -214,11 +209,7 @@ def run_rls(args, names: list[str], clean: torch.Tensor, score) -> dict:
     for name, half in (("rls fp32", False), ("rls bf16", True)):
         load_restorer("rls", steps=1, progress=False, half=half).restore(lq[:1])  # warm-up
         r = load_restorer("rls", steps=args.rls_steps, progress=False, half=half)
-        secs, scores = [], []
-        for i in range(len(names)):
-            out, dt = timed_restore(r, lq[i:i + 1])
-            secs.append(dt)
-            scores.append(score(out, clean[i:i + 1]))
+        _, secs, scores = restore_each(r, lq, clean, score)
         rec[name] = {"bf16": half, "seconds": secs, "psnr": [v[0] for v in scores],
                      "id_mobileface": [v[1] for v in scores],
                      "seconds_per_step": float(np.sum(secs) / (len(names) * args.rls_steps))}
