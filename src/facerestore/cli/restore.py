@@ -207,6 +207,9 @@ def run(args: argparse.Namespace) -> int:
     restorer.progress = not args.quiet
     if restorer.spec.note and not args.weights:
         print(f"note: {restorer.spec.note}", file=sys.stderr)
+    if _half_would_pay(restorer, device, args.half):
+        print(f"note: {restorer.spec.name} optimises every face; --half runs its generator in bf16, about 3x faster "
+              "on this CPU with the same result (benchmarks/results/inversion_speed.md)", file=sys.stderr)
     restorer.check_options(fidelity=args.fidelity, refs=args.refs)
     # the detector applies its calibrated threshold unless --min-score replaces it
     threshold = {} if args.min_score is None else {"threshold": args.min_score}
@@ -318,6 +321,16 @@ def run(args: argparse.Namespace) -> int:
              if seq is not None and refs_checked else "")
           + (f"; {len(report.failed)} failed" if report.failed else ""), file=sys.stderr)
     return report.exit_code
+
+
+def _half_would_pay(restorer: Any, device: str, half: bool) -> bool:
+    """Whether to suggest --half: a slow (optimisation) method that supports bf16, run in fp32 on a CPU that computes
+    bf16 natively (robust-inversion and rls: about 3x faster there, benchmarks/results/inversion_speed.md)."""
+    from facerestore.nn.devices import cpu_has_native_bf16
+
+    spec = restorer.spec
+    return (not half and device == "cpu" and spec.unsupervised and "bf16" in spec.precisions
+            and cpu_has_native_bf16())
 
 
 def _restore_options(args: argparse.Namespace, refs: Any, background: Any) -> dict[str, Any]:
