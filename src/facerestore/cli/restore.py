@@ -208,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     if restorer.spec.note and not args.weights:
         print(f"note: {restorer.spec.note}", file=sys.stderr)
     if _half_would_pay(restorer, device, args.half):
-        print(f"note: {restorer.spec.name} optimises every face; --half runs its generator in bf16, about 3x faster "
+        print(f"note: {restorer.spec.name} optimises every face; --half runs its generator in bf16, 2-3x faster "
               "on this CPU with the same result (benchmarks/results/inversion_speed.md)", file=sys.stderr)
     restorer.check_options(fidelity=args.fidelity, refs=args.refs)
     # the detector applies its calibrated threshold unless --min-score replaces it
@@ -325,7 +325,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _half_would_pay(restorer: Any, device: str, half: bool) -> bool:
     """Whether to suggest --half: a slow (optimisation) method that supports bf16, run in fp32 on a CPU that computes
-    bf16 natively (robust-inversion and rls: about 3x faster there, benchmarks/results/inversion_speed.md)."""
+    bf16 natively (robust-inversion: 3x faster there, rls: 1.8x; benchmarks/results/inversion_speed.md)."""
     from facerestore.nn.devices import cpu_has_native_bf16
 
     spec = restorer.spec
