@@ -180,8 +180,8 @@ class RobustInversionRestorer(Restorer):
         self.with_spec(size=self.G.img_resolution)
 
     def set_half(self, enabled: bool = True) -> RobustInversionRestorer:
-        """The generator in reduced precision (bf16 on a CPU, fp16 on a GPU); the loss and its networks stay float32
-        (the latents always are: :func:`.invert.robust_invert`)."""
+        """The generator in bf16 on a CPU (fp16 on a GPU is not offered: untested here); the loss and its networks
+        stay float32 (the latents always are: :func:`.invert.robust_invert`)."""
         super().set_half(enabled)
         self.loss_fn.float()
         return self
@@ -253,7 +253,7 @@ class RobustInversionRestorer(Restorer):
 
     def _project(self, lq: torch.Tensor, return_details: bool, refs: torch.Tensor | None = None,
                  force_refs: bool | None = None):
-        """Blind mode (no task): invert lq, resized to the work resolution (default the generator's), with f =
+        """Blind mode (no task): invert lq, resized to ``work_resolution`` (512 for MobileStyleGAN), with f =
         identity, i.e. project the face onto the prior (what whole-photo ``facerestore restore`` does with this
         method); the result is rendered at the generator's resolution."""
         r = self.work_resolution
