@@ -287,3 +287,22 @@ def test_report_and_summary_say_how_each_face_used_the_references(tmp_path):
                                                               tmp_path / "p.png", (64, 64), (64, 64),
                                                               faces=[face(0, None)])])
     assert "reference" not in plain.summary()
+
+
+def test_server_half_applies_to_the_methods_that_support_it(tmp_path, uploads):
+    """`facerestore serve --half`: a method whose spec lists bf16 runs in bf16 on the CPU and its record says so; one
+    without it runs fp32 rather than refusing the job."""
+    assert jobs.half_applies(jobs.JobOptions(method="robust-inversion", half=True))
+    assert not jobs.half_applies(jobs.JobOptions(method="robust-inversion"))
+    assert not jobs.half_applies(jobs.JobOptions(method="rls-plus", half=True))  # fp32 only: runs fp32
+    for method, weights, steps, precision in (
+            ("robust-inversion", "builtin:stylegan2-face-64.safetensors", 3, "bf16"),
+            ("mfpsnet", None, None, "fp32")):
+        job = tmp_path / method
+        job.mkdir()
+        opts = jobs.JobOptions(method=method, weights=weights or jobs.DEFAULT_WEIGHTS, steps=steps, half=True,
+                               upscale=1, detector="dlib-hog")
+        res = jobs.run_job([uploads / "a1" / "astronaut_lq.png"], opts, job, jobs.Limits(), uploads_root=uploads)
+        assert res.errors == [] and len(res.photos) == 1
+        record = json.loads(res.photos[0].record.read_text())
+        assert record["restorer"]["precision"] == precision and record["half"] is (precision == "bf16")

@@ -53,6 +53,7 @@ class ServeConfig:
     concurrency: int = 1
     queue_size: int = 4
     device: str = "cpu"
+    half: bool = False  # reduced precision for the methods whose spec lists it (jobs.half_applies)
     max_steps: int = 500
     default_method: str = "ispl"
 
@@ -275,7 +276,7 @@ def build_app(cfg: ServeConfig, sessions: jobs.Sessions, *, uploads_root: str | 
                 opts = jobs.JobOptions(method=name, weights=w, fidelity=float(fid) if spec.supports_fidelity else None,
                                        blend=float(bl), gate=bool(use_gate), upscale=float(up), detector=det,
                                        steps=int(n_steps) if spec.unsupervised else None, device=cfg.device,
-                                       only_center_face=bool(only_center), min_score=parse_score(score),
+                                       half=cfg.half, only_center_face=bool(only_center), min_score=parse_score(score),
                                        mask=mask_name, bg_upsampler=bg_name, ext=ext_name)
                 result = jobs.run_job(paths, opts, ws.new_job_dir(), lim, refs=ref_paths, uploads_root=uploads_root,
                                       on_progress=tick, cancelled=lambda: ws.closed, max_steps=cfg.max_steps,

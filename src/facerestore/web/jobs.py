@@ -397,6 +397,14 @@ def method_info(method: str, weights: str | None = DEFAULT_WEIGHTS) -> str:
     return "\n".join(lines)
 
 
+def half_applies(opts: JobOptions) -> bool:
+    """Whether a job runs its method in reduced precision: the server's ``--half`` and a method whose spec lists the
+    device's half precision (bf16 on a CPU, fp16 on a GPU); a method without it runs fp32, not refused."""
+    from facerestore.nn.devices import half_dtype, precision_name
+
+    return bool(opts.half) and precision_name(half_dtype(opts.device)) in _spec(opts.method).precisions
+
+
 def default_fidelity(method: str, weights: str | None = DEFAULT_WEIGHTS, device: str = "cpu") -> float | None:
     """The fidelity ``method`` runs at when none is given (None: the method has no knob). Loads the restorer
     (once per process, :func:`facerestore.pipeline.get_restorer`) only for methods whose spec has the knob."""
@@ -478,6 +486,9 @@ class JobOptions:
     detector: str = "auto"
     steps: int | None = None
     device: str = "cpu"
+    # the server's --half: reduced precision (bf16 on a CPU, fp16 on a GPU) for the methods whose spec lists it;
+    # the others run fp32 (the record's restorer.precision says which applied)
+    half: bool = False
     # the CLI's --only-center-face, --min-score, --mask, --bg-upsampler and --ext, with the same meaning
     only_center_face: bool = False
     min_score: float | None = None
@@ -661,7 +672,7 @@ def run_job(images: Sequence[str | os.PathLike], opts: JobOptions, job_dir: Path
         raise InputError(f"{len(refs)} reference photos: this server takes at most {limits.max_refs}")
     opts.validate(max_steps)
     restorer = get_restorer(opts.method, weights=resolve_weights_choice(opts.method, opts.weights),
-                            device=opts.device, steps=opts.steps)
+                            device=opts.device, steps=opts.steps, half=half_applies(opts))
     restorer.progress = False
     restorer.check_options(fidelity=opts.fidelity, refs=list(refs) or None)  # before any reference is read
     # as `restore`: the detector applies its calibrated threshold unless min_score replaces it
@@ -866,7 +877,7 @@ def _write_photo(job_dir: Path, name: str, stem: str, loaded: io.LoadedImage, re
         faces.append(FaceOutput(index=k, before=before_face, after=after_face, cmp=cmp,
                                 record={**f.to_json(), **files}))
     record = write_photo_json(job_dir / "restored_imgs" / f"{stem}.json", res, input=name,
-                              output=f"restored_imgs/{img_path.name}", device=str(opts.device), half=False,
+                              output=f"restored_imgs/{img_path.name}", device=str(opts.device), half=half_applies(opts),
                               color_match=True, min_score=min_score, bg_upsampler=opts.bg_upsampler,
                               mask=opts.mask, only_center_face=bool(opts.only_center_face), faces=extra, web=True)
     h, w = loaded.rgb.shape[:2]
