@@ -329,8 +329,7 @@ def _half_would_pay(restorer: Any, device: str, half: bool) -> bool:
     from facerestore.nn.devices import cpu_has_native_bf16
 
     spec = restorer.spec
-    return (not half and device == "cpu" and spec.unsupervised and "bf16" in spec.precisions
-            and cpu_has_native_bf16())
+    return not half and device == "cpu" and spec.unsupervised and spec.supports_half(device) and cpu_has_native_bf16()
 
 
 def _restore_options(args: argparse.Namespace, refs: Any, background: Any) -> dict[str, Any]:

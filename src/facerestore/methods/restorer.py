@@ -264,8 +264,8 @@ class Restorer(torch.nn.Module):
             self._half = False
             return self.float()
         dtype = half_dtype(self.device)
-        name = precision_name(dtype)
-        if name not in self.spec.precisions:
+        if not self.spec.supports_half(self.device):
+            name = precision_name(dtype)
             raise InputError(f"method {self.spec.name!r} does not support half precision ({name} on "
                              f"{self.device.type}; supported: {', '.join(self.spec.precisions)}); drop --half")
         self._half = True

@@ -32,6 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from facerestore.nn.devices import half_dtype, precision_name
+
 __all__ = ["MethodSpec"]
 
 
@@ -71,6 +73,11 @@ class MethodSpec:
             raise ValueError(f"spec {self.name!r}: precisions must include fp32 and be among fp32/fp16/bf16")
         if int(self.size) != self.size or self.size < 1:
             raise ValueError(f"spec {self.name!r}: size must be a positive integer, got {self.size}")
+
+    def supports_half(self, device: Any) -> bool:
+        """Whether the precision that ``half`` means on ``device`` (bf16 on a CPU, fp16 on CUDA/MPS:
+        :func:`facerestore.nn.devices.half_dtype`) is among ``precisions``."""
+        return precision_name(half_dtype(device)) in self.precisions
 
     @property
     def origin(self) -> str:

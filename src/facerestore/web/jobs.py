@@ -400,9 +400,7 @@ def method_info(method: str, weights: str | None = DEFAULT_WEIGHTS) -> str:
 def half_applies(opts: JobOptions) -> bool:
     """Whether a job runs its method in reduced precision: the server's ``--half`` and a method whose spec lists the
     device's half precision (bf16 on a CPU, fp16 on a GPU); a method without it runs fp32, not refused."""
-    from facerestore.nn.devices import half_dtype, precision_name
-
-    return bool(opts.half) and precision_name(half_dtype(opts.device)) in _spec(opts.method).precisions
+    return bool(opts.half) and _spec(opts.method).supports_half(opts.device)
 
 
 def default_fidelity(method: str, weights: str | None = DEFAULT_WEIGHTS, device: str = "cpu") -> float | None:
