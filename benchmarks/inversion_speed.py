@@ -233,8 +233,12 @@ def command() -> str:
     return "python " + " ".join(shlex.quote(a) for a in sys.argv)
 
 
+ALLOCATOR = "glibc malloc as it is"  # set in main(): the CLI's tuning (nn.devices.tune_cpu_allocator) or not
+
+
 def machine() -> str:
-    return f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    return (f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} "
+            f"threads, {ALLOCATOR}")
 
 
 def main() -> int:
@@ -246,6 +250,8 @@ def main() -> int:
     ap.add_argument("--skip-inversion", action="store_true",
                     help="keep the robust-inversion part of the JSON at --out and run only RLS")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--system-allocator", action="store_true",
+                    help="leave glibc's malloc as it is (the CLI keeps freed memory for reuse; this measures without)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "inversion_speed"))
     ap.add_argument("--grid", default=str(ROOT / "docs" / "inversion_speed_grid.png"))
     args = ap.parse_args()
@@ -254,6 +260,11 @@ def main() -> int:
     if not zoo.is_available("mobilestylegan-ffhq-1024"):
         sys.exit("mobilestylegan-ffhq-1024 is not cached: run `facerestore models download mobilestylegan-ffhq-1024`")
     torch.set_num_threads(max(1, args.threads))
+    if not args.system_allocator:
+        from facerestore.nn.devices import tune_cpu_allocator
+
+        global ALLOCATOR
+        ALLOCATOR = "malloc tuned as by the CLI (freed memory kept for reuse)" if tune_cpu_allocator() else ALLOCATOR
     names, clean = load_faces(args.faces)
     psnr, idm = metrics.create("psnr"), metrics.create("id_mobileface", aligned=True)
 

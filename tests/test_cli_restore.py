@@ -255,6 +255,16 @@ def test_usage_errors_and_list(folder, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_every_command_keeps_freed_memory_for_reuse(monkeypatch, capsys):
+    """The CLI tunes the CPU allocator once per run, before the command (nn.devices.tune_cpu_allocator)."""
+    from facerestore.nn import devices
+
+    calls = []
+    monkeypatch.setattr(devices, "tune_cpu_allocator", lambda: calls.append(1) or True)
+    assert main(["restore", "--list-methods"]) == 0 and calls == [1]
+    capsys.readouterr()
+
+
 def test_steps_budget_reaches_the_slow_methods_only(tmp_path, astronaut_path, capsys):
     from facerestore.pipeline import get_restorer
 

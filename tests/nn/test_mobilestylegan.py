@@ -359,6 +359,30 @@ def test_gradients_reach_every_latent_weight_and_noise(tiny):
         S.requires_grad_(False).zero_grad(set_to_none=True)
 
 
+def test_the_gradient_path_computes_the_same_image(tiny):
+    """With gradients the noise + bias + activation is done out of place (in place without): same numbers, for
+    stored, random (per sample) and given noise maps, W+ and W++ latents."""
+    S = tiny.synthesis
+    w = tiny.mapping(torch.randn(2, 16)).detach()
+    given = [torch.randn(2, 1, *shape) for shape in S.noise_shapes()]
+
+    def run(latents, grad: bool, **kw) -> torch.Tensor:
+        ws = ([t.clone().requires_grad_(grad) for t in latents] if isinstance(latents, list)
+              else latents.clone().requires_grad_(grad))
+        return S(ws, generator=torch.Generator().manual_seed(3), **kw)
+
+    before = next(S.parameters()).requires_grad
+    S.requires_grad_(False)  # gradients only through the latents, as in an inversion
+    try:
+        for latents in (w, [t.detach() for t in S.wpp_from_wplus(w)]):
+            for kw in ({"noise_mode": "const"}, {"noise_mode": "random"}, {"noises": given}):
+                plain, traced = run(latents, False, **kw), run(latents, True, **kw)
+                assert traced.requires_grad and not plain.requires_grad
+                torch.testing.assert_close(traced.detach(), plain, rtol=0, atol=0)
+    finally:
+        S.requires_grad_(before)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_low_precision_runs_close_to_fp32(tiny, dtype):
     z = torch.randn(2, 16)

@@ -262,6 +262,19 @@ def test_job_level_errors_are_one_line(tmp_path, uploads):
                      refs=[uploads / "b2" / "notes.png"], uploads_root=uploads)
 
 
+def test_every_job_hands_its_freed_memory_back(tmp_path, uploads, monkeypatch):
+    """The server outlives its jobs: after each one, finished or refused, the allocator returns what it kept."""
+    from facerestore.nn import devices
+
+    calls = []
+    monkeypatch.setattr(devices, "release_cpu_memory", lambda: calls.append(1) or True)
+    res = jobs.run_job([uploads / "b2" / "notes.png"], jobs.JobOptions(), tmp_path, jobs.Limits(), uploads_root=uploads)
+    assert res.errors and calls == [1]
+    with pytest.raises(InputError, match="upload one or more photos"):
+        jobs.run_job([], jobs.JobOptions(), tmp_path, jobs.Limits())
+    assert calls == [1, 1]
+
+
 def test_report_and_summary_say_how_each_face_used_the_references(tmp_path):
     """The page's report has a references column from the per-face JSON fields; the summary says when faces of
     other people did not use them and when a pass was narrow (records as restore_photo writes them)."""

@@ -75,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     from facerestore.cli.guards import handle_signals, one_line
+    from facerestore.nn.devices import tune_cpu_allocator
+
+    tune_cpu_allocator()  # freed memory stays for reuse: 1.5-2x faster optimisation loops on a CPU
 
     # warnings (a substitute loss, a missing optional model) read as one line, without a source excerpt
     warnings.formatwarning = lambda message, category, *rest, **kw: f"warning: {message}\n"

@@ -5,15 +5,23 @@
 - :func:`half_dtype`: what ``half=True`` means on a device: float16 on CUDA and MPS, bfloat16 on the CPU
   (float16 matrix products are emulated and slow on CPUs; bfloat16 has native kernels there).
 - :func:`cpu_has_native_bf16`: whether this CPU computes bfloat16 natively (where ``--half`` pays on a CPU).
+- :func:`tune_cpu_allocator` / :func:`release_cpu_memory`: keep the memory freed between steps in the process
+  (the CLI does it; 1.5-2x faster StyleGAN inversion on a CPU) and hand it back to the system between jobs.
 """
 
 from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import sys
 
 import torch
 
 from facerestore.errors import InputError
 
-__all__ = ["PRECISIONS", "cpu_has_native_bf16", "half_dtype", "precision_name", "resolve_device"]
+__all__ = ["ALLOCATOR_ENV", "PRECISIONS", "cpu_has_native_bf16", "half_dtype", "precision_name",
+           "release_cpu_memory", "resolve_device", "tune_cpu_allocator"]
 
 # precision name -> dtype (the names a method spec lists as supported)
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -68,3 +76,62 @@ def precision_name(dtype: torch.dtype) -> str:
         if d == dtype:
             return name
     raise ValueError(f"no precision name for {dtype}")
+
+
+# -- the CPU allocator -------------------------------------------------------------------------------------------
+
+ALLOCATOR_ENV = "FACERESTORE_CPU_ALLOCATOR"  # "system": leave the C allocator as it is
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+_tuned = False
+
+
+def _glibc_malloc() -> ctypes.CDLL | None:
+    """The C library when the process allocates with glibc's malloc (Linux, no jemalloc/tcmalloc preloaded)."""
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return None
+    if any(name in os.environ.get("LD_PRELOAD", "") for name in ("jemalloc", "tcmalloc", "mimalloc")):
+        return None  # an allocator that already keeps freed memory; its mallopt would not be glibc's
+    try:
+        libc = ctypes.CDLL(None)  # the symbols the process already uses
+        libc.mallopt.argtypes, libc.malloc_trim.argtypes = [ctypes.c_int, ctypes.c_int], [ctypes.c_size_t]
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def tune_cpu_allocator() -> bool:
+    """Make glibc's malloc keep the memory a process frees for reuse instead of returning it to the system.
+
+    By default glibc gives each large block (over a threshold that starts at 128 KB and adapts up to 32 MB) its
+    own memory mapping, unmapped when freed, and returns freed memory at the top of its heap to the system, so
+    each step of an optimisation (a forward and backward pass allocating the same 16-64 MB activations again)
+    pays the page faults of fresh memory: measured here (2 cores), robust-inversion spends 35-50% of its time there
+    (0.46 -> 0.31 s per step at 256 px bf16, 1.74 -> 0.88 s at the paper's 1024 px fp32). This turns off the
+    separate mappings (``M_MMAP_MAX`` 0) and the returning of freed memory at the top of the heap
+    (``M_TRIM_THRESHOLD`` at its maximum) for the rest of the process. The cost: the process keeps its peak
+    memory until it exits or :func:`release_cpu_memory` is called (the web server calls it after each job).
+
+    ``facerestore``'s CLI calls this once at start; Python users opt in by calling it. Returns True when it
+    applied the setting (or had already), False where it does not apply: not Linux with glibc, another allocator
+    preloaded (jemalloc, tcmalloc and mimalloc keep freed memory themselves), or ``FACERESTORE_CPU_ALLOCATOR=system``
+    in the environment.
+    """
+    global _tuned
+    if _tuned:
+        return True
+    if os.environ.get(ALLOCATOR_ENV, "").strip().lower() == "system":
+        return False
+    libc = _glibc_malloc()
+    if libc is None:
+        return False
+    _tuned = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    return _tuned
+
+
+def release_cpu_memory() -> bool:
+    """Hand the memory glibc's malloc keeps free back to the system (``malloc_trim``); True when some was.
+
+    For long-running processes between jobs after :func:`tune_cpu_allocator`; safe to call from any thread and
+    at any time (a no-op returning False where glibc's malloc is not the allocator)."""
+    libc = _glibc_malloc()
+    return bool(libc.malloc_trim(0)) if libc is not None else False

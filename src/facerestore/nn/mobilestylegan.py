@@ -167,7 +167,10 @@ class _NoiseMixin(nn.Module):
         n = self._noise(x, noise_mode, noise, generator)
         shift = bias.to(x.dtype).reshape(1, -1, 1, 1)
         if n is not None:  # noise (.., 1, H, W) + bias (1, C, 1, 1), added in one pass
-            shift = shift + n
+            # built pixel-major like x (channels-last): an add of two tensors in different memory layouts
+            # is a strided loop several times slower than the whole convolution layer in bf16
+            n = n.reshape(-1, 1, *n.shape[-2:])
+            shift = (n.permute(0, 2, 3, 1) + bias.to(x.dtype)).permute(0, 3, 1, 2)
         if x.requires_grad:  # in place on this (permuted) view, autograd would copy the whole tensor back
             return F.leaky_relu(x + shift, LRELU_SLOPE)
         return F.leaky_relu_(x.add_(shift), LRELU_SLOPE)  # x is a fresh tensor: in place saves allocations

@@ -654,6 +654,19 @@ def run_job(images: Sequence[str | os.PathLike], opts: JobOptions, job_dir: Path
     is asked between photos and frames; ``max_steps`` bounds the optimisation steps a job may ask of the slow
     methods (``serve --max-steps``).
     """
+    from facerestore.nn.devices import release_cpu_memory
+
+    try:
+        return _run_job(images, opts, job_dir, limits, refs=refs, uploads_root=uploads_root, on_progress=on_progress,
+                        cancelled=cancelled, max_steps=max_steps, on_frame=on_frame)
+    finally:  # the server lives on between jobs: the memory this one freed goes back to the system
+        release_cpu_memory()
+
+
+def _run_job(images: Sequence[str | os.PathLike], opts: JobOptions, job_dir: Path, limits: Limits, *,
+             refs: Sequence[str | os.PathLike], uploads_root: str | os.PathLike | None,
+             on_progress: Callable[[int, int, str], None] | None, cancelled: Callable[[], bool] | None,
+             max_steps: int, on_frame: Callable[[str, int, int | None], None] | None) -> JobResult:
     from facerestore.faces.detect import create_detector
     from facerestore.faces.paste import upscale_image, upscaled_shape
     from facerestore.pipeline import get_restorer, prepare_refs, restore_photo, write_photo_json
