@@ -155,6 +155,8 @@ def test_methods_offered_are_those_with_weights_and_their_licences_are_shown():
     for spec in registry.list_restorers():
         if spec.name in offered:
             assert spec.weights_licence in jobs.method_info(spec.name)
+    assert "(ours, 512 px faces)" in jobs.method_info("prior-sft")
+    assert "(paper 002, 1024px prior (64px offline))" in jobs.method_info("robust-inversion")  # not the fallback's 64
     refs = [v for _, v in jobs.weight_choices("ispl")]
     assert refs[0] == jobs.DEFAULT_WEIGHTS and refs[1].startswith("builtin:")
 

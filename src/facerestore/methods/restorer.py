@@ -228,7 +228,10 @@ class Restorer(torch.nn.Module):
         return resolve_weights(weights) if os.fspath(weights).startswith(BUILTIN_PREFIX) else weights
 
     def with_spec(self, **changes: Any) -> None:
-        """Replace this instance's spec by a copy with ``changes`` (what its loaded weights determine)."""
+        """Replace this instance's spec by a copy with ``changes`` (what its loaded weights determine); a new size
+        replaces the class's size label (the instance knows its own)."""
+        if "size" in changes:
+            changes.setdefault("size_label", None)
         self.spec = dataclasses.replace(self.spec, **changes)
 
     @property

@@ -46,6 +46,8 @@ class MethodSpec:
     weights: default weights, "builtin:FILE" (shipped in ``facerestore/zoo/builtin``) or a zoo entry name; a tuple
         lists them in order of preference (the first available is used, a fallback is announced).
     trainer: the training adapter class (``facerestore.train.adapter.TrainAdapter``) or None.
+    size_label: what listings say of the size when it depends on the weights (the prior's resolution), else
+        None ("<size>px").
     """
 
     name: str
@@ -64,6 +66,7 @@ class MethodSpec:
     trainer: Any = None
     trained_on: tuple[str, ...] = ()
     note: str | None = None
+    size_label: str | None = None
 
     def __post_init__(self) -> None:
         if self.output not in ("input", "model"):
@@ -86,7 +89,7 @@ class MethodSpec:
 
     def flags(self) -> list[str]:
         """Short tags for listings: size, fidelity, refs, reduced precisions, slow optimisation."""
-        out = [f"{self.size}px"]
+        out = [self.size_label or f"{self.size}px"]
         if self.supports_fidelity:
             out.append("fidelity")
         if self.needs_refs:

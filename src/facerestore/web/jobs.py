@@ -381,7 +381,7 @@ def method_info(method: str, weights: str | None = DEFAULT_WEIGHTS) -> str:
     """Markdown: what the method is, its options and the licence of its weights (the spec's, and the zoo
     entry's for a zoo reference)."""
     s = _spec(method)
-    lines = [f"**{s.name}** ({s.origin}, {s.size} px faces): {s.description}",
+    lines = [f"**{s.name}** ({s.origin}, {s.size_label or f'{s.size} px faces'}): {s.description}",
              "", f"- weights licence: {s.weights_licence}"]
     if weights not in (None, "", DEFAULT_WEIGHTS):
         licence, status = _weight_status(str(weights))

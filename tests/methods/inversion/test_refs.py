@@ -170,10 +170,13 @@ def test_bad_refs_give_one_clear_error(G):
             _restorer(G, ref_weight=w)
 
 
-def test_spec_declares_reference_support():
+def test_spec_declares_reference_support(G):
     spec = RobustInversionRestorer.spec
     assert spec.uses_refs and not spec.needs_refs and "refs" in spec.flags()
     assert RobustInversionRestorer.checks_refs
+    # listings name the default prior's size; a loaded restorer its own generator's
+    assert spec.flags()[0] == "1024px prior (64px offline)"
+    assert _restorer(G).spec.flags()[0] == f"{G.img_resolution}px" == "64px"
 
 
 # ------------------------------------------------------------------ real photos: the check, the pipeline, the CLI

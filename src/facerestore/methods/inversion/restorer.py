@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 # spec fields shared by the methods whose default prior is our built-in 64 px face StyleGAN2 (trained on FFHQ,
 # non-commercial, and StyleGAN samples): the output is the generator's image; the work is an optimisation
 PRIOR_SPEC: dict[str, Any] = {
-    "size": 64,
+    "size": 64,  # the built-in fallback's; a restorer's own spec has its generator's resolution
+    "size_label": "1024px prior (64px offline)",
     "output": "model",
     "unsupervised": True,
     # the real 1024 px prior when cached (`facerestore models download mobilestylegan-ffhq-1024`), else ours
