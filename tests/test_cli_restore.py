@@ -279,7 +279,7 @@ def test_steps_budget_reaches_the_slow_methods_only(tmp_path, astronaut_path, ca
 
 
 def test_slow_methods_suggest_half_where_the_cpu_has_bf16(tmp_path, astronaut, monkeypatch, capsys):
-    """robust-inversion in fp32 on a CPU with native bf16: one note says --half is about 3x faster; not with --half,
+    """robust-inversion in fp32 on a CPU with native bf16: one note says --half is about 2x faster; not with --half,
     not for a fast method, not on a CPU without bf16."""
     from facerestore.nn import devices
 

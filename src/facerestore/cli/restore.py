@@ -85,7 +85,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None,
                    help="optimisation steps per face for the slow methods (robust-inversion: split over its three "
                    "phases, default 450; rls/rls-plus: latent-search steps, default 200, RLS+ adds a quarter; "
-                   "prior-sft: refinement of the encoder's latents, default 0, about 0.65 s a step with --half)")
+                   "prior-sft: refinement of the encoder's latents, default 0, about 0.4 s a step with --half)")
     p.add_argument("--refs", default=None,
                    help="folder of reference photos of the same person, for the methods tagged 'refs' in "
                    "--list-methods (honestface, prior-sft, robust-inversion, rls, rls-plus; of a photo with several "
@@ -208,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     if restorer.spec.note and not args.weights:
         print(f"note: {restorer.spec.note}", file=sys.stderr)
     if _half_would_pay(restorer, device, args.half):
-        print(f"note: {restorer.spec.name} optimises every face; --half runs its generator in bf16, 2-3x faster "
+        print(f"note: {restorer.spec.name} optimises every face; --half runs its generator in bf16, about 2x faster "
               "on this CPU with the same result (benchmarks/results/inversion_speed.md)", file=sys.stderr)
     restorer.check_options(fidelity=args.fidelity, refs=args.refs)
     # the detector applies its calibrated threshold unless --min-score replaces it

@@ -13,8 +13,8 @@ without pulling its blur or noise into the output. ``loss``: paper 002's multi-r
 (:class:`facerestore.methods.inversion.losses.MultiResolutionLoss`, 64 -> 32 -> 16 px). ``identity``: the pull toward
 reference photos of the same person (:mod:`facerestore.methods.inversion.refs`), on the full output.
 
-Cost: one decoder forward and backward per step (about 0.65 s per 512 px face in bf16 on 2 CPU cores; the
-MobileStyleGAN decoder computes every block whatever resolution is asked for).
+Cost: one decoder forward and backward per step (about 0.4 s per 512 px face in bf16 on 2 CPU cores with the
+CLI's allocator setting; the MobileStyleGAN decoder computes every block whatever resolution is asked for).
 """
 
 from __future__ import annotations

@@ -107,8 +107,8 @@ class PriorSFTRestorer(Restorer):
         paper="ours",
         description="generative-prior restorer: an encoder (W+ latents + spatial feature transforms, the idea of "
         "GFPGAN / GPEN) steering the frozen MobileStyleGAN FFHQ prior; 512 px faces; --fidelity = steering "
-        "strength; --steps N refines the latents (paper 002's NGD, 0.65 s a step); --refs adds an identity pull; "
-        "needs `facerestore models download mobilestylegan-ffhq-1024`",
+        "strength; --steps N refines the latents (paper 002's NGD, 0.4 s a step with --half); --refs adds an "
+        "identity pull; needs `facerestore models download mobilestylegan-ffhq-1024`",
         size=512,
         min_side=8,
         supports_fidelity=True,
