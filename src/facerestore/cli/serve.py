@@ -44,8 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--half", action="store_true",
                    help="reduced precision (bf16 on a CPU, fp16 on a GPU) for the methods that support it, the "
-                        "others fp32 (restore --list-methods shows each method's; robust-inversion and rls run 1.7-2x "
-                        "faster in bf16 on a CPU with native bf16)")
+                        "others fp32 (restore --list-methods shows each method's; robust-inversion and rls run about "
+                        "2x faster in bf16 on a CPU with native bf16)")
     p.add_argument("--max-steps", type=int, default=500,
                    help="most optimisation steps per face a page may ask of the slow methods (default 500)")
     p.add_argument("--method", default="ispl", help="method selected when the page opens (default ispl)")
