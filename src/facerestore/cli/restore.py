@@ -325,7 +325,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _half_would_pay(restorer: Any, device: str, half: bool) -> bool:
     """Whether to suggest --half: a slow (optimisation) method that supports bf16, run in fp32 on a CPU that computes
-    bf16 natively (robust-inversion: 3x faster there, rls: 1.8x; benchmarks/results/inversion_speed.md)."""
+    bf16 natively (robust-inversion: 2.4x faster there, rls: 1.7x; benchmarks/results/inversion_speed.md)."""
     from facerestore.nn.devices import cpu_has_native_bf16
 
     spec = restorer.spec

@@ -42,6 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +67,7 @@ __all__ = [
     "minibatch_stddev",
     "modulated_conv2d",
     "normalize_2nd_moment",
+    "render_unit",
     "to_unit_range",
     "upfirdn2d",
     "upsample2d",
@@ -95,6 +97,14 @@ def latent_dtype(G: nn.Module) -> torch.dtype:
     """The dtype latents are optimised in for generator ``G``: float64 for a float64 generator, else float32, also
     for a bf16 / fp16 one (its synthesis casts them itself): optimisers' small steps are below bf16's resolution."""
     return torch.float64 if G.mapping.w_avg.dtype == torch.float64 else torch.float32
+
+
+def render_unit(G: nn.Module, latents: Any, *, noises: Any = None, resolution: int | None = None) -> torch.Tensor:
+    """G's image of ``latents`` (W / W+ / W++, 'const' noise unless ``noises``) in [0, 1] and in
+    :func:`latent_dtype` (float32 from a bf16 generator: losses and optimisers stay in full precision); at
+    ``resolution`` when given (generators that render lower resolutions, e.g. MobileStyleGAN's box averages)."""
+    extra = {} if resolution is None else {"resolution": resolution}
+    return to_unit_range(G.synthesis(latents, noise_mode="const", noises=noises, **extra).to(latent_dtype(G)))
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:

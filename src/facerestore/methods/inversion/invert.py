@@ -21,7 +21,7 @@ import torch
 
 from facerestore.methods.inversion.losses import MultiResolutionLoss
 from facerestore.methods.inversion.ngd import ngd_update
-from facerestore.nn.stylegan2 import Generator, latent_dtype, to_unit_range
+from facerestore.nn.stylegan2 import Generator, latent_dtype, render_unit
 
 __all__ = [
     "PAPER_LRS", "PAPER_STEPS", "PHASES", "InversionResult", "check_work_resolution", "inpainting_mask",
@@ -76,12 +76,6 @@ def inpainting_mask(records: Sequence[dict] | dict, out_size: Sequence[int]) -> 
         else:
             masks.append(torch.ones(1, 1, h, w))
     return torch.cat(masks) if any_mask else None
-
-
-def _render(G: Generator, latents: Any, resolution: int | None = None) -> torch.Tensor:
-    """G(latents) in [0, 1] in the latents' dtype (a bf16 generator's image too), at ``resolution`` when given."""
-    extra = {} if resolution is None else {"resolution": resolution}
-    return to_unit_range(G.synthesis(latents, noise_mode="const", **extra).to(latent_dtype(G)))
 
 
 def check_work_resolution(G: Generator, resolution: int | None) -> int | None:
@@ -155,7 +149,7 @@ def robust_invert(
         for p in params:
             p.requires_grad_(True)
         for i in range(int(n)):
-            image = _render(G, latents(), resolution)
+            image = render_unit(G, latents(), resolution=resolution)
             per_sample = loss(f_hat(image), target, mask, gen)
             if identity is not None:
                 per_sample = per_sample + identity(image)
@@ -185,8 +179,8 @@ def robust_invert(
                 run_phase("W++", [w_pp], lambda: G.synthesis.wpp_from_dense(w_pp), steps[2], lrs[2])
         with torch.no_grad():
             lat = w_pp if wpp_layout == "layers" else G.synthesis.wpp_from_dense(w_pp)
-            raw = _render(G, lat)
-            seen = raw if resolution is None else _render(G, lat, resolution)
+            raw = render_unit(G, lat)
+            seen = raw if resolution is None else render_unit(G, lat, resolution=resolution)
             final = loss(f_hat(seen), target, mask, torch.Generator().manual_seed(int(seed)))
     finally:
         for p, r in zip(G.parameters(), requires):

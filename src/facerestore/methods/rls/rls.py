@@ -46,7 +46,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from facerestore.nn.flow import MAF
-from facerestore.nn.stylegan2 import Generator, latent_dtype, to_unit_range
+from facerestore.nn.stylegan2 import Generator, latent_dtype, render_unit, to_unit_range
 
 __all__ = [
     "PRESETS",
@@ -219,11 +219,6 @@ class RLSResult:
     history: dict[str, list[float]] = field(default_factory=dict)
 
 
-def _render(G: Generator, ws, noises=None) -> torch.Tensor:
-    """G(ws) in [0, 1] in the latents' dtype (float32 for a bf16 generator: the losses and the flow stay float32)."""
-    return to_unit_range(G.synthesis(ws, noise_mode="const", noises=noises).to(latent_dtype(G)))
-
-
 def rls_search(
     G: Generator,
     target: torch.Tensor,
@@ -265,7 +260,7 @@ def rls_search(
             for step in range(cfg.steps):
                 for group in opt.param_groups:
                     group["lr"] = cfg.lr * one_cycle_factor(step, cfg.steps, cfg.schedule)
-                img = _render(G, ws)
+                img = render_unit(G, ws)
                 total, terms = rls_loss(degrade_fn(img), target, ws, flow, cfg)
                 if identity is not None:
                     terms["identity"] = identity(img)
