@@ -474,3 +474,79 @@ def test_bf16_generator_keeps_float32_latents_and_loss(tiny_msg):
     assert abs(float(d16.final_loss) - float(d32.final_loss)) < 0.1 * float(d32.final_loss)
     assert _psnr(out16, out32) > 30
     assert d16.phase_losses["W++"][-1] < d16.phase_losses["W"][0]
+
+
+# ------------------------------------------------------------------------------ blind mode at the detail side
+
+
+def _rms_after_round_trip(x: torch.Tensor, s: int) -> float:
+    """Independent of detail_side: F.interpolate directly (area down, bicubic up, clamped)."""
+    full = x.shape[-1]
+    small = F.interpolate(x, size=(s, s), mode="area")
+    back = F.interpolate(small, size=(full, full), mode="bicubic", align_corners=False).clamp(0, 1)
+    return float((back - x).square().mean().sqrt())
+
+
+def test_detail_side_is_the_smallest_side_within_the_tolerance():
+    from facerestore.methods.restorer import DETAIL_TOLERANCE, detail_side, resize_crop
+
+    g = torch.Generator().manual_seed(0)
+    noise = torch.rand(2, 3, 128, 128, generator=g)
+    assert detail_side(noise) == [128, 128]  # every pixel carries detail
+    assert detail_side(torch.full((1, 3, 64, 64), 0.3)) == [16]  # nothing to lose: the smallest side
+    assert detail_side(torch.full((1, 3, 64, 64), 0.3), min_side=5) == [8]  # min_side rounded up to a power of 2
+    # smooth content enlarged from 16, 32, 64 px into 256 px crops: the definition holds, checked independently
+    face = resize_crop(torch.rand(1, 3, 32, 32, generator=g), (256, 256))
+    crops = torch.cat([resize_crop(resize_crop(face, (s, s)), (256, 256)) for s in (16, 32, 64)])
+    sides = detail_side(crops)
+    for crop, side, source in zip(crops, sides, (16, 32, 64)):
+        # near the side it was enlarged from; above it, as bicubic enlargement leaves detail near that side's
+        # Nyquist frequency that a reduction to it and back does not reproduce (a real face has little there)
+        assert source <= side <= 4 * source
+        assert _rms_after_round_trip(crop[None], side) <= DETAIL_TOLERANCE
+        if side > 16:
+            assert _rms_after_round_trip(crop[None], side // 2) > DETAIL_TOLERANCE
+    assert sides[0] < sides[1] < sides[2]  # more detail, a larger side
+    # per image: a batch gives each image's own answer; a looser tolerance never asks for more
+    assert sides == [detail_side(c[None])[0] for c in crops]
+    assert all(a <= b for a, b in zip(detail_side(crops, tolerance=4 / 255), sides))
+    with pytest.raises(ValueError, match="square"):
+        detail_side(torch.rand(1, 3, 32, 48))
+
+
+def test_blind_mode_compares_a_small_face_at_its_detail_side(tiny_msg):
+    from facerestore.methods.restorer import detail_side, resize_crop
+
+    x = _msg_target(tiny_msg)  # a 32 px face of the prior
+    crop = resize_crop(resize_crop(x, (4, 4)), (64, 64))  # a 4 px face enlarged into a 64 px crop
+    r = RobustInversionRestorer(generator=tiny_msg, loss="substitute", steps=(3, 3, 3), min_side=4, progress=False)
+    side = r.blind_side(crop)
+    assert side == max(8, detail_side(resize_crop(crop, (32, 32)), min_side=8)[0]) and side < 32  # floor: 2 levels
+    out, details = r.restore(crop, return_details=True)
+    assert details.work_resolution == side and out.shape == (1, 3, 32, 32)
+    ref = robust_invert(tiny_msg, resize_crop(crop, (side, side)), lambda v: v, r.loss_fn, steps=(3, 3, 3),
+                        resolution=side)
+    torch.testing.assert_close(out, ref.image, rtol=0, atol=0)
+    # a fixed work resolution is kept whatever the face; a face with full detail keeps the full side
+    fixed = RobustInversionRestorer(generator=tiny_msg, loss="substitute", min_side=4, work_resolution=32)
+    assert fixed.blind_side(crop) == 32
+    assert r.blind_side(torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))) == 32
+    # the batch is compared at its largest side: the sharp face is not starved of detail
+    assert r.blind_side(torch.cat([crop, torch.rand(1, 3, 64, 64)])) == 32
+
+
+def test_blind_mode_reduces_the_image_of_a_generator_that_renders_only_its_own_size():
+    from facerestore.methods.restorer import resize_crop
+
+    torch.manual_seed(0)
+    sg2 = Generator(z_dim=16, w_dim=16, img_resolution=32, channel_base=64, channel_max=8, mapping_layers=1).eval()
+    sg2.requires_grad_(False)
+    crop = resize_crop(torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(2)), (64, 64))
+    r = RobustInversionRestorer(generator=sg2, loss="substitute", steps=(2, 2, 2), min_side=4, progress=False)
+    out, details = r.restore(crop, return_details=True)
+    side = details.work_resolution
+    assert side < 32 and out.shape == (1, 3, 32, 32)
+    with torch.no_grad():  # the loss saw the area reduction of the generator's own image
+        seen = F.interpolate(to_unit_range(sg2.synthesis(details.w_pp)), size=(side, side), mode="area")
+    target = resize_crop(crop, (side, side))
+    torch.testing.assert_close(details.final_loss, r.loss_fn(seen, target, None, torch.Generator().manual_seed(0)))

@@ -383,3 +383,29 @@ def test_shipped_flow_of_mobilestylegan_models_its_w_space():
     gauss = torch.randn(256, 512, generator=torch.Generator().manual_seed(12)) * w.std(0) + w.mean(0)
     with torch.no_grad():
         assert float(flow.log_prob(w).mean()) > float(flow.log_prob(gauss).mean()) + 1000
+
+
+def test_blind_mode_super_resolves_a_crop_from_its_detail_side(tiny_g, tiny_flow):
+    from facerestore.methods.restorer import detail_side, resize_crop
+
+    x, _ = _target(tiny_g)  # a 32 px face of the prior
+    crop = resize_crop(resize_crop(x, (4, 4)), (32, 32))  # a small face enlarged to the generator's size
+    r = RLSRestorer(generator=tiny_g, flow=tiny_flow, steps=4, n_mean=100, progress=False)
+    side = detail_side(crop, min_side=16)[0]
+    assert r.blind_side(crop) == side == 16  # floor: the paper's largest factor (x64 of 1024 px)
+    out, details = r.restore(crop, return_details=True)
+    assert details["observed_side"] == 16 and out.shape == (1, 3, 32, 32)
+    # the same as RLS given that observation (PULSE bicubic of the crop) as its low-resolution input
+    low = degrade.downsample_pulse_bicubic(crop, 2).clamp(0, 1)
+    ref = RLSRestorer(generator=tiny_g, flow=tiny_flow, steps=4, n_mean=100, progress=False).restore(low)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    # a fixed side, and a sharp face, keep the crop as the observation (factor 1)
+    fixed = RLSRestorer(generator=tiny_g, flow=tiny_flow, steps=1, n_mean=10, progress=False, work_resolution=32)
+    assert fixed.blind_side(crop) == 32
+    assert r.blind_side(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))) == 32
+    # an observation smaller than the generator (a true low-resolution input) is never reduced further
+    _, d_low = r.restore(low, return_details=True)
+    assert d_low["observed_side"] == 16
+    for bad in (0, 12, 64):
+        with pytest.raises(InputError, match="work_resolution"):
+            RLSRestorer(generator=tiny_g, flow=tiny_flow, steps=1, n_mean=10, work_resolution=bad)

@@ -31,8 +31,8 @@ from facerestore.errors import InputError, RefsMismatchError
 from facerestore.methods.spec import MethodSpec
 from facerestore.nn.devices import half_dtype, precision_name
 
-__all__ = ["MIN_REF_SIDE", "REFS_MAX_DISTANCE", "Restorer", "StepProgress", "check_images", "check_refs",
-           "check_refs_identity", "refs_check_distance", "resize_crop"]
+__all__ = ["DETAIL_TOLERANCE", "MIN_REF_SIDE", "REFS_MAX_DISTANCE", "Restorer", "StepProgress", "check_images",
+           "check_refs", "check_refs_identity", "detail_side", "refs_check_distance", "resize_crop"]
 
 
 MIN_REF_SIDE = 16  # smaller faces carry no identity dlib can read (its chips are 150 px)
@@ -111,6 +111,40 @@ def resize_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     else:
         y = F.interpolate(xf, size=size, mode="bicubic", align_corners=False)
     return y.clamp(0, 1).to(x.dtype)
+
+
+# RMS (in [0, 1] units) of the detail a face may lose and still count as "carried" by a smaller side: 1.5 grey
+# levels of 255. Chosen by looking at crops (benchmarks/blind_detail.py's header): a face enlarged from its 256 px
+# source into a 512 px crop loses 0.8-1.0 levels at 256 and 4-5 at 128; the README's astronaut (a ~60 px face)
+# 1.3 at 64 and 3.5 at 32; sharp real crops of GFPGAN's test set 0.7-1.4 at 256.
+DETAIL_TOLERANCE = 1.5 / 255
+
+
+def detail_side(x: torch.Tensor, *, tolerance: float = DETAIL_TOLERANCE, min_side: int = 16) -> list[int]:
+    """The resolution each face's detail actually has: per image of ``x`` (B, C, S, S) in [0, 1], the smallest power
+    of two s in [``min_side``, S] such that ``x`` shrunk to s and enlarged back (:func:`resize_crop` both ways)
+    differs from ``x`` by at most ``tolerance`` RMS; S itself (any side) when no smaller s does.
+
+    A small face of a photo enlarged into a 512 px crop has the detail of its footprint in the photo (the
+    README's astronaut: 64); a blurred face, of its blur; noise and JPEG ringing keep the full side. The blind
+    modes of the StyleGAN methods compare the prior's face with the input at this side, so that the prior, not
+    the enlargement's blur, supplies the finer detail."""
+    if x.ndim != 4 or x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"detail_side expects square images (B, C, S, S), got {tuple(x.shape)}")
+    full = int(x.shape[-1])
+    xf = x.float()
+    sides = [full] * x.shape[0]
+    undecided = list(range(x.shape[0]))
+    s = 1 << max(int(min_side) - 1, 0).bit_length()  # the smallest power of two >= min_side
+    while s < full and undecided:
+        back = resize_crop(resize_crop(xf[undecided], (s, s)), (full, full))
+        rms = (back - xf[undecided].clamp(0, 1)).square().mean(dim=(1, 2, 3)).sqrt()
+        for i, e in zip(list(undecided), rms.tolist()):
+            if e <= tolerance:
+                sides[i] = s
+                undecided.remove(i)
+        s *= 2
+    return sides
 
 
 def check_unit_interval(name: str, value: Any) -> float:

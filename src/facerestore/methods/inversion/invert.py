@@ -42,7 +42,8 @@ class InversionResult:
     phase_losses: phase name -> per-step loss (batch mean, before that step's update; with an identity term,
     its value included); final_loss: (B,) image loss of the returned latents (without the identity term);
     loss_kind: "lpips" or "substitute"; ref_distance: (B,) dlib distance of ``image`` to the references' mean
-    embedding when references guided the inversion (set by the restorer), else None.
+    embedding when references guided the inversion (set by the restorer), else None; work_resolution: the side
+    at which the restorer's blind mode compared the faces with the prior (None outside the blind mode).
     """
 
     image: torch.Tensor
@@ -53,6 +54,7 @@ class InversionResult:
     final_loss: torch.Tensor | None = None
     loss_kind: str = ""
     ref_distance: torch.Tensor | None = None
+    work_resolution: int | None = None
 
 
 def inpainting_mask(records: Sequence[dict] | dict, out_size: Sequence[int]) -> torch.Tensor | None:

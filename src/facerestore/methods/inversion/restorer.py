@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from facerestore.errors import InputError
 from facerestore.methods.inversion.invert import (
@@ -36,7 +37,7 @@ from facerestore.methods.inversion.invert import (
 )
 from facerestore.methods.inversion.losses import make_loss, num_levels
 from facerestore.methods.inversion.refs import ReferenceCache, check_ref_weight
-from facerestore.methods.restorer import Restorer, StepProgress, resize_crop
+from facerestore.methods.restorer import Restorer, StepProgress, detail_side, resize_crop
 from facerestore.methods.spec import MethodSpec
 from facerestore.nn.stylegan2 import Generator
 
@@ -109,13 +110,17 @@ class RobustInversionRestorer(Restorer):
             distance (see the module docstring; default ``DEFAULT_REF_WEIGHT``); 0 ignores references.
         force_refs: use references that the check takes for another person (``--force-refs``).
         work_resolution: the side (a power of two) at which the blind mode (no task: whole photos) compares the
-            face with the prior, for speed (beyond the paper; :func:`.invert.robust_invert`'s ``resolution``):
-            MobileStyleGAN renders it as the exact box average of its 1024 px image, the loss runs at that size,
-            and the result is still rendered at 1024 px. None (default): ``DEFAULT_WORK_RESOLUTION`` (512) for
-            generators that render such box averages and are larger, else the generator's own; 1024 is the
-            paper's. Tasks with records (``task=``/``params=``) always work at the generator's resolution (their
-            surrogate is built for it). ``--half`` runs the generator in bf16 on a CPU (the latents and the loss
-            stay float32). Speed and agreement with the paper's setting: ``benchmarks/inversion_speed.py``.
+            face with the prior (beyond the paper; :func:`.invert.robust_invert`'s ``resolution``): MobileStyleGAN
+            renders it as the exact box average of its 1024 px image, the loss runs at that size, and the result
+            is still rendered at 1024 px. None (default): the side the face's detail has
+            (:func:`~facerestore.methods.restorer.detail_side`, the largest of the batch, at least twice
+            ``min_side``), at most ``DEFAULT_WORK_RESOLUTION`` (512) for generators that render such box averages
+            and are larger, else at most the generator's own; a small face enlarged into its crop is then compared
+            at about its size in the photo, and the prior supplies the finer detail instead of fitting the
+            enlargement's blur. An int: always that side (1024 is the paper's). Tasks with records
+            (``task=``/``params=``) always work at the generator's resolution (their surrogate is built for it).
+            ``--half`` runs the generator in bf16 on a CPU (the latents and the loss stay float32).
+            Speed and agreement with the paper's setting: ``benchmarks/inversion_speed.py``.
     """
 
     spec = MethodSpec(
@@ -172,6 +177,7 @@ class RobustInversionRestorer(Restorer):
             log.info("robust-inversion uses the %s loss", self.loss_kind)
         self.steps, self.lrs = tuple(int(s) for s in steps), tuple(float(v) for v in lrs)
         self.wpp_layout, self.seed, self.progress = wpp_layout, int(seed), bool(progress)
+        self.adaptive_resolution = work_resolution is None  # the blind mode follows each batch's detail_side
         if work_resolution is None and hasattr(self.G.synthesis, "check_resolution"):
             work_resolution = min(DEFAULT_WORK_RESOLUTION, self.G.img_resolution)
         try:
@@ -257,14 +263,31 @@ class RobustInversionRestorer(Restorer):
         """Blind mode (no task): invert lq, resized to ``work_resolution`` (512 for MobileStyleGAN), with f =
         identity, i.e. project the face onto the prior (what whole-photo ``facerestore restore`` does with this
         method); the result is rendered at the generator's resolution."""
-        r = self.work_resolution
+        r = self.blind_side(lq)
         target = resize_crop(lq.float(), (r, r))
         guide = self._identity(target, refs, force_refs, r)
+        renders = r == self.G.img_resolution or hasattr(self.G.synthesis, "check_resolution")
+        # a generator that renders only its own size is compared through an area reduction (what a box-averaged
+        # rendering is); MobileStyleGAN renders the box average itself
+        f = (lambda x: x) if renders else (lambda x: F.interpolate(x, size=(r, r), mode="area"))
         with self._bar() as bar:
-            result = robust_invert(self.G, target, lambda x: x, self.loss_fn, steps=self.steps, lrs=self.lrs,
+            result = robust_invert(self.G, target, f, self.loss_fn, steps=self.steps, lrs=self.lrs,
                                    seed=self.seed, wpp_layout=self.wpp_layout, callback=bar.update,
-                                   identity=None if guide is None else guide[1], resolution=r)
+                                   identity=None if guide is None else guide[1],
+                                   resolution=r if renders else None)
+        result.work_resolution = r
         return self._finish(result, guide, return_details)
+
+    def blind_side(self, lq: torch.Tensor) -> int:
+        """The side at which the blind mode compares the faces ``lq`` (B, 3, S, S) with the prior: the fixed
+        ``work_resolution``, or by default the largest :func:`detail_side` of the batch (measured on the faces
+        shrunk to the work resolution), at least twice the loss's ``min_side`` (two levels) and at most the work
+        resolution."""
+        r = self.work_resolution
+        if not self.adaptive_resolution:
+            return r
+        floor = min(r, 2 * self.loss_fn.min_side)
+        return max([floor, *detail_side(resize_crop(lq.float(), (r, r)), min_side=floor)])
 
     def _restore(
         self,

@@ -6,7 +6,10 @@
 
 The input is the low-resolution face (B, 3, h, w) with R / h an integer (R: generator resolution); the
 degradation model is PULSE's bicubic downsampling by R / h unless a task's ``params`` (records of
-``degrade.apply``) are given, in which case that task's surrogate is used.
+``degrade.apply``) are given, in which case that task's surrogate is used. A face at the generator's own resolution
+without a task (whole-photo crops: the blind mode) is first reduced by that downsampling to the side its detail has
+(:func:`~facerestore.methods.restorer.detail_side`; a 60 px face of a photo: 64), so that RLS super-resolves it
+instead of fitting its enlargement's blur (beyond the paper; ``work_resolution`` fixes the side).
 
 ``refs`` (R, 3, S, S), aligned photos of the same person, add an identity term to the latent search and to RLS+'s
 fine-tuning (beyond the paper; ``methods.inversion.refs``): ``ref_weight * F * d``, d the dlib distance between
@@ -28,14 +31,16 @@ import torch
 from facerestore.errors import InputError, WeightsMissingError
 from facerestore.methods.inversion.refs import ReferenceCache, check_ref_weight
 from facerestore.methods.inversion.restorer import PRIOR_SPEC, load_generator
-from facerestore.methods.restorer import Restorer, StepProgress
+from facerestore.methods.restorer import Restorer, StepProgress, detail_side
 from facerestore.methods.rls.flow_prior import find_flow, load_generator_flow
 from facerestore.methods.rls.rls import RLSPlusResult, RLSResult, config, rls_plus, rls_search
 from facerestore.methods.spec import MethodSpec
 from facerestore.nn.flow import MAF
 from facerestore.nn.stylegan2 import Generator
 
-__all__ = ["DEFAULT_REF_WEIGHT", "RLSPlusRestorer", "RLSRestorer"]
+__all__ = ["BLIND_MIN_SIDE", "DEFAULT_REF_WEIGHT", "RLSPlusRestorer", "RLSRestorer"]
+
+BLIND_MIN_SIDE = 16  # the blind mode's smallest observation: x64 of a 1024 px prior, the paper's largest factor
 
 # low-resolution mean absolute error that one unit of dlib distance to the references is worth (module docstring).
 # Chosen with benchmarks/honestface_refs.py (rls, 4 persons x blind/x8 = 8 faces, built-in 64 px prior, 60 steps):
@@ -80,6 +85,8 @@ class RLSRestorer(Restorer):
         ref_weight: weight of the identity term when ``refs`` are given, in low-resolution mean absolute error per
             unit of dlib distance (module docstring; default ``DEFAULT_REF_WEIGHT``); 0 ignores references.
         force_refs: use references that the check takes for another person (``--force-refs``).
+        work_resolution: the blind mode's low-resolution side (a power of two dividing R; module docstring); None
+            (default): each batch's largest :func:`~facerestore.methods.restorer.detail_side`, at least 16.
     """
 
     spec = MethodSpec(
@@ -108,6 +115,7 @@ class RLSRestorer(Restorer):
         progress: bool = True,
         ref_weight: float = DEFAULT_REF_WEIGHT,
         force_refs: bool = False,
+        work_resolution: int | None = None,
         **overrides: Any,
     ) -> None:
         super().__init__()
@@ -131,6 +139,11 @@ class RLSRestorer(Restorer):
         self.progress = bool(progress)
         self._w_init: torch.Tensor | None = None
         self.with_spec(size=self.G.img_resolution)
+        r = self.G.img_resolution
+        if work_resolution is not None and (int(work_resolution) < 1 or r % int(work_resolution)
+                                            or int(work_resolution) & (int(work_resolution) - 1)):
+            raise InputError(f"rls work_resolution must be a power of two dividing {r}, got {work_resolution}")
+        self.work_resolution = None if work_resolution is None else int(work_resolution)
 
     def set_half(self, enabled: bool = True) -> RLSRestorer:
         """The generator in reduced precision (bf16 on a CPU; rls only: RLS+ tunes the generator's weights, which
@@ -166,6 +179,13 @@ class RLSRestorer(Restorer):
             refs, lq, self.G.img_resolution, self.ref_weight * scale, force, self.G.mapping.w_avg.device)
         return ref_id, term
 
+    def blind_side(self, lq: torch.Tensor) -> int:
+        """The low-resolution side of the blind mode's observation of faces ``lq`` (B, 3, R, R): the fixed
+        ``work_resolution``, else the batch's largest :func:`detail_side` (at least ``BLIND_MIN_SIDE``)."""
+        if self.work_resolution is not None:
+            return self.work_resolution
+        return max(detail_side(lq.float(), min_side=min(BLIND_MIN_SIDE, lq.shape[-1])))
+
     def _degrade_fn(self, lq: torch.Tensor, task: str | None, params: Sequence[dict] | dict | None):
         from facerestore import degrade
 
@@ -199,17 +219,24 @@ class RLSRestorer(Restorer):
         params: Sequence[dict] | dict | None = None,
         return_details: bool = False,
         force_refs: bool | None = None,
-    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, RLSResult | RLSPlusResult | torch.Tensor]]:
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, RLSResult | RLSPlusResult | torch.Tensor | int]]:
         """Low-resolution faces lq (B, 3, h, w) in [0, 1] -> (B, 3, R, R) in [0, 1].
 
-        return_details: also return {"rls": RLSResult, "plus": RLSPlusResult (RLS+ only), and with references
+        return_details: also return {"rls": RLSResult, "plus": RLSPlusResult (RLS+ only), "observed_side": the side
+        of the low-resolution face fitted (smaller than lq's in the blind mode), and with references
         "ref_distance": (B,) dlib distance of the output to the references' mean embedding}. refs: see the module
         docstring; force_refs: this call's override of the constructor's.
         """
+        from facerestore import degrade
+
+        blind = task is None and params is None and lq.shape[-1] == lq.shape[-2] == self.G.img_resolution
+        side = self.blind_side(lq) if blind else lq.shape[-1]
+        if side < lq.shape[-1]:  # the observation at the side of the faces' detail (module docstring)
+            lq = degrade.downsample_pulse_bicubic(lq.float(), lq.shape[-1] // side).clamp(0, 1)
         fn = self._degrade_fn(lq, task, params)
         guide = self._identity(lq, refs, force_refs)
         identity = None if guide is None else guide[1]
-        details: dict[str, RLSResult | RLSPlusResult | torch.Tensor] = {}
+        details: dict[str, RLSResult | RLSPlusResult | torch.Tensor | int] = {}
         total = self.cfg.steps + (lq.shape[0] * (self.cfg.plus_steps + 1) if self.plus else 0)
         with StepProgress(total, self.spec.name, self.progress) as bar:
             res = rls_search(self.G, lq, self.flow, fn, self.cfg, w_init=self.w_init(),
@@ -219,6 +246,7 @@ class RLSRestorer(Restorer):
                                 callback=lambda i, step, v: bar.update(f"RLS+ face {i + 1}", step, v),
                                 identity=identity)
         details["rls"] = res
+        details["observed_side"] = side  # the side of the low-resolution face RLS fitted
         out = res.image
         if self.plus:
             details["plus"] = plus
