@@ -17,7 +17,8 @@ restores the crop in its blind mode (no task) twice, on MobileStyleGAN (bf16, as
 Scored against the 256 px ground truth (outputs area-reduced to 256): PSNR, dlib FED, MobileFace distance
 ``id_mobileface`` (the independent identity judge: no loss of ours uses it), NIQE; the paired difference
 detail - full with its 95% bootstrap interval over the faces. Detail sides chosen by ``DETAIL_TOLERANCE``
-(1.5/255 RMS), set by looking at crops (sides listed in ``detail_side``'s comment), not on these faces.
+(1.5/255 RMS), set from the round-trip errors of a few crops (``DETAIL_TOLERANCE``'s comment; two of them are
+faces 00020 and 00030 of this benchmark, x2 enlargements: the choice saw these faces, not their results).
 Writes results/blind_detail.{json,md} and docs/blind_detail_grid.png (per factor: crop | full | detail | truth).
 """
 

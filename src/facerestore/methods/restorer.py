@@ -114,9 +114,10 @@ def resize_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 # RMS (in [0, 1] units) of the detail a face may lose and still count as "carried" by a smaller side: 1.5 grey
-# levels of 255. Chosen by looking at crops (benchmarks/blind_detail.py's header): a face enlarged from its 256 px
-# source into a 512 px crop loses 0.8-1.0 levels at 256 and 4-5 at 128; the README's astronaut (a ~60 px face)
-# 1.3 at 64 and 3.5 at 32; sharp real crops of GFPGAN's test set 0.7-1.4 at 256.
+# levels of 255. Chosen from crops measured before benchmarks/blind_detail.py ran: two held-out ffhq256 faces (00020,
+# 00030, also two of that benchmark's three) enlarged into 512 px crops lose 0.8-1.0 levels at 256 and 4.3-5.2 at
+# 128; the README's astronaut (a ~60 px face) 1.3 at 64 and 3.5 at 32; real crops of GFPGAN's test set 0.7-1.4 at
+# 256 (a noisy one 5.4).
 DETAIL_TOLERANCE = 1.5 / 255
 
 

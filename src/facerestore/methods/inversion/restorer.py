@@ -260,9 +260,9 @@ class RobustInversionRestorer(Restorer):
 
     def _project(self, lq: torch.Tensor, return_details: bool, refs: torch.Tensor | None = None,
                  force_refs: bool | None = None):
-        """Blind mode (no task): invert lq, resized to ``work_resolution`` (512 for MobileStyleGAN), with f =
-        identity, i.e. project the face onto the prior (what whole-photo ``facerestore restore`` does with this
-        method); the result is rendered at the generator's resolution."""
+        """Blind mode (no task): invert lq, resized to :meth:`blind_side` (the side its detail has, at most 512 for
+        MobileStyleGAN), with f = identity at that side, i.e. project the face onto the prior (what whole-photo
+        ``facerestore restore`` does with this method); the result is rendered at the generator's resolution."""
         r = self.blind_side(lq)
         target = resize_crop(lq.float(), (r, r))
         guide = self._identity(target, refs, force_refs, r)
@@ -304,8 +304,8 @@ class RobustInversionRestorer(Restorer):
         """Degraded targets lq (B, 3, h, w) in [0, 1] -> (B, 3, R, R) at the generator's resolution.
 
         task / params: the degradation (name + records from ``degrade.apply``); default the task given at
-        construction; with neither, the blind mode: lq is resized to R x R and projected onto the prior
-        (f = identity), as whole-photo restoration does. return_details: also return the
+        construction; with neither, the blind mode: lq is projected onto the prior at the side its detail has
+        (:meth:`blind_side`), as whole-photo restoration does. return_details: also return the
         :class:`InversionResult` (latents, per-phase losses, loss kind, distance to the references). Optimises for
         3 x 150 steps per call (slow on CPU at 1024 px). refs: see the module docstring; force_refs: this call's
         override of the constructor's.
