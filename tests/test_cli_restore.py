@@ -280,7 +280,8 @@ def test_steps_budget_reaches_the_slow_methods_only(tmp_path, astronaut_path, ca
 
 def test_slow_methods_suggest_half_where_the_cpu_has_bf16(tmp_path, astronaut, monkeypatch, capsys):
     """robust-inversion in fp32 on a CPU with native bf16: one note says --half is about 2x faster; not with --half,
-    not for a fast method, not on a CPU without bf16."""
+    not for a fast method, not on a CPU without bf16; --half on a CPU without native bf16: one note says it is
+    slower there."""
     from facerestore.nn import devices
 
     src = tmp_path / "c"
@@ -288,11 +289,12 @@ def test_slow_methods_suggest_half_where_the_cpu_has_bf16(tmp_path, astronaut, m
     Image.fromarray(np.floor(astronaut[40:296, 90:346] * 255 + 0.5).astype(np.uint8)).save(src / "a.png")
     base = ["restore", "-i", str(src), "--aligned", "--device", "cpu", "-q"]
     slow = ["--method", "robust-inversion", "--weights", "builtin:stylegan2-face-64.safetensors", "--steps", "3"]
-    hint = "--half runs its generator in bf16"
-    for native, extra, expected in ((True, slow, 1), (True, [*slow, "--half"], 0), (False, slow, 0),
-                                    (True, ["--method", "test-id"], 0)):
+    hint, warning = "--half runs its generator in bf16", "no native bf16 instructions"
+    for native, extra, expected, warned in ((True, slow, 1, 0), (True, [*slow, "--half"], 0, 0), (False, slow, 0, 0),
+                                            (True, ["--method", "test-id"], 0, 0),
+                                            (False, [*slow, "--half"], 0, 1)):
         monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda native=native: native)
         out = tmp_path / f"o{len(list(tmp_path.iterdir()))}"
         assert main([*base, "-o", str(out), *extra]) == 0
         err = capsys.readouterr().err
-        assert err.count(hint) == expected, (native, extra, err)
+        assert err.count(hint) == expected and err.count(warning) == warned, (native, extra, err)

@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, str] = {
     "models": "facerestore.cli.models",
     "train": "facerestore.cli.train",
     "train-flow": "facerestore.cli.train_flow",
+    "train-encoder": "facerestore.cli.train_encoder",
     "synth": "facerestore.cli.synth",
     "serve": "facerestore.cli.serve",
     "search": "facerestore.cli.search",

@@ -207,9 +207,9 @@ def run(args: argparse.Namespace) -> int:
     restorer.progress = not args.quiet
     if restorer.spec.note and not args.weights:
         print(f"note: {restorer.spec.note}", file=sys.stderr)
-    if _half_would_pay(restorer, device, args.half):
-        print(f"note: {restorer.spec.name} optimises every face; --half runs its generator in bf16, about 2x faster "
-              "on this CPU with the same result (benchmarks/results/inversion_speed.md)", file=sys.stderr)
+    note = _half_note(restorer, device, args.half)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     restorer.check_options(fidelity=args.fidelity, refs=args.refs)
     # the detector applies its calibrated threshold unless --min-score replaces it
     threshold = {} if args.min_score is None else {"threshold": args.min_score}
@@ -323,13 +323,24 @@ def run(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
-def _half_would_pay(restorer: Any, device: str, half: bool) -> bool:
-    """Whether to suggest --half: a slow (optimisation) method that supports bf16, run in fp32 on a CPU that computes
-    bf16 natively (robust-inversion: 2.4x faster there, rls: 1.7x; benchmarks/results/inversion_speed.md)."""
+def _half_note(restorer: Any, device: str, half: bool) -> str | None:
+    """The note about --half on a CPU, or None: where the CPU computes bf16 natively (AVX-512 BF16 / AMX), a slow
+    (optimisation) method run in fp32 is told that --half is faster there (robust-inversion: 2.4x, rls: 1.7x;
+    benchmarks/results/inversion_speed.md); where it does not, --half is told that bf16 is emulated and slower (a
+    MobileStyleGAN render on an AVX2-only CPU: 5.0 s in bf16 against 0.22 s in fp32)."""
     from facerestore.nn.devices import cpu_has_native_bf16
 
+    if device != "cpu":
+        return None
     spec = restorer.spec
-    return not half and device == "cpu" and spec.unsupervised and spec.supports_half(device) and cpu_has_native_bf16()
+    native = cpu_has_native_bf16()
+    if half and not native:
+        return ("this CPU has no native bf16 instructions (AVX-512 BF16 or AMX): --half emulates bf16 and is slower "
+                "here (up to 20x), not faster; drop --half")
+    if not half and native and spec.unsupervised and spec.supports_half(device):
+        return (f"{spec.name} optimises every face; --half runs its generator in bf16, about 2x faster on this CPU "
+                "with the same result (benchmarks/results/inversion_speed.md)")
+    return None
 
 
 def _restore_options(args: argparse.Namespace, refs: Any, background: Any) -> dict[str, Any]:

@@ -44,9 +44,9 @@ def _check_args(args: argparse.Namespace) -> None:
     check_finite("--lr", args.lr, low=0, high=1, low_open=True)
 
 
-def _check_outputs(generator: str, weights: str, record: str) -> None:
-    """The flow and its record must not replace the generator (or its JSON description), must be regular
-    files in a writable folder, and must differ from each other."""
+def _check_outputs(generator: str, weights: str, record: str, what: str = "flow") -> None:
+    """The weights (a flow, an encoder) and their record must not replace the generator (or its JSON description),
+    must be regular files in a writable folder, and must differ from each other."""
     from pathlib import Path
 
     from facerestore.errors import OutputError
@@ -60,7 +60,7 @@ def _check_outputs(generator: str, weights: str, record: str) -> None:
         check_output_file(target, protect)
         check_output_dir(Path(target).absolute().parent)
     if same_file(weights, record) or Path(weights).absolute() == Path(record).absolute():
-        raise OutputError(f"the flow and its record would be the same file: {display_path(weights)}")
+        raise OutputError(f"the {what} and its record would be the same file: {display_path(weights)}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from torch import nn
 
 __all__ = [
     "ResBlock",
+    "ResidualDown",
     "SNConv2d",
     "conv2d",
     "make_norm",
@@ -175,3 +176,19 @@ class ResBlock(nn.Module):
         dx = self.conv_0(act(self.norm_0(x)))
         dx = self.conv_1(act(self.norm_1(dx)))
         return (x if self.conv_s is None else self.conv_s(x)) + dx
+
+
+class ResidualDown(nn.Module):
+    """Residual block that halves the resolution: two 3x3 convolutions (the second strided, LeakyReLU 0.2 between
+    and after) plus a 2x2-average-pooled 1x1 skip; (B, cin, H, W) -> (B, cout, H/2, W/2). No normalisation: the
+    encoders that use it (prior-sft, the W encoder) regress latents whose scale the batch statistics would blur."""
+
+    def __init__(self, cin: int, cout: int, negative_slope: float = 0.2) -> None:
+        super().__init__()
+        self.negative_slope = negative_slope
+        self.conv0, self.conv1 = nn.Conv2d(cin, cin, 3, 1, 1), nn.Conv2d(cin, cout, 3, 2, 1)
+        self.skip = nn.Conv2d(cin, cout, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv1(F.leaky_relu(self.conv0(x), self.negative_slope))
+        return F.leaky_relu(y + self.skip(F.avg_pool2d(x, 2)), self.negative_slope)

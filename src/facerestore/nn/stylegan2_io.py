@@ -29,6 +29,7 @@ import pickle
 import re
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -45,6 +46,7 @@ __all__ = [
     "config_from_state_dict",
     "generator_from_nvidia",
     "generator_from_rosinality",
+    "generator_sha256",
     "load_nvidia_pkl",
     "load_rosinality_pt",
     "load_safetensors_generator",
@@ -666,6 +668,24 @@ def save_safetensors_generator(G: Generator, path: str | os.PathLike, *, half: b
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in G.state_dict().items()}
     atomic_write_safetensors(path, state, {CONFIG_KEY: json.dumps(G.config), **(extra_metadata or {})})
     return path
+
+
+def generator_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a generator file; of a generator folder (e.g. MobileStyleGAN's OpenVINO IR pair), of its files'
+    names and digests in name order. What the RLS flow and the W encoder record to name their generator."""
+    import hashlib
+
+    path = Path(path)
+    if path.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(q for q in path.iterdir() if q.is_file()):
+            h.update(f.name.encode() + b"\0" + generator_sha256(f).encode() + b"\n")
+        return h.hexdigest()
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def prior_file(weights: str | os.PathLike | None = None) -> str:

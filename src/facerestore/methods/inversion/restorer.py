@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from facerestore.errors import InputError
+from facerestore.methods.inversion.encoder import LatentEncoder
 from facerestore.methods.inversion.invert import (
     PAPER_LRS,
     PAPER_STEPS,
@@ -93,6 +94,42 @@ def load_generator(generator: Generator | None = None, weights: str | os.PathLik
     return stylegan2_io.resolve_generator(weights)
 
 
+def _resolve_encoder(init: str | os.PathLike | LatentEncoder, weights: str | os.PathLike | None,
+                     G: Generator) -> LatentEncoder | None:
+    """The W encoder ``init`` names (see :class:`RobustInversionRestorer`), checked to be the generator's (``weights``:
+    its file or zoo name; None for a generator object); None for "mean" and for "auto" without one."""
+    from facerestore.errors import WeightsMissingError
+    from facerestore.methods.inversion.encoder import find_encoder, load_encoder
+
+    if isinstance(init, LatentEncoder):
+        enc = init
+    elif os.fspath(init) == "mean":
+        return None
+    elif os.fspath(init) in ("auto", "encoder"):
+        if weights is None:  # a generator object: which file (and so which encoder) it came from is unknown
+            if init == "encoder":
+                raise InputError("init='encoder' with a generator object: pass the encoder itself (a file or a "
+                                 "LatentEncoder)")
+            return None
+        from facerestore.nn.stylegan2_io import prior_file
+
+        gen_path = prior_file(weights)
+        try:
+            path = find_encoder(gen_path)
+        except WeightsMissingError:
+            if init == "encoder":
+                raise
+            return None
+        enc = load_encoder(path, generator_path=gen_path)
+    else:
+        from facerestore.nn.stylegan2_io import prior_file
+
+        enc = load_encoder(init, generator_path=None if weights is None else prior_file(weights))
+    if enc.config["w_dim"] != G.w_dim:
+        raise InputError(f"the W encoder gives {enc.config['w_dim']}-d latents; the generator's are {G.w_dim}-d")
+    return enc.eval().requires_grad_(False)
+
+
 class RobustInversionRestorer(Restorer):
     """Paper 002's robust 3-phase inversion (one hyper-parameter set for every task and composition).
 
@@ -121,6 +158,11 @@ class RobustInversionRestorer(Restorer):
             (``task=``/``params=``) always work at the generator's resolution (their surrogate is built for it).
             ``--half`` runs the generator in bf16 on a CPU (the latents and the loss stay float32).
             Speed and agreement with the paper's setting: ``benchmarks/inversion_speed.py``.
+        init: where phase I starts (beyond the paper, which starts from ``w_avg``): "auto" (default) starts the
+            blind mode from the W encoder's guess (:mod:`.encoder`) when one is stored beside the generator or
+            shipped for it (MobileStyleGAN's), and tasks with records from ``w_avg`` (the paper); "mean" always
+            from ``w_avg``; "encoder" both modes from the encoder (WeightsMissingError when there is none); a path
+            or a ``LatentEncoder``: that encoder, both modes. ``benchmarks/encoder_init.py`` measures it.
     """
 
     spec = MethodSpec(
@@ -156,6 +198,7 @@ class RobustInversionRestorer(Restorer):
         ref_weight: float = DEFAULT_REF_WEIGHT,
         force_refs: bool = False,
         work_resolution: int | None = None,
+        init: str | os.PathLike | LatentEncoder = "auto",
     ) -> None:
         super().__init__()
         self.ref_weight = check_ref_weight(ref_weight)
@@ -166,6 +209,8 @@ class RobustInversionRestorer(Restorer):
             weights = self.weights_or_default(weights)
         self.G = load_generator(generator, weights).eval()
         self.G.requires_grad_(False)
+        self.init = "encoder" if isinstance(init, LatentEncoder) else os.fspath(init)
+        self.encoder = _resolve_encoder(init, None if generator is not None else weights, self.G)
         if task is not None:
             from facerestore import degrade
 
@@ -191,7 +236,17 @@ class RobustInversionRestorer(Restorer):
         stay float32 (the latents always are: :func:`.invert.robust_invert`)."""
         super().set_half(enabled)
         self.loss_fn.float()
+        if self.encoder is not None:
+            self.encoder.float()
         return self
+
+    def start(self, faces: torch.Tensor, blind: bool) -> torch.Tensor | None:
+        """Phase I's start for ``faces`` (B, 3, S, S) in [0, 1]: the encoder's W (B, w_dim) when ``init`` asks for it
+        in this mode (``blind``: no task), else None (``w_avg``, the paper's)."""
+        if self.encoder is None or (self.init == "auto" and not blind):
+            return None
+        with torch.no_grad():
+            return self.encoder(faces.to(self.encoder.w_avg.device, torch.float32))
 
     def _level(self, task: str, lq: torch.Tensor, level: str | int | None) -> str | int | None:
         """The task's level: given, fixed by the task (one level), read from the size ratio (single-degradation
@@ -272,8 +327,8 @@ class RobustInversionRestorer(Restorer):
         f = (lambda x: x) if renders else (lambda x: F.interpolate(x, size=(r, r), mode="area"))
         with self._bar() as bar:
             result = robust_invert(self.G, target, f, self.loss_fn, steps=self.steps, lrs=self.lrs,
-                                   seed=self.seed, wpp_layout=self.wpp_layout, callback=bar.update,
-                                   identity=None if guide is None else guide[1],
+                                   w_init=self.start(target, blind=True), seed=self.seed, wpp_layout=self.wpp_layout,
+                                   callback=bar.update, identity=None if guide is None else guide[1],
                                    resolution=r if renders else None)
         result.work_resolution = r
         return self._finish(result, guide, return_details)
@@ -334,7 +389,7 @@ class RobustInversionRestorer(Restorer):
         with self._bar() as bar:
             result = robust_invert(
                 self.G, lq.to(dev), f_hat, self.loss_fn, mask=mask, steps=self.steps, lrs=self.lrs,
-                seed=self.seed, wpp_layout=self.wpp_layout, callback=bar.update,
+                w_init=self.start(lq, blind=False), seed=self.seed, wpp_layout=self.wpp_layout, callback=bar.update,
                 identity=None if guide is None else guide[1],
             )
         return self._finish(result, guide, return_details)

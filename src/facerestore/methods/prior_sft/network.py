@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facerestore.nn.blocks import ResidualDown
 from facerestore.nn.mobilestylegan import SynthesisNetwork, haar_idwt
 
 __all__ = ["ENCODER_KEYS", "PriorEncoder", "PriorSFTNet", "block_groups"]
@@ -63,19 +64,6 @@ def block_groups(synthesis: SynthesisNetwork) -> list[int]:
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, stride, 1)
-
-
-class _Down(nn.Module):
-    """Residual block that halves the resolution: two 3x3 convolutions (the second strided) + a pooled skip."""
-
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__()
-        self.conv0, self.conv1 = _conv(cin, cin), _conv(cin, cout, stride=2)
-        self.skip = nn.Conv2d(cin, cout, 1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv1(F.leaky_relu(self.conv0(x), LRELU))
-        return F.leaky_relu(y + self.skip(F.avg_pool2d(x, 2)), LRELU)
 
 
 class _Up(nn.Module):
@@ -134,7 +122,7 @@ class PriorEncoder(nn.Module):
             raise ValueError(f"colour_resolution must be 0 or one of {self.res[1:]}, got {colour_resolution}")
         self.colour_resolution = int(colour_resolution)
         self.stem = _conv(12, ch(self.res[0]))
-        self.down = nn.ModuleList(_Down(ch(r), ch(r // 2)) for r in self.res[:-1])
+        self.down = nn.ModuleList(ResidualDown(ch(r), ch(r // 2)) for r in self.res[:-1])
         c4 = ch(4)
         self.latent_conv = _conv(c4, c4)
         self.latent_fc = nn.Linear(c4 * 16, w_dim)

@@ -9,7 +9,6 @@ and ``<generator stem>.rls-flow.json`` (training record) next to the generator f
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from facerestore.errors import WeightsMissingError
 from facerestore.io import atomic_write_json
 from facerestore.nn.flow import MAF, load_flow, save_flow, train_flow
 from facerestore.nn.stylegan2 import Generator
+from facerestore.nn.stylegan2_io import generator_sha256
 
 __all__ = ["check_flow_generator", "find_flow", "flow_paths", "load_generator_flow", "save_generator_flow",
            "train_generator_flow"]
@@ -60,21 +60,6 @@ def train_generator_flow(
     )
 
 
-def _sha256(path: Path) -> str:
-    """sha256 of a generator file; of a generator folder (e.g. an OpenVINO IR pair), of its files' names and
-    digests in name order."""
-    if path.is_dir():
-        h = hashlib.sha256()
-        for f in sorted(q for q in path.iterdir() if q.is_file()):
-            h.update(f.name.encode() + b"\0" + _sha256(f).encode() + b"\n")
-        return h.hexdigest()
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_generator_flow(
     flow: MAF, generator_path: str | os.PathLike, out: str | os.PathLike | None = None, *, half: bool = False,
     **record: Any,
@@ -90,7 +75,7 @@ def save_generator_flow(
     info = {
         "format": "facerestore-rls-flow",
         "generator": gp.name,
-        "generator_sha256": _sha256(gp) if gp.exists() else None,
+        "generator_sha256": generator_sha256(gp) if gp.exists() else None,
         "config": flow.config,
         "dtype": "float16" if half else "float32",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -131,7 +116,7 @@ def check_flow_generator(path: str | os.PathLike, generator_path: str | os.PathL
     recorded = read_json(rec_path, "flow record").get("generator_sha256")
     if not recorded:
         raise InputError(f"flow record {rec_path.name} names no generator sha256; {fix}")
-    actual = _sha256(Path(generator_path))
+    actual = generator_sha256(Path(generator_path))
     if recorded != actual:
         raise InputError(f"flow {Path(path).name} was fitted to a generator with sha256 {recorded[:12]}..., not "
                          f"{Path(generator_path).name} ({actual[:12]}...); {fix}")

@@ -1,0 +1,204 @@
+"""A W encoder: a first guess of a face's W latent, so that the inversion starts near the face (beyond paper 002).
+
+Paper 002 starts phase I (W) from the prior's mean latent ``w_avg``. NGD moves the latent by exactly the phase's
+learning rate per step (0.08 for W), so a face far from the mean spends much of the W budget travelling towards it,
+and a short budget (``--steps``) ends before it arrives. The encoder regresses W from the face image; the inversion
+then runs the paper's three phases unchanged from that start (``robust_invert(..., w_init=...)``).
+
+    enc = load_encoder(find_encoder(generator_path), generator_path=generator_path)
+    w0 = enc(faces)                       # faces (B, 3, S, S) in [0, 1], FFHQ-aligned, any S -> (B, w_dim)
+
+Network (ours): the face resized to ``in_size`` (64 px, antialiased: W holds the coarse face, and 128 px cost 5x
+the training time on this CPU), scaled to [-1, 1]; a 3x3 stem; residual
+stride-2 blocks (:class:`~facerestore.nn.blocks.ResidualDown`) down to 4 px with ``width`` channels doubling up to
+``max_channels``; a 1x1 reduction to ``head_channels`` (64) and a linear layer from those 4 x 4 features to a
+whitened offset; output ``w_avg + w_std * offset``,
+``w_avg`` / ``w_std`` the per-dimension mean and spread of the generator's W (buffers, float32). The last layer starts
+at zero: an untrained encoder returns ``w_avg``, exactly the paper's start.
+
+Training (:mod:`.encoder_train`, ``facerestore train-encoder``): the generator's own samples, whose W is known,
+rendered at 128 px and degraded at random (reduction, noise), with the squared error of the whitened W as the
+loss. No photo is used, so the encoder knows the prior's faces only; on a real face it gives the W of a similar
+prior face, which the three phases then refine. Files: ``<generator stem>.w-encoder.safetensors`` (weights and
+config) beside a ``.json`` record naming the generator's sha256 (checked on load, as the RLS flow is).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facerestore.errors import InputError, WeightsMissingError
+from facerestore.nn.blocks import ResidualDown
+
+__all__ = ["ENCODER_FORMAT", "SUFFIX", "LatentEncoder", "encoder_paths", "find_encoder", "load_encoder",
+           "save_encoder"]
+
+SUFFIX = ".w-encoder"
+ENCODER_FORMAT = "facerestore-w-encoder"
+LRELU = 0.2
+
+
+class LatentEncoder(nn.Module):
+    """Face image -> W latent of a StyleGAN-like generator (module docstring).
+
+    Args:
+        w_avg, w_std: (w_dim,) mean and per-dimension standard deviation of the generator's W.
+        in_size: side the face is resized to (a power of two, 16..1024).
+        width: channels of the stem (doubling per halving, capped at ``max_channels``).
+        head_channels: channels of the 1x1 reduction of the 4 x 4 features that the linear head reads.
+    """
+
+    def __init__(self, w_avg: torch.Tensor, w_std: torch.Tensor, *, in_size: int = 64, width: int = 32,
+                 max_channels: int = 256, head_channels: int = 64) -> None:
+        super().__init__()
+        if in_size < 16 or in_size > 1024 or in_size & (in_size - 1):
+            raise ValueError(f"in_size must be a power of two in [16, 1024], got {in_size}")
+        if w_avg.shape != w_std.shape or w_avg.ndim != 1:
+            raise ValueError(f"w_avg and w_std must be (w_dim,), got {tuple(w_avg.shape)} and {tuple(w_std.shape)}")
+        self.config = {"in_size": int(in_size), "width": int(width), "max_channels": int(max_channels),
+                       "head_channels": int(head_channels), "w_dim": int(w_avg.shape[0])}
+        self.in_size = int(in_size)
+        self.register_buffer("w_avg", w_avg.detach().float().clone())
+        self.register_buffer("w_std", w_std.detach().float().clone())
+        channels, side = [int(width)], self.in_size
+        while side > 4:
+            channels.append(min(channels[-1] * 2, int(max_channels)))
+            side //= 2
+        self.stem = nn.Conv2d(3, channels[0], 3, 1, 1)
+        self.down = nn.ModuleList(ResidualDown(a, b, LRELU) for a, b in itertools.pairwise(channels))
+        # a 1x1 reduction before the linear head: a head on all 4 x 4 x 256 features had 2.1M weights and learnt
+        # its few thousand training faces by heart (held-out error flat while the training loss halved)
+        self.reduce = nn.Conv2d(channels[-1], int(head_channels), 1)
+        self.head = nn.Linear(int(head_channels) * 16, self.config["w_dim"])
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def whitened(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) in [0, 1] -> the whitened offset (B, w_dim): ``(w - w_avg) / w_std``."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (B, 3, S, S), got {tuple(images.shape)}")
+        dtype = self.stem.weight.dtype
+        x = images.to(dtype)
+        if tuple(x.shape[-2:]) != (self.in_size, self.in_size):
+            x = F.interpolate(x, size=(self.in_size, self.in_size), mode="bilinear", align_corners=False,
+                              antialias=True)
+        x = F.leaky_relu(self.stem(x * 2 - 1), LRELU)
+        for block in self.down:
+            x = block(x)
+        return self.head(F.leaky_relu(self.reduce(x), LRELU).flatten(1)).float()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) in [0, 1] -> W (B, w_dim), float32."""
+        return self.w_avg + self.w_std * self.whitened(images)
+
+
+def encoder_paths(generator_path: str | os.PathLike) -> tuple[Path, Path]:
+    """(weights, record) paths of the encoder stored next to ``generator_path``."""
+    p = Path(generator_path)
+    stem = p.with_suffix("") if p.suffix else p
+    return stem.with_name(stem.name + SUFFIX + ".safetensors"), stem.with_name(stem.name + SUFFIX + ".json")
+
+
+# sane bounds for an encoder file's architecture (a crafted width must not allocate gigabytes)
+ENCODER_BOUNDS = {
+    "in_size": ("pow2", 16, 1024),
+    "width": ("int", 1, 1024),
+    "max_channels": ("int", 1, 4096),
+    "head_channels": ("int", 1, 4096),
+    "w_dim": ("int", 1, 4096),
+}
+
+
+def save_encoder(encoder: LatentEncoder, out: str | os.PathLike, generator_path: str | os.PathLike, *,
+                 half: bool = False, **record: Any) -> Path:
+    """Write ``encoder`` to ``out`` (.safetensors with its config in the metadata, atomic; fp16 weights with
+    ``half``, the W statistics stay float32) and its record (``out`` with .json): the generator's file name and
+    sha256, the config and ``record``'s facts (training steps, data, hours)."""
+    from facerestore.io import atomic_write_json, atomic_write_safetensors
+    from facerestore.nn.stylegan2_io import generator_sha256
+
+    keep = ("w_avg", "w_std")
+    state = {k: (v.half() if half and k not in keep else v.float()).contiguous()
+             for k, v in encoder.state_dict().items()}
+    out = Path(out)
+    atomic_write_safetensors(out, state, {"format": ENCODER_FORMAT, "config": json.dumps(encoder.config)})
+    gp = Path(generator_path)
+    atomic_write_json(out.with_suffix(".json"), {
+        "format": ENCODER_FORMAT, "generator": gp.name,
+        "generator_sha256": generator_sha256(gp) if gp.exists() else None, "config": encoder.config,
+        "dtype": "float16" if half else "float32", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **record,
+    })
+    return out
+
+
+def find_encoder(generator_path: str | os.PathLike) -> Path:
+    """The encoder of the generator at ``generator_path``: stored next to it, else shipped with the package
+    (``zoo/builtin/<name>.w-encoder.safetensors``); WeightsMissingError with the command that trains one."""
+    from facerestore.zoo import BUILTIN_DIR
+
+    weights, _ = encoder_paths(generator_path)
+    for candidate in (weights, Path(BUILTIN_DIR) / weights.name):
+        if candidate.is_file():
+            return candidate
+    raise WeightsMissingError(f"no W encoder at {weights}: train one with `facerestore train-encoder --generator "
+                              f"{generator_path}`")
+
+
+def load_encoder(path: str | os.PathLike, *, generator_path: str | os.PathLike | None = None,
+                 map_location: str | torch.device = "cpu") -> LatentEncoder:
+    """Load an encoder written by :func:`save_encoder` (float32, eval mode).
+
+    The header is read first: the architecture in its metadata is checked against ``ENCODER_BOUNDS`` and the shapes
+    it implies against the file's tensors before anything is built. With ``generator_path``, the record beside the
+    file must name that generator's sha256 (an encoder fitted to one W space is meaningless for another)."""
+    from facerestore.nn.safe_weights import (
+        check_settings,
+        check_shapes,
+        load_safetensors,
+        meta_shapes,
+        open_safetensors,
+        read_json,
+    )
+    from facerestore.nn.stylegan2_io import generator_sha256
+
+    path, where = Path(path), os.fspath(path)
+    if not path.is_file():
+        raise WeightsMissingError(f"W encoder not found: {where}")
+    meta, shapes = open_safetensors(path, "W encoder")
+    if meta.get("format") != ENCODER_FORMAT:
+        raise InputError(f"{path.name} is not a facerestore W encoder file")
+    try:
+        config = json.loads(meta.get("config", ""))
+    except ValueError:
+        raise InputError(f"{path.name}: the encoder's architecture metadata is not valid JSON") from None
+    config = check_settings(config, ENCODER_BOUNDS, where)
+    stats = torch.zeros(config["w_dim"])
+
+    def build() -> LatentEncoder:
+        return LatentEncoder(stats, stats, in_size=config["in_size"], width=config["width"],
+                             max_channels=config["max_channels"], head_channels=config["head_channels"])
+
+    check_shapes(meta_shapes(build, where), shapes, where)
+    if generator_path is not None:
+        fix = f"train one for it: `facerestore train-encoder --generator {generator_path}`"
+        rec_path = path.with_suffix(".json")
+        if not rec_path.is_file():
+            raise InputError(f"W encoder {path.name} has no record {rec_path.name} naming its generator; {fix}")
+        recorded = read_json(rec_path, "W encoder record").get("generator_sha256")
+        actual = generator_sha256(Path(generator_path))
+        if recorded != actual:
+            raise InputError(f"W encoder {path.name} was trained for a generator with sha256 {str(recorded)[:12]}..., "
+                             f"not {Path(generator_path).name} ({actual[:12]}...); {fix}")
+    enc = build()
+    enc.load_state_dict({k: v.float() for k, v in load_safetensors(path, "W encoder").items()}, strict=True)
+    return enc.to(map_location).eval().requires_grad_(False)
