@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     (out_dir / "encoder_init.json").write_text(json.dumps(result, indent=2) + "\n")
     (out_dir / "encoder_init.md").write_text(to_markdown(result))
     faces = range(min(args.grid_faces, len(clean)))
-    img = torch.cat([torch.cat([F.interpolate(v[i:i + 1], size=(256, 256), mode="area")[0]
+    img = torch.cat([torch.cat([F.interpolate(v[i:i + 1], size=(192, 192), mode="area")[0]
                                 for v in grid_cols.values()], -1) for i in faces], -2)
     io.write_image(ROOT / "docs" / "encoder_init_grid.png", np.ascontiguousarray(img.permute(1, 2, 0).numpy()))
     (ROOT / "docs" / "encoder_init_grid.txt").write_text("columns: " + " | ".join(grid_cols) + "\n")

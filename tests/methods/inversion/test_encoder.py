@@ -231,6 +231,8 @@ def test_restorer_starts_from_the_encoder_in_the_blind_mode(tiny_msg):
     ref_mean = robust_invert(tiny_msg, target, lambda v: v, paper.loss_fn, steps=(3, 2, 2), resolution=16)
     torch.testing.assert_close(paper.restore(face), ref_mean.image, rtol=0, atol=0)
     assert not torch.equal(ref.image, ref_mean.image)
+    # the output records name the start (the spec's licence line is written into every photo's JSON)
+    assert "W encoder" in r.spec.weights_licence and "W encoder" not in paper.spec.weights_licence
     # a generator object names no file: "auto" starts at w_avg, "encoder" asks for the encoder itself
     assert RobustInversionRestorer(init="auto", **kw).encoder is None
     with pytest.raises(InputError, match="pass the encoder"):
@@ -291,3 +293,23 @@ def test_train_encoder_command_writes_usable_weights_and_resumes(tmp_path, tiny_
         assert main([*args, opt, value]) == 2, opt  # the last occurrence of an option wins
         err = capsys.readouterr().err
         assert opt in err and err.count("\n") == 1, (opt, err)
+
+
+def test_the_shipped_encoder_belongs_to_mobilestylegan_and_guesses_w_better_than_the_mean():
+    """The built-in encoder with the real prior (skipped without it): found by the restorer, paired by sha256, and on
+    fresh samples of the prior (seeds no training pair used) its W is closer than w_avg in the whitened error."""
+    from facerestore import zoo
+
+    name = "mobilestylegan-ffhq-1024"
+    if not zoo.is_available(name):
+        pytest.skip(f"MobileStyleGAN weights not found: run `facerestore models download {name}`")
+    r = RobustInversionRestorer(name, loss="substitute", progress=False)
+    assert r.encoder is not None and r.init == "auto"
+    assert r.encoder.config == {"in_size": 64, "width": 32, "max_channels": 256, "head_channels": 64, "w_dim": 512}
+    gen = torch.Generator().manual_seed(2026_12_05)  # not a seed of the training pairs (seed 1's chunk seeds)
+    w = r.G.sample_w(4, gen)
+    with torch.no_grad():
+        faces = render_unit(r.G, w, resolution=128).float().clamp(0, 1)
+        guess = et.whitened_error(r.encoder, faces, w)
+    spread = ((w - r.encoder.w_avg) / r.encoder.w_std).pow(2).mean(1)  # the mean start's error
+    assert float(guess.mean()) < 0.75 * float(spread.mean())

@@ -230,6 +230,9 @@ class RobustInversionRestorer(Restorer):
         except ValueError as exc:
             raise InputError(f"robust-inversion work_resolution: {exc}") from None
         self.with_spec(size=self.G.img_resolution)
+        if self.encoder is not None:  # every output record names the start and its licence consequences
+            self.with_spec(weights_licence=f"{self.spec.weights_licence}; W encoder (phase I's start, beyond the "
+                           "paper): ours, trained on the generator's samples, so bound by the generator's terms")
 
     def set_half(self, enabled: bool = True) -> RobustInversionRestorer:
         """The generator in bf16 on a CPU (fp16 on a GPU is not offered: untested here); the loss and its networks
