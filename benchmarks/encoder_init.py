@@ -1,6 +1,6 @@
 """Where robust-inversion's blind mode starts: the prior's mean latent (paper 002) vs the W encoder's guess.
 
-    python benchmarks/encoder_init.py                       # 6 faces, budgets 30 / 90 / 450 steps: about 40 min here
+    python benchmarks/encoder_init.py                       # 6 faces, budgets 30 / 90 / 180 steps: 36 min here (fp32)
     python benchmarks/encoder_init.py --count 2 --budgets 30
 
 What whole-photo ``facerestore restore --method robust-inversion`` sees: an aligned crop in which a face of the
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ffhq256"))
     p.add_argument("--count", type=int, default=6)
     p.add_argument("--factor", type=int, default=4)
-    p.add_argument("--budgets", type=int, nargs="+", default=[30, 90, 450], help="total steps (three phases)")
+    p.add_argument("--budgets", type=int, nargs="+", default=[30, 90, 180], help="total steps (three phases)")
     p.add_argument("--grid-faces", type=int, default=3)
     p.add_argument("--half", action="store_true", help="the generator in bf16 (pays only on CPUs with native bf16)")
     p.add_argument("--threads", type=int, default=2)

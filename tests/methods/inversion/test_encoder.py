@@ -151,6 +151,12 @@ def test_render_pairs_are_the_generators_images_and_resume_from_chunks(tmp_path,
     (tmp_path / "pairs-3-00001.safetensors").unlink()
     again = et.render_pairs(tiny_g, 10, seed=3, size=16, folder=tmp_path, progress=False)
     assert torch.equal(again.images, pairs.images) and torch.equal(again.ws, pairs.ws)
+    # a folder of another generator's (or psi range's) pairs is not mistaken for these: they are rendered again
+    other = et.render_pairs(tiny_g, 10, seed=3, size=16, folder=tmp_path, psi_range=(0.9, 1.0), progress=False)
+    assert not torch.equal(other.ws, pairs.ws)
+    with torch.no_grad():
+        assert (other.images.float() - F.avg_pool2d(render_unit(tiny_g, other.ws), 2).clamp(0, 1) * 255).abs().max() \
+            <= 0.5 + 1e-3
     train, held = pairs.split(3)
     assert len(train) == 7 and len(held) == 3 and torch.equal(held.ws, pairs.ws[7:])
 

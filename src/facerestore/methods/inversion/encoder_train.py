@@ -55,8 +55,8 @@ def render_pairs(G: Generator, n: int, *, seed: int, size: int = 128, psi_range:
 
     W = ``w_avg + psi * (mapping(z) - w_avg)``, z ~ N(0, I) and psi ~ U(psi_range) per face, all drawn from
     ``seed`` chunk by chunk (chunk i uses seed ``seed * 100003 + i``), so a resumed run renders the same faces.
-    folder: chunks ``pairs-<seed>-<i>.safetensors`` are read from it when present, else rendered and written
-    (atomically) to it.
+    folder: chunks ``pairs-<seed>-<i>.safetensors`` are read from it when present and holding the same latents
+    (the mapping network recomputes them: cheap), else rendered and written (atomically) to it.
     """
     from facerestore.io import atomic_write_safetensors
     from facerestore.nn.safe_weights import load_safetensors
@@ -75,19 +75,21 @@ def render_pairs(G: Generator, n: int, *, seed: int, size: int = 128, psi_range:
     for i in range(chunks):
         m = min(CHUNK, int(n) - i * CHUNK)
         path = Path(folder) / f"pairs-{int(seed)}-{i:05d}.safetensors" if folder is not None else None
-        if path is not None and path.is_file():
-            state = load_safetensors(path, "W encoder pairs")
-            if state["images"].shape[0] >= m and state["images"].shape[-1] == size:
-                images.append(state["images"][:m])
-                ws.append(state["ws"][:m])
-                if bar is not None:
-                    bar.update(m)
-                continue
         gen = torch.Generator().manual_seed(int(seed) * 100003 + i)
         w = G.sample_w(CHUNK, gen).float()
         psi = torch.empty(CHUNK, 1).uniform_(*psi_range, generator=gen).to(dev)
         w = G.mapping.w_avg.float().lerp(w, psi)
         w = w[:m]  # a short last chunk keeps the draws of a full one
+        if path is not None and path.is_file():
+            state = load_safetensors(path, "W encoder pairs")
+            # a stored chunk is used only if it holds these very latents (same generator, seed and psi range)
+            if state["images"].shape[0] >= m and state["images"].shape[-1] == size and \
+                    torch.allclose(state["ws"][:m], w.cpu(), rtol=0, atol=1e-5):
+                images.append(state["images"][:m])
+                ws.append(state["ws"][:m])
+                if bar is not None:
+                    bar.update(m)
+                continue
         faces = []
         for j in range(0, m, batch):
             if boxed:
