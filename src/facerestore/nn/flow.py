@@ -337,24 +337,10 @@ def load_flow(path: str | os.PathLike, map_location: str | torch.device = "cpu")
     The header is read first: the architecture in its metadata is checked against ``FLOW_BOUNDS`` and the
     shapes it implies (computed on the meta device) against the file's tensors before anything is built.
     """
-    from facerestore.errors import InputError
-    from facerestore.nn.safe_weights import (
-        check_settings,
-        check_shapes,
-        load_safetensors,
-        meta_shapes,
-        open_safetensors,
-    )
+    from facerestore.nn.safe_weights import check_shapes, load_safetensors, meta_shapes, read_settings
 
     where = os.fspath(path)
-    meta, shapes = open_safetensors(path, "flow")
-    if meta.get("format") != "facerestore-maf":
-        raise InputError(f"{where} is not a facerestore MAF file")
-    try:
-        config = json.loads(meta.get("config", ""))
-    except ValueError:
-        raise InputError(f"{where}: the flow's architecture metadata is not valid JSON") from None
-    config = check_settings(config, FLOW_BOUNDS, where)
+    config, shapes = read_settings(path, "facerestore-maf", FLOW_BOUNDS, "flow")
     check_shapes(meta_shapes(lambda: MAF(**config), where), shapes, where)
     flow = MAF(**config)
     flow.load_state_dict(load_safetensors(path, "flow"), strict=True)

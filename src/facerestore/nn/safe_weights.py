@@ -25,7 +25,7 @@ import torch
 from facerestore.errors import InputError, WeightsMissingError
 
 __all__ = ["check_settings", "check_shapes", "load_safetensors", "meta_shapes", "open_safetensors", "read_json",
-           "weights_and_description"]
+           "read_settings", "weights_and_description"]
 
 MAX_JSON_BYTES = 16 << 20
 
@@ -154,6 +154,22 @@ def check_settings(settings: Any, bounds: Mapping[str, Bound], where: str) -> di
         else:  # pragma: no cover - a programming error in a bounds table
             raise ValueError(f"unknown bound kind {kind!r}")
     return out
+
+
+def read_settings(path: str | os.PathLike, fmt: str, bounds: Mapping[str, Bound], what: str
+                  ) -> tuple[dict[str, Any], dict[str, tuple]]:
+    """(architecture settings, {name: shape}) of a safetensors file of ours, reading only its header: the metadata's
+    ``format`` must be ``fmt`` and its JSON ``config`` must pass :func:`check_settings` with ``bounds``; one-line
+    InputError naming ``what`` otherwise (check the shapes the settings imply with :func:`check_shapes` next)."""
+    where = os.fspath(path)
+    meta, shapes = open_safetensors(path, what)
+    if meta.get("format") != fmt:
+        raise InputError(f"{_name(where)} is not a facerestore {what} file")
+    try:
+        config = json.loads(meta.get("config", ""))
+    except ValueError:
+        raise InputError(f"{_name(where)}: the {what}'s architecture metadata is not valid JSON") from None
+    return check_settings(config, bounds, where), shapes
 
 
 def meta_shapes(build: Callable[[], torch.nn.Module], where: str) -> dict[str, tuple]:

@@ -161,27 +161,13 @@ def load_encoder(path: str | os.PathLike, *, generator_path: str | os.PathLike |
     The header is read first: the architecture in its metadata is checked against ``ENCODER_BOUNDS`` and the shapes
     it implies against the file's tensors before anything is built. With ``generator_path``, the record beside the
     file must name that generator's sha256 (an encoder fitted to one W space is meaningless for another)."""
-    from facerestore.nn.safe_weights import (
-        check_settings,
-        check_shapes,
-        load_safetensors,
-        meta_shapes,
-        open_safetensors,
-        read_json,
-    )
+    from facerestore.nn.safe_weights import check_shapes, load_safetensors, meta_shapes, read_json, read_settings
     from facerestore.nn.stylegan2_io import generator_sha256
 
     path, where = Path(path), os.fspath(path)
     if not path.is_file():
         raise WeightsMissingError(f"W encoder not found: {where}")
-    meta, shapes = open_safetensors(path, "W encoder")
-    if meta.get("format") != ENCODER_FORMAT:
-        raise InputError(f"{path.name} is not a facerestore W encoder file")
-    try:
-        config = json.loads(meta.get("config", ""))
-    except ValueError:
-        raise InputError(f"{path.name}: the encoder's architecture metadata is not valid JSON") from None
-    config = check_settings(config, ENCODER_BOUNDS, where)
+    config, shapes = read_settings(path, ENCODER_FORMAT, ENCODER_BOUNDS, "W encoder")
     stats = torch.zeros(config["w_dim"])
 
     def build() -> LatentEncoder:
