@@ -88,3 +88,37 @@ def run_batch(
     if report.failed:
         print(f"{len(report.failed)} of {len(items)} inputs failed (see above)", file=sys.stderr)
     return report
+
+
+def add_generator_file_arguments(p: Any, suffix: str, user: str) -> None:
+    """``--generator`` and ``--out`` of the commands that fit a file to one generator (``train-flow``,
+    ``train-encoder``): ``suffix`` names the default file, ``user`` says who looks for it there."""
+    p.add_argument("--generator", required=True,
+                   help="generator: StyleGAN2 weights (NVIDIA .pkl, rosinality .pt, ours), or a zoo name such as "
+                   "mobilestylegan-ffhq-1024")
+    p.add_argument("--out", default=None,
+                   help=f"output .safetensors (default: <generator stem>{suffix}.safetensors next to the generator, "
+                   f"where {user} for it); a .json training record is written beside it")
+
+
+def check_generator_file_outputs(generator: str, weights: Any, what: str) -> None:
+    """The weights (a flow, an encoder) fitted to ``generator`` (a file, or a folder such as MobileStyleGAN's) and
+    their record (the weights' path with .json) must not replace the generator (or its JSON description), must be
+    regular files in a writable folder, and must differ from each other; OutputError otherwise."""
+    import os
+    from pathlib import Path
+
+    from facerestore.errors import OutputError
+    from facerestore.io import check_output_dir, check_output_file, display_path, same_file
+
+    weights = Path(weights)
+    record = weights.with_suffix(".json")
+    if weights.suffix.lower() != ".safetensors":
+        raise OutputError(f"--out must be a .safetensors file, got {display_path(weights)}")
+    g = Path(generator if os.path.isfile(generator) else os.path.join(generator, "."))
+    protect = [g] + ([g.with_suffix(".json")] if g.with_suffix(".json").exists() else [])
+    for target in (weights, record):
+        check_output_file(target, protect)
+        check_output_dir(target.absolute().parent)
+    if same_file(weights, record) or weights.absolute() == record.absolute():
+        raise OutputError(f"the {what} and its record would be the same file: {display_path(weights)}")

@@ -12,12 +12,9 @@ EXAMPLES = """\
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--generator", required=True,
-                   help="generator: StyleGAN2 weights (NVIDIA .pkl, rosinality .pt, ours), or a zoo name such as "
-                   "mobilestylegan-ffhq-1024")
-    p.add_argument("--out", default=None,
-                   help="output .safetensors (default: <generator stem>.w-encoder.safetensors next to the generator, "
-                   "where robust-inversion looks for it); a .json record is written beside it")
+    from facerestore.cli.common import add_generator_file_arguments
+
+    add_generator_file_arguments(p, ".w-encoder", "robust-inversion looks")
     p.add_argument("--pairs", type=int, default=4096, help="generator samples rendered with their W (default 4096)")
     p.add_argument("--pairs-dir", default=None,
                    help="folder of the rendered pairs, reused when present (default: <out>.pairs/)")
@@ -65,14 +62,12 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
-    import os
     import time
     from pathlib import Path
 
     import torch
 
-    from facerestore.cli.common import resolve_device
-    from facerestore.cli.train_flow import _check_outputs
+    from facerestore.cli.common import check_generator_file_outputs, resolve_device
     from facerestore.errors import InputError
     from facerestore.methods.inversion.encoder import encoder_paths, save_encoder
     from facerestore.methods.inversion.encoder_train import (
@@ -86,8 +81,7 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args)
     gen_path = prior_file(args.generator)
     out = Path(args.out) if args.out else encoder_paths(gen_path)[0]
-    protect = gen_path if os.path.isfile(gen_path) else os.path.join(gen_path, ".")
-    _check_outputs(protect, str(out), str(out.with_suffix(".json")), what="encoder")
+    check_generator_file_outputs(gen_path, out, "encoder")
     pairs_dir = Path(args.pairs_dir) if args.pairs_dir else out.with_suffix(".pairs")
     device = resolve_device(args.device)
     G = resolve_generator(args.generator).to(device).eval().requires_grad_(False)

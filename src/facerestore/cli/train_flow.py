@@ -13,12 +13,9 @@ EXAMPLES = """\
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--generator", required=True,
-                   help="generator: StyleGAN2 weights (NVIDIA .pkl, rosinality .pt, ours), or a zoo name such as "
-                   "mobilestylegan-ffhq-1024")
-    p.add_argument("--out", default=None,
-                   help="output .safetensors (default: <generator stem>.rls-flow.safetensors next to the generator, "
-                   "where the RLS restorers look for it); a .json training record is written beside it")
+    from facerestore.cli.common import add_generator_file_arguments
+
+    add_generator_file_arguments(p, ".rls-flow", "the RLS restorers look")
     p.add_argument("--steps", type=int, default=20000, help="Adam steps (default 20000)")
     p.add_argument("--batch", type=int, default=512, help="W samples per step (default 512)")
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate, cosine-decayed (default 1e-4)")
@@ -44,30 +41,10 @@ def _check_args(args: argparse.Namespace) -> None:
     check_finite("--lr", args.lr, low=0, high=1, low_open=True)
 
 
-def _check_outputs(generator: str, weights: str, record: str, what: str = "flow") -> None:
-    """The weights (a flow, an encoder) and their record must not replace the generator (or its JSON description),
-    must be regular files in a writable folder, and must differ from each other."""
-    from pathlib import Path
-
-    from facerestore.errors import OutputError
-    from facerestore.io import check_output_dir, check_output_file, display_path, same_file
-
-    if Path(weights).suffix.lower() != ".safetensors":
-        raise OutputError(f"--out must be a .safetensors file, got {display_path(weights)}")
-    g = Path(generator)
-    protect = [g] + ([g.with_suffix(".json")] if g.with_suffix(".json").exists() else [])
-    for target in (weights, record):
-        check_output_file(target, protect)
-        check_output_dir(Path(target).absolute().parent)
-    if same_file(weights, record) or Path(weights).absolute() == Path(record).absolute():
-        raise OutputError(f"the {what} and its record would be the same file: {display_path(weights)}")
-
-
 def run(args: argparse.Namespace) -> int:
-    import os
     from pathlib import Path
 
-    from facerestore.cli.common import resolve_device
+    from facerestore.cli.common import check_generator_file_outputs, resolve_device
     from facerestore.methods.rls.flow_prior import flow_paths, save_generator_flow, train_generator_flow
     from facerestore.nn.stylegan2_io import prior_file, resolve_generator
 
@@ -75,10 +52,7 @@ def run(args: argparse.Namespace) -> int:
     # a file, a zoo name (MobileStyleGAN: its cache folder) or a builtin: reference -> the generator's path
     gen_path = prior_file(args.generator)
     out = Path(args.out) if args.out else flow_paths(gen_path)[0]
-    if os.path.isfile(gen_path):
-        _check_outputs(gen_path, str(out), str(out.with_suffix(".json")))  # the record save_generator_flow writes
-    else:
-        _check_outputs(os.path.join(gen_path, "."), str(out), str(out.with_suffix(".json")))
+    check_generator_file_outputs(gen_path, out, "flow")  # and the record save_generator_flow writes
     device = resolve_device(args.device)
     G = resolve_generator(args.generator).to(device).eval().requires_grad_(False)
     last = {"nll": float("nan")}

@@ -43,7 +43,9 @@ __all__ = [
     "PersistentObject",
     "UnsafePickleError",
     "builtin_prior_path",
+    "check_generator_record",
     "config_from_state_dict",
+    "find_sidecar",
     "generator_from_nvidia",
     "generator_from_rosinality",
     "generator_sha256",
@@ -58,6 +60,7 @@ __all__ = [
     "resolve_generator",
     "rosinality_to_ours",
     "save_safetensors_generator",
+    "sidecar_paths",
 ]
 
 
@@ -687,6 +690,41 @@ def generator_sha256(path: str | os.PathLike) -> str:
             h.update(chunk)
     return h.hexdigest()
 
+
+
+def sidecar_paths(generator_path: str | os.PathLike, suffix: str) -> tuple[Path, Path]:
+    """(weights, record) of a file made for one generator and stored next to it: ``<generator stem><suffix>``
+    ``.safetensors`` and ``.json`` (the RLS flow: ``.rls-flow``, the W encoder: ``.w-encoder``)."""
+    p = Path(generator_path)
+    stem = p.with_suffix("") if p.suffix else p
+    return stem.with_name(stem.name + suffix + ".safetensors"), stem.with_name(stem.name + suffix + ".json")
+
+
+def find_sidecar(generator_path: str | os.PathLike, suffix: str) -> Path | None:
+    """The generator's ``suffix`` file stored next to it, else shipped with the package (``zoo/builtin/<name>``
+    ``<suffix>.safetensors``, e.g. for the zoo's MobileStyleGAN), else None."""
+    from facerestore.zoo import BUILTIN_DIR
+
+    weights, _ = sidecar_paths(generator_path, suffix)
+    return next((c for c in (weights, Path(BUILTIN_DIR) / weights.name) if c.is_file()), None)
+
+
+def check_generator_record(path: str | os.PathLike, generator_path: str | os.PathLike, what: str, fix: str) -> None:
+    """InputError (one line, ending in ``fix``) unless the record beside ``path`` (its .json) names
+    ``generator_path``'s sha256: a file fitted to one generator's W space is meaningless for another. A file
+    without a record, or a record without a digest, cannot be checked and is refused too."""
+    from facerestore.nn.safe_weights import read_json
+
+    rec_path = Path(path).with_suffix(".json")
+    if not rec_path.is_file():
+        raise InputError(f"{what} {Path(path).name} has no record {rec_path.name} naming its generator; {fix}")
+    recorded = read_json(rec_path, f"{what} record").get("generator_sha256")
+    if not recorded:
+        raise InputError(f"{what} record {rec_path.name} names no generator sha256; {fix}")
+    actual = generator_sha256(Path(generator_path))
+    if recorded != actual:
+        raise InputError(f"{what} {Path(path).name} was fitted to a generator with sha256 {recorded[:12]}..., not "
+                         f"{Path(generator_path).name} ({actual[:12]}...); {fix}")
 
 def prior_file(weights: str | os.PathLike | None = None) -> str:
     """The generator file named by ``weights``: None -> our built-in face prior; a zoo name

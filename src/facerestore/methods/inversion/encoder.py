@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facerestore.errors import InputError, WeightsMissingError
+from facerestore.errors import WeightsMissingError
 from facerestore.nn.blocks import ResidualDown
 
 __all__ = ["ENCODER_FORMAT", "SUFFIX", "LatentEncoder", "encoder_paths", "find_encoder", "load_encoder",
@@ -103,9 +103,9 @@ class LatentEncoder(nn.Module):
 
 def encoder_paths(generator_path: str | os.PathLike) -> tuple[Path, Path]:
     """(weights, record) paths of the encoder stored next to ``generator_path``."""
-    p = Path(generator_path)
-    stem = p.with_suffix("") if p.suffix else p
-    return stem.with_name(stem.name + SUFFIX + ".safetensors"), stem.with_name(stem.name + SUFFIX + ".json")
+    from facerestore.nn.stylegan2_io import sidecar_paths
+
+    return sidecar_paths(generator_path, SUFFIX)
 
 
 # sane bounds for an encoder file's architecture (a crafted width must not allocate gigabytes)
@@ -144,14 +144,13 @@ def save_encoder(encoder: LatentEncoder, out: str | os.PathLike, generator_path:
 def find_encoder(generator_path: str | os.PathLike) -> Path:
     """The encoder of the generator at ``generator_path``: stored next to it, else shipped with the package
     (``zoo/builtin/<name>.w-encoder.safetensors``); WeightsMissingError with the command that trains one."""
-    from facerestore.zoo import BUILTIN_DIR
+    from facerestore.nn.stylegan2_io import find_sidecar
 
-    weights, _ = encoder_paths(generator_path)
-    for candidate in (weights, Path(BUILTIN_DIR) / weights.name):
-        if candidate.is_file():
-            return candidate
-    raise WeightsMissingError(f"no W encoder at {weights}: train one with `facerestore train-encoder --generator "
-                              f"{generator_path}`")
+    found = find_sidecar(generator_path, SUFFIX)
+    if found is None:
+        raise WeightsMissingError(f"no W encoder at {encoder_paths(generator_path)[0]}: train one with "
+                                  f"`facerestore train-encoder --generator {generator_path}`")
+    return found
 
 
 def load_encoder(path: str | os.PathLike, *, generator_path: str | os.PathLike | None = None,
@@ -161,8 +160,8 @@ def load_encoder(path: str | os.PathLike, *, generator_path: str | os.PathLike |
     The header is read first: the architecture in its metadata is checked against ``ENCODER_BOUNDS`` and the shapes
     it implies against the file's tensors before anything is built. With ``generator_path``, the record beside the
     file must name that generator's sha256 (an encoder fitted to one W space is meaningless for another)."""
-    from facerestore.nn.safe_weights import check_shapes, load_safetensors, meta_shapes, read_json, read_settings
-    from facerestore.nn.stylegan2_io import generator_sha256
+    from facerestore.nn.safe_weights import check_shapes, load_safetensors, meta_shapes, read_settings
+    from facerestore.nn.stylegan2_io import check_generator_record
 
     path, where = Path(path), os.fspath(path)
     if not path.is_file():
@@ -176,15 +175,8 @@ def load_encoder(path: str | os.PathLike, *, generator_path: str | os.PathLike |
 
     check_shapes(meta_shapes(build, where), shapes, where)
     if generator_path is not None:
-        fix = f"train one for it: `facerestore train-encoder --generator {generator_path}`"
-        rec_path = path.with_suffix(".json")
-        if not rec_path.is_file():
-            raise InputError(f"W encoder {path.name} has no record {rec_path.name} naming its generator; {fix}")
-        recorded = read_json(rec_path, "W encoder record").get("generator_sha256")
-        actual = generator_sha256(Path(generator_path))
-        if recorded != actual:
-            raise InputError(f"W encoder {path.name} was trained for a generator with sha256 {str(recorded)[:12]}..., "
-                             f"not {Path(generator_path).name} ({actual[:12]}...); {fix}")
+        check_generator_record(path, generator_path, "W encoder",
+                               f"train one for it: `facerestore train-encoder --generator {generator_path}`")
     enc = build()
     enc.load_state_dict({k: v.float() for k, v in load_safetensors(path, "W encoder").items()}, strict=True)
     return enc.to(map_location).eval().requires_grad_(False)

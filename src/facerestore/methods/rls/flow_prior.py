@@ -21,7 +21,7 @@ from facerestore.errors import WeightsMissingError
 from facerestore.io import atomic_write_json
 from facerestore.nn.flow import MAF, load_flow, save_flow, train_flow
 from facerestore.nn.stylegan2 import Generator
-from facerestore.nn.stylegan2_io import generator_sha256
+from facerestore.nn.stylegan2_io import check_generator_record, find_sidecar, generator_sha256, sidecar_paths
 
 __all__ = ["check_flow_generator", "find_flow", "flow_paths", "load_generator_flow", "save_generator_flow",
            "train_generator_flow"]
@@ -31,9 +31,7 @@ SUFFIX = ".rls-flow"
 
 def flow_paths(generator_path: str | os.PathLike) -> tuple[Path, Path]:
     """(weights, record) paths of the flow stored next to ``generator_path``."""
-    p = Path(generator_path)
-    stem = p.with_suffix("") if p.suffix else p
-    return stem.with_name(stem.name + SUFFIX + ".safetensors"), stem.with_name(stem.name + SUFFIX + ".json")
+    return sidecar_paths(generator_path, SUFFIX)
 
 
 def train_generator_flow(
@@ -89,37 +87,22 @@ def find_flow(generator_path: str | os.PathLike) -> Path:
     """The flow of the generator at ``generator_path``: stored next to it, else shipped with the package
     (``zoo/builtin/<name>.rls-flow.safetensors``, e.g. for the zoo's MobileStyleGAN); WeightsMissingError
     with the command to make one. Which generator a flow belongs to is checked by its record's sha256."""
-    from facerestore.zoo import BUILTIN_DIR
-
-    weights, _ = flow_paths(generator_path)
-    shipped = Path(BUILTIN_DIR) / weights.name
-    for candidate in (weights, shipped):
-        if candidate.is_file():
-            return candidate
-    raise WeightsMissingError(
-        f"no RLS flow prior at {weights}: train one with `facerestore train-flow --generator {generator_path}"
-        f" --out {weights}` (the authors did not release theirs)"
-    )
+    found = find_sidecar(generator_path, SUFFIX)
+    if found is None:
+        weights, _ = flow_paths(generator_path)
+        raise WeightsMissingError(
+            f"no RLS flow prior at {weights}: train one with `facerestore train-flow --generator {generator_path}"
+            f" --out {weights}` (the authors did not release theirs)"
+        )
+    return found
 
 
 def check_flow_generator(path: str | os.PathLike, generator_path: str | os.PathLike) -> None:
     """InputError (one line) unless the flow's record names ``generator_path``'s sha256: a flow fitted to one
     generator's W space is meaningless for another. A flow without a record, or a record without a digest,
     cannot be checked and is refused too (train it with `facerestore train-flow`)."""
-    from facerestore.errors import InputError
-    from facerestore.nn.safe_weights import read_json
-
-    rec_path = Path(path).with_suffix(".json")  # save_generator_flow writes the record beside the weights
-    fix = f"train one for it: `facerestore train-flow --generator {generator_path}`"
-    if not rec_path.is_file():
-        raise InputError(f"flow {os.fspath(path)} has no record {rec_path.name} naming its generator; {fix}")
-    recorded = read_json(rec_path, "flow record").get("generator_sha256")
-    if not recorded:
-        raise InputError(f"flow record {rec_path.name} names no generator sha256; {fix}")
-    actual = generator_sha256(Path(generator_path))
-    if recorded != actual:
-        raise InputError(f"flow {Path(path).name} was fitted to a generator with sha256 {recorded[:12]}..., not "
-                         f"{Path(generator_path).name} ({actual[:12]}...); {fix}")
+    check_generator_record(path, generator_path, "flow",
+                           f"train one for it: `facerestore train-flow --generator {generator_path}`")
 
 
 def load_generator_flow(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
