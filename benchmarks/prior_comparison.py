@@ -71,6 +71,22 @@ def load_prior(name: str, resolution: int):
     return G
 
 
+def start_for(name: str, init: str):
+    """The W encoder shipped beside prior ``name`` when ``init`` is "encoder" (None: the mean latent, the paper's
+    start; also for a prior without an encoder, such as the 64 px built-in)."""
+    from facerestore.errors import WeightsMissingError
+    from facerestore.methods.inversion.encoder import find_encoder, load_encoder
+    from facerestore.nn.stylegan2_io import prior_file
+
+    if init == "mean":
+        return None
+    try:
+        path = find_encoder(prior_file(name))
+    except WeightsMissingError:
+        return None
+    return load_encoder(path, generator_path=prior_file(name))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ffhq256"))
@@ -81,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--tag", default="", help="suffix of the result files (keep several budgets side by side)")
     p.add_argument("--half", action="store_true", help="generators in bf16, as `restore --half` (losses float32)")
+    p.add_argument("--priors", default=",".join(PRIORS), help="comma list of the priors to run (default both)")
+    p.add_argument("--init", choices=("mean", "encoder"), default="mean",
+                   help="phase I's start: the prior's mean latent (paper 002) or the W encoder shipped beside the "
+                        "prior (beyond the paper; priors without one start from the mean, said in the output)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     from facerestore.nn.devices import tune_cpu_allocator
@@ -95,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         tuple(t.split("@")) for t in args.tasks.split(",")]
     _, val = split_files(DataConfig(roots=[args.data], size=256, val_count=args.count))
     clean = load_images(val, 256).float() / 255
-    priors = {name: load_prior(name, args.resolution) for name in PRIORS}
+    unknown = sorted(set(args.priors.split(",")) - set(PRIORS))
+    if unknown:
+        p.error(f"unknown prior(s) {unknown}; choose from {list(PRIORS)}")
+    priors = {name: load_prior(name, args.resolution) for name in PRIORS if name in args.priors.split(",")}
+    starts = {name: start_for(name, args.init) for name in priors}
     rows, grid = {}, None
     t_all = time.time()
     for ti, (task, level) in enumerate(tasks):
@@ -106,13 +130,15 @@ def main(argv: list[str] | None = None) -> int:
         for name, G in priors.items():
             r = G.img_resolution
             y, recs = degrade.apply(up(clean, r), task, level=level, generator=0)
-            rest = RobustInversionRestorer(generator=G, loss="auto", steps=args.steps, progress=False)
+            rest = RobustInversionRestorer(generator=G, loss="auto", steps=args.steps, progress=False,
+                                           init="mean" if starts[name] is None else starts[name])
             if args.half:
                 rest.set_half()
             t0 = time.time()
             pred = rest.restore(y, task=task, params=recs).clamp(0, 1)
             restored[name] = up(pred, 256)
             row[name] = {**scores(restored[name], clean), "resolution": r, "loss": rest.loss_kind,
+                         "init": "encoder" if starts[name] is not None else "mean",
                          "seconds_per_face": round((time.time() - t0) / clean.shape[0], 1)}
             print(f"{task}@{level} {name}: PSNR {row['input']['psnr']:.2f} -> {row[name]['psnr']:.2f}, FED "
                   f"{row['input']['fed']:.3f} -> {row[name]['fed']:.3f} ({row[name]['seconds_per_face']} s/face)",
@@ -125,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
               "command": "python benchmarks/prior_comparison.py " + " ".join(argv if argv is not None else
                                                                              sys.argv[1:]),
               "faces": [f.name for f in val], "steps": list(args.steps), "resolution": args.resolution,
-              "priors": {n: {"img_resolution": G.img_resolution} for n, G in priors.items()},
+              "priors": {n: {"img_resolution": G.img_resolution,
+                             "init": "encoder" if starts[n] is not None else "mean"} for n, G in priors.items()},
               "rows": rows, "wall_s": round(time.time() - t_all, 1),
               "precision": "bf16 generators" if args.half else "fp32",
               "hardware": f"{platform.machine()}, torch {torch.__version__}, CPU, {args.threads} thread(s)"
@@ -143,21 +170,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+LABELS = {PRIORS[0]: "64 px prior", PRIORS[1]: "MobileStyleGAN"}
+
+
 def to_markdown(result: dict) -> str:
-    a, b = PRIORS
+    names = [n for n in PRIORS if n in result["priors"]]
+    heads = [LABELS[n] + (", encoder start" if result["priors"][n].get("init") == "encoder" else "") for n in names]
     lines = [
         "# Paper 002's tasks with two priors (robust-inversion)", "",
         f"`{result['command']}`: {len(result['faces'])} held-out ffhq256 faces, NGD steps {result['steps']}, "
         f"{result['wall_s']:.0f} s in all ({result['hardware']}, {result.get('precision', 'fp32')}). Cells: PSNR "
         "(dB) / FED (dlib identity distance) / MobileFace distance (`id_mobileface`, the independent judge; same "
         "person under 0.71) / NIQE against the 256 px ground truth; the 64 px prior's output is bicubically "
-        "upsampled.", "",
-        "| task | level | input | 64 px prior | MobileStyleGAN |", "|---|---|---|---|---|",
+        "upsampled. Phase I starts from the prior's mean latent (the paper's start) unless a column says "
+        "\"encoder start\" (the W encoder shipped beside the prior; beyond the paper).", "",
+        "| task | level | input | " + " | ".join(heads) + " |", "|---|---|---" + "|---" * len(names) + "|",
     ]
     for r in result["rows"].values():
         cell = lambda s: " / ".join([f"{s['psnr']:.2f}", f"{s['fed']:.3f}", *(  # noqa: E731
             [f"{s['id_mobileface']:.3f}"] if "id_mobileface" in s else []), f"{s['niqe']:.2f}"])
-        lines.append(f"| {r['task']} | {r['level']} | {cell(r['input'])} | {cell(r[a])} | {cell(r[b])} |")
+        lines.append(f"| {r['task']} | {r['level']} | {cell(r['input'])} | "
+                     + " | ".join(cell(r[n]) for n in names) + " |")
     return "\n".join(lines) + "\n"
 
 
