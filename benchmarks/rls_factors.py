@@ -11,6 +11,11 @@ ground truth: PSNR, dlib identity distance FED, NIQE; ``input`` = the low-resolu
 Paper 004's claim to check: RLS+ raises fidelity (PSNR, identity) over RLS, most at small factors: per factor,
 the paired difference RLS+ - RLS (and RLS+ - input) with a 95% bootstrap interval over the faces.
 Writes results/rls_factors.json.
+
+``--init mean encoder`` (beyond the paper) runs the search twice per factor, from the paper's start (the mean of W
+samples) and from the W encoder's guess of each low-resolution face, and adds the paired differences encoder - mean
+for RLS and RLS+; ``--no-plus`` skips RLS+. Identity is also judged by MobileFace (``id_mobileface``: no loss of
+ours uses it) when its weights are cached. Other runs than the default write results/rls_factors_<tag>.json.
 """
 
 from __future__ import annotations
@@ -35,6 +40,10 @@ def scores(pred: torch.Tensor, clean: torch.Tensor) -> dict:
     per_face = {"psnr": metrics.create("psnr")(pred, clean).reshape(-1),
                 "fed": metrics.create("fed", aligned=True)(pred, clean).reshape(-1),
                 "niqe": metrics.create("niqe")(pred).reshape(-1)}
+    try:  # MobileFace: the independent identity judge
+        per_face["id_mobileface"] = metrics.create("id_mobileface", aligned=True)(pred, clean).reshape(-1)
+    except Exception:  # weights not cached: the column is absent
+        pass
     out: dict = {k: float(torch.nanmean(v.double())) for k, v in per_face.items()}
     out["per_face"] = {k: [float(x) for x in v] for k, v in per_face.items()}
     return out
@@ -47,7 +56,7 @@ def paired(a: dict, b: dict) -> dict[str, tuple[float, float, float]]:
     from facerestore.metrics.stats import paired_bootstrap
 
     return {k: paired_bootstrap(np.array(a["per_face"][k]) - np.array(b["per_face"][k]), 2000, 0)
-            for k in ("psnr", "fed", "niqe")}
+            for k in ("psnr", "fed", "id_mobileface", "niqe") if k in a["per_face"] and k in b["per_face"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,12 +67,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--plus-steps", type=int, default=50)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--init", nargs="+", choices=("mean", "encoder"), default=["mean"],
+                   help="the search's start(s): the paper's mean latent and/or the W encoder's guess")
+    p.add_argument("--no-plus", action="store_true", help="RLS only (no RLS+ fine-tuning)")
+    p.add_argument("--tag", default="", help="suffix of the result file")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     from facerestore.nn.devices import tune_cpu_allocator
 
     tuned = tune_cpu_allocator()  # as the CLI does: freed memory kept for reuse (about 2x faster here)
     from facerestore import degrade
+    from facerestore.methods.inversion.encoder import find_encoder, load_encoder
     from facerestore.methods.rls import RLSRestorer
     from facerestore.methods.rls.flow_prior import find_flow, load_generator_flow
     from facerestore.nn.stylegan2_io import prior_file, resolve_generator
@@ -74,37 +88,49 @@ def main(argv: list[str] | None = None) -> int:
     G = resolve_generator(name).eval()
     G.set_resolution(256)
     flow = load_generator_flow(find_flow(prior_file(name)), generator_path=prior_file(name))
+    starts = {"mean": "mean"}
+    if "encoder" in args.init:
+        starts["encoder"] = load_encoder(find_encoder(prior_file(name)), generator_path=prior_file(name))
     _, val = split_files(DataConfig(roots=[args.data], size=256, val_count=args.count))
     clean = load_images(val, 256).float() / 255
     rows = {}
     t_all = time.time()
     for factor in args.factors:
         lr = degrade.downsample_pulse_bicubic(clean, factor).clamp(0, 1)
-        r = RLSRestorer(generator=G, flow=flow, plus=True, steps=args.steps, plus_steps=args.plus_steps,
-                        progress=False)
-        t0 = time.time()
-        plus, details = r.restore(lr, return_details=True)
-        rls = details["rls"].image.float().clamp(0, 1)
         inp = F.interpolate(lr, size=(256, 256), mode="bicubic", align_corners=False).clamp(0, 1)
-        rows[f"x{factor}"] = {"lr_side": lr.shape[-1], "input": scores(inp, clean), "rls": scores(rls, clean),
-                              "rls_plus": scores(plus.float().clamp(0, 1), clean),
-                              "seconds_per_face": round((time.time() - t0) / clean.shape[0], 1)}
-        row = rows[f"x{factor}"]
-        row["rls_plus_minus_rls"] = paired(row["rls_plus"], row["rls"])
-        row["rls_plus_minus_input"] = paired(row["rls_plus"], row["input"])
+        row: dict = {"lr_side": lr.shape[-1], "input": scores(inp, clean)}
+        for init in args.init:
+            at = "" if init == "mean" else f"@{init}"  # the paper's start keeps the historical keys
+            r = RLSRestorer(generator=G, flow=flow, plus=not args.no_plus, steps=args.steps,
+                            plus_steps=args.plus_steps, progress=False, init=starts[init])
+            t0 = time.time()
+            out, details = r.restore(lr, return_details=True)
+            row["rls" + at] = scores(details["rls"].image.float().clamp(0, 1), clean)
+            if not args.no_plus:
+                row["rls_plus" + at] = scores(out.float().clamp(0, 1), clean)
+                row["rls_plus_minus_rls" + at] = paired(row["rls_plus" + at], row["rls" + at])
+                row["rls_plus_minus_input" + at] = paired(row["rls_plus" + at], row["input"])
+            row["seconds_per_face" + at] = round((time.time() - t0) / clean.shape[0], 1)
+        if set(args.init) == {"mean", "encoder"}:
+            for kind in ("rls", "rls_plus"):
+                if kind in row:
+                    row[f"{kind}_encoder_minus_mean"] = paired(row[f"{kind}@encoder"], row[kind])
+        rows[f"x{factor}"] = row
         print(f"x{factor}: " + ", ".join(f"{k} {v['psnr']:.2f} dB / FED {v['fed']:.3f}" for k, v in row.items()
                                           if isinstance(v, dict) and "per_face" in v)
-              + " | RLS+ - RLS: " + ", ".join(f"{k} {m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-                                              for k, (m, lo, hi) in row["rls_plus_minus_rls"].items()), flush=True)
+              + "".join(f" | {k}: " + ", ".join(f"{m} {d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for m, (d, lo, hi) in v.items())
+                        for k, v in row.items() if "_minus_" in k), flush=True)
     result = {"benchmark": "rls_factors",
               "command": "python benchmarks/rls_factors.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "generator": f"{name} at 256 px", "preset": "default", "faces": [f.name for f in val],
+              "init": args.init, "plus": not args.no_plus,
               "steps": args.steps, "plus_steps": args.plus_steps, "rows": rows, "wall_s": round(time.time() - t_all, 1),
               "hardware": f"{platform.machine()}, torch {torch.__version__}, CPU, {args.threads} thread(s)"
                           + (", malloc tuned as by the CLI" if tuned else ""),
-              "intervals": "rls_plus_minus_*: mean of the per-face difference and its paired 95% bootstrap "
-                           "interval (2000 resamples, seed 0)"}
-    (ROOT / "benchmarks" / "results" / "rls_factors.json").write_text(json.dumps(result, indent=2) + "\n")
+              "intervals": "*_minus_*: mean of the per-face difference and its paired 95% bootstrap "
+                           "interval (2000 resamples, seed 0); keys ending in @encoder: started from the W encoder"}
+    out_name = "rls_factors" + (f"_{args.tag}" if args.tag else "")
+    (ROOT / "benchmarks" / "results" / f"{out_name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0
 

@@ -409,3 +409,54 @@ def test_blind_mode_super_resolves_a_crop_from_its_detail_side(tiny_g, tiny_flow
     for bad in (0, 12, 64):
         with pytest.raises(InputError, match="work_resolution"):
             RLSRestorer(generator=tiny_g, flow=tiny_flow, steps=1, n_mean=10, work_resolution=bad)
+
+
+def _random_encoder(w_dim: int, seed: int = 0):
+    """A W encoder whose head is not zero (an untrained one returns w_avg for every face)."""
+    from facerestore.methods.inversion.encoder import LatentEncoder
+
+    g = torch.Generator().manual_seed(seed)
+    enc = LatentEncoder(torch.randn(w_dim, generator=g), torch.rand(w_dim, generator=g) + 0.5, in_size=16,
+                        width=4, max_channels=8)
+    with torch.no_grad():
+        enc.head.weight.copy_(torch.randn(enc.head.weight.shape, generator=g) * 0.1)
+    return enc.eval()
+
+
+def test_search_starts_from_one_latent_per_face(tiny_g, tiny_flow):
+    _, y1 = _target(tiny_g, 5)
+    _, y2 = _target(tiny_g, 6)
+    cfg = config("default", steps=3, n_mean=10)
+    starts = tiny_g.sample_w(2, torch.Generator().manual_seed(9))
+    both = rls_search(tiny_g, torch.cat([y1, y2]), tiny_flow, _down, cfg, w_init=starts)
+    # each face's search is the one it would have alone from its own start (per-face latents, no mixing)
+    for i, y in enumerate((y1, y2)):
+        alone = rls_search(tiny_g, y, tiny_flow, _down, cfg, w_init=starts[i])
+        torch.testing.assert_close(both.latents[i:i + 1], alone.latents, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="3 latents for 2 faces"):
+        rls_search(tiny_g, torch.cat([y1, y2]), tiny_flow, _down, cfg, w_init=torch.zeros(3, 32))
+
+
+def test_restorer_init_encoder_starts_each_face_from_its_guess(tiny_g, tiny_flow):
+    x, y = _target(tiny_g)
+    enc = _random_encoder(32)
+    kw = dict(generator=tiny_g, flow=tiny_flow, steps=3, n_mean=50, progress=False)
+    r = RLSRestorer(init=enc, **kw)
+    out, details = r.restore(y, return_details=True)
+    ref = rls_search(tiny_g, y, tiny_flow, _down, r.cfg, w_init=enc(y))
+    torch.testing.assert_close(out, ref.image, rtol=0, atol=0)
+    torch.testing.assert_close(details["rls"].latents, ref.latents, rtol=0, atol=0)
+    paper = RLSRestorer(**kw)  # default: the paper's start, the mean of W samples
+    assert paper.starter.encoder is None
+    torch.testing.assert_close(paper.restore(y), rls_search(tiny_g, y, tiny_flow, _down, paper.cfg,
+                                                            w_init=paper.w_init()).image, rtol=0, atol=0)
+    assert not torch.equal(out, paper.restore(y))
+    assert "W encoder" in r.spec.weights_licence and "W encoder" not in paper.spec.weights_licence
+    # "auto" starts only the blind mode (whole-photo crops) from the encoder; a low-resolution input is a task
+    auto = RLSRestorer(**kw, init="auto")
+    assert auto.starter.encoder is None  # a generator object names no file: no encoder to find
+    auto.starter.encoder, auto.starter.init = enc, "auto"
+    torch.testing.assert_close(auto.w_init(y, blind=False), paper.w_init())
+    torch.testing.assert_close(auto.w_init(x, blind=True), enc(x), rtol=0, atol=0)
+    with pytest.raises(InputError, match="pass the encoder"):
+        RLSRestorer(**kw, init="encoder")

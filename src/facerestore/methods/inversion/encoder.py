@@ -39,12 +39,15 @@ from torch import nn
 from facerestore.errors import WeightsMissingError
 from facerestore.nn.blocks import ResidualDown
 
-__all__ = ["ENCODER_FORMAT", "SUFFIX", "LatentEncoder", "encoder_paths", "find_encoder", "load_encoder",
-           "save_encoder"]
+__all__ = ["ENCODER_FORMAT", "ENCODER_LICENCE", "SUFFIX", "EncoderStart", "LatentEncoder", "encoder_paths",
+           "find_encoder", "load_encoder", "save_encoder"]
 
 SUFFIX = ".w-encoder"
 ENCODER_FORMAT = "facerestore-w-encoder"
 LRELU = 0.2
+# what every output record that started from an encoder adds to its licence line
+ENCODER_LICENCE = ("W encoder (the search's start, beyond the papers): ours, trained on the generator's samples, so "
+                   "bound by the generator's terms")
 
 
 class LatentEncoder(nn.Module):
@@ -180,3 +183,59 @@ def load_encoder(path: str | os.PathLike, *, generator_path: str | os.PathLike |
     enc = build()
     enc.load_state_dict({k: v.float() for k, v in load_safetensors(path, "W encoder").items()}, strict=True)
     return enc.to(map_location).eval().requires_grad_(False)
+
+
+class EncoderStart:
+    """Where a latent search starts, as a restorer's ``init`` option names it (beyond papers 002 and 004, which
+    start from the prior's mean latent).
+
+    init: "auto" starts the blind mode (no task: whole-photo faces) from the W encoder's guess when one is stored
+    beside the generator or shipped for it, and tasks with records from the mean (the papers' tables); "mean"
+    always from the mean; "encoder" both modes from the encoder (WeightsMissingError when there is none); a path or
+    a :class:`LatentEncoder`: that encoder, both modes. weights: the generator's file or zoo name (its encoder is
+    found and checked against its sha256), None for a generator object (whose file, and so encoder, is unknown:
+    "auto" then means the mean, "encoder" is refused).
+    """
+
+    def __init__(self, init: str | os.PathLike | LatentEncoder, weights: str | os.PathLike | None,
+                 G: nn.Module) -> None:
+        from facerestore.errors import InputError
+
+        self.init = "encoder" if isinstance(init, LatentEncoder) else os.fspath(init)
+        self.encoder = self._resolve(init, weights)
+        if self.encoder is not None and self.encoder.config["w_dim"] != G.w_dim:
+            raise InputError(f"the W encoder gives {self.encoder.config['w_dim']}-d latents; the generator's are "
+                             f"{G.w_dim}-d")
+
+    def _resolve(self, init: str | os.PathLike | LatentEncoder,
+                 weights: str | os.PathLike | None) -> LatentEncoder | None:
+        from facerestore.errors import InputError
+        from facerestore.nn.stylegan2_io import prior_file
+
+        if isinstance(init, LatentEncoder):
+            return init.eval().requires_grad_(False)
+        if self.init == "mean":
+            return None
+        if self.init in ("auto", "encoder"):
+            if weights is None:
+                if self.init == "encoder":
+                    raise InputError("init='encoder' with a generator object: pass the encoder itself (a file or a "
+                                     "LatentEncoder)")
+                return None
+            gen_path = prior_file(weights)
+            try:
+                path = find_encoder(gen_path)
+            except WeightsMissingError:
+                if self.init == "encoder":
+                    raise
+                return None
+            return load_encoder(path, generator_path=gen_path)
+        return load_encoder(init, generator_path=None if weights is None else prior_file(weights))
+
+    def start(self, faces: torch.Tensor, blind: bool) -> torch.Tensor | None:
+        """The start for ``faces`` (B, 3, S, S) in [0, 1]: the encoder's W (B, w_dim), float32, when ``init`` asks
+        for it in this mode (``blind``: no task), else None (the caller's mean latent)."""
+        if self.encoder is None or (self.init == "auto" and not blind):
+            return None
+        with torch.no_grad():
+            return self.encoder(faces.to(self.encoder.w_avg.device, torch.float32))

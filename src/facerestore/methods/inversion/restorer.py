@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from facerestore.errors import InputError
-from facerestore.methods.inversion.encoder import LatentEncoder
+from facerestore.methods.inversion.encoder import ENCODER_LICENCE, EncoderStart, LatentEncoder
 from facerestore.methods.inversion.invert import (
     PAPER_LRS,
     PAPER_STEPS,
@@ -92,42 +92,6 @@ def load_generator(generator: Generator | None = None, weights: str | os.PathLik
     from facerestore.nn import stylegan2_io
 
     return stylegan2_io.resolve_generator(weights)
-
-
-def _resolve_encoder(init: str | os.PathLike | LatentEncoder, weights: str | os.PathLike | None,
-                     G: Generator) -> LatentEncoder | None:
-    """The W encoder ``init`` names (see :class:`RobustInversionRestorer`), checked to be the generator's (``weights``:
-    its file or zoo name; None for a generator object); None for "mean" and for "auto" without one."""
-    from facerestore.errors import WeightsMissingError
-    from facerestore.methods.inversion.encoder import find_encoder, load_encoder
-
-    if isinstance(init, LatentEncoder):
-        enc = init
-    elif os.fspath(init) == "mean":
-        return None
-    elif os.fspath(init) in ("auto", "encoder"):
-        if weights is None:  # a generator object: which file (and so which encoder) it came from is unknown
-            if init == "encoder":
-                raise InputError("init='encoder' with a generator object: pass the encoder itself (a file or a "
-                                 "LatentEncoder)")
-            return None
-        from facerestore.nn.stylegan2_io import prior_file
-
-        gen_path = prior_file(weights)
-        try:
-            path = find_encoder(gen_path)
-        except WeightsMissingError:
-            if init == "encoder":
-                raise
-            return None
-        enc = load_encoder(path, generator_path=gen_path)
-    else:
-        from facerestore.nn.stylegan2_io import prior_file
-
-        enc = load_encoder(init, generator_path=None if weights is None else prior_file(weights))
-    if enc.config["w_dim"] != G.w_dim:
-        raise InputError(f"the W encoder gives {enc.config['w_dim']}-d latents; the generator's are {G.w_dim}-d")
-    return enc.eval().requires_grad_(False)
 
 
 class RobustInversionRestorer(Restorer):
@@ -209,8 +173,8 @@ class RobustInversionRestorer(Restorer):
             weights = self.weights_or_default(weights)
         self.G = load_generator(generator, weights).eval()
         self.G.requires_grad_(False)
-        self.init = "encoder" if isinstance(init, LatentEncoder) else os.fspath(init)
-        self.encoder = _resolve_encoder(init, None if generator is not None else weights, self.G)
+        self.starter = EncoderStart(init, None if generator is not None else weights, self.G)
+        self.init, self.encoder = self.starter.init, self.starter.encoder
         if task is not None:
             from facerestore import degrade
 
@@ -231,8 +195,7 @@ class RobustInversionRestorer(Restorer):
             raise InputError(f"robust-inversion work_resolution: {exc}") from None
         self.with_spec(size=self.G.img_resolution)
         if self.encoder is not None:  # every output record names the start and its licence consequences
-            self.with_spec(weights_licence=f"{self.spec.weights_licence}; W encoder (phase I's start, beyond the "
-                           "paper): ours, trained on the generator's samples, so bound by the generator's terms")
+            self.with_spec(weights_licence=f"{self.spec.weights_licence}; {ENCODER_LICENCE}")
 
     def set_half(self, enabled: bool = True) -> RobustInversionRestorer:
         """The generator in bf16 on a CPU (fp16 on a GPU is not offered: untested here); the loss and its networks
@@ -244,12 +207,8 @@ class RobustInversionRestorer(Restorer):
         return self
 
     def start(self, faces: torch.Tensor, blind: bool) -> torch.Tensor | None:
-        """Phase I's start for ``faces`` (B, 3, S, S) in [0, 1]: the encoder's W (B, w_dim) when ``init`` asks for it
-        in this mode (``blind``: no task), else None (``w_avg``, the paper's)."""
-        if self.encoder is None or (self.init == "auto" and not blind):
-            return None
-        with torch.no_grad():
-            return self.encoder(faces.to(self.encoder.w_avg.device, torch.float32))
+        """Phase I's start for ``faces`` (B, 3, S, S) in [0, 1]: :meth:`.encoder.EncoderStart.start`."""
+        return self.starter.start(faces, blind)
 
     def _level(self, task: str, lq: torch.Tensor, level: str | int | None) -> str | int | None:
         """The task's level: given, fixed by the task (one level), read from the size ratio (single-degradation

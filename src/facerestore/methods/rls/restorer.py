@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from facerestore.errors import InputError, WeightsMissingError
+from facerestore.methods.inversion.encoder import ENCODER_LICENCE, EncoderStart, LatentEncoder
 from facerestore.methods.inversion.refs import ReferenceCache, check_ref_weight
 from facerestore.methods.inversion.restorer import PRIOR_SPEC, load_generator
 from facerestore.methods.restorer import Restorer, StepProgress, detail_side
@@ -116,6 +117,7 @@ class RLSRestorer(Restorer):
         ref_weight: float = DEFAULT_REF_WEIGHT,
         force_refs: bool = False,
         work_resolution: int | None = None,
+        init: str | os.PathLike | LatentEncoder = "mean",
         **overrides: Any,
     ) -> None:
         super().__init__()
@@ -130,6 +132,7 @@ class RLSRestorer(Restorer):
             weights = self.weights_or_default(weights)
         self.G = load_generator(generator, weights).eval()
         self.G.requires_grad_(False)
+        self.starter = EncoderStart(init, None if generator is not None else weights, self.G)
         self.flow = _resolve_flow(flow, weights, generator is not None)
         if self.flow is not None:
             self.flow.requires_grad_(False)
@@ -144,6 +147,8 @@ class RLSRestorer(Restorer):
                                             or int(work_resolution) & (int(work_resolution) - 1)):
             raise InputError(f"rls work_resolution must be a power of two dividing {r}, got {work_resolution}")
         self.work_resolution = None if work_resolution is None else int(work_resolution)
+        if self.starter.encoder is not None:  # every output record names the start and its licence consequences
+            self.with_spec(weights_licence=f"{self.spec.weights_licence}; {ENCODER_LICENCE}")
 
     def set_half(self, enabled: bool = True) -> RLSRestorer:
         """The generator in reduced precision (bf16 on a CPU; rls only: RLS+ tunes the generator's weights, which
@@ -201,8 +206,12 @@ class RLSRestorer(Restorer):
         factor = r // h
         return lambda x: degrade.downsample_pulse_bicubic(x, factor)
 
-    def w_init(self) -> torch.Tensor:
-        """The RLS start latent: mean of ``cfg.n_mean`` W samples (computed once, seeded)."""
+    def w_init(self, faces: torch.Tensor | None = None, blind: bool = False) -> torch.Tensor:
+        """The RLS start: the W encoder's guesses (B, w_dim) for ``faces`` when ``init`` asks for them in this mode
+        (``blind``: no task), else the mean of ``cfg.n_mean`` W samples (w_dim,) (computed once, seeded)."""
+        guess = None if faces is None else self.starter.start(faces, blind)
+        if guess is not None:
+            return guess
         if self._w_init is None:
             from facerestore.methods.rls.rls import mean_w
 
@@ -239,7 +248,7 @@ class RLSRestorer(Restorer):
         details: dict[str, RLSResult | RLSPlusResult | torch.Tensor | int] = {}
         total = self.cfg.steps + (lq.shape[0] * (self.cfg.plus_steps + 1) if self.plus else 0)
         with StepProgress(total, self.spec.name, self.progress) as bar:
-            res = rls_search(self.G, lq, self.flow, fn, self.cfg, w_init=self.w_init(),
+            res = rls_search(self.G, lq, self.flow, fn, self.cfg, w_init=self.w_init(lq, blind),
                              callback=lambda step, v: bar.update("RLS", step, v["total"]), identity=identity)
             if self.plus:
                 plus = rls_plus(self.G, lq, res.latents, fn, self.cfg,

@@ -233,7 +233,8 @@ def rls_search(
 ) -> RLSResult:
     """RLS on targets (B, 3, h, w) in [0, 1]; ``degrade_fn`` maps G's images (B, 3, R, R) to the targets' size.
 
-    w_init: (d,) start latent, default the mean of ``cfg.n_mean`` W samples drawn with ``seed``.
+    w_init: start latent, (d,) for every face or (B, d) one per face (e.g. a W encoder's guesses), repeated over
+    the W+ rows; default the mean of ``cfg.n_mean`` W samples drawn with ``seed`` (the paper's start).
     flow: the MAF prior (eval mode), or None to drop the flow terms. Generator weights are untouched.
     identity: an extra per-sample loss ``identity(G(w)) -> (B,)`` (e.g. ``ReferenceIdentity.term``) added to the
     total, which also chooses the kept step; None: the paper's loss.
@@ -244,7 +245,10 @@ def rls_search(
     target = target.to(device=dev, dtype=dtype)
     if w_init is None:
         w_init = mean_w(G, cfg.n_mean, torch.Generator().manual_seed(int(seed)))
-    ws = w_init.to(device=dev, dtype=dtype).reshape(1, 1, -1).expand(b, G.num_ws, -1).clone().requires_grad_(True)
+    w_init = w_init.to(device=dev, dtype=dtype).reshape(-1, 1, G.w_dim)
+    if w_init.shape[0] not in (1, b):
+        raise ValueError(f"w_init holds {w_init.shape[0]} latents for {b} faces")
+    ws = w_init.expand(b, G.num_ws, -1).clone().requires_grad_(True)
     opt = torch.optim.Adam([ws], lr=cfg.lr)
     best_loss = torch.full((b,), float("inf"), dtype=dtype, device=dev)
     best_ws = ws.detach().clone()
