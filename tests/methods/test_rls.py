@@ -12,6 +12,7 @@ from scipy.optimize import minimize
 
 from facerestore import degrade
 from facerestore.errors import InputError, WeightsMissingError
+from facerestore.methods.inversion.encoder import LatentEncoder, encoder_paths, save_encoder
 from facerestore.methods.rls import (
     PRESETS,
     RLSRestorer,
@@ -31,6 +32,7 @@ from facerestore.methods.rls import (
 )
 from facerestore.nn.flow import MAF
 from facerestore.nn.stylegan2 import Generator, to_unit_range
+from facerestore.nn.stylegan2_io import save_safetensors_generator
 
 
 @pytest.fixture(scope="module")
@@ -413,8 +415,6 @@ def test_blind_mode_super_resolves_a_crop_from_its_detail_side(tiny_g, tiny_flow
 
 def _random_encoder(w_dim: int, seed: int = 0):
     """A W encoder whose head is not zero (an untrained one returns w_avg for every face)."""
-    from facerestore.methods.inversion.encoder import LatentEncoder
-
     g = torch.Generator().manual_seed(seed)
     enc = LatentEncoder(torch.randn(w_dim, generator=g), torch.rand(w_dim, generator=g) + 0.5, in_size=16,
                         width=4, max_channels=8)
@@ -437,7 +437,7 @@ def test_search_starts_from_one_latent_per_face(tiny_g, tiny_flow):
         rls_search(tiny_g, torch.cat([y1, y2]), tiny_flow, _down, cfg, w_init=torch.zeros(3, 32))
 
 
-def test_restorer_init_encoder_starts_each_face_from_its_guess(tiny_g, tiny_flow):
+def test_restorer_init_encoder_starts_each_face_from_its_guess(tmp_path, tiny_g, tiny_flow):
     x, y = _target(tiny_g)
     enc = _random_encoder(32)
     kw = dict(generator=tiny_g, flow=tiny_flow, steps=3, n_mean=50, progress=False)
@@ -452,11 +452,14 @@ def test_restorer_init_encoder_starts_each_face_from_its_guess(tiny_g, tiny_flow
                                                             w_init=paper.w_init()).image, rtol=0, atol=0)
     assert not torch.equal(out, paper.restore(y))
     assert "W encoder" in r.spec.weights_licence and "W encoder" not in paper.spec.weights_licence
-    # "auto" starts only the blind mode (whole-photo crops) from the encoder; a low-resolution input is a task
-    auto = RLSRestorer(**kw, init="auto")
-    assert auto.starter.encoder is None  # a generator object names no file: no encoder to find
-    auto.starter.encoder, auto.starter.init = enc, "auto"
-    torch.testing.assert_close(auto.w_init(y, blind=False), paper.w_init())
+    # "auto" starts only the blind mode (whole-photo crops) from the encoder found beside the generator's file
+    assert RLSRestorer(**kw, init="auto").starter.encoder is None  # a generator object names no file
+    gen_file = tmp_path / "prior.safetensors"
+    save_safetensors_generator(tiny_g, gen_file, half=False)
+    save_encoder(enc, encoder_paths(gen_file)[0], gen_file)
+    auto = RLSRestorer(weights=gen_file, flow=tiny_flow, steps=3, n_mean=50, progress=False, init="auto")
+    torch.testing.assert_close(auto.w_init(y, blind=False), paper.w_init())  # a task: the paper's start
     torch.testing.assert_close(auto.w_init(x, blind=True), enc(x), rtol=0, atol=0)
+    assert "W encoder" in auto.spec.weights_licence
     with pytest.raises(InputError, match="pass the encoder"):
         RLSRestorer(**kw, init="encoder")
