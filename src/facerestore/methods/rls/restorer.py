@@ -88,6 +88,12 @@ class RLSRestorer(Restorer):
         force_refs: use references that the check takes for another person (``--force-refs``).
         work_resolution: the blind mode's low-resolution side (a power of two dividing R; module docstring); None
             (default): each batch's largest :func:`~facerestore.methods.restorer.detail_side`, at least 16.
+        init: where the latent search starts (beyond the paper, which starts from the mean of ``n_mean`` W
+            samples): "auto" (default: the W encoder's guess of each face in the blind mode, whole-photo crops,
+            when one is stored beside the generator or shipped for it, as MobileStyleGAN's is; the paper's mean for
+            low-resolution inputs and tasks), "mean" (always the paper's), "encoder" (both modes), or an encoder
+            file / ``LatentEncoder`` (:class:`~facerestore.methods.inversion.encoder.EncoderStart`).
+            ``benchmarks/rls_factors.py --init mean encoder`` measures it (results/rls_factors_init.json).
     """
 
     spec = MethodSpec(
@@ -117,7 +123,7 @@ class RLSRestorer(Restorer):
         ref_weight: float = DEFAULT_REF_WEIGHT,
         force_refs: bool = False,
         work_resolution: int | None = None,
-        init: str | os.PathLike | LatentEncoder = "mean",
+        init: str | os.PathLike | LatentEncoder = "auto",
         **overrides: Any,
     ) -> None:
         super().__init__()
