@@ -15,7 +15,8 @@ Writes results/rls_factors.json.
 ``--init mean encoder`` (beyond the paper) runs the search twice per factor, from the paper's start (the mean of W
 samples) and from the W encoder's guess of each low-resolution face, and adds the paired differences encoder - mean
 for RLS and RLS+; ``--no-plus`` skips RLS+. Identity is also judged by MobileFace (``id_mobileface``: no loss of
-ours uses it) when its weights are cached. Other runs than the default write results/rls_factors_<tag>.json.
+ours uses it) when its weights are cached. Other runs than the default write results/rls_factors_<tag>.json. Every
+run also writes a Markdown table beside its JSON (``--render JSON`` writes it again from a stored result).
 """
 
 from __future__ import annotations
@@ -71,7 +72,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="the search's start(s): the paper's mean latent and/or the W encoder's guess")
     p.add_argument("--no-plus", action="store_true", help="RLS only (no RLS+ fine-tuning)")
     p.add_argument("--tag", default="", help="suffix of the result file")
+    p.add_argument("--render", default=None, help="write the Markdown table of this stored result JSON and exit")
     args = p.parse_args(argv)
+    if args.render:
+        src = Path(args.render)
+        src.with_suffix(".md").write_text(to_markdown(json.loads(src.read_text())))
+        print(src.with_suffix(".md").read_text())
+        return 0
     torch.set_num_threads(args.threads)
     from facerestore.nn.devices import tune_cpu_allocator
 
@@ -131,8 +138,44 @@ def main(argv: list[str] | None = None) -> int:
                            "interval (2000 resamples, seed 0); keys ending in @encoder: started from the W encoder"}
     out_name = "rls_factors" + (f"_{args.tag}" if args.tag else "")
     (ROOT / "benchmarks" / "results" / f"{out_name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (ROOT / "benchmarks" / "results" / f"{out_name}.md").write_text(to_markdown(result))
     print(json.dumps(result, indent=2))
     return 0
+
+
+ROW_NAMES = {"input": "input (bicubic)", "rls": "RLS", "rls@encoder": "RLS, encoder start", "rls_plus": "RLS+",
+             "rls_plus@encoder": "RLS+, encoder start"}
+
+
+def to_markdown(result: dict) -> str:
+    """Means per factor and row, then every paired difference with its interval."""
+    metrics = [m for m in ("psnr", "fed", "id_mobileface", "niqe")
+               if any(m in row.get("input", {}) for row in result["rows"].values())]
+    head = ["PSNR (dB)", "FED", "MobileFace", "NIQE"]
+    names = [head[("psnr", "fed", "id_mobileface", "niqe").index(m)] for m in metrics]
+    lines = ["# RLS / RLS+ on MobileStyleGAN: super-resolution of held-out faces", "",
+             f"`{result['command']}`: {len(result['faces'])} held-out ffhq256 faces, {result['steps']} RLS + "
+             f"{result['plus_steps']} RLS+ steps, preset {result['preset']}, {result['generator']}, "
+             f"{result['wall_s'] / 60:.0f} min ({result['hardware']}). Means against the 256 px ground truth; "
+             "PSNR higher is better, the rest lower. MobileFace (`id_mobileface`) is the independent identity judge "
+             "(no loss of ours uses it). Starts: the paper's mean of W samples unless a row says \"encoder start\" "
+             "(the W encoder shipped beside the prior; beyond the paper).", "",
+             "| factor | row | " + " | ".join(names) + " | s/face |", "|---|---|" + "---|" * (len(names) + 1)]
+    for factor, row in result["rows"].items():
+        for key, label in ROW_NAMES.items():
+            if key in row:
+                at = key.partition("@")[2]
+                sec = row.get("seconds_per_face" + (f"@{at}" if at else ""), "") if key != "input" else ""
+                lines.append(f"| {factor} | {label} | " + " | ".join(f"{row[key][m]:.3f}" for m in metrics)
+                             + f" | {sec} |")
+    lines += ["", "Paired differences (mean over faces [95% bootstrap interval]):", "",
+              "| factor | difference | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for factor, row in result["rows"].items():
+        for key, diff in row.items():
+            if "_minus_" in key:
+                lines.append(f"| {factor} | {key} | " + " | ".join(
+                    "{:+.3f} [{:+.3f}, {:+.3f}]".format(*diff[m]) if m in diff else "" for m in metrics) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
