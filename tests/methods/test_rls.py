@@ -446,18 +446,19 @@ def test_restorer_init_encoder_starts_each_face_from_its_guess(tmp_path, tiny_g,
     ref = rls_search(tiny_g, y, tiny_flow, _down, r.cfg, w_init=enc(y))
     torch.testing.assert_close(out, ref.image, rtol=0, atol=0)
     torch.testing.assert_close(details["rls"].latents, ref.latents, rtol=0, atol=0)
-    paper = RLSRestorer(**kw, init="mean")  # the paper's start, the mean of W samples
+    paper = RLSRestorer(**kw)  # default: the paper's start, the mean of W samples
     assert paper.starter.encoder is None
     torch.testing.assert_close(paper.restore(y), rls_search(tiny_g, y, tiny_flow, _down, paper.cfg,
                                                             w_init=paper.w_init()).image, rtol=0, atol=0)
     assert not torch.equal(out, paper.restore(y))
     assert "W encoder" in r.spec.weights_licence and "W encoder" not in paper.spec.weights_licence
     # "auto" starts only the blind mode (whole-photo crops) from the encoder found beside the generator's file
-    assert RLSRestorer(**kw).starter.encoder is None  # default "auto"; a generator object names no file
+    assert RLSRestorer(**kw, init="auto").starter.encoder is None  # a generator object names no file
     gen_file = tmp_path / "prior.safetensors"
     save_safetensors_generator(tiny_g, gen_file, half=False)
     save_encoder(enc, encoder_paths(gen_file)[0], gen_file)
-    auto = RLSRestorer(weights=gen_file, flow=tiny_flow, steps=3, n_mean=50, progress=False)  # default "auto"
+    assert RLSRestorer(weights=gen_file, flow=tiny_flow, steps=1, n_mean=10).starter.encoder is None  # default: mean
+    auto = RLSRestorer(weights=gen_file, flow=tiny_flow, steps=3, n_mean=50, progress=False, init="auto")
     torch.testing.assert_close(auto.w_init(y, blind=False), paper.w_init())  # a task: the paper's start
     torch.testing.assert_close(auto.w_init(x, blind=True), enc(x), rtol=0, atol=0)
     assert "W encoder" in auto.spec.weights_licence

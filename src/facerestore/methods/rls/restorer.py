@@ -88,12 +88,14 @@ class RLSRestorer(Restorer):
         force_refs: use references that the check takes for another person (``--force-refs``).
         work_resolution: the blind mode's low-resolution side (a power of two dividing R; module docstring); None
             (default): each batch's largest :func:`~facerestore.methods.restorer.detail_side`, at least 16.
-        init: where the latent search starts (beyond the paper, which starts from the mean of ``n_mean`` W
-            samples): "auto" (default: the W encoder's guess of each face in the blind mode, whole-photo crops,
-            when one is stored beside the generator or shipped for it, as MobileStyleGAN's is; the paper's mean for
-            low-resolution inputs and tasks), "mean" (always the paper's), "encoder" (both modes), or an encoder
-            file / ``LatentEncoder`` (:class:`~facerestore.methods.inversion.encoder.EncoderStart`).
-            ``benchmarks/rls_factors.py --init mean encoder`` measures it (results/rls_factors_init.json).
+        init: where the latent search starts: "mean" (default: the paper's mean of ``n_mean`` W samples), or,
+            beyond the paper, "auto" (the W encoder's guess of each face in the blind mode, whole-photo crops, when
+            one is stored beside the generator or shipped for it, as MobileStyleGAN's is; the mean for
+            low-resolution inputs and tasks), "encoder" (both modes), or an encoder file / ``LatentEncoder``
+            (:class:`~facerestore.methods.inversion.encoder.EncoderStart`). ``benchmarks/rls_factors.py --init mean
+            encoder`` measures it on held-out faces at 256 px (the encoder wins there), but on the README's whole
+            photo at 1024 px the encoder's start gave a sepia, painterly face where the mean's was photographic
+            (``docs/rls_start_astronaut.png``), so the default stays the paper's.
     """
 
     spec = MethodSpec(
@@ -123,7 +125,7 @@ class RLSRestorer(Restorer):
         ref_weight: float = DEFAULT_REF_WEIGHT,
         force_refs: bool = False,
         work_resolution: int | None = None,
-        init: str | os.PathLike | LatentEncoder = "auto",
+        init: str | os.PathLike | LatentEncoder = "mean",
         **overrides: Any,
     ) -> None:
         super().__init__()
