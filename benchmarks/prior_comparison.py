@@ -71,20 +71,12 @@ def load_prior(name: str, resolution: int):
     return G
 
 
-def start_for(name: str, init: str):
+def start_for(name: str, G, init: str):
     """The W encoder shipped beside prior ``name`` when ``init`` is "encoder" (None: the mean latent, the paper's
     start; also for a prior without an encoder, such as the 64 px built-in)."""
-    from facerestore.errors import WeightsMissingError
-    from facerestore.methods.inversion.encoder import find_encoder, load_encoder
-    from facerestore.nn.stylegan2_io import prior_file
+    from facerestore.methods.inversion.encoder import EncoderStart
 
-    if init == "mean":
-        return None
-    try:
-        path = find_encoder(prior_file(name))
-    except WeightsMissingError:
-        return None
-    return load_encoder(path, generator_path=prior_file(name))
+    return None if init == "mean" else EncoderStart("auto", name, G).encoder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown prior(s) {unknown}; choose from {list(PRIORS)}")
     priors = {name: load_prior(name, args.resolution) for name in PRIORS if name in args.priors.split(",")}
-    starts = {name: start_for(name, args.init) for name in priors}
+    starts = {name: start_for(name, G, args.init) for name, G in priors.items()}
     rows, grid = {}, None
     t_all = time.time()
     for ti, (task, level) in enumerate(tasks):

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tuned = tune_cpu_allocator()  # as the CLI does: freed memory kept for reuse (about 2x faster here)
     from facerestore import degrade
-    from facerestore.methods.inversion.encoder import find_encoder, load_encoder
+    from facerestore.methods.inversion.encoder import EncoderStart
     from facerestore.methods.rls import RLSRestorer
     from facerestore.methods.rls.flow_prior import find_flow, load_generator_flow
     from facerestore.nn.stylegan2_io import prior_file, resolve_generator
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     flow = load_generator_flow(find_flow(prior_file(name)), generator_path=prior_file(name))
     starts = {"mean": "mean"}
     if "encoder" in args.init:
-        starts["encoder"] = load_encoder(find_encoder(prior_file(name)), generator_path=prior_file(name))
+        starts["encoder"] = EncoderStart("encoder", name, G).encoder
     _, val = split_files(DataConfig(roots=[args.data], size=256, val_count=args.count))
     clean = load_images(val, 256).float() / 255
     rows = {}
