@@ -143,6 +143,19 @@ needs_dlib = pytest.mark.skipif(_DLIB_MISSING is not None,
                                 reason=f"dlib's face recogniser files are absent: {_DLIB_MISSING}")
 
 
+def random_w_encoder(w_dim: int, *, in_size: int = 32, seed: int = 0):
+    """A small W encoder (``LatentEncoder``, eval mode) whose head is not zero: an untrained one returns ``w_avg``
+    for every face, which would hide whether a restorer uses it."""
+    from facerestore.methods.inversion.encoder import LatentEncoder
+
+    g = torch.Generator().manual_seed(seed)
+    enc = LatentEncoder(torch.randn(w_dim, generator=g), torch.rand(w_dim, generator=g) + 0.5, in_size=in_size,
+                        width=4, max_channels=8)
+    with torch.no_grad():
+        enc.head.weight.copy_(torch.randn(enc.head.weight.shape, generator=g) * 0.1)
+    return enc.eval()
+
+
 def tiny_mobilestylegan(channels=(16, 16, 8), *, with_w_avg: bool = False):
     """A tiny randomly initialised MobileStyleGAN (z, w 16-d; unit-variance activations through the layers), eval
     mode; ``with_w_avg``: ``mapping.w_avg`` set to the mean of 64 mapped z (the loader's estimate, in small)."""

@@ -12,7 +12,7 @@ from scipy.optimize import minimize
 
 from facerestore import degrade
 from facerestore.errors import InputError, WeightsMissingError
-from facerestore.methods.inversion.encoder import LatentEncoder, encoder_paths, save_encoder
+from facerestore.methods.inversion.encoder import encoder_paths, save_encoder
 from facerestore.methods.rls import (
     PRESETS,
     RLSRestorer,
@@ -413,16 +413,6 @@ def test_blind_mode_super_resolves_a_crop_from_its_detail_side(tiny_g, tiny_flow
             RLSRestorer(generator=tiny_g, flow=tiny_flow, steps=1, n_mean=10, work_resolution=bad)
 
 
-def _random_encoder(w_dim: int, seed: int = 0):
-    """A W encoder whose head is not zero (an untrained one returns w_avg for every face)."""
-    g = torch.Generator().manual_seed(seed)
-    enc = LatentEncoder(torch.randn(w_dim, generator=g), torch.rand(w_dim, generator=g) + 0.5, in_size=16,
-                        width=4, max_channels=8)
-    with torch.no_grad():
-        enc.head.weight.copy_(torch.randn(enc.head.weight.shape, generator=g) * 0.1)
-    return enc.eval()
-
-
 def test_search_starts_from_one_latent_per_face(tiny_g, tiny_flow):
     _, y1 = _target(tiny_g, 5)
     _, y2 = _target(tiny_g, 6)
@@ -439,7 +429,9 @@ def test_search_starts_from_one_latent_per_face(tiny_g, tiny_flow):
 
 def test_restorer_init_encoder_starts_each_face_from_its_guess(tmp_path, tiny_g, tiny_flow):
     x, y = _target(tiny_g)
-    enc = _random_encoder(32)
+    from conftest import random_w_encoder
+
+    enc = random_w_encoder(32, in_size=16)
     kw = dict(generator=tiny_g, flow=tiny_flow, steps=3, n_mean=50, progress=False)
     r = RLSRestorer(init=enc, **kw)
     out, details = r.restore(y, return_details=True)

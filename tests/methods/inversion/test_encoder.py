@@ -44,13 +44,9 @@ def tiny_msg():
 
 
 def _random_encoder(w_dim: int = 16, in_size: int = 32, seed: int = 0) -> LatentEncoder:
-    """An encoder whose head is not zero (an untrained one returns w_avg for every face)."""
-    g = torch.Generator().manual_seed(seed)
-    enc = LatentEncoder(torch.randn(w_dim, generator=g), torch.rand(w_dim, generator=g) + 0.5, in_size=in_size,
-                        width=4, max_channels=8)
-    with torch.no_grad():
-        enc.head.weight.copy_(torch.randn(enc.head.weight.shape, generator=g) * 0.1)
-    return enc.eval()
+    from conftest import random_w_encoder
+
+    return random_w_encoder(w_dim, in_size=in_size, seed=seed)
 
 
 def test_untrained_encoder_starts_at_w_avg_and_resizes_its_input():
