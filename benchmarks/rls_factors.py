@@ -13,8 +13,10 @@ the paired difference RLS+ - RLS (and RLS+ - input) with a 95% bootstrap interva
 Writes results/rls_factors.json.
 
 ``--init mean encoder`` (beyond the paper) runs the search twice per factor, from the paper's start (the mean of W
-samples) and from the W encoder's guess of each low-resolution face, and adds the paired differences encoder - mean
-for RLS and RLS+; ``--no-plus`` skips RLS+. Identity is also judged by MobileFace (``id_mobileface``: no loss of
+samples) and from the W encoder's guess of each low-resolution face; ``--lr default 0.5`` runs it with the default
+preset's peak learning rate (scaled to W's spread) and with the paper's 0.5. Every combination of the two lists is
+a row, and each row after the first gets its paired differences against the first; ``--no-plus`` skips RLS+.
+Identity is also judged by MobileFace (``id_mobileface``: no loss of
 ours uses it) when its weights are cached. Other runs than the default write results/rls_factors_<tag>.json. Every
 run also writes a Markdown table beside its JSON (``--render JSON`` writes it again from a stored result).
 """
@@ -70,8 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--init", nargs="+", choices=("mean", "encoder"), default=["mean"],
                    help="the search's start(s): the paper's mean latent and/or the W encoder's guess")
+    p.add_argument("--lr", nargs="+", default=["default"],
+                   help="RLS's peak learning rate(s): 'default' (the preset's: LR_SPREAD x W's spread) or a number")
     p.add_argument("--no-plus", action="store_true", help="RLS only (no RLS+ fine-tuning)")
     p.add_argument("--tag", default="", help="suffix of the result file")
+    p.add_argument("--grid", default=None,
+                   help="write a picture sheet (per factor: input, each row's output, truth) to this PNG")
     p.add_argument("--render", default=None, help="write the Markdown table of this stored result JSON and exit")
     args = p.parse_args(argv)
     if args.render:
@@ -87,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     from facerestore.methods.inversion.encoder import EncoderStart
     from facerestore.methods.rls import RLSRestorer
     from facerestore.methods.rls.flow_prior import find_flow, load_generator_flow
+    from facerestore.methods.rls.rls import config, search_lr
     from facerestore.nn.stylegan2_io import prior_file, resolve_generator
     from facerestore.train.config import DataConfig
     from facerestore.train.data import load_images, split_files
@@ -98,30 +105,40 @@ def main(argv: list[str] | None = None) -> int:
     starts = {"mean": "mean"}
     if "encoder" in args.init:
         starts["encoder"] = EncoderStart("encoder", name, G).encoder
+    rates = {lr: {} if lr == "default" else {"lr": float(lr)} for lr in args.lr}
+    # one row per (start, rate); the paper's start and the preset's rate keep the historical keys
+    variants = [(init, lr, "@" + ",".join(([] if init == "mean" else [init]) + ([] if lr == "default" else
+                                                                                  [f"lr={lr}"])))
+                for init in args.init for lr in args.lr]
+    variants = [(init, lr, "" if sfx == "@" else sfx) for init, lr, sfx in variants]
+    lr_used = {sfx or "first": search_lr(G, config("default", **rates[lr])) for _, lr, sfx in variants}
     _, val = split_files(DataConfig(roots=[args.data], size=256, val_count=args.count))
     clean = load_images(val, 256).float() / 255
     rows = {}
+    sheet: dict[str, torch.Tensor] = {}
     t_all = time.time()
     for factor in args.factors:
         lr = degrade.downsample_pulse_bicubic(clean, factor).clamp(0, 1)
         inp = F.interpolate(lr, size=(256, 256), mode="bicubic", align_corners=False).clamp(0, 1)
         row: dict = {"lr_side": lr.shape[-1], "input": scores(inp, clean)}
-        for init in args.init:
-            at = "" if init == "mean" else f"@{init}"  # the paper's start keeps the historical keys
+        sheet[f"x{factor} input"] = inp
+        for init, lr_name, at in variants:
             r = RLSRestorer(generator=G, flow=flow, plus=not args.no_plus, steps=args.steps,
-                            plus_steps=args.plus_steps, progress=False, init=starts[init])
+                            plus_steps=args.plus_steps, progress=False, init=starts[init], **rates[lr_name])
             t0 = time.time()
             out, details = r.restore(lr, return_details=True)
             row["rls" + at] = scores(details["rls"].image.float().clamp(0, 1), clean)
+            sheet[f"x{factor} " + row_label(("rls" if args.no_plus else "rls_plus") + at)] = out.float().clamp(0, 1)
             if not args.no_plus:
                 row["rls_plus" + at] = scores(out.float().clamp(0, 1), clean)
                 row["rls_plus_minus_rls" + at] = paired(row["rls_plus" + at], row["rls" + at])
                 row["rls_plus_minus_input" + at] = paired(row["rls_plus" + at], row["input"])
             row["seconds_per_face" + at] = round((time.time() - t0) / clean.shape[0], 1)
-        if set(args.init) == {"mean", "encoder"}:
+        base = variants[0][2]
+        for _, _, at in variants[1:]:  # every other row against the first
             for kind in ("rls", "rls_plus"):
-                if kind in row:
-                    row[f"{kind}_encoder_minus_mean"] = paired(row[f"{kind}@encoder"], row[kind])
+                if kind + base in row:
+                    row[f"{kind}{at}_minus_{kind}{base}"] = paired(row[kind + at], row[kind + base])
         rows[f"x{factor}"] = row
         print(f"x{factor}: " + ", ".join(f"{k} {v['psnr']:.2f} dB / FED {v['fed']:.3f}" for k, v in row.items()
                                           if isinstance(v, dict) and "per_face" in v)
@@ -130,12 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     result = {"benchmark": "rls_factors",
               "command": "python benchmarks/rls_factors.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "generator": f"{name} at 256 px", "preset": "default", "faces": [f.name for f in val],
-              "init": args.init, "plus": not args.no_plus,
+              "init": args.init, "lr": args.lr, "lr_used": lr_used, "plus": not args.no_plus,
               "steps": args.steps, "plus_steps": args.plus_steps, "rows": rows, "wall_s": round(time.time() - t_all, 1),
               "hardware": f"{platform.machine()}, torch {torch.__version__}, CPU, {args.threads} thread(s)"
                           + (", malloc tuned as by the CLI" if tuned else ""),
               "intervals": "*_minus_*: mean of the per-face difference and its paired 95% bootstrap "
-                           "interval (2000 resamples, seed 0); keys ending in @encoder: started from the W encoder"}
+                           "interval (2000 resamples, seed 0); keys with @encoder: started from the W encoder, with "
+                           "@lr=X: RLS's peak learning rate X instead of the default preset's"}
+    if args.grid:
+        from sheets import labelled_sheet
+
+        labelled_sheet({"truth": clean, **sheet}, args.grid, tile=160)
     out_name = "rls_factors" + (f"_{args.tag}" if args.tag else "")
     (ROOT / "benchmarks" / "results" / f"{out_name}.json").write_text(json.dumps(result, indent=2) + "\n")
     (ROOT / "benchmarks" / "results" / f"{out_name}.md").write_text(to_markdown(result))
@@ -143,8 +165,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-ROW_NAMES = {"input": "input (bicubic)", "rls": "RLS", "rls@encoder": "RLS, encoder start", "rls_plus": "RLS+",
-             "rls_plus@encoder": "RLS+, encoder start"}
+ROW_NAMES = {"input": "input (bicubic)", "rls": "RLS", "rls_plus": "RLS+"}
+
+
+def rate_words(result: dict) -> str:
+    """The default preset's peak RLS learning rate as a stored result records it (runs before it was scaled: 0.5)."""
+    used = result.get("lr_used", {})
+    first = used.get("first")
+    return "0.5, the paper's" if first is None else f"{first:.3f} = LR_SPREAD x W's spread"
+
+
+def row_label(key: str) -> str:
+    """'rls_plus@encoder,lr=0.5' -> 'RLS+, encoder start, lr 0.5'."""
+    kind, _, tags = key.partition("@")
+    words = [ROW_NAMES[kind]] + [f"lr {t[3:]}" if t.startswith("lr=") else f"{t} start" for t in tags.split(",") if t]
+    return ", ".join(words)
 
 
 def to_markdown(result: dict) -> str:
@@ -159,14 +194,15 @@ def to_markdown(result: dict) -> str:
              f"{result['wall_s'] / 60:.0f} min ({result['hardware']}). Means against the 256 px ground truth; "
              "PSNR higher is better, the rest lower. MobileFace (`id_mobileface`) is the independent identity judge "
              "(no loss of ours uses it). Starts: the paper's mean of W samples unless a row says \"encoder start\" "
-             "(the W encoder shipped beside the prior; beyond the paper).", "",
+             "(the W encoder shipped beside the prior; beyond the paper). RLS's peak learning rate: the default "
+             f"preset's ({rate_words(result)}) unless a row names another.", "",
              "| factor | row | " + " | ".join(names) + " | s/face |", "|---|---|" + "---|" * (len(names) + 1)]
     for factor, row in result["rows"].items():
-        for key, label in ROW_NAMES.items():
-            if key in row:
+        for key, value in row.items():
+            if isinstance(value, dict) and "per_face" in value:
                 at = key.partition("@")[2]
                 sec = row.get("seconds_per_face" + (f"@{at}" if at else ""), "") if key != "input" else ""
-                lines.append(f"| {factor} | {label} | " + " | ".join(f"{row[key][m]:.3f}" for m in metrics)
+                lines.append(f"| {factor} | {row_label(key)} | " + " | ".join(f"{value[m]:.3f}" for m in metrics)
                              + f" | {sec} |")
     lines += ["", "Paired differences (mean over faces [95% bootstrap interval]):", "",
               "| factor | difference | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]

@@ -14,6 +14,7 @@ from facerestore import degrade
 from facerestore.errors import InputError, WeightsMissingError
 from facerestore.methods.inversion.encoder import encoder_paths, save_encoder
 from facerestore.methods.rls import (
+    LR_SPREAD,
     PRESETS,
     RLSRestorer,
     config,
@@ -29,6 +30,8 @@ from facerestore.methods.rls import (
     rls_loss,
     rls_plus,
     rls_search,
+    search_lr,
+    w_spread,
 )
 from facerestore.nn.flow import MAF
 from facerestore.nn.stylegan2 import Generator, to_unit_range
@@ -172,6 +175,38 @@ def test_rls_keeps_the_best_step(tiny_g, tiny_flow):
     assert total.item() == pytest.approx(res.best_loss.item(), rel=1e-5)
     torch.testing.assert_close(res.image, img.clamp(0, 1))
     assert hist.min() < hist[0] and hist[-1] > hist.min()  # the last step is not the kept one
+
+
+def test_default_search_rate_is_a_fraction_of_w_spread(tiny_g, tiny_flow):
+    """The default preset's peak RLS rate is LR_SPREAD x W's mean per-dimension std (the paper's 0.5 outran W's whole
+    spread on MobileStyleGAN), and the search really steps with it: Adam's first step moves each coordinate by lr."""
+    w = tiny_g.sample_w(8192, torch.Generator().manual_seed(0)).double().numpy()
+    spread = float(np.std(w, axis=0, ddof=1).mean())  # independent of the torch reduction
+    assert w_spread(tiny_g) == pytest.approx(spread, rel=1e-9)
+    assert search_lr(tiny_g, config("default")) == pytest.approx(LR_SPREAD * spread, rel=1e-9)
+    assert search_lr(tiny_g, config("paper")) == 0.5 and search_lr(tiny_g, config("code")) == 0.5
+    assert search_lr(tiny_g, config("default", lr=0.07)) == 0.07
+    _, y = _target(tiny_g)
+    start = tiny_g.mapping.w_avg.clone()
+    res = rls_search(tiny_g, y, tiny_flow, _down, config("default", steps=2, schedule="fixed"), w_init=start)
+    assert res.best_step.item() == 1  # one step from the mean improves the fit, so the kept latent is that step's
+    step = (res.latents[0] - start).abs()
+    assert float(step.max()) == pytest.approx(LR_SPREAD * spread, rel=1e-3)  # Adam's first step: lr x sign(grad)
+
+
+def test_search_stops_once_every_face_diverged(tiny_g, tiny_flow):
+    """A loss that turns NaN ends the search (the released code's stop); the kept step is the best finite one."""
+    _, y = _target(tiny_g)
+    calls = []
+
+    def identity(img: torch.Tensor) -> torch.Tensor:  # finite for 3 steps, then NaN
+        calls.append(1)
+        return img.new_zeros(img.shape[0]) + (float("nan") if len(calls) > 3 else 0.0)
+
+    res = rls_search(tiny_g, y, tiny_flow, _down, config("default", steps=20, n_mean=500), identity=identity)
+    assert len(res.history["total"]) == 4 and math.isnan(res.history["total"][-1])
+    assert res.best_step.item() < 3 and torch.isfinite(res.best_loss).all()
+    assert res.best_loss.item() == pytest.approx(min(res.history["total"][:3]), rel=1e-6)
 
 
 def test_rls_plus_stays_in_ball_and_tunes_weights(tiny_g, tiny_flow):

@@ -16,6 +16,7 @@ from facerestore.methods.rls.flow_prior import (
 )
 from facerestore.methods.rls.restorer import RLSPlusRestorer, RLSRestorer
 from facerestore.methods.rls.rls import (
+    LR_SPREAD,
     PRESETS,
     RLSConfig,
     RLSPlusResult,
@@ -31,9 +32,12 @@ from facerestore.methods.rls.rls import (
     rls_loss,
     rls_plus,
     rls_search,
+    search_lr,
+    w_spread,
 )
 
 __all__ = [
+    "LR_SPREAD",
     "PRESETS",
     "RLSConfig",
     "RLSPlusRestorer",
@@ -55,5 +59,7 @@ __all__ = [
     "rls_plus",
     "rls_search",
     "save_generator_flow",
+    "search_lr",
     "train_generator_flow",
+    "w_spread",
 ]

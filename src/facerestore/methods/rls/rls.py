@@ -7,7 +7,8 @@ RLS (eq. 5-6) minimises over W+ latents w = [w_1 .. w_L] (B, L, d)::
     + l_pn    * 1/L sum_i (||F(w_i)||_2 - sqrt(d))^2      gaussianized latents near the sphere
     + l_cross * P_cross(w)                                rows of W+ close to each other
 
-with Adam (lr 0.5, PULSE's "linear1cycledrop" one-cycle schedule), starting from the mean of many
+with Adam (peak lr 0.5 in the paper, scaled to W's spread in "default" below; PULSE's "linear1cycledrop"
+one-cycle schedule), starting from the mean of many
 W samples, keeping the latent of the step with the lowest total loss.
 
 RLS+ (eq. 7) starts at the RLS anchor and jointly optimises the latents, the noise maps (the first
@@ -24,12 +25,24 @@ Presets, each from exactly one source:
   pairs i < j; 200 RLS steps, then 50 RLS+ steps at the single learning rate 1e-4.
 - "code": the cleaned released code: (0.002, 0.004, 0.5); fidelity 10 x the mean absolute error; ``P_cross``
   the mean pairwise (unsquared) distance; 500 + 200 steps at 1e-4.
-- "default" (ours, what the restorers use): "paper", except the RLS+ latent learning rate. With the paper's
-  1e-4, Adam moves a 512-d row by at most 50 x 1e-4 x 512 = 2.6 in L1 norm, an eighth of the sqrt(512) = 22.6
-  radius: the ball can never bind and the constraint the paper ablates would be void. The default sets the
-  latent rate from the geometry, ``3 / (sqrt(d) * plus_steps)`` (2.7e-3 for d = 512 and 50 steps): Adam's
+- "default" (ours, what the restorers use): "paper", except two learning rates set from the geometry.
+  RLS+'s latent rate: with the paper's 1e-4, Adam moves a 512-d row by at most 50 x 1e-4 x 512 = 2.6 in L1
+  norm, an eighth of the sqrt(512) = 22.6 radius: the ball can never bind and the constraint the paper ablates
+  would be void. The default uses ``3 / (sqrt(d) * plus_steps)`` (2.7e-3 for d = 512 and 50 steps): Adam's
   per-coordinate step bound then lets a row travel three radii over the run, so the projection does what
   eq. 7 says (``tests/methods/test_rls`` checks that it binds); weights and noise keep 1e-4.
+  RLS's latent rate: Adam moves every coordinate by up to ``lr`` per step, and the paper's 0.5 is more than the
+  whole spread of W (MobileStyleGAN's per-dimension standard deviation is 0.42, our 64 px prior's 0.69). On
+  MobileStyleGAN the search climbs out of its basin as the one-cycle schedule nears its peak and turns NaN
+  (the README photo's face: best step 31 of 100 from the mean, 16 from the W encoder, NaN from step 75 / 46),
+  so the kept latent is an early, poor fit; from the encoder's start it was a sepia, painterly stranger
+  (``docs/rls_lr_astronaut.png``). The default peak rate is ``LR_SPREAD`` (0.25) times W's mean
+  per-dimension standard deviation (:func:`search_lr`; 0.105 for MobileStyleGAN, 0.17 for the 64 px prior):
+  on that face both starts then converge to the same fit, with 2.5x lower loss
+  (``benchmarks/results/rls_factors_lr.md`` measures it on held-out faces).
+
+Every preset stops the search once every face's loss is NaN, as the released code does (the kept step is
+unchanged: a NaN loss is never the lowest).
 
 Beyond the paper, both searches take an optional ``identity`` term of the generated image (reference photos of the
 person, ``methods.inversion.refs``): RLS adds it to the total (history key "identity"), RLS+ to the fidelity it
@@ -49,6 +62,7 @@ from facerestore.nn.flow import MAF
 from facerestore.nn.stylegan2 import Generator, latent_dtype, render_unit, to_unit_range
 
 __all__ = [
+    "LR_SPREAD",
     "PRESETS",
     "RLSConfig",
     "RLSPlusResult",
@@ -64,6 +78,8 @@ __all__ = [
     "rls_loss",
     "rls_plus",
     "rls_search",
+    "search_lr",
+    "w_spread",
 ]
 
 
@@ -78,7 +94,7 @@ class RLSConfig:
     l1_reduction: str = "sum"  # "sum" (eq. 6: the L1 norm) or "mean" (the code: mean absolute error)
     cross: str = "sum_squared"  # "sum_squared" (eq. 5) or "mean_distance" (the code)
     steps: int = 200
-    lr: float = 0.5
+    lr: float | None = 0.5  # None: LR_SPREAD x W's mean per-dimension std (search_lr, see "default")
     schedule: str = "linear1cycledrop"
     n_mean: int = 100_000
     plus_steps: int = 50
@@ -94,8 +110,13 @@ PRESETS: dict[str, RLSConfig] = {
     "paper": RLSConfig(),
     "code": RLSConfig(l_logp=0.002, l_pn=0.004, l_cross=0.5, l1_weight=10.0, l1_reduction="mean",
                       cross="mean_distance", steps=500, plus_steps=200),
-    "default": RLSConfig(plus_lr_latent=None),
+    "default": RLSConfig(lr=None, plus_lr_latent=None),
 }
+
+# the "default" preset's peak RLS learning rate as a fraction of W's mean per-dimension standard deviation (module
+# docstring). Chosen on the README photo's face (not a benchmark face): 0.5 / 0.42 diverged, 0.1 / 0.42 and
+# 0.03 / 0.42 converged, the first to the lower loss in 100 steps.
+LR_SPREAD = 0.25
 
 
 # ------------------------------------------------------------------------------------------- terms
@@ -208,6 +229,18 @@ def mean_w(G: Generator, n: int, generator: torch.Generator) -> torch.Tensor:
     return (total / max(n, 1)).to(latent_dtype(G))
 
 
+@torch.no_grad()
+def w_spread(G: Generator, n: int = 8192, seed: int = 0) -> float:
+    """Mean over the w_dim dimensions of W's standard deviation, from ``n`` mapping samples drawn with ``seed``."""
+    w = G.sample_w(n, torch.Generator().manual_seed(int(seed))).double()
+    return float(w.std(0).mean())
+
+
+def search_lr(G: Generator, cfg: RLSConfig) -> float:
+    """RLS's peak learning rate: ``cfg.lr``, or for ``lr=None`` ``LR_SPREAD * w_spread(G)`` (module docstring)."""
+    return float(cfg.lr) if cfg.lr is not None else LR_SPREAD * w_spread(G)
+
+
 @dataclass
 class RLSResult:
     """Best step of an RLS search: image (B, 3, R, R) in [0, 1], latents (B, L, d), per-step history."""
@@ -249,7 +282,8 @@ def rls_search(
     if w_init.shape[0] not in (1, b):
         raise ValueError(f"w_init holds {w_init.shape[0]} latents for {b} faces")
     ws = w_init.expand(b, G.num_ws, -1).clone().requires_grad_(True)
-    opt = torch.optim.Adam([ws], lr=cfg.lr)
+    lr = search_lr(G, cfg)
+    opt = torch.optim.Adam([ws], lr=lr)
     best_loss = torch.full((b,), float("inf"), dtype=dtype, device=dev)
     best_ws = ws.detach().clone()
     best_img = torch.zeros(b, 3, G.img_resolution, G.img_resolution, dtype=dtype, device=dev)
@@ -263,7 +297,7 @@ def rls_search(
         with torch.enable_grad():
             for step in range(cfg.steps):
                 for group in opt.param_groups:
-                    group["lr"] = cfg.lr * one_cycle_factor(step, cfg.steps, cfg.schedule)
+                    group["lr"] = lr * one_cycle_factor(step, cfg.steps, cfg.schedule)
                 img = render_unit(G, ws)
                 total, terms = rls_loss(degrade_fn(img), target, ws, flow, cfg)
                 if identity is not None:
@@ -281,6 +315,8 @@ def rls_search(
                         hist.setdefault(k, []).append(v)
                     if callback is not None:
                         callback(step, values)
+                if not torch.isfinite(total).any():  # every face diverged: nothing left to find (the code's stop)
+                    break
                 opt.zero_grad(set_to_none=True)
                 total.sum().backward()
                 opt.step()
