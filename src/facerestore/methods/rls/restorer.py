@@ -79,7 +79,8 @@ class RLSRestorer(Restorer):
             default our built-in 64 px face prior (with its flow).
         flow: MAF object or file; default ``<weights stem>.rls-flow.safetensors`` next to the weights
             (``facerestore train-flow``); False runs without the flow terms (announced).
-        preset: "default" (the paper's, with an RLS+ latent step that lets the L1 ball bind), "paper" (Sec. 4 and
+        preset: "default" (the paper's, with a search rate scaled to W's spread, which converges where the paper's
+            0.5 diverges on MobileStyleGAN, and an RLS+ latent step that lets the L1 ball bind), "paper" (Sec. 4 and
             eq. 5-7 exactly, 200 + 50 steps) or "code" (the released code, 500 + 200 steps);
             ``overrides`` change single ``RLSConfig`` fields (e.g. steps=50, n_mean=10000).
         seed: seeds the W samples of the initial mean. progress: a progress bar (phase, step, loss, ETA) on stderr.
