@@ -105,13 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     starts = {"mean": "mean"}
     if "encoder" in args.init:
         starts["encoder"] = EncoderStart("encoder", name, G).encoder
-    rates = {lr: {} if lr == "default" else {"lr": float(lr)} for lr in args.lr}
-    # one row per (start, rate); the paper's start and the preset's rate keep the historical keys
-    variants = [(init, lr, "@" + ",".join(([] if init == "mean" else [init]) + ([] if lr == "default" else
-                                                                                  [f"lr={lr}"])))
-                for init in args.init for lr in args.lr]
-    variants = [(init, lr, "" if sfx == "@" else sfx) for init, lr, sfx in variants]
-    lr_used = {sfx or "first": search_lr(G, config("default", **rates[lr])) for _, lr, sfx in variants}
+    rates = {rate: {} if rate == "default" else {"lr": float(rate)} for rate in args.lr}
+    rate_used = {rate: search_lr(G, config("default", **opts)) for rate, opts in rates.items()}
+    variants = [(init, rate, row_suffix(init, rate)) for init in args.init for rate in args.lr]
     _, val = split_files(DataConfig(roots=[args.data], size=256, val_count=args.count))
     clean = load_images(val, 256).float() / 255
     rows = {}
@@ -122,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         inp = F.interpolate(lr, size=(256, 256), mode="bicubic", align_corners=False).clamp(0, 1)
         row: dict = {"lr_side": lr.shape[-1], "input": scores(inp, clean)}
         sheet[f"x{factor} input"] = inp
-        for init, lr_name, at in variants:
+        for init, rate, at in variants:
             r = RLSRestorer(generator=G, flow=flow, plus=not args.no_plus, steps=args.steps,
-                            plus_steps=args.plus_steps, progress=False, init=starts[init], **rates[lr_name])
+                            plus_steps=args.plus_steps, progress=False, init=starts[init], **rates[rate])
             t0 = time.time()
             out, details = r.restore(lr, return_details=True)
             row["rls" + at] = scores(details["rls"].image.float().clamp(0, 1), clean)
@@ -147,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"benchmark": "rls_factors",
               "command": "python benchmarks/rls_factors.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "generator": f"{name} at 256 px", "preset": "default", "faces": [f.name for f in val],
-              "init": args.init, "lr": args.lr, "lr_used": lr_used, "plus": not args.no_plus,
+              "init": args.init, "lr": args.lr, "lr_used": rate_used, "plus": not args.no_plus,
               "steps": args.steps, "plus_steps": args.plus_steps, "rows": rows, "wall_s": round(time.time() - t_all, 1),
               "hardware": f"{platform.machine()}, torch {torch.__version__}, CPU, {args.threads} thread(s)"
                           + (", malloc tuned as by the CLI" if tuned else ""),
@@ -168,11 +164,19 @@ def main(argv: list[str] | None = None) -> int:
 ROW_NAMES = {"input": "input (bicubic)", "rls": "RLS", "rls_plus": "RLS+"}
 
 
+def row_suffix(init: str, rate: str) -> str:
+    """Key suffix of a row: "" for the paper's start at the preset's rate (the historical keys), else e.g.
+    "@encoder", "@lr=0.5" or "@encoder,lr=0.5"."""
+    tags = ([] if init == "mean" else [init]) + ([] if rate == "default" else [f"lr={rate}"])
+    return "@" + ",".join(tags) if tags else ""
+
+
 def rate_words(result: dict) -> str:
     """The default preset's peak RLS learning rate as a stored result records it (runs before it was scaled: 0.5)."""
-    used = result.get("lr_used", {})
-    first = used.get("first")
-    return "0.5, the paper's" if first is None else f"{first:.3f} = LR_SPREAD x W's spread"
+    used = result.get("lr_used")
+    if used is None:
+        return "0.5, the paper's"
+    return f"{used['default']:.3f} = LR_SPREAD x W's spread" if "default" in used else "not run"
 
 
 def row_label(key: str) -> str:
@@ -189,8 +193,9 @@ def to_markdown(result: dict) -> str:
     head = ["PSNR (dB)", "FED", "MobileFace", "NIQE"]
     names = [head[("psnr", "fed", "id_mobileface", "niqe").index(m)] for m in metrics]
     lines = ["# RLS / RLS+ on MobileStyleGAN: super-resolution of held-out faces", "",
-             f"`{result['command']}`: {len(result['faces'])} held-out ffhq256 faces, {result['steps']} RLS + "
-             f"{result['plus_steps']} RLS+ steps, preset {result['preset']}, {result['generator']}, "
+             f"`{result['command']}`: {len(result['faces'])} held-out ffhq256 faces, {result['steps']} RLS "
+             + (f"+ {result['plus_steps']} RLS+ steps" if result.get("plus", True) else "steps (no RLS+)")
+             + f", preset {result['preset']}, {result['generator']}, "
              f"{result['wall_s'] / 60:.0f} min ({result['hardware']}). Means against the 256 px ground truth; "
              "PSNR higher is better, the rest lower. MobileFace (`id_mobileface`) is the independent identity judge "
              "(no loss of ours uses it). Starts: the paper's mean of W samples unless a row says \"encoder start\" "
