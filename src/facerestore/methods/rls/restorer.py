@@ -94,9 +94,10 @@ class RLSRestorer(Restorer):
             one is stored beside the generator or shipped for it, as MobileStyleGAN's is; the mean for
             low-resolution inputs and tasks), "encoder" (both modes), or an encoder file / ``LatentEncoder``
             (:class:`~facerestore.methods.inversion.encoder.EncoderStart`). ``benchmarks/rls_factors.py --init mean
-            encoder`` measures it on held-out faces at 256 px (the encoder won there at the paper's rate 0.5; not yet
-            re-measured at the default preset's scaled rate, at which both starts give the same face on the README
-            photo: ``docs/rls_lr_astronaut.png``), so the default stays the paper's.
+            encoder`` measures it on held-out faces at 256 px: at the default preset's scaled rate the encoder's
+            start keeps identity better at x16 (``benchmarks/results/rls_factors_init_scaled.md``) and on the
+            README photo both starts give the same face (``docs/rls_lr_astronaut.png``); the default is still the
+            paper's.
     """
 
     spec = MethodSpec(
