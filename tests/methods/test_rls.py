@@ -473,7 +473,7 @@ def test_restorer_init_encoder_starts_each_face_from_its_guess(tmp_path, tiny_g,
     ref = rls_search(tiny_g, y, tiny_flow, _down, r.cfg, w_init=enc(y))
     torch.testing.assert_close(out, ref.image, rtol=0, atol=0)
     torch.testing.assert_close(details["rls"].latents, ref.latents, rtol=0, atol=0)
-    paper = RLSRestorer(**kw)  # default: the paper's start, the mean of W samples
+    paper = RLSRestorer(**kw, init="mean")  # the paper's start, the mean of W samples
     assert paper.starter.encoder is None
     torch.testing.assert_close(paper.restore(y), rls_search(tiny_g, y, tiny_flow, _down, paper.cfg,
                                                             w_init=paper.w_init()).image, rtol=0, atol=0)
@@ -484,8 +484,9 @@ def test_restorer_init_encoder_starts_each_face_from_its_guess(tmp_path, tiny_g,
     gen_file = tmp_path / "prior.safetensors"
     save_safetensors_generator(tiny_g, gen_file, half=False)
     save_encoder(enc, encoder_paths(gen_file)[0], gen_file)
-    assert RLSRestorer(weights=gen_file, flow=tiny_flow, steps=1, n_mean=10).starter.encoder is None  # default: mean
-    auto = RLSRestorer(weights=gen_file, flow=tiny_flow, steps=3, n_mean=50, progress=False, init="auto")
+    assert RLSRestorer(weights=gen_file, flow=tiny_flow, steps=1, n_mean=10, init="mean").starter.encoder is None
+    auto = RLSRestorer(weights=gen_file, flow=tiny_flow, steps=3, n_mean=50, progress=False)  # default: "auto"
+    assert auto.starter.init == "auto" and auto.starter.encoder is not None
     torch.testing.assert_close(auto.w_init(y, blind=False), paper.w_init())  # a task: the paper's start
     torch.testing.assert_close(auto.w_init(x, blind=True), enc(x), rtol=0, atol=0)
     assert "W encoder" in auto.spec.weights_licence

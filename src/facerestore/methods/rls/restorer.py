@@ -89,15 +89,17 @@ class RLSRestorer(Restorer):
         force_refs: use references that the check takes for another person (``--force-refs``).
         work_resolution: the blind mode's low-resolution side (a power of two dividing R; module docstring); None
             (default): each batch's largest :func:`~facerestore.methods.restorer.detail_side`, at least 16.
-        init: where the latent search starts: "mean" (default: the paper's mean of ``n_mean`` W samples), or,
-            beyond the paper, "auto" (the W encoder's guess of each face in the blind mode, whole-photo crops, when
-            one is stored beside the generator or shipped for it, as MobileStyleGAN's is; the mean for
-            low-resolution inputs and tasks), "encoder" (both modes), or an encoder file / ``LatentEncoder``
-            (:class:`~facerestore.methods.inversion.encoder.EncoderStart`). ``benchmarks/rls_factors.py --init mean
-            encoder`` measures it on held-out faces at 256 px: at the default preset's scaled rate the encoder's
-            start keeps identity better at x16 (``benchmarks/results/rls_factors_init_scaled.md``) and on the
-            README photo both starts give the same face (``docs/rls_lr_astronaut.png``); the default is still the
-            paper's.
+        init: where the latent search starts (beyond the paper, which starts from the mean of ``n_mean`` W samples):
+            "auto" (default: the W encoder's guess of each face in the blind mode, whole-photo crops, when one is
+            stored beside the generator or shipped for it, as MobileStyleGAN's is; the paper's mean for
+            low-resolution inputs and tasks, whose records are the paper's), "mean" (always the paper's start),
+            "encoder" (both modes), or an encoder file / ``LatentEncoder``
+            (:class:`~facerestore.methods.inversion.encoder.EncoderStart`); ``robust-inversion`` takes the same.
+            Why "auto": at the default preset's scaled rate the encoder's start (``init="encoder"`` on
+            low-resolution inputs) keeps identity better on held-out faces at x16 (MobileFace -0.18 [-0.33, -0.03],
+            ``benchmarks/results/rls_factors_init_scaled.md``; x8 n.s.) and keeps children children where the
+            mean's start ages them; on whole photos both starts converge to the same face
+            (``docs/rls_lr_astronaut.png``).
     """
 
     spec = MethodSpec(
@@ -127,7 +129,7 @@ class RLSRestorer(Restorer):
         ref_weight: float = DEFAULT_REF_WEIGHT,
         force_refs: bool = False,
         work_resolution: int | None = None,
-        init: str | os.PathLike | LatentEncoder = "mean",
+        init: str | os.PathLike | LatentEncoder = "auto",
         **overrides: Any,
     ) -> None:
         super().__init__()
