@@ -16,6 +16,10 @@ Writes results/rls_factors.json.
 samples) and from the W encoder's guess of each low-resolution face; ``--lr default 0.5`` runs it with the default
 preset's peak learning rate (scaled to W's spread) and with the paper's 0.5. Every combination of the two lists is
 a row, and each row after the first gets its paired differences against the first; ``--no-plus`` skips RLS+.
+``--fidelity 0 0.5 1`` (beyond the paper) also scores each output projected onto the observation at those
+strengths (the restorers' ``fidelity``: ``degrade.project_pulse_bicubic``; 0 is the search's own output, the rows
+without a fidelity tag); the search runs once, at the largest fidelity, and the others are projected from its raw
+images. Each projected row gets its paired differences against its fidelity-0 row and against the input.
 Identity is also judged by MobileFace (``id_mobileface``: no loss of
 ours uses it) when its weights are cached. Other runs than the default write results/rls_factors_<tag>.json. Every
 run also writes a Markdown table beside its JSON (``--render JSON`` writes it again from a stored result).
@@ -75,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", nargs="+", default=["default"],
                    help="RLS's peak learning rate(s): 'default' (the preset's: LR_SPREAD x W's spread) or a number")
     p.add_argument("--no-plus", action="store_true", help="RLS only (no RLS+ fine-tuning)")
+    p.add_argument("--fidelity", type=float, nargs="+", default=[0.0],
+                   help="projection strength(s) onto the observation to score (0: the search's own output)")
     p.add_argument("--tag", default="", help="suffix of the result file")
     p.add_argument("--grid", default=None,
                    help="write a picture sheet (per factor: input, each row's output, truth) to this PNG")
@@ -122,13 +128,28 @@ def main(argv: list[str] | None = None) -> int:
             r = RLSRestorer(generator=G, flow=flow, plus=not args.no_plus, steps=args.steps,
                             plus_steps=args.plus_steps, progress=False, init=starts[init], **rates[rate])
             t0 = time.time()
-            out, details = r.restore(lr, return_details=True)
-            row["rls" + at] = scores(details["rls"].image.float().clamp(0, 1), clean)
-            sheet[f"x{factor} " + row_label(("rls" if args.no_plus else "rls_plus") + at)] = out.float().clamp(0, 1)
+            top = max(args.fidelity)
+            out, details = r.restore(lr, fidelity=top, return_details=True)
+            raw = {"rls": details["rls"].image.float()}
             if not args.no_plus:
-                row["rls_plus" + at] = scores(out.float().clamp(0, 1), clean)
-                row["rls_plus_minus_rls" + at] = paired(row["rls_plus" + at], row["rls" + at])
-                row["rls_plus_minus_input" + at] = paired(row["rls_plus" + at], row["input"])
+                raw["rls_plus"] = details["plus"].image.float()
+            shown = "rls" if args.no_plus else "rls_plus"
+            for fid in sorted(args.fidelity):
+                at_f = with_fidelity(at, fid)
+                for kind, image in raw.items():
+                    # the restorer's own output at the top fidelity; the others from the same raw images
+                    proj = out.float() if (kind == shown and fid == top) else \
+                        degrade.project_pulse_bicubic(image, lr, factor, fid) if fid else image
+                    row[kind + at_f] = scores(proj.clamp(0, 1), clean)
+                    if fid:
+                        row[f"{kind}{at_f}_minus_{kind}{at}"] = paired(row[kind + at_f], row[kind + at])
+                        if kind == "rls":  # RLS+'s rows get theirs below, under the historical key
+                            row[f"rls{at_f}_minus_input"] = paired(row[kind + at_f], row["input"])
+                    if kind == shown:
+                        sheet[f"x{factor} " + row_label(kind + at_f)] = proj.clamp(0, 1)
+                if not args.no_plus:
+                    row["rls_plus_minus_rls" + at_f] = paired(row["rls_plus" + at_f], row["rls" + at_f])
+                    row["rls_plus_minus_input" + at_f] = paired(row["rls_plus" + at_f], row["input"])
             row["seconds_per_face" + at] = round((time.time() - t0) / clean.shape[0], 1)
         base = variants[0][2]
         for _, _, at in variants[1:]:  # every other row against the first
@@ -144,12 +165,14 @@ def main(argv: list[str] | None = None) -> int:
               "command": "python benchmarks/rls_factors.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "generator": f"{name} at 256 px", "preset": "default", "faces": [f.name for f in val],
               "init": args.init, "lr": args.lr, "lr_used": rate_used, "plus": not args.no_plus,
+              "fidelity": args.fidelity,
               "steps": args.steps, "plus_steps": args.plus_steps, "rows": rows, "wall_s": round(time.time() - t_all, 1),
               "hardware": f"{platform.machine()}, torch {torch.__version__}, CPU, {args.threads} thread(s)"
                           + (", malloc tuned as by the CLI" if tuned else ""),
               "intervals": "*_minus_*: mean of the per-face difference and its paired 95% bootstrap "
                            "interval (2000 resamples, seed 0); keys with @encoder: started from the W encoder, with "
-                           "@lr=X: RLS's peak learning rate X instead of the default preset's"}
+                           "@lr=X: RLS's peak learning rate X instead of the default preset's, with @fidelity=F: "
+                           "the output projected onto the observation at strength F (none: F = 0)"}
     if args.grid:
         from sheets import labelled_sheet
 
@@ -171,6 +194,14 @@ def row_suffix(init: str, rate: str) -> str:
     return "@" + ",".join(tags) if tags else ""
 
 
+def with_fidelity(suffix: str, fidelity: float) -> str:
+    """A row's key suffix with its projection strength: "" and 1.0 -> "@fidelity=1"; 0 leaves it unchanged."""
+    if not fidelity:
+        return suffix
+    tag = f"fidelity={fidelity:g}"
+    return f"{suffix},{tag}" if suffix else f"@{tag}"
+
+
 def rate_words(result: dict) -> str:
     """The default preset's peak RLS learning rate as a stored result records it (runs before it was scaled: 0.5)."""
     used = result.get("lr_used")
@@ -180,9 +211,9 @@ def rate_words(result: dict) -> str:
 
 
 def row_label(key: str) -> str:
-    """'rls_plus@encoder,lr=0.5' -> 'RLS+, encoder start, lr 0.5'."""
+    """'rls_plus@encoder,lr=0.5,fidelity=1' -> 'RLS+, encoder start, lr 0.5, fidelity 1'."""
     kind, _, tags = key.partition("@")
-    words = [ROW_NAMES[kind]] + [f"lr {t[3:]}" if t.startswith("lr=") else f"{t} start" for t in tags.split(",") if t]
+    words = [ROW_NAMES[kind]] + [t.replace("=", " ") if "=" in t else f"{t} start" for t in tags.split(",") if t]
     return ", ".join(words)
 
 
@@ -200,12 +231,14 @@ def to_markdown(result: dict) -> str:
              "PSNR higher is better, the rest lower. MobileFace (`id_mobileface`) is the independent identity judge "
              "(no loss of ours uses it). Starts: the paper's mean of W samples unless a row says \"encoder start\" "
              "(the W encoder shipped beside the prior; beyond the paper). RLS's peak learning rate: the default "
-             f"preset's ({rate_words(result)}) unless a row names another.", "",
+             f"preset's ({rate_words(result)}) unless a row names another. Rows with a fidelity F: the output "
+             "projected onto the observation at strength F (`degrade.project_pulse_bicubic`, beyond the paper); "
+             "the others are the searches' own outputs.", "",
              "| factor | row | " + " | ".join(names) + " | s/face |", "|---|---|" + "---|" * (len(names) + 1)]
     for factor, row in result["rows"].items():
         for key, value in row.items():
             if isinstance(value, dict) and "per_face" in value:
-                at = key.partition("@")[2]
+                at = ",".join(t for t in key.partition("@")[2].split(",") if t and not t.startswith("fidelity="))
                 sec = row.get("seconds_per_face" + (f"@{at}" if at else ""), "") if key != "input" else ""
                 lines.append(f"| {factor} | {row_label(key)} | " + " | ".join(f"{value[m]:.3f}" for m in metrics)
                              + f" | {sec} |")

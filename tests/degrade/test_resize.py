@@ -1,5 +1,6 @@
 """resize vs PIL (float "F" images exactly, 8-bit RGB within one level), PULSE's downsampler vs a brute-force
-evaluation of its formula, and mosaic vs numpy block means."""
+evaluation of its formula, its projection vs a least-squares solve on the full operator, and mosaic vs numpy
+block means."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from facerestore.degrade.resize import downsample_pulse_bicubic, mosaic, resize, resize_weights
+from facerestore.degrade.resize import downsample_pulse_bicubic, mosaic, project_pulse_bicubic, resize, resize_weights
 from facerestore.errors import InputError
 
 PIL_FILTERS = {
@@ -193,6 +194,45 @@ def test_pulse_downsample_properties():
         downsample_pulse_bicubic(const, 2.5)
     x = torch.rand(1, 1, 8, 8, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: downsample_pulse_bicubic(t, 2), (x,), eps=1e-6, atol=1e-6)
+
+
+def _pulse_operator(shape: tuple[int, int], factor: int) -> np.ndarray:
+    """The full (h*w, H*W) matrix of PULSE's downsampling, column by column from the brute-force formula."""
+    n = shape[0] * shape[1]
+    basis = np.eye(n).reshape(n, 1, *shape)
+    return _pulse_brute_force(basis, factor).reshape(n, -1).T
+
+
+@pytest.mark.parametrize(("shape", "factor"), [((12, 12), 3), ((16, 8), 4), ((10, 14), 2)])
+def test_pulse_projection_is_the_nearest_consistent_image(shape, factor):
+    rng = np.random.default_rng(7)
+    x, y = rng.random((1, 1, *shape)), rng.random((1, 1, shape[0] // factor, shape[1] // factor))
+    A = _pulse_operator(shape, factor)
+    # independent reference: min ||z - x|| subject to A z = y, solved through the normal equations of A A^T
+    residual = y.reshape(-1) - A @ x.reshape(-1)
+    ref = x.reshape(-1) + A.T @ np.linalg.solve(A @ A.T, residual)
+    got = project_pulse_bicubic(torch.from_numpy(x), torch.from_numpy(y), factor)
+    np.testing.assert_allclose(got.numpy().reshape(-1), ref, atol=1e-9)
+    np.testing.assert_allclose(A @ got.numpy().reshape(-1), y.reshape(-1), atol=1e-9)  # reproduces y
+    # idempotent, and an image that already reproduces y is left alone
+    torch.testing.assert_close(project_pulse_bicubic(got, torch.from_numpy(y), factor), got, rtol=0, atol=1e-10)
+    # strength s shrinks the mismatch to (1 - s) of x's, linearly
+    half = project_pulse_bicubic(torch.from_numpy(x), torch.from_numpy(y), factor, strength=0.25)
+    np.testing.assert_allclose(A @ half.numpy().reshape(-1) - y.reshape(-1), 0.75 * -residual, atol=1e-9)
+    torch.testing.assert_close(project_pulse_bicubic(torch.from_numpy(x), torch.from_numpy(y), factor, 0.0),
+                               torch.from_numpy(x), rtol=0, atol=0)
+
+
+def test_pulse_projection_dtype_gradient_and_errors():
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64, requires_grad=True)
+    y = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda t: project_pulse_bicubic(t, y, 4), (x,), eps=1e-6, atol=1e-6)
+    out = project_pulse_bicubic(x.detach().float(), y.float(), 4)
+    assert out.dtype == torch.float32 and out.shape == x.shape
+    with pytest.raises(InputError, match="does not match"):
+        project_pulse_bicubic(x.detach(), y, 2)
+    with pytest.raises(InputError, match="strength"):
+        project_pulse_bicubic(x.detach(), y, 4, strength=1.5)
 
 
 # ----------------------------------------------------------------------------------------------- mosaic

@@ -277,6 +277,30 @@ def test_restorer_is_deterministic_and_improves_fidelity(tiny_g, tiny_flow):
         RLSRestorer(generator=tiny_g, flow=False, steps=2, n_mean=10)
 
 
+def test_fidelity_projects_the_output_onto_the_observation(tiny_g, tiny_flow):
+    x, y = _target(tiny_g)
+    r = RLSRestorer(generator=tiny_g, flow=tiny_flow, steps=6, n_mean=200, seed=3, progress=False)
+    assert r.spec.supports_fidelity and r.fidelity_used(None) == 1.0  # the default preset projects fully
+    out, det = r.restore(y, return_details=True)
+    raw = det["rls"].image.float()
+    # the generator's image, moved onto the observation by the public projection (PULSE x4 here)
+    torch.testing.assert_close(out, degrade.project_pulse_bicubic(raw, y, 4).clamp(0, 1), rtol=0, atol=0)
+    torch.testing.assert_close(r.restore(y, fidelity=0.0), raw.clamp(0, 1), rtol=0, atol=0)
+    # the mismatch with the observation falls monotonically with fidelity, to nothing at 1 (but for the clamp)
+    gaps = [(_down(r.restore(y, fidelity=f)) - y).abs().mean().item() for f in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    assert all(a > b for a, b in itertools.pairwise(gaps)) and gaps[-1] < 0.1 * gaps[0]
+    # the paper's presets keep the paper's output; a task's records cannot be projected onto
+    paper = RLSRestorer(generator=tiny_g, flow=tiny_flow, preset="paper", steps=6, n_mean=200, seed=3, progress=False)
+    assert paper.fidelity_used(None) == 0.0
+    out_p, det_p = paper.restore(y, return_details=True)
+    torch.testing.assert_close(out_p, det_p["rls"].image, rtol=0, atol=0)
+    yt, p = degrade.apply(x, "rls-x16-gaussian-noise", generator=0)
+    with pytest.raises(InputError, match="drop fidelity"):
+        r.restore(yt, params=p, fidelity=0.5)
+    out_t, det_t = r.restore(yt, params=p, return_details=True)  # the default fidelity leaves task records alone
+    torch.testing.assert_close(out_t, det_t["rls"].image, rtol=0, atol=0)
+
+
 def test_bf16_generator_keeps_float32_latents_flow_and_image(tiny_g, tiny_flow):
     import copy
 
@@ -471,12 +495,12 @@ def test_restorer_init_encoder_starts_each_face_from_its_guess(tmp_path, tiny_g,
     r = RLSRestorer(init=enc, **kw)
     out, details = r.restore(y, return_details=True)
     ref = rls_search(tiny_g, y, tiny_flow, _down, r.cfg, w_init=enc(y))
-    torch.testing.assert_close(out, ref.image, rtol=0, atol=0)
+    torch.testing.assert_close(details["rls"].image, ref.image, rtol=0, atol=0)
     torch.testing.assert_close(details["rls"].latents, ref.latents, rtol=0, atol=0)
     paper = RLSRestorer(**kw, init="mean")  # the paper's start, the mean of W samples
     assert paper.starter.encoder is None
-    torch.testing.assert_close(paper.restore(y), rls_search(tiny_g, y, tiny_flow, _down, paper.cfg,
-                                                            w_init=paper.w_init()).image, rtol=0, atol=0)
+    torch.testing.assert_close(paper.restore(y, fidelity=0.0), rls_search(
+        tiny_g, y, tiny_flow, _down, paper.cfg, w_init=paper.w_init()).image, rtol=0, atol=0)
     assert not torch.equal(out, paper.restore(y))
     assert "W encoder" in r.spec.weights_licence and "W encoder" not in paper.spec.weights_licence
     # "auto" starts only the blind mode (whole-photo crops) from the encoder found beside the generator's file

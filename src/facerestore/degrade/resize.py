@@ -20,7 +20,7 @@ import torch
 from facerestore.degrade.kernels import reflect101_indices
 from facerestore.errors import InputError
 
-__all__ = ["METHODS", "downsample_pulse_bicubic", "mosaic", "resize", "resize_weights"]
+__all__ = ["METHODS", "downsample_pulse_bicubic", "mosaic", "project_pulse_bicubic", "resize", "resize_weights"]
 
 METHODS = ("nearest", "bilinear", "bicubic", "lanczos", "area")
 
@@ -208,6 +208,45 @@ def downsample_pulse_bicubic(x: torch.Tensor, factor: int) -> torch.Tensor:
     mh = torch.from_numpy(_pulse_matrix(h, factor)).to(device=x.device, dtype=x.dtype)
     mw = torch.from_numpy(_pulse_matrix(w, factor)).to(device=x.device, dtype=x.dtype)
     return torch.matmul(torch.matmul(mh, x), mw.T)
+
+
+@functools.lru_cache(maxsize=64)
+def _pulse_pinv(n_in: int, factor: int) -> np.ndarray:
+    # the rows of the PULSE matrix are shifted copies of one kernel: full row rank, so this is the exact right
+    # inverse M^T (M M^T)^-1 (float64; the matrices are at most a few hundred wide)
+    return np.linalg.pinv(_pulse_matrix(n_in, factor))
+
+
+def project_pulse_bicubic(x: torch.Tensor, y: torch.Tensor, factor: int, strength: float = 1.0) -> torch.Tensor:
+    """Move ``x`` (B, C, H, W) toward the images whose PULSE bicubic downsampling by ``factor`` is ``y``
+    (B, C, H // factor, W // factor): ``x + strength * A^+ (y - A x)``, A = :func:`downsample_pulse_bicubic`.
+
+    strength 1 gives the image nearest to x (least squares) that reproduces y exactly, the range-null-space
+    split of DDNM (Wang et al. 2023): the observation's content is y's, the rest (the null space of A, the detail
+    the downsampling destroyed) is x's. In between, the mismatch shrinks linearly: ``A x' - y = (1 - strength)
+    (A x - y)``. Linear in x and y, no clamping (the caller clamps to [0, 1] if it needs an image); computed in
+    float64 and returned in x's dtype.
+    """
+    _check_image(x)
+    _check_image(y)
+    if not 0.0 <= float(strength) <= 1.0:
+        raise InputError(f"projection strength must lie in [0, 1], got {strength!r}")
+    factor = int(factor)
+    expected = tuple(_pulse_shape(x.shape[-2:], factor))
+    if tuple(y.shape[-2:]) != expected or y.shape[:-2] != x.shape[:-2]:
+        raise InputError(f"observation {tuple(y.shape)} does not match {tuple(x.shape)} downsampled x{factor}: "
+                         f"expected {(*x.shape[:-2], *expected)}")
+    h, w = x.shape[-2:]
+    x64, y64 = x.double(), y.to(x.device, torch.float64)
+    ph = torch.from_numpy(_pulse_pinv(h, factor)).to(x.device)
+    pw = torch.from_numpy(_pulse_pinv(w, factor)).to(x.device)
+    residual = y64 - downsample_pulse_bicubic(x64, factor)
+    return (x64 + float(strength) * torch.matmul(torch.matmul(ph, residual), pw.T)).to(x.dtype)
+
+
+def _pulse_shape(size: Sequence[int], factor: int) -> tuple[int, int]:
+    """(H, W) -> the (h, w) of :func:`downsample_pulse_bicubic` by ``factor``."""
+    return tuple(_pulse_matrix(int(n), int(factor)).shape[0] for n in size)  # type: ignore[return-value]
 
 
 # ----------------------------------------------------------------------------------------------- mosaic

@@ -11,6 +11,12 @@ without a task (whole-photo crops: the blind mode) is first reduced by that down
 (:func:`~facerestore.methods.restorer.detail_side`; a 60 px face of a photo: 64), so that RLS super-resolves it
 instead of fitting its enlargement's blur (beyond the paper; ``work_resolution`` fixes the side).
 
+``fidelity`` in [0, 1] (beyond the paper) moves the generator's output toward the images whose PULSE downsampling
+is the observation (:func:`~facerestore.degrade.project_pulse_bicubic`, the range-null-space split): 0 is the
+paper's output, 1 keeps the observation's content exactly and takes from the prior only the detail the
+downsampling destroyed. The "default" preset runs at ``DEFAULT_FIDELITY``, "paper" and "code" at 0. It applies to
+PULSE bicubic observations (no task records; the blind mode's reduced crop is one).
+
 ``refs`` (R, 3, S, S), aligned photos of the same person, add an identity term to the latent search and to RLS+'s
 fine-tuning (beyond the paper; ``methods.inversion.refs``): ``ref_weight * F * d``, d the dlib distance between
 G(w) and the references' mean embedding and F the fidelity term's scale (``l1_weight`` times the number of values of
@@ -39,7 +45,7 @@ from facerestore.methods.spec import MethodSpec
 from facerestore.nn.flow import MAF
 from facerestore.nn.stylegan2 import Generator
 
-__all__ = ["BLIND_MIN_SIDE", "DEFAULT_REF_WEIGHT", "RLSPlusRestorer", "RLSRestorer"]
+__all__ = ["BLIND_MIN_SIDE", "DEFAULT_FIDELITY", "DEFAULT_REF_WEIGHT", "RLSPlusRestorer", "RLSRestorer"]
 
 BLIND_MIN_SIDE = 16  # the blind mode's smallest observation: x64 of a 1024 px prior, the paper's largest factor
 
@@ -51,6 +57,10 @@ BLIND_MIN_SIDE = 16  # the blind mode's smallest observation: x64 of a 1024 px p
 # (benchmarks/results/ref_weight_rls.md: 12 synthetic persons x blind/x8): 0.02 -0.027 [-0.055, +0.004] against no
 # term, 0.1 worse than 0.02 (+0.035 [+0.001, +0.068]) while dlib's distance falls further: 0.02 kept.
 DEFAULT_REF_WEIGHT = 0.02
+
+# the "default" preset's projection onto the observation (module docstring). Chosen on 4 held-out validation faces
+# (benchmarks/results/rls_factors_fidelity.md): see that table for the numbers behind it.
+DEFAULT_FIDELITY = 1.0
 
 def _resolve_flow(flow: MAF | str | os.PathLike | bool | None, weights: str | os.PathLike | None,
                   generator_given: bool) -> MAF | None:
@@ -80,8 +90,9 @@ class RLSRestorer(Restorer):
         flow: MAF object or file; default ``<weights stem>.rls-flow.safetensors`` next to the weights
             (``facerestore train-flow``); False runs without the flow terms (announced).
         preset: "default" (the paper's, with a search rate scaled to W's spread, which converges where the paper's
-            0.5 diverges on MobileStyleGAN, and an RLS+ latent step that lets the L1 ball bind), "paper" (Sec. 4 and
-            eq. 5-7 exactly, 200 + 50 steps) or "code" (the released code, 500 + 200 steps);
+            0.5 diverges on MobileStyleGAN, an RLS+ latent step that lets the L1 ball bind, and the output
+            projected onto the observation at ``DEFAULT_FIDELITY``), "paper" (Sec. 4 and eq. 5-7 exactly, 200 + 50
+            steps) or "code" (the released code, 500 + 200 steps), both with fidelity 0 (no projection);
             ``overrides`` change single ``RLSConfig`` fields (e.g. steps=50, n_mean=10000).
         seed: seeds the W samples of the initial mean. progress: a progress bar (phase, step, loss, ETA) on stderr.
         ref_weight: weight of the identity term when ``refs`` are given, in low-resolution mean absolute error per
@@ -110,6 +121,7 @@ class RLSRestorer(Restorer):
         "1024 px and our flow for it when cached, else our built-in 64 px face StyleGAN2 and its flow; StyleGAN2 "
         "FFHQ 1024 (zoo) with a flow you train",
         uses_refs=True,
+        supports_fidelity=True,  # the projection onto the observation (module docstring)
         precisions=("fp32", "bf16"),  # the generator in bf16 (--half on a CPU); latents, flow, losses float32
         **PRIOR_SPEC,
     )
@@ -150,6 +162,7 @@ class RLSRestorer(Restorer):
             self.flow.requires_grad_(False)
         self.cfg = config(preset, **overrides)
         self.preset = preset
+        self.default_fidelity = DEFAULT_FIDELITY if preset == "default" else 0.0
         self.seed = int(seed)
         self.progress = bool(progress)
         self._w_init: torch.Tensor | None = None
@@ -246,10 +259,15 @@ class RLSRestorer(Restorer):
         return_details: also return {"rls": RLSResult, "plus": RLSPlusResult (RLS+ only), "observed_side": the side
         of the low-resolution face fitted (smaller than lq's in the blind mode), and with references
         "ref_distance": (B,) dlib distance of the output to the references' mean embedding}. refs: see the module
-        docstring; force_refs: this call's override of the constructor's.
+        docstring; force_refs: this call's override of the constructor's. fidelity: the projection's strength
+        (module docstring; None: the preset's); the details' "rls" / "plus" images are the generator's, before it.
         """
         from facerestore import degrade
 
+        strength = self.fidelity_used(fidelity)
+        if params is not None and fidelity:
+            raise InputError(f"{self.spec.name}: fidelity projects onto PULSE bicubic observations; a task's records "
+                             "use its surrogate: drop fidelity")
         blind = task is None and params is None and lq.shape[-1] == lq.shape[-2] == self.G.img_resolution
         side = self.blind_side(lq) if blind else lq.shape[-1]
         if side < lq.shape[-1]:  # the observation at the side of the faces' detail (module docstring)
@@ -272,6 +290,9 @@ class RLSRestorer(Restorer):
         if self.plus:
             details["plus"] = plus
             out = plus.image
+        if strength and params is None:  # the observation lq is PULSE's downsampling of the face by R / side
+            out = degrade.project_pulse_bicubic(out.float(), lq.float(), out.shape[-1] // lq.shape[-1],
+                                                strength).clamp(0, 1).to(out.dtype)
         if guide is not None:
             with torch.no_grad():
                 details["ref_distance"] = guide[0].distance(out).detach()
@@ -287,5 +308,6 @@ class RLSPlusRestorer(RLSRestorer):
         description="RLS+: RLS followed by joint tuning of latents (inside an L1 ball around the RLS anchor), "
         "noise maps and generator weights",
         uses_refs=True,
+        supports_fidelity=True,
         **PRIOR_SPEC,
     )
