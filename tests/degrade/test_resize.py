@@ -12,7 +12,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from facerestore.degrade.resize import downsample_pulse_bicubic, mosaic, project_pulse_bicubic, resize, resize_weights
+from facerestore.degrade.resize import (
+    downsample_pulse_bicubic,
+    mosaic,
+    project_area,
+    project_pulse_bicubic,
+    resize,
+    resize_weights,
+)
 from facerestore.errors import InputError
 
 PIL_FILTERS = {
@@ -233,6 +240,31 @@ def test_pulse_projection_dtype_gradient_and_errors():
         project_pulse_bicubic(x.detach(), y, 2)
     with pytest.raises(InputError, match="strength"):
         project_pulse_bicubic(x.detach(), y, 4, strength=1.5)
+
+
+@pytest.mark.parametrize(("shape", "factor"), [((16, 16), 4), ((24, 12), 3), ((8, 8), 1)])
+def test_area_projection_reproduces_the_box_average_with_a_bicubic_correction(shape, factor):
+    rng = np.random.default_rng(8)
+    x = rng.random((1, 2, *shape))
+    y = rng.random((1, 2, shape[0] // factor, shape[1] // factor))
+    got = project_area(torch.from_numpy(x), torch.from_numpy(y)).numpy()
+    # it reproduces the observation under avg_pool2d (the "area" reduction)
+    np.testing.assert_allclose(F.avg_pool2d(torch.from_numpy(got), factor).numpy(), y, atol=1e-10)
+    # the correction is PIL's bicubic enlargement of some low-resolution image c: solve for c on the full operator
+    # (the enlargement, built from PIL itself on unit images) and check that it explains the whole correction
+    h, w = shape[0] // factor, shape[1] // factor
+    basis = np.eye(h * w).reshape(h * w, h, w).astype(np.float32)
+    lift = np.stack([np.asarray(Image.fromarray(b, "F").resize((shape[1], shape[0]), Image.Resampling.BICUBIC))
+                     for b in basis]).reshape(h * w, -1).T  # (H*W, h*w)
+    for ch in range(2):
+        delta = (got - x)[0, ch].reshape(-1)
+        c, *_ = np.linalg.lstsq(lift, delta, rcond=None)
+        np.testing.assert_allclose(lift @ c, delta, atol=1e-5)
+    half = project_area(torch.from_numpy(x), torch.from_numpy(y), strength=0.5).numpy()
+    np.testing.assert_allclose(F.avg_pool2d(torch.from_numpy(half), factor).numpy() - y,
+                               0.5 * (F.avg_pool2d(torch.from_numpy(x), factor).numpy() - y), atol=1e-10)
+    with pytest.raises(InputError, match="integer factor"):
+        project_area(torch.from_numpy(x), torch.rand(1, 2, 5, 5, dtype=torch.float64))
 
 
 # ----------------------------------------------------------------------------------------------- mosaic

@@ -362,6 +362,34 @@ def test_blind_mode_projects_the_resized_input_onto_the_prior(tiny_g):
     assert det.phase_losses["W++"][-1] < det.phase_losses["W"][0]
 
 
+def test_fidelity_projects_onto_box_averaged_observations(tiny_g):
+    from facerestore.methods import resize_crop
+
+    _, x = _known_image(tiny_g)
+    r = RobustInversionRestorer(generator=tiny_g, loss="substitute", steps=(2, 2, 2), min_side=4, progress=False)
+    assert r.spec.supports_fidelity and r.fidelity_used(None) == 1.0
+    # robust-upsample: the observation is the surrogate's box average of the output
+    y, p = degrade.apply(x, "robust-upsample", level="M", generator=0)
+    out, det = r.restore(y, params=p, return_details=True)
+    torch.testing.assert_close(out, degrade.project_area(det.image, y).clamp(0, 1), rtol=0, atol=0)
+    gaps = [(F.avg_pool2d(r.restore(y, params=p, fidelity=f), 32 // y.shape[-1]) - y).abs().mean().item()
+            for f in (0.0, 0.5, 1.0)]
+    assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 0.1 * gaps[0]
+    # other tasks keep the paper's output, and refuse an explicit fidelity
+    yd, pd = degrade.apply(x, "robust-denoise", level="M", generator=0)
+    out_d, det_d = r.restore(yd, params=pd, return_details=True)
+    torch.testing.assert_close(out_d, det_d.image, rtol=0, atol=0)
+    with pytest.raises(InputError, match="drop fidelity"):
+        r.restore(yd, params=pd, fidelity=0.5)
+    # the blind mode at the generator's full side projects onto the 2x reduction, not onto the input's pixels
+    face = resize_crop(F.interpolate(x, size=(64, 64), mode="bicubic", align_corners=False).clamp(0, 1), (32, 32))
+    out_b, det_b = r.restore(face, return_details=True)
+    assert det_b.work_resolution == 32
+    torch.testing.assert_close(out_b, degrade.project_area(det_b.image, F.avg_pool2d(face, 2)).clamp(0, 1),
+                               rtol=0, atol=0)
+    assert not torch.allclose(out_b, face, atol=1e-3)
+
+
 def test_task_level_is_read_from_the_size_or_required(tiny_g):
     """Without records or a level, robust-upsample's level is the size ratio (exact); levelled tasks whose
     level cannot be read from the target are refused instead of silently assuming M."""
@@ -452,9 +480,13 @@ def test_restorer_blind_mode_at_a_work_resolution(tiny_msg):
     assert out.shape == (1, 3, 32, 32) and r.spec.size == 32  # the method still returns the prior's size
     from facerestore.methods import resize_crop
 
-    ref = robust_invert(tiny_msg, resize_crop(big, (16, 16)), lambda v: v, r.loss_fn, steps=(3, 3, 3),
-                        resolution=16)
-    torch.testing.assert_close(out, ref.image, rtol=0, atol=0)
+    target = resize_crop(big, (16, 16))
+    ref = robust_invert(tiny_msg, target, lambda v: v, r.loss_fn, steps=(3, 3, 3), resolution=16)
+    torch.testing.assert_close(r.restore(big, fidelity=0.0), ref.image, rtol=0, atol=0)  # the paper's output
+    # by default (fidelity 1) that image is moved onto the 16 px observation: its box average reproduces it
+    assert r.fidelity_used(None) == 1.0
+    torch.testing.assert_close(out, degrade.project_area(ref.image, target).clamp(0, 1), rtol=0, atol=0)
+    assert (F.avg_pool2d(out, 2) - target).abs().max() < (F.avg_pool2d(ref.image, 2) - target).abs().max()
 
 
 def test_bf16_generator_keeps_float32_latents_and_loss(tiny_msg):
@@ -526,7 +558,7 @@ def test_blind_mode_compares_a_small_face_at_its_detail_side(tiny_msg):
     assert details.work_resolution == side and out.shape == (1, 3, 32, 32)
     ref = robust_invert(tiny_msg, resize_crop(crop, (side, side)), lambda v: v, r.loss_fn, steps=(3, 3, 3),
                         resolution=side)
-    torch.testing.assert_close(out, ref.image, rtol=0, atol=0)
+    torch.testing.assert_close(details.image, ref.image, rtol=0, atol=0)  # the generator's image, before projection
     # a fixed work resolution is kept whatever the face; a face with full detail keeps the full side
     fixed = RobustInversionRestorer(generator=tiny_msg, loss="substitute", min_side=4, work_resolution=32)
     assert fixed.blind_side(crop) == 32

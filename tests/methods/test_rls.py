@@ -299,6 +299,12 @@ def test_fidelity_projects_the_output_onto_the_observation(tiny_g, tiny_flow):
         r.restore(yt, params=p, fidelity=0.5)
     out_t, det_t = r.restore(yt, params=p, return_details=True)  # the default fidelity leaves task records alone
     torch.testing.assert_close(out_t, det_t["rls"].image, rtol=0, atol=0)
+    # a crop fitted at the generator's full side (work_resolution 32) is projected onto its 2x reduction
+    full = RLSRestorer(generator=tiny_g, flow=tiny_flow, steps=3, n_mean=200, progress=False, work_resolution=32)
+    out_f, det_f = full.restore(x, return_details=True)
+    assert det_f["observed_side"] == 32
+    torch.testing.assert_close(out_f, degrade.project_pulse_bicubic(
+        det_f["rls"].image.float(), degrade.downsample_pulse_bicubic(x, 2), 2).clamp(0, 1), rtol=0, atol=0)
 
 
 def test_bf16_generator_keeps_float32_latents_flow_and_image(tiny_g, tiny_flow):

@@ -20,7 +20,10 @@ import torch
 from facerestore.degrade.kernels import reflect101_indices
 from facerestore.errors import InputError
 
-__all__ = ["METHODS", "downsample_pulse_bicubic", "mosaic", "project_pulse_bicubic", "resize", "resize_weights"]
+__all__ = [
+    "METHODS", "downsample_pulse_bicubic", "mosaic", "project_area", "project_pulse_bicubic", "resize",
+    "resize_weights",
+]
 
 METHODS = ("nearest", "bilinear", "bicubic", "lanczos", "area")
 
@@ -210,11 +213,50 @@ def downsample_pulse_bicubic(x: torch.Tensor, factor: int) -> torch.Tensor:
     return torch.matmul(torch.matmul(mh, x), mw.T)
 
 
+# ----------------------------------------------------------------------------------------------- projections
+# Moving an image x onto the images whose downsampling A is an observation y: x' = x + C (y - A x), with one
+# correction matrix C per axis (A is separable). C = L (A L)^-1 for a "lift" L from the low to the high resolution,
+# so that A C = I and A x' = y exactly: L = A^T gives the least-squares (nearest) image, the range-null-space split
+# of DDNM (Wang et al. 2023); a smooth L (bicubic upsampling) gives smooth corrections where A^T is blocky (box).
+
+
 @functools.lru_cache(maxsize=64)
-def _pulse_pinv(n_in: int, factor: int) -> np.ndarray:
-    # the rows of the PULSE matrix are shifted copies of one kernel: full row rank, so this is the exact right
-    # inverse M^T (M M^T)^-1 (float64; the matrices are at most a few hundred wide)
+def _pulse_correction(n_in: int, factor: int) -> np.ndarray:
+    # the PULSE matrix's rows are shifted copies of one kernel: full row rank, so the pseudo-inverse is its exact
+    # right inverse A^T (A A^T)^-1 (float64; the matrices are at most a few hundred wide)
     return np.linalg.pinv(_pulse_matrix(n_in, factor))
+
+
+@functools.lru_cache(maxsize=64)
+def _box_matrix(n_in: int, factor: int) -> np.ndarray:
+    m = np.zeros((n_in // factor, n_in))
+    for o in range(n_in // factor):
+        m[o, o * factor:(o + 1) * factor] = 1.0 / factor
+    return m
+
+
+@functools.lru_cache(maxsize=64)
+def _area_correction(n_in: int, factor: int) -> np.ndarray:
+    a = _box_matrix(n_in, factor)
+    lift = _weights_np(n_in // factor, n_in, "bicubic", True)  # PIL's bicubic enlargement (rows sum to 1)
+    return lift @ np.linalg.inv(a @ lift)
+
+
+def _check_projection(x: torch.Tensor, y: torch.Tensor, expected: Sequence[int], factor: int,
+                      strength: float) -> None:
+    _check_image(x)
+    _check_image(y)
+    if not 0.0 <= float(strength) <= 1.0:
+        raise InputError(f"projection strength must lie in [0, 1], got {strength!r}")
+    if tuple(y.shape[-2:]) != tuple(expected) or y.shape[:-2] != x.shape[:-2]:
+        raise InputError(f"observation {tuple(y.shape)} does not match {tuple(x.shape)} downsampled x{factor}: "
+                         f"expected {(*x.shape[:-2], *expected)}")
+
+
+def _apply_correction(x: torch.Tensor, residual: torch.Tensor, ch: np.ndarray, cw: np.ndarray,
+                      strength: float) -> torch.Tensor:
+    ch_t, cw_t = torch.from_numpy(ch).to(x.device), torch.from_numpy(cw).to(x.device)
+    return (x.double() + float(strength) * torch.matmul(torch.matmul(ch_t, residual), cw_t.T)).to(x.dtype)
 
 
 def project_pulse_bicubic(x: torch.Tensor, y: torch.Tensor, factor: int, strength: float = 1.0) -> torch.Tensor:
@@ -227,26 +269,27 @@ def project_pulse_bicubic(x: torch.Tensor, y: torch.Tensor, factor: int, strengt
     (A x - y)``. Linear in x and y, no clamping (the caller clamps to [0, 1] if it needs an image); computed in
     float64 and returned in x's dtype.
     """
-    _check_image(x)
-    _check_image(y)
-    if not 0.0 <= float(strength) <= 1.0:
-        raise InputError(f"projection strength must lie in [0, 1], got {strength!r}")
     factor = int(factor)
-    expected = tuple(_pulse_shape(x.shape[-2:], factor))
-    if tuple(y.shape[-2:]) != expected or y.shape[:-2] != x.shape[:-2]:
-        raise InputError(f"observation {tuple(y.shape)} does not match {tuple(x.shape)} downsampled x{factor}: "
-                         f"expected {(*x.shape[:-2], *expected)}")
+    _check_projection(x, y, [_pulse_matrix(int(n), factor).shape[0] for n in x.shape[-2:]], factor, strength)
     h, w = x.shape[-2:]
-    x64, y64 = x.double(), y.to(x.device, torch.float64)
-    ph = torch.from_numpy(_pulse_pinv(h, factor)).to(x.device)
-    pw = torch.from_numpy(_pulse_pinv(w, factor)).to(x.device)
-    residual = y64 - downsample_pulse_bicubic(x64, factor)
-    return (x64 + float(strength) * torch.matmul(torch.matmul(ph, residual), pw.T)).to(x.dtype)
+    residual = y.to(x.device, torch.float64) - downsample_pulse_bicubic(x.double(), factor)
+    return _apply_correction(x, residual, _pulse_correction(h, factor), _pulse_correction(w, factor), strength)
 
 
-def _pulse_shape(size: Sequence[int], factor: int) -> tuple[int, int]:
-    """(H, W) -> the (h, w) of :func:`downsample_pulse_bicubic` by ``factor``."""
-    return tuple(_pulse_matrix(int(n), int(factor)).shape[0] for n in size)  # type: ignore[return-value]
+def project_area(x: torch.Tensor, y: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+    """Move ``x`` (B, C, H, W) toward the images whose box average by an integer factor (``F.avg_pool2d``, "area"
+    resizing) is ``y`` (B, C, H / factor, W / factor): ``x + strength * C (y - A x)``, C = L (A L)^-1 with L PIL's
+    bicubic enlargement, so that strength 1 reproduces y exactly with a smooth correction (the least-squares one,
+    L = A^T, would add factor x factor blocks). The mismatch shrinks linearly with strength, as in
+    :func:`project_pulse_bicubic`; linear, no clamping, float64 inside, returned in x's dtype.
+    """
+    h, w = x.shape[-2:]
+    factor = h // y.shape[-2] if y.shape[-2] else 0
+    if factor < 1 or h % y.shape[-2] or w != factor * y.shape[-1]:
+        raise InputError(f"observation {tuple(y.shape)} is not {tuple(x.shape)} box-averaged by an integer factor")
+    _check_projection(x, y, (h // factor, w // factor), factor, strength)
+    residual = y.to(x.device, torch.float64) - torch.nn.functional.avg_pool2d(x.double(), factor)
+    return _apply_correction(x, residual, _area_correction(h, factor), _area_correction(w, factor), strength)
 
 
 # ----------------------------------------------------------------------------------------------- mosaic

@@ -106,8 +106,9 @@ def test_refs_pull_the_restored_identity_toward_the_references(G, embedder):
     target, refs = _faces(G, [1]), _faces(G, [3])
     plain = _restorer(G)
     guided = _restorer(G, ref_weight=5.0, force_refs=True)
-    out0, det0 = plain.restore(target, return_details=True)
-    out1, det1 = guided.restore(target, refs=refs, return_details=True)
+    # fidelity 0: the inversion's own output (the projection onto the observation would pull it back)
+    out0, det0 = plain.restore(target, fidelity=0.0, return_details=True)
+    out1, det1 = guided.restore(target, refs=refs, fidelity=0.0, return_details=True)
     d0, d1 = float(_dist(embedder, out0, refs)), float(_dist(embedder, out1, refs))
     assert d1 < d0 - 0.15, (d0, d1)
     assert det0.ref_distance is None and plain.last_refs_distance is None
@@ -123,26 +124,26 @@ def test_refs_pull_the_restored_identity_toward_the_references(G, embedder):
     assert float(det1.final_loss) > float(det0.final_loss)
     # task mode (a degraded target through f_hat) takes the term too
     y, p = degrade.apply(target, "robust-upsample", level="S", generator=0)
-    t0 = plain.restore(y, params=p)
-    t1 = guided.restore(y, params=p, refs=refs)
+    t0 = plain.restore(y, params=p, fidelity=0.0)
+    t1 = guided.restore(y, params=p, refs=refs, fidelity=0.0)
     assert float(_dist(embedder, t1, refs)) < float(_dist(embedder, t0, refs)) - 0.1
 
 
 def test_without_refs_the_output_is_the_papers_and_deterministic(G):
     target = _faces(G, [1])
     r = _restorer(G)
-    out = r.restore(target)
+    out = r.restore(target, fidelity=0.0)  # the inversion's own output, before the projection
     # the paper's inversion called directly (no identity term) gives the same bits
     ref = robust_invert(G, resize_crop(target, (64, 64)), lambda x: x, r.loss_fn, steps=STEPS, lrs=r.lrs)
     assert torch.equal(out, ref.image)
-    assert torch.equal(out, _restorer(G).restore(target))
+    assert torch.equal(out, _restorer(G).restore(target, fidelity=0.0))
     # ref_weight = 0 ignores references entirely (no dlib, no check, same bits)
     r0 = _restorer(G, ref_weight=0)
-    assert torch.equal(r0.restore(target, refs=_faces(G, [3, 4])), out)
+    assert torch.equal(r0.restore(target, refs=_faces(G, [3, 4]), fidelity=0.0), out)
     assert r0.last_refs_distance is None
     y, p = degrade.apply(target, "robust-upsample", level="S", generator=0)
     task_ref = robust_invert(G, y, degrade.surrogate("robust-upsample", p), r.loss_fn, steps=STEPS, lrs=r.lrs)
-    assert torch.equal(r.restore(y, params=p), task_ref.image)
+    assert torch.equal(r.restore(y, params=p, fidelity=0.0), task_ref.image)
 
 
 @needs_dlib

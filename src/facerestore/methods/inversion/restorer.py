@@ -14,6 +14,14 @@ paper-002 task except inpainting, whose stroke mask must be known (pass ``params
 :mod:`.refs`): ``ref_weight * L * d``, d the dlib distance between G(w) and the references' mean embedding and L
 the number of levels of the multi-resolution loss (2 at 64 px, 6 at 1024 px), so that ``ref_weight`` compares d
 with the loss of one level. Faces the check takes for another person are refused unless ``force_refs``.
+
+``fidelity`` in [0, 1] (beyond the paper) moves the generator's image toward the images whose box average is the
+observation (:func:`~facerestore.degrade.project_area`, with a smooth bicubic correction): 0 is the paper's output,
+1 keeps the observation's content exactly and takes from the prior only the detail the reduction destroyed. It
+applies where the observation is such a reduction: the blind mode (whole-photo faces, compared at their detail
+side, and at half the generator's side at most: a face compared at full size keeps the prior's finest octave
+rather than the input's pixels, noise included) and ``robust-upsample`` (whose surrogate is that box average);
+other tasks keep the paper's output.
 """
 
 from __future__ import annotations
@@ -42,7 +50,8 @@ from facerestore.methods.restorer import Restorer, StepProgress, detail_side, re
 from facerestore.methods.spec import MethodSpec
 from facerestore.nn.stylegan2 import Generator
 
-__all__ = ["DEFAULT_REF_WEIGHT", "DEFAULT_WORK_RESOLUTION", "PRIOR_SPEC", "RobustInversionRestorer", "load_generator"]
+__all__ = ["DEFAULT_FIDELITY", "DEFAULT_REF_WEIGHT", "DEFAULT_WORK_RESOLUTION", "PRIOR_SPEC", "RobustInversionRestorer",
+           "load_generator"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +83,12 @@ DEFAULT_REF_WEIGHT = 0.25
 # the paper setting's PSNR and identity (512 bf16: +0.07 dB [-0.03, +0.16], id -0.004 [-0.017, +0.009]) at a
 # third of its time; 512 rather than 256 keeps the detail of faces larger than 256 px in the target.
 DEFAULT_WORK_RESOLUTION = 512
+
+# the projection onto the observation when no fidelity is given (module docstring)
+DEFAULT_FIDELITY = 1.0
+
+# the tasks whose observation is the box average the projection inverts (their surrogate, paper 002's avgpool)
+PROJECTED_TASKS = ("robust-upsample",)
 
 
 def load_generator(generator: Generator | None = None, weights: str | os.PathLike | None = None) -> Generator:
@@ -138,10 +153,12 @@ class RobustInversionRestorer(Restorer):
         "when cached (`facerestore models download mobilestylegan-ffhq-1024`), else our built-in 64 px face "
         "StyleGAN2; --weights stylegan2-ffhq-1024 for NVIDIA's",
         uses_refs=True,
+        supports_fidelity=True,  # the projection onto the observation (module docstring)
         precisions=("fp32", "bf16"),  # fp16 untested: no GPU here
         **PRIOR_SPEC,
     )
 
+    default_fidelity = DEFAULT_FIDELITY
     checks_refs = True  # the photo pipeline passes force_refs= to methods that check their references
 
     def __init__(
@@ -269,14 +286,23 @@ class RobustInversionRestorer(Restorer):
             refs, lq, self.G.img_resolution, weight, force, self.G.mapping.w_avg.device)
         return ref_id, term
 
-    def _finish(self, result: InversionResult, guide, return_details: bool):
+    def _finish(self, result: InversionResult, guide, return_details: bool, observation: torch.Tensor | None = None,
+                strength: float = 0.0):
+        """The output: the generator's image (``result.image``, kept as is in the details), projected onto the
+        ``observation`` (its box average) at ``strength`` when there is one (module docstring)."""
+        from facerestore import degrade
+
+        out = result.image
+        if observation is not None and strength:
+            out = degrade.project_area(out.float(), observation.float().to(out.device), strength).clamp(0, 1)
+            out = out.to(result.image.dtype)
         if guide is not None:
             with torch.no_grad():
-                result.ref_distance = guide[0].distance(result.image).detach()
-        return (result.image, result) if return_details else result.image
+                result.ref_distance = guide[0].distance(out).detach()
+        return (out, result) if return_details else out
 
     def _project(self, lq: torch.Tensor, return_details: bool, refs: torch.Tensor | None = None,
-                 force_refs: bool | None = None):
+                 force_refs: bool | None = None, fidelity: float = 0.0):
         """Blind mode (no task): invert lq, resized to :meth:`blind_side` (the side its detail has, at most 512 for
         MobileStyleGAN), with f = identity at that side, i.e. project the face onto the prior (what whole-photo
         ``facerestore restore`` does with this method); the result is rendered at the generator's resolution."""
@@ -293,7 +319,8 @@ class RobustInversionRestorer(Restorer):
                                    callback=bar.update, identity=None if guide is None else guide[1],
                                    resolution=r if renders else None)
         result.work_resolution = r
-        return self._finish(result, guide, return_details)
+        observed = target if 2 * r <= self.G.img_resolution else F.avg_pool2d(target, 2)  # a reduction, always
+        return self._finish(result, guide, return_details, observed, fidelity)
 
     def blind_side(self, lq: torch.Tensor) -> int:
         """The side at which the blind mode compares the faces ``lq`` (B, 3, S, S) with the prior: the fixed
@@ -331,8 +358,12 @@ class RobustInversionRestorer(Restorer):
 
         task = task or (params[0]["task"] if isinstance(params, list) and params else None)
         task = task or (params.get("task") if isinstance(params, dict) else None) or self.task
+        strength = self.fidelity_used(fidelity)
         if task is None:
-            return self._project(lq, return_details, refs, force_refs)
+            return self._project(lq, return_details, refs, force_refs, strength)
+        if fidelity and task not in PROJECTED_TASKS:
+            raise InputError(f"robust-inversion: fidelity projects onto box-averaged observations (the blind mode, "
+                             f"{', '.join(PROJECTED_TASKS)}), not {task!r}: drop fidelity")
         if params is None:
             params = self._records(task, lq, level if level is not None else self.level)
         f_hat = degrade.surrogate(task, params)
@@ -354,4 +385,4 @@ class RobustInversionRestorer(Restorer):
                 w_init=self.start(lq, blind=False), seed=self.seed, wpp_layout=self.wpp_layout, callback=bar.update,
                 identity=None if guide is None else guide[1],
             )
-        return self._finish(result, guide, return_details)
+        return self._finish(result, guide, return_details, lq if task in PROJECTED_TASKS else None, strength)

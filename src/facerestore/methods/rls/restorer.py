@@ -15,7 +15,9 @@ instead of fitting its enlargement's blur (beyond the paper; ``work_resolution``
 is the observation (:func:`~facerestore.degrade.project_pulse_bicubic`, the range-null-space split): 0 is the
 paper's output, 1 keeps the observation's content exactly and takes from the prior only the detail the
 downsampling destroyed. The "default" preset runs at ``DEFAULT_FIDELITY``, "paper" and "code" at 0. It applies to
-PULSE bicubic observations (no task records; the blind mode's reduced crop is one).
+PULSE bicubic observations (no task records; the blind mode's reduced crop is one, and a crop fitted at the
+generator's full side is projected onto its 2x reduction, so that the prior keeps its finest octave rather than
+the input's pixels, noise included).
 
 ``refs`` (R, 3, S, S), aligned photos of the same person, add an identity term to the latent search and to RLS+'s
 fine-tuning (beyond the paper; ``methods.inversion.refs``): ``ref_weight * F * d``, d the dlib distance between
@@ -291,7 +293,9 @@ class RLSRestorer(Restorer):
             details["plus"] = plus
             out = plus.image
         if strength and params is None:  # the observation lq is PULSE's downsampling of the face by R / side
-            out = degrade.project_pulse_bicubic(out.float(), lq.float(), out.shape[-1] // lq.shape[-1],
+            observed = lq.float() if 2 * lq.shape[-1] <= out.shape[-1] else \
+                degrade.downsample_pulse_bicubic(lq.float(), 2)  # a reduction, always (module docstring)
+            out = degrade.project_pulse_bicubic(out.float(), observed, out.shape[-1] // observed.shape[-1],
                                                 strength).clamp(0, 1).to(out.dtype)
         if guide is not None:
             with torch.no_grad():
