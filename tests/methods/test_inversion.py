@@ -367,7 +367,8 @@ def test_fidelity_projects_onto_box_averaged_observations(tiny_g):
 
     _, x = _known_image(tiny_g)
     r = RobustInversionRestorer(generator=tiny_g, loss="substitute", steps=(2, 2, 2), min_side=4, progress=False)
-    assert r.spec.supports_fidelity and r.fidelity_used(None) == 1.0
+    # tasks project by default, whole-photo crops (the blind mode) do not
+    assert r.spec.supports_fidelity and r.fidelity_used(None, blind=False) == 1.0 and r.fidelity_used(None) == 0.0
     # robust-upsample: the observation is the surrogate's box average of the output
     y, p = degrade.apply(x, "robust-upsample", level="M", generator=0)
     out, det = r.restore(y, params=p, return_details=True)
@@ -383,7 +384,7 @@ def test_fidelity_projects_onto_box_averaged_observations(tiny_g):
         r.restore(yd, params=pd, fidelity=0.5)
     # the blind mode at the generator's full side projects onto the 2x reduction, not onto the input's pixels
     face = resize_crop(F.interpolate(x, size=(64, 64), mode="bicubic", align_corners=False).clamp(0, 1), (32, 32))
-    out_b, det_b = r.restore(face, return_details=True)
+    out_b, det_b = r.restore(face, fidelity=1.0, return_details=True)
     assert det_b.work_resolution == 32
     torch.testing.assert_close(out_b, degrade.project_area(det_b.image, F.avg_pool2d(face, 2)).clamp(0, 1),
                                rtol=0, atol=0)
@@ -482,11 +483,11 @@ def test_restorer_blind_mode_at_a_work_resolution(tiny_msg):
 
     target = resize_crop(big, (16, 16))
     ref = robust_invert(tiny_msg, target, lambda v: v, r.loss_fn, steps=(3, 3, 3), resolution=16)
-    torch.testing.assert_close(r.restore(big, fidelity=0.0), ref.image, rtol=0, atol=0)  # the paper's output
-    # by default (fidelity 1) that image is moved onto the 16 px observation: its box average reproduces it
-    assert r.fidelity_used(None) == 1.0
-    torch.testing.assert_close(out, degrade.project_area(ref.image, target).clamp(0, 1), rtol=0, atol=0)
-    assert (F.avg_pool2d(out, 2) - target).abs().max() < (F.avg_pool2d(ref.image, 2) - target).abs().max()
+    torch.testing.assert_close(out, ref.image, rtol=0, atol=0)  # by default the paper's output
+    # with fidelity 1 that image is moved onto the 16 px observation: its box average reproduces it
+    projected = r.restore(big, fidelity=1.0)
+    torch.testing.assert_close(projected, degrade.project_area(ref.image, target).clamp(0, 1), rtol=0, atol=0)
+    assert (F.avg_pool2d(projected, 2) - target).abs().max() < (F.avg_pool2d(ref.image, 2) - target).abs().max()
 
 
 def test_bf16_generator_keeps_float32_latents_and_loss(tiny_msg):

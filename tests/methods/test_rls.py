@@ -280,7 +280,9 @@ def test_restorer_is_deterministic_and_improves_fidelity(tiny_g, tiny_flow):
 def test_fidelity_projects_the_output_onto_the_observation(tiny_g, tiny_flow):
     x, y = _target(tiny_g)
     r = RLSRestorer(generator=tiny_g, flow=tiny_flow, steps=6, n_mean=200, seed=3, progress=False)
-    assert r.spec.supports_fidelity and r.fidelity_used(None) == 1.0  # the default preset projects fully
+    assert r.spec.supports_fidelity
+    # the default preset projects low-resolution inputs fully, and leaves whole-photo crops (blind mode) alone
+    assert r.fidelity_used(None, blind=False) == 1.0 and r.fidelity_used(None) == 0.0 and r.fidelity_used(0.3) == 0.3
     out, det = r.restore(y, return_details=True)
     raw = det["rls"].image.float()
     # the generator's image, moved onto the observation by the public projection (PULSE x4 here)
@@ -299,10 +301,14 @@ def test_fidelity_projects_the_output_onto_the_observation(tiny_g, tiny_flow):
         r.restore(yt, params=p, fidelity=0.5)
     out_t, det_t = r.restore(yt, params=p, return_details=True)  # the default fidelity leaves task records alone
     torch.testing.assert_close(out_t, det_t["rls"].image, rtol=0, atol=0)
-    # a crop fitted at the generator's full side (work_resolution 32) is projected onto its 2x reduction
+    # whole-photo crops (blind mode): the generator's image by default; with fidelity, a crop fitted at the
+    # generator's full side (work_resolution 32) is projected onto its 2x reduction
     full = RLSRestorer(generator=tiny_g, flow=tiny_flow, steps=3, n_mean=200, progress=False, work_resolution=32)
-    out_f, det_f = full.restore(x, return_details=True)
-    assert det_f["observed_side"] == 32
+    out_0, det_0 = full.restore(x, return_details=True)
+    assert det_0["fidelity"] == 0.0
+    torch.testing.assert_close(out_0, det_0["rls"].image.clamp(0, 1), rtol=0, atol=0)
+    out_f, det_f = full.restore(x, fidelity=1.0, return_details=True)
+    assert det_f["observed_side"] == 32 and det_f["fidelity"] == 1.0
     torch.testing.assert_close(out_f, degrade.project_pulse_bicubic(
         det_f["rls"].image.float(), degrade.downsample_pulse_bicubic(x, 2), 2).clamp(0, 1), rtol=0, atol=0)
 
@@ -462,10 +468,12 @@ def test_blind_mode_super_resolves_a_crop_from_its_detail_side(tiny_g, tiny_flow
     assert r.blind_side(crop) == side == 16  # floor: the paper's largest factor (x64 of 1024 px)
     out, details = r.restore(crop, return_details=True)
     assert details["observed_side"] == 16 and out.shape == (1, 3, 32, 32)
-    # the same as RLS given that observation (PULSE bicubic of the crop) as its low-resolution input
+    # the same as RLS given that observation (PULSE bicubic of the crop) as its low-resolution input (at the blind
+    # mode's default fidelity 0 both ways; with 1, both are projected onto that observation)
     low = degrade.downsample_pulse_bicubic(crop, 2).clamp(0, 1)
-    ref = RLSRestorer(generator=tiny_g, flow=tiny_flow, steps=4, n_mean=100, progress=False).restore(low)
-    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    ref = RLSRestorer(generator=tiny_g, flow=tiny_flow, steps=4, n_mean=100, progress=False)
+    torch.testing.assert_close(out, ref.restore(low, fidelity=0.0), rtol=0, atol=0)
+    torch.testing.assert_close(r.restore(crop, fidelity=1.0), ref.restore(low), rtol=0, atol=0)
     # a fixed side, and a sharp face, keep the crop as the observation (factor 1)
     fixed = RLSRestorer(generator=tiny_g, flow=tiny_flow, steps=1, n_mean=10, progress=False, work_resolution=32)
     assert fixed.blind_side(crop) == 32

@@ -21,7 +21,9 @@ observation (:func:`~facerestore.degrade.project_area`, with a smooth bicubic co
 applies where the observation is such a reduction: the blind mode (whole-photo faces, compared at their detail
 side, and at half the generator's side at most: a face compared at full size keeps the prior's finest octave
 rather than the input's pixels, noise included) and ``robust-upsample`` (whose surrogate is that box average);
-other tasks keep the paper's output.
+other tasks keep the paper's output. Without a fidelity, ``robust-upsample`` runs at ``DEFAULT_FIDELITY`` and the
+blind mode at 0: a real photo's face carries its blur at its detail side, and projecting onto it puts the blur
+back (as for RLS: ``docs/robust_inversion_fidelity_photos.png``, ``docs/rls_fidelity_photos.png``).
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ DEFAULT_REF_WEIGHT = 0.25
 # third of its time; 512 rather than 256 keeps the detail of faces larger than 256 px in the target.
 DEFAULT_WORK_RESOLUTION = 512
 
-# the projection onto the observation when no fidelity is given (module docstring)
+# robust-upsample's projection onto its observation when no fidelity is given (module docstring; the blind mode: 0)
 DEFAULT_FIDELITY = 1.0
 
 # the tasks whose observation is the box average the projection inverts (their surrogate, paper 002's avgpool)
@@ -158,7 +160,7 @@ class RobustInversionRestorer(Restorer):
         **PRIOR_SPEC,
     )
 
-    default_fidelity = DEFAULT_FIDELITY
+    default_fidelity = 0.0  # the blind mode's (whole photos, what their records say); tasks: fidelity_used
     checks_refs = True  # the photo pipeline passes force_refs= to methods that check their references
 
     def __init__(
@@ -222,6 +224,13 @@ class RobustInversionRestorer(Restorer):
         if self.encoder is not None:
             self.encoder.float()
         return self
+
+    def fidelity_used(self, fidelity: float | None, blind: bool = True) -> float:
+        """The projection strength a call runs at: ``fidelity`` when given, else 0 in the blind mode (whole-photo
+        crops, what the photo pipeline runs) and ``DEFAULT_FIDELITY`` for tasks (module docstring)."""
+        if fidelity is not None:
+            return float(fidelity)
+        return self.default_fidelity if blind else DEFAULT_FIDELITY
 
     def start(self, faces: torch.Tensor, blind: bool) -> torch.Tensor | None:
         """Phase I's start for ``faces`` (B, 3, S, S) in [0, 1]: :meth:`.encoder.EncoderStart.start`."""
@@ -358,7 +367,7 @@ class RobustInversionRestorer(Restorer):
 
         task = task or (params[0]["task"] if isinstance(params, list) and params else None)
         task = task or (params.get("task") if isinstance(params, dict) else None) or self.task
-        strength = self.fidelity_used(fidelity)
+        strength = self.fidelity_used(fidelity, blind=task is None)
         if task is None:
             return self._project(lq, return_details, refs, force_refs, strength)
         if fidelity and task not in PROJECTED_TASKS:

@@ -14,10 +14,14 @@ instead of fitting its enlargement's blur (beyond the paper; ``work_resolution``
 ``fidelity`` in [0, 1] (beyond the paper) moves the generator's output toward the images whose PULSE downsampling
 is the observation (:func:`~facerestore.degrade.project_pulse_bicubic`, the range-null-space split): 0 is the
 paper's output, 1 keeps the observation's content exactly and takes from the prior only the detail the
-downsampling destroyed. The "default" preset runs at ``DEFAULT_FIDELITY``, "paper" and "code" at 0. It applies to
-PULSE bicubic observations (no task records; the blind mode's reduced crop is one, and a crop fitted at the
-generator's full side is projected onto its 2x reduction, so that the prior keeps its finest octave rather than
-the input's pixels, noise included).
+downsampling destroyed. It applies to PULSE bicubic observations (no task records; the blind mode's reduced crop is
+one, and a crop fitted at the generator's full side is projected onto its 2x reduction, so that the prior keeps its
+finest octave rather than the input's pixels, noise included). Without a fidelity the "default" preset projects
+low-resolution inputs at ``DEFAULT_FIDELITY`` (1) and leaves the blind mode's output as the generator made it (0);
+"paper" and "code" always use 0. Why the two: on held-out faces downsampled by PULSE (a clean observation) the
+projection raises PSNR and identity at every factor (``benchmarks/results/rls_factors_fidelity.md``), but a real
+photo's face carries its blur at its detail side too, and projecting onto it puts the blur back
+(``docs/rls_fidelity_photos.png``: the README photo's face comes out as its blurred input with some sharp edges).
 
 ``refs`` (R, 3, S, S), aligned photos of the same person, add an identity term to the latent search and to RLS+'s
 fine-tuning (beyond the paper; ``methods.inversion.refs``): ``ref_weight * F * d``, d the dlib distance between
@@ -60,8 +64,10 @@ BLIND_MIN_SIDE = 16  # the blind mode's smallest observation: x64 of a 1024 px p
 # term, 0.1 worse than 0.02 (+0.035 [+0.001, +0.068]) while dlib's distance falls further: 0.02 kept.
 DEFAULT_REF_WEIGHT = 0.02
 
-# the "default" preset's projection onto the observation (module docstring). Chosen on 4 held-out validation faces
-# (benchmarks/results/rls_factors_fidelity.md): see that table for the numbers behind it.
+# the "default" preset's projection of low-resolution inputs onto their observation (module docstring). Chosen on 4
+# held-out validation faces (benchmarks/results/rls_factors_fidelity.md, x8/x16/x64): 1 against 0, RLS+ x8 +1.2 dB
+# and MobileFace -0.017, x16 +1.0 dB / -0.066, x64 +0.17 dB (intervals exclude zero); 0.5 lies between. The blind
+# mode (whole photos) keeps 0: docs/rls_fidelity_photos.png (benchmarks/rls_photo.py --compare fidelity).
 DEFAULT_FIDELITY = 1.0
 
 def _resolve_flow(flow: MAF | str | os.PathLike | bool | None, weights: str | os.PathLike | None,
@@ -164,7 +170,10 @@ class RLSRestorer(Restorer):
             self.flow.requires_grad_(False)
         self.cfg = config(preset, **overrides)
         self.preset = preset
-        self.default_fidelity = DEFAULT_FIDELITY if preset == "default" else 0.0
+        # fidelity None: 0 in the blind mode (whole photos, what records of photos say), the preset's for
+        # low-resolution inputs (:meth:`fidelity_used`)
+        self.default_fidelity = 0.0
+        self.low_res_fidelity = DEFAULT_FIDELITY if preset == "default" else 0.0
         self.seed = int(seed)
         self.progress = bool(progress)
         self._w_init: torch.Tensor | None = None
@@ -192,6 +201,13 @@ class RLSRestorer(Restorer):
             raise InputError(f"--steps must be >= 1, got {steps}")
         return {"steps": int(steps), "plus_steps": max(1, int(steps) // 4)}
 
+
+    def fidelity_used(self, fidelity: float | None, blind: bool = True) -> float:
+        """The projection strength a call runs at: ``fidelity`` when given, else 0 for whole-photo crops (``blind``,
+        what the photo pipeline runs) and the preset's for low-resolution inputs (module docstring)."""
+        if fidelity is not None:
+            return float(fidelity)
+        return self.default_fidelity if blind else self.low_res_fidelity
 
     def _refs_distances(self, x: torch.Tensor, refs: torch.Tensor) -> list[float] | None:
         if self.ref_weight == 0:
@@ -255,7 +271,7 @@ class RLSRestorer(Restorer):
         params: Sequence[dict] | dict | None = None,
         return_details: bool = False,
         force_refs: bool | None = None,
-    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, RLSResult | RLSPlusResult | torch.Tensor | int]]:
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, RLSResult | RLSPlusResult | torch.Tensor | int | float]]:
         """Low-resolution faces lq (B, 3, h, w) in [0, 1] -> (B, 3, R, R) in [0, 1].
 
         return_details: also return {"rls": RLSResult, "plus": RLSPlusResult (RLS+ only), "observed_side": the side
@@ -266,18 +282,18 @@ class RLSRestorer(Restorer):
         """
         from facerestore import degrade
 
-        strength = self.fidelity_used(fidelity)
         if params is not None and fidelity:
             raise InputError(f"{self.spec.name}: fidelity projects onto PULSE bicubic observations; a task's records "
                              "use its surrogate: drop fidelity")
         blind = task is None and params is None and lq.shape[-1] == lq.shape[-2] == self.G.img_resolution
+        strength = self.fidelity_used(fidelity, blind)
         side = self.blind_side(lq) if blind else lq.shape[-1]
         if side < lq.shape[-1]:  # the observation at the side of the faces' detail (module docstring)
             lq = degrade.downsample_pulse_bicubic(lq.float(), lq.shape[-1] // side).clamp(0, 1)
         fn = self._degrade_fn(lq, task, params)
         guide = self._identity(lq, refs, force_refs)
         identity = None if guide is None else guide[1]
-        details: dict[str, RLSResult | RLSPlusResult | torch.Tensor | int] = {}
+        details: dict[str, RLSResult | RLSPlusResult | torch.Tensor | int | float] = {}
         total = self.cfg.steps + (lq.shape[0] * (self.cfg.plus_steps + 1) if self.plus else 0)
         with StepProgress(total, self.spec.name, self.progress) as bar:
             res = rls_search(self.G, lq, self.flow, fn, self.cfg, w_init=self.w_init(lq, blind),
@@ -288,6 +304,7 @@ class RLSRestorer(Restorer):
                                 identity=identity)
         details["rls"] = res
         details["observed_side"] = side  # the side of the low-resolution face RLS fitted
+        details["fidelity"] = strength if params is None else 0.0  # the projection applied to the output
         out = res.image
         if self.plus:
             details["plus"] = plus
