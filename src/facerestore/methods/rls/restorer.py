@@ -70,6 +70,7 @@ DEFAULT_REF_WEIGHT = 0.02
 # mode (whole photos) keeps 0: docs/rls_fidelity_photos.png (benchmarks/rls_photo.py --compare fidelity).
 DEFAULT_FIDELITY = 1.0
 
+
 def _resolve_flow(flow: MAF | str | os.PathLike | bool | None, weights: str | os.PathLike | None,
                   generator_given: bool) -> MAF | None:
     if isinstance(flow, MAF):
@@ -98,9 +99,10 @@ class RLSRestorer(Restorer):
         flow: MAF object or file; default ``<weights stem>.rls-flow.safetensors`` next to the weights
             (``facerestore train-flow``); False runs without the flow terms (announced).
         preset: "default" (the paper's, with a search rate scaled to W's spread, which converges where the paper's
-            0.5 diverges on MobileStyleGAN, an RLS+ latent step that lets the L1 ball bind, and the output
-            projected onto the observation at ``DEFAULT_FIDELITY``), "paper" (Sec. 4 and eq. 5-7 exactly, 200 + 50
-            steps) or "code" (the released code, 500 + 200 steps), both with fidelity 0 (no projection);
+            0.5 diverges on MobileStyleGAN, an RLS+ latent step that lets the L1 ball bind, and low-resolution
+            inputs' outputs projected onto the observation at ``DEFAULT_FIDELITY``), "paper" (Sec. 4 and eq. 5-7
+            exactly, 200 + 50 steps) or "code" (the released code, 500 + 200 steps), both with fidelity 0 (no
+            projection);
             ``overrides`` change single ``RLSConfig`` fields (e.g. steps=50, n_mean=10000).
         seed: seeds the W samples of the initial mean. progress: a progress bar (phase, step, loss, ETA) on stderr.
         ref_weight: weight of the identity term when ``refs`` are given, in low-resolution mean absolute error per
@@ -278,7 +280,8 @@ class RLSRestorer(Restorer):
         of the low-resolution face fitted (smaller than lq's in the blind mode), and with references
         "ref_distance": (B,) dlib distance of the output to the references' mean embedding}. refs: see the module
         docstring; force_refs: this call's override of the constructor's. fidelity: the projection's strength
-        (module docstring; None: the preset's); the details' "rls" / "plus" images are the generator's, before it.
+        (module docstring; None: :meth:`fidelity_used`); the details' "rls" / "plus" images are the generator's,
+        before it, and "fidelity" the strength applied.
         """
         from facerestore import degrade
 
