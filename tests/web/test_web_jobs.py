@@ -192,7 +192,9 @@ def test_detectors_offered_are_the_registrys_with_their_licences():
 
 def test_default_fidelity_is_the_methods_own():
     assert jobs.default_fidelity("ispl") == 1.0
-    assert jobs.default_fidelity("rls") is None  # no knob: nothing is loaded
+    assert jobs.default_fidelity("mfpsnet") is None  # no knob: nothing is loaded
+    # the StyleGAN methods' projection onto the observation: off for whole photos (what the web UI restores)
+    assert jobs.default_fidelity("rls") == 0.0
 
 
 # ---------------------------------------------------------------------------------------------------- jobs
