@@ -86,7 +86,10 @@ DEFAULT_REF_WEIGHT = 0.25
 # third of its time; 512 rather than 256 keeps the detail of faces larger than 256 px in the target.
 DEFAULT_WORK_RESOLUTION = 512
 
-# robust-upsample's projection onto its observation when no fidelity is given (module docstring; the blind mode: 0)
+# robust-upsample's projection onto its observation when no fidelity is given (module docstring; the blind mode: 0).
+# benchmarks/results/prior_comparison_fidelity_encoder.md (2 held-out validation faces, M / L / XL, the paper's 450
+# steps from the W encoder): 1 against 0, PSNR +2.2 / +1.0 / +0.2 dB, MobileFace 0.223 -> 0.175 at M, 0.379 -> 0.365
+# at L, unchanged at XL; 0.5 between. As RLS's on held-out faces (rls.restorer.DEFAULT_FIDELITY).
 DEFAULT_FIDELITY = 1.0
 
 # the tasks whose observation is the box average the projection inverts (their surrogate, paper 002's avgpool)
