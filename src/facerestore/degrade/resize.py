@@ -228,16 +228,8 @@ def _pulse_correction(n_in: int, factor: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _box_matrix(n_in: int, factor: int) -> np.ndarray:
-    m = np.zeros((n_in // factor, n_in))
-    for o in range(n_in // factor):
-        m[o, o * factor:(o + 1) * factor] = 1.0 / factor
-    return m
-
-
-@functools.lru_cache(maxsize=64)
 def _area_correction(n_in: int, factor: int) -> np.ndarray:
-    a = _box_matrix(n_in, factor)
+    a = _block_matrices(n_in, factor)[0]  # mosaic's block means: the box average when factor divides n_in
     lift = _weights_np(n_in // factor, n_in, "bicubic", True)  # PIL's bicubic enlargement (rows sum to 1)
     return lift @ np.linalg.inv(a @ lift)
 
