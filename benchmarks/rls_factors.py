@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                 raw["rls_plus"] = details["plus"].image.float()
             shown = "rls" if args.no_plus else "rls_plus"
             for fid in sorted(args.fidelity):
-                at_f = with_fidelity(at, fid)
+                at_f = row_suffix(init, rate, fid)
                 for kind, image in raw.items():
                     # the restorer's own output at the top fidelity; the others from the same raw images
                     proj = out.float() if (kind == shown and fid == top) else \
@@ -187,19 +187,12 @@ def main(argv: list[str] | None = None) -> int:
 ROW_NAMES = {"input": "input (bicubic)", "rls": "RLS", "rls_plus": "RLS+"}
 
 
-def row_suffix(init: str, rate: str) -> str:
-    """Key suffix of a row: "" for the paper's start at the preset's rate (the historical keys), else e.g.
-    "@encoder", "@lr=0.5" or "@encoder,lr=0.5"."""
-    tags = ([] if init == "mean" else [init]) + ([] if rate == "default" else [f"lr={rate}"])
+def row_suffix(init: str, rate: str, fidelity: float = 0.0) -> str:
+    """Key suffix of a row: "" for the paper's start at the preset's rate without projection (the historical keys),
+    else e.g. "@encoder", "@lr=0.5", "@fidelity=1" or "@encoder,lr=0.5,fidelity=1"."""
+    tags = (([] if init == "mean" else [init]) + ([] if rate == "default" else [f"lr={rate}"])
+            + ([f"fidelity={fidelity:g}"] if fidelity else []))
     return "@" + ",".join(tags) if tags else ""
-
-
-def with_fidelity(suffix: str, fidelity: float) -> str:
-    """A row's key suffix with its projection strength: "" and 1.0 -> "@fidelity=1"; 0 leaves it unchanged."""
-    if not fidelity:
-        return suffix
-    tag = f"fidelity={fidelity:g}"
-    return f"{suffix},{tag}" if suffix else f"@{tag}"
 
 
 def rate_words(result: dict) -> str:
