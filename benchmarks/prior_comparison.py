@@ -13,9 +13,11 @@ identity distance ``id_mfn`` when its weights are cached, NIQE. ``input`` = the 
 docs/prior_comparison_grid.png (degraded | 64 px prior | MobileStyleGAN | ground truth) for the first task.
 
 ``--fidelity 0 1`` (beyond the paper) adds, for ``robust-upsample`` tasks, a column per strength with the output
-projected onto the observation (the restorer's ``fidelity``: ``degrade.project_area`` onto the box average, the
-task's surrogate); the inversion runs once, at the largest strength, and the others are projected from its raw
-image. Without it every column is the inversion's own output (fidelity 0, the paper's).
+projected onto the observation (the restorer's ``fidelity``, ``degrade.project_resize``), through each reduction
+of ``--projection``: ``area`` (the box average, the task's surrogate, the default), ``recorded`` (the bilinear,
+bicubic or Lanczos filter the task drew for that face, what the restorer does when given the task's records) or
+one fixed filter for every face (a guess when the filter is unknown); the inversion runs once and every column is
+projected from its raw image. Without it every column is the inversion's own output (fidelity 0, the paper's).
 """
 
 from __future__ import annotations
@@ -97,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--priors", default=",".join(PRIORS), help="comma list of the priors to run (default both)")
     p.add_argument("--fidelity", type=float, nargs="+", default=[0.0],
                    help="projection strength(s) onto the observation to score on robust-upsample (0: the paper's)")
+    p.add_argument("--projection", nargs="+", default=["area"],
+                   choices=("area", "recorded", "bilinear", "bicubic", "lanczos"),
+                   help="the reduction(s) the fidelity columns project through (module docstring)")
     p.add_argument("--init", choices=("mean", "encoder"), default="mean",
                    help="phase I's start: the prior's mean latent (paper 002) or the W encoder shipped beside the "
                         "prior (beyond the paper; priors without one start from the mean, said in the output)")
@@ -106,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tuned = tune_cpu_allocator()  # as the CLI does: freed memory kept for reuse
     from facerestore import degrade
-    from facerestore.methods.inversion.restorer import RobustInversionRestorer
+    from facerestore.methods.inversion.restorer import RobustInversionRestorer, project_observation, recorded_filters
     from facerestore.train.config import DataConfig
     from facerestore.train.data import load_images, split_files
 
@@ -137,11 +142,15 @@ def main(argv: list[str] | None = None) -> int:
             fids = sorted(args.fidelity) if task == "robust-upsample" else [0.0]
             out, details = rest.restore(y, task=task, params=recs, fidelity=max(fids), return_details=True)
             seconds = round((time.time() - t0) / clean.shape[0], 1)
+            columns = {name: details.image}
             for fid in fids:
-                # the restorer's own output at the top strength; the others from the same raw image
-                pred = out if fid == max(fids) else degrade.project_area(details.image, y, fid) if fid else \
-                    details.image
-                key = name + (f"@fidelity={fid:g}" if fid else "")
+                for proj in args.projection if fid else []:
+                    filters = recorded_filters(recs, y.shape[0]) if proj == "recorded" else [proj] * y.shape[0]
+                    columns[name + column_suffix(fid, proj)] = project_observation(details.image, y, fid, filters)
+            # the restorer's own output at the top strength is the "recorded" column (it was given the records)
+            assert max(fids) == 0 or "recorded" not in args.projection or torch.equal(
+                out, columns[name + column_suffix(max(fids), "recorded")])
+            for key, pred in columns.items():
                 restored[key] = up(pred.clamp(0, 1), 256)
                 row[key] = {**scores(restored[key], clean), "resolution": r, "loss": rest.loss_kind,
                             "init": "encoder" if starts[name] is not None else "mean", "seconds_per_face": seconds}
@@ -155,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
               "command": "python benchmarks/prior_comparison.py " + " ".join(argv if argv is not None else
                                                                              sys.argv[1:]),
               "faces": [f.name for f in val], "steps": list(args.steps), "resolution": args.resolution,
-              "fidelity": sorted(args.fidelity),
+              "fidelity": sorted(args.fidelity), "projection": args.projection,
               "priors": {n: {"img_resolution": G.img_resolution,
                              "init": "encoder" if starts[n] is not None else "mean"} for n, G in priors.items()},
               "rows": rows, "wall_s": round(time.time() - t_all, 1),
@@ -176,14 +185,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 LABELS = {PRIORS[0]: "64 px prior", PRIORS[1]: "MobileStyleGAN"}
+PROJECTION_LABELS = {"area": "", "recorded": " through the recorded filter", "bilinear": " through bilinear",
+                     "bicubic": " through bicubic", "lanczos": " through Lanczos"}
+
+
+def column_suffix(fidelity: float, projection: str = "area") -> str:
+    """A result column's key after the prior's name: "" for the inversion's own output, "@fidelity=F" for the
+    projection onto the box average (the keys of earlier results), "@fidelity=F,PROJECTION" for the others."""
+    if not fidelity:
+        return ""
+    return f"@fidelity={fidelity:g}" + ("" if projection == "area" else f",{projection}")
 
 
 def to_markdown(result: dict) -> str:
     fids = [f for f in result.get("fidelity", [0.0]) if f]
-    names = [n + at for n in PRIORS if n in result["priors"] for at in ["", *(f"@fidelity={f:g}" for f in fids)]]
-    heads = [LABELS[n.partition("@")[0]] + (", encoder start" if result["priors"][n.partition("@")[0]].get("init")
-                                            == "encoder" else "") + (f", fidelity {n.partition('=')[2]}" if "@" in n
-                                                                     else "") for n in names]
+    projs = result.get("projection", ["area"])
+    names = [n + column_suffix(f, pr) for n in PRIORS if n in result["priors"]
+             for f, pr in [(0.0, "area"), *((f, pr) for f in fids for pr in projs)]]
+
+    def head(key: str) -> str:
+        prior, _, fid = key.partition("@fidelity=")
+        fid, _, proj = fid.partition(",")
+        encoder = result["priors"][prior].get("init") == "encoder"
+        return (LABELS[prior] + (", encoder start" if encoder else "")
+                + (f", fidelity {fid}{PROJECTION_LABELS[proj or 'area']}" if fid else ""))
+
+    heads = [head(n) for n in names]
     lines = [
         "# Paper 002's tasks with two priors (robust-inversion)", "",
         f"`{result['command']}`: {len(result['faces'])} held-out ffhq256 faces, NGD steps {result['steps']}, "
@@ -192,8 +219,9 @@ def to_markdown(result: dict) -> str:
         "person under 0.71) / NIQE against the 256 px ground truth; the 64 px prior's output is bicubically "
         "upsampled. Phase I starts from the prior's mean latent (the paper's start) unless a column says "
         "\"encoder start\" (the W encoder shipped beside the prior; beyond the paper). Columns with a fidelity: the "
-        "output projected onto the observation's box average at that strength (robust-upsample only; beyond the "
-        "paper); the others are the inversion's own output.", "",
+        "output projected onto the observation at that strength (robust-upsample only; beyond the paper), through "
+        "its box average (the task's surrogate) unless the column names a filter (\"recorded\": the one the task "
+        "drew for that face); the others are the inversion's own output.", "",
         "| task | level | input | " + " | ".join(heads) + " |", "|---|---|---" + "|---" * len(names) + "|",
     ]
     for r in result["rows"].values():

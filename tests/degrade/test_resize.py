@@ -17,6 +17,7 @@ from facerestore.degrade.resize import (
     mosaic,
     project_area,
     project_pulse_bicubic,
+    project_resize,
     resize,
     resize_weights,
 )
@@ -265,6 +266,53 @@ def test_area_projection_reproduces_the_box_average_with_a_bicubic_correction(sh
                                0.5 * (F.avg_pool2d(torch.from_numpy(x), factor).numpy() - y), atol=1e-10)
     with pytest.raises(InputError, match="integer factor"):
         project_area(torch.from_numpy(x), torch.rand(1, 2, 5, 5, dtype=torch.float64))
+
+
+def _pil_reduce(img: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray:
+    """PIL's own reduction of a float (H, W) image (mode "F": no clamp, no rounding) to size (h, w)."""
+    return np.asarray(Image.fromarray(img.astype(np.float32), "F").resize(size[::-1], PIL_FILTERS[method]))
+
+
+@pytest.mark.parametrize(("shape", "size", "method"), [((32, 32), (4, 4), "lanczos"), ((32, 24), (8, 6), "bilinear"),
+                                                       ((30, 30), (7, 11), "bicubic"), ((16, 16), (4, 4), "area")])
+def test_resize_projection_reproduces_pil_reduction_with_a_bicubic_correction(shape, size, method):
+    rng = np.random.default_rng(9)
+    x = rng.random((1, 2, *shape))
+    y = rng.random((1, 2, *size))
+    got = project_resize(torch.from_numpy(x), torch.from_numpy(y), method).numpy()
+    # independent reference: PIL reduces the projected image to y (float32 images: 1e-5)
+    for ch in range(2):
+        np.testing.assert_allclose(_pil_reduce(got[0, ch], size, method), y[0, ch], atol=2e-5)
+    # the correction lies in the span of PIL's bicubic enlargement of size-h images (smooth, no blocks)
+    basis = np.eye(size[0] * size[1]).reshape(-1, *size).astype(np.float32)
+    lift = np.stack([np.asarray(Image.fromarray(b, "F").resize((shape[1], shape[0]), Image.Resampling.BICUBIC))
+                     for b in basis]).reshape(len(basis), -1).T
+    for ch in range(2):
+        delta = (got - x)[0, ch].reshape(-1)
+        c, *_ = np.linalg.lstsq(lift, delta, rcond=None)
+        np.testing.assert_allclose(lift @ c, delta, atol=1e-5)
+    # idempotent; strength s leaves (1 - s) of the mismatch; 0 returns x
+    again = project_resize(torch.from_numpy(got), torch.from_numpy(y), method).numpy()
+    np.testing.assert_allclose(again, got, atol=1e-10)
+    quarter = project_resize(torch.from_numpy(x), torch.from_numpy(y), method, strength=0.25).numpy()
+    for ch in range(2):
+        np.testing.assert_allclose(_pil_reduce(quarter[0, ch], size, method) - y[0, ch],
+                                   0.75 * (_pil_reduce(x[0, ch], size, method) - y[0, ch]), atol=2e-5)
+    np.testing.assert_array_equal(project_resize(torch.from_numpy(x), torch.from_numpy(y), method, 0.0).numpy(), x)
+
+
+def test_resize_projection_area_is_project_area_and_errors():
+    x, y = torch.rand(2, 3, 24, 24, dtype=torch.float64), torch.rand(2, 3, 6, 6, dtype=torch.float64)
+    torch.testing.assert_close(project_resize(x, y, "area"), project_area(x, y), rtol=0, atol=0)
+    xg = x.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: project_resize(t, y, "lanczos"), (xg,), eps=1e-6, atol=1e-6)
+    assert project_resize(x.float(), y.float(), "bicubic").dtype == torch.float32
+    with pytest.raises(InputError, match="larger than the image"):
+        project_resize(y, x)
+    with pytest.raises(InputError, match="does not match"):
+        project_resize(x, y[:1])
+    with pytest.raises(InputError, match="unknown resize method"):
+        project_resize(x, y, "gaussian")
 
 
 # ----------------------------------------------------------------------------------------------- mosaic

@@ -299,9 +299,10 @@ def test_restorer_api(tiny_g):
                                 steps=(2, 2, 2), min_side=4)
     _, x = _known_image(tiny_g)
     y, p = degrade.apply(x, "robust-upsample", level="M", generator=0)
-    out = r.restore(y)  # records drawn for the construction task (exact: avg-pool surrogate)
+    out = r.restore(y, fidelity=0)  # records drawn for the construction task (exact: avg-pool surrogate)
     assert out.shape == (1, 3, 32, 32) and out.dtype == y.dtype
-    torch.testing.assert_close(out, r.restore(y, params=p), rtol=0, atol=0)
+    # the same inversion (only the projection reads the records' filter)
+    torch.testing.assert_close(out, r.restore(y, params=p, fidelity=0), rtol=0, atol=0)
     _, det = r.restore(y, params=p, return_details=True)
     assert set(det.phase_losses) == {"W", "W+", "W++"}
     comp = "robust-upsample+denoise+deartifact+inpaint"
@@ -362,24 +363,37 @@ def test_blind_mode_projects_the_resized_input_onto_the_prior(tiny_g):
     assert det.phase_losses["W++"][-1] < det.phase_losses["W"][0]
 
 
-def test_fidelity_projects_onto_box_averaged_observations(tiny_g):
+def test_fidelity_projects_onto_the_observation_through_its_filter(tiny_g):
     from facerestore.methods import resize_crop
+    from facerestore.methods.inversion.restorer import UNKNOWN_FILTER, recorded_filters
 
-    _, x = _known_image(tiny_g)
+    x = torch.cat([_known_image(tiny_g)[1], _known_image(tiny_g, seed=5)[1]])
     r = RobustInversionRestorer(generator=tiny_g, loss="substitute", steps=(2, 2, 2), min_side=4, progress=False)
     # tasks project by default, whole-photo crops (the blind mode) do not
     assert r.spec.supports_fidelity and r.fidelity_used(None, blind=False) == 1.0 and r.fidelity_used(None) == 0.0
-    # robust-upsample: the observation is the surrogate's box average of the output
-    y, p = degrade.apply(x, "robust-upsample", level="M", generator=0)
+    # robust-upsample with its records: each image is projected through the filter that made its observation
+    y, p = degrade.apply(x, "robust-upsample", level="M", generator=3)
+    filters = recorded_filters(p, 2)
+    assert filters == [rec["ops"][0]["method"] for rec in p] and len(set(filters)) == 2  # two filters in one batch
     out, det = r.restore(y, params=p, return_details=True)
-    torch.testing.assert_close(out, degrade.project_area(det.image, y).clamp(0, 1), rtol=0, atol=0)
-    gaps = [(F.avg_pool2d(r.restore(y, params=p, fidelity=f), 32 // y.shape[-1]) - y).abs().mean().item()
-            for f in (0.0, 0.5, 1.0)]
+    assert det.projection_filters == filters
+    ref = torch.cat([degrade.project_resize(det.image[i:i + 1], y[i:i + 1], filters[i]) for i in range(2)])
+    torch.testing.assert_close(out, ref.clamp(0, 1), rtol=0, atol=0)
+    reduce = lambda t: torch.cat([degrade.resize(t[i:i + 1], size=y.shape[-2:], method=filters[i], clamp=False)  # noqa: E731
+                                  for i in range(2)])
+    gaps = [(reduce(r.restore(y, params=p, fidelity=f)) - y).abs().mean().item() for f in (0.0, 0.5, 1.0)]
     assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 0.1 * gaps[0]
+    # without records the filter is unknown: the surrogate's box average
+    out_u, det_u = r.restore(y, task="robust-upsample", return_details=True)
+    assert det_u.projection_filters == [UNKNOWN_FILTER] * 2 == ["area"] * 2
+    torch.testing.assert_close(out_u, degrade.project_area(det_u.image, y).clamp(0, 1), rtol=0, atol=0)
+    with pytest.raises(InputError, match="3 records for 2 images"):
+        recorded_filters([*p, p[0]], 2)
     # other tasks keep the paper's output, and refuse an explicit fidelity
     yd, pd = degrade.apply(x, "robust-denoise", level="M", generator=0)
     out_d, det_d = r.restore(yd, params=pd, return_details=True)
     torch.testing.assert_close(out_d, det_d.image, rtol=0, atol=0)
+    assert det_d.projection_filters is None
     with pytest.raises(InputError, match="drop fidelity"):
         r.restore(yd, params=pd, fidelity=0.5)
     # the blind mode at the generator's full side projects onto the 2x reduction, not onto the input's pixels
@@ -399,7 +413,7 @@ def test_task_level_is_read_from_the_size_or_required(tiny_g):
     _, x = _known_image(tiny_g)
     y, p = degrade.apply(x, "robust-upsample", level="S", generator=0)  # 32 px / 4
     assert r._level("robust-upsample", y, None) == "S"
-    torch.testing.assert_close(r.restore(y), r.restore(y, params=p), rtol=0, atol=0)
+    torch.testing.assert_close(r.restore(y, fidelity=0), r.restore(y, params=p, fidelity=0), rtol=0, atol=0)
     with pytest.raises(InputError, match="not a robust-upsample level"):
         r.restore(torch.rand(1, 3, 6, 6))
     yd, _ = degrade.apply(x, "robust-denoise", level="L", generator=0)

@@ -39,7 +39,14 @@ from facerestore.degrade.noise import (
     random_sign_poisson_noise,
     salt_and_pepper,
 )
-from facerestore.degrade.resize import downsample_pulse_bicubic, mosaic, project_area, project_pulse_bicubic, resize
+from facerestore.degrade.resize import (
+    downsample_pulse_bicubic,
+    mosaic,
+    project_area,
+    project_pulse_bicubic,
+    project_resize,
+    resize,
+)
 from facerestore.degrade.surrogates import (
     avgpool_downsample,
     bernoulli_unknown_mask,
@@ -89,6 +96,7 @@ __all__ = [
     "poisson_noise",
     "project_area",
     "project_pulse_bicubic",
+    "project_resize",
     "quality_to_tables",
     "random_kernel",
     "random_sign_poisson_noise",

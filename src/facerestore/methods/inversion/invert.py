@@ -43,7 +43,9 @@ class InversionResult:
     its value included); final_loss: (B,) image loss of the returned latents (without the identity term);
     loss_kind: "lpips" or "substitute"; ref_distance: (B,) dlib distance of ``image`` to the references' mean
     embedding when references guided the inversion (set by the restorer), else None; work_resolution: the side
-    at which the restorer's blind mode compared the faces with the prior (None outside the blind mode).
+    at which the restorer's blind mode compared the faces with the prior (None outside the blind mode);
+    projection_filters: the reduction filter of each image the restorer projected its output through (its
+    ``fidelity``; None when the output is ``image`` itself).
     """
 
     image: torch.Tensor
@@ -55,6 +57,7 @@ class InversionResult:
     loss_kind: str = ""
     ref_distance: torch.Tensor | None = None
     work_resolution: int | None = None
+    projection_filters: list[str] | None = None
 
 
 def inpainting_mask(records: Sequence[dict] | dict, out_size: Sequence[int]) -> torch.Tensor | None:

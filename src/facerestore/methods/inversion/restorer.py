@@ -15,13 +15,14 @@ paper-002 task except inpainting, whose stroke mask must be known (pass ``params
 the number of levels of the multi-resolution loss (2 at 64 px, 6 at 1024 px), so that ``ref_weight`` compares d
 with the loss of one level. Faces the check takes for another person are refused unless ``force_refs``.
 
-``fidelity`` in [0, 1] (beyond the paper) moves the generator's image toward the images whose box average is the
-observation (:func:`~facerestore.degrade.project_area`, with a smooth bicubic correction): 0 is the paper's output,
+``fidelity`` in [0, 1] (beyond the paper) moves the generator's image toward the images whose reduction is the
+observation (:func:`~facerestore.degrade.project_resize`, with a smooth bicubic correction): 0 is the paper's output,
 1 keeps the observation's content exactly and takes from the prior only the detail the reduction destroyed. It
 applies where the observation is such a reduction: the blind mode (whole-photo faces, compared at their detail
 side, and at half the generator's side at most: a face compared at full size keeps the prior's finest octave
-rather than the input's pixels, noise included) and ``robust-upsample`` (whose surrogate is that box average);
-other tasks keep the paper's output. Without a fidelity, ``robust-upsample`` runs at ``DEFAULT_FIDELITY`` and the
+rather than the input's pixels, noise included; a box average) and ``robust-upsample``, through the filter its
+records name when the caller passes them (the degradation is known) and otherwise ``UNKNOWN_FILTER``; other tasks
+keep the paper's output. Without a fidelity, ``robust-upsample`` runs at ``DEFAULT_FIDELITY`` and the
 blind mode at 0: a real photo's face carries its blur at its detail side, and projecting onto it puts the blur
 back (as for RLS: ``docs/robust_inversion_fidelity_photos.png``, ``docs/rls_fidelity_photos.png``).
 """
@@ -52,8 +53,8 @@ from facerestore.methods.restorer import Restorer, StepProgress, detail_side, re
 from facerestore.methods.spec import MethodSpec
 from facerestore.nn.stylegan2 import Generator
 
-__all__ = ["DEFAULT_FIDELITY", "DEFAULT_REF_WEIGHT", "DEFAULT_WORK_RESOLUTION", "PRIOR_SPEC", "RobustInversionRestorer",
-           "load_generator"]
+__all__ = ["DEFAULT_FIDELITY", "DEFAULT_REF_WEIGHT", "DEFAULT_WORK_RESOLUTION", "PRIOR_SPEC", "UNKNOWN_FILTER",
+           "RobustInversionRestorer", "load_generator", "project_observation", "recorded_filters"]
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,38 @@ DEFAULT_WORK_RESOLUTION = 512
 # at L, unchanged at XL; 0.5 between. As RLS's on held-out faces (rls.restorer.DEFAULT_FIDELITY).
 DEFAULT_FIDELITY = 1.0
 
-# the tasks whose observation is the box average the projection inverts (their surrogate, paper 002's avgpool)
+# the tasks whose observation is a reduction the projection can invert (robust-upsample's antialiased bilinear,
+# bicubic or Lanczos; paper 002's surrogate is their box average)
 PROJECTED_TASKS = ("robust-upsample",)
+
+# the reduction robust-upsample's projection inverts when the caller does not pass the task's records (the filter
+# is then unknown): the surrogate's box average (benchmarks/results/prior_comparison_projection.md)
+UNKNOWN_FILTER = "area"
+
+
+def recorded_filters(params: Sequence[dict] | dict, batch: int) -> list[str]:
+    """The reduction filter of each of ``batch`` robust-upsample observations, read from their records (one dict:
+    the same for all): the method of the resize op (always antialiased in paper 002's task)."""
+    records = [params] * batch if isinstance(params, dict) else list(params)
+    if len(records) != batch:
+        raise InputError(f"{len(records)} records for {batch} images: pass one per image (or one for all)")
+    methods = [[op["method"] for op in rec["ops"] if op.get("op") == "resize"] for rec in records]
+    if any(len(m) != 1 for m in methods):
+        raise InputError("robust-upsample records must hold exactly one resize op each")
+    return [m[0] for m in methods]
+
+
+def project_observation(image: torch.Tensor, observation: torch.Tensor, strength: float,
+                        filters: Sequence[str] | None = None) -> torch.Tensor:
+    """``image`` (B, 3, R, R) moved onto ``observation`` (B, 3, r, r) at ``strength`` through each image's reduction
+    filter (``filters``, default the box average) with :func:`~facerestore.degrade.project_resize`; clamped to
+    [0, 1], in the image's dtype."""
+    from facerestore import degrade
+
+    filters = list(filters or ["area"] * image.shape[0])
+    obs = observation.float().to(image.device)
+    out = [degrade.project_resize(image[i:i + 1].float(), obs[i:i + 1], m, strength) for i, m in enumerate(filters)]
+    return torch.cat(out).clamp(0, 1).to(image.dtype)
 
 
 def load_generator(generator: Generator | None = None, weights: str | os.PathLike | None = None) -> Generator:
@@ -299,15 +330,15 @@ class RobustInversionRestorer(Restorer):
         return ref_id, term
 
     def _finish(self, result: InversionResult, guide, return_details: bool, observation: torch.Tensor | None = None,
-                strength: float = 0.0):
+                strength: float = 0.0, filters: Sequence[str] | None = None):
         """The output: the generator's image (``result.image``, kept as is in the details), projected onto the
-        ``observation`` (its box average) at ``strength`` when there is one (module docstring)."""
-        from facerestore import degrade
-
+        ``observation`` (its reduction by ``filters``, default the box average) at ``strength`` when there is one
+        (module docstring); the details name the filters used."""
         out = result.image
         if observation is not None and strength:
-            out = degrade.project_area(out.float(), observation.float().to(out.device), strength).clamp(0, 1)
-            out = out.to(result.image.dtype)
+            filters = list(filters or ["area"] * out.shape[0])
+            out = project_observation(out, observation, strength, filters)
+            result.projection_filters = filters
         if guide is not None:
             with torch.no_grad():
                 result.ref_distance = guide[0].distance(out).detach()
@@ -374,8 +405,10 @@ class RobustInversionRestorer(Restorer):
         if task is None:
             return self._project(lq, return_details, refs, force_refs, strength)
         if fidelity and task not in PROJECTED_TASKS:
-            raise InputError(f"robust-inversion: fidelity projects onto box-averaged observations (the blind mode, "
+            raise InputError(f"robust-inversion: fidelity projects onto reduced observations (the blind mode, "
                              f"{', '.join(PROJECTED_TASKS)}), not {task!r}: drop fidelity")
+        # the projection follows the caller's records (a known degradation); drawn records only guess the filter
+        filters = recorded_filters(params, lq.shape[0]) if params is not None and task in PROJECTED_TASKS else None
         if params is None:
             params = self._records(task, lq, level if level is not None else self.level)
         f_hat = degrade.surrogate(task, params)
@@ -397,4 +430,6 @@ class RobustInversionRestorer(Restorer):
                 w_init=self.start(lq, blind=False), seed=self.seed, wpp_layout=self.wpp_layout, callback=bar.update,
                 identity=None if guide is None else guide[1],
             )
-        return self._finish(result, guide, return_details, lq if task in PROJECTED_TASKS else None, strength)
+        if task in PROJECTED_TASKS:
+            return self._finish(result, guide, return_details, lq, strength, filters or [UNKNOWN_FILTER] * lq.shape[0])
+        return self._finish(result, guide, return_details, None, strength)
