@@ -383,10 +383,10 @@ def test_fidelity_projects_onto_the_observation_through_its_filter(tiny_g):
                                   for i in range(2)])
     gaps = [(reduce(r.restore(y, params=p, fidelity=f)) - y).abs().mean().item() for f in (0.0, 0.5, 1.0)]
     assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 0.1 * gaps[0]
-    # without records the filter is unknown: the surrogate's box average
+    # without records the filter is unknown: the guess UNKNOWN_FILTER (bicubic) for every image
     out_u, det_u = r.restore(y, task="robust-upsample", return_details=True)
-    assert det_u.projection_filters == [UNKNOWN_FILTER] * 2 == ["area"] * 2
-    torch.testing.assert_close(out_u, degrade.project_area(det_u.image, y).clamp(0, 1), rtol=0, atol=0)
+    assert det_u.projection_filters == [UNKNOWN_FILTER] * 2 == ["bicubic"] * 2
+    torch.testing.assert_close(out_u, degrade.project_resize(det_u.image, y, "bicubic").clamp(0, 1), rtol=0, atol=0)
     with pytest.raises(InputError, match="3 records for 2 images"):
         recorded_filters([*p, p[0]], 2)
     # other tasks keep the paper's output, and refuse an explicit fidelity

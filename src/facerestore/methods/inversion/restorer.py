@@ -97,9 +97,13 @@ DEFAULT_FIDELITY = 1.0
 # bicubic or Lanczos; paper 002's surrogate is their box average)
 PROJECTED_TASKS = ("robust-upsample",)
 
-# the reduction robust-upsample's projection inverts when the caller does not pass the task's records (the filter
-# is then unknown): the surrogate's box average (benchmarks/results/prior_comparison_projection.md)
-UNKNOWN_FILTER = "area"
+# the reduction robust-upsample's projection inverts when the caller does not pass the task's records (the filter is
+# then unknown). benchmarks/results/prior_comparison_projection.md (2 held-out validation faces, M / L / XL, whose
+# task drew Lanczos and bilinear): through the recorded filter PSNR +0.17 / +0.19 / +0.13 dB over the surrogate's box
+# average, MobileFace 0.175 -> 0.150 at M; of the fixed guesses bicubic comes closest (+0.06 / +0.09 / +0.04 dB,
+# MobileFace 0.162 / 0.344 / 0.584 vs the box's 0.175 / 0.365 / 0.590), small but at every level, and it is PIL's
+# default reduction, what most low-resolution files went through
+UNKNOWN_FILTER = "bicubic"
 
 
 def recorded_filters(params: Sequence[dict] | dict, batch: int) -> list[str]:
