@@ -102,10 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--projection", nargs="+", default=["area"],
                    choices=("area", "recorded", "bilinear", "bicubic", "lanczos"),
                    help="the reduction(s) the fidelity columns project through (module docstring)")
+    p.add_argument("--render", metavar="JSON", help="only rewrite the markdown of an earlier result (its JSON)")
     p.add_argument("--init", choices=("mean", "encoder"), default="mean",
                    help="phase I's start: the prior's mean latent (paper 002) or the W encoder shipped beside the "
                         "prior (beyond the paper; priors without one start from the mean, said in the output)")
     args = p.parse_args(argv)
+    if args.render:
+        path = Path(args.render)
+        path.with_suffix(".md").write_text(to_markdown(json.loads(path.read_text())))
+        return 0
     torch.set_num_threads(args.threads)
     from facerestore.nn.devices import tune_cpu_allocator
 
@@ -229,7 +234,57 @@ def to_markdown(result: dict) -> str:
             [f"{s['id_mobileface']:.3f}"] if "id_mobileface" in s else []), f"{s['niqe']:.2f}"])
         lines.append(f"| {r['task']} | {r['level']} | {cell(r['input'])} | "
                      + " | ".join(cell(r[n]) if n in r else "" for n in names) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + summary(result)) + "\n"
+
+
+# metric -> +1 when higher is better, -1 when lower is
+METRICS = {"psnr": 1, "fed": -1, "id_mobileface": -1, "niqe": -1}
+
+
+def summary(result: dict) -> list[str]:
+    """Issue 13's checks on the rows of the inversions' own outputs (fidelity 0): on how many tasks MobileStyleGAN
+    beats the 64 px prior per metric (where both ran), where it beats the degraded input on the upsampling and
+    denoising tasks M..XL, and paper 002's robustness claim: per single task, the gain over the input at each level
+    XS..XL with one hyper-parameter set, and its spread (max - min)."""
+    rows = list(result["rows"].values())
+    lines: list[str] = []
+    small, real = PRIORS
+    better = lambda a, b, m: METRICS[m] * (a[m] - b[m]) > 0  # noqa: E731
+    if all(small in r and real in r for r in rows) and len(rows) > 1:
+        lines += ["", f"## MobileStyleGAN against the 64 px prior ({len(rows)} tasks)", "",
+                  "| metric | tasks where MobileStyleGAN is better | tasks where it is not |", "|---|---|---|"]
+        for m in METRICS:
+            have = [r for r in rows if m in r[small] and m in r[real]]
+            worse = [f"{r['task']}@{r['level']}" for r in have if not better(r[real], r[small], m)]
+            lines.append(f"| {m} | {len(have) - len(worse)} of {len(have)} | {', '.join(worse) or 'none'} |")
+    target = [r for r in rows if r["task"] in ("robust-upsample", "robust-denoise") and r["level"] in ("M", "L", "XL")
+              and real in r]
+    if target:
+        lines += ["", "## MobileStyleGAN against the degraded input (upsampling and denoising, M..XL; the inversion's "
+                  "own output, fidelity 0)", "",
+                  "| task | level | PSNR input -> MobileStyleGAN | MobileFace input -> MobileStyleGAN |",
+                  "|---|---|---|---|"]
+        for r in target:
+            ident = (f"{r['input']['id_mobileface']:.3f} -> {r[real]['id_mobileface']:.3f}"
+                     if "id_mobileface" in r[real] else "not cached")
+            psnr = f"{r['input']['psnr']:.2f} -> {r[real]['psnr']:.2f}"
+            lines.append(f"| {r['task']} | {r['level']} | {psnr} | {ident} |")
+    levels = ("XS", "S", "M", "L", "XL")
+    singles = sorted({r["task"] for r in rows if "+" not in r["task"]})
+    spread = []
+    for prior in (n for n in PRIORS if n in result["priors"]):
+        for task in singles:
+            gains = {r["level"]: r[prior]["psnr"] - r["input"]["psnr"] for r in rows
+                     if r["task"] == task and prior in r}
+            if len(gains) == len(levels):
+                g = [gains[lv] for lv in levels]
+                spread.append(f"| {LABELS[prior]} | {task} | " + " | ".join(f"{v:+.2f}" for v in g)
+                              + f" | {max(g) - min(g):.2f} |")
+    if spread:
+        lines += ["", "## Robustness: one hyper-parameter set across levels (PSNR gain over the input, dB)", "",
+                  "| prior | task | " + " | ".join(levels) + " | spread |", "|---|---" + "|---" * len(levels) + "|---|",
+                  *spread]
+    return lines
 
 
 if __name__ == "__main__":

@@ -1,0 +1,76 @@
+"""The prior-comparison benchmark's summary (issue 13's checks): counts of tasks won by MobileStyleGAN over the 64 px
+prior, the comparison with the input on upsampling/denoising M..XL, and the robustness spread across levels; and the
+result keys of its projection columns (earlier results keep theirs)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import prior_comparison as bench
+
+SMALL, REAL = bench.PRIORS
+LEVELS = ("XS", "S", "M", "L", "XL")
+
+
+def _scores(psnr: float, fed: float = 0.5, ident: float = 0.3, niqe: float = 5.0) -> dict:
+    return {"psnr": psnr, "fed": fed, "id_mobileface": ident, "niqe": niqe}
+
+
+def _result() -> dict:
+    rows = {}
+    for i, lv in enumerate(LEVELS):
+        # upsampling: the input loses 2 dB a level; the real prior sits 1 dB under it except at XL; the small prior
+        # is worse on PSNR and FED everywhere, better on identity and better on NIQE at XS only
+        rows[f"robust-upsample@{lv}"] = {
+            "task": "robust-upsample", "level": lv, "input": _scores(30 - 2 * i, ident=0.2 + 0.1 * i),
+            SMALL: _scores(10, fed=0.7, ident=0.2, niqe=4.0 if lv == "XS" else 9.0),
+            REAL: _scores(30 - 2 * i - (1 if lv != "XL" else -0.5), fed=0.4, ident=0.25, niqe=5.0)}
+    rows["robust-upsample+denoise@M"] = {"task": "robust-upsample+denoise", "level": "M", "input": _scores(15),
+                                         SMALL: _scores(12, niqe=6.0), REAL: _scores(18, fed=0.4, ident=0.25)}
+    return {"priors": {n: {"init": "mean"} for n in bench.PRIORS}, "rows": rows}
+
+
+def _table(lines: list[str], title: str) -> list[list[str]]:
+    start = next(i for i, line in enumerate(lines) if line.startswith("## " + title))
+    body = []
+    for line in lines[start + 4:]:
+        if not line.startswith("|"):
+            break
+        body.append([c.strip() for c in line.strip("|").split("|")])
+    return body
+
+
+def test_summary_counts_wins_compares_with_the_input_and_reports_the_spread():
+    lines = bench.summary(_result())
+    wins = {r[0]: (r[1], r[2]) for r in _table(lines, "MobileStyleGAN against the 64 px prior")}
+    assert wins["psnr"] == ("6 of 6", "none")
+    assert wins["fed"] == ("6 of 6", "none")
+    assert wins["id_mobileface"] == ("1 of 6", "robust-upsample@XS, robust-upsample@S, robust-upsample@M, "
+                                     "robust-upsample@L, robust-upsample@XL")  # the small prior's 0.2 beats 0.25
+    assert wins["niqe"][0] == "5 of 6" and wins["niqe"][1] == "robust-upsample@XS"
+    vs_input = _table(lines, "MobileStyleGAN against the degraded input")
+    assert [r[1] for r in vs_input] == ["M", "L", "XL"]
+    assert vs_input[0][2] == "26.00 -> 25.00" and vs_input[2][2] == "22.00 -> 22.50"
+    assert vs_input[1][3] == "0.500 -> 0.250"
+    spread = {r[0]: r[2:] for r in _table(lines, "Robustness")}
+    assert spread["MobileStyleGAN"] == ["-1.00", "-1.00", "-1.00", "-1.00", "+0.50", "1.50"]
+    # the small prior's gain grows by 2 dB a level as the input worsens: -20 at XS to -12 at XL
+    assert spread["64 px prior"] == ["-20.00", "-18.00", "-16.00", "-14.00", "-12.00", "8.00"]
+
+
+def test_summary_skips_what_a_run_did_not_measure():
+    result = _result()
+    for row in result["rows"].values():
+        row.pop(SMALL)
+    result["priors"].pop(SMALL)
+    lines = bench.summary(result)
+    assert not any(line.startswith("## MobileStyleGAN against the 64 px prior") for line in lines)
+    assert [r[0] for r in _table(lines, "Robustness")] == ["MobileStyleGAN"]
+
+
+def test_projection_column_keys():
+    assert bench.column_suffix(0.0, "recorded") == ""
+    assert bench.column_suffix(1.0) == "@fidelity=1"  # the box average: the keys of earlier results
+    assert bench.column_suffix(0.5, "recorded") == "@fidelity=0.5,recorded"
