@@ -274,14 +274,17 @@ def summary(result: dict) -> list[str]:
     spread = []
     for prior in (n for n in PRIORS if n in result["priors"]):
         for task in singles:
-            gains = {r["level"]: r[prior]["psnr"] - r["input"]["psnr"] for r in rows
-                     if r["task"] == task and prior in r}
-            if len(gains) == len(levels):
-                g = [gains[lv] for lv in levels]
-                spread.append(f"| {LABELS[prior]} | {task} | " + " | ".join(f"{v:+.2f}" for v in g)
-                              + f" | {max(g) - min(g):.2f} |")
+            by_level = {r["level"]: r for r in rows if r["task"] == task and prior in r}
+            if len(by_level) == len(levels):
+                out = [by_level[lv][prior]["psnr"] for lv in levels]
+                gain = [by_level[lv][prior]["psnr"] - by_level[lv]["input"]["psnr"] for lv in levels]
+                spread.append(f"| {LABELS[prior]} | {task} | " + " | ".join(f"{o:.2f} ({g:+.2f})" for o, g in
+                                                                            zip(out, gain))
+                              + f" | {max(out) - min(out):.2f} |")
     if spread:
-        lines += ["", "## Robustness: one hyper-parameter set across levels (PSNR gain over the input, dB)", "",
+        lines += ["", "## Robustness: one hyper-parameter set across levels", "",
+                  "PSNR of the output in dB (its gain over the input); spread: max - min of the output's PSNR over "
+                  "the levels.", "",
                   "| prior | task | " + " | ".join(levels) + " | spread |", "|---|---" + "|---" * len(levels) + "|---|",
                   *spread]
     return lines

@@ -34,8 +34,9 @@ def _result() -> dict:
 
 def _table(lines: list[str], title: str) -> list[list[str]]:
     start = next(i for i, line in enumerate(lines) if line.startswith("## " + title))
+    start = next(i for i in range(start, len(lines)) if lines[i].startswith("|---"))
     body = []
-    for line in lines[start + 4:]:
+    for line in lines[start + 1:]:
         if not line.startswith("|"):
             break
         body.append([c.strip() for c in line.strip("|").split("|")])
@@ -55,9 +56,11 @@ def test_summary_counts_wins_compares_with_the_input_and_reports_the_spread():
     assert vs_input[0][2] == "26.00 -> 25.00" and vs_input[2][2] == "22.00 -> 22.50"
     assert vs_input[1][3] == "0.500 -> 0.250"
     spread = {r[0]: r[2:] for r in _table(lines, "Robustness")}
-    assert spread["MobileStyleGAN"] == ["-1.00", "-1.00", "-1.00", "-1.00", "+0.50", "1.50"]
-    # the small prior's gain grows by 2 dB a level as the input worsens: -20 at XS to -12 at XL
-    assert spread["64 px prior"] == ["-20.00", "-18.00", "-16.00", "-14.00", "-12.00", "8.00"]
+    assert spread["MobileStyleGAN"] == ["29.00 (-1.00)", "27.00 (-1.00)", "25.00 (-1.00)", "23.00 (-1.00)",
+                                        "22.50 (+0.50)", "6.50"]
+    # the small prior's output is flat (spread 0) while its gain grows by 2 dB a level as the input worsens
+    assert spread["64 px prior"] == ["10.00 (-20.00)", "10.00 (-18.00)", "10.00 (-16.00)", "10.00 (-14.00)",
+                                     "10.00 (-12.00)", "0.00"]
 
 
 def test_summary_skips_what_a_run_did_not_measure():
