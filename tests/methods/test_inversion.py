@@ -389,6 +389,9 @@ def test_fidelity_projects_onto_the_observation_through_its_filter(tiny_g):
     torch.testing.assert_close(out_u, degrade.project_resize(det_u.image, y, "bicubic").clamp(0, 1), rtol=0, atol=0)
     with pytest.raises(InputError, match="3 records for 2 images"):
         recorded_filters([*p, p[0]], 2)
+    plain = [{**p[0], "ops": [{**p[0]["ops"][0], "antialias": False}]}, p[1]]
+    with pytest.raises(InputError, match="antialiased"):
+        recorded_filters(plain, 2)
     # other tasks keep the paper's output, and refuse an explicit fidelity
     yd, pd = degrade.apply(x, "robust-denoise", level="M", generator=0)
     out_d, det_d = r.restore(yd, params=pd, return_details=True)

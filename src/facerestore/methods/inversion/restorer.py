@@ -112,10 +112,10 @@ def recorded_filters(params: Sequence[dict] | dict, batch: int) -> list[str]:
     records = [params] * batch if isinstance(params, dict) else list(params)
     if len(records) != batch:
         raise InputError(f"{len(records)} records for {batch} images: pass one per image (or one for all)")
-    methods = [[op["method"] for op in rec["ops"] if op.get("op") == "resize"] for rec in records]
-    if any(len(m) != 1 for m in methods):
-        raise InputError("robust-upsample records must hold exactly one resize op each")
-    return [m[0] for m in methods]
+    ops = [[op for op in rec["ops"] if op.get("op") == "resize"] for rec in records]
+    if any(len(o) != 1 or not o[0].get("antialias", True) for o in ops):
+        raise InputError("robust-upsample records must hold exactly one antialiased resize op each")
+    return [o[0]["method"] for o in ops]
 
 
 def project_observation(image: torch.Tensor, observation: torch.Tensor, strength: float,
