@@ -244,8 +244,8 @@ METRICS = {"psnr": 1, "fed": -1, "id_mobileface": -1, "niqe": -1}
 def summary(result: dict) -> list[str]:
     """Issue 13's checks on the rows of the inversions' own outputs (fidelity 0): on how many tasks MobileStyleGAN
     beats the 64 px prior per metric (where both ran), where it beats the degraded input on the upsampling and
-    denoising tasks M..XL, and paper 002's robustness claim: per single task, the gain over the input at each level
-    XS..XL with one hyper-parameter set, and its spread (max - min)."""
+    denoising tasks M..XL, and paper 002's robustness claim: per single task, the output's PSNR (and its gain over the
+    input) at each level XS..XL with one hyper-parameter set, and the spread (max - min) of that PSNR."""
     rows = list(result["rows"].values())
     lines: list[str] = []
     small, real = PRIORS

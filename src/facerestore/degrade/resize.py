@@ -279,14 +279,13 @@ def project_resize(x: torch.Tensor, y: torch.Tensor, method: str = "bicubic", st
     :func:`project_pulse_bicubic`; any sizes (non-integer factors too); linear, no clamping, float64 inside,
     returned in x's dtype.
     """
-    _check_image(x)
-    _check_image(y)
     method = _check_method(method)
+    _check_image(y)  # before reading its size; _check_projection checks both images, the batch and the strength
+    _check_projection(x, y, y.shape[-2:], f"reduced with {method}", strength)
     (h, w), (oh, ow) = x.shape[-2:], y.shape[-2:]
     if oh > h or ow > w:
         raise InputError(f"observation {tuple(y.shape)} is larger than the image {tuple(x.shape)}: a projection "
                          "needs a reduction")
-    _check_projection(x, y, (oh, ow), f"reduced with {method}", strength)
     ah, aw = (torch.from_numpy(_weights_np(n, m, method, bool(antialias))).to(x.device) for n, m in ((h, oh), (w, ow)))
     residual = y.to(x.device, torch.float64) - torch.matmul(torch.matmul(ah, x.double()), aw.T)
     return _apply_correction(x, residual, _resize_correction(h, oh, method, bool(antialias)),
