@@ -221,6 +221,19 @@ def test_fidelity_errors(folder, tmp_path, capsys):
     assert not out.exists()  # nothing was written before the option was rejected
 
 
+def test_fidelity_range_is_refused_before_the_method_loads(folder, tmp_path, capsys, monkeypatch):
+    import facerestore.pipeline as pipeline
+
+    def loads(*args, **kwargs):  # loading a StyleGAN method prints notes (missing loss weights) before any check
+        raise AssertionError("the method was loaded before --fidelity was checked")
+
+    monkeypatch.setattr(pipeline, "get_restorer", loads)
+    assert main(["restore", "-i", str(folder), "-o", str(tmp_path / "o"), "--method", "robust-inversion",
+                 "--fidelity", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["facerestore restore: error: fidelity must be in [0, 1], got 2.0"]
+
+
 def test_refs_for_a_method_that_ignores_them_is_an_error(folder, tmp_path, capsys):
     """--refs never does nothing silently: a method without reference support refuses it in one line, naming the
     way to find the methods that take references, before anything is written."""

@@ -182,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
     from facerestore.cli.guards import check_finite, note_ignored, say
     from facerestore.errors import InputError
     from facerestore.faces.detect import create_detector
+    from facerestore.methods.restorer import check_unit_interval
     from facerestore.pipeline import default_upscale, get_restorer, prepare_refs, restore_photo, write_photo_json
 
     if not args.input or not args.output:
@@ -190,6 +191,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--upscale must be a positive number, got {args.upscale}")
     check_finite("--min-score", args.min_score)
     check_finite("--fidelity", args.fidelity)
+    if args.fidelity is not None:  # before the method loads: a bad value gets its one line, not the loading's notes
+        check_unit_interval("fidelity", args.fidelity)
     check_finite("--blend", args.blend)
     if not 0.0 <= args.blend <= 1.0:
         raise InputError(f"--blend must be in [0, 1], got {args.blend:g}")
