@@ -292,6 +292,26 @@ def test_aligned_mode(astronaut, astro_dets):
         restore_photo(crop[:200], IdentityRestorer(), aligned=True)
 
 
+def test_aligned_gray_crop_gets_a_gray_face(astronaut, astro_dets):
+    """A black-and-white photo stored as RGB: a method that adds colour (red shift) returns a gray face in aligned
+    mode, its restoration's luma, as whole photos do; --no-color-match keeps the method's colours."""
+    from facerestore.faces.align import align_face
+    from facerestore.io import to_gray
+
+    crop = to_gray(align_face(astronaut, astro_dets[0].landmarks5, size=256).crop)
+    res = restore_photo(crop, ShiftRestorer(), upscale=1, aligned=True, identity=False, gate=False)
+    face = res.faces[0].restored_crop
+    assert np.abs(face[..., 0] - face[..., 2]).max() == 0.0  # gray
+    shifted = crop.copy()
+    shifted[..., 0] = np.clip(shifted[..., 0] + 0.15, 0, 1)
+    # the restoration's luma (up to the 256 -> 512 -> 256 resizes), not the input's: BT.601 gives red 0.299
+    assert np.abs(face - to_gray(shifted)).mean() < 2e-3
+    assert 0.8 * 0.299 * 0.15 < (face - crop).mean() < 1.01 * 0.299 * 0.15
+    kept = restore_photo(crop, ShiftRestorer(), upscale=1, aligned=True, identity=False, gate=False,
+                         color_match=False).faces[0].restored_crop
+    assert (kept[..., 0] - kept[..., 2]).mean() > 0.1  # the method's red shift
+
+
 def test_fidelity_and_half_options(astronaut, fixed):
     with pytest.raises(InputError, match="no fidelity control"):
         restore_photo(astronaut, IdentityRestorer(), fidelity=0.5, detector=fixed)

@@ -680,12 +680,15 @@ def restore_aligned(rgb: np.ndarray, restorer: Restorer, out_side: int, *, fidel
                     refs: torch.Tensor | None = None, embedder: FaceEmbedder | None = None,
                     timings: dict[str, float] | None = None, blend: float = 1.0,
                     gate: bool = True, force_refs: bool = False, refs_required: bool = True,
-                    occlusion_guard: bool = True) -> tuple[np.ndarray, list[FaceResult]]:
+                    occlusion_guard: bool = True, color_match: bool = True) -> tuple[np.ndarray, list[FaceResult]]:
     """An FFHQ-aligned square crop (S, S, 3) -> (restored image at ``out_side`` x ``out_side``, [its face]).
 
     The image is ``w * restored + (1 - w) * input`` with w = ``blend`` times the quality gate's weight, times
-    ``1 - occlusion mask`` per pixel with the occlusion guard."""
+    ``1 - occlusion mask`` per pixel with the occlusion guard. With ``color_match`` a gray crop (a black-and-white
+    photo stored as RGB, :func:`~facerestore.faces.paste.is_gray`) gets a gray face, the restoration's luma, as
+    whole photos do; other crops keep the method's colours."""
     from facerestore.faces.align import template
+    from facerestore.faces.paste import is_gray
 
     timings = {} if timings is None else timings
     h, w = rgb.shape[:2]
@@ -695,6 +698,8 @@ def restore_aligned(rgb: np.ndarray, restorer: Restorer, out_side: int, *, fidel
     t = time.perf_counter()
     (restored,), (refs_use,) = restore_crops_with_refs(restorer, [rgb], fidelity=fidelity, refs=refs, batch_size=1,
                                                        force_refs=force_refs, refs_required=refs_required)
+    if color_match and is_gray(rgb):
+        restored = io.to_gray(restored)
     timings["restore"] = time.perf_counter() - t
     t = time.perf_counter()
     report = compare_identity(embedder, rgb, restored)
@@ -949,7 +954,8 @@ def restore_photo(
             refused (video frames); each face's ``refs`` says what happened.
         refs_tracks: a :class:`RefsTracks` that has the final say on each face's use of the references (the video
             loop: consistent per track).
-        color_match: match each restored face's colour statistics to its input crop when pasting.
+        color_match: match each restored face's colour statistics to its input crop when pasting (aligned mode: a
+            gray crop gets a gray face).
         mask: paste-back mask: "mesh" (Face Mesh face oval: the face only, no hair or neck; the best in
             benchmarks/paste_back.py; without the facemesh-468 weights it warns and uses the 68 points),
             "landmarks" (dlib 68-point hull) or "square" (the crop).
@@ -1008,7 +1014,7 @@ def restore_photo(
     if aligned:
         out, faces = restore_aligned(rgb, r, oh, fidelity=fidelity, refs=refs_t, embedder=embedder, timings=timings,
                                      blend=float(blend), gate=gate, force_refs=force_refs, refs_required=refs_required,
-                                     occlusion_guard=bool(occlusion_guard))
+                                     occlusion_guard=bool(occlusion_guard), color_match=bool(color_match))
         det_name = None
     else:
         t = time.perf_counter()

@@ -95,7 +95,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "person (by default a photo's other people are restored without them, and a photo where no face "
                    "matches stops with one line; the JSON records refs_used and refs_distance per face)")
     p.add_argument("--no-color-match", dest="color_match", action="store_false",
-                   help="do not match the restored faces' colours to the input faces")
+                   help="do not match the restored faces' colours to the input faces (with --aligned: do not "
+                        "return gray faces for gray crops)")
     p.add_argument("--mask", choices=("square", "landmarks", "mesh"), default="mesh",
                    help="paste-back mask: mesh (default; Face Mesh face oval: the face only, no hair or neck; falls "
                    "back to landmarks without the facemesh-468 weights), landmarks (dlib 68-point hull) or square")
