@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--projection", nargs="+", default=["area"],
                    choices=("area", "recorded", "bilinear", "bicubic", "lanczos"),
                    help="the reduction(s) the fidelity columns project through (module docstring)")
+    p.add_argument("--detail", type=float, nargs="+", default=[1.0],
+                   help="share(s) of the prior's detail beyond the observation kept by the fidelity columns (1: all, "
+                        "the projection alone; robust-inversion's DEFAULT_DETAIL for robust-upsample is 0.5)")
     p.add_argument("--render", metavar="JSON", help="only rewrite the markdown of an earlier result (its JSON)")
     p.add_argument("--init", choices=("mean", "encoder"), default="mean",
                    help="phase I's start: the prior's mean latent (paper 002) or the W encoder shipped beside the "
@@ -140,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             r = G.img_resolution
             y, recs = degrade.apply(up(clean, r), task, level=level, generator=0)
             rest = RobustInversionRestorer(generator=G, loss="auto", steps=args.steps, progress=False,
-                                           init="mean" if starts[name] is None else starts[name])
+                                           init="mean" if starts[name] is None else starts[name], detail=1.0)
             if args.half:
                 rest.set_half()
             t0 = time.time()
@@ -151,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
             for fid in fids:
                 for proj in args.projection if fid else []:
                     filters = recorded_filters(recs, y.shape[0]) if proj == "recorded" else [proj] * y.shape[0]
-                    columns[name + column_suffix(fid, proj)] = project_observation(details.image, y, fid, filters)
+                    for detail in sorted(args.detail, reverse=True):
+                        columns[name + column_suffix(fid, proj, detail)] = project_observation(details.image, y, fid,
+                                                                                               filters, detail)
             # the restorer's own output at the top strength is the "recorded" column (it was given the records)
             assert max(fids) == 0 or "recorded" not in args.projection or torch.equal(
                 out, columns[name + column_suffix(max(fids), "recorded")])
@@ -170,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                              sys.argv[1:]),
               "faces": [f.name for f in val], "steps": list(args.steps), "resolution": args.resolution,
               "fidelity": sorted(args.fidelity), "projection": args.projection,
+              "detail": sorted(args.detail, reverse=True),
               "priors": {n: {"img_resolution": G.img_resolution,
                              "init": "encoder" if starts[n] is not None else "mean"} for n, G in priors.items()},
               "rows": rows, "wall_s": round(time.time() - t_all, 1),
@@ -194,28 +200,27 @@ PROJECTION_LABELS = {"area": "", "recorded": " through the recorded filter", "bi
                      "bicubic": " through bicubic", "lanczos": " through Lanczos"}
 
 
-def column_suffix(fidelity: float, projection: str = "area") -> str:
+def column_suffix(fidelity: float, projection: str = "area", detail: float = 1.0) -> str:
     """A result column's key after the prior's name: "" for the inversion's own output, "@fidelity=F" for the
-    projection onto the box average (the keys of earlier results), "@fidelity=F,PROJECTION" for the others."""
+    projection onto the box average (the keys of earlier results), "@fidelity=F,PROJECTION" for the others, then
+    ";detail=D" when the projection kept D < 1 of the prior's detail beyond the observation."""
     if not fidelity:
         return ""
-    return f"@fidelity={fidelity:g}" + ("" if projection == "area" else f",{projection}")
+    return (f"@fidelity={fidelity:g}" + ("" if projection == "area" else f",{projection}")
+            + ("" if detail == 1 else f";detail={detail:g}"))
+
+
+def parse_column(key: str) -> tuple[str, str, str, str]:
+    """(prior, fidelity, projection, detail) of a column key (:func:`column_suffix`; "" where the key has none)."""
+    prior, _, rest = key.partition("@fidelity=")
+    rest, _, detail = rest.partition(";detail=")
+    fid, _, proj = rest.partition(",")
+    return prior, fid, proj, detail
 
 
 def to_markdown(result: dict) -> str:
-    fids = [f for f in result.get("fidelity", [0.0]) if f]
-    projs = result.get("projection", ["area"])
-    names = [n + column_suffix(f, pr) for n in PRIORS if n in result["priors"]
-             for f, pr in [(0.0, "area"), *((f, pr) for f in fids for pr in projs)]]
-
-    def head(key: str) -> str:
-        prior, _, fid = key.partition("@fidelity=")
-        fid, _, proj = fid.partition(",")
-        encoder = result["priors"][prior].get("init") == "encoder"
-        return (LABELS[prior] + (", encoder start" if encoder else "")
-                + (f", fidelity {fid}{PROJECTION_LABELS[proj or 'area']}" if fid else ""))
-
-    heads = [head(n) for n in names]
+    names = columns(result)
+    heads = [column_label(result, n) for n in names]
     lines = [
         "# Paper 002's tasks with two priors (robust-inversion)", "",
         f"`{result['command']}`: {len(result['faces'])} held-out ffhq256 faces, NGD steps {result['steps']}, "
@@ -226,7 +231,9 @@ def to_markdown(result: dict) -> str:
         "\"encoder start\" (the W encoder shipped beside the prior; beyond the paper). Columns with a fidelity: the "
         "output projected onto the observation at that strength (robust-upsample only; beyond the paper), through "
         "its box average (the task's surrogate) unless the column names a filter (\"recorded\": the one the task "
-        "drew for that face); the others are the inversion's own output.", "",
+        "drew for that face), keeping all the prior's detail beyond the observation unless the column says "
+        "\"detail D\" (robust-inversion's `detail`: the share kept; the reduction is the same at every D); the "
+        "others are the inversion's own output.", "",
         "| task | level | input | " + " | ".join(heads) + " |", "|---|---|---" + "|---" * len(names) + "|",
     ]
     for r in result["rows"].values():
@@ -237,14 +244,33 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines + summary(result)) + "\n"
 
 
+def column_label(result: dict, key: str) -> str:
+    """A column's heading: prior, start, and the projection's fidelity, filter and detail where it has them."""
+    prior, fid, proj, detail = parse_column(key)
+    encoder = result["priors"][prior].get("init") == "encoder"
+    return (LABELS[prior] + (", encoder start" if encoder else "")
+            + (f", fidelity {fid}{PROJECTION_LABELS[proj or 'area']}" if fid else "")
+            + (f", detail {detail}" if detail else ""))
+
+
+def columns(result: dict) -> list[str]:
+    """The result's column keys in table order: per prior, its own output, then each fidelity x projection x
+    detail."""
+    fids = [f for f in result.get("fidelity", [0.0]) if f]
+    projs, details = result.get("projection", ["area"]), result.get("detail", [1.0])
+    return [n + column_suffix(f, pr, d) for n in PRIORS if n in result["priors"]
+            for f, pr, d in [(0.0, "area", 1.0), *((f, pr, d) for f in fids for pr in projs for d in details)]]
+
+
 # metric -> +1 when higher is better, -1 when lower is
 METRICS = {"psnr": 1, "fed": -1, "id_mobileface": -1, "niqe": -1}
 
 
 def summary(result: dict) -> list[str]:
     """Issue 13's checks on the rows of the inversions' own outputs (fidelity 0): on how many tasks MobileStyleGAN
-    beats the 64 px prior per metric (where both ran), where it beats the degraded input on the upsampling and
-    denoising tasks M..XL, and paper 002's robustness claim: per single task, the output's PSNR (and its gain over the
+    beats the 64 px prior per metric (where both ran); where each of MobileStyleGAN's columns (its own output and its
+    projections) beats the degraded input on the upsampling and denoising tasks M..XL; and paper 002's robustness
+    claim: per single task, the output's PSNR (and its gain over the
     input) at each level XS..XL with one hyper-parameter set, and the spread (max - min) of that PSNR."""
     rows = list(result["rows"].values())
     lines: list[str] = []
@@ -260,15 +286,18 @@ def summary(result: dict) -> list[str]:
     target = [r for r in rows if r["task"] in ("robust-upsample", "robust-denoise") and r["level"] in ("M", "L", "XL")
               and real in r]
     if target:
-        lines += ["", "## MobileStyleGAN against the degraded input (upsampling and denoising, M..XL; the inversion's "
-                  "own output, fidelity 0)", "",
-                  "| task | level | PSNR input -> MobileStyleGAN | MobileFace input -> MobileStyleGAN |",
-                  "|---|---|---|---|"]
+        lines += ["", "## MobileStyleGAN against the degraded input (upsampling and denoising, M..XL)", "",
+                  "| task | level | output | PSNR input -> output | MobileFace input -> output | better than the "
+                  "input on both |", "|---|---|---|---|---|---|"]
         for r in target:
-            ident = (f"{r['input']['id_mobileface']:.3f} -> {r[real]['id_mobileface']:.3f}"
-                     if "id_mobileface" in r[real] else "not cached")
-            psnr = f"{r['input']['psnr']:.2f} -> {r[real]['psnr']:.2f}"
-            lines.append(f"| {r['task']} | {r['level']} | {psnr} | {ident} |")
+            for key in (k for k in columns(result) if k in r and parse_column(k)[0] == real):
+                out = r[key]
+                ident = (f"{r['input']['id_mobileface']:.3f} -> {out['id_mobileface']:.3f}"
+                         if "id_mobileface" in out else "not cached")
+                both = better(out, r["input"], "psnr") and "id_mobileface" in out and better(out, r["input"],
+                                                                                            "id_mobileface")
+                lines.append(f"| {r['task']} | {r['level']} | {column_label(result, key)} | "
+                             f"{r['input']['psnr']:.2f} -> {out['psnr']:.2f} | {ident} | {'yes' if both else 'no'} |")
     levels = ("XS", "S", "M", "L", "XL")
     singles = sorted({r["task"] for r in rows if "+" not in r["task"]})
     spread = []

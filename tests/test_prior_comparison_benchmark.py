@@ -52,9 +52,10 @@ def test_summary_counts_wins_compares_with_the_input_and_reports_the_spread():
                                      "robust-upsample@L, robust-upsample@XL")  # the small prior's 0.2 beats 0.25
     assert wins["niqe"][0] == "5 of 6" and wins["niqe"][1] == "robust-upsample@XS"
     vs_input = _table(lines, "MobileStyleGAN against the degraded input")
-    assert [r[1] for r in vs_input] == ["M", "L", "XL"]
-    assert vs_input[0][2] == "26.00 -> 25.00" and vs_input[2][2] == "22.00 -> 22.50"
-    assert vs_input[1][3] == "0.500 -> 0.250"
+    assert [r[1] for r in vs_input] == ["M", "L", "XL"] and {r[2] for r in vs_input} == {"MobileStyleGAN"}
+    assert vs_input[0][3] == "26.00 -> 25.00" and vs_input[2][3] == "22.00 -> 22.50"
+    assert vs_input[1][4] == "0.500 -> 0.250"
+    assert [r[5] for r in vs_input] == ["no", "no", "yes"]  # PSNR and identity both better only at XL
     spread = {r[0]: r[2:] for r in _table(lines, "Robustness")}
     assert spread["MobileStyleGAN"] == ["29.00 (-1.00)", "27.00 (-1.00)", "25.00 (-1.00)", "23.00 (-1.00)",
                                         "22.50 (+0.50)", "6.50"]
@@ -77,3 +78,27 @@ def test_projection_column_keys():
     assert bench.column_suffix(0.0, "recorded") == ""
     assert bench.column_suffix(1.0) == "@fidelity=1"  # the box average: the keys of earlier results
     assert bench.column_suffix(0.5, "recorded") == "@fidelity=0.5,recorded"
+    assert bench.column_suffix(1.0, "recorded", 0.5) == "@fidelity=1,recorded;detail=0.5"
+    assert bench.column_suffix(1.0, "area", 0.25) == "@fidelity=1;detail=0.25"
+    for fid, proj, detail in ((1.0, "recorded", 0.5), (0.5, "area", 1.0), (1.0, "area", 0.25)):
+        key = REAL + bench.column_suffix(fid, proj, detail)
+        prior, f, pr, d = bench.parse_column(key)
+        assert (prior, float(f), pr or "area", float(d or 1)) == (REAL, fid, proj, detail)
+
+
+def test_every_projection_column_is_compared_with_the_input():
+    result = _result()
+    result.update(fidelity=[0.0, 1.0], projection=["recorded"], detail=[1.0, 0.5])
+    key_full, key_half = (REAL + bench.column_suffix(1.0, "recorded", d) for d in (1.0, 0.5))
+    for row in result["rows"].values():  # the half-detail column beats the input on PSNR by 0.5 dB everywhere
+        row[key_full] = _scores(row["input"]["psnr"] - 0.2, ident=0.1)
+        row[key_half] = _scores(row["input"]["psnr"] + 0.5, ident=0.15)
+    suffixes = [bench.column_suffix(1.0, "recorded", d) for d in (1.0, 0.5)]
+    assert bench.columns(result) == [SMALL, *(SMALL + x for x in suffixes), REAL, key_full, key_half]
+    vs_input = _table(bench.summary(result), "MobileStyleGAN against the degraded input")
+    assert [(r[1], r[2]) for r in vs_input[:3]] == [
+        ("M", "MobileStyleGAN"), ("M", "MobileStyleGAN, fidelity 1 through the recorded filter"),
+        ("M", "MobileStyleGAN, fidelity 1 through the recorded filter, detail 0.5")]
+    assert [r[5] for r in vs_input if r[1] == "L"] == ["no", "no", "yes"]
+    assert "detail 0.5" in bench.to_markdown({**result, "command": "x", "faces": [], "steps": [1, 1, 1],
+                                              "wall_s": 1.0, "hardware": "cpu"})

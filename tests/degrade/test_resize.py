@@ -315,6 +315,34 @@ def test_resize_projection_area_is_project_area_and_errors():
         project_resize(x, y, "gaussian")
 
 
+
+@pytest.mark.parametrize(("shape", "size", "method"), [((32, 32), (4, 4), "lanczos"), ((30, 24), (7, 6), "bicubic")])
+def test_resize_projection_detail_scales_only_what_the_reduction_destroys(shape, size, method):
+    rng = np.random.default_rng(11)
+    x, y = torch.from_numpy(rng.random((1, 2, *shape))), torch.from_numpy(rng.random((1, 2, *size)))
+    full = project_resize(x, y, method, strength=0.6)
+    # strength 1, detail 0: C y, the smooth image that reproduces y (the projection of a black image, x gone)
+    smooth = project_resize(x, y, method, detail=0.0)
+    torch.testing.assert_close(smooth, project_resize(torch.zeros_like(x), y, method), rtol=0, atol=1e-10)
+    for ch in range(2):  # independent check: PIL reduces it to y
+        np.testing.assert_allclose(_pil_reduce(smooth[0, ch].numpy(), size, method), y[0, ch].numpy(), atol=2e-5)
+    # any detail: the same reduction as detail 1 (PIL's), and linear in detail between 0 and 1
+    removed = project_resize(x, y, method, strength=0.6, detail=0.0)
+    for d in (0.3, 0.75):
+        got = project_resize(x, y, method, strength=0.6, detail=d)
+        torch.testing.assert_close(got, removed + d * (full - removed), rtol=0, atol=1e-10)
+        for ch in range(2):
+            np.testing.assert_allclose(_pil_reduce(got[0, ch].numpy(), size, method),
+                                       _pil_reduce(full[0, ch].numpy(), size, method), atol=2e-5)
+    # what detail removes is x minus the lift of x's own reduction: zero for an image in C's range
+    in_range = project_resize(torch.zeros_like(x), y, method)
+    torch.testing.assert_close(project_resize(in_range, y, method, detail=0.0), in_range, rtol=0, atol=1e-10)
+    xg = x.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: project_resize(t, y, method, 0.5, detail=0.25), (xg,), eps=1e-6,
+                                    atol=1e-6)
+    with pytest.raises(InputError, match="detail must lie in"):
+        project_resize(x, y, method, detail=1.5)
+
 # ----------------------------------------------------------------------------------------------- mosaic
 
 

@@ -365,7 +365,7 @@ def test_blind_mode_projects_the_resized_input_onto_the_prior(tiny_g):
 
 def test_fidelity_projects_onto_the_observation_through_its_filter(tiny_g):
     from facerestore.methods import resize_crop
-    from facerestore.methods.inversion.restorer import UNKNOWN_FILTER, recorded_filters
+    from facerestore.methods.inversion.restorer import DEFAULT_DETAIL, UNKNOWN_FILTER, recorded_filters
 
     x = torch.cat([_known_image(tiny_g)[1], _known_image(tiny_g, seed=5)[1]])
     r = RobustInversionRestorer(generator=tiny_g, loss="substitute", steps=(2, 2, 2), min_side=4, progress=False)
@@ -376,8 +376,9 @@ def test_fidelity_projects_onto_the_observation_through_its_filter(tiny_g):
     filters = recorded_filters(p, 2)
     assert filters == [rec["ops"][0]["method"] for rec in p] and len(set(filters)) == 2  # two filters in one batch
     out, det = r.restore(y, params=p, return_details=True)
-    assert det.projection_filters == filters
-    ref = torch.cat([degrade.project_resize(det.image[i:i + 1], y[i:i + 1], filters[i]) for i in range(2)])
+    assert det.projection_filters == filters and det.projection_detail == DEFAULT_DETAIL == r.detail_used(blind=False)
+    ref = torch.cat([degrade.project_resize(det.image[i:i + 1], y[i:i + 1], filters[i], detail=DEFAULT_DETAIL)
+                     for i in range(2)])
     torch.testing.assert_close(out, ref.clamp(0, 1), rtol=0, atol=0)
     reduce = lambda t: torch.cat([degrade.resize(t[i:i + 1], size=y.shape[-2:], method=filters[i], clamp=False)  # noqa: E731
                                   for i in range(2)])
@@ -386,7 +387,8 @@ def test_fidelity_projects_onto_the_observation_through_its_filter(tiny_g):
     # without records the filter is unknown: the guess UNKNOWN_FILTER (bicubic) for every image
     out_u, det_u = r.restore(y, task="robust-upsample", return_details=True)
     assert det_u.projection_filters == [UNKNOWN_FILTER] * 2 == ["bicubic"] * 2
-    torch.testing.assert_close(out_u, degrade.project_resize(det_u.image, y, "bicubic").clamp(0, 1), rtol=0, atol=0)
+    torch.testing.assert_close(out_u, degrade.project_resize(det_u.image, y, "bicubic", detail=DEFAULT_DETAIL).clamp(
+        0, 1), rtol=0, atol=0)
     with pytest.raises(InputError, match="3 records for 2 images"):
         recorded_filters([*p, p[0]], 2)
     plain = [{**p[0], "ops": [{**p[0]["ops"][0], "antialias": False}]}, p[1]]
@@ -402,10 +404,42 @@ def test_fidelity_projects_onto_the_observation_through_its_filter(tiny_g):
     # the blind mode at the generator's full side projects onto the 2x reduction, not onto the input's pixels
     face = resize_crop(F.interpolate(x, size=(64, 64), mode="bicubic", align_corners=False).clamp(0, 1), (32, 32))
     out_b, det_b = r.restore(face, fidelity=1.0, return_details=True)
-    assert det_b.work_resolution == 32
+    assert det_b.work_resolution == 32 and det_b.projection_detail == 1.0  # whole-photo faces keep all the detail
     torch.testing.assert_close(out_b, degrade.project_area(det_b.image, F.avg_pool2d(face, 2)).clamp(0, 1),
                                rtol=0, atol=0)
     assert not torch.allclose(out_b, face, atol=1e-3)
+
+
+def test_detail_scales_the_prior_detail_the_observation_cannot_confirm(tiny_g):
+    x = torch.cat([_known_image(tiny_g)[1], _known_image(tiny_g, seed=5)[1]])
+    y, p = degrade.apply(x, "robust-upsample", level="M", generator=3)
+    outs, dets = {}, {}
+    for d in (0.0, 0.5, 1.0):
+        r = RobustInversionRestorer(generator=tiny_g, loss="substitute", steps=(2, 2, 2), min_side=4, progress=False,
+                                    detail=d)
+        outs[d], dets[d] = r.restore(y, params=p, return_details=True)
+        assert dets[d].projection_detail == d
+    torch.testing.assert_close(dets[0.0].image, dets[1.0].image, rtol=0, atol=0)  # the same inversion (seeded)
+    filters = dets[1.0].projection_filters
+    # detail 0 at fidelity 1: the smooth image whose reduction is y, nothing of the generator's image left
+    smooth = torch.cat([degrade.project_resize(torch.zeros(1, 3, 32, 32), y[i:i + 1], filters[i]) for i in range(2)])
+    torch.testing.assert_close(outs[0.0], smooth.clamp(0, 1), rtol=0, atol=1e-6)
+    # the unclamped outputs are linear in detail, and every detail gives the same reduction
+    raw = {d: torch.cat([degrade.project_resize(dets[d].image[i:i + 1], y[i:i + 1], filters[i], detail=d)
+                         for i in range(2)]) for d in outs}
+    torch.testing.assert_close(raw[0.5], 0.5 * (raw[0.0] + raw[1.0]), rtol=0, atol=1e-6)
+    reduce = lambda t: torch.cat([degrade.resize(t[i:i + 1], size=y.shape[-2:], method=filters[i], clamp=False)  # noqa: E731
+                                  for i in range(2)])
+    torch.testing.assert_close(reduce(raw[0.5]), reduce(raw[1.0]), rtol=0, atol=1e-5)
+    assert (outs[0.5] - outs[0.0]).abs().mean() < (outs[1.0] - outs[0.0]).abs().mean()
+    # an explicit detail below 1 is refused where there is no observation to keep, and outside [0, 1]
+    yd, pd = degrade.apply(x, "robust-denoise", level="M", generator=0)
+    r = RobustInversionRestorer(generator=tiny_g, loss="substitute", steps=(1, 1, 1), min_side=4, progress=False,
+                                detail=0.5)
+    with pytest.raises(InputError, match="drop detail"):
+        r.restore(yd, params=pd)
+    with pytest.raises(InputError, match="detail must lie in"):
+        RobustInversionRestorer(generator=tiny_g, loss="substitute", detail=2.0)
 
 
 def test_task_level_is_read_from_the_size_or_required(tiny_g):

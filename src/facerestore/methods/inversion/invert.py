@@ -45,7 +45,8 @@ class InversionResult:
     embedding when references guided the inversion (set by the restorer), else None; work_resolution: the side
     at which the restorer's blind mode compared the faces with the prior (None outside the blind mode);
     projection_filters: the reduction filter of each image the restorer projected its output through (its
-    ``fidelity``; None when the output is ``image`` itself).
+    ``fidelity``; None when the output is ``image`` itself); projection_detail: the share of ``image``'s detail
+    beyond the observation that the output kept (the restorer's ``detail``; None when the output is ``image``).
     """
 
     image: torch.Tensor
@@ -58,6 +59,7 @@ class InversionResult:
     ref_distance: torch.Tensor | None = None
     work_resolution: int | None = None
     projection_filters: list[str] | None = None
+    projection_detail: float | None = None
 
 
 def inpainting_mask(records: Sequence[dict] | dict, out_size: Sequence[int]) -> torch.Tensor | None:

@@ -25,6 +25,13 @@ records name when the caller passes them (the degradation is known) and otherwis
 keep the paper's output. Without a fidelity, ``robust-upsample`` runs at ``DEFAULT_FIDELITY`` and the
 blind mode at 0: a real photo's face carries its blur at its detail side, and projecting onto it puts the blur
 back (as for RLS: ``docs/robust_inversion_fidelity_photos.png``, ``docs/rls_fidelity_photos.png``).
+
+``detail`` in [0, 1] (beyond the paper; a constructor option) scales the part of the output that the observation's
+reduction destroys, the prior's invented detail (``project_resize``'s ``detail``): 1 keeps all of it, 0 none (at
+fidelity 1: the smooth image whose reduction is the observation). The reduction of the output does not depend on
+it, so it trades realism for distortion without moving away from the observation. ``robust-upsample`` runs at
+``DEFAULT_DETAIL`` without one when it projects (fidelity > 0), else at 1 (fidelity 0 is the paper's output), and
+the blind mode at 1 (whole-photo faces keep the prior's detail).
 """
 
 from __future__ import annotations
@@ -53,8 +60,8 @@ from facerestore.methods.restorer import Restorer, StepProgress, detail_side, re
 from facerestore.methods.spec import MethodSpec
 from facerestore.nn.stylegan2 import Generator
 
-__all__ = ["DEFAULT_FIDELITY", "DEFAULT_REF_WEIGHT", "DEFAULT_WORK_RESOLUTION", "PRIOR_SPEC", "UNKNOWN_FILTER",
-           "RobustInversionRestorer", "load_generator", "project_observation", "recorded_filters"]
+__all__ = ["DEFAULT_DETAIL", "DEFAULT_FIDELITY", "DEFAULT_REF_WEIGHT", "DEFAULT_WORK_RESOLUTION", "PRIOR_SPEC",
+           "UNKNOWN_FILTER", "RobustInversionRestorer", "load_generator", "project_observation", "recorded_filters"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +100,14 @@ DEFAULT_WORK_RESOLUTION = 512
 # at L, unchanged at XL; 0.5 between. As RLS's on held-out faces (rls.restorer.DEFAULT_FIDELITY).
 DEFAULT_FIDELITY = 1.0
 
+# robust-upsample's share of the prior's invented detail when no detail is given (module docstring; the blind mode: 1).
+# Chosen on 6 ffhq256 training faces (ids 00001-00006, not held out), level M, 90 steps from the W encoder, fidelity
+# 1 through the recorded filter: PSNR 24.75 / 24.97 / 24.90 / 24.55 / 24.01 dB at detail 0 / 0.25 / 0.5 / 0.75 / 1
+# (input 24.14), MobileFace 0.236 / 0.194 / 0.165 / 0.157 / 0.171 (input 0.291), NIQE 12.4 / 11.7 / 9.3 / 7.5 / 6.5
+# (input 12.6): 0.5 is within 0.1 dB of the best PSNR with nearly the best identity. Held-out check:
+# benchmarks/results/prior_comparison_detail.md.
+DEFAULT_DETAIL = 0.5
+
 # the tasks whose observation is a reduction the projection can invert (robust-upsample's antialiased bilinear,
 # bicubic or Lanczos; paper 002's surrogate is their box average)
 PROJECTED_TASKS = ("robust-upsample",)
@@ -119,15 +134,16 @@ def recorded_filters(params: Sequence[dict] | dict, batch: int) -> list[str]:
 
 
 def project_observation(image: torch.Tensor, observation: torch.Tensor, strength: float,
-                        filters: Sequence[str] | None = None) -> torch.Tensor:
+                        filters: Sequence[str] | None = None, detail: float = 1.0) -> torch.Tensor:
     """``image`` (B, 3, R, R) moved onto ``observation`` (B, 3, r, r) at ``strength`` through each image's reduction
-    filter (``filters``, default the box average) with :func:`~facerestore.degrade.project_resize`; clamped to
-    [0, 1], in the image's dtype."""
+    filter (``filters``, default the box average) with :func:`~facerestore.degrade.project_resize`, keeping
+    ``detail`` of what the reduction destroys; clamped to [0, 1], in the image's dtype."""
     from facerestore import degrade
 
     filters = list(filters or ["area"] * image.shape[0])
     obs = observation.float().to(image.device)
-    out = [degrade.project_resize(image[i:i + 1].float(), obs[i:i + 1], m, strength) for i, m in enumerate(filters)]
+    out = [degrade.project_resize(image[i:i + 1].float(), obs[i:i + 1], m, strength, detail=detail)
+           for i, m in enumerate(filters)]
     return torch.cat(out).clamp(0, 1).to(image.dtype)
 
 
@@ -182,6 +198,9 @@ class RobustInversionRestorer(Restorer):
             shipped for it (MobileStyleGAN's), and tasks with records from ``w_avg`` (the paper); "mean" always
             from ``w_avg``; "encoder" both modes from the encoder (WeightsMissingError when there is none); a path
             or a ``LatentEncoder``: that encoder, both modes. ``benchmarks/encoder_init.py`` measures it.
+        detail: the share in [0, 1] of the prior's detail that the observation cannot confirm (module docstring);
+            None (default): ``DEFAULT_DETAIL`` for robust-upsample at a fidelity above 0, else 1 (the blind mode,
+            fidelity 0). Other tasks take only None or 1.
     """
 
     spec = MethodSpec(
@@ -220,8 +239,12 @@ class RobustInversionRestorer(Restorer):
         force_refs: bool = False,
         work_resolution: int | None = None,
         init: str | os.PathLike | LatentEncoder = "auto",
+        detail: float | None = None,
     ) -> None:
         super().__init__()
+        if detail is not None and not 0.0 <= float(detail) <= 1.0:
+            raise InputError(f"robust-inversion detail must lie in [0, 1], got {detail!r}")
+        self.detail = None if detail is None else float(detail)
         self.ref_weight = check_ref_weight(ref_weight)
         self.force_refs = bool(force_refs)
         self.last_refs_distance: float | None = None  # the reference check's distance of the last call (honestface's)
@@ -269,6 +292,14 @@ class RobustInversionRestorer(Restorer):
         if fidelity is not None:
             return float(fidelity)
         return self.default_fidelity if blind else DEFAULT_FIDELITY
+
+    def detail_used(self, blind: bool = True, strength: float = 1.0) -> float:
+        """The share of the prior's unconfirmed detail a call keeps: the constructor's ``detail`` when given, else
+        ``DEFAULT_DETAIL`` for robust-upsample projected at ``strength`` > 0, and 1 in the blind mode or at strength 0
+        (the paper's output) (module docstring)."""
+        if self.detail is not None:
+            return self.detail
+        return 1.0 if blind or not strength else DEFAULT_DETAIL
 
     def start(self, faces: torch.Tensor, blind: bool) -> torch.Tensor | None:
         """Phase I's start for ``faces`` (B, 3, S, S) in [0, 1]: :meth:`.encoder.EncoderStart.start`."""
@@ -334,15 +365,16 @@ class RobustInversionRestorer(Restorer):
         return ref_id, term
 
     def _finish(self, result: InversionResult, guide, return_details: bool, observation: torch.Tensor | None = None,
-                strength: float = 0.0, filters: Sequence[str] | None = None):
+                strength: float = 0.0, filters: Sequence[str] | None = None, detail: float = 1.0):
         """The output: the generator's image (``result.image``, kept as is in the details), projected onto the
-        ``observation`` (its reduction by ``filters``, default the box average) at ``strength`` when there is one
-        (module docstring); the details name the filters used."""
+        ``observation`` (its reduction by ``filters``, default the box average) at ``strength`` keeping ``detail``
+        of what the reduction destroys, when there is one (module docstring); the details name the filters and the
+        detail used."""
         out = result.image
-        if observation is not None and strength:
+        if observation is not None and (strength or detail < 1.0):
             filters = list(filters or ["area"] * out.shape[0])
-            out = project_observation(out, observation, strength, filters)
-            result.projection_filters = filters
+            out = project_observation(out, observation, strength, filters, detail)
+            result.projection_filters, result.projection_detail = filters, detail
         if guide is not None:
             with torch.no_grad():
                 result.ref_distance = guide[0].distance(out).detach()
@@ -367,7 +399,7 @@ class RobustInversionRestorer(Restorer):
                                    resolution=r if renders else None)
         result.work_resolution = r
         observed = target if 2 * r <= self.G.img_resolution else F.avg_pool2d(target, 2)  # a reduction, always
-        return self._finish(result, guide, return_details, observed, fidelity)
+        return self._finish(result, guide, return_details, observed, fidelity, detail=self.detail_used(blind=True))
 
     def blind_side(self, lq: torch.Tensor) -> int:
         """The side at which the blind mode compares the faces ``lq`` (B, 3, S, S) with the prior: the fixed
@@ -408,9 +440,10 @@ class RobustInversionRestorer(Restorer):
         strength = self.fidelity_used(fidelity, blind=task is None)
         if task is None:
             return self._project(lq, return_details, refs, force_refs, strength)
-        if fidelity and task not in PROJECTED_TASKS:
-            raise InputError(f"robust-inversion: fidelity projects onto reduced observations (the blind mode, "
-                             f"{', '.join(PROJECTED_TASKS)}), not {task!r}: drop fidelity")
+        if task not in PROJECTED_TASKS and (fidelity or (self.detail is not None and self.detail < 1.0)):
+            what = "fidelity" if fidelity else "detail"
+            raise InputError(f"robust-inversion: {what} projects onto reduced observations (the blind mode, "
+                             f"{', '.join(PROJECTED_TASKS)}), not {task!r}: drop {what}")
         # the projection follows the caller's records (a known degradation); drawn records only guess the filter
         filters = recorded_filters(params, lq.shape[0]) if params is not None and task in PROJECTED_TASKS else None
         if params is None:
@@ -435,5 +468,6 @@ class RobustInversionRestorer(Restorer):
                 identity=None if guide is None else guide[1],
             )
         if task in PROJECTED_TASKS:
-            return self._finish(result, guide, return_details, lq, strength, filters or [UNKNOWN_FILTER] * lq.shape[0])
+            return self._finish(result, guide, return_details, lq, strength, filters or [UNKNOWN_FILTER] * lq.shape[0],
+                                self.detail_used(blind=False, strength=strength))
         return self._finish(result, guide, return_details, None, strength)
