@@ -18,6 +18,8 @@ of ``--projection``: ``area`` (the box average, the task's surrogate, the defaul
 bicubic or Lanczos filter the task drew for that face, what the restorer does when given the task's records) or
 one fixed filter for every face (a guess when the filter is unknown); the inversion runs once and every column is
 projected from its raw image. Without it every column is the inversion's own output (fidelity 0, the paper's).
+``--detail 1 0.5`` adds, per fidelity column, the projections that keep that share of the prior's detail beyond
+the observation (the restorer's ``detail``; ``robust-upsample`` defaults to 0.5 when projecting).
 """
 
 from __future__ import annotations
@@ -270,8 +272,8 @@ def summary(result: dict) -> list[str]:
     """Issue 13's checks on the rows of the inversions' own outputs (fidelity 0): on how many tasks MobileStyleGAN
     beats the 64 px prior per metric (where both ran); where each of MobileStyleGAN's columns (its own output and its
     projections) beats the degraded input on the upsampling and denoising tasks M..XL; and paper 002's robustness
-    claim: per single task, the output's PSNR (and its gain over the
-    input) at each level XS..XL with one hyper-parameter set, and the spread (max - min) of that PSNR."""
+    claim: per single task, the output's PSNR (and its gain over the input) at each level XS..XL with one
+    hyper-parameter set, and the spread (max - min) of that PSNR."""
     rows = list(result["rows"].values())
     lines: list[str] = []
     small, real = PRIORS
