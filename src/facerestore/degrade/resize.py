@@ -246,10 +246,15 @@ def _check_projection(x: torch.Tensor, y: torch.Tensor, expected: Sequence[int],
                          f"expected {(*x.shape[:-2], *expected)}")
 
 
+def _lift(residual: torch.Tensor, ch: np.ndarray, cw: np.ndarray) -> torch.Tensor:
+    """C r per axis: a low-resolution float64 image through the correction matrices (ch, cw)."""
+    ch_t, cw_t = torch.from_numpy(ch).to(residual.device), torch.from_numpy(cw).to(residual.device)
+    return torch.matmul(torch.matmul(ch_t, residual), cw_t.T)
+
+
 def _apply_correction(x: torch.Tensor, residual: torch.Tensor, ch: np.ndarray, cw: np.ndarray,
                       strength: float) -> torch.Tensor:
-    ch_t, cw_t = torch.from_numpy(ch).to(x.device), torch.from_numpy(cw).to(x.device)
-    return (x.double() + float(strength) * torch.matmul(torch.matmul(ch_t, residual), cw_t.T)).to(x.dtype)
+    return (x.double() + float(strength) * _lift(residual, ch, cw)).to(x.dtype)
 
 
 def project_pulse_bicubic(x: torch.Tensor, y: torch.Tensor, factor: int, strength: float = 1.0) -> torch.Tensor:
@@ -299,8 +304,7 @@ def project_resize(x: torch.Tensor, y: torch.Tensor, method: str = "bicubic", st
     reduced = torch.matmul(torch.matmul(ah, x.double()), aw.T)
     out = _apply_correction(x.double(), y.to(x.device, torch.float64) - reduced, ch, cw, strength)
     if float(detail) != 1.0:  # minus (1 - detail) (x - C A x)
-        out = out - (1.0 - float(detail)) * (x.double() - _apply_correction(torch.zeros_like(out), reduced, ch, cw,
-                                                                             1.0))
+        out = out - (1.0 - float(detail)) * (x.double() - _lift(reduced, ch, cw))
     return out.to(x.dtype)
 
 
