@@ -12,10 +12,11 @@ restored by ``honestface``:
 
 ``--methods`` adds the prior methods that use references (``robust-inversion``, ``rls``, ``rls-plus``, and
 ``prior-sft`` through its refinement: an identity term pulls the generated face toward the references' mean dlib
-embedding) in the same run, each with three rows: ``METHOD none`` (no references), ``METHOD all`` (all of the
-person's other photos) and ``METHOD wrong`` (the control: as many photos of the next person); refused faces are
-counted and then forced, as for honestface. Methods whose optimisation is an optional refinement (prior-sft) add
-``METHOD 0 steps``: the network alone, what a user gets without ``--steps`` and references. They restore the 256 px
+embedding) in the same run, each with four rows: ``METHOD none`` (no references), ``METHOD one`` (the person's next
+photo), ``METHOD all`` (all of the person's other photos) and ``METHOD wrong`` (the control: as many photos of the
+next person); refused faces are counted and then forced, as for honestface. Methods whose optimisation is an
+optional refinement (prior-sft) add ``METHOD 0 steps``: the network alone, what a user gets without ``--steps`` and
+references. They restore the 256 px
 face at their prior's resolution (the photo pipeline's blind mode) with a small budget, ``--steps`` per face
 (default 30; recorded in the output, as are the prior and ``ref_weight``; for prior-sft every row refines the
 encoder's latents for ``--steps``, so the pairs isolate the references): MobileStyleGAN 1024 px costs about 4 s a
@@ -34,6 +35,12 @@ difference between two rows. Scale: 10 persons x 2 degradations = 20 faces (the 
     python benchmarks/honestface_refs.py --methods honestface,robust-inversion --steps 30
     python benchmarks/honestface_refs.py --methods prior-sft --steps 20 --half --threads 2 \
         --out benchmarks/results/prior_sft_refs      # ~25 min on 2 cores
+    python benchmarks/honestface_refs.py --methods robust-inversion,rls --steps 60 --threads 2 \
+        --start-person 4 --persons 4 --resume       # persons 5-8 only; continues an interrupted run
+
+Every finished face is appended to ``OUT.partial.jsonl`` as it completes; ``--resume`` skips the faces found there
+(same rows and command options required), so a long CPU run survives an interruption (the picture sheet then shows
+only the faces of the last run). The file is removed once the results are written.
 
 Writes benchmarks/results/honestface_refs.json and .md (``--grid docs/honestface_grid.png``: the picture).
 """
@@ -75,9 +82,9 @@ def rows_and_pairs(methods: list[str], unrefined: tuple[str, ...] = ()) -> tuple
         pairs += list(PAIRS)
     for m in methods:
         if m in PRIOR_METHODS:
-            rows += [f"{m} none", f"{m} all", f"{m} wrong"]
-            pairs += [(f"{m} all", f"{m} none"), (f"{m} none", "input"), (f"{m} wrong", f"{m} none"),
-                      (f"{m} wrong", f"{m} all")]
+            rows += [f"{m} none", f"{m} one", f"{m} all", f"{m} wrong"]
+            pairs += [(f"{m} one", f"{m} none"), (f"{m} all", f"{m} none"), (f"{m} all", f"{m} one"),
+                      (f"{m} none", "input"), (f"{m} wrong", f"{m} none"), (f"{m} wrong", f"{m} all")]
             if m in unrefined:
                 rows.append(f"{m} 0 steps")
                 pairs += [(f"{m} all", f"{m} 0 steps"), (f"{m} none", f"{m} 0 steps"), (f"{m} 0 steps", "input")]
@@ -117,7 +124,12 @@ def restore_with_refs(restorer, lq: torch.Tensor, refs: torch.Tensor, **kw) -> t
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--persons", type=int, default=0, help="first N persons only (0 = all)")
+    ap.add_argument("--persons", type=int, default=0, help="N persons only, from --start-person on (0 = all)")
+    ap.add_argument("--start-person", type=int, default=0,
+                    help="skip the first K persons (e.g. 4: the persons whose runs set the ref_weight defaults); "
+                         "the wrong-person control stays the next person of the whole list")
+    ap.add_argument("--resume", action="store_true",
+                    help="skip the faces already in OUT.partial.jsonl (written as each face finishes)")
     ap.add_argument("--weights", default=None, help="honestface weights (default: the built-in model)")
     ap.add_argument("--methods", default="honestface",
                     help=f"comma-separated methods to measure, among {', '.join(METHODS)} (default honestface)")
@@ -165,8 +177,15 @@ def main() -> int:
                 pass
     rows, pairs = rows_and_pairs(methods, tuple(unrefined))
     groups = [g for g in photo_identities(PHOTOS) if query_photo(g)]
-    if args.persons:
-        groups = groups[: args.persons]
+    chosen = select_persons(len(groups), args.start_person, args.persons)
+    out = Path(args.out)
+    partial = out.with_suffix(".partial.jsonl")
+    run_key = {"methods": methods, "steps": args.steps, "prior": args.prior, "ref_weight": args.ref_weight,
+               "half": args.half, "weights": args.weights, "rows": rows}
+    done = [rc for rc in load_partial(partial, run_key) if rc["person"] in chosen] if args.resume else []
+    if not args.resume:
+        partial.unlink(missing_ok=True)
+    finished = {(rc["person"], rc["degradation"]) for rc in done}
     m = {name: metrics.create(name, **({"aligned": True} if name not in ("niqe", "ms_swd") else {}))
          for name in METRICS}
     aligned: dict[tuple[str, int], torch.Tensor] = {}
@@ -176,8 +195,13 @@ def main() -> int:
             aligned[(name, s)] = prepare_refs([PHOTOS / name], s)
         return aligned[(name, s)]
 
-    records, sheet = [], {}
-    for pi, group in enumerate(groups):
+    records, sheet = list(done), {}
+    if done:
+        print(f"resuming: {len(done)} face(s) from {partial}", flush=True)
+    for pi in chosen:
+        group = groups[pi]
+        if all((pi, kind) in finished for kind in ("blind", "x8")):
+            continue
         q = query_photo(group)
         others = [n for n in group if n != q]
         wrong_group = groups[(pi + 1) % len(groups)]
@@ -187,6 +211,8 @@ def main() -> int:
                                         "all": torch.cat([face(n, size) for n in others]),
                                         "wrong": torch.cat([face(n, size) for n in wrong])}
         for kind in ("blind", "x8"):
+            if (pi, kind) in finished:
+                continue
             lq = degrade_face(clean, kind, seed=1000 + pi)
             outs = {"input": lq}
             dist, refused = {}, {}
@@ -198,7 +224,7 @@ def main() -> int:
                 outs[f"{meth} none"] = rm.restore(lq, size=(SIZE, SIZE))
                 if meth in unrefined:
                     outs[f"{meth} 0 steps"] = unrefined[meth].restore(lq, size=(SIZE, SIZE))
-                for kind_refs, names in (("all", others), ("wrong", wrong)):
+                for kind_refs, names in (("one", others[:1]), ("all", others), ("wrong", wrong)):
                     row, refs = f"{meth} {kind_refs}", torch.cat([face(n, rm.spec.size) for n in names])
                     outs[row], refused[row], dist[row] = restore_with_refs(rm, lq, refs, size=(SIZE, SIZE))
             rec = {"person": pi, "query": q, "degradation": kind, "refs": {"one": 1, "all": len(others),
@@ -209,29 +235,18 @@ def main() -> int:
                     rec["scores"][row] = {name: float(fn(y) if name == "niqe" else fn(y, clean)) for name, fn in
                                           m.items()}
             records.append(rec)
-            if args.grid and pi < args.grid_persons:
+            append_partial(partial, run_key, rec)
+            if args.grid and chosen.index(pi) < args.grid_persons:
                 for row, y in {"clean": clean, **outs}.items():
                     sheet.setdefault(row, []).append(y.detach().float().clamp(0, 1))
             print(json.dumps({"person": pi, "kind": kind, ID: {k: round(v[ID], 4) for k, v in
                                                                rec["scores"].items()}}), flush=True)
-    summary: dict = {"rows": {}, "pairs": {}}
-    for row in rows:
-        summary["rows"][row] = {name: float(np.nanmean([rc["scores"][row][name] for rc in records]))
-                                for name in METRICS}
-    for a, b in pairs:
-        summary["pairs"][f"{a} - {b}"] = {
-            name: bootstrap(np.array([rc["scores"][a][name] - rc["scores"][b][name] for rc in records]))
-            for name in METRICS}
-    for kind in ("blind", "x8"):
-        sub = [rc for rc in records if rc["degradation"] == kind]
-        summary[f"{ID} {kind}"] = {f"{a} - {b}": bootstrap(np.array([rc["scores"][a][ID] - rc["scores"][b][ID]
-                                                                       for rc in sub]))
-                                   for a, b in pairs}
-    summary["refusal_rate"] = {row: float(np.mean([rc["refused"][row] for rc in records])) for row in
-                               records[0]["refused"]} if records else {}
+    records.sort(key=lambda rc: (rc["person"], rc["degradation"]))
+    summary = summarize(records, rows, pairs)
     meta = (json.loads(Path(str(r.default_weights())).with_suffix(".json").read_text())
             if r is not None and args.weights is None else {})
-    result = {"benchmark": "honestface_refs", "methods": methods, "faces": len(records), "persons": len(groups),
+    result = {"benchmark": "honestface_refs", "methods": methods, "faces": len(records), "persons": len(chosen),
+              "person_indices": chosen, "resumed_faces": len(done),
               "size": SIZE, "model_size": size,
               "weights": str(args.weights or "builtin:honestface-compact-128") if r is not None else None,
               "weights_steps": meta.get("steps"), "train_hours": meta.get("train_hours"),
@@ -249,12 +264,67 @@ def main() -> int:
         from sheets import labelled_sheet
 
         labelled_sheet({row: torch.cat(ys) for row, ys in sheet.items()}, args.grid)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     out.with_suffix(".md").write_text(to_markdown(result))
+    partial.unlink(missing_ok=True)
     print(to_markdown(result))
     return 0
+
+
+def select_persons(n_groups: int, start: int, count: int) -> list[int]:
+    """Indices of the persons to measure: ``count`` of them (0 = all) from index ``start`` on."""
+    if not 0 <= start < n_groups:
+        sys.exit(f"--start-person must be in [0, {n_groups - 1}] ({n_groups} persons have >= 3 photos), got {start}")
+    stop = n_groups if count <= 0 else min(n_groups, start + count)
+    return list(range(start, stop))
+
+
+def append_partial(path: Path, run_key: dict, record: dict) -> None:
+    """Append one finished face (with what the run measured it under) to the JSON-lines file ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fh.write(json.dumps({"run": run_key, "record": record}) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def load_partial(path: Path, run_key: dict) -> list[dict]:
+    """The faces an interrupted run finished; exits with one line when they were measured under other options.
+    A torn last line (the run was killed mid-write) is dropped."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if entry["run"] != json.loads(json.dumps(run_key)):
+            sys.exit(f"{path} was written by a run with other options ({entry['run']}); remove it or drop --resume")
+        records.append(entry["record"])
+    return records
+
+
+def summarize(records: list[dict], rows: list[str], pairs: list[tuple[str, str]]) -> dict:
+    """Per-row means, paired bootstrap intervals of the ``pairs`` (first minus second) over all faces and of
+    the identity judge per degradation, and the reference check's refusal rate per row."""
+    summary: dict = {"rows": {}, "pairs": {}}
+    for row in rows:
+        summary["rows"][row] = {name: float(np.nanmean([rc["scores"][row][name] for rc in records]))
+                                for name in METRICS}
+    for a, b in pairs:
+        summary["pairs"][f"{a} - {b}"] = {
+            name: bootstrap(np.array([rc["scores"][a][name] - rc["scores"][b][name] for rc in records]))
+            for name in METRICS}
+    for kind in ("blind", "x8"):
+        sub = [rc for rc in records if rc["degradation"] == kind]
+        summary[f"{ID} {kind}"] = {f"{a} - {b}": bootstrap(np.array([rc["scores"][a][ID] - rc["scores"][b][ID]
+                                                                       for rc in sub]))
+                                   for a, b in pairs}
+    summary["refusal_rate"] = {row: float(np.mean([rc["refused"][row] for rc in records])) for row in
+                               records[0]["refused"]} if records else {}
+    return summary
 
 
 def to_markdown(res: dict) -> str:
@@ -264,6 +334,12 @@ def to_markdown(res: dict) -> str:
             if res.get("weights") else "no honestface")
     lines = [f"# HonestFace references ({res['faces']} faces: {res['persons']} persons x blind/x8, {res['size']} px; "
              f"{head})", "", f"`{res.get('command', 'python benchmarks/honestface_refs.py')}`", ""]
+    if res.get("person_indices"):
+        idx = res["person_indices"]
+        lines += [f"Persons {idx[0]}-{idx[-1]} of the list of persons with at least 3 photos (0-based; "
+                  f"`methods.honestface.train.photo_identities`)"
+                  + (f"; {res['resumed_faces']} face(s) measured by an interrupted earlier run (`--resume`)"
+                     if res.get("resumed_faces") else "") + ".", ""]
     for m, v in res.get("prior_methods", {}).items():
         lines += [f"{m}: {v['steps_per_face']} steps per face {v['budget']}, prior {v['prior']} "
                   f"({v['prior_size']} px), ref_weight {v['ref_weight']:g}, loss {v['loss']}, "
