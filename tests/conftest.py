@@ -156,6 +156,19 @@ def random_w_encoder(w_dim: int, *, in_size: int = 32, seed: int = 0):
     return enc.eval()
 
 
+def tiny_stylegan2(w_dim: int, *, channel_base: int, channel_max: int, mapping_layers: int, n_avg: int,
+                   resolution: int = 32):
+    """A tiny seeded StyleGAN2 generator (z and w ``w_dim``-d, eval mode, frozen) whose ``w_avg`` is the mean of
+    ``n_avg`` mapped samples, as the loaders estimate it: the prior of the inversion and RLS unit tests."""
+    from facerestore.nn.stylegan2 import Generator
+
+    torch.manual_seed(0)
+    G = Generator(z_dim=w_dim, w_dim=w_dim, img_resolution=resolution, channel_base=channel_base,
+                  channel_max=channel_max, mapping_layers=mapping_layers).eval()
+    G.estimate_w_avg(n_avg, torch.Generator().manual_seed(0))
+    return G.requires_grad_(False)
+
+
 def tiny_mobilestylegan(channels=(16, 16, 8), *, with_w_avg: bool = False):
     """A tiny randomly initialised MobileStyleGAN (z, w 16-d; unit-variance activations through the layers), eval
     mode; ``with_w_avg``: ``mapping.w_avg`` set to the mean of 64 mapped z (the loader's estimate, in small)."""

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from conftest import tiny_stylegan2
 from facerestore import degrade
 from facerestore.errors import InputError, WeightsMissingError
 from facerestore.methods.inversion import (
@@ -33,10 +34,7 @@ from facerestore.nn.stylegan2 import Generator, to_unit_range
 
 @pytest.fixture(scope="module")
 def tiny_g() -> Generator:
-    torch.manual_seed(0)
-    G = Generator(z_dim=64, w_dim=64, img_resolution=32, channel_base=256, channel_max=16, mapping_layers=2).eval()
-    G.estimate_w_avg(1000, torch.Generator().manual_seed(0))
-    return G.requires_grad_(False)
+    return tiny_stylegan2(64, channel_base=256, channel_max=16, mapping_layers=2, n_avg=1000)
 
 
 def _known_image(G: Generator, seed: int = 1, psi: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:

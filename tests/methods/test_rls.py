@@ -10,6 +10,7 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
+from conftest import tiny_stylegan2
 from facerestore import degrade
 from facerestore.errors import InputError, WeightsMissingError
 from facerestore.methods.inversion.encoder import encoder_paths, save_encoder
@@ -40,10 +41,7 @@ from facerestore.nn.stylegan2_io import save_safetensors_generator
 
 @pytest.fixture(scope="module")
 def tiny_g() -> Generator:
-    torch.manual_seed(0)
-    G = Generator(z_dim=32, w_dim=32, img_resolution=32, channel_base=256, channel_max=16, mapping_layers=2).eval()
-    G.estimate_w_avg(1000, torch.Generator().manual_seed(0))
-    return G.requires_grad_(False)
+    return tiny_stylegan2(32, channel_base=256, channel_max=16, mapping_layers=2, n_avg=1000)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import tiny_stylegan2
 from facerestore.cli import main
 from facerestore.errors import InputError, WeightsMissingError
 from facerestore.methods.inversion import RobustInversionRestorer, robust_invert
@@ -30,10 +31,7 @@ from facerestore.nn.stylegan2_io import generator_sha256, save_safetensors_gener
 
 @pytest.fixture(scope="module")
 def tiny_g() -> Generator:
-    torch.manual_seed(0)
-    G = Generator(z_dim=16, w_dim=16, img_resolution=32, channel_base=64, channel_max=8, mapping_layers=1).eval()
-    G.estimate_w_avg(500, torch.Generator().manual_seed(0))
-    return G.requires_grad_(False)
+    return tiny_stylegan2(16, channel_base=64, channel_max=8, mapping_layers=1, n_avg=500)
 
 
 @pytest.fixture(scope="module")
