@@ -330,10 +330,13 @@ def summarize(records: list[dict], rows: list[str], pairs: list[tuple[str, str]]
 def to_markdown(res: dict) -> str:
     s = res["summary"]
     f = lambda v: "nan" if v != v else f"{v:.4g}"  # noqa: E731
-    head = (f"model {res['weights']}, {res['weights_steps']} steps, {res['train_hours'] or 0:.2f} h CPU"
-            if res.get("weights") else "no honestface")
-    lines = [f"# HonestFace references ({res['faces']} faces: {res['persons']} persons x blind/x8, {res['size']} px; "
-             f"{head})", "", f"`{res.get('command', 'python benchmarks/honestface_refs.py')}`", ""]
+    scale = f"{res['faces']} faces: {res['persons']} persons x blind/x8, {res['size']} px"
+    if res.get("weights"):
+        title = (f"# HonestFace references ({scale}; model {res['weights']}, {res['weights_steps']} steps, "
+                 f"{res['train_hours'] or 0:.2f} h CPU)")
+    else:  # a run of the prior methods alone
+        title = f"# Reference photos for {', '.join(res.get('methods') or ['the prior methods'])} ({scale})"
+    lines = [title, "", f"`{res.get('command', 'python benchmarks/honestface_refs.py')}`", ""]
     if res.get("person_indices"):
         idx = res["person_indices"]
         lines += [f"Persons {idx[0]}-{idx[-1]} of the list of persons with at least 3 photos (0-based; "

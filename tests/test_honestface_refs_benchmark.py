@@ -77,3 +77,15 @@ def test_summary_means_intervals_and_refusal_rates():
     assert s[f"{bench.ID} x8"]["rls none - input"] == pytest.approx([1.0, 1.0, 1.0])
     assert s["refusal_rate"] == {"rls one": 0.0, "rls all": pytest.approx(4 / 6), "rls wrong": 1.0}
     json.dumps(s)  # the summary is written as JSON
+
+
+def test_markdown_names_the_methods_and_the_held_out_persons():
+    recs = [_record(p, k, 0.0) for p in (4, 5) for k in ("blind", "x8")]
+    rows, pairs = bench.rows_and_pairs(["rls"])
+    res = {"methods": ["rls"], "faces": 4, "persons": 2, "person_indices": [4, 5], "resumed_faces": 2, "size": 256,
+           "weights": None, "summary": bench.summarize(recs, rows, pairs), "command": "python x.py"}
+    md = bench.to_markdown(res).split("\n")
+    assert md[0] == "# Reference photos for rls (4 faces: 2 persons x blind/x8, 256 px)"
+    assert any(line.startswith("Persons 4-5 of the list") and "2 face(s) measured by an interrupted" in line
+               for line in md)
+    assert "| rls all - rls one | " + " | ".join(["1 [1, 1]"] * len(bench.METRICS)) + " |" in md
