@@ -36,7 +36,7 @@ difference between two rows. Scale: 10 persons x 2 degradations = 20 faces (the 
     python benchmarks/honestface_refs.py --methods prior-sft --steps 20 --half --threads 2 \
         --out benchmarks/results/prior_sft_refs      # ~25 min on 2 cores
     python benchmarks/honestface_refs.py --methods robust-inversion,rls --steps 60 --threads 2 \
-        --start-person 4 --persons 4 --resume       # persons 5-8 only; continues an interrupted run
+        --start-person 4 --persons 4 --resume   # persons 4-7 (0-based) only; continues an interrupted run
 
 Every finished face is appended to ``OUT.partial.jsonl`` as it completes; ``--resume`` skips the faces found there
 (same rows and command options required), so a long CPU run survives an interruption (the picture sheet then shows
