@@ -15,7 +15,6 @@ from facerestore import degrade
 from facerestore.errors import InputError, WeightsMissingError
 from facerestore.methods.inversion.encoder import encoder_paths, save_encoder
 from facerestore.methods.rls import (
-    BLIND_SIDE_DIVISOR,
     LR_SPREAD,
     PRESETS,
     RLSRestorer,
@@ -464,7 +463,7 @@ def test_blind_mode_super_resolves_a_crop_from_its_detail_side(tiny_g, tiny_flow
     crop = resize_crop(resize_crop(x, (4, 4)), (32, 32))  # a small face enlarged to the generator's size
     r = RLSRestorer(generator=tiny_g, flow=tiny_flow, steps=4, n_mean=100, progress=False)
     side = detail_side(crop, min_side=16)[0]
-    assert side == 16 and r.blind_side(crop) == 16  # one octave below (8), floored: x64 of 1024 px, the paper's largest
+    assert r.blind_side(crop) == side == 16  # floor: the paper's largest factor (x64 of 1024 px)
     out, details = r.restore(crop, return_details=True)
     assert details["observed_side"] == 16 and out.shape == (1, 3, 32, 32)
     # the same as RLS given that observation (PULSE bicubic of the crop) as its low-resolution input (at the blind
@@ -473,12 +472,10 @@ def test_blind_mode_super_resolves_a_crop_from_its_detail_side(tiny_g, tiny_flow
     ref = RLSRestorer(generator=tiny_g, flow=tiny_flow, steps=4, n_mean=100, progress=False)
     torch.testing.assert_close(out, ref.restore(low, fidelity=0.0), rtol=0, atol=0)
     torch.testing.assert_close(r.restore(crop, fidelity=1.0), ref.restore(low), rtol=0, atol=0)
-    # a fixed side keeps the crop as the observation (factor 1); a crop with detail at its full side (noise) is
-    # observed one octave below it
+    # a fixed side, and a sharp face, keep the crop as the observation (factor 1)
     fixed = RLSRestorer(generator=tiny_g, flow=tiny_flow, steps=1, n_mean=10, progress=False, work_resolution=32)
     assert fixed.blind_side(crop) == 32
-    noise = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    assert detail_side(noise, min_side=16) == [32] and r.blind_side(noise) == 32 // BLIND_SIDE_DIVISOR == 16
+    assert r.blind_side(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))) == 32
     # an observation smaller than the generator (a true low-resolution input) is never reduced further
     _, d_low = r.restore(low, return_details=True)
     assert d_low["observed_side"] == 16

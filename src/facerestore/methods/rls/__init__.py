@@ -14,7 +14,7 @@ from facerestore.methods.rls.flow_prior import (
     save_generator_flow,
     train_generator_flow,
 )
-from facerestore.methods.rls.restorer import BLIND_SIDE_DIVISOR, RLSPlusRestorer, RLSRestorer
+from facerestore.methods.rls.restorer import RLSPlusRestorer, RLSRestorer
 from facerestore.methods.rls.rls import (
     LR_SPREAD,
     PRESETS,
@@ -37,7 +37,6 @@ from facerestore.methods.rls.rls import (
 )
 
 __all__ = [
-    "BLIND_SIDE_DIVISOR",
     "LR_SPREAD",
     "PRESETS",
     "RLSConfig",

@@ -7,10 +7,9 @@
 The input is the low-resolution face (B, 3, h, w) with R / h an integer (R: generator resolution); the
 degradation model is PULSE's bicubic downsampling by R / h unless a task's ``params`` (records of
 ``degrade.apply``) are given, in which case that task's surrogate is used. A face at the generator's own resolution
-without a task (whole-photo crops: the blind mode) is first reduced by that downsampling to one octave below the side
-its detail has (:func:`~facerestore.methods.restorer.detail_side`; a 60 px face of a photo: 64, observed at 32;
-``BLIND_SIDE_DIVISOR``), so that RLS super-resolves it instead of fitting its enlargement's blur or its degradation's
-residue (beyond the paper; ``work_resolution`` fixes the side).
+without a task (whole-photo crops: the blind mode) is first reduced by that downsampling to the side its detail has
+(:func:`~facerestore.methods.restorer.detail_side`; a 60 px face of a photo: 64), so that RLS super-resolves it
+instead of fitting its enlargement's blur (beyond the paper; ``work_resolution`` fixes the side).
 
 ``fidelity`` in [0, 1] (beyond the paper) moves the generator's output toward the images whose PULSE downsampling
 is the observation (:func:`~facerestore.degrade.project_pulse_bicubic`, the range-null-space split): 0 is the
@@ -52,17 +51,9 @@ from facerestore.methods.spec import MethodSpec
 from facerestore.nn.flow import MAF
 from facerestore.nn.stylegan2 import Generator
 
-__all__ = ["BLIND_MIN_SIDE", "BLIND_SIDE_DIVISOR", "DEFAULT_FIDELITY", "DEFAULT_REF_WEIGHT", "RLSPlusRestorer",
-           "RLSRestorer"]
+__all__ = ["BLIND_MIN_SIDE", "DEFAULT_FIDELITY", "DEFAULT_REF_WEIGHT", "RLSPlusRestorer", "RLSRestorer"]
 
 BLIND_MIN_SIDE = 16  # the blind mode's smallest observation: x64 of a 1024 px prior, the paper's largest factor
-# The blind mode observes a crop one octave below its detail side. detail_side lands an octave above a small face's
-# true footprint (an enlargement keeps detail near its source's Nyquist frequency; benchmarks/blind_detail.py), and
-# that octave of a degraded face holds the degradation's residue (noise blobs, a blur's soft edges), which RLS's
-# summed L1 fits exactly and the prior can only imitate with hazy, washed-out faces. Chosen on 5 ffhq256 validation
-# faces (ids 0, 20, 30, 200, 220: blind and x8; sharper faces, NIQE 1-3.5 lower, MobileFace identity on a par) and
-# checked on others by benchmarks/rls_blind_side.py.
-BLIND_SIDE_DIVISOR = 2
 
 # low-resolution mean absolute error that one unit of dlib distance to the references is worth (module docstring).
 # Chosen with benchmarks/honestface_refs.py (rls, 4 persons x blind/x8 = 8 faces, built-in 64 px prior, 60 steps):
@@ -240,12 +231,10 @@ class RLSRestorer(Restorer):
 
     def blind_side(self, lq: torch.Tensor) -> int:
         """The low-resolution side of the blind mode's observation of faces ``lq`` (B, 3, R, R): the fixed
-        ``work_resolution``, else the batch's largest :func:`detail_side` divided by ``BLIND_SIDE_DIVISOR`` (one
-        octave below; at least ``BLIND_MIN_SIDE``, or the crop's side when smaller)."""
+        ``work_resolution``, else the batch's largest :func:`detail_side` (at least ``BLIND_MIN_SIDE``)."""
         if self.work_resolution is not None:
             return self.work_resolution
-        floor = min(BLIND_MIN_SIDE, lq.shape[-1])
-        return max(floor, max(detail_side(lq.float(), min_side=floor)) // BLIND_SIDE_DIVISOR)
+        return max(detail_side(lq.float(), min_side=min(BLIND_MIN_SIDE, lq.shape[-1])))
 
     def _degrade_fn(self, lq: torch.Tensor, task: str | None, params: Sequence[dict] | dict | None):
         from facerestore import degrade
