@@ -1,6 +1,6 @@
 """RLS's blind mode: observe a degraded face at its detail side (the default) or one octave below it.
 
-    python benchmarks/rls_blind_side.py                  # 8 faces x blind / x8, 60 steps: ~33 min on 2 cores
+    python benchmarks/rls_blind_side.py                  # 8 faces x blind / x8, 60 steps: ~22 min on 2 cores
     python benchmarks/rls_blind_side.py --count 2 --steps 20
 
 What whole-photo ``facerestore restore --method rls`` and the reference benchmarks give RLS: a 256 px face with no
@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                            "wall_s": time.time() - t_all, "hardware": ""}), flush=True)
     sheet["clean"] = clean
     result = {"benchmark": "rls_blind_side",
-              "command": "python benchmarks/rls_blind_side.py " + shlex.join(argv if argv is not None else
-                                                                             sys.argv[1:]),
+              "command": ("python benchmarks/rls_blind_side.py " + shlex.join(argv if argv is not None else
+                                                                              sys.argv[1:])).strip(),
               "generator": f"{name}, fp32", "faces": [f.name for f in files], "steps": args.steps, "rows": rows,
               "wall_s": round(time.time() - t_all, 1),
               "hardware": f"{platform.machine()}, torch {torch.__version__}, CPU, {args.threads} thread(s)"
