@@ -46,10 +46,13 @@ ROWS = ("detail", "octave below")
 
 
 def held_out_faces(data: Path, count: int) -> list[Path]:
-    """The first ``count`` ffhq256 validation faces (numbers ending in 0) not among ``FIRST_LOOK``."""
-    files = sorted(f for f in data.iterdir() if f.stem.isdigit() and f.stem.endswith("0")
-                   and int(f.stem) not in FIRST_LOOK)
-    return files[:count]
+    """The first ``count`` ffhq256 validation faces (the project's hold-out rule: numbers ending in 0) not among
+    ``FIRST_LOOK``."""
+    from facerestore.train.config import DataConfig
+    from facerestore.train.data import split_files
+
+    _, val = split_files(DataConfig(roots=[str(data)], size=256, val_count=0))
+    return [f for f in val if int(f.stem) not in FIRST_LOOK][:count]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     R = G.img_resolution
     files = held_out_faces(data, args.count)
     clean = load_images(files, 256).float() / 255
+    default = RLSRestorer(generator=G, flow=flow, steps=args.steps, progress=False)
     t_all = time.time()
     rows: dict = {}
     sheet: dict[str, list[torch.Tensor]] = {}
@@ -87,7 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         for i, f in enumerate(files):
             x = clean[i: i + 1]
             lq = degrade_face(x, kind, seed=3000 + int(f.stem))
-            default = RLSRestorer(generator=G, flow=flow, steps=args.steps, progress=False)
             side = default.blind_side(resize_crop(lq, (R, R)))
             below = max(16, side // 2)
             sides.append([side, below])
