@@ -57,18 +57,26 @@ def up(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode=mode, **kw).clamp(0, 1)
 
 
-def scores(pred: torch.Tensor, clean: torch.Tensor) -> dict[str, float]:
+def scores(pred: torch.Tensor, clean: torch.Tensor) -> dict:
+    """Per metric the mean over the faces (NaN, e.g. no face found by an identity network, left out), and under
+    "per_face" each face's value (None for NaN), so that chunks of faces merge exactly (:func:`merge_results`)."""
     from facerestore import metrics
 
-    out = {"psnr": float(metrics.create("psnr")(pred, clean).mean()),
-           "fed": float(torch.nanmean(metrics.create("fed", aligned=True)(pred, clean))),
-           "niqe": float(torch.nanmean(metrics.create("niqe")(pred)))}
+    values = {"psnr": metrics.create("psnr")(pred, clean),
+              "fed": metrics.create("fed", aligned=True)(pred, clean),
+              "niqe": metrics.create("niqe")(pred)}
+    out: dict = {}
     for name in ("id_mobileface", "id_mfn"):  # MobileFace: the independent identity judge (no loss of ours uses it)
         try:
-            out[name] = float(torch.nanmean(metrics.create(name, aligned=True)(pred, clean)))
+            values[name] = metrics.create(name, aligned=True)(pred, clean)
         except Exception as exc:  # weights not cached: the column is absent, said so in the output
             out[f"{name}_missing"] = str(exc).splitlines()[0][:120]
-    return out
+    per_face = {}
+    for name, v in values.items():
+        v = v.reshape(-1).double()
+        out[name] = float(torch.nanmean(v))
+        per_face[name] = [None if not np.isfinite(x) else float(x) for x in v.tolist()]
+    return {**out, "per_face": per_face}
 
 
 def load_prior(name: str, resolution: int):
@@ -92,6 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ffhq256"))
     p.add_argument("--count", type=int, default=30)
+    p.add_argument("--first", type=int, default=0,
+                   help="skip this many held-out faces (a chunk of a long run: faces FIRST..FIRST+COUNT-1)")
+    p.add_argument("--out", metavar="DIR", help="write the JSON, markdown and grid here (default: benchmarks/results "
+                   "and docs/; chunks that --merge joins)")
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="join chunk results of one protocol (same tasks, steps, priors, options; disjoint faces) "
+                        "into prior_comparison_TAG.{json,md}: each mean weighted by its faces")
     p.add_argument("--tasks", default="all", help="comma list of TASK@LEVEL, or all (the 31 of paper 002)")
     p.add_argument("--steps", type=int, nargs=3, default=(150, 150, 150))
     p.add_argument("--resolution", type=int, default=256)
@@ -116,6 +131,20 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(args.render)
         path.with_suffix(".md").write_text(to_markdown(json.loads(path.read_text())))
         return 0
+    if args.merge:
+        try:
+            result = merge_results([json.loads(Path(f).read_text()) for f in args.merge])
+        except ValueError as exc:
+            p.error(str(exc))
+        result["command"] = "python benchmarks/prior_comparison.py " + " ".join(argv if argv is not None else
+                                                                                sys.argv[1:])
+        name = "prior_comparison" + (f"_{args.tag}" if args.tag else "")
+        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (RESULTS / f"{name}.md").write_text(to_markdown(result))
+        print(to_markdown(result))
+        return 0
+    if args.first < 0 or args.count < 1:
+        p.error("--first must be >= 0 and --count >= 1")
     torch.set_num_threads(args.threads)
     from facerestore.nn.devices import tune_cpu_allocator
 
@@ -127,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
 
     tasks = _tasks_module().paper_tasks() if args.tasks == "all" else [
         tuple(t.split("@")) for t in args.tasks.split(",")]
-    _, val = split_files(DataConfig(roots=[args.data], size=256, val_count=args.count))
+    _, val = split_files(DataConfig(roots=[args.data], size=256, val_count=args.first + args.count))
+    val = val[args.first:]
+    if not val:
+        p.error(f"no held-out faces from index {args.first} in {args.data}")
     clean = load_images(val, 256).float() / 255
     unknown = sorted(set(args.priors.split(",")) - set(PRIORS))
     if unknown:
@@ -175,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"benchmark": "prior_comparison",
               "command": "python benchmarks/prior_comparison.py " + " ".join(argv if argv is not None else
                                                                              sys.argv[1:]),
-              "faces": [f.name for f in val], "steps": list(args.steps), "resolution": args.resolution,
+              "faces": [f.name for f in val], "first": args.first, "steps": list(args.steps),
+              "resolution": args.resolution, "init": args.init,
               "fidelity": sorted(args.fidelity), "projection": args.projection,
               "detail": sorted(args.detail, reverse=True),
               "priors": {n: {"img_resolution": G.img_resolution,
@@ -184,15 +217,15 @@ def main(argv: list[str] | None = None) -> int:
               "precision": "bf16 generators" if args.half else "fp32",
               "hardware": f"{platform.machine()}, torch {torch.__version__}, CPU, {args.threads} thread(s)"
                           + (", malloc tuned as by the CLI" if tuned else "")}
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    out_dir, grid_dir = (Path(args.out), Path(args.out)) if args.out else (RESULTS, ROOT / "docs")
+    out_dir.mkdir(parents=True, exist_ok=True)
     name = "prior_comparison" + (f"_{args.tag}" if args.tag else "")
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / f"{name}.md").write_text(to_markdown(result))
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out_dir / f"{name}.md").write_text(to_markdown(result))
     if grid is not None:
         from facerestore import io
 
-        io.write_image(ROOT / "docs" / f"{name}_grid.png",
-                       np.ascontiguousarray(grid.permute(1, 2, 0).numpy()))
+        io.write_image(grid_dir / f"{name}_grid.png", np.ascontiguousarray(grid.permute(1, 2, 0).numpy()))
     print(to_markdown(result))
     return 0
 
@@ -218,6 +251,71 @@ def parse_column(key: str) -> tuple[str, str, str, str]:
     rest, _, detail = rest.partition(";detail=")
     fid, _, proj = rest.partition(",")
     return prior, fid, proj, detail
+
+
+# what chunks of one run must share to be merged (the faces and the wall time are what differs)
+PROTOCOL_KEYS = ("steps", "resolution", "fidelity", "projection", "detail", "precision", "priors")
+# the values of keys that results made before the key existed leave out (what those runs did)
+PROTOCOL_DEFAULTS = {"fidelity": [0.0], "projection": ["area"], "detail": [1.0], "precision": "fp32"}
+SCORE_KEYS = ("psnr", "fed", "id_mobileface", "id_mfn", "niqe")
+
+
+def _merge_cells(cells: list[dict], faces: list[int]) -> dict:
+    """One row's column (a dict of scores) from several chunks: each metric's mean over every face of every chunk
+    (the chunk's ``per_face`` values where it has them, else its mean weighted by its number of faces: results made
+    before per-face values were stored), ``seconds_per_face`` weighted by faces, the other fields the first's."""
+    out = {k: v for k, v in cells[0].items() if k not in SCORE_KEYS and k != "per_face"}
+    per_face: dict[str, list] = {}
+    for name in SCORE_KEYS:
+        if not all(name in c for c in cells):
+            continue
+        total = count = 0.0
+        for c, n in zip(cells, faces):
+            vals = c.get("per_face", {}).get(name)
+            if vals is None:
+                total, count = total + c[name] * n, count + n
+            else:
+                finite = [v for v in vals if v is not None]
+                total, count = total + sum(finite), count + len(finite)
+        out[name] = total / count if count else float("nan")
+        if all(name in c.get("per_face", {}) for c in cells):
+            per_face[name] = [v for c in cells for v in c["per_face"][name]]
+    if "seconds_per_face" in out:
+        out["seconds_per_face"] = round(sum(c["seconds_per_face"] * n for c, n in zip(cells, faces)) / sum(faces), 1)
+    if per_face:
+        out["per_face"] = per_face
+    return out
+
+
+def merge_results(chunks: list[dict]) -> dict:
+    """Join results of one protocol measured on disjoint chunks of faces (``--first``/``--count``) into one: the
+    faces in chunk order, every cell's means over all faces (:func:`_merge_cells`), the wall times summed and each
+    chunk's command kept. Raises ValueError when the chunks differ in protocol, tasks or columns, or share a face."""
+    if len(chunks) < 2:
+        raise ValueError("--merge needs at least two results")
+    first = chunks[0]
+    for c in chunks[1:]:
+        for key in PROTOCOL_KEYS:
+            a, b = (r.get(key, PROTOCOL_DEFAULTS.get(key, "absent")) for r in (first, c))
+            if a != b:
+                raise ValueError(f"chunks differ in {key}: {a!r} vs {b!r}")
+        if list(c["rows"]) != list(first["rows"]):
+            raise ValueError("chunks measured different tasks")
+        if any(set(c["rows"][t]) != set(first["rows"][t]) for t in first["rows"]):
+            raise ValueError("chunks measured different columns")
+    faces = [f for c in chunks for f in c["faces"]]
+    if len(set(faces)) != len(faces):
+        raise ValueError(f"a face is in two chunks: {sorted(f for f in set(faces) if faces.count(f) > 1)}")
+    n = [len(c["faces"]) for c in chunks]
+    rows = {}
+    for task, row in first["rows"].items():
+        rows[task] = {k: (v if not isinstance(v, dict) else _merge_cells([c["rows"][task][k] for c in chunks], n))
+                      for k, v in row.items()}
+    protocol = {k: first.get(k, PROTOCOL_DEFAULTS.get(k)) for k in PROTOCOL_KEYS
+                if k in first or k in PROTOCOL_DEFAULTS}
+    return {"benchmark": first.get("benchmark", "prior_comparison"), **protocol, "faces": faces, "rows": rows,
+            "wall_s": round(sum(c["wall_s"] for c in chunks), 1), "hardware": first["hardware"],
+            "chunks": [{"command": c["command"], "faces": c["faces"], "wall_s": c["wall_s"]} for c in chunks]}
 
 
 def to_markdown(result: dict) -> str:
