@@ -7,6 +7,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import prior_comparison as bench
 
@@ -102,3 +104,55 @@ def test_every_projection_column_is_compared_with_the_input():
     assert [r[5] for r in vs_input if r[1] == "L"] == ["no", "no", "yes"]
     assert "detail 0.5" in bench.to_markdown({**result, "command": "x", "faces": [], "steps": [1, 1, 1],
                                               "wall_s": 1.0, "hardware": "cpu"})
+
+
+def _chunk(faces: list[str], psnr: list[float], ident: list[float | None], seconds: float = 10.0) -> dict:
+    """A result of one chunk of faces: per-face scores and their means (NaN identities left out of the mean)."""
+    finite = [v for v in ident if v is not None]
+    cell = {"psnr": sum(psnr) / len(psnr), "fed": 0.4, "id_mobileface": sum(finite) / len(finite), "niqe": 6.0,
+            "per_face": {"psnr": psnr, "id_mobileface": ident}}  # fed / niqe as results before per-face values
+    row = {"task": "robust-upsample", "level": "M", "input": dict(cell),
+           REAL: {**cell, "resolution": 256, "loss": "substitute", "seconds_per_face": seconds}}
+    return {"benchmark": "prior_comparison", "command": f"chunk {faces}", "faces": faces, "steps": [30, 30, 30],
+            "resolution": 256, "fidelity": [0.0], "projection": ["area"], "detail": [1.0], "precision": "fp32",
+            "priors": {REAL: {"img_resolution": 256, "init": "encoder"}}, "rows": {"robust-upsample@M": row},
+            "wall_s": 5.0, "hardware": "cpu"}
+
+
+def test_merge_gives_the_means_over_every_face_of_every_chunk():
+    a = _chunk(["a", "b"], [20.0, 22.0], [0.2, None], seconds=10.0)
+    b = _chunk(["c"], [30.0], [0.5], seconds=40.0)
+    merged = bench.merge_results([a, b])
+    cell = merged["rows"]["robust-upsample@M"][REAL]
+    assert cell["psnr"] == 24.0  # (20 + 22 + 30) / 3, not the mean of the chunks' means (26)
+    assert cell["id_mobileface"] == 0.35  # the NaN face counts for nothing: (0.2 + 0.5) / 2
+    assert cell["per_face"]["psnr"] == [20.0, 22.0, 30.0] and cell["per_face"]["id_mobileface"] == [0.2, None, 0.5]
+    assert cell["seconds_per_face"] == 20.0 and cell["loss"] == "substitute"
+    assert merged["faces"] == ["a", "b", "c"] and merged["wall_s"] == 10.0
+    assert [c["faces"] for c in merged["chunks"]] == [["a", "b"], ["c"]]
+    assert "24.00" in bench.to_markdown({**merged, "command": "merge"})
+
+
+def test_merge_weights_results_without_per_face_values_by_their_faces():
+    old = _chunk(["a", "b"], [20.0, 22.0], [0.2, 0.4])
+    for cell in (old["rows"]["robust-upsample@M"]["input"], old["rows"]["robust-upsample@M"][REAL]):
+        cell.pop("per_face")
+    for key in ("detail", "precision"):  # results made before these keys existed ran with their defaults
+        old.pop(key)
+    cell = bench.merge_results([old, _chunk(["c"], [30.0], [0.5])])["rows"]["robust-upsample@M"][REAL]
+    assert cell["psnr"] == 24.0 and abs(cell["id_mobileface"] - (0.3 * 2 + 0.5) / 3) < 1e-12
+    assert "per_face" not in cell  # not every chunk had them
+
+
+def test_merge_refuses_other_protocols_and_shared_faces():
+    a = _chunk(["a"], [20.0], [0.2])
+    with pytest.raises(ValueError, match="two chunks"):
+        bench.merge_results([a, _chunk(["a"], [21.0], [0.3])])
+    with pytest.raises(ValueError, match="steps"):
+        bench.merge_results([a, {**_chunk(["b"], [21.0], [0.3]), "steps": [10, 10, 10]}])
+    other = _chunk(["b"], [21.0], [0.3])
+    other["rows"]["robust-upsample@M"].pop(REAL)
+    with pytest.raises(ValueError, match="columns"):
+        bench.merge_results([a, other])
+    with pytest.raises(ValueError, match="two results"):
+        bench.merge_results([a])
