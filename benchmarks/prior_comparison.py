@@ -416,6 +416,38 @@ def summary(result: dict) -> list[str]:
                   "the levels.", "",
                   "| prior | task | " + " | ".join(levels) + " | spread |", "|---|---" + "|---" * len(levels) + "|---|",
                   *spread]
+    return lines + paired_intervals(result)
+
+
+def paired_intervals(result: dict, min_faces: int = 3) -> list[str]:
+    """Per task, MobileStyleGAN's own output (fidelity 0) minus the input and minus the 64 px prior, per face, as
+    means with paired 95% bootstrap intervals (PSNR, MobileFace). Only when every such cell holds per-face values
+    (results since per-face scores were stored) for at least ``min_faces`` faces: a merge with an older chunk has
+    means only, and says so."""
+    from facerestore.metrics.stats import paired_bootstrap
+
+    small, real = PRIORS
+    rows = [r for r in result["rows"].values() if real in r]
+    names = [k for k in ("input", small) if rows and all(k in r for r in rows)]
+    cells = [r[k] for r in rows for k in (real, *names)]
+    if not rows or not all("per_face" in c for c in cells):
+        return ["", "Paired intervals: not every result here holds per-face values (a merge with a chunk measured "
+                "before they were stored); the means above are over every face."] if rows else []
+    if len(result["faces"]) < min_faces:
+        return []
+    ci = lambda a, b, m: paired_bootstrap(np.array([np.nan if x is None or y is None else x - y  # noqa: E731
+                                                     for x, y in zip(a["per_face"][m], b["per_face"][m])]))
+    num = lambda v: f"{round(v, 3) + 0.0:+.3f}"  # noqa: E731  (+ 0.0: no "-0.000" for a rounding residue)
+    fmt = lambda t: f"{num(t[0])} [{num(t[1])}, {num(t[2])}]" + ("*" if t[1] > 0 or t[2] < 0 else "")  # noqa: E731
+    metrics = [m for m in ("psnr", "id_mobileface") if all(m in c["per_face"] for c in cells)]
+    heads = [f"{m} - {'input' if k == 'input' else LABELS[k]}" for k in names for m in metrics]
+    lines = ["", f"## MobileStyleGAN's own output, paired over the {len(result['faces'])} faces", "",
+             "Mean of the per-face difference [paired 95% bootstrap interval]; * marks intervals excluding zero "
+             "(PSNR: higher is better; MobileFace distance: lower is better).", "",
+             "| task | level | " + " | ".join(heads) + " |", "|---|---" + "|---" * len(heads) + "|"]
+    for r in rows:
+        lines.append(f"| {r['task']} | {r['level']} | "
+                     + " | ".join(fmt(ci(r[real], r[k], m)) for k in names for m in metrics) + " |")
     return lines
 
 

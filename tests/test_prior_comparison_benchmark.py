@@ -156,3 +156,17 @@ def test_merge_refuses_other_protocols_and_shared_faces():
         bench.merge_results([a, other])
     with pytest.raises(ValueError, match="two results"):
         bench.merge_results([a])
+
+
+def test_paired_intervals_need_per_face_values_everywhere():
+    a = _chunk(["a", "b"], [20.0, 22.0], [0.2, 0.4])
+    b = _chunk(["c", "d"], [24.0, 26.0], [0.3, None])
+    merged = bench.merge_results([a, b])
+    row = merged["rows"]["robust-upsample@M"]
+    row[REAL]["per_face"]["psnr"] = [x + 1.5 for x in row["input"]["per_face"]["psnr"]]  # 1.5 dB over every face
+    row[REAL]["per_face"]["id_mobileface"] = [0.1, 0.5, 0.3, 0.2]  # -0.1, +0.1, 0; d's input is NaN
+    body = _table(bench.paired_intervals(merged), "MobileStyleGAN's own output, paired over the 4 faces")
+    assert body == [["robust-upsample", "M", "+1.500 [+1.500, +1.500]*", "+0.000 [-0.100, +0.100]"]]
+    merged["rows"]["robust-upsample@M"]["input"].pop("per_face")  # a chunk from before per-face values
+    lines = bench.paired_intervals(merged)
+    assert len(lines) == 2 and "not every result here holds per-face values" in lines[1]
