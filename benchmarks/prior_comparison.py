@@ -20,6 +20,16 @@ one fixed filter for every face (a guess when the filter is unknown); the invers
 projected from its raw image. Without it every column is the inversion's own output (fidelity 0, the paper's).
 ``--detail 1 0.5`` adds, per fidelity column, the projections that keep that share of the prior's detail beyond
 the observation (the restorer's ``detail``; ``robust-upsample`` defaults to 0.5 when projecting).
+
+A long run goes in chunks of faces that each write a usable result, then one merge (means over every face; paired
+intervals once every chunk stored per-face values)::
+
+    python benchmarks/prior_comparison.py --first 2 --count 1 --steps 30 30 30 --init encoder --threads 2 \
+        --out benchmarks/results/chunks/all_tasks_90steps/f2 --tag all_tasks_90steps
+    python benchmarks/prior_comparison.py --merge A.json B.json ... --tag all_tasks_90steps_6faces
+
+Each chunk draws its degradations from the same seed for its own batch, so a face's degradation depends on its
+position in its chunk (the same protocol and distribution; a 1-face chunk and a 30-face run differ per face).
 """
 
 from __future__ import annotations
