@@ -112,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=30)
     p.add_argument("--first", type=int, default=0,
                    help="skip this many held-out faces (a chunk of a long run: faces FIRST..FIRST+COUNT-1)")
-    p.add_argument("--out", metavar="DIR", help="write the JSON, markdown and grid here (default: benchmarks/results "
-                   "and docs/; chunks that --merge joins)")
+    p.add_argument("--out", metavar="DIR", help="write the JSON, markdown and grid (or the merge) here (default: "
+                   "benchmarks/results and docs/)")
     p.add_argument("--merge", nargs="+", metavar="JSON",
                    help="join chunk results of one protocol (same tasks, steps, priors, options; disjoint faces) "
                         "into prior_comparison_TAG.{json,md}: each mean weighted by its faces")
@@ -148,9 +148,11 @@ def main(argv: list[str] | None = None) -> int:
             p.error(str(exc))
         result["command"] = "python benchmarks/prior_comparison.py " + " ".join(argv if argv is not None else
                                                                                 sys.argv[1:])
+        out_dir = Path(args.out) if args.out else RESULTS
+        out_dir.mkdir(parents=True, exist_ok=True)
         name = "prior_comparison" + (f"_{args.tag}" if args.tag else "")
-        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-        (RESULTS / f"{name}.md").write_text(to_markdown(result))
+        (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (out_dir / f"{name}.md").write_text(to_markdown(result))
         print(to_markdown(result))
         return 0
     if args.first < 0 or args.count < 1:
@@ -441,8 +443,8 @@ def paired_intervals(result: dict, min_faces: int = 3) -> list[str]:
     names = [k for k in ("input", small) if rows and all(k in r for r in rows)]
     cells = [r[k] for r in rows for k in (real, *names)]
     if not rows or not all("per_face" in c for c in cells):
-        return ["", "Paired intervals: not every result here holds per-face values (a merge with a chunk measured "
-                "before they were stored); the means above are over every face."] if rows else []
+        return ["", "Paired intervals: not every cell here holds per-face values (a result made before they were "
+                "stored, or a merge with one); the means above are over every face."] if rows else []
     if len(result["faces"]) < min_faces:
         return []
     ci = lambda a, b, m: paired_bootstrap(np.array([np.nan if x is None or y is None else x - y  # noqa: E731

@@ -169,4 +169,4 @@ def test_paired_intervals_need_per_face_values_everywhere():
     assert body == [["robust-upsample", "M", "+1.500 [+1.500, +1.500]*", "+0.000 [-0.100, +0.100]"]]
     merged["rows"]["robust-upsample@M"]["input"].pop("per_face")  # a chunk from before per-face values
     lines = bench.paired_intervals(merged)
-    assert len(lines) == 2 and "not every result here holds per-face values" in lines[1]
+    assert len(lines) == 2 and "not every cell here holds per-face values" in lines[1]
