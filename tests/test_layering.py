@@ -23,12 +23,12 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "facerestore"
 
 # package -> layer (higher may import lower); the root facade and __main__ sit on top
 LAYERS: dict[str, int] = {
-    "_version": 0, "errors": 0, "io": 0,
+    "_version": 0, "errors": 0, "io": 0, "sheets": 0,
     "degrade": 1, "nn": 1, "zoo": 1,
     "faces": 2,
     "metrics": 3,
     "train": 4, "methods": 5,
-    "pipeline": 6, "quality_gate": 6, "occlusion": 6, "video": 6,
+    "pipeline": 6, "quality_gate": 6, "occlusion": 6, "video": 6, "benchmark": 6,
     "cli": 7, "web": 7,
     "__main__": 8, "": 8,
 }

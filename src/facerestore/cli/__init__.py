@@ -33,6 +33,7 @@ SUBCOMMANDS: dict[str, str] = {
     "synth": "facerestore.cli.synth",
     "serve": "facerestore.cli.serve",
     "search": "facerestore.cli.search",
+    "benchmark": "facerestore.cli.benchmark",
 }
 
 

@@ -1,0 +1,109 @@
+"""`facerestore benchmark`: restorers side by side on your own aligned faces (degrade, restore, score, compare).
+
+Writes ``benchmark.json`` (every face's score per degradation, row and metric; each method's licence),
+``benchmark.md`` (means and paired 95% bootstrap intervals against ``--against``) and one picture per degradation
+(``grid_<degradation>.png``: faces as rows, columns input | each method | clean) into the output folder, all
+atomically; the table is also printed. Exit 2 with one line on bad input (checked before any work).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "compare restorers on your own aligned faces: degrade, restore, score, with paired intervals"
+EXAMPLES = """\
+  facerestore benchmark --data faces/ -o bench/                       # ispl on 16 faces, 5 degradations
+  facerestore benchmark --data faces/ -o bench/ --methods ispl,prior-sft,ispl@builtin:ispl-compact-128.safetensors \\
+      --degradations clean,jpeg:50,down:8,blur:4,noise:30,realworld-gfpgan --metrics psnr,ssim,id_mobileface,niqe
+  facerestore benchmark --data faces/ -o bench/ --methods rls --steps 60 --count 4 --degradations down:8
+Degradations: clean, down:F, blur:SIGMA_PX, noise:SIGMA_255, jpeg:QUALITY, or any task of `facerestore degrade
+--list` (TASK or TASK@LEVEL). Methods: NAME or NAME@WEIGHTS (`facerestore restore --list-methods`).
+"""
+
+DEFAULT_DEGRADATIONS = "clean,down:8,blur:4,noise:30,realworld-gfpgan"
+DEFAULT_METRICS = "psnr,ssim,fed,niqe"  # all available offline (dlib's FED; id_mobileface needs its download)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="folder of clean, square, FFHQ-aligned face crops (sorted by name)")
+    p.add_argument("-o", "--output", required=True, help="output folder (benchmark.json, benchmark.md, grids)")
+    p.add_argument("--methods", default="ispl", help="comma list of NAME or NAME@WEIGHTS (default ispl)")
+    p.add_argument("--degradations", default=DEFAULT_DEGRADATIONS, help=f"comma list (default {DEFAULT_DEGRADATIONS})")
+    p.add_argument("--metrics", default=DEFAULT_METRICS, help=f"comma list of metric names (default {DEFAULT_METRICS}; "
+                   "see `facerestore evaluate --list`)")
+    p.add_argument("--count", type=int, default=16, help="the first N faces of --data (default 16)")
+    p.add_argument("--size", type=int, default=512, help="side in px the faces are scored at (default 512)")
+    p.add_argument("--seed", type=int, default=0, help="face i is degraded with seed SEED + i (default 0)")
+    p.add_argument("--against", default="input", help="the row every interval is measured against (default input)")
+    p.add_argument("--grid", type=int, default=4, help="faces per degradation in the grid pictures (0: none)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
+    p.add_argument("--half", action="store_true", help="methods in reduced precision (as `restore --half`)")
+    p.add_argument("--steps", type=int, default=None, help="optimisation steps per face for the slow methods")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def parse_methods(text: str) -> list[tuple[str, str, str | None]]:
+    """``"ispl,ispl@builtin:x.safetensors"`` -> [(label, name, weights)]: the label is the item as written."""
+    from facerestore.errors import InputError
+    from facerestore.methods import registry
+
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        name, _, weights = item.partition("@")
+        registry.REGISTRY.get(name)  # an unknown name: one line listing the methods
+        out.append((item, name, weights or None))
+    if not out:
+        raise InputError("--methods is empty")
+    if len({label for label, _, _ in out}) != len(out):
+        raise InputError("a method is listed twice")
+    return out
+
+
+def _file_part(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from facerestore import benchmark, io
+    from facerestore.errors import InputError
+    from facerestore.nn.devices import resolve_device
+    from facerestore.pipeline import get_restorer
+
+    if args.count < 1 or args.grid < 0 or args.size < 16:
+        raise InputError("--count must be >= 1, --grid >= 0 and --size >= 16")
+    methods = parse_methods(args.methods)
+    degradations = [benchmark.parse_degradation(d) for d in args.degradations.split(",") if d.strip()]
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    if not degradations or not metrics:
+        raise InputError("--degradations and --metrics must each name at least one")
+    for m in metrics:
+        benchmark.check_metric(m)  # unknown names and set metrics (FID) fail here, in one line, before any work
+    if args.against not in ["input", *(label for label, _, _ in methods)]:
+        raise InputError(f"--against {args.against!r} is neither 'input' nor one of --methods")
+    out_dir = io.check_output_dir(args.output)
+    device = resolve_device(args.device)
+    names, faces = benchmark.load_faces(args.data, args.size, args.count)
+    restorers = {label: get_restorer(name, weights=weights, device=device, half=args.half, steps=args.steps)
+                 for label, name, weights in methods}
+    result = benchmark.run_benchmark(faces, names, degradations, restorers, metrics, seed=args.seed, device=device,
+                                     progress=not args.quiet, keep_images=args.grid)
+    images = result.pop("images", None)
+    result["command"] = "facerestore benchmark " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["benchmark"] else None
+    result["data"] = io.display_path(args.data)
+    for label, _, weights in methods:
+        result["methods"][label]["weights"] = weights or "default"
+    text = benchmark.to_markdown(result, against=args.against)
+    io.atomic_write_json(out_dir / "benchmark.json", result)
+    io.atomic_write_text(out_dir / "benchmark.md", text)
+    if images:
+        result["images"] = images
+        for deg in images:
+            io.write_image(out_dir / f"grid_{_file_part(deg)}.png", benchmark.grid(result, deg))
+    print(text)
+    print(f"wrote {io.display_path(out_dir / 'benchmark.json')}, benchmark.md"
+          + (f" and {len(images)} grids" if images else ""), file=sys.stderr)
+    return 0
