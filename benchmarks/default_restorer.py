@@ -63,40 +63,18 @@ DEFAULT_METHOD = "ispl"  # `facerestore restore`'s --method default
 REFERENCE_WEIGHTS = "builtin:ispl-compact-128.safetensors"  # the row every interval is measured against
 
 
-def _down_up(x: torch.Tensor, factor: int) -> torch.Tensor:
-    from facerestore import degrade
-
-    small = degrade.resize(x, size=SIZE // factor, method="bicubic", antialias=True)
-    return degrade.resize(small, size=SIZE, method="bicubic", antialias=False)
-
-
-def _noise(x: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
-    from facerestore import degrade
-
-    return degrade.gaussian_noise(x, sigma / 255.0, generator=seed)[0]
-
-
-def _task(name: str, seed: int) -> torch.Tensor:
-    from facerestore import degrade
-
-    return lambda x: degrade.apply(x, name, generator=seed)[0]
+# the sweep's task names -> `facerestore benchmark` degradations (facerestore.benchmark.parse_degradation; the same
+# pixels as this script's own functions before it used them, checked bit for bit when it moved)
+SWEEP = {"clean": "clean", **{f"jpeg{q}": f"jpeg:{q}" for q in (30, 50, 70, 90)},
+         **{f"x{f}": f"down:{f}" for f in (2, 4, 8)}, **{f"blur{s}": f"blur:{s}" for s in (2, 4)},
+         **{f"noise{s}": f"noise:{s}" for s in (15, 30)}, "realworld-gfpgan": "realworld-gfpgan", "heavy": "full"}
 
 
 def degradations() -> dict[str, Callable[[torch.Tensor, int], torch.Tensor]]:
-    from facerestore import degrade
+    """Task name -> ``(clean (1, 3, S, S), seed) -> degraded``; ``heavy`` is ISPL's blind mix ``full``."""
+    from facerestore.benchmark import parse_degradation
 
-    out: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {"clean": lambda x, s: x}
-    for q in (30, 50, 70, 90):
-        out[f"jpeg{q}"] = lambda x, s, q=q: degrade.jpeg(x, q)
-    for f in (2, 4, 8):
-        out[f"x{f}"] = lambda x, s, f=f: _down_up(x, f)
-    for sg in (2, 4):
-        out[f"blur{sg}"] = lambda x, s, sg=sg: degrade.gaussian_blur(x, float(sg))
-    for sg in (15, 30):
-        out[f"noise{sg}"] = lambda x, s, sg=sg: _noise(x, sg, s)
-    out["realworld-gfpgan"] = lambda x, s: _task("realworld-gfpgan", s)(x)
-    out["heavy"] = lambda x, s: _task("full", s)(x)
-    return out
+    return {name: parse_degradation(spec).apply for name, spec in SWEEP.items()}
 
 
 def parse_shard(text: str) -> tuple[int, int]:
