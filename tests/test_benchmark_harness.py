@@ -165,3 +165,43 @@ def test_cli_writes_results_and_refuses_bad_input(tmp_path, capsys):
     write_image(data / "wide.png", np.zeros((16, 32, 3), np.float32))
     assert main(["benchmark", "--data", str(data), "-o", str(tmp_path / "bad"), "-q", "--size", "32"]) == 2
     assert "wide.png is 32x16" in capsys.readouterr().err
+
+
+def test_cli_resumes_an_interrupted_run_and_refuses_another_protocol(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "faces"
+    for i, face in enumerate(_faces(2, 128)):
+        write_image(data / f"f{i}.png", face.permute(1, 2, 0).numpy())
+    argv = ["benchmark", "--data", str(data), "--methods", "ispl@builtin:ispl-compact-128.safetensors",
+            "--degradations", "down:4,noise:20", "--metrics", "psnr,ssim", "--size", "128", "--grid", "2", "-q"]
+    assert main([*argv, "-o", str(tmp_path / "fresh")]) == 0
+    fresh = json.loads((tmp_path / "fresh" / "benchmark.json").read_text())
+    assert not (tmp_path / "fresh" / "benchmark.partial.jsonl").exists()  # removed once the results are written
+
+    calls = {"n": 0}
+    real_score = benchmark._score
+
+    def interrupted(*a, **kw):  # two rows a face: the third face's first score is interrupted
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real_score(*a, **kw)
+
+    out = tmp_path / "resumed"
+    monkeypatch.setattr(benchmark, "_score", interrupted)
+    assert main([*argv, "-o", str(out)]) == 130
+    lines = (out / "benchmark.partial.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and json.loads(lines[0])["protocol"]["seed"] == 0  # the protocol, then 2 faces
+    with open(out / "benchmark.partial.jsonl", "a") as f:
+        f.write('{"degradation": "noise:20", "fa')  # a line torn by the interrupt
+    monkeypatch.setattr(benchmark, "_score", real_score)
+    calls["n"] = 0
+    capsys.readouterr()
+    assert main([*argv, "-o", str(out)]) == 0
+    assert "resuming: 2 of 4 faces already measured" in capsys.readouterr().err
+    resumed = json.loads((out / "benchmark.json").read_text())
+    assert resumed["scores"] == fresh["scores"]  # the same numbers as one uninterrupted run
+    assert read_image(out / "grid_noise-20.png").rgb.shape == (14 + 2 * 128, 3 * 128, 3)
+    # an unfinished run of another protocol in the same folder is refused, in one line
+    (out / "benchmark.partial.jsonl").write_text(json.dumps({"protocol": {"seed": 5}}) + "\n")
+    assert main([*argv, "-o", str(out)]) == 2
+    assert "another protocol" in capsys.readouterr().err

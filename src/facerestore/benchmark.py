@@ -159,6 +159,9 @@ def _score(metrics: Mapping[str, Any], pred: torch.Tensor, clean: torch.Tensor) 
     return out
 
 
+FaceRecord = dict  # {"scores": {row: {metric: value | None}}, "seconds": {method label: s}}: one face, one degradation
+
+
 def run_benchmark(
     faces: torch.Tensor,
     names: Sequence[str],
@@ -170,6 +173,8 @@ def run_benchmark(
     device: str = "cpu",
     progress: bool = True,
     keep_images: int = 0,
+    done: Mapping[tuple[str, int], FaceRecord] | None = None,
+    on_face: Callable[[str, int, FaceRecord, dict[str, torch.Tensor] | None], None] | None = None,
 ) -> dict[str, Any]:
     """Degrade every face with every degradation, restore it with every method, score input and outputs.
 
@@ -180,11 +185,18 @@ def run_benchmark(
         metrics: names of :func:`facerestore.metrics.create` (no-reference metrics score the image alone).
         seed: face i is degraded with seed ``seed + i``.
         keep_images: also return the first ``keep_images`` faces' images per degradation under "images"
-            (degradation -> row -> (k, 3, S, S) tensor; not JSON: :func:`to_markdown` ignores it) for a grid.
+            (degradation -> row -> (k, 3, S, S) tensor, rows input, the methods and "clean"; not JSON) for
+            :func:`grid`; faces taken from ``done`` have none.
+        done: records of faces measured before, (degradation name, face index) -> record: those faces are not
+            run again (a resumed run; the caller checks that the protocol is the same).
+        on_face: called after each face is measured with (degradation, face index, its record, its images:
+            row -> (1, 3, S, S), for the first ``keep_images`` faces, else None): where a long run saves progress.
 
-    Returns a JSON-able dict: "faces", "size", "seed", "degradations", "rows" (``input`` then the method labels),
-    "methods" (name, weights and precision of each), "metrics", "scores" (degradation -> row -> metric -> one
-    value per face, None where a metric found no face), "seconds_per_face" (degradation -> label), "hardware".
+    Returns a JSON-able dict (but for "images"): "faces", "size", "seed", "degradations", "rows" (``input`` then
+    the method labels), "methods" (name, paper, size, precision, weights licence and training data of each),
+    "metrics", "scores" (degradation -> row -> metric -> one value per face, None where a metric found no face
+    or the value is infinite, e.g. PSNR of identical images), "seconds_per_face" (degradation -> label: the mean
+    over the faces, from their records), "hardware".
     """
     from tqdm import tqdm
 
@@ -192,43 +204,46 @@ def run_benchmark(
         raise InputError(f"faces must be (N, 3, S, S), got {tuple(faces.shape)}")
     if len(names) != faces.shape[0]:
         raise InputError(f"{len(names)} names for {faces.shape[0]} faces")
-    if "input" in methods:
-        raise InputError("'input' is the degraded faces' row: give the method another label")
+    if "input" in methods or "clean" in methods:
+        raise InputError("'input' and 'clean' name the degraded and the clean faces: give the method another label")
     degs = [d if isinstance(d, Degradation) else parse_degradation(d) for d in degradations]
     if len({d.name for d in degs}) != len(degs):
         raise InputError("a degradation is listed twice")
+    done = done or {}
     scorers = {m: _metric(m, device) for m in metrics}
-    size = int(faces.shape[-1])
+    size, n = int(faces.shape[-1]), int(faces.shape[0])
     rows = ["input", *methods]
-    scores: dict[str, dict[str, dict[str, list[float | None]]]] = {}
-    seconds: dict[str, dict[str, float]] = {}
+    records: dict[tuple[str, int], FaceRecord] = {}
     images: dict[str, dict[str, list[torch.Tensor]]] = {}
-    total = len(degs) * faces.shape[0]
-    with tqdm(total=total, desc="benchmark", unit="face", disable=not progress, leave=False) as bar:
-        for d in degs:
-            per_row = scores.setdefault(d.name, {r: {m: [] for m in metrics} for r in rows})
-            spent = dict.fromkeys(methods, 0.0)
-            for i in range(faces.shape[0]):
-                clean = faces[i:i + 1].float()
-                lq = d.apply(clean, int(seed) + i).clamp(0, 1)
-                if tuple(lq.shape) != tuple(clean.shape):
-                    raise InputError(f"degradation {d.name!r} returned {tuple(lq.shape)} for {tuple(clean.shape)}")
-                outputs = {"input": lq}
-                for label, restorer in methods.items():
-                    bar.set_postfix_str(f"{d.name}: {label}")
-                    t0 = time.perf_counter()
-                    y = restorer.restore(lq.to(device), size=(size, size))
-                    spent[label] += time.perf_counter() - t0
-                    outputs[label] = (y[0] if isinstance(y, tuple) else y).float().cpu().clamp(0, 1)
-                for row, pred in outputs.items():
-                    for m, v in _score(scorers, pred.to(device), clean.to(device)).items():
-                        per_row[row][m].append(v)
-                if i < keep_images:
-                    keep = images.setdefault(d.name, {r: [] for r in [*rows, "clean"]})
-                    for row, pred in [*outputs.items(), ("clean", clean)]:
-                        keep[row].append(pred.cpu())
-                bar.update(1)
-            seconds[d.name] = {k: round(v / faces.shape[0], 3) for k, v in spent.items()}
+    todo = [(d, i) for d in degs for i in range(n) if (d.name, i) not in done]
+    with tqdm(total=len(todo), desc="benchmark", unit="face", disable=not progress, leave=False) as bar:
+        for d, i in todo:
+            clean = faces[i:i + 1].float()
+            lq = d.apply(clean, int(seed) + i).clamp(0, 1)
+            if tuple(lq.shape) != tuple(clean.shape):
+                raise InputError(f"degradation {d.name!r} returned {tuple(lq.shape)} for {tuple(clean.shape)}")
+            outputs, spent = {"input": lq}, {}
+            for label, restorer in methods.items():
+                bar.set_postfix_str(f"{d.name}: {label}")
+                t0 = time.perf_counter()
+                y = restorer.restore(lq.to(device), size=(size, size))
+                spent[label] = round(time.perf_counter() - t0, 3)
+                outputs[label] = (y[0] if isinstance(y, tuple) else y).float().cpu().clamp(0, 1)
+            rec = {"scores": {row: _score(scorers, pred.to(device), clean.to(device)) for row, pred in outputs.items()},
+                   "seconds": spent}
+            records[(d.name, i)] = rec
+            kept = {**outputs, "clean": clean} if i < keep_images else None
+            if kept is not None:
+                for row, pred in kept.items():
+                    images.setdefault(d.name, {}).setdefault(row, []).append(pred.cpu())
+            if on_face is not None:
+                on_face(d.name, i, rec, kept)
+            bar.update(1)
+    records.update({k: v for k, v in done.items() if k[0] in {d.name for d in degs} and k[1] < n})
+    scores = {d.name: {r: {m: [records[(d.name, i)]["scores"][r].get(m) for i in range(n)] for m in metrics}
+                       for r in rows} for d in degs}
+    seconds = {d.name: {label: round(float(np.mean([records[(d.name, i)]["seconds"][label] for i in range(n)])), 3)
+                        for label in methods} for d in degs}
     result: dict[str, Any] = {
         "benchmark": "facerestore benchmark", "faces": list(names), "size": size, "seed": int(seed),
         "degradations": [d.name for d in degs], "rows": rows, "metrics": list(metrics),

@@ -2,13 +2,20 @@
 
 Writes ``benchmark.json`` (every face's score per degradation, row and metric; each method's licence),
 ``benchmark.md`` (means and paired 95% bootstrap intervals against ``--against``) and one picture per degradation
-(``grid_<degradation>.png``: faces as rows, columns input | each method | clean) into the output folder, all
-atomically; the table is also printed. Exit 2 with one line on bad input (checked before any work).
+(``grid_<degradation>.png``: faces as rows, columns input | each method | clean; the images of those faces are
+kept in ``images/``) into the output folder, all atomically; the table is also printed. Exit 2 with one line on
+bad input (checked before any work).
+
+Resumable: each measured face is appended to ``benchmark.partial.jsonl`` (its first line records the protocol:
+faces, size, seed, degradations, methods, metrics, steps, precision); the same command after an interruption
+measures only the faces missing from it, and a different protocol in the same folder is refused. The file is
+removed once the results are written.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 HELP = "compare restorers on your own aligned faces: degrade, restore, score, with paired intervals"
 EXAMPLES = """\
@@ -65,8 +72,42 @@ def _file_part(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
 
 
+PARTIAL = "benchmark.partial.jsonl"
+
+
+def read_partial(path: Path, protocol: dict) -> dict[tuple[str, int], dict]:
+    """The face records of an unfinished run at ``path`` with the same ``protocol`` (its first line); {} when there
+    is no file. A torn last line (an interrupted write) is ignored; another protocol is refused (InputError)."""
+    import json
+
+    from facerestore.errors import InputError
+    from facerestore.io import display_path
+
+    if not path.exists():
+        return {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        header = json.loads(lines[0])["protocol"] if lines else None
+    except (ValueError, KeyError, TypeError):
+        header = None
+    if header != protocol:
+        raise InputError(f"{display_path(path)} holds an unfinished benchmark of another protocol (faces, size, seed, "
+                         "degradations, methods, metrics, steps or precision): use another --output or delete it")
+    done = {}
+    for line in lines[1:]:
+        try:
+            r = json.loads(line)
+            done[(str(r["degradation"]), int(r["face"]))] = r["record"]
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by an interrupt: that face is measured again
+    return done
+
+
 def run(args: argparse.Namespace) -> int:
+    import json
     import sys
+
+    import torch
 
     from facerestore import benchmark, io
     from facerestore.errors import InputError
@@ -87,11 +128,31 @@ def run(args: argparse.Namespace) -> int:
     out_dir = io.check_output_dir(args.output)
     device = resolve_device(args.device)
     names, faces = benchmark.load_faces(args.data, args.size, args.count)
+    protocol = {"faces": names, "size": args.size, "seed": args.seed, "degradations": [d.name for d in degradations],
+                "methods": [list(m) for m in methods], "metrics": metrics, "steps": args.steps, "half": args.half}
+    partial = out_dir / PARTIAL
+    done = read_partial(partial, protocol)
     restorers = {label: get_restorer(name, weights=weights, device=device, half=args.half, steps=args.steps)
                  for label, name, weights in methods}
+    if done:
+        print(f"resuming: {len(done)} of {len(names) * len(degradations)} faces already measured ({PARTIAL})",
+              file=sys.stderr)
+    else:
+        io.atomic_write_text(partial, json.dumps({"protocol": protocol}) + "\n")
+    image_dir = out_dir / "images"
+
+    def image_path(deg: str, i: int, row: str) -> Path:
+        return image_dir / _file_part(deg) / f"{i:03d}_{_file_part(row)}.png"
+
+    def save(deg: str, i: int, record: dict, images: dict | None) -> None:
+        for row, img in (images or {}).items():  # first, so that a logged face always has its pictures
+            io.write_image(image_path(deg, i, row), img[0].permute(1, 2, 0).numpy())
+        with open(partial, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"degradation": deg, "face": i, "record": record}) + "\n")
+
     result = benchmark.run_benchmark(faces, names, degradations, restorers, metrics, seed=args.seed, device=device,
-                                     progress=not args.quiet, keep_images=args.grid)
-    images = result.pop("images", None)
+                                     progress=not args.quiet, keep_images=args.grid, done=done, on_face=save)
+    result.pop("images", None)
     result["command"] = "facerestore benchmark " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["benchmark"] else None
     result["data"] = io.display_path(args.data)
     for label, _, weights in methods:
@@ -99,11 +160,21 @@ def run(args: argparse.Namespace) -> int:
     text = benchmark.to_markdown(result, against=args.against)
     io.atomic_write_json(out_dir / "benchmark.json", result)
     io.atomic_write_text(out_dir / "benchmark.md", text)
-    if images:
-        result["images"] = images
-        for deg in images:
-            io.write_image(out_dir / f"grid_{_file_part(deg)}.png", benchmark.grid(result, deg))
+    grids = 0
+    for deg in result["degradations"] if args.grid else []:
+        rows = [*result["rows"], "clean"]
+        k = min(args.grid, len(names))
+        paths = [[image_path(deg, i, r) for r in rows] for i in range(k)]
+        if not all(q.exists() for row in paths for q in row):
+            print(f"warning: pictures of {deg!r} are missing from {io.display_path(image_dir)}: no grid",
+                  file=sys.stderr)
+            continue
+        kept = {r: torch.stack([torch.from_numpy(io.read_image(paths[i][j]).rgb.transpose(2, 0, 1).copy())
+                                for i in range(k)]).float() for j, r in enumerate(rows)}
+        io.write_image(out_dir / f"grid_{_file_part(deg)}.png", benchmark.grid({**result, "images": {deg: kept}}, deg))
+        grids += 1
+    partial.unlink(missing_ok=True)
     print(text)
     print(f"wrote {io.display_path(out_dir / 'benchmark.json')}, benchmark.md"
-          + (f" and {len(images)} grids" if images else ""), file=sys.stderr)
+          + (f" and {grids} grids" if grids else ""), file=sys.stderr)
     return 0
