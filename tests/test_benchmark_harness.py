@@ -201,7 +201,13 @@ def test_cli_resumes_an_interrupted_run_and_refuses_another_protocol(tmp_path, m
     resumed = json.loads((out / "benchmark.json").read_text())
     assert resumed["scores"] == fresh["scores"]  # the same numbers as one uninterrupted run
     assert read_image(out / "grid_noise-20.png").rgb.shape == (14 + 2 * 128, 3 * 128, 3)
-    # an unfinished run of another protocol in the same folder is refused, in one line
-    (out / "benchmark.partial.jsonl").write_text(json.dumps({"protocol": {"seed": 5}}) + "\n")
+    # faces measured under another protocol in the same folder are refused, in one line, and left as they are
+    foreign = json.dumps({"protocol": {"seed": 5}}) + "\n" + lines[1] + "\n"
+    (out / "benchmark.partial.jsonl").write_text(foreign)
     assert main([*argv, "-o", str(out)]) == 2
     assert "another protocol" in capsys.readouterr().err
+    assert (out / "benchmark.partial.jsonl").read_text() == foreign
+    # a run that stopped before its first face leaves nothing worth keeping: the next run starts over
+    (out / "benchmark.partial.jsonl").write_text(json.dumps({"protocol": {"seed": 5}}) + "\n")
+    assert main([*argv, "-o", str(out)]) == 0
+    assert json.loads((out / "benchmark.json").read_text())["scores"] == fresh["scores"]

@@ -77,7 +77,8 @@ PARTIAL = "benchmark.partial.jsonl"
 
 def read_partial(path: Path, protocol: dict) -> dict[tuple[str, int], dict]:
     """The face records of an unfinished run at ``path`` with the same ``protocol`` (its first line); {} when there
-    is no file. A torn last line (an interrupted write) is ignored; another protocol is refused (InputError)."""
+    is no file or it holds no face. A torn last line (an interrupted write) is ignored; faces measured under another
+    protocol are refused (InputError), never mixed in or thrown away."""
     import json
 
     from facerestore.errors import InputError
@@ -90,9 +91,6 @@ def read_partial(path: Path, protocol: dict) -> dict[tuple[str, int], dict]:
         header = json.loads(lines[0])["protocol"] if lines else None
     except (ValueError, KeyError, TypeError):
         header = None
-    if header != protocol:
-        raise InputError(f"{display_path(path)} holds an unfinished benchmark of another protocol (faces, size, seed, "
-                         "degradations, methods, metrics, steps or precision): use another --output or delete it")
     done = {}
     for line in lines[1:]:
         try:
@@ -100,6 +98,11 @@ def read_partial(path: Path, protocol: dict) -> dict[tuple[str, int], dict]:
             done[(str(r["degradation"]), int(r["face"]))] = r["record"]
         except (ValueError, KeyError, TypeError):
             continue  # a line cut short by an interrupt: that face is measured again
+    if header != protocol:
+        if not done:  # a run that stopped before its first face (e.g. a bad option): nothing to keep
+            return {}
+        raise InputError(f"{display_path(path)} holds an unfinished benchmark of another protocol (faces, size, seed, "
+                         "degradations, methods, metrics, steps or precision): use another --output or delete it")
     return done
 
 
