@@ -211,3 +211,21 @@ def test_cli_resumes_an_interrupted_run_and_refuses_another_protocol(tmp_path, m
     (out / "benchmark.partial.jsonl").write_text(json.dumps({"protocol": {"seed": 5}}) + "\n")
     assert main([*argv, "-o", str(out)]) == 0
     assert json.loads((out / "benchmark.json").read_text())["scores"] == fresh["scores"]
+
+
+def test_cli_held_out_faces_follow_the_projects_hold_out_rule(tmp_path):
+    data = tmp_path / "faces"
+    faces = _faces(4, 128)
+    for name, face in zip(("00000", "00001", "00010", "face0"), faces):
+        write_image(data / f"{name}.png", face.permute(1, 2, 0).numpy())
+    out = tmp_path / "out"
+    argv = ["benchmark", "--data", str(data), "-o", str(out), "--methods", "ispl@builtin:ispl-compact-128.safetensors",
+            "--degradations", "clean", "--metrics", "ssim", "--size", "128", "--grid", "0", "-q"]
+    assert main([*argv, "--held-out"]) == 0
+    assert json.loads((out / "benchmark.json").read_text())["faces"] == ["00000.png", "00010.png"]
+    assert main(argv) == 0
+    assert json.loads((out / "benchmark.json").read_text())["faces"] == ["00000.png", "00001.png", "00010.png",
+                                                                         "face0.png"]
+    empty = tmp_path / "none"
+    write_image(empty / "00001.png", faces[0].permute(1, 2, 0).numpy())
+    assert main([*argv[:2], str(empty), *argv[3:], "--held-out"]) == 2

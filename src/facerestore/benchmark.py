@@ -111,18 +111,26 @@ def parse_degradation(text: str) -> Degradation:
                                                                     generator=seed)[0], x.shape[-1]))
 
 
-def load_faces(folder: str | os.PathLike, size: int, count: int | None = None) -> tuple[list[str], torch.Tensor]:
-    """The first ``count`` images of ``folder`` (sorted by name; None: all) as (N, 3, size, size) in [0, 1]
-    (:func:`resize_crop`) with their file names. Crops must be square (aligned faces); anything else is refused
-    with the file's name."""
+def load_faces(source: str | os.PathLike | Sequence[str | os.PathLike], size: int,
+               count: int | None = None) -> tuple[list[str], torch.Tensor]:
+    """The first ``count`` images of ``source`` (a folder, sorted by name, or a list of files in its order; None:
+    all) as (N, 3, size, size) in [0, 1] (:func:`resize_crop`) with their file names. Crops must be square
+    (aligned faces); anything else is refused with the file's name."""
+    from pathlib import Path
+
     from facerestore.io import display_path, list_images, read_image, to_tensor
     from facerestore.methods.restorer import resize_crop
 
     if int(size) < 16:
         raise InputError(f"size must be >= 16 px, got {size}")
-    files = sorted(list_images(folder), key=lambda p: p.name)[: None if count is None else max(int(count), 0)]
+    if isinstance(source, (str, os.PathLike)):
+        files = sorted(list_images(source), key=lambda p: p.name)
+        where = display_path(source)
+    else:
+        files, where = [Path(f) for f in source], "the list"
+    files = files[: None if count is None else max(int(count), 0)]
     if not files:
-        raise InputError(f"no images in {display_path(folder)}")
+        raise InputError(f"no images in {where}")
     names, faces = [], []
     for f in files:
         rgb = read_image(f).rgb

@@ -23,6 +23,7 @@ EXAMPLES = """\
   facerestore benchmark --data faces/ -o bench/ --methods ispl,prior-sft,ispl@builtin:ispl-compact-128.safetensors \\
       --degradations clean,jpeg:50,down:8,blur:4,noise:30,realworld-gfpgan --metrics psnr,ssim,id_mobileface,niqe
   facerestore benchmark --data faces/ -o bench/ --methods rls --steps 60 --count 4 --degradations down:8
+  facerestore benchmark --data ../shared/data/ffhq256 --held-out --size 256 -o bench/   # faces no weights saw
 Degradations: clean, down:F, blur:SIGMA_PX, noise:SIGMA_255, jpeg:QUALITY, or any task of `facerestore degrade
 --list` (TASK or TASK@LEVEL). Methods: NAME or NAME@WEIGHTS (`facerestore restore --list-methods`).
 """
@@ -39,6 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", default=DEFAULT_METRICS, help=f"comma list of metric names (default {DEFAULT_METRICS}; "
                    "see `facerestore evaluate --list`)")
     p.add_argument("--count", type=int, default=16, help="the first N faces of --data (default 16)")
+    p.add_argument("--held-out", action="store_true", help="only the faces our built-in weights never trained on: "
+                   "numeric file names ending in 0 (the project's hold-out rule for ffhq256)")
     p.add_argument("--size", type=int, default=512, help="side in px the faces are scored at (default 512)")
     p.add_argument("--seed", type=int, default=0, help="face i is degraded with seed SEED + i (default 0)")
     p.add_argument("--against", default="input", help="the row every interval is measured against (default input)")
@@ -130,7 +133,15 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--against {args.against!r} is neither 'input' nor one of --methods")
     out_dir = io.check_output_dir(args.output)
     device = resolve_device(args.device)
-    names, faces = benchmark.load_faces(args.data, args.size, args.count)
+    source = args.data
+    if args.held_out:
+        from facerestore.train.config import DataConfig
+        from facerestore.train.data import split_files
+
+        _, source = split_files(DataConfig(roots=[args.data], size=args.size, val_count=0))
+        if not source:
+            raise InputError(f"no held-out faces (numeric file names ending in 0) in {io.display_path(args.data)}")
+    names, faces = benchmark.load_faces(source, args.size, args.count)
     protocol = {"faces": names, "size": args.size, "seed": args.seed, "degradations": [d.name for d in degradations],
                 "methods": [list(m) for m in methods], "metrics": metrics, "steps": args.steps, "half": args.half}
     partial = out_dir / PARTIAL
