@@ -1,6 +1,6 @@
 """Side-by-side benchmarks of restorers on your own aligned faces: degrade, restore, score, compare.
 
-    from facerestore import benchmark
+    from facerestore import benchmark, load_restorer
     names, faces = benchmark.load_faces("faces/", size=512, count=8)          # FFHQ-aligned crops
     result = benchmark.run_benchmark(faces, names, ["down:8", "noise:30", "realworld-gfpgan"],
                                      {"ispl": load_restorer("ispl")}, ["psnr", "id_mobileface", "niqe"])
