@@ -346,6 +346,9 @@ def to_markdown(result: dict) -> str:
         "drew for that face), keeping all the prior's detail beyond the observation unless the column says "
         "\"detail D\" (robust-inversion's `detail`: the share kept; the reduction is the same at every D); the "
         "others are the inversion's own output.", "",
+        *([f"Merged from {len(result['chunks'])} runs on disjoint faces (the same protocol): "
+           + "; ".join(f"`{c['command']}` ({', '.join(c['faces'])}; {c['wall_s']:.0f} s)" for c in result["chunks"]),
+           ""] if result.get("chunks") else []),
         "| task | level | input | " + " | ".join(heads) + " |", "|---|---|---" + "|---" * len(names) + "|",
     ]
     for r in result["rows"].values():
