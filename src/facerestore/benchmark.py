@@ -314,7 +314,8 @@ def to_markdown(result: Mapping[str, Any], against: str = "input") -> str:
         for row in result["rows"]:
             cells = []
             for m in metrics:
-                cell = f"{_mean(per_row[row][m]):.4g}"
+                mean_row = _mean(per_row[row][m])
+                cell = f"{mean_row:.4g}" if math.isfinite(mean_row) else "n/a"  # e.g. PSNR of identical images
                 if row != against:
                     mean, lo, hi, n = paired_difference(per_row[row][m], per_row[against][m])
                     mark = ""
