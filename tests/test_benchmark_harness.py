@@ -158,6 +158,7 @@ def test_cli_writes_results_and_refuses_bad_input(tmp_path, capsys):
         (["--metrics", "fid"], "set of images"),
         (["--against", "gray"], "--against"),
         (["--count", "0"], "--count"),
+        (["-o", str(data)], "--data folder"),
     ):
         assert main(["benchmark", "--data", str(data), "-o", str(tmp_path / "bad"), "-q", *argv]) == 2
         err = capsys.readouterr().err.strip()

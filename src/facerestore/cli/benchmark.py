@@ -131,6 +131,9 @@ def run(args: argparse.Namespace) -> int:
         benchmark.check_metric(m)  # unknown names and set metrics (FID) fail here, in one line, before any work
     if args.against not in ["input", *(label for label, _, _ in methods)]:
         raise InputError(f"--against {args.against!r} is neither 'input' nor one of --methods")
+    if Path(args.data).is_dir() and Path(args.output).is_dir() and io.same_file(args.data, args.output):
+        raise InputError("--output is the --data folder: the results (and grids, which are images) would mix with "
+                         "the faces; choose another folder")
     out_dir = io.check_output_dir(args.output)
     device = resolve_device(args.device)
     source = args.data
