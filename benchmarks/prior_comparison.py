@@ -439,7 +439,7 @@ def paired_intervals(result: dict, min_faces: int = 3) -> list[str]:
     means with paired 95% bootstrap intervals (PSNR, MobileFace). Only when every such cell holds per-face values
     (results since per-face scores were stored) for at least ``min_faces`` faces: a merge with an older chunk has
     means only, and says so."""
-    from facerestore.metrics.stats import paired_bootstrap
+    from facerestore.benchmark import paired_difference
 
     small, real = PRIORS
     rows = [r for r in result["rows"].values() if real in r]
@@ -450,8 +450,7 @@ def paired_intervals(result: dict, min_faces: int = 3) -> list[str]:
                 "stored, or a merge with one); the means above are over every face."] if rows else []
     if len(result["faces"]) < min_faces:
         return []
-    ci = lambda a, b, m: paired_bootstrap(np.array([np.nan if x is None or y is None else x - y  # noqa: E731
-                                                     for x, y in zip(a["per_face"][m], b["per_face"][m])]))
+    ci = lambda a, b, m: paired_difference(a["per_face"][m], b["per_face"][m])[:3]  # noqa: E731
     num = lambda v: f"{round(v, 3) + 0.0:+.3f}"  # noqa: E731  (+ 0.0: no "-0.000" for a rounding residue)
     fmt = lambda t: f"{num(t[0])} [{num(t[1])}, {num(t[2])}]" + ("*" if t[1] > 0 or t[2] < 0 else "")  # noqa: E731
     metrics = [m for m in ("psnr", "id_mobileface") if all(m in c["per_face"] for c in cells)]

@@ -255,20 +255,13 @@ def run_benchmark(
     result: dict[str, Any] = {
         "benchmark": "facerestore benchmark", "faces": list(names), "size": size, "seed": int(seed),
         "degradations": [d.name for d in degs], "rows": rows, "metrics": list(metrics),
-        "methods": {label: _describe(r) for label, r in methods.items()},
+        "methods": {label: r.describe() for label, r in methods.items()},
         "scores": scores, "seconds_per_face": seconds,
         "hardware": f"{platform.machine()}, torch {torch.__version__}, {device}, {torch.get_num_threads()} thread(s)",
     }
     if keep_images:
         result["images"] = {d: {r: torch.cat(v) for r, v in rows_.items()} for d, rows_ in images.items()}
     return result
-
-
-def _describe(restorer: Any) -> dict[str, Any]:
-    """What the photo pipeline's JSON records of a restorer (its licence included: several are non-commercial)."""
-    spec = restorer.spec
-    return {"name": spec.name, "paper": spec.paper, "size": spec.size, "precision": restorer.precision,
-            "weights_licence": spec.weights_licence, "trained_on": list(spec.trained_on)}
 
 
 def _lower_better(metric: str) -> bool:

@@ -1046,6 +1046,5 @@ def restore_photo(
         occlusion_guard=bool(occlusion_guard), refs_count=0 if refs_t is None else int(refs_t.shape[0]),
         upscale=float(upscale), input_size=(w, h), aligned=bool(aligned), detector=det_name, path=loaded.path,
         exif=getattr(loaded, "exif", None),
-        restorer={"name": spec.name, "paper": spec.paper, "size": spec.size, "precision": r.precision,
-                  "weights_licence": spec.weights_licence, "trained_on": list(spec.trained_on)},
+        restorer=r.describe(),
     )

@@ -113,8 +113,6 @@ def run(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    import torch
-
     from facerestore import benchmark, io
     from facerestore.errors import InputError
     from facerestore.nn.devices import resolve_device
@@ -186,8 +184,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: pictures of {deg!r} are missing from {io.display_path(image_dir)}: no grid",
                   file=sys.stderr)
             continue
-        kept = {r: torch.stack([torch.from_numpy(io.read_image(paths[i][j]).rgb.transpose(2, 0, 1).copy())
-                                for i in range(k)]).float() for j, r in enumerate(rows)}
+        kept = {r: io.to_tensor([io.read_image(paths[i][j]).rgb for i in range(k)]) for j, r in enumerate(rows)}
         io.write_image(out_dir / f"grid_{_file_part(deg)}.png", benchmark.grid({**result, "images": {deg: kept}}, deg))
         grids += 1
     partial.unlink(missing_ok=True)

@@ -293,6 +293,13 @@ class Restorer(torch.nn.Module):
         """"fp32", "fp16" or "bf16": what :meth:`restore` computes in."""
         return precision_name(self.dtype)
 
+    def describe(self) -> dict[str, Any]:
+        """What an output's JSON records of this restorer: name, paper, size, precision, weights licence (several
+        are non-commercial: say so wherever they are used) and the degradations it was trained on."""
+        spec = self.spec
+        return {"name": spec.name, "paper": spec.paper, "size": spec.size, "precision": self.precision,
+                "weights_licence": spec.weights_licence, "trained_on": list(spec.trained_on)}
+
     def set_half(self, enabled: bool = True) -> Restorer:
         """Reduced precision on the current device (fp16 on CUDA/MPS, bf16 on CPU), or back to fp32.
 
