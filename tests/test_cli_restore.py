@@ -268,6 +268,25 @@ def test_usage_errors_and_list(folder, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_unknown_options_are_reported_by_the_sub_command(tmp_path, capsys):
+    """An option the sub-command lacks: argparse's exit 2, the sub-command's usage and name in the error line, and
+    the closest known option when the word is a near miss (none for an unrelated word); nothing is written."""
+    out = tmp_path / "o"
+    for extra, hint in ((["--fidelty", "0.5"], " (did you mean --fidelity?)"), (["--blending=0.3"], " (did you mean "
+                        "--blend?)"), (["--thread", "1"], ""), (["--zzz"], "")):
+        with pytest.raises(SystemExit) as exc:
+            main(["restore", "-i", str(tmp_path), "-o", str(out), *extra])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[0].startswith("usage: facerestore restore ")
+        assert err[-1] == f"facerestore restore: error: unrecognized arguments: {' '.join(extra)}{hint}", err
+    with pytest.raises(SystemExit) as exc:  # no sub-command: the top level reports it
+        main(["--zzz"])
+    assert exc.value.code == 2 and capsys.readouterr().err.strip().endswith("facerestore: error: unrecognized "
+                                                                          "arguments: --zzz")
+    assert not out.exists()
+
+
 def test_every_command_keeps_freed_memory_for_reuse(monkeypatch, capsys):
     """The CLI tunes the CPU allocator once per run, before the command (nn.devices.tune_cpu_allocator)."""
     from facerestore.nn import devices

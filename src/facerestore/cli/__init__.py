@@ -66,16 +66,38 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        p.set_defaults(_run=mod.run, _parser=p)
     return parser
+
+
+def _unrecognized(sub_parser: argparse.ArgumentParser, extra: Sequence[str]) -> str:
+    """The error for options a sub-command does not know, naming the closest option it does know."""
+    import difflib
+
+    known = {opt.lstrip("-"): opt for action in sub_parser._actions for opt in action.option_strings}
+    message = f"unrecognized arguments: {' '.join(extra)}"
+    for word in extra:
+        if not word.startswith("-"):
+            continue
+        # compared without the dashes: "--thread" shares "--" and "th" with "--method", not a near miss
+        close = difflib.get_close_matches(word.split("=", 1)[0].lstrip("-"), list(known), n=1, cutoff=0.75)
+        if close:
+            return f"{message} (did you mean {known[close[0]]}?)"
+    return message
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # parse_known_args: an unknown option is reported by its sub-command's parser (its usage line, not the top
+    # level's, which would hide where the option belongs)
+    args, extra = parser.parse_known_args(argv)
     if not getattr(args, "_run", None):
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         parser.print_help()
         return 2
+    if extra:
+        args._parser.error(_unrecognized(args._parser, extra))
     from facerestore.cli.guards import handle_signals, one_line
     from facerestore.nn.devices import tune_cpu_allocator
 
