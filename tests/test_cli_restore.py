@@ -255,6 +255,9 @@ def test_usage_errors_and_list(folder, tmp_path, capsys):
     assert main(["restore", "--list-methods"]) == 0
     listing = capsys.readouterr().out
     assert "test-id-fid" in listing and "fidelity" in listing
+    # a method with weights in order of preference lists them as words, not as a Python tuple
+    assert "first available of builtin:ispl-compact-256-gpu.safetensors, builtin:ispl-compact-256" in listing
+    assert "('" not in listing
     for argv, msg in (
         (["-o", str(tmp_path / "o")], "are required"),
         (["-i", str(tmp_path / "missing"), "-o", str(tmp_path / "o")], "input not found"),

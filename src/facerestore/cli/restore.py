@@ -128,7 +128,10 @@ def _print_methods() -> None:
     width = max(len(r.name) for r in rows)
     for r in rows:
         print(f"{r.name:<{width}}  {r.origin:<9}  [{', '.join(r.flags())}]  {r.description}")
-        weights = r.weights or "none shipped: pass --weights"
+        if isinstance(r.weights, tuple):  # in order of preference: the first one available is used
+            weights = "first available of " + ", ".join(r.weights)
+        else:
+            weights = r.weights or "none shipped: pass --weights"
         trained = f"; trained on {', '.join(r.trained_on)}" if r.trained_on else ""
         print(f"{'':<{width}}  weights: {weights} ({r.weights_licence}){trained}")
 
