@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class FaceRestoreError(Exception):
     """Base class for errors caused by user input or environment (bad file, missing weights, ...)."""
@@ -43,3 +45,22 @@ class WeightsHashError(FaceRestoreError):
 
 class NoFaceError(FaceRestoreError):
     """No face was found where one is required."""
+
+
+def did_you_mean(word: str, known: Iterable[str], cutoff: float = 0.75) -> str:
+    """``" (did you mean X?)"`` naming the known name nearest to a mistyped ``word``, or ``""`` when none is near.
+
+    Nearness: the only known name that starts with ``word`` (3 characters or more), else difflib's ratio >= ``cutoff``
+    (0-1); case and leading dashes ignored (``--thread`` is not a near miss of ``--method`` because both start with
+    ``--``). X is returned as spelt in ``known``."""
+    import difflib
+
+    def key(name: str) -> str:
+        return str(name).lstrip("-").lower()
+
+    by_key = {key(name): str(name) for name in known}
+    typed = key(word)
+    close = [k for k in by_key if k.startswith(typed)] if len(typed) >= 3 else []
+    if len(close) != 1:
+        close = difflib.get_close_matches(typed, list(by_key), n=1, cutoff=cutoff)
+    return f" (did you mean {by_key[close[0]]}?)" if close else ""

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from facerestore._version import __version__
-from facerestore.errors import FaceRestoreError
+from facerestore.errors import FaceRestoreError, did_you_mean
 
 # sub-command -> module (a static table: nothing is discovered by scanning)
 SUBCOMMANDS: dict[str, str] = {
@@ -72,17 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _unrecognized(sub_parser: argparse.ArgumentParser, extra: Sequence[str]) -> str:
     """The error for options a sub-command does not know, naming the closest option it does know."""
-    import difflib
-
-    known = {opt.lstrip("-"): opt for action in sub_parser._actions for opt in action.option_strings}
+    known = [opt for action in sub_parser._actions for opt in action.option_strings]
     message = f"unrecognized arguments: {' '.join(extra)}"
     for word in extra:
-        if not word.startswith("-"):
-            continue
-        # compared without the dashes: "--thread" shares "--" and "th" with "--method", not a near miss
-        close = difflib.get_close_matches(word.split("=", 1)[0].lstrip("-"), list(known), n=1, cutoff=0.75)
-        if close:
-            return f"{message} (did you mean {known[close[0]]}?)"
+        hint = did_you_mean(word.split("=", 1)[0], known) if word.startswith("-") else ""
+        if hint:
+            return message + hint
     return message
 
 

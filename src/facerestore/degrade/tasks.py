@@ -44,7 +44,7 @@ from facerestore.degrade.presets import ispl, mfpsnet, realworld, rls, robust
 from facerestore.degrade.presets._common import LEVELS, TaskInfo, cached_kernel, remember_kernel
 from facerestore.degrade.resize import downsample_pulse_bicubic, mosaic, resize, resize_weights
 from facerestore.degrade.surrogates import avgpool_downsample, clamp_surrogate, known_mask, poisson_bernoulli_surrogate
-from facerestore.errors import InputError
+from facerestore.errors import InputError, did_you_mean
 
 __all__ = ["LEVELS", "TaskInfo", "apply", "get_task", "list_tasks", "surrogate"]
 
@@ -73,7 +73,8 @@ def get_task(name: str) -> TaskInfo:
     for candidate in (key, key.lower(), _ALIASES.get(key), _ALIASES.get(key.upper().replace("ROBUST-", "robust-"))):
         if candidate in _TASKS:
             return _TASKS[candidate]
-    raise InputError(f"unknown degradation task {name!r}; see `facerestore degrade --list`")
+    hint = did_you_mean(key, [*_TASKS, *_ALIASES])
+    raise InputError(f"unknown degradation task {name!r}{hint}; see `facerestore degrade --list`")
 
 
 def _resolve_level(info: TaskInfo, level: str | int | None) -> str | None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from facerestore.errors import InputError
+from facerestore.errors import InputError, did_you_mean
 from facerestore.methods.honestface.restorer import HonestFaceRestorer
 from facerestore.methods.inversion.restorer import RobustInversionRestorer
 from facerestore.methods.ispl.restorer import HiFaceGANRestorer, ISPLRestorer
@@ -75,7 +75,8 @@ class Registry:
         try:
             return self._classes[name]
         except KeyError:
-            raise InputError(f"unknown method {name!r}; available: {', '.join(self._classes)}") from None
+            raise InputError(f"unknown method {name!r}{did_you_mean(name, self._classes)}; available: "
+                             f"{', '.join(self._classes)}") from None
 
     def get(self, name: str) -> MethodSpec:
         """The spec of method ``name`` (one-line InputError naming the available ones)."""

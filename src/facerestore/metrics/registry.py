@@ -106,9 +106,10 @@ def get_spec(name: str) -> MetricSpec:
     try:
         return _BY_NAME[name.lower()]
     except KeyError:
-        from facerestore.errors import InputError
+        from facerestore.errors import InputError, did_you_mean
 
-        raise InputError(f"unknown metric {name!r}; available: {', '.join(_BY_NAME)}") from None
+        raise InputError(f"unknown metric {name!r}{did_you_mean(name, _BY_NAME)}; available: {', '.join(_BY_NAME)}"
+                         ) from None
 
 
 def create(name: str, device: str | torch.device = "cpu", **kwargs: Any) -> Any:

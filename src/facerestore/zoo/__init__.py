@@ -21,7 +21,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facerestore.errors import WeightsHashError, WeightsMissingError
+from facerestore.errors import WeightsHashError, WeightsMissingError, did_you_mean
 from facerestore.zoo.packages import Member, Package, fetch_package
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
@@ -92,7 +92,7 @@ def get_entry(name: str) -> ZooEntry:
         return _REGISTRY[name]
     except KeyError:
         known = ", ".join(sorted(_REGISTRY))
-        raise KeyError(f"unknown zoo entry {name!r}; known: {known}") from None
+        raise KeyError(f"unknown zoo entry {name!r}{did_you_mean(name, _REGISTRY)}; known: {known}") from None
 
 
 def home() -> Path:
