@@ -28,8 +28,10 @@ intervals once every chunk stored per-face values)::
         --out benchmarks/results/chunks/all_tasks_90steps/f2 --tag all_tasks_90steps
     python benchmarks/prior_comparison.py --merge A.json B.json ... --tag all_tasks_90steps_6faces
 
-Each chunk draws its degradations from the same seed for its own batch, so a face's degradation depends on its
-position in its chunk (the same protocol and distribution; a 1-face chunk and a 30-face run differ per face).
+Each chunk draws its degradations for its whole batch from one seed, ``--seed`` (default: the index of its first
+face), so a face's degradation depends on its chunk (the same protocol and distribution; a 1-face chunk and a
+30-face run differ per face), and 1-face chunks at different faces draw different noise and masks. Results made
+before ``--seed`` existed drew seed 0 (``SEED_BEFORE_OPTION``): the 1-face chunks of faces 2-4 share face 0's draws.
 """
 
 from __future__ import annotations
@@ -112,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=30)
     p.add_argument("--first", type=int, default=0,
                    help="skip this many held-out faces (a chunk of a long run: faces FIRST..FIRST+COUNT-1)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the chunk's degradations (default: --first, so that chunks of one face each draw "
+                        "their own noise and masks)")
     p.add_argument("--out", metavar="DIR", help="write the JSON, markdown and grid (or the merge) here (default: "
                    "benchmarks/results and docs/)")
     p.add_argument("--merge", nargs="+", metavar="JSON",
@@ -157,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.first < 0 or args.count < 1:
         p.error("--first must be >= 0 and --count >= 1")
+    seed = args.first if args.seed is None else args.seed
     torch.set_num_threads(args.threads)
     from facerestore.nn.devices import tune_cpu_allocator
 
@@ -182,12 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.time()
     for ti, (task, level) in enumerate(tasks):
         row: dict = {"task": task, "level": level}
-        y256, _ = degrade.apply(clean, task, level=level, generator=0)
+        y256, _ = degrade.apply(clean, task, level=level, generator=seed)
         row["input"] = scores(up(y256, 256), clean)
         restored = {}
         for name, G in priors.items():
             r = G.img_resolution
-            y, recs = degrade.apply(up(clean, r), task, level=level, generator=0)
+            y, recs = degrade.apply(up(clean, r), task, level=level, generator=seed)
             rest = RobustInversionRestorer(generator=G, loss="auto", steps=args.steps, progress=False,
                                            init="mean" if starts[name] is None else starts[name], detail=1.0)
             if args.half:
@@ -219,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"benchmark": "prior_comparison",
               "command": "python benchmarks/prior_comparison.py " + " ".join(argv if argv is not None else
                                                                              sys.argv[1:]),
-              "faces": [f.name for f in val], "first": args.first, "steps": list(args.steps),
+              "faces": [f.name for f in val], "first": args.first, "degradation_seed": seed,
+              "steps": list(args.steps),
               "resolution": args.resolution, "init": args.init,
               "fidelity": sorted(args.fidelity), "projection": args.projection,
               "detail": sorted(args.detail, reverse=True),
@@ -270,6 +277,8 @@ PROTOCOL_KEYS = ("steps", "resolution", "fidelity", "projection", "detail", "pre
 # the values of keys that results made before the key existed leave out (what those runs did)
 PROTOCOL_DEFAULTS = {"fidelity": [0.0], "projection": ["area"], "detail": [1.0], "precision": "fp32"}
 SCORE_KEYS = ("psnr", "fed", "id_mobileface", "id_mfn", "niqe")
+# the degradation seed of results made before --seed (not a protocol key: each chunk's draws may differ)
+SEED_BEFORE_OPTION = 0
 
 
 def _merge_cells(cells: list[dict], faces: list[int]) -> dict:
@@ -327,7 +336,8 @@ def merge_results(chunks: list[dict]) -> dict:
                 if k in first or k in PROTOCOL_DEFAULTS}
     return {"benchmark": first.get("benchmark", "prior_comparison"), **protocol, "faces": faces, "rows": rows,
             "wall_s": round(sum(c["wall_s"] for c in chunks), 1), "hardware": first["hardware"],
-            "chunks": [{"command": c["command"], "faces": c["faces"], "wall_s": c["wall_s"]} for c in chunks]}
+            "chunks": [{"command": c["command"], "faces": c["faces"], "wall_s": c["wall_s"],
+                        "degradation_seed": c.get("degradation_seed", SEED_BEFORE_OPTION)} for c in chunks]}
 
 
 def to_markdown(result: dict) -> str:
@@ -347,7 +357,9 @@ def to_markdown(result: dict) -> str:
         "\"detail D\" (robust-inversion's `detail`: the share kept; the reduction is the same at every D); the "
         "others are the inversion's own output.", "",
         *([f"Merged from {len(result['chunks'])} runs on disjoint faces (the same protocol): "
-           + "; ".join(f"`{c['command']}` ({', '.join(c['faces'])}; {c['wall_s']:.0f} s)" for c in result["chunks"]),
+           + "; ".join(f"`{c['command']}` ({', '.join(c['faces'])}; degradation seed "
+                       f"{c.get('degradation_seed', SEED_BEFORE_OPTION)}; {c['wall_s']:.0f} s)"
+                       for c in result["chunks"]),
            ""] if result.get("chunks") else []),
         "| task | level | input | " + " | ".join(heads) + " |", "|---|---|---" + "|---" * len(names) + "|",
     ]

@@ -121,8 +121,8 @@ def _chunk(faces: list[str], psnr: list[float], ident: list[float | None], secon
 
 def test_merge_gives_the_means_over_every_face_of_every_chunk():
     a = _chunk(["a", "b"], [20.0, 22.0], [0.2, None], seconds=10.0)
-    b = _chunk(["c"], [30.0], [0.5], seconds=40.0)
-    merged = bench.merge_results([a, b])
+    b = {**_chunk(["c"], [30.0], [0.5], seconds=40.0), "degradation_seed": 2}  # a chunk made with --seed's default
+    merged = bench.merge_results([a, b])  # other seeds are other draws of one protocol: merged, each chunk's named
     cell = merged["rows"]["robust-upsample@M"][REAL]
     assert cell["psnr"] == 24.0  # (20 + 22 + 30) / 3, not the mean of the chunks' means (26)
     assert cell["id_mobileface"] == 0.35  # the NaN face counts for nothing: (0.2 + 0.5) / 2
@@ -130,7 +130,9 @@ def test_merge_gives_the_means_over_every_face_of_every_chunk():
     assert cell["seconds_per_face"] == 20.0 and cell["loss"] == "substitute"
     assert merged["faces"] == ["a", "b", "c"] and merged["wall_s"] == 10.0
     assert [c["faces"] for c in merged["chunks"]] == [["a", "b"], ["c"]]
-    assert "24.00" in bench.to_markdown({**merged, "command": "merge"})
+    assert [c["degradation_seed"] for c in merged["chunks"]] == [bench.SEED_BEFORE_OPTION, 2]  # a: made before --seed
+    markdown = bench.to_markdown({**merged, "command": "merge"})
+    assert "24.00" in markdown and "(c; degradation seed 2; 5 s)" in markdown
 
 
 def test_merge_weights_results_without_per_face_values_by_their_faces():
