@@ -6,6 +6,7 @@ import argparse
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import REPO
 
@@ -42,44 +43,66 @@ def test_cli_unknown_option_fails():
     assert out.returncode == 2
 
 
-def _documented_commands() -> list[tuple[str, str, list[str]]]:
-    """(file, sub-command, words) of every ``facerestore SUBCOMMAND ...`` written in the docs, model cards, configs,
-    benchmark scripts and the package's own messages; a command ends at a shell separator or the end of its line."""
-    from facerestore.cli import SUBCOMMANDS
+DOC_FILES = ("README.md", "benchmarks/README.md", "docs/*.md", "configs/*.yaml", "benchmarks/*.py",
+             "benchmarks/results/**/*.md", "src/facerestore/**/*.md", "src/facerestore/**/*.py")
+SHELL_SEPARATORS = ("&&", "||", ";", ">", "2>", "<", "#")
 
-    files = [REPO / "README.md", REPO / "benchmarks" / "README.md", *sorted((REPO / "docs").glob("*.md")),
-             *sorted((REPO / "configs").glob("*.yaml")), *sorted((REPO / "benchmarks").glob("*.py")),
-             *sorted((REPO / "src" / "facerestore").rglob("*.md")),
-             *sorted((REPO / "src" / "facerestore").rglob("*.py"))]
+
+def _documented_commands(program: str) -> list[tuple[str, str, list[str]]]:
+    """(file, name, words) of every ``PROGRAM NAME ...`` written in the docs, results, model cards, configs,
+    benchmark scripts and the package's own messages (``program``: a regular expression whose group 1 is the name);
+    a command ends at a shell separator or the end of its line (continued lines joined)."""
     found = []
-    for path in files:
+    for path in sorted({p for pattern in DOC_FILES for p in REPO.glob(pattern)}):
         text = re.sub(r"\\\n\s*", " ", path.read_text())  # shell continuation lines
-        for m in re.finditer(r"facerestore ([a-z][a-z-]*)((?:[ \t]+[^\s`'\"|)]+)*)", text):
-            if m.group(1) not in SUBCOMMANDS:
-                continue  # prose ("facerestore restores ...")
+        for m in re.finditer(program + r"((?:[ \t]+[^\s`'\"|)]+)*)", text):
             words = []
-            for word in m.group(2).split():
-                if word in ("&&", "||", ";", ">", "2>", "<", "#") or word.startswith(("#", ">")):
+            for word in m.group(m.lastindex).split():
+                if word in SHELL_SEPARATORS or word.startswith(("#", ">")):
                     break
                 words.append(word)
             found.append((str(path.relative_to(REPO)), m.group(1), words))
     return found
 
 
+def _options(words: list[str]) -> list[str]:
+    return [w for w in (word.strip("[]().,;:").split("=", 1)[0] for word in words) if w.startswith("-") and len(w) > 1]
+
+
 def test_documented_commands_use_options_that_exist():
     """Every option named in a documented ``facerestore`` command exists in that sub-command (a removed or renamed
     flag left in a README, model card, config comment or message is the doc rot users hit first)."""
-    from facerestore.cli import build_parser
+    from facerestore.cli import SUBCOMMANDS, build_parser
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    commands = _documented_commands()
+    commands = [c for c in _documented_commands(r"facerestore ([a-z][a-z-]*)") if c[1] in SUBCOMMANDS]  # not prose
     assert len(commands) > 50  # the scan reads the docs (README alone names dozens)
     stale = []
     for path, name, words in commands:
         known = {opt for action in sub[name]._actions for opt in action.option_strings}
-        for word in words:
-            option = word.strip("[]().,;:").split("=", 1)[0]
-            if option.startswith("-") and len(option) > 1 and option not in known:
-                stale.append(f"{path}: facerestore {name} {option}")
+        stale += [f"{path}: facerestore {name} {opt}" for opt in _options(words) if opt not in known]
+    assert not stale, stale
+
+
+def test_documented_benchmark_commands_exist():
+    """Every ``python benchmarks/NAME.py --option`` in the docs names a script that exists and options it declares
+    (read from its ``add_argument`` calls, without running it)."""
+    import ast
+
+    def declared(script: Path) -> set[str]:
+        return {a.value for node in ast.walk(ast.parse(script.read_text())) if isinstance(node, ast.Call)
+                and getattr(node.func, "attr", "") == "add_argument"
+                for a in node.args if isinstance(a, ast.Constant) and str(a.value).startswith("-")}
+
+    commands = _documented_commands(r"python (?:-m )?benchmarks/([a-z_0-9]+)\.py")
+    assert len(commands) > 50
+    stale = []
+    for path, name, words in commands:
+        script = REPO / "benchmarks" / f"{name}.py"
+        if not script.is_file():
+            stale.append(f"{path}: benchmarks/{name}.py does not exist")
+            continue
+        known = declared(script)
+        stale += [f"{path}: benchmarks/{name}.py {opt}" for opt in _options(words) if opt not in known]
     assert not stale, stale
