@@ -106,3 +106,18 @@ def test_documented_benchmark_commands_exist():
         known = declared(script)
         stale += [f"{path}: benchmarks/{name}.py {opt}" for opt in _options(words) if opt not in known]
     assert not stale, stale
+
+
+def test_documented_links_and_paths_exist():
+    """Every relative markdown link, and every repository path quoted in backticks (docs/..., configs/...,
+    benchmarks/results/..., src/facerestore/..., examples/..., scripts/...), names a file or folder that exists."""
+    missing, checked = [], 0
+    for path in sorted({p for pattern in DOC_FILES if pattern.endswith(".md") for p in REPO.glob(pattern)}):
+        text = path.read_text()
+        targets = [(path.parent / m.group(1)) for m in re.finditer(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+                   if not m.group(1).startswith(("http:", "https:", "mailto:"))]
+        targets += [REPO / m.group(1) for m in re.finditer(
+            r"`((?:docs|benchmarks/results|configs|src/facerestore|scripts|examples)/[A-Za-z0-9_./-]+)`", text)]
+        checked += len(targets)
+        missing += [f"{path.relative_to(REPO)} -> {t}" for t in targets if not t.exists()]
+    assert checked > 100 and not missing, missing
