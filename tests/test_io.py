@@ -139,3 +139,81 @@ def test_safetensors_outputs_are_atomic_round_trips_with_plain_permissions(tmp_p
         assert f.metadata() == {"config": "{}"}
         assert all(torch.equal(f.get_tensor(k), v) for k, v in t.items())
     assert not [q for q in tmp_path.iterdir() if q.name.endswith(".tmp")]
+
+
+def _quadrants(h: int = 64, w: int = 96) -> np.ndarray:
+    """(h, w, 3) uint8 with four flat colour quadrants: orientation and channel order are unambiguous, and lossy
+    codecs keep flat areas within a few levels."""
+    arr = np.empty((h, w, 3), np.uint8)
+    arr[: h // 2, : w // 2] = (220, 30, 30)
+    arr[: h // 2, w // 2:] = (30, 200, 40)
+    arr[h // 2:, : w // 2] = (40, 40, 210)
+    arr[h // 2:, w // 2:] = (230, 220, 60)
+    return arr
+
+
+def _interiors_close(got: np.ndarray, expected: np.ndarray, tol: int = 12) -> None:
+    """Each quadrant's interior (4 px away from the colour edges, where chroma subsampling blurs) within ``tol``."""
+    h, w = expected.shape[:2]
+    for ys in (slice(4, h // 2 - 4), slice(h // 2 + 4, h - 4)):
+        for xs in (slice(4, w // 2 - 4), slice(w // 2 + 4, w - 4)):
+            diff = np.abs(got[ys, xs].astype(int) - expected[ys, xs].astype(int)).max()
+            assert diff <= tol, (ys, xs, diff)
+
+
+def _phone_photo(fmt: str, orientation: int = 6) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    exif[0x010F] = "facerestore-test"  # Make: carried into the outputs as JPEG/PNG EXIF
+    buf = pyio.BytesIO()
+    Image.fromarray(_quadrants()).save(buf, format=fmt, quality=95, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["AVIF", "HEIF"])
+def test_phone_formats_are_read_upright_in_rgb_with_their_exif(fmt):
+    """AVIF (Pillow) and HEIC (pillow-heif) photos taken sideways (EXIF orientation 6) come out upright
+    (np.rot90 of the stored pixels, clockwise), RGB not BGR, 8-bit, with the EXIF kept and its orientation reset."""
+    from PIL import features
+
+    if fmt == "AVIF" and not features.check("avif"):
+        pytest.skip("this Pillow has no AVIF codec (Pillow >= 11.3 with libavif)")
+    if fmt == "HEIF":
+        pytest.importorskip("pillow_heif", reason="HEIC needs the heif extra (pillow-heif)")
+        from facerestore.io import _register_heif
+
+        _register_heif()  # the writer below needs the plugin too
+    img = decode_image(_phone_photo(fmt))
+    assert img.rgb.shape == (96, 64, 3) and img.bit_depth == 8 and not img.is_gray and img.alpha is None
+    _interiors_close(quantize(img.rgb), np.rot90(_quadrants(), k=-1))
+    exif = Image.Exif()
+    exif.load(img.exif)
+    assert exif.get(0x0112) == 1 and exif.get(0x010F) == "facerestore-test"
+
+
+def test_heic_without_pillow_heif_is_one_line_naming_the_extra(monkeypatch):
+    """A HEIC file (recognised by its file type box, whatever its name) without pillow-heif installed."""
+    import sys
+
+    from facerestore import io as fio
+
+    heic = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 64
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # import fails as if not installed
+    fio._register_heif.cache_clear()
+    try:
+        with pytest.raises(InputError) as exc:
+            decode_image(heic)
+        assert 'pip install "facerestore[heif]"' in str(exc.value) and "\n" not in str(exc.value)
+    finally:
+        fio._register_heif.cache_clear()
+
+
+def test_phone_formats_are_listed_and_become_jpeg_outputs(tmp_path):
+    from facerestore.io import output_extension
+
+    for name in ("b.HEIC", "a.avif", "c.heif", "d.gif"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [f.name for f in list_images(tmp_path)] == ["a.avif", "b.HEIC", "c.heif"]  # .gif is not read
+    assert output_extension("b.HEIC", False) == ".jpg" and output_extension("b.HEIC", True) == ".png"
+    assert output_extension("a.JPG", False) == ".JPG" and output_extension("a.webp", False) == ".png"
+    assert output_extension("a.avif", False, "png") == ".png"

@@ -31,7 +31,13 @@ import numpy as np
 
 from facerestore.errors import InputError, OutputError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # read and written
+# read only, decoded by Pillow (OpenCV has no decoder for them): phone photos. AVIF needs Pillow >= 11.3; HEIC/HEIF
+# the optional pillow-heif package (`pip install "facerestore[heif]"`)
+PILLOW_EXTENSIONS = (".avif", ".heic", ".heif")
+INPUT_EXTENSIONS = IMAGE_EXTENSIONS + PILLOW_EXTENSIONS
+# ISO-BMFF brands (bytes 8-12 of the file) of HEVC-coded HEIF images (pillow-heif); AVIF's are avif / avis
+HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1")
 
 _EXIF_ORIENTATION_TAG = 0x0112
 
@@ -113,7 +119,8 @@ class LoadedImage:
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+    """Whether the extension is one this module reads (``INPUT_EXTENSIONS``)."""
+    return Path(path).suffix.lower() in INPUT_EXTENSIONS
 
 
 def _entry_problem(f: Path, recursive: bool) -> str | None:
@@ -170,7 +177,7 @@ def list_images(path: str | os.PathLike, recursive: bool = False, *,
         elif why and on_skip is not None:
             on_skip(f, why)
     if not files:
-        raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder: {display_path(p)}")
+        raise InputError(f"no images ({', '.join(INPUT_EXTENSIONS)}) in folder: {display_path(p)}")
     return files
 
 
@@ -180,6 +187,7 @@ class _Header:
     height: int
     orientation: int = 1
     exif: bytes | None = None
+    format: str | None = None  # Pillow's name of the format ("JPEG", "AVIF", "HEIF", ...)
 
 
 def _tiff_size(data: bytes) -> tuple[int, int] | None:
@@ -200,6 +208,23 @@ def _tiff_size(data: bytes) -> tuple[int, int] | None:
     return (found[256], found[257]) if 256 in found and 257 in found else None
 
 
+def _is_heif(data: bytes) -> bool:
+    """HEVC-coded HEIF bytes (an iPhone's .heic), by the file type box, whatever the file's name."""
+    return data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS
+
+
+@functools.lru_cache(maxsize=1)
+def _register_heif() -> None:
+    """Let Pillow open HEIF images through the optional pillow-heif package (once); InputError without it.
+    pillow-heif applies the container's rotation and mirroring and resets the EXIF orientation to 1."""
+    try:
+        import pillow_heif
+    except ImportError:
+        raise InputError('HEIC/HEIF images need the optional pillow-heif package: pip install "facerestore[heif]"'
+                         ) from None
+    pillow_heif.register_heif_opener()
+
+
 def _read_header(data: bytes, where: str) -> _Header:
     """Size, EXIF orientation and EXIF of encoded image bytes, from the header only (nothing is decoded)."""
     import io as _io
@@ -207,15 +232,20 @@ def _read_header(data: bytes, where: str) -> _Header:
 
     from PIL import Image
 
+    if _is_heif(data):
+        try:
+            _register_heif()
+        except InputError as exc:
+            raise InputError(f"{exc}{where}") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(_io.BytesIO(data)) as im:
-                header = _Header(int(im.size[0]), int(im.size[1]))
+                header = _Header(int(im.size[0]), int(im.size[1]), format=im.format)
                 try:
                     exif = im.getexif()
                     header.orientation = int(exif.get(_EXIF_ORIENTATION_TAG, 1) or 1)
-                    if im.format in ("JPEG", "PNG", "WEBP") and len(exif):
+                    if im.format in ("JPEG", "PNG", "WEBP", "AVIF", "HEIF") and len(exif):
                         exif[_EXIF_ORIENTATION_TAG] = 1  # pixels are stored upright from now on
                         header.exif = exif.tobytes()
                 except Exception:  # malformed EXIF: no orientation, nothing carried over
@@ -236,6 +266,8 @@ def _read_header(data: bytes, where: str) -> _Header:
         size = _tiff_size(data)
         if size:
             return _Header(*size)
+        if data[4:8] == b"ftyp" and data[8:12] in (b"avif", b"avis"):
+            raise InputError(f"cannot decode AVIF image (corrupt, or Pillow older than 11.3){where}") from None
         raise InputError(f"cannot decode image (corrupt or unsupported format){where}") from None
 
 
@@ -275,7 +307,10 @@ def decode_image(data: bytes, path: Path | None = None) -> LoadedImage:
     except InputError as exc:
         raise InputError(f"{exc}{where}") from None
     try:
-        arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        if header.format in ("AVIF", "HEIF"):
+            arr = _decode_with_pillow(data)
+        else:
+            arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except MemoryError:
         raise InputError(f"not enough memory to decode a {header.width}x{header.height} image{where}") from None
     except cv2.error as exc:
@@ -296,6 +331,28 @@ def decode_image(data: bytes, path: Path | None = None) -> LoadedImage:
         return _to_loaded(arr, depth, scale, header, path)
     except MemoryError:
         raise InputError(f"not enough memory for a {header.width}x{header.height} image{where}") from None
+
+
+def _decode_with_pillow(data: bytes) -> np.ndarray | None:
+    """Pixels of an image only Pillow decodes, laid out as OpenCV's ``imdecode`` gives them (gray (H, W), gray +
+    alpha (H, W, 2), BGR (H, W, 3) or BGRA (H, W, 4); uint8), as stored: the EXIF orientation is applied later.
+    None when the data cannot be decoded."""
+    import io as _io
+
+    from PIL import Image
+
+    try:
+        with Image.open(_io.BytesIO(data)) as im:
+            if im.mode not in ("L", "LA", "RGB", "RGBA"):
+                im = im.convert("RGBA" if im.has_transparency_data else "RGB")
+            arr = np.asarray(im)
+    except MemoryError:
+        raise
+    except Exception:
+        return None
+    if arr.ndim == 3 and arr.shape[2] >= 3:
+        arr = arr[:, :, [2, 1, 0, *range(3, arr.shape[2])]]  # RGB(A) -> BGR(A)
+    return np.ascontiguousarray(arr)
 
 
 def _to_loaded(arr: np.ndarray, depth: int, scale: float, header: _Header, path: Path | None) -> LoadedImage:
@@ -428,6 +485,21 @@ def encode_image(
 
 
 @functools.lru_cache(maxsize=1)
+def output_extension(name: str | os.PathLike, has_alpha: bool, choice: str = "auto") -> str:
+    """The extension of a restored photo (``restore --ext``, the web page's format): ``choice`` "png" or "jpg" as
+    asked (JPEG drops an alpha channel); "auto": PNG for anything with transparency, a JPEG or PNG input's own
+    extension as spelt (``.JPG`` stays ``.JPG``), JPEG for the phone formats read through Pillow (HEIC/HEIF/AVIF:
+    lossy photos, for which a PNG would be several times larger), PNG for the rest (BMP, TIFF, WebP: lossless)."""
+    if choice != "auto":
+        return "." + choice
+    if has_alpha:
+        return ".png"
+    suffix = Path(name).suffix
+    if suffix.lower() in (".jpg", ".jpeg", ".png"):
+        return suffix
+    return ".jpg" if suffix.lower() in PILLOW_EXTENSIONS else ".png"
+
+
 def _umask() -> int:
     """The process umask (read once: os.umask can only be read by setting it)."""
     mask = os.umask(0o022)

@@ -79,7 +79,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--half", action="store_true", help="reduced precision (fp16 on GPU, bf16 on CPU)")
     p.add_argument("--ext", choices=EXT_CHOICES, default="auto",
-                   help="format of restored_imgs: auto (keep the input's; default), png or jpg")
+                   help="format of restored_imgs: png, jpg or auto (default: a JPEG or PNG input's own, JPEG for "
+                   "HEIC/HEIF/AVIF photos, PNG for other formats and whenever there is transparency)")
     p.add_argument("--weights", default=None, help="weights for --method: a file, a zoo entry or a built-in "
                    "builtin:FILE (--list-methods shows each method's; default: the first listed)")
     p.add_argument("--steps", type=int, default=None,
@@ -134,16 +135,6 @@ def _print_methods() -> None:
             weights = r.weights or "none shipped: pass --weights"
         trained = f"; trained on {', '.join(r.trained_on)}" if r.trained_on else ""
         print(f"{'':<{width}}  weights: {weights} ({r.weights_licence}){trained}")
-
-
-def output_ext(path: Path, has_alpha: bool, choice: str) -> str:
-    """The extension of restored_imgs/ for an input: see --ext."""
-    if choice != "auto":
-        return "." + choice
-    if has_alpha:
-        return ".png"
-    suffix = path.suffix
-    return suffix if suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"  # .JPG stays .JPG
 
 
 def _output_stems(files: list[Path], root: Path) -> dict[Path, str]:
@@ -275,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
             **_restore_options(args, refs, background),
         )
         stem = stems[path]
-        ext = output_ext(path, res.alpha is not None, args.ext)
+        ext = io.output_extension(path, res.alpha is not None, args.ext)
         if res.alpha is not None and ext == ".jpg" and not warned_alpha:
             warned_alpha.append(True)
             say("note: --ext jpg drops the alpha channel of transparent inputs")

@@ -30,7 +30,7 @@ from facerestore.web import jobs
 
 __all__ = ["ServeConfig", "build_app", "is_loopback", "serve"]
 
-IMAGE_TYPES = list(io.IMAGE_EXTENSIONS)
+IMAGE_TYPES = list(io.INPUT_EXTENSIONS)
 VIDEO_TYPES = list(jobs.VIDEO_EXTENSIONS)
 ELEMENT_IDS = ("photos", "method", "weights", "method-info", "fidelity", "blend", "upscale", "detector", "gate",
                "steps", "center-face", "min-score", "mask", "bg-upsampler", "ext", "refs", "restore", "status",

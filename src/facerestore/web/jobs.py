@@ -626,14 +626,6 @@ def error_line(name: str, exc: BaseException) -> str:
 EXPECTED_ERRORS = (FaceRestoreError, OSError, ValueError, MemoryError)
 
 
-def _output_ext(name: str, has_alpha: bool, choice: str = "auto") -> str:
-    """``restore --ext``: png or jpg as asked (jpg drops the alpha channel, as in the CLI); auto keeps JPEG inputs
-    JPEG and makes everything else (and anything with alpha) PNG."""
-    if choice != "auto":
-        return "." + choice
-    return ".jpg" if not has_alpha and Path(name).suffix.lower() in (".jpg", ".jpeg") else ".png"
-
-
 class _Cancelled(Exception):
     """The browser session ended while a video was being restored."""
 
@@ -871,7 +863,7 @@ def _write_photo(job_dir: Path, name: str, stem: str, loaded: io.LoadedImage, re
                  write_photo_json: Callable[..., Path], upscale_image: Callable[..., np.ndarray], *,
                  min_score: float | None = None) -> PhotoOutput:
     """The files of one restored photo, as ``facerestore restore`` writes them, plus the slider's preview."""
-    ext = _output_ext(name, res.alpha is not None, opts.ext)
+    ext = io.output_extension(name, res.alpha is not None, opts.ext)
     img_path = io.write_image(job_dir / "restored_imgs" / f"{stem}{ext}", res.image, alpha=res.alpha,
                               bit_depth=res.bit_depth, gray=res.is_gray, exif=loaded.exif)
     before = io.write_image(job_dir / PREVIEW_FOLDER / f"{stem}.png", upscale_image(loaded.rgb, float(opts.upscale)))
