@@ -16,7 +16,7 @@ import torch
 from PIL import Image, ImageOps
 
 from facerestore import zoo
-from facerestore.errors import InputError
+from facerestore.errors import InputError, OutputError
 from facerestore.faces.detect import detect_faces
 from facerestore.methods import MethodSpec, Restorer
 from facerestore.pipeline import PhotoResult, restore_photo
@@ -220,6 +220,17 @@ def test_alpha_png(tmp_path, astronaut, fixed):
     a8 = np.asarray(Image.open(path))[:, :, 3].astype(np.float32) / 255
     assert np.allclose(res.alpha, pil_lanczos(a8, (768, 768)), atol=1e-6)
     assert not res.is_gray and res.bit_depth == 8 and res.to_json()["has_alpha"]
+    # PhotoResult.save writes what `facerestore restore` writes: RGBA with the upscaled alpha, atomically, and never
+    # over the input photo
+    out = res.save(tmp_path / "out.png")
+    written = np.asarray(Image.open(out))
+    assert written.shape == (768, 768, 4)
+    assert np.array_equal(written[:, :, 3], np.floor(res.alpha * 255 + 0.5).astype(np.uint8))
+    assert np.array_equal(written[:, :, :3], np.floor(res.image * 255 + 0.5).astype(np.uint8))
+    before = path.read_bytes()
+    with pytest.raises(OutputError):
+        res.save(path)
+    assert path.read_bytes() == before
 
 
 def test_gray_input_stays_gray(tmp_path, astronaut, fixed):
@@ -262,6 +273,8 @@ def test_exif_rotated_jpeg(tmp_path, astronaut, astro_dets):
     assert np.abs(res.faces[0].box - astro_dets[0].box).max() < 12
     outside = ~face_footprint(res)
     assert np.allclose(res.image[outside], ref[outside], atol=1e-6)
+    saved = Image.open(res.save(tmp_path / "restored.jpg"))  # upright pixels: the orientation tag becomes 1
+    assert saved.size == (512, 512) and saved.getexif().get(0x0112) == 1
 
 
 def test_no_faces_gives_upscaled_background():

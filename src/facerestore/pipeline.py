@@ -276,6 +276,17 @@ class PhotoResult:
     def num_faces(self) -> int:
         return len(self.faces)
 
+    def save(self, path: str | os.PathLike, *, protect: Sequence[str | os.PathLike] = (),
+             jpeg_quality: int = 95) -> Path:
+        """Write the restored photo to ``path`` as ``facerestore restore`` does: the format from the extension
+        (:data:`facerestore.io.IMAGE_EXTENSIONS`; :func:`facerestore.io.output_extension` picks the CLI's), the
+        input's alpha channel, bit depth, gray and EXIF (orientation reset: the pixels are upright), written
+        atomically. The input photo (``path`` of this result) and every file in ``protect`` are never overwritten
+        (:class:`~facerestore.errors.OutputError`). Returns the written path."""
+        inputs = [*protect, *([self.path] if self.path is not None else [])]
+        return io.write_image(path, self.image, alpha=self.alpha, bit_depth=self.bit_depth, gray=self.is_gray,
+                              jpeg_quality=jpeg_quality, protect=inputs, exif=self.exif)
+
     def to_json(self) -> dict[str, Any]:
         """JSON-ready record: sizes, method and its weights' licence, per-face boxes/scores/landmarks/identity,
         timings (no arrays)."""

@@ -271,8 +271,7 @@ def run(args: argparse.Namespace) -> int:
             warned_alpha.append(True)
             say("note: --ext jpg drops the alpha channel of transparent inputs")
         img_path = out_dir / "restored_imgs" / f"{stem}{ext}"
-        io.write_image(img_path, res.image, alpha=res.alpha, bit_depth=res.bit_depth, gray=res.is_gray,
-                       protect=protect, exif=loaded.exif)
+        res.save(img_path, protect=protect)
         face_files = []
         for k, f in enumerate(res.faces):
             name = f"{stem}_{k:02d}.png"

@@ -864,8 +864,7 @@ def _write_photo(job_dir: Path, name: str, stem: str, loaded: io.LoadedImage, re
                  min_score: float | None = None) -> PhotoOutput:
     """The files of one restored photo, as ``facerestore restore`` writes them, plus the slider's preview."""
     ext = io.output_extension(name, res.alpha is not None, opts.ext)
-    img_path = io.write_image(job_dir / "restored_imgs" / f"{stem}{ext}", res.image, alpha=res.alpha,
-                              bit_depth=res.bit_depth, gray=res.is_gray, exif=loaded.exif)
+    img_path = res.save(job_dir / "restored_imgs" / f"{stem}{ext}")
     before = io.write_image(job_dir / PREVIEW_FOLDER / f"{stem}.png", upscale_image(loaded.rgb, float(opts.upscale)))
     faces, extra = [], []
     for k, f in enumerate(res.faces):
