@@ -333,3 +333,33 @@ def test_slow_methods_suggest_half_where_the_cpu_has_bf16(tmp_path, astronaut, m
         assert main([*base, "-o", str(out), *extra]) == 0
         err = capsys.readouterr().err
         assert err.count(hint) == expected and err.count(warning) == warned, (native, extra, err)
+
+
+def test_options_that_do_nothing_for_the_inputs_are_named(tmp_path, astronaut_path, capsys):
+    """Options given away from their defaults in a mode where they cannot act get one note line per reason; the
+    same values at their defaults, or in the mode where they act, get none."""
+    import argparse
+
+    from facerestore.cli.restore import add_arguments, idle_options
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+
+    def lines(argv: list[str], has_video: bool = False) -> list[str]:
+        return idle_options(p.parse_args(argv), has_video)
+
+    assert lines(["--aligned", "--detector", "scrfd", "--mask", "square", "--min-score", "0.5"]) == [
+        "--detector, --min-score, --mask: no effect with --aligned (aligned crops are neither detected nor pasted "
+        "back)"]
+    assert lines(["--aligned", "--detector", "auto", "--mask", "mesh"]) == []  # the defaults, spelt out
+    assert lines(["--detector", "scrfd", "--mask", "square"]) == []  # photos: detected and pasted back
+    assert lines(["--crf", "20", "--codec", "libx264"]) == ["--crf, --codec: for video inputs only, and there are "
+                                                            "none"]
+    assert lines(["--crf", "20"], has_video=True) == []
+    assert lines(["--fps", "30"]) == ["--fps: only with --sequence"]
+    assert lines(["--fps", "30", "--sequence"]) == []
+    # through the command: the note, and the photo restored all the same
+    out = tmp_path / "o"
+    assert main(["restore", "-i", str(astronaut_path), "-o", str(out), "--method", "test-id", "--crf", "20", "-q"]) == 0
+    assert "note: --crf: for video inputs only, and there are none" in capsys.readouterr().err
+    assert (out / "restored_imgs").is_dir()

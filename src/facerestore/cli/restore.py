@@ -146,6 +146,29 @@ def _output_stems(files: list[Path], root: Path) -> dict[Path, str]:
     return {f: s.name for f, s in stems.items()}
 
 
+# options that act only in some modes: (modes where they do nothing, the note's reason, the options' dests)
+_IDLE_OPTIONS = (
+    ("aligned", "no effect with --aligned (aligned crops are neither detected nor pasted back)",
+     ("detector", "min_score", "only_center_face", "mask", "bg_upsampler")),
+    ("no_video", "for video inputs only, and there are none", ("crf", "codec")),
+    ("no_sequence", "only with --sequence", ("fps",)),
+)
+
+
+def idle_options(args: argparse.Namespace, has_video: bool) -> list[str]:
+    """One line per group of options given (not at their defaults) that do nothing for these inputs and modes, e.g.
+    "--crf, --codec: for video inputs only, and there are none" (said, never silently ignored)."""
+    defaults = argparse.ArgumentParser()
+    add_arguments(defaults)
+    modes = {"aligned": bool(args.aligned), "no_video": not has_video, "no_sequence": not args.sequence}
+    lines = []
+    for mode, reason, dests in _IDLE_OPTIONS:
+        given = [d for d in dests if modes[mode] and getattr(args, d) != defaults.get_default(d)]
+        if given:
+            lines.append(f"{', '.join('--' + d.replace('_', '-') for d in given)}: {reason}")
+    return lines
+
+
 def _check_output(src: Path, files: list[Path], out_dir: Path) -> None:
     import os
 
@@ -197,8 +220,11 @@ def run(args: argparse.Namespace) -> int:
 
     files = list_inputs(src, on_skip=note_ignored)  # images, and the videos of a folder
     _check_output(src, files, out_dir)
-    if any(is_video_file(f) for f in files):
+    has_video = any(is_video_file(f) for f in files)
+    if has_video:
         check_encoder_options(args.codec, args.crf)
+    for line in idle_options(args, has_video):
+        print(f"note: {line}", file=sys.stderr)
 
     device = resolve_device(args.device)
     restorer = get_restorer(args.method, weights=args.weights, device=device, half=args.half, steps=args.steps)
