@@ -484,7 +484,6 @@ def encode_image(
     return buf.tobytes()
 
 
-@functools.lru_cache(maxsize=1)
 def output_extension(name: str | os.PathLike, has_alpha: bool, choice: str = "auto") -> str:
     """The extension of a restored photo (``restore --ext``, the web page's format): ``choice`` "png" or "jpg" as
     asked (JPEG drops an alpha channel); "auto": PNG for anything with transparency, a JPEG or PNG input's own
@@ -500,6 +499,7 @@ def output_extension(name: str | os.PathLike, has_alpha: bool, choice: str = "au
     return ".jpg" if suffix.lower() in PILLOW_EXTENSIONS else ".png"
 
 
+@functools.lru_cache(maxsize=1)
 def _umask() -> int:
     """The process umask (read once: os.umask can only be read by setting it)."""
     mask = os.umask(0o022)
