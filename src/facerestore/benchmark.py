@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from facerestore.errors import InputError
+from facerestore.nn.devices import cpu_description
 
 __all__ = ["Degradation", "check_metric", "grid", "load_faces", "paired_difference", "parse_degradation",
            "run_benchmark", "to_markdown"]
@@ -257,7 +258,8 @@ def run_benchmark(
         "degradations": [d.name for d in degs], "rows": rows, "metrics": list(metrics),
         "methods": {label: r.describe() for label, r in methods.items()},
         "scores": scores, "seconds_per_face": seconds,
-        "hardware": f"{platform.machine()}, torch {torch.__version__}, {device}, {torch.get_num_threads()} thread(s)",
+        "hardware": f"{platform.machine()} ({cpu_description()}), torch {torch.__version__}, {device}, "
+                    f"{torch.get_num_threads()} thread(s)",
     }
     if keep_images:
         result["images"] = {d: {r: torch.cat(v) for r, v in rows_.items()} for d, rows_ in images.items()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from facerestore.nn.devices import ALLOCATOR_ENV, cpu_has_native_bf16, half_dtype, precision_name
+from facerestore.nn.devices import ALLOCATOR_ENV, cpu_description, cpu_has_native_bf16, half_dtype, precision_name
 
 
 def test_half_means_bf16_on_cpu_and_fp16_elsewhere():
@@ -22,6 +22,14 @@ def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
     info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n")  # AVX-512 without BF16
     assert not cpu_has_native_bf16(str(info))
     assert not cpu_has_native_bf16(str(tmp_path / "absent"))  # another system: no claim
+
+
+def test_cpu_description_names_the_model_and_the_kernels_torch_dispatches_to(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9654 96-Core Processor\n")
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert cpu_description(str(info)) == f"AMD EPYC 9654 96-Core Processor, {capability} kernels"
+    assert cpu_description(str(tmp_path / "absent")).endswith(f", {capability} kernels")  # another system
 
 
 # -- the CPU allocator: checked in a fresh interpreter (the setting is per process) ---------------------------

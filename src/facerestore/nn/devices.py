@@ -70,6 +70,27 @@ def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return False
 
 
+def cpu_description(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU as benchmark records name it: its model (Linux ``/proc/cpuinfo``; else ``platform.processor()``) and
+    the instruction set PyTorch's CPU kernels dispatch to (e.g. "AMD EPYC, AVX512 kernels"). The kernels differ
+    between instruction sets and round differently, so a long optimisation run on another CPU does not give the same
+    numbers to the last digit; records that name this can be told apart."""
+    import platform
+
+    model = ""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine() or "unknown CPU"
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):  # older torch
+        capability = "unknown"
+    return f"{model}, {capability} kernels"
+
+
 def precision_name(dtype: torch.dtype) -> str:
     """"fp32" / "fp16" / "bf16" for a floating dtype (ValueError for others)."""
     for name, d in PRECISIONS.items():
