@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from facerestore.nn.devices import tune_cpu_allocator
+    from facerestore.nn.devices import machine_description, tune_cpu_allocator
 
     tuned = tune_cpu_allocator()  # as the CLI does
     from facerestore import io
@@ -130,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
               "generator": "mobilestylegan-ffhq-1024, bf16", "faces": [f.name for f in val],
               "steps": list(args.steps), "rls_steps": args.rls_steps, "rows": rows,
               "wall_s": round(time.time() - t_all, 1),
-              "hardware": f"{platform.machine()}, torch {torch.__version__}, CPU, {args.threads} thread(s)"
+              "hardware": machine_description(args.threads)
                           + (", malloc tuned as by the CLI" if tuned else ""),
               "intervals": "'<method> detail - full': mean per-face difference and its paired 95% bootstrap "
                            "interval (2000 resamples, seed 0)"}

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -237,8 +236,9 @@ ALLOCATOR = "glibc malloc as it is"  # set in main(): the CLI's tuning (nn.devic
 
 
 def machine() -> str:
-    return (f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} "
-            f"threads, OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}, {ALLOCATOR}")
+    from facerestore.nn.devices import machine_description
+
+    return f"{machine_description()}, OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}, {ALLOCATOR}"
 
 
 def main() -> int:

@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -164,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--first must be >= 0 and --count >= 1")
     seed = args.first if args.seed is None else args.seed
     torch.set_num_threads(args.threads)
-    from facerestore.nn.devices import cpu_description, tune_cpu_allocator
+    from facerestore.nn.devices import machine_description, tune_cpu_allocator
 
     tuned = tune_cpu_allocator()  # as the CLI does: freed memory kept for reuse
     from facerestore import degrade
@@ -234,8 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                              "init": "encoder" if starts[n] is not None else "mean"} for n, G in priors.items()},
               "rows": rows, "wall_s": round(time.time() - t_all, 1),
               "precision": "bf16 generators" if args.half else "fp32",
-              "hardware": f"{platform.machine()} ({cpu_description()}), torch {torch.__version__}, CPU, "
-                          f"{args.threads} thread(s)"
+              "hardware": machine_description(args.threads)
                           + (", malloc tuned as by the CLI" if tuned else "")}
     out_dir, grid_dir = (Path(args.out), Path(args.out)) if args.out else (RESULTS, ROOT / "docs")
     out_dir.mkdir(parents=True, exist_ok=True)

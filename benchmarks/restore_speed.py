@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -347,10 +346,12 @@ def main() -> None:
     cpu["prior_sft"] = bench_prior_sft(args.repeat)
     cpu.update(bench_references(args.paper_runs + 1))
     gpu = bench_gpu(args.repeat)
+    from facerestore.nn.devices import cpu_description
+
     result = {
         "benchmark": "restore_speed",
         "command": f"python benchmarks/restore_speed.py --repeat {args.repeat} --paper-runs {args.paper_runs}",
-        "machine": {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "machine": {"cpu": cpu_description(), "cpu_count": os.cpu_count(),
                     "torch_threads": THREADS, "torch": torch.__version__,
                     "load_average_before_after": [list(load_before), list(os.getloadavg())]},
         "statistic": f"{args.repeat} runs after 1 warm-up (ispl-512: {args.paper_runs}); s_median / s_best = wall "

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -70,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from facerestore.methods.restorer import resize_crop
     from facerestore.methods.rls import RLSRestorer
     from facerestore.methods.rls.flow_prior import find_flow, load_generator_flow
-    from facerestore.nn.devices import tune_cpu_allocator
+    from facerestore.nn.devices import machine_description, tune_cpu_allocator
     from facerestore.nn.stylegan2_io import prior_file, resolve_generator
     from facerestore.train.data import load_images
 
@@ -122,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                               sys.argv[1:])).strip(),
               "generator": f"{name}, fp32", "faces": [f.name for f in files], "steps": args.steps, "rows": rows,
               "wall_s": round(time.time() - t_all, 1),
-              "hardware": f"{platform.machine()}, torch {torch.__version__}, CPU, {args.threads} thread(s)"
+              "hardware": machine_description(args.threads)
                           + (", malloc tuned as by the CLI" if tuned else ""),
               "intervals": "'octave below - detail': mean per-face difference over the faces whose sides differ, "
                            "paired 95% bootstrap interval (2000 resamples, seed 0)"}

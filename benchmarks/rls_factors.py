@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print(src.with_suffix(".md").read_text())
         return 0
     torch.set_num_threads(args.threads)
-    from facerestore.nn.devices import tune_cpu_allocator
+    from facerestore.nn.devices import machine_description, tune_cpu_allocator
 
     tuned = tune_cpu_allocator()  # as the CLI does: freed memory kept for reuse (about 2x faster here)
     from facerestore import degrade
@@ -167,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
               "init": args.init, "lr": args.lr, "lr_used": rate_used, "plus": not args.no_plus,
               "fidelity": args.fidelity,
               "steps": args.steps, "plus_steps": args.plus_steps, "rows": rows, "wall_s": round(time.time() - t_all, 1),
-              "hardware": f"{platform.machine()}, torch {torch.__version__}, CPU, {args.threads} thread(s)"
+              "hardware": machine_description(args.threads)
                           + (", malloc tuned as by the CLI" if tuned else ""),
               "intervals": "*_minus_*: mean of the per-face difference and its paired 95% bootstrap "
                            "interval (2000 resamples, seed 0); keys with @encoder: started from the W encoder, with "

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from facerestore.methods.registry import REGISTRY
     from facerestore.metrics import create
-    from facerestore.nn.devices import tune_cpu_allocator
+    from facerestore.nn.devices import machine_description, tune_cpu_allocator
     from facerestore.pipeline import restore_photo
 
     tuned = tune_cpu_allocator()  # as the CLI does
@@ -104,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
               "faces": faces, "sheet": str(Path(args.sheet).resolve().relative_to(ROOT))
               if Path(args.sheet).resolve().is_relative_to(ROOT) else args.sheet,
               "wall_s": round(time.time() - t_all, 1),
-              "hardware": f"{platform.machine()}, torch {torch.__version__}, CPU, {args.threads} thread(s)"
+              "hardware": machine_description(args.threads)
                           + (", malloc tuned as by the CLI" if tuned else ""),
               "notes": "identity_distance: dlib distance between the input crop and the pasted restoration at the "
                        "gate's weight; the gate blends toward the input when it exceeds its threshold"}

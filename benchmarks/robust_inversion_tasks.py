@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import sys
 import time
 from pathlib import Path
@@ -160,6 +159,8 @@ def to_markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from facerestore.nn.devices import machine_description
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ffhq256"))
     p.add_argument("--weights", default=None, help="StyleGAN2 generator (default: the built-in 64 px face prior)")
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                   "command": "python benchmarks/robust_inversion_tasks.py --count "
                              f"{args.count}" + ("" if args.weights is None else f" --weights {args.weights}"),
                   **run_tasks(args),
-                  "hardware": f"{platform.machine()}, torch {torch.__version__}, CPU"}
+                  "hardware": machine_description()}
         result["wall_s"] = round(time.time() - t0, 1)
         if n > 1:
             (RESULTS / f"robust_inversion_tasks.shard{i}of{n}.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -99,6 +98,8 @@ def bench(G, flow, device: torch.device, probe_steps: int | None) -> dict[str, d
 
 
 def main(argv: list[str] | None = None) -> int:
+    from facerestore.nn.devices import machine_description
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"benchmark": "stylegan_methods_speed", "command": " ".join(["python benchmarks/stylegan_methods_speed.py",
                                                                           *(argv or sys.argv[1:])]),
               "device": str(device), "threads": args.threads,
-              "hardware": f"{platform.machine()}, {platform.processor() or 'cpu'}, torch {torch.__version__}",
+              "hardware": machine_description(),
               "budgets": {k: list(v) for k, v in BUDGETS.items()}}
     G = resolve_generator(None)
     flow = load_generator_flow(find_flow(builtin_prior_path()))

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 
 from facerestore.errors import InputError
-from facerestore.nn.devices import cpu_description
+from facerestore.nn.devices import machine_description
 
 __all__ = ["Degradation", "check_metric", "grid", "load_faces", "paired_difference", "parse_degradation",
            "run_benchmark", "to_markdown"]
@@ -258,8 +257,7 @@ def run_benchmark(
         "degradations": [d.name for d in degs], "rows": rows, "metrics": list(metrics),
         "methods": {label: r.describe() for label, r in methods.items()},
         "scores": scores, "seconds_per_face": seconds,
-        "hardware": f"{platform.machine()} ({cpu_description()}), torch {torch.__version__}, {device}, "
-                    f"{torch.get_num_threads()} thread(s)",
+        "hardware": f"{machine_description()}, {device}",
     }
     if keep_images:
         result["images"] = {d: {r: torch.cat(v) for r, v in rows_.items()} for d, rows_ in images.items()}

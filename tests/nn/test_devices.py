@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
-from facerestore.nn.devices import ALLOCATOR_ENV, cpu_description, cpu_has_native_bf16, half_dtype, precision_name
+from facerestore.nn.devices import (
+    ALLOCATOR_ENV,
+    cpu_description,
+    cpu_has_native_bf16,
+    half_dtype,
+    machine_description,
+    precision_name,
+)
 
 
 def test_half_means_bf16_on_cpu_and_fp16_elsewhere():
@@ -30,6 +39,8 @@ def test_cpu_description_names_the_model_and_the_kernels_torch_dispatches_to(tmp
     capability = torch.backends.cpu.get_cpu_capability()
     assert cpu_description(str(info)) == f"AMD EPYC 9654 96-Core Processor, {capability} kernels"
     assert cpu_description(str(tmp_path / "absent")).endswith(f", {capability} kernels")  # another system
+    line = machine_description(3)
+    assert f"({cpu_description()}), {os.cpu_count()} cores, torch {torch.__version__}, 3 thread(s)" in line
 
 
 # -- the CPU allocator: checked in a fresh interpreter (the setting is per process) ---------------------------

@@ -91,6 +91,17 @@ def cpu_description(cpuinfo: str = "/proc/cpuinfo") -> str:
     return f"{model}, {capability} kernels"
 
 
+def machine_description(threads: int | None = None) -> str:
+    """One line for a benchmark record: architecture, :func:`cpu_description`, cores, torch version and the torch
+    threads used (default: ``torch.get_num_threads()``), e.g. "x86_64 (AMD EPYC, AVX512 kernels), 2 cores, torch
+    2.13.0+cpu, 2 thread(s)"."""
+    import platform
+
+    n = torch.get_num_threads() if threads is None else int(threads)
+    return (f"{platform.machine()} ({cpu_description()}), {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{n} thread(s)")
+
+
 def precision_name(dtype: torch.dtype) -> str:
     """"fp32" / "fp16" / "bf16" for a floating dtype (ValueError for others)."""
     for name, d in PRECISIONS.items():
