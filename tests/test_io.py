@@ -211,9 +211,10 @@ def test_heic_without_pillow_heif_is_one_line_naming_the_extra(monkeypatch):
 def test_phone_formats_are_listed_and_become_jpeg_outputs(tmp_path):
     from facerestore.io import output_extension
 
-    for name in ("b.HEIC", "a.avif", "c.heif", "d.gif"):
+    for name in ("b.HEIC", "a.avif", "c.heif", "d.gif", "e.jxl"):
         (tmp_path / name).write_bytes(b"x")
-    assert [f.name for f in list_images(tmp_path)] == ["a.avif", "b.HEIC", "c.heif"]  # .gif is not read
+    assert [f.name for f in list_images(tmp_path)] == ["a.avif", "b.HEIC", "c.heif", "d.gif"]  # not .jxl
+    assert output_extension("d.gif", False) == ".png"  # a GIF's 256 colours would band a restored face
     assert output_extension("b.HEIC", False) == ".jpg" and output_extension("b.HEIC", True) == ".png"
     assert output_extension("a.JPG", False) == ".JPG" and output_extension("a.webp", False) == ".png"
     assert output_extension("a.avif", False, "png") == ".png"

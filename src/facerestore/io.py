@@ -32,10 +32,15 @@ import numpy as np
 from facerestore.errors import InputError, OutputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # read and written
-# read only, decoded by Pillow (OpenCV has no decoder for them): phone photos. AVIF needs Pillow >= 11.3; HEIC/HEIF
-# the optional pillow-heif package (`pip install "facerestore[heif]"`)
-PILLOW_EXTENSIONS = (".avif", ".heic", ".heif")
+# read only, decoded by Pillow (OpenCV has no decoder for them): phone photos (lossy: restored ones are written as
+# JPEG) and GIF (its first frame: an animated file is a clip, restored by facerestore.video.restore_animation).
+# AVIF needs Pillow >= 11.3; HEIC/HEIF the optional pillow-heif package (`pip install "facerestore[heif]"`)
+PHONE_EXTENSIONS = (".avif", ".heic", ".heif")
+PILLOW_EXTENSIONS = (*PHONE_EXTENSIONS, ".gif")
 INPUT_EXTENSIONS = IMAGE_EXTENSIONS + PILLOW_EXTENSIONS
+# image formats that may hold several frames (extension -> Pillow's format name): an animated file is restored as a
+# clip into the same format (facerestore.video.restore_animation); read as a photo, its first frame is
+ANIMATION_FORMATS = {".gif": "GIF", ".webp": "WEBP", ".png": "PNG"}
 # ISO-BMFF brands (bytes 8-12 of the file) of HEVC-coded HEIF images (pillow-heif); AVIF's are avif / avis
 HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1")
 
@@ -123,6 +128,25 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in INPUT_EXTENSIONS
 
 
+def is_animation(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an image file with more than one frame (an animated GIF, WebP or PNG), from its header.
+    Unreadable files are not (reading them says why)."""
+    import warnings
+
+    from PIL import Image
+
+    p = Path(path)
+    if p.suffix.lower() not in ANIMATION_FORMATS:
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(p) as im:
+                return im.format in ANIMATION_FORMATS.values() and bool(getattr(im, "is_animated", False))
+    except Exception:
+        return False
+
+
 def _entry_problem(f: Path, recursive: bool) -> str | None:
     """Why a folder entry is not read as an image (None: it is an image file; "" : ignore silently)."""
     if f.name.startswith("."):
@@ -188,6 +212,7 @@ class _Header:
     orientation: int = 1
     exif: bytes | None = None
     format: str | None = None  # Pillow's name of the format ("JPEG", "AVIF", "HEIF", ...)
+    animated: bool = False  # several frames (GIF, WebP, APNG): the first is decoded
 
 
 def _tiff_size(data: bytes) -> tuple[int, int] | None:
@@ -241,7 +266,8 @@ def _read_header(data: bytes, where: str) -> _Header:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(_io.BytesIO(data)) as im:
-                header = _Header(int(im.size[0]), int(im.size[1]), format=im.format)
+                header = _Header(int(im.size[0]), int(im.size[1]), format=im.format,
+                                 animated=bool(getattr(im, "is_animated", False)))
                 try:
                     exif = im.getexif()
                     header.orientation = int(exif.get(_EXIF_ORIENTATION_TAG, 1) or 1)
@@ -307,7 +333,7 @@ def decode_image(data: bytes, path: Path | None = None) -> LoadedImage:
     except InputError as exc:
         raise InputError(f"{exc}{where}") from None
     try:
-        if header.format in ("AVIF", "HEIF"):
+        if header.format in ("AVIF", "HEIF", "GIF") or header.animated:  # OpenCV cannot read these (all frames)
             arr = _decode_with_pillow(data)
         else:
             arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
@@ -488,7 +514,8 @@ def output_extension(name: str | os.PathLike, has_alpha: bool, choice: str = "au
     """The extension of a restored photo (``restore --ext``, the web page's format): ``choice`` "png" or "jpg" as
     asked (JPEG drops an alpha channel); "auto": PNG for anything with transparency, a JPEG or PNG input's own
     extension as spelt (``.JPG`` stays ``.JPG``), JPEG for the phone formats read through Pillow (HEIC/HEIF/AVIF:
-    lossy photos, for which a PNG would be several times larger), PNG for the rest (BMP, TIFF, WebP: lossless)."""
+    lossy photos, for which a PNG would be several times larger), PNG for the rest (BMP, TIFF, WebP: lossless; GIF:
+    its 256 colours would band a restored face)."""
     if choice != "auto":
         return "." + choice
     if has_alpha:
@@ -496,7 +523,7 @@ def output_extension(name: str | os.PathLike, has_alpha: bool, choice: str = "au
     suffix = Path(name).suffix
     if suffix.lower() in (".jpg", ".jpeg", ".png"):
         return suffix
-    return ".jpg" if suffix.lower() in PILLOW_EXTENSIONS else ".png"
+    return ".jpg" if suffix.lower() in PHONE_EXTENSIONS else ".png"
 
 
 @functools.lru_cache(maxsize=1)

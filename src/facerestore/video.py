@@ -18,6 +18,9 @@ Plain functions at the pipeline layer (the CLI's ``restore -i clip.mp4`` calls :
 - :func:`restore_video`: the loop; the video stream is re-encoded (same codec and frame rate by default,
   ``crf`` / ``codec`` to change them), audio packets are copied unchanged (remuxed), the output is written
   to a temporary file next to the target and renamed at the end; the input is only read.
+- :func:`restore_animation`: the same for animated GIF, WebP and PNG files (read and written with Pillow, no PyAV):
+  every frame's display time, the looping and the transparency are kept; GIF frames share a palette until the
+  colours change, so a still background does not shimmer.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from facerestore.methods import Restorer
 
 __all__ = [
     "VIDEO_EXTENSIONS",
+    "AnimationInfo",
     "FaceTracker",
     "OneEuroFilter",
     "TemporalBlender",
@@ -53,7 +57,9 @@ __all__ = [
     "is_video_file",
     "iter_frames",
     "list_inputs",
+    "probe_animation",
     "probe_video",
+    "restore_animation",
     "restore_video",
 ]
 
@@ -523,7 +529,7 @@ class TrackGate:
 
 @dataclass
 class VideoResult:
-    """What :func:`restore_video` did."""
+    """What :func:`restore_video` or :func:`restore_animation` did."""
 
     path: Path
     frames: int
@@ -540,6 +546,7 @@ class VideoResult:
     gate_decisions: int = 0
     faces_with_refs: int | None = None  # faces the reference photos guided (None: no references given)
     refs_closest_distance: float | None = None  # the smallest reference-check distance over the clip's faces
+    palettes: int | None = None  # a GIF output: how many 255-colour palettes its frames use (restore_animation)
 
     def to_json(self) -> dict[str, Any]:
         w = self.blend_weights
@@ -552,6 +559,7 @@ class VideoResult:
                 "faces_with_refs": self.faces_with_refs,
                 "refs_closest_distance": None if self.refs_closest_distance is None
                 else round(float(self.refs_closest_distance), 4),
+                **({} if self.palettes is None else {"gif_palettes": self.palettes}),
                 "seconds": round(self.seconds, 3),
                 "frames_per_second": round(self.frames / self.seconds, 3) if self.seconds > 0 else None}
 
@@ -838,3 +846,274 @@ def restore_video(
 
 
 
+
+
+# --------------------------------------------------------------------------------------------------
+# animated images: GIF, WebP and APNG, read and written with Pillow and restored as a clip
+
+# Pillow's writers of animated images hold every output frame until the file is written: the frames may take this much
+ANIMATION_MAX_BYTES = 2 * 1024**3
+_DEFAULT_FRAME_MS = 100  # a frame without a duration is shown this long (what browsers do)
+
+
+@dataclass
+class AnimationInfo:
+    """What :func:`probe_animation` found: size, frames, each frame's display time, looping, transparency."""
+
+    width: int
+    height: int
+    frames: int
+    durations_ms: list[int]
+    loop: int | None  # None: played once (a GIF without a loop block); 0: forever; n: n more times
+    format: str  # Pillow's name: GIF, WEBP or PNG
+    transparency: bool
+
+    @property
+    def fps(self) -> Fraction:
+        """The mean frame rate (10 when the file gives no durations)."""
+        total = sum(self.durations_ms)
+        return Fraction(1000 * self.frames, total) if total > 0 else Fraction(1000, _DEFAULT_FRAME_MS)
+
+
+def _open_animation(path: Path) -> Any:
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im = Image.open(path)
+    except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:  # missing, unreadable (not: undecodable)
+            raise InputError(f"cannot read {io.display_path(path)}: {_reason(exc)}") from None
+        raise InputError(f"cannot decode image (corrupt or unsupported format): {io.display_path(path)}") from None
+    if im.format not in io.ANIMATION_FORMATS.values():
+        im.close()
+        raise InputError(f"not an animated GIF, WebP or PNG: {io.display_path(path)}")
+    return im
+
+
+def _animation_info(im: Any) -> AnimationInfo:
+    n = int(getattr(im, "n_frames", 1))
+    durations = []
+    for k in range(n):
+        im.seek(k)
+        if im.format == "WEBP":
+            im.load()  # Pillow reads a WebP frame's duration when it decodes the frame
+        d = im.info.get("duration")
+        durations.append(round(d) if d else _DEFAULT_FRAME_MS)
+    im.seek(0)
+    # WebP and APNG frames decode as RGBA whether or not anything is transparent: the first frame's alpha decides
+    transparency = "transparency" in im.info or (
+        im.mode in ("RGBA", "LA", "PA") and im.getchannel("A").getextrema()[0] < 255)
+    return AnimationInfo(width=int(im.size[0]), height=int(im.size[1]), frames=n, durations_ms=durations,
+                         loop=im.info.get("loop"), format=str(im.format), transparency=bool(transparency))
+
+
+def probe_animation(path: str | os.PathLike) -> AnimationInfo:
+    """Size, frame count, durations, looping and transparency of an animated GIF, WebP or PNG (InputError, one
+    line, when it cannot be read)."""
+    p = Path(path)
+    with _open_animation(p) as im:
+        try:
+            return _animation_info(im)
+        except (OSError, EOFError, ValueError) as exc:
+            raise InputError(f"cannot decode {io.display_path(p)}: {_reason(exc)}") from None
+
+
+def _bayer(n: int) -> np.ndarray:
+    """The (n, n) ordered-dither threshold matrix (n a power of 2), values (k + 0.5) / n^2 - 0.5 in (-0.5, 0.5)."""
+    m = np.zeros((1, 1))
+    while m.shape[0] < n:
+        m = np.block([[4 * m, 4 * m + 2], [4 * m + 3, 4 * m + 1]])
+    return (m + 0.5) / m.size - 0.5
+
+
+class _GifPalette:
+    """The 255-colour palettes of a GIF's frames (index 255: transparent), and ordered dithering.
+
+    A palette is kept from frame to frame until a frame's colours leave it (the mean distance of its pixels to their
+    nearest palette colour, in 0-255 units, exceeds that of the frame the palette was made for by ``max_error``: a
+    cut to another scene); a palette per frame would
+    make a still background shimmer, its pixels mapping to slightly different colours in every frame. The dither
+    is ordered (an 8 x 8 Bayer matrix of ``dither`` levels peak to peak, added before the nearest-colour mapping)
+    for the same reason: an error-diffusion dither (Floyd-Steinberg) carries every change of a moving face to the
+    pixels after it, so the background below a talking face would crawl; an ordered one depends on the pixel
+    alone, so what stays still in the frames stays identical in the GIF."""
+
+    def __init__(self, max_error: float = 6.0, dither: float = 12.0) -> None:
+        self.max_error = float(max_error)
+        self.dither = float(dither)
+        self.palette: Any = None
+        self.colors: np.ndarray | None = None
+        self.base_error = 0.0  # the palette's error on the frame it was made for
+        self.palettes = 0  # how many were made
+
+    def _error(self, rgb: np.ndarray) -> float:
+        assert self.colors is not None
+        h, w = rgb.shape[:2]
+        sample = rgb[:: max(1, h // 64), :: max(1, w // 64)].reshape(-1, 1, 3).astype(np.float32)
+        d2 = ((sample - self.colors[None]) ** 2).sum(-1).min(1)
+        return float(np.sqrt(d2).mean())
+
+    def frame(self, rgb: np.ndarray, alpha: np.ndarray | None) -> Any:
+        """(H, W, 3) uint8 RGB and (H, W) uint8 alpha or None -> the frame as a P-mode image."""
+        from PIL import Image
+
+        img = Image.fromarray(rgb, "RGB")
+        if self.palette is None or self._error(rgb) > self.base_error + self.max_error:
+            q = img.quantize(colors=255, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+            values = q.getpalette()[: 255 * 3]
+            self.palette = Image.new("P", (1, 1))
+            self.palette.putpalette(values + [0] * (768 - len(values)))
+            self.colors = np.asarray(values, np.float32).reshape(-1, 3)
+            self.base_error = self._error(rgb)
+            self.palettes += 1
+        h, w = rgb.shape[:2]
+        offset = np.tile(_bayer(8), (h // 8 + 1, w // 8 + 1))[:h, :w, None] * self.dither
+        dithered = np.clip(np.rint(rgb + offset), 0, 255).astype(np.uint8)
+        out = Image.fromarray(dithered, "RGB").quantize(palette=self.palette, dither=Image.Dither.NONE)
+        if alpha is not None and (alpha < 128).any():  # GIF transparency is one bit: under half is transparent
+            idx = np.asarray(out).copy()
+            idx[alpha < 128] = 255
+            out = Image.fromarray(idx, "P")
+            out.putpalette(self.palette.getpalette())
+        return out
+
+
+def restore_animation(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    restorer: Restorer,
+    *,
+    upscale: float = 1.0,
+    detector: Any = "auto",
+    stabilize: bool = True,
+    max_weight: float = 0.5,
+    motion_limit: float = 0.03,
+    only_center_face: bool = False,
+    min_score: float | None = None,
+    protect: Sequence[str | os.PathLike] = (),
+    on_frame: Callable[[int, int | None], None] | None = None,
+    frame_hook: Callable[[int, np.ndarray, list[Any]], None] | None = None,
+    batch_frames: int = 4,
+    webp_quality: int = 92,
+    **photo_options: Any,
+) -> VideoResult:
+    """Restore the faces of every frame of an animated GIF, WebP or PNG ``src`` into ``dst`` (the same format:
+    ``dst``'s extension must be the format's, .gif / .webp / .png).
+
+    The frames are restored as a clip, exactly as :func:`restore_video` restores a video's (tracked, smoothed and
+    blended faces, the quality gate per track; the same options), at the mean frame rate of the file. The output
+    keeps every frame's display time, the looping and the transparency (GIF: one bit, alpha under one half is
+    transparent). GIF frames are reduced to 255 colours with an ordered dither on a palette kept across frames
+    until the colours change (:class:`_GifPalette`: what stays still stays identical); WebP frames are encoded
+    lossy at ``webp_quality`` (0-100); APNG frames losslessly. Pillow's writers hold every output frame until the
+    file is written, so an animation whose restored frames would take more than :data:`ANIMATION_MAX_BYTES` is
+    refused with one line. Needs Pillow only (not the ``video`` extra). Written atomically; the input is only read."""
+    from PIL import Image
+
+    from facerestore.faces.paste import upscaled_shape
+
+    src, dst = Path(src), Path(dst)
+    io.check_output_file(dst, [src, *protect])
+    if int(batch_frames) != batch_frames or batch_frames < 1:
+        raise InputError(f"batch_frames must be a positive integer, got {batch_frames}")
+    if not 0 <= webp_quality <= 100:
+        raise InputError(f"webp_quality must be in [0, 100], got {webp_quality}")
+    t0 = time.perf_counter()
+    im = _open_animation(src)
+    tmp: Path | None = None
+    try:
+        fmt = io.ANIMATION_FORMATS.get(dst.suffix.lower())
+        if fmt != im.format:
+            want = next(e for e, f in io.ANIMATION_FORMATS.items() if f == im.format)
+            raise InputError(f"{io.display_path(src)} is an animated {im.format}: its output must end in {want}, "
+                             f"not {dst.suffix or 'nothing'}")
+        try:
+            info = _animation_info(im)
+        except (OSError, EOFError, ValueError) as exc:
+            raise InputError(f"cannot decode {io.display_path(src)}: {_reason(exc)}") from None
+        oh, ow = upscaled_shape(info.height, info.width, upscale)
+        io.check_pixels(ow, oh, what="the output frames")
+        per_pixel = 1 if fmt == "GIF" else (4 if info.transparency else 3)
+        need = info.frames * ow * oh * per_pixel
+        if need > ANIMATION_MAX_BYTES:
+            raise InputError(f"the restored animation ({info.frames} frames of {ow}x{oh}) would hold "
+                             f"{need / 1024**3:.1f} GB in memory until it is written (limit "
+                             f"{ANIMATION_MAX_BYTES / 1024**3:.0f} GB): use a smaller --upscale, or convert "
+                             f"{io.display_path(src)} to a video")
+        seq = SequenceRestorer(restorer, float(info.fps), upscale=upscale, detector=detector, stabilize=stabilize,
+                               max_weight=max_weight, motion_limit=motion_limit, only_center_face=only_center_face,
+                               min_score=min_score, **photo_options)
+        gif = _GifPalette() if fmt == "GIF" else None
+        frames_out: list[Any] = []
+        faces_per_frame: list[int] = []
+        refs_uses: list[Any] = []
+        pending: list[io.LoadedImage] = []
+
+        def flush() -> None:
+            for res in seq.restore_many(pending):
+                k = len(frames_out)
+                faces_per_frame.append(len(res.faces))
+                refs_uses.extend(f.refs for f in res.faces if f.refs is not None)
+                if frame_hook is not None:
+                    frame_hook(k, res.image, res.faces)
+                rgb = io.quantize(res.image, 8)
+                alpha = None if res.alpha is None else io.quantize(res.alpha, 8)
+                if gif is not None:
+                    frames_out.append(gif.frame(rgb, alpha))
+                elif alpha is not None:
+                    frames_out.append(Image.fromarray(np.dstack([rgb, alpha]), "RGBA"))
+                else:
+                    frames_out.append(Image.fromarray(rgb, "RGB"))
+                if on_frame is not None:
+                    on_frame(len(frames_out), info.frames)
+            pending.clear()
+
+        try:
+            for k in range(info.frames):
+                im.seek(k)
+                frame = np.asarray(im.convert("RGBA" if info.transparency else "RGB"), np.float32) / np.float32(255)
+                pending.append(io.LoadedImage(rgb=np.ascontiguousarray(frame[:, :, :3]),
+                                              alpha=frame[:, :, 3].copy() if info.transparency else None,
+                                              path=src))
+                if len(pending) >= batch_frames:
+                    flush()
+            flush()
+        except (OSError, EOFError, ValueError) as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(f"cannot decode {io.display_path(src)}: {_reason(exc)}") from None
+        save: dict[str, Any] = {"format": fmt, "save_all": True, "append_images": frames_out[1:],
+                                "duration": info.durations_ms}
+        if info.loop is not None:
+            save["loop"] = int(info.loop)
+        if fmt == "GIF" and info.transparency:
+            save.update(transparency=255, disposal=2)  # each frame replaces the last, transparent pixels included
+        elif fmt == "WEBP":
+            save.update(quality=int(webp_quality), method=4)
+        tmp = _temp_path(dst)
+        frames_out[0].save(tmp, **save)
+        io.check_output_file(dst, [src, *protect])
+        os.replace(tmp, dst)
+        tmp = None
+    except OSError as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise OutputError(f"cannot write {io.display_path(dst)}: {_reason(exc)}") from None
+    finally:
+        im.close()
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+    return VideoResult(path=dst, frames=len(frames_out), width=ow, height=oh, fps=info.fps,
+                       codec={"GIF": "gif", "WEBP": "webp", "PNG": "apng"}[fmt], audio_packets=0,
+                       faces_per_frame=faces_per_frame, tracks=seq.tracker._next_id,
+                       blend_weights=seq.blender.weights, seconds=time.perf_counter() - t0,
+                       gate_shares=None if seq.gate is None else seq.gate.shares,
+                       gate_decisions=0 if seq.gate is None else seq.gate.decisions,
+                       faces_with_refs=None if photo_options.get("refs") is None else sum(u.used for u in refs_uses),
+                       refs_closest_distance=min((u.distance for u in refs_uses if u.distance is not None),
+                                                 default=None),
+                       palettes=None if gif is None else gif.palettes)

@@ -8,7 +8,8 @@ Writes, under the output folder (the layout GFPGAN/CodeFormer users know):
 - ``cropped_faces/STEM_NN.png``: the aligned input faces; ``restored_faces/STEM_NN.png``: the restored
   faces; ``cmp/STEM_NN.png``: both side by side;
 - ``restored_videos/STEM.EXT`` and ``STEM.json`` for video inputs (.mp4 .mov .mkv .avi .webm, PyAV):
-  every frame restored with faces tracked and stabilised over time (``facerestore.video``), audio copied.
+  every frame restored with faces tracked and stabilised over time (``facerestore.video``), audio copied;
+  animated GIF, WebP and PNG inputs the same way, into the same format (frame times, looping, transparency kept).
 
 ``--ext auto`` keeps the input's format (jpg stays jpg, png png, anything else becomes png; images with
 alpha are always written as png). 16-bit and gray inputs are written back 16-bit / gray where the format
@@ -41,7 +42,7 @@ VIDEO_SUBFOLDER = "restored_videos"  # restored video inputs: STEM.EXT (same con
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-i", "--input", help="an image or video file, or a folder of images (and videos)")
+    p.add_argument("-i", "--input", help="an image, video or animated GIF/WebP/PNG file, or a folder of them")
     p.add_argument("-o", "--output", help="output folder (restored_imgs/, cropped_faces/, restored_faces/, cmp/)")
     p.add_argument("--method", default="ispl", help="restoration method (default ispl; see --list-methods)")
     p.add_argument("--upscale", type=float, default=None,
@@ -221,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
     files = list_inputs(src, on_skip=note_ignored)  # images, and the videos of a folder
     _check_output(src, files, out_dir)
     has_video = any(is_video_file(f) for f in files)
+    clips = {f for f in files if is_video_file(f) or io.is_animation(f)}  # restored frame by frame, as one shot
     if has_video:
         check_encoder_options(args.codec, args.crf)
     for line in idle_options(args, has_video):
@@ -256,12 +258,12 @@ def run(args: argparse.Namespace) -> int:
     protect = [str(f) for f in files]
     for sub in SUBFOLDERS:
         io.check_output_dir(out_dir / sub)
-    if any(is_video_file(f) for f in files):
+    if clips:
         io.check_output_dir(out_dir / VIDEO_SUBFOLDER)
     seq = None
     if args.sequence:
-        if src.is_file() or args.aligned or any(is_video_file(f) for f in files):
-            raise InputError("--sequence takes a folder of frames (images only, not --aligned)")
+        if src.is_file() or args.aligned or clips:
+            raise InputError("--sequence takes a folder of frames (still images only, not --aligned)")
         if not (np.isfinite(args.fps) and args.fps > 0):
             raise InputError(f"--fps must be a positive number, got {args.fps:g}")
         from facerestore.video import SequenceRestorer
@@ -277,7 +279,7 @@ def run(args: argparse.Namespace) -> int:
     def process(path: Path) -> int:
         from facerestore.faces.paste import upscaled_shape
 
-        if is_video_file(path):
+        if path in clips:
             return _restore_video(path, out_dir / VIDEO_SUBFOLDER / f"{stems[path]}{path.suffix.lower()}", args,
                                   restorer, detector if detector is not None else args.detector, background, refs,
                                   protect)
@@ -378,16 +380,17 @@ def _restore_options(args: argparse.Namespace, refs: Any, background: Any) -> di
 
 def _restore_video(path: Path, target: Path, args: argparse.Namespace, restorer: Any, detector: Any,
                    background: Any, refs: Any, protect: list[str]) -> int:
-    """One video input -> ``restored_videos/STEM.EXT`` and its JSON record; returns the faces restored."""
+    """One video or animated image -> ``restored_videos/STEM.EXT`` and its JSON record; returns the faces
+    restored."""
     from tqdm import tqdm
 
     from facerestore import io
     from facerestore.cli.guards import say
     from facerestore.errors import InputError
-    from facerestore.video import restore_video
+    from facerestore.video import is_video_file, restore_animation, restore_video
 
     if args.aligned:
-        raise InputError("--aligned applies to face crops, not to videos")
+        raise InputError("--aligned applies to still face crops, not to videos or animations")
     upscale = 2.0 if args.upscale is None else args.upscale
     bar = tqdm(desc=path.name, unit="frame", disable=args.quiet, file=sys.stderr, leave=False)
 
@@ -396,9 +399,13 @@ def _restore_video(path: Path, target: Path, args: argparse.Namespace, restorer:
         bar.update(1)
 
     try:
-        res = restore_video(path, target, restorer, upscale=upscale, detector=detector, crf=args.crf,
-                            codec=args.codec, protect=protect, on_frame=tick,
-                            **_restore_options(args, refs, background))
+        if is_video_file(path):
+            res = restore_video(path, target, restorer, upscale=upscale, detector=detector, crf=args.crf,
+                                codec=args.codec, protect=protect, on_frame=tick,
+                                **_restore_options(args, refs, background))
+        else:
+            res = restore_animation(path, target, restorer, upscale=upscale, detector=detector, protect=protect,
+                                    on_frame=tick, **_restore_options(args, refs, background))
     finally:
         bar.close()
     io.atomic_write_json(target.with_suffix(".json"), {"input": str(path), "method": args.method,

@@ -55,6 +55,7 @@ __all__ = [
     "Sessions",
     "VideoOutput",
     "Workspace",
+    "animation_preview",
     "bg_upsampler_choices",
     "browser_preview",
     "check_pixels",
@@ -64,6 +65,7 @@ __all__ = [
     "detector_names",
     "error_line",
     "esrgan_cached",
+    "is_clip",
     "is_video",
     "mask_choices",
     "method_choices",
@@ -172,6 +174,12 @@ def upload_name(path: str | os.PathLike) -> str:
 def is_video(name: str | os.PathLike) -> bool:
     """A video upload, by its extension (as ``facerestore restore`` tells them)."""
     return Path(name).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def is_clip(path: str | os.PathLike) -> bool:
+    """An upload restored frame by frame as one shot: a video (by its name's extension) or an animated GIF, WebP or
+    PNG (by its header)."""
+    return is_video(upload_name(path)) or io.is_animation(path)
 
 
 def check_upload(path: str | os.PathLike, limits: Limits, *, uploads_root: str | os.PathLike | None = None
@@ -668,9 +676,9 @@ def _run_job(images: Sequence[str | os.PathLike], opts: JobOptions, job_dir: Pat
         raise InputError("upload one or more photos or a video first")
     if len(images) > limits.max_files:
         raise InputError(f"{len(images)} files: this server restores at most {limits.max_files} per job")
-    n_videos = sum(1 for p in images if is_video(upload_name(p)))
+    n_videos = sum(1 for p in images if is_clip(p))
     if n_videos > limits.max_videos:
-        raise InputError(f"{n_videos} videos: this server restores at most {limits.max_videos} per job")
+        raise InputError(f"{n_videos} videos or animations: this server restores at most {limits.max_videos} per job")
     if len(refs) > limits.max_refs:
         raise InputError(f"{len(refs)} reference photos: this server takes at most {limits.max_refs}")
     opts.validate(max_steps)
@@ -707,7 +715,7 @@ def _run_job(images: Sequence[str | os.PathLike], opts: JobOptions, job_dir: Pat
         if on_progress is not None:
             on_progress(i, len(images), name)
         try:
-            if is_video(name):
+            if is_clip(path):
                 video = _run_video(path, name, _unique(safe_stem(name), taken), opts, job_dir, limits, restorer,
                                    detector, background, refs_t, uploads_root=uploads_root, on_frame=on_frame,
                                    cancelled=cancelled)
@@ -756,16 +764,17 @@ def _run_video(path: str | os.PathLike, name: str, stem: str, opts: JobOptions, 
                uploads_root: str | os.PathLike | None = None,
                on_frame: Callable[[str, int, int | None], None] | None = None,
                cancelled: Callable[[], bool] | None = None) -> VideoOutput:
-    """One video upload -> ``restored_videos/STEM.EXT`` and its record, as ``restore``'s ``_restore_video`` does
-    it (the same call and defaults: stabilisation on, the quality gate made temporal by ``restore_video``, the
-    page's gate box as ``--no-gate``), within the server's limits: bytes,
-    pixels of the input and output frames, frames (from the header before any work, and counted while running
-    for containers that do not say)."""
+    """One video or animated image upload -> ``restored_videos/STEM.EXT`` and its record, as ``restore``'s
+    ``_restore_video`` does it (the same call and defaults: stabilisation on, the quality gate made temporal by
+    ``restore_video`` / ``restore_animation``, the page's gate box as ``--no-gate``), within the server's limits:
+    bytes, pixels of the input and output frames, frames (from the header before any work, and counted while
+    running for containers that do not say)."""
     from facerestore.faces.paste import upscaled_shape
-    from facerestore.video import probe_video, restore_video
+    from facerestore.video import probe_animation, probe_video, restore_animation, restore_video
 
     src = check_upload(path, limits, uploads_root=uploads_root)
-    info = probe_video(src)
+    animation = not is_video(name)
+    info = probe_animation(src) if animation else probe_video(src)
     upscale = float(opts.upscale)
     check_pixels(info.width, info.height, limits.max_pixels, "a frame")
     oh, ow = upscaled_shape(info.height, info.width, upscale)
@@ -773,7 +782,8 @@ def _run_video(path: str | os.PathLike, name: str, stem: str, opts: JobOptions, 
     most = int(limits.max_video_frames)
 
     def too_long(n: int | str) -> InputError:
-        return InputError(f"the video has {n} frames, over this server's limit of {most} "
+        kind = "animation" if animation else "video"
+        return InputError(f"the {kind} has {n} frames, over this server's limit of {most} "
                           f"({most / float(info.fps):.1f} s at {float(info.fps):g} frames/s)")
 
     if info.frames is not None and info.frames > most:
@@ -789,16 +799,18 @@ def _run_video(path: str | os.PathLike, name: str, stem: str, opts: JobOptions, 
 
     (job_dir / VIDEO_FOLDER).mkdir(parents=True, exist_ok=True)
     target = job_dir / VIDEO_FOLDER / f"{stem}{Path(name).suffix.lower()}"
-    res = restore_video(src, target, restorer, upscale=upscale, detector=detector, on_frame=tick,
-                        fidelity=opts.fidelity, only_center_face=bool(opts.only_center_face),
-                        min_score=opts.min_score, refs=refs, color_match=True, mask=opts.mask,
-                        background=background, blend=float(opts.blend), gate=bool(opts.gate), force_refs=False)
+    restore = restore_animation if animation else restore_video
+    res = restore(src, target, restorer, upscale=upscale, detector=detector, on_frame=tick,
+                  fidelity=opts.fidelity, only_center_face=bool(opts.only_center_face),
+                  min_score=opts.min_score, refs=refs, color_match=True, mask=opts.mask,
+                  background=background, blend=float(opts.blend), gate=bool(opts.gate), force_refs=False)
     rec = {"input": name, "method": opts.method, "upscale": upscale, **res.to_json(),
            "output": f"{VIDEO_FOLDER}/{target.name}", "web": True}
     record = io.atomic_write_json(target.with_suffix(".json"), rec)
     preview = target
     if not _browser_playable(target.suffix, res.codec):
-        preview = browser_preview(target, job_dir / PREVIEW_FOLDER / f"{stem}.mp4") or target
+        make = animation_preview if animation else browser_preview
+        preview = make(target, job_dir / PREVIEW_FOLDER / f"{stem}.mp4") or target
     return VideoOutput(name=name, stem=stem, video=target, record=record, preview=preview, frames=res.frames,
                        faces=int(sum(res.faces_per_frame)), tracks=int(res.tracks), size=(res.width, res.height),
                        faces_with_refs=res.faces_with_refs)
@@ -855,6 +867,46 @@ def browser_preview(src: Path, target: Path, *, crf: int = 23) -> Path | None:
         os.replace(tmp, target)
         return target
     except (av.error.FFmpegError, OSError, ValueError):
+        tmp.unlink(missing_ok=True)
+        return None
+
+
+def animation_preview(src: Path, target: Path, *, crf: int = 23) -> Path | None:
+    """An H.264 MP4 of the animated GIF, WebP or PNG ``src`` for the page's player (frames read with Pillow, each
+    shown for its own duration), or None when PyAV is missing or cannot write it (the page then offers the file
+    to download)."""
+    from fractions import Fraction
+
+    from PIL import Image
+
+    try:
+        import av
+    except ImportError:
+        return None
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        with Image.open(src) as im, av.open(str(tmp), "w", format="mp4") as out:
+            w, h = im.size
+            vout = out.add_stream("libx264", rate=1000)
+            vout.width, vout.height, vout.pix_fmt = w + (w & 1), h + (h & 1), "yuv420p"
+            vout.time_base = Fraction(1, 1000)  # pts in milliseconds: every frame keeps its duration
+            vout.options = {"crf": str(int(crf)), "preset": "veryfast"}
+            t = 0
+            for k in range(int(getattr(im, "n_frames", 1))):
+                im.seek(k)
+                rgb = np.asarray(im.convert("RGB"))
+                if rgb.shape[:2] != (vout.height, vout.width):
+                    rgb = np.pad(rgb, ((0, vout.height - h), (0, vout.width - w), (0, 0)), mode="edge")
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv420p")
+                frame.pts, frame.time_base = t, Fraction(1, 1000)
+                t += int(im.info.get("duration") or 100)
+                for pkt in vout.encode(frame):
+                    out.mux(pkt)
+            for pkt in vout.encode(None):
+                out.mux(pkt)
+        os.replace(tmp, target)
+        return target
+    except (av.error.FFmpegError, OSError, ValueError, EOFError):
         tmp.unlink(missing_ok=True)
         return None
 
