@@ -195,6 +195,38 @@ def test_restore_video_keeps_frames_size_rate(tmp_path, clip):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
 
 
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_a_phone_video_stored_sideways_is_restored_upright(tmp_path, astronaut, rotation):
+    """Phones store a portrait video sideways with a display rotation: frames are turned upright before the faces
+    are detected, and written upright without a rotation, so the output shows as the input did. The reference
+    for "as displayed" is FFmpeg's display matrix, written here by PyAV's set_display_rotation."""
+    upright = [f[:, 16:112] for f in synthetic_frames(astronaut, n=6, step=(1, 0))]  # 128 tall x 96 wide
+    src = tmp_path / "phone.mp4"
+    with av.open(str(src), "w") as out:
+        vs = out.add_stream("libx264", rate=12)
+        vs.width, vs.height = (96, 128) if rotation == 180 else (128, 96)
+        vs.pix_fmt, vs.options = "yuv420p", {"crf": "10"}
+        vs.set_display_rotation(rotation)
+        for i, f in enumerate(upright):
+            stored = np.rot90(np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8), k=-rotation // 90)
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(stored), format="rgb24")
+            vf.pts = i
+            for p in vs.encode(vf):
+                out.mux(p)
+        for p in vs.encode(None):
+            out.mux(p)
+    info = video.probe_video(src)
+    assert (info.width, info.height, info.rotation) == (96, 128, rotation % 360)
+    got = list(video.iter_frames(src))
+    assert got[0].shape == (128, 96, 3) and np.abs(got[0] - upright[0]).mean() < 0.03  # codec loss only
+    res = video.restore_video(src, tmp_path / "out.mp4", _Identity(), upscale=1, detector="hog", mask="square")
+    assert sum(res.faces_per_frame) >= 5 and res.to_json()["input_rotation"] == rotation % 360
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        frames = list(c.decode(c.streams.video[0]))
+    assert video.frame_rotation(frames[0]) == 0 and frames[0].width == 96 and frames[0].height == 128
+    assert np.abs(frames[2].to_ndarray(format="rgb24") / 255.0 - upright[2]).mean() < 0.03
+
+
 def test_audio_is_copied(tmp_path, astronaut):
     src = write_clip(tmp_path / "talk.mkv", synthetic_frames(astronaut, n=8), audio=True)
     _, _, before = decode(src)

@@ -4,6 +4,7 @@ Plain functions at the pipeline layer (the CLI's ``restore -i clip.mp4`` calls :
 
 - :func:`probe_video` / :func:`iter_frames`: read a clip with PyAV (the optional ``video`` extra; its wheels
   bundle FFmpeg). Frames are decoded lazily, one at a time: memory holds a few frames, never the whole clip.
+  Frames are returned as displayed: a phone video's display rotation is applied (:func:`frame_rotation`).
 - :class:`OneEuroFilter` / :class:`FaceTracker`: temporal stability of the alignment. Faces are matched to the
   previous frame's tracks by box IoU (greedy, best first); each track's 5 landmarks go through a One-Euro
   filter (Casiez et al., CHI 2012: a low-pass whose cutoff rises with speed, so a still face is held steady
@@ -54,6 +55,7 @@ __all__ = [
     "VideoInfo",
     "VideoResult",
     "check_encoder_options",
+    "frame_rotation",
     "is_video_file",
     "iter_frames",
     "list_inputs",
@@ -108,7 +110,8 @@ def list_inputs(path: str | os.PathLike, *, on_skip: Callable[[Path, str], None]
 
 @dataclass
 class VideoInfo:
-    """What :func:`probe_video` found: size, frame rate, codec, frame count (None: unknown), audio."""
+    """What :func:`probe_video` found: size as displayed (phone videos are often stored sideways with a rotation
+    to apply: ``rotation``), frame rate, codec, frame count (None: unknown), audio."""
 
     width: int
     height: int
@@ -118,6 +121,28 @@ class VideoInfo:
     pix_fmt: str | None
     has_audio: bool
     bit_rate: int | None = None
+    rotation: int = 0  # degrees counterclockwise (0, 90, 180, 270) that turn the stored frames upright
+
+
+def frame_rotation(frame: Any) -> int:
+    """The quarter turn (0, 90, 180 or 270 degrees counterclockwise) that displays a decoded frame upright, from its
+    display matrix (what players apply: a phone held upright stores its frames sideways with a rotation of 90 or
+    270). Mirroring and angles other than quarter turns are not applied (they are rare; rounded to a quarter
+    turn)."""
+    angle = float(getattr(frame, "rotation", 0) or 0)  # PyAV: counterclockwise degrees in [-180, 180]
+    return round(angle / 90.0) % 4 * 90
+
+
+def _first_rotation(path: Path) -> int:
+    """:func:`frame_rotation` of the first frame of ``path`` (0 when none decodes: the reading itself says why)."""
+    av = _av()
+    try:
+        with av.open(str(path), "r") as c:
+            for frame in c.decode(c.streams.video[0]):
+                return frame_rotation(frame)
+    except (av.error.FFmpegError, OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def _open(path: Path) -> Any:
@@ -143,33 +168,42 @@ def _reason(exc: BaseException) -> str:
     return msg.splitlines()[0] if msg else type(exc).__name__
 
 
-def _info(container: Any) -> VideoInfo:
+def _info(container: Any, rotation: int = 0) -> VideoInfo:
     vs = container.streams.video[0]
     ctx = vs.codec_context
     rate = vs.average_rate or vs.guessed_rate or Fraction(25)
     if not ctx.width or not ctx.height:
         raise InputError("the video stream has no frame size")
-    return VideoInfo(width=int(ctx.width), height=int(ctx.height), fps=Fraction(rate), codec=str(ctx.name),
+    w, h = (int(ctx.height), int(ctx.width)) if rotation in (90, 270) else (int(ctx.width), int(ctx.height))
+    return VideoInfo(width=w, height=h, fps=Fraction(rate), codec=str(ctx.name),
                      frames=int(vs.frames) if vs.frames else None, pix_fmt=ctx.pix_fmt,
-                     has_audio=bool(container.streams.audio), bit_rate=int(ctx.bit_rate) if ctx.bit_rate else None)
+                     has_audio=bool(container.streams.audio), bit_rate=int(ctx.bit_rate) if ctx.bit_rate else None,
+                     rotation=rotation)
 
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
-    """Size, frame rate, codec and audio of a clip (InputError, one line, when it cannot be read)."""
+    """Size as displayed, rotation, frame rate, codec and audio of a clip (InputError, one line, when it cannot be
+    read). Decodes the first frame (the rotation is frame side data)."""
     p = Path(path)
     container = _open(p)
     try:
-        return _info(container)
+        return _info(container, _first_rotation(p))
     finally:
         container.close()
 
 
 def _rgb(frame: Any) -> np.ndarray:
-    return frame.to_ndarray(format="rgb24").astype(np.float32) / np.float32(255.0)
+    """A decoded frame as displayed (its rotation applied): (H, W, 3) float32 RGB in [0, 1]."""
+    arr = frame.to_ndarray(format="rgb24")
+    k = frame_rotation(frame) // 90
+    if k:
+        arr = np.rot90(arr, k)  # numpy's positive quarter turns are counterclockwise, as the display matrix's
+    return arr.astype(np.float32) / np.float32(255.0)
 
 
 def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
-    """The frames of a clip's first video stream, decoded one at a time: (H, W, 3) float32 RGB in [0, 1].
+    """The frames of a clip's first video stream, decoded one at a time: (H, W, 3) float32 RGB in [0, 1], upright
+    (the display rotation applied, as a player shows them).
 
     A generator: nothing is decoded before the first ``next``, and only the frame being returned is held.
     """
@@ -547,6 +581,7 @@ class VideoResult:
     faces_with_refs: int | None = None  # faces the reference photos guided (None: no references given)
     refs_closest_distance: float | None = None  # the smallest reference-check distance over the clip's faces
     palettes: int | None = None  # a GIF output: how many 255-colour palettes its frames use (restore_animation)
+    rotation: int = 0  # the input's display rotation (degrees counterclockwise), applied: the output is upright
 
     def to_json(self) -> dict[str, Any]:
         w = self.blend_weights
@@ -560,6 +595,7 @@ class VideoResult:
                 "refs_closest_distance": None if self.refs_closest_distance is None
                 else round(float(self.refs_closest_distance), 4),
                 **({} if self.palettes is None else {"gif_palettes": self.palettes}),
+                **({"input_rotation": self.rotation} if self.rotation else {}),
                 "seconds": round(self.seconds, 3),
                 "frames_per_second": round(self.frames / self.seconds, 3) if self.seconds > 0 else None}
 
@@ -707,7 +743,9 @@ def restore_video(
     color_match, face_size, background, refs, batch_size, ...; identity is off unless asked). With
     ``stabilize`` the landmarks are tracked and smoothed (:class:`FaceTracker`) and restored crops are blended
     over time (:class:`TemporalBlender`, ``max_weight`` / ``motion_limit``); without it every frame is restored
-    on its own, as the photo pipeline does. Encoding: the input's codec (libx264 when it has no encoder here)
+    on its own, as the photo pipeline does. Frames stored sideways with a display rotation (phone videos) are
+    turned upright before restoration (faces are detected upright) and written upright, without a rotation: the
+    output shows as the input did, in any player. Encoding: the input's codec (libx264 when it has no encoder here)
     or ``codec``, the input's average frame rate, ``crf`` for encoders that take one (x264 18 by default);
     audio streams are copied packet by packet. ``on_frame(done, total)`` is called after each frame;
     ``frame_hook(index, output_rgb, faces)`` sees each restored frame (benchmarks). The faces of ``batch_frames``
@@ -729,7 +767,7 @@ def restore_video(
     tmp: Path | None = None
     out = None
     try:
-        info = _info(inp)
+        info = _info(inp, _first_rotation(src))
         oh, ow = upscaled_shape(info.height, info.width, upscale)
         io.check_pixels(ow, oh, what="the output frames")
         enc = _encoder(codec, info, dst.suffix.lower())
@@ -842,10 +880,8 @@ def restore_video(
                        gate_decisions=0 if seq.gate is None else seq.gate.decisions,
                        faces_with_refs=None if photo_options.get("refs") is None else sum(u.used for u in refs_uses),
                        refs_closest_distance=min((u.distance for u in refs_uses if u.distance is not None),
-                                                 default=None))
-
-
-
+                                                 default=None),
+                       rotation=info.rotation)
 
 
 # --------------------------------------------------------------------------------------------------
