@@ -56,6 +56,27 @@ def test_gray_and_alpha_are_reported():
     np.testing.assert_allclose(img.rgb[..., 0], 200 / 255.0, atol=1e-7)  # not BGR-swapped
 
 
+def test_gray_with_alpha_comes_back_gray_with_alpha(tmp_path):
+    """A gray + alpha PNG (Pillow's LA) is read as gray with alpha and written back as LA; 16-bit gray + alpha,
+    which neither OpenCV nor Pillow writes as such, is written as RGBA of equal colours at 16 bits."""
+    rng = np.random.default_rng(3)
+    la = rng.integers(0, 256, (6, 7, 2), dtype=np.uint8)
+    img = decode_image(_png_bytes(la, "LA"))
+    assert img.is_gray and img.bit_depth == 8
+    np.testing.assert_allclose(img.rgb[..., 1], la[..., 0] / 255.0, atol=1e-7)
+    np.testing.assert_allclose(img.alpha, la[..., 1] / 255.0, atol=1e-7)
+    write_image(tmp_path / "la.png", img.rgb, alpha=img.alpha, gray=True)
+    assert Image.open(tmp_path / "la.png").mode == "LA"
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "la.png")), la)
+    g16 = rng.integers(0, 65536, (6, 7), dtype=np.uint16).astype(np.float32) / 65535
+    a16 = rng.integers(0, 65536, (6, 7), dtype=np.uint16).astype(np.float32) / 65535
+    write_image(tmp_path / "la16.png", np.dstack([g16] * 3), alpha=a16, gray=True, bit_depth=16)
+    back = read_image(tmp_path / "la16.png")
+    assert back.bit_depth == 16
+    np.testing.assert_allclose(back.rgb[..., 0], g16, atol=1e-5)
+    np.testing.assert_allclose(back.alpha, a16, atol=1e-5)
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_exif_orientation_matches_pil_exif_transpose(orientation):
     from PIL import ImageOps

@@ -213,6 +213,7 @@ class _Header:
     exif: bytes | None = None
     format: str | None = None  # Pillow's name of the format ("JPEG", "AVIF", "HEIF", ...)
     animated: bool = False  # several frames (GIF, WebP, APNG): the first is decoded
+    mode: str | None = None  # Pillow's mode ("LA": gray + alpha, which OpenCV decodes as BGRA)
 
 
 def _tiff_size(data: bytes) -> tuple[int, int] | None:
@@ -267,7 +268,7 @@ def _read_header(data: bytes, where: str) -> _Header:
             warnings.simplefilter("ignore")
             with Image.open(_io.BytesIO(data)) as im:
                 header = _Header(int(im.size[0]), int(im.size[1]), format=im.format,
-                                 animated=bool(getattr(im, "is_animated", False)))
+                                 animated=bool(getattr(im, "is_animated", False)), mode=im.mode)
                 try:
                     exif = im.getexif()
                     header.orientation = int(exif.get(_EXIF_ORIENTATION_TAG, 1) or 1)
@@ -343,6 +344,8 @@ def decode_image(data: bytes, path: Path | None = None) -> LoadedImage:
         raise InputError(f"cannot decode image ({str(exc).strip().splitlines()[-1]}){where}") from None
     if arr is None:
         raise InputError(f"cannot decode image (corrupt or unsupported format){where}")
+    if header.mode == "LA" and arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[:, :, [0, 3]]  # gray + alpha stays gray (OpenCV expands it to BGRA with equal colours)
     if arr.dtype == np.uint8:
         depth, scale = 8, 255.0
     elif arr.dtype == np.uint16:
@@ -501,6 +504,16 @@ def encode_image(
         arr[:, :, i] = quantize(c, bit_depth)
     if arr.shape[2] == 1:
         arr = arr[:, :, 0]
+    if arr.ndim == 3 and arr.shape[2] == 2:  # gray + alpha, which OpenCV's encoders do not take
+        if ext == ".png" and dtype == np.uint8:  # Pillow writes PNG's own gray-alpha type
+            import io as _io
+
+            from PIL import Image
+
+            out = _io.BytesIO()
+            Image.fromarray(np.ascontiguousarray(arr), "LA").save(out, format="PNG")
+            return out.getvalue()
+        arr = arr[:, :, [0, 0, 0, 1]]  # 16-bit (Pillow cannot write it) and the other formats: BGRA, equal colours
     params: list[int] = []
     if ext in (".jpg", ".jpeg"):
         params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
