@@ -125,6 +125,37 @@ def test_restore_folder(folder, tmp_path, capsys, astronaut):
     assert np.abs(got - ref).max() <= 5
 
 
+def test_recursive_mirrors_the_folder_tree(tmp_path, astronaut_path, capsys):
+    """-r reads sub-folders and mirrors them under every output folder (names may repeat across folders); without
+    -r a sub-folder is named as not read; an output folder inside a folder read recursively is refused."""
+    src = tmp_path / "album"
+    (src / "1970s" / "summer").mkdir(parents=True)
+    small = Image.open(astronaut_path).resize((192, 192))
+    small.save(src / "face.png")
+    small.save(src / "1970s" / "face.png")
+    small.save(src / "1970s" / "summer" / "beach.jpg", quality=95)
+    before = {p: sha(p) for p in src.rglob("*") if p.is_file()}
+    out = tmp_path / "out"
+    args = ["restore", "-i", str(src), "-o", str(out), "--method", "test-id", "--upscale", "1", "-q"]
+    assert main([*args, "-r"]) == 0, capsys.readouterr().err
+    got = sorted(p.relative_to(out / "restored_imgs").as_posix() for p in (out / "restored_imgs").rglob("*.*"))
+    assert got == ["1970s/face.json", "1970s/face.png", "1970s/summer/beach.jpg", "1970s/summer/beach.json",
+                   "face.json", "face.png"]
+    rec = json.loads((out / "restored_imgs" / "1970s" / "summer" / "beach.json").read_text())
+    assert rec["num_faces"] >= 1 and rec["faces"][0]["cropped_face"] == "cropped_faces/1970s/summer/beach_00.png"
+    for sub in ("cropped_faces", "restored_faces", "cmp"):
+        assert (out / sub / "1970s" / "summer" / "beach_00.png").is_file() and (out / sub / "face_00.png").is_file()
+    assert {p: sha(p) for p in src.rglob("*") if p.is_file()} == before
+    capsys.readouterr()
+    assert main([*args[:4], str(tmp_path / "flat"), *args[5:]]) == 0
+    assert "1970s: sub-folder (not read)" in capsys.readouterr().err.replace(str(src) + "/", "")
+    assert sorted(p.name for p in (tmp_path / "flat" / "restored_imgs").iterdir()) == ["face.json", "face.png"]
+    assert main(["restore", "-i", str(src), "-o", str(src / "restored"), "--method", "test-id", "-r", "-q"]) == 2
+    assert "choose -o outside it" in capsys.readouterr().err
+    assert main([*args, "-r", "--sequence"]) == 2
+    assert "drop -r/--recursive" in capsys.readouterr().err
+
+
 def test_upscale_alpha_gray_and_ext(tmp_path, astronaut):
     src = tmp_path / "src"
     src.mkdir()

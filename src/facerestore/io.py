@@ -170,7 +170,7 @@ def list_images(path: str | os.PathLike, recursive: bool = False, *,
                 on_skip: Callable[[Path, str], None] | None = None) -> list[Path]:
     """Image files at ``path`` (a file or a folder), sorted by name.
 
-    Folder entries that are not read (other formats such as .gif, broken links, FIFOs and devices,
+    Folder entries that are not read (other formats such as .txt or videos, broken links, FIFOs and devices,
     sub-folders without ``recursive``) are passed to ``on_skip(path, reason)`` when given; hidden files
     are ignored. Raises InputError when the path does not exist, is neither a regular file nor a folder,
     or is a folder without images.

@@ -84,9 +84,10 @@ def is_video_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
-def list_inputs(path: str | os.PathLike, *, on_skip: Callable[[Path, str], None] | None = None) -> list[Path]:
-    """:func:`facerestore.io.list_images` plus the video files of a folder (sorted by name); a file named
-    on the command line is returned as is (whatever its extension)."""
+def list_inputs(path: str | os.PathLike, *, recursive: bool = False,
+                on_skip: Callable[[Path, str], None] | None = None) -> list[Path]:
+    """:func:`facerestore.io.list_images` plus the video files of a folder (sorted by name; with ``recursive``,
+    of its sub-folders too); a file named on the command line is returned as is (whatever its extension)."""
     videos: list[Path] = []
 
     def skip(f: Path, why: str) -> None:
@@ -96,7 +97,7 @@ def list_inputs(path: str | os.PathLike, *, on_skip: Callable[[Path, str], None]
             on_skip(f, why)
 
     try:
-        files = io.list_images(path, on_skip=skip)
+        files = io.list_images(path, recursive=recursive, on_skip=skip)
     except InputError:
         if not videos:
             raise

@@ -44,6 +44,8 @@ VIDEO_SUBFOLDER = "restored_videos"  # restored video inputs: STEM.EXT (same con
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-i", "--input", help="an image, video or animated GIF/WebP/PNG file, or a folder of them")
     p.add_argument("-o", "--output", help="output folder (restored_imgs/, cropped_faces/, restored_faces/, cmp/)")
+    p.add_argument("-r", "--recursive", action="store_true",
+                   help="also read the input folder's sub-folders (their layout is mirrored under each output folder)")
     p.add_argument("--method", default="ispl", help="restoration method (default ispl; see --list-methods)")
     p.add_argument("--upscale", type=float, default=None,
                    help="scale of the output photo: round(upscale*H) x round(upscale*W) (default 2; with --aligned, "
@@ -138,13 +140,15 @@ def _print_methods() -> None:
         print(f"{'':<{width}}  weights: {weights} ({r.weights_licence}){trained}")
 
 
-def _output_stems(files: list[Path], root: Path) -> dict[Path, str]:
-    """Output stem per input, unique (a.jpg, a.png, a_png.jpg -> a_jpg, a_png, a_png_2) and short enough
-    for the longest output name (``STEM_NN.json``); renames are reported."""
+def _output_stems(files: list[Path], root: Path) -> dict[Path, Path]:
+    """Output stem per input, a path relative to each output folder (sub-folder / name: the input's own place
+    under ``root`` when it is a folder read with --recursive, else the name alone), unique per folder (a.jpg,
+    a.png, a_png.jpg -> a_jpg, a_png, a_png_2) and short enough for the longest output name (``STEM_NN.json``);
+    renames are reported."""
     from facerestore.cli.guards import unique_stems
 
-    stems = unique_stems(files, {f: Path(f.stem) for f in files}, reserve=len("_000.json"))
-    return {f: s.name for f, s in stems.items()}
+    rel = {f: (f.relative_to(root) if root.is_dir() else Path(f.name)) for f in files}
+    return unique_stems(files, {f: r.parent / Path(r.name).stem for f, r in rel.items()}, reserve=len("_000.json"))
 
 
 # options that act only in some modes: (modes where they do nothing, the note's reason, the options' dests)
@@ -170,7 +174,7 @@ def idle_options(args: argparse.Namespace, has_video: bool) -> list[str]:
     return lines
 
 
-def _check_output(src: Path, files: list[Path], out_dir: Path) -> None:
+def _check_output(src: Path, files: list[Path], out_dir: Path, recursive: bool = False) -> None:
     import os
 
     from facerestore.cli.guards import check_output_location
@@ -179,7 +183,7 @@ def _check_output(src: Path, files: list[Path], out_dir: Path) -> None:
 
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"output is not a folder: {display_path(out_dir)}")
-    check_output_location(out_dir, src, files, subfolders=(*SUBFOLDERS, VIDEO_SUBFOLDER))
+    check_output_location(out_dir, src, files, recursive=recursive, subfolders=(*SUBFOLDERS, VIDEO_SUBFOLDER))
     # fail before loading anything when the output cannot be created (nothing is created here)
     probe = out_dir.absolute()
     while not probe.exists() and probe.parent != probe:
@@ -219,8 +223,11 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.output)
     from facerestore.video import check_encoder_options, is_video_file, list_inputs
 
-    files = list_inputs(src, on_skip=note_ignored)  # images, and the videos of a folder
-    _check_output(src, files, out_dir)
+    if args.recursive and args.sequence:
+        raise InputError("--sequence reads one folder of frames: drop -r/--recursive")
+    # images, and the videos of a folder (and of its sub-folders with -r)
+    files = list_inputs(src, recursive=args.recursive, on_skip=note_ignored)
+    _check_output(src, files, out_dir, args.recursive)
     has_video = any(is_video_file(f) for f in files)
     clips = {f for f in files if is_video_file(f) or io.is_animation(f)}  # restored frame by frame, as one shot
     if has_video:
@@ -280,9 +287,9 @@ def run(args: argparse.Namespace) -> int:
         from facerestore.faces.paste import upscaled_shape
 
         if path in clips:
-            return _restore_video(path, out_dir / VIDEO_SUBFOLDER / f"{stems[path]}{path.suffix.lower()}", args,
-                                  restorer, detector if detector is not None else args.detector, background, refs,
-                                  protect)
+            target = out_dir / VIDEO_SUBFOLDER / f"{stems[path].as_posix()}{path.suffix.lower()}"
+            return _restore_video(path, target, args, restorer, detector if detector is not None else args.detector,
+                                  background, refs, protect)
         loaded = io.read_image(path)
         h, w = loaded.rgb.shape[:2]
         upscale = args.upscale if args.upscale is not None else default_upscale(args.aligned, w, restorer)
@@ -293,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
             detector=detector if detector is not None else args.detector, device=device, half=args.half,
             **_restore_options(args, refs, background),
         )
-        stem = stems[path]
+        stem = stems[path].as_posix()  # sub-folder/name with --recursive
         ext = io.output_extension(path, res.alpha is not None, args.ext)
         if res.alpha is not None and ext == ".jpg" and not warned_alpha:
             warned_alpha.append(True)
@@ -392,6 +399,7 @@ def _restore_video(path: Path, target: Path, args: argparse.Namespace, restorer:
     if args.aligned:
         raise InputError("--aligned applies to still face crops, not to videos or animations")
     upscale = 2.0 if args.upscale is None else args.upscale
+    target.parent.mkdir(parents=True, exist_ok=True)  # a sub-folder with --recursive
     bar = tqdm(desc=path.name, unit="frame", disable=args.quiet, file=sys.stderr, leave=False)
 
     def tick(done: int, total: int | None) -> None:
