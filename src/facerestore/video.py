@@ -718,6 +718,15 @@ class SequenceRestorer:
         return out
 
 
+def _clip_stats(seq: SequenceRestorer, refs_uses: Sequence[Any], refs_given: bool) -> dict[str, Any]:
+    """The :class:`VideoResult` fields a clip's :class:`SequenceRestorer` and its faces' reference uses give."""
+    return {"tracks": seq.tracker._next_id, "blend_weights": seq.blender.weights,
+            "gate_shares": None if seq.gate is None else seq.gate.shares,
+            "gate_decisions": 0 if seq.gate is None else seq.gate.decisions,
+            "faces_with_refs": sum(u.used for u in refs_uses) if refs_given else None,
+            "refs_closest_distance": min((u.distance for u in refs_uses if u.distance is not None), default=None)}
+
+
 def restore_video(
     src: str | os.PathLike,
     dst: str | os.PathLike,
@@ -875,14 +884,8 @@ def restore_video(
         if tmp is not None:
             tmp.unlink(missing_ok=True)
     return VideoResult(path=dst, frames=n_frames, width=ew, height=eh, fps=info.fps, codec=enc.name,
-                       audio_packets=n_audio, faces_per_frame=faces_per_frame, tracks=seq.tracker._next_id,
-                       blend_weights=seq.blender.weights, seconds=time.perf_counter() - t0,
-                       gate_shares=None if seq.gate is None else seq.gate.shares,
-                       gate_decisions=0 if seq.gate is None else seq.gate.decisions,
-                       faces_with_refs=None if photo_options.get("refs") is None else sum(u.used for u in refs_uses),
-                       refs_closest_distance=min((u.distance for u in refs_uses if u.distance is not None),
-                                                 default=None),
-                       rotation=info.rotation)
+                       audio_packets=n_audio, faces_per_frame=faces_per_frame, seconds=time.perf_counter() - t0,
+                       rotation=info.rotation, **_clip_stats(seq, refs_uses, photo_options.get("refs") is not None))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1146,11 +1149,6 @@ def restore_animation(
             tmp.unlink(missing_ok=True)
     return VideoResult(path=dst, frames=len(frames_out), width=ow, height=oh, fps=info.fps,
                        codec={"GIF": "gif", "WEBP": "webp", "PNG": "apng"}[fmt], audio_packets=0,
-                       faces_per_frame=faces_per_frame, tracks=seq.tracker._next_id,
-                       blend_weights=seq.blender.weights, seconds=time.perf_counter() - t0,
-                       gate_shares=None if seq.gate is None else seq.gate.shares,
-                       gate_decisions=0 if seq.gate is None else seq.gate.decisions,
-                       faces_with_refs=None if photo_options.get("refs") is None else sum(u.used for u in refs_uses),
-                       refs_closest_distance=min((u.distance for u in refs_uses if u.distance is not None),
-                                                 default=None),
-                       palettes=None if gif is None else gif.palettes)
+                       faces_per_frame=faces_per_frame, seconds=time.perf_counter() - t0,
+                       palettes=None if gif is None else gif.palettes,
+                       **_clip_stats(seq, refs_uses, photo_options.get("refs") is not None))
