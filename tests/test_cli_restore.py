@@ -387,6 +387,8 @@ def test_options_that_do_nothing_for_the_inputs_are_named(tmp_path, astronaut_pa
     assert lines(["--crf", "20", "--codec", "libx264"]) == ["--crf, --codec: for video inputs only, and there are "
                                                             "none"]
     assert lines(["--crf", "20"], has_video=True) == []
+    assert lines(["--deinterlace", "on"]) == ["--deinterlace: for video inputs only, and there are none"]
+    assert lines(["--deinterlace", "off"], has_video=True) == [] == lines(["--deinterlace", "auto"])
     assert lines(["--fps", "30"]) == ["--fps: only with --sequence"]
     assert lines(["--fps", "30", "--sequence"]) == []
     # through the command: the note, and the photo restored all the same

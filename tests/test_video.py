@@ -145,8 +145,8 @@ def count_decoded_frames(monkeypatch) -> dict[str, int]:
     def dec() -> None:
         alive["now"] -= 1
 
-    def counting(frame):
-        arr = real(frame)
+    def counting(frame, rotation=None):
+        arr = real(frame, rotation)
         weakref.finalize(arr, dec)
         alive["now"] += 1
         alive["peak"] = max(alive["peak"], alive["now"])
@@ -225,6 +225,59 @@ def test_a_phone_video_stored_sideways_is_restored_upright(tmp_path, astronaut, 
         frames = list(c.decode(c.streams.video[0]))
     assert video.frame_rotation(frames[0]) == 0 and frames[0].width == 96 and frames[0].height == 128
     assert np.abs(frames[2].to_ndarray(format="rgb24") / 255.0 - upright[2]).mean() < 0.03
+
+
+def _combing(img: np.ndarray) -> float:
+    """Mean second difference down the rows: the comb teeth of woven fields that moved (0 on a still frame)."""
+    g = img.astype(np.float32).mean(-1)
+    return float(np.abs(2 * g[1:-1] - g[:-2] - g[2:]).mean())
+
+
+def write_interlaced(path: Path, astronaut: np.ndarray, n: int = 8) -> Path:
+    """The example's face moving 6 px right per field, its two fields taken half a frame apart and woven (what a
+    camcorder records), coded as interlaced MPEG-2 (the decoder marks its frames interlaced)."""
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("mpeg2video", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 160, 128, "yuv420p"
+        vs.options = {"flags": "+ildct+ilme", "qscale": "2"}
+        for t in range(n):
+            woven = np.empty((128, 160, 3), np.float32)
+            for parity in (0, 1):
+                x0 = 100 + 12 * t + 6 * parity
+                crop = astronaut[40: 40 + 256: 2, x0: x0 + 320: 2]  # 128 x 160 at half resolution
+                woven[parity::2] = crop[parity::2]
+            vf = av.VideoFrame.from_ndarray(np.clip(woven * 255 + 0.5, 0, 255).astype(np.uint8), format="rgb24")
+            vf.pts = t
+            for p in vs.encode(vf):
+                out.mux(p)
+        for p in vs.encode(None):
+            out.mux(p)
+    return path
+
+
+def test_interlaced_video_is_deinterlaced(tmp_path, astronaut, clip):
+    src = write_interlaced(tmp_path / "tape.mpg", astronaut)
+    raw = list(video.iter_frames(src, deinterlace="off"))
+    auto = list(video.iter_frames(src))
+    assert len(raw) == len(auto) == 8 and auto[0].shape == raw[0].shape == (128, 160, 3)
+    assert np.mean([_combing(f) for f in auto]) < 0.3 * np.mean([_combing(f) for f in raw])
+    outs: dict[str, list[np.ndarray]] = {"auto": [], "off": []}
+    for mode, frames in outs.items():
+        res = video.restore_video(src, tmp_path / f"{mode}.mp4", _Identity(), upscale=1, detector="hog",
+                                  deinterlace=mode, frame_hook=lambda i, img, faces, frames=frames: frames.append(img))
+        assert res.frames == 8 and res.deinterlaced == (8 if mode == "auto" else 0)
+        assert ("deinterlaced_frames" in res.to_json()) == (mode == "auto")
+    assert np.mean([_combing(f) for f in outs["auto"]]) < 0.3 * np.mean([_combing(f) for f in outs["off"]])
+    # a progressive clip passes "auto" untouched; "on" filters every frame of it
+    assert all(np.array_equal(a, b) for a, b in zip(video.iter_frames(clip), video.iter_frames(clip, "off")))
+    dein = video.Deinterlacer(Fraction(1, 12), "on")
+    with av.open(str(clip)) as c:
+        got = [f for fr in c.decode(video=0) for f in dein(fr)] + dein.flush()
+    assert len(got) == 12 and dein.count == 12
+    from facerestore.errors import InputError
+
+    with pytest.raises(InputError, match="deinterlace must be one of auto, on, off"):
+        video.Deinterlacer(Fraction(1, 25), "yes")
 
 
 def test_audio_is_copied(tmp_path, astronaut):

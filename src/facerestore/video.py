@@ -47,8 +47,10 @@ from facerestore.faces.identity import detection_embedding
 from facerestore.methods import Restorer
 
 __all__ = [
+    "DEINTERLACE_MODES",
     "VIDEO_EXTENSIONS",
     "AnimationInfo",
+    "Deinterlacer",
     "FaceTracker",
     "OneEuroFilter",
     "TemporalBlender",
@@ -193,18 +195,81 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         container.close()
 
 
-def _rgb(frame: Any) -> np.ndarray:
-    """A decoded frame as displayed (its rotation applied): (H, W, 3) float32 RGB in [0, 1]."""
+DEINTERLACE_MODES = ("auto", "on", "off")
+
+
+class Deinterlacer:
+    """Interlaced frames (old tapes digitised as DV or MPEG-2, broadcast captures: two fields taken 1/50 or 1/60 s
+    apart, woven into one frame, so anything that moves is combed) made progressive by FFmpeg's ``bwdif`` filter
+    (Bob Weaver deinterlacing: each missing line interpolated from its own field and, where nothing moves, the
+    other), one output frame per input frame (``mode=send_frame``), field order from the stream.
+
+    ``mode``: "auto" deinterlaces the frames the decoder marks interlaced (from the first one on; progressive frames
+    pass through ``bwdif`` unchanged), "on" every frame (content that is combed but stored as progressive), "off"
+    none. ``frames = dein(frame)`` returns the frames ready so far (``bwdif`` looks one frame ahead), in order;
+    ``dein.flush()`` the rest at the end. ``count``: how many frames went through the filter."""
+
+    def __init__(self, time_base: Any, mode: str = "auto") -> None:
+        if mode not in DEINTERLACE_MODES:
+            raise InputError(f"deinterlace must be one of {', '.join(DEINTERLACE_MODES)}, got {mode!r}")
+        self.mode, self.time_base = mode, time_base
+        self.graph: Any = None
+        self.count = 0
+
+    def _build(self, frame: Any) -> None:
+        _av()  # one line when PyAV is missing
+        import av.filter  # the sub-module is not imported by ``import av``
+
+        g = av.filter.Graph()
+        src = g.add_buffer(width=frame.width, height=frame.height, format=frame.format.name,
+                           time_base=self.time_base)
+        deint = "all" if self.mode == "on" else "interlaced"
+        bw = g.add("bwdif", f"mode=send_frame:parity=auto:deint={deint}")
+        sink = g.add("buffersink")
+        src.link_to(bw)
+        bw.link_to(sink)
+        g.configure()
+        self.graph = g
+
+    def _drain(self) -> list[Any]:
+        av = _av()
+        out = []
+        while True:
+            try:
+                out.append(self.graph.vpull())
+            except (av.error.BlockingIOError, av.error.EOFError):
+                return out
+
+    def __call__(self, frame: Any) -> list[Any]:
+        if self.graph is None:
+            if self.mode == "off" or (self.mode == "auto" and not frame.interlaced_frame):
+                return [frame]
+            self._build(frame)
+        self.count += 1
+        self.graph.vpush(frame)
+        return self._drain()
+
+    def flush(self) -> list[Any]:
+        if self.graph is None:
+            return []
+        self.graph.vpush(None)
+        return self._drain()
+
+
+def _rgb(frame: Any, rotation: int | None = None) -> np.ndarray:
+    """A decoded frame as displayed, its rotation applied (``rotation`` degrees counterclockwise; None: the
+    frame's own, :func:`frame_rotation`): (H, W, 3) float32 RGB in [0, 1]."""
     arr = frame.to_ndarray(format="rgb24")
-    k = frame_rotation(frame) // 90
+    k = (frame_rotation(frame) if rotation is None else rotation) // 90
     if k:
         arr = np.rot90(arr, k)  # numpy's positive quarter turns are counterclockwise, as the display matrix's
     return arr.astype(np.float32) / np.float32(255.0)
 
 
-def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
+def iter_frames(path: str | os.PathLike, deinterlace: str = "auto") -> Iterator[np.ndarray]:
     """The frames of a clip's first video stream, decoded one at a time: (H, W, 3) float32 RGB in [0, 1], upright
-    (the display rotation applied, as a player shows them).
+    (the display rotation applied, as a player shows them) and deinterlaced as ``deinterlace`` says
+    (:class:`Deinterlacer`).
 
     A generator: nothing is decoded before the first ``next``, and only the frame being returned is held.
     """
@@ -214,9 +279,15 @@ def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        dein = Deinterlacer(stream.time_base, deinterlace)
+        rotation: int | None = None
         try:
             for frame in container.decode(stream):
-                yield _rgb(frame)
+                rotation = frame_rotation(frame) if rotation is None else rotation  # filters may drop side data
+                for f in dein(frame):
+                    yield _rgb(f, rotation)
+            for f in dein.flush():
+                yield _rgb(f, rotation)
         except av.error.FFmpegError as exc:
             raise InputError(f"cannot decode video {io.display_path(p)}: {_reason(exc)}") from None
     finally:
@@ -583,6 +654,7 @@ class VideoResult:
     refs_closest_distance: float | None = None  # the smallest reference-check distance over the clip's faces
     palettes: int | None = None  # a GIF output: how many 255-colour palettes its frames use (restore_animation)
     rotation: int = 0  # the input's display rotation (degrees counterclockwise), applied: the output is upright
+    deinterlaced: int = 0  # input frames that went through the deinterlacer (restore_video's ``deinterlace``)
 
     def to_json(self) -> dict[str, Any]:
         w = self.blend_weights
@@ -597,6 +669,7 @@ class VideoResult:
                 else round(float(self.refs_closest_distance), 4),
                 **({} if self.palettes is None else {"gif_palettes": self.palettes}),
                 **({"input_rotation": self.rotation} if self.rotation else {}),
+                **({"deinterlaced_frames": self.deinterlaced} if self.deinterlaced else {}),
                 "seconds": round(self.seconds, 3),
                 "frames_per_second": round(self.frames / self.seconds, 3) if self.seconds > 0 else None}
 
@@ -741,6 +814,7 @@ def restore_video(
     min_score: float | None = None,
     crf: int | None = None,
     codec: str | None = None,
+    deinterlace: str = "auto",
     protect: Sequence[str | os.PathLike] = (),
     on_frame: Callable[[int, int | None], None] | None = None,
     frame_hook: Callable[[int, np.ndarray, list[Any]], None] | None = None,
@@ -755,7 +829,9 @@ def restore_video(
     over time (:class:`TemporalBlender`, ``max_weight`` / ``motion_limit``); without it every frame is restored
     on its own, as the photo pipeline does. Frames stored sideways with a display rotation (phone videos) are
     turned upright before restoration (faces are detected upright) and written upright, without a rotation: the
-    output shows as the input did, in any player. Encoding: the input's codec (libx264 when it has no encoder here)
+    output shows as the input did, in any player. Interlaced frames (old tapes, broadcast captures) are made
+    progressive first, as ``deinterlace`` says (:class:`Deinterlacer`: "auto" the frames marked interlaced, "on"
+    all, "off" none), at the same frame rate. Encoding: the input's codec (libx264 when it has no encoder here)
     or ``codec``, the input's average frame rate, ``crf`` for encoders that take one (x264 18 by default);
     audio streams are copied packet by packet. ``on_frame(done, total)`` is called after each frame;
     ``frame_hook(index, output_rgb, faces)`` sees each restored frame (benchmarks). The faces of ``batch_frames``
@@ -829,6 +905,7 @@ def restore_video(
                 out.mux(pkt)
 
         pending: list[np.ndarray] = []  # decoded frames whose faces are restored in one batch
+        dein = Deinterlacer(vin.time_base, deinterlace)
 
         def flush() -> None:
             nonlocal n_frames
@@ -854,9 +931,11 @@ def restore_video(
                     n_audio += 1
                     continue
                 for frame in packet.decode():
-                    pending.append(_rgb(frame))
-                    if len(pending) >= batch_frames:
-                        flush()
+                    for f in dein(frame):
+                        pending.append(_rgb(f, info.rotation))
+                        if len(pending) >= batch_frames:
+                            flush()
+            pending.extend(_rgb(f, info.rotation) for f in dein.flush())
             flush()
         except av.error.FFmpegError as exc:
             raise InputError(f"cannot decode video {io.display_path(src)}: {_reason(exc)}") from None
@@ -885,7 +964,8 @@ def restore_video(
             tmp.unlink(missing_ok=True)
     return VideoResult(path=dst, frames=n_frames, width=ew, height=eh, fps=info.fps, codec=enc.name,
                        audio_packets=n_audio, faces_per_frame=faces_per_frame, seconds=time.perf_counter() - t0,
-                       rotation=info.rotation, **_clip_stats(seq, refs_uses, photo_options.get("refs") is not None))
+                       rotation=info.rotation, deinterlaced=dein.count,
+                       **_clip_stats(seq, refs_uses, photo_options.get("refs") is not None))
 
 
 # --------------------------------------------------------------------------------------------------

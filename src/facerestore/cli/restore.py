@@ -115,6 +115,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codec", default=None,
                    help="video inputs: encoder of the output (default: the input's codec; e.g. libx264, libx265, "
                    "libvpx-vp9, mpeg4); audio is always copied unchanged")
+    p.add_argument("--deinterlace", choices=("auto", "on", "off"), default="auto",
+                   help="video inputs: make interlaced frames (old tapes digitised as DV or MPEG-2, TV captures) "
+                   "progressive with FFmpeg's bwdif before restoring them, at the same frame rate; auto (default): the "
+                   "frames the video marks interlaced, on: every frame (combed video stored as progressive), off: none")
     p.add_argument("--sequence", action="store_true",
                    help="the input folder's images are the frames of one shot, in name order: restore them like a "
                    "video (faces tracked, landmarks smoothed, restorations blended over time, the quality gate "
@@ -155,7 +159,7 @@ def _output_stems(files: list[Path], root: Path) -> dict[Path, Path]:
 _IDLE_OPTIONS = (
     ("aligned", "no effect with --aligned (aligned crops are neither detected nor pasted back)",
      ("detector", "min_score", "only_center_face", "mask", "bg_upsampler")),
-    ("no_video", "for video inputs only, and there are none", ("crf", "codec")),
+    ("no_video", "for video inputs only, and there are none", ("crf", "codec", "deinterlace")),
     ("no_sequence", "only with --sequence", ("fps",)),
 )
 
@@ -409,7 +413,7 @@ def _restore_video(path: Path, target: Path, args: argparse.Namespace, restorer:
     try:
         if is_video_file(path):
             res = restore_video(path, target, restorer, upscale=upscale, detector=detector, crf=args.crf,
-                                codec=args.codec, protect=protect, on_frame=tick,
+                                codec=args.codec, deinterlace=args.deinterlace, protect=protect, on_frame=tick,
                                 **_restore_options(args, refs, background))
         else:
             res = restore_animation(path, target, restorer, upscale=upscale, detector=detector, protect=protect,
