@@ -227,6 +227,37 @@ def test_a_phone_video_stored_sideways_is_restored_upright(tmp_path, astronaut, 
     assert np.abs(frames[2].to_ndarray(format="rgb24") / 255.0 - upright[2]).mean() < 0.03
 
 
+def test_non_square_pixels_are_resampled_to_the_picture_shape(tmp_path, astronaut):
+    """DV and DVD video store a fixed number of pixels per line with a sample aspect ratio: frames are resampled to
+    square pixels (as players show them) before faces are detected, and the output has square pixels of the
+    picture's shape. Here the example's face is stored squeezed to half its width with a ratio of 2."""
+    import cv2
+
+    faces = list(synthetic_frames(astronaut, n=6, size=128))
+    src = tmp_path / "anamorphic.mkv"
+    with av.open(str(src), "w") as out:
+        vs = out.add_stream("libx264", rate=12)
+        vs.width, vs.height, vs.pix_fmt, vs.options = 64, 128, "yuv420p", {"crf": "10"}
+        vs.codec_context.sample_aspect_ratio = Fraction(2)
+        for i, f in enumerate(faces):
+            squeezed = cv2.resize(np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8), (64, 128),
+                                  interpolation=cv2.INTER_AREA)
+            vf = av.VideoFrame.from_ndarray(squeezed, format="rgb24")
+            vf.pts = i
+            for p in vs.encode(vf):
+                out.mux(p)
+        for p in vs.encode(None):
+            out.mux(p)
+    info = video.probe_video(src)
+    assert (info.width, info.height, info.sample_aspect, info.square_size) == (128, 128, 2, (128, 128))
+    got = next(iter(video.iter_frames(src)))
+    assert got.shape == (128, 128, 3) and np.abs(got - faces[0]).mean() < 0.05  # half the width's detail is gone
+    res = video.restore_video(src, tmp_path / "out.mp4", _Identity(), upscale=1, detector="hog", mask="square")
+    assert (res.width, res.height) == (128, 128) and sum(res.faces_per_frame) >= 5
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        assert c.streams.video[0].sample_aspect_ratio in (None, 0, 1)
+
+
 def _combing(img: np.ndarray) -> float:
     """Mean second difference down the rows: the comb teeth of woven fields that moved (0 on a still frame)."""
     g = img.astype(np.float32).mean(-1)

@@ -113,8 +113,10 @@ def list_inputs(path: str | os.PathLike, *, recursive: bool = False,
 
 @dataclass
 class VideoInfo:
-    """What :func:`probe_video` found: size as displayed (phone videos are often stored sideways with a rotation
-    to apply: ``rotation``), frame rate, codec, frame count (None: unknown), audio."""
+    """What :func:`probe_video` found: size as displayed, in square pixels (phone videos are often stored sideways
+    with a rotation to apply: ``rotation``; DV and DVD video store 720 pixels per line whatever the picture's
+    shape, with a sample aspect ratio to apply: ``sample_aspect``), frame rate, codec, frame count (None: unknown),
+    audio."""
 
     width: int
     height: int
@@ -125,6 +127,16 @@ class VideoInfo:
     has_audio: bool
     bit_rate: int | None = None
     rotation: int = 0  # degrees counterclockwise (0, 90, 180, 270) that turn the stored frames upright
+    sample_aspect: Fraction = Fraction(1)  # width of a stored pixel over its height (1: square pixels)
+
+    @property
+    def square_size(self) -> tuple[int, int] | None:
+        """(width, height) to which a stored (unrotated) frame is resampled for square pixels; None when they
+        already are."""
+        if self.sample_aspect == 1:
+            return None
+        w, h = (self.height, self.width) if self.rotation in (90, 270) else (self.width, self.height)
+        return w, h
 
 
 def frame_rotation(frame: Any) -> int:
@@ -171,17 +183,26 @@ def _reason(exc: BaseException) -> str:
     return msg.splitlines()[0] if msg else type(exc).__name__
 
 
+def _sample_aspect(stream: Any) -> Fraction:
+    """The stream's sample aspect ratio (pixel width over height), 1 when unset or implausible."""
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    sar = Fraction(sar) if sar else Fraction(1)
+    return sar if Fraction(1, 4) <= sar <= 4 else Fraction(1)
+
+
 def _info(container: Any, rotation: int = 0) -> VideoInfo:
     vs = container.streams.video[0]
     ctx = vs.codec_context
     rate = vs.average_rate or vs.guessed_rate or Fraction(25)
     if not ctx.width or not ctx.height:
         raise InputError("the video stream has no frame size")
-    w, h = (int(ctx.height), int(ctx.width)) if rotation in (90, 270) else (int(ctx.width), int(ctx.height))
+    sar = _sample_aspect(vs)
+    sw, sh = max(1, round(int(ctx.width) * sar)), int(ctx.height)  # square pixels: the width is resampled
+    w, h = (sh, sw) if rotation in (90, 270) else (sw, sh)
     return VideoInfo(width=w, height=h, fps=Fraction(rate), codec=str(ctx.name),
                      frames=int(vs.frames) if vs.frames else None, pix_fmt=ctx.pix_fmt,
                      has_audio=bool(container.streams.audio), bit_rate=int(ctx.bit_rate) if ctx.bit_rate else None,
-                     rotation=rotation)
+                     rotation=rotation, sample_aspect=sar)
 
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
@@ -256,10 +277,14 @@ class Deinterlacer:
         return self._drain()
 
 
-def _rgb(frame: Any, rotation: int | None = None) -> np.ndarray:
-    """A decoded frame as displayed, its rotation applied (``rotation`` degrees counterclockwise; None: the
-    frame's own, :func:`frame_rotation`): (H, W, 3) float32 RGB in [0, 1]."""
-    arr = frame.to_ndarray(format="rgb24")
+def _rgb(frame: Any, rotation: int | None = None, square: tuple[int, int] | None = None) -> np.ndarray:
+    """A decoded frame as displayed: resampled to ``square`` (width, height) when its pixels are not square
+    (:attr:`VideoInfo.square_size`; Lanczos), then turned by its rotation (``rotation`` degrees counterclockwise;
+    None: the frame's own, :func:`frame_rotation`): (H, W, 3) float32 RGB in [0, 1]."""
+    if square is not None and (frame.width, frame.height) != square:
+        arr = frame.reformat(width=square[0], height=square[1], format="rgb24", interpolation="LANCZOS").to_ndarray()
+    else:
+        arr = frame.to_ndarray(format="rgb24")
     k = (frame_rotation(frame) if rotation is None else rotation) // 90
     if k:
         arr = np.rot90(arr, k)  # numpy's positive quarter turns are counterclockwise, as the display matrix's
@@ -281,13 +306,17 @@ def iter_frames(path: str | os.PathLike, deinterlace: str = "auto") -> Iterator[
         stream.thread_type = "AUTO"
         dein = Deinterlacer(stream.time_base, deinterlace)
         rotation: int | None = None
+        sar = _sample_aspect(stream)
+        square = None
         try:
             for frame in container.decode(stream):
-                rotation = frame_rotation(frame) if rotation is None else rotation  # filters may drop side data
+                if rotation is None:  # from the first frame (filters may drop side data)
+                    rotation = frame_rotation(frame)
+                    square = None if sar == 1 else (max(1, round(frame.width * sar)), frame.height)
                 for f in dein(frame):
-                    yield _rgb(f, rotation)
+                    yield _rgb(f, rotation, square)
             for f in dein.flush():
-                yield _rgb(f, rotation)
+                yield _rgb(f, rotation, square)
         except av.error.FFmpegError as exc:
             raise InputError(f"cannot decode video {io.display_path(p)}: {_reason(exc)}") from None
     finally:
@@ -932,10 +961,10 @@ def restore_video(
                     continue
                 for frame in packet.decode():
                     for f in dein(frame):
-                        pending.append(_rgb(f, info.rotation))
+                        pending.append(_rgb(f, info.rotation, info.square_size))
                         if len(pending) >= batch_frames:
                             flush()
-            pending.extend(_rgb(f, info.rotation) for f in dein.flush())
+            pending.extend(_rgb(f, info.rotation, info.square_size) for f in dein.flush())
             flush()
         except av.error.FFmpegError as exc:
             raise InputError(f"cannot decode video {io.display_path(src)}: {_reason(exc)}") from None
