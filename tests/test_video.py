@@ -145,8 +145,8 @@ def count_decoded_frames(monkeypatch) -> dict[str, int]:
     def dec() -> None:
         alive["now"] -= 1
 
-    def counting(frame, rotation=None):
-        arr = real(frame, rotation)
+    def counting(frame, *args):
+        arr = real(frame, *args)
         weakref.finalize(arr, dec)
         alive["now"] += 1
         alive["peak"] = max(alive["peak"], alive["now"])

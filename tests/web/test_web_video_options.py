@@ -210,7 +210,8 @@ def test_video_is_restored_as_the_cli_restores_it(tmp_path, uploads, spy, monkey
                        on_frame=lambda name, done, total: seen.append((name, done, total)))
     assert res.errors == [] and res.photos == []
     cli_kw, web_kw = spy["video"]
-    skip = {"on_frame", "protect", "detector", "crf", "codec"}  # callbacks, the CLI's guard and encoder options
+    skip = {"on_frame", "protect", "detector", "crf", "codec", "deinterlace"}  # callbacks, the CLI's guard, encoder
+    assert cli_kw["deinterlace"] == "auto" and "deinterlace" not in web_kw  # and decoder options (their defaults)
     assert {k: v for k, v in web_kw.items() if k not in skip} == {k: v for k, v in cli_kw.items() if k not in skip}
     assert web_kw["detector"].threshold == cli_kw["detector"].threshold == -0.5
     assert "stabilize" not in web_kw  # restore_video's default, as the CLI's
