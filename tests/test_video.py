@@ -258,6 +258,39 @@ def test_non_square_pixels_are_resampled_to_the_picture_shape(tmp_path, astronau
         assert c.streams.video[0].sample_aspect_ratio in (None, 0, 1)
 
 
+def test_the_output_keeps_the_colour_description_of_the_input(tmp_path):
+    """An HD clip flagged BT.709 (as cameras and phones flag it) comes back flagged BT.709 and converted with that
+    matrix, so a player shows the same colours; before, the output was converted with swscale's BT.601 default and
+    left unflagged, which players read as BT.709 for HD: saturated reds and greens shifted."""
+    colours = [(220, 30, 30), (30, 200, 40), (40, 60, 220), (230, 200, 40)]
+    img = np.zeros((64, 256, 3), np.uint8)
+    for k, c in enumerate(colours):
+        img[:, 64 * k: 64 * (k + 1)] = c
+    src = tmp_path / "hd.mp4"
+    with av.open(str(src), "w") as out:
+        vs = out.add_stream("libx264", rate=12)
+        vs.width, vs.height, vs.pix_fmt, vs.options = 256, 64, "yuv420p", {"crf": "5"}
+        vs.codec_context.colorspace = vs.codec_context.color_primaries = vs.codec_context.color_trc = 1  # BT.709
+        for i in range(2):
+            vf = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p", dst_colorspace="ITU709")
+            vf.colorspace, vf.pts = 1, i
+            for p in vs.encode(vf):
+                out.mux(p)
+        for p in vs.encode(None):
+            out.mux(p)
+    info = video.probe_video(src)
+    assert (info.colorspace, info.color_primaries, info.color_trc) == (1, 1, 1)
+    video.restore_video(src, tmp_path / "out.mp4", _Identity(), upscale=1, detector="hog")
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        ctx = c.streams.video[0].codec_context
+        assert (ctx.colorspace, ctx.color_primaries, ctx.color_trc) == (1, 1, 1)
+        frame = next(c.decode(video=0))
+    # decoded with the BT.709 matrix, explicitly, as a player does for this flag
+    got = frame.reformat(format="rgb24", src_colorspace="ITU709").to_ndarray().astype(int)
+    for k, c in enumerate(colours):
+        assert np.abs(got[32, 64 * k + 32] - np.array(c)).max() <= 4, (c, got[32, 64 * k + 32])
+
+
 def _combing(img: np.ndarray) -> float:
     """Mean second difference down the rows: the comb teeth of woven fields that moved (0 on a still frame)."""
     g = img.astype(np.float32).mean(-1)

@@ -70,6 +70,8 @@ __all__ = [
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 # output container per extension (FFmpeg muxer names)
 _MUXERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi", ".webm": "webm"}
+# AVColorSpace -> the matrix name of PyAV's reformatter (the rest, unspecified included: swscale's default, BT.601)
+_MATRICES = {1: "ITU709", 4: "FCC", 5: "ITU601", 6: "SMPTE170M", 7: "SMPTE240M", 9: "BT2020", 10: "BT2020"}
 # encoders taking a constant rate factor (quality) option, with FFmpeg's default and the value we use
 _CRF_ENCODERS = {"libx264": 18, "libx265": 20, "libvpx-vp9": 30, "libvpx": 10, "libsvtav1": 30}
 
@@ -128,6 +130,11 @@ class VideoInfo:
     bit_rate: int | None = None
     rotation: int = 0  # degrees counterclockwise (0, 90, 180, 270) that turn the stored frames upright
     sample_aspect: Fraction = Fraction(1)  # width of a stored pixel over its height (1: square pixels)
+    # FFmpeg's colour description of the stream (AVColorSpace / AVColorPrimaries / AVColorTransferCharacteristic;
+    # 2: unspecified): the YUV matrix frames are decoded with, and what the output is encoded with and says
+    colorspace: int = 2
+    color_primaries: int = 2
+    color_trc: int = 2
 
     @property
     def square_size(self) -> tuple[int, int] | None:
@@ -202,7 +209,8 @@ def _info(container: Any, rotation: int = 0) -> VideoInfo:
     return VideoInfo(width=w, height=h, fps=Fraction(rate), codec=str(ctx.name),
                      frames=int(vs.frames) if vs.frames else None, pix_fmt=ctx.pix_fmt,
                      has_audio=bool(container.streams.audio), bit_rate=int(ctx.bit_rate) if ctx.bit_rate else None,
-                     rotation=rotation, sample_aspect=sar)
+                     rotation=rotation, sample_aspect=sar, colorspace=int(ctx.colorspace or 2),
+                     color_primaries=int(ctx.color_primaries or 2), color_trc=int(ctx.color_trc or 2))
 
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
@@ -907,6 +915,14 @@ def restore_video(
         elif info.bit_rate:
             vout.bit_rate = int(info.bit_rate * (ew * eh) / (info.width * info.height))
         vout.options = opts
+        # the input's colour description, and frames converted to YUV with its matrix: decoded with it, restored, and
+        # encoded with it, the output shows the input's colours (players assume BT.709 for unflagged HD video: an
+        # output converted with swscale's default BT.601 and left unflagged shifts reds and greens)
+        yuv = vout.pix_fmt.startswith(("yuv", "nv"))
+        if yuv:
+            ctx = vout.codec_context
+            ctx.colorspace, ctx.color_primaries, ctx.color_trc = info.colorspace, info.color_primaries, info.color_trc
+            ctx.color_range = 1  # limited ("MPEG") range: what the conversion below writes
         audio = {}
         for a in inp.streams.audio:
             try:
@@ -928,6 +944,10 @@ def restore_video(
             if (eh, ew) != img.shape[:2]:
                 img = np.pad(img, ((0, eh - img.shape[0]), (0, ew - img.shape[1]), (0, 0)), mode="edge")
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            if yuv:
+                frame = frame.reformat(format=vout.pix_fmt, dst_colorspace=_MATRICES.get(info.colorspace, "DEFAULT"),
+                                       dst_color_range="MPEG")
+                frame.colorspace, frame.color_range = info.colorspace, 1
             frame.pts = n_frames
             frame.time_base = 1 / info.fps
             for pkt in vout.encode(frame):
