@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import itertools
+import json
 import os
 import weakref
 import zipfile
@@ -289,6 +290,82 @@ def test_the_output_keeps_the_colour_description_of_the_input(tmp_path):
     got = frame.reformat(format="rgb24", src_colorspace="ITU709").to_ndarray().astype(int)
     for k, c in enumerate(colours):
         assert np.abs(got[32, 64 * k + 32] - np.array(c)).max() <= 4, (c, got[32, 64 * k + 32])
+
+
+def write_legacy(path: Path, astronaut: np.ndarray, vcodec: str, acodec: str, size: tuple[int, int], rate,
+                 pix_fmt: str = "yuv420p", audio_rate: int = 48000) -> Path:
+    """A short clip of the example in an old container (the muxer is chosen from the extension), with audio."""
+    import cv2
+
+    n = 4
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream(vcodec, rate=rate)
+        vs.width, vs.height, vs.pix_fmt = size[0], size[1], pix_fmt
+        aus = out.add_stream(acodec, rate=audio_rate)
+        aus.layout, aus.bit_rate = "stereo", 128000
+        for i, f in enumerate(synthetic_frames(astronaut, n=n, size=128)):
+            img = cv2.resize(np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8), size, interpolation=cv2.INTER_AREA)
+            vf = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=pix_fmt)
+            vf.pts = i
+            for p in vs.encode(vf):
+                out.mux(p)
+        for p in vs.encode(None):
+            out.mux(p)
+        fmt = aus.codec_context.codec.audio_formats[0].name
+        total = int(audio_rate * n / float(rate))
+        step = aus.codec_context.frame_size or 1024
+        for k in range(0, total, step):
+            t = np.arange(k, min(total, k + step)) / audio_rate
+            tone = 0.3 * np.sin(2 * np.pi * 440 * t)
+            data = np.stack([tone, tone]).astype(np.float32)
+            if fmt in ("s16", "s16p"):
+                data = (data * 32767).astype(np.int16)
+            if not fmt.endswith("p"):
+                data = np.ascontiguousarray(data.T).reshape(1, -1)
+            af = av.AudioFrame.from_ndarray(data, format=fmt, layout="stereo")
+            af.sample_rate, af.pts = audio_rate, k
+            for p in aus.encode(af):
+                out.mux(p)
+        for p in aus.encode(None):
+            out.mux(p)
+    return path
+
+
+@pytest.mark.parametrize(("name", "vcodec", "acodec", "size", "rate", "pix_fmt"), [
+    ("wedding.mpg", "mpeg2video", "mp2", (128, 128), 25, "yuv420p"),
+    ("party.wmv", "wmv2", "wmav2", (128, 128), 25, "yuv420p"),
+    ("camcorder.dv", "dvvideo", "pcm_s16le", (720, 480), Fraction(30000, 1001), "yuv411p"),
+])
+def test_old_containers_are_restored_into_matroska_with_their_audio(tmp_path, astronaut, name, vcodec, acodec, size,
+                                                                     rate, pix_fmt):
+    """DVD/TV MPEG-2, Windows Media and raw DV files: their own muxers take only their old codecs, so the restored
+    video is H.264 in Matroska, with the audio packets copied unchanged, or re-encoded as AAC when Matroska cannot
+    hold the codec (Windows Media audio); the CLI names the output .mkv."""
+    from facerestore.cli import main
+
+    (tmp_path / "in").mkdir()
+    src = write_legacy(tmp_path / "in" / name, astronaut, vcodec, acodec, size, rate, pix_fmt)
+    assert video.is_video_file(src) and video.video_output_extension(src) == ".mkv"
+    out = tmp_path / "out"
+    assert main(["restore", "-i", str(src.parent), "-o", str(out), "--method", "test-vid-id", "--upscale", "1",
+                 "--detector", "hog", "-q"]) == 0
+    dst = out / "restored_videos" / (Path(name).stem + ".mkv")
+    record = json.loads((out / "restored_videos" / (Path(name).stem + ".json")).read_text())
+    assert record["codec"] == "libx264"
+    with av.open(str(src)) as a, av.open(str(dst)) as b:
+        assert b.streams.video[0].codec_context.name == "h264"
+        if acodec == "wmav2":  # no Matroska tag for it: decoded and re-encoded, the same length of sound
+            assert b.streams.audio[0].codec_context.name == "aac" and record["audio_reencoded"] == ["aac"]
+            sa = sum(f.samples for f in a.decode(audio=0))
+            sb = sum(f.samples for f in b.decode(audio=0))
+            assert abs(sb - sa) <= 2048, (sa, sb)
+        else:
+            assert b.streams.audio[0].codec_context.name == acodec and "audio_reencoded" not in record
+            pa = [bytes(p) for p in a.demux(a.streams.audio[0]) if p.size]
+            pb = [bytes(p) for p in b.demux(b.streams.audio[0]) if p.size]
+            assert pa == pb and len(pa) > 0
+    frames, _, _ = decode(dst)
+    assert len(frames) == 4
 
 
 def _combing(img: np.ndarray) -> float:

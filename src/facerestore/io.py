@@ -38,6 +38,11 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  
 PHONE_EXTENSIONS = (".avif", ".heic", ".heif")
 PILLOW_EXTENSIONS = (*PHONE_EXTENSIONS, ".gif")
 INPUT_EXTENSIONS = IMAGE_EXTENSIONS + PILLOW_EXTENSIONS
+# video containers restored frame by frame (facerestore.video, PyAV): those written back in their own container,
+# then older ones (MPEG program/transport streams of DVDs, TV and AVCHD camcorders, raw DV, 3GP phones, Windows
+# Media, Flash, Ogg) whose restored video is written to Matroska, which takes any of their audio by copy
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".vob", ".ts", ".mts",
+                    ".m2ts", ".dv", ".3gp", ".3g2", ".wmv", ".asf", ".flv", ".ogv")
 # image formats that may hold several frames (extension -> Pillow's format name): an animated file is restored as a
 # clip into the same format (facerestore.video.restore_animation); read as a photo, its first frame is
 ANIMATION_FORMATS = {".gif": "GIF", ".webp": "WEBP", ".png": "PNG"}

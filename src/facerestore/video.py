@@ -65,10 +65,11 @@ __all__ = [
     "probe_video",
     "restore_animation",
     "restore_video",
+    "video_output_extension",
 ]
 
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm")
-# output container per extension (FFmpeg muxer names)
+VIDEO_EXTENSIONS = io.VIDEO_EXTENSIONS
+# output container per extension (FFmpeg muxer names): an input in one of these is written back in it
 _MUXERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi", ".webm": "webm"}
 # AVColorSpace -> the matrix name of PyAV's reformatter (the rest, unspecified included: swscale's default, BT.601)
 _MATRICES = {1: "ITU709", 4: "FCC", 5: "ITU601", 6: "SMPTE170M", 7: "SMPTE240M", 9: "BT2020", 10: "BT2020"}
@@ -86,6 +87,16 @@ def _av() -> Any:
 
 def is_video_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def video_output_extension(path: str | os.PathLike) -> str:
+    """The extension (so the container) of a restored video: the input's for MP4, MOV, Matroska, AVI and WebM
+    (.m4v is MP4: .mp4); .mkv for the older containers (MPEG-PS/TS, DV, 3GP, WMV/ASF, FLV, Ogg), whose own
+    muxers take only their own old codecs, while Matroska takes H.264 and any of their audio by copy."""
+    ext = Path(path).suffix.lower()
+    if ext == ".m4v":
+        return ".mp4"
+    return ext if ext in _MUXERS else ".mkv"
 
 
 def list_inputs(path: str | os.PathLike, *, recursive: bool = False,
@@ -564,9 +575,11 @@ class TemporalBlender(Restorer):
 # writing
 
 
-def _encoder(codec: str | None, info: VideoInfo, ext: str) -> Any:
+def _encoder(codec: str | None, info: VideoInfo, ext: str, keep_codec: bool = True) -> Any:
+    """The encoder: ``codec`` when given, else the input's (``keep_codec``: a video written back in its own
+    container), else the container's usual one (H.264; VP9 for WebM)."""
     av = _av()
-    name = codec or info.codec
+    name = codec or (info.codec if keep_codec else "libx264")
     try:
         return av.codec.Codec(name, "w")
     except (av.error.FFmpegError, ValueError) as exc:
@@ -590,6 +603,54 @@ def check_encoder_options(codec: str | None, crf: int | None) -> None:
             raise InputError(f"--codec {codec} is not a video encoder")
         if crf is not None and enc.name not in _CRF_ENCODERS:
             raise InputError(f"--crf applies to {', '.join(_CRF_ENCODERS)}; --codec {codec} is {enc.name}")
+
+
+# audio encoders for a stream the output container cannot take by copy (e.g. Windows Media audio into Matroska),
+# in order of preference; containers not named: AAC
+_AUDIO_FALLBACK = {".webm": ("libopus", "libvorbis"), ".avi": ("libmp3lame", "ac3")}
+
+
+class _AudioOut:
+    """One input audio stream in the output: its packets copied unchanged when the container takes the codec
+    (the usual case), else decoded and re-encoded (AAC; Opus or Vorbis in WebM; MP3 or AC-3 in AVI)."""
+
+    def __init__(self, out: Any, stream: Any, ext: str) -> None:
+        av = _av()
+        self.copy = True
+        try:
+            self.dst = out.add_stream_from_template(stream)
+            return
+        except (av.error.FFmpegError, ValueError):
+            self.copy = False
+        name = next((c for c in _AUDIO_FALLBACK.get(ext, ("aac",)) if c in av.codecs_available), "aac")
+        ctx = stream.codec_context
+        # by channel count (a layout may be named "2 channels", without an order, which encoders refuse); more
+        # than two are mixed down to stereo, which every fallback encoder takes
+        layout = "mono" if ctx.layout.nb_channels == 1 else "stereo"
+        self.dst = out.add_stream(name, rate=ctx.sample_rate or 48000, layout=layout)
+        self.dst.bit_rate = 192000
+
+    def mux(self, out: Any, packet: Any) -> int:
+        """Write one input packet (copied or re-encoded); returns the packets written."""
+        if self.copy:
+            packet.stream = self.dst
+            out.mux(packet)
+            return 1
+        n = 0
+        for frame in packet.decode():
+            for p in self.dst.encode(frame):
+                out.mux(p)
+                n += 1
+        return n
+
+    def flush(self, out: Any) -> int:
+        if self.copy:
+            return 0
+        n = 0
+        for p in self.dst.encode(None):
+            out.mux(p)
+            n += 1
+        return n
 
 
 def _temp_path(target: Path) -> Path:
@@ -692,6 +753,7 @@ class VideoResult:
     palettes: int | None = None  # a GIF output: how many 255-colour palettes its frames use (restore_animation)
     rotation: int = 0  # the input's display rotation (degrees counterclockwise), applied: the output is upright
     deinterlaced: int = 0  # input frames that went through the deinterlacer (restore_video's ``deinterlace``)
+    audio_reencoded: list[str] = field(default_factory=list)  # encoders of audio streams the container could not copy
 
     def to_json(self) -> dict[str, Any]:
         w = self.blend_weights
@@ -707,6 +769,7 @@ class VideoResult:
                 **({} if self.palettes is None else {"gif_palettes": self.palettes}),
                 **({"input_rotation": self.rotation} if self.rotation else {}),
                 **({"deinterlaced_frames": self.deinterlaced} if self.deinterlaced else {}),
+                **({"audio_reencoded": self.audio_reencoded} if self.audio_reencoded else {}),
                 "seconds": round(self.seconds, 3),
                 "frames_per_second": round(self.frames / self.seconds, 3) if self.seconds > 0 else None}
 
@@ -870,7 +933,8 @@ def restore_video(
     progressive first, as ``deinterlace`` says (:class:`Deinterlacer`: "auto" the frames marked interlaced, "on"
     all, "off" none), at the same frame rate. Encoding: the input's codec (libx264 when it has no encoder here)
     or ``codec``, the input's average frame rate, ``crf`` for encoders that take one (x264 18 by default);
-    audio streams are copied packet by packet. ``on_frame(done, total)`` is called after each frame;
+    audio streams are copied packet by packet (re-encoded, as AAC in most containers, only when the output
+    container cannot hold their codec: ``audio_reencoded``). ``on_frame(done, total)`` is called after each frame;
     ``frame_hook(index, output_rgb, faces)`` sees each restored frame (benchmarks). The faces of ``batch_frames``
     consecutive frames are restored in one batch (:meth:`SequenceRestorer.restore_many`; memory holds that many
     decoded frames). Written atomically.
@@ -893,7 +957,8 @@ def restore_video(
         info = _info(inp, _first_rotation(src))
         oh, ow = upscaled_shape(info.height, info.width, upscale)
         io.check_pixels(ow, oh, what="the output frames")
-        enc = _encoder(codec, info, dst.suffix.lower())
+        # an old container's video (MPEG-2, DV, WMV...) is re-encoded as H.264 into Matroska, not in its old codec
+        enc = _encoder(codec, info, dst.suffix.lower(), keep_codec=src.suffix.lower() in _MUXERS)
         if crf is not None and enc.name not in _CRF_ENCODERS:
             raise InputError(f"--crf applies to {', '.join(_CRF_ENCODERS)}; the encoder is {enc.name}")
         even = enc.name in ("libx264", "libx265", "mpeg4", "libsvtav1")  # 4:2:0 encoders need even sizes
@@ -926,9 +991,9 @@ def restore_video(
         audio = {}
         for a in inp.streams.audio:
             try:
-                audio[a.index] = out.add_stream_from_template(a)
+                audio[a.index] = _AudioOut(out, a, dst.suffix.lower())
             except (av.error.FFmpegError, ValueError) as exc:
-                raise InputError(f"cannot copy the audio of {io.display_path(src)} into "
+                raise InputError(f"cannot write the audio of {io.display_path(src)} into "
                                  f"{dst.suffix}: {_reason(exc)}") from None
 
         seq = SequenceRestorer(restorer, float(info.fps), upscale=upscale, detector=detector, stabilize=stabilize,
@@ -973,11 +1038,10 @@ def restore_video(
         try:
             for packet in inp.demux(streams):
                 if packet.stream.type == "audio":
-                    if packet.dts is None:
+                    track = audio[packet.stream.index]
+                    if packet.dts is None and track.copy:  # a flush packet: nothing to copy
                         continue
-                    packet.stream = audio[packet.stream.index]
-                    out.mux(packet)
-                    n_audio += 1
+                    n_audio += track.mux(out, packet)
                     continue
                 for frame in packet.decode():
                     for f in dein(frame):
@@ -992,6 +1056,8 @@ def restore_video(
             raise InputError(f"no frames could be decoded from {io.display_path(src)}")
         for pkt in vout.encode(None):
             out.mux(pkt)
+        for track in audio.values():
+            n_audio += track.flush(out)
         out.close()
         out = None
         inp.close()
@@ -1014,6 +1080,7 @@ def restore_video(
     return VideoResult(path=dst, frames=n_frames, width=ew, height=eh, fps=info.fps, codec=enc.name,
                        audio_packets=n_audio, faces_per_frame=faces_per_frame, seconds=time.perf_counter() - t0,
                        rotation=info.rotation, deinterlaced=dein.count,
+                       audio_reencoded=[t.dst.codec_context.name for t in audio.values() if not t.copy],
                        **_clip_stats(seq, refs_uses, photo_options.get("refs") is not None))
 
 

@@ -7,7 +7,8 @@ Writes, under the output folder (the layout GFPGAN/CodeFormer users know):
   and restored face, timings, method, fidelity, version;
 - ``cropped_faces/STEM_NN.png``: the aligned input faces; ``restored_faces/STEM_NN.png``: the restored
   faces; ``cmp/STEM_NN.png``: both side by side;
-- ``restored_videos/STEM.EXT`` and ``STEM.json`` for video inputs (.mp4 .mov .mkv .avi .webm, PyAV):
+- ``restored_videos/STEM.EXT`` and ``STEM.json`` for video inputs (.mp4 .mov .mkv .avi .webm in their own container;
+  .mpg .vob .ts .mts .m2ts .dv .3gp .wmv .asf .flv .ogv into .mkv; PyAV):
   every frame restored with faces tracked and stabilised over time (``facerestore.video``), audio copied;
   animated GIF, WebP and PNG inputs the same way, into the same format (frame times, looping, transparency kept).
 
@@ -110,7 +111,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "esrgan-thick, never downloaded here: `facerestore models download esrgan-thick`; on CPU "
                         "about 1-2 ms per input pixel, so minutes per megapixel)")
     p.add_argument("--crf", type=int, default=None,
-                   help="video inputs (.mp4 .mov .mkv .avi .webm): quality of the re-encoded video stream, lower is "
+                   help="video inputs: quality of the re-encoded video stream, lower is "
                    "better (x264 default 18, x265 20, VP9 30)")
     p.add_argument("--codec", default=None,
                    help="video inputs: encoder of the output (default: the input's codec; e.g. libx264, libx265, "
@@ -225,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--blend must be in [0, 1], got {args.blend:g}")
     src = Path(args.input)
     out_dir = Path(args.output)
-    from facerestore.video import check_encoder_options, is_video_file, list_inputs
+    from facerestore.video import check_encoder_options, is_video_file, list_inputs, video_output_extension
 
     if args.recursive and args.sequence:
         raise InputError("--sequence reads one folder of frames: drop -r/--recursive")
@@ -291,7 +292,8 @@ def run(args: argparse.Namespace) -> int:
         from facerestore.faces.paste import upscaled_shape
 
         if path in clips:
-            target = out_dir / VIDEO_SUBFOLDER / f"{stems[path].as_posix()}{path.suffix.lower()}"
+            ext = video_output_extension(path) if is_video_file(path) else path.suffix.lower()
+            target = out_dir / VIDEO_SUBFOLDER / f"{stems[path].as_posix()}{ext}"
             return _restore_video(path, target, args, restorer, detector if detector is not None else args.detector,
                                   background, refs, protect)
         loaded = io.read_image(path)

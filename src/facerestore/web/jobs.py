@@ -92,8 +92,7 @@ DEFAULT_MAX_VIDEO_FRAMES = 900  # 30 s at 30 frames/s; a CPU restores a few fram
 MASK_CHOICES = ("mesh", "landmarks", "square")
 BG_UPSAMPLERS = ("lanczos", "esrgan")
 EXT_CHOICES = ("auto", "png", "jpg")
-# facerestore.video.VIDEO_EXTENSIONS (not imported: PyAV and torch stay unloaded until a video comes)
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm")
+VIDEO_EXTENSIONS = io.VIDEO_EXTENSIONS  # facerestore.video's (io: PyAV and torch stay unloaded until a video comes)
 ZIP_NAME = "results.zip"
 
 
@@ -770,7 +769,7 @@ def _run_video(path: str | os.PathLike, name: str, stem: str, opts: JobOptions, 
     bytes, pixels of the input and output frames, frames (from the header before any work, and counted while
     running for containers that do not say)."""
     from facerestore.faces.paste import upscaled_shape
-    from facerestore.video import probe_animation, probe_video, restore_animation, restore_video
+    from facerestore.video import probe_animation, probe_video, restore_animation, restore_video, video_output_extension
 
     src = check_upload(path, limits, uploads_root=uploads_root)
     animation = not is_video(name)
@@ -798,7 +797,8 @@ def _run_video(path: str | os.PathLike, name: str, stem: str, opts: JobOptions, 
             on_frame(name, done, total)
 
     (job_dir / VIDEO_FOLDER).mkdir(parents=True, exist_ok=True)
-    target = job_dir / VIDEO_FOLDER / f"{stem}{Path(name).suffix.lower()}"
+    ext = Path(name).suffix.lower() if animation else video_output_extension(name)
+    target = job_dir / VIDEO_FOLDER / f"{stem}{ext}"
     restore = restore_animation if animation else restore_video
     res = restore(src, target, restorer, upscale=upscale, detector=detector, on_frame=tick,
                   fidelity=opts.fidelity, only_center_face=bool(opts.only_center_face),
