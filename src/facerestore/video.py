@@ -296,18 +296,25 @@ class Deinterlacer:
         return self._drain()
 
 
+def _deep(pix_fmt: str) -> bool:
+    """More than 8 bits per component (10-bit camera and HDR video): converted through 16-bit RGB, not 8-bit."""
+    return _av().VideoFormat(pix_fmt).components[0].bits > 8
+
+
 def _rgb(frame: Any, rotation: int | None = None, square: tuple[int, int] | None = None) -> np.ndarray:
     """A decoded frame as displayed: resampled to ``square`` (width, height) when its pixels are not square
     (:attr:`VideoInfo.square_size`; Lanczos), then turned by its rotation (``rotation`` degrees counterclockwise;
-    None: the frame's own, :func:`frame_rotation`): (H, W, 3) float32 RGB in [0, 1]."""
+    None: the frame's own, :func:`frame_rotation`): (H, W, 3) float32 RGB in [0, 1], at the frame's precision
+    (through 16-bit RGB for frames of more than 8 bits)."""
+    fmt, scale = ("rgb48le", 65535.0) if _deep(frame.format.name) else ("rgb24", 255.0)
     if square is not None and (frame.width, frame.height) != square:
-        arr = frame.reformat(width=square[0], height=square[1], format="rgb24", interpolation="LANCZOS").to_ndarray()
+        arr = frame.reformat(width=square[0], height=square[1], format=fmt, interpolation="LANCZOS").to_ndarray()
     else:
-        arr = frame.to_ndarray(format="rgb24")
+        arr = frame.to_ndarray(format=fmt)
     k = (frame_rotation(frame) if rotation is None else rotation) // 90
     if k:
         arr = np.rot90(arr, k)  # numpy's positive quarter turns are counterclockwise, as the display matrix's
-    return arr.astype(np.float32) / np.float32(255.0)
+    return arr.astype(np.float32) / np.float32(scale)
 
 
 def iter_frames(path: str | os.PathLike, deinterlace: str = "auto") -> Iterator[np.ndarray]:
@@ -1004,11 +1011,13 @@ def restore_video(
         faces_per_frame: list[int] = []
         refs_uses: list[Any] = []  # each face's RefsUse (with references)
 
+        deep = _deep(vout.pix_fmt)  # a 10-bit output is fed 16-bit RGB: the input's precision is kept
+
         def encode(rgb: np.ndarray) -> None:
-            img = io.quantize(rgb, 8)
+            img = io.quantize(rgb, 16 if deep else 8)
             if (eh, ew) != img.shape[:2]:
                 img = np.pad(img, ((0, eh - img.shape[0]), (0, ew - img.shape[1]), (0, 0)), mode="edge")
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb48le" if deep else "rgb24")
             if yuv:
                 frame = frame.reformat(format=vout.pix_fmt, dst_colorspace=_MATRICES.get(info.colorspace, "DEFAULT"),
                                        dst_color_range="MPEG")
