@@ -122,6 +122,10 @@ def write_images(d: Path) -> dict[str, str]:
     _, enc = cv2.imencode(".tif", g)
     put("float_inf.tiff", enc.tobytes(), "fail")
     put("huge_header.png", huge_header_png(), "fail")
+    buf = io.BytesIO()
+    Image.fromarray(rgb()).save(buf, format="GIF")
+    put("still.gif", buf.getvalue(), "ok")  # a one-frame GIF is a photo (several frames: a clip, for restore)
+    put("truncated.gif", buf.getvalue()[:40], "fail")
     put(LONG_STEM + ".png", good, "ok")
     put(NON_UTF8_NAME, good, "ok")
     return expect
@@ -140,10 +144,8 @@ def write_unreadable_entries(d: Path) -> dict[str, str]:
     """Folder entries that are not images and must be reported as ignored: {name: reason fragment}."""
     d.mkdir(parents=True, exist_ok=True)
     out = {}
-    buf = io.BytesIO()
-    Image.fromarray(rgb()).save(buf, format="GIF")
-    (d / "anim.gif").write_bytes(buf.getvalue())
-    out["anim.gif"] = "unsupported format .gif"
+    (d / "scan.jxl").write_bytes(b"\xff\x0a JPEG XL is not read")
+    out["scan.jxl"] = "unsupported format .jxl"
     (d / "sub").mkdir()
     (d / "sub" / "inside.png").write_bytes(png_bytes(Image.fromarray(rgb())))
     out["sub"] = "sub-folder"
