@@ -104,6 +104,18 @@ def write_clip(path: Path, frames, fps: int = 12, audio: bool = False, codec: st
     return path
 
 
+def encode_video(out, vs, frames) -> None:
+    """Encode ``frames`` (uint8 RGB arrays, or ready VideoFrames) into the stream ``vs`` of the open container
+    ``out``, numbered from 0, then flush the encoder."""
+    for i, f in enumerate(frames):
+        vf = f if isinstance(f, av.VideoFrame) else av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+        vf.pts = i
+        for p in vs.encode(vf):
+            out.mux(p)
+    for p in vs.encode(None):
+        out.mux(p)
+
+
 @pytest.fixture()
 def clip(tmp_path, astronaut) -> Path:
     d = tmp_path / "in"
@@ -208,14 +220,8 @@ def test_a_phone_video_stored_sideways_is_restored_upright(tmp_path, astronaut, 
         vs.width, vs.height = (96, 128) if rotation == 180 else (128, 96)
         vs.pix_fmt, vs.options = "yuv420p", {"crf": "10"}
         vs.set_display_rotation(rotation)
-        for i, f in enumerate(upright):
-            stored = np.rot90(np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8), k=-rotation // 90)
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(stored), format="rgb24")
-            vf.pts = i
-            for p in vs.encode(vf):
-                out.mux(p)
-        for p in vs.encode(None):
-            out.mux(p)
+        encode_video(out, vs, (np.rot90(np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8), k=-rotation // 90)
+                               for f in upright))
     info = video.probe_video(src)
     assert (info.width, info.height, info.rotation) == (96, 128, rotation % 360)
     got = list(video.iter_frames(src))
@@ -240,15 +246,8 @@ def test_non_square_pixels_are_resampled_to_the_picture_shape(tmp_path, astronau
         vs = out.add_stream("libx264", rate=12)
         vs.width, vs.height, vs.pix_fmt, vs.options = 64, 128, "yuv420p", {"crf": "10"}
         vs.codec_context.sample_aspect_ratio = Fraction(2)
-        for i, f in enumerate(faces):
-            squeezed = cv2.resize(np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8), (64, 128),
-                                  interpolation=cv2.INTER_AREA)
-            vf = av.VideoFrame.from_ndarray(squeezed, format="rgb24")
-            vf.pts = i
-            for p in vs.encode(vf):
-                out.mux(p)
-        for p in vs.encode(None):
-            out.mux(p)
+        encode_video(out, vs, (cv2.resize(np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8), (64, 128),
+                                          interpolation=cv2.INTER_AREA) for f in faces))
     info = video.probe_video(src)
     assert (info.width, info.height, info.sample_aspect, info.square_size) == (128, 128, 2, (128, 128))
     got = next(iter(video.iter_frames(src)))
@@ -272,13 +271,9 @@ def test_the_output_keeps_the_colour_description_of_the_input(tmp_path):
         vs = out.add_stream("libx264", rate=12)
         vs.width, vs.height, vs.pix_fmt, vs.options = 256, 64, "yuv420p", {"crf": "5"}
         vs.codec_context.colorspace = vs.codec_context.color_primaries = vs.codec_context.color_trc = 1  # BT.709
-        for i in range(2):
-            vf = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p", dst_colorspace="ITU709")
-            vf.colorspace, vf.pts = 1, i
-            for p in vs.encode(vf):
-                out.mux(p)
-        for p in vs.encode(None):
-            out.mux(p)
+        vf = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p", dst_colorspace="ITU709")
+        vf.colorspace = 1
+        encode_video(out, vs, [vf, vf])
     info = video.probe_video(src)
     assert (info.colorspace, info.color_primaries, info.color_trc) == (1, 1, 1)
     video.restore_video(src, tmp_path / "out.mp4", _Identity(), upscale=1, detector="hog")
@@ -303,14 +298,9 @@ def write_legacy(path: Path, astronaut: np.ndarray, vcodec: str, acodec: str, si
         vs.width, vs.height, vs.pix_fmt = size[0], size[1], pix_fmt
         aus = out.add_stream(acodec, rate=audio_rate)
         aus.layout, aus.bit_rate = "stereo", 128000
-        for i, f in enumerate(synthetic_frames(astronaut, n=n, size=128)):
-            img = cv2.resize(np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8), size, interpolation=cv2.INTER_AREA)
-            vf = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=pix_fmt)
-            vf.pts = i
-            for p in vs.encode(vf):
-                out.mux(p)
-        for p in vs.encode(None):
-            out.mux(p)
+        encode_video(out, vs, (av.VideoFrame.from_ndarray(cv2.resize(
+            np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8), size, interpolation=cv2.INTER_AREA), format="rgb24"
+        ).reformat(format=pix_fmt) for f in synthetic_frames(astronaut, n=n, size=128)))
         fmt = aus.codec_context.codec.audio_formats[0].name
         total = int(audio_rate * n / float(rate))
         step = aus.codec_context.frame_size or 1024
@@ -376,13 +366,8 @@ def test_ten_bit_video_keeps_its_precision(tmp_path):
     with av.open(str(src), "w") as out:
         vs = out.add_stream("libx264", rate=12)
         vs.width, vs.height, vs.pix_fmt, vs.options = 256, 64, "yuv420p10le", {"crf": "0"}
-        for i in range(2):
-            vf = av.VideoFrame.from_ndarray((ramp * 65535 + 0.5).astype(np.uint16), format="rgb48le")
-            vf.pts = i
-            for p in vs.encode(vf):
-                out.mux(p)
-        for p in vs.encode(None):
-            out.mux(p)
+        encode_video(out, vs, [av.VideoFrame.from_ndarray((ramp * 65535 + 0.5).astype(np.uint16), format="rgb48le")
+                               for _ in range(2)])
     first = next(iter(video.iter_frames(src)))
     assert len(np.unique(first[32, :, 1])) > 60  # 8 bits would give 26 levels over this ramp
     video.restore_video(src, tmp_path / "out.mkv", _Identity(), upscale=1, detector="hog", crf=0)
@@ -406,18 +391,15 @@ def write_interlaced(path: Path, astronaut: np.ndarray, n: int = 8) -> Path:
         vs = out.add_stream("mpeg2video", rate=25)
         vs.width, vs.height, vs.pix_fmt = 160, 128, "yuv420p"
         vs.options = {"flags": "+ildct+ilme", "qscale": "2"}
+        frames = []
         for t in range(n):
             woven = np.empty((128, 160, 3), np.float32)
             for parity in (0, 1):
                 x0 = 100 + 12 * t + 6 * parity
                 crop = astronaut[40: 40 + 256: 2, x0: x0 + 320: 2]  # 128 x 160 at half resolution
                 woven[parity::2] = crop[parity::2]
-            vf = av.VideoFrame.from_ndarray(np.clip(woven * 255 + 0.5, 0, 255).astype(np.uint8), format="rgb24")
-            vf.pts = t
-            for p in vs.encode(vf):
-                out.mux(p)
-        for p in vs.encode(None):
-            out.mux(p)
+            frames.append(np.clip(woven * 255 + 0.5, 0, 255).astype(np.uint8))
+        encode_video(out, vs, frames)
     return path
 
 
