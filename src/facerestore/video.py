@@ -898,13 +898,40 @@ class SequenceRestorer:
         return out
 
 
-def _clip_stats(seq: SequenceRestorer, refs_uses: Sequence[Any], refs_given: bool) -> dict[str, Any]:
-    """The :class:`VideoResult` fields a clip's :class:`SequenceRestorer` and its faces' reference uses give."""
-    return {"tracks": seq.tracker._next_id, "blend_weights": seq.blender.weights,
-            "gate_shares": None if seq.gate is None else seq.gate.shares,
-            "gate_decisions": 0 if seq.gate is None else seq.gate.decisions,
-            "faces_with_refs": sum(u.used for u in refs_uses) if refs_given else None,
-            "refs_closest_distance": min((u.distance for u in refs_uses if u.distance is not None), default=None)}
+class _ClipRun:
+    """What restore_video and restore_animation do alike for each restored frame: restore a batch of frames with
+    the clip's :class:`SequenceRestorer`, count the faces and the references' uses, call the caller's
+    ``frame_hook(index, image, faces)`` and ``on_frame(done, total)``; then the :class:`VideoResult` fields these
+    give (:meth:`stats`)."""
+
+    def __init__(self, seq: SequenceRestorer, total: int | None, frame_hook: Callable[..., None] | None,
+                 on_frame: Callable[[int, int | None], None] | None) -> None:
+        self.seq, self.total, self.frame_hook, self.on_frame = seq, total, frame_hook, on_frame
+        self.frames = 0  # restored so far: the index of the frame being written while a result is handed out
+        self.faces_per_frame: list[int] = []
+        self.refs_uses: list[Any] = []  # each face's RefsUse (with references)
+
+    def restored(self, pending: list[Any]) -> Iterator[Any]:
+        """The PhotoResults of ``pending`` frames, in order (``pending`` is emptied at the end)."""
+        for res in self.seq.restore_many(pending):
+            self.faces_per_frame.append(len(res.faces))
+            self.refs_uses.extend(f.refs for f in res.faces if f.refs is not None)
+            if self.frame_hook is not None:
+                self.frame_hook(self.frames, res.image, res.faces)
+            yield res
+            self.frames += 1
+            if self.on_frame is not None:
+                self.on_frame(self.frames, self.total)
+        pending.clear()
+
+    def stats(self, refs_given: bool) -> dict[str, Any]:
+        seq, uses = self.seq, self.refs_uses
+        return {"faces_per_frame": self.faces_per_frame, "tracks": seq.tracker._next_id,
+                "blend_weights": seq.blender.weights,
+                "gate_shares": None if seq.gate is None else seq.gate.shares,
+                "gate_decisions": 0 if seq.gate is None else seq.gate.decisions,
+                "faces_with_refs": sum(u.used for u in uses) if refs_given else None,
+                "refs_closest_distance": min((u.distance for u in uses if u.distance is not None), default=None)}
 
 
 def restore_video(
@@ -1006,10 +1033,8 @@ def restore_video(
         seq = SequenceRestorer(restorer, float(info.fps), upscale=upscale, detector=detector, stabilize=stabilize,
                                max_weight=max_weight, motion_limit=motion_limit, only_center_face=only_center_face,
                                min_score=min_score, **photo_options)
-        n_frames = 0
+        run = _ClipRun(seq, info.frames, frame_hook, on_frame)
         n_audio = 0
-        faces_per_frame: list[int] = []
-        refs_uses: list[Any] = []  # each face's RefsUse (with references)
 
         deep = _deep(vout.pix_fmt)  # a 10-bit output is fed 16-bit RGB: the input's precision is kept
 
@@ -1022,7 +1047,7 @@ def restore_video(
                 frame = frame.reformat(format=vout.pix_fmt, dst_colorspace=_MATRICES.get(info.colorspace, "DEFAULT"),
                                        dst_color_range="MPEG")
                 frame.colorspace, frame.color_range = info.colorspace, 1
-            frame.pts = n_frames
+            frame.pts = run.frames
             frame.time_base = 1 / info.fps
             for pkt in vout.encode(frame):
                 out.mux(pkt)
@@ -1031,17 +1056,8 @@ def restore_video(
         dein = Deinterlacer(vin.time_base, deinterlace)
 
         def flush() -> None:
-            nonlocal n_frames
-            for res in seq.restore_many(pending):
-                faces_per_frame.append(len(res.faces))
-                refs_uses.extend(f.refs for f in res.faces if f.refs is not None)
-                if frame_hook is not None:
-                    frame_hook(n_frames, res.image, res.faces)
+            for res in run.restored(pending):
                 encode(res.image)
-                n_frames += 1
-                if on_frame is not None:
-                    on_frame(n_frames, info.frames)
-            pending.clear()
 
         streams = [vin, *(inp.streams.audio[k] for k in range(len(inp.streams.audio)))]
         try:
@@ -1061,7 +1077,7 @@ def restore_video(
             flush()
         except av.error.FFmpegError as exc:
             raise InputError(f"cannot decode video {io.display_path(src)}: {_reason(exc)}") from None
-        if n_frames == 0:
+        if run.frames == 0:
             raise InputError(f"no frames could be decoded from {io.display_path(src)}")
         for pkt in vout.encode(None):
             out.mux(pkt)
@@ -1086,11 +1102,11 @@ def restore_video(
         inp.close()
         if tmp is not None:
             tmp.unlink(missing_ok=True)
-    return VideoResult(path=dst, frames=n_frames, width=ew, height=eh, fps=info.fps, codec=enc.name,
-                       audio_packets=n_audio, faces_per_frame=faces_per_frame, seconds=time.perf_counter() - t0,
+    return VideoResult(path=dst, frames=run.frames, width=ew, height=eh, fps=info.fps, codec=enc.name,
+                       audio_packets=n_audio, seconds=time.perf_counter() - t0,
                        rotation=info.rotation, deinterlaced=dein.count,
                        audio_reencoded=[t.dst.codec_context.name for t in audio.values() if not t.copy],
-                       **_clip_stats(seq, refs_uses, photo_options.get("refs") is not None))
+                       **run.stats(photo_options.get("refs") is not None))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1294,17 +1310,11 @@ def restore_animation(
                                min_score=min_score, **photo_options)
         gif = _GifPalette() if fmt == "GIF" else None
         frames_out: list[Any] = []
-        faces_per_frame: list[int] = []
-        refs_uses: list[Any] = []
+        run = _ClipRun(seq, info.frames, frame_hook, on_frame)
         pending: list[io.LoadedImage] = []
 
         def flush() -> None:
-            for res in seq.restore_many(pending):
-                k = len(frames_out)
-                faces_per_frame.append(len(res.faces))
-                refs_uses.extend(f.refs for f in res.faces if f.refs is not None)
-                if frame_hook is not None:
-                    frame_hook(k, res.image, res.faces)
+            for res in run.restored(pending):
                 rgb = io.quantize(res.image, 8)
                 alpha = None if res.alpha is None else io.quantize(res.alpha, 8)
                 if gif is not None:
@@ -1313,9 +1323,6 @@ def restore_animation(
                     frames_out.append(Image.fromarray(np.dstack([rgb, alpha]), "RGBA"))
                 else:
                     frames_out.append(Image.fromarray(rgb, "RGB"))
-                if on_frame is not None:
-                    on_frame(len(frames_out), info.frames)
-            pending.clear()
 
         try:
             for k in range(info.frames):
@@ -1354,6 +1361,6 @@ def restore_animation(
             tmp.unlink(missing_ok=True)
     return VideoResult(path=dst, frames=len(frames_out), width=ow, height=oh, fps=info.fps,
                        codec={"GIF": "gif", "WEBP": "webp", "PNG": "apng"}[fmt], audio_packets=0,
-                       faces_per_frame=faces_per_frame, seconds=time.perf_counter() - t0,
+                       seconds=time.perf_counter() - t0,
                        palettes=None if gif is None else gif.palettes,
-                       **_clip_stats(seq, refs_uses, photo_options.get("refs") is not None))
+                       **run.stats(photo_options.get("refs") is not None))
