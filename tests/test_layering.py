@@ -23,7 +23,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "facerestore"
 
 # package -> layer (higher may import lower); the root facade and __main__ sit on top
 LAYERS: dict[str, int] = {
-    "_version": 0, "errors": 0, "io": 0, "sheets": 0,
+    "_version": 0, "errors": 0, "hdr": 0, "io": 0, "sheets": 0,
     "degrade": 1, "nn": 1, "zoo": 1,
     "faces": 2,
     "metrics": 3,

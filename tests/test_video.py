@@ -378,6 +378,48 @@ def test_ten_bit_video_keeps_its_precision(tmp_path):
     assert np.abs(back - first).max() < 3 / 1023
 
 
+@pytest.mark.parametrize(("transfer", "trc"), [("hlg", 18), ("pq", 16)])
+def test_hdr_video_is_restored_through_its_sdr_view(tmp_path, astronaut, transfer, trc):
+    """A phone's HLG clip or an HDR10 (PQ) clip, BT.2020, 10-bit: the restorer sees the SDR picture a viewer would
+    (the example's face as it was before it became HDR), not the raw code values (PQ puts it far too dark and flat,
+    HLG washes it out); the output keeps the transfer, the primaries, the matrix and 10 bits, and an identity
+    restorer gives the input frames back."""
+    from facerestore.hdr import HdrView
+
+    view = HdrView(transfer)
+    sdr = list(synthetic_frames(astronaut, n=4))
+    src = tmp_path / f"{transfer}.mkv"
+    with av.open(str(src), "w") as out:
+        vs = out.add_stream("libx264", rate=12)
+        vs.width, vs.height, vs.pix_fmt, vs.options = 128, 128, "yuv420p10le", {"crf": "4"}
+        ctx = vs.codec_context
+        ctx.colorspace, ctx.color_primaries, ctx.color_trc = 9, 9, trc  # BT.2020 non-constant luminance
+        frames = []
+        for f in sdr:
+            vf = av.VideoFrame.from_ndarray((view.to_hdr(f) * 65535 + 0.5).astype(np.uint16), format="rgb48le")
+            vf = vf.reformat(format="yuv420p10le", dst_colorspace="BT2020", dst_color_range="MPEG")
+            vf.colorspace, vf.color_range = 9, 1
+            frames.append(vf)
+        encode_video(out, vs, frames)
+    info = video.probe_video(src)
+    assert (info.color_trc, info.color_primaries) == (trc, 9)
+    raw = list(video.iter_frames(src))
+    seen: list[np.ndarray] = []
+    res = video.restore_video(src, tmp_path / "out.mkv", _Identity(), upscale=1, detector="hog", crf=0,
+                              frame_hook=lambda i, img, faces: seen.append(img.copy()))
+    assert res.hdr == transfer and res.to_json()["hdr"] == transfer and sum(res.faces_per_frame) >= 3
+    for got, want, signal in zip(seen, sdr, raw):
+        assert np.abs(got - want).mean() < 0.01  # the SDR picture, to the 10-bit codec's error
+        assert np.abs(signal - want).mean() > 0.05  # what it would have seen before
+    with av.open(str(tmp_path / "out.mkv")) as c:
+        ctx = c.streams.video[0].codec_context
+        assert (ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.pix_fmt) == (9, 9, trc, "yuv420p10le")
+    back = list(video.iter_frames(tmp_path / "out.mkv"))
+    assert len(back) == len(raw)
+    for a, b in zip(back, raw):
+        assert np.abs(a - b).mean() < 2 / 1023
+
+
 def _combing(img: np.ndarray) -> float:
     """Mean second difference down the rows: the comb teeth of woven fields that moved (0 on a still frame)."""
     g = img.astype(np.float32).mean(-1)

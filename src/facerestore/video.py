@@ -44,6 +44,7 @@ from facerestore import io
 from facerestore.errors import InputError, OutputError
 from facerestore.faces.detect import FaceDetection, sort_detections
 from facerestore.faces.identity import detection_embedding
+from facerestore.hdr import hdr_view_for
 from facerestore.methods import Restorer
 
 __all__ = [
@@ -761,6 +762,7 @@ class VideoResult:
     rotation: int = 0  # the input's display rotation (degrees counterclockwise), applied: the output is upright
     deinterlaced: int = 0  # input frames that went through the deinterlacer (restore_video's ``deinterlace``)
     audio_reencoded: list[str] = field(default_factory=list)  # encoders of audio streams the container could not copy
+    hdr: str | None = None  # "pq" or "hlg": an HDR input, restored through its SDR view (:mod:`facerestore.hdr`)
 
     def to_json(self) -> dict[str, Any]:
         w = self.blend_weights
@@ -777,6 +779,7 @@ class VideoResult:
                 **({"input_rotation": self.rotation} if self.rotation else {}),
                 **({"deinterlaced_frames": self.deinterlaced} if self.deinterlaced else {}),
                 **({"audio_reencoded": self.audio_reencoded} if self.audio_reencoded else {}),
+                **({"hdr": self.hdr} if self.hdr else {}),
                 "seconds": round(self.seconds, 3),
                 "frames_per_second": round(self.frames / self.seconds, 3) if self.seconds > 0 else None}
 
@@ -968,8 +971,11 @@ def restore_video(
     all, "off" none), at the same frame rate. Encoding: the input's codec (libx264 when it has no encoder here)
     or ``codec``, the input's average frame rate, ``crf`` for encoders that take one (x264 18 by default);
     audio streams are copied packet by packet (re-encoded, as AAC in most containers, only when the output
-    container cannot hold their codec: ``audio_reencoded``). ``on_frame(done, total)`` is called after each frame;
-    ``frame_hook(index, output_rgb, faces)`` sees each restored frame (benchmarks). The faces of ``batch_frames``
+    container cannot hold their codec: ``audio_reencoded``). HDR video (PQ or HLG transfer, as phones record it) is
+    restored through the SDR picture a viewer sees, and only what the restorer changed goes back into the HDR
+    signal, which keeps its transfer, primaries and bit depth (:class:`facerestore.hdr.HdrView`; ``hdr`` in the
+    result). ``on_frame(done, total)`` is called after each frame; ``frame_hook(index, output_rgb, faces)`` sees
+    each restored frame (benchmarks; the SDR view of an HDR clip). The faces of ``batch_frames``
     consecutive frames are restored in one batch (:meth:`SequenceRestorer.restore_many`; memory holds that many
     decoded frames). Written atomically.
     """
@@ -1037,6 +1043,9 @@ def restore_video(
         n_audio = 0
 
         deep = _deep(vout.pix_fmt)  # a 10-bit output is fed 16-bit RGB: the input's precision is kept
+        # HDR (PQ, HLG): the restorer sees the SDR picture a viewer would, and what it changed goes back into the signal
+        view = hdr_view_for(info.color_trc, info.color_primaries)
+        originals: list[np.ndarray] = []  # the HDR frames of ``pending`` (their SDR views are restored)
 
         def encode(rgb: np.ndarray) -> None:
             img = io.quantize(rgb, 16 if deep else 8)
@@ -1055,9 +1064,18 @@ def restore_video(
         pending: list[np.ndarray] = []  # decoded frames whose faces are restored in one batch
         dein = Deinterlacer(vin.time_base, deinterlace)
 
+        def add(frame: Any) -> None:
+            rgb = _rgb(frame, info.rotation, info.square_size)
+            if view is not None:
+                originals.append(rgb)
+                rgb = view.to_sdr(rgb)
+            pending.append(rgb)
+
         def flush() -> None:
-            for res in run.restored(pending):
-                encode(res.image)
+            views = list(pending)
+            for k, res in enumerate(run.restored(pending)):
+                encode(res.image if view is None else view.merge(originals[k], views[k], res.image))
+            originals.clear()
 
         streams = [vin, *(inp.streams.audio[k] for k in range(len(inp.streams.audio)))]
         try:
@@ -1070,10 +1088,11 @@ def restore_video(
                     continue
                 for frame in packet.decode():
                     for f in dein(frame):
-                        pending.append(_rgb(f, info.rotation, info.square_size))
+                        add(f)
                         if len(pending) >= batch_frames:
                             flush()
-            pending.extend(_rgb(f, info.rotation, info.square_size) for f in dein.flush())
+            for f in dein.flush():
+                add(f)
             flush()
         except av.error.FFmpegError as exc:
             raise InputError(f"cannot decode video {io.display_path(src)}: {_reason(exc)}") from None
@@ -1104,7 +1123,7 @@ def restore_video(
             tmp.unlink(missing_ok=True)
     return VideoResult(path=dst, frames=run.frames, width=ew, height=eh, fps=info.fps, codec=enc.name,
                        audio_packets=n_audio, seconds=time.perf_counter() - t0,
-                       rotation=info.rotation, deinterlaced=dein.count,
+                       rotation=info.rotation, deinterlaced=dein.count, hdr=None if view is None else view.transfer,
                        audio_reencoded=[t.dst.codec_context.name for t in audio.values() if not t.copy],
                        **run.stats(photo_options.get("refs") is not None))
 

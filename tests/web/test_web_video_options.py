@@ -248,6 +248,53 @@ def test_a_video_a_browser_cannot_play_gets_an_h264_preview(tmp_path, uploads):
     assert (info.codec, info.frames, info.width) == ("h264", 3, 64)
 
 
+def test_an_hdr_video_gets_an_sdr_preview(tmp_path, uploads):
+    """A phone's HLG clip (BT.2020, 10-bit H.264 in MP4) is restored as HDR, but browsers neither play 10-bit H.264
+    nor show HLG code values as a viewer would: the page plays an 8-bit BT.709 preview of its SDR view, whose
+    frames are the example's (HLG straight into 8 bits would be grey and washed out)."""
+    av = pytest.importorskip("av", reason="video uploads need PyAV (the web extra)")
+    from facerestore.hdr import HdrView
+    from facerestore.video import probe_video
+
+    view = HdrView("hlg")
+    frames = _frames(3)
+    clip = uploads / "v3" / "phone.mp4"
+    clip.parent.mkdir(parents=True)
+    with av.open(str(clip), "w") as out:
+        vs = out.add_stream("libx264", rate=12)
+        vs.width, vs.height, vs.pix_fmt, vs.options = 64, 64, "yuv420p10le", {"crf": "4"}
+        ctx = vs.codec_context
+        ctx.colorspace, ctx.color_primaries, ctx.color_trc = 9, 9, 18
+        for i, img in enumerate(frames):
+            signal = io.quantize(view.to_hdr(img.astype(np.float32) / 255), 16)
+            vf = av.VideoFrame.from_ndarray(signal, format="rgb48le").reformat(
+                format="yuv420p10le", dst_colorspace="BT2020", dst_color_range="MPEG")
+            vf.colorspace, vf.color_range, vf.pts = 9, 1, i
+            for pkt in vs.encode(vf):
+                out.mux(pkt)
+        for pkt in vs.encode(None):
+            out.mux(pkt)
+    res = jobs.run_job([clip], jobs.JobOptions(detector="dlib-hog", upscale=1), _job(tmp_path), jobs.Limits(),
+                       uploads_root=uploads)
+    (v,) = res.videos
+    assert json.loads(v.record.read_text())["hdr"] == "hlg" and probe_video(v.video).pix_fmt == "yuv420p10le"
+    assert v.preview == tmp_path / "job" / jobs.PREVIEW_FOLDER / "phone.mp4"
+    info = probe_video(v.preview)
+    assert (info.pix_fmt, info.colorspace, info.color_primaries, info.color_trc) == ("yuv420p", 1, 1, 1)
+    with av.open(str(v.preview)) as c:
+        shown = [f.reformat(format="rgb24", src_colorspace="ITU709").to_ndarray() for f in c.decode(video=0)]
+    from facerestore.video import iter_frames
+
+    restored = [view.to_sdr(f) * 255 for f in iter_frames(v.video)]  # the HDR output's SDR view, decoded here
+    assert len(shown) == len(restored) == 3
+    for got, want, original in zip(shown, restored, frames):
+        # the preview's own error (crf 23, 4:2:0 on 64 px frames), without a shift in tone
+        assert np.abs(got - want).mean() < 6 and np.abs((got - want).mean((0, 1))).max() < 2
+        assert np.abs(got.astype(float) - original).mean() < 8  # the example (restored, so not identical)
+        naive = io.quantize(view.to_hdr(original.astype(np.float32) / 255), 8)  # HLG values shown as SDR
+        assert np.abs(naive.astype(float) - original).mean() > 15
+
+
 def test_an_animated_gif_is_restored_as_a_clip_with_a_playable_preview(tmp_path, uploads):
     """An animated GIF upload goes through restore_animation (as `restore -i anim.gif` does): a GIF back with its
     frame times, an H.264 preview for the player that keeps them, the server's frame limit; a still GIF is a

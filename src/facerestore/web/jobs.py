@@ -808,7 +808,7 @@ def _run_video(path: str | os.PathLike, name: str, stem: str, opts: JobOptions, 
            "output": f"{VIDEO_FOLDER}/{target.name}", "web": True}
     record = io.atomic_write_json(target.with_suffix(".json"), rec)
     preview = target
-    if not _browser_playable(target.suffix, res.codec):
+    if animation or res.hdr or not _browser_playable(target.suffix, res.codec, probe_video(target).pix_fmt):
         make = animation_preview if animation else browser_preview
         preview = make(target, job_dir / PREVIEW_FOLDER / f"{stem}.mp4") or target
     return VideoOutput(name=name, stem=stem, video=target, record=record, preview=preview, frames=res.frames,
@@ -821,15 +821,20 @@ _PLAYABLE = {".mp4": ("libx264", "h264", "libopenh264", "libsvtav1", "libaom-av1
              ".webm": ("libvpx", "libvpx-vp9", "vp8", "vp9", "libsvtav1", "libaom-av1", "av1")}
 
 
-def _browser_playable(ext: str, codec: str) -> bool:
-    return codec in _PLAYABLE.get(ext.lower(), ())
+def _browser_playable(ext: str, codec: str, pix_fmt: str) -> bool:
+    """Whether browsers play the file as it is: a codec of their table in its container, 8-bit 4:2:0 (they refuse
+    H.264's 10-bit and 4:4:4 profiles, which a camera's input keeps)."""
+    return codec in _PLAYABLE.get(ext.lower(), ()) and pix_fmt in ("yuv420p", "yuvj420p", "nv12")
 
 
 def browser_preview(src: Path, target: Path, *, crf: int = 23) -> Path | None:
     """A copy of the video ``src`` that a browser plays (H.264 in MP4, even size, yuv420p; the first audio stream
-    copied when MP4 takes it), for the page only (the download is ``src``). None when this FFmpeg cannot make
-    one (the page then offers the file to download)."""
+    copied when MP4 takes it), for the page only (the download is ``src``). An HDR video (PQ, HLG) is shown as its
+    SDR view (:class:`facerestore.hdr.HdrView`, flagged BT.709): browsers play 8-bit H.264 as SDR, where HDR code
+    values look grey and flat. None when this FFmpeg cannot make one (the page then offers the file to download)."""
     import av
+
+    from facerestore.hdr import hdr_view_for
 
     tmp = target.with_name(f".{target.name}.tmp")
     try:
@@ -842,6 +847,11 @@ def browser_preview(src: Path, target: Path, *, crf: int = 23) -> Path | None:
                 vout = out.add_stream("libx264", rate=rate)
                 vout.width, vout.height, vout.pix_fmt = ew, eh, "yuv420p"
                 vout.options = {"crf": str(int(crf)), "preset": "veryfast"}
+                ctx = vin.codec_context
+                view = hdr_view_for(ctx.color_trc or 2, ctx.color_primaries or 2)
+                if view is not None:
+                    vout.codec_context.colorspace = vout.codec_context.color_primaries = 1  # BT.709
+                    vout.codec_context.color_trc = 1
                 aout = ain = None
                 if inp.streams.audio:
                     ain = inp.streams.audio[0]
@@ -857,7 +867,11 @@ def browser_preview(src: Path, target: Path, *, crf: int = 23) -> Path | None:
                             out.mux(packet)
                         continue
                     for frame in packet.decode():
-                        f = frame.reformat(width=ew, height=eh, format="yuv420p")
+                        if view is not None:
+                            sdr = view.to_sdr(frame.to_ndarray(format="rgb48le").astype(np.float32) / 65535)
+                            frame = av.VideoFrame.from_ndarray(io.quantize(sdr, 8), format="rgb24")
+                        f = frame.reformat(width=ew, height=eh, format="yuv420p",
+                                           **({} if view is None else {"dst_colorspace": "ITU709"}))
                         f.pts, f.time_base = n, 1 / rate
                         n += 1
                         for pkt in vout.encode(f):
