@@ -121,6 +121,7 @@ class LoadedImage:
     is_gray: bool = False
     path: Path | None = None
     exif: bytes | None = None  # the file's EXIF (JPEG/PNG/WebP sources) with orientation reset to 1
+    icc_profile: bytes | None = None  # the file's ICC colour profile (Display P3 phone photos, Adobe RGB, scanners)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -219,6 +220,7 @@ class _Header:
     format: str | None = None  # Pillow's name of the format ("JPEG", "AVIF", "HEIF", ...)
     animated: bool = False  # several frames (GIF, WebP, APNG): the first is decoded
     mode: str | None = None  # Pillow's mode ("LA": gray + alpha, which OpenCV decodes as BGRA)
+    icc_profile: bytes | None = None  # an RGB or gray ICC profile (:func:`_usable_icc`)
 
 
 def _tiff_size(data: bytes) -> tuple[int, int] | None:
@@ -273,7 +275,8 @@ def _read_header(data: bytes, where: str) -> _Header:
             warnings.simplefilter("ignore")
             with Image.open(_io.BytesIO(data)) as im:
                 header = _Header(int(im.size[0]), int(im.size[1]), format=im.format,
-                                 animated=bool(getattr(im, "is_animated", False)), mode=im.mode)
+                                 animated=bool(getattr(im, "is_animated", False)), mode=im.mode,
+                                 icc_profile=_usable_icc(im.info.get("icc_profile")))
                 try:
                     exif = im.getexif()
                     header.orientation = int(exif.get(_EXIF_ORIENTATION_TAG, 1) or 1)
@@ -301,6 +304,15 @@ def _read_header(data: bytes, where: str) -> _Header:
         if data[4:8] == b"ftyp" and data[8:12] in (b"avif", b"avis"):
             raise InputError(f"cannot decode AVIF image (corrupt, or Pillow older than 11.3){where}") from None
         raise InputError(f"cannot decode image (corrupt or unsupported format){where}") from None
+
+
+def _usable_icc(profile: Any) -> bytes | None:
+    """An embedded ICC profile worth carrying into the outputs: one whose data colour space (header bytes 16-19)
+    is RGB or gray, the kinds of pixels we write. A CMYK JPEG's profile (its pixels are converted to RGB on reading)
+    or a truncated profile is dropped: embedded in an RGB file it would mislead colour-managed viewers."""
+    if not isinstance(profile, bytes) or len(profile) < 132 or profile[36:40] != b"acsp":
+        return None
+    return profile if profile[16:20] in (b"RGB ", b"GRAY") else None
 
 
 def _apply_exif_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
@@ -411,7 +423,11 @@ def _to_loaded(arr: np.ndarray, depth: int, scale: float, header: _Header, path:
         np.clip(rgb, 0.0, 1.0, out=rgb)
     if alpha is not None:
         alpha = np.clip(alpha.astype(np.float32) / np.float32(scale), 0.0, 1.0)
-    return LoadedImage(rgb=rgb, alpha=alpha, bit_depth=depth, is_gray=gray, path=path, exif=header.exif)
+    icc = header.icc_profile
+    if icc is not None and (icc[16:20] == b"GRAY") != gray:
+        icc = None  # a gray profile on colour pixels (or the reverse) would not describe what we write
+    return LoadedImage(rgb=rgb, alpha=alpha, bit_depth=depth, is_gray=gray, path=path, exif=header.exif,
+                       icc_profile=icc)
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:
@@ -697,18 +713,32 @@ def write_image(
     jpeg_quality: int = 95,
     protect: Iterable[str | os.PathLike] = (),
     exif: bytes | None = None,
+    icc_profile: bytes | None = None,
 ) -> Path:
     """Atomically write (H, W, 3) RGB in [0, 1] to ``path``; the format follows the extension.
 
     ``protect`` lists input files that must never be overwritten (OutputError if ``path`` is one).
-    ``exif`` (``LoadedImage.exif``) is stored in JPEG and PNG outputs.
+    ``exif`` (``LoadedImage.exif``) and ``icc_profile`` (``LoadedImage.icc_profile``: the pixels are in the input's
+    colour space, so colour-managed viewers show them as they showed the input) are stored in JPEG and PNG outputs.
     """
     p = check_output_file(path, protect)
-    data = encode_image(rgb, p.suffix or ".png", alpha=alpha, bit_depth=bit_depth, gray=gray,
-                        jpeg_quality=jpeg_quality)
+    ext = (p.suffix or ".png").lower()
+    data = encode_image(rgb, ext, alpha=alpha, bit_depth=bit_depth, gray=gray, jpeg_quality=jpeg_quality)
+    if icc_profile and (icc_profile[16:20] == b"GRAY") == bool(gray):  # a profile for the pixels written
+        data = _with_icc(data, ext, icc_profile)
     if exif:
-        data = _with_exif(data, (p.suffix or ".png").lower(), exif)
+        data = _with_exif(data, ext, exif)
     return atomic_write_bytes(p, data)
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _after_png_header(data: bytes, chunk: bytes) -> bytes:
+    """PNG bytes with ``chunk`` right after IHDR (where the metadata chunks that must precede the pixels go)."""
+    ihdr_end = 8 + 8 + struct.unpack(">I", data[8:12])[0] + 4
+    return data[:ihdr_end] + chunk + data[ihdr_end:]
 
 
 def _with_exif(data: bytes, ext: str, exif: bytes) -> bytes:
@@ -718,10 +748,41 @@ def _with_exif(data: bytes, ext: str, exif: bytes) -> bytes:
         seg = b"Exif\0\0" + tiff
         return data[:2] + b"\xff\xe1" + struct.pack(">H", len(seg) + 2) + seg + data[2:]
     if ext == ".png" and data[:8] == b"\x89PNG\r\n\x1a\n":
-        ihdr_end = 8 + 8 + struct.unpack(">I", data[8:12])[0] + 4
-        chunk = struct.pack(">I", len(tiff)) + b"eXIf" + tiff + struct.pack(">I", zlib.crc32(b"eXIf" + tiff))
-        return data[:ihdr_end] + chunk + data[ihdr_end:]
+        return _after_png_header(data, _png_chunk(b"eXIf", tiff))
     return data
+
+
+_ICC_JPEG_CHUNK = 65519  # the most profile bytes one APP2 segment holds (65535 - length, signature and numbering)
+
+
+def _with_icc(data: bytes, ext: str, profile: bytes) -> bytes:
+    """Encoded JPEG/PNG bytes with an ICC profile: JPEG APP2 "ICC_PROFILE" segments (numbered, for profiles over
+    64 KB), PNG's iCCP chunk (zlib-compressed; OpenCV writes no sRGB or gAMA chunk that would contradict it)."""
+    if ext in (".jpg", ".jpeg") and data[:2] == b"\xff\xd8":
+        parts = [profile[k: k + _ICC_JPEG_CHUNK] for k in range(0, len(profile), _ICC_JPEG_CHUNK)]
+        if len(parts) > 255:
+            return data
+        segs = b"".join(b"\xff\xe2" + struct.pack(">H", 2 + 14 + len(part)) + b"ICC_PROFILE\0"
+                        + bytes([k + 1, len(parts)]) + part for k, part in enumerate(parts))
+        return data[:2] + segs + data[2:]
+    if ext == ".png" and data[:8] == b"\x89PNG\r\n\x1a\n":
+        return _after_png_header(data, _png_chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(profile, 9)))
+    return data
+
+
+def icc_description(profile: bytes | None) -> str | None:
+    """The name an ICC profile gives itself ("Display P3", "Adobe RGB (1998)", ...), or None (no profile, or
+    Pillow built without LittleCMS)."""
+    if not profile:
+        return None
+    import io as _io
+
+    try:
+        from PIL import ImageCms
+
+        return ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(_io.BytesIO(profile))).strip() or None
+    except Exception:
+        return None
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:

@@ -931,11 +931,13 @@ def _write_photo(job_dir: Path, name: str, stem: str, loaded: io.LoadedImage, re
     """The files of one restored photo, as ``facerestore restore`` writes them, plus the slider's preview."""
     ext = io.output_extension(name, res.alpha is not None, opts.ext)
     img_path = res.save(job_dir / "restored_imgs" / f"{stem}{ext}")
-    before = io.write_image(job_dir / PREVIEW_FOLDER / f"{stem}.png", upscale_image(loaded.rgb, float(opts.upscale)))
+    # the slider's "before" in the input's colour profile, as the "after" is: a browser shows both alike
+    before = io.write_image(job_dir / PREVIEW_FOLDER / f"{stem}.png", upscale_image(loaded.rgb, float(opts.upscale)),
+                            gray=loaded.is_gray, icc_profile=loaded.icc_profile)
     faces, extra = [], []
     for k, f in enumerate(res.faces):
         fname = f"{stem}_{k:02d}.png"
-        kw: dict[str, Any] = dict(bit_depth=res.bit_depth, gray=res.is_gray)
+        kw: dict[str, Any] = dict(bit_depth=res.bit_depth, gray=res.is_gray, icc_profile=res.icc_profile)
         before_face = io.write_image(job_dir / "cropped_faces" / fname, f.input_crop, **kw)
         after_face = io.write_image(job_dir / "restored_faces" / fname, f.restored_crop, **kw)
         cmp = io.write_image(job_dir / "cmp" / fname, np.concatenate([f.input_crop, f.restored_crop], axis=1), **kw)

@@ -1,0 +1,180 @@
+"""Embedded ICC colour profiles (Adobe RGB cameras, Display P3 phones, scanners): carried from the input into every
+photo output, so a colour-managed viewer shows the restored photo in the input's colours.
+
+Independent checks: the profiles are built here byte by byte from the ICC specification (a matrix/TRC profile) and
+opened by LittleCMS (Pillow's ImageCms); outputs are read back by Pillow; colours are compared as LittleCMS shows
+them in sRGB.
+"""
+
+from __future__ import annotations
+
+import io as pyio
+import json
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facerestore import io
+from facerestore.cli import main
+from facerestore.methods import MethodSpec, Restorer
+
+ImageCms = pytest.importorskip("PIL.ImageCms", reason="Pillow without LittleCMS")
+
+# Adobe RGB (1998): primaries adapted to the ICC's D50 and a 2.2 gamma (563/256), from its specification
+ADOBE_RGB = {"r": (0.6097, 0.3111, 0.0195), "g": (0.2053, 0.6257, 0.0609), "b": (0.1492, 0.0632, 0.7446)}
+
+
+def _s15(v: float) -> bytes:
+    return struct.pack(">i", round(v * 65536))
+
+
+def matrix_profile(name: str, primaries: dict[str, tuple[float, float, float]], gamma: float = 563 / 256,
+                   space: bytes = b"RGB ") -> bytes:
+    """An ICC v2 display profile: description, D50 white, the three primaries' XYZ and one gamma per channel."""
+    desc = b"desc" + b"\0" * 4 + struct.pack(">I", len(name) + 1) + name.encode() + b"\0" + b"\0" * 12 + b"\0" * 67
+    xyz = {k: b"XYZ " + b"\0" * 4 + b"".join(_s15(c) for c in v) for k, v in primaries.items()}
+    curv = b"curv" + b"\0" * 4 + struct.pack(">I", 1) + struct.pack(">H", round(gamma * 256)) + b"\0\0"
+    tags = [(b"desc", desc), (b"wtpt", b"XYZ " + b"\0" * 4 + _s15(0.9642) + _s15(1.0) + _s15(0.8249)),
+            (b"rXYZ", xyz["r"]), (b"gXYZ", xyz["g"]), (b"bXYZ", xyz["b"]),
+            (b"rTRC", curv), (b"gTRC", curv), (b"bTRC", curv), (b"cprt", b"text" + b"\0" * 4 + b"test\0\0\0\0")]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = struct.pack(">I", len(tags)), b""
+    for sig, data in tags:
+        table += sig + struct.pack(">II", offset + len(body), len(data))
+        body += data + b"\0" * (-len(data) % 4)
+    size = offset + len(body)
+    header = (struct.pack(">I", size) + b"lcms" + bytes([2, 0x10, 0, 0]) + b"mntr" + space + b"XYZ "
+              + b"\0" * 12 + b"acsp" + b"\0" * 4 + b"\0" * 4 + b"\0" * 8 + b"\0" * 8 + b"\0" * 4
+              + _s15(0.9642) + _s15(1.0) + _s15(0.8249) + b"\0" * 4 + b"\0" * 16 + b"\0" * 28)
+    assert len(header) == 128
+    return header + table + body
+
+
+@pytest.fixture(scope="module")
+def adobe() -> bytes:
+    return matrix_profile("Adobe RGB (1998) test", ADOBE_RGB)
+
+
+def _as_srgb(img: Image.Image, profile: bytes | None) -> np.ndarray:
+    """What a colour-managed viewer shows: the pixels through ``profile`` (sRGB when None) into sRGB."""
+    if profile is None:
+        return np.asarray(img.convert("RGB")).astype(float)
+    src = ImageCms.ImageCmsProfile(pyio.BytesIO(profile))
+    return np.asarray(ImageCms.profileToProfile(img.convert("RGB"), src, ImageCms.createProfile("sRGB"))).astype(float)
+
+
+def test_the_hand_built_profile_is_one_littlecms_uses(adobe):
+    """Sanity of the test's own profile: LittleCMS names it and maps Adobe RGB's pure green outside sRGB (clipped
+    to a green with red 0), and its grey to the same grey (both D50-adapted, gamma 2.2 vs sRGB's curve: close)."""
+    assert io.icc_description(adobe) == "Adobe RGB (1998) test"
+    px = Image.fromarray(np.array([[[0, 255, 0], [128, 128, 128]]], np.uint8))
+    shown = _as_srgb(px, adobe)
+    assert shown[0, 0, 0] < 10 and shown[0, 0, 1] > 250
+    assert np.abs(shown[0, 1] - 128).max() <= 3
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_profiles_are_read_and_written_back_byte_for_byte(tmp_path, adobe, fmt):
+    """JPEG (APP2) and PNG (iCCP) inputs give the profile; JPEG and PNG outputs carry it, next to the EXIF."""
+    arr = np.random.default_rng(0).integers(0, 256, (24, 32, 3), np.uint8)
+    exif = Image.Exif()
+    exif[0x010F] = "facerestore-test"
+    src = tmp_path / f"in.{fmt.lower()}"
+    Image.fromarray(arr).save(src, format=fmt, icc_profile=adobe, exif=exif.tobytes())
+    loaded = io.read_image(src)
+    assert loaded.icc_profile == adobe
+    for ext in (".jpg", ".png"):
+        out = io.write_image(tmp_path / f"out{ext}", loaded.rgb, exif=loaded.exif, icc_profile=loaded.icc_profile)
+        with Image.open(out) as im:
+            assert im.info.get("icc_profile") == adobe and im.getexif().get(0x010F) == "facerestore-test"
+    assert io.read_image(tmp_path / "out.png").rgb.tobytes() == loaded.rgb.tobytes()  # pixels untouched
+
+
+def test_a_profile_over_64k_spans_several_jpeg_segments(tmp_path, adobe):
+    """JPEG segments hold at most 65,519 profile bytes: a larger profile (printer and scanner profiles with
+    lookup tables) is split into numbered APP2 segments, which Pillow joins back."""
+    big = adobe + bytes(range(256)) * 600  # 153,600 bytes of private data after the tags
+    big = struct.pack(">I", len(big)) + big[4:]
+    out = io.write_image(tmp_path / "big.jpg", np.full((8, 8, 3), 0.5, np.float32), icc_profile=big)
+    data = out.read_bytes()
+    assert data.count(b"ICC_PROFILE\0") == 3
+    with Image.open(out) as im:
+        assert im.info["icc_profile"] == big
+
+
+def test_cmyk_and_mismatched_profiles_are_not_carried(tmp_path, adobe):
+    """A CMYK JPEG's profile describes ink, not the RGB pixels it is read as; a gray profile does not describe
+    colour pixels: neither goes into an output (it would mislead viewers)."""
+    cmyk_profile = adobe[:16] + b"CMYK" + adobe[20:]
+    src = tmp_path / "print.jpg"
+    Image.new("CMYK", (16, 16), (0, 80, 120, 10)).save(src, icc_profile=cmyk_profile)
+    assert io.read_image(src).icc_profile is None
+    gray_profile = adobe[:16] + b"GRAY" + adobe[20:]
+    Image.new("RGB", (16, 16), (10, 200, 30)).save(tmp_path / "odd.png", icc_profile=gray_profile)
+    assert io.read_image(tmp_path / "odd.png").icc_profile is None
+    out = io.write_image(tmp_path / "o.png", np.zeros((4, 4, 3), np.float32), icc_profile=gray_profile)
+    assert "icc_profile" not in Image.open(out).info
+    Image.new("L", (16, 16), 90).save(tmp_path / "gray.png", icc_profile=gray_profile)
+    gray = io.read_image(tmp_path / "gray.png")
+    assert gray.is_gray and gray.icc_profile == gray_profile
+    out = io.write_image(tmp_path / "g.png", gray.rgb, gray=True, icc_profile=gray.icc_profile)
+    assert Image.open(out).info["icc_profile"] == gray_profile
+    assert io._usable_icc(adobe[:100]) is None and io._usable_icc(b"x" * 200) is None
+
+
+class _Identity(Restorer):
+    spec = MethodSpec("test-icc-id", "test", "identity", size=256)
+
+    def __init__(self, weights=None) -> None:
+        super().__init__()
+
+    def _restore(self, x, *, fidelity, refs):
+        return x.clone()
+
+
+@pytest.fixture()
+def identity_method(monkeypatch):
+    from facerestore import pipeline
+    from facerestore.methods import registry
+
+    monkeypatch.setattr(registry, "REGISTRY", registry.REGISTRY.with_restorer(_Identity))
+    monkeypatch.setattr(pipeline, "_RESTORERS", {})
+
+
+def test_restore_keeps_an_adobe_rgb_photo_in_its_colours(tmp_path, adobe, astronaut_path, identity_method):
+    """A camera's Adobe RGB JPEG through `facerestore restore`: the restored photo and the face crops carry its
+    profile and the JSON names it, so a colour-managed viewer shows what it showed for the input (before, the
+    output had no profile and its colours were shown as sRGB: greens and reds visibly duller)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.open(astronaut_path).convert("RGB").save(src / "camera.jpg", quality=95, icc_profile=adobe)
+    out = tmp_path / "out"
+    assert main(["restore", "-i", str(src / "camera.jpg"), "-o", str(out), "--method", "test-icc-id",
+                 "--upscale", "1", "--detector", "hog", "-q"]) == 0
+    restored = out / "restored_imgs" / "camera.jpg"
+    record = json.loads((out / "restored_imgs" / "camera.json").read_text())
+    assert record["color_profile"] == "Adobe RGB (1998) test" and record["num_faces"] >= 1
+    with Image.open(restored) as im:
+        assert im.info["icc_profile"] == adobe
+        shown = _as_srgb(im, im.info.get("icc_profile"))
+        unmanaged = _as_srgb(im, None)  # what the output looked like without its profile
+    with Image.open(src / "camera.jpg") as im:
+        before = _as_srgb(im, adobe)
+    assert np.abs(shown - before).mean() < 3  # JPEG re-encoding and the identity restorer's paste
+    assert np.abs(unmanaged - before).mean() > 2 * np.abs(shown - before).mean()
+    for crop in ("cropped_faces", "restored_faces", "cmp"):
+        with Image.open(out / crop / "camera_00.png") as im:
+            assert im.info["icc_profile"] == adobe
+
+
+def test_photos_without_a_profile_get_none(tmp_path, identity_method):
+    """No profile in, none out (sRGB, as every viewer assumes), and the JSON says null."""
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(tmp_path / "plain.png")
+    assert io.read_image(tmp_path / "plain.png").icc_profile is None
+    out = tmp_path / "o"
+    assert main(["restore", "-i", str(tmp_path / "plain.png"), "-o", str(out), "--method", "test-icc-id",
+                 "--upscale", "1", "--detector", "hog", "-q"]) == 0
+    assert json.loads((out / "restored_imgs" / "plain.json").read_text())["color_profile"] is None
+    assert "icc_profile" not in Image.open(out / "restored_imgs" / "plain.png").info
