@@ -178,3 +178,12 @@ def test_photos_without_a_profile_get_none(tmp_path, identity_method):
                  "--upscale", "1", "--detector", "hog", "-q"]) == 0
     assert json.loads((out / "restored_imgs" / "plain.json").read_text())["color_profile"] is None
     assert "icc_profile" not in Image.open(out / "restored_imgs" / "plain.png").info
+
+
+def test_face_crops_of_the_dataset_command_carry_the_profile(tmp_path, adobe, astronaut_path):
+    """`facerestore faces` cuts aligned crops out of the photo's pixels: they are in its colour space too."""
+    Image.open(astronaut_path).convert("RGB").save(tmp_path / "camera.png", icc_profile=adobe)
+    out = tmp_path / "crops"
+    assert main(["faces", "-i", str(tmp_path / "camera.png"), "-o", str(out), "--detector", "hog", "-q"]) == 0
+    crops = sorted(out.glob("camera_*.png"))
+    assert crops and all(Image.open(c).info["icc_profile"] == adobe for c in crops)

@@ -131,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
             name = f"{stem.name}_{k:02d}"
             crop_path = stem.parent / f"{name}{ext}"
             bit_depth = loaded.bit_depth if ext.lower() in (".png", ".tif", ".tiff") else 8
-            io.write_image(crop_path, aligned.crop, bit_depth=bit_depth, protect=protect)
+            io.write_image(crop_path, aligned.crop, bit_depth=bit_depth, protect=protect,
+                           icc_profile=loaded.icc_profile)  # the crop's pixels are in the photo's colour space
             lm68 = face.landmarks68
             record = {
                 "source": str(path),
