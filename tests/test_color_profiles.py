@@ -1,5 +1,6 @@
-"""Embedded ICC colour profiles (Adobe RGB cameras, Display P3 phones, scanners): carried from the input into every
-photo output, so a colour-managed viewer shows the restored photo in the input's colours.
+"""A photo's metadata carried into its outputs: embedded ICC colour profiles (Adobe RGB cameras, Display P3 phones,
+scanners), so a colour-managed viewer shows the restored photo in the input's colours; XMP and IPTC (captions,
+credits, copyright, keywords), so a photo library still knows what the picture is.
 
 Independent checks: the profiles are built here byte by byte from the ICC specification (a matrix/TRC profile) and
 opened by LittleCMS (Pillow's ImageCms); outputs are read back by Pillow; colours are compared as LittleCMS shows
@@ -84,9 +85,9 @@ def test_profiles_are_read_and_written_back_byte_for_byte(tmp_path, adobe, fmt):
     src = tmp_path / f"in.{fmt.lower()}"
     Image.fromarray(arr).save(src, format=fmt, icc_profile=adobe, exif=exif.tobytes())
     loaded = io.read_image(src)
-    assert loaded.icc_profile == adobe
+    assert loaded.metadata.icc_profile == adobe
     for ext in (".jpg", ".png"):
-        out = io.write_image(tmp_path / f"out{ext}", loaded.rgb, exif=loaded.exif, icc_profile=loaded.icc_profile)
+        out = io.write_image(tmp_path / f"out{ext}", loaded.rgb, metadata=loaded.metadata)
         with Image.open(out) as im:
             assert im.info.get("icc_profile") == adobe and im.getexif().get(0x010F) == "facerestore-test"
     assert io.read_image(tmp_path / "out.png").rgb.tobytes() == loaded.rgb.tobytes()  # pixels untouched
@@ -97,7 +98,8 @@ def test_a_profile_over_64k_spans_several_jpeg_segments(tmp_path, adobe):
     lookup tables) is split into numbered APP2 segments, which Pillow joins back."""
     big = adobe + bytes(range(256)) * 600  # 153,600 bytes of private data after the tags
     big = struct.pack(">I", len(big)) + big[4:]
-    out = io.write_image(tmp_path / "big.jpg", np.full((8, 8, 3), 0.5, np.float32), icc_profile=big)
+    out = io.write_image(tmp_path / "big.jpg", np.full((8, 8, 3), 0.5, np.float32),
+                         metadata=io.ImageMetadata(icc_profile=big))
     data = out.read_bytes()
     assert data.count(b"ICC_PROFILE\0") == 3
     with Image.open(out) as im:
@@ -110,16 +112,17 @@ def test_cmyk_and_mismatched_profiles_are_not_carried(tmp_path, adobe):
     cmyk_profile = adobe[:16] + b"CMYK" + adobe[20:]
     src = tmp_path / "print.jpg"
     Image.new("CMYK", (16, 16), (0, 80, 120, 10)).save(src, icc_profile=cmyk_profile)
-    assert io.read_image(src).icc_profile is None
+    assert io.read_image(src).metadata.icc_profile is None
     gray_profile = adobe[:16] + b"GRAY" + adobe[20:]
     Image.new("RGB", (16, 16), (10, 200, 30)).save(tmp_path / "odd.png", icc_profile=gray_profile)
-    assert io.read_image(tmp_path / "odd.png").icc_profile is None
-    out = io.write_image(tmp_path / "o.png", np.zeros((4, 4, 3), np.float32), icc_profile=gray_profile)
+    assert io.read_image(tmp_path / "odd.png").metadata.icc_profile is None
+    out = io.write_image(tmp_path / "o.png", np.zeros((4, 4, 3), np.float32),
+                         metadata=io.ImageMetadata(icc_profile=gray_profile))
     assert "icc_profile" not in Image.open(out).info
     Image.new("L", (16, 16), 90).save(tmp_path / "gray.png", icc_profile=gray_profile)
     gray = io.read_image(tmp_path / "gray.png")
-    assert gray.is_gray and gray.icc_profile == gray_profile
-    out = io.write_image(tmp_path / "g.png", gray.rgb, gray=True, icc_profile=gray.icc_profile)
+    assert gray.is_gray and gray.metadata.icc_profile == gray_profile
+    out = io.write_image(tmp_path / "g.png", gray.rgb, gray=True, metadata=gray.metadata)
     assert Image.open(out).info["icc_profile"] == gray_profile
     assert io._usable_icc(adobe[:100]) is None and io._usable_icc(b"x" * 200) is None
 
@@ -172,7 +175,7 @@ def test_restore_keeps_an_adobe_rgb_photo_in_its_colours(tmp_path, adobe, astron
 def test_photos_without_a_profile_get_none(tmp_path, identity_method):
     """No profile in, none out (sRGB, as every viewer assumes), and the JSON says null."""
     Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(tmp_path / "plain.png")
-    assert io.read_image(tmp_path / "plain.png").icc_profile is None
+    assert io.read_image(tmp_path / "plain.png").metadata == io.ImageMetadata()
     out = tmp_path / "o"
     assert main(["restore", "-i", str(tmp_path / "plain.png"), "-o", str(out), "--method", "test-icc-id",
                  "--upscale", "1", "--detector", "hog", "-q"]) == 0
@@ -187,3 +190,92 @@ def test_face_crops_of_the_dataset_command_carry_the_profile(tmp_path, adobe, as
     assert main(["faces", "-i", str(tmp_path / "camera.png"), "-o", str(out), "--detector", "hog", "-q"]) == 0
     crops = sorted(out.glob("camera_*.png"))
     assert crops and all(Image.open(c).info["icc_profile"] == adobe for c in crops)
+
+
+XMP = (b'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+       b'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" '
+       b'xmlns:tiff="http://ns.adobe.com/tiff/1.0/" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+       b'tiff:Orientation="6"><dc:description><rdf:Alt><rdf:li xml:lang="x-default">Grandma, summer 1952'
+       b'</rdf:li></rdf:Alt></dc:description><dc:rights><rdf:Alt><rdf:li xml:lang="x-default">(c) the family'
+       b'</rdf:li></rdf:Alt></dc:rights></rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>')
+
+
+def iptc_block(caption: bytes, credit: bytes) -> bytes:
+    """An APP13 payload as Photoshop and photo managers write it: one 8BIM IPTC-NAA resource (0x0404) holding
+    records 2:120 (caption) and 2:110 (credit)."""
+    records = b"".join(b"\x1c\x02" + bytes([tag]) + struct.pack(">H", len(v)) + v
+                       for tag, v in ((120, caption), (110, credit)))
+    records += b"\0" * (len(records) & 1)
+    resource = b"8BIM" + struct.pack(">H", 0x0404) + b"\0\0" + struct.pack(">I", len(records)) + records
+    return b"Photoshop 3.0\0" + resource
+
+
+def sideways_jpeg_with_story(path, astronaut_path) -> None:
+    """The example stored rotated with EXIF and XMP orientation 6 (displayed upright), a caption in XMP and IPTC."""
+    upright = Image.open(astronaut_path).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = pyio.BytesIO()
+    upright.transpose(Image.Transpose.ROTATE_90).save(buf, format="JPEG", quality=95, exif=exif.tobytes(), xmp=XMP)
+    data = buf.getvalue()
+    seg = iptc_block(b"Grandma, summer 1952", b"the family")
+    path.write_bytes(data[:2] + b"\xff\xed" + struct.pack(">H", len(seg) + 2) + seg + data[2:])
+
+
+def test_captions_credits_and_keywords_survive_restoration(tmp_path, astronaut_path, identity_method):
+    """XMP and IPTC (what Lightroom, digiKam and photo libraries keep captions, credits and copyright in) go into the
+    restored JPEG unchanged, except XMP's orientation, reset to 1 as the EXIF's (the pixels are written upright: a
+    viewer reading the XMP's 6 would turn them a second time); a PNG output gets the XMP (PNG has no IPTC); face
+    crops get neither (they are not the photo)."""
+    from PIL import IptcImagePlugin
+
+    src = tmp_path / "in"
+    src.mkdir()
+    sideways_jpeg_with_story(src / "scan.jpg", astronaut_path)
+    loaded = io.read_image(src / "scan.jpg")
+    assert loaded.rgb.shape == (512, 512, 3)
+    assert b'tiff:Orientation="1"' in loaded.metadata.xmp and b"Grandma, summer 1952" in loaded.metadata.xmp
+    assert loaded.metadata.iptc.startswith(b"Photoshop 3.0\0")
+    for ext in ("jpg", "png"):
+        out = tmp_path / ext
+        assert main(["restore", "-i", str(src), "-o", str(out), "--method", "test-icc-id", "--upscale", "1",
+                     "--detector", "hog", "--ext", ext, "-q"]) == 0
+        with Image.open(out / "restored_imgs" / f"scan.{ext}") as im:
+            assert im.size == (512, 512) and im.getexif().get(0x0112) == 1
+            xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")
+            xmp = xmp.encode() if isinstance(xmp, str) else xmp
+            assert xmp == loaded.metadata.xmp and b'tiff:Orientation="6"' not in xmp
+            iptc = IptcImagePlugin.getiptcinfo(im)
+            if ext == "jpg":
+                assert iptc[(2, 120)] == b"Grandma, summer 1952" and iptc[(2, 110)] == b"the family"
+            else:
+                assert iptc is None
+        with Image.open(out / "cropped_faces" / "scan_00.png") as crop:
+            assert "xmp" not in crop.info and "XML:com.adobe.xmp" not in crop.info and "exif" not in crop.info
+
+
+def test_xmp_orientation_is_reset_in_both_spellings():
+    """XMP writes the orientation as an attribute or as an element; both become 1, nothing else changes."""
+    attr = b'<rdf:Description tiff:Orientation = "8" tiff:Make="x"/>'
+    elem = b"<tiff:Orientation> 3 </tiff:Orientation><dc:title>3</dc:title>"
+    assert io._upright_xmp(attr) == b'<rdf:Description tiff:Orientation = "1" tiff:Make="x"/>'
+    assert io._upright_xmp(elem.decode()) == b"<tiff:Orientation>1</tiff:Orientation><dc:title>3</dc:title>"
+    assert io._upright_xmp(b"  ") is None and io._upright_xmp(None) is None
+
+
+def test_stated_sizes_follow_the_written_image(tmp_path):
+    """An upscaled output states its own size: EXIF PixelX/YDimension and XMP's exif:/tiff: size fields (attribute
+    or element) are rewritten, everything else is left as it was."""
+    exif = Image.Exif()
+    exif[0x010F] = "camera"
+    exif.get_ifd(0x8769)[0xA002], exif.get_ifd(0x8769)[0xA003] = 40, 30
+    xmp = (b'<rdf:Description exif:PixelXDimension="40" exif:PixelYDimension = "30" tiff:Make="c">'
+           b"<tiff:ImageWidth>40</tiff:ImageWidth><tiff:ImageLength>30</tiff:ImageLength></rdf:Description>")
+    meta = io.ImageMetadata(exif=exif.tobytes(), xmp=xmp)
+    out = io.write_image(tmp_path / "up.jpg", np.zeros((60, 80, 3), np.float32), metadata=meta)
+    with Image.open(out) as im:
+        got = im.getexif()
+        assert got.get_ifd(0x8769)[0xA002] == 80 and got.get_ifd(0x8769)[0xA003] == 60 and got[0x010F] == "camera"
+        assert im.info["xmp"] == (b'<rdf:Description exif:PixelXDimension="80" exif:PixelYDimension = "60" '
+                                  b'tiff:Make="c"><tiff:ImageWidth>80</tiff:ImageWidth>'
+                                  b"<tiff:ImageLength>60</tiff:ImageLength></rdf:Description>")

@@ -208,7 +208,7 @@ def test_phone_formats_are_read_upright_in_rgb_with_their_exif(fmt):
     assert img.rgb.shape == (96, 64, 3) and img.bit_depth == 8 and not img.is_gray and img.alpha is None
     _interiors_close(quantize(img.rgb), np.rot90(_quadrants(), k=-1))
     exif = Image.Exif()
-    exif.load(img.exif)
+    exif.load(img.metadata.exif)
     assert exif.get(0x0112) == 1 and exif.get(0x010F) == "facerestore-test"
 
 

@@ -23,7 +23,7 @@ import struct
 import tempfile
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,21 @@ def one_line(exc: BaseException) -> str:
     return display_path(lines[0]) if lines else type(exc).__name__
 
 
+@dataclass(frozen=True)
+class ImageMetadata:
+    """What a photo file says besides its pixels, carried into the restored photo's JPEG or PNG (and, the colour
+    profile only, into face crops: :meth:`for_crops`). Each part is None when the file has none."""
+
+    exif: bytes | None = None  # EXIF (JPEG, PNG, WebP, AVIF, HEIF sources), its orientation reset to 1
+    icc_profile: bytes | None = None  # RGB or gray ICC colour profile (Display P3 phones, Adobe RGB cameras, scanners)
+    xmp: bytes | None = None  # XMP packet (captions, credits, keywords, ratings), its tiff:Orientation reset to 1
+    iptc: bytes | None = None  # a JPEG's IPTC block: the APP13 "Photoshop 3.0" payload (captions, credits, keywords)
+
+    def for_crops(self) -> ImageMetadata:
+        """What a crop of the photo keeps: its colour profile (the pixels' colour space), not the photo's story."""
+        return ImageMetadata(icc_profile=self.icc_profile)
+
+
 @dataclass
 class LoadedImage:
     """A decoded image file.
@@ -113,6 +128,7 @@ class LoadedImage:
         bit_depth: 8 or 16, the per-channel depth of the file.
         is_gray: True when the file had a single colour channel.
         path: where it was read from (None for in-memory images).
+        metadata: the file's EXIF, ICC profile, XMP and IPTC (:class:`ImageMetadata`), for the outputs.
     """
 
     rgb: np.ndarray
@@ -120,8 +136,7 @@ class LoadedImage:
     bit_depth: int = 8
     is_gray: bool = False
     path: Path | None = None
-    exif: bytes | None = None  # the file's EXIF (JPEG/PNG/WebP sources) with orientation reset to 1
-    icc_profile: bytes | None = None  # the file's ICC colour profile (Display P3 phone photos, Adobe RGB, scanners)
+    metadata: ImageMetadata = field(default_factory=ImageMetadata)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -216,11 +231,10 @@ class _Header:
     width: int
     height: int
     orientation: int = 1
-    exif: bytes | None = None
+    metadata: ImageMetadata = field(default_factory=ImageMetadata)
     format: str | None = None  # Pillow's name of the format ("JPEG", "AVIF", "HEIF", ...)
     animated: bool = False  # several frames (GIF, WebP, APNG): the first is decoded
     mode: str | None = None  # Pillow's mode ("LA": gray + alpha, which OpenCV decodes as BGRA)
-    icc_profile: bytes | None = None  # an RGB or gray ICC profile (:func:`_usable_icc`)
 
 
 def _tiff_size(data: bytes) -> tuple[int, int] | None:
@@ -275,16 +289,21 @@ def _read_header(data: bytes, where: str) -> _Header:
             warnings.simplefilter("ignore")
             with Image.open(_io.BytesIO(data)) as im:
                 header = _Header(int(im.size[0]), int(im.size[1]), format=im.format,
-                                 animated=bool(getattr(im, "is_animated", False)), mode=im.mode,
-                                 icc_profile=_usable_icc(im.info.get("icc_profile")))
+                                 animated=bool(getattr(im, "is_animated", False)), mode=im.mode)
+                exif_bytes = None
                 try:
                     exif = im.getexif()
                     header.orientation = int(exif.get(_EXIF_ORIENTATION_TAG, 1) or 1)
                     if im.format in ("JPEG", "PNG", "WEBP", "AVIF", "HEIF") and len(exif):
                         exif[_EXIF_ORIENTATION_TAG] = 1  # pixels are stored upright from now on
-                        header.exif = exif.tobytes()
+                        exif_bytes = exif.tobytes()
                 except Exception:  # malformed EXIF: no orientation, nothing carried over
                     pass
+                xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")  # JPEG/WebP, PNG's iTXt
+                iptc = next((body for kind, body in getattr(im, "applist", [])  # JPEG only
+                             if kind == "APP13" and body.startswith(_IPTC_SIGNATURE)), None)
+                header.metadata = ImageMetadata(exif=exif_bytes, icc_profile=_usable_icc(im.info.get("icc_profile")),
+                                                xmp=_upright_xmp(xmp), iptc=iptc)
                 return header
     except Image.DecompressionBombError as exc:
         m = re.search(r"\((\d+) pixels\)", str(exc))
@@ -313,6 +332,23 @@ def _usable_icc(profile: Any) -> bytes | None:
     if not isinstance(profile, bytes) or len(profile) < 132 or profile[36:40] != b"acsp":
         return None
     return profile if profile[16:20] in (b"RGB ", b"GRAY") else None
+
+
+_IPTC_SIGNATURE = b"Photoshop 3.0\0"
+_XMP_ORIENTATION = (re.compile(rb"(tiff:Orientation\s*=\s*[\"'])\s*\d\s*([\"'])"),
+                    re.compile(rb"(<tiff:Orientation>)\s*\d\s*(</tiff:Orientation>)"))
+
+
+def _upright_xmp(xmp: Any) -> bytes | None:
+    """An XMP packet (bytes or str) with its tiff:Orientation set to 1, as the EXIF's is: the pixels are written
+    upright, and a viewer that reads the XMP's orientation would turn them again."""
+    if isinstance(xmp, str):
+        xmp = xmp.encode("utf-8")
+    if not isinstance(xmp, bytes) or not xmp.strip():
+        return None
+    for pattern in _XMP_ORIENTATION:
+        xmp = pattern.sub(rb"\g<1>1\g<2>", xmp)
+    return xmp
 
 
 def _apply_exif_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
@@ -423,11 +459,10 @@ def _to_loaded(arr: np.ndarray, depth: int, scale: float, header: _Header, path:
         np.clip(rgb, 0.0, 1.0, out=rgb)
     if alpha is not None:
         alpha = np.clip(alpha.astype(np.float32) / np.float32(scale), 0.0, 1.0)
-    icc = header.icc_profile
-    if icc is not None and (icc[16:20] == b"GRAY") != gray:
-        icc = None  # a gray profile on colour pixels (or the reverse) would not describe what we write
-    return LoadedImage(rgb=rgb, alpha=alpha, bit_depth=depth, is_gray=gray, path=path, exif=header.exif,
-                       icc_profile=icc)
+    meta = header.metadata
+    if meta.icc_profile is not None and (meta.icc_profile[16:20] == b"GRAY") != gray:
+        meta = replace(meta, icc_profile=None)  # a gray profile on colour pixels (or the reverse) misleads viewers
+    return LoadedImage(rgb=rgb, alpha=alpha, bit_depth=depth, is_gray=gray, path=path, metadata=meta)
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:
@@ -712,61 +747,103 @@ def write_image(
     gray: bool = False,
     jpeg_quality: int = 95,
     protect: Iterable[str | os.PathLike] = (),
-    exif: bytes | None = None,
-    icc_profile: bytes | None = None,
+    metadata: ImageMetadata | None = None,
 ) -> Path:
     """Atomically write (H, W, 3) RGB in [0, 1] to ``path``; the format follows the extension.
 
     ``protect`` lists input files that must never be overwritten (OutputError if ``path`` is one).
-    ``exif`` (``LoadedImage.exif``) and ``icc_profile`` (``LoadedImage.icc_profile``: the pixels are in the input's
-    colour space, so colour-managed viewers show them as they showed the input) are stored in JPEG and PNG outputs.
+    ``metadata`` (``LoadedImage.metadata``) is stored in JPEG and PNG outputs (:func:`with_metadata`).
     """
     p = check_output_file(path, protect)
     ext = (p.suffix or ".png").lower()
     data = encode_image(rgb, ext, alpha=alpha, bit_depth=bit_depth, gray=gray, jpeg_quality=jpeg_quality)
-    if icc_profile and (icc_profile[16:20] == b"GRAY") == bool(gray):  # a profile for the pixels written
-        data = _with_icc(data, ext, icc_profile)
-    if exif:
-        data = _with_exif(data, ext, exif)
+    if metadata is not None:
+        data = with_metadata(data, ext, _sized(metadata, rgb.shape[1], rgb.shape[0]), gray=gray)
     return atomic_write_bytes(p, data)
+
+
+_EXIF_IFD, _PIXEL_X, _PIXEL_Y = 0x8769, 0xA002, 0xA003
+_XMP_SIZES = {name: re.compile(rb"((?:exif|tiff):" + name + rb"\s*=\s*[\"'])\s*\d+\s*([\"'])|(<(?:exif|tiff):" + name
+                               + rb">)\s*\d+\s*(</(?:exif|tiff):" + name + rb">)")
+              for name in (b"PixelXDimension", b"PixelYDimension", b"ImageWidth", b"ImageLength")}
+
+
+def _sized(metadata: ImageMetadata, width: int, height: int) -> ImageMetadata:
+    """``metadata`` with the image size its EXIF (PixelX/YDimension) and XMP (exif:PixelX/YDimension,
+    tiff:ImageWidth/Length) state set to ``width`` x ``height``, the size written (an upscaled output)."""
+    exif, xmp = metadata.exif, metadata.xmp
+    if exif:
+        try:
+            from PIL import Image
+
+            parsed = Image.Exif()
+            parsed.load(exif)
+            ifd = parsed.get_ifd(_EXIF_IFD)
+            if _PIXEL_X in ifd or _PIXEL_Y in ifd:
+                ifd[_PIXEL_X], ifd[_PIXEL_Y] = int(width), int(height)
+                exif = parsed.tobytes()
+        except Exception:  # an EXIF Pillow cannot rewrite goes out as it came
+            pass
+    if xmp:
+        for name, pattern in _XMP_SIZES.items():
+            value = str(int(width if name in (b"PixelXDimension", b"ImageWidth") else height)).encode()
+            xmp = pattern.sub(lambda m, v=value: (m.group(1) + v + m.group(2)) if m.group(1)
+                              else (m.group(3) + v + m.group(4)), xmp)
+    return replace(metadata, exif=exif, xmp=xmp)
 
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
-def _after_png_header(data: bytes, chunk: bytes) -> bytes:
-    """PNG bytes with ``chunk`` right after IHDR (where the metadata chunks that must precede the pixels go)."""
-    ihdr_end = 8 + 8 + struct.unpack(">I", data[8:12])[0] + 4
-    return data[:ihdr_end] + chunk + data[ihdr_end:]
+def _jpeg_segment(marker: int, body: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(body) + 2) + body
 
 
-def _with_exif(data: bytes, ext: str, exif: bytes) -> bytes:
-    """Encoded JPEG/PNG bytes with an EXIF block (``exif`` as Pillow's ``Exif.tobytes()``: "Exif\\0\\0" + TIFF)."""
-    tiff = exif[6:] if exif.startswith(b"Exif\0\0") else exif
-    if ext in (".jpg", ".jpeg") and data[:2] == b"\xff\xd8" and len(tiff) + 8 <= 0xFFFF:
-        seg = b"Exif\0\0" + tiff
-        return data[:2] + b"\xff\xe1" + struct.pack(">H", len(seg) + 2) + seg + data[2:]
-    if ext == ".png" and data[:8] == b"\x89PNG\r\n\x1a\n":
-        return _after_png_header(data, _png_chunk(b"eXIf", tiff))
-    return data
+_JPEG_SEGMENT_MAX = 0xFFFF - 2  # a segment's bytes after its length field
+_ICC_JPEG_CHUNK = _JPEG_SEGMENT_MAX - 14  # profile bytes per APP2 segment (after "ICC_PROFILE\0", number, count)
+_XMP_SIGNATURE = b"http://ns.adobe.com/xap/1.0/\0"
 
 
-_ICC_JPEG_CHUNK = 65519  # the most profile bytes one APP2 segment holds (65535 - length, signature and numbering)
+def with_metadata(data: bytes, ext: str, metadata: ImageMetadata, *, gray: bool = False) -> bytes:
+    """Encoded JPEG or PNG bytes (other formats come back unchanged) with ``metadata`` added:
 
+    - JPEG: EXIF (APP1), XMP (APP1, the standard packet of at most 64 KB), the ICC profile (APP2 "ICC_PROFILE",
+      numbered segments for profiles over 64 KB) and IPTC (APP13), after the JFIF header;
+    - PNG: iCCP (zlib), eXIf and the XMP as iTXt "XML:com.adobe.xmp", right after IHDR (OpenCV writes no sRGB or
+      gAMA chunk that would contradict the profile). PNG has no IPTC chunk: IPTC stays in JPEG outputs.
 
-def _with_icc(data: bytes, ext: str, profile: bytes) -> bytes:
-    """Encoded JPEG/PNG bytes with an ICC profile: JPEG APP2 "ICC_PROFILE" segments (numbered, for profiles over
-    64 KB), PNG's iCCP chunk (zlib-compressed; OpenCV writes no sRGB or gAMA chunk that would contradict it)."""
+    The ICC profile goes in only when it is a profile for the pixels written (gray for ``gray``, RGB otherwise).
+    """
+    icc = metadata.icc_profile if metadata.icc_profile and (metadata.icc_profile[16:20] == b"GRAY") == gray else None
+    exif = metadata.exif[6:] if metadata.exif and metadata.exif.startswith(b"Exif\0\0") else metadata.exif
     if ext in (".jpg", ".jpeg") and data[:2] == b"\xff\xd8":
-        parts = [profile[k: k + _ICC_JPEG_CHUNK] for k in range(0, len(profile), _ICC_JPEG_CHUNK)]
-        if len(parts) > 255:
-            return data
-        segs = b"".join(b"\xff\xe2" + struct.pack(">H", 2 + 14 + len(part)) + b"ICC_PROFILE\0"
-                        + bytes([k + 1, len(parts)]) + part for k, part in enumerate(parts))
-        return data[:2] + segs + data[2:]
+        segs = []
+        if exif and len(exif) + 6 <= _JPEG_SEGMENT_MAX:
+            segs.append(_jpeg_segment(0xE1, b"Exif\0\0" + exif))
+        if metadata.xmp and len(metadata.xmp) + len(_XMP_SIGNATURE) <= _JPEG_SEGMENT_MAX:
+            segs.append(_jpeg_segment(0xE1, _XMP_SIGNATURE + metadata.xmp))
+        if icc:
+            parts = [icc[k: k + _ICC_JPEG_CHUNK] for k in range(0, len(icc), _ICC_JPEG_CHUNK)]
+            if len(parts) <= 255:
+                segs.extend(_jpeg_segment(0xE2, b"ICC_PROFILE\0" + bytes([k + 1, len(parts)]) + part)
+                            for k, part in enumerate(parts))
+        if metadata.iptc and len(metadata.iptc) <= _JPEG_SEGMENT_MAX:
+            segs.append(_jpeg_segment(0xED, metadata.iptc))
+        at = 2
+        if data[2:4] == b"\xff\xe0":  # after OpenCV's JFIF APP0, which JFIF readers expect first
+            at = 4 + struct.unpack(">H", data[4:6])[0]
+        return data[:at] + b"".join(segs) + data[at:]
     if ext == ".png" and data[:8] == b"\x89PNG\r\n\x1a\n":
-        return _after_png_header(data, _png_chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(profile, 9)))
+        chunks = []
+        if icc:
+            chunks.append(_png_chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc, 9)))
+        if exif:
+            chunks.append(_png_chunk(b"eXIf", exif))
+        if metadata.xmp:
+            chunks.append(_png_chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + metadata.xmp))
+        ihdr_end = 8 + 8 + struct.unpack(">I", data[8:12])[0] + 4
+        return data[:ihdr_end] + b"".join(chunks) + data[ihdr_end:]
     return data
 
 

@@ -264,8 +264,7 @@ class PhotoResult:
     aligned: bool = False
     detector: str | None = None
     path: Path | None = None
-    exif: bytes | None = None
-    icc_profile: bytes | None = None  # the input's colour profile: the pixels are in its colour space
+    metadata: io.ImageMetadata = field(default_factory=io.ImageMetadata)  # the input's EXIF, ICC profile, XMP, IPTC
     restorer: dict[str, Any] = field(default_factory=dict)
     fidelity_requested: float | None = None
     blend: float = 1.0
@@ -281,14 +280,13 @@ class PhotoResult:
              jpeg_quality: int = 95) -> Path:
         """Write the restored photo to ``path`` as ``facerestore restore`` does: the format from the extension
         (:data:`facerestore.io.IMAGE_EXTENSIONS`; :func:`facerestore.io.output_extension` picks the CLI's), the
-        input's alpha channel, bit depth, gray, EXIF (orientation reset: the pixels are upright) and ICC colour
-        profile (JPEG and PNG), written
+        input's alpha channel, bit depth, gray and metadata (EXIF and XMP with their orientation reset: the pixels
+        are upright; the ICC colour profile; IPTC in JPEG: :func:`facerestore.io.with_metadata`), written
         atomically. The input photo (``path`` of this result) and every file in ``protect`` are never overwritten
         (:class:`~facerestore.errors.OutputError`). Returns the written path."""
         inputs = [*protect, *([self.path] if self.path is not None else [])]
         return io.write_image(path, self.image, alpha=self.alpha, bit_depth=self.bit_depth, gray=self.is_gray,
-                              jpeg_quality=jpeg_quality, protect=inputs, exif=self.exif,
-                              icc_profile=self.icc_profile)
+                              jpeg_quality=jpeg_quality, protect=inputs, metadata=self.metadata)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready record: sizes, method and its weights' licence, per-face boxes/scores/landmarks/identity,
@@ -315,7 +313,7 @@ class PhotoResult:
             "detector_licence": detector_licence(self.detector),
             "is_gray": self.is_gray,
             "bit_depth": self.bit_depth,
-            "color_profile": io.icc_description(self.icc_profile),
+            "color_profile": io.icc_description(self.metadata.icc_profile),
             "has_alpha": self.alpha is not None,
             "num_faces": self.num_faces,
             "faces": [f.to_json() for f in self.faces],
@@ -1060,6 +1058,6 @@ def restore_photo(
         fidelity_requested=None if fidelity is None else float(fidelity), blend=float(blend), gate=bool(gate),
         occlusion_guard=bool(occlusion_guard), refs_count=0 if refs_t is None else int(refs_t.shape[0]),
         upscale=float(upscale), input_size=(w, h), aligned=bool(aligned), detector=det_name, path=loaded.path,
-        exif=getattr(loaded, "exif", None), icc_profile=getattr(loaded, "icc_profile", None),
+        metadata=loaded.metadata,
         restorer=r.describe(),
     )

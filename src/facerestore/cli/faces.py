@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
             crop_path = stem.parent / f"{name}{ext}"
             bit_depth = loaded.bit_depth if ext.lower() in (".png", ".tif", ".tiff") else 8
             io.write_image(crop_path, aligned.crop, bit_depth=bit_depth, protect=protect,
-                           icc_profile=loaded.icc_profile)  # the crop's pixels are in the photo's colour space
+                           metadata=loaded.metadata.for_crops())  # the crop's pixels are in the photo's colour space
             lm68 = face.landmarks68
             record = {
                 "source": str(path),

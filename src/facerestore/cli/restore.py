@@ -317,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
         for k, f in enumerate(res.faces):
             name = f"{stem}_{k:02d}.png"
             kw: dict[str, Any] = dict(bit_depth=res.bit_depth, gray=res.is_gray, protect=protect,
-                                      icc_profile=res.icc_profile)
+                                      metadata=res.metadata.for_crops())
             io.write_image(out_dir / "cropped_faces" / name, f.input_crop, **kw)
             io.write_image(out_dir / "restored_faces" / name, f.restored_crop, **kw)
             io.write_image(out_dir / "cmp" / name, np.concatenate([f.input_crop, f.restored_crop], axis=1), **kw)

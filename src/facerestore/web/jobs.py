@@ -933,11 +933,11 @@ def _write_photo(job_dir: Path, name: str, stem: str, loaded: io.LoadedImage, re
     img_path = res.save(job_dir / "restored_imgs" / f"{stem}{ext}")
     # the slider's "before" in the input's colour profile, as the "after" is: a browser shows both alike
     before = io.write_image(job_dir / PREVIEW_FOLDER / f"{stem}.png", upscale_image(loaded.rgb, float(opts.upscale)),
-                            gray=loaded.is_gray, icc_profile=loaded.icc_profile)
+                            gray=loaded.is_gray, metadata=loaded.metadata.for_crops())
     faces, extra = [], []
     for k, f in enumerate(res.faces):
         fname = f"{stem}_{k:02d}.png"
-        kw: dict[str, Any] = dict(bit_depth=res.bit_depth, gray=res.is_gray, icc_profile=res.icc_profile)
+        kw: dict[str, Any] = dict(bit_depth=res.bit_depth, gray=res.is_gray, metadata=res.metadata.for_crops())
         before_face = io.write_image(job_dir / "cropped_faces" / fname, f.input_crop, **kw)
         after_face = io.write_image(job_dir / "restored_faces" / fname, f.restored_crop, **kw)
         cmp = io.write_image(job_dir / "cmp" / fname, np.concatenate([f.input_crop, f.restored_crop], axis=1), **kw)
