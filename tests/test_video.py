@@ -420,6 +420,46 @@ def test_hdr_video_is_restored_through_its_sdr_view(tmp_path, astronaut, transfe
         assert np.abs(a - b).mean() < 2 / 1023
 
 
+@pytest.mark.parametrize(("src_name", "dst_ext"), [("IMG_0042.mov", ".mov"), ("IMG_0042.mov", ".mp4"),
+                                                ("holiday.mkv", ".mkv")])
+def test_the_recordings_date_place_and_languages_are_kept(tmp_path, astronaut, src_name, dst_ext):
+    """Photo libraries sort videos by the recording's date and map them by its place: a phone's creation time,
+    location (an iPhone's QuickTime key, also written as the MP4 place tag) and title, and the streams' languages,
+    come through; the old file's brand and encoder tags do not (the output is a new file)."""
+    src = tmp_path / src_name
+    options = {"movflags": "use_metadata_tags"} if src.suffix == ".mov" else {}
+    with av.open(str(src), "w", options=options) as out:
+        out.metadata.update({"creation_time": "2003-07-14T10:20:30.000000Z", "title": "Beach, summer 2003",
+                             "encoder": "old camera firmware"})
+        if src.suffix == ".mov":
+            out.metadata[video._APPLE_LOCATION] = "+37.7749-122.4194+012.000/"
+        vs = out.add_stream("libx264", rate=12)
+        vs.width, vs.height, vs.pix_fmt = 128, 128, "yuv420p"
+        vs.metadata["language"] = "fra"
+        aus = out.add_stream("aac", rate=16000)
+        aus.layout, aus.metadata["language"] = "mono", "spa"
+        encode_video(out, vs, [np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8)
+                               for f in synthetic_frames(astronaut, n=3)])
+        for k in range(0, 4000, 1024):
+            af = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            af.sample_rate, af.pts = 16000, k
+            for pkt in aus.encode(af):
+                out.mux(pkt)
+        for pkt in aus.encode(None):
+            out.mux(pkt)
+    dst = tmp_path / ("out" + dst_ext)
+    video.restore_video(src, dst, _Identity(), upscale=1, detector="hog")
+    with av.open(str(dst)) as c:
+        tags = {k.lower(): v for k, v in c.metadata.items()}
+        assert tags["title"] == "Beach, summer 2003"
+        assert tags.get("creation_time", tags.get("date_utc", "")).startswith("2003-07-14")
+        assert tags.get("encoder") != "old camera firmware"
+        if src.suffix == ".mov":
+            assert tags["location"].startswith("+37.7749-122.4194+")  # the muxer rewrites the altitude
+        langs = [s.metadata.get("language") for s in (c.streams.video[0], c.streams.audio[0])]
+        assert langs == ["fra", "spa"]
+
+
 def _combing(img: np.ndarray) -> float:
     """Mean second difference down the rows: the comb teeth of woven fields that moved (0 on a still frame)."""
     g = img.astype(np.float32).mean(-1)

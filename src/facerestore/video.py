@@ -661,6 +661,28 @@ class _AudioOut:
         return n
 
 
+# container tags that describe the old file rather than the recording: the muxer writes its own
+_FILE_TAGS = {"major_brand", "minor_version", "compatible_brands", "encoder", "duration", "rotate"}
+_STREAM_TAGS = ("language", "title")  # a stream's spoken language and name ("Commentary")
+_APPLE_LOCATION = "com.apple.quicktime.location.ISO6709"
+
+
+def _copy_tags(inp: Any, out: Any, streams: Sequence[tuple[Any, Any]], ext: str) -> None:
+    """The recording's description into the output: the container's tags (creation date, which photo libraries
+    sort by; title; place; device) and each stream's language and title, ``streams`` as (input, output) pairs.
+    An iPhone's place (a QuickTime metadata key the MP4 muxer does not write) also goes in as ``location``, the
+    place tag phones' MP4s use."""
+    tags = {k: v for k, v in inp.metadata.items() if k.lower() not in _FILE_TAGS}
+    if ext in (".mp4", ".mov") and "location" not in tags and _APPLE_LOCATION in tags:
+        tags["location"] = tags[_APPLE_LOCATION]
+    for k, v in tags.items():
+        out.metadata[k] = v
+    for src, dst in streams:
+        for key in _STREAM_TAGS:
+            if src.metadata.get(key):
+                dst.metadata[key] = src.metadata[key]
+
+
 def _temp_path(target: Path) -> Path:
     prefix = "." + os.fsdecode(os.fsencode(target.name)[: io.NAME_MAX - 22]) + "."
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
@@ -1035,6 +1057,7 @@ def restore_video(
             except (av.error.FFmpegError, ValueError) as exc:
                 raise InputError(f"cannot write the audio of {io.display_path(src)} into "
                                  f"{dst.suffix}: {_reason(exc)}") from None
+        _copy_tags(inp, out, [(vin, vout), *((a, audio[a.index].dst) for a in inp.streams.audio)], dst.suffix.lower())
 
         seq = SequenceRestorer(restorer, float(info.fps), upscale=upscale, detector=detector, stabilize=stabilize,
                                max_weight=max_weight, motion_limit=motion_limit, only_center_face=only_center_face,
