@@ -460,6 +460,44 @@ def test_the_recordings_date_place_and_languages_are_kept(tmp_path, astronaut, s
         assert langs == ["fra", "spa"]
 
 
+def test_subtitles_are_copied_where_the_container_holds_them(tmp_path, astronaut):
+    """A Matroska clip with SubRip subtitles (read here from an .srt by FFmpeg's own demuxer): restored into
+    Matroska, the subtitle packets come through unchanged with their timing and language; MP4 cannot hold SubRip,
+    so there the stream is left out and named in the result instead of failing the clip."""
+    srt = tmp_path / "captions.srt"
+    srt.write_text("1\n00:00:00,000 --> 00:00:00,150\nGrandpa waves\n\n2\n00:00:00,100 --> 00:00:00,250\nat us\n")
+    src = tmp_path / "home.mkv"
+    with av.open(str(srt)) as captions, av.open(str(src), "w") as out:
+        vs = out.add_stream("libx264", rate=12)
+        vs.width, vs.height, vs.pix_fmt = 128, 128, "yuv420p"
+        ss = out.add_stream_from_template(captions.streams.subtitles[0])
+        ss.metadata["language"] = "deu"
+        encode_video(out, vs, [np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8)
+                               for f in synthetic_frames(astronaut, n=4)])
+        for pkt in captions.demux(captions.streams.subtitles[0]):
+            if pkt.dts is not None:
+                pkt.stream = ss
+                out.mux(pkt)
+
+    def subtitle_packets(path: Path) -> list[tuple[bytes, int, int]]:
+        with av.open(str(path)) as c:
+            t = c.streams.subtitles[0]
+            return [(bytes(p), int(p.pts * p.time_base * 1000), int(p.duration * p.time_base * 1000))
+                    for p in c.demux(t) if p.dts is not None]
+
+    want = subtitle_packets(src)
+    assert want == [(b"Grandpa waves", 0, 150), (b"at us", 100, 150)]
+    res = video.restore_video(src, tmp_path / "out.mkv", _Identity(), upscale=1, detector="hog")
+    assert res.subtitles == 1 and res.to_json()["subtitles"] == 1 and "subtitles_dropped" not in res.to_json()
+    assert subtitle_packets(tmp_path / "out.mkv") == want
+    with av.open(str(tmp_path / "out.mkv")) as c:
+        assert c.streams.subtitles[0].metadata.get("language") == "deu"
+    res = video.restore_video(src, tmp_path / "out.mp4", _Identity(), upscale=1, detector="hog")
+    assert res.subtitles == 0 and res.subtitles_dropped == ["srt"] and res.frames == 4
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        assert not c.streams.subtitles
+
+
 def _combing(img: np.ndarray) -> float:
     """Mean second difference down the rows: the comb teeth of woven fields that moved (0 on a still frame)."""
     g = img.astype(np.float32).mean(-1)

@@ -785,6 +785,8 @@ class VideoResult:
     deinterlaced: int = 0  # input frames that went through the deinterlacer (restore_video's ``deinterlace``)
     audio_reencoded: list[str] = field(default_factory=list)  # encoders of audio streams the container could not copy
     hdr: str | None = None  # "pq" or "hlg": an HDR input, restored through its SDR view (:mod:`facerestore.hdr`)
+    subtitles: int = 0  # subtitle streams copied
+    subtitles_dropped: list[str] = field(default_factory=list)  # codecs of subtitle streams the container cannot hold
 
     def to_json(self) -> dict[str, Any]:
         w = self.blend_weights
@@ -802,6 +804,8 @@ class VideoResult:
                 **({"deinterlaced_frames": self.deinterlaced} if self.deinterlaced else {}),
                 **({"audio_reencoded": self.audio_reencoded} if self.audio_reencoded else {}),
                 **({"hdr": self.hdr} if self.hdr else {}),
+                **({"subtitles": self.subtitles} if self.subtitles else {}),
+                **({"subtitles_dropped": self.subtitles_dropped} if self.subtitles_dropped else {}),
                 "seconds": round(self.seconds, 3),
                 "frames_per_second": round(self.frames / self.seconds, 3) if self.seconds > 0 else None}
 
@@ -993,13 +997,14 @@ def restore_video(
     all, "off" none), at the same frame rate. Encoding: the input's codec (libx264 when it has no encoder here)
     or ``codec``, the input's average frame rate, ``crf`` for encoders that take one (x264 18 by default);
     audio streams are copied packet by packet (re-encoded, as AAC in most containers, only when the output
-    container cannot hold their codec: ``audio_reencoded``). HDR video (PQ or HLG transfer, as phones record it) is
-    restored through the SDR picture a viewer sees, and only what the restorer changed goes back into the HDR
-    signal, which keeps its transfer, primaries and bit depth (:class:`facerestore.hdr.HdrView`; ``hdr`` in the
-    result). ``on_frame(done, total)`` is called after each frame; ``frame_hook(index, output_rgb, faces)`` sees
-    each restored frame (benchmarks; the SDR view of an HDR clip). The faces of ``batch_frames``
-    consecutive frames are restored in one batch (:meth:`SequenceRestorer.restore_many`; memory holds that many
-    decoded frames). Written atomically.
+    container cannot hold their codec: ``audio_reencoded``), subtitle streams too where the container holds their
+    codec (``subtitles``; the others: ``subtitles_dropped``), with the recording's tags (:func:`_copy_tags`). HDR
+    video (PQ or HLG transfer, as phones record it) is restored through the SDR picture a viewer sees, and only
+    what the restorer changed goes back into the HDR signal, which keeps its transfer, primaries and bit depth
+    (:class:`facerestore.hdr.HdrView`; ``hdr`` in the result). ``on_frame(done, total)`` is called after each
+    frame; ``frame_hook(index, output_rgb, faces)`` sees each restored frame (benchmarks; the SDR view of an HDR
+    clip). The faces of ``batch_frames`` consecutive frames are restored in one batch
+    (:meth:`SequenceRestorer.restore_many`; memory holds that many decoded frames). Written atomically.
     """
     from facerestore.faces.paste import upscaled_shape
 
@@ -1057,7 +1062,18 @@ def restore_video(
             except (av.error.FFmpegError, ValueError) as exc:
                 raise InputError(f"cannot write the audio of {io.display_path(src)} into "
                                  f"{dst.suffix}: {_reason(exc)}") from None
-        _copy_tags(inp, out, [(vin, vout), *((a, audio[a.index].dst) for a in inp.streams.audio)], dst.suffix.lower())
+        # subtitles are copied packet by packet where the container takes their codec (text and DVD/DVB subtitles in
+        # Matroska, mov_text in MP4/MOV); the others are left out and named in the result
+        subtitles: dict[int, Any] = {}
+        subtitles_dropped: list[str] = []
+        for t in inp.streams.subtitles:
+            try:
+                subtitles[t.index] = out.add_stream_from_template(t)
+            except (av.error.FFmpegError, ValueError):
+                subtitles_dropped.append(t.codec_context.name)
+        _copy_tags(inp, out, [(vin, vout), *((a, audio[a.index].dst) for a in inp.streams.audio),
+                              *((t, subtitles[t.index]) for t in inp.streams.subtitles if t.index in subtitles)],
+                   dst.suffix.lower())
 
         seq = SequenceRestorer(restorer, float(info.fps), upscale=upscale, detector=detector, stabilize=stabilize,
                                max_weight=max_weight, motion_limit=motion_limit, only_center_face=only_center_face,
@@ -1100,9 +1116,15 @@ def restore_video(
                 encode(res.image if view is None else view.merge(originals[k], views[k], res.image))
             originals.clear()
 
-        streams = [vin, *(inp.streams.audio[k] for k in range(len(inp.streams.audio)))]
+        streams = [vin, *(inp.streams.audio[k] for k in range(len(inp.streams.audio))),
+                   *(t for t in inp.streams.subtitles if t.index in subtitles)]
         try:
             for packet in inp.demux(streams):
+                if packet.stream.type == "subtitle":
+                    if packet.dts is not None:
+                        packet.stream = subtitles[packet.stream.index]
+                        out.mux(packet)
+                    continue
                 if packet.stream.type == "audio":
                     track = audio[packet.stream.index]
                     if packet.dts is None and track.copy:  # a flush packet: nothing to copy
@@ -1148,6 +1170,7 @@ def restore_video(
                        audio_packets=n_audio, seconds=time.perf_counter() - t0,
                        rotation=info.rotation, deinterlaced=dein.count, hdr=None if view is None else view.transfer,
                        audio_reencoded=[t.dst.codec_context.name for t in audio.values() if not t.copy],
+                       subtitles=len(subtitles), subtitles_dropped=subtitles_dropped,
                        **run.stats(photo_options.get("refs") is not None))
 
 
