@@ -498,6 +498,42 @@ def test_subtitles_are_copied_where_the_container_holds_them(tmp_path, astronaut
         assert not c.streams.subtitles
 
 
+def test_a_cover_picture_is_not_taken_for_the_video(tmp_path, astronaut):
+    """Files from downloaders and music videos embed a cover picture, which FFmpeg lists as a one-frame video
+    stream (disposition attached_pic), in MP4 after the video and in other containers possibly first: the clip's
+    video is the first stream that is not one; a file with only a cover is not a video."""
+    from types import SimpleNamespace
+
+    cover, film = (SimpleNamespace(disposition=av.stream.Disposition.attached_pic),
+                   SimpleNamespace(disposition=av.stream.Disposition.default))
+    assert video.main_video_stream(SimpleNamespace(streams=SimpleNamespace(video=[cover, film]))) is film
+    assert video.main_video_stream(SimpleNamespace(streams=SimpleNamespace(video=[film, cover]))) is film
+    src = tmp_path / "song.mp4"
+    with av.open(str(src), "w") as out:
+        cs = out.add_stream("mjpeg", rate=1)
+        cs.width, cs.height, cs.pix_fmt = 32, 32, "yuvj420p"
+        cs.disposition = av.stream.Disposition.attached_pic
+        vs = out.add_stream("libx264", rate=12)
+        vs.width, vs.height, vs.pix_fmt = 128, 128, "yuv420p"
+        encode_video(out, cs, [np.full((32, 32, 3), 200, np.uint8)])
+        encode_video(out, vs, [np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8)
+                               for f in synthetic_frames(astronaut, n=3)])
+    with av.open(str(src)) as c:
+        assert len(c.streams.video) == 2
+    info = video.probe_video(src)
+    assert (info.width, info.codec) == (128, "h264")
+    res = video.restore_video(src, tmp_path / "out.mp4", _Identity(), upscale=1, detector="hog")
+    assert res.frames == 3 and (res.width, res.height) == (128, 128)
+    only_cover = tmp_path / "cover_only.mp4"
+    with av.open(str(only_cover), "w") as out:
+        cs = out.add_stream("mjpeg", rate=1)
+        cs.width, cs.height, cs.pix_fmt = 32, 32, "yuvj420p"
+        cs.disposition = av.stream.Disposition.attached_pic
+        encode_video(out, cs, [np.full((32, 32, 3), 200, np.uint8)])
+    with pytest.raises(video.InputError, match="only a cover picture"):
+        video.probe_video(only_cover)
+
+
 def _combing(img: np.ndarray) -> float:
     """Mean second difference down the rows: the comb teeth of woven fields that moved (0 on a still frame)."""
     g = img.astype(np.float32).mean(-1)

@@ -167,12 +167,20 @@ def frame_rotation(frame: Any) -> int:
     return round(angle / 90.0) % 4 * 90
 
 
+def main_video_stream(container: Any) -> Any:
+    """The clip's video: its first video stream that is not a cover picture (``attached_pic``: the thumbnail that
+    downloaders and music videos embed, which FFmpeg lists as a one-frame video stream, sometimes first)."""
+    av = _av()
+    streams = list(container.streams.video)
+    return next((s for s in streams if not s.disposition & av.stream.Disposition.attached_pic), streams[0])
+
+
 def _first_rotation(path: Path) -> int:
     """:func:`frame_rotation` of the first frame of ``path`` (0 when none decodes: the reading itself says why)."""
     av = _av()
     try:
         with av.open(str(path), "r") as c:
-            for frame in c.decode(c.streams.video[0]):
+            for frame in c.decode(main_video_stream(c)):
                 return frame_rotation(frame)
     except (av.error.FFmpegError, OSError, ValueError, IndexError):
         pass
@@ -191,9 +199,12 @@ def _open(path: Path) -> Any:
         container = av.open(str(path), "r")
     except (av.error.FFmpegError, OSError, ValueError) as exc:
         raise InputError(f"cannot read video {io.display_path(path)}: {_reason(exc)}") from None
-    if not container.streams.video:
+    covers_only = bool(container.streams.video) and all(s.disposition & av.stream.Disposition.attached_pic
+                                                        for s in container.streams.video)
+    if not container.streams.video or covers_only:
         container.close()
-        raise InputError(f"no video stream in {io.display_path(path)}")
+        raise InputError(f"no video stream in {io.display_path(path)}" + (" (only a cover picture)" if covers_only
+                                                                          else ""))
     return container
 
 
@@ -210,7 +221,7 @@ def _sample_aspect(stream: Any) -> Fraction:
 
 
 def _info(container: Any, rotation: int = 0) -> VideoInfo:
-    vs = container.streams.video[0]
+    vs = main_video_stream(container)
     ctx = vs.codec_context
     rate = vs.average_rate or vs.guessed_rate or Fraction(25)
     if not ctx.width or not ctx.height:
@@ -329,7 +340,7 @@ def iter_frames(path: str | os.PathLike, deinterlace: str = "auto") -> Iterator[
     container = _open(p)
     av = _av()
     try:
-        stream = container.streams.video[0]
+        stream = main_video_stream(container)
         stream.thread_type = "AUTO"
         dein = Deinterlacer(stream.time_base, deinterlace)
         rotation: int | None = None
@@ -1033,7 +1044,7 @@ def restore_video(
 
         tmp = _temp_path(dst)
         out = av.open(str(tmp), "w", format=_MUXERS[dst.suffix.lower()])
-        vin = inp.streams.video[0]
+        vin = main_video_stream(inp)
         vout = out.add_stream(enc.name, rate=info.fps)
         vout.width, vout.height = ew, eh
         formats = [f.name for f in (enc.video_formats or [])]

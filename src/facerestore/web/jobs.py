@@ -835,11 +835,12 @@ def browser_preview(src: Path, target: Path, *, crf: int = 23) -> Path | None:
     import av
 
     from facerestore.hdr import hdr_view_for
+    from facerestore.video import main_video_stream
 
     tmp = target.with_name(f".{target.name}.tmp")
     try:
         with av.open(str(src), "r") as inp:
-            vin = inp.streams.video[0]
+            vin = main_video_stream(inp)
             rate = vin.average_rate or vin.guessed_rate or 25
             w, h = int(vin.codec_context.width), int(vin.codec_context.height)
             ew, eh = w + (w & 1), h + (h & 1)
