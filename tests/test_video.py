@@ -534,6 +534,27 @@ def test_a_cover_picture_is_not_taken_for_the_video(tmp_path, astronaut):
         video.probe_video(only_cover)
 
 
+def test_an_iphone_hevc_clip_comes_back_as_hevc_apple_plays(tmp_path, astronaut, capfd):
+    """HEVC in MOV/MP4 (iPhones record it) is written back as HEVC tagged hvc1, the tag Apple's players and Photos
+    require (FFmpeg's default, hev1, does not play there), and x265's own log stays off the terminal."""
+    if "libx265" not in av.codecs_available:
+        pytest.skip("this FFmpeg has no libx265")
+    src = tmp_path / "IMG_0001.MOV"
+    with av.open(str(src), "w", format="mov") as out:
+        vs = out.add_stream("libx265", rate=12)
+        vs.width, vs.height, vs.pix_fmt = 128, 128, "yuv420p"
+        vs.options = {"x265-params": "log-level=error"}
+        encode_video(out, vs, [np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8)
+                               for f in synthetic_frames(astronaut, n=3)])
+    capfd.readouterr()
+    for ext in (".mov", ".mp4"):
+        res = video.restore_video(src, tmp_path / f"out{ext}", _Identity(), upscale=1, detector="hog")
+        assert res.codec == "libx265"
+        with av.open(str(tmp_path / f"out{ext}")) as c:
+            assert c.streams.video[0].codec_tag == "hvc1"
+    assert "x265 [info]" not in capfd.readouterr().err
+
+
 def _combing(img: np.ndarray) -> float:
     """Mean second difference down the rows: the comb teeth of woven fields that moved (0 on a still frame)."""
     g = img.astype(np.float32).mean(-1)

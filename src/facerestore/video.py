@@ -1057,6 +1057,10 @@ def restore_video(
                 vout.bit_rate = 0  # constant quality mode
         elif info.bit_rate:
             vout.bit_rate = int(info.bit_rate * (ew * eh) / (info.width * info.height))
+        if enc.name == "libx265":
+            opts["x265-params"] = "log-level=error"  # x265 prints its settings and statistics otherwise
+            if dst.suffix.lower() in (".mp4", ".mov"):
+                vout.codec_tag = "hvc1"  # Apple's players and Photos play HEVC tagged hvc1, not FFmpeg's default hev1
         vout.options = opts
         # the input's colour description, and frames converted to YUV with its matrix: decoded with it, restored, and
         # encoded with it, the output shows the input's colours (players assume BT.709 for unflagged HD video: an
