@@ -555,6 +555,80 @@ def test_an_iphone_hevc_clip_comes_back_as_hevc_apple_plays(tmp_path, astronaut,
     assert "x265 [info]" not in capfd.readouterr().err
 
 
+def _frame_times(path: Path) -> list[float]:
+    with av.open(str(path)) as c:
+        return [float(f.pts * f.time_base) for f in c.decode(video=0)]
+
+
+def test_a_camcorder_clip_that_starts_late_stays_in_sync(tmp_path, astronaut):
+    """AVCHD/MPEG-TS clips start their clocks at an arbitrary time (here 1.4 s, video and audio alike). The audio
+    is copied with its own timestamps, so the restored frames keep theirs: before, the video was restamped from 0
+    and the sound came 1.4 s after the picture."""
+    src = tmp_path / "00001.MTS"
+    with av.open(str(src), "w", format="mpegts") as out:
+        vs = out.add_stream("libx264", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 128, 128, "yuv420p"
+        aus = out.add_stream("mp2", rate=48000)
+        aus.layout = "stereo"
+        for i, img in enumerate(synthetic_frames(astronaut, n=8)):
+            f = av.VideoFrame.from_ndarray(np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8), format="rgb24")
+            f.pts, f.time_base = 35 + i, Fraction(1, 25)  # 1.4 s + i / 25
+            for pkt in vs.encode(f):
+                out.mux(pkt)
+        for pkt in vs.encode(None):
+            out.mux(pkt)
+        n = aus.codec_context.frame_size
+        for k in range(0, 48000 * 8 // 25, n):
+            a = av.AudioFrame.from_ndarray(np.zeros((2, n), np.int16), format="s16p", layout="stereo")
+            a.sample_rate, a.pts, a.time_base = 48000, int(1.4 * 48000) + k, Fraction(1, 48000)
+            for pkt in aus.encode(a):
+                out.mux(pkt)
+        for pkt in aus.encode(None):
+            out.mux(pkt)
+
+    def first_audio(path: Path) -> float:
+        with av.open(str(path)) as c:
+            f = next(c.decode(audio=0))
+            return float(f.pts * f.time_base)
+
+    lag_in = first_audio(src) - _frame_times(src)[0]
+    dst = tmp_path / "out.mkv"
+    video.restore_video(src, dst, _Identity(), upscale=1, detector="hog")
+    times = _frame_times(dst)
+    assert len(times) == 8 and times[0] == pytest.approx(1.4, abs=0.002)
+    assert first_audio(dst) - times[0] == pytest.approx(lag_in, abs=0.002)
+
+
+def test_a_variable_frame_rate_clip_keeps_each_frames_time(tmp_path, astronaut):
+    """Phones lower the frame rate in the dark: frames come at irregular times. Each restored frame keeps its own
+    time (restamping them at the average rate moved the picture against the sound: here by up to 0.1 s)."""
+    times_in = [0.0, 0.033, 0.066, 0.2, 0.233, 0.4, 0.433]
+    src = tmp_path / "vfr.mkv"
+    with av.open(str(src), "w") as out:
+        vs = out.add_stream("libx264", rate=15)
+        vs.width, vs.height, vs.pix_fmt = 128, 128, "yuv420p"
+        vs.codec_context.time_base = Fraction(1, 1000)
+        for t, img in zip(times_in, synthetic_frames(astronaut, n=len(times_in))):
+            f = av.VideoFrame.from_ndarray(np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8), format="rgb24")
+            f.pts, f.time_base = round(t * 1000), Fraction(1, 1000)
+            for pkt in vs.encode(f):
+                out.mux(pkt)
+        for pkt in vs.encode(None):
+            out.mux(pkt)
+    assert _frame_times(src) == pytest.approx(times_in, abs=0.0015)
+    for ext in (".mkv", ".mp4"):
+        video.restore_video(src, tmp_path / f"out{ext}", _Identity(), upscale=1, detector="hog")
+        assert _frame_times(tmp_path / f"out{ext}") == pytest.approx(times_in, abs=0.0015)
+
+
+def test_frame_clock_keeps_times_and_order():
+    """Source times rounded to the time base; a missing time is one nominal frame after the last; a time on or
+    before its predecessor's tick moves one tick later (encoders need increasing timestamps)."""
+    clock = video._FrameClock(Fraction(1, 1000), Fraction(25))
+    got = [clock.pts(t) for t in (Fraction(14, 10), None, Fraction(1441, 1000), Fraction(1441, 1000), Fraction(1))]
+    assert got == [1400, 1440, 1441, 1442, 1443]
+
+
 def _combing(img: np.ndarray) -> float:
     """Mean second difference down the rows: the comb teeth of woven fields that moved (0 on a still frame)."""
     g = img.astype(np.float32).mean(-1)
@@ -784,7 +858,8 @@ def test_carphone_clip(tmp_path):
         src.write_bytes(data)
     # the first 15 frames through the CLI path's function, trimmed by a frame hook
     info = video.probe_video(src)
-    assert (info.width, info.height) == (176, 144)
+    # 176 x 144 pixels of sample aspect 128:117 (QCIF as BT.601 samples it): 192.5 square pixels wide, as shown
+    assert (info.width, info.height, info.sample_aspect) == (193, 144, Fraction(128, 117))
     res = video.restore_video(src, tmp_path / "out.mp4", _Identity(), upscale=1, detector="hog", mask="square")
     assert res.frames == (info.frames or res.frames) and sum(res.faces_per_frame) > res.frames // 2
 

@@ -76,6 +76,8 @@ _MUXERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi", ".we
 _MATRICES = {1: "ITU709", 4: "FCC", 5: "ITU601", 6: "SMPTE170M", 7: "SMPTE240M", 9: "BT2020", 10: "BT2020"}
 # encoders taking a constant rate factor (quality) option, with FFmpeg's default and the value we use
 _CRF_ENCODERS = {"libx264": 18, "libx265": 20, "libvpx-vp9": 30, "libvpx": 10, "libsvtav1": 30}
+# encoders that take any time base, so frames keep their source timestamps exactly (MPEG-2/4 and others want 1/fps)
+_ANY_TIME_BASE = ("libx264", "libx265", "libvpx", "libvpx-vp9", "libsvtav1", "libaom-av1")
 
 
 def _av() -> Any:
@@ -694,6 +696,26 @@ def _copy_tags(inp: Any, out: Any, streams: Sequence[tuple[Any, Any]], ext: str)
                 dst.metadata[key] = src.metadata[key]
 
 
+class _FrameClock:
+    """Output timestamps (in ``time_base`` units) from the source times of the frames (seconds, None when a frame
+    has none): each frame at its own time, rounded to the time base, and always after the previous one (a frame
+    without a time, or one that would land on its predecessor's tick, comes one tick or one nominal frame later)."""
+
+    def __init__(self, time_base: Fraction, fps: Fraction) -> None:
+        self.time_base, self.step = time_base, max(1, round(1 / (fps * time_base)))
+        self.last: int | None = None
+
+    def pts(self, seconds: Fraction | None) -> int:
+        if seconds is None:
+            pts = 0 if self.last is None else self.last + self.step
+        else:
+            pts = round(seconds / self.time_base)
+        if self.last is not None and pts <= self.last:
+            pts = self.last + 1
+        self.last = pts
+        return pts
+
+
 def _temp_path(target: Path) -> Path:
     prefix = "." + os.fsdecode(os.fsencode(target.name)[: io.NAME_MAX - 22]) + "."
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
@@ -1062,6 +1084,12 @@ def restore_video(
             if dst.suffix.lower() in (".mp4", ".mov"):
                 vout.codec_tag = "hvc1"  # Apple's players and Photos play HEVC tagged hvc1, not FFmpeg's default hev1
         vout.options = opts
+        # frames are stamped with their source times (not their index at the average rate): the audio, copied with
+        # its own timestamps, stays in sync when the video does not start at 0 (camcorder MPEG-TS, edit lists) and
+        # through a phone's variable frame rate
+        tb = Fraction(vin.time_base) if enc.name in _ANY_TIME_BASE and vin.time_base else 1 / Fraction(info.fps)
+        vout.codec_context.time_base = tb
+        clock = _FrameClock(tb, Fraction(info.fps))
         # the input's colour description, and frames converted to YUV with its matrix: decoded with it, restored, and
         # encoded with it, the output shows the input's colours (players assume BT.709 for unflagged HD video: an
         # output converted with swscale's default BT.601 and left unflagged shifts reds and greens)
@@ -1101,7 +1129,7 @@ def restore_video(
         view = hdr_view_for(info.color_trc, info.color_primaries)
         originals: list[np.ndarray] = []  # the HDR frames of ``pending`` (their SDR views are restored)
 
-        def encode(rgb: np.ndarray) -> None:
+        def encode(rgb: np.ndarray, stamp: Fraction | None) -> None:
             img = io.quantize(rgb, 16 if deep else 8)
             if (eh, ew) != img.shape[:2]:
                 img = np.pad(img, ((0, eh - img.shape[0]), (0, ew - img.shape[1]), (0, 0)), mode="edge")
@@ -1110,15 +1138,18 @@ def restore_video(
                 frame = frame.reformat(format=vout.pix_fmt, dst_colorspace=_MATRICES.get(info.colorspace, "DEFAULT"),
                                        dst_color_range="MPEG")
                 frame.colorspace, frame.color_range = info.colorspace, 1
-            frame.pts = run.frames
-            frame.time_base = 1 / info.fps
+            frame.pts = clock.pts(stamp)
+            frame.time_base = tb
             for pkt in vout.encode(frame):
                 out.mux(pkt)
 
         pending: list[np.ndarray] = []  # decoded frames whose faces are restored in one batch
         dein = Deinterlacer(vin.time_base, deinterlace)
 
+        stamps: list[Fraction | None] = []  # the source times (seconds) of ``pending``
+
         def add(frame: Any) -> None:
+            stamps.append(None if frame.pts is None else frame.pts * Fraction(frame.time_base or vin.time_base))
             rgb = _rgb(frame, info.rotation, info.square_size)
             if view is not None:
                 originals.append(rgb)
@@ -1128,8 +1159,9 @@ def restore_video(
         def flush() -> None:
             views = list(pending)
             for k, res in enumerate(run.restored(pending)):
-                encode(res.image if view is None else view.merge(originals[k], views[k], res.image))
+                encode(res.image if view is None else view.merge(originals[k], views[k], res.image), stamps[k])
             originals.clear()
+            stamps.clear()
 
         streams = [vin, *(inp.streams.audio[k] for k in range(len(inp.streams.audio))),
                    *(t for t in inp.streams.subtitles if t.index in subtitles)]
