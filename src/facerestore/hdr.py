@@ -6,10 +6,11 @@ flat), HLG puts SDR's white at 75 %, and BT.2020 primaries make BT.709 colours l
 values as if they were SDR restores a grey, desaturated face and pastes it back in the wrong tones.
 
 :class:`HdrView` turns an HDR frame into the SDR picture a viewer would see (BT.2100 transfer decoded, reference
-white at SDR white as BT.2408 places it, highlights rolled off smoothly to the mastering peak, BT.2020 primaries
-converted to BT.709, BT.1886 gamma 2.4 encoded) and puts a restoration of that view back: only what the restorer
-changed is added to the original signal (:meth:`HdrView.merge`), so pixels it left alone, out-of-gamut colours and
-highlights beyond the roll-off included, come back exactly.
+white (203 nits) where BT.2408 places it, HLG shown through its 1000-nit reference display (BT.2100's OOTF,
+system gamma 1.2), highlights rolled off smoothly to the mastering peak, BT.2020 primaries converted to BT.709,
+BT.1886 gamma 2.4 encoded) and puts a restoration of that view back: only what the restorer changed is added to the
+original signal (:meth:`HdrView.merge`), so pixels it left alone, out-of-gamut colours and highlights beyond the
+roll-off included, come back exactly.
 
 All images are float32 RGB in [0, 1], (H, W, 3). Pure numpy; constants from ITU-R BT.2100, BT.2087 and BT.2408.
 """
@@ -36,13 +37,19 @@ _A = 0.17883277
 _B = 1 - 4 * _A
 _C = 0.5 - _A * np.log(4 * _A)
 
-# BT.2408: diffuse ("graphics") white at 203 nits in PQ, at 75 % of the signal in HLG
+# BT.2408: diffuse ("graphics") white at 203 nits in PQ, at 75 % of the signal in HLG (203 nits on HLG's display)
 REFERENCE_WHITE_NITS = 203.0
-HLG_REFERENCE_WHITE_SIGNAL = 0.75
+# HLG's reference display (BT.2100): 1000 nits peak, black at 0, system gamma 1.2
+HLG_DISPLAY_NITS = 1000.0
+HLG_SYSTEM_GAMMA = 1.2
+_LUMA = {True: np.array([0.2627, 0.6780, 0.0593]), False: np.array([0.2126, 0.7152, 0.0722])}  # BT.2020, BT.709
 # most HDR video is mastered for 1000-nit displays (phones' HLG included): the roll-off reaches SDR white there
 MASTERING_PEAK_NITS = 1000.0
 # view (linear, SDR white = 1) values up to this knee are kept as they are; above it highlights are compressed
 TONE_KNEE = 0.75
+# a restorer's change goes back into the signal at most this many times as large (in code values) as it was in the
+# view: near SDR white the inverse roll-off is steep, and one 8-bit step there would otherwise jump hundreds of nits
+MAX_SIGNAL_GAIN = 2.5
 
 
 def pq_eotf(signal: np.ndarray) -> np.ndarray:
@@ -120,22 +127,27 @@ class HdrView:
 
     @property
     def _peak(self) -> float:
-        """The roll-off's peak in view units (SDR white = 1): the mastering peak, or HLG's full signal."""
-        if self.transfer == "pq":
-            return self.peak_nits / REFERENCE_WHITE_NITS
-        return 1.0 / float(hlg_inverse_oetf(np.float64(HLG_REFERENCE_WHITE_SIGNAL)))
+        """The roll-off's peak in view units (SDR white = 1): the mastering peak, HLG's display peak."""
+        return (self.peak_nits if self.transfer == "pq" else HLG_DISPLAY_NITS) / REFERENCE_WHITE_NITS
 
     def _linear(self, signal: np.ndarray) -> np.ndarray:
-        """HDR code values -> linear light with reference white at 1 (PQ: display light; HLG: scene light)."""
+        """HDR code values -> display light with reference white (203 nits) at 1. HLG: scene light through the
+        OOTF, ``Fd = Lw Ys^(gamma - 1) Es`` (``Ys`` the scene luminance)."""
         s = signal.astype(np.float64)
         if self.transfer == "pq":
             return pq_eotf(s) / REFERENCE_WHITE_NITS
-        return hlg_inverse_oetf(s) / float(hlg_inverse_oetf(np.float64(HLG_REFERENCE_WHITE_SIGNAL)))
+        scene = hlg_inverse_oetf(s)
+        ys = scene @ _LUMA[self.wide_gamut]
+        return scene * np.power(ys, HLG_SYSTEM_GAMMA - 1)[..., None] * (HLG_DISPLAY_NITS / REFERENCE_WHITE_NITS)
 
     def _signal(self, linear: np.ndarray) -> np.ndarray:
+        """The inverse of :meth:`_linear` (HLG: the inverse OOTF, ``Ys = (Yd / Lw)^(1 / gamma)``)."""
         if self.transfer == "pq":
             return pq_inverse_eotf(linear * REFERENCE_WHITE_NITS)
-        return hlg_oetf(linear * float(hlg_inverse_oetf(np.float64(HLG_REFERENCE_WHITE_SIGNAL))))
+        display = np.maximum(linear, 0.0) * (REFERENCE_WHITE_NITS / HLG_DISPLAY_NITS)
+        ys = np.power(display @ _LUMA[self.wide_gamut], 1 / HLG_SYSTEM_GAMMA)
+        scene = display / np.maximum(np.power(ys, HLG_SYSTEM_GAMMA - 1), 1e-12)[..., None]
+        return hlg_oetf(scene)
 
     def to_sdr(self, hdr: np.ndarray) -> np.ndarray:
         """HDR frame (H, W, 3) code values in [0, 1] -> its SDR view (H, W, 3) float32 in [0, 1], BT.709, gamma 2.4.
@@ -162,17 +174,16 @@ class HdrView:
 
     def merge(self, hdr: np.ndarray, view: np.ndarray, restored: np.ndarray) -> np.ndarray:
         """The HDR frame with what the restorer changed in its view: ``hdr + to_hdr(restored) - to_hdr(view)``,
-        clipped to [0, 1]. ``hdr`` and ``view`` may be smaller than ``restored`` (an upscaled output): both are then
-        resized to its size (bicubic) first. Where ``restored`` equals the view the original signal comes back
-        unchanged (up to resizing), out-of-gamut colours and highlights above the peak included."""
-        h, w = restored.shape[:2]
-        if hdr.shape[:2] != (h, w):
-            import cv2
-
-            hdr = cv2.resize(hdr.astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
-            view = cv2.resize(view.astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+        each change at most :data:`MAX_SIGNAL_GAIN` times its size in the view, clipped to [0, 1]. All three are
+        (H, W, 3) of one size (for an upscaled output, resize ``hdr`` and ``view`` as the background was). Where
+        ``restored`` equals the view the original signal comes back unchanged, out-of-gamut colours and highlights
+        above the peak included."""
+        if not hdr.shape == view.shape == restored.shape:
+            raise ValueError(f"merge needs one size, got {hdr.shape}, {view.shape} and {restored.shape}")
+        change = restored.astype(np.float32) - view
         delta = self.to_hdr(restored) - self.to_hdr(view)
-        return np.clip(hdr + delta, 0.0, 1.0).astype(np.float32)
+        limit = MAX_SIGNAL_GAIN * np.abs(change)
+        return np.clip(hdr + np.clip(delta, -limit, limit), 0.0, 1.0).astype(np.float32)
 
 
 def hdr_view_for(color_trc: int, color_primaries: int) -> HdrView | None:

@@ -813,8 +813,11 @@ def with_metadata(data: bytes, ext: str, metadata: ImageMetadata, *, gray: bool 
     - PNG: iCCP (zlib), eXIf and the XMP as iTXt "XML:com.adobe.xmp", right after IHDR (OpenCV writes no sRGB or
       gAMA chunk that would contradict the profile). PNG has no IPTC chunk: IPTC stays in JPEG outputs.
 
-    The ICC profile goes in only when it is a profile for the pixels written (gray for ``gray``, RGB otherwise).
+    The ICC profile goes in only when it is a profile for the pixels written (gray for ``gray``, RGB otherwise; for
+    PNG as its header says). EXIF over 64 KB (a JPEG segment's limit) is left out of JPEG outputs.
     """
+    if ext == ".png" and data[:8] == b"\x89PNG\r\n\x1a\n":
+        gray = data[25] in (0, 4)  # IHDR colour type: what was written (16-bit gray + alpha goes out as RGBA)
     icc = metadata.icc_profile if metadata.icc_profile and (metadata.icc_profile[16:20] == b"GRAY") == gray else None
     exif = metadata.exif[6:] if metadata.exif and metadata.exif.startswith(b"Exif\0\0") else metadata.exif
     if ext in (".jpg", ".jpeg") and data[:2] == b"\xff\xd8":

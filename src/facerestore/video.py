@@ -698,20 +698,29 @@ def _copy_tags(inp: Any, out: Any, streams: Sequence[tuple[Any, Any]], ext: str)
 
 class _FrameClock:
     """Output timestamps (in ``time_base`` units) from the source times of the frames (seconds, None when a frame
-    has none): each frame at its own time, rounded to the time base, and always after the previous one (a frame
-    without a time, or one that would land on its predecessor's tick, comes one tick or one nominal frame later)."""
+    has none): each frame at its own time, rounded to the time base, and always after the previous one. A frame
+    without a time comes one nominal frame after the last; one that lands on or just before its predecessor's tick
+    (rounding, a burst of frames) one tick later; a clock that goes back by more than a second (segments spliced
+    together, a capture restarted) continues one nominal frame after the last, and the frames after it keep their
+    spacing from there."""
 
     def __init__(self, time_base: Fraction, fps: Fraction) -> None:
         self.time_base, self.step = time_base, max(1, round(1 / (fps * time_base)))
+        self.splice = max(1, round(1 / time_base))  # one second
+        self.offset = 0
         self.last: int | None = None
 
     def pts(self, seconds: Fraction | None) -> int:
         if seconds is None:
             pts = 0 if self.last is None else self.last + self.step
         else:
-            pts = round(seconds / self.time_base)
+            pts = round(seconds / self.time_base) + self.offset
         if self.last is not None and pts <= self.last:
-            pts = self.last + 1
+            if self.last - pts > self.splice:
+                self.offset += self.last + self.step - pts
+                pts = self.last + self.step
+            else:
+                pts = self.last + 1
         self.last = pts
         return pts
 
@@ -1039,7 +1048,7 @@ def restore_video(
     clip). The faces of ``batch_frames`` consecutive frames are restored in one batch
     (:meth:`SequenceRestorer.restore_many`; memory holds that many decoded frames). Written atomically.
     """
-    from facerestore.faces.paste import upscaled_shape
+    from facerestore.faces.paste import UPSCALE_METHODS, upscale_image, upscaled_shape
 
     av = _av()
     src, dst = Path(src), Path(dst)
@@ -1087,7 +1096,9 @@ def restore_video(
         # frames are stamped with their source times (not their index at the average rate): the audio, copied with
         # its own timestamps, stays in sync when the video does not start at 0 (camcorder MPEG-TS, edit lists) and
         # through a phone's variable frame rate
-        tb = Fraction(vin.time_base) if enc.name in _ANY_TIME_BASE and vin.time_base else 1 / Fraction(info.fps)
+        # (AVI indexes frames by tick: it needs 1/fps, or it fills every gap between ticks with empty frames)
+        exact = enc.name in _ANY_TIME_BASE and vin.time_base and dst.suffix.lower() != ".avi"
+        tb = Fraction(vin.time_base) if exact else 1 / Fraction(info.fps)
         vout.codec_context.time_base = tb
         clock = _FrameClock(tb, Fraction(info.fps))
         # the input's colour description, and frames converted to YUV with its matrix: decoded with it, restored, and
@@ -1128,6 +1139,7 @@ def restore_video(
         # HDR (PQ, HLG): the restorer sees the SDR picture a viewer would, and what it changed goes back into the signal
         view = hdr_view_for(info.color_trc, info.color_primaries)
         originals: list[np.ndarray] = []  # the HDR frames of ``pending`` (their SDR views are restored)
+        views: list[np.ndarray] = []  # those views, kept while ``pending`` is emptied
 
         def encode(rgb: np.ndarray, stamp: Fraction | None) -> None:
             img = io.quantize(rgb, 16 if deep else 8)
@@ -1156,10 +1168,21 @@ def restore_video(
                 rgb = view.to_sdr(rgb)
             pending.append(rgb)
 
+        # an upscaled HDR frame and its view are resized as the restored view's background was (the method named by
+        # ``background``; Lanczos for ESRGAN or a callable, whose extra sharpness then counts as a change)
+        bg = photo_options.get("background", "lanczos")
+        resize = bg if isinstance(bg, str) and bg in UPSCALE_METHODS else "lanczos"
+
+        def to_signal(k: int, restored: np.ndarray) -> np.ndarray:
+            hdr_frame, sdr = originals[k], views[k]
+            if restored.shape != hdr_frame.shape:
+                hdr_frame, sdr = upscale_image(hdr_frame, upscale, resize), upscale_image(sdr, upscale, resize)
+            return view.merge(hdr_frame, sdr, restored)
+
         def flush() -> None:
-            views = list(pending)
+            views[:] = pending if view is not None else []
             for k, res in enumerate(run.restored(pending)):
-                encode(res.image if view is None else view.merge(originals[k], views[k], res.image), stamps[k])
+                encode(res.image if view is None else to_signal(k, res.image), stamps[k])
             originals.clear()
             stamps.clear()
 
