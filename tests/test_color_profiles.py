@@ -283,3 +283,28 @@ def test_stated_sizes_follow_the_written_image(tmp_path):
         assert im.info["xmp"] == (b'<rdf:Description exif:PixelXDimension="80" exif:PixelYDimension = "60" '
                                   b'tiff:Make="c"><tiff:ImageWidth>80</tiff:ImageWidth>'
                                   b"<tiff:ImageLength>60</tiff:ImageLength></rdf:Description>")
+
+
+def test_motion_photo_and_gain_map_pointers_are_not_carried():
+    """A Pixel's Motion Photo (a video appended after the JPEG) and Ultra HDR photo (a gain map appended) describe
+    those parts in the XMP; the restored JPEG has neither, so those properties and the item directory go, while
+    the caption and the namespace declarations stay (a valid packet)."""
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           b'<rdf:Description rdf:about="" xmlns:GCamera="http://ns.google.com/photos/1.0/camera/" '
+           b'xmlns:hdrgm="http://ns.adobe.com/hdr-gain-map/1.0/" '
+           b'xmlns:Container="http://ns.google.com/photos/1.0/container/" '
+           b'xmlns:Item="http://ns.google.com/photos/1.0/container/item/" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+           b'GCamera:MotionPhoto="1" GCamera:MotionPhotoVersion="1" GCamera:MotionPhotoPresentationTimestampUs="0" '
+           b"hdrgm:Version='1.0'><dc:title>Party</dc:title>"
+           b'<Container:Directory><rdf:Seq><rdf:li rdf:parseType="Resource"><Container:Item Item:Mime="image/jpeg" '
+           b'Item:Semantic="Primary" Item:Length="0"/></rdf:li><rdf:li rdf:parseType="Resource"><Container:Item '
+           b'Item:Mime="video/mp4" Item:Semantic="MotionPhoto" Item:Length="2834911"/></rdf:li></rdf:Seq>'
+           b"</Container:Directory></rdf:Description></rdf:RDF></x:xmpmeta>")
+    out = io._upright_xmp(xmp)
+    assert b"MotionPhoto" not in out and b"hdrgm:Version" not in out and b"Directory" not in out
+    assert b"Item:" not in out and b"<dc:title>Party</dc:title>" in out
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(out)  # still well-formed XML
+    desc = root.find(".//{http://www.w3.org/1999/02/22-rdf-syntax-ns#}Description")
+    assert list(desc.attrib) == ["{http://www.w3.org/1999/02/22-rdf-syntax-ns#}about"]

@@ -339,15 +339,25 @@ _XMP_ORIENTATION = (re.compile(rb"(tiff:Orientation\s*=\s*[\"'])\s*\d\s*([\"'])"
                     re.compile(rb"(<tiff:Orientation>)\s*\d\s*(</tiff:Orientation>)"))
 
 
+# what describes data appended to the original file (a Motion Photo's video, an Ultra HDR gain map), which an output
+# does not carry: Google's camera and container properties, the gain map's version, the container's item directory
+_XMP_APPENDED = (re.compile(rb"\s(?:GCamera|hdrgm|Container|Item):\w+\s*=\s*(?:\"[^\"]*\"|'[^']*')"),
+                 re.compile(rb"<(GCamera|hdrgm|Container):(\w+)\b[^>]*?(?:/>|>.*?</\1:\2\s*>)", re.S))
+
+
 def _upright_xmp(xmp: Any) -> bytes | None:
-    """An XMP packet (bytes or str) with its tiff:Orientation set to 1, as the EXIF's is: the pixels are written
-    upright, and a viewer that reads the XMP's orientation would turn them again."""
+    """An XMP packet (bytes or str) for the output: its tiff:Orientation set to 1, as the EXIF's is (the pixels are
+    written upright, and a viewer that reads the XMP's orientation would turn them again), and without the
+    properties that point at data appended to the original (a Pixel's Motion Photo video, an Ultra HDR gain map:
+    photo apps would look for them past the end of the restored JPEG)."""
     if isinstance(xmp, str):
         xmp = xmp.encode("utf-8")
     if not isinstance(xmp, bytes) or not xmp.strip():
         return None
     for pattern in _XMP_ORIENTATION:
         xmp = pattern.sub(rb"\g<1>1\g<2>", xmp)
+    for pattern in _XMP_APPENDED:
+        xmp = pattern.sub(b"", xmp)
     return xmp
 
 
