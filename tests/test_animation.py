@@ -257,3 +257,21 @@ def test_cli_restores_animations_beside_photos(tmp_path, astronaut, capsys):
                  "-q"])
     assert code == 2 and "not to videos or animations" in capsys.readouterr().err
 
+
+
+@pytest.mark.parametrize("ext", [".webp", ".png"])
+def test_an_animation_keeps_its_colour_profile(tmp_path, astronaut, ext):
+    """Animated WebP and PNG carry an ICC profile (and WebP an XMP packet): the restored frames are in the input's
+    colour space, so the output carries them too."""
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><dc:title xmlns:dc="http://purl.org/dc/elements/1.1/">'
+           b"Wave</dc:title></x:xmpmeta>")
+    kw = {"icc_profile": srgb, **({"xmp": xmp} if ext == ".webp" else {})}
+    src = write_animation(tmp_path / "in" / f"wave{ext}", face_frames(astronaut, n=3), **kw)
+    dst = tmp_path / f"out{ext}"
+    video.restore_animation(src, dst, _Identity(), upscale=1, detector="hog")
+    with Image.open(dst) as im:
+        assert im.info.get("icc_profile") == srgb
+        assert (im.info.get("xmp") == xmp) if ext == ".webp" else True

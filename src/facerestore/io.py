@@ -299,11 +299,7 @@ def _read_header(data: bytes, where: str) -> _Header:
                         exif_bytes = exif.tobytes()
                 except Exception:  # malformed EXIF: no orientation, nothing carried over
                     pass
-                xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")  # JPEG/WebP, PNG's iTXt
-                iptc = next((body for kind, body in getattr(im, "applist", [])  # JPEG only
-                             if kind == "APP13" and body.startswith(_IPTC_SIGNATURE)), None)
-                header.metadata = ImageMetadata(exif=exif_bytes, icc_profile=_usable_icc(im.info.get("icc_profile")),
-                                                xmp=_upright_xmp(xmp), iptc=iptc)
+                header.metadata = pillow_metadata(im, exif_bytes)
                 return header
     except Image.DecompressionBombError as exc:
         m = re.search(r"\((\d+) pixels\)", str(exc))
@@ -323,6 +319,17 @@ def _read_header(data: bytes, where: str) -> _Header:
         if data[4:8] == b"ftyp" and data[8:12] in (b"avif", b"avis"):
             raise InputError(f"cannot decode AVIF image (corrupt, or Pillow older than 11.3){where}") from None
         raise InputError(f"cannot decode image (corrupt or unsupported format){where}") from None
+
+
+def pillow_metadata(im: Any, exif: bytes | None = None) -> ImageMetadata:
+    """The :class:`ImageMetadata` of an image opened with Pillow (``exif``: its EXIF as it should be written): a
+    usable ICC profile (:func:`_usable_icc`), the XMP made fit for an output (:func:`_upright_xmp`) and a JPEG's
+    IPTC block."""
+    xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")  # JPEG/WebP, PNG's iTXt
+    iptc = next((body for kind, body in getattr(im, "applist", [])  # JPEG only
+                 if kind == "APP13" and body.startswith(_IPTC_SIGNATURE)), None)
+    return ImageMetadata(exif=exif, icc_profile=_usable_icc(im.info.get("icc_profile")), xmp=_upright_xmp(xmp),
+                         iptc=iptc)
 
 
 def _usable_icc(profile: Any) -> bytes | None:

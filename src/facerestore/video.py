@@ -1481,6 +1481,13 @@ def restore_animation(
             save.update(transparency=255, disposal=2)  # each frame replaces the last, transparent pixels included
         elif fmt == "WEBP":
             save.update(quality=int(webp_quality), method=4)
+        # the colour profile of an animated WebP or PNG, and a WebP's XMP (Pillow writes no XMP into APNG; GIF
+        # has neither): the frames are in the input's colour space
+        meta = io.pillow_metadata(im)
+        if fmt in ("WEBP", "PNG") and meta.icc_profile is not None and meta.icc_profile[16:20] == b"RGB ":
+            save["icc_profile"] = meta.icc_profile
+        if fmt == "WEBP" and meta.xmp:
+            save["xmp"] = meta.xmp
         tmp = _temp_path(dst)
         frames_out[0].save(tmp, **save)
         io.check_output_file(dst, [src, *protect])
