@@ -180,10 +180,17 @@ class HdrView:
         above the peak included."""
         if not hdr.shape == view.shape == restored.shape:
             raise ValueError(f"merge needs one size, got {hdr.shape}, {view.shape} and {restored.shape}")
-        change = restored.astype(np.float32) - view
-        delta = self.to_hdr(restored) - self.to_hdr(view)
-        limit = MAX_SIGNAL_GAIN * np.abs(change)
-        return np.clip(hdr + np.clip(delta, -limit, limit), 0.0, 1.0).astype(np.float32)
+        out = np.array(hdr, np.float32)
+        changed = np.nonzero((restored != view).any(-1))
+        if changed[0].size == 0:
+            return out
+        # the box around what changed (the faces): the rest of the frame is the original, and is not converted
+        box = (slice(changed[0].min(), changed[0].max() + 1), slice(changed[1].min(), changed[1].max() + 1))
+        r, v = restored[box].astype(np.float32), view[box].astype(np.float32)
+        delta = self.to_hdr(r) - self.to_hdr(v)
+        limit = MAX_SIGNAL_GAIN * np.abs(r - v)
+        out[box] = np.clip(out[box] + np.clip(delta, -limit, limit), 0.0, 1.0)
+        return out
 
 
 def hdr_view_for(color_trc: int, color_primaries: int) -> HdrView | None:
