@@ -247,7 +247,9 @@ def test_cli_restores_animations_beside_photos(tmp_path, astronaut, capsys):
     out = tmp_path / "out"
     code = main(["restore", "-i", str(d), "-o", str(out), "--method", "test-anim-id", "--upscale", "1",
                  "--device", "cpu", "--detector", "hog", "-q"])
-    assert code == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert " of 2 files with test-anim-id" in err  # a photo and an animation: neither "images" nor "videos"
     frames, durations, loop, _ = decoded(out / "restored_videos" / "clip.gif")
     assert (len(frames), durations, loop) == (4, DURATIONS[:4], 0)
     record = (out / "restored_videos" / "clip.json").read_text()
@@ -256,6 +258,9 @@ def test_cli_restores_animations_beside_photos(tmp_path, astronaut, capsys):
     code = main(["restore", "-i", str(anim), "-o", str(tmp_path / "o2"), "--method", "test-anim-id", "--aligned",
                  "-q"])
     assert code == 2 and "not to videos or animations" in capsys.readouterr().err
+    assert main(["restore", "-i", str(anim), "-o", str(tmp_path / "o3"), "--method", "test-anim-id", "--upscale", "1",
+                 "--detector", "hog", "-q"]) == 0
+    assert " of 1 videos with test-anim-id" in capsys.readouterr().err
 
 
 

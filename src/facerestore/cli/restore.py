@@ -351,7 +351,8 @@ def run(args: argparse.Namespace) -> int:
     report = run_batch(files, process, desc="restore", progress=not args.quiet, single=src.is_file())
     n_faces = sum(report.done)
     n_restored = sum(1 for n in report.done if n)
-    print(f"restored {n_faces} faces in {n_restored} of {len(files)} images with {args.method} "
+    noun = "images" if not clips else "videos" if len(clips) == len(files) else "files"  # videos: animations too
+    print(f"restored {n_faces} faces in {n_restored} of {len(files)} {noun} with {args.method} "
           f"-> {io.display_path(out_dir)}"
           + (f"; {len(kept)} faces kept as they were (the restoration was worse: see the JSON's gate)"
              if kept else "")
