@@ -468,6 +468,31 @@ def test_the_recordings_date_place_and_languages_are_kept(tmp_path, astronaut, s
         assert langs == ["fra", "spa"]
 
 
+def test_chapters_are_kept(tmp_path, astronaut):
+    """A DVD rip's or an edited home video's chapters (start, end, title) come through, into Matroska and MP4."""
+    if not hasattr(av.container.Container, "set_chapters"):
+        pytest.skip("PyAV before 14 has no chapters")
+    marks = [(0, 250, "Arrival"), (250, 500, "Vows")]
+    with av.open(str(tmp_path / "chaptered.mkv"), "w") as out:
+        vs = out.add_stream("libx264", rate=12)
+        vs.width, vs.height, vs.pix_fmt = 128, 128, "yuv420p"
+        out.set_chapters([{"id": k + 1, "start": a, "end": b, "time_base": Fraction(1, 1000),
+                           "metadata": {"title": t}} for k, (a, b, t) in enumerate(marks)])
+        encode_video(out, vs, [np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8)
+                               for f in synthetic_frames(astronaut, n=6)])
+
+    def chapters(path: Path) -> list[tuple[int, int, str]]:
+        with av.open(str(path)) as c:
+            ms = [(float(ch["start"] * ch["time_base"] * 1000), float(ch["end"] * ch["time_base"] * 1000))
+                  for ch in c.chapters()]
+            return [(round(a), round(b), ch["metadata"].get("title")) for (a, b), ch in zip(ms, c.chapters())]
+
+    assert chapters(tmp_path / "chaptered.mkv") == marks
+    for ext in (".mkv", ".mp4"):
+        video.restore_video(tmp_path / "chaptered.mkv", tmp_path / f"out{ext}", _Identity(), upscale=1, detector="hog")
+        assert chapters(tmp_path / f"out{ext}") == marks
+
+
 def test_subtitles_are_copied_where_the_container_holds_them(tmp_path, astronaut):
     """A Matroska clip with SubRip subtitles (read here from an .srt by FFmpeg's own demuxer): restored into
     Matroska, the subtitle packets come through unchanged with their timing and language; MP4 cannot hold SubRip,

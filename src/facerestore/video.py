@@ -682,9 +682,9 @@ _APPLE_LOCATION = "com.apple.quicktime.location.ISO6709"
 
 def _copy_tags(inp: Any, out: Any, streams: Sequence[tuple[Any, Any]], ext: str) -> None:
     """The recording's description into the output: the container's tags (creation date, which photo libraries
-    sort by; title; place; device) and each stream's language and title, ``streams`` as (input, output) pairs.
-    An iPhone's place (a QuickTime metadata key the MP4 muxer does not write) also goes in as ``location``, the
-    place tag phones' MP4s use."""
+    sort by; title; place; device), its chapters, and each stream's language and title, ``streams`` as (input,
+    output) pairs. An iPhone's place (a QuickTime metadata key the MP4 muxer does not write) also goes in as
+    ``location``, the place tag phones' MP4s use."""
     tags = {k: v for k, v in inp.metadata.items() if k.lower() not in _FILE_TAGS}
     if ext in (".mp4", ".mov") and "location" not in tags and _APPLE_LOCATION in tags:
         tags["location"] = tags[_APPLE_LOCATION]
@@ -694,6 +694,9 @@ def _copy_tags(inp: Any, out: Any, streams: Sequence[tuple[Any, Any]], ext: str)
         for key in _STREAM_TAGS:
             if src.metadata.get(key):
                 dst.metadata[key] = src.metadata[key]
+    chapters = inp.chapters() if hasattr(inp, "chapters") else []  # PyAV 14 and later
+    if chapters:
+        out.set_chapters(chapters)
 
 
 class _FrameClock:
