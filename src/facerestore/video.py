@@ -336,7 +336,9 @@ def iter_frames(path: str | os.PathLike, deinterlace: str = "auto") -> Iterator[
     (the display rotation applied, as a player shows them) and deinterlaced as ``deinterlace`` says
     (:class:`Deinterlacer`).
 
-    A generator: nothing is decoded before the first ``next``, and only the frame being returned is held.
+    A generator: nothing is decoded before the first ``next``, and only the frame being returned is held. HDR
+    frames come as their code values: ``hdr_view_for(info.color_trc, info.color_primaries).to_sdr(frame)`` shows
+    them as :func:`restore_video` does (:func:`probe_video`, :mod:`facerestore.hdr`).
     """
     p = Path(path)
     container = _open(p)
