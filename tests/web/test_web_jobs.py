@@ -323,3 +323,25 @@ def test_server_half_applies_to_the_methods_that_support_it(tmp_path, uploads):
         assert res.errors == [] and len(res.photos) == 1
         record = json.loads(res.photos[0].record.read_text())
         assert record["restorer"]["precision"] == precision and record["half"] is (precision == "bf16")
+
+
+def test_a_photo_keeps_its_colour_profile_and_captions_on_both_sides_of_the_slider(tmp_path, uploads):
+    """A camera JPEG with a colour profile and an IPTC/XMP caption: the restored JPEG keeps them (as the CLI's does),
+    and the slider's "before" image carries the profile too, so the browser shows both sides in the same colours."""
+    from PIL import Image, ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><dc:title xmlns:dc="http://purl.org/dc/elements/1.1/">Us'
+           b"</dc:title></x:xmpmeta>")
+    (uploads / "c3").mkdir()
+    Image.open(LQ).convert("RGB").save(uploads / "c3" / "camera.jpg", quality=95, icc_profile=profile, xmp=xmp)
+    job = tmp_path / "job"
+    job.mkdir()
+    res = jobs.run_job([uploads / "c3" / "camera.jpg"], jobs.JobOptions(detector="dlib-hog", upscale=1), job,
+                       jobs.Limits(), uploads_root=uploads)
+    (photo,) = res.photos
+    with Image.open(photo.image) as im:
+        assert photo.image.suffix == ".jpg" and im.info["icc_profile"] == profile and im.info["xmp"] == xmp
+    with Image.open(photo.before) as im:
+        assert im.info["icc_profile"] == profile
+    assert json.loads(photo.record.read_text())["color_profile"] == "sRGB built-in"
