@@ -677,6 +677,42 @@ def test_avi_outputs_are_timed_per_frame(tmp_path, astronaut):
         assert vs.average_rate == 12 and len(list(c.decode(vs))) == 5 == res.frames
 
 
+def test_an_old_camera_motion_jpeg_clip_is_restored(tmp_path, astronaut):
+    """Digital cameras of the 2000s recorded Motion JPEG in AVI (full-range YUV, 'yuvj422p') with PCM sound. It is
+    written back as Motion JPEG, full range, in its own container; the encoder refused the limited-range frames it
+    was given before ("cannot decode video ...: Invalid argument", although nothing failed to decode)."""
+    src = tmp_path / "MVI_0001.AVI"
+    with av.open(str(src), "w") as out:
+        vs = out.add_stream("mjpeg", rate=15)
+        vs.width, vs.height, vs.pix_fmt = 128, 128, "yuvj422p"
+        vs.bit_rate = 4_000_000
+        encode_video(out, vs, [av.VideoFrame.from_ndarray(np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8),
+                                                          format="rgb24").reformat(format="yuvj422p")
+                               for f in synthetic_frames(astronaut, n=5)])
+    assert video.video_output_extension(src) == ".avi"
+    res = video.restore_video(src, tmp_path / "out.avi", _Identity(), upscale=1, detector="hog")
+    assert (res.codec, res.frames) == ("mjpeg", 5) and sum(res.faces_per_frame) >= 4
+    with av.open(str(tmp_path / "out.avi")) as c:
+        ctx = c.streams.video[0].codec_context
+        assert (ctx.pix_fmt, ctx.color_range) == ("yuvj422p", 2)
+    for a, b in zip(video.iter_frames(src), video.iter_frames(tmp_path / "out.avi")):
+        assert np.abs(a - b).mean() < 0.01 and abs(a.mean() - b.mean()) < 0.005  # a range mix-up shifts ~0.03
+
+
+def test_an_encoder_failure_is_named_as_one(tmp_path, astronaut, monkeypatch):
+    """When the encoder refuses the frames, the one line names the encoder, not a decoding error."""
+    src = write_clip(tmp_path / "clip.mp4", synthetic_frames(astronaut, n=2))
+    def refuse(self, frame=None):
+        if frame is not None:
+            raise av.error.ArgumentError(22, "Invalid argument")
+        return []
+
+    monkeypatch.setattr(av.video.stream.VideoStream, "encode", refuse)
+    with pytest.raises(video.InputError, match=r"cannot encode the restored video of .*clip\.mp4 with libx264"):
+        video.restore_video(src, tmp_path / "out.mp4", _Identity(), upscale=1, detector="hog")
+    assert not (tmp_path / "out.mp4").exists()
+
+
 def _combing(img: np.ndarray) -> float:
     """Mean second difference down the rows: the comb teeth of woven fields that moved (0 on a still frame)."""
     g = img.astype(np.float32).mean(-1)

@@ -231,9 +231,13 @@ def _info(container: Any, rotation: int = 0) -> VideoInfo:
     sar = _sample_aspect(vs)
     sw, sh = max(1, round(int(ctx.width) * sar)), int(ctx.height)  # square pixels: the width is resampled
     w, h = (sh, sw) if rotation in (90, 270) else (sw, sh)
+    bit_rate = ctx.bit_rate or vs.bit_rate
+    if not bit_rate and container.bit_rate:  # AVI and others state only the file's: less the sound's
+        sound = sum(int(a.bit_rate or a.codec_context.bit_rate or 0) for a in container.streams.audio)
+        bit_rate = max(0, int(container.bit_rate) - sound) or None
     return VideoInfo(width=w, height=h, fps=Fraction(rate), codec=str(ctx.name),
                      frames=int(vs.frames) if vs.frames else None, pix_fmt=ctx.pix_fmt,
-                     has_audio=bool(container.streams.audio), bit_rate=int(ctx.bit_rate) if ctx.bit_rate else None,
+                     has_audio=bool(container.streams.audio), bit_rate=int(bit_rate) if bit_rate else None,
                      rotation=rotation, sample_aspect=sar, colorspace=int(ctx.colorspace or 2),
                      color_primaries=int(ctx.color_primaries or 2), color_trc=int(ctx.color_trc or 2))
 
@@ -1084,8 +1088,12 @@ def restore_video(
         vout = out.add_stream(enc.name, rate=info.fps)
         vout.width, vout.height = ew, eh
         formats = [f.name for f in (enc.video_formats or [])]
-        vout.pix_fmt = info.pix_fmt if info.pix_fmt in formats and not info.pix_fmt.startswith("yuvj") else (
-            "yuv420p" if "yuv420p" in formats or not formats else formats[0])
+        if enc.name == "mjpeg":  # Motion JPEG (old digital cameras' AVI and MOV clips) is full-range YUV
+            vout.pix_fmt = info.pix_fmt if info.pix_fmt.startswith("yuvj") and info.pix_fmt in formats else "yuvj420p"
+        else:  # the others take limited range: a full-range input (yuvj) is converted
+            vout.pix_fmt = info.pix_fmt if info.pix_fmt in formats and not info.pix_fmt.startswith("yuvj") else (
+                "yuv420p" if "yuv420p" in formats or not formats else formats[0])
+        full_range = vout.pix_fmt.startswith("yuvj")
         opts: dict[str, str] = {}
         if enc.name in _CRF_ENCODERS:
             opts["crf"] = str(int(crf if crf is not None else _CRF_ENCODERS[enc.name]))
@@ -1113,7 +1121,7 @@ def restore_video(
         if yuv:
             ctx = vout.codec_context
             ctx.colorspace, ctx.color_primaries, ctx.color_trc = info.colorspace, info.color_primaries, info.color_trc
-            ctx.color_range = 1  # limited ("MPEG") range: what the conversion below writes
+            ctx.color_range = 2 if full_range else 1  # full ("JPEG") or limited ("MPEG"): what the conversion writes
         audio = {}
         for a in inp.streams.audio:
             try:
@@ -1153,11 +1161,16 @@ def restore_video(
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb48le" if deep else "rgb24")
             if yuv:
                 frame = frame.reformat(format=vout.pix_fmt, dst_colorspace=_MATRICES.get(info.colorspace, "DEFAULT"),
-                                       dst_color_range="MPEG")
-                frame.colorspace, frame.color_range = info.colorspace, 1
+                                       dst_color_range="JPEG" if full_range else "MPEG")
+                frame.colorspace, frame.color_range = info.colorspace, 2 if full_range else 1
             frame.pts = clock.pts(stamp)
             frame.time_base = tb
-            for pkt in vout.encode(frame):
+            try:
+                packets = vout.encode(frame)
+            except av.error.FFmpegError as exc:  # not a decoding problem: say which encoder refused
+                raise InputError(f"cannot encode the restored video of {io.display_path(src)} with {enc.name} "
+                                 f"({vout.pix_fmt}): {_reason(exc)}") from None
+            for pkt in packets:
                 out.mux(pkt)
 
         pending: list[np.ndarray] = []  # decoded frames whose faces are restored in one batch
