@@ -699,6 +699,17 @@ def test_an_old_camera_motion_jpeg_clip_is_restored(tmp_path, astronaut):
         assert np.abs(a - b).mean() < 0.01 and abs(a.mean() - b.mean()) < 0.005  # a range mix-up shifts ~0.03
 
 
+def test_dv_in_avi_is_written_as_h264(tmp_path, astronaut):
+    """DV (camcorder tapes captured to AVI) takes only 720 x 480 / 576 frames of non-square pixels; the restored
+    frames have square pixels (640 x 480 here), which the DV encoder refuses: the AVI gets H.264 instead."""
+    src = write_legacy(tmp_path / "tape.avi", astronaut, "dvvideo", "pcm_s16le", (720, 480), Fraction(30000, 1001),
+                       "yuv411p")
+    res = video.restore_video(src, tmp_path / "out.avi", _Identity(), upscale=1, detector="hog")
+    assert (res.codec, res.width, res.height, res.frames) == ("libx264", 640, 480, 4)
+    with av.open(str(tmp_path / "out.avi")) as c:
+        assert c.streams.audio[0].codec_context.name == "pcm_s16le"
+
+
 def test_an_encoder_failure_is_named_as_one(tmp_path, astronaut, monkeypatch):
     """When the encoder refuses the frames, the one line names the encoder, not a decoding error."""
     src = write_clip(tmp_path / "clip.mp4", synthetic_frames(astronaut, n=2))
@@ -711,6 +722,10 @@ def test_an_encoder_failure_is_named_as_one(tmp_path, astronaut, monkeypatch):
     with pytest.raises(video.InputError, match=r"cannot encode the restored video of .*clip\.mp4 with libx264"):
         video.restore_video(src, tmp_path / "out.mp4", _Identity(), upscale=1, detector="hog")
     assert not (tmp_path / "out.mp4").exists()
+    monkeypatch.undo()
+    # an encoder that refuses to open (a size it cannot take) is named before any frame is restored
+    with pytest.raises(video.InputError, match=r"cannot write .*out\.avi with h263 \(yuv420p, 128x128\)"):
+        video.restore_video(src, tmp_path / "out.avi", _Identity(), codec="h263", upscale=1, detector="hog")
 
 
 def _combing(img: np.ndarray) -> float:

@@ -602,11 +602,17 @@ class TemporalBlender(Restorer):
 # writing
 
 
+# codecs that take only a few frame sizes (DV: 720 x 480 / 576; H.261/H.263: CIF and its multiples), which restored
+# frames (square pixels, upscaled) do not keep: written as the container's usual codec instead
+_FIXED_SIZE_CODECS = ("dvvideo", "h261", "h263")
+
+
 def _encoder(codec: str | None, info: VideoInfo, ext: str, keep_codec: bool = True) -> Any:
     """The encoder: ``codec`` when given, else the input's (``keep_codec``: a video written back in its own
-    container), else the container's usual one (H.264; VP9 for WebM)."""
+    container, unless its codec takes only fixed frame sizes), else the container's usual one (H.264; VP9 for
+    WebM)."""
     av = _av()
-    name = codec or (info.codec if keep_codec else "libx264")
+    name = codec or (info.codec if keep_codec and info.codec not in _FIXED_SIZE_CODECS else "libx264")
     try:
         return av.codec.Codec(name, "w")
     except (av.error.FFmpegError, ValueError) as exc:
@@ -1204,6 +1210,11 @@ def restore_video(
             originals.clear()
             stamps.clear()
 
+        try:  # the encoders open here: a refusal is named as what it is, not as a decoding error
+            out.start_encoding()
+        except av.error.FFmpegError as exc:
+            raise InputError(f"cannot write {io.display_path(dst)} with {enc.name} ({vout.pix_fmt}, {ew}x{eh}): "
+                             f"{_reason(exc)}") from None
         streams = [vin, *(inp.streams.audio[k] for k in range(len(inp.streams.audio))),
                    *(t for t in inp.streams.subtitles if t.index in subtitles)]
         try:
