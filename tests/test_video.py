@@ -710,6 +710,25 @@ def test_dv_in_avi_is_written_as_h264(tmp_path, astronaut):
         assert c.streams.audio[0].codec_context.name == "pcm_s16le"
 
 
+@pytest.mark.parametrize(("codec", "pix_fmt", "size"), [("prores_ks", "yuv422p10le", (196, 147)),
+                                                      ("mjpeg", "yuvj422p", (196, 147)),
+                                                      ("libx264", "yuv420p", (196, 148))])
+def test_odd_output_sizes_are_padded_to_whole_chroma_samples(tmp_path, astronaut, codec, pix_fmt, size):
+    """130 x 98 at 1.5x is 195 x 147: a 4:2:2 stream needs an even width (ProRes refused the odd one), a 4:2:0 one
+    an even width and height; the last column / row is repeated."""
+    import cv2
+
+    src = tmp_path / "edit.mov"
+    with av.open(str(src), "w") as out:
+        vs = out.add_stream(codec, rate=25)
+        vs.width, vs.height, vs.pix_fmt = 130, 98, pix_fmt
+        small = [cv2.resize(np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8), (130, 98))
+                 for f in synthetic_frames(astronaut, n=2)]
+        encode_video(out, vs, [av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format=pix_fmt) for f in small])
+    res = video.restore_video(src, tmp_path / "out.mov", _Identity(), upscale=1.5, detector="hog")
+    assert (res.width, res.height) == size and res.frames == 2
+
+
 def test_an_encoder_failure_is_named_as_one(tmp_path, astronaut, monkeypatch):
     """When the encoder refuses the frames, the one line names the encoder, not a decoding error."""
     src = write_clip(tmp_path / "clip.mp4", synthetic_frames(astronaut, n=2))

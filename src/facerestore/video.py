@@ -1085,21 +1085,26 @@ def restore_video(
         enc = _encoder(codec, info, dst.suffix.lower(), keep_codec=src.suffix.lower() in _MUXERS)
         if crf is not None and enc.name not in _CRF_ENCODERS:
             raise InputError(f"--crf applies to {', '.join(_CRF_ENCODERS)}; the encoder is {enc.name}")
-        even = enc.name in ("libx264", "libx265", "mpeg4", "libsvtav1")  # 4:2:0 encoders need even sizes
-        ew, eh = (ow + (ow & 1), oh + (oh & 1)) if even else (ow, oh)
+        formats = [f.name for f in (enc.video_formats or [])]
+        if enc.name == "mjpeg":  # Motion JPEG (old digital cameras' AVI and MOV clips) is full-range YUV
+            pix_fmt = info.pix_fmt if info.pix_fmt.startswith("yuvj") and info.pix_fmt in formats else "yuvj420p"
+        else:  # the others take limited range: a full-range input (yuvj) is converted
+            pix_fmt = info.pix_fmt if info.pix_fmt in formats and not info.pix_fmt.startswith("yuvj") else (
+                "yuv420p" if "yuv420p" in formats or not formats else formats[0])
+        full_range = pix_fmt.startswith("yuvj")
+        # sizes a whole number of chroma samples (4:2:0 even, 4:1:1 a multiple of 4 wide; H.264, HEVC, MPEG-4 and
+        # AV1 want even sizes whatever the format): the last column / row is repeated to get there
+        fmt = av.VideoFormat(pix_fmt)
+        step_w, step_h = 64 // max(1, fmt.chroma_width(64)), 64 // max(1, fmt.chroma_height(64))
+        if enc.name in ("libx264", "libx265", "mpeg4", "libsvtav1"):
+            step_w, step_h = max(step_w, 2), max(step_h, 2)
+        ew, eh = -(-ow // step_w) * step_w, -(-oh // step_h) * step_h
 
         tmp = _temp_path(dst)
         out = av.open(str(tmp), "w", format=_MUXERS[dst.suffix.lower()])
         vin = main_video_stream(inp)
         vout = out.add_stream(enc.name, rate=info.fps)
-        vout.width, vout.height = ew, eh
-        formats = [f.name for f in (enc.video_formats or [])]
-        if enc.name == "mjpeg":  # Motion JPEG (old digital cameras' AVI and MOV clips) is full-range YUV
-            vout.pix_fmt = info.pix_fmt if info.pix_fmt.startswith("yuvj") and info.pix_fmt in formats else "yuvj420p"
-        else:  # the others take limited range: a full-range input (yuvj) is converted
-            vout.pix_fmt = info.pix_fmt if info.pix_fmt in formats and not info.pix_fmt.startswith("yuvj") else (
-                "yuv420p" if "yuv420p" in formats or not formats else formats[0])
-        full_range = vout.pix_fmt.startswith("yuvj")
+        vout.width, vout.height, vout.pix_fmt = ew, eh, pix_fmt
         opts: dict[str, str] = {}
         if enc.name in _CRF_ENCODERS:
             opts["crf"] = str(int(crf if crf is not None else _CRF_ENCODERS[enc.name]))
