@@ -729,6 +729,17 @@ def test_odd_output_sizes_are_padded_to_whole_chroma_samples(tmp_path, astronaut
     assert (res.width, res.height) == size and res.frames == 2
 
 
+def test_an_av1_clip_stays_av1(tmp_path, astronaut):
+    """AV1 (streaming downloads) is decoded by libdav1d: the clip's codec is AV1, not its decoder, so it is written
+    back with the AV1 encoder instead of falling back to H.264."""
+    if "libsvtav1" not in av.codecs_available:
+        pytest.skip("this FFmpeg has no AV1 encoder")
+    src = write_clip(tmp_path / "download.mp4", synthetic_frames(astronaut, n=3), codec="libsvtav1")
+    assert video.probe_video(src).codec == "av1"
+    res = video.restore_video(src, tmp_path / "out.mp4", _Identity(), upscale=1, detector="hog")
+    assert res.codec == "libsvtav1" and res.frames == 3
+
+
 def test_an_encoder_failure_is_named_as_one(tmp_path, astronaut, monkeypatch):
     """When the encoder refuses the frames, the one line names the encoder, not a decoding error."""
     src = write_clip(tmp_path / "clip.mp4", synthetic_frames(astronaut, n=2))

@@ -235,7 +235,9 @@ def _info(container: Any, rotation: int = 0) -> VideoInfo:
     if not bit_rate and container.bit_rate:  # AVI and others state only the file's: less the sound's
         sound = sum(int(a.bit_rate or a.codec_context.bit_rate or 0) for a in container.streams.audio)
         bit_rate = max(0, int(container.bit_rate) - sound) or None
-    return VideoInfo(width=w, height=h, fps=Fraction(rate), codec=str(ctx.name),
+    # the codec, not its decoder's name (AV1 is decoded by "libdav1d"; "av1" finds the AV1 encoder)
+    codec = str(getattr(ctx.codec, "canonical_name", None) or ctx.name)
+    return VideoInfo(width=w, height=h, fps=Fraction(rate), codec=codec,
                      frames=int(vs.frames) if vs.frames else None, pix_fmt=ctx.pix_fmt,
                      has_audio=bool(container.streams.audio), bit_rate=int(bit_rate) if bit_rate else None,
                      rotation=rotation, sample_aspect=sar, colorspace=int(ctx.colorspace or 2),
