@@ -113,6 +113,12 @@ class ImageMetadata:
     xmp: bytes | None = None  # XMP packet (captions, credits, keywords, ratings), its tiff:Orientation reset to 1
     iptc: bytes | None = None  # a JPEG's IPTC block: the APP13 "Photoshop 3.0" payload (captions, credits, keywords)
 
+    def icc_for(self, gray: bool) -> bytes | None:
+        """The ICC profile when it describes pixels of this kind (a gray profile for gray pixels, an RGB one for
+        colour), else None: a profile of the other kind would mislead colour-managed viewers."""
+        p = self.icc_profile
+        return p if p is not None and (p[16:20] == b"GRAY") == bool(gray) else None
+
     def for_crops(self) -> ImageMetadata:
         """What a crop of the photo keeps: its colour profile (the pixels' colour space), not the photo's story."""
         return ImageMetadata(icc_profile=self.icc_profile)
@@ -476,9 +482,7 @@ def _to_loaded(arr: np.ndarray, depth: int, scale: float, header: _Header, path:
         np.clip(rgb, 0.0, 1.0, out=rgb)
     if alpha is not None:
         alpha = np.clip(alpha.astype(np.float32) / np.float32(scale), 0.0, 1.0)
-    meta = header.metadata
-    if meta.icc_profile is not None and (meta.icc_profile[16:20] == b"GRAY") != gray:
-        meta = replace(meta, icc_profile=None)  # a gray profile on colour pixels (or the reverse) misleads viewers
+    meta = replace(header.metadata, icc_profile=header.metadata.icc_for(gray))
     return LoadedImage(rgb=rgb, alpha=alpha, bit_depth=depth, is_gray=gray, path=path, metadata=meta)
 
 
@@ -835,7 +839,7 @@ def with_metadata(data: bytes, ext: str, metadata: ImageMetadata, *, gray: bool 
     """
     if ext == ".png" and data[:8] == b"\x89PNG\r\n\x1a\n":
         gray = data[25] in (0, 4)  # IHDR colour type: what was written (16-bit gray + alpha goes out as RGBA)
-    icc = metadata.icc_profile if metadata.icc_profile and (metadata.icc_profile[16:20] == b"GRAY") == gray else None
+    icc = metadata.icc_for(gray)
     exif = metadata.exif[6:] if metadata.exif and metadata.exif.startswith(b"Exif\0\0") else metadata.exif
     if ext in (".jpg", ".jpeg") and data[:2] == b"\xff\xd8":
         segs = []

@@ -1520,8 +1520,8 @@ def restore_animation(
         # the colour profile of an animated WebP or PNG, and a WebP's XMP (Pillow writes no XMP into APNG; GIF
         # has neither): the frames are in the input's colour space
         meta = io.pillow_metadata(im)
-        if fmt in ("WEBP", "PNG") and meta.icc_profile is not None and meta.icc_profile[16:20] == b"RGB ":
-            save["icc_profile"] = meta.icc_profile
+        if fmt in ("WEBP", "PNG") and meta.icc_for(gray=False) is not None:
+            save["icc_profile"] = meta.icc_for(gray=False)
         if fmt == "WEBP" and meta.xmp:
             save["xmp"] = meta.xmp
         tmp = _temp_path(dst)
