@@ -260,7 +260,7 @@ def test_cli_restores_animations_beside_photos(tmp_path, astronaut, capsys):
     assert code == 2 and "not to videos or animations" in capsys.readouterr().err
     assert main(["restore", "-i", str(anim), "-o", str(tmp_path / "o3"), "--method", "test-anim-id", "--upscale", "1",
                  "--detector", "hog", "-q"]) == 0
-    assert " of 1 videos with test-anim-id" in capsys.readouterr().err
+    assert " of 1 video with test-anim-id" in capsys.readouterr().err
 
 
 

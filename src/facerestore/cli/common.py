@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from facerestore.errors import FaceRestoreError
-from facerestore.nn.devices import resolve_device
 
-__all__ = ["BatchReport", "resolve_device", "run_batch"]
+__all__ = ["BatchReport", "run_batch"]
 
 T = TypeVar("T")
 

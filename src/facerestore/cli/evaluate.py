@@ -99,7 +99,6 @@ def _nan_to_none(obj):
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from facerestore.cli.common import resolve_device
     from facerestore.cli.guards import note_ignored
     from facerestore.errors import InputError, OutputError
     from facerestore.io import (
@@ -112,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         same_file,
     )
     from facerestore.metrics.evaluate import evaluate_folders
+    from facerestore.nn.devices import resolve_device
 
     if args.list:
         print(format_metric_list())

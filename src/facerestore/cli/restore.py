@@ -206,11 +206,12 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from facerestore import io
-    from facerestore.cli.common import resolve_device, run_batch
+    from facerestore.cli.common import run_batch
     from facerestore.cli.guards import check_finite, note_ignored, say
     from facerestore.errors import InputError
     from facerestore.faces.detect import create_detector
     from facerestore.methods.restorer import check_unit_interval
+    from facerestore.nn.devices import resolve_device
     from facerestore.pipeline import default_upscale, get_restorer, prepare_refs, restore_photo, write_photo_json
 
     if not args.input or not args.output:
@@ -351,11 +352,12 @@ def run(args: argparse.Namespace) -> int:
     report = run_batch(files, process, desc="restore", progress=not args.quiet, single=src.is_file())
     n_faces = sum(report.done)
     n_restored = sum(1 for n in report.done if n)
-    noun = "images" if not clips else "videos" if len(clips) == len(files) else "files"  # videos: animations too
-    print(f"restored {n_faces} faces in {n_restored} of {len(files)} {noun} with {args.method} "
-          f"-> {io.display_path(out_dir)}"
-          + (f"; {len(kept)} faces kept as they were (the restoration was worse: see the JSON's gate)"
-             if kept else "")
+    noun = "image" if not clips else "video" if len(clips) == len(files) else "file"  # video: animations too
+    noun += "s" * (len(files) != 1)
+    print(f"restored {n_faces} face{'s' * (n_faces != 1)} in {n_restored} of {len(files)} {noun} with "
+          f"{args.method} -> {io.display_path(out_dir)}"
+          + (f"; {len(kept)} face{'s' * (len(kept) != 1)} kept as {'they were' if len(kept) != 1 else 'it was'} "
+             "(the restoration was worse: see the JSON's gate)" if kept else "")
           + (f"; {len(no_face)} without faces (upscaled only)" if no_face else "")
           + (f"; the references guided {sum(u.used for u in refs_checked)} of {len(refs_checked)} faces"
              if seq is not None and refs_checked else "")

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         gradio = None
     if not hasattr(gradio, "Blocks"):  # absent (or only the leftovers of an uninstall)
         raise InputError('facerestore serve needs Gradio: pip install "facerestore[web]"')
-    from facerestore.cli.common import resolve_device
+    from facerestore.nn.devices import resolve_device
     from facerestore.web.app import ServeConfig, serve
     from facerestore.web.jobs import Limits
 

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from facerestore.cli.common import check_generator_file_outputs, resolve_device
+    from facerestore.cli.common import check_generator_file_outputs
     from facerestore.errors import InputError
     from facerestore.methods.inversion.encoder import encoder_paths, save_encoder
     from facerestore.methods.inversion.encoder_train import (
@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         train_encoder,
         whitened_error,
     )
+    from facerestore.nn.devices import resolve_device
     from facerestore.nn.stylegan2_io import prior_file, resolve_generator
 
     _check_args(args)

@@ -44,8 +44,9 @@ def _check_args(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from facerestore.cli.common import check_generator_file_outputs, resolve_device
+    from facerestore.cli.common import check_generator_file_outputs
     from facerestore.methods.rls.flow_prior import flow_paths, save_generator_flow, train_generator_flow
+    from facerestore.nn.devices import resolve_device
     from facerestore.nn.stylegan2_io import prior_file, resolve_generator
 
     _check_args(args)
