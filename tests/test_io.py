@@ -237,5 +237,5 @@ def test_phone_formats_are_listed_and_become_jpeg_outputs(tmp_path):
     assert [f.name for f in list_images(tmp_path)] == ["a.avif", "b.HEIC", "c.heif", "d.gif"]  # not .jxl
     assert output_extension("d.gif", False) == ".png"  # a GIF's 256 colours would band a restored face
     assert output_extension("b.HEIC", False) == ".jpg" and output_extension("b.HEIC", True) == ".png"
-    assert output_extension("a.JPG", False) == ".JPG" and output_extension("a.webp", False) == ".png"
+    assert output_extension("a.JPG", False) == ".JPG" and output_extension("a.webp", False) == ".webp"
     assert output_extension("a.avif", False, "png") == ".png"

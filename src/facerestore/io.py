@@ -22,7 +22,7 @@ import stat
 import struct
 import tempfile
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,8 @@ import numpy as np
 
 from facerestore.errors import InputError, OutputError
 
+DEFAULT_JPEG_QUALITY = 95  # JPEG outputs, unless the source JPEG was finer (write_image)
+LOSSY_WEBP_QUALITY = 95  # WebP outputs of lossy WebP photos (lossless ones stay lossless)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # read and written
 # read only, decoded by Pillow (OpenCV has no decoder for them): phone photos (lossy: restored ones are written as
 # JPEG) and GIF (its first frame: an animated file is a clip, restored by facerestore.video.restore_animation).
@@ -104,6 +106,17 @@ def one_line(exc: BaseException) -> str:
 
 
 @dataclass(frozen=True)
+class SourceEncoding:
+    """How a JPEG or WebP source was compressed, so that an output in the same format is not coarser than its
+    input (:func:`write_image`)."""
+
+    format: str  # "JPEG" or "WEBP"
+    quality: int | None = None  # JPEG: the IJG quality 1-100, estimated from the luminance quantisation table
+    subsampling: str | None = None  # JPEG: "4:4:4", "4:2:2", "4:2:0", "4:4:0" or "4:1:1"; None for gray or others
+    lossless: bool = False  # WebP: lossless (VP8L) rather than lossy (VP8) image data
+
+
+@dataclass(frozen=True)
 class ImageMetadata:
     """What a photo file says besides its pixels, carried into the restored photo's JPEG or PNG (and, the colour
     profile only, into face crops: :meth:`for_crops`). Each part is None when the file has none."""
@@ -112,6 +125,7 @@ class ImageMetadata:
     icc_profile: bytes | None = None  # RGB or gray ICC colour profile (Display P3 phones, Adobe RGB cameras, scanners)
     xmp: bytes | None = None  # XMP packet (captions, credits, keywords, ratings), its tiff:Orientation reset to 1
     iptc: bytes | None = None  # a JPEG's IPTC block: the APP13 "Photoshop 3.0" payload (captions, credits, keywords)
+    encoding: SourceEncoding | None = None  # how a JPEG or WebP source was compressed (write_image follows it)
 
     def icc_for(self, gray: bool) -> bytes | None:
         """The ICC profile when it describes pixels of this kind (a gray profile for gray pixels, an RGB one for
@@ -120,8 +134,9 @@ class ImageMetadata:
         return p if p is not None and (p[16:20] == b"GRAY") == bool(gray) else None
 
     def for_crops(self) -> ImageMetadata:
-        """What a crop of the photo keeps: its colour profile (the pixels' colour space), not the photo's story."""
-        return ImageMetadata(icc_profile=self.icc_profile)
+        """What a crop of the photo keeps: its colour profile (the pixels' colour space) and JPEG encoding, not the
+        photo's story."""
+        return ImageMetadata(icc_profile=self.icc_profile, encoding=self.encoding)
 
 
 @dataclass
@@ -241,6 +256,10 @@ class _Header:
     format: str | None = None  # Pillow's name of the format ("JPEG", "AVIF", "HEIF", ...)
     animated: bool = False  # several frames (GIF, WebP, APNG): the first is decoded
     mode: str | None = None  # Pillow's mode ("LA": gray + alpha, which OpenCV decodes as BGRA)
+    # a TIFF's ExtraSamples (tag 338: 0 unspecified, 1 associated = premultiplied alpha, 2 unassociated alpha; None
+    # without the tag) and its bits per sample: OpenCV's reader gets alpha TIFFs wrong in several ways (_tiff_fixes)
+    tiff_extra: int | None = None
+    tiff_bits: int = 8
 
 
 def _tiff_size(data: bytes) -> tuple[int, int] | None:
@@ -296,6 +315,11 @@ def _read_header(data: bytes, where: str) -> _Header:
             with Image.open(_io.BytesIO(data)) as im:
                 header = _Header(int(im.size[0]), int(im.size[1]), format=im.format,
                                  animated=bool(getattr(im, "is_animated", False)), mode=im.mode)
+                if im.format == "TIFF":
+                    extra, bits = im.tag_v2.get(338), im.tag_v2.get(258)
+                    header.tiff_extra = int(extra[0] if isinstance(extra, tuple) else extra) if extra else (
+                        0 if extra is not None else None)
+                    header.tiff_bits = int(max(bits) if isinstance(bits, tuple) else bits or 8)
                 exif_bytes = None
                 try:
                     exif = im.getexif()
@@ -306,6 +330,9 @@ def _read_header(data: bytes, where: str) -> _Header:
                 except Exception:  # malformed EXIF: no orientation, nothing carried over
                     pass
                 header.metadata = pillow_metadata(im, exif_bytes)
+                if im.format == "WEBP":
+                    header.metadata = replace(header.metadata,
+                                              encoding=SourceEncoding("WEBP", lossless=webp_is_lossless(data)))
                 return header
     except Image.DecompressionBombError as exc:
         m = re.search(r"\((\d+) pixels\)", str(exc))
@@ -334,8 +361,59 @@ def pillow_metadata(im: Any, exif: bytes | None = None) -> ImageMetadata:
     xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")  # JPEG/WebP, PNG's iTXt
     iptc = next((body for kind, body in getattr(im, "applist", [])  # JPEG only
                  if kind == "APP13" and body.startswith(_IPTC_SIGNATURE)), None)
+    encoding = None
+    if im.format == "JPEG":
+        tables = getattr(im, "quantization", None) or {}
+        encoding = SourceEncoding("JPEG", jpeg_quality_estimate(tables[0]) if len(tables.get(0, ())) == 64 else None,
+                                  _jpeg_subsampling(getattr(im, "layer", [])))
     return ImageMetadata(exif=exif, icc_profile=_usable_icc(im.info.get("icc_profile")), xmp=_upright_xmp(xmp),
-                         iptc=iptc)
+                         iptc=iptc, encoding=encoding)
+
+
+def webp_is_lossless(data: bytes) -> bool:
+    """Whether WebP bytes hold lossless (VP8L) image data: the first image chunk of the RIFF (an animation's
+    first frame)."""
+    at = 12
+    while at + 8 <= min(len(data), 1 << 20):
+        kind, (size,) = data[at: at + 4], struct.unpack("<I", data[at + 4: at + 8])
+        if kind in (b"VP8 ", b"VP8L"):
+            return kind == b"VP8L"
+        if kind == b"ANMF":  # an animation frame: its image chunks follow a 16-byte frame header
+            at += 8 + 16
+            continue
+        at += 8 + size + (size & 1)
+    return False
+
+
+# the JPEG standard's example luminance table (ITU-T T.81 Annex K, natural order), which IJG libjpeg (and most
+# encoders: OpenCV, Pillow, Photoshop's "save for web" aside) scales by the quality setting
+_JPEG_LUMA_BASE = (16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+                   14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+                   18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+                   49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99)
+_JPEG_SUBSAMPLING = {(1, 1): "4:4:4", (2, 1): "4:2:2", (2, 2): "4:2:0", (1, 2): "4:4:0", (4, 1): "4:1:1"}
+
+
+def ijg_luma_table(quality: int) -> tuple[int, ...]:
+    """The luminance quantisation table IJG libjpeg writes at ``quality`` (1-100), natural order (64 values)."""
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    return tuple(min(max((b * scale + 50) // 100, 1), 255) for b in _JPEG_LUMA_BASE)
+
+
+def jpeg_quality_estimate(luma_table: Sequence[int]) -> int:
+    """The IJG quality (1-100) whose luminance table is nearest ``luma_table`` (64 values, natural order, as
+    Pillow's ``im.quantization[0]``): exact for files from libjpeg-based encoders, the closest equivalent for a
+    camera's own tables. Ties go to the higher quality."""
+    table = tuple(int(v) for v in luma_table)
+    return min(range(100, 0, -1), key=lambda q: sum(abs(a - b) for a, b in zip(table, ijg_luma_table(q))))
+
+
+def _jpeg_subsampling(layers: Sequence[tuple[Any, ...]]) -> str | None:
+    """"4:2:0" etc. from Pillow's ``im.layer`` ((id, h, v, table) per component) of a colour (YCbCr, RGB, CMYK)
+    JPEG; None for gray or unusual layouts."""
+    if len(layers) not in (3, 4) or any(tuple(c[1:3]) != (1, 1) for c in layers[1:]):
+        return None
+    return _JPEG_SUBSAMPLING.get((int(layers[0][1]), int(layers[0][2])))
 
 
 def _usable_icc(profile: Any) -> bytes | None:
@@ -410,10 +488,10 @@ def decode_image(data: bytes, path: Path | None = None) -> LoadedImage:
     except InputError as exc:
         raise InputError(f"{exc}{where}") from None
     try:
-        if header.format in ("AVIF", "HEIF", "GIF") or header.animated:  # OpenCV cannot read these (all frames)
-            arr = _decode_with_pillow(data)
+        if header.format in ("AVIF", "HEIF", "GIF") or header.animated or _tiff_needs_pillow(header):
+            arr = _decode_with_pillow(data)  # OpenCV cannot read these (all frames), or reads them wrong
         else:
-            arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+            arr = cv2.imdecode(np.frombuffer(_without_png_iccp(data), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except MemoryError:
         raise InputError(f"not enough memory to decode a {header.width}x{header.height} image{where}") from None
     except cv2.error as exc:
@@ -422,6 +500,11 @@ def decode_image(data: bytes, path: Path | None = None) -> LoadedImage:
         raise InputError(f"cannot decode image (corrupt or unsupported format){where}")
     if header.mode == "LA" and arr.ndim == 3 and arr.shape[2] == 4:
         arr = arr[:, :, [0, 3]]  # gray + alpha stays gray (OpenCV expands it to BGRA with equal colours)
+    premultiplied = False
+    if header.format == "TIFF" and arr.ndim == 3 and arr.shape[2] == 4:
+        if header.mode == "CMYK" or header.tiff_extra == 0:  # OpenCV adds an opaque alpha to CMYK; 0 is no alpha
+            arr = arr[:, :, :3]
+        premultiplied = header.tiff_extra == 1
     if arr.dtype == np.uint8:
         depth, scale = 8, 255.0
     elif arr.dtype == np.uint16:
@@ -433,9 +516,35 @@ def decode_image(data: bytes, path: Path | None = None) -> LoadedImage:
     else:
         raise InputError(f"unsupported pixel type {arr.dtype}{where}")
     try:
-        return _to_loaded(arr, depth, scale, header, path)
+        return _to_loaded(arr, depth, scale, header, path, premultiplied=premultiplied)
     except MemoryError:
         raise InputError(f"not enough memory for a {header.width}x{header.height} image{where}") from None
+
+
+def _tiff_needs_pillow(header: _Header) -> bool:
+    """Whether a TIFF is one OpenCV's reader gets wrong and Pillow reads right: 8-bit with unassociated alpha
+    (OpenCV premultiplies the colours, darkening every semi-transparent pixel) and 8-bit gray + alpha (OpenCV drops
+    the alpha). Pillow also divides associated (premultiplied) 8-bit alpha out on reading."""
+    return header.format == "TIFF" and header.tiff_bits == 8 and (
+        header.tiff_extra == 2 or header.mode in ("LA", "La"))
+
+
+def _without_png_iccp(data: bytes) -> bytes:
+    """PNG bytes without their iCCP chunk (others unchanged): the profile is read through Pillow, and libpng,
+    inside OpenCV, prints warnings about common flawed profiles ("known incorrect sRGB profile", an RGB profile in
+    a gray PNG) straight onto stderr."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or b"iCCP" not in data[:1 << 20]:
+        return data
+    at = 8
+    while at + 8 <= len(data):
+        (length,), kind = struct.unpack(">I", data[at: at + 4]), data[at + 4: at + 8]
+        end = at + 12 + length
+        if kind == b"iCCP":
+            return data[:at] + data[end:]
+        if kind in (b"IDAT", b"IEND"):  # iCCP must come before the image data
+            break
+        at = end
+    return data
 
 
 def _decode_with_pillow(data: bytes) -> np.ndarray | None:
@@ -448,7 +557,9 @@ def _decode_with_pillow(data: bytes) -> np.ndarray | None:
 
     try:
         with Image.open(_io.BytesIO(data)) as im:
-            if im.mode not in ("L", "LA", "RGB", "RGBA"):
+            if im.mode == "La":  # premultiplied gray + alpha (a TIFF's associated alpha)
+                im = im.convert("LA")
+            elif im.mode not in ("L", "LA", "RGB", "RGBA"):
                 im = im.convert("RGBA" if im.has_transparency_data else "RGB")
             arr = np.asarray(im)
     except MemoryError:
@@ -460,7 +571,8 @@ def _decode_with_pillow(data: bytes) -> np.ndarray | None:
     return np.ascontiguousarray(arr)
 
 
-def _to_loaded(arr: np.ndarray, depth: int, scale: float, header: _Header, path: Path | None) -> LoadedImage:
+def _to_loaded(arr: np.ndarray, depth: int, scale: float, header: _Header, path: Path | None, *,
+               premultiplied: bool = False) -> LoadedImage:
     # memory matters here (a 48 MP photo is 576 MB per float copy): reorder channels on the decoded integers,
     # then make exactly one float32 array and scale it in place
     arr = _apply_exif_orientation(arr, header.orientation)
@@ -482,6 +594,9 @@ def _to_loaded(arr: np.ndarray, depth: int, scale: float, header: _Header, path:
         np.clip(rgb, 0.0, 1.0, out=rgb)
     if alpha is not None:
         alpha = np.clip(alpha.astype(np.float32) / np.float32(scale), 0.0, 1.0)
+        if premultiplied:  # stored as colour x alpha (a TIFF's associated alpha): straight colours, as PNG holds them
+            np.divide(rgb, alpha[:, :, None], out=rgb, where=alpha[:, :, None] > 0)
+            np.clip(rgb, 0.0, 1.0, out=rgb)
     meta = replace(header.metadata, icc_profile=header.metadata.icc_for(gray))
     return LoadedImage(rgb=rgb, alpha=alpha, bit_depth=depth, is_gray=gray, path=path, metadata=meta)
 
@@ -555,8 +670,13 @@ def encode_image(
     bit_depth: int = 8,
     gray: bool = False,
     jpeg_quality: int = 95,
+    jpeg_subsampling: str | None = None,
+    webp_lossless: bool = True,
 ) -> bytes:
-    """Encode (H, W, 3) RGB in [0, 1] (or uint8) to file bytes of the format named by ``ext``."""
+    """Encode (H, W, 3) RGB in [0, 1] (or uint8) to file bytes of the format named by ``ext``.
+
+    JPEG: ``jpeg_quality`` 1-100 and ``jpeg_subsampling`` ("4:4:4", "4:2:2", "4:2:0", "4:4:0", "4:1:1"; None:
+    OpenCV's 4:2:0). WebP: lossless, or lossy at :data:`LOSSY_WEBP_QUALITY` when ``webp_lossless`` is False."""
     import cv2
 
     ext = ext.lower() if ext.startswith(".") else "." + ext.lower()
@@ -594,23 +714,55 @@ def encode_image(
     params: list[int] = []
     if ext in (".jpg", ".jpeg"):
         params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
+        if jpeg_subsampling is not None:
+            h, v = next(k for k, name in _JPEG_SUBSAMPLING.items() if name == jpeg_subsampling)
+            params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, (h << 20) | (v << 16) | 0x1111]  # luma h, v; chroma 1x1
+    elif ext == ".webp":
+        params = [cv2.IMWRITE_WEBP_QUALITY, 101 if webp_lossless else LOSSY_WEBP_QUALITY]  # over 100: lossless
     ok, buf = cv2.imencode(ext, arr, params)
     if not ok:
         raise InputError(f"could not encode image as {ext}")
+    if ext in (".tif", ".tiff") and arr.ndim == 3 and arr.shape[2] == 4:
+        return _tiff_with_alpha_declared(buf.tobytes())
     return buf.tobytes()
+
+
+def _tiff_with_alpha_declared(data: bytes) -> bytes:
+    """A TIFF from OpenCV with 4 samples per pixel, its fourth declared as unassociated (straight) alpha
+    (ExtraSamples = 2). OpenCV writes no ExtraSamples tag, so libtiff-based readers (Photoshop, GIMP, libvips) see
+    an unspecified extra channel, not transparency. The first IFD is copied to the end of the file with the tag
+    added (entries stay sorted; values stored elsewhere keep their offsets) and the header points at the copy."""
+    end = {b"II": "<", b"MM": ">"}.get(data[:2])
+    if end is None or struct.unpack_from(end + "H", data, 2)[0] != 42:
+        return data
+    (ifd,) = struct.unpack_from(end + "I", data, 4)
+    (n,) = struct.unpack_from(end + "H", data, ifd)
+    entries = [data[ifd + 2 + 12 * i: ifd + 14 + 12 * i] for i in range(n)]
+    tags = [struct.unpack_from(end + "H", e)[0] for e in entries]
+    if 338 in tags:
+        return data
+    entries.append(struct.pack(end + "HHIHH", 338, 3, 1, 2, 0))  # SHORT, one value, "unassociated alpha"
+    entries.sort(key=lambda e: struct.unpack_from(end + "H", e)[0])
+    next_ifd = data[ifd + 2 + 12 * n: ifd + 6 + 12 * n]
+    body = data + b"\0" * (len(data) % 2)  # an IFD starts on a word boundary
+    new_ifd = struct.pack(end + "H", len(entries)) + b"".join(entries) + next_ifd
+    return body[:4] + struct.pack(end + "I", len(body)) + body[8:] + new_ifd
 
 
 def output_extension(name: str | os.PathLike, has_alpha: bool, choice: str = "auto") -> str:
     """The extension of a restored photo (``restore --ext``, the web page's format): ``choice`` "png" or "jpg" as
-    asked (JPEG drops an alpha channel); "auto": PNG for anything with transparency, a JPEG or PNG input's own
-    extension as spelt (``.JPG`` stays ``.JPG``), JPEG for the phone formats read through Pillow (HEIC/HEIF/AVIF:
-    lossy photos, for which a PNG would be several times larger), PNG for the rest (BMP, TIFF, WebP: lossless; GIF:
-    its 256 colours would band a restored face)."""
+    asked (JPEG drops an alpha channel); "auto": a WebP input's own extension (lossy stays lossy, lossless
+    lossless: :func:`write_image`; WebP holds alpha too), PNG for anything else with transparency, a JPEG or PNG
+    input's own extension as spelt (``.JPG`` stays ``.JPG``), JPEG for the phone formats read through Pillow
+    (HEIC/HEIF/AVIF: lossy photos, for which a PNG would be several times larger), PNG for the rest (BMP, TIFF:
+    lossless; GIF: its 256 colours would band a restored face)."""
     if choice != "auto":
         return "." + choice
+    suffix = Path(name).suffix
+    if suffix.lower() == ".webp":
+        return suffix
     if has_alpha:
         return ".png"
-    suffix = Path(name).suffix
     if suffix.lower() in (".jpg", ".jpeg", ".png"):
         return suffix
     return ".jpg" if suffix.lower() in PHONE_EXTENSIONS else ".png"
@@ -766,7 +918,7 @@ def write_image(
     alpha: np.ndarray | None = None,
     bit_depth: int = 8,
     gray: bool = False,
-    jpeg_quality: int = 95,
+    jpeg_quality: int | None = None,
     protect: Iterable[str | os.PathLike] = (),
     metadata: ImageMetadata | None = None,
 ) -> Path:
@@ -774,10 +926,16 @@ def write_image(
 
     ``protect`` lists input files that must never be overwritten (OutputError if ``path`` is one).
     ``metadata`` (``LoadedImage.metadata``) is stored in JPEG and PNG outputs (:func:`with_metadata`).
+    JPEG outputs: ``jpeg_quality`` (1-100) when given; else 95, or the source JPEG's own quality when higher, and
+    the source's chroma subsampling (a 4:4:4 q98 camera JPEG is not re-encoded coarser around the restored faces).
     """
     p = check_output_file(path, protect)
     ext = (p.suffix or ".png").lower()
-    data = encode_image(rgb, ext, alpha=alpha, bit_depth=bit_depth, gray=gray, jpeg_quality=jpeg_quality)
+    source = (metadata.encoding if metadata else None) or SourceEncoding("")
+    if jpeg_quality is None:
+        jpeg_quality = max(DEFAULT_JPEG_QUALITY, source.quality or 0)
+    data = encode_image(rgb, ext, alpha=alpha, bit_depth=bit_depth, gray=gray, jpeg_quality=jpeg_quality,
+                        jpeg_subsampling=source.subsampling, webp_lossless=source.format != "WEBP" or source.lossless)
     if metadata is not None:
         data = with_metadata(data, ext, _sized(metadata, rgb.shape[1], rgb.shape[0]), gray=gray)
     return atomic_write_bytes(p, data)
@@ -827,18 +985,21 @@ _XMP_SIGNATURE = b"http://ns.adobe.com/xap/1.0/\0"
 
 
 def with_metadata(data: bytes, ext: str, metadata: ImageMetadata, *, gray: bool = False) -> bytes:
-    """Encoded JPEG or PNG bytes (other formats come back unchanged) with ``metadata`` added:
+    """Encoded JPEG, PNG or WebP bytes (other formats come back unchanged) with ``metadata`` added:
 
     - JPEG: EXIF (APP1), XMP (APP1, the standard packet of at most 64 KB), the ICC profile (APP2 "ICC_PROFILE",
       numbered segments for profiles over 64 KB) and IPTC (APP13), after the JFIF header;
     - PNG: iCCP (zlib), eXIf and the XMP as iTXt "XML:com.adobe.xmp", right after IHDR (OpenCV writes no sRGB or
-      gAMA chunk that would contradict the profile). PNG has no IPTC chunk: IPTC stays in JPEG outputs.
+      gAMA chunk that would contradict the profile). PNG has no IPTC chunk: IPTC stays in JPEG outputs;
+    - WebP: ICCP, EXIF and XMP chunks in an extended (VP8X) file (:func:`_webp_with_metadata`); no IPTC either.
 
     The ICC profile goes in only when it is a profile for the pixels written (gray for ``gray``, RGB otherwise; for
     PNG as its header says). EXIF over 64 KB (a JPEG segment's limit) is left out of JPEG outputs.
     """
     if ext == ".png" and data[:8] == b"\x89PNG\r\n\x1a\n":
         gray = data[25] in (0, 4)  # IHDR colour type: what was written (16-bit gray + alpha goes out as RGBA)
+    elif ext == ".webp":
+        gray = False  # WebP stores colour only
     icc = metadata.icc_for(gray)
     exif = metadata.exif[6:] if metadata.exif and metadata.exif.startswith(b"Exif\0\0") else metadata.exif
     if ext in (".jpg", ".jpeg") and data[:2] == b"\xff\xd8":
@@ -868,7 +1029,51 @@ def with_metadata(data: bytes, ext: str, metadata: ImageMetadata, *, gray: bool 
             chunks.append(_png_chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + metadata.xmp))
         ihdr_end = 8 + 8 + struct.unpack(">I", data[8:12])[0] + 4
         return data[:ihdr_end] + b"".join(chunks) + data[ihdr_end:]
+    if ext == ".webp" and data[:4] == b"RIFF" and data[8:12] == b"WEBP" and (icc or exif or metadata.xmp):
+        return _webp_with_metadata(data, icc, exif, metadata.xmp)
     return data
+
+
+def _riff_chunk(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("<I", len(body)) + body + b"\0" * (len(body) & 1)
+
+
+def _webp_with_metadata(data: bytes, icc: bytes | None, exif: bytes | None, xmp: bytes | None) -> bytes:
+    """A still WebP (simple VP8/VP8L, or extended with an ALPH chunk, as OpenCV writes them) made an extended one
+    carrying an ICC profile (ICCP), EXIF and XMP, in the order the WebP container specification gives:
+    VP8X, ICCP, image data, EXIF, XMP."""
+    chunks: dict[bytes, bytes] = {}
+    at = 12
+    while at + 8 <= len(data):
+        kind, (size,) = data[at: at + 4], struct.unpack("<I", data[at + 4: at + 8])
+        chunks[kind] = data[at + 8: at + 8 + size]
+        at += 8 + size + (size & 1)
+    if b"VP8X" in chunks:
+        vp8x = chunks[b"VP8X"]
+        flags = vp8x[0]
+        width, height = int.from_bytes(vp8x[4:7], "little") + 1, int.from_bytes(vp8x[7:10], "little") + 1
+        if flags & 0x02:  # animated: not written here
+            return data
+    elif b"VP8L" in chunks:
+        bits = struct.unpack("<I", chunks[b"VP8L"][1:5])[0]
+        width, height, flags = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1, 0x10 * ((bits >> 28) & 1)
+    elif b"VP8 " in chunks:
+        frame = chunks[b"VP8 "]
+        width, height, flags = (struct.unpack("<H", frame[6:8])[0] & 0x3FFF,
+                                struct.unpack("<H", frame[8:10])[0] & 0x3FFF, 0)
+    else:
+        return data
+    flags |= 0x10 * (b"ALPH" in chunks) | 0x20 * bool(icc) | 0x08 * bool(exif) | 0x04 * bool(xmp)
+    header = bytes([flags, 0, 0, 0]) + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    body = _riff_chunk(b"VP8X", header)
+    if icc:
+        body += _riff_chunk(b"ICCP", icc)
+    body += b"".join(_riff_chunk(k, chunks[k]) for k in (b"ALPH", b"VP8 ", b"VP8L") if k in chunks)
+    if exif:
+        body += _riff_chunk(b"EXIF", exif)
+    if xmp:
+        body += _riff_chunk(b"XMP ", xmp)
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
 
 
 def icc_description(profile: bytes | None) -> str | None:

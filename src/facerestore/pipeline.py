@@ -277,13 +277,15 @@ class PhotoResult:
         return len(self.faces)
 
     def save(self, path: str | os.PathLike, *, protect: Sequence[str | os.PathLike] = (),
-             jpeg_quality: int = 95) -> Path:
+             jpeg_quality: int | None = None) -> Path:
         """Write the restored photo to ``path`` as ``facerestore restore`` does: the format from the extension
         (:data:`facerestore.io.IMAGE_EXTENSIONS`; :func:`facerestore.io.output_extension` picks the CLI's), the
         input's alpha channel, bit depth, gray and metadata (EXIF and XMP with their orientation reset: the pixels
         are upright; the ICC colour profile; IPTC in JPEG: :func:`facerestore.io.with_metadata`), written
-        atomically. The input photo (``path`` of this result) and every file in ``protect`` are never overwritten
-        (:class:`~facerestore.errors.OutputError`). Returns the written path."""
+        atomically; a JPEG at ``jpeg_quality``, or by default at 95 or the input JPEG's quality when higher, with its
+        chroma subsampling (:func:`facerestore.io.write_image`). The input photo (``path`` of this result) and
+        every file in ``protect`` are never overwritten (:class:`~facerestore.errors.OutputError`). Returns the
+        written path."""
         inputs = [*protect, *([self.path] if self.path is not None else [])]
         return io.write_image(path, self.image, alpha=self.alpha, bit_depth=self.bit_depth, gray=self.is_gray,
                               jpeg_quality=jpeg_quality, protect=inputs, metadata=self.metadata)

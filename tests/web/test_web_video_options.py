@@ -129,7 +129,8 @@ def test_default_min_score_is_the_detectors_own(tmp_path, uploads, spy):
 
 @pytest.mark.parametrize("name, alpha, choice, ext", [
     ("a.jpeg", False, "auto", ".jpeg"), ("a.png", False, "auto", ".png"), ("a.jpg", True, "auto", ".png"),
-    ("a.jpg", False, "png", ".png"), ("a.png", True, "jpg", ".jpg"), ("a.webp", False, "auto", ".png"),
+    ("a.jpg", False, "png", ".png"), ("a.png", True, "jpg", ".jpg"), ("a.webp", False, "auto", ".webp"),
+    ("a.webp", True, "auto", ".webp"),
     ("a.HEIC", False, "auto", ".jpg"), ("a.avif", True, "auto", ".png")])
 def test_output_format(name, alpha, choice, ext):
     """The web page names its outputs as `restore --ext` does (one function: io.output_extension)."""

@@ -93,10 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if extra:
         args._parser.error(_unrecognized(args._parser, extra))
-    from facerestore.cli.guards import handle_signals, one_line
+    from facerestore.cli.guards import handle_signals, one_line, quiet_opencv
     from facerestore.nn.devices import tune_cpu_allocator
 
     tune_cpu_allocator()  # freed memory stays for reuse: 1.5-2x faster optimisation loops on a CPU
+    quiet_opencv()
 
     # warnings (a substitute loss, a missing optional model) read as one line, without a source excerpt
     warnings.formatwarning = lambda message, category, *rest, **kw: f"warning: {message}\n"

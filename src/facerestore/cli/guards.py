@@ -45,6 +45,18 @@ def say(message: str) -> None:
         print(message, file=sys.stderr)
 
 
+def quiet_opencv() -> None:
+    """Silence OpenCV's own log lines (``[ WARN:0@0.05] global grfmt_tiff.cpp ...``, ``[ERROR:0@0.1] ...``) for
+    this process: a command reports each problem in one line of its own, and a stray native line would land in
+    the middle of a progress bar. A user's ``OPENCV_LOG_LEVEL`` is respected."""
+    if "OPENCV_LOG_LEVEL" in os.environ:
+        return
+    os.environ["OPENCV_LOG_LEVEL"] = "SILENT"  # read when OpenCV is first imported
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None:  # already imported (the web server, a test run): set it directly
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
 def note_ignored(path: Path, reason: str) -> None:
     """``on_skip`` callback of :func:`facerestore.io.list_images`: report a folder entry that is not read."""
     say(f"ignored {display_path(path)}: {reason}")

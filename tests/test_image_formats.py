@@ -1,0 +1,259 @@
+"""facerestore.io across the formats users bring: TIFF alpha (straight, premultiplied, unspecified), CMYK TIFF,
+JPEG quality and chroma subsampling carried into JPEG outputs, WebP kept as WebP with its metadata, and no native
+library chatter on stderr.
+
+Independent references: the known pixel values written into hand-built TIFFs (libtiff's own reader inside OpenCV
+gets several of them wrong, which is what these tests pin down), Pillow's JPEG encoder (libjpeg) for quality
+tables, Pillow's WebP decoder (libwebp) for the metadata written.
+"""
+
+from __future__ import annotations
+
+import io as pyio
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facerestore import io
+
+
+def tiff_bytes(arr: np.ndarray, *, extra: int | None = None, photometric: int | None = None) -> bytes:
+    """An uncompressed little-endian one-strip TIFF of (H, W) or (H, W, C) uint8/uint16 samples, exactly as given,
+    with ExtraSamples = ``extra`` (None: no tag) for the samples past the colour ones."""
+    h, w = arr.shape[:2]
+    c = 1 if arr.ndim == 2 else arr.shape[2]
+    bits = arr.dtype.itemsize * 8
+    photometric = (2 if c >= 3 else 1) if photometric is None else photometric
+    pixels = np.ascontiguousarray(arr).astype(f"<u{arr.dtype.itemsize}").tobytes()
+    bits_at = 8 + len(pixels)
+    bits_values = struct.pack(f"<{c}H", *([bits] * c))
+    ifd_at = bits_at + len(bits_values) + (bits_at + len(bits_values)) % 2
+    entries = [(256, 4, 1, struct.pack("<I", w)), (257, 4, 1, struct.pack("<I", h)),
+               (258, 3, c, bits_values.ljust(4, b"\0") if c <= 2 else struct.pack("<I", bits_at)),
+               (259, 3, 1, struct.pack("<HH", 1, 0)), (262, 3, 1, struct.pack("<HH", photometric, 0)),
+               (273, 4, 1, struct.pack("<I", 8)), (277, 3, 1, struct.pack("<HH", c, 0)),
+               (278, 4, 1, struct.pack("<I", h)), (279, 4, 1, struct.pack("<I", len(pixels)))]
+    if extra is not None:
+        entries.append((338, 3, 1, struct.pack("<HH", extra, 0)))
+    out = b"II*\0" + struct.pack("<I", ifd_at) + pixels + bits_values
+    out = out.ljust(ifd_at, b"\0") + struct.pack("<H", len(entries))
+    out += b"".join(struct.pack("<HHI", tag, typ, n) + value for tag, typ, n, value in sorted(entries))
+    return out + struct.pack("<I", 0)
+
+
+def _straight_rgba(dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(H, W, 4) samples with colour (0.8, 0.4, 0.2) and alpha 1 / 0.5 / 0.25 / 0 by rows, and the straight
+    colour and alpha a correct reader returns, as floats."""
+    full = np.iinfo(dtype).max
+    alpha = np.repeat(np.array([1.0, 0.5, 0.25, 0.0]), 2)[:, None] * np.ones((1, 6))
+    colour = np.broadcast_to(np.array([0.8, 0.4, 0.2]), (8, 6, 3))
+    samples = np.dstack([np.round(colour * full), np.round(alpha * full)]).astype(dtype)
+    return samples, samples[..., :3] / full, samples[..., 3] / full
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("extra", [2, None])
+def test_tiff_straight_alpha_keeps_its_colours(dtype, extra):
+    """Unassociated alpha (ExtraSamples 2; and no tag, as OpenCV writes) is read as stored. OpenCV's 8-bit path
+    (libtiff's RGBA interface) premultiplies it: a half-transparent pixel came out half as bright."""
+    samples, colour, alpha = _straight_rgba(dtype)
+    img = io.decode_image(tiff_bytes(samples, extra=extra))
+    assert img.bit_depth == (8 if dtype == np.uint8 else 16) and not img.is_gray
+    np.testing.assert_allclose(img.alpha, alpha, atol=1e-6)
+    np.testing.assert_allclose(img.rgb, colour, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_tiff_premultiplied_alpha_is_divided_out(dtype):
+    """Associated alpha (ExtraSamples 1) stores colour x alpha: the loaded colours are straight again (within the
+    stored precision), like every other format's."""
+    samples, colour, alpha = _straight_rgba(dtype)
+    full = np.iinfo(dtype).max
+    samples[..., :3] = np.round(colour * alpha[..., None] * full).astype(dtype)
+    img = io.decode_image(tiff_bytes(samples, extra=1))
+    np.testing.assert_allclose(img.alpha, alpha, atol=1e-6)
+    seen = alpha > 0
+    step = 1 / full / alpha[seen][:, None]  # one stored step, divided by alpha
+    assert (np.abs(img.rgb[seen] - colour[seen]) <= step).all()
+
+
+def test_tiff_extra_channel_that_is_not_alpha_is_dropped():
+    """ExtraSamples 0 ("unspecified data", e.g. a depth or mask plane) is not transparency."""
+    samples, colour, _ = _straight_rgba(np.uint8)
+    img = io.decode_image(tiff_bytes(samples, extra=0))
+    assert img.alpha is None
+    np.testing.assert_allclose(img.rgb, colour, atol=1e-6)
+
+
+@pytest.mark.parametrize("extra", [1, 2])
+def test_tiff_gray_with_alpha_stays_gray_with_alpha(extra):
+    """8-bit gray + alpha TIFFs: OpenCV drops the alpha; Pillow reads both kinds (dividing premultiplied out)."""
+    alpha = np.array([[255, 128], [64, 0]], np.uint8)
+    gray = np.full((2, 2), 200, np.uint8)
+    stored = gray if extra == 2 else np.round(gray * (alpha / 255)).astype(np.uint8)
+    img = io.decode_image(tiff_bytes(np.dstack([stored, alpha]), extra=extra))
+    assert img.is_gray and img.alpha is not None
+    np.testing.assert_allclose(img.alpha, alpha / 255, atol=1e-6)
+    seen = alpha > 0
+    assert np.abs(img.rgb[..., 0][seen] * 255 - 200).max() <= 255 / alpha[seen].min()
+
+
+def test_cmyk_tiff_has_no_alpha():
+    """OpenCV returns CMYK TIFFs as BGRA with an opaque alpha; the photo has none (and must not become a PNG with
+    a useless alpha channel). Colours: the naive CMYK -> RGB conversion, 255 - ink."""
+    ink = np.zeros((4, 4, 4), np.uint8)
+    ink[..., 0] = 255  # full cyan
+    img = io.decode_image(tiff_bytes(ink, photometric=5))
+    assert img.alpha is None
+    np.testing.assert_allclose(img.rgb[0, 0], [0.0, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("bit_depth", [8, 16])
+def test_rgba_tiff_outputs_declare_their_alpha(bit_depth):
+    """OpenCV writes no ExtraSamples tag: libtiff readers then see an unspecified fourth channel, not
+    transparency. Outputs declare it unassociated (2), and read back exactly."""
+    rng = np.random.default_rng(0)
+    rgb, alpha = rng.random((5, 7, 3)).astype(np.float32), rng.random((5, 7)).astype(np.float32)
+    data = io.encode_image(rgb, ".tif", alpha=alpha, bit_depth=bit_depth)
+    with Image.open(pyio.BytesIO(data)) as im:
+        assert im.tag_v2[338] == (2,) and im.size == (7, 5)
+    back = io.decode_image(data)
+    step = 0.5 / (255 if bit_depth == 8 else 65535) + 1e-7
+    assert np.abs(back.rgb - rgb).max() <= step and np.abs(back.alpha - alpha).max() <= step
+
+
+def test_flawed_png_profiles_cause_no_libpng_warnings(capfd):
+    """An RGB profile in a gray PNG (libpng: "RGB color space not permitted on grayscale PNG") decodes silently;
+    the pixels are Pillow's and the mismatched profile is not carried (it does not describe gray pixels)."""
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    gray = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+    buf = pyio.BytesIO()
+    Image.fromarray(gray).save(buf, format="PNG", icc_profile=srgb)
+    capfd.readouterr()
+    img = io.decode_image(buf.getvalue())
+    err = capfd.readouterr().err
+    assert "libpng" not in err, err
+    assert img.is_gray and img.metadata.icc_profile is None
+    np.testing.assert_array_equal(io.quantize(img.rgb[..., 0]), gray)
+
+
+def _jpeg(quality: int, subsampling: int) -> bytes:
+    arr = np.random.default_rng(quality).integers(0, 256, (32, 48, 3), np.uint8)
+    buf = pyio.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=quality, subsampling=subsampling)
+    return buf.getvalue()
+
+
+def test_jpeg_quality_is_recovered_from_libjpeg_tables():
+    """For every quality 1-100 libjpeg (through Pillow) writes, the estimate gives that quality back, or one with
+    the very same table (qualities 98-100 share some entries; low ones clamp at 255)."""
+    for q in range(1, 101):
+        with Image.open(pyio.BytesIO(_jpeg(q, 2))) as im:
+            got = io.jpeg_quality_estimate(im.quantization[0])
+            assert got == q or io.ijg_luma_table(got) == tuple(im.quantization[0]), (q, got)
+    assert io.ijg_luma_table(50) == io._JPEG_LUMA_BASE  # quality 50 is the standard's table itself
+
+
+@pytest.mark.parametrize(("pillow", "name"), [(0, "4:4:4"), (1, "4:2:2"), (2, "4:2:0")])
+def test_jpeg_subsampling_is_read_and_written_back(tmp_path, pillow, name):
+    """A JPEG's chroma subsampling is read, and a JPEG output of it is written with the same layout."""
+    loaded = io.decode_image(_jpeg(90, pillow))
+    assert loaded.metadata.encoding == io.SourceEncoding("JPEG", 90, name)
+    out = io.write_image(tmp_path / "out.jpg", loaded.rgb, metadata=loaded.metadata)
+    with Image.open(out) as im:
+        from PIL.JpegImagePlugin import get_sampling
+
+        assert get_sampling(im) == pillow
+        assert io.jpeg_quality_estimate(im.quantization[0]) == 95  # 90 < the default: never coarser than 95
+
+
+def test_a_finer_source_jpeg_gives_a_finer_output(tmp_path):
+    """A 4:4:4 quality-98 camera JPEG is written back at 98, 4:4:4 (before: 95, 4:2:0, which re-encoded the
+    whole background coarser); an explicit quality wins; a source without encoding gets the default."""
+    loaded = io.decode_image(_jpeg(98, 0))
+    out = io.write_image(tmp_path / "a.jpg", loaded.rgb, metadata=loaded.metadata)
+    with Image.open(out) as im:
+        assert io.jpeg_quality_estimate(im.quantization[0]) == 98 and im.layer[0][1:3] == (1, 1)
+    out = io.write_image(tmp_path / "b.jpg", loaded.rgb, metadata=loaded.metadata, jpeg_quality=70)
+    with Image.open(out) as im:
+        assert io.jpeg_quality_estimate(im.quantization[0]) == 70
+    out = io.write_image(tmp_path / "c.jpg", loaded.rgb)
+    with Image.open(out) as im:
+        assert io.jpeg_quality_estimate(im.quantization[0]) == io.DEFAULT_JPEG_QUALITY
+    # what the carried encoding buys: the re-encoded picture is closer to the source
+    fine = io.read_image(tmp_path / "a.jpg").rgb
+    coarse = io.decode_image(io.encode_image(loaded.rgb, ".jpg")).rgb
+    assert np.abs(fine - loaded.rgb).mean() < 0.7 * np.abs(coarse - loaded.rgb).mean()
+
+
+@pytest.mark.parametrize("lossless", [False, True])
+@pytest.mark.parametrize("with_alpha", [False, True])
+def test_webp_stays_webp_lossy_or_lossless_with_its_metadata(tmp_path, lossless, with_alpha):
+    """A WebP photo is written back as WebP (a lossy one was a PNG 10-15x its size), lossless when it was, with
+    its ICC profile, EXIF and XMP in the extended (VP8X) container, which libwebp (Pillow, OpenCV) reads."""
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (20, 30, 4 if with_alpha else 3), np.uint8)
+    exif = Image.Exif()
+    exif[0x010F] = "facerestore-test"
+    buf = pyio.BytesIO()
+    Image.fromarray(arr).save(buf, format="WEBP", lossless=lossless, quality=80, icc_profile=profile,
+                              exif=exif.tobytes(), xmp=b"<x:xmpmeta xmlns:x='adobe:ns:meta/'/>")
+    loaded = io.decode_image(buf.getvalue())
+    assert loaded.metadata.encoding == io.SourceEncoding("WEBP", lossless=lossless)
+    assert io.output_extension("in.webp", with_alpha) == ".webp"
+    out = io.write_image(tmp_path / "out.webp", loaded.rgb, alpha=loaded.alpha, metadata=loaded.metadata)
+    data = out.read_bytes()
+    assert io.webp_is_lossless(data) == lossless
+    with Image.open(out) as im:
+        assert im.size == (30, 20) and im.mode == ("RGBA" if with_alpha else "RGB")
+        assert im.info["icc_profile"] == profile and im.getexif()[0x010F] == "facerestore-test"
+        assert b"adobe:ns:meta" in im.info["xmp"]
+    back = io.read_image(out)
+    if lossless:
+        assert back.rgb.tobytes() == loaded.rgb.tobytes()
+    if with_alpha:  # libwebp keeps alpha exactly, lossy or not
+        np.testing.assert_array_equal(back.alpha, loaded.alpha)
+
+
+def test_command_line_help_loads_neither_torch_nor_opencv():
+    """`facerestore --help` builds every sub-command's parser without the heavy libraries (2.3 s -> 0.3 s)."""
+    code = ("import sys; from facerestore.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'cv2') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_commands_silence_opencv_log_lines(monkeypatch, capfd):
+    """A TIFF whose layout libtiff warns about (4 samples, no ExtraSamples: "Sum of Photometric type-related
+    color channels ...") is read by a command without OpenCV's `[ WARN:0@...]` line on stderr (it would land in
+    a progress bar); a user's own OPENCV_LOG_LEVEL is left alone."""
+    import cv2
+
+    from facerestore.cli.guards import quiet_opencv
+
+    logging = cv2.utils.logging
+    before = logging.getLogLevel()
+    warns = tiff_bytes(_straight_rgba(np.uint8)[0], extra=None)
+    try:
+        logging.setLogLevel(logging.LOG_LEVEL_WARNING)
+        monkeypatch.setenv("OPENCV_LOG_LEVEL", "WARNING")
+        quiet_opencv()
+        assert logging.getLogLevel() == logging.LOG_LEVEL_WARNING
+        capfd.readouterr()
+        io.decode_image(warns)
+        assert "WARN" in capfd.readouterr().err  # the line this is about
+        monkeypatch.delenv("OPENCV_LOG_LEVEL")
+        quiet_opencv()
+        io.decode_image(warns)
+        assert logging.getLogLevel() == logging.LOG_LEVEL_SILENT and capfd.readouterr().err == ""
+    finally:
+        logging.setLogLevel(before)
