@@ -257,3 +257,19 @@ def test_commands_silence_opencv_log_lines(monkeypatch, capfd):
         assert logging.getLogLevel() == logging.LOG_LEVEL_SILENT and capfd.readouterr().err == ""
     finally:
         logging.setLogLevel(before)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_an_interrupted_download_is_called_truncated(fmt):
+    """A photo cut short (its header intact, its end marker missing) is named as truncated in one line, not as
+    an unknown format: the user knows to fetch it again."""
+    from facerestore.errors import InputError
+
+    arr = np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)
+    buf = pyio.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt)
+    cut = buf.getvalue()[: len(buf.getvalue()) * 3 // 5]
+    with pytest.raises(InputError) as exc:
+        io.decode_image(cut)
+    expected = f"truncated {fmt}: the file ends inside its image data ({len(cut)} bytes)"
+    assert str(exc.value) == f"cannot decode image ({expected})"

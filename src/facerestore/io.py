@@ -497,7 +497,7 @@ def decode_image(data: bytes, path: Path | None = None) -> LoadedImage:
     except cv2.error as exc:
         raise InputError(f"cannot decode image ({str(exc).strip().splitlines()[-1]}){where}") from None
     if arr is None:
-        raise InputError(f"cannot decode image (corrupt or unsupported format){where}")
+        raise InputError(f"cannot decode image ({_why_undecodable(data, header)}){where}")
     if header.mode == "LA" and arr.ndim == 3 and arr.shape[2] == 4:
         arr = arr[:, :, [0, 3]]  # gray + alpha stays gray (OpenCV expands it to BGRA with equal colours)
     premultiplied = False
@@ -519,6 +519,19 @@ def decode_image(data: bytes, path: Path | None = None) -> LoadedImage:
         return _to_loaded(arr, depth, scale, header, path, premultiplied=premultiplied)
     except MemoryError:
         raise InputError(f"not enough memory for a {header.width}x{header.height} image{where}") from None
+
+
+def _why_undecodable(data: bytes, header: _Header) -> str:
+    """The likeliest reason a file whose header reads fine has no decodable pixels: a JPEG or PNG that stops
+    before its end marker (an interrupted download or copy) is truncated, not corrupt."""
+    tail = data[-64:].rstrip(b"\0")  # some writers pad the end
+    if header.format == "JPEG" and not tail.endswith(b"\xff\xd9"):
+        return f"truncated JPEG: the file ends inside its image data ({len(data)} bytes)"
+    if header.format == "PNG" and b"IEND" not in tail:
+        return f"truncated PNG: the file ends inside its image data ({len(data)} bytes)"
+    if header.format == "TIFF" and header.mode == "CMYK":
+        return "CMYK TIFF with more than 8 bits per sample is not supported"
+    return "corrupt or unsupported format"
 
 
 def _tiff_needs_pillow(header: _Header) -> bool:
