@@ -38,7 +38,8 @@ def folder(tmp_path, astronaut_path):
 def test_folder_to_dataset(folder, tmp_path, capsys):
     out = tmp_path / "out"
     before = {p.name: sha(p) for p in folder.iterdir()}
-    code = main(["faces", "-i", str(folder), "-o", str(out), "--size", "256", "--upsample", "0", "-q"])
+    code = main(["faces", "-i", str(folder), "-o", str(out), "--size", "256", "--detector", "hog", "--upsample", "0",
+                 "-q"])
     err = capsys.readouterr().err
     assert code == 1  # the unreadable file is reported and counted as failed
     assert "broken.jpg" in err and "no face found" in err and "empty wall.jpg" in err
@@ -67,14 +68,28 @@ def test_folder_to_dataset(folder, tmp_path, capsys):
 def test_selection_and_single_file(tmp_path, astronaut_path):
     out = tmp_path / "o"
     # at upsample 1 dlib also fires on the suit's mission patch: --all keeps both, --largest the face
-    assert main(["faces", "-i", str(astronaut_path), "-o", str(out / "all"), "-q", "--size", "128"]) == 0
+    hog = ["--detector", "hog", "-q", "--size", "128"]
+    assert main(["faces", "-i", str(astronaut_path), "-o", str(out / "all"), *hog]) == 0
     assert len(list((out / "all").glob("*.png"))) == 2
-    assert main(["faces", "-i", str(astronaut_path), "-o", str(out / "big"), "-q", "--largest", "--size", "128"]) == 0
+    assert main(["faces", "-i", str(astronaut_path), "-o", str(out / "big"), "--largest", *hog]) == 0
     assert [p.name for p in (out / "big").glob("*.png")] == ["astronaut_00.png"]
     rec = json.loads((out / "big" / "astronaut_00.json").read_text())
     assert rec["box"][1] < 200  # the face, not the patch (y ~ 335)
     assert main(["faces", "-i", str(astronaut_path), "-o", str(out / "min"), "-q", "--min-size", "200"]) == 0
     assert not (out / "min").exists() or not list((out / "min").iterdir())
+
+
+def test_default_detector_is_the_one_restore_uses(tmp_path, astronaut_path):
+    """`faces` detects with `auto` like `restore` (it used dlib's HOG, which crops the suit's round mission patch
+    as a second face): retinaface when its weights are cached, which finds the face only."""
+    from facerestore.faces.detect import default_detector
+
+    out = tmp_path / "o"
+    assert main(["faces", "-i", str(astronaut_path), "-o", str(out), "-q", "--size", "128"]) == 0
+    expected = default_detector()[0]
+    assert json.loads((out / "astronaut_00.json").read_text())["detector"] == expected
+    if expected == "retinaface":
+        assert [p.name for p in out.glob("*.png")] == ["astronaut_00.png"]
 
 
 def test_never_overwrites_inputs_in_same_folder(tmp_path, astronaut_path, capsys):

@@ -20,6 +20,7 @@ EXAMPLES = """\
   facerestore faces -i photos/ -o crops/
   facerestore faces -i "group photo.JPG" -o crops/ --size 256 --largest
   facerestore faces -i photos/ -o crops/ --detector cnn --upsample 0 --border ffhq
+  facerestore faces -i photos/ -o crops/ --detector hog      # no zoo weights: dlib only
 """
 
 DETECTOR_CHOICES = ("hog", "cnn", "dlib-hog", "dlib-cnn", "retinaface", "yunet", "scrfd", "auto")
@@ -30,10 +31,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-i", "--input", required=True, help="an image file or a folder of images")
     p.add_argument("-o", "--output", required=True, help="output folder for crops and landmark JSON files")
     p.add_argument("--size", type=int, default=512, help="crop side in pixels (default 512)")
-    p.add_argument("--detector", choices=DETECTOR_CHOICES, default="hog",
-                   help="hog / dlib-hog (dlib HOG, fast), cnn / dlib-cnn (dlib MMOD CNN, slower, more poses), "
-                   "retinaface or yunet (zoo weights), scrfd (zoo weights, optional, research-only), auto "
-                   "(retinaface when its weights are cached, else hog)")
+    p.add_argument("--detector", choices=DETECTOR_CHOICES, default="auto",
+                   help="auto (default, as for restore: retinaface when its weights are cached, else hog), "
+                   "hog / dlib-hog (dlib HOG, fast; also fires on round badges and patches), cnn / dlib-cnn "
+                   "(dlib MMOD CNN, slower, more poses), retinaface or yunet (zoo weights), scrfd (zoo weights, "
+                   "optional, research-only)")
     sel = p.add_mutually_exclusive_group()
     sel.add_argument("--all", dest="select", action="store_const", const="all", help="every face (default)")
     sel.add_argument("--largest", dest="select", action="store_const", const="largest",
