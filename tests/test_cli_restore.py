@@ -181,6 +181,23 @@ def test_upscale_alpha_gray_and_ext(tmp_path, astronaut):
     assert Image.open(out2 / "restored_imgs" / "gray.jpg").size == (300, 200)
 
 
+def test_a_scan_keeps_its_print_size_and_a_fine_jpeg_its_quality(tmp_path, astronaut):
+    """A 300 dpi, quality-98, 4:4:4 scan restored at twice its size: 600 dpi (prints as large as the scan), still
+    98 and 4:4:4 (not re-encoded coarser)."""
+    from PIL.JpegImagePlugin import get_sampling
+
+    from facerestore.io import jpeg_quality_estimate
+
+    src = tmp_path / "scan.jpg"
+    Image.fromarray(np.floor(astronaut * 255 + 0.5).astype(np.uint8)).save(src, quality=98, subsampling=0,
+                                                                           dpi=(300, 300))
+    out = tmp_path / "out"
+    assert main(["restore", "-i", str(src), "-o", str(out), "--method", "test-id", "--upscale", "2", "-q"]) == 0
+    with Image.open(out / "restored_imgs" / "scan.jpg") as im:
+        assert im.size == (1024, 1024) and im.info["dpi"] == (600, 600)
+        assert jpeg_quality_estimate(im.quantization[0]) == 98 and get_sampling(im) == 0
+
+
 def test_aligned_mode(tmp_path, astronaut):
     from facerestore.faces.align import align_face
     from facerestore.faces.detect import detect_faces

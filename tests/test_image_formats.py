@@ -273,3 +273,37 @@ def test_an_interrupted_download_is_called_truncated(fmt):
         io.decode_image(cut)
     expected = f"truncated {fmt}: the file ends inside its image data ({len(cut)} bytes)"
     assert str(exc.value) == f"cannot decode image ({expected})"
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".tif"])
+def test_an_upscaled_scan_states_the_resolution_that_keeps_its_print_size(tmp_path, ext):
+    """A 300 dpi scan written at twice its pixels states 600 dpi (PNG pHYs, JPEG JFIF and EXIF X/YResolution),
+    so it prints at the size it had. Read back by Pillow."""
+    exif = Image.Exif()
+    exif[0x011A], exif[0x011B], exif[0x0128] = 300.0, 300.0, 2
+    src = tmp_path / f"scan{ext}"
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(src, dpi=(300, 300), exif=exif.tobytes())
+    loaded = io.read_image(src)
+    assert loaded.metadata.print_size == pytest.approx((0.2, 40 / 300))
+    for out_ext in (".png", ".jpg"):
+        out = io.write_image(tmp_path / f"out{out_ext}", np.zeros((80, 120, 3), np.float32), metadata=loaded.metadata)
+        with Image.open(out) as im:
+            assert im.info["dpi"] == pytest.approx((600, 600), abs=0.01)
+            if ext != ".tif":  # TIFF's resolution lives in its own tags, not in an EXIF block we carry
+                assert (im.getexif()[0x011A], im.getexif()[0x011B]) == (600, 600)
+    crop_meta = loaded.metadata.for_crops()  # a face crop is another picture: no print size
+    out = io.write_image(tmp_path / "crop.png", np.zeros((8, 8, 3), np.float32), metadata=crop_meta)
+    with Image.open(out) as im:
+        assert "dpi" not in im.info
+
+
+def test_print_size_follows_the_upright_picture():
+    """A sideways JPEG (EXIF orientation 6) stored 64 x 48 px at 300 x 150 dpi is 0.21 x 0.32 inches as stored and
+    0.32 x 0.21 upright: the inches swap with the sides, the resolution stays with its axis."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = pyio.BytesIO()
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(buf, format="JPEG", dpi=(300, 150), exif=exif.tobytes())
+    loaded = io.decode_image(buf.getvalue())
+    assert loaded.rgb.shape[:2] == (64, 48)  # upright: 48 wide, 64 tall
+    assert loaded.metadata.print_size == pytest.approx((48 / 150, 64 / 300))  # stored: 64/300 wide, 48/150 tall

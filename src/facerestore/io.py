@@ -126,6 +126,9 @@ class ImageMetadata:
     xmp: bytes | None = None  # XMP packet (captions, credits, keywords, ratings), its tiff:Orientation reset to 1
     iptc: bytes | None = None  # a JPEG's IPTC block: the APP13 "Photoshop 3.0" payload (captions, credits, keywords)
     encoding: SourceEncoding | None = None  # how a JPEG or WebP source was compressed (write_image follows it)
+    # the picture's physical size in inches (width, height; upright), from the resolution the file states (a scan's
+    # 300 or 600 dpi): outputs state the resolution that keeps it, so an upscaled scan prints at the same size
+    print_size: tuple[float, float] | None = None
 
     def icc_for(self, gray: bool) -> bytes | None:
         """The ICC profile when it describes pixels of this kind (a gray profile for gray pixels, an RGB one for
@@ -330,6 +333,14 @@ def _read_header(data: bytes, where: str) -> _Header:
                 except Exception:  # malformed EXIF: no orientation, nothing carried over
                     pass
                 header.metadata = pillow_metadata(im, exif_bytes)
+                dpi = im.info.get("dpi")
+                if isinstance(dpi, tuple) and len(dpi) == 2 and all(float(d) >= 1 for d in dpi):
+                    # PNG states whole pixels per metre: 300 dpi reads as 299.9994
+                    dpi = tuple(round(d) if abs(d - round(d)) < 0.01 else float(d) for d in dpi)
+                    inches = (im.size[0] / dpi[0], im.size[1] / dpi[1])
+                    if header.orientation in (5, 6, 7, 8):  # stored sideways: the upright picture's sides swap
+                        inches = inches[::-1]
+                    header.metadata = replace(header.metadata, print_size=inches)
                 if im.format == "WEBP":
                     header.metadata = replace(header.metadata,
                                               encoding=SourceEncoding("WEBP", lossless=webp_is_lossless(data)))
@@ -950,19 +961,25 @@ def write_image(
     data = encode_image(rgb, ext, alpha=alpha, bit_depth=bit_depth, gray=gray, jpeg_quality=jpeg_quality,
                         jpeg_subsampling=source.subsampling, webp_lossless=source.format != "WEBP" or source.lossless)
     if metadata is not None:
-        data = with_metadata(data, ext, _sized(metadata, rgb.shape[1], rgb.shape[0]), gray=gray)
+        dpi = None
+        if metadata.print_size:
+            dpi = (rgb.shape[1] / metadata.print_size[0], rgb.shape[0] / metadata.print_size[1])
+        data = with_metadata(data, ext, _sized(metadata, rgb.shape[1], rgb.shape[0], dpi), gray=gray, dpi=dpi)
     return atomic_write_bytes(p, data)
 
 
 _EXIF_IFD, _PIXEL_X, _PIXEL_Y = 0x8769, 0xA002, 0xA003
+_X_RESOLUTION, _Y_RESOLUTION, _RESOLUTION_UNIT = 0x011A, 0x011B, 0x0128
 _XMP_SIZES = {name: re.compile(rb"((?:exif|tiff):" + name + rb"\s*=\s*[\"'])\s*\d+\s*([\"'])|(<(?:exif|tiff):" + name
                                + rb">)\s*\d+\s*(</(?:exif|tiff):" + name + rb">)")
               for name in (b"PixelXDimension", b"PixelYDimension", b"ImageWidth", b"ImageLength")}
 
 
-def _sized(metadata: ImageMetadata, width: int, height: int) -> ImageMetadata:
+def _sized(metadata: ImageMetadata, width: int, height: int,
+           dpi: tuple[float, float] | None = None) -> ImageMetadata:
     """``metadata`` with the image size its EXIF (PixelX/YDimension) and XMP (exif:PixelX/YDimension,
-    tiff:ImageWidth/Length) state set to ``width`` x ``height``, the size written (an upscaled output)."""
+    tiff:ImageWidth/Length) state set to ``width`` x ``height``, the size written (an upscaled output), and the
+    EXIF's resolution (X/YResolution, in inches) set to ``dpi`` when it states one."""
     exif, xmp = metadata.exif, metadata.xmp
     if exif:
         try:
@@ -971,8 +988,15 @@ def _sized(metadata: ImageMetadata, width: int, height: int) -> ImageMetadata:
             parsed = Image.Exif()
             parsed.load(exif)
             ifd = parsed.get_ifd(_EXIF_IFD)
+            changed = False
             if _PIXEL_X in ifd or _PIXEL_Y in ifd:
                 ifd[_PIXEL_X], ifd[_PIXEL_Y] = int(width), int(height)
+                changed = True
+            if dpi and (_X_RESOLUTION in parsed or _Y_RESOLUTION in parsed):
+                parsed[_X_RESOLUTION], parsed[_Y_RESOLUTION] = round(dpi[0], 4), round(dpi[1], 4)
+                parsed[_RESOLUTION_UNIT] = 2  # inches
+                changed = True
+            if changed:
                 exif = parsed.tobytes()
         except Exception:  # an EXIF Pillow cannot rewrite goes out as it came
             pass
@@ -997,7 +1021,8 @@ _ICC_JPEG_CHUNK = _JPEG_SEGMENT_MAX - 14  # profile bytes per APP2 segment (afte
 _XMP_SIGNATURE = b"http://ns.adobe.com/xap/1.0/\0"
 
 
-def with_metadata(data: bytes, ext: str, metadata: ImageMetadata, *, gray: bool = False) -> bytes:
+def with_metadata(data: bytes, ext: str, metadata: ImageMetadata, *, gray: bool = False,
+                  dpi: tuple[float, float] | None = None) -> bytes:
     """Encoded JPEG, PNG or WebP bytes (other formats come back unchanged) with ``metadata`` added:
 
     - JPEG: EXIF (APP1), XMP (APP1, the standard packet of at most 64 KB), the ICC profile (APP2 "ICC_PROFILE",
@@ -1007,7 +1032,8 @@ def with_metadata(data: bytes, ext: str, metadata: ImageMetadata, *, gray: bool 
     - WebP: ICCP, EXIF and XMP chunks in an extended (VP8X) file (:func:`_webp_with_metadata`); no IPTC either.
 
     The ICC profile goes in only when it is a profile for the pixels written (gray for ``gray``, RGB otherwise; for
-    PNG as its header says). EXIF over 64 KB (a JPEG segment's limit) is left out of JPEG outputs.
+    PNG as its header says). EXIF over 64 KB (a JPEG segment's limit) is left out of JPEG outputs. ``dpi`` (x, y
+    dots per inch) goes into a JPEG's JFIF header and a PNG's pHYs chunk (WebP has no place for it but the EXIF).
     """
     if ext == ".png" and data[:8] == b"\x89PNG\r\n\x1a\n":
         gray = data[25] in (0, 4)  # IHDR colour type: what was written (16-bit gray + alpha goes out as RGBA)
@@ -1031,6 +1057,9 @@ def with_metadata(data: bytes, ext: str, metadata: ImageMetadata, *, gray: bool 
         at = 2
         if data[2:4] == b"\xff\xe0":  # after OpenCV's JFIF APP0, which JFIF readers expect first
             at = 4 + struct.unpack(">H", data[4:6])[0]
+            if dpi and data[6:11] == b"JFIF\0":  # units 1 (dots per inch), X and Y density (16 bits each)
+                density = struct.pack(">BHH", 1, *(min(max(round(d), 1), 0xFFFF) for d in dpi))
+                data = data[:13] + density + data[18:]
         return data[:at] + b"".join(segs) + data[at:]
     if ext == ".png" and data[:8] == b"\x89PNG\r\n\x1a\n":
         chunks = []
@@ -1040,6 +1069,8 @@ def with_metadata(data: bytes, ext: str, metadata: ImageMetadata, *, gray: bool 
             chunks.append(_png_chunk(b"eXIf", exif))
         if metadata.xmp:
             chunks.append(_png_chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + metadata.xmp))
+        if dpi:  # pixels per metre, unit 1 (metre)
+            chunks.append(_png_chunk(b"pHYs", struct.pack(">IIB", *(round(d / 0.0254) for d in dpi), 1)))
         ihdr_end = 8 + 8 + struct.unpack(">I", data[8:12])[0] + 4
         return data[:ihdr_end] + b"".join(chunks) + data[ihdr_end:]
     if ext == ".webp" and data[:4] == b"RIFF" and data[8:12] == b"WEBP" and (icc or exif or metadata.xmp):
