@@ -198,6 +198,49 @@ def test_a_scan_keeps_its_print_size_and_a_fine_jpeg_its_quality(tmp_path, astro
         assert jpeg_quality_estimate(im.quantization[0]) == 98 and get_sampling(im) == 0
 
 
+def test_resume_skips_exactly_what_an_earlier_run_completed(tmp_path, astronaut_path, capsys):
+    """--resume continues an interrupted batch: inputs whose record says they were completed with the same options
+    are left alone (their files not rewritten); a changed input, a missing output, a damaged record or other
+    options make them restored again."""
+    import os
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        shutil.copy(astronaut_path, src / name)
+    out = tmp_path / "out"
+    imgs = out / "restored_imgs"
+    argv = ["restore", "-i", str(src), "-o", str(out), "--method", "test-id", "--upscale", "1", "-q", "--resume"]
+
+    def run(*extra: str) -> tuple[str, dict[str, int]]:
+        capsys.readouterr()
+        assert main([*argv, *extra]) == 0
+        return capsys.readouterr().err, {p.name: p.stat().st_mtime_ns for p in sorted(imgs.iterdir())}
+
+    err, first = run()
+    assert "restored 3 faces in 3 of 3 images" in err and "--resume" not in err  # nothing done before
+    assert json.loads((imgs / "a.json").read_text())["resume"]["faces"] == 1
+    err, again = run()
+    assert "restored 0 faces in 0 of 3 images" in err and "3 done by an earlier run (--resume)" in err
+    assert again == first  # not one file rewritten
+
+    os.utime(src / "a.png", ns=(1, 1))  # the input changed (as far as its stamp tells)
+    (imgs / "b.png").unlink()  # an output went missing
+    (imgs / "c.json").write_text("{")  # the record was cut short
+    err, third = run()
+    assert "restored 3 faces in 3 of 3 images" in err
+    assert all(third[n] != first[n] for n in ("a.png", "a.json", "c.png", "c.json")) and "b.png" in third
+
+    err, _ = run()
+    assert "3 done by an earlier run" in err
+    err, _ = run("--blend", "0.5")  # other options: other outputs
+    assert "restored 3 faces in 3 of 3 images" in err and "--resume" not in err
+
+    capsys.readouterr()
+    assert main([*argv, "--sequence"]) == 2
+    assert "--resume cannot continue a --sequence" in capsys.readouterr().err
+
+
 def test_aligned_mode(tmp_path, astronaut):
     from facerestore.faces.align import align_face
     from facerestore.faces.detect import detect_faces

@@ -932,6 +932,11 @@ def test_cli_restores_a_video(tmp_path, clip):
     assert len(frames) == 12 and frames[0].shape == (128, 128, 3) and meta["rate"] == 12
     assert (out / "restored_videos" / "clip.json").is_file()
     assert not [p for p in result.parent.iterdir() if p.name.startswith(".")]
+    # --resume: the video's record says it was completed with these options, so it is not restored again
+    stamp = result.stat().st_mtime_ns
+    assert main(["restore", "-i", str(clip), "-o", str(out), "--method", "test-vid-id", "--upscale", "1",
+                 "--device", "cpu", "--detector", "hog", "--crf", "30", "-q", "--resume"]) == 0
+    assert result.stat().st_mtime_ns == stamp
 
 
 def test_cli_codec_option(tmp_path, clip):

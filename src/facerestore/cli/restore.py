@@ -126,6 +126,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "decided per track) into restored_imgs/ under their own names")
     p.add_argument("--fps", type=float, default=25.0,
                    help="with --sequence: the frame rate of the frames (for the landmark smoothing; default 25)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted batch: skip every input whose outputs an earlier run completed "
+                   "with the same options, weights, references and facerestore version, the input unchanged (its "
+                   "JSON, written last, says so); everything else is restored")
     p.add_argument("--list-methods", action="store_true", help="list the restoration methods and exit")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -267,6 +271,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--refs: {exc}") from None
         refs = prepare_refs(ref_files, int(restorer.spec.size), aligned=args.aligned,
                             detector=detector or args.detector, device=restorer.device)
+    digest = _options_digest(args, ref_files if args.refs else [])
     stems = _output_stems(files, src)
     protect = [str(f) for f in files]
     for sub in SUBFOLDERS:
@@ -275,6 +280,8 @@ def run(args: argparse.Namespace) -> int:
         io.check_output_dir(out_dir / VIDEO_SUBFOLDER)
     seq = None
     if args.sequence:
+        if args.resume:
+            raise InputError("--resume cannot continue a --sequence (its frames are restored as one shot): drop it")
         if src.is_file() or args.aligned or clips:
             raise InputError("--sequence takes a folder of frames (still images only, not --aligned)")
         if not (np.isfinite(args.fps) and args.fps > 0):
@@ -288,6 +295,7 @@ def run(args: argparse.Namespace) -> int:
     kept: list[int] = []  # faces the quality gate left as they were
     refs_checked: list[Any] = []  # each face's RefsUse when the method checked the references
     warned_alpha: list[bool] = []
+    resumed: list[int] = []  # the face counts of inputs an earlier run completed (--resume)
 
     def process(path: Path) -> int:
         from facerestore.faces.paste import upscaled_shape
@@ -295,8 +303,18 @@ def run(args: argparse.Namespace) -> int:
         if path in clips:
             ext = video_output_extension(path) if is_video_file(path) else path.suffix.lower()
             target = out_dir / VIDEO_SUBFOLDER / f"{stems[path].as_posix()}{ext}"
+            done = _done_before(target.with_suffix(".json"), path, digest) if args.resume else None
+            if done is not None:
+                resumed.append(done)
+                return done
             return _restore_video(path, target, args, restorer, detector if detector is not None else args.detector,
-                                  background, refs, protect)
+                                  background, refs, protect, digest)
+        stem = stems[path].as_posix()  # sub-folder/name with --recursive
+        if args.resume:
+            done = _done_before(out_dir / "restored_imgs" / f"{stem}.json", path, digest)
+            if done is not None:
+                resumed.append(done)
+                return done
         loaded = io.read_image(path)
         h, w = loaded.rgb.shape[:2]
         upscale = args.upscale if args.upscale is not None else default_upscale(args.aligned, w, restorer)
@@ -307,7 +325,6 @@ def run(args: argparse.Namespace) -> int:
             detector=detector if detector is not None else args.detector, device=device, half=args.half,
             **_restore_options(args, refs, background),
         )
-        stem = stems[path].as_posix()  # sub-folder/name with --recursive
         ext = io.output_extension(path, res.alpha is not None, args.ext)
         if res.alpha is not None and ext == ".jpg" and not warned_alpha:
             warned_alpha.append(True)
@@ -327,7 +344,7 @@ def run(args: argparse.Namespace) -> int:
             out_dir / "restored_imgs" / f"{stem}.json", res, protect=protect, input=str(path),
             output=str(img_path), device=device, half=bool(args.half), color_match=bool(args.color_match),
             min_score=args.min_score if args.min_score is not None else getattr(detector, "threshold", None),
-            bg_upsampler=args.bg_upsampler,
+            bg_upsampler=args.bg_upsampler, resume=_resume_record(path, digest, len(res.faces)),
             faces=[{"cropped_face": f"cropped_faces/{n}", "restored_face": f"restored_faces/{n}", "cmp": f"cmp/{n}"}
                    for n in face_files],
         )
@@ -350,8 +367,8 @@ def run(args: argparse.Namespace) -> int:
         return len(res.faces)
 
     report = run_batch(files, process, desc="restore", progress=not args.quiet, single=src.is_file())
-    n_faces = sum(report.done)
-    n_restored = sum(1 for n in report.done if n)
+    n_faces = sum(report.done) - sum(resumed)  # this run's work; what --resume skipped is counted apart
+    n_restored = sum(1 for n in report.done if n) - sum(1 for n in resumed if n)
     noun = "image" if not clips else "video" if len(clips) == len(files) else "file"  # video: animations too
     noun += "s" * (len(files) != 1)
     print(f"restored {n_faces} face{'s' * (n_faces != 1)} in {n_restored} of {len(files)} {noun} with "
@@ -359,10 +376,60 @@ def run(args: argparse.Namespace) -> int:
           + (f"; {len(kept)} face{'s' * (len(kept) != 1)} kept as {'they were' if len(kept) != 1 else 'it was'} "
              "(the restoration was worse: see the JSON's gate)" if kept else "")
           + (f"; {len(no_face)} without faces (upscaled only)" if no_face else "")
+          + (f"; {len(resumed)} done by an earlier run (--resume)" if resumed else "")
           + (f"; the references guided {sum(u.used for u in refs_checked)} of {len(refs_checked)} faces"
              if seq is not None and refs_checked else "")
           + (f"; {len(report.failed)} failed" if report.failed else ""), file=sys.stderr)
     return report.exit_code
+
+
+# options that do not change what is written for an input (where it is written is checked by the record itself)
+_NOT_OUTPUT_OPTIONS = frozenset({"input", "output", "recursive", "quiet", "list_methods", "resume", "command"})
+
+
+def _file_stamp(path: str | Path) -> list[Any]:
+    """Name, size and modification time of a file (how --resume tells an input or weight file changed)."""
+    st = Path(path).stat()
+    return [str(path), st.st_size, st.st_mtime_ns]
+
+
+def _options_digest(args: argparse.Namespace, ref_files: list[Path]) -> str:
+    """A digest of everything besides the input that decides a restore's outputs: the options, the facerestore
+    version, a --weights file's and the reference photos' stamps (re-exported weights or new references make
+    earlier outputs stale)."""
+    import hashlib
+    import json
+
+    from facerestore._version import __version__
+
+    options = {k: v for k, v in vars(args).items() if k not in _NOT_OUTPUT_OPTIONS and not k.startswith("_")}
+    weights = [_file_stamp(args.weights)] if args.weights and Path(args.weights).is_file() else []
+    key = [__version__, options, weights, [_file_stamp(f) for f in ref_files]]
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _resume_record(path: Path, digest: str, faces: int) -> dict[str, Any]:
+    """The JSON's ``resume`` field: what a later ``--resume`` run compares before skipping ``path``."""
+    stamp = _file_stamp(path)
+    return {"options": digest, "input_bytes": stamp[1], "input_mtime_ns": stamp[2], "faces": faces}
+
+
+def _done_before(record_path: Path, path: Path, digest: str) -> int | None:
+    """The number of faces an earlier run restored in ``path``, when its record (``record_path``, written after
+    every other output) says it completed with the same options and input, and its output (next to the record)
+    is still there; None when ``path`` must be restored."""
+    import json
+
+    try:
+        record = json.loads(record_path.read_text())
+        resume = record["resume"]
+        expected = _resume_record(path, digest, int(resume["faces"]))
+        output = record_path.parent / Path(record["output"]).name
+    except (OSError, ValueError, KeyError, TypeError):  # no record, or one from before --resume existed
+        return None
+    if resume != expected or record.get("input") != str(path) or not output.is_file():
+        return None
+    return expected["faces"]
 
 
 def _half_note(restorer: Any, device: str, half: bool) -> str | None:
@@ -396,7 +463,7 @@ def _restore_options(args: argparse.Namespace, refs: Any, background: Any) -> di
 
 
 def _restore_video(path: Path, target: Path, args: argparse.Namespace, restorer: Any, detector: Any,
-                   background: Any, refs: Any, protect: list[str]) -> int:
+                   background: Any, refs: Any, protect: list[str], digest: str) -> int:
     """One video or animated image -> ``restored_videos/STEM.EXT`` and its JSON record; returns the faces
     restored."""
     from tqdm import tqdm
@@ -426,9 +493,10 @@ def _restore_video(path: Path, target: Path, args: argparse.Namespace, restorer:
                                     on_frame=tick, **_restore_options(args, refs, background))
     finally:
         bar.close()
-    io.atomic_write_json(target.with_suffix(".json"), {"input": str(path), "method": args.method,
-                                                       "upscale": upscale, **res.to_json()})
     n_faces = int(sum(res.faces_per_frame))
+    record = {"input": str(path), "method": args.method, "upscale": upscale, **res.to_json(),
+              "resume": _resume_record(path, digest, n_faces)}
+    io.atomic_write_json(target.with_suffix(".json"), record)
     if res.faces_with_refs == 0 and n_faces:
         d = res.refs_closest_distance
         say(f"{io.display_path(path)}: the reference photos matched no face of the video"
