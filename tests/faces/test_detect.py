@@ -379,12 +379,10 @@ def test_auto_is_retinaface_when_its_weights_are_cached(monkeypatch):
     from facerestore.faces import detect
 
     monkeypatch.setattr(zoo, "is_available", lambda name: name == "retinaface-mnet025")
-    import importlib.util
-
-    if importlib.util.find_spec("onnx") is None:
-        assert detect.default_detector()[0] == "dlib-hog"
-    else:
-        assert detect.default_detector() == ("retinaface", None)
+    assert detect.default_detector() == ("retinaface", None)  # no onnx package needed: nn.onnx_proto reads it
+    monkeypatch.setattr(zoo, "is_available", lambda name: False)
+    name, note = detect.default_detector()
+    assert name == "dlib-hog" and "facerestore models download retinaface-mnet025" in note
 
 
 def test_scrfd_is_an_optional_research_only_detector_never_the_default(monkeypatch, tmp_path):

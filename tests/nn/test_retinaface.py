@@ -34,8 +34,6 @@ needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason="needs the onnx package (pi
 def _weights_file():
     if not zoo.is_available(ENTRY):
         pytest.skip(f"RetinaFace weights not cached: run `facerestore models download {ENTRY}`")
-    if not HAS_ONNX:
-        pytest.skip("needs the onnx package (pip install onnx)")
     return zoo.weights_path(ENTRY) / "weights.py"
 
 
@@ -150,7 +148,6 @@ def test_weights_py_is_parsed_not_executed(tmp_path):
         read_weights_py(code)
 
 
-@needs_onnx
 def test_malformed_onnx_is_one_line_input_error():
     for data in (b"", b"not a protobuf \xff\xff\xff", b"\x08\x06"):
         with pytest.raises(InputError) as err:

@@ -23,7 +23,6 @@ from facerestore.nn import onnx_weights
 from facerestore.nn.scrfd import SCRFD, load_scrfd
 
 ENTRY = "scrfd-2.5g"
-HAS_ONNX = importlib.util.find_spec("onnx") is not None
 HAS_ORT = importlib.util.find_spec("onnxruntime") is not None
 # hand annotation of examples/astronaut.png (tests/faces/test_detect.py): eyes, nose tip, mouth corners
 ASTRONAUT_5 = np.array([[203.0, 101.0], [246.0, 104.0], [225.5, 127.5], [203.5, 140.5], [243.5, 141.0]])
@@ -32,8 +31,6 @@ ASTRONAUT_5 = np.array([[203.0, 101.0], [246.0, 104.0], [225.5, 127.5], [203.5, 
 def _weights_file():
     if not zoo.is_available(ENTRY):
         pytest.skip(f"SCRFD weights not cached (optional, research-only): run `facerestore models download {ENTRY}`")
-    if not HAS_ONNX:
-        pytest.skip("needs the onnx package (pip install onnx)")
     return zoo.weights_path(ENTRY) / "scrfd.onnx"
 
 
@@ -68,7 +65,7 @@ def session(onnx_bytes):
 def any_size_session(onnx_bytes):
     """The same graph with its two fixed-size upsamplings made x2 scales and the input sides left free, so that
     onnxruntime runs other input sizes (every weight unchanged)."""
-    import onnx
+    onnx = pytest.importorskip("onnx", reason="editing the graph needs the onnx package (dev extra)")
     from onnx import numpy_helper
 
     model = onnx.load_from_string(onnx_bytes)
@@ -183,7 +180,7 @@ def test_every_tensor_of_the_file_is_used(onnx_bytes, net):
 
 
 def _edited(onnx_bytes, edit) -> bytes:
-    import onnx
+    onnx = pytest.importorskip("onnx", reason="editing the file needs the onnx package (dev extra)")
 
     model = onnx.load_from_string(onnx_bytes)
     edit(model.graph)
@@ -191,7 +188,7 @@ def _edited(onnx_bytes, edit) -> bytes:
 
 
 def test_mismatches_are_one_line_input_errors(onnx_bytes):
-    from onnx import numpy_helper
+    numpy_helper = pytest.importorskip("onnx.numpy_helper", reason="editing the file needs the onnx package")
 
     def swap_two_head_convs(g):  # same shapes, other places: only the file's names tell
         a = next(n for n in g.node if n.input[1:2] == ["bbox_head.stride_cls.(8, 8).weight"])

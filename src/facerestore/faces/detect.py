@@ -645,17 +645,13 @@ def canonical_detector_name(name: str) -> str:
 
 
 def default_detector() -> tuple[str, str | None]:
-    """The detector "auto" stands for: ``retinaface`` when its weights are cached (and the ``onnx`` package that
-    reads them is installed), else ``dlib-hog``, with a one-line note saying why."""
-    import importlib.util
-
+    """The detector "auto" stands for: ``retinaface`` when its weights are cached, else ``dlib-hog``, with a
+    one-line note saying how to get RetinaFace."""
     from facerestore import zoo
 
     if not zoo.is_available("retinaface-mnet025"):
         return "dlib-hog", ("note: using dlib HOG face detection; for RetinaFace (finds more faces) run "
                             "`facerestore models download retinaface-mnet025`")
-    if importlib.util.find_spec("onnx") is None:
-        return "dlib-hog", "note: using dlib HOG face detection; RetinaFace's weights need `pip install onnx`"
     return "retinaface", None
 
 

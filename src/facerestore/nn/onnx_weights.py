@@ -1,11 +1,12 @@
-"""Named weights from ONNX files (initializers and convolution layers), read with the ``onnx`` package alone.
+"""Named weights from ONNX files (initializers and convolution layers), read without any ONNX package.
 
-No ONNX runtime is needed: the file is parsed as a protobuf, its initializers become numpy arrays, and the
-``Conv`` nodes are listed with their attributes under the module path the PyTorch exporter recorded in the
-node name (``/fx/stage1/stage1.0/stage1.0.0/Conv`` -> ``fx.stage1.0.0``). Our PyTorch ports name their
-convolutions by those paths and load them with :func:`load_convs_strict`: every convolution of the file must
-match one of ours (shape, stride, padding, groups, dilation) and every one of ours must be in the file, or one
-one-line :class:`facerestore.errors.InputError` says what differs.
+No ONNX runtime or ``onnx`` package is needed: :mod:`facerestore.nn.onnx_proto` decodes the file's protobuf
+(its nodes and initializers), the initializers become numpy arrays, and the ``Conv`` nodes are listed with
+their attributes under the module path the PyTorch exporter recorded in the node name
+(``/fx/stage1/stage1.0/stage1.0.0/Conv`` -> ``fx.stage1.0.0``). Our PyTorch ports name their convolutions by
+those paths and load them with :func:`load_convs_strict`: every convolution of the file must match one of ours
+(shape, stride, padding, groups, dilation) and every one of ours must be in the file, or one one-line
+:class:`facerestore.errors.InputError` says what differs.
 
 Exports whose node names carry no module path (``Conv_0``, older exporters) are loaded by call order instead:
 :func:`conv_sequence` lists every ``Conv`` node in graph order (the order the exporter traced them) and
@@ -23,53 +24,39 @@ import torch
 from torch import nn
 
 from facerestore.errors import InputError
+from facerestore.nn.onnx_proto import OnnxFormatError, OnnxModel, OnnxNode, parse_model
 
-__all__ = ["ConvLayer", "call_order", "conv_layers", "conv_sequence", "initializers", "load_convs_in_order",
-           "load_convs_strict", "load_model", "module_path"]
+__all__ = ["ConvLayer", "OnnxModel", "call_order", "conv_layers", "conv_sequence", "initializers",
+           "load_convs_in_order", "load_convs_strict", "load_model", "module_path"]
 
 MAX_MODEL_BYTES = 1 << 30
 
 
-def _onnx() -> Any:
-    try:
-        import onnx
-    except ImportError:
-        raise InputError("reading ONNX weights needs the onnx package (pip install onnx)") from None
-    return onnx
-
-
-def load_model(data: bytes, what: str = "ONNX model") -> Any:
-    """An ``onnx.ModelProto`` parsed from ``data`` (bytes); a malformed file is one InputError."""
-    onnx = _onnx()
+def load_model(data: bytes, what: str = "ONNX model") -> OnnxModel:
+    """The nodes and initializers of the ONNX model in ``data`` (bytes); a malformed file is one InputError."""
     if not isinstance(data, bytes | bytearray) or not data:
         raise InputError(f"{what}: no ONNX bytes")
     if len(data) > MAX_MODEL_BYTES:
         raise InputError(f"{what}: {len(data)} bytes, over the {MAX_MODEL_BYTES}-byte limit")
     try:
-        model = onnx.load_from_string(bytes(data))
-    except Exception as exc:  # protobuf's DecodeError and friends
-        raise InputError(f"{what}: not a readable ONNX model ({type(exc).__name__})") from None
-    if not model.graph.node:
+        model = parse_model(bytes(data))
+    except OnnxFormatError as exc:
+        raise InputError(f"{what}: not a readable ONNX model ({exc})") from None
+    if not model.nodes:
         raise InputError(f"{what}: the ONNX graph has no nodes")
     return model
 
 
-def initializers(model: Any) -> dict[str, np.ndarray]:
+def initializers(model: OnnxModel) -> dict[str, np.ndarray]:
     """Every initializer as a numpy array, plus the names that ``Identity`` nodes give to initializers (the
     exporter's way of sharing one tensor between two calls of a layer)."""
-    from onnx import numpy_helper
-
-    out: dict[str, np.ndarray] = {}
-    for t in model.graph.initializer:
-        if t.data_location == 1:  # EXTERNAL: never follow a path named inside a downloaded file
-            raise InputError(f"ONNX initializer {t.name!r} is stored in an external file (not supported)")
-        out[t.name] = numpy_helper.to_array(t)
+    out = dict(model.initializers)
     changed = True
     while changed:  # chains of Identity nodes resolve in a few passes
         changed = False
-        for n in model.graph.node:
-            if n.op_type == "Identity" and n.input and n.input[0] in out and n.output[0] not in out:
-                out[n.output[0]] = out[n.input[0]]
+        for n in model.nodes:
+            if n.op_type == "Identity" and n.inputs and n.inputs[0] in out and n.outputs[0] not in out:
+                out[n.outputs[0]] = out[n.inputs[0]]
                 changed = True
     return out
 
@@ -103,15 +90,13 @@ class ConvLayer:
     dilation: tuple[int, ...]
 
 
-def _conv_layer(n: Any, arrays: dict[str, np.ndarray], module: str) -> ConvLayer:
-    from onnx import helper
-
-    attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
-    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+def _conv_layer(n: OnnxNode, arrays: dict[str, np.ndarray], module: str) -> ConvLayer:
+    attrs = n.attributes
+    if attrs.get("auto_pad", b"NOTSET") != b"NOTSET":
         raise InputError(f"ONNX Conv {n.name}: auto_pad is not supported")
     try:
-        w = arrays[n.input[1]]
-        b = arrays[n.input[2]] if len(n.input) > 2 and n.input[2] else None
+        w = arrays[n.inputs[1]]
+        b = arrays[n.inputs[2]] if len(n.inputs) > 2 and n.inputs[2] else None
     except (KeyError, IndexError):
         raise InputError(f"ONNX Conv {n.name}: its weights are not initializers") from None
     k = w.ndim - 2
@@ -126,20 +111,20 @@ def _conv_layer(n: Any, arrays: dict[str, np.ndarray], module: str) -> ConvLayer
     )
 
 
-def conv_sequence(model: Any) -> list[ConvLayer]:
+def conv_sequence(model: OnnxModel) -> list[ConvLayer]:
     """Every ``Conv`` node of ``model`` in graph order, one per node; ``module`` is the node's weight
     initializer name (for exports whose node names hold no module path: see :func:`load_convs_in_order`)."""
     arrays = initializers(model)
-    return [_conv_layer(n, arrays, n.input[1] if len(n.input) > 1 else "")
-            for n in model.graph.node if n.op_type == "Conv"]
+    return [_conv_layer(n, arrays, n.inputs[1] if len(n.inputs) > 1 else "")
+            for n in model.nodes if n.op_type == "Conv"]
 
 
-def conv_layers(model: Any) -> list[ConvLayer]:
+def conv_layers(model: OnnxModel) -> list[ConvLayer]:
     """The convolutions of ``model`` in graph order, one per module (repeated calls of a module, which use
     the same weights, are listed once; a repeated call with other weights is an InputError)."""
     arrays = initializers(model)
     seen: dict[str, ConvLayer] = {}
-    for n in model.graph.node:
+    for n in model.nodes:
         if n.op_type != "Conv":
             continue
         layer = _conv_layer(n, arrays, module_path(n.name))

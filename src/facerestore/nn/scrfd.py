@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facerestore.errors import InputError
+from facerestore.nn.onnx_proto import OnnxModel
 
 __all__ = ["MEAN", "SCRFD", "STD", "STRIDES", "load_scrfd", "preprocess"]
 
@@ -174,27 +174,24 @@ class SCRFD(nn.Module):
         return self.bbox_head(self.neck(self.backbone(x)))
 
 
-def _check_graph(model: Any, used: set[str], what: str) -> None:
+def _check_graph(model: OnnxModel, used: set[str], what: str) -> None:
     """The export is the architecture we port: only its operators, every initializer used by a convolution, a
     scale or a shape constant (nearest Resize targets, Reshape to (1, -1, 1 | 4 | 10))."""
-    from onnx import helper, numpy_helper
-
-    ops = {n.op_type for n in model.graph.node}
+    ops = {n.op_type for n in model.nodes}
     if ops - _OPS:
         raise InputError(f"{what}: operators {sorted(ops - _OPS)} are not in SCRFD-2.5G")
-    inits = {t.name: t for t in model.graph.initializer}
+    inits = model.initializers
     structural: set[str] = set()
-    for n in model.graph.node:
-        if n.op_type == "Reshape" and n.input[1] in inits:
-            shape = numpy_helper.to_array(inits[n.input[1]]).tolist()
+    for n in model.nodes:
+        if n.op_type == "Reshape" and n.inputs[1] in inits:
+            shape = inits[n.inputs[1]].tolist()
             if len(shape) != 3 or shape[1] != -1 or shape[2] not in (1, 4, 10):
                 raise InputError(f"{what}: {n.name} reshapes to {shape}, not to (N, -1, 1 | 4 | 10)")
-            structural.add(n.input[1])
+            structural.add(n.inputs[1])
         elif n.op_type == "Resize":
-            attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
-            if attrs.get("mode") not in (b"nearest", "nearest"):
+            if n.attributes.get("mode") != b"nearest":
                 raise InputError(f"{what}: {n.name} is not a nearest-neighbour upsampling")
-            structural.update(i for i in n.input[1:] if i in inits)
+            structural.update(i for i in n.inputs[1:] if i in inits)
     unused = sorted(set(inits) - used - structural)
     if unused:
         raise InputError(f"{what}: {len(unused)} initializers are not used by the architecture: {unused[:3]}")
@@ -224,12 +221,12 @@ def load_scrfd(source: str | os.PathLike | bytes | None = None) -> SCRFD:
     convs = conv_sequence(model)
     names = load_convs_in_order(net, convs, torch.zeros(1, 3, 64, 64), what, others=tuple(scales))
     used: set[str] = set()
-    for name, node in zip(names, (n for n in model.graph.node if n.op_type == "Conv")):
-        used.update(node.input[1:3])
+    for name, node in zip(names, (n for n in model.nodes if n.op_type == "Conv")):
+        used.update(node.inputs[1:3])
         # a weight the file names must land in our module of that name (biases are not checked: the exporter
         # shares one tensor between layers whose biases are equal)
-        if not node.input[1].isdigit() and node.input[1] != f"{name}.weight":
-            raise InputError(f"{what}: the file's {node.input[1]} would load into {name}: the layers are out of order")
+        if not node.inputs[1].isdigit() and node.inputs[1] != f"{name}.weight":
+            raise InputError(f"{what}: the file's {node.inputs[1]} would load into {name}: the layers are out of order")
     arrays = initializers(model)
     params = dict(net.named_parameters())
     with torch.no_grad():
