@@ -92,6 +92,18 @@ def test_default_detector_is_the_one_restore_uses(tmp_path, astronaut_path):
         assert [p.name for p in out.glob("*.png")] == ["astronaut_00.png"]
 
 
+def test_dlib_only_options_are_not_silently_ignored(tmp_path, astronaut_path, capsys):
+    """--upsample and --max-side tune dlib's detectors; with another detector they get a note, not silence."""
+    out = tmp_path / "o"
+    assert main(["faces", "-i", str(astronaut_path), "-o", str(out), "-q", "--size", "64", "--detector",
+                 "retinaface", "--upsample", "2", "--max-side", "400"]) in (0, 2)  # 2: RetinaFace not cached
+    err = capsys.readouterr().err
+    assert "note: --upsample and --max-side act on the dlib detectors only" in err
+    assert main(["faces", "-i", str(astronaut_path), "-o", str(out), "-q", "--size", "64", "--detector", "hog",
+                 "--upsample", "0"]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
 def test_never_overwrites_inputs_in_same_folder(tmp_path, astronaut_path, capsys):
     d = tmp_path / "same"
     d.mkdir()

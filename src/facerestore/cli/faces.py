@@ -76,10 +76,18 @@ def _make_detector(args: argparse.Namespace) -> Any:
     kw: dict[str, Any] = {"min_size": args.min_size}
     if args.threshold is not None:
         kw["threshold"] = args.threshold
-    if canonical_detector_name(args.detector) in ("dlib-hog", "dlib-cnn"):
+    name = canonical_detector_name(args.detector)
+    if name in ("dlib-hog", "dlib-cnn"):
         kw.update(upsample=args.upsample, landmarks=68, max_side=args.max_side)
     else:
         kw.update(landmarks=68)
+        idle = [opt for opt, given in (("--upsample", args.upsample != 1), ("--max-side", args.max_side is not None))
+                if given]
+        if idle:  # never silently ignored
+            import sys
+
+            print(f"note: {' and '.join(idle)} act on the dlib detectors only; {name} finds small faces without "
+                  "them (use --detector hog or cnn to apply them)", file=sys.stderr)
     return create_detector(args.detector, **kw)
 
 
