@@ -241,6 +241,52 @@ def test_resume_skips_exactly_what_an_earlier_run_completed(tmp_path, astronaut_
     assert "--resume cannot continue a --sequence" in capsys.readouterr().err
 
 
+def test_resume_never_trusts_a_record_next_to_outputs_of_an_interrupted_run(tmp_path, astronaut_path, capsys,
+                                                                           monkeypatch):
+    """Run 1 completes; run 2, with other options, is interrupted after writing the photo but before its record;
+    a --resume with run 1's options must restore it again: run 2 removed run 1's record before replacing the
+    outputs (it used to leave run 2's photo beside run 1's record, and --resume skipped it)."""
+    from facerestore import pipeline
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(astronaut_path, src / "a.png")
+    out = tmp_path / "out"
+    argv = ["restore", "-i", str(src), "-o", str(out), "--method", "test-id", "--upscale", "1", "-q", "--no-gate"]
+    assert main([*argv, "--resume"]) == 0
+    first = sha(out / "restored_imgs" / "a.png")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "write_photo_json", interrupted)
+        assert main([*argv, "--blend", "0.2"]) == 130
+    assert sha(out / "restored_imgs" / "a.png") != first and not (out / "restored_imgs" / "a.json").exists()
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 0
+    assert "restored 1 face in 1 of 1 image" in capsys.readouterr().err
+    assert sha(out / "restored_imgs" / "a.png") == first
+
+
+def test_resume_digest_follows_what_auto_and_the_cache_resolve_to(monkeypatch):
+    """The detector "auto" stands for, and the defaults that depend on cached weights, are part of what --resume
+    compares: downloading RetinaFace makes earlier dlib-HOG outputs stale."""
+    import argparse
+
+    from facerestore import zoo
+    from facerestore.cli.restore import _options_digest, add_arguments
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(["-i", "x", "-o", "y"])
+    monkeypatch.setattr(zoo, "is_available", lambda name: False)
+    without = _options_digest(args, [])
+    monkeypatch.setattr(zoo, "is_available", lambda name: name == "retinaface-mnet025")
+    assert _options_digest(args, []) != without
+    assert _options_digest(args, []) == _options_digest(p.parse_args(["-i", "x", "-o", "y", "--resume", "-q"]), [])
+
+
 def test_aligned_mode(tmp_path, astronaut):
     from facerestore.faces.align import align_face
     from facerestore.faces.detect import detect_faces

@@ -307,3 +307,55 @@ def test_print_size_follows_the_upright_picture():
     loaded = io.decode_image(buf.getvalue())
     assert loaded.rgb.shape[:2] == (64, 48)  # upright: 48 wide, 64 tall
     assert loaded.metadata.print_size == pytest.approx((48 / 150, 64 / 300))  # stored: 64/300 wide, 48/150 tall
+
+
+def test_files_that_state_no_resolution_get_no_print_size(tmp_path):
+    """Pillow reports 1 dpi for a TIFF without XResolution and 72 dpi for a JPEG whose EXIF has no resolution
+    (JFIF units 0): neither file states one, so no print size is made up and the PNG written has no pHYs."""
+    img = io.decode_image(tiff_bytes(np.zeros((6, 9, 3), np.uint8)))
+    exif = Image.Exif()
+    exif[0x010F] = "facerestore-test"  # EXIF without X/YResolution
+    buf = pyio.BytesIO()
+    Image.fromarray(np.zeros((6, 9, 3), np.uint8)).save(buf, format="JPEG", exif=exif.tobytes())
+    with Image.open(pyio.BytesIO(buf.getvalue())) as im:
+        assert im.info.get("dpi") == (72, 72) and im.info.get("jfif_unit") == 0  # what Pillow fills in
+    jpeg = io.decode_image(buf.getvalue())
+    for loaded in (img, jpeg):
+        assert loaded.metadata.print_size is None
+        out = io.write_image(tmp_path / "out.png", loaded.rgb, metadata=loaded.metadata)
+        assert b"pHYs" not in out.read_bytes()
+
+
+def test_an_absurd_resolution_is_clamped_not_a_crash(tmp_path):
+    """pHYs holds 32-bit pixels per metre: a stated 4e9 ppm upscaled (as a damaged file may state) is clamped."""
+    meta = io.ImageMetadata(print_size=(1e-9, 1e-9))
+    out = io.write_image(tmp_path / "out.png", np.zeros((4, 4, 3), np.float32), metadata=meta)
+    data = out.read_bytes()
+    at = data.index(b"pHYs") + 4
+    assert struct.unpack(">IIB", data[at: at + 9]) == (0xFFFFFFFF, 0xFFFFFFFF, 1)
+
+
+def test_webp_outputs_over_the_format_limit_become_png():
+    """WebP holds at most 16383 px a side: a larger restored photo (an 8200 px WebP at --upscale 2) is written
+    as PNG instead of failing after the whole restoration."""
+    assert io.output_extension("a.webp", False, size=(io.WEBP_MAX_SIDE, 10)) == ".webp"
+    assert io.output_extension("a.webp", False, size=(16400, 10)) == ".png"
+    assert io.output_extension("a.webp", True, size=(10, 20000)) == ".png"
+
+
+def test_tiffs_pillow_cannot_open_keep_their_alpha_right(monkeypatch):
+    """Over Pillow's decompression-bomb limit (FACERESTORE_MAX_PIXELS raised), a TIFF's header is read from its
+    first IFD: straight 8-bit alpha (which OpenCV premultiplies) is divided back, within the 8-bit steps lost;
+    CMYK gets no alpha."""
+    from PIL import Image as PILImage
+
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 4)  # anything over 8 pixels is a "bomb" to Pillow
+    monkeypatch.setenv("FACERESTORE_MAX_PIXELS", "0")
+    samples, colour, alpha = _straight_rgba(np.uint8)
+    img = io.decode_image(tiff_bytes(samples, extra=2))
+    np.testing.assert_allclose(img.alpha, alpha, atol=1e-6)
+    seen = alpha > 0
+    assert (np.abs(img.rgb[seen] - colour[seen]) <= 1 / 255 / alpha[seen][:, None] + 1e-6).all()
+    ink = np.zeros((4, 4, 4), np.uint8)
+    ink[..., 0] = 255
+    assert io.decode_image(tiff_bytes(ink, photometric=5)).alpha is None

@@ -263,24 +263,33 @@ class _Header:
     # without the tag) and its bits per sample: OpenCV's reader gets alpha TIFFs wrong in several ways (_tiff_fixes)
     tiff_extra: int | None = None
     tiff_bits: int = 8
+    pillow: bool = False  # Pillow opened the header (and so can decode the pixels)
 
 
-def _tiff_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the first IFD of a classic TIFF (for files Pillow does not open, e.g. RGB float)."""
+def _tiff_header(data: bytes) -> _Header | None:
+    """Size, bits per sample, ExtraSamples and CMYK-ness from the first IFD of a classic TIFF, for files Pillow
+    does not open (RGB float, or over its decompression-bomb limit when FACERESTORE_MAX_PIXELS is raised)."""
     if data[:4] not in (b"II*\0", b"MM\0*"):
         return None
     end = "<" if data[:2] == b"II" else ">"
+    found: dict[int, int] = {}
     try:
         (off,) = struct.unpack_from(end + "I", data, 4)
         (n,) = struct.unpack_from(end + "H", data, off)
-        found: dict[int, int] = {}
         for i in range(min(n, 4096)):
-            tag, typ, _count, value = struct.unpack_from(end + "HHI4s", data, off + 2 + 12 * i)
-            if tag in (256, 257):
+            tag, typ, count, value = struct.unpack_from(end + "HHI4s", data, off + 2 + 12 * i)
+            if tag in (256, 257, 258, 262, 338) and typ in (3, 4):
+                size = 2 if typ == 3 else 4
+                if count * size > 4:  # the values are elsewhere: the first one is enough here
+                    (at,) = struct.unpack_from(end + "I", value)
+                    value = data[at: at + size]
                 found[tag] = struct.unpack_from(end + ("H" if typ == 3 else "I"), value)[0]
     except struct.error:
         return None
-    return (found[256], found[257]) if 256 in found and 257 in found else None
+    if 256 not in found or 257 not in found:
+        return None
+    return _Header(found[256], found[257], mode="CMYK" if found.get(262) == 5 else None,
+                   tiff_extra=found.get(338), tiff_bits=found.get(258, 8))
 
 
 def _is_heif(data: bytes) -> bool:
@@ -317,7 +326,7 @@ def _read_header(data: bytes, where: str) -> _Header:
             warnings.simplefilter("ignore")
             with Image.open(_io.BytesIO(data)) as im:
                 header = _Header(int(im.size[0]), int(im.size[1]), format=im.format,
-                                 animated=bool(getattr(im, "is_animated", False)), mode=im.mode)
+                                 animated=bool(getattr(im, "is_animated", False)), mode=im.mode, pillow=True)
                 if im.format == "TIFF":
                     extra, bits = im.tag_v2.get(338), im.tag_v2.get(258)
                     header.tiff_extra = int(extra[0] if isinstance(extra, tuple) else extra) if extra else (
@@ -333,10 +342,8 @@ def _read_header(data: bytes, where: str) -> _Header:
                 except Exception:  # malformed EXIF: no orientation, nothing carried over
                     pass
                 header.metadata = pillow_metadata(im, exif_bytes)
-                dpi = im.info.get("dpi")
-                if isinstance(dpi, tuple) and len(dpi) == 2 and all(float(d) >= 1 for d in dpi):
-                    # PNG states whole pixels per metre: 300 dpi reads as 299.9994
-                    dpi = tuple(round(d) if abs(d - round(d)) < 0.01 else float(d) for d in dpi)
+                dpi = _stated_dpi(im)
+                if dpi is not None:
                     inches = (im.size[0] / dpi[0], im.size[1] / dpi[1])
                     if header.orientation in (5, 6, 7, 8):  # stored sideways: the upright picture's sides swap
                         inches = inches[::-1]
@@ -349,17 +356,20 @@ def _read_header(data: bytes, where: str) -> _Header:
         m = re.search(r"\((\d+) pixels\)", str(exc))
         n = int(m.group(1)) if m else 0
         limit = max_pixels()
-        if limit is not None and n <= limit:  # the limit was raised above Pillow's: read the size elsewhere
-            size = _tiff_size(data)
-            if size:
-                return _Header(*size)
+        if limit is None or n <= limit:  # the limit was raised above Pillow's (or lifted): read the size elsewhere
+            tiff = _tiff_header(data)
+            if tiff:
+                return tiff
+            raise InputError(f"cannot read a {n / 1e6:.0f}-megapixel image: Pillow, which reads its header, stops "
+                             f"at {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (only TIFFs that large are "
+                             f"read){where}") from None
         raise InputError(f"image is over the limit of {(limit or 0) / 1e6:.1f} megapixels"
                          f"{' (' + str(n) + ' pixels)' if n else ''} (set FACERESTORE_MAX_PIXELS to change it)"
                          f"{where}") from None
     except Exception:
-        size = _tiff_size(data)
-        if size:
-            return _Header(*size)
+        tiff = _tiff_header(data)
+        if tiff:
+            return tiff
         if data[4:8] == b"ftyp" and data[8:12] in (b"avif", b"avis"):
             raise InputError(f"cannot decode AVIF image (corrupt, or Pillow older than 11.3){where}") from None
         raise InputError(f"cannot decode image (corrupt or unsupported format){where}") from None
@@ -499,7 +509,8 @@ def decode_image(data: bytes, path: Path | None = None) -> LoadedImage:
     except InputError as exc:
         raise InputError(f"{exc}{where}") from None
     try:
-        if header.format in ("AVIF", "HEIF", "GIF") or header.animated or _tiff_needs_pillow(header):
+        by_pillow = header.format in ("AVIF", "HEIF", "GIF") or header.animated or _tiff_needs_pillow(header)
+        if by_pillow:
             arr = _decode_with_pillow(data)  # OpenCV cannot read these (all frames), or reads them wrong
         else:
             arr = cv2.imdecode(np.frombuffer(_without_png_iccp(data), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
@@ -512,10 +523,12 @@ def decode_image(data: bytes, path: Path | None = None) -> LoadedImage:
     if header.mode == "LA" and arr.ndim == 3 and arr.shape[2] == 4:
         arr = arr[:, :, [0, 3]]  # gray + alpha stays gray (OpenCV expands it to BGRA with equal colours)
     premultiplied = False
-    if header.format == "TIFF" and arr.ndim == 3 and arr.shape[2] == 4:
+    if (header.format == "TIFF" or not header.pillow) and not by_pillow and arr.ndim == 3 and arr.shape[2] == 4:
         if header.mode == "CMYK" or header.tiff_extra == 0:  # OpenCV adds an opaque alpha to CMYK; 0 is no alpha
             arr = arr[:, :, :3]
-        premultiplied = header.tiff_extra == 1
+        # associated alpha is stored premultiplied; OpenCV premultiplies 8-bit unassociated alpha itself (read
+        # here only when Pillow cannot open the file: the last bits of faint pixels are lost)
+        premultiplied = header.tiff_extra == 1 or (header.tiff_extra == 2 and header.tiff_bits == 8)
     if arr.dtype == np.uint8:
         depth, scale = 8, 255.0
     elif arr.dtype == np.uint16:
@@ -545,11 +558,29 @@ def _why_undecodable(data: bytes, header: _Header) -> str:
     return "corrupt or unsupported format"
 
 
+def _stated_dpi(im: Any) -> tuple[float, float] | None:
+    """The resolution (x, y dots per inch) an image opened with Pillow states, or None when it states none:
+    Pillow fills ``info["dpi"]`` in for files that say nothing (1 for a TIFF without XResolution, 72 for a
+    JPEG with EXIF but no resolution in it), which would give every such photo a made-up print size."""
+    dpi = im.info.get("dpi")
+    try:
+        if not (isinstance(dpi, tuple) and len(dpi) == 2 and all(1 <= float(d) <= 1e6 for d in dpi)):
+            return None
+        if im.format == "TIFF" and _X_RESOLUTION not in im.tag_v2:
+            return None
+        if im.format == "JPEG" and im.info.get("jfif_unit") not in (1, 2) and _X_RESOLUTION not in im.getexif():
+            return None
+    except Exception:  # malformed tags: no print size
+        return None
+    # PNG states whole pixels per metre: 300 dpi reads back as 299.9994
+    return tuple(round(d) if abs(d - round(d)) < 0.01 else float(d) for d in dpi)  # type: ignore[return-value]
+
+
 def _tiff_needs_pillow(header: _Header) -> bool:
     """Whether a TIFF is one OpenCV's reader gets wrong and Pillow reads right: 8-bit with unassociated alpha
     (OpenCV premultiplies the colours, darkening every semi-transparent pixel) and 8-bit gray + alpha (OpenCV drops
     the alpha). Pillow also divides associated (premultiplied) 8-bit alpha out on reading."""
-    return header.format == "TIFF" and header.tiff_bits == 8 and (
+    return header.pillow and header.format == "TIFF" and header.tiff_bits == 8 and (
         header.tiff_extra == 2 or header.mode in ("LA", "La"))
 
 
@@ -773,17 +804,22 @@ def _tiff_with_alpha_declared(data: bytes) -> bytes:
     return body[:4] + struct.pack(end + "I", len(body)) + body[8:] + new_ifd
 
 
-def output_extension(name: str | os.PathLike, has_alpha: bool, choice: str = "auto") -> str:
+WEBP_MAX_SIDE = 16383  # the WebP format's limit on either side, in pixels
+
+
+def output_extension(name: str | os.PathLike, has_alpha: bool, choice: str = "auto",
+                     size: tuple[int, int] | None = None) -> str:
     """The extension of a restored photo (``restore --ext``, the web page's format): ``choice`` "png" or "jpg" as
     asked (JPEG drops an alpha channel); "auto": a WebP input's own extension (lossy stays lossy, lossless
     lossless: :func:`write_image`; WebP holds alpha too), PNG for anything else with transparency, a JPEG or PNG
     input's own extension as spelt (``.JPG`` stays ``.JPG``), JPEG for the phone formats read through Pillow
     (HEIC/HEIF/AVIF: lossy photos, for which a PNG would be several times larger), PNG for the rest (BMP, TIFF:
-    lossless; GIF: its 256 colours would band a restored face)."""
+    lossless; GIF: its 256 colours would band a restored face). ``size`` (width, height) of the output: a WebP
+    output over :data:`WEBP_MAX_SIDE` pixels on a side becomes a PNG (the format cannot hold it)."""
     if choice != "auto":
         return "." + choice
     suffix = Path(name).suffix
-    if suffix.lower() == ".webp":
+    if suffix.lower() == ".webp" and (size is None or max(size) <= WEBP_MAX_SIDE):
         return suffix
     if has_alpha:
         return ".png"
@@ -1070,7 +1106,8 @@ def with_metadata(data: bytes, ext: str, metadata: ImageMetadata, *, gray: bool 
         if metadata.xmp:
             chunks.append(_png_chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + metadata.xmp))
         if dpi:  # pixels per metre, unit 1 (metre)
-            chunks.append(_png_chunk(b"pHYs", struct.pack(">IIB", *(round(d / 0.0254) for d in dpi), 1)))
+            ppm = (min(max(round(d / 0.0254), 1), 0xFFFFFFFF) for d in dpi)
+            chunks.append(_png_chunk(b"pHYs", struct.pack(">IIB", *ppm, 1)))
         ihdr_end = 8 + 8 + struct.unpack(">I", data[8:12])[0] + 4
         return data[:ihdr_end] + b"".join(chunks) + data[ihdr_end:]
     if ext == ".webp" and data[:4] == b"RIFF" and data[8:12] == b"WEBP" and (icc or exif or metadata.xmp):

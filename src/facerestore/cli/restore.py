@@ -307,14 +307,17 @@ def run(args: argparse.Namespace) -> int:
             if done is not None:
                 resumed.append(done)
                 return done
+            _forget_record(target.with_suffix(".json"))
             return _restore_video(path, target, args, restorer, detector if detector is not None else args.detector,
                                   background, refs, protect, digest)
         stem = stems[path].as_posix()  # sub-folder/name with --recursive
+        record = out_dir / "restored_imgs" / f"{stem}.json"
         if args.resume:
-            done = _done_before(out_dir / "restored_imgs" / f"{stem}.json", path, digest)
+            done = _done_before(record, path, digest)
             if done is not None:
                 resumed.append(done)
                 return done
+        _forget_record(record)
         loaded = io.read_image(path)
         h, w = loaded.rgb.shape[:2]
         upscale = args.upscale if args.upscale is not None else default_upscale(args.aligned, w, restorer)
@@ -325,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
             detector=detector if detector is not None else args.detector, device=device, half=args.half,
             **_restore_options(args, refs, background),
         )
-        ext = io.output_extension(path, res.alpha is not None, args.ext)
+        ext = io.output_extension(path, res.alpha is not None, args.ext, size=(res.image.shape[1], res.image.shape[0]))
         if res.alpha is not None and ext == ".jpg" and not warned_alpha:
             warned_alpha.append(True)
             say("note: --ext jpg drops the alpha channel of transparent inputs")
@@ -341,7 +344,7 @@ def run(args: argparse.Namespace) -> int:
             io.write_image(out_dir / "cmp" / name, np.concatenate([f.input_crop, f.restored_crop], axis=1), **kw)
             face_files.append(name)
         write_photo_json(
-            out_dir / "restored_imgs" / f"{stem}.json", res, protect=protect, input=str(path),
+            record, res, protect=protect, input=str(path),
             output=str(img_path), device=device, half=bool(args.half), color_match=bool(args.color_match),
             min_score=args.min_score if args.min_score is not None else getattr(detector, "threshold", None),
             bg_upsampler=args.bg_upsampler, resume=_resume_record(path, digest, len(res.faces)),
@@ -394,17 +397,22 @@ def _file_stamp(path: str | Path) -> list[Any]:
 
 
 def _options_digest(args: argparse.Namespace, ref_files: list[Path]) -> str:
-    """A digest of everything besides the input that decides a restore's outputs: the options, the facerestore
-    version, a --weights file's and the reference photos' stamps (re-exported weights or new references make
-    earlier outputs stale)."""
+    """A digest of everything besides the input that decides a restore's outputs: the options (the detector
+    "auto" stands for, resolved), the facerestore version, the zoo entries in the cache (they decide what
+    defaults resolve to: the detector, the mesh mask, a method's prior), a --weights file's and the reference
+    photos' stamps (re-exported weights or new references make earlier outputs stale)."""
     import hashlib
     import json
 
+    from facerestore import zoo
     from facerestore._version import __version__
+    from facerestore.faces.detect import canonical_detector_name
 
     options = {k: v for k, v in vars(args).items() if k not in _NOT_OUTPUT_OPTIONS and not k.startswith("_")}
+    options["detector"] = canonical_detector_name(args.detector)
+    cached = sorted(e.name for e in zoo.list_entries() if zoo.is_available(e.name))
     weights = [_file_stamp(args.weights)] if args.weights and Path(args.weights).is_file() else []
-    key = [__version__, options, weights, [_file_stamp(f) for f in ref_files]]
+    key = [__version__, options, cached, weights, [_file_stamp(f) for f in ref_files]]
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -430,6 +438,14 @@ def _done_before(record_path: Path, path: Path, digest: str) -> int | None:
     if resume != expected or record.get("input") != str(path) or not output.is_file():
         return None
     return expected["faces"]
+
+
+def _forget_record(record: Path) -> None:
+    """Remove an input's record from an earlier run before its outputs are replaced: interrupted midway, this
+    run must not leave new outputs next to a record that --resume would take for theirs (a symbolic link or
+    anything but a regular file is left alone: writing the record refuses it later)."""
+    if record.is_file() and not record.is_symlink():
+        record.unlink()
 
 
 def _half_note(restorer: Any, device: str, half: bool) -> str | None:

@@ -32,7 +32,8 @@ class OnnxFormatError(ValueError):
 @dataclass(frozen=True)
 class OnnxNode:
     """One node of the graph. ``attributes`` maps names to Python values: float, int, bytes (ONNX strings),
-    numpy arrays (tensors), or lists of those."""
+    numpy arrays (tensors; None for a tensor of a type this reader does not decode, e.g. strings), or lists of
+    those."""
 
     name: str
     op_type: str
@@ -52,6 +53,7 @@ class OnnxModel:
 # TensorProto.DataType -> little-endian numpy dtype
 _DTYPES = {1: "<f4", 2: "u1", 3: "i1", 4: "<u2", 5: "<i2", 6: "<i4", 7: "<i8", 9: "?", 10: "<f2", 11: "<f8",
            12: "<u4", 13: "<u8"}
+_BFLOAT16 = 16
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 
 
@@ -102,6 +104,8 @@ def _ints(wire: int, value: Any) -> list[int]:
     """A repeated int64/int32 field: one varint, or a packed run of them."""
     if wire == _VARINT:
         return [_signed(value)]
+    if wire != _LEN:
+        raise OnnxFormatError(f"wire type {wire} where integers were expected")
     out, pos = [], 0
     while pos < len(value):
         v, pos = _varint(value, pos)
@@ -111,16 +115,37 @@ def _ints(wire: int, value: Any) -> list[int]:
 
 def _floats(wire: int, value: Any, fmt: str = "<f4") -> list[float]:
     """A repeated float (fixed32) or double (fixed64) field, packed or not."""
-    if wire == _LEN and len(value) % np.dtype(fmt).itemsize:
-        raise OnnxFormatError("packed floats of a partial size")
+    size = np.dtype(fmt).itemsize
+    if wire not in (_LEN, _I32 if size == 4 else _I64) or len(value) % size:
+        raise OnnxFormatError(f"wire type {wire} or size {len(value)} for {fmt} values")
     return np.frombuffer(bytes(value), fmt).tolist()
 
 
-def _text(value: Any) -> str:
+def _bytes(wire: int, value: Any) -> bytes:
+    """A length-delimited field's bytes (strings, raw data, sub-messages); any other wire type is malformed
+    (``bytes(int)`` would allocate that many zeros)."""
+    if wire != _LEN:
+        raise OnnxFormatError(f"wire type {wire} where bytes were expected")
+    return bytes(value)
+
+
+def _varint_field(wire: int, value: Any) -> int:
+    if wire != _VARINT:
+        raise OnnxFormatError(f"wire type {wire} where an integer was expected")
+    return value
+
+
+def _text(wire: int, value: Any) -> str:
     try:
-        return bytes(value).decode("utf-8")
+        return _bytes(wire, value).decode("utf-8")
     except UnicodeDecodeError:
         raise OnnxFormatError("a name is not UTF-8") from None
+
+
+def _message(wire: int, value: Any) -> memoryview:
+    if wire != _LEN:
+        raise OnnxFormatError(f"wire type {wire} where a message was expected")
+    return value
 
 
 def _tensor(buf: memoryview) -> tuple[str, np.ndarray]:
@@ -131,13 +156,13 @@ def _tensor(buf: memoryview) -> tuple[str, np.ndarray]:
         if number == 1:
             dims += _ints(wire, value)
         elif number == 2:
-            dtype = value
+            dtype = _varint_field(wire, value)
         elif number == 8:
-            name = _text(value)
+            name = _text(wire, value)
         elif number == 9:
-            raw = bytes(value)
+            raw = _bytes(wire, value)
         elif number == 14:
-            location = value
+            location = _varint_field(wire, value)
         elif number in (5, 7, 11):  # int32_data, int64_data, uint64_data
             typed.setdefault(number, []).extend(_ints(wire, value) if number != 11 else
                                                 [v & ((1 << 64) - 1) for v in _ints(wire, value)])
@@ -147,10 +172,16 @@ def _tensor(buf: memoryview) -> tuple[str, np.ndarray]:
             location = 1  # external_data entries: the tensor's bytes live in another file
     if location == 1:
         raise OnnxFormatError(f"initializer {name!r} is stored in an external file (not supported)")
-    if dtype not in _DTYPES:
+    if dtype not in _DTYPES and dtype != _BFLOAT16:
         raise OnnxFormatError(f"initializer {name!r} has data type {dtype}, which this reader does not decode")
     if any(d < 0 for d in dims):
         raise OnnxFormatError(f"initializer {name!r} has a negative dimension")
+    if dtype == _BFLOAT16:  # the upper half of a float32: widened to float32 (numpy has no bfloat16)
+        bits = np.frombuffer(raw, "<u2") if raw is not None else np.array(typed.get(5, []), np.uint16)
+        count = int(np.prod(dims)) if dims else 1
+        if bits.size != count:
+            raise OnnxFormatError(f"initializer {name!r} holds {bits.size} values for shape {tuple(dims)}")
+        return name, (bits.astype(np.uint32) << 16).view(np.float32).reshape(dims)
     np_dtype = np.dtype(_DTYPES[dtype])
     if raw is not None:
         if len(raw) % np_dtype.itemsize:
@@ -173,28 +204,37 @@ def _attribute(buf: memoryview) -> tuple[str, Any]:
     seen: dict[int, Any] = {}
     for number, wire, value in _fields(buf):
         if number == 1:
-            name = _text(value)
+            name = _text(wire, value)
         elif number == 20:
-            kind = value
+            kind = _varint_field(wire, value)
         elif number == 2:
+            if wire != _I32:
+                raise OnnxFormatError(f"wire type {wire} for a float attribute")
             seen[2] = _floats(wire, value)[0]
         elif number == 3:
-            seen[3] = _signed(value)
+            seen[3] = _signed(_varint_field(wire, value))
         elif number == 4:
-            seen[4] = bytes(value)
+            seen[4] = _bytes(wire, value)
         elif number == 5:
-            seen[5] = _tensor(value)[1]
+            try:
+                seen[5] = _tensor(_message(wire, value))[1]
+            except OnnxFormatError as exc:  # a constant no weight loading reads (strings...): kept undecoded
+                if "data type" not in str(exc):
+                    raise
+                seen[5] = None
         elif number == 7:
             seen.setdefault(7, []).extend(_floats(wire, value))
         elif number == 8:
             seen.setdefault(8, []).extend(_ints(wire, value))
         elif number == 9:
-            seen.setdefault(9, []).append(bytes(value))
-    # AttributeType -> field; without a type (files before IR 3) the one field present decides
-    by_type = {1: 2, 2: 3, 3: 4, 4: 5, 6: 7, 7: 8, 8: 9}
+            seen.setdefault(9, []).append(_bytes(wire, value))
+    # AttributeType -> (field, the value when the field is absent: proto3 encoders leave zeros out); without a
+    # type (files before IR 3) the one field present decides
+    by_type: dict[int, tuple[int, Any]] = {1: (2, 0.0), 2: (3, 0), 3: (4, b""), 4: (5, None), 6: (7, []),
+                                           7: (8, []), 8: (9, [])}
     if kind in by_type:
-        number = by_type[kind]
-        return name, seen.get(number, [] if number in (7, 8, 9) else None)
+        number, default = by_type[kind]
+        return name, seen.get(number, default)
     return name, next(iter(seen.values()), None)
 
 
@@ -203,17 +243,17 @@ def _node(buf: memoryview) -> OnnxNode:
     outputs: list[str] = []
     name = op_type = ""
     attributes: dict[str, Any] = {}
-    for number, _, value in _fields(buf):
+    for number, wire, value in _fields(buf):
         if number == 1:
-            inputs.append(_text(value))
+            inputs.append(_text(wire, value))
         elif number == 2:
-            outputs.append(_text(value))
+            outputs.append(_text(wire, value))
         elif number == 3:
-            name = _text(value)
+            name = _text(wire, value)
         elif number == 4:
-            op_type = _text(value)
+            op_type = _text(wire, value)
         elif number == 5:
-            key, val = _attribute(value)
+            key, val = _attribute(_message(wire, value))
             attributes[key] = val
     return OnnxNode(name, op_type, tuple(inputs), tuple(outputs), attributes)
 
@@ -232,19 +272,17 @@ def parse_model(data: bytes) -> OnnxModel:
 def _parse_model(data: bytes) -> OnnxModel:
     graph = None
     for number, wire, value in _fields(memoryview(data)):
-        if number == 7 and wire == _LEN:
-            graph = value
+        if number == 7:
+            graph = _message(wire, value)
     if graph is None:
         raise OnnxFormatError("no graph")
     nodes: list[OnnxNode] = []
     initializers: dict[str, np.ndarray] = {}
     for number, wire, value in _fields(graph):
-        if wire != _LEN:
-            continue
         if number == 1:
-            nodes.append(_node(value))
+            nodes.append(_node(_message(wire, value)))
         elif number == 5:
-            key, array = _tensor(value)
+            key, array = _tensor(_message(wire, value))
             initializers[key] = array
         elif number == 15:
             raise OnnxFormatError("sparse initializers are not supported")

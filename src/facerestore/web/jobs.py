@@ -930,7 +930,7 @@ def _write_photo(job_dir: Path, name: str, stem: str, loaded: io.LoadedImage, re
                  write_photo_json: Callable[..., Path], upscale_image: Callable[..., np.ndarray], *,
                  min_score: float | None = None) -> PhotoOutput:
     """The files of one restored photo, as ``facerestore restore`` writes them, plus the slider's preview."""
-    ext = io.output_extension(name, res.alpha is not None, opts.ext)
+    ext = io.output_extension(name, res.alpha is not None, opts.ext, size=(res.image.shape[1], res.image.shape[0]))
     img_path = res.save(job_dir / "restored_imgs" / f"{stem}{ext}")
     # the slider's "before" in the input's colour profile, as the "after" is: a browser shows both alike
     before = io.write_image(job_dir / PREVIEW_FOLDER / f"{stem}.png", upscale_image(loaded.rgb, float(opts.upscale)),
