@@ -103,17 +103,17 @@ def upscale_image(image: np.ndarray, upscale: float, method: str = "lanczos") ->
     elif dtype == np.uint16:
         f, peak = arr.astype(np.float32) / 65535.0, 65535.0
     elif np.issubdtype(dtype, np.floating):
-        f, peak = arr.astype(np.float32), None
+        f, peak = arr.astype(np.float32, copy=False), None  # only read below
     else:
         raise InputError(f"unsupported pixel type {dtype} (use float in [0, 1], uint8 or uint16)")
     if (oh, ow) == (h, w):
         out = f.copy()
     else:
         out = _resize_float(f, ow, oh, "box" if method == "area" else method)
-    out = np.clip(out, 0.0, 1.0)
+    np.clip(out, 0.0, 1.0, out=out)  # in place: out is a new array either way
     if peak is not None:
         return np.floor(out * peak + 0.5).astype(dtype)
-    return out.astype(dtype if dtype in (np.float32, np.float64) else np.float32)
+    return out.astype(dtype if dtype in (np.float32, np.float64) else np.float32, copy=False)
 
 
 # --------------------------------------------------------------------------------------------------
