@@ -502,14 +502,13 @@ def _resize_float(image: np.ndarray, width: int, height: int, method: str = "lan
     }
     flt = filters[method]
     arr = np.asarray(image, dtype=np.float32)
-    if arr.ndim == 2:
-        return np.asarray(Image.fromarray(arr, mode="F").resize((width, height), flt), dtype=np.float32)
-    # each channel straight into its plane of the output: no stacked or converted full-size copies (a 2x
-    # background of a 12 MP photo is 560 MB per float copy)
-    out = np.empty((height, width, arr.shape[2]), np.float32)
-    for c in range(arr.shape[2]):
-        out[:, :, c] = Image.fromarray(np.ascontiguousarray(arr[:, :, c]), mode="F").resize((width, height), flt)
-    return out
+    planes = arr[:, :, None] if arr.ndim == 2 else arr
+    # each channel straight into its plane of a new, writable output: no stacked or converted full-size copies
+    # (a 2x background of a 12 MP photo is 560 MB per float copy)
+    out = np.empty((height, width, planes.shape[2]), np.float32)
+    for c in range(planes.shape[2]):
+        out[:, :, c] = Image.fromarray(np.ascontiguousarray(planes[:, :, c]), mode="F").resize((width, height), flt)
+    return out[:, :, 0] if arr.ndim == 2 else out
 
 
 def ffhq_align_68(
