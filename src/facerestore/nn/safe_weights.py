@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from facerestore.errors import InputError, WeightsMissingError
 
@@ -172,10 +173,26 @@ def read_settings(path: str | os.PathLike, fmt: str, bounds: Mapping[str, Bound]
     return check_settings(config, bounds, where), shapes
 
 
+class _NoDrawsOnMeta(TorchFunctionMode):
+    """Random draws (and normalising them) while building on the meta device return empty tensors of their shape:
+    meta tensors hold no values, and the first draw or vector norm on the meta device imports torch._dynamo
+    (1.5 s of every restore with the default method, for ISPL's spectral-norm vectors). Other arithmetic on meta
+    tensors (a StyleGAN2's scaled weights) still imports it; those methods take minutes a face anyway."""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func in (torch.randn, torch.rand):
+            return torch.empty(*args, **{k: v for k, v in kwargs.items() if k in ("dtype", "device", "layout",
+                                                                                   "requires_grad")})
+        if func is torch.Tensor.normal_ or func is torch.nn.functional.normalize:  # same shape, no values
+            return args[0]
+        return func(*args, **kwargs)
+
+
 def meta_shapes(build: Callable[[], torch.nn.Module], where: str) -> dict[str, tuple]:
     """Parameter and buffer shapes of the module ``build()`` makes, built on the meta device (no memory)."""
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _NoDrawsOnMeta():
             module = build()
         return {k: tuple(v.shape) for k, v in module.state_dict().items()}
     except (TypeError, ValueError, InputError, RuntimeError, AssertionError, KeyError) as exc:
