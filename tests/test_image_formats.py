@@ -359,3 +359,29 @@ def test_tiffs_pillow_cannot_open_keep_their_alpha_right(monkeypatch):
     ink = np.zeros((4, 4, 4), np.uint8)
     ink[..., 0] = 255
     assert io.decode_image(tiff_bytes(ink, photometric=5)).alpha is None
+
+
+@pytest.mark.parametrize("bit_depth", [8, 16])
+def test_gray_with_alpha_png_comes_back_gray_with_alpha(tmp_path, bit_depth):
+    """A 16-bit gray + alpha PNG (Pillow reports it as "RGBA") is read as gray with alpha and written back as
+    one (it became 16-bit RGBA); 8-bit as before. Checked against the PNG header and libpng (OpenCV) reading."""
+    import cv2
+
+    rng = np.random.default_rng(bit_depth)
+    full = 255 if bit_depth == 8 else 65535
+    gray = rng.integers(0, full + 1, (7, 9)).astype(np.uint8 if bit_depth == 8 else np.uint16)
+    alpha = rng.integers(0, full + 1, (7, 9)).astype(gray.dtype)
+    data = io._png_gray_alpha(np.dstack([gray, alpha]))
+    assert data[24] == bit_depth and data[25] == 4  # IHDR: depth, colour type gray + alpha
+    ref = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)  # libpng: BGRA, equal colours
+    np.testing.assert_array_equal(ref[..., 0], gray)
+    np.testing.assert_array_equal(ref[..., 3], alpha)
+    img = io.decode_image(data)
+    assert img.is_gray and img.bit_depth == bit_depth
+    np.testing.assert_array_equal(io.quantize(img.alpha, bit_depth), alpha)
+    out = io.write_image(tmp_path / "out.png", img.rgb, alpha=img.alpha, bit_depth=bit_depth, gray=True)
+    written = out.read_bytes()
+    assert written[24] == bit_depth and written[25] == 4
+    back = io.read_image(out)
+    np.testing.assert_array_equal(io.quantize(back.rgb[..., 0], bit_depth), gray)
+    np.testing.assert_array_equal(io.quantize(back.alpha, bit_depth), alpha)

@@ -31,6 +31,7 @@ import numpy as np
 
 from facerestore.errors import InputError, OutputError
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DEFAULT_JPEG_QUALITY = 95  # JPEG outputs, unless the source JPEG was finer (write_image)
 LOSSY_WEBP_QUALITY = 95  # WebP outputs of lossy WebP photos (lossless ones stay lossless)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # read and written
@@ -520,7 +521,9 @@ def decode_image(data: bytes, path: Path | None = None) -> LoadedImage:
         raise InputError(f"cannot decode image ({str(exc).strip().splitlines()[-1]}){where}") from None
     if arr is None:
         raise InputError(f"cannot decode image ({_why_undecodable(data, header)}){where}")
-    if header.mode == "LA" and arr.ndim == 3 and arr.shape[2] == 4:
+    png_gray_alpha = data[:8] == _PNG_SIGNATURE and data[25:26] == b"\x04"  # IHDR colour type 4 (Pillow: "RGBA"
+    # for 16-bit ones)
+    if (header.mode == "LA" or png_gray_alpha) and arr.ndim == 3 and arr.shape[2] == 4:
         arr = arr[:, :, [0, 3]]  # gray + alpha stays gray (OpenCV expands it to BGRA with equal colours)
     premultiplied = False
     if (header.format == "TIFF" or not header.pillow) and not by_pillow and arr.ndim == 3 and arr.shape[2] == 4:
@@ -757,7 +760,7 @@ def encode_image(
     if arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if arr.ndim == 3 and arr.shape[2] == 2:  # gray + alpha, which OpenCV's encoders do not take
-        if ext == ".png" and dtype == np.uint8:  # Pillow writes PNG's own gray-alpha type
+        if ext == ".png" and dtype == np.uint8:  # PNG's own gray-alpha type (colour type 4), by Pillow
             import io as _io
 
             from PIL import Image
@@ -765,7 +768,9 @@ def encode_image(
             out = _io.BytesIO()
             Image.fromarray(np.ascontiguousarray(arr), "LA").save(out, format="PNG")
             return out.getvalue()
-        arr = arr[:, :, [0, 0, 0, 1]]  # 16-bit (Pillow cannot write it) and the other formats: BGRA, equal colours
+        if ext == ".png":  # 16-bit: Pillow cannot write it
+            return _png_gray_alpha(arr)
+        arr = arr[:, :, [0, 0, 0, 1]]  # the other formats: BGRA, equal colours
     params: list[int] = []
     if ext in (".jpg", ".jpeg"):
         params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
@@ -780,6 +785,18 @@ def encode_image(
     if ext in (".tif", ".tiff") and arr.ndim == 3 and arr.shape[2] == 4:
         return _tiff_with_alpha_declared(buf.tobytes())
     return buf.tobytes()
+
+
+def _png_gray_alpha(arr: np.ndarray) -> bytes:
+    """A PNG of (H, W, 2) uint16 (or uint8) gray + alpha (colour type 4), which neither OpenCV nor Pillow writes
+    at 16 bits: IHDR, one zlib stream of unfiltered rows (big-endian samples), IEND."""
+    h, w = arr.shape[:2]
+    depth = arr.dtype.itemsize * 8
+    rows = np.ascontiguousarray(arr, dtype=">u2" if depth == 16 else np.uint8).reshape(h, -1).view(np.uint8)
+    raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1)  # filter type 0 ("None") before each row
+    ihdr = struct.pack(">IIBBBBB", w, h, depth, 4, 0, 0, 0)
+    return (_PNG_SIGNATURE + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
+            + _png_chunk(b"IEND", b""))
 
 
 def _tiff_with_alpha_declared(data: bytes) -> bytes:
