@@ -125,10 +125,15 @@ def test_cmyk_and_mismatched_profiles_are_not_carried(tmp_path, adobe):
     out = io.write_image(tmp_path / "g.png", gray.rgb, gray=True, metadata=gray.metadata)
     assert Image.open(out).info["icc_profile"] == gray_profile
     assert io._usable_icc(adobe[:100]) is None and io._usable_icc(b"x" * 200) is None
-    # 16-bit gray + alpha is written as RGBA (no 16-bit LA encoder): the gray profile stays out of the colour PNG
+    # 16-bit gray + alpha is written as gray + alpha (colour type 4): the gray profile goes with it, as the
+    # PNG's header says what was written
     out = io.write_image(tmp_path / "la16.png", np.full((4, 4, 3), 0.5, np.float32), alpha=np.ones((4, 4), np.float32),
                          bit_depth=16, gray=True, metadata=io.ImageMetadata(icc_profile=gray_profile))
-    assert out.read_bytes()[25] == 6 and b"iCCP" not in out.read_bytes()
+    assert out.read_bytes()[25] == 4 and Image.open(out).info["icc_profile"] == gray_profile
+    rgba = io.write_image(tmp_path / "rgba16.png", np.full((4, 4, 3), 0.5, np.float32),
+                          alpha=np.ones((4, 4), np.float32), bit_depth=16,
+                          metadata=io.ImageMetadata(icc_profile=gray_profile))
+    assert rgba.read_bytes()[25] == 6 and b"iCCP" not in rgba.read_bytes()  # colour pixels: no gray profile
 
 
 class _Identity(Restorer):
