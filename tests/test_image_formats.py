@@ -21,9 +21,10 @@ from PIL import Image
 from facerestore import io
 
 
-def tiff_bytes(arr: np.ndarray, *, extra: int | None = None, photometric: int | None = None) -> bytes:
+def tiff_bytes(arr: np.ndarray, *, extra: int | None = None, photometric: int | None = None,
+               orientation: int | None = None) -> bytes:
     """An uncompressed little-endian one-strip TIFF of (H, W) or (H, W, C) uint8/uint16 samples, exactly as given,
-    with ExtraSamples = ``extra`` (None: no tag) for the samples past the colour ones."""
+    with ExtraSamples = ``extra`` (None: no tag) for the samples past the colour ones and an Orientation tag."""
     h, w = arr.shape[:2]
     c = 1 if arr.ndim == 2 else arr.shape[2]
     bits = arr.dtype.itemsize * 8
@@ -39,6 +40,8 @@ def tiff_bytes(arr: np.ndarray, *, extra: int | None = None, photometric: int | 
                (278, 4, 1, struct.pack("<I", h)), (279, 4, 1, struct.pack("<I", len(pixels)))]
     if extra is not None:
         entries.append((338, 3, 1, struct.pack("<HH", extra, 0)))
+    if orientation is not None:
+        entries.append((274, 3, 1, struct.pack("<HH", orientation, 0)))
     out = b"II*\0" + struct.pack("<I", ifd_at) + pixels + bits_values
     out = out.ljust(ifd_at, b"\0") + struct.pack("<H", len(entries))
     out += b"".join(struct.pack("<HHI", tag, typ, n) + value for tag, typ, n, value in sorted(entries))
@@ -385,3 +388,23 @@ def test_gray_with_alpha_png_comes_back_gray_with_alpha(tmp_path, bit_depth):
     back = io.read_image(out)
     np.testing.assert_array_equal(io.quantize(back.rgb[..., 0], bit_depth), gray)
     np.testing.assert_array_equal(io.quantize(back.alpha, bit_depth), alpha)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize(("dtype", "channels"), [(np.uint8, 3), (np.uint16, 3), (np.uint8, 4)])
+def test_tiff_orientation_is_applied_once(orientation, dtype, channels):
+    """OpenCV's TIFF reader applies the Orientation tag itself for some layouts (and fails on the transposing
+    ones) while ours is applied to every format: each TIFF comes out as Pillow's exif_transpose shows the 8-bit
+    RGB one (before, every orientation but 1 came out wrong)."""
+    from PIL import ImageOps
+
+    rng = np.random.default_rng(orientation)
+    base = rng.integers(0, 256, (5, 7, 3), np.uint8)
+    ref_file = tiff_bytes(base, orientation=orientation)
+    with Image.open(pyio.BytesIO(ref_file)) as im:
+        expected = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    samples = base.astype(dtype) * (257 if dtype == np.uint16 else 1)
+    if channels == 4:
+        samples = np.dstack([samples, np.full(base.shape[:2], 255, dtype)])
+    img = io.decode_image(tiff_bytes(samples, orientation=orientation, extra=2 if channels == 4 else None))
+    np.testing.assert_array_equal(io.quantize(img.rgb), expected)

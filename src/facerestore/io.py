@@ -511,10 +511,10 @@ def decode_image(data: bytes, path: Path | None = None) -> LoadedImage:
         raise InputError(f"{exc}{where}") from None
     try:
         by_pillow = header.format in ("AVIF", "HEIF", "GIF") or header.animated or _tiff_needs_pillow(header)
-        if by_pillow:
-            arr = _decode_with_pillow(data)  # OpenCV cannot read these (all frames), or reads them wrong
+        if by_pillow:  # OpenCV cannot read these (all frames), or reads them wrong
+            arr = _decode_with_pillow(_for_decoder(data, header))
         else:
-            arr = cv2.imdecode(np.frombuffer(_without_png_iccp(data), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+            arr = cv2.imdecode(np.frombuffer(_for_decoder(data, header), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except MemoryError:
         raise InputError(f"not enough memory to decode a {header.width}x{header.height} image{where}") from None
     except cv2.error as exc:
@@ -585,6 +585,31 @@ def _tiff_needs_pillow(header: _Header) -> bool:
     the alpha). Pillow also divides associated (premultiplied) 8-bit alpha out on reading."""
     return header.pillow and header.format == "TIFF" and header.tiff_bits == 8 and (
         header.tiff_extra == 2 or header.mode in ("LA", "La"))
+
+
+def _for_decoder(data: bytes, header: _Header) -> bytes:
+    """The bytes OpenCV or Pillow decodes: a PNG without its iCCP chunk, a TIFF with its orientation tag set to 1
+    (libtiff's RGBA reader, used by both, applies the tag itself, and OpenCV fails on the transposing ones; every
+    format's orientation is applied once, by _apply_exif_orientation)."""
+    if header.orientation != 1 and data[:4] in (b"II*\0", b"MM\0*"):
+        return _tiff_upright_tag(data)
+    return _without_png_iccp(data)
+
+
+def _tiff_upright_tag(data: bytes) -> bytes:
+    """A copy of TIFF bytes whose first IFD's Orientation (tag 274) says 1; other bytes unchanged."""
+    end = "<" if data[:2] == b"II" else ">"
+    try:
+        (off,) = struct.unpack_from(end + "I", data, 4)
+        (n,) = struct.unpack_from(end + "H", data, off)
+        for i in range(min(n, 4096)):
+            at = off + 2 + 12 * i
+            tag, typ = struct.unpack_from(end + "HH", data, at)
+            if tag == 274 and typ == 3:
+                return data[:at + 8] + struct.pack(end + "HH", 1, 0) + data[at + 12:]
+    except struct.error:
+        pass
+    return data
 
 
 def _without_png_iccp(data: bytes) -> bytes:
