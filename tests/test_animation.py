@@ -60,7 +60,7 @@ def write_animation(path: Path, frames: list[Image.Image], durations=DURATIONS, 
     path.parent.mkdir(parents=True, exist_ok=True)
     extra = {} if loop is None else {"loop": loop}
     if path.suffix == ".webp":
-        extra["lossless"] = True
+        extra["lossless"] = kw.pop("lossless", True)
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=list(durations[: len(frames)]), **extra,
                    **kw)
     return path
@@ -145,6 +145,15 @@ def test_probe_animation_tells_once_from_forever_and_sees_transparency(tmp_path,
 # ---------------------------------------------------------------------------------------------------- restoring
 
 
+def test_a_lossy_webp_animation_stays_lossy(tmp_path, astronaut):
+    """A lossy animated WebP is written lossy (at webp_quality), a lossless one losslessly (above)."""
+    src = write_animation(tmp_path / "in" / "face.webp", face_frames(astronaut, n=3), lossless=False, quality=80)
+    assert not io.webp_is_lossless(src.read_bytes())
+    dst = tmp_path / "out.webp"
+    video.restore_animation(src, dst, _Identity(), upscale=1, detector="hog", mask="square", color_match=False)
+    assert not io.webp_is_lossless(dst.read_bytes())
+
+
 @pytest.mark.parametrize("ext", [".gif", ".webp", ".png"])
 def test_restore_animation_keeps_frames_durations_and_looping(tmp_path, astronaut, ext):
     src = write_animation(tmp_path / "in" / f"face{ext}", face_frames(astronaut), loop=2)
@@ -159,10 +168,13 @@ def test_restore_animation_keeps_frames_durations_and_looping(tmp_path, astronau
     assert res.frames == len(DURATIONS) and sum(res.faces_per_frame) >= 8 and res.tracks == 1
     assert res.codec == {".gif": "gif", ".webp": "webp", ".png": "apng"}[ext]
     assert (res.palettes == 1) if ext == ".gif" else res.palettes is None
-    # an identity restorer gives the input back: exactly for APNG, within WebP's lossy coding, within a GIF palette
+    # an identity restorer gives the input back: exactly for APNG and the lossless WebP (lossless stays lossless),
+    # within a GIF palette
     want, _, _, _ = decoded(src)
     err = max(np.abs(a[:, :, :3].astype(int) - b[:, :, :3].astype(int)).mean() for a, b in zip(frames, want))
-    assert err <= {".png": 0.5, ".webp": 3.0, ".gif": 4.0}[ext], err
+    assert err <= {".png": 0.5, ".webp": 0.5, ".gif": 4.0}[ext], err
+    if ext == ".webp":
+        assert io.webp_is_lossless(dst.read_bytes())
     assert sha(src) == before and not [p for p in dst.parent.iterdir() if p.name.startswith(".")]
 
 

@@ -1441,9 +1441,10 @@ def restore_animation(
     keeps every frame's display time, the looping and the transparency (GIF: one bit, alpha under one half is
     transparent). GIF frames are reduced to 255 colours with an ordered dither on a palette kept across frames
     until the colours change (:class:`_GifPalette`: what stays still stays identical); WebP frames are encoded
-    lossy at ``webp_quality`` (0-100); APNG frames losslessly. Pillow's writers hold every output frame until the
-    file is written, so an animation whose restored frames would take more than :data:`ANIMATION_MAX_BYTES` is
-    refused with one line. Needs Pillow only (not the ``video`` extra). Written atomically; the input is only read."""
+    lossy at ``webp_quality`` (0-100), or losslessly when the input's are; APNG frames losslessly. Pillow's
+    writers hold every output frame until the file is written, so an animation whose restored frames would take
+    more than :data:`ANIMATION_MAX_BYTES` is refused with one line. Needs Pillow only (not the ``video`` extra).
+    Written atomically; the input is only read."""
     from PIL import Image
 
     from facerestore.faces.paste import upscaled_shape
@@ -1516,7 +1517,10 @@ def restore_animation(
         if fmt == "GIF" and info.transparency:
             save.update(transparency=255, disposal=2)  # each frame replaces the last, transparent pixels included
         elif fmt == "WEBP":
-            save.update(quality=int(webp_quality), method=4)
+            with open(src, "rb") as f:  # a lossless animation (stickers, screen captures) stays lossless
+                lossless = io.webp_is_lossless(f.read(1 << 20))
+            save.update(lossless=True, quality=100, method=4) if lossless else save.update(
+                quality=int(webp_quality), method=4)
         # the colour profile of an animated WebP or PNG, and a WebP's XMP (Pillow writes no XMP into APNG; GIF
         # has neither): the frames are in the input's colour space
         meta = io.pillow_metadata(im)
