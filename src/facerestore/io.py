@@ -521,8 +521,8 @@ def decode_image(data: bytes, path: Path | None = None) -> LoadedImage:
         raise InputError(f"cannot decode image ({str(exc).strip().splitlines()[-1]}){where}") from None
     if arr is None:
         raise InputError(f"cannot decode image ({_why_undecodable(data, header)}){where}")
-    png_gray_alpha = data[:8] == _PNG_SIGNATURE and data[25:26] == b"\x04"  # IHDR colour type 4 (Pillow: "RGBA"
-    # for 16-bit ones)
+    # a PNG's IHDR colour type 4 is gray + alpha (Pillow says "RGBA" for 16-bit ones)
+    png_gray_alpha = data[:8] == _PNG_SIGNATURE and data[25:26] == b"\x04"
     if (header.mode == "LA" or png_gray_alpha) and arr.ndim == 3 and arr.shape[2] == 4:
         arr = arr[:, :, [0, 3]]  # gray + alpha stays gray (OpenCV expands it to BGRA with equal colours)
     premultiplied = False
@@ -616,7 +616,7 @@ def _without_png_iccp(data: bytes) -> bytes:
     """PNG bytes without their iCCP chunk (others unchanged): the profile is read through Pillow, and libpng,
     inside OpenCV, prints warnings about common flawed profiles ("known incorrect sRGB profile", an RGB profile in
     a gray PNG) straight onto stderr."""
-    if data[:8] != b"\x89PNG\r\n\x1a\n" or b"iCCP" not in data[:1 << 20]:
+    if data[:8] != _PNG_SIGNATURE or b"iCCP" not in data[:1 << 20]:
         return data
     at = 8
     while at + 8 <= len(data):
@@ -1113,7 +1113,7 @@ def with_metadata(data: bytes, ext: str, metadata: ImageMetadata, *, gray: bool 
     PNG as its header says). EXIF over 64 KB (a JPEG segment's limit) is left out of JPEG outputs. ``dpi`` (x, y
     dots per inch) goes into a JPEG's JFIF header and a PNG's pHYs chunk (WebP has no place for it but the EXIF).
     """
-    if ext == ".png" and data[:8] == b"\x89PNG\r\n\x1a\n":
+    if ext == ".png" and data[:8] == _PNG_SIGNATURE:
         gray = data[25] in (0, 4)  # IHDR colour type: what was written (16-bit gray + alpha goes out as RGBA)
     elif ext == ".webp":
         gray = False  # WebP stores colour only
@@ -1139,7 +1139,7 @@ def with_metadata(data: bytes, ext: str, metadata: ImageMetadata, *, gray: bool 
                 density = struct.pack(">BHH", 1, *(min(max(round(d), 1), 0xFFFF) for d in dpi))
                 data = data[:13] + density + data[18:]
         return data[:at] + b"".join(segs) + data[at:]
-    if ext == ".png" and data[:8] == b"\x89PNG\r\n\x1a\n":
+    if ext == ".png" and data[:8] == _PNG_SIGNATURE:
         chunks = []
         if icc:
             chunks.append(_png_chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc, 9)))
