@@ -408,3 +408,24 @@ def test_tiff_orientation_is_applied_once(orientation, dtype, channels):
         samples = np.dstack([samples, np.full(base.shape[:2], 255, dtype)])
     img = io.decode_image(tiff_bytes(samples, orientation=orientation, extra=2 if channels == 4 else None))
     np.testing.assert_array_equal(io.quantize(img.rgb), expected)
+
+
+def test_a_multi_page_tiff_gives_its_first_page_at_its_own_depth(tmp_path, capsys):
+    """Pillow calls a multi-page TIFF "animated": it was decoded by Pillow, and a 16-bit one came back 8-bit.
+    OpenCV reads the first page at 16 bits; the page count is kept, and `restore` says the rest are not restored."""
+    import cv2
+
+    from facerestore.cli import main
+
+    rng = np.random.default_rng(0)
+    first = rng.integers(0, 65536, (20, 30, 3)).astype(np.uint16)
+    ok, buf = cv2.imencodemulti(".tif", [first, first // 2])
+    assert ok
+    img = io.decode_image(buf.tobytes())
+    assert img.bit_depth == 16 and img.pages == 2
+    np.testing.assert_array_equal(io.quantize(img.rgb, 16), first[:, :, ::-1])  # BGR on disk
+    src = tmp_path / "scans.tif"
+    src.write_bytes(buf.tobytes())
+    capsys.readouterr()
+    assert main(["restore", "-i", str(src), "-o", str(tmp_path / "out"), "--detector", "hog", "-q"]) == 0
+    assert "holds 2 pages: the first is restored" in capsys.readouterr().err

@@ -154,6 +154,7 @@ class LoadedImage:
         is_gray: True when the file had a single colour channel.
         path: where it was read from (None for in-memory images).
         metadata: the file's EXIF, ICC profile, XMP and IPTC (:class:`ImageMetadata`), for the outputs.
+        pages: how many images the file holds (a multi-page TIFF: only the first is decoded).
     """
 
     rgb: np.ndarray
@@ -162,6 +163,7 @@ class LoadedImage:
     is_gray: bool = False
     path: Path | None = None
     metadata: ImageMetadata = field(default_factory=ImageMetadata)
+    pages: int = 1
 
     @property
     def size(self) -> tuple[int, int]:
@@ -265,6 +267,7 @@ class _Header:
     tiff_extra: int | None = None
     tiff_bits: int = 8
     pillow: bool = False  # Pillow opened the header (and so can decode the pixels)
+    pages: int = 1  # frames of an animation, pages of a TIFF
 
 
 def _tiff_header(data: bytes) -> _Header | None:
@@ -327,7 +330,8 @@ def _read_header(data: bytes, where: str) -> _Header:
             warnings.simplefilter("ignore")
             with Image.open(_io.BytesIO(data)) as im:
                 header = _Header(int(im.size[0]), int(im.size[1]), format=im.format,
-                                 animated=bool(getattr(im, "is_animated", False)), mode=im.mode, pillow=True)
+                                 animated=bool(getattr(im, "is_animated", False)), mode=im.mode, pillow=True,
+                                 pages=int(getattr(im, "n_frames", 1) or 1))
                 if im.format == "TIFF":
                     extra, bits = im.tag_v2.get(338), im.tag_v2.get(258)
                     header.tiff_extra = int(extra[0] if isinstance(extra, tuple) else extra) if extra else (
@@ -510,7 +514,9 @@ def decode_image(data: bytes, path: Path | None = None) -> LoadedImage:
     except InputError as exc:
         raise InputError(f"{exc}{where}") from None
     try:
-        by_pillow = header.format in ("AVIF", "HEIF", "GIF") or header.animated or _tiff_needs_pillow(header)
+        # (a multi-page TIFF is not an animation: OpenCV reads its first page at its own bit depth)
+        by_pillow = (header.format in ("AVIF", "HEIF", "GIF") or (header.animated and header.format != "TIFF")
+                     or _tiff_needs_pillow(header))
         if by_pillow:  # OpenCV cannot read these (all frames), or reads them wrong
             arr = _decode_with_pillow(_for_decoder(data, header))
         else:
@@ -681,7 +687,8 @@ def _to_loaded(arr: np.ndarray, depth: int, scale: float, header: _Header, path:
             np.divide(rgb, alpha[:, :, None], out=rgb, where=alpha[:, :, None] > 0)
             np.clip(rgb, 0.0, 1.0, out=rgb)
     meta = replace(header.metadata, icc_profile=header.metadata.icc_for(gray))
-    return LoadedImage(rgb=rgb, alpha=alpha, bit_depth=depth, is_gray=gray, path=path, metadata=meta)
+    return LoadedImage(rgb=rgb, alpha=alpha, bit_depth=depth, is_gray=gray, path=path, metadata=meta,
+                       pages=header.pages if header.format == "TIFF" else 1)
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:

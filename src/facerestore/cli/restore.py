@@ -319,6 +319,9 @@ def run(args: argparse.Namespace) -> int:
                 return done
         _forget_record(record)
         loaded = io.read_image(path)
+        if loaded.pages > 1:  # never silently: the output holds one page
+            say(f"note: {io.display_path(path)} holds {loaded.pages} pages: the first is restored, the others are "
+                "not in the output")
         h, w = loaded.rgb.shape[:2]
         upscale = args.upscale if args.upscale is not None else default_upscale(args.aligned, w, restorer)
         oh, ow = upscaled_shape(h, w, upscale)
