@@ -129,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
 
     def process(path: Path) -> int:
         loaded = io.read_image(path)
+        if loaded.pages > 1:
+            say(f"note: {io.display_path(path)} holds {loaded.pages} pages: faces are taken from the first")
         image = loaded.rgb
         faces = select_faces(detector.detect(image), args.select, image.shape)
         if not faces:
