@@ -270,17 +270,30 @@ class _Header:
     pages: int = 1  # frames of an animation, pages of a TIFF
 
 
-def _tiff_header(data: bytes) -> _Header | None:
-    """Size, bits per sample, ExtraSamples and CMYK-ness from the first IFD of a classic TIFF, for files Pillow
-    does not open (RGB float, or over its decompression-bomb limit when FACERESTORE_MAX_PIXELS is raised)."""
-    if data[:4] not in (b"II*\0", b"MM\0*"):
+def _tiff_ifd0(data: bytes) -> tuple[str, int, int] | None:
+    """(struct byte order, offset of the first IFD, its number of entries) of classic TIFF bytes, else None; the
+    entries are 12 bytes each from offset + 2 (tag, type, count, value or offset to the values)."""
+    end = {b"II*\0": "<", b"MM\0*": ">"}.get(data[:4])
+    if end is None:
         return None
-    end = "<" if data[:2] == b"II" else ">"
-    found: dict[int, int] = {}
     try:
         (off,) = struct.unpack_from(end + "I", data, 4)
         (n,) = struct.unpack_from(end + "H", data, off)
-        for i in range(min(n, 4096)):
+    except struct.error:
+        return None
+    return end, off, min(n, 4096)
+
+
+def _tiff_header(data: bytes) -> _Header | None:
+    """Size, bits per sample, ExtraSamples and CMYK-ness from the first IFD of a classic TIFF, for files Pillow
+    does not open (RGB float, or over its decompression-bomb limit when FACERESTORE_MAX_PIXELS is raised)."""
+    ifd = _tiff_ifd0(data)
+    if ifd is None:
+        return None
+    end, off, n = ifd
+    found: dict[int, int] = {}
+    try:
+        for i in range(n):
             tag, typ, count, value = struct.unpack_from(end + "HHI4s", data, off + 2 + 12 * i)
             if tag in (256, 257, 258, 262, 338) and typ in (3, 4):
                 size = 2 if typ == 3 else 4
@@ -604,11 +617,12 @@ def _for_decoder(data: bytes, header: _Header) -> bytes:
 
 def _tiff_upright_tag(data: bytes) -> bytes:
     """A copy of TIFF bytes whose first IFD's Orientation (tag 274) says 1; other bytes unchanged."""
-    end = "<" if data[:2] == b"II" else ">"
+    ifd = _tiff_ifd0(data)
+    if ifd is None:
+        return data
+    end, off, n = ifd
     try:
-        (off,) = struct.unpack_from(end + "I", data, 4)
-        (n,) = struct.unpack_from(end + "H", data, off)
-        for i in range(min(n, 4096)):
+        for i in range(n):
             at = off + 2 + 12 * i
             tag, typ = struct.unpack_from(end + "HH", data, at)
             if tag == 274 and typ == 3:
@@ -836,11 +850,10 @@ def _tiff_with_alpha_declared(data: bytes) -> bytes:
     (ExtraSamples = 2). OpenCV writes no ExtraSamples tag, so libtiff-based readers (Photoshop, GIMP, libvips) see
     an unspecified extra channel, not transparency. The first IFD is copied to the end of the file with the tag
     added (entries stay sorted; values stored elsewhere keep their offsets) and the header points at the copy."""
-    end = {b"II": "<", b"MM": ">"}.get(data[:2])
-    if end is None or struct.unpack_from(end + "H", data, 2)[0] != 42:
+    found = _tiff_ifd0(data)
+    if found is None:
         return data
-    (ifd,) = struct.unpack_from(end + "I", data, 4)
-    (n,) = struct.unpack_from(end + "H", data, ifd)
+    end, ifd, n = found
     entries = [data[ifd + 2 + 12 * i: ifd + 14 + 12 * i] for i in range(n)]
     tags = [struct.unpack_from(end + "H", e)[0] for e in entries]
     if 338 in tags:
