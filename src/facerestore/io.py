@@ -22,7 +22,7 @@ import stat
 import struct
 import tempfile
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -409,18 +409,25 @@ def pillow_metadata(im: Any, exif: bytes | None = None) -> ImageMetadata:
                          iptc=iptc, encoding=encoding)
 
 
+def _riff_chunks(data: bytes, at: int = 12, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
+    """(kind, offset of the body, body size) of each chunk of a RIFF file (a WebP) from ``at`` (12: after the
+    RIFF header) to ``end``; chunks are padded to an even size."""
+    end = len(data) if end is None else min(end, len(data))
+    while at + 8 <= end:
+        kind, (size,) = data[at: at + 4], struct.unpack("<I", data[at + 4: at + 8])
+        yield kind, at + 8, size
+        at += 8 + size + (size & 1)
+
+
 def webp_is_lossless(data: bytes) -> bool:
     """Whether WebP bytes hold lossless (VP8L) image data: the first image chunk of the RIFF (an animation's
     first frame)."""
-    at = 12
-    while at + 8 <= min(len(data), 1 << 20):
-        kind, (size,) = data[at: at + 4], struct.unpack("<I", data[at + 4: at + 8])
+    for kind, body, size in _riff_chunks(data):
+        if kind == b"ANMF":  # an animation frame: its image chunks follow a 16-byte frame header
+            return any(k == b"VP8L" for k, _, _ in _riff_chunks(data, body + 16, body + size)
+                       if k in (b"VP8 ", b"VP8L"))
         if kind in (b"VP8 ", b"VP8L"):
             return kind == b"VP8L"
-        if kind == b"ANMF":  # an animation frame: its image chunks follow a 16-byte frame header
-            at += 8 + 16
-            continue
-        at += 8 + size + (size & 1)
     return False
 
 
@@ -1185,12 +1192,7 @@ def _webp_with_metadata(data: bytes, icc: bytes | None, exif: bytes | None, xmp:
     """A still WebP (simple VP8/VP8L, or extended with an ALPH chunk, as OpenCV writes them) made an extended one
     carrying an ICC profile (ICCP), EXIF and XMP, in the order the WebP container specification gives:
     VP8X, ICCP, image data, EXIF, XMP."""
-    chunks: dict[bytes, bytes] = {}
-    at = 12
-    while at + 8 <= len(data):
-        kind, (size,) = data[at: at + 4], struct.unpack("<I", data[at + 4: at + 8])
-        chunks[kind] = data[at + 8: at + 8 + size]
-        at += 8 + size + (size & 1)
+    chunks = {kind: data[body: body + size] for kind, body, size in _riff_chunks(data)}
     if b"VP8X" in chunks:
         vp8x = chunks[b"VP8X"]
         flags = vp8x[0]
