@@ -211,3 +211,25 @@ def test_cli_list_and_bad_input(tmp_path, capsys):
     assert len(err) == 1 and "input not found" in err[0]
     assert main(["evaluate", "--pred", str(tmp_path), "--metrics", "bogus"]) == 2
     assert "unknown metric" in capsys.readouterr().err
+
+
+def test_identical_pairs_do_not_hide_the_other_scores(folders, capsys):
+    """An identical pair's PSNR is inf (the truth, kept in ``mean``); the table shows the finite pairs' mean."""
+    pred, gt = folders
+    (pred / "a.png").write_bytes((gt / "a.png").read_bytes())
+    rep = evaluate_folders(pred, gt, metrics=["psnr"], progress=False)
+    scores = {r["name"]: r["scores"]["psnr"] for r in rep["per_image"]}
+    finite = [v for v in scores.values() if math.isfinite(v)]
+    s = rep["summary"]["psnr"]
+    assert math.isinf(scores["a"]) and len(finite) == len(scores) - 1
+    assert math.isinf(s["mean"]) and s["n_infinite"] == 1
+    assert s["finite_mean"] == pytest.approx(float(np.mean(finite)), abs=1e-12)
+    assert s["finite_std"] == pytest.approx(float(np.std(finite)), abs=1e-12)
+    assert summarize([math.inf, math.inf])["finite_mean"] != summarize([math.inf, math.inf])["finite_mean"]  # NaN
+    assert "n_infinite" not in summarize([1.0, 2.0])
+
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--metrics", "psnr", "--quiet"]) == 1  # skips
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("psnr "))
+    assert float(row.split()[2]) == pytest.approx(np.mean(finite), abs=1e-4)
+    assert f"1 of {len(scores)} score(s) infinite" in out

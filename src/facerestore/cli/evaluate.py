@@ -59,13 +59,23 @@ def format_summary(report: dict) -> str:
     from facerestore.io import display_path
 
     lines = [f"{'metric':14s} {'':2s} {'mean':>12s} {'std':>12s} {'count':>6s} {'undef':>6s}"]
+    notes: list[str] = []
     for name, s in report["summary"].items():
         arrow = "v" if report["metric_info"][name]["lower_better"] else "^"
         if "value" in s:  # distribution metric: one number over the whole set
             lines.append(f"{name:14s} {arrow:2s} {s['value']:12.4f} {'':>12s} {s['count']:6d} {s['n_undefined']:6d}")
+        elif "n_infinite" in s and s["n_infinite"] == s["count"]:
+            lines.append(f"{name:14s} {arrow:2s} {'inf':>12s} {'':>12s} {s['count']:6d} {s['n_undefined']:6d}")
+            notes.append(f"{name}: every pair is identical (infinite score)")
+        elif "n_infinite" in s:  # identical pairs (PSNR inf): the finite scores' mean, and how many were left out
+            lines.append(f"{name:14s} {arrow:2s} {s['finite_mean']:12.4f} {s['finite_std']:12.4f} {s['count']:6d} "
+                         f"{s['n_undefined']:6d}")
+            notes.append(f"{name}: {s['n_infinite']} of {s['count']} score(s) infinite (identical pair); "
+                         f"mean and std are over the other {s['count'] - s['n_infinite']}")
         else:
             lines.append(f"{name:14s} {arrow:2s} {s['mean']:12.4f} {s['std']:12.4f} {s['count']:6d} "
                          f"{s['n_undefined']:6d}")
+    lines.extend(notes)
     lines.append(f"{report['n_scored']} image(s) scored"
                  + (f" against {display_path(report['gt_dir'])}" if report["gt_dir"] else ""))
     return "\n".join(lines)

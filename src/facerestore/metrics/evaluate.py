@@ -63,7 +63,12 @@ def crop_border_tensor(x: torch.Tensor, crop_border: int) -> torch.Tensor:
 
 
 def summarize(values: Sequence[float]) -> dict[str, Any]:
-    """mean / std (population) / count over the defined (non-NaN) values, and n_undefined (NaN count)."""
+    """mean / std (population) / count over the defined (non-NaN) values, and n_undefined (NaN count).
+
+    An infinite score (PSNR of an identical pair) makes ``mean`` infinite and ``std`` NaN, which is the
+    truth but says nothing about the other pairs; such summaries also carry ``n_infinite`` and
+    ``finite_mean`` / ``finite_std`` over the finite scores (NaN when there are none).
+    """
     a = np.asarray(values, dtype=np.float64)
     nan = np.isnan(a)
     d = a[~nan]
@@ -72,7 +77,14 @@ def summarize(values: Sequence[float]) -> dict[str, Any]:
     else:
         with np.errstate(invalid="ignore"):  # inf - inf in std when a PSNR is inf
             mean, std = float(d.mean()), float(d.std())
-    return {"mean": mean, "std": std, "count": int(d.size), "n_undefined": int(nan.sum())}
+    out = {"mean": mean, "std": std, "count": int(d.size), "n_undefined": int(nan.sum())}
+    infinite = np.isinf(d)
+    if infinite.any():
+        finite = d[~infinite]
+        out["n_infinite"] = int(infinite.sum())
+        out["finite_mean"] = float(finite.mean()) if finite.size else math.nan
+        out["finite_std"] = float(finite.std()) if finite.size else math.nan
+    return out
 
 
 def _create_metrics(names: Sequence[str], device: str) -> dict[str, Any]:
