@@ -235,6 +235,25 @@ def test_job_restores_good_photos_and_reports_bad_ones_in_one_line(tmp_path, upl
     assert "restored 1 face in 1 photo with ispl" in res.summary()
 
 
+def test_job_says_when_a_tiff_holds_more_pages_than_it_restored(tmp_path, uploads):
+    """As `restore` does: a multi-page TIFF's first page is restored, and the job's summary says so."""
+    import cv2
+
+    first = io.quantize(io.read_image(uploads / "a1" / "astronaut_lq.png").rgb)[:, :, ::-1]
+    ok, buf = cv2.imencodemulti(".tif", [first, 255 - first, first // 2])
+    assert ok
+    (uploads / "c3").mkdir()
+    (uploads / "c3" / "scans.tif").write_bytes(buf.tobytes())
+    job = tmp_path / "job"
+    job.mkdir()
+    opts = jobs.JobOptions(method="ispl", upscale=1, detector="dlib-hog")
+    res = jobs.run_job([uploads / "c3" / "scans.tif", uploads / "a1" / "astronaut_lq.png"], opts, job, jobs.Limits(),
+                       uploads_root=uploads)
+    assert [p.pages for p in res.photos] == [3, 1] and not res.errors
+    assert "; scans.tif holds 3 pages: the first was restored" in res.summary()
+    assert "astronaut_lq.png holds" not in res.summary()
+
+
 def test_job_refuses_an_output_over_the_pixel_limit_before_restoring(tmp_path, uploads, monkeypatch):
     import facerestore.pipeline as pipeline
 

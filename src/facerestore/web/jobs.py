@@ -550,6 +550,7 @@ class PhotoOutput:
     input_size: tuple[int, int]
     output_size: tuple[int, int]
     faces: list[FaceOutput] = field(default_factory=list)
+    pages: int = 1  # pages of a multi-page TIFF: only the first is restored
 
 
 @dataclass
@@ -614,6 +615,9 @@ class JobResult:
         no_face = [p.name for p in self.photos if not p.faces]
         if no_face:
             text += f"; no face found in {', '.join(no_face)} (upscaled only)"
+        for p in self.photos:
+            if p.pages > 1:  # as `restore` says: never silently one page of many
+                text += f"; {p.name} holds {p.pages} pages: the first was restored, the others are not in the output"
         return text
 
 
@@ -953,7 +957,8 @@ def _write_photo(job_dir: Path, name: str, stem: str, loaded: io.LoadedImage, re
                               mask=opts.mask, only_center_face=bool(opts.only_center_face), faces=extra, web=True)
     h, w = loaded.rgb.shape[:2]
     return PhotoOutput(name=name, stem=stem, image=img_path, record=record, before=before, input_size=(w, h),
-                       output_size=(int(res.image.shape[1]), int(res.image.shape[0])), faces=faces)
+                       output_size=(int(res.image.shape[1]), int(res.image.shape[0])), faces=faces,
+                       pages=loaded.pages)
 
 
 def zip_results(job_dir: Path, target: Path) -> Path:
