@@ -170,8 +170,8 @@ def test_upscale_alpha_gray_and_ext(tmp_path, astronaut):
     a = Image.open(out / "restored_imgs" / "cut out.png")
     assert a.mode == "RGBA" and a.size == (round(1.5 * 240), round(1.5 * 200))
     assert np.abs(np.asarray(a)[:, :, 3].astype(int) - 128).max() <= 1
-    g = Image.open(out / "restored_imgs" / "gray.png")  # tif -> png under --ext auto
-    assert g.mode == "L" and g.size == (225, 150)
+    g = Image.open(out / "restored_imgs" / "gray.TIF")  # a TIFF stays a TIFF under --ext auto
+    assert g.format == "TIFF" and g.mode == "L" and g.size == (225, 150)
     rec = json.loads((out / "restored_imgs" / "cut out.json").read_text())
     assert rec["has_alpha"] and rec["color_match"] is False and rec["output_size"] == [360, 300]
 
@@ -196,6 +196,41 @@ def test_a_scan_keeps_its_print_size_and_a_fine_jpeg_its_quality(tmp_path, astro
     with Image.open(out / "restored_imgs" / "scan.jpg") as im:
         assert im.size == (1024, 1024) and im.info["dpi"] == (600, 600)
         assert jpeg_quality_estimate(im.quantization[0]) == 98 and get_sampling(im) == 0
+
+
+def test_a_16_bit_tiff_scan_comes_back_a_16_bit_tiff_with_its_profile_and_resolution(tmp_path, astronaut):
+    """An archivist's scan (16-bit TIFF, colour profile, 600 dpi, scanner make and model) restored at twice its
+    size: a 16-bit TIFF again (--ext auto), with the profile, 1200 dpi and the scanner fields; --ext tif turns a JPEG
+    into a TIFF with the JPEG's camera fields."""
+    import cv2
+    from PIL import ImageCms
+
+    from facerestore import io
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "scan.tif"), (astronaut[:, :, ::-1] * 65535).round().astype(np.uint16))
+    exif = Image.Exif()
+    exif[271], exif[272] = "Epson", "Perfection V600"
+    # the tags a scanner writes (Pillow cannot write 16-bit RGB TIFFs: the tags go in by our own IFD writer)
+    data = io._tiff_with_tags((src / "scan.tif").read_bytes(), {34675: icc, 282: 600.0, 283: 600.0, 296: 2,
+                                                                 271: "Epson", 272: "Perfection V600"})
+    (src / "scan.tif").write_bytes(data)
+    Image.fromarray(np.floor(astronaut * 255 + 0.5).astype(np.uint8)).save(src / "print.jpg", exif=exif)
+    out = tmp_path / "out"
+    assert main(["restore", "-i", str(src), "-o", str(out), "--method", "test-id", "--upscale", "2", "-q"]) == 0
+    restored = out / "restored_imgs" / "scan.tif"
+    assert cv2.imread(str(restored), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    with Image.open(restored) as im:
+        assert im.size == (1024, 1024) and im.info["icc_profile"] == icc and im.info["dpi"] == (1200, 1200)
+        assert (im.getexif()[271], im.getexif()[272]) == ("Epson", "Perfection V600")
+    assert (out / "restored_imgs" / "print.jpg").exists()
+    out2 = tmp_path / "out2"
+    assert main(["restore", "-i", str(src / "print.jpg"), "-o", str(out2), "--method", "test-id", "--ext", "tif",
+                 "-q"]) == 0
+    with Image.open(out2 / "restored_imgs" / "print.tif") as im:
+        assert im.format == "TIFF" and im.getexif()[272] == "Perfection V600"
 
 
 def test_resume_skips_exactly_what_an_earlier_run_completed(tmp_path, astronaut_path, capsys):

@@ -288,11 +288,11 @@ def test_an_upscaled_scan_states_the_resolution_that_keeps_its_print_size(tmp_pa
     Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(src, dpi=(300, 300), exif=exif.tobytes())
     loaded = io.read_image(src)
     assert loaded.metadata.print_size == pytest.approx((0.2, 40 / 300))
-    for out_ext in (".png", ".jpg"):
+    for out_ext in (".png", ".jpg", ".tif"):
         out = io.write_image(tmp_path / f"out{out_ext}", np.zeros((80, 120, 3), np.float32), metadata=loaded.metadata)
         with Image.open(out) as im:
             assert im.info["dpi"] == pytest.approx((600, 600), abs=0.01)
-            if ext != ".tif":  # TIFF's resolution lives in its own tags, not in an EXIF block we carry
+            if ext != ".tif" or out_ext == ".tif":  # a TIFF's resolution tags are not in the EXIF a JPEG/PNG gets
                 assert (im.getexif()[0x011A], im.getexif()[0x011B]) == (600, 600)
     crop_meta = loaded.metadata.for_crops()  # a face crop is another picture: no print size
     out = io.write_image(tmp_path / "crop.png", np.zeros((8, 8, 3), np.float32), metadata=crop_meta)
@@ -429,3 +429,65 @@ def test_a_multi_page_tiff_gives_its_first_page_at_its_own_depth(tmp_path, capsy
     capsys.readouterr()
     assert main(["restore", "-i", str(src), "-o", str(tmp_path / "out"), "--detector", "hog", "-q"]) == 0
     assert "holds 2 pages: the first is restored" in capsys.readouterr().err
+
+
+def _camera_exif() -> Image.Exif:
+    exif = Image.Exif()
+    exif[271], exif[272], exif[306], exif[0x0112] = "Epson", "Perfection V600", "2021:05:04 10:11:12", 6
+    exif.get_ifd(0x8769).update({0x9003: "1962:07:01 09:00:00", 0x829A: (1, 250), 0x927C: b"maker\0note"})
+    return exif
+
+
+@pytest.mark.parametrize("bit_depth", [8, 16])
+@pytest.mark.parametrize("with_alpha", [False, True])
+def test_tiff_outputs_keep_profile_resolution_xmp_and_camera_fields(tmp_path, bit_depth, with_alpha):
+    """A TIFF output holds what a PNG or JPEG output holds: the ICC profile, the print size's resolution, the XMP
+    packet and the EXIF's camera fields (first-IFD descriptive tags, the EXIF sub-IFD); its pixels are what OpenCV
+    wrote (the strips are not moved) and its alpha stays declared. Read back by Pillow (libtiff) and OpenCV."""
+    import cv2
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><dc:title>Grandma, 1962</dc:title></x:xmpmeta>'
+    meta = io.ImageMetadata(exif=_camera_exif().tobytes(), icc_profile=icc, xmp=xmp, print_size=(0.2, 0.1))
+    rng = np.random.default_rng(0)
+    rgb = rng.random((30, 60, 3))
+    alpha = rng.random((30, 60)) if with_alpha else None
+    plain = io.encode_image(rgb, ".tif", alpha=alpha, bit_depth=bit_depth)
+    out = io.write_image(tmp_path / "scan.tif", rgb, alpha=alpha, bit_depth=bit_depth, metadata=meta)
+    np.testing.assert_array_equal(cv2.imread(str(out), cv2.IMREAD_UNCHANGED),
+                                  cv2.imdecode(np.frombuffer(plain, np.uint8), cv2.IMREAD_UNCHANGED))
+    with Image.open(out) as im:
+        assert im.info["icc_profile"] == icc and im.tag_v2[700] == xmp
+        assert im.info["dpi"] == pytest.approx((300, 300))
+        exif = im.getexif()
+        assert (exif[271], exif[272], exif[306]) == ("Epson", "Perfection V600", "2021:05:04 10:11:12")
+        assert 0x0112 not in exif  # the pixels are upright: no orientation is claimed
+        assert dict(exif.get_ifd(0x8769)) == {0x9003: "1962:07:01 09:00:00", 0x829A: (1, 250),
+                                              0x927C: b"maker\0note"}
+        assert im.tag_v2.get(338) == ((2,) if with_alpha else None)
+    back = io.read_image(out)  # and our reader takes it all back, for the next output
+    assert back.bit_depth == bit_depth and (back.alpha is not None) == with_alpha
+    assert back.metadata.icc_profile == icc and back.metadata.xmp == xmp
+    assert back.metadata.print_size == pytest.approx((0.2, 0.1))
+    carried = Image.Exif()
+    carried.load(back.metadata.exif)
+    assert carried[272] == "Perfection V600" and carried.get_ifd(0x8769)[0x9003] == "1962:07:01 09:00:00"
+    assert not {256, 257, 258, 259, 273, 279, 0x0112} & set(carried)  # the TIFF's own pixel layout is not carried
+
+
+def test_an_exif_pillow_cannot_write_costs_the_camera_fields_not_the_output(tmp_path, monkeypatch):
+    from PIL import TiffImagePlugin
+
+    meta = io.ImageMetadata(exif=_camera_exif().tobytes(), xmp=b"<x/>")
+    real = TiffImagePlugin.ImageFileDirectory_v2.tobytes
+
+    def refuse_sub_ifds(self, offset=0):
+        if 0x8769 in self._tags_v2:
+            raise ValueError("a value this writer cannot encode")
+        return real(self, offset)
+
+    monkeypatch.setattr(TiffImagePlugin.ImageFileDirectory_v2, "tobytes", refuse_sub_ifds)
+    out = io.write_image(tmp_path / "a.tif", np.zeros((8, 8, 3)), metadata=meta)
+    with Image.open(out) as im:
+        assert im.tag_v2[700] == b"<x/>" and 271 not in im.getexif() and im.size == (8, 8)

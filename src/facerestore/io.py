@@ -357,6 +357,8 @@ def _read_header(data: bytes, where: str) -> _Header:
                     if im.format in ("JPEG", "PNG", "WEBP", "AVIF", "HEIF") and len(exif):
                         exif[_EXIF_ORIENTATION_TAG] = 1  # pixels are stored upright from now on
                         exif_bytes = exif.tobytes()
+                    elif im.format == "TIFF":
+                        exif_bytes = _tiff_camera_exif(exif)
                 except Exception:  # malformed EXIF: no orientation, nothing carried over
                     pass
                 header.metadata = pillow_metadata(im, exif_bytes)
@@ -391,6 +393,25 @@ def _read_header(data: bytes, where: str) -> _Header:
         if data[4:8] == b"ftyp" and data[8:12] in (b"avif", b"avis"):
             raise InputError(f"cannot decode AVIF image (corrupt, or Pillow older than 11.3){where}") from None
         raise InputError(f"cannot decode image (corrupt or unsupported format){where}") from None
+
+
+def _tiff_camera_exif(tiff_ifd: Any) -> bytes | None:
+    """An EXIF block of what a TIFF's first IFD (Pillow's ``getexif()``) says of the picture: its descriptive
+    tags and its EXIF and GPS sub-IFDs, without the tags that describe the TIFF's own pixels (size, strips,
+    compression, orientation), which would be false for any output. None when it says nothing of the kind."""
+    from PIL import Image
+
+    out = Image.Exif()
+    for tag in _TIFF_DESCRIPTIVE_TAGS:
+        if isinstance(tiff_ifd.get(tag), str):
+            out[tag] = tiff_ifd[tag]
+    for sub in _EXIF_SUB_IFDS:
+        fields = {k: v for k, v in tiff_ifd.get_ifd(sub).items() if k != _INTEROP_IFD}
+        if fields:
+            out.get_ifd(sub).update(fields)
+    if not len(out) and not any(out.get_ifd(sub) for sub in _EXIF_SUB_IFDS):
+        return None
+    return out.tobytes()
 
 
 def pillow_metadata(im: Any, exif: bytes | None = None) -> ImageMetadata:
@@ -855,40 +876,108 @@ def _png_gray_alpha(arr: np.ndarray) -> bytes:
 def _tiff_with_alpha_declared(data: bytes) -> bytes:
     """A TIFF from OpenCV with 4 samples per pixel, its fourth declared as unassociated (straight) alpha
     (ExtraSamples = 2). OpenCV writes no ExtraSamples tag, so libtiff-based readers (Photoshop, GIMP, libvips) see
-    an unspecified extra channel, not transparency. The first IFD is copied to the end of the file with the tag
-    added (entries stay sorted; values stored elsewhere keep their offsets) and the header points at the copy."""
+    an unspecified extra channel, not transparency."""
     found = _tiff_ifd0(data)
     if found is None:
         return data
     end, ifd, n = found
-    entries = [data[ifd + 2 + 12 * i: ifd + 14 + 12 * i] for i in range(n)]
-    tags = [struct.unpack_from(end + "H", e)[0] for e in entries]
-    if 338 in tags:
+    if any(struct.unpack_from(end + "H", data, ifd + 2 + 12 * i)[0] == 338 for i in range(n)):
         return data
-    entries.append(struct.pack(end + "HHIHH", 338, 3, 1, 2, 0))  # SHORT, one value, "unassociated alpha"
-    entries.sort(key=lambda e: struct.unpack_from(end + "H", e)[0])
+    return _tiff_with_tags(data, {338: 2})  # SHORT, "unassociated alpha"
+
+
+def _tiff_with_tags(data: bytes, tags: dict[int, Any]) -> bytes:
+    """Classic TIFF bytes whose first IFD also holds ``tags`` (tag -> value as Pillow's TIFF writer takes it, typed
+    by its tag table; a dict is a sub-IFD such as EXIF's), replacing tags of the same number.
+
+    Pillow encodes the new entries and their values for where they land, the end of the file; the first IFD is
+    copied after them with the entries merged (sorted, as TIFF requires) and the header points at the copy. The old
+    IFD stays where it was, unreferenced, so every value stored elsewhere keeps its offset (strips included)."""
+    found = _tiff_ifd0(data)
+    if found is None or not tags:
+        return data
+    from PIL import TiffImagePlugin
+
+    end, ifd, n = found
+    body = data + b"\0" * (len(data) % 2)  # IFDs and values start on a word boundary
+    extra = TiffImagePlugin.ImageFileDirectory_v2(ifh=data[:4] + b"\0\0\0\0")
+    for tag, value in tags.items():
+        extra[tag] = value
+    blob = extra.tobytes(len(body))  # an IFD of the new entries (never referenced), then their values
+    blob += b"\0" * (len(blob) % 2)
+    entries = {struct.unpack_from(end + "H", data, ifd + 2 + 12 * i)[0]: data[ifd + 2 + 12 * i: ifd + 14 + 12 * i]
+               for i in range(n)}
+    (m,) = struct.unpack_from(end + "H", blob)
+    entries.update({struct.unpack_from(end + "H", blob, 2 + 12 * i)[0]: blob[2 + 12 * i: 14 + 12 * i]
+                    for i in range(m)})
     next_ifd = data[ifd + 2 + 12 * n: ifd + 6 + 12 * n]
-    body = data + b"\0" * (len(data) % 2)  # an IFD starts on a word boundary
-    new_ifd = struct.pack(end + "H", len(entries)) + b"".join(entries) + next_ifd
-    return body[:4] + struct.pack(end + "I", len(body)) + body[8:] + new_ifd
+    new_ifd = struct.pack(end + "H", len(entries)) + b"".join(entries[t] for t in sorted(entries)) + next_ifd
+    return body[:4] + struct.pack(end + "I", len(body) + len(blob)) + body[8:] + blob + new_ifd
+
+
+# what an EXIF's first IFD says of the picture that a TIFF keeps in its own first IFD: ImageDescription, Make,
+# Model, DateTime, Artist, Copyright (the EXIF and GPS sub-IFDs go in whole)
+_TIFF_DESCRIPTIVE_TAGS = (270, 271, 272, 306, 315, 33432)
+_EXIF_SUB_IFDS = (0x8769, 0x8825)
+_INTEROP_IFD = 0xA005  # a pointer inside the EXIF sub-IFD whose target is not carried
+
+
+def _tiff_with_metadata(data: bytes, icc: bytes | None, exif: bytes | None, xmp: bytes | None,
+                        dpi: tuple[float, float] | None) -> bytes:
+    """TIFF bytes with the ICC profile (tag 34675), XMP (700), resolution in dots per inch (282, 283, 296) and the
+    EXIF's camera fields (its descriptive first-IFD tags and its EXIF and GPS sub-IFDs) in the first IFD. An EXIF
+    Pillow cannot write again is left out rather than failing the output."""
+    tags: dict[int, Any] = {}
+    if icc:
+        tags[34675] = icc
+    if xmp:
+        tags[700] = xmp
+    if dpi:
+        tags.update({282: float(dpi[0]), 283: float(dpi[1]), 296: 2})
+    camera: dict[int, Any] = {}
+    if exif:
+        try:
+            from PIL import Image
+
+            parsed = Image.Exif()
+            parsed.load(exif)
+            camera = {t: parsed[t] for t in _TIFF_DESCRIPTIVE_TAGS if isinstance(parsed.get(t), str)}
+            for sub in _EXIF_SUB_IFDS:
+                fields = {k: v for k, v in parsed.get_ifd(sub).items() if k != _INTEROP_IFD}
+                if fields:
+                    camera[sub] = fields
+        except Exception:
+            camera = {}
+    for attempt in ({**tags, **camera}, tags):
+        try:
+            return _tiff_with_tags(data, attempt)
+        except Exception:  # an EXIF value Pillow cannot encode: the output goes without the camera fields
+            continue
+    return data
 
 
 WEBP_MAX_SIDE = 16383  # the WebP format's limit on either side, in pixels
 
 
+OUTPUT_FORMATS = ("auto", "png", "jpg", "tif")  # `restore --ext` and the web page's format choices
+
+
 def output_extension(name: str | os.PathLike, has_alpha: bool, choice: str = "auto",
                      size: tuple[int, int] | None = None) -> str:
-    """The extension of a restored photo (``restore --ext``, the web page's format): ``choice`` "png" or "jpg" as
-    asked (JPEG drops an alpha channel); "auto": a WebP input's own extension (lossy stays lossy, lossless
-    lossless: :func:`write_image`; WebP holds alpha too), PNG for anything else with transparency, a JPEG or PNG
-    input's own extension as spelt (``.JPG`` stays ``.JPG``), JPEG for the phone formats read through Pillow
-    (HEIC/HEIF/AVIF: lossy photos, for which a PNG would be several times larger), PNG for the rest (BMP, TIFF:
-    lossless; GIF: its 256 colours would band a restored face). ``size`` (width, height) of the output: a WebP
-    output over :data:`WEBP_MAX_SIDE` pixels on a side becomes a PNG (the format cannot hold it)."""
+    """The extension of a restored photo (``restore --ext``, the web page's format): ``choice`` "png", "jpg" or
+    "tif" as asked (JPEG drops an alpha channel); "auto": a WebP input's own extension (lossy stays lossy, lossless
+    lossless: :func:`write_image`; WebP holds alpha too), a TIFF input's own (a scan stays a lossless TIFF at its
+    bit depth, with its colour profile, resolution, XMP and camera fields), PNG for anything else with
+    transparency, a JPEG or PNG input's own extension as spelt (``.JPG`` stays ``.JPG``), JPEG for the phone formats
+    read through Pillow (HEIC/HEIF/AVIF: lossy photos, for which a PNG would be several times larger), PNG for the
+    rest (BMP: lossless; GIF: its 256 colours would band a restored face). ``size`` (width, height) of the output:
+    a WebP output over :data:`WEBP_MAX_SIDE` pixels on a side becomes a PNG (the format cannot hold it)."""
     if choice != "auto":
         return "." + choice
     suffix = Path(name).suffix
     if suffix.lower() == ".webp" and (size is None or max(size) <= WEBP_MAX_SIDE):
+        return suffix
+    if suffix.lower() in (".tif", ".tiff"):
         return suffix
     if has_alpha:
         return ".png"
@@ -1054,7 +1143,7 @@ def write_image(
     """Atomically write (H, W, 3) RGB in [0, 1] to ``path``; the format follows the extension.
 
     ``protect`` lists input files that must never be overwritten (OutputError if ``path`` is one).
-    ``metadata`` (``LoadedImage.metadata``) is stored in JPEG and PNG outputs (:func:`with_metadata`).
+    ``metadata`` (``LoadedImage.metadata``) is stored in JPEG, PNG, WebP and TIFF outputs (:func:`with_metadata`).
     JPEG outputs: ``jpeg_quality`` (1-100) when given; else 95, or the source JPEG's own quality when higher, and
     the source's chroma subsampling (a 4:4:4 q98 camera JPEG is not re-encoded coarser around the restored faces).
     """
@@ -1128,17 +1217,19 @@ _XMP_SIGNATURE = b"http://ns.adobe.com/xap/1.0/\0"
 
 def with_metadata(data: bytes, ext: str, metadata: ImageMetadata, *, gray: bool = False,
                   dpi: tuple[float, float] | None = None) -> bytes:
-    """Encoded JPEG, PNG or WebP bytes (other formats come back unchanged) with ``metadata`` added:
+    """Encoded JPEG, PNG, WebP or TIFF bytes (other formats come back unchanged) with ``metadata`` added:
 
     - JPEG: EXIF (APP1), XMP (APP1, the standard packet of at most 64 KB), the ICC profile (APP2 "ICC_PROFILE",
       numbered segments for profiles over 64 KB) and IPTC (APP13), after the JFIF header;
     - PNG: iCCP (zlib), eXIf and the XMP as iTXt "XML:com.adobe.xmp", right after IHDR (OpenCV writes no sRGB or
       gAMA chunk that would contradict the profile). PNG has no IPTC chunk: IPTC stays in JPEG outputs;
-    - WebP: ICCP, EXIF and XMP chunks in an extended (VP8X) file (:func:`_webp_with_metadata`); no IPTC either.
+    - WebP: ICCP, EXIF and XMP chunks in an extended (VP8X) file (:func:`_webp_with_metadata`); no IPTC either;
+    - TIFF: the ICC profile, XMP, resolution and the EXIF's camera fields as tags (:func:`_tiff_with_metadata`).
 
     The ICC profile goes in only when it is a profile for the pixels written (gray for ``gray``, RGB otherwise; for
     PNG as its header says). EXIF over 64 KB (a JPEG segment's limit) is left out of JPEG outputs. ``dpi`` (x, y
-    dots per inch) goes into a JPEG's JFIF header and a PNG's pHYs chunk (WebP has no place for it but the EXIF).
+    dots per inch) goes into a JPEG's JFIF header, a PNG's pHYs chunk and a TIFF's resolution tags (WebP has no place
+    for it but the EXIF).
     """
     if ext == ".png" and data[:8] == _PNG_SIGNATURE:
         gray = data[25] in (0, 4)  # IHDR colour type: what was written (16-bit gray + alpha goes out as RGBA)
@@ -1181,6 +1272,8 @@ def with_metadata(data: bytes, ext: str, metadata: ImageMetadata, *, gray: bool 
         return data[:ihdr_end] + b"".join(chunks) + data[ihdr_end:]
     if ext == ".webp" and data[:4] == b"RIFF" and data[8:12] == b"WEBP" and (icc or exif or metadata.xmp):
         return _webp_with_metadata(data, icc, exif, metadata.xmp)
+    if ext in (".tif", ".tiff"):
+        return _tiff_with_metadata(data, icc, exif, metadata.xmp, dpi)
     return data
 
 

@@ -131,10 +131,14 @@ def test_default_min_score_is_the_detectors_own(tmp_path, uploads, spy):
     ("a.jpeg", False, "auto", ".jpeg"), ("a.png", False, "auto", ".png"), ("a.jpg", True, "auto", ".png"),
     ("a.jpg", False, "png", ".png"), ("a.png", True, "jpg", ".jpg"), ("a.webp", False, "auto", ".webp"),
     ("a.webp", True, "auto", ".webp"),
-    ("a.HEIC", False, "auto", ".jpg"), ("a.avif", True, "auto", ".png")])
+    ("a.HEIC", False, "auto", ".jpg"), ("a.avif", True, "auto", ".png"), ("scan.TIF", True, "auto", ".TIF"),
+    ("a.tiff", False, "auto", ".tiff"), ("a.jpg", False, "tif", ".tif"), ("a.bmp", False, "auto", ".png")])
 def test_output_format(name, alpha, choice, ext):
     """The web page names its outputs as `restore --ext` does (one function: io.output_extension)."""
+    from facerestore.cli.restore import EXT_CHOICES
+
     assert io.output_extension(name, alpha, choice) == ext
+    assert jobs.EXT_CHOICES == EXT_CHOICES == io.OUTPUT_FORMATS
 
 
 def test_esrgan_is_offered_only_when_cached(monkeypatch):

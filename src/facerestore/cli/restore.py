@@ -36,7 +36,7 @@ EXAMPLES = """\
   facerestore restore --list-methods
 """
 
-EXT_CHOICES = ("auto", "png", "jpg")
+EXT_CHOICES = ("auto", "png", "jpg", "tif")  # io.OUTPUT_FORMATS, spelt here: --help imports no numpy
 DETECTOR_CHOICES = ("auto", "retinaface", "dlib-hog", "dlib-cnn", "scrfd", "hog", "cnn")
 SUBFOLDERS = ("restored_imgs", "cropped_faces", "restored_faces", "cmp")
 VIDEO_SUBFOLDER = "restored_videos"  # restored video inputs: STEM.EXT (same container) and STEM.json
@@ -83,8 +83,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--half", action="store_true", help="reduced precision (fp16 on GPU, bf16 on CPU)")
     p.add_argument("--ext", choices=EXT_CHOICES, default="auto",
-                   help="format of restored_imgs: png, jpg or auto (default: a JPEG or PNG input's own, JPEG for "
-                   "HEIC/HEIF/AVIF photos, PNG for other formats and whenever there is transparency)")
+                   help="format of restored_imgs: png, jpg, tif or auto (default: a JPEG, PNG, WebP or TIFF input's "
+                   "own, JPEG for HEIC/HEIF/AVIF photos, PNG for other formats and whenever a JPEG would lose "
+                   "transparency)")
     p.add_argument("--weights", default=None, help="weights for --method: a file, a zoo entry or a built-in "
                    "builtin:FILE (--list-methods shows each method's; default: the first listed)")
     p.add_argument("--steps", type=int, default=None,

@@ -219,9 +219,9 @@ def build_app(cfg: ServeConfig, sessions: jobs.Sessions, *, uploads_root: str | 
                                        elem_id="mask")
                     bg = gr.Dropdown(choices=bg_choices, value="lanczos", elem_id="bg-upsampler", info=bg_note,
                                      label="Background upsampler (the photo around the faces)")
-                    ext = gr.Radio(choices=[("auto (JPEG stays JPEG, the rest PNG)", "auto"), ("png", "png"),
-                                            ("jpg", "jpg")], value="auto", label="Format of restored photos",
-                                   elem_id="ext")
+                    ext = gr.Radio(choices=[("auto (JPEG, PNG, WebP and TIFF keep their format; the rest PNG)",
+                                             "auto"), ("png", "png"), ("jpg", "jpg"), ("tif", "tif")], value="auto",
+                                   label="Format of restored photos", elem_id="ext")
                 ref_methods = ", ".join(v for v in method_values if _spec(v).uses_refs or _spec(v).needs_refs)
                 with gr.Accordion(f"Reference photos of the same person (optional; for {ref_methods})", open=False):
                     refs = gr.File(label="References", file_count="multiple", file_types=IMAGE_TYPES,

@@ -91,7 +91,7 @@ DEFAULT_MAX_VIDEO_FRAMES = 900  # 30 s at 30 frames/s; a CPU restores a few fram
 # the CLI's choices (`facerestore restore --mask / --bg-upsampler / --ext`)
 MASK_CHOICES = ("mesh", "landmarks", "square")
 BG_UPSAMPLERS = ("lanczos", "esrgan")
-EXT_CHOICES = ("auto", "png", "jpg")
+EXT_CHOICES = io.OUTPUT_FORMATS
 VIDEO_EXTENSIONS = io.VIDEO_EXTENSIONS  # facerestore.video's (io: PyAV and torch stay unloaded until a video comes)
 ZIP_NAME = "results.zip"
 
