@@ -491,3 +491,36 @@ def test_an_exif_pillow_cannot_write_costs_the_camera_fields_not_the_output(tmp_
     out = io.write_image(tmp_path / "a.tif", np.zeros((8, 8, 3)), metadata=meta)
     with Image.open(out) as im:
         assert im.tag_v2[700] == b"<x/>" and 271 not in im.getexif() and im.size == (8, 8)
+
+
+def test_jpeg_2000_scans_are_listed_read_at_their_depth_and_restored_to_png(tmp_path):
+    """Libraries and archives publish scans of old photographs as JPEG 2000: a folder of them was "no images"
+    (a single file was read). 16-bit stays 16-bit, gray stays gray, alpha is kept; the restored photo is a PNG.
+    Reference: the pixels written (losslessly, by Pillow's OpenJPEG encoder)."""
+    from facerestore.cli import main
+
+    rng = np.random.default_rng(0)
+    deep = rng.integers(0, 65536, (64, 96)).astype(np.uint16)  # a 16-bit gray scan, written losslessly by Pillow
+    Image.fromarray(deep).save(tmp_path / "deep.jp2")
+    gray = rng.integers(0, 256, (64, 96)).astype(np.uint8)
+    Image.fromarray(gray).save(tmp_path / "gray.j2k")
+    rgba = rng.integers(0, 256, (64, 96, 4)).astype(np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "cut.jp2")
+    assert [p.name for p in io.list_images(tmp_path)] == ["cut.jp2", "deep.jp2", "gray.j2k"]
+    img = io.read_image(tmp_path / "deep.jp2")
+    assert img.bit_depth == 16 and img.is_gray
+    np.testing.assert_array_equal(io.quantize(img.rgb, 16)[:, :, 0], deep)
+    img = io.read_image(tmp_path / "gray.j2k")
+    assert img.is_gray and img.alpha is None
+    np.testing.assert_array_equal(io.quantize(img.rgb)[:, :, 0], gray)
+    img = io.read_image(tmp_path / "cut.jp2")
+    np.testing.assert_array_equal(io.quantize(img.rgb), rgba[:, :, :3])
+    np.testing.assert_array_equal(io.quantize(img.alpha), rgba[:, :, 3])
+    assert io.output_extension("deep.jp2", False) == ".png"
+
+    out = tmp_path / "out"
+    assert main(["restore", "-i", str(tmp_path), "-o", str(out), "--detector", "hog", "--upscale", "1", "-q"]) == 0
+    back = io.read_image(out / "restored_imgs" / "deep.png")
+    assert back.bit_depth == 16 and back.is_gray  # no face: the photo is only upscaled, at its depth
+    np.testing.assert_array_equal(io.quantize(back.rgb, 16)[:, :, 0], deep)
+    assert io.read_image(out / "restored_imgs" / "cut.png").alpha is not None
