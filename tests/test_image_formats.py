@@ -493,7 +493,7 @@ def test_an_exif_pillow_cannot_write_costs_the_camera_fields_not_the_output(tmp_
         assert im.tag_v2[700] == b"<x/>" and 271 not in im.getexif() and im.size == (8, 8)
 
 
-def test_jpeg_2000_scans_are_listed_read_at_their_depth_and_restored_to_png(tmp_path):
+def test_jpeg_2000_and_netpbm_scans_are_listed_read_at_their_depth_and_restored_to_png(tmp_path):
     """Libraries and archives publish scans of old photographs as JPEG 2000: a folder of them was "no images"
     (a single file was read). 16-bit stays 16-bit, gray stays gray, alpha is kept; the restored photo is a PNG.
     Reference: the pixels written (losslessly, by Pillow's OpenJPEG encoder)."""
@@ -517,6 +517,12 @@ def test_jpeg_2000_scans_are_listed_read_at_their_depth_and_restored_to_png(tmp_
     np.testing.assert_array_equal(io.quantize(img.rgb), rgba[:, :, :3])
     np.testing.assert_array_equal(io.quantize(img.alpha), rgba[:, :, 3])
     assert io.output_extension("deep.jp2", False) == ".png"
+    for name in ("scan.pnm", "scan.PPM", "scan.pgm", "scan.pbm"):  # Linux scanning tools' Netpbm, also listed
+        assert io.is_image_file(name) and io.output_extension(name, False) == ".png"
+    cv2_deep = tmp_path / "netpbm"
+    cv2_deep.mkdir()
+    (cv2_deep / "scan.pgm").write_bytes(b"P5 96 64 65535\n" + deep.astype(">u2").tobytes())  # Netpbm, by hand
+    np.testing.assert_array_equal(io.quantize(io.read_image(cv2_deep / "scan.pgm").rgb, 16)[:, :, 0], deep)
 
     out = tmp_path / "out"
     assert main(["restore", "-i", str(tmp_path), "-o", str(out), "--detector", "hog", "--upscale", "1", "-q"]) == 0

@@ -40,10 +40,11 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  
 # AVIF needs Pillow >= 11.3; HEIC/HEIF the optional pillow-heif package (`pip install "facerestore[heif]"`)
 PHONE_EXTENSIONS = (".avif", ".heic", ".heif")
 PILLOW_EXTENSIONS = (*PHONE_EXTENSIONS, ".gif")
-# read only, decoded by OpenCV (OpenJPEG; 16-bit stays 16-bit): JPEG 2000, in which libraries and archives publish
-# their scans of old photographs; restored ones are written as PNG
-JPEG2000_EXTENSIONS = (".jp2", ".j2k", ".j2c", ".jpf", ".jpx")
-INPUT_EXTENSIONS = IMAGE_EXTENSIONS + PILLOW_EXTENSIONS + JPEG2000_EXTENSIONS
+# read only, decoded by OpenCV (16-bit stays 16-bit): scanners' and archives' formats, JPEG 2000 (in which libraries
+# and archives publish their scans of old photographs) and Netpbm (what Linux scanning tools write by default);
+# restored ones are written as PNG
+SCAN_EXTENSIONS = (".jp2", ".j2k", ".j2c", ".jpf", ".jpx", ".pnm", ".ppm", ".pgm", ".pbm")
+INPUT_EXTENSIONS = IMAGE_EXTENSIONS + PILLOW_EXTENSIONS + SCAN_EXTENSIONS
 # video containers restored frame by frame (facerestore.video, PyAV): those written back in their own container,
 # then older ones (MPEG program/transport streams of DVDs, TV and AVCHD camcorders, raw DV, 3GP phones, Windows
 # Media, Flash, Ogg) whose restored video is written to Matroska, which takes any of their audio by copy
