@@ -288,12 +288,13 @@ def test_the_output_keeps_the_colour_description_of_the_input(tmp_path):
 
 
 def write_legacy(path: Path, astronaut: np.ndarray, vcodec: str, acodec: str, size: tuple[int, int], rate,
-                 pix_fmt: str = "yuv420p", audio_rate: int = 48000) -> Path:
-    """A short clip of the example in an old container (the muxer is chosen from the extension), with audio."""
+                 pix_fmt: str = "yuv420p", audio_rate: int = 48000, fmt: str | None = None) -> Path:
+    """A short clip of the example in an old container (the muxer ``fmt``, else chosen from the extension), with
+    audio."""
     import cv2
 
     n = 4
-    with av.open(str(path), "w") as out:
+    with av.open(str(path), "w", format=fmt) as out:
         vs = out.add_stream(vcodec, rate=rate)
         vs.width, vs.height, vs.pix_fmt = size[0], size[1], pix_fmt
         aus = out.add_stream(acodec, rate=audio_rate)
@@ -321,20 +322,23 @@ def write_legacy(path: Path, astronaut: np.ndarray, vcodec: str, acodec: str, si
     return path
 
 
-@pytest.mark.parametrize(("name", "vcodec", "acodec", "size", "rate", "pix_fmt"), [
-    ("wedding.mpg", "mpeg2video", "mp2", (128, 128), 25, "yuv420p"),
-    ("party.wmv", "wmv2", "wmav2", (128, 128), 25, "yuv420p"),
-    ("camcorder.dv", "dvvideo", "pcm_s16le", (720, 480), Fraction(30000, 1001), "yuv411p"),
+@pytest.mark.parametrize(("name", "vcodec", "acodec", "size", "rate", "pix_fmt", "fmt"), [
+    ("wedding.mpg", "mpeg2video", "mp2", (128, 128), 25, "yuv420p", None),
+    ("party.wmv", "wmv2", "wmav2", (128, 128), 25, "yuv420p", None),
+    ("camcorder.dv", "dvvideo", "pcm_s16le", (720, 480), Fraction(30000, 1001), "yuv411p", None),
+    ("MOV001.MOD", "mpeg2video", "ac3", (128, 128), 25, "yuv420p", "vob"),  # SD-card camcorders (JVC, Panasonic)
+    ("tape.m2t", "mpeg2video", "mp2", (128, 128), 25, "yuv420p", "mpegts"),  # HDV tape captures
 ])
 def test_old_containers_are_restored_into_matroska_with_their_audio(tmp_path, astronaut, name, vcodec, acodec, size,
-                                                                     rate, pix_fmt):
-    """DVD/TV MPEG-2, Windows Media and raw DV files: their own muxers take only their old codecs, so the restored
-    video is H.264 in Matroska, with the audio packets copied unchanged, or re-encoded as AAC when Matroska cannot
-    hold the codec (Windows Media audio); the CLI names the output .mkv."""
+                                                                     rate, pix_fmt, fmt):
+    """DVD/TV MPEG-2, Windows Media, raw DV and camcorder (.MOD, HDV .m2t) files: their own muxers take only their
+    old codecs, so the restored video is H.264 in Matroska, with the audio packets copied unchanged, or re-encoded
+    as AAC when Matroska cannot hold the codec (Windows Media audio); the CLI names the output .mkv. A folder of
+    .MOD files was "no images", and one named on the command line was read as a photo."""
     from facerestore.cli import main
 
     (tmp_path / "in").mkdir()
-    src = write_legacy(tmp_path / "in" / name, astronaut, vcodec, acodec, size, rate, pix_fmt)
+    src = write_legacy(tmp_path / "in" / name, astronaut, vcodec, acodec, size, rate, pix_fmt, fmt=fmt)
     assert video.is_video_file(src) and video.video_output_extension(src) == ".mkv"
     out = tmp_path / "out"
     assert main(["restore", "-i", str(src.parent), "-o", str(out), "--method", "test-vid-id", "--upscale", "1",
@@ -665,6 +669,12 @@ def test_frame_clock_keeps_times_and_order():
     spliced = video._FrameClock(Fraction(1, 90000), Fraction(25))
     times = [Fraction(n, 100) for n in (1000, 1004, 1008, 100, 104, 108)]
     assert [spliced.pts(t) for t in times] == [900000, 903600, 907200, 910800, 914400, 918000]
+
+
+@pytest.mark.parametrize(("name", "container"), [(".m4v", ".mp4"), (".f4v", ".mp4"), (".QT", ".mov"), (".divx", ".avi"),
+                                               (".rmvb", ".mkv"), (".mxf", ".mkv"), (".vob", ".mkv")])
+def test_other_names_of_containers_keep_their_container(name, container):
+    assert video.is_video_file("clip" + name) and video.video_output_extension("clip" + name) == container
 
 
 def test_avi_outputs_are_timed_per_frame(tmp_path, astronaut):

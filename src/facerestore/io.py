@@ -45,11 +45,14 @@ PILLOW_EXTENSIONS = (*PHONE_EXTENSIONS, ".gif")
 # restored ones are written as PNG
 SCAN_EXTENSIONS = (".jp2", ".j2k", ".j2c", ".jpf", ".jpx", ".pnm", ".ppm", ".pgm", ".pbm")
 INPUT_EXTENSIONS = IMAGE_EXTENSIONS + PILLOW_EXTENSIONS + SCAN_EXTENSIONS
-# video containers restored frame by frame (facerestore.video, PyAV): those written back in their own container,
-# then older ones (MPEG program/transport streams of DVDs, TV and AVCHD camcorders, raw DV, 3GP phones, Windows
-# Media, Flash, Ogg) whose restored video is written to Matroska, which takes any of their audio by copy
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".vob", ".ts", ".mts",
-                    ".m2ts", ".dv", ".3gp", ".3g2", ".wmv", ".asf", ".flv", ".ogv")
+# video containers restored frame by frame (facerestore.video, PyAV): those written back in their own container
+# (and their other names: .m4v/.f4v MP4, .qt QuickTime, .divx AVI), then older ones (MPEG program/transport streams
+# of DVDs, TV and camcorders: AVCHD .mts/.m2ts, SD-card .mod/.tod, HDV tape .m2t; raw DV, MPEG-2 elementary streams,
+# 3GP phones, Windows Media, Flash, RealMedia, Ogg, MXF) whose restored video is written to Matroska, which takes
+# any of their audio by copy
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".f4v", ".qt", ".divx", ".mpg", ".mpeg",
+                    ".vob", ".ts", ".mts", ".m2ts", ".mod", ".tod", ".m2t", ".m2v", ".dv", ".3gp", ".3g2", ".wmv",
+                    ".asf", ".flv", ".rm", ".rmvb", ".ogv", ".mxf")
 # image formats that may hold several frames (extension -> Pillow's format name): an animated file is restored as a
 # clip into the same format (facerestore.video.restore_animation); read as a photo, its first frame is
 ANIMATION_FORMATS = {".gif": "GIF", ".webp": "WEBP", ".png": "PNG"}

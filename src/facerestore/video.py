@@ -72,6 +72,7 @@ __all__ = [
 VIDEO_EXTENSIONS = io.VIDEO_EXTENSIONS
 # output container per extension (FFmpeg muxer names): an input in one of these is written back in it
 _MUXERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi", ".webm": "webm"}
+_CONTAINER_ALIASES = {".m4v": ".mp4", ".f4v": ".mp4", ".qt": ".mov", ".divx": ".avi"}  # other names, same container
 # AVColorSpace -> the matrix name of PyAV's reformatter (the rest, unspecified included: swscale's default, BT.601)
 _MATRICES = {1: "ITU709", 4: "FCC", 5: "ITU601", 6: "SMPTE170M", 7: "SMPTE240M", 9: "BT2020", 10: "BT2020"}
 # encoders taking a constant rate factor (quality) option, with FFmpeg's default and the value we use
@@ -94,11 +95,11 @@ def is_video_file(path: str | os.PathLike) -> bool:
 
 def video_output_extension(path: str | os.PathLike) -> str:
     """The extension (so the container) of a restored video: the input's for MP4, MOV, Matroska, AVI and WebM
-    (.m4v is MP4: .mp4); .mkv for the older containers (MPEG-PS/TS, DV, 3GP, WMV/ASF, FLV, Ogg), whose own
-    muxers take only their own old codecs, while Matroska takes H.264 and any of their audio by copy."""
+    (under their usual name: .m4v and .f4v are MP4, .qt is MOV, .divx is AVI); .mkv for the older containers
+    (MPEG-PS/TS, DV, 3GP, WMV/ASF, FLV, RealMedia, Ogg, MXF), whose own muxers take only their own old codecs, while
+    Matroska takes H.264 and any of their audio by copy."""
     ext = Path(path).suffix.lower()
-    if ext == ".m4v":
-        return ".mp4"
+    ext = _CONTAINER_ALIASES.get(ext, ext)
     return ext if ext in _MUXERS else ".mkv"
 
 
