@@ -22,26 +22,38 @@ from facerestore import io
 
 
 def tiff_bytes(arr: np.ndarray, *, extra: int | None = None, photometric: int | None = None,
-               orientation: int | None = None) -> bytes:
-    """An uncompressed little-endian one-strip TIFF of (H, W) or (H, W, C) uint8/uint16 samples, exactly as given,
-    with ExtraSamples = ``extra`` (None: no tag) for the samples past the colour ones and an Orientation tag."""
+               orientation: int | None = None, deflate_predictor: bool = False) -> bytes:
+    """A little-endian one-strip TIFF of (H, W) or (H, W, C) uint8/uint16 samples, exactly as given, with
+    ExtraSamples = ``extra`` (None: no tag) for the samples past the colour ones and an Orientation tag;
+    uncompressed, or with ``deflate_predictor`` Deflate-compressed after horizontal differencing (Predictor 2: each
+    sample minus the same sample of the pixel to its left, modulo 2^bits), as Photoshop writes ZIP TIFFs."""
     h, w = arr.shape[:2]
     c = 1 if arr.ndim == 2 else arr.shape[2]
     bits = arr.dtype.itemsize * 8
     photometric = (2 if c >= 3 else 1) if photometric is None else photometric
-    pixels = np.ascontiguousarray(arr).astype(f"<u{arr.dtype.itemsize}").tobytes()
+    samples = np.ascontiguousarray(arr)
+    if deflate_predictor:
+        samples = np.diff(samples, axis=1, prepend=np.zeros_like(samples[:, :1]))  # wraps, as unsigned integers
+    pixels = samples.astype(f"<u{arr.dtype.itemsize}").tobytes()
+    if deflate_predictor:
+        import zlib
+
+        pixels = zlib.compress(pixels)
     bits_at = 8 + len(pixels)
     bits_values = struct.pack(f"<{c}H", *([bits] * c))
     ifd_at = bits_at + len(bits_values) + (bits_at + len(bits_values)) % 2
     entries = [(256, 4, 1, struct.pack("<I", w)), (257, 4, 1, struct.pack("<I", h)),
                (258, 3, c, bits_values.ljust(4, b"\0") if c <= 2 else struct.pack("<I", bits_at)),
-               (259, 3, 1, struct.pack("<HH", 1, 0)), (262, 3, 1, struct.pack("<HH", photometric, 0)),
+               (259, 3, 1, struct.pack("<HH", 8 if deflate_predictor else 1, 0)),
+               (262, 3, 1, struct.pack("<HH", photometric, 0)),
                (273, 4, 1, struct.pack("<I", 8)), (277, 3, 1, struct.pack("<HH", c, 0)),
                (278, 4, 1, struct.pack("<I", h)), (279, 4, 1, struct.pack("<I", len(pixels)))]
     if extra is not None:
         entries.append((338, 3, 1, struct.pack("<HH", extra, 0)))
     if orientation is not None:
         entries.append((274, 3, 1, struct.pack("<HH", orientation, 0)))
+    if deflate_predictor:
+        entries.append((317, 3, 1, struct.pack("<HH", 2, 0)))
     out = b"II*\0" + struct.pack("<I", ifd_at) + pixels + bits_values
     out = out.ljust(ifd_at, b"\0") + struct.pack("<H", len(entries))
     out += b"".join(struct.pack("<HHI", tag, typ, n) + value for tag, typ, n, value in sorted(entries))
@@ -103,6 +115,32 @@ def test_tiff_gray_with_alpha_stays_gray_with_alpha(extra):
     np.testing.assert_allclose(img.alpha, alpha / 255, atol=1e-6)
     seen = alpha > 0
     assert np.abs(img.rgb[..., 0][seen] * 255 - 200).max() <= 255 / alpha[seen].min()
+
+
+@pytest.mark.parametrize("deflate_predictor", [False, True])
+@pytest.mark.parametrize("extra", [1, 2, 0])
+def test_16_bit_tiff_gray_with_alpha_keeps_its_depth_and_alpha(extra, deflate_predictor):
+    """16-bit gray + alpha TIFFs: OpenCV read them as 8-bit gray without alpha, Pillow cannot open them. Now read
+    at 16 bits with their alpha (straight, or premultiplied divided out; an "unspecified" sample is not alpha),
+    uncompressed or Deflate with horizontal differencing, and their orientation applied once."""
+    rng = np.random.default_rng(extra)
+    alpha = rng.integers(1, 65536, (30, 41)).astype(np.uint16)
+    gray = rng.integers(0, 65536, (30, 41)).astype(np.uint16)
+    stored = gray if extra != 1 else np.round(gray * (alpha / 65535)).astype(np.uint16)
+    img = io.decode_image(tiff_bytes(np.dstack([stored, alpha]), extra=extra, deflate_predictor=deflate_predictor))
+    assert img.is_gray and img.bit_depth == 16
+    if extra == 0:
+        assert img.alpha is None
+        np.testing.assert_array_equal(io.quantize(img.rgb, 16)[..., 0], gray)
+        return
+    np.testing.assert_array_equal(io.quantize(img.alpha, 16), alpha)
+    if extra == 2:
+        np.testing.assert_array_equal(io.quantize(img.rgb, 16)[..., 0], gray)
+    else:  # premultiplied: the straight value back within the rounding of the stored product
+        assert np.abs(img.rgb[..., 0] * 65535 - gray).max() <= 0.5 * 65535 / alpha.min() + 1
+    turned = io.decode_image(tiff_bytes(np.dstack([stored, alpha]), extra=extra, orientation=6,
+                                        deflate_predictor=deflate_predictor))
+    np.testing.assert_array_equal(turned.alpha, np.rot90(img.alpha, -1))  # 6: rotate 90 degrees clockwise
 
 
 def test_cmyk_tiff_has_no_alpha():

@@ -291,18 +291,19 @@ def _tiff_ifd0(data: bytes) -> tuple[str, int, int] | None:
     return end, off, min(n, 4096)
 
 
-def _tiff_header(data: bytes) -> _Header | None:
-    """Size, bits per sample, ExtraSamples and CMYK-ness from the first IFD of a classic TIFF, for files Pillow
-    does not open (RGB float, or over its decompression-bomb limit when FACERESTORE_MAX_PIXELS is raised)."""
+def _tiff_values(data: bytes, tags: Iterable[int]) -> dict[int, int] | None:
+    """The first value of each of ``tags`` (SHORT or LONG) present in a classic TIFF's first IFD; None when the
+    bytes are not a readable TIFF."""
     ifd = _tiff_ifd0(data)
     if ifd is None:
         return None
+    wanted = set(tags)
     end, off, n = ifd
     found: dict[int, int] = {}
     try:
         for i in range(n):
             tag, typ, count, value = struct.unpack_from(end + "HHI4s", data, off + 2 + 12 * i)
-            if tag in (256, 257, 258, 262, 338) and typ in (3, 4):
+            if tag in wanted and typ in (3, 4):
                 size = 2 if typ == 3 else 4
                 if count * size > 4:  # the values are elsewhere: the first one is enough here
                     (at,) = struct.unpack_from(end + "I", value)
@@ -310,10 +311,49 @@ def _tiff_header(data: bytes) -> _Header | None:
                 found[tag] = struct.unpack_from(end + ("H" if typ == 3 else "I"), value)[0]
     except struct.error:
         return None
-    if 256 not in found or 257 not in found:
+    return found
+
+
+def _tiff_header(data: bytes) -> _Header | None:
+    """Size, bits per sample, ExtraSamples, orientation and CMYK-ness from the first IFD of a classic TIFF, for
+    files Pillow does not open (RGB float, 16-bit gray + alpha, or over its decompression-bomb limit when
+    FACERESTORE_MAX_PIXELS is raised)."""
+    found = _tiff_values(data, (256, 257, 258, 262, 274, 338))
+    if not found or 256 not in found or 257 not in found:
         return None
-    return _Header(found[256], found[257], mode="CMYK" if found.get(262) == 5 else None,
-                   tiff_extra=found.get(338), tiff_bits=found.get(258, 8))
+    orientation = found.get(274, 1)
+    return _Header(found[256], found[257], mode="CMYK" if found.get(262) == 5 else None, format="TIFF",
+                   orientation=orientation if 1 <= orientation <= 8 else 1, tiff_extra=found.get(338),
+                   tiff_bits=found.get(258, 8))
+
+
+def _decode_tiff_gray_alpha16(data: bytes) -> np.ndarray | None:
+    """(H, W, 2) uint16 gray and alpha of a 16-bit gray + alpha TIFF (two samples per pixel), which OpenCV
+    decodes as 8-bit gray without its alpha and Pillow cannot open; None for any other TIFF.
+
+    libtiff is asked for what it does read at 16 bits: one gray sample per pixel. The first IFD is rewritten to
+    declare the interleaved gray, alpha, gray, alpha ... samples as a gray image twice as wide (tiles twice as wide),
+    with no predictor; the bytes of the strips are the same whatever the compression. Horizontal differencing
+    (Predictor 2, per sample with a stride of two) is undone here, row by row; tiled files with it are left to
+    OpenCV."""
+    import cv2
+
+    v = _tiff_values(data, (256, 257, 258, 262, 277, 317, 322))
+    if not v or v.get(277) != 2 or v.get(258) != 16 or v.get(262, 1) != 1 or 256 not in v or 257 not in v:
+        return None
+    predictor = v.get(317, 1)
+    if predictor not in (1, 2) or (predictor == 2 and 322 in v):
+        return None
+    w, h = v[256], v[257]
+    tags = {256: 2 * w, 277: 1, 258: 16, 317: 1, **({322: 2 * v[322]} if 322 in v else {})}
+    flat = cv2.imdecode(np.frombuffer(_tiff_with_tags(_tiff_upright_tag(data), tags, drop=(338,)), np.uint8),
+                        cv2.IMREAD_UNCHANGED)
+    if flat is None or flat.dtype != np.uint16 or flat.shape != (h, 2 * w):
+        return None
+    arr = flat.reshape(h, w, 2)
+    if predictor == 2:  # each sample was stored as its difference to the same sample of the pixel before
+        arr = np.cumsum(arr, axis=1, dtype=np.uint16)  # modulo 2^16, as the differences were taken
+    return arr
 
 
 def _is_heif(data: bytes) -> bool:
@@ -565,8 +605,11 @@ def decode_image(data: bytes, path: Path | None = None) -> LoadedImage:
         # (a multi-page TIFF is not an animation: OpenCV reads its first page at its own bit depth)
         by_pillow = (header.format in ("AVIF", "HEIF", "GIF") or (header.animated and header.format != "TIFF")
                      or _tiff_needs_pillow(header))
+        gray_alpha16 = None if by_pillow or header.format != "TIFF" else _decode_tiff_gray_alpha16(data)
         if by_pillow:  # OpenCV cannot read these (all frames), or reads them wrong
             arr = _decode_with_pillow(_for_decoder(data, header))
+        elif gray_alpha16 is not None:  # an "unspecified" second sample (ExtraSamples 0) is not alpha
+            arr = gray_alpha16[:, :, 0] if header.tiff_extra == 0 else gray_alpha16
         else:
             arr = cv2.imdecode(np.frombuffer(_for_decoder(data, header), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except MemoryError:
@@ -579,7 +622,7 @@ def decode_image(data: bytes, path: Path | None = None) -> LoadedImage:
     png_gray_alpha = data[:8] == _PNG_SIGNATURE and data[25:26] == b"\x04"
     if (header.mode == "LA" or png_gray_alpha) and arr.ndim == 3 and arr.shape[2] == 4:
         arr = arr[:, :, [0, 3]]  # gray + alpha stays gray (OpenCV expands it to BGRA with equal colours)
-    premultiplied = False
+    premultiplied = gray_alpha16 is not None and header.tiff_extra == 1
     if (header.format == "TIFF" or not header.pillow) and not by_pillow and arr.ndim == 3 and arr.shape[2] == 4:
         if header.mode == "CMYK" or header.tiff_extra == 0:  # OpenCV adds an opaque alpha to CMYK; 0 is no alpha
             arr = arr[:, :, :3]
@@ -893,9 +936,9 @@ def _tiff_with_alpha_declared(data: bytes) -> bytes:
     return _tiff_with_tags(data, {338: 2})  # SHORT, "unassociated alpha"
 
 
-def _tiff_with_tags(data: bytes, tags: dict[int, Any]) -> bytes:
+def _tiff_with_tags(data: bytes, tags: dict[int, Any], drop: Iterable[int] = ()) -> bytes:
     """Classic TIFF bytes whose first IFD also holds ``tags`` (tag -> value as Pillow's TIFF writer takes it, typed
-    by its tag table; a dict is a sub-IFD such as EXIF's), replacing tags of the same number.
+    by its tag table; a dict is a sub-IFD such as EXIF's), replacing tags of the same number, and lacks ``drop``.
 
     Pillow encodes the new entries and their values for where they land, the end of the file; the first IFD is
     copied after them with the entries merged (sorted, as TIFF requires) and the header points at the copy. The old
@@ -917,6 +960,8 @@ def _tiff_with_tags(data: bytes, tags: dict[int, Any]) -> bytes:
     (m,) = struct.unpack_from(end + "H", blob)
     entries.update({struct.unpack_from(end + "H", blob, 2 + 12 * i)[0]: blob[2 + 12 * i: 14 + 12 * i]
                     for i in range(m)})
+    for tag in drop:
+        entries.pop(tag, None)
     next_ifd = data[ifd + 2 + 12 * n: ifd + 6 + 12 * n]
     new_ifd = struct.pack(end + "H", len(entries)) + b"".join(entries[t] for t in sorted(entries)) + next_ifd
     return body[:4] + struct.pack(end + "I", len(body) + len(blob)) + body[8:] + blob + new_ifd
