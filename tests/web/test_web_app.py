@@ -66,6 +66,11 @@ def test_views_of_a_job(tmp_path):
     assert "identity similarity 0.900, distance 0.400 (the same person)" in plain and "passed" in plain
     assert face_view(res, "7", "9")[0] == fpair  # out-of-range choices clamp
     assert photo_view(None, 0) == (None, [], None, "")
+    scan = jobs.PhotoOutput(name="scan.tif", stem="scan", image=tmp_path / "scan.tif", record=tmp_path / "scan.json",
+                            before=tmp_path / "prev.png", input_size=(10, 10), output_size=(20, 20),
+                            shown=tmp_path / "after.png")
+    assert photo_view(jobs.JobResult(dir=tmp_path, photos=[scan]), 0)[0] == (str(tmp_path / "prev.png"),
+                                                                             str(tmp_path / "after.png"))
 
 
 def test_page_wiring_queue_and_concurrency(tmp_path):

@@ -252,6 +252,13 @@ def test_job_says_when_a_tiff_holds_more_pages_than_it_restored(tmp_path, upload
     assert [p.pages for p in res.photos] == [3, 1] and not res.errors
     assert "; scans.tif holds 3 pages: the first was restored" in res.summary()
     assert "astronaut_lq.png holds" not in res.summary()
+    # a TIFF stays a TIFF, which browsers do not show: the slider's "after" is a PNG copy of the same pixels
+    tiff, png = res.photos
+    assert tiff.image.suffix == ".tif" and tiff.after.suffix == ".png" and tiff.after.parent.parent == job / "previews"
+    np.testing.assert_array_equal(io.read_image(tiff.after).rgb, io.read_image(tiff.image).rgb)
+    assert png.after == png.image and png.shown is None
+    with zipfile.ZipFile(res.zip) as zf:
+        assert "restored_imgs/scans.tif" in zf.namelist() and not any("previews" in n for n in zf.namelist())
 
 
 def test_job_refuses_an_output_over_the_pixel_limit_before_restoring(tmp_path, uploads, monkeypatch):

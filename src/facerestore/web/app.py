@@ -168,7 +168,7 @@ def photo_view(result: jobs.JobResult | None, index: Any) -> tuple[Any, list[tup
     if p is None:
         return None, [], None, ""
     pair, caption = face_view(result, index, 0)
-    return (str(p.before), str(p.image)), face_choices(result, index), pair, caption
+    return (str(p.before), str(p.after)), face_choices(result, index), pair, caption
 
 
 def build_app(cfg: ServeConfig, sessions: jobs.Sessions, *, uploads_root: str | os.PathLike | None = None) -> Any:

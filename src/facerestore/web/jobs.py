@@ -551,6 +551,12 @@ class PhotoOutput:
     output_size: tuple[int, int]
     faces: list[FaceOutput] = field(default_factory=list)
     pages: int = 1  # pages of a multi-page TIFF: only the first is restored
+    shown: Path | None = None  # the slider's "after" when browsers cannot show the image (a TIFF's PNG copy)
+
+    @property
+    def after(self) -> Path:
+        """The restored photo as the page shows it: the image itself, or its PNG copy when it is a TIFF."""
+        return self.shown or self.image
 
 
 @dataclass
@@ -936,6 +942,10 @@ def _write_photo(job_dir: Path, name: str, stem: str, loaded: io.LoadedImage, re
     """The files of one restored photo, as ``facerestore restore`` writes them, plus the slider's preview."""
     ext = io.output_extension(name, res.alpha is not None, opts.ext, size=(res.image.shape[1], res.image.shape[0]))
     img_path = res.save(job_dir / "restored_imgs" / f"{stem}{ext}")
+    shown = None
+    if img_path.suffix.lower() in (".tif", ".tiff"):  # browsers do not show TIFF: the slider gets a PNG copy
+        shown = io.write_image(job_dir / PREVIEW_FOLDER / "after" / f"{stem}.png", res.image, alpha=res.alpha,
+                               bit_depth=res.bit_depth, gray=res.is_gray, metadata=res.metadata.for_crops())
     # the slider's "before" in the input's colour profile, as the "after" is: a browser shows both alike
     before = io.write_image(job_dir / PREVIEW_FOLDER / f"{stem}.png", upscale_image(loaded.rgb, float(opts.upscale)),
                             gray=loaded.is_gray, metadata=loaded.metadata.for_crops())
@@ -958,7 +968,7 @@ def _write_photo(job_dir: Path, name: str, stem: str, loaded: io.LoadedImage, re
     h, w = loaded.rgb.shape[:2]
     return PhotoOutput(name=name, stem=stem, image=img_path, record=record, before=before, input_size=(w, h),
                        output_size=(int(res.image.shape[1]), int(res.image.shape[0])), faces=faces,
-                       pages=loaded.pages)
+                       pages=loaded.pages, shown=shown)
 
 
 def zip_results(job_dir: Path, target: Path) -> Path:
