@@ -568,3 +568,17 @@ def test_jpeg_2000_and_netpbm_scans_are_listed_read_at_their_depth_and_restored_
     assert back.bit_depth == 16 and back.is_gray  # no face: the photo is only upscaled, at its depth
     np.testing.assert_array_equal(io.quantize(back.rgb, 16)[:, :, 0], deep)
     assert io.read_image(out / "restored_imgs" / "cut.png").alpha is not None
+
+
+def test_a_float_tiff_pillow_cannot_open_is_turned_upright_once():
+    """A 32-bit float RGB TIFF (Pillow cannot open it: the header is read from its IFD) with Orientation 6 comes
+    back rotated 90 degrees clockwise, as the tag says; the tag is read from the IFD and applied by us alone."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    ok, buf = cv2.imencode(".tif", rng.random((20, 30, 3)).astype(np.float32))
+    assert ok
+    upright = io.decode_image(buf.tobytes())
+    turned = io.decode_image(io._tiff_with_tags(buf.tobytes(), {274: 6}))
+    assert upright.rgb.shape == (20, 30, 3)
+    np.testing.assert_array_equal(turned.rgb, np.rot90(upright.rgb, -1))
