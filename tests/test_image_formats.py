@@ -582,3 +582,18 @@ def test_a_float_tiff_pillow_cannot_open_is_turned_upright_once():
     turned = io.decode_image(io._tiff_with_tags(buf.tobytes(), {274: 6}))
     assert upright.rgb.shape == (20, 30, 3)
     np.testing.assert_array_equal(turned.rgb, np.rot90(upright.rgb, -1))
+
+
+def test_a_camera_raw_preview_is_refused_not_restored(tmp_path, capsys):
+    """Camera raw files (DNG, NEF, ARW) are TIFFs whose first image is a small preview (NewSubFileType 1): it was
+    decoded and "restored" as if it were the photo. Now one line says what the file is; other TIFFs are unaffected."""
+    from facerestore.cli import main
+
+    preview = tiff_bytes(np.zeros((12, 16, 3), np.uint8))
+    raw = io._tiff_with_tags(preview, {254: 1})
+    with pytest.raises(io.InputError, match="reduced-resolution preview, as in camera raw files"):
+        io.decode_image(raw)
+    assert io.decode_image(io._tiff_with_tags(preview, {254: 0})).rgb.shape == (12, 16, 3)
+    (tmp_path / "IMG_0001.DNG").write_bytes(raw)
+    assert main(["restore", "-i", str(tmp_path / "IMG_0001.DNG"), "-o", str(tmp_path / "out"), "-q"]) == 2
+    assert "develop the photo to TIFF or JPEG first: " in capsys.readouterr().err

@@ -597,6 +597,10 @@ def decode_image(data: bytes, path: Path | None = None) -> LoadedImage:
     if not data:
         raise InputError(f"cannot decode image (empty file){where}")
     header = _read_header(data, where)
+    if header.format == "TIFF" and (_tiff_values(data, (254,)) or {}).get(254, 0) & 1:
+        # NewSubFileType "reduced-resolution image" first: a camera raw file's preview (DNG, NEF, ARW, ...)
+        raise InputError(f"the file's first image is a reduced-resolution preview, as in camera raw files (DNG, NEF, "
+                         f"ARW...), which are not read: develop the photo to TIFF or JPEG first{where}")
     try:
         check_pixels(header.width, header.height)
     except InputError as exc:
