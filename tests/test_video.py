@@ -677,6 +677,38 @@ def test_other_names_of_containers_keep_their_container(name, container):
     assert video.is_video_file("clip" + name) and video.video_output_extension("clip" + name) == container
 
 
+def test_a_video_named_without_a_video_extension_is_recognised_by_its_first_bytes(tmp_path, astronaut):
+    """A download or message attachment saved as "clip" or "clip.bin" was read as a photo and failed ("cannot
+    decode image"); named on the command line, its container is recognised and it is restored as a video, into
+    that container's output. HEIC/AVIF images (MP4's box structure too) and other files are not videos."""
+    from facerestore.cli import main
+
+    mp4 = write_clip(tmp_path / "phone.mp4", synthetic_frames(astronaut, n=4))
+    mkv = write_clip(tmp_path / "cam.mkv", synthetic_frames(astronaut, n=4))
+    avi = write_legacy(tmp_path / "tape.avi", astronaut, "mpeg4", "mp2", (128, 128), 25)
+    mpg = write_legacy(tmp_path / "dvd.mpg", astronaut, "mpeg2video", "mp2", (128, 128), 25)
+    ts = write_legacy(tmp_path / "tv.ts", astronaut, "mpeg2video", "mp2", (128, 128), 25)
+    expected = {mp4: ".mp4", mkv: ".mkv", avi: ".avi", mpg: ".mpg", ts: ".ts"}
+    for src, ext in expected.items():
+        bare = tmp_path / (src.stem + "_download")
+        bare.write_bytes(src.read_bytes())
+        assert video.sniff_video_extension(bare) == ext and not video.is_video_file(bare)
+    heic = tmp_path / "photo"
+    heic.write_bytes(b"\0\0\0\x18ftypheic" + b"\0" * 64)
+    (tmp_path / "notes").write_text("not a video at all\n" * 30)
+    assert video.sniff_video_extension(heic) is None and video.sniff_video_extension(tmp_path / "notes") is None
+    assert video.sniff_video_extension(tmp_path / "missing") is None
+
+    out = tmp_path / "out"
+    assert main(["restore", "-i", str(tmp_path / "phone_download"), "-o", str(out), "--method", "test-vid-id",
+                 "--upscale", "1", "--detector", "hog", "-q"]) == 0
+    frames, _, _ = decode(out / "restored_videos" / "phone_download.mp4")
+    assert len(frames) == 4
+    assert main(["restore", "-i", str(tmp_path / "dvd_download"), "-o", str(out), "--method", "test-vid-id",
+                 "--upscale", "1", "--detector", "hog", "-q"]) == 0
+    assert (out / "restored_videos" / "dvd_download.mkv").exists()  # an MPEG-PS stream: into Matroska
+
+
 def test_avi_outputs_are_timed_per_frame(tmp_path, astronaut):
     """AVI indexes frames by tick: written with a fine time base (an MP4's 1/15360) it would hold empty frames in
     every gap. An AVI output is timed at 1/fps: as many frames as the input, at its rate."""

@@ -66,6 +66,7 @@ __all__ = [
     "probe_video",
     "restore_animation",
     "restore_video",
+    "sniff_video_extension",
     "video_output_extension",
 ]
 
@@ -91,6 +92,46 @@ def _av() -> Any:
 
 def is_video_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+# the first bytes of the containers a video file named without its extension may be in -> an extension of each
+_IMAGE_BRANDS = (*io.HEIF_BRANDS, b"avif", b"avis")  # ISO-BMFF brands of still images (HEIC, AVIF)
+
+
+def sniff_video_extension(path: str | os.PathLike) -> str | None:
+    """The extension of the video container that a file's first bytes show (MP4/QuickTime/3GP, Matroska/WebM, AVI,
+    MPEG program and transport streams, Windows Media, Flash, Ogg, RealMedia), for a file named without a video
+    extension (a download or a message attachment); None when they show none, or the file cannot be read.
+    HEIC/AVIF images, which share MP4's box structure, are not videos."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(400)
+    except OSError:
+        return None
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in _IMAGE_BRANDS:
+            return None
+        return ".mov" if brand == b"qt  " else ".3gp" if brand[:3] in (b"3gp", b"3g2") else ".mp4"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return ".webm" if b"webm" in head[:64] else ".mkv"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return ".avi"
+    if head[:4] == b"\x00\x00\x01\xba":
+        return ".mpg"
+    if len(head) > 376 and head[0] == head[188] == head[376] == 0x47:
+        return ".ts"
+    if len(head) > 388 and head[4] == head[196] == head[388] == 0x47:  # 192-byte packets: AVCHD, Blu-ray
+        return ".m2ts"
+    if head[:8] == b"\x30\x26\xb2\x75\x8e\x66\xcf\x11":
+        return ".wmv"
+    if head[:3] == b"FLV":
+        return ".flv"
+    if head[:4] == b"OggS":
+        return ".ogv"
+    if head[:4] == b".RMF":
+        return ".rm"
+    return None
 
 
 def video_output_extension(path: str | os.PathLike) -> str:

@@ -232,15 +232,25 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--blend must be in [0, 1], got {args.blend:g}")
     src = Path(args.input)
     out_dir = Path(args.output)
-    from facerestore.video import check_encoder_options, is_video_file, list_inputs, video_output_extension
+    from facerestore.video import (
+        check_encoder_options,
+        is_video_file,
+        list_inputs,
+        sniff_video_extension,
+        video_output_extension,
+    )
 
     if args.recursive and args.sequence:
         raise InputError("--sequence reads one folder of frames: drop -r/--recursive")
     # images, and the videos of a folder (and of its sub-folders with -r)
     files = list_inputs(src, recursive=args.recursive, on_skip=note_ignored)
     _check_output(src, files, out_dir, args.recursive)
-    has_video = any(is_video_file(f) for f in files)
-    clips = {f for f in files if is_video_file(f) or io.is_animation(f)}  # restored frame by frame, as one shot
+    # a video named on the command line without a video extension is recognised by its first bytes
+    sniffed = (sniff_video_extension(src) if src.is_file() and not (is_video_file(src) or io.is_image_file(src))
+               else None)
+    videos = {f for f in files if is_video_file(f) or (sniffed and f == src)}
+    has_video = bool(videos)
+    clips = videos | {f for f in files if io.is_animation(f)}  # restored frame by frame, as one shot
     if has_video:
         check_encoder_options(args.codec, args.crf)
     for line in idle_options(args, has_video):
@@ -302,14 +312,16 @@ def run(args: argparse.Namespace) -> int:
         from facerestore.faces.paste import upscaled_shape
 
         if path in clips:
-            ext = video_output_extension(path) if is_video_file(path) else path.suffix.lower()
+            ext = (video_output_extension(path.with_suffix(sniffed) if path == src and sniffed else path)
+                   if path in videos else path.suffix.lower())
             target = out_dir / VIDEO_SUBFOLDER / f"{stems[path].as_posix()}{ext}"
             done = _done_before(target.with_suffix(".json"), path, digest) if args.resume else None
             if done is not None:
                 resumed.append(done)
                 return done
             _forget_record(target.with_suffix(".json"))
-            return _restore_video(path, target, args, restorer, detector if detector is not None else args.detector,
+            return _restore_video(path, path in videos, target, args, restorer,
+                                  detector if detector is not None else args.detector,
                                   background, refs, protect, digest)
         stem = stems[path].as_posix()  # sub-folder/name with --recursive
         record = out_dir / "restored_imgs" / f"{stem}.json"
@@ -482,16 +494,16 @@ def _restore_options(args: argparse.Namespace, refs: Any, background: Any) -> di
             "only_center_face": args.only_center_face, "min_score": args.min_score}
 
 
-def _restore_video(path: Path, target: Path, args: argparse.Namespace, restorer: Any, detector: Any,
+def _restore_video(path: Path, is_video: bool, target: Path, args: argparse.Namespace, restorer: Any, detector: Any,
                    background: Any, refs: Any, protect: list[str], digest: str) -> int:
-    """One video or animated image -> ``restored_videos/STEM.EXT`` and its JSON record; returns the faces
-    restored."""
+    """One video (``is_video``) or animated image -> ``restored_videos/STEM.EXT`` and its JSON record; returns the
+    faces restored."""
     from tqdm import tqdm
 
     from facerestore import io
     from facerestore.cli.guards import say
     from facerestore.errors import InputError
-    from facerestore.video import is_video_file, restore_animation, restore_video
+    from facerestore.video import restore_animation, restore_video
 
     if args.aligned:
         raise InputError("--aligned applies to still face crops, not to videos or animations")
@@ -504,7 +516,7 @@ def _restore_video(path: Path, target: Path, args: argparse.Namespace, restorer:
         bar.update(1)
 
     try:
-        if is_video_file(path):
+        if is_video:
             res = restore_video(path, target, restorer, upscale=upscale, detector=detector, crf=args.crf,
                                 codec=args.codec, deinterlace=args.deinterlace, protect=protect, on_frame=tick,
                                 **_restore_options(args, refs, background))
