@@ -597,3 +597,15 @@ def test_a_camera_raw_preview_is_refused_not_restored(tmp_path, capsys):
     (tmp_path / "IMG_0001.DNG").write_bytes(raw)
     assert main(["restore", "-i", str(tmp_path / "IMG_0001.DNG"), "-o", str(tmp_path / "out"), "-q"]) == 2
     assert "develop the photo to TIFF or JPEG first: " in capsys.readouterr().err
+
+
+def test_a_tiff_output_gets_a_gray_profile_only_when_its_pixels_are_gray(tmp_path):
+    """Gray + alpha goes out as an RGBA TIFF (equal colours): a gray ICC profile would then describe RGB pixels,
+    so it is left out, as it is from PNGs; a gray TIFF keeps it."""
+    gray_profile = bytes(16) + b"GRAY" + bytes(108)  # an ICC header saying "gray colour space"
+    meta = io.ImageMetadata(icc_profile=gray_profile)
+    rgb = np.full((6, 8, 3), 0.5)
+    with Image.open(io.write_image(tmp_path / "g.tif", rgb, gray=True, metadata=meta)) as im:
+        assert im.mode == "L" and im.info.get("icc_profile") == gray_profile
+    with Image.open(io.write_image(tmp_path / "ga.tif", rgb, gray=True, alpha=np.ones((6, 8)), metadata=meta)) as im:
+        assert im.mode == "RGBA" and "icc_profile" not in im.info

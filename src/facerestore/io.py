@@ -1291,6 +1291,8 @@ def with_metadata(data: bytes, ext: str, metadata: ImageMetadata, *, gray: bool 
         gray = data[25] in (0, 4)  # IHDR colour type: what was written (16-bit gray + alpha goes out as RGBA)
     elif ext == ".webp":
         gray = False  # WebP stores colour only
+    elif ext in (".tif", ".tiff"):  # as written: gray + alpha goes out as RGBA
+        gray = (_tiff_values(data, (262,)) or {}).get(262) in (0, 1)
     icc = metadata.icc_for(gray)
     exif = metadata.exif[6:] if metadata.exif and metadata.exif.startswith(b"Exif\0\0") else metadata.exif
     if ext in (".jpg", ".jpeg") and data[:2] == b"\xff\xd8":
