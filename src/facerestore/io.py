@@ -953,11 +953,11 @@ def _tiff_with_tags(data: bytes, tags: dict[int, Any], drop: Iterable[int] = ())
     from PIL import TiffImagePlugin
 
     end, ifd, n = found
-    body = data + b"\0" * (len(data) % 2)  # IFDs and values start on a word boundary
+    start = len(data) + len(data) % 2  # IFDs and values start on a word boundary
     extra = TiffImagePlugin.ImageFileDirectory_v2(ifh=data[:4] + b"\0\0\0\0")
     for tag, value in tags.items():
         extra[tag] = value
-    blob = extra.tobytes(len(body))  # an IFD of the new entries (never referenced), then their values
+    blob = extra.tobytes(start)  # an IFD of the new entries (never referenced), then their values
     blob += b"\0" * (len(blob) % 2)
     entries = {struct.unpack_from(end + "H", data, ifd + 2 + 12 * i)[0]: data[ifd + 2 + 12 * i: ifd + 14 + 12 * i]
                for i in range(n)}
@@ -968,7 +968,10 @@ def _tiff_with_tags(data: bytes, tags: dict[int, Any], drop: Iterable[int] = ())
         entries.pop(tag, None)
     next_ifd = data[ifd + 2 + 12 * n: ifd + 6 + 12 * n]
     new_ifd = struct.pack(end + "H", len(entries)) + b"".join(entries[t] for t in sorted(entries)) + next_ifd
-    return body[:4] + struct.pack(end + "I", len(body) + len(blob)) + body[8:] + blob + new_ifd
+    out = bytearray(data)  # one copy of the (possibly large) pixel data
+    out += b"\0" * (start - len(data)) + blob + new_ifd
+    out[4:8] = struct.pack(end + "I", start + len(blob))
+    return bytes(out)
 
 
 # what an EXIF's first IFD says of the picture that a TIFF keeps in its own first IFD: ImageDescription, Make,
