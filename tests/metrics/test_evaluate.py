@@ -233,3 +233,19 @@ def test_identical_pairs_do_not_hide_the_other_scores(folders, capsys):
     row = next(line for line in out.splitlines() if line.startswith("psnr "))
     assert float(row.split()[2]) == pytest.approx(np.mean(finite), abs=1e-4)
     assert f"1 of {len(scores)} score(s) infinite" in out
+
+
+def test_a_prediction_at_a_whole_multiple_of_the_reference_says_how_to_score_it(tmp_path):
+    """`restore` upscales by 2 by default: such outputs are skipped as a size mismatch, with the way out."""
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    pred.mkdir()
+    gt.mkdir()
+    write_image(gt / "a.png", _img(1, 20, 30))
+    write_image(pred / "a.png", _img(1, 40, 60))
+    write_image(gt / "b.png", _img(2, 20, 30))
+    write_image(pred / "b.png", _img(2, 21, 30))
+    rep = evaluate_folders(pred, gt, metrics=["psnr"], progress=False)
+    reasons = {Path(m["pred"]).name: m["reason"] for m in rep["size_mismatch"]}
+    assert reasons["a.png"] == ("prediction is 60x40, reference is 30x20 (2x: restored with --upscale 2? restore "
+                                "with --upscale 1 to score against these references)")
+    assert reasons["b.png"] == "prediction is 30x21, reference is 30x20"

@@ -62,6 +62,16 @@ def crop_border_tensor(x: torch.Tensor, crop_border: int) -> torch.Tensor:
     return x[..., crop_border:-crop_border, crop_border:-crop_border]
 
 
+def _scale_hint(pred_hw: tuple[int, ...], gt_hw: tuple[int, ...]) -> str:
+    """A hint when the prediction is the reference's size times a whole scale (``restore`` upscales by 2 by default):
+    score outputs restored at the reference's size instead."""
+    (ph, pw), (gh, gw) = pred_hw, gt_hw
+    for k in range(2, 9):
+        if (ph, pw) == (round(k * gh), round(k * gw)):
+            return f" ({k}x: restored with --upscale {k}? restore with --upscale 1 to score against these references)"
+    return ""
+
+
 def summarize(values: Sequence[float]) -> dict[str, Any]:
     """mean / std (population) / count over the defined (non-NaN) values, and n_undefined (NaN count).
 
@@ -227,7 +237,8 @@ def evaluate_folders(
                 report["size_mismatch"].append({
                     "pred": str(pred_path), "gt": str(gt_path),
                     "pred_size": [p.shape[1], p.shape[0]], "gt_size": [g.shape[1], g.shape[0]],
-                    "reason": f"prediction is {p.shape[1]}x{p.shape[0]}, reference is {g.shape[1]}x{g.shape[0]}",
+                    "reason": f"prediction is {p.shape[1]}x{p.shape[0]}, reference is {g.shape[1]}x{g.shape[0]}"
+                              + _scale_hint(p.shape[:2], g.shape[:2]),
                 })
                 continue
         per_image[stem] = {"name": stem, "pred": str(pred_path), "gt": None if gt_path is None else str(gt_path)}
