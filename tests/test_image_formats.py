@@ -609,3 +609,45 @@ def test_a_tiff_output_gets_a_gray_profile_only_when_its_pixels_are_gray(tmp_pat
         assert im.mode == "L" and im.info.get("icc_profile") == gray_profile
     with Image.open(io.write_image(tmp_path / "ga.tif", rgb, gray=True, alpha=np.ones((6, 8)), metadata=meta)) as im:
         assert im.mode == "RGBA" and "icc_profile" not in im.info
+
+
+def _iptc_record(**fields: bytes) -> bytes:
+    """An IPTC-NAA record of application datasets (2:120 caption, 2:116 copyright ...)."""
+    numbers = {"caption": 120, "copyright": 116, "keywords": 25}
+    return b"".join(b"\x1c\x02" + bytes([numbers[k]]) + struct.pack(">H", len(v)) + v for k, v in fields.items())
+
+
+def _resource(rid: int, data: bytes) -> bytes:
+    return b"8BIM" + struct.pack(">HHI", rid, 0, len(data)) + data + b"\0" * (len(data) & 1)
+
+
+def test_iptc_captions_travel_between_jpeg_and_tiff_without_the_inputs_resolution_or_thumbnail(tmp_path):
+    """Captions and credits (IPTC) of archival scans: a TIFF's IPTC (Photoshop resources, tag 34377, or a bare
+    IPTC-NAA record, tag 33723) was not read, and TIFF outputs had none; now TIFF -> TIFF/JPEG and JPEG -> TIFF keep
+    it. Photoshop's own resolution and thumbnail resources describe the input's pixels (Photoshop reads that
+    resolution before the EXIF's: a restored 2x scan printed twice as large there) and are left out. Read back
+    by Pillow's IPTC reader."""
+    from PIL import IptcImagePlugin
+
+    record = _iptc_record(caption=b"Grandma, 1952", copyright=b"Family archive")
+    payload = (b"Photoshop 3.0\0" + _resource(0x03ED, bytes(16)) + _resource(0x0404, record)
+               + _resource(0x040C, b"thumbnail" * 8))
+    rgb = np.random.default_rng(0).random((12, 16, 3))
+    expected = {(2, 120): b"Grandma, 1952", (2, 116): b"Family archive"}
+
+    src_jpg = io.write_image(tmp_path / "src.jpg", rgb, metadata=io.ImageMetadata(iptc=payload))
+    kept = io.read_image(src_jpg).metadata.iptc
+    assert [rid for rid, _ in io._photoshop_resources(kept[14:])] == [0x0404]  # no resolution, no thumbnail
+    tif = io.write_image(tmp_path / "out.tif", rgb, metadata=io.read_image(src_jpg).metadata)
+    with Image.open(tif) as im:
+        assert IptcImagePlugin.getiptcinfo(im) == expected
+        assert im.tag_v2[34377] == kept[14:]
+    again = io.write_image(tmp_path / "again.jpg", rgb, metadata=io.read_image(tif).metadata)
+    with Image.open(again) as im:
+        assert IptcImagePlugin.getiptcinfo(im) == expected
+
+    bare = io._tiff_with_tags(io.encode_image(rgb, ".tif"), {33723: record})  # IPTC-NAA alone, as older writers
+    (tmp_path / "bare.tif").write_bytes(bare)
+    carried = io.read_image(tmp_path / "bare.tif").metadata.iptc
+    assert carried == b"Photoshop 3.0\0" + _resource(0x0404, record)
+    assert io._photoshop_payload_for_output(b"Photoshop 3.0\0" + _resource(0x040C, b"x")) is None

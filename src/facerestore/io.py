@@ -132,7 +132,9 @@ class ImageMetadata:
     exif: bytes | None = None  # EXIF (JPEG, PNG, WebP, AVIF, HEIF sources), its orientation reset to 1
     icc_profile: bytes | None = None  # RGB or gray ICC colour profile (Display P3 phones, Adobe RGB cameras, scanners)
     xmp: bytes | None = None  # XMP packet (captions, credits, keywords, ratings), its tiff:Orientation reset to 1
-    iptc: bytes | None = None  # a JPEG's IPTC block: the APP13 "Photoshop 3.0" payload (captions, credits, keywords)
+    # IPTC (captions, credits, keywords) as a JPEG's APP13 "Photoshop 3.0" payload, from a JPEG or a TIFF, without the
+    # Photoshop resources that describe the input's pixels (resolution, thumbnails)
+    iptc: bytes | None = None
     encoding: SourceEncoding | None = None  # how a JPEG or WebP source was compressed (write_image follows it)
     # the picture's physical size in inches (width, height; upright), from the resolution the file states (a scan's
     # 300 or 600 dpi): outputs state the resolution that keeps it, so an upscaled scan prints at the same size
@@ -466,8 +468,15 @@ def pillow_metadata(im: Any, exif: bytes | None = None) -> ImageMetadata:
     usable ICC profile (:func:`_usable_icc`), the XMP made fit for an output (:func:`_upright_xmp`) and a JPEG's
     IPTC block."""
     xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")  # JPEG/WebP, PNG's iTXt
-    iptc = next((body for kind, body in getattr(im, "applist", [])  # JPEG only
+    iptc = next((body for kind, body in getattr(im, "applist", [])  # JPEG
                  if kind == "APP13" and body.startswith(_IPTC_SIGNATURE)), None)
+    if im.format == "TIFF":
+        # the tags' bytes as stored (Photoshop types the IPTC record as 4-byte integers; Pillow's IPTC reader reads
+        # the same raw bytes), else their decoded values
+        stored = getattr(im.tag_v2, "_tagdata", {})
+        iptc = _tiff_photoshop_payload(stored.get(_TIFF_PHOTOSHOP) or im.tag_v2.get(_TIFF_PHOTOSHOP),
+                                       stored.get(_TIFF_IPTC) or im.tag_v2.get(_TIFF_IPTC))
+    iptc = _photoshop_payload_for_output(iptc) if iptc else None
     encoding = None
     if im.format == "JPEG":
         tables = getattr(im, "quantization", None) or {}
@@ -540,6 +549,57 @@ def _usable_icc(profile: Any) -> bytes | None:
 
 
 _IPTC_SIGNATURE = b"Photoshop 3.0\0"
+_TIFF_IPTC, _TIFF_PHOTOSHOP = 33723, 34377  # a TIFF's IPTC-NAA record and its Photoshop image resources
+_PS_IPTC = 0x0404  # the image resource that holds the IPTC record
+# image resources that describe the input's pixels, so would be false for a restored output: the resolution
+# (Photoshop reads it before the EXIF's; the output states its own) and the thumbnails (the unrestored picture)
+_PS_PIXEL_RESOURCES = (0x03ED, 0x0409, 0x040C)
+
+
+def _photoshop_resources(blocks: bytes) -> Iterator[tuple[int, bytes]]:
+    """(resource id, the whole resource's bytes) of Photoshop image resource blocks ("8BIM", id, Pascal name
+    padded to even, size, data padded to even), up to the first malformed one."""
+    at = 0
+    while at + 12 <= len(blocks) and blocks[at: at + 4] == b"8BIM":
+        (rid,) = struct.unpack_from(">H", blocks, at + 4)
+        name_len = blocks[at + 6]
+        size_at = at + 6 + name_len + 1 + ((name_len + 1) & 1)
+        if size_at + 4 > len(blocks):
+            return
+        (size,) = struct.unpack_from(">I", blocks, size_at)
+        end = size_at + 4 + size + (size & 1)
+        if end > len(blocks) + 1:  # the last block's padding byte may be missing
+            return
+        yield rid, blocks[at: end]
+        at = end
+
+
+def _photoshop_payload_for_output(payload: bytes) -> bytes | None:
+    """A "Photoshop 3.0" payload (a JPEG's APP13) without the resources that describe the input's pixels
+    (:data:`_PS_PIXEL_RESOURCES`); None when nothing else is left."""
+    kept = [block for rid, block in _photoshop_resources(payload[len(_IPTC_SIGNATURE):])
+            if rid not in _PS_PIXEL_RESOURCES]
+    return _IPTC_SIGNATURE + b"".join(kept) if kept else None
+
+
+def _tiff_photoshop_payload(resources: Any, iptc: Any) -> bytes | None:
+    """A TIFF's Photoshop image resources (tag 34377) or, without them, its bare IPTC-NAA record (tag 33723) as a
+    "Photoshop 3.0" payload, the form JPEG outputs carry; each given as its stored bytes (or byte values)."""
+    def raw(value: Any) -> bytes | None:
+        if isinstance(value, bytes):
+            return value
+        if isinstance(value, tuple) and value and all(isinstance(v, int) and 0 <= v < 256 for v in value):
+            return bytes(value)
+        return None
+
+    blocks = raw(resources)
+    if blocks and blocks.startswith(b"8BIM"):
+        return _IPTC_SIGNATURE + blocks
+    record = raw(iptc)
+    if record:
+        return _IPTC_SIGNATURE + b"8BIM" + struct.pack(">HHI", _PS_IPTC, 0, len(record)) + record + b"\0" * (
+            len(record) & 1)
+    return None
 _XMP_ORIENTATION = (re.compile(rb"(tiff:Orientation\s*=\s*[\"'])\s*\d\s*([\"'])"),
                     re.compile(rb"(<tiff:Orientation>)\s*\d\s*(</tiff:Orientation>)"))
 
@@ -982,15 +1042,26 @@ _INTEROP_IFD = 0xA005  # a pointer inside the EXIF sub-IFD whose target is not c
 
 
 def _tiff_with_metadata(data: bytes, icc: bytes | None, exif: bytes | None, xmp: bytes | None,
-                        dpi: tuple[float, float] | None) -> bytes:
-    """TIFF bytes with the ICC profile (tag 34675), XMP (700), resolution in dots per inch (282, 283, 296) and the
-    EXIF's camera fields (its descriptive first-IFD tags and its EXIF and GPS sub-IFDs) in the first IFD. An EXIF
-    Pillow cannot write again is left out rather than failing the output."""
+                        dpi: tuple[float, float] | None, iptc: bytes | None = None) -> bytes:
+    """TIFF bytes with the ICC profile (tag 34675), XMP (700), resolution in dots per inch (282, 283, 296), the
+    Photoshop image resources of ``iptc`` (a "Photoshop 3.0" payload: tag 34377, and its IPTC record as IPTC-NAA,
+    33723, where most readers look) and the EXIF's camera fields (its descriptive first-IFD tags and its EXIF and
+    GPS sub-IFDs) in the first IFD. An EXIF Pillow cannot write again is left out rather than failing the output."""
     tags: dict[int, Any] = {}
     if icc:
         tags[34675] = icc
     if xmp:
         tags[700] = xmp
+    if iptc and iptc.startswith(_IPTC_SIGNATURE):
+        blocks = iptc[len(_IPTC_SIGNATURE):]
+        if blocks:
+            tags[_TIFF_PHOTOSHOP] = blocks
+        record = next((block for rid, block in _photoshop_resources(blocks) if rid == _PS_IPTC), None)
+        if record is not None:
+            name_len = record[6]
+            size_at = 6 + name_len + 1 + ((name_len + 1) & 1)
+            (size,) = struct.unpack_from(">I", record, size_at)
+            tags[_TIFF_IPTC] = record[size_at + 4: size_at + 4 + size]
     if dpi:
         tags.update({282: float(dpi[0]), 283: float(dpi[1]), 296: 2})
     camera: dict[int, Any] = {}
@@ -1334,7 +1405,7 @@ def with_metadata(data: bytes, ext: str, metadata: ImageMetadata, *, gray: bool 
     if ext == ".webp" and data[:4] == b"RIFF" and data[8:12] == b"WEBP" and (icc or exif or metadata.xmp):
         return _webp_with_metadata(data, icc, exif, metadata.xmp)
     if ext in (".tif", ".tiff"):
-        return _tiff_with_metadata(data, icc, exif, metadata.xmp, dpi)
+        return _tiff_with_metadata(data, icc, exif, metadata.xmp, dpi, metadata.iptc)
     return data
 
 
