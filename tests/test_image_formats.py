@@ -338,14 +338,18 @@ def test_an_upscaled_scan_states_the_resolution_that_keeps_its_print_size(tmp_pa
         assert "dpi" not in im.info
 
 
-def test_print_size_follows_the_upright_picture():
-    """A sideways JPEG (EXIF orientation 6) stored 64 x 48 px at 300 x 150 dpi is 0.21 x 0.32 inches as stored and
-    0.32 x 0.21 upright: the inches swap with the sides, the resolution stays with its axis."""
+@pytest.mark.parametrize("fmt", ["JPEG", "TIFF"])
+def test_print_size_follows_the_upright_picture(fmt):
+    """A sideways photo (orientation 6) stored 64 x 48 px at 300 x 150 dpi is 0.21 x 0.32 inches as stored and
+    0.32 x 0.21 upright: the inches swap with the sides, the resolution stays with its axis. (Pillow reports a
+    sideways TIFF's size upright already: it was swapped twice.)"""
     exif = Image.Exif()
     exif[0x0112] = 6
     buf = pyio.BytesIO()
-    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(buf, format="JPEG", dpi=(300, 150), exif=exif.tobytes())
-    loaded = io.decode_image(buf.getvalue())
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(buf, format=fmt, dpi=(300, 150),
+                                                          **({"exif": exif.tobytes()} if fmt == "JPEG" else {}))
+    data = buf.getvalue() if fmt == "JPEG" else io._tiff_with_tags(buf.getvalue(), {274: 6})
+    loaded = io.decode_image(data)
     assert loaded.rgb.shape[:2] == (64, 48)  # upright: 48 wide, 64 tall
     assert loaded.metadata.print_size == pytest.approx((48 / 150, 64 / 300))  # stored: 64/300 wide, 48/150 tall
 
@@ -651,3 +655,50 @@ def test_iptc_captions_travel_between_jpeg_and_tiff_without_the_inputs_resolutio
     carried = io.read_image(tmp_path / "bare.tif").metadata.iptc
     assert carried == b"Photoshop 3.0\0" + _resource(0x0404, record)
     assert io._photoshop_payload_for_output(b"Photoshop 3.0\0" + _resource(0x040C, b"x")) is None
+
+
+def test_netpbm_samples_are_scaled_by_the_declared_maximum():
+    """A 12-bit scan saved as PGM declares 4095 as its maximum: OpenCV keeps the stored values, which read as a
+    picture 16 times too dark; they are scaled by the declared maximum (any 1..65535), as Pillow does."""
+    deep = np.array([[0, 1000, 4095]], np.uint16)
+    img = io.decode_image(b"P5\n# a 12-bit scan\n3 1\n4095\n" + deep.astype(">u2").tobytes())
+    assert img.bit_depth == 16
+    np.testing.assert_allclose(img.rgb[0, :, 0], deep[0] / 4095, atol=1e-6)
+    img = io.decode_image(b"P5 3 1 15\n" + bytes([0, 7, 15]))
+    np.testing.assert_allclose(img.rgb[0, :, 0], np.array([0, 7, 15]) / 15, atol=1e-6)
+    img = io.decode_image(b"P6 1 1 255\n" + bytes([10, 20, 30]))
+    np.testing.assert_allclose(img.rgb[0, 0], np.array([10, 20, 30]) / 255, atol=1e-6)
+
+
+def test_tiffs_pillow_cannot_open_still_count_their_pages():
+    """A multi-page 16-bit gray + alpha TIFF (Pillow cannot open it) says how many pages it holds, so `restore` can
+    say that only the first is restored; the chain is followed to its end and a loop stops the count."""
+    pair = tiff_bytes(np.zeros((4, 5, 2), np.uint16), extra=2)
+    _, ifd, n = io._tiff_ifd0(pair)
+    next_at = ifd + 2 + 12 * n
+    looped = pair[:next_at] + struct.pack("<I", ifd) + pair[next_at + 4:]  # the first IFD names itself as next
+    assert io._tiff_pages(pair) == 1 and io._tiff_pages(looped) == 1
+    second = len(pair)  # a second IFD: a copy of the first, which it follows
+    chained = pair[:next_at] + struct.pack("<I", second) + pair[next_at + 4:] + pair[ifd:next_at] + b"\0\0\0\0"
+    assert io._tiff_pages(chained) == 2 and io.decode_image(chained).pages == 2
+
+
+def test_gray_alpha_in_separate_planes_is_not_read_as_interleaved():
+    """PlanarConfiguration 2 (the gray plane, then the alpha plane) is not the interleaved layout the double-width
+    reading assumes: it is left to OpenCV rather than read as garbage."""
+    planes = tiff_bytes(np.zeros((4, 5, 2), np.uint16), extra=2)
+    assert io._decode_tiff_gray_alpha16(io._tiff_with_tags(planes, {284: 2})) is None
+    assert io._decode_tiff_gray_alpha16(planes) is not None
+
+
+def test_photoshop_resources_keep_the_story_and_refuse_a_short_block():
+    """Only the photo's story travels (IPTC, its digest, the copyright flag, URLs); guides (0x0408, in input pixels)
+    and alpha channel names (0x03EE) do not. A block whose data is one byte short ends the walk."""
+    payload = (b"Photoshop 3.0\0" + _resource(0x0408, bytes(12)) + _resource(0x0404, _iptc_record(caption=b"x"))
+               + _resource(0x040A, b"\x01") + _resource(0x03EE, b"\x05Alpha"))
+    kept = io._photoshop_payload_for_output(payload)
+    assert [rid for rid, _ in io._photoshop_resources(kept[14:])] == [0x0404, 0x040A]
+    short = b"8BIM" + struct.pack(">HHI", 0x0404, 0, 6) + b"12345"  # says 6 bytes, holds 5
+    assert list(io._photoshop_resources(short)) == []
+    odd_last = b"8BIM" + struct.pack(">HHI", 0x0404, 0, 5) + b"12345"  # odd size, its padding byte missing: whole
+    assert [rid for rid, _ in io._photoshop_resources(odd_last)] == [0x0404]

@@ -697,6 +697,8 @@ def test_a_video_named_without_a_video_extension_is_recognised_by_its_first_byte
     heic.write_bytes(b"\0\0\0\x18ftypheic" + b"\0" * 64)
     (tmp_path / "notes").write_text("not a video at all\n" * 30)
     assert video.sniff_video_extension(heic) is None and video.sniff_video_extension(tmp_path / "notes") is None
+    (tmp_path / "IMG_0001.CR3").write_bytes(b"\0\0\0\x18ftypcrx " + b"\0" * 64)  # Canon's raw: not a video
+    assert video.sniff_video_extension(tmp_path / "IMG_0001.CR3") is None
     assert video.sniff_video_extension(tmp_path / "missing") is None
 
     out = tmp_path / "out"
@@ -704,6 +706,21 @@ def test_a_video_named_without_a_video_extension_is_recognised_by_its_first_byte
                  "--upscale", "1", "--detector", "hog", "-q"]) == 0
     frames, _, _ = decode(out / "restored_videos" / "phone_download.mp4")
     assert len(frames) == 4
+    # a kept container keeps its codec, whatever the file is called: VP9 in WebM (which takes no H.264), and
+    # MPEG-4 Part 2 in a QuickTime file named .qt
+    webm = write_clip(tmp_path / "call.webm", synthetic_frames(astronaut, n=4), codec="libvpx-vp9")
+    (tmp_path / "call").write_bytes(webm.read_bytes())
+    qt = tmp_path / "old.qt"
+    with av.open(str(qt), "w", format="mov") as c:
+        vs = c.add_stream("mpeg4", rate=12)
+        vs.width, vs.height, vs.pix_fmt = 128, 128, "yuv420p"
+        encode_video(c, vs, [av.VideoFrame.from_ndarray(np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8), format="rgb24")
+                             for f in synthetic_frames(astronaut, n=4)])
+    for src, name, codec in ((tmp_path / "call", "call.webm", "vp9"), (qt, "old.mov", "mpeg4")):
+        assert main(["restore", "-i", str(src), "-o", str(out), "--method", "test-vid-id", "--upscale", "1",
+                     "--detector", "hog", "-q"]) == 0
+        with av.open(str(out / "restored_videos" / name)) as c:
+            assert c.streams.video[0].codec_context.name == codec
     assert main(["restore", "-i", str(tmp_path / "dvd_download"), "-o", str(out), "--method", "test-vid-id",
                  "--upscale", "1", "--detector", "hog", "-q"]) == 0
     assert (out / "restored_videos" / "dvd_download.mkv").exists()  # an MPEG-PS stream: into Matroska

@@ -126,8 +126,8 @@ class SourceEncoding:
 
 @dataclass(frozen=True)
 class ImageMetadata:
-    """What a photo file says besides its pixels, carried into the restored photo's JPEG or PNG (and, the colour
-    profile only, into face crops: :meth:`for_crops`). Each part is None when the file has none."""
+    """What a photo file says besides its pixels, carried into the restored photo's JPEG, PNG, WebP or TIFF (and,
+    the colour profile only, into face crops: :meth:`for_crops`). Each part is None when the file has none."""
 
     exif: bytes | None = None  # EXIF (JPEG, PNG, WebP, AVIF, HEIF sources), its orientation reset to 1
     icc_profile: bytes | None = None  # RGB or gray ICC colour profile (Display P3 phones, Adobe RGB cameras, scanners)
@@ -326,7 +326,25 @@ def _tiff_header(data: bytes) -> _Header | None:
     orientation = found.get(274, 1)
     return _Header(found[256], found[257], mode="CMYK" if found.get(262) == 5 else None, format="TIFF",
                    orientation=orientation if 1 <= orientation <= 8 else 1, tiff_extra=found.get(338),
-                   tiff_bits=found.get(258, 8))
+                   tiff_bits=found.get(258, 8), pages=_tiff_pages(data))
+
+
+def _tiff_pages(data: bytes, limit: int = 10_000) -> int:
+    """How many images (IFDs) a classic TIFF's chain of first IFDs holds, counted up to ``limit`` and to the first
+    offset that is out of the file or seen before (a loop)."""
+    ifd = _tiff_ifd0(data)
+    if ifd is None:
+        return 1
+    end, off, _ = ifd
+    seen: set[int] = set()
+    while off and off not in seen and len(seen) < limit:
+        seen.add(off)
+        try:
+            (n,) = struct.unpack_from(end + "H", data, off)
+            (off,) = struct.unpack_from(end + "I", data, off + 2 + 12 * n)
+        except struct.error:
+            break
+    return max(1, len(seen))
 
 
 def _decode_tiff_gray_alpha16(data: bytes) -> np.ndarray | None:
@@ -340,14 +358,14 @@ def _decode_tiff_gray_alpha16(data: bytes) -> np.ndarray | None:
     OpenCV."""
     import cv2
 
-    v = _tiff_values(data, (256, 257, 258, 262, 277, 317, 322))
+    v = _tiff_values(data, (256, 257, 258, 262, 277, 284, 317, 322))
     if not v or v.get(277) != 2 or v.get(258) != 16 or v.get(262, 1) != 1 or 256 not in v or 257 not in v:
         return None
     predictor = v.get(317, 1)
-    if predictor not in (1, 2) or (predictor == 2 and 322 in v):
+    if predictor not in (1, 2) or (predictor == 2 and 322 in v) or v.get(284, 1) != 1:  # interleaved samples only
         return None
     w, h = v[256], v[257]
-    tags = {256: 2 * w, 277: 1, 258: 16, 317: 1, **({322: 2 * v[322]} if 322 in v else {})}
+    tags = {256: 2 * w, 277: 1, 258: 16, **({317: 1} if 317 in v else {}), **({322: 2 * v[322]} if 322 in v else {})}
     flat = cv2.imdecode(np.frombuffer(_tiff_with_tags(_tiff_upright_tag(data), tags, drop=(338,)), np.uint8),
                         cv2.IMREAD_UNCHANGED)
     if flat is None or flat.dtype != np.uint16 or flat.shape != (h, 2 * w):
@@ -413,7 +431,10 @@ def _read_header(data: bytes, where: str) -> _Header:
                 header.metadata = pillow_metadata(im, exif_bytes)
                 dpi = _stated_dpi(im)
                 if dpi is not None:
-                    inches = (im.size[0] / dpi[0], im.size[1] / dpi[1])
+                    stored = im.size
+                    if im.format == "TIFF" and 256 in im.tag_v2 and 257 in im.tag_v2:
+                        stored = (im.tag_v2[256], im.tag_v2[257])  # Pillow reports a sideways TIFF's size upright
+                    inches = (stored[0] / dpi[0], stored[1] / dpi[1])  # the resolution is along the stored axes
                     if header.orientation in (5, 6, 7, 8):  # stored sideways: the upright picture's sides swap
                         inches = inches[::-1]
                     header.metadata = replace(header.metadata, print_size=inches)
@@ -551,9 +572,11 @@ def _usable_icc(profile: Any) -> bytes | None:
 _IPTC_SIGNATURE = b"Photoshop 3.0\0"
 _TIFF_IPTC, _TIFF_PHOTOSHOP = 33723, 34377  # a TIFF's IPTC-NAA record and its Photoshop image resources
 _PS_IPTC = 0x0404  # the image resource that holds the IPTC record
-# image resources that describe the input's pixels, so would be false for a restored output: the resolution
-# (Photoshop reads it before the EXIF's; the output states its own) and the thumbnails (the unrestored picture)
-_PS_PIXEL_RESOURCES = (0x03ED, 0x0409, 0x040C)
+# the image resources an output keeps: what the photo's story is (the IPTC record and its digest, the copyright
+# flag, URLs). The others are Photoshop's editing state, and many describe the input's pixels, so would be false
+# for a restored output: the resolution (Photoshop reads it before the EXIF's), thumbnails (the unrestored
+# picture), guides and slices (in input pixels), alpha channel names (channels the output lacks)
+_PS_STORY_RESOURCES = (0x0404, 0x0425, 0x040A, 0x040B, 0x041E)
 
 
 def _photoshop_resources(blocks: bytes) -> Iterator[tuple[int, bytes]]:
@@ -568,17 +591,17 @@ def _photoshop_resources(blocks: bytes) -> Iterator[tuple[int, bytes]]:
             return
         (size,) = struct.unpack_from(">I", blocks, size_at)
         end = size_at + 4 + size + (size & 1)
-        if end > len(blocks) + 1:  # the last block's padding byte may be missing
+        if end > len(blocks) + (size & 1):  # the data must be whole; only the last block's padding may be missing
             return
         yield rid, blocks[at: end]
         at = end
 
 
 def _photoshop_payload_for_output(payload: bytes) -> bytes | None:
-    """A "Photoshop 3.0" payload (a JPEG's APP13) without the resources that describe the input's pixels
-    (:data:`_PS_PIXEL_RESOURCES`); None when nothing else is left."""
+    """A "Photoshop 3.0" payload (a JPEG's APP13) with only the resources of the photo's story
+    (:data:`_PS_STORY_RESOURCES`: IPTC captions and credits, copyright flag, URLs); None when it has none."""
     kept = [block for rid, block in _photoshop_resources(payload[len(_IPTC_SIGNATURE):])
-            if rid not in _PS_PIXEL_RESOURCES]
+            if rid in _PS_STORY_RESOURCES]
     return _IPTC_SIGNATURE + b"".join(kept) if kept else None
 
 
@@ -703,10 +726,30 @@ def decode_image(data: bytes, path: Path | None = None) -> LoadedImage:
             raise InputError(f"image has NaN or infinite pixel values{where}")
     else:
         raise InputError(f"unsupported pixel type {arr.dtype}{where}")
+    maxval = _netpbm_maxval(data)
+    if maxval is not None and arr.dtype in (np.uint8, np.uint16):  # OpenCV keeps the samples as stored, 0..maxval
+        scale = float(maxval)
     try:
         return _to_loaded(arr, depth, scale, header, path, premultiplied=premultiplied)
     except MemoryError:
         raise InputError(f"not enough memory for a {header.width}x{header.height} image{where}") from None
+
+
+def _netpbm_maxval(data: bytes) -> int | None:
+    """The maximum sample value a Netpbm graymap or pixmap (P2, P3, P5, P6) declares when it is neither 255 nor 65535
+    (a 12-bit scan says 4095), else None."""
+    if data[:1] != b"P" or data[1:2] not in (b"2", b"3", b"5", b"6"):
+        return None
+    tokens: list[bytes] = []
+    for line in data[2:512].split(b"\n"):
+        tokens += line.split(b"#", 1)[0].split()
+        if len(tokens) >= 3:
+            break
+    try:
+        maxval = int(tokens[2])
+    except (IndexError, ValueError):
+        return None
+    return maxval if 0 < maxval < 65536 and maxval not in (255, 65535) else None
 
 
 def _why_undecodable(data: bytes, header: _Header) -> str:
@@ -1028,7 +1071,7 @@ def _tiff_with_tags(data: bytes, tags: dict[int, Any], drop: Iterable[int] = ())
         entries.pop(tag, None)
     next_ifd = data[ifd + 2 + 12 * n: ifd + 6 + 12 * n]
     new_ifd = struct.pack(end + "H", len(entries)) + b"".join(entries[t] for t in sorted(entries)) + next_ifd
-    out = bytearray(data)  # one copy of the (possibly large) pixel data
+    out = bytearray(data)  # the pixel data is copied here and once more into the bytes returned
     out += b"\0" * (start - len(data)) + blob + new_ifd
     out[4:8] = struct.pack(end + "I", start + len(blob))
     return bytes(out)
@@ -1352,9 +1395,10 @@ def with_metadata(data: bytes, ext: str, metadata: ImageMetadata, *, gray: bool 
     - JPEG: EXIF (APP1), XMP (APP1, the standard packet of at most 64 KB), the ICC profile (APP2 "ICC_PROFILE",
       numbered segments for profiles over 64 KB) and IPTC (APP13), after the JFIF header;
     - PNG: iCCP (zlib), eXIf and the XMP as iTXt "XML:com.adobe.xmp", right after IHDR (OpenCV writes no sRGB or
-      gAMA chunk that would contradict the profile). PNG has no IPTC chunk: IPTC stays in JPEG outputs;
+      gAMA chunk that would contradict the profile). PNG has no IPTC chunk: IPTC goes into JPEG and TIFF outputs;
     - WebP: ICCP, EXIF and XMP chunks in an extended (VP8X) file (:func:`_webp_with_metadata`); no IPTC either;
-    - TIFF: the ICC profile, XMP, resolution and the EXIF's camera fields as tags (:func:`_tiff_with_metadata`).
+    - TIFF: the ICC profile, XMP, resolution, IPTC (Photoshop resources and IPTC-NAA) and the EXIF's camera fields
+      as tags (:func:`_tiff_with_metadata`).
 
     The ICC profile goes in only when it is a profile for the pixels written (gray for ``gray``, RGB otherwise; for
     PNG as its header says). EXIF over 64 KB (a JPEG segment's limit) is left out of JPEG outputs. ``dpi`` (x, y

@@ -95,7 +95,8 @@ def is_video_file(path: str | os.PathLike) -> bool:
 
 
 # the first bytes of the containers a video file named without its extension may be in -> an extension of each
-_IMAGE_BRANDS = (*io.HEIF_BRANDS, b"avif", b"avis")  # ISO-BMFF brands of still images (HEIC, AVIF)
+# ISO-BMFF brands of still images: HEIC, AVIF, AVC-coded HEIF, Canon's CR3 camera raw
+_IMAGE_BRANDS = (*io.HEIF_BRANDS, b"avif", b"avis", b"avci", b"crx ")
 
 
 def sniff_video_extension(path: str | os.PathLike) -> str | None:
@@ -656,14 +657,15 @@ def _encoder(codec: str | None, info: VideoInfo, ext: str, keep_codec: bool = Tr
     container, unless its codec takes only fixed frame sizes), else the container's usual one (H.264; VP9 for
     WebM)."""
     av = _av()
-    name = codec or (info.codec if keep_codec and info.codec not in _FIXED_SIZE_CODECS else "libx264")
+    usual = "libvpx-vp9" if ext == ".webm" else "libx264"  # WebM takes no H.264
+    name = codec or (info.codec if keep_codec and info.codec not in _FIXED_SIZE_CODECS else usual)
     try:
         return av.codec.Codec(name, "w")
     except (av.error.FFmpegError, ValueError) as exc:
         if codec is not None:
             raise InputError(f"--codec {codec}: no such encoder in this FFmpeg ({_reason(exc)})") from None
     # the input's codec has no encoder here (a decoder-only format): the container's usual one
-    return av.codec.Codec("libvpx-vp9" if ext == ".webm" else "libx264", "w")
+    return av.codec.Codec(usual, "w")
 
 
 def check_encoder_options(codec: str | None, crf: int | None) -> None:
@@ -1125,8 +1127,11 @@ def restore_video(
         info = _info(inp, _first_rotation(src))
         oh, ow = upscaled_shape(info.height, info.width, upscale)
         io.check_pixels(ow, oh, what="the output frames")
-        # an old container's video (MPEG-2, DV, WMV...) is re-encoded as H.264 into Matroska, not in its old codec
-        enc = _encoder(codec, info, dst.suffix.lower(), keep_codec=src.suffix.lower() in _MUXERS)
+        # an old container's video (MPEG-2, DV, WMV...) is re-encoded as H.264 into Matroska, not in its old codec;
+        # a kept container (under any of its names, or recognised by its first bytes) keeps the codec
+        container = src.suffix.lower() if is_video_file(src) else (sniff_video_extension(src) or "")
+        enc = _encoder(codec, info, dst.suffix.lower(),
+                       keep_codec=_CONTAINER_ALIASES.get(container, container) in _MUXERS)
         if crf is not None and enc.name not in _CRF_ENCODERS:
             raise InputError(f"--crf applies to {', '.join(_CRF_ENCODERS)}; the encoder is {enc.name}")
         formats = [f.name for f in (enc.video_formats or [])]
