@@ -702,3 +702,23 @@ def test_photoshop_resources_keep_the_story_and_refuse_a_short_block():
     assert list(io._photoshop_resources(short)) == []
     odd_last = b"8BIM" + struct.pack(">HHI", 0x0404, 0, 5) + b"12345"  # odd size, its padding byte missing: whole
     assert [rid for rid, _ in io._photoshop_resources(odd_last)] == [0x0404]
+
+
+def test_a_12_bit_jpeg_2000_scan_is_scaled_by_its_bit_depth():
+    """OpenCV decodes a 12-bit JPEG 2000 codestream into 16-bit samples without scaling them (0..4095: a picture 16
+    times too dark); the bit depth in its SIZ marker scales them. The file is FFmpeg's JPEG 2000 encoder's."""
+    av = pytest.importorskip("av", reason="PyAV (the video extra) writes the 12-bit JPEG 2000 file")
+    from fractions import Fraction
+
+    ctx = av.CodecContext.create("jpeg2000", "w")
+    ctx.width, ctx.height, ctx.pix_fmt, ctx.time_base = 16, 8, "gray12le", Fraction(1, 25)
+    ramp = (np.arange(128).reshape(8, 16) * 32).astype(np.uint16)  # 0 .. 4064 of 4095
+    packets = ctx.encode(av.VideoFrame.from_ndarray(ramp, format="gray12le")) + ctx.encode(None)
+    data = b"".join(bytes(p) for p in packets)
+    assert io._jpeg2000_maxval(data) == 4095
+    img = io.decode_image(data)
+    assert img.bit_depth == 16 and img.is_gray
+    np.testing.assert_allclose(img.rgb[..., 0] * 4095, ramp, atol=1.01)  # the encoder is near-lossless by default
+    eight = pyio.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(eight, format="JPEG2000")
+    assert io._jpeg2000_maxval(eight.getvalue()) is None  # 8 bits: the decoded range is the full one

@@ -726,7 +726,7 @@ def decode_image(data: bytes, path: Path | None = None) -> LoadedImage:
             raise InputError(f"image has NaN or infinite pixel values{where}")
     else:
         raise InputError(f"unsupported pixel type {arr.dtype}{where}")
-    maxval = _netpbm_maxval(data)
+    maxval = _netpbm_maxval(data) or _jpeg2000_maxval(data)
     if maxval is not None and arr.dtype in (np.uint8, np.uint16):  # OpenCV keeps the samples as stored, 0..maxval
         scale = float(maxval)
     try:
@@ -750,6 +750,21 @@ def _netpbm_maxval(data: bytes) -> int | None:
     except (IndexError, ValueError):
         return None
     return maxval if 0 < maxval < 65536 and maxval not in (255, 65535) else None
+
+
+def _jpeg2000_maxval(data: bytes) -> int | None:
+    """2^bits - 1 for a JPEG 2000 codestream (.j2k, or inside a .jp2) of 9 to 15 bits per sample (a 12-bit
+    scan), which OpenCV decodes into 16-bit samples without scaling them; else None. The bit depth is the largest
+    component's in the SIZ marker segment (Ssiz: bits - 1, its top bit the sign)."""
+    if data[:4] != b"\xff\x4f\xff\x51" and data[:12] != b"\0\0\0\x0cjP  \r\n\x87\n":
+        return None
+    at = data.find(b"\xff\x4f\xff\x51")  # SOC then SIZ: the codestream's start
+    if at < 0 or at + 44 > len(data):
+        return None
+    (components,) = struct.unpack_from(">H", data, at + 40)
+    depths = [(data[at + 42 + 3 * c] & 0x7F) + 1 for c in range(components) if at + 42 + 3 * c < len(data)]
+    bits = max(depths, default=0)
+    return (1 << bits) - 1 if 8 < bits < 16 else None
 
 
 def _why_undecodable(data: bytes, header: _Header) -> str:
