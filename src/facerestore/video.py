@@ -94,8 +94,8 @@ def is_video_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
-# the first bytes of the containers a video file named without its extension may be in -> an extension of each
-# ISO-BMFF brands of still images: HEIC, AVIF, AVC-coded HEIF, Canon's CR3 camera raw
+# ISO-BMFF brands of still images (not videos, though MP4's box structure): HEIC, AVIF, AVC-coded HEIF, Canon's
+# CR3 camera raw
 _IMAGE_BRANDS = (*io.HEIF_BRANDS, b"avif", b"avis", b"avci", b"crx ")
 
 
