@@ -471,17 +471,28 @@ def _tiff_camera_exif(tiff_ifd: Any) -> bytes | None:
     compression, orientation), which would be false for any output. None when it says nothing of the kind."""
     from PIL import Image
 
-    out = Image.Exif()
-    for tag in _TIFF_DESCRIPTIVE_TAGS:
-        if isinstance(tiff_ifd.get(tag), str):
-            out[tag] = tiff_ifd[tag]
-    for sub in _EXIF_SUB_IFDS:
-        fields = {k: v for k, v in tiff_ifd.get_ifd(sub).items() if k != _INTEROP_IFD}
-        if fields:
-            out.get_ifd(sub).update(fields)
-    if not len(out) and not any(out.get_ifd(sub) for sub in _EXIF_SUB_IFDS):
+    fields = _camera_fields(tiff_ifd)
+    if not fields:
         return None
+    out = Image.Exif()
+    for tag, value in fields.items():
+        if tag in _EXIF_SUB_IFDS:
+            out.get_ifd(tag).update(value)
+        else:
+            out[tag] = value
     return out.tobytes()
+
+
+def _camera_fields(ifd: Any) -> dict[int, Any]:
+    """What an EXIF or a TIFF's first IFD (a Pillow ``Exif``) says of the picture: its descriptive text tags
+    (:data:`_TIFF_DESCRIPTIVE_TAGS`) and its EXIF and GPS sub-IFDs (tag -> dict), without the interoperability
+    pointer; never the tags of the file's own pixel layout."""
+    fields: dict[int, Any] = {t: ifd[t] for t in _TIFF_DESCRIPTIVE_TAGS if isinstance(ifd.get(t), str)}
+    for sub in _EXIF_SUB_IFDS:
+        found = {k: v for k, v in ifd.get_ifd(sub).items() if k != _INTEROP_IFD}
+        if found:
+            fields[sub] = found
+    return fields
 
 
 def pillow_metadata(im: Any, exif: bytes | None = None) -> ImageMetadata:
@@ -585,16 +596,23 @@ def _photoshop_resources(blocks: bytes) -> Iterator[tuple[int, bytes]]:
     at = 0
     while at + 12 <= len(blocks) and blocks[at: at + 4] == b"8BIM":
         (rid,) = struct.unpack_from(">H", blocks, at + 4)
-        name_len = blocks[at + 6]
-        size_at = at + 6 + name_len + 1 + ((name_len + 1) & 1)
-        if size_at + 4 > len(blocks):
-            return
-        (size,) = struct.unpack_from(">I", blocks, size_at)
-        end = size_at + 4 + size + (size & 1)
-        if end > len(blocks) + (size & 1):  # the data must be whole; only the last block's padding may be missing
+        data_at, size = _resource_data_span(blocks, at)
+        end = data_at + size + (size & 1)
+        if data_at > len(blocks) or end > len(blocks) + (size & 1):  # whole data; only the last padding may lack
             return
         yield rid, blocks[at: end]
         at = end
+
+
+def _resource_data_span(blocks: bytes, at: int) -> tuple[int, int]:
+    """(offset of the data, its size in bytes) of the image resource block at ``at`` (after "8BIM", the id and the
+    Pascal name padded to even, the 4-byte size); the offset is past the end when the block is cut short."""
+    name_len = blocks[at + 6]
+    size_at = at + 6 + name_len + 1 + ((name_len + 1) & 1)
+    if size_at + 4 > len(blocks):
+        return len(blocks) + 1, 0
+    (size,) = struct.unpack_from(">I", blocks, size_at)
+    return size_at + 4, size
 
 
 def _photoshop_payload_for_output(payload: bytes) -> bytes | None:
@@ -1049,11 +1067,8 @@ def _tiff_with_alpha_declared(data: bytes) -> bytes:
     """A TIFF from OpenCV with 4 samples per pixel, its fourth declared as unassociated (straight) alpha
     (ExtraSamples = 2). OpenCV writes no ExtraSamples tag, so libtiff-based readers (Photoshop, GIMP, libvips) see
     an unspecified extra channel, not transparency."""
-    found = _tiff_ifd0(data)
-    if found is None:
-        return data
-    end, ifd, n = found
-    if any(struct.unpack_from(end + "H", data, ifd + 2 + 12 * i)[0] == 338 for i in range(n)):
+    found = _tiff_values(data, (338,))
+    if found is None or 338 in found:
         return data
     return _tiff_with_tags(data, {338: 2})  # SHORT, "unassociated alpha"
 
@@ -1116,10 +1131,8 @@ def _tiff_with_metadata(data: bytes, icc: bytes | None, exif: bytes | None, xmp:
             tags[_TIFF_PHOTOSHOP] = blocks
         record = next((block for rid, block in _photoshop_resources(blocks) if rid == _PS_IPTC), None)
         if record is not None:
-            name_len = record[6]
-            size_at = 6 + name_len + 1 + ((name_len + 1) & 1)
-            (size,) = struct.unpack_from(">I", record, size_at)
-            tags[_TIFF_IPTC] = record[size_at + 4: size_at + 4 + size]
+            data_at, size = _resource_data_span(record, 0)
+            tags[_TIFF_IPTC] = record[data_at: data_at + size]
     if dpi:
         tags.update({282: float(dpi[0]), 283: float(dpi[1]), 296: 2})
     camera: dict[int, Any] = {}
@@ -1129,11 +1142,7 @@ def _tiff_with_metadata(data: bytes, icc: bytes | None, exif: bytes | None, xmp:
 
             parsed = Image.Exif()
             parsed.load(exif)
-            camera = {t: parsed[t] for t in _TIFF_DESCRIPTIVE_TAGS if isinstance(parsed.get(t), str)}
-            for sub in _EXIF_SUB_IFDS:
-                fields = {k: v for k, v in parsed.get_ifd(sub).items() if k != _INTEROP_IFD}
-                if fields:
-                    camera[sub] = fields
+            camera = _camera_fields(parsed)
         except Exception:
             camera = {}
     for attempt in ({**tags, **camera}, tags):
