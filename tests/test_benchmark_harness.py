@@ -230,3 +230,27 @@ def test_cli_held_out_faces_follow_the_projects_hold_out_rule(tmp_path):
     empty = tmp_path / "none"
     write_image(empty / "00001.png", faces[0].permute(1, 2, 0).numpy())
     assert main([*argv[:2], str(empty), *argv[3:], "--held-out"]) == 2
+    only_held_out = tmp_path / "held"  # nothing to train on is no error here: the faces are all held out
+    for name, face in zip(("00020", "00030"), faces):
+        write_image(only_held_out / f"{name}.png", face.permute(1, 2, 0).numpy())
+    assert main([*argv[:2], str(only_held_out), *argv[3:], "--held-out"]) == 0
+    assert json.loads((out / "benchmark.json").read_text())["faces"] == ["00020.png", "00030.png"]
+
+
+def test_cli_applies_steps_and_half_only_where_a_method_takes_them(tmp_path, capsys):
+    from facerestore.cli.benchmark import method_budget
+
+    assert method_budget("ispl", steps=60, half=False, device="cpu") == (
+        None, False, ["--steps: not used by ispl (a fixed network)"])
+    assert method_budget("rls", steps=60, half=True, device="cpu") == (60, True, [])
+    steps, half, notes = method_budget("mfpsnet", steps=None, half=True, device="cpu")
+    assert (steps, half) == (None, False) and notes == ["--half: mfpsnet runs in fp32 (its precisions: fp32)"]
+    data = tmp_path / "faces"
+    write_image(data / "f0.png", _faces(1, 128)[0].permute(1, 2, 0).numpy())
+    rc = main(["benchmark", "--data", str(data), "-o", str(tmp_path / "out"), "--methods",
+               "ispl@builtin:ispl-compact-128.safetensors", "--degradations", "down:4", "--metrics", "psnr",
+               "--size", "128", "--grid", "0", "-q", "--steps", "5"])
+    assert rc == 0 and "note: --steps: not used by ispl" in capsys.readouterr().err
+    missing = tmp_path / "out2"  # an input that does not exist leaves no output folder behind
+    assert main(["benchmark", "--data", str(tmp_path / "nope"), "-o", str(missing), "-q"]) == 2
+    assert "input not found" in capsys.readouterr().err and not missing.exists()

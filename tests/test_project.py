@@ -85,6 +85,28 @@ def test_documented_commands_use_options_that_exist():
     assert not stale, stale
 
 
+def test_documented_configs_and_zoo_entries_exist():
+    """Every config file a documented ``facerestore train/search`` command runs exists, and every name a
+    documented ``facerestore models download`` fetches is a zoo entry (the help's own examples included)."""
+    from facerestore import zoo
+
+    entries = {e.name for e in zoo.list_entries()}
+    stale, configs, names = [], 0, 0
+    for path, name, words in _documented_commands(r"facerestore (train|search|models)"):
+        if name in ("train", "search"):
+            for w in words:
+                if w.endswith(".yaml") and w.startswith("configs/"):
+                    configs += 1
+                    stale += [] if (REPO / w).is_file() else [f"{path}: facerestore {name} {w}"]
+        elif words[:1] == ["download"]:
+            for w in words[1:]:
+                if w.startswith("-") or not re.fullmatch(r"[a-z0-9][a-z0-9.-]*", w):
+                    continue
+                names += 1
+                stale += [] if w in entries else [f"{path}: facerestore models download {w}"]
+    assert configs > 5 and names > 5 and not stale, stale
+
+
 def test_documented_benchmark_commands_exist():
     """Every ``python benchmarks/NAME.py --option`` in the docs names a script that exists and options it declares
     (read from its ``add_argument`` calls, without running it)."""

@@ -47,8 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--against", default="input", help="the row every interval is measured against (default input)")
     p.add_argument("--grid", type=int, default=4, help="faces per degradation in the grid pictures (0: none)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
-    p.add_argument("--half", action="store_true", help="methods in reduced precision (as `restore --half`)")
-    p.add_argument("--steps", type=int, default=None, help="optimisation steps per face for the slow methods")
+    p.add_argument("--half", action="store_true", help="methods in reduced precision (as `restore --half`; methods "
+                   "without it run in fp32, with a note)")
+    p.add_argument("--steps", type=int, default=None, help="optimisation steps per face for the slow methods (as "
+                   "`restore --steps`; fixed networks in --methods ignore it, with a note)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -69,6 +71,23 @@ def parse_methods(text: str) -> list[tuple[str, str, str | None]]:
     if len({label for label, _, _ in out}) != len(out):
         raise InputError("a method is listed twice")
     return out
+
+
+def method_budget(name: str, *, steps: int | None, half: bool, device: str) -> tuple[int | None, bool, list[str]]:
+    """The ``--steps`` and ``--half`` that method ``name`` can take, and a note for each it cannot: a side-by-side
+    run mixes fixed networks with optimisation methods, so a budget meant for the slow ones must not stop it."""
+    from facerestore.methods import registry
+    from facerestore.methods.restorer import Restorer
+
+    cls = registry.REGISTRY.restorer_class(name)
+    notes = []
+    if steps is not None and getattr(cls.budget_options, "__func__", None) is Restorer.budget_options.__func__:
+        steps = None
+        notes.append(f"--steps: not used by {name} (a fixed network)")
+    if half and not cls.spec.supports_half(device):
+        half = False
+        notes.append(f"--half: {name} runs in fp32 (its precisions: {', '.join(cls.spec.precisions)})")
+    return steps, half, notes
 
 
 def _file_part(name: str) -> str:
@@ -132,14 +151,15 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.data).is_dir() and Path(args.output).is_dir() and io.same_file(args.data, args.output):
         raise InputError("--output is the --data folder: the results (and grids, which are images) would mix with "
                          "the faces; choose another folder")
+    if not Path(args.data).exists():  # before the output folder is made
+        raise InputError(f"input not found: {io.display_path(args.data)}")
     out_dir = io.check_output_dir(args.output)
     device = resolve_device(args.device)
     source = args.data
     if args.held_out:
-        from facerestore.train.config import DataConfig
-        from facerestore.train.data import split_files
+        from facerestore.train.data import is_held_out
 
-        _, source = split_files(DataConfig(roots=[args.data], size=args.size, val_count=0))
+        source = [f for f in io.list_images(args.data) if is_held_out(f)] if Path(args.data).is_dir() else []
         if not source:
             raise InputError(f"no held-out faces (numeric file names ending in 0) in {io.display_path(args.data)}")
     names, faces = benchmark.load_faces(source, args.size, args.count)
@@ -147,8 +167,12 @@ def run(args: argparse.Namespace) -> int:
                 "methods": [list(m) for m in methods], "metrics": metrics, "steps": args.steps, "half": args.half}
     partial = out_dir / PARTIAL
     done = read_partial(partial, protocol)
-    restorers = {label: get_restorer(name, weights=weights, device=device, half=args.half, steps=args.steps)
-                 for label, name, weights in methods}
+    restorers = {}
+    for label, name, weights in methods:
+        steps, half, notes = method_budget(name, steps=args.steps, half=args.half, device=device)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        restorers[label] = get_restorer(name, weights=weights, device=device, half=half, steps=steps)
     if done:
         print(f"resuming: {len(done)} of {len(names) * len(degradations)} faces already measured ({PARTIAL})",
               file=sys.stderr)

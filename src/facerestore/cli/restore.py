@@ -91,7 +91,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None,
                    help="optimisation steps per face for the slow methods (robust-inversion: split over its three "
                    "phases, default 450; rls/rls-plus: latent-search steps, default 200, RLS+ adds a quarter; "
-                   "prior-sft: refinement of the encoder's latents, default 0, about 0.4 s a step with --half)")
+                   "prior-sft: refinement of the encoder's latents, default 0 (20 with --refs; 0 turns it off), "
+                   "about 0.4 s a step with --half)")
     p.add_argument("--refs", default=None,
                    help="folder of reference photos of the same person, for the methods tagged 'refs' in "
                    "--list-methods (honestface, prior-sft, robust-inversion, rls, rls-plus; of a photo with several "

@@ -6,7 +6,7 @@ import argparse
 
 HELP = "train a restorer from a YAML config (one CPU, one GPU, or torchrun for many)"
 EXAMPLES = """\
-  facerestore train configs/unet-l1-tiny.yaml
+  facerestore train configs/unet-l1-128.yaml
   facerestore train configs/ispl-compact-128.yaml --set steps=2000 --set data.batch_size=16
   torchrun --nproc-per-node 4 -m facerestore train configs/ispl-compact-128.yaml
 Re-running the same command resumes from <output_dir>/<name>/checkpoints/last.pt exactly.

@@ -7,7 +7,7 @@ and so are the degradations (a generator seeded from (seed, s, r)).
 
 from __future__ import annotations
 
-import re
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +18,13 @@ import torch.nn.functional as F
 from facerestore.errors import InputError
 from facerestore.io import is_image_file, read_rgb
 from facerestore.train.config import DataConfig
+
+
+def is_held_out(path: str | os.PathLike) -> bool:
+    """The project's hold-out rule (``data.val_rule: ends-with-0``): a numeric file name ending in 0 (ffhq256's
+    00010.png) is a validation face that no built-in weights trained on."""
+    stem = Path(path).stem
+    return stem.isascii() and stem.isdigit() and stem.endswith("0")
 
 
 def split_files(cfg: DataConfig, extra_train: Sequence[Path] = (),
@@ -43,8 +50,7 @@ def split_files(cfg: DataConfig, extra_train: Sequence[Path] = (),
         for i, f in enumerate(files):
             is_val = False
             if holdout and cfg.val_rule == "ends-with-0":
-                m = re.fullmatch(r"\d+", f.stem)
-                is_val = bool(m) and f.stem.endswith("0")
+                is_val = is_held_out(f)
             elif holdout and every:
                 is_val = i % every == 0
             (val if is_val else train).append(f)

@@ -1,7 +1,7 @@
 """The generic training loop: data, schedules, AMP, EMA, DDP, validation, logs, checkpoints.
 
     facerestore train configs/ispl-compact-128.yaml                       # one process (CPU or GPU)
-    torchrun --nproc-per-node 8 -m facerestore train configs/x.yaml       # many GPUs, same config
+    torchrun --nproc-per-node 8 -m facerestore train configs/ispl-compact-256-gpu.yaml # many GPUs, same config
 
 A run lives in ``output_dir/name/``: ``checkpoints/last.pt`` (resumable), ``metrics.jsonl`` (every log
 and validation line), TensorBoard events when tensorboard is installed, ``final.safetensors`` + ``final.json``

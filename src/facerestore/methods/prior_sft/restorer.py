@@ -8,8 +8,9 @@ over that range (``alpha_random`` of :mod:`.train`).
 Refinement (``refine_steps`` > 0; ``--steps N`` on the command line): N steps of paper 002's NGD on the encoder's
 W+ latents, comparing the output with the input at 64 px (:mod:`.refine`). References (``refs``, ``--refs DIR``):
 an identity term toward photos of the same person joins the refinement (:mod:`facerestore.methods.inversion.refs`,
-the same term and check as robust-inversion and rls); without a refinement budget, references start
-``REFS_STEPS`` steps, since a single encoder pass cannot use them. Faces the check takes for another person are
+the same term and check as robust-inversion and rls); without a refinement budget (``refine_steps=None``),
+references start ``REFS_STEPS`` steps, since a single encoder pass cannot use them; ``refine_steps=0`` keeps the
+single pass and leaves references unused. Faces the check takes for another person are
 refused unless ``force_refs``.
 
 Needs the prior in the cache (``facerestore models download mobilestylegan-ffhq-1024``; non-commercial weights).
@@ -94,7 +95,8 @@ class PriorSFTRestorer(Restorer):
 
     Args:
         weights: an encoder export (default the built-in ``prior-sft-256``).
-        refine_steps: NGD steps on the encoder's W+ latents per call (0: the encoder's output, the default).
+        refine_steps: NGD steps on the encoder's W+ latents per call (None, the default: 0, or ``REFS_STEPS`` when
+            references are given; 0: always the encoder's output).
         refine_lr: each W+ row's move per step. refine_side: the comparison scale in px (64).
         ref_weight: weight of the identity term when ``refs`` are given, per loss level and per unit of dlib distance
             (robust-inversion's, ``DEFAULT_REF_WEIGHT``); 0 ignores references.
@@ -123,11 +125,12 @@ class PriorSFTRestorer(Restorer):
     checks_refs = True  # the photo pipeline passes force_refs= to methods that check their references
     loss_kind = "substitute"  # the refinement's distance (multi-resolution L1 + SSIM; LPIPS-VGG is not used at 64 px)
 
-    def __init__(self, weights: str | os.PathLike | None = None, *, refine_steps: int = 0,
+    def __init__(self, weights: str | os.PathLike | None = None, *, refine_steps: int | None = None,
                  refine_lr: float = DEFAULT_REFINE_LR, refine_side: int = DEFAULT_REFINE_SIDE,
                  ref_weight: float = DEFAULT_REF_WEIGHT, force_refs: bool = False, progress: bool = True) -> None:
         super().__init__()
-        if not isinstance(refine_steps, int) or isinstance(refine_steps, bool) or refine_steps < 0:
+        if refine_steps is not None and (not isinstance(refine_steps, int) or isinstance(refine_steps, bool)
+                                         or refine_steps < 0):
             raise InputError(f"prior-sft: refine_steps must be a whole number >= 0, got {refine_steps!r}")
         if not (isinstance(refine_lr, (int, float)) and 0 < float(refine_lr) <= 10):
             raise InputError(f"prior-sft: refine_lr must be a number in (0, 10], got {refine_lr!r}")
@@ -149,7 +152,7 @@ class PriorSFTRestorer(Restorer):
         return {"refine_steps": int(steps)}
 
     def _refs_distances(self, x: torch.Tensor, refs: torch.Tensor) -> list[float] | None:
-        if self.ref_weight == 0:
+        if self.ref_weight == 0 or self.refine_steps == 0:  # references act only through a refinement
             return None
         return self._refs.get(refs, x.device).check_distances(x, self.spec.size)
 
@@ -163,8 +166,9 @@ class PriorSFTRestorer(Restorer):
             raise InputError(f"prior-sft has no option(s) {', '.join(sorted(options))}")
         alpha = self.default_fidelity if fidelity is None else float(fidelity)
         self.last_refs_distance = None
-        use_refs = refs is not None and self.ref_weight > 0
-        steps = self.refine_steps or (REFS_STEPS if use_refs else 0)
+        use_refs = refs is not None and self.ref_weight > 0 and self.refine_steps != 0
+        # None = no budget given: references start REFS_STEPS; an explicit 0 (--steps 0) turns refinement off
+        steps = self.refine_steps if self.refine_steps is not None else (REFS_STEPS if use_refs else 0)
         if steps == 0:
             if not return_details:
                 return self.net(x, alpha)
