@@ -102,6 +102,9 @@ def test_dlib_only_options_are_not_silently_ignored(tmp_path, astronaut_path, ca
     assert main(["faces", "-i", str(astronaut_path), "-o", str(out), "-q", "--size", "64", "--detector", "hog",
                  "--upsample", "0"]) == 0
     assert "note:" not in capsys.readouterr().err
+    assert main(["faces", "-i", str(astronaut_path), "-o", str(out), "-q", "--detector", "hog", "--max-side",
+                 "20"]) == 2
+    assert "--max-side must be at least 32 pixels" in capsys.readouterr().err
 
 
 def test_never_overwrites_inputs_in_same_folder(tmp_path, astronaut_path, capsys):

@@ -272,8 +272,10 @@ def test_resume_skips_exactly_what_an_earlier_run_completed(tmp_path, astronaut_
     assert "restored 3 faces in 3 of 3 images" in err and "--resume" not in err
 
     capsys.readouterr()
-    assert main([*argv, "--sequence"]) == 2
-    assert "--resume cannot continue a --sequence" in capsys.readouterr().err
+    fresh = tmp_path / "seq"  # refused before the method loads and before any output folder is made
+    assert main([*argv[:argv.index("-o") + 1], str(fresh), *argv[argv.index("-o") + 2:], "--sequence"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume cannot continue a --sequence" in err and len(err.splitlines()) == 1 and not fresh.exists()
 
 
 def test_resume_never_trusts_a_record_next_to_outputs_of_an_interrupted_run(tmp_path, astronaut_path, capsys,
@@ -532,8 +534,31 @@ def test_options_that_do_nothing_for_the_inputs_are_named(tmp_path, astronaut_pa
     assert lines(["--deinterlace", "off"], has_video=True) == [] == lines(["--deinterlace", "auto"])
     assert lines(["--fps", "30"]) == ["--fps: only with --sequence"]
     assert lines(["--fps", "30", "--sequence"]) == []
+    assert lines(["--force-refs"]) == ["--force-refs: only with --refs"]
+    assert lines(["--force-refs", "--refs", "r"]) == []
     # through the command: the note, and the photo restored all the same
     out = tmp_path / "o"
     assert main(["restore", "-i", str(astronaut_path), "-o", str(out), "--method", "test-id", "--crf", "20", "-q"]) == 0
     assert "note: --crf: for video inputs only, and there are none" in capsys.readouterr().err
     assert (out / "restored_imgs").is_dir()
+
+
+def test_aligned_refuses_clips_up_front_and_needs_no_background_upsampler(tmp_path, capsys, monkeypatch):
+    """--aligned with only videos/animations is refused in one line before anything loads; --aligned with
+    --bg-upsampler esrgan says the option does nothing and does not ask for ESRGAN's weights."""
+    from PIL import Image
+
+    frames = [Image.new("RGB", (64, 64), (c, 90, 40)) for c in (30, 200)]
+    gif = tmp_path / "clip.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    out = tmp_path / "o"
+    assert main(["restore", "-i", str(gif), "-o", str(out), "--method", "test-id", "--aligned", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "drop --aligned" in err and len(err.splitlines()) == 1 and not out.exists()
+    monkeypatch.setenv("FACERESTORE_HOME", str(tmp_path / "empty-cache"))  # no ESRGAN weights anywhere
+    face = tmp_path / "face.png"
+    frames[0].save(face)
+    assert main(["restore", "-i", str(face), "-o", str(out), "--method", "test-id", "--aligned",
+                 "--bg-upsampler", "esrgan", "-q"]) == 0
+    assert "--bg-upsampler: no effect with --aligned" in capsys.readouterr().err
+    assert (out / "restored_faces").is_dir()

@@ -113,7 +113,7 @@ def test_get_task_aliases_and_errors():
 def test_levels_parse():
     info = degrade.get_task("robust-upsample")
     assert T._resolve_level(info, None) == "M"
-    assert T._resolve_level(info, "l") == T._resolve_level(info, 3) == "L"
+    assert T._resolve_level(info, "l") == T._resolve_level(info, 3) == T._resolve_level(info, " 3") == "L"
     for bad in ("XXL", 7, -1):
         with pytest.raises(InputError):
             T._resolve_level(info, bad)

@@ -67,6 +67,8 @@ def test_write_synth_folder_and_cli(tmp_path, G):
     assert (tmp_path / "b" / "synth_000001.png").read_bytes() == (tmp_path / "a" / "synth_000001.png").read_bytes()
     for bad in (["-n", "0"], ["-n", "1", "--size", "8"], ["-n", "1", "--truncation", "nan"]):
         assert main(["synth", "-o", str(tmp_path / "c"), "--weights", BUILTIN, "-q", *bad]) == 2
+    assert main(["synth", "-n", "1", "-o", str(tmp_path / "d"), "--weights", BUILTIN, "-q", "--truncation", "5"]) == 2
+    assert not (tmp_path / "d").exists()  # refused before the generator loads or the folder is made
 
 
 def test_training_config_synth_source_adds_generator_faces_to_training_only(tmp_path):

@@ -71,8 +71,8 @@ def _make_detector(args: argparse.Namespace) -> Any:
     check_finite("--min-size", args.min_size, low=0)
     check_finite("--threshold", args.threshold)
     check_finite("--scale", args.scale, low=0, high=16, low_open=True)
-    if args.max_side is not None and args.max_side < 16:
-        raise InputError(f"--max-side must be at least 16 pixels, got {args.max_side}")
+    if args.max_side is not None and args.max_side < 32:  # the detectors' own minimum (faces.detect)
+        raise InputError(f"--max-side must be at least 32 pixels, got {args.max_side}")
     kw: dict[str, Any] = {"min_size": args.min_size}
     if args.threshold is not None:
         kw["threshold"] = args.threshold

@@ -168,6 +168,7 @@ _IDLE_OPTIONS = (
      ("detector", "min_score", "only_center_face", "mask", "bg_upsampler")),
     ("no_video", "for video inputs only, and there are none", ("crf", "codec", "deinterlace")),
     ("no_sequence", "only with --sequence", ("fps",)),
+    ("no_refs", "only with --refs", ("force_refs",)),
 )
 
 
@@ -176,7 +177,8 @@ def idle_options(args: argparse.Namespace, has_video: bool) -> list[str]:
     "--crf, --codec: for video inputs only, and there are none" (said, never silently ignored)."""
     defaults = argparse.ArgumentParser()
     add_arguments(defaults)
-    modes = {"aligned": bool(args.aligned), "no_video": not has_video, "no_sequence": not args.sequence}
+    modes = {"aligned": bool(args.aligned), "no_video": not has_video, "no_sequence": not args.sequence,
+             "no_refs": not args.refs}
     lines = []
     for mode, reason, dests in _IDLE_OPTIONS:
         given = [d for d in dests if modes[mode] and getattr(args, d) != defaults.get_default(d)]
@@ -254,6 +256,16 @@ def run(args: argparse.Namespace) -> int:
     clips = videos | {f for f in files if io.is_animation(f)}  # restored frame by frame, as one shot
     if has_video:
         check_encoder_options(args.codec, args.crf)
+    if args.sequence:  # before anything loads or any folder is made
+        if args.resume:
+            raise InputError("--resume cannot continue a --sequence (its frames are restored as one shot): drop it")
+        if src.is_file() or args.aligned or clips:
+            raise InputError("--sequence takes a folder of frames (still images only, not --aligned)")
+        if not (np.isfinite(args.fps) and args.fps > 0):
+            raise InputError(f"--fps must be a positive number, got {args.fps:g}")
+    if args.aligned and clips and len(clips) == len(files):
+        raise InputError("--aligned takes aligned face crops: videos and animations are restored as whole frames "
+                         "(drop --aligned)")
     for line in idle_options(args, has_video):
         print(f"note: {line}", file=sys.stderr)
 
@@ -270,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
     threshold = {} if args.min_score is None else {"threshold": args.min_score}
     detector = None if args.aligned else create_detector(args.detector, **threshold)
     background: Any = "lanczos"
-    if args.bg_upsampler == "esrgan":
+    if args.bg_upsampler == "esrgan" and not args.aligned:  # aligned crops have no background (noted above)
         from facerestore.faces.background import esrgan_background
 
         background = esrgan_background(device, progress=not args.quiet)  # fails now if the weights are missing
@@ -292,12 +304,6 @@ def run(args: argparse.Namespace) -> int:
         io.check_output_dir(out_dir / VIDEO_SUBFOLDER)
     seq = None
     if args.sequence:
-        if args.resume:
-            raise InputError("--resume cannot continue a --sequence (its frames are restored as one shot): drop it")
-        if src.is_file() or args.aligned or clips:
-            raise InputError("--sequence takes a folder of frames (still images only, not --aligned)")
-        if not (np.isfinite(args.fps) and args.fps > 0):
-            raise InputError(f"--fps must be a positive number, got {args.fps:g}")
         from facerestore.video import SequenceRestorer
 
         seq = SequenceRestorer(restorer, args.fps, upscale=2.0 if args.upscale is None else args.upscale,

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from facerestore.nn.devices import resolve_device
     from facerestore.train.synth import write_synth
 
-    check_finite("--truncation", args.truncation)
+    check_finite("--truncation", args.truncation, low=0, high=2)  # before the generator loads
     device = resolve_device(args.device)
     with tqdm(total=max(args.count, 0), desc="synth", unit="face", disable=args.quiet, file=sys.stderr) as bar:
         manifest = write_synth(args.output, args.count, size=args.size, seed=args.seed, truncation=args.truncation,

@@ -84,6 +84,8 @@ def _resolve_level(info: TaskInfo, level: str | int | None) -> str | None:
         return None
     if level is None:
         return info.default_level
+    if isinstance(level, str) and level.strip().isdigit():  # "--level 2" reaches here as a string
+        level = int(level.strip())
     if isinstance(level, int) and not isinstance(level, bool):
         if 0 <= level < len(LEVELS) and LEVELS[level] in info.levels:
             return LEVELS[level]

@@ -121,9 +121,12 @@ def test_search_config_errors_are_one_line(tmp_path):
         config_from_dict({"size": 100})
     with pytest.raises(InputError, match="wrong type"):
         config_from_dict({"epochs": "ten"})
+    with pytest.raises(InputError, match="wrong type"):
+        config_from_dict({"arch_lr": "fast"})
     p = tmp_path / "c.yaml"
-    p.write_text("network: frsnet\nsize: 64\n")
-    assert load_search_config(p).size == 64
+    p.write_text("network: frsnet\nsize: 64\narch_lr: 1e-4\n")  # YAML 1.1 reads 1e-4 as a string
+    assert load_search_config(p).size == 64 and load_search_config(p).arch_lr == 1e-4
+    assert load_search_config(p, {"arch_lr": "2e-3"}).arch_lr == 2e-3  # as --set arch_lr=2e-3 passes it
 
 
 def test_cli_search_runs_and_reports(faces, tmp_path, capsys):

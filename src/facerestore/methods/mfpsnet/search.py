@@ -148,6 +148,11 @@ def config_from_dict(raw: dict[str, Any], where: str = "search config") -> Searc
         if isinstance(d, bool):
             ok = isinstance(v, bool)
         elif isinstance(d, float):
+            if isinstance(v, str):  # YAML 1.1 reads 1e-4 (no dot) as a string, in a file and in --set alike
+                try:
+                    v = float(v)
+                except ValueError:
+                    pass
             ok = isinstance(v, (int, float)) and not isinstance(v, bool)
             v = float(v) if ok else v
         elif isinstance(d, int):
