@@ -209,6 +209,30 @@ def test_restorer_input_size_resize(astronaut, fixed):
     assert d.mean() < 0.03 and d.max() > 1 / 255
 
 
+def test_transparent_colours_do_not_bleed_into_visible_edges(tmp_path):
+    """A white logo on transparent black (how many tools store transparency), upscaled: the visible edge stays
+    white (before: Lanczos blended the invisible black in, a dark fringe of about 0.8); visible pixels keep their
+    colour and invisible ones take the nearest visible colour."""
+    from facerestore.faces.paste import fill_transparent
+
+    rgba = np.zeros((64, 64, 4), np.float32)
+    rgba[16:48, 16:48] = 1.0  # white, opaque
+    rgba[16:48, 40:48, :3] = (1.0, 0.0, 0.0)  # a red band on its right
+    filled = fill_transparent(rgba[:, :, :3], rgba[:, :, 3])
+    np.testing.assert_array_equal(filled[16:48, 16:48], rgba[16:48, 16:48, :3])
+    np.testing.assert_allclose(filled[30, 5], [1, 1, 1], atol=1e-3)  # left of the square: white
+    np.testing.assert_allclose(filled[30, 60], [1, 0, 0], atol=1e-3)  # right of the red band: red
+    plain = rgba[:, :, :3]
+    assert fill_transparent(plain, None) is plain and fill_transparent(plain, np.ones((64, 64))) is plain
+    path = tmp_path / "logo.png"
+    Image.fromarray(np.floor(rgba * 255 + 0.5).astype(np.uint8), "RGBA").save(path)
+    res = restore_photo(path, IdentityRestorer(), upscale=2.0, detections=[], identity=False)
+    edge = (res.alpha > 0.05) & (res.alpha < 0.95)
+    edge[:, 70:] = False  # the white part's edges only
+    assert edge.sum() > 50
+    assert res.image[edge].min() > 0.97  # before: about 0.79 at alpha 0.79
+
+
 def test_alpha_png(tmp_path, astronaut, fixed):
     yy, xx = np.mgrid[0:512, 0:512]
     alpha = ((xx + yy) / 1022.0).astype(np.float32)
@@ -595,6 +619,22 @@ def test_large_photos_are_detected_on_a_downscaled_copy(astronaut):
     for d, r in zip(got, ref):
         np.testing.assert_allclose(d.box, r.box * 3, atol=3.0)
         np.testing.assert_allclose(d.landmarks5, (r.landmarks5 + 0.5) * 3 - 0.5, atol=3.0)
+
+
+def test_downscaled_detections_map_back_per_axis():
+    """The copy's size is rounded per axis, so x and y scale by different factors (8001 x 4501 -> 1886 x 1061:
+    4.2423 across, 4.2422 down); each point and box edge maps back with its own axis's factor."""
+    from facerestore.faces.detect import FaceDetection
+    from facerestore.pipeline import _rescale_detection
+
+    pts = np.array([[10.0, 20.0], [1885.5, 1060.5]])
+    d = FaceDetection(box=np.array([1.0, 2.0, 3.0, 4.0]), score=0.9, landmarks5=np.vstack([pts, pts, pts[:1]]))
+    fx, fy = 8001 / 1886, 4501 / 1061
+    r = _rescale_detection(d, fx, fy)
+    np.testing.assert_allclose(r.box, [fx, 2 * fy, 3 * fx, 4 * fy])
+    np.testing.assert_allclose(r.landmarks5[1], [8001 - 0.5, 4501 - 0.5])  # the last pixel centre stays the last
+    np.testing.assert_allclose(r.landmarks5[0], [(10.5 * fx) - 0.5, (20.5 * fy) - 0.5])
+    assert r.landmarks68 is None
 
 
 def test_mesh_mask_is_the_default_and_touches_only_the_face(astronaut, fixed):

@@ -171,8 +171,7 @@ def test_faces_cut_by_the_border_need_sharpness_not_just_a_better_niqe(crop):
 
 
 def test_inside_photo_marks_the_crop_pixels_that_map_into_the_photo():
-    from facerestore.faces.align import AlignedFace
-    from facerestore.pipeline import inside_photo
+    from facerestore.faces.align import AlignedFace, inside_photo
 
     # a 100 px crop of a 60 x 80 (h x w) photo at scale 1, shifted 30 px left: columns 0-29 are padding
     inv = np.array([[1.0, 0, -30.0], [0, 1.0, 0.0]])

@@ -212,7 +212,9 @@ def occluded_share(mask: np.ndarray, valid: np.ndarray | None = None) -> float:
 def keep_background(image: np.ndarray, background: np.ndarray, mask: np.ndarray, inverse: np.ndarray,
                     input_shape: tuple[int, ...]) -> np.ndarray:
     """Put the background back where a face's occlusion mask is on, in place: ``image = m * background +
-    (1 - m) * image`` with ``m`` the crop-space ``mask`` warped into the output.
+    (1 - m) * image`` with ``m`` the crop-space ``mask`` warped into the output (for one face, or to show a mask in
+    the photo; the pipeline passes the masks to :func:`facerestore.faces.paste.paste_faces` as ``keep=`` instead, so
+    that one face's mask never takes a neighbouring face's restoration away).
 
     Pasting a face with mask ``p`` and then calling this equals pasting it with ``p * (1 - m)`` (the paste-back
     blends ``p * face + (1 - p) * background``).

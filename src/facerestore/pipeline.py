@@ -36,6 +36,7 @@ import torch
 
 from facerestore import io
 from facerestore.errors import FaceRestoreError, InputError, RefsMismatchError
+from facerestore.faces.align import inside_photo
 from facerestore.faces.detect import Detector, FaceDetection
 from facerestore.faces.identity import FaceEmbedder
 from facerestore.methods import Restorer, load_restorer, resize_crop
@@ -610,17 +611,6 @@ def _dlib_distance(embedder: FaceEmbedder | None) -> Callable[[np.ndarray, np.nd
     return distance
 
 
-def inside_photo(aligned: Any, photo_shape: tuple[int, ...]) -> np.ndarray:
-    """(S, S) bool: the pixels of an aligned crop whose centres map inside the photo (the rest is padding)."""
-    s = int(aligned.size)
-    ys, xs = np.mgrid[0:s, 0:s].astype(np.float64)
-    inv = np.asarray(aligned.inverse, np.float64)
-    px = inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]
-    py = inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]
-    h, w = photo_shape[:2]
-    return (px >= -0.5) & (px <= w - 0.5) & (py >= -0.5) & (py <= h - 0.5)
-
-
 def decide_paste(input_crop: np.ndarray, restored_crop: np.ndarray, *, blend: float = 1.0, gate: bool = True,
                  embedder: FaceEmbedder | None = None,
                  valid: np.ndarray | None = None) -> tuple[float, GateDecision | None]:
@@ -749,13 +739,15 @@ def restore_aligned(rgb: np.ndarray, restorer: Restorer, out_side: int, *, fidel
 DETECT_MAX_PIXELS = 4_000_000
 
 
-def _rescale_detection(d: FaceDetection, factor: float) -> FaceDetection:
-    """A detection on an image resized by ``1 / factor`` mapped back: box edges scale, landmark pixel centres
-    map as (p + 0.5) * factor - 0.5."""
-    def pts(p: np.ndarray | None) -> np.ndarray | None:
-        return None if p is None else (np.asarray(p, np.float64) + 0.5) * factor - 0.5
+def _rescale_detection(d: FaceDetection, fx: float, fy: float) -> FaceDetection:
+    """A detection on an image resized by ``1 / fx`` across and ``1 / fy`` down mapped back (the two differ by the
+    rounding of the resized size): box edges scale, landmark pixel centres map as (p + 0.5) * f - 0.5."""
+    f = np.array([fx, fy], np.float64)
 
-    return dataclasses.replace(d, box=np.asarray(d.box, np.float64) * factor, landmarks5=pts(d.landmarks5),
+    def pts(p: np.ndarray | None) -> np.ndarray | None:
+        return None if p is None else (np.asarray(p, np.float64) + 0.5) * f - 0.5
+
+    return dataclasses.replace(d, box=np.asarray(d.box, np.float64) * np.tile(f, 2), landmarks5=pts(d.landmarks5),
                                landmarks68=pts(d.landmarks68))
 
 
@@ -770,16 +762,16 @@ def detect_and_select(rgb: np.ndarray, detector: str | Detector, *, min_face_siz
     from facerestore.faces.detect import detect_faces, select_faces
 
     h, w = rgb.shape[:2]
-    factor = 1.0
+    fx = fy = 1.0
     image = rgb
     if max_pixels and h * w > max_pixels:
         s = float(np.sqrt(max_pixels / (h * w)))
         size = (max(1, round(w * s)), max(1, round(h * s)))
         image = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-        factor = w / size[0]
-    dets = detect_faces(image, detector, min_size=min_face_size / factor)
-    if factor != 1.0:
-        dets = [_rescale_detection(d, factor) for d in dets]
+        fx, fy = w / size[0], h / size[1]
+    dets = detect_faces(image, detector, min_size=min_face_size / max(fx, fy))
+    if image is not rgb:
+        dets = [_rescale_detection(d, fx, fy) for d in dets]
     if min_score is not None:
         dets = [d for d in dets if d.score >= min_score]
     if only_center_face:
@@ -832,8 +824,9 @@ def restore_faces_in_photo(
     refs_tracks: RefsTracks | None = None,
 ) -> tuple[np.ndarray, list[FaceResult]]:
     """Align each detected face at ``face_size`` (or larger: :func:`crop_side`), restore, check identity, weigh each
-    face (``blend`` times the quality gate's share, :func:`decide_paste`), paste into the upscaled photo (with the
-    occlusion guard, each face's paste mask times ``1 - its occlusion mask``: :func:`guard_occlusion`)."""
+    face (``blend`` times the quality gate's share, :func:`decide_paste`, judged on the restoration in the photo's
+    colours, which is what is pasted), paste into the upscaled photo (with the occlusion guard, each face's paste
+    mask times ``1 - its occlusion mask``: :func:`guard_occlusion`)."""
     from facerestore.faces.paste import paste_faces
 
     timings = {} if timings is None else timings
@@ -853,14 +846,31 @@ def restore_faces_in_photo(
     reports = [compare_identity(embedder, a.crop, rc) for (_, a), rc in zip(alns, restored)]
     timings["identity"] = time.perf_counter() - t
     t = time.perf_counter()
+    mesh = None
+    if mask == "mesh" and alns:
+        from facerestore.faces.mesh import mesh_points_for_faces
+
+        mesh = mesh_points_for_faces(rgb, [d.landmarks5 for d, _ in alns])  # None: weights not downloaded
+    # what will be pasted (the restoration in the photo's colours) is what the gate judges
+    pasted = list(restored)
+    if color_match and alns:
+        from facerestore.faces.paste import is_gray, match_face_colour
+
+        gray = is_gray(rgb)
+        pasted = [match_face_colour(rc, a, rgb.shape, landmarks68=d.landmarks68, gray=gray,
+                                    mesh_points=None if mesh is None else mesh[k])
+                  for k, ((d, a), rc) in enumerate(zip(alns, restored))]
+    timings["colour"] = time.perf_counter() - t
+
+    t = time.perf_counter()
     faces = []
-    for (d, a), rc, report, refs_use in zip(alns, restored, reports, refs_uses):
+    for (d, a), rc, pc, report, refs_use in zip(alns, restored, pasted, reports, refs_uses):
         if shares is None:
-            weight, decision = decide_paste(a.crop, rc, blend=blend, gate=gate, embedder=embedder,
+            weight, decision = decide_paste(a.crop, pc, blend=blend, gate=gate, embedder=embedder,
                                             valid=inside_photo(a, rgb.shape) if gate else None)
         else:
             run = gate and blend > 0 and shares.needs_gate(index[id(d)])
-            _, decision = decide_paste(a.crop, rc, gate=run, embedder=embedder,
+            _, decision = decide_paste(a.crop, pc, gate=run, embedder=embedder,
                                        valid=inside_photo(a, rgb.shape) if run else None)
             weight = float(blend) * float(np.clip(shares.share(index[id(d)], decision), 0.0, 1.0))
         occ, share = guard_occlusion(a.crop, rc, weight, on=occlusion_guard,
@@ -874,25 +884,11 @@ def restore_faces_in_photo(
     timings["gate"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    mesh = None
-    if mask == "mesh" and alns:
-        from facerestore.faces.mesh import mesh_points_for_faces
-
-        mesh = mesh_points_for_faces(rgb, [d.landmarks5 for d, _ in alns])  # None: weights not downloaded
-    bg: Any = _background(background)
-    guarded = [(f.occlusion, a) for f, (_, a) in zip(faces, alns) if f.occlusion is not None and f.occlusion.any()]
-    if guarded:  # the upscaled photo, made once: the background of the paste and what occluded pixels keep
-        bg = paste_faces(rgb, [], upscale, background=bg)
     out = paste_faces(
-        rgb, [(rc, a) for (_, a), rc in zip(alns, restored)], upscale, background=bg,
-        mask=mask, landmarks68=[d.landmarks68 for d, _ in alns], mesh_points=mesh, color_match=color_match,
-        weights=[f.paste_weight for f in faces],
+        rgb, [(pc, a) for (_, a), pc in zip(alns, pasted)], upscale, background=_background(background),
+        mask=mask, landmarks68=[d.landmarks68 for d, _ in alns], mesh_points=mesh, color_match=False,
+        weights=[f.paste_weight for f in faces], keep=[f.occlusion for f in faces],
     )
-    if guarded:
-        from facerestore.occlusion import keep_background
-
-        for occ, a in guarded:
-            keep_background(out, bg, occ, a.inverse, rgb.shape)
     timings["paste"] = time.perf_counter() - t
     return out, faces
 
@@ -1002,7 +998,7 @@ def restore_photo(
     Returns:
         :class:`PhotoResult`.
     """
-    from facerestore.faces.paste import upscale_image, upscaled_shape
+    from facerestore.faces.paste import fill_transparent, upscale_image, upscaled_shape
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -1017,7 +1013,7 @@ def restore_photo(
 
     t = time.perf_counter()
     loaded = io.as_image(image)
-    rgb = loaded.rgb
+    rgb = fill_transparent(loaded.rgb, loaded.alpha)  # invisible colours must not bleed into visible edges
     h, w = rgb.shape[:2]
     if upscale is None:
         upscale = default_upscale(aligned, w, r)

@@ -19,8 +19,10 @@ chin, cheek to cheek, no hair or background), and chooses how much of the restor
 
 Candidates are the blends ``w * restored + (1 - w) * input`` for w = 1, 0.75, 0.5, 0.25; the first that passes
 wins, else w = 0 (the face keeps the photo's own pixels, upscaled like the rest of the photo). The decision
-and every measurement go to the per-photo JSON. The user's ``blend`` then scales w (paste weight =
-``blend * w``).
+and every measurement go to the per-photo JSON. In whole photos the candidate is the restoration in the photo's
+colours (colour matching runs first: :func:`facerestore.faces.paste.match_face_colour`), i.e. what is pasted: a
+restoration with inflated contrast passed the sharpness test and was then pasted with the photo's contrast. The
+user's ``blend`` then scales w (paste weight = ``blend * w``).
 
 Crops of other sizes are resized to 512 before measuring (NIQE needs 96 px blocks: the face box then holds
 3 x 3 of them).

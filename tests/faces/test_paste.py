@@ -233,8 +233,66 @@ def test_overlapping_faces_blend_in_order(upscale):
     np.testing.assert_allclose(rev[both], np.broadcast_to(colours[0], rev[both].shape), atol=1e-6)
 
 
+def test_keep_masks_act_per_face_and_spare_the_neighbours():
+    """A face's keep mask (the occlusion guard's) lowers only its own paste mask: where it reaches over the next
+    face of a group photo, that face keeps its restoration; keep = 1 everywhere leaves the photo bit for bit."""
+    h, w = 150, 190
+    photo = np.full((h, w, 3), 0.2, np.float32)
+    s = 128
+    faces = []
+    for m in ([[0.9, 0.1, -40.0], [-0.1, 0.9, -20.0]], [[1.1, -0.2, -80.0], [0.2, 1.1, -60.0]]):
+        lm = transform_points(FFHQ_TEMPLATE_512 * s / 512, np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2])
+        faces.append(align_face(photo, lm, s))
+    colours = [np.array([0.9, 0.1, 0.1], np.float32), np.array([0.1, 0.1, 0.9], np.float32)]
+    crops = [np.broadcast_to(c, (s, s, 3)).copy() for c in colours]
+    k0 = np.zeros((s, s), np.float32)
+    k0[:, s // 2:] = 1.0  # face 0 keeps the photo over the right half of its crop (where face 1 lies)
+    out = paste_faces(photo, list(zip(crops, faces)), 2.0, keep=[k0, None])
+    plain = paste_faces(photo, list(zip(crops, faces)), 2.0)
+    m1 = output_mask(square_mask(s), faces[1], 2.0, (300, 380), (h, w))
+    core = m1 >= 1
+    assert core.any()
+    np.testing.assert_allclose(out[core], plain[core], atol=1e-6)  # face 1 fully restored where it is opaque
+    np.testing.assert_allclose(out[core], np.broadcast_to(colours[1], out[core].shape), atol=1e-6)
+    assert not np.allclose(out, plain)  # face 0 did keep some photo
+    untouched = paste_faces(photo, [(crops[0], faces[0])], 2.0, keep=[np.ones((s, s), np.float32)])
+    np.testing.assert_array_equal(untouched, paste_faces(photo, [], 2.0))
+    same = paste_faces(photo, [(crops[0], faces[0])], 2.0, keep=[np.zeros((s, s), np.float32)])
+    np.testing.assert_array_equal(same, paste_faces(photo, [(crops[0], faces[0])], 2.0))
+    with pytest.raises(InputError, match="keep mask 0"):
+        paste_faces(photo, [(crops[0], faces[0])], 2.0, keep=[np.zeros((8, 8), np.float32)])
+    with pytest.raises(InputError, match="keep masks"):
+        paste_faces(photo, [(crops[0], faces[0])], 2.0, keep=[])
+
+
 # ---------------------------------------------------------------------------------------------------
 # colour matching
+
+
+def test_colour_statistics_skip_the_padding_of_a_face_cut_by_the_border(astronaut):
+    """A face cut by the photo's left edge has grey padding in its crop; a restorer that completes the face must
+    not be pulled toward that grey: the skin statistics count only the pixels inside the photo."""
+    from facerestore.faces.align import inside_photo
+    from facerestore.faces.paste import match_face_colour, rgb_to_lab, skin_weights
+
+    full = align_face(astronaut, ASTRONAUT_LM5, 256)
+    cut = astronaut[:, 215:].copy()  # the face's left half is outside this photo
+    face = align_face(cut, ASTRONAUT_LM5 - [215, 0], 256)
+    inside = inside_photo(face, cut.shape)
+    skin = skin_weights(256) > 0
+    assert 0.25 < 1 - inside[skin].mean() < 0.75  # a good part of the statistics ellipse is padding
+    restored = full.crop  # the whole face, as a restorer completes it
+    ok = inside & skin
+    matched = match_face_colour(restored, face, cut.shape)
+    target = rgb_to_lab(face.crop)[ok].mean(0)
+    assert np.abs(rgb_to_lab(matched)[ok].mean(0) - target).max() < 2.0
+    naive = color_transfer(restored, face.crop, skin_weights(256), skin_weights(256), space="lab", max_gain=2.0,
+                           robust=True)  # statistics over the padding too: the shift this guards against
+    assert np.abs(rgb_to_lab(naive)[ok].mean(0) - target).max() > 4.0
+    inner = align_face(astronaut, ASTRONAUT_LM5, 256)  # a face wholly inside: the same as the plain transfer
+    np.testing.assert_allclose(match_face_colour(restored, inner, astronaut.shape),
+                               color_transfer(restored, inner.crop, skin_weights(256), skin_weights(256),
+                                              space="lab", max_gain=2.0, robust=True), atol=1e-6)
 
 
 @pytest.mark.parametrize("space", ["lab", "rgb"])

@@ -195,6 +195,17 @@ def warp_affine(
 # template and similarity estimation
 
 
+def inside_photo(aligned: AlignedFace, photo_shape: tuple[int, ...]) -> np.ndarray:
+    """(S, S) bool: the pixels of an aligned crop whose centres map inside the photo (the rest is padding)."""
+    s = int(aligned.size)
+    ys, xs = np.mgrid[0:s, 0:s].astype(np.float64)
+    inv = np.asarray(aligned.inverse, np.float64)
+    px = inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]
+    py = inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]
+    h, w = photo_shape[:2]
+    return (px >= -0.5) & (px <= w - 0.5) & (py >= -0.5) & (py <= h - 0.5)
+
+
 def template(size: int = 512) -> np.ndarray:
     """The FFHQ 5-point template for an ``size`` x ``size`` crop, (5, 2) float64 pixel-index coords.
 

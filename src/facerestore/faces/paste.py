@@ -52,6 +52,7 @@ from facerestore.faces.align import (
     _as_float_image,
     _resize_float,
     affine_scale,
+    inside_photo,
     lowpass,
     to_homogeneous,
     transform_points,
@@ -77,6 +78,45 @@ def upscaled_shape(height: int, width: int, upscale: float) -> tuple[int, int]:
     if h < 1 or w < 1:
         raise InputError(f"upscale {upscale} makes a {height}x{width} image empty")
     return int(h), int(w)
+
+
+def fill_transparent(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """The colours of an RGBA photo with its fully transparent pixels (alpha 0) given the colour of the nearest
+    visible ones ("alpha bleeding"), so that resampling (Lanczos upscaling, the faces' warps) does not blend the
+    invisible colour files often store there (black, white) into the visible edge: a white logo on transparent
+    black got a dark fringe. Visible pixels are returned unchanged; without alpha (or with nothing transparent,
+    or nothing visible) ``rgb`` itself is returned.
+
+    Args:
+        rgb: (H, W, 3) float32 in [0, 1], straight (not premultiplied) colour.
+        alpha: (H, W) float in [0, 1] or None.
+
+    Returns:
+        (H, W, 3) float32.
+    """
+    import cv2
+
+    if alpha is None:
+        return rgb
+    seen = np.asarray(alpha) > 0
+    if seen.all() or not seen.any():
+        return rgb
+    out = np.array(rgb, np.float32, copy=True)
+    todo = ~seen
+    weight = seen.astype(np.float32)
+    colour = out * weight[:, :, None]
+    sigma = 1.0
+    while todo.any():  # normalised convolutions of growing reach: near pixels take their nearest visible colour
+        den = cv2.GaussianBlur(weight, (0, 0), sigma)
+        num = cv2.GaussianBlur(colour, (0, 0), sigma)
+        reached = todo & (den > 1e-6)
+        out[reached] = num[reached] / den[reached][:, None]
+        todo &= ~reached
+        sigma *= 4.0
+        if sigma > 4 * max(rgb.shape[:2]):
+            out[todo] = colour.sum((0, 1)) / weight.sum()  # unreachable in practice: the mean visible colour
+            break
+    return np.clip(out, 0.0, 1.0)
 
 
 def upscale_image(image: np.ndarray, upscale: float, method: str = "lanczos") -> np.ndarray:
@@ -435,6 +475,54 @@ def _crop_points(points: np.ndarray | None, aligned: AlignedFace, s_r: int) -> t
     return p_in, transform_points(p_in, _crop_scale_affine(aligned.size, s_r)[:2])
 
 
+def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """An (S, S) mask of an input crop on a restored crop of side ``size`` (pixel centres aligned, as
+    :func:`_crop_scale_affine`), float32."""
+    import cv2
+
+    m = np.asarray(mask, np.float32)
+    if m.shape[0] == size:
+        return m
+    return cv2.resize(m, (size, size), interpolation=cv2.INTER_AREA if size < m.shape[0] else cv2.INTER_LINEAR)
+
+
+def match_face_colour(restored: Any, aligned: AlignedFace, photo_shape: tuple[int, ...], *,
+                      landmarks68: np.ndarray | None = None, mesh_points: np.ndarray | None = None,
+                      space: str = "lab", gray: bool = False) -> np.ndarray:
+    """The restored crop with the colour of the photo's face (what :func:`paste_faces` pastes with
+    ``color_match``): robust statistics of the skin (:func:`skin_weights`, from the Face Mesh points, else the 68
+    points, else the template ellipse) of both crops, counting only pixels that lie inside the photo (a face cut
+    by the border has padding in its crop, which is no skin of it); ``gray``: a gray result (gray photos).
+
+    Args:
+        restored: (S', S', 3) float32 in [0, 1] or a (1, 3, S', S') tensor, restored from ``aligned.crop``.
+        aligned: the :class:`AlignedFace` (S, S) the restoration came from.
+        photo_shape: (H, W, ...) of the photo ``aligned`` was cut from.
+        landmarks68, mesh_points: the face's (68, 2) / (468, 2+) points in photo pixels, or None.
+        space: "lab" or "rgb" (:func:`color_transfer`).
+
+    Returns:
+        (S', S', 3) float32 in [0, 1].
+    """
+    crop = _as_crop(restored)
+    s_in, s_r = aligned.size, crop.shape[0]
+    lm_in, lm_r = _crop_points(landmarks68, aligned, s_r)
+    mp_in, mp_r = _crop_points(mesh_points, aligned, s_r)
+    w_in, w_r = skin_weights(s_in, mp_in, lm_in), skin_weights(s_r, mp_r, lm_r)
+    inside = inside_photo(aligned, photo_shape)
+    if not inside.all():
+        masked_in = w_in * inside
+        masked_r = w_r * (_resize_mask(inside.astype(np.float32), s_r) > 0.5)
+        if masked_in.sum() >= 16 and masked_r.sum() >= 16:  # else too little skin in the photo: the whole outline
+            w_in, w_r = masked_in, masked_r
+    out = color_transfer(crop, aligned.crop, w_r, w_in, space=space, max_gain=2.0, robust=True)
+    if gray:
+        from facerestore.io import to_gray
+
+        out = to_gray(out)
+    return out
+
+
 def paste_faces(
     image: np.ndarray,
     faces: Sequence[tuple[Any, AlignedFace]],
@@ -452,6 +540,7 @@ def paste_faces(
     interpolation: str = "lanczos",
     antialias: bool = False,
     weights: Sequence[float] | None = None,
+    keep: Sequence[np.ndarray | None] | None = None,
 ) -> np.ndarray:
     """Blend restored face crops into the photo upscaled by ``upscale``.
 
@@ -482,6 +571,10 @@ def paste_faces(
             (an identity round trip then deviates by up to ~30/255 at sharp edges).
         weights: per face, the share of the restored face in [0, 1] (the mask is scaled by it: 0 leaves the
             background untouched, 1 pastes the face fully); None = 1 for every face.
+        keep: per face, None or an (S, S) float mask in [0, 1] on its *input* crop of where the photo keeps its own
+            pixels (the occlusion guard's mask, :func:`facerestore.occlusion.occlusion_mask`): that face's paste
+            mask is multiplied by ``1 - keep``. Per face, so that a mask reaching over a neighbouring face in a
+            group photo does not take that neighbour's restoration away.
 
     Returns:
         (H', W', 3) float32 in [0, 1].
@@ -504,6 +597,8 @@ def paste_faces(
         weights = [float(v) for v in weights]
         if len(weights) != len(faces) or not all(0.0 <= v <= 1.0 for v in weights):
             raise InputError(f"weights must be {len(faces)} numbers in [0, 1], got {weights}")
+    if keep is not None and len(keep) != len(faces):
+        raise InputError(f"got {len(keep)} keep masks for {len(faces)} faces")
     if grain is None:
         grain = 1.0 if mask == "mesh" else 0.0
     if not (0.0 <= float(grain) <= 1.0):
@@ -543,14 +638,16 @@ def paste_faces(
             m_r = landmark_mask(lm_r, s_r, dilate=di, feather=fe, erode=erode)
         else:
             m_r = square_mask(s_r, erode=erode, feather=fe)
+        k_in = None if keep is None else keep[i]
+        if k_in is not None:
+            if np.shape(k_in) != (s_in, s_in):
+                raise InputError(f"keep mask {i} must be ({s_in}, {s_in}) like its input crop, got {np.shape(k_in)}")
+            m_r = m_r * (1.0 - np.clip(_resize_mask(k_in, s_r), 0.0, 1.0))
 
         if color_match:
-            crop = color_transfer(crop, aligned.crop, skin_weights(s_r, mp_r, lm_r), skin_weights(s_in, mp_in, lm_in),
-                                  space=color_match, max_gain=2.0, robust=True)
-            if gray:
-                from facerestore.io import to_gray
-
-                crop = to_gray(crop)
+            crop = match_face_colour(crop, aligned, (h, w), space=color_match, gray=gray,
+                                     landmarks68=None if landmarks68 is None else landmarks68[i],
+                                     mesh_points=None if mesh_points is None else mesh_points[i])
 
         if antialias:
             crop = lowpass(crop, 1.0 / affine_scale(a))
