@@ -92,3 +92,55 @@ def test_has_entry_tells_entry_names_from_other_strings():
 
     assert zoo.has_entry("stylegan2-ffhq-1024") and zoo.has_entry("pt-inception-fid")
     assert not zoo.has_entry("ffhq.pkl") and not zoo.has_entry("")
+
+
+@pytest.fixture
+def local_server():
+    """A server on this machine (nothing leaves it) whose handler sends ``body`` but announces ``announce`` bytes."""
+    import http.server
+    import threading
+
+    reply = {"body": b"", "announce": 0}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # the http.server API
+            self.send_response(200)
+            self.send_header("Content-Length", str(reply["announce"]))
+            self.end_headers()
+            self.wfile.write(reply["body"])
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/w.pth", reply
+    server.shutdown()
+    server.server_close()
+
+
+def test_fetch_refuses_a_download_cut_short_and_keeps_a_whole_one(fake_entry, local_server, monkeypatch):
+    """urllib reads a body cut short without an error; an entry without a pinned hash would then have cached a
+    truncated file as valid. Whole downloads land readable by other users, like any file the process writes."""
+    import os
+
+    from facerestore.io import new_file_mode
+
+    entry, data = fake_entry
+    url, reply = local_server
+    loose = zoo.ZooEntry(**{**entry.__dict__, "url": url, "sha256": ""})  # no hash to catch it
+    monkeypatch.setitem(zoo._REGISTRY, entry.name, loose)
+    reply.update(body=data, announce=len(data) + 100)
+    with pytest.raises(WeightsMissingError, match="cut short"):
+        zoo.fetch(entry.name, timeout=5)
+    assert not zoo.cached_path(entry.name).exists() and not list(zoo.cache_dir().glob("*.part"))
+    sized = zoo.ZooEntry(**{**loose.__dict__, "size": len(data) + 1})
+    monkeypatch.setitem(zoo._REGISTRY, entry.name, sized)
+    reply.update(announce=len(data))
+    with pytest.raises(WeightsHashError, match="bytes"):
+        zoo.fetch(entry.name, timeout=5)
+    monkeypatch.setitem(zoo._REGISTRY, entry.name, zoo.ZooEntry(**{**entry.__dict__, "url": url}))
+    path = zoo.fetch(entry.name, timeout=5)
+    assert path.read_bytes() == data and (os.stat(path).st_mode & 0o777) == new_file_mode()

@@ -1191,6 +1191,12 @@ def _umask() -> int:
     return mask
 
 
+def new_file_mode() -> int:
+    """The permission bits a plain ``open()`` gives a new file (0666 & ~umask), for files made with
+    ``tempfile.mkstemp`` (which creates them 0600) and then renamed into place."""
+    return 0o666 & ~_umask()
+
+
 def _kind(mode: int) -> str:
     if stat.S_ISLNK(mode):
         return "a symbolic link"
@@ -1280,7 +1286,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         raise OutputError(f"cannot write {display_path(p)}: {exc.strerror or exc}") from None
     try:
         # mkstemp creates 0600 files; give the output the permissions a plain open() would (0666 & ~umask)
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, new_file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         check_output_file(p)  # still a regular file (or nothing) just before the rename

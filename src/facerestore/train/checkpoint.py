@@ -21,6 +21,9 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    from facerestore.io import new_file_mode
+
+    os.fchmod(fd, new_file_mode())  # as a plain open() would: a shared run folder stays readable
     os.close(fd)
     try:
         torch.save(state, tmp)

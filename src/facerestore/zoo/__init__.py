@@ -209,8 +209,18 @@ def fetch(name: str, *, timeout: float = 60.0) -> Path:
         raise OutputError(f"cannot write into the weights cache {dest.parent}: {exc.strerror or exc} "
                           "(set FACERESTORE_HOME to a writable folder)") from None
     try:
+        from facerestore.io import new_file_mode
+
+        os.fchmod(fd, new_file_mode())  # a shared cache stays readable by its other users (mkstemp makes 0600)
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(entry.url, timeout=timeout) as resp:
             shutil.copyfileobj(resp, out)
+            announced = resp.headers.get("Content-Length")
+            got = out.tell()
+        # a connection cut short is no error to urllib: compare with what the server announced and what we know
+        if announced and announced.isdigit() and got != int(announced):
+            raise WeightsMissingError(f"{missing_message(name)} (download cut short: {got} of {announced} bytes)")
+        if entry.size and got != entry.size:
+            raise WeightsHashError(f"downloaded '{name}' from {entry.url} but it has {got} bytes, not {entry.size}")
         if not sha256_file(tmp).startswith(entry.sha256.lower()):
             raise WeightsHashError(f"downloaded '{name}' from {entry.url} but its sha256 is wrong")
         os.replace(tmp, dest)
