@@ -142,14 +142,17 @@ def load_faces(source: str | os.PathLike | Sequence[str | os.PathLike], size: in
     return names, torch.cat(faces)
 
 
-def check_metric(name: str) -> str:
-    """The metric's kind, or InputError when ``name`` is unknown or scores sets of images (FID, KID), not faces."""
+def check_metric(name: str, size: int | None = None) -> str:
+    """The metric's kind, or InputError when ``name`` is unknown, scores sets of images (FID, KID) rather than
+    faces, or cannot score faces of ``size`` px (NIQE needs 192, MS-SSIM 176): said before any face is restored."""
     from facerestore.metrics.registry import get_spec
 
-    kind = get_spec(name).kind
-    if kind == "distribution":
+    spec = get_spec(name)
+    if spec.kind == "distribution":
         raise InputError(f"metric {name!r} scores a set of images, not a face: use `facerestore evaluate` for it")
-    return kind
+    if size is not None and size < spec.min_side:
+        raise InputError(f"metric {name!r} needs faces of at least {spec.min_side} px; --size is {size}")
+    return spec.kind
 
 
 def _metric(name: str, device: str) -> Any:

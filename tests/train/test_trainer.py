@@ -146,6 +146,35 @@ def test_tiny_run_trains_resumes_exactly_and_exports(tmp_path):
     assert meta["method"] == "unet-l1" and meta["steps"] == 6
 
 
+def test_logs_hold_the_rate_each_step_used_and_a_fresh_run_starts_a_new_log(tmp_path):
+    """The logged learning rate is the one the step trained with (it was the next step's: warm-up looked a step
+    ahead and the last line said 0); ``resume=False`` (``--fresh``) starts an empty log instead of appending."""
+    make_face_dataset(tmp_path / "hq")
+    cfg = _tiny_cfg(tmp_path, name="lr", steps=6, val_every=0, ckpt_every=0,
+                    optim={"lr": 1e-3, "betas": [0.9, 0.99], "warmup_steps": 4, "decay_start": 0.5})
+    train(cfg, progress=False)
+    log = tmp_path / "runs/lr/metrics.jsonl"
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1, 2, 3, 4, 5, 6]
+    expected = [1e-3 * lr_factor(s, 6, 4, 0.5) for s in range(6)]  # step k (1-based) trained at factor(k - 1)
+    np.testing.assert_allclose([x["lr"] for x in lines], expected, rtol=1e-9)
+    assert lines[-1]["lr"] > 0
+    train(cfg, resume=False, progress=False)
+    assert [json.loads(x)["step"] for x in log.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
+
+
+def test_config_refuses_what_would_fail_or_be_ignored_later(tmp_path):
+    """A misspelt validation metric fails when the config is read, not at the first validation hours later; an
+    adapter refuses loss weights it would ignore."""
+    with pytest.raises(InputError, match=r"val_metrics.*psrn"):
+        _tiny_cfg(tmp_path, val_metrics=["psrn"])
+    with pytest.raises(InputError, match="val_metrics"):
+        _tiny_cfg(tmp_path, val_metrics=["niqe"])  # no ground truth comparison (and 32 px faces)
+    make_face_dataset(tmp_path / "hq")
+    with pytest.raises(InputError, match="unet-l1 takes no losses"):
+        train(_tiny_cfg(tmp_path, name="typo", losses={"perceptual": 1.0}), progress=False)
+
+
 @pytest.mark.slow
 def test_l1_training_reduces_the_loss(tmp_path):
     make_face_dataset(tmp_path / "hq", n=16)
@@ -172,6 +201,15 @@ def test_torchrun_two_cpu_processes_train_in_sync(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     ck = load_checkpoint(tmp_path / "runs/ddp/checkpoints/last.pt")
     assert ck["step"] == 4
+    raw.update(name="ddp-timed", time_limit_s=1e-9)  # rank 0's clock stops both ranks on the same step
+    cfg.write_text(yaml.safe_dump(raw))
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29534",
+         "-m", "facerestore", "train", str(cfg), "--quiet"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert load_checkpoint(tmp_path / "runs/ddp-timed/checkpoints/last.pt")["step"] == 1
 
 
 def test_override_values_take_the_declared_type():

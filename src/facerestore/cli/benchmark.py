@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     if not degradations or not metrics:
         raise InputError("--degradations and --metrics must each name at least one")
     for m in metrics:
-        benchmark.check_metric(m)  # unknown names and set metrics (FID) fail here, in one line, before any work
+        benchmark.check_metric(m, args.size)  # unknown names, set metrics (FID), too small a --size: one line
     if args.against not in ["input", *(label for label, _, _ in methods)]:
         raise InputError(f"--against {args.against!r} is neither 'input' nor one of --methods")
     if Path(args.data).is_dir() and Path(args.output).is_dir() and io.same_file(args.data, args.output):

@@ -28,6 +28,7 @@ class MetricSpec:
     papers: tuple[str, ...] = ()
     weights: tuple[str, ...] = ()  # zoo entries (or "dlib") the metric needs
     kwargs: dict[str, Any] = field(default_factory=dict)
+    min_side: int = 0  # the smallest image side in px the metric can score (0: any)
 
 
 _M = "facerestore.metrics"
@@ -42,7 +43,7 @@ SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("ssim_y", f"{_M}.fullref:SSIM", "full-reference", False, True, (-1, 1),
                "SSIM on BT.601 'MATLAB' Y, as BasicSR", ("000", "001"), kwargs={"y_channel": True}),
     MetricSpec("ms_ssim", f"{_M}.fullref:MSSSIM", "full-reference", False, True, (0, 1),
-               "multi-scale SSIM (5 scales, Wang et al. 2003 weights)", ("000", "004")),
+               "multi-scale SSIM (5 scales, Wang et al. 2003 weights)", ("000", "004"), min_side=176),
     # full reference, deep features
     MetricSpec("lpips", f"{_M}.lpips:LPIPS", "full-reference", True, True, (0, INF),
                "LPIPS v0.1, AlexNet backbone", ("000", "002", "003", "004"),
@@ -83,7 +84,7 @@ SPECS: tuple[MetricSpec, ...] = (
                "A-LD on the mouth border", ("003",), ("dlib",), {"region": "mouth"}),
     # no reference
     MetricSpec("niqe", f"{_M}.niqe:NIQE", "no-reference", True, False, (0, INF),
-               "NIQE, MATLAB-compatible, standard pristine parameters", ("000", "004")),
+               "NIQE, MATLAB-compatible, standard pristine parameters", ("000", "004"), min_side=192),
     # distributions
     MetricSpec("fid", f"{_M}.fid:FID", "distribution", True, True, (0, INF),
                "Frechet Inception distance (pytorch-fid Inception pool3, float64)", ("000", "004"),

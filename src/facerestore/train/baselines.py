@@ -7,6 +7,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from facerestore.errors import InputError
 from facerestore.nn.unet import UNet
 from facerestore.train.adapter import TrainAdapter, step_with_scaler
 
@@ -16,6 +17,8 @@ class UNetL1Adapter(TrainAdapter):
 
     def __init__(self, cfg, device) -> None:
         super().__init__(cfg, device)
+        if cfg.losses:  # its loss is L1 alone: other weights would silently do nothing
+            raise InputError(f"unet-l1 takes no losses: settings (its loss is L1); got {', '.join(sorted(cfg.losses))}")
         self.nets = {"generator": UNet(**cfg.model).to(device)}
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:

@@ -218,6 +218,16 @@ def validate(cfg: TrainConfig) -> TrainConfig:
            "a non-empty folder name without '/'", cfg.name)
     for k, v in cfg.losses.items():
         _check(finite(v) and v >= 0, f"losses.{k}", "a finite number >= 0", v)
+    from facerestore.metrics.registry import get_spec
+
+    for m in cfg.val_metrics:  # a typo fails now, not at the first validation hours into the run
+        try:
+            spec = get_spec(m)
+        except InputError as exc:
+            raise InputError(f"config key val_metrics: {exc}") from None
+        _check(spec.needs_reference and spec.kind != "distribution", "val_metrics",
+               "metrics comparing each output with its ground truth (psnr, ssim, lpips, ...)", m)
+        _check(d.size >= spec.min_side, "val_metrics", f"metrics that can score {d.size} px faces", m)
     if d.synth:
         unknown = sorted(set(d.synth) - {"count", "weights", "truncation", "seed", "folder", "store"})
         _check(not unknown, "data.synth", "a mapping of count, weights, truncation, seed, folder, store", unknown)

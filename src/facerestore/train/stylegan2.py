@@ -124,6 +124,19 @@ class StyleGAN2Adapter(TrainAdapter):
         self.noise = str(model.get("noise", "random"))
         if self.noise not in ("random", "none"):
             raise InputError(f"model.noise must be 'random' or 'none', got {self.noise!r}")
+        # keys other adapters read, which this one would silently ignore
+        if cfg.losses:
+            raise InputError(f"stylegan2 takes no losses: settings (its loss is the non-saturating GAN loss with "
+                             f"lazy R1: model.r1_gamma / r1_interval); got {', '.join(sorted(cfg.losses))}")
+        if cfg.optim.weight_decay:
+            raise InputError("stylegan2 uses no weight decay (as the reference): remove optim.weight_decay")
+        if cfg.val_every:
+            raise InputError("a stylegan2 run has no restoration to validate: set val_every: 0")
+
+    def wrap_ddp(self, local_rank: int | None) -> None:
+        # the step calls the generator's mapping and synthesis directly, which DistributedDataParallel would not
+        # synchronise, and draws its latents from one seed: refused rather than trained wrong on every rank
+        raise InputError("stylegan2 training runs in one process: start it without torchrun")
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         o = self.cfg.optim

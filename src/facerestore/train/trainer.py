@@ -82,6 +82,20 @@ class _Logger:
                 if isinstance(v, (int, float)) and math.isfinite(v):
                     self.tb.add_scalar(f"{kind}/{k}" if kind != "train" else k, v, step)
 
+    def keep_until(self, step: int) -> None:
+        """Drop logged lines past ``step`` (where the run goes on from): a resumed run would log those steps again,
+        and a fresh one (``step`` 0) starts an empty log instead of appending to an earlier run's."""
+        if not self.enabled or not self.path.is_file():
+            return
+        from facerestore.io import atomic_write_text
+
+        kept = []
+        for line in self.path.read_text().splitlines():
+            with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
+                if int(json.loads(line)["step"]) <= step:
+                    kept.append(line)
+        atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
+
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
@@ -129,6 +143,16 @@ class Trainer:
                 scores[name].extend(m(out, hq).float().cpu().tolist())
         return {f"val/{k}": float(torch.tensor(v).nanmean()) for k, v in scores.items()}
 
+    def _out_of_time(self, t0: float) -> bool:
+        """Whether ``time_limit_s`` has passed; under DDP rank 0's clock decides for every rank (ranks that stopped
+        on different steps would wait for each other's gradients forever)."""
+        over = time.monotonic() - t0 > self.cfg.time_limit_s
+        if not self.dist.enabled:
+            return over
+        flag = torch.tensor([int(over)], device=self.device if self.device.type == "cuda" else "cpu")
+        torch.distributed.broadcast(flag, src=0)
+        return bool(flag.item())
+
     # -- main ------------------------------------------------------------------------------------
     def fit(self, resume: bool = True) -> dict[str, Any]:
         cfg, dev, info = self.cfg, self.device, self.dist
@@ -155,7 +179,8 @@ class Trainer:
             synth_files = sorted(folder.glob("synth_*.png"))[: int(cfg.data.synth["count"])]
         train_files, val_files = split_files(cfg.data, synth_files, in_memory=len(synth_imgs))
         train_imgs = torch.cat([load_images(train_files, cfg.data.size, progress=self.progress and main), synth_imgs])
-        val_imgs = load_images(val_files, cfg.data.size, progress=False) if main else train_imgs[:0]
+        # validation faces are read only where validation runs
+        val_imgs = load_images(val_files, cfg.data.size, progress=False) if main and cfg.val_every else train_imgs[:0]
         sampler = StepSampler(len(train_imgs), cfg.data.batch_size, info.world_size, info.rank, cfg.seed)
 
         ckpt = latest_checkpoint(run_dir) if resume else None
@@ -183,7 +208,9 @@ class Trainer:
             if scaler is not None and state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
             ema.load_state_dict(state["ema"])
-            torch.set_rng_state(state["rng_cpu"])
+            torch.set_rng_state(state["rng_cpu"].cpu())  # loaded onto the device above; the state lives on the CPU
+            if dev.type == "cuda" and state.get("rng_cuda") is not None:  # noise drawn on the GPU resumes too
+                torch.cuda.set_rng_state(state["rng_cuda"].cpu(), dev)
             start = int(state["step"])
             saved_steps = int(state.get("config", {}).get("steps", cfg.steps))
             if main:
@@ -192,6 +219,8 @@ class Trainer:
                     # the LR schedule is a function of the total: changing it mid-run changes the remaining decay
                     print(f"warning: steps changed from {saved_steps} to {cfg.steps} since the checkpoint; "
                           "the learning-rate schedule follows the new total from here on")
+
+        logger.keep_until(start)
 
         def save(step: int) -> None:
             if not main:
@@ -205,6 +234,7 @@ class Trainer:
                 "scaler": scaler.state_dict() if scaler is not None else None,
                 "ema": ema.state_dict(),
                 "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
             })
 
         from tqdm import tqdm
@@ -222,6 +252,7 @@ class Trainer:
             lq, hq = make_pair(train_imgs[idx], cfg.data, g, dev)
             adapter.step = step
             last_logs = adapter.train_step(lq, hq, optimizers, self._autocast, scaler)
+            lr_used = optimizers[next(iter(optimizers))].param_groups[0]["lr"]  # this step's, before the scheduler
             with warnings.catch_warnings():
                 # an adapter may skip an optimiser on some steps (e.g. D during an L1 warm-up); the LambdaLR
                 # factors are pure functions of the step, so stepping the scheduler anyway is correct
@@ -232,13 +263,12 @@ class Trainer:
             step += 1
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.steps:
-                logger.log(step, {**last_logs, "lr": optimizers[next(iter(optimizers))].param_groups[0]["lr"],
-                                  "time_s": time.monotonic() - t0})
+                logger.log(step, {**last_logs, "lr": lr_used, "time_s": time.monotonic() - t0})
+            if cfg.ckpt_every and step % cfg.ckpt_every == 0:
+                save(step)  # before validation: a validation that fails loses no training
             if main and cfg.val_every and (step % cfg.val_every == 0 or step == cfg.steps):
                 logger.log(step, self._validate(adapter, ema.shadow, val_imgs), kind="val")
-            if cfg.ckpt_every and step % cfg.ckpt_every == 0:
-                save(step)
-            if cfg.time_limit_s and time.monotonic() - t0 > cfg.time_limit_s and step < cfg.steps:
+            if cfg.time_limit_s and step < cfg.steps and self._out_of_time(t0):
                 stopped_early = True
                 break
         bar.close()
