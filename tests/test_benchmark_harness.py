@@ -156,6 +156,7 @@ def test_cli_writes_results_and_refuses_bad_input(tmp_path, capsys):
         (["--degradations", "down:1"], ">= 2"),
         (["--metrics", "psnr,nope"], "unknown metric"),
         (["--metrics", "fid"], "set of images"),
+        (["--metrics", "psnr,niqe", "--size", "128"], "at least 192 px"),  # before any face is restored
         (["--against", "gray"], "--against"),
         (["--count", "0"], "--count"),
         (["-o", str(data)], "--data folder"),
@@ -164,7 +165,8 @@ def test_cli_writes_results_and_refuses_bad_input(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, (argv, err)
     write_image(data / "wide.png", np.zeros((16, 32, 3), np.float32))
-    assert main(["benchmark", "--data", str(data), "-o", str(tmp_path / "bad"), "-q", "--size", "32"]) == 2
+    assert main(["benchmark", "--data", str(data), "-o", str(tmp_path / "bad"), "-q", "--size", "32", "--metrics",
+                 "psnr"]) == 2
     assert "wide.png is 32x16" in capsys.readouterr().err
 
 

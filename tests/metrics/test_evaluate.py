@@ -249,3 +249,18 @@ def test_a_prediction_at_a_whole_multiple_of_the_reference_says_how_to_score_it(
     assert reasons["a.png"] == ("prediction is 60x40, reference is 30x20 (2x: restored with --upscale 2? restore "
                                 "with --upscale 1 to score against these references)")
     assert reasons["b.png"] == "prediction is 30x21, reference is 30x20"
+
+
+def test_unscored_predictions_fail_the_exit_status_and_extra_references_do_not(tmp_path, capsys):
+    """A prediction without a reference of its name was never scored: exit 1 like any skipped input. References
+    without a prediction (a few faces scored against a whole dataset) are normal: exit 0, one line when many."""
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    for i in range(8):
+        write_image(gt / f"{i:05d}.png", _img(i, 32, 32))
+    write_image(pred / "00000.png", _img(0, 32, 32) * 0.9)
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--metrics", "psnr", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "7 references have no prediction" in err and len(err.strip().splitlines()) == 1
+    write_image(pred / "stray.png", _img(9, 32, 32))
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--metrics", "psnr", "--quiet"]) == 1
+    assert "unmatched prediction" in capsys.readouterr().err

@@ -3,10 +3,12 @@
 Predictions and references are paired by file stem (extension and its case do not matter); pairs of
 different sizes are skipped with a reason, as are unreadable files. No-reference metrics (e.g. niqe)
 need no ``--gt``. A summary table goes to stdout; ``--out`` writes the full report (JSON) and ``--csv``
-one row per image, both atomically. Exit 0 when every pair was scored, 1 when some inputs were skipped
-(each reported on stderr), 2 on bad input or missing weights. ``--out`` / ``--csv`` are checked before
-any scoring: a path that is one of the input images (symlinks and hard links included), a folder, device,
-FIFO or symbolic link, or that lies in a folder that cannot be written is refused (exit 2).
+one row per image, both atomically. Exit 0 when every prediction was scored, 1 when some were skipped (no
+reference of that name, another size, unreadable; each reported on stderr), 2 on bad input or missing weights.
+References without a prediction (a subset scored against a whole dataset) are reported, not counted.
+``--out`` / ``--csv`` are checked before any scoring: a path that is one of the input images (symlinks and hard
+links included), a folder, device, FIFO or symbolic link, or that lies in a folder that cannot be written is
+refused (exit 2).
 """
 
 from __future__ import annotations
@@ -157,9 +159,15 @@ def run(args: argparse.Namespace) -> int:
     )
     for f in report["unmatched_pred"]:
         print(f"unmatched prediction (no reference with this name): {display_path(f)}", file=sys.stderr)
-    for f in report["unmatched_gt"]:
+    extra = report["unmatched_gt"]  # a subset scored against a whole dataset: normal, said in one line when many
+    for f in extra if len(extra) <= 5 else []:
         print(f"unmatched reference (no prediction with this name): {display_path(f)}", file=sys.stderr)
+    if len(extra) > 5:
+        print(f"{len(extra)} references have no prediction with their name (e.g. {display_path(extra[0])}); "
+              "not counted as failures", file=sys.stderr)
+    # a prediction without its reference was not scored: a failure like an unreadable file
     failed = report["size_mismatch"] + report["unreadable"] + report["duplicates"]
+    unscored = len(failed) + len(report["unmatched_pred"])
     for item in failed:
         print(f"skipped {display_path(item.get('path') or item.get('pred'))}: {item['reason']}", file=sys.stderr)
     for e in report["errors"]:
@@ -171,4 +179,4 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_text(args.csv, per_image_csv(report))
     if report["n_scored"] == 0:
         raise InputError("no image could be scored (see the messages above)")
-    return 1 if failed or report["errors"] else 0
+    return 1 if unscored or report["errors"] else 0
