@@ -83,6 +83,8 @@ def test_models_cli_lists_and_refuses_unknown(fake_entry, capsys):
     assert main(["models", "list", "fake-net"]) == 0
     out = capsys.readouterr().out
     assert "fake-net" in out and "missing" in out
+    assert main(["models", "list"]) == 0  # the whole list says where the built-in weights are listed
+    assert "restore --list-methods" in capsys.readouterr().out
     assert main(["models", "verify", "fake-net"]) == 0  # missing is reported, not a failure
     assert main(["models", "download", "no-such-entry"]) == 2
 

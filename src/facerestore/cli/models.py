@@ -1,10 +1,12 @@
-"""`facerestore models`: list, download and verify weights (the zoo and our built-in weights)."""
+"""`facerestore models`: list, download and verify the zoo's weights (fetched into the cache). Our built-in weights
+ship inside the package: `facerestore restore --list-methods` lists them with their licences, and each has a model
+card next to it (``facerestore/zoo/builtin/*.md``)."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "list, download and verify model weights"
+HELP = "list, download and verify the weights the zoo fetches"
 EXAMPLES = """\
   facerestore models list
   facerestore models download alexnet-imagenet lpips-alex-v0.1
@@ -43,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"{n:28s} {state:8s} {e.description}")
             print(f"{'':28s} licence: {e.licence}")
             print(f"{'':28s} source: {e.source}")
+        if not args.names:
+            print("built-in weights (inside the package, no download): `facerestore restore --list-methods` lists "
+                  "them with their licences; model cards in facerestore/zoo/builtin/")
         return 0
     if args.action == "path":
         for n in names:
