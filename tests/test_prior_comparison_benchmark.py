@@ -168,7 +168,8 @@ def test_paired_intervals_need_per_face_values_everywhere():
     row[REAL]["per_face"]["psnr"] = [x + 1.5 for x in row["input"]["per_face"]["psnr"]]  # 1.5 dB over every face
     row[REAL]["per_face"]["id_mobileface"] = [0.1, 0.5, 0.3, 0.2]  # -0.1, +0.1, 0; d's input is NaN
     body = _table(bench.paired_intervals(merged), "MobileStyleGAN's own output, paired over the 4 faces")
-    assert body == [["robust-upsample", "M", "+1.500 [+1.500, +1.500]*", "+0.000 [-0.100, +0.100]"]]
+    # 3 paired faces: Student's t interval, 4.303 x 0.1 / sqrt(3) = 0.248 (the plain bootstrap gave [-0.1, +0.1])
+    assert body == [["robust-upsample", "M", "+1.500 [+1.500, +1.500]*", "+0.000 [-0.248, +0.248]"]]
     merged["rows"]["robust-upsample@M"]["input"].pop("per_face")  # a chunk from before per-face values
     lines = bench.paired_intervals(merged)
     assert len(lines) == 2 and "not every cell here holds per-face values" in lines[1]
