@@ -207,17 +207,22 @@ def test_paste_landmark_mask(astronaut):
     np.testing.assert_allclose(fallback, sq[..., None] * 0.5 + (1 - sq[..., None]) * astronaut, atol=1e-5)
 
 
-@pytest.mark.parametrize("upscale", [1.0, 1.5])
-def test_overlapping_faces_blend_in_order(upscale):
-    h, w = 150, 190
-    photo = np.full((h, w, 3), 0.2, np.float32)
-    s = 128
+def _two_overlapping_faces(s: int = 128):
+    """A flat 150 x 190 photo with two overlapping aligned faces (crops of side ``s``), a red and a blue restored
+    crop for them: (photo, faces, colours, crops)."""
+    photo = np.full((150, 190, 3), 0.2, np.float32)
     faces = []
     for m in ([[0.9, 0.1, -40.0], [-0.1, 0.9, -20.0]], [[1.1, -0.2, -80.0], [0.2, 1.1, -60.0]]):
         lm = transform_points(FFHQ_TEMPLATE_512 * s / 512, np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2])
         faces.append(align_face(photo, lm, s))
     colours = [np.array([0.9, 0.1, 0.1], np.float32), np.array([0.1, 0.1, 0.9], np.float32)]
-    crops = [np.broadcast_to(c, (s, s, 3)).copy() for c in colours]
+    return photo, faces, colours, [np.broadcast_to(c, (s, s, 3)).copy() for c in colours]
+
+
+@pytest.mark.parametrize("upscale", [1.0, 1.5])
+def test_overlapping_faces_blend_in_order(upscale):
+    photo, faces, colours, crops = _two_overlapping_faces()
+    (h, w), s = photo.shape[:2], 128
     out = paste_faces(photo, list(zip(crops, faces)), upscale)
     oh, ow = round(upscale * h), round(upscale * w)
     m1, m2 = (output_mask(square_mask(s), f, upscale, (oh, ow), (h, w))[..., None] for f in faces)
@@ -236,15 +241,8 @@ def test_overlapping_faces_blend_in_order(upscale):
 def test_keep_masks_act_per_face_and_spare_the_neighbours():
     """A face's keep mask (the occlusion guard's) lowers only its own paste mask: where it reaches over the next
     face of a group photo, that face keeps its restoration; keep = 1 everywhere leaves the photo bit for bit."""
-    h, w = 150, 190
-    photo = np.full((h, w, 3), 0.2, np.float32)
-    s = 128
-    faces = []
-    for m in ([[0.9, 0.1, -40.0], [-0.1, 0.9, -20.0]], [[1.1, -0.2, -80.0], [0.2, 1.1, -60.0]]):
-        lm = transform_points(FFHQ_TEMPLATE_512 * s / 512, np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2])
-        faces.append(align_face(photo, lm, s))
-    colours = [np.array([0.9, 0.1, 0.1], np.float32), np.array([0.1, 0.1, 0.9], np.float32)]
-    crops = [np.broadcast_to(c, (s, s, 3)).copy() for c in colours]
+    photo, faces, colours, crops = _two_overlapping_faces()
+    (h, w), s = photo.shape[:2], 128
     k0 = np.zeros((s, s), np.float32)
     k0[:, s // 2:] = 1.0  # face 0 keeps the photo over the right half of its crop (where face 1 lies)
     out = paste_faces(photo, list(zip(crops, faces)), 2.0, keep=[k0, None])
