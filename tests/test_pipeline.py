@@ -233,6 +233,33 @@ def test_transparent_colours_do_not_bleed_into_visible_edges(tmp_path):
     assert res.image[edge].min() > 0.97  # before: about 0.79 at alpha 0.79
 
 
+class _ContrastRestorer(Restorer):
+    """Doubles the contrast of the face (about mid-gray): a restoration that looks sharper only by its contrast."""
+
+    spec = MethodSpec("test-contrast", "test", "contrast x2", size=512)
+
+    def _restore(self, x, *, fidelity, refs):
+        return ((x - 0.5) * 2.0 + 0.5).clamp(0, 1)
+
+
+def test_the_gate_judges_what_is_pasted_and_occlusion_masks_go_per_face(astronaut, fixed, monkeypatch):
+    """Colour matching brings the restoration back to the photo's contrast before pasting, so the gate measures
+    that crop (a contrast-inflated raw crop looked 3x sharper than the input); each face's occlusion mask reaches
+    paste_faces as that face's own keep mask."""
+    from facerestore.faces import paste
+    from facerestore.quality_gate import face_sharpness
+
+    calls = []
+    real = paste.paste_faces
+    monkeypatch.setattr(paste, "paste_faces", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    res = restore_photo(astronaut, _ContrastRestorer(), upscale=1.0, detector=fixed, identity=False, mask="square")
+    f = res.faces[0]
+    raw = face_sharpness(f.restored_crop) / face_sharpness(f.input_crop)
+    assert raw > 2.0 and f.gate.sharpness_ratio < 0.6 * raw
+    assert len(calls) == 1 and calls[0]["color_match"] is False and len(calls[0]["keep"]) == len(res.faces)
+    assert calls[0]["keep"][0] is f.occlusion
+
+
 def test_alpha_png(tmp_path, astronaut, fixed):
     yy, xx = np.mgrid[0:512, 0:512]
     alpha = ((xx + yy) / 1022.0).astype(np.float32)

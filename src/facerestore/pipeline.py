@@ -853,11 +853,13 @@ def restore_faces_in_photo(
         mesh = mesh_points_for_faces(rgb, [d.landmarks5 for d, _ in alns])  # None: weights not downloaded
     # what will be pasted (the restoration in the photo's colours) is what the gate judges
     pasted = list(restored)
+    gray = False
     if color_match and alns:
         from facerestore.faces.paste import is_gray, match_face_colour
 
         gray = is_gray(rgb)
-        pasted = [match_face_colour(rc, a, rgb.shape, landmarks68=d.landmarks68, gray=gray,
+        space = color_match if isinstance(color_match, str) else "lab"
+        pasted = [match_face_colour(rc, a, rgb.shape, landmarks68=d.landmarks68, gray=gray, space=space,
                                     mesh_points=None if mesh is None else mesh[k])
                   for k, ((d, a), rc) in enumerate(zip(alns, restored))]
     timings["colour"] = time.perf_counter() - t
@@ -886,7 +888,7 @@ def restore_faces_in_photo(
     t = time.perf_counter()
     out = paste_faces(
         rgb, [(pc, a) for (_, a), pc in zip(alns, pasted)], upscale, background=_background(background),
-        mask=mask, landmarks68=[d.landmarks68 for d, _ in alns], mesh_points=mesh, color_match=False,
+        mask=mask, landmarks68=[d.landmarks68 for d, _ in alns], mesh_points=mesh, color_match=False, gray=gray,
         weights=[f.paste_weight for f in faces], keep=[f.occlusion for f in faces],
     )
     timings["paste"] = time.perf_counter() - t

@@ -440,6 +440,7 @@ def test_refs_start_a_refinement_pulled_toward_their_identity(tmp_path, tiny_pri
     no_budget = load_restorer("prior-sft", weights=path, refine_steps=0, ref_weight=4.0, force_refs=True)
     _, d0 = no_budget.restore(x, refs=refs, return_details=True)  # --steps 0: the single pass, refs unused
     assert d0.losses == [] and no_budget.refs_distances(x, refs) is None and no_budget.last_refs_distance is None
+    assert "--steps 0" in no_budget.unused_refs_reason() and r.unused_refs_reason() is None
     unweighted = load_restorer("prior-sft", weights=path, ref_weight=0.0)
     torch.testing.assert_close(unweighted.restore(x, refs=refs), unweighted.restore(x), rtol=0, atol=0)
     with pytest.raises(InputError, match=r"\(R, 3, S, S\)"):

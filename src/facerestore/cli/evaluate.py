@@ -4,8 +4,9 @@ Predictions and references are paired by file stem (extension and its case do no
 different sizes are skipped with a reason, as are unreadable files. No-reference metrics (e.g. niqe)
 need no ``--gt``. A summary table goes to stdout; ``--out`` writes the full report (JSON) and ``--csv``
 one row per image, both atomically. Exit 0 when every prediction was scored, 1 when some were skipped (no
-reference of that name, another size, unreadable; each reported on stderr), 2 on bad input or missing weights.
-References without a prediction (a subset scored against a whole dataset) are reported, not counted.
+reference of that name, another size, unreadable) or a name was ambiguous (two predictions or two references with
+one stem: the file used is named); each is reported on stderr; 2 on bad input or missing weights. References
+without a prediction (a subset scored against a whole dataset) are reported, not counted.
 ``--out`` / ``--csv`` are checked before any scoring: a path that is one of the input images (symlinks and hard
 links included), a folder, device, FIFO or symbolic link, or that lies in a folder that cannot be written is
 refused (exit 2).

@@ -278,6 +278,10 @@ def run(args: argparse.Namespace) -> int:
     if note:
         print(f"note: {note}", file=sys.stderr)
     restorer.check_options(fidelity=args.fidelity, refs=args.refs)
+    unused = restorer.unused_refs_reason() if args.refs else None
+    if unused:  # said, and the photos not read for nothing
+        print(f"note: --refs: not used ({unused})", file=sys.stderr)
+        args.refs = None
     # the detector applies its calibrated threshold unless --min-score replaces it
     threshold = {} if args.min_score is None else {"threshold": args.min_score}
     detector = None if args.aligned else create_detector(args.detector, **threshold)

@@ -279,12 +279,13 @@ class DlibDetector:
         from facerestore.faces import dlib_models
 
         img = as_uint8_rgb(image)
-        scale = 1.0
+        back = None  # per-axis factors from the resized copy back to the image (sizes round per axis)
         if self.max_side is not None and max(img.shape[:2]) > self.max_side:
             import cv2
 
             scale = self.max_side / max(img.shape[:2])
             size = (max(1, round(img.shape[1] * scale)), max(1, round(img.shape[0] * scale)))
+            back = np.array([img.shape[1] / size[0], img.shape[0] / size[1]] * 2)
             img = np.ascontiguousarray(cv2.resize(img, size, interpolation=cv2.INTER_AREA))
         out: list[tuple[np.ndarray, float]] = []
         if self.kind == "hog":
@@ -294,9 +295,9 @@ class DlibDetector:
             for m in dlib_models.cnn_detector()(img, self.upsample):
                 if m.confidence >= self.threshold:
                     out.append((_box_of_rect(m.rect), float(m.confidence)))
-        if scale != 1.0:
+        if back is not None:
             # box edges scale about the pixel-corner origin; exclusive ends stay exclusive
-            out = [(b / scale, s) for b, s in out]
+            out = [(b * back, s) for b, s in out]
         return out
 
     def detect(self, image: np.ndarray) -> list[FaceDetection]:

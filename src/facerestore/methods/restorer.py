@@ -325,6 +325,11 @@ class Restorer(torch.nn.Module):
             return None
         return float(self.default_fidelity)
 
+    def unused_refs_reason(self) -> str | None:
+        """Why references would do nothing with this restorer's current settings (None: they act); callers say so
+        instead of reading them for nothing."""
+        return None
+
     def check_options(self, *, fidelity: float | None = None, refs: Any = None) -> None:
         """One-line InputError for a fidelity the method lacks or outside [0, 1], missing references, or references that
         are not (R, 3, S, S) faces in [0, 1] (:func:`check_refs`, for the methods that use them)."""

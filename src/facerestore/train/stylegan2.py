@@ -132,6 +132,8 @@ class StyleGAN2Adapter(TrainAdapter):
             raise InputError("stylegan2 uses no weight decay (as the reference): remove optim.weight_decay")
         if cfg.val_every:
             raise InputError("a stylegan2 run has no restoration to validate: set val_every: 0")
+        if torch.distributed.is_available() and torch.distributed.is_initialized():  # before any image is read
+            self.wrap_ddp(None)
 
     def wrap_ddp(self, local_rank: int | None) -> None:
         # the step calls the generator's mapping and synthesis directly, which DistributedDataParallel would not

@@ -153,7 +153,7 @@ def config_from_dict(raw: dict[str, Any], where: str = "search config") -> Searc
                     v = float(v)
                 except ValueError:
                     pass
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # "nan" parses too
             v = float(v) if ok else v
         elif isinstance(d, int):
             ok = isinstance(v, int) and not isinstance(v, bool)
@@ -164,7 +164,8 @@ def config_from_dict(raw: dict[str, Any], where: str = "search config") -> Searc
         else:
             ok = isinstance(v, str)
         if not ok:
-            raise InputError(f"{where}: {k} has the wrong type ({type(v).__name__})")
+            raise InputError(f"{where}: {k} has the wrong type ({type(v).__name__}: {v!r}; expected "
+                             f"{'a finite number' if isinstance(d, float) else type(d).__name__})")
         values[k] = v
     return _check(SearchConfig(**values))
 

@@ -151,6 +151,13 @@ class PriorSFTRestorer(Restorer):
             raise InputError(f"--steps must be >= 0 for prior-sft (refinement steps), got {steps}")
         return {"refine_steps": int(steps)}
 
+    def unused_refs_reason(self) -> str | None:
+        if self.refine_steps == 0:
+            return "prior-sft uses references only through its refinement, which --steps 0 turns off"
+        if self.ref_weight == 0:
+            return "ref_weight is 0"
+        return None
+
     def _refs_distances(self, x: torch.Tensor, refs: torch.Tensor) -> list[float] | None:
         if self.ref_weight == 0 or self.refine_steps == 0:  # references act only through a refinement
             return None
