@@ -43,8 +43,8 @@ keeps some faces as they were), with the earlier CPU-trained ISPL weights: the g
 faces (6 of 20 sunglasses, 3 of 20 microphones) and on 1 of 50 faces without occluders (1.9% of its face); inside
 sunglasses +0.26 dB PSNR to the clean image (95% interval +0.08..+0.47), over all occluders +0.07 dB (+0.03..+0.13).
 With the current default weights (``ispl-compact-256-gpu``) the restorer keeps every synthetic occluder's
-low-frequency colour and the guard fires on none of the 150 faces: it is a safety net for restorers that repaint
-occluders (it blurs or re-textures them instead, which this guard does not see).
+low-frequency colour (it blurs or re-textures them, which this guard does not see) and the guard fires on none of
+the 150 faces: it is a safety net for restorers that repaint occluders.
 
 What it cannot see: an occluder the restorer repaints in the same colour (a skin-coloured hand turned into a
 cheek, thin spectacle frames erased: their low-pass colour barely changes), and fine structure lost inside an
