@@ -554,7 +554,7 @@ def test_aligned_refuses_clips_up_front_and_needs_no_background_upsampler(tmp_pa
     out = tmp_path / "o"
     assert main(["restore", "-i", str(gif), "-o", str(out), "--method", "test-id", "--aligned", "-q"]) == 2
     err = capsys.readouterr().err
-    assert "drop --aligned" in err and len(err.splitlines()) == 1 and not out.exists()
+    assert "not to videos or animations" in err and len(err.splitlines()) == 1 and not out.exists()
     monkeypatch.setenv("FACERESTORE_HOME", str(tmp_path / "empty-cache"))  # no ESRGAN weights anywhere
     face = tmp_path / "face.png"
     frames[0].save(face)

@@ -264,8 +264,7 @@ def run(args: argparse.Namespace) -> int:
         if not (np.isfinite(args.fps) and args.fps > 0):
             raise InputError(f"--fps must be a positive number, got {args.fps:g}")
     if args.aligned and clips and len(clips) == len(files):
-        raise InputError("--aligned takes aligned face crops: videos and animations are restored as whole frames "
-                         "(drop --aligned)")
+        raise InputError("--aligned applies to still face crops, not to videos or animations")
     for line in idle_options(args, has_video):
         print(f"note: {line}", file=sys.stderr)
 
