@@ -164,6 +164,31 @@ def test_logs_hold_the_rate_each_step_used_and_a_fresh_run_starts_a_new_log(tmp_
     assert [json.loads(x)["step"] for x in log.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
 
 
+def test_a_run_stopped_during_validation_validates_that_step_when_resumed(tmp_path, monkeypatch):
+    """The checkpoint of step 3 is written before its validation; when the validation is cut short (here: it
+    raises), the resumed run validates step 3 before going on, so the log has every validation once."""
+    from facerestore.train import Trainer
+
+    make_face_dataset(tmp_path / "hq")
+    real = Trainer._validate
+
+    def interrupted(self, *a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_validate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(_tiny_cfg(tmp_path, name="cut"), progress=False)
+    assert load_checkpoint(tmp_path / "runs/cut/checkpoints/last.pt")["step"] == 3
+    monkeypatch.setattr(Trainer, "_validate", real)
+    assert train(_tiny_cfg(tmp_path, name="cut"), progress=False)["finished"]
+    lines = [json.loads(x) for x in (tmp_path / "runs/cut/metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if x["kind"] == "val"] == [3, 6]
+    assert [x["step"] for x in lines if x["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
+    assert train(_tiny_cfg(tmp_path, name="cut", steps=9), progress=False)["finished"]  # resumed at 6: validated
+    lines = [json.loads(x) for x in (tmp_path / "runs/cut/metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if x["kind"] == "val"] == [3, 6, 9]
+
+
 def test_config_refuses_what_would_fail_or_be_ignored_later(tmp_path):
     """A misspelt validation metric fails when the config is read, not at the first validation hours later; an
     adapter refuses loss weights it would ignore."""

@@ -82,19 +82,23 @@ class _Logger:
                 if isinstance(v, (int, float)) and math.isfinite(v):
                     self.tb.add_scalar(f"{kind}/{k}" if kind != "train" else k, v, step)
 
-    def keep_until(self, step: int) -> None:
+    def keep_until(self, step: int) -> set[tuple[int, str]]:
         """Drop logged lines past ``step`` (where the run goes on from): a resumed run would log those steps again,
-        and a fresh one (``step`` 0) starts an empty log instead of appending to an earlier run's."""
+        and a fresh one (``step`` 0) starts an empty log instead of appending to an earlier run's. Returns the
+        (step, kind) of the lines kept."""
         if not self.enabled or not self.path.is_file():
-            return
+            return set()
         from facerestore.io import atomic_write_text
 
-        kept = []
+        kept, seen = [], set()
         for line in self.path.read_text().splitlines():
             with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
-                if int(json.loads(line)["step"]) <= step:
+                record = json.loads(line)
+                if int(record["step"]) <= step:
                     kept.append(line)
+                    seen.add((int(record["step"]), str(record.get("kind"))))
         atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
+        return seen
 
     def close(self) -> None:
         if self.tb is not None:
@@ -220,7 +224,10 @@ class Trainer:
                     print(f"warning: steps changed from {saved_steps} to {cfg.steps} since the checkpoint; "
                           "the learning-rate schedule follows the new total from here on")
 
-        logger.keep_until(start)
+        logged = logger.keep_until(start)
+        if main and start and cfg.val_every and start % cfg.val_every == 0 and (start, "val") not in logged:
+            # the checkpoint is written before validation: a run stopped during it validates that step now
+            logger.log(start, self._validate(adapter, ema.shadow, val_imgs), kind="val")
 
         def save(step: int) -> None:
             if not main:
