@@ -152,6 +152,7 @@ class PriorSFTRestorer(Restorer):
         return {"refine_steps": int(steps)}
 
     def unused_refs_reason(self) -> str | None:
+        # references act only through a refinement, and only with a weight
         if self.refine_steps == 0:
             return "prior-sft uses references only through its refinement, which --steps 0 turns off"
         if self.ref_weight == 0:
@@ -159,7 +160,7 @@ class PriorSFTRestorer(Restorer):
         return None
 
     def _refs_distances(self, x: torch.Tensor, refs: torch.Tensor) -> list[float] | None:
-        if self.ref_weight == 0 or self.refine_steps == 0:  # references act only through a refinement
+        if self.unused_refs_reason() is not None:
             return None
         return self._refs.get(refs, x.device).check_distances(x, self.spec.size)
 
@@ -173,7 +174,7 @@ class PriorSFTRestorer(Restorer):
             raise InputError(f"prior-sft has no option(s) {', '.join(sorted(options))}")
         alpha = self.default_fidelity if fidelity is None else float(fidelity)
         self.last_refs_distance = None
-        use_refs = refs is not None and self.ref_weight > 0 and self.refine_steps != 0
+        use_refs = refs is not None and self.unused_refs_reason() is None
         # None = no budget given: references start REFS_STEPS; an explicit 0 (--steps 0) turns refinement off
         steps = self.refine_steps if self.refine_steps is not None else (REFS_STEPS if use_refs else 0)
         if steps == 0:
