@@ -57,6 +57,21 @@ def test_tiles_meet_without_seams(small):
 
 
 @needs_esrgan
+def test_a_float16_network_is_its_own_copy():
+    """Module.half() converts in place: a float16 caller must not leave the shared float32 network in float16
+    (the next float32 caller would then fail on a dtype mismatch)."""
+    import torch
+
+    from facerestore.faces.background import _net
+
+    full = _net(2, "cpu")
+    half = _net(2, "cpu", half=True)
+    assert half is not full and half is _net(2, "cpu", half=True)
+    assert {p.dtype for p in full.parameters()} == {torch.float32}
+    assert {p.dtype for p in half.parameters()} == {torch.float16}
+
+
+@needs_esrgan
 def test_any_factor_gives_the_exact_size_and_is_close_to_the_input(small):
     from facerestore.faces.paste import upscale_image
 

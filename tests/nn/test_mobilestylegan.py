@@ -224,6 +224,9 @@ def test_ir_reader_on_a_hand_written_model(tmp_path):
         (lambda x: x.replace('to-layer="7" to-port="0"', 'to-layer="7" to-port="5"'), "do not exist"),
         (lambda x: x.replace('<net name="Tiny" version="10">', '<net name="Tiny" version="7">'), "IR v10"),
         (lambda x: x.replace("</edges>", ""), "not valid XML"),
+        (lambda x: x.replace('<layer id="0"', '<layer id="x"'), "malformed IR"),
+        (lambda x: x.replace("<dim>2</dim><dim>3</dim></port></output>", "<dim>?</dim></port></output>", 1),
+         "malformed IR"),
     ],
 )
 def test_ir_reader_refuses_malformed_models(tmp_path, edit, message):
@@ -231,6 +234,13 @@ def test_ir_reader_refuses_malformed_models(tmp_path, edit, message):
     with pytest.raises(InputError, match=message) as info:
         read_ir(xml_path)
     assert "\n" not in str(info.value)
+
+
+def test_ir_constants_are_views_of_the_bin_bytes(tmp_path):
+    """Constants are read-only views, not copies: Const layers naming the same bytes cost no memory each."""
+    xml_path, _ = _tiny_ir(tmp_path)
+    arrays = list(read_ir(xml_path).constants.values())
+    assert arrays and all(not a.flags.writeable and a.base is not None for a in arrays)
 
 
 def test_ir_reader_needs_the_bin_file(tmp_path):

@@ -176,3 +176,18 @@ def test_damaged_files_raise_one_error_type():
             pass
     with pytest.raises(OnnxFormatError, match="no graph"):
         parse_model(b"\x08\x06")  # ir_version only
+
+
+def test_an_oversized_file_is_refused_by_its_size_before_it_is_read(tmp_path, monkeypatch):
+    """The detectors' loaders stat the file first: a huge or hostile .onnx is one line, not gigabytes read and
+    parsed into memory."""
+    from facerestore.errors import InputError
+    from facerestore.nn import onnx_weights
+    from facerestore.nn.scrfd import load_scrfd
+
+    big = tmp_path / "big.onnx"
+    big.write_bytes(b"\0" * 4096)
+    monkeypatch.setattr(onnx_weights, "MAX_MODEL_BYTES", 1024)
+    monkeypatch.setattr("builtins.open", lambda *a, **k: pytest.fail("the file was opened"))
+    with pytest.raises(InputError, match="4096 bytes, over the 1024-byte limit"):
+        load_scrfd(big)

@@ -26,7 +26,7 @@ from facerestore.errors import InputError
 __all__ = ["ESRGAN_ENTRY", "esrgan_available", "esrgan_background", "esrgan_scale_for", "esrgan_upscale"]
 
 ESRGAN_ENTRY = "esrgan-thick"
-_NETS: dict[tuple[int, str], Any] = {}
+_NETS: dict[tuple[int, str, bool], Any] = {}
 _LOCK = threading.Lock()
 
 
@@ -47,14 +47,17 @@ def esrgan_scale_for(upscale: float) -> int:
     return ESRGAN_SCALES[-1]
 
 
-def _net(scale: int, device: str) -> Any:
+def _net(scale: int, device: str, half: bool = False) -> Any:
+    """The cached network for (scale, device, precision): one copy per precision, so a float16 caller never
+    converts the float32 network that later callers share (``Module.half`` works in place)."""
     from facerestore import zoo
     from facerestore.nn.esrgan import load_esrgan
 
     with _LOCK:
-        key = (scale, device)
+        key = (scale, device, bool(half))
         if key not in _NETS:
-            _NETS[key] = load_esrgan(zoo.weights_path(ESRGAN_ENTRY), scale, device)
+            net = load_esrgan(zoo.weights_path(ESRGAN_ENTRY), scale, device)
+            _NETS[key] = net.half() if half else net
         return _NETS[key]
 
 
@@ -83,10 +86,8 @@ def esrgan_upscale(image: np.ndarray, upscale: float, *, device: str = "cpu", ti
     if upscale <= 1.0 + 1e-9:
         return upscale_image(img, upscale)
     s = esrgan_scale_for(upscale)
-    net = _net(s, str(device))
     dtype = torch.float16 if half and str(device).startswith("cuda") else torch.float32
-    if dtype != torch.float32:
-        net = net.half()
+    net = _net(s, str(device), half=dtype == torch.float16)
     out = np.empty((h * s, w * s, 3), np.float32)
     tile, pad = int(tile), int(pad)
     ys = range(0, h, tile)

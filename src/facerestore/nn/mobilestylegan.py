@@ -627,7 +627,8 @@ def _fill(module: nn.Module, state: dict[str, np.ndarray], where: str, skip: tup
         if tuple(state[k].shape) != tuple(target.shape):
             raise InputError(f"{where}: {k} has shape {tuple(state[k].shape)} in the IR, "
                              f"the network expects {tuple(target.shape)}")
-    module.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, strict=False)
+    # the IR's arrays are read-only views of its .bin file: one copy each, into the parameters
+    module.load_state_dict({k: torch.from_numpy(np.array(v, copy=True)) for k, v in state.items()}, strict=False)
 
 
 def load_mobilestylegan(folder: str | os.PathLike, *, resolution: int | None = None, w_avg_samples: int = 50_000,
@@ -646,8 +647,12 @@ def load_mobilestylegan(folder: str | os.PathLike, *, resolution: int | None = N
     if missing:
         raise InputError(f"MobileStyleGAN folder {folder} lacks {', '.join(missing)}")
     mapping_xml, synthesis_xml = (os.path.join(folder, f) for f in ("MappingNetwork.xml", "SynthesisNetwork.xml"))
-    mapping_state = _mapping_state(read_ir(mapping_xml), os.path.basename(mapping_xml))
-    channels, wavelet_channels, synthesis_state = _synthesis_state(read_ir(synthesis_xml), "SynthesisNetwork.xml")
+    try:
+        mapping_state = _mapping_state(read_ir(mapping_xml), os.path.basename(mapping_xml))
+        channels, wavelet_channels, synthesis_state = _synthesis_state(read_ir(synthesis_xml), "SynthesisNetwork.xml")
+    except (ValueError, TypeError, IndexError) as exc:  # an array of an unexpected size met a reshape or index
+        raise InputError(f"MobileStyleGAN folder {folder}: the IR does not have this network's layout ({exc})") \
+            from None
     z_dim = int(mapping_state["fc0.weight"].shape[1])
     w_dim = int(mapping_state["fc0.weight"].shape[0])
     if wavelet_channels != 12:

@@ -113,12 +113,13 @@ def _ints(wire: int, value: Any) -> list[int]:
     return out
 
 
-def _floats(wire: int, value: Any, fmt: str = "<f4") -> list[float]:
-    """A repeated float (fixed32) or double (fixed64) field, packed or not."""
+def _floats(wire: int, value: Any, fmt: str = "<f4") -> np.ndarray:
+    """A repeated float (fixed32) or double (fixed64) field, packed or not: a numpy array (a Python list of
+    floats would take ~10x the file's bytes)."""
     size = np.dtype(fmt).itemsize
     if wire not in (_LEN, _I32 if size == 4 else _I64) or len(value) % size:
         raise OnnxFormatError(f"wire type {wire} or size {len(value)} for {fmt} values")
-    return np.frombuffer(bytes(value), fmt).tolist()
+    return np.frombuffer(value, fmt).copy()
 
 
 def _bytes(wire: int, value: Any) -> bytes:
@@ -167,7 +168,7 @@ def _tensor(buf: memoryview) -> tuple[str, np.ndarray]:
             typed.setdefault(number, []).extend(_ints(wire, value) if number != 11 else
                                                 [v & ((1 << 64) - 1) for v in _ints(wire, value)])
         elif number in (4, 10):  # float_data, double_data
-            typed.setdefault(number, []).extend(_floats(wire, value, "<f4" if number == 4 else "<f8"))
+            typed.setdefault(number, []).append(_floats(wire, value, "<f4" if number == 4 else "<f8"))
         elif number == 13:
             location = 1  # external_data entries: the tensor's bytes live in another file
     if location == 1:
@@ -189,6 +190,8 @@ def _tensor(buf: memoryview) -> tuple[str, np.ndarray]:
         flat = np.frombuffer(raw, np_dtype).copy()  # writable, and not a view that keeps the file's bytes alive
     else:
         values = next((typed[k] for k in (4, 5, 7, 10, 11) if k in typed), [])
+        if values and isinstance(values[0], np.ndarray):
+            values = np.concatenate(values)
         if dtype == 10:  # float16 travels as its 16-bit patterns in int32_data
             flat = np.array(values, np.uint16).view(np.float16)
         else:

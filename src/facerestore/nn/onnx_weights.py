@@ -15,6 +15,7 @@ Exports whose node names carry no module path (``Conv_0``, older exporters) are 
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -27,9 +28,23 @@ from facerestore.errors import InputError
 from facerestore.nn.onnx_proto import OnnxFormatError, OnnxModel, OnnxNode, parse_model
 
 __all__ = ["ConvLayer", "OnnxModel", "call_order", "conv_layers", "conv_sequence", "initializers",
-           "load_convs_in_order", "load_convs_strict", "load_model", "module_path"]
+           "load_convs_in_order", "load_convs_strict", "load_model", "module_path", "read_model_file"]
 
-MAX_MODEL_BYTES = 1 << 30
+# the two graphs read here (RetinaFace mobilenet-0.25, SCRFD-2.5G) are 1.7 and 3.3 MB; the parser holds a
+# file's bytes and its arrays at once, so the cap bounds memory as well as time
+MAX_MODEL_BYTES = 64 << 20
+
+
+def read_model_file(path: str | os.PathLike, what: str) -> bytes:
+    """The bytes of an ONNX file, its size checked before it is read (one InputError line otherwise)."""
+    try:
+        size = os.stat(path).st_size
+        if size > MAX_MODEL_BYTES:
+            raise InputError(f"{what}: {size} bytes, over the {MAX_MODEL_BYTES}-byte limit of this reader")
+        with open(path, "rb") as f:
+            return f.read(MAX_MODEL_BYTES + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def load_model(data: bytes, what: str = "ONNX model") -> OnnxModel:

@@ -153,7 +153,9 @@ def _const_array(layer: IRLayer, blob: bytes, where: str) -> np.ndarray:
     if offset < 0 or offset + size > len(blob):
         raise InputError(f"{where}: Const {layer.name!r} bytes [{offset}, {offset + size}) lie outside the "
                          f".bin file ({len(blob)} bytes)")
-    return np.frombuffer(blob, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape).copy()
+    # a read-only view of the .bin bytes, not a copy: many Const layers may name the same bytes, and copies would
+    # multiply the file's size by their number
+    return np.frombuffer(blob, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape)
 
 
 def read_ir(xml_path: str | os.PathLike, bin_path: str | os.PathLike | None = None) -> IRGraph:
@@ -171,6 +173,13 @@ def read_ir(xml_path: str | os.PathLike, bin_path: str | os.PathLike | None = No
     if root.tag != "net" or root.get("version") not in ("10", "11"):
         raise InputError(f"{where} is not an OpenVINO IR v10/v11 model (root <{root.tag} "
                          f"version={root.get('version')!r}>)")
+    try:
+        return _read_graph(root, bin_path, where)
+    except (ValueError, TypeError) as exc:  # an id, dimension or attribute that is not a number
+        raise InputError(f"{where}: malformed IR ({exc})") from None
+
+
+def _read_graph(root: ET.Element, bin_path: str, where: str) -> IRGraph:
     layers: dict[int, IRLayer] = {}
     for el in root.iterfind("layers/layer"):
         data = el.find("data")

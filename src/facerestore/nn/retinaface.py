@@ -163,7 +163,7 @@ def read_weights_py(path: str | os.PathLike) -> bytes:
 def load_retinaface(source: str | os.PathLike | bytes | None = None) -> RetinaFace:
     """RetinaFace with weights from ``source``: ONNX bytes, a ``weights.py`` / ``.onnx`` file, or None for the
     zoo entry ``retinaface-mnet025`` (WeightsMissingError when it is not cached). In eval mode."""
-    from facerestore.nn.onnx_weights import conv_layers, load_convs_strict, load_model
+    from facerestore.nn.onnx_weights import conv_layers, load_convs_strict, load_model, read_model_file
 
     what = "RetinaFace weights"
     if source is None:
@@ -177,10 +177,7 @@ def load_retinaface(source: str | os.PathLike | bytes | None = None) -> RetinaFa
         if Path(source).suffix == ".py":
             data = read_weights_py(source)
         else:
-            try:
-                data = Path(source).read_bytes()
-            except OSError as exc:
-                raise InputError(f"cannot read {source}: {exc.strerror or exc}") from None
+            data = read_model_file(source, what)
     net = RetinaFace()
     load_convs_strict(net, conv_layers(load_model(data, what)), what)
     return net.eval()

@@ -200,7 +200,13 @@ def _check_graph(model: OnnxModel, used: set[str], what: str) -> None:
 def load_scrfd(source: str | os.PathLike | bytes | None = None) -> SCRFD:
     """SCRFD with weights from ``source``: ONNX bytes, an ``.onnx`` file, or None for the zoo entry
     ``scrfd-2.5g`` (WeightsMissingError when it is not cached). In eval mode."""
-    from facerestore.nn.onnx_weights import conv_sequence, initializers, load_convs_in_order, load_model
+    from facerestore.nn.onnx_weights import (
+        conv_sequence,
+        initializers,
+        load_convs_in_order,
+        load_model,
+        read_model_file,
+    )
 
     what = "SCRFD weights"
     if source is None:
@@ -211,10 +217,7 @@ def load_scrfd(source: str | os.PathLike | bytes | None = None) -> SCRFD:
         data = bytes(source)
     else:
         what = f"SCRFD weights {Path(source).name}"
-        try:
-            data = Path(source).read_bytes()
-        except OSError as exc:
-            raise InputError(f"cannot read {source}: {exc.strerror or exc}") from None
+        data = read_model_file(source, what)
     model = load_model(data, what)
     net = SCRFD()
     scales = [f"bbox_head.scales.{i}.scale" for i in range(len(STRIDES))]

@@ -147,7 +147,10 @@ def _buffer_bytes(model: Any, raw: bytes, index: int) -> bytes | None:
     if index <= 0 or index >= model.BuffersLength():
         return None  # buffer 0 is the empty sentinel: an activation
     buf = model.Buffers(index)
-    offset, size = int(buf.Offset()), int(buf.Size())
+    # offset/size (buffers stored after the flatbuffer) came with the 2.1x schema; older ``tflite`` releases have
+    # no accessor for them, and a model such a release can read keeps its buffers inline
+    offset = int(buf.Offset()) if hasattr(buf, "Offset") else 0
+    size = int(buf.Size()) if hasattr(buf, "Size") else 0
     if offset > 1:  # large models keep buffers after the flatbuffer, addressed by offset and size
         if offset + size > len(raw):
             raise InputError(f"TFLite buffer {index} lies outside the file ({offset}+{size} > {len(raw)})")
