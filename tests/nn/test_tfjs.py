@@ -105,7 +105,7 @@ def test_layers_model_and_shard_prefix(tmp_path):
     assert m.weights["c/kernel"].shape == (1, 1, 1, 1)
 
 
-@pytest.mark.parametrize("case", ["short", "long", "traversal", "dtype", "shape", "missing", "json"])
+@pytest.mark.parametrize("case", ["short", "long", "traversal", "dtype", "shape", "missing", "json", "nested"])
 def test_malformed_manifests_fail_with_one_line(tmp_path, case):
     weights = [{"name": "a", "shape": [2], "dtype": "float32"}]
     blob = np.zeros(2, "<f4").tobytes()
@@ -134,6 +134,8 @@ def test_malformed_manifests_fail_with_one_line(tmp_path, case):
         (tmp_path / "shard0.bin").unlink()
     if case == "json":
         path.write_text("{not json")
+    if case == "nested":  # within the size cap, but one Python call per bracket for json
+        path.write_text("[" * 200_000 + "]" * 200_000)
     with pytest.raises(InputError) as exc:
         read_model(path)
     assert "\n" not in str(exc.value)

@@ -116,6 +116,8 @@ def _load_json(path: Path) -> dict[str, Any]:
         raise _fail(where, f"cannot read the TF.js manifest ({exc.strerror or exc})") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _fail(where, f"not a TF.js model.json ({exc})") from None
+    except RecursionError:  # json nests one Python call per bracket
+        raise _fail(where, "not a TF.js model.json (nested too deeply)") from None
     if not isinstance(data, dict) or "modelTopology" not in data or "weightsManifest" not in data:
         raise _fail(where, "not a TF.js model.json (no modelTopology / weightsManifest)")
     return data
