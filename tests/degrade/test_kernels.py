@@ -269,3 +269,28 @@ def test_gradcheck_blur():
         assert torch.autograd.gradcheck(blur, (x, k), eps=1e-6, atol=1e-6, fast_mode=size > 3)
     sigma = torch.tensor([0.9, 1.4], dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda a, s: gaussian_blur(a, s, size=5), (x, sigma), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [4, 5, 8])
+def test_narrow_kernels_do_not_underflow(size):
+    """A kernel narrower than a pixel, or an even-sized one (no tap at the centre), had every tap underflow to 0
+    and came out NaN; it is the (normalised) kernel with the exponent taken from its peak: finite, sums to 1,
+    and for an odd size the one-tap kernel."""
+    for k in (generalized_gaussian_kernel(size, 0.2, 0.2, 0.0, 4.0), gaussian_kernel(size, 0.01)):
+        assert bool(torch.isfinite(k).all()) and abs(float(k.sum()) - 1.0) < 1e-6
+        if size % 2:
+            centre = torch.zeros(size, size, dtype=k.dtype)
+            centre[size // 2, size // 2] = 1
+            torch.testing.assert_close(k[0], centre)
+        else:  # the four taps around the centre, equal by symmetry
+            c = size // 2
+            torch.testing.assert_close(k[0, c - 1 : c + 1, c - 1 : c + 1], torch.full((2, 2), 0.25, dtype=k.dtype))
+    # a wide kernel is unchanged: the same as exp(-0.5 q) normalised
+    k = gaussian_kernel(size, 1.3, 0.7, 0.4)
+    assert abs(float(k.sum()) - 1.0) < 1e-6
+
+
+def test_odd_is_the_nearest_odd_integer():
+    from facerestore.degrade.presets._common import odd
+
+    assert [odd(v) for v in (0.2, 1, 1.9, 2, 3.6, 4, 33.5, 34, 35.2)] == [1, 1, 1, 3, 3, 5, 33, 35, 35]

@@ -476,6 +476,21 @@ def test_diff_jpeg_bit_exact_every_quality_and_odd_sizes(astronaut_tensor, subsa
         assert _vs_libjpeg(x, [*range(1, 101, 3), 100], subsampling)[1], (h, w)
 
 
+@pytest.mark.parametrize("subsampling", SUBSAMPLINGS)
+def test_diff_jpeg_bit_exact_on_tiny_images(astronaut_tensor, subsampling):
+    """Images up to 4 px wide: libjpeg replicates a chroma plane of at most 2 samples instead of its triangle
+    filter (jdsample.c: fancy upsampling needs downsampled_width > 2); the float path does the same."""
+    noise = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for h in range(1, 12, 2):
+        for w in range(1, 12):
+            # colour noise: neighbouring chroma samples differ, so the two upsamplings cannot round alike
+            x = 0.5 * astronaut_tensor[..., 200 : 200 + h, 180 : 180 + w].double() + 0.5 * noise[..., :h, :w]
+            assert _vs_libjpeg(x, [10, 50, 90], subsampling)[1], (h, w)
+            # at q100 (all quantisers 1) what is left of the float path's error is the chroma upsampling
+            maes, _ = _vs_libjpeg(to8(x), [100], subsampling, exact=False)
+            assert max(maes) < MAX_MAE / 2, (h, w, maes)
+
+
 @pytest.mark.data
 @pytest.mark.parametrize("subsampling", SUBSAMPLINGS)
 def test_diff_jpeg_matches_libjpeg_ffhq(shared_data, subsampling):

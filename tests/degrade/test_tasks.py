@@ -333,6 +333,22 @@ def test_apply_keeps_float64(face):
     assert y.dtype == torch.float64
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_apply_keeps_half_precision_on_the_fast_paths(face, dtype):
+    """The fast bilinear path has no CPU antialias kernel for half types: it computes in float32 and returns the
+    input's dtype, within rounding of the float32 result."""
+    for task in ("mfpsnet-down", "realworld-gfpgan"):
+        y, params = degrade.apply(face.to(dtype), task, generator=3)
+        ref, _ = degrade.apply(face.to(dtype).float(), task, params=params)
+        assert y.dtype == dtype and y.shape == ref.shape
+        assert float((y.float() - ref).abs().mean()) < 2 / 255, task
+
+
+def test_an_empty_batch_is_one_clear_error(face):
+    with pytest.raises(InputError, match="empty batch"):
+        degrade.apply(face[:0], "sr4x")
+
+
 def test_sr4x_matches_pil(face):
     y, _ = degrade.apply(face, "sr4x")
     im = Image.fromarray((face[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
@@ -412,6 +428,21 @@ def test_upsample_surrogate_close_to_real(face, level):
     assert float((z - y).abs().mean()) < 0.03
     f = 256 // y.shape[-1]
     torch.testing.assert_close(z, torch.nn.functional.avg_pool2d(x, f))
+
+
+def test_upsample_surrogate_stays_aligned_when_the_size_is_not_a_multiple():
+    """250 px at x8 (M): the real resize maps all 250 rows onto 31; the surrogate's windows must tile the whole
+    image too (avg_pool2d dropped the last 2 rows and shifted the target by an eighth of a low-res pixel)."""
+    ramp = torch.linspace(0, 1, 250).view(1, 1, 1, 250).expand(1, 3, 250, 250).contiguous()
+    y, params = degrade.apply(ramp, "robust-upsample", level="M", generator=1)
+    z = degrade.surrogate("robust-upsample", params)(ramp)
+    f = params[0]["ops"][0]["factor"]
+    assert z.shape == y.shape == (1, 3, 250 // f, 250 // f)
+    assert float((z - y).abs().mean()) < 0.4 / 255  # within the real output's 8-bit rounding
+    err = (z - y).mean((0, 1, 2))
+    assert abs(float(err[:15].mean() + err[-15:].mean())) < 0.1 / 255  # no drift from one side to the other
+    dropped = torch.nn.functional.avg_pool2d(ramp, f)
+    assert float((dropped - y).abs().mean()) > 0.8 / 255  # what the old surrogate gave
 
 
 @pytest.mark.parametrize("level", ["XS", "M", "XL"])

@@ -143,7 +143,10 @@ def _float_codec(
     if (hf, vf) != (1, 1):
         c = F.avg_pool2d(c, (vf, hf))
     c = _codec_plane(_pad_to(c, 8, 8), chroma, alpha)[..., : -(-h // vf), : -(-w // hf)]
-    if (hf, vf) != (1, 1):
+    if (hf, vf) != (1, 1) and c.shape[-1] <= 2:
+        # libjpeg replicates a chroma plane at most 2 samples wide (images up to 4 px wide)
+        c = c.repeat_interleave(vf, dim=-2).repeat_interleave(hf, dim=-1)
+    elif (hf, vf) != (1, 1):
         # libjpeg's "fancy" upsampling (3/4, 1/4 triangle filter, edges replicated) is bilinear x2 with
         # half-pixel centres.
         c = F.interpolate(c, scale_factor=(float(vf), float(hf)), mode="bilinear", align_corners=False)
@@ -273,7 +276,10 @@ def _int_downsample(c: torch.Tensor, hf: int, vf: int) -> torch.Tensor:
 
 
 def _int_upsample(c: torch.Tensor, hf: int, vf: int) -> torch.Tensor:
-    """jdsample.c h2v1 / h2v2 fancy upsampling (triangle filter, integer rounding with alternating bias)."""
+    """jdsample.c h2v1 / h2v2 fancy upsampling (triangle filter, integer rounding with alternating bias); a
+    plane at most 2 samples wide is replicated instead, as libjpeg does (``downsampled_width > 2`` gates fancy)."""
+    if c.shape[-1] <= 2:
+        return c.repeat_interleave(vf, dim=-2).repeat_interleave(hf, dim=-1)
     if vf == 2:
         near = c.repeat_interleave(2, dim=-2)
         up = F.pad(c, (0, 0, 1, 1), mode="replicate")  # rows above / below, edges replicated

@@ -119,6 +119,13 @@ def _normalise(k: torch.Tensor) -> torch.Tensor:
     return k / k.sum(dim=(-2, -1), keepdim=True)
 
 
+def _exp_from_peak(e: torch.Tensor) -> torch.Tensor:
+    """exp(-0.5 * e) up to a per-kernel factor: the exponent is taken from its smallest value, so the largest tap
+    is 1. The same kernel once normalised, but an even-sized or very narrow kernel (no tap at the centre) no longer
+    underflows to all zeros and a NaN sum."""
+    return torch.exp(-0.5 * (e - e.amin(dim=(-2, -1), keepdim=True)))
+
+
 # ----------------------------------------------------------------------------------------------- kernels
 
 
@@ -140,7 +147,7 @@ def gaussian_kernel(
     sigma_y = sigma_x if sigma_y is None else sigma_y
     _, (sx, sy, th) = _per_sample(sigma_x, sigma_y, theta, device=device)
     q = _quadratic_form(size, sx, sy, th)
-    return _normalise(torch.exp(-0.5 * q)).to(_output_dtype((sigma_x, sigma_y, theta), dtype))
+    return _normalise(_exp_from_peak(q)).to(_output_dtype((sigma_x, sigma_y, theta), dtype))
 
 
 def generalized_gaussian_kernel(
@@ -162,7 +169,7 @@ def generalized_gaussian_kernel(
     _, (sx, sy, th, b) = _per_sample(sigma_x, sigma_y, theta, beta, device=device)
     # the floor keeps the gradient of q ** beta finite at the centre for beta < 1
     q = _quadratic_form(size, sx, sy, th).clamp_min(1e-30)
-    k = torch.exp(-0.5 * q ** b[:, None, None])
+    k = _exp_from_peak(q ** b[:, None, None])
     return _normalise(k).to(_output_dtype((sigma_x, sigma_y, theta, beta), dtype))
 
 

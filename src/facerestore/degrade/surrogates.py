@@ -102,10 +102,13 @@ def cubic_round(x: torch.Tensor, alpha: float = 0.8) -> torch.Tensor:
     return _CubicRound.apply(x, float(alpha))
 
 
-def avgpool_downsample(x: torch.Tensor, factor: int) -> torch.Tensor:
+def avgpool_downsample(x: torch.Tensor, factor: int, size: tuple[int, int] | None = None) -> torch.Tensor:
     """Average pooling by an integer ``factor`` (paper 002's f_hat for every downsampling filter).
 
-    Output size is floor(H / factor) x floor(W / factor) (trailing rows/columns dropped).
+    Output size is floor(H / factor) x floor(W / factor) (trailing rows/columns dropped). With ``size`` (the real
+    resize's output, (h, w)) and an image that is not ``factor * size``: adaptive average pooling to ``size``,
+    whose windows tile the whole image as the real resize does (dropping the remainder would shift the target
+    by up to half a low-resolution pixel towards the top left).
     """
     if int(factor) != factor or factor < 1:
         raise InputError(f"downsampling factor must be a positive integer, got {factor}")
@@ -114,6 +117,8 @@ def avgpool_downsample(x: torch.Tensor, factor: int) -> torch.Tensor:
         return x
     if x.shape[-2] < factor or x.shape[-1] < factor:
         raise InputError(f"image {tuple(x.shape[-2:])} is smaller than the downsampling factor {factor}")
+    if size is not None and (x.shape[-2], x.shape[-1]) != (factor * size[0], factor * size[1]):
+        return F.adaptive_avg_pool2d(x, (int(size[0]), int(size[1])))
     return F.avg_pool2d(x, factor)
 
 

@@ -132,7 +132,7 @@ def _run_resize(x: torch.Tensor, ops: list[Op]) -> torch.Tensor:
 
 def _sur_resize(x: torch.Tensor, op: Op, g: torch.Generator) -> torch.Tensor:
     if op.get("surrogate") == "avgpool":
-        return avgpool_downsample(x, int(op["factor"]))
+        return avgpool_downsample(x, int(op["factor"]), size=(int(op["size"][0]), int(op["size"][1])))
     return resize(x, size=tuple(op["size"]), method=op["method"], antialias=op["antialias"])
 
 
@@ -515,9 +515,10 @@ def _fast_bilinear(x: torch.Tensor, size: tuple[int, int], antialias: bool, bits
         if bits is not None:
             _quantize_np(dst, bits)
         return y
-    y = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False,
+    low = x.dtype in (torch.float16, torch.bfloat16) and x.device.type == "cpu"  # no CPU antialias kernel for these
+    y = torch.nn.functional.interpolate(x.float() if low else x, size=size, mode="bilinear", align_corners=False,
                                         antialias=bool(antialias or up))
-    y = y.clamp_(0.0, 1.0)
+    y = y.clamp_(0.0, 1.0).to(x.dtype)
     return y if bits is None else _quantize(y, bits)
 
 
@@ -573,6 +574,8 @@ def _use_fused(x: torch.Tensor, blur_op: Op, resize_op: Op) -> bool:
 def _check_image(x: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3 or not x.is_floating_point():
         raise InputError(f"expected a float (B, 3, H, W) tensor, got {getattr(x, 'shape', type(x))}")
+    if x.shape[0] == 0:
+        raise InputError("empty batch: no image to degrade")
 
 
 def _run(x: torch.Tensor, op_lists: Sequence[Sequence[Op]]) -> torch.Tensor:

@@ -122,8 +122,7 @@ def round_size(h: int, w: int, factor: float) -> tuple[int, int]:
 
 def odd(n: float) -> int:
     """The odd integer nearest to n (ties up), at least 1."""
-    k = max(1, math.floor(n + 0.5))
-    return k if k % 2 else k + 1
+    return max(1, 2 * math.floor(n / 2) + 1)
 
 
 def permutation(g: torch.Generator, n: int) -> list[int]:
