@@ -558,6 +558,31 @@ def test_bf16_generator_keeps_float32_latents_and_loss(tiny_msg):
     assert d16.phase_losses["W++"][-1] < d16.phase_losses["W"][0]
 
 
+def test_bf16_leaves_the_mapping_and_loss_exactly_float32(tiny_msg):
+    import copy
+
+    r = RobustInversionRestorer(generator=copy.deepcopy(tiny_msg), loss="substitute", steps=(1, 1, 1), min_side=4,
+                                progress=False).set_half(True)
+    assert r.G.synthesis.const.dtype == torch.bfloat16 and r.precision == "bf16"
+    assert torch.equal(r.G.mapping.w_avg, tiny_msg.mapping.w_avg)  # the start latent, not rounded to bf16
+    assert all(p.dtype == torch.float32 for p in r.G.mapping.parameters())
+    assert all(t.dtype == torch.float32 for t in r.loss_fn.state_dict().values() if t.is_floating_point())
+
+
+def test_records_as_a_tuple_are_read_like_a_list(tiny_g):
+    _, x = _known_image(tiny_g)
+    y, params = degrade.apply(x, "robust-upsample", level="XS", generator=0)
+    r = RobustInversionRestorer(generator=tiny_g, loss="substitute", steps=(2, 2, 2), min_side=4, progress=False)
+    torch.testing.assert_close(r.restore(y, params=tuple(params)), r.restore(y, params=list(params)))
+
+
+def test_bad_phase_settings_fail_at_construction(tiny_g):
+    for kw, match in (({"steps": (1, 2)}, "three phases"), ({"steps": (0, 1, 1)}, "three phases"),
+                      ({"wpp_layout": "dens"}, "wpp_layout")):
+        with pytest.raises(InputError, match=match):
+            RobustInversionRestorer(generator=tiny_g, loss="substitute", **kw)
+
+
 # ------------------------------------------------------------------------------ blind mode at the detail side
 
 

@@ -319,7 +319,10 @@ def test_bf16_generator_keeps_float32_latents_flow_and_image(tiny_g, tiny_flow):
     r16 = RLSRestorer(generator=copy.deepcopy(tiny_g), flow=copy.deepcopy(tiny_flow), steps=15, n_mean=2000,
                       seed=3).set_half(True)
     assert r16.G.synthesis.b4.const.dtype == torch.bfloat16
-    assert all(p.dtype == torch.float32 for p in r16.flow.parameters())  # the flow prior stays float32
+    # the flow prior and the mapping (w_avg: the search's start) stay float32, bit for bit: never round-tripped
+    for a, b in zip(r16.flow.state_dict().values(), tiny_flow.state_dict().values()):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    assert torch.equal(r16.G.mapping.w_avg, tiny_g.mapping.w_avg)
     out32 = r32.restore(y)
     out16, d16 = r16.restore(y, return_details=True)
     assert d16["rls"].latents.dtype == torch.float32 and d16["rls"].image.dtype == torch.float32
@@ -330,6 +333,27 @@ def test_bf16_generator_keeps_float32_latents_flow_and_image(tiny_g, tiny_flow):
     rp = RLSRestorer(generator=copy.deepcopy(tiny_g), flow=tiny_flow, plus=True, steps=2, plus_steps=1, n_mean=10)
     with pytest.raises(InputError, match=r"rls-plus.*half precision"):
         rp.set_half(True)
+
+
+def test_blind_crop_at_the_full_side_is_its_own_observation(tiny_g, tiny_flow):
+    """Factor 1: the observation operator is the identity (PULSE's bicubic at factor 1 shifts by half a pixel
+    and sharpens, which the fit would then undo)."""
+    r = RLSRestorer(generator=tiny_g, flow=tiny_flow, steps=1, n_mean=10)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(r._degrade_fn(x, None, None)(x), x)
+    y = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(r._degrade_fn(y, None, None)(x), degrade.downsample_pulse_bicubic(x, 2))
+
+
+def test_bad_settings_fail_at_construction_and_a_search_without_a_finite_loss_says_so(tiny_g, tiny_flow):
+    from facerestore.errors import FaceRestoreError
+
+    for bad, match in (({"steps": 0}, "steps >= 1"), ({"n_mean": 0}, "n_mean >= 1"), ({"stepz": 3}, "unknown RLS")):
+        with pytest.raises(InputError, match=match):
+            RLSRestorer(generator=tiny_g, flow=tiny_flow, **bad)
+    y = torch.full((1, 3, 16, 16), float("nan"))
+    with pytest.raises(FaceRestoreError, match="no finite loss"):
+        RLSRestorer(generator=tiny_g, flow=tiny_flow, steps=2, n_mean=10).restore(y)
 
 
 # ------------------------------------------------------------------------------------------ flow CLI

@@ -314,7 +314,15 @@ class Restorer(torch.nn.Module):
             raise InputError(f"method {self.spec.name!r} does not support half precision ({name} on "
                              f"{self.device.type}; supported: {', '.join(self.spec.precisions)}); drop --half")
         self._half = True
-        return self.to(dtype)
+        for module in self.half_modules():
+            module.to(dtype)
+        return self
+
+    def half_modules(self) -> list[torch.nn.Module]:
+        """What :meth:`set_half` converts: the whole restorer by default. Methods whose latents, priors or losses
+        must stay float32 name only their heavy network (a convert-then-back round trip would round those
+        weights to bf16 and leave them there)."""
+        return [self]
 
     def fidelity_used(self, fidelity: float | None) -> float | None:
         """The fidelity a call with ``fidelity`` runs at: the value given, else the method's default (None for

@@ -124,9 +124,10 @@ def robust_invert(
     their own record-seeded generators). wpp_layout: "layers" (one w per output filter of every layer,
     the paper) or "dense" (the authors' code layout in which a toRGB layer shares the rows of the next
     block's first conv). callback(phase, step, loss) sees every step. Generator weights are not modified.
-    identity: an extra per-sample loss ``identity(G(w)) -> (B,)`` of the clean generated image (R x R, before
-    ``f_hat``), added in every phase (``ReferenceIdentity.term``: the pull toward reference photos); None (the
-    paper) leaves every step exactly as without it.
+    identity: an extra per-sample loss ``identity(G(w)) -> (B,)`` of the clean generated image as rendered for
+    the fit (R x R, or r x r with ``resolution``; before ``f_hat``), added in every phase
+    (``ReferenceIdentity.term``: the pull toward reference photos); None (the paper) leaves every step exactly as
+    without it.
     resolution: the side r the optimisation renders G at (beyond the paper, for speed): f_hat then maps (B, 3, r,
     r) images, and for MobileStyleGAN G's r px image is exactly the box average of its full image, so inverting
     at r is the paper's inversion through f_hat o box-downsampling; ``image`` is still rendered at the full

@@ -116,7 +116,9 @@ class ReferenceCache:
 
     def get(self, refs: torch.Tensor, device: torch.device) -> ReferenceIdentity:
         refs = refs.to(device)
-        if self._last is not None and self._last[0].shape == refs.shape and torch.equal(self._last[0], refs):
+        last = None if self._last is None else self._last[0]
+        if (last is not None and last.device == refs.device and last.dtype == refs.dtype and last.shape == refs.shape
+                and torch.equal(last, refs)):
             return self._last[1]
         ri = ReferenceIdentity(refs, self.embedder(device))
         self._last = (refs, ri)

@@ -262,11 +262,17 @@ class RobustInversionRestorer(Restorer):
 
             degrade.get_task(task)  # fail early on unknown names
         self.task, self.level = task, level
-        self.loss_fn = make_loss(loss, lpips_weights=lpips_weights, min_side=min_side)
+        # on the generator's device: a generator object passed already on a GPU needs no .to() to work
+        self.loss_fn = make_loss(loss, lpips_weights=lpips_weights, min_side=min_side).to(self.G.mapping.w_avg.device)
         self.loss_kind = self.loss_fn.kind
         if loss == "auto":
             log.info("robust-inversion uses the %s loss", self.loss_kind)
         self.steps, self.lrs = tuple(int(s) for s in steps), tuple(float(v) for v in lrs)
+        if len(self.steps) != 3 or len(self.lrs) != 3 or min(self.steps) < 1:
+            raise InputError(f"robust-inversion takes three phases (W, W+, W++): steps and lrs of 3 values, steps "
+                             f">= 1; got steps {steps} and lrs {lrs}")
+        if wpp_layout not in ("layers", "dense"):
+            raise InputError(f"wpp_layout must be 'layers' or 'dense', got {wpp_layout!r}")
         self.wpp_layout, self.seed, self.progress = wpp_layout, int(seed), bool(progress)
         self.adaptive_resolution = work_resolution is None  # the blind mode follows each batch's detail_side
         if work_resolution is None and hasattr(self.G.synthesis, "check_resolution"):
@@ -279,14 +285,11 @@ class RobustInversionRestorer(Restorer):
         if self.encoder is not None:  # every output record names the start and its licence consequences
             self.with_spec(weights_licence=f"{self.spec.weights_licence}; {ENCODER_LICENCE}")
 
-    def set_half(self, enabled: bool = True) -> RobustInversionRestorer:
-        """The generator in bf16 on a CPU (fp16 on a GPU is not offered: untested here); the loss and its networks
-        stay float32 (the latents always are: :func:`.invert.robust_invert`)."""
-        super().set_half(enabled)
-        self.loss_fn.float()
-        if self.encoder is not None:
-            self.encoder.float()
-        return self
+    def half_modules(self) -> list[torch.nn.Module]:
+        """``set_half``: the generator's synthesis network in bf16 on a CPU (fp16 on a GPU is not offered: untested
+        here); its mapping (with ``w_avg``, the start latent), the loss and its networks, and the W encoder are
+        never converted (the latents are always float32: :func:`.invert.robust_invert`)."""
+        return [self.G.synthesis]
 
     def fidelity_used(self, fidelity: float | None, blind: bool = True) -> float:
         """The projection strength a call runs at: ``fidelity`` when given, else 0 in the blind mode (whole-photo
@@ -437,6 +440,8 @@ class RobustInversionRestorer(Restorer):
         """
         from facerestore import degrade
 
+        if isinstance(params, tuple):  # any sequence of records, as RLS takes them
+            params = list(params)
         task = task or (params[0]["task"] if isinstance(params, list) and params else None)
         task = task or (params.get("task") if isinstance(params, dict) else None) or self.task
         strength = self.fidelity_used(fidelity, blind=task is None)

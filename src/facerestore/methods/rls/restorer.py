@@ -168,6 +168,8 @@ class RLSRestorer(Restorer):
         self.G.requires_grad_(False)
         self.starter = EncoderStart(init, None if generator is not None else weights, self.G)
         self.flow = _resolve_flow(flow, weights, generator is not None)
+        if self.flow is not None:  # on the generator's device (a flow file loads on the CPU)
+            self.flow.to(self.G.mapping.w_avg.device)
         if self.flow is not None:
             self.flow.requires_grad_(False)
         self.cfg = config(preset, **overrides)
@@ -188,13 +190,11 @@ class RLSRestorer(Restorer):
         if self.starter.encoder is not None:  # every output record names the start and its licence consequences
             self.with_spec(weights_licence=f"{self.spec.weights_licence}; {ENCODER_LICENCE}")
 
-    def set_half(self, enabled: bool = True) -> RLSRestorer:
-        """The generator in reduced precision (bf16 on a CPU; rls only: RLS+ tunes the generator's weights, which
-        bf16 cannot hold to its small steps); the flow prior stays float32, like the latents and the losses."""
-        super().set_half(enabled)
-        if self.flow is not None:
-            self.flow.float()
-        return self
+    def half_modules(self) -> list[torch.nn.Module]:
+        """``set_half``: the generator's synthesis network in reduced precision (bf16 on a CPU; rls only: RLS+
+        tunes the generator's weights, which bf16 cannot hold to its small steps); the mapping (and ``w_avg``),
+        the flow prior, the losses and the W encoder are never converted, and the latents stay float32."""
+        return [self.G.synthesis]
 
     @classmethod
     def budget_options(cls, steps: int) -> dict[str, Any]:
@@ -249,6 +249,8 @@ class RLSRestorer(Restorer):
         if h != w or r % h:
             raise InputError(f"RLS needs square inputs whose side divides {r}, got {h}x{w}")
         factor = r // h
+        if factor == 1:  # the crop is the observation: PULSE's bicubic at factor 1 is not the identity (it shifts)
+            return lambda x: x
         return lambda x: degrade.downsample_pulse_bicubic(x, factor)
 
     def w_init(self, faces: torch.Tensor | None = None, blind: bool = False) -> torch.Tensor:

@@ -54,7 +54,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
@@ -324,6 +324,12 @@ def rls_search(
     finally:
         for p, r in zip(G.parameters(), requires):
             p.requires_grad_(r)
+    if not bool(torch.isfinite(best_loss).all()):  # no step gave this face a finite loss: no image to return
+        from facerestore.errors import FaceRestoreError
+
+        bad = [int(i) for i in torch.nonzero(~torch.isfinite(best_loss)).flatten()]
+        raise FaceRestoreError(f"RLS: the latent search found no finite loss for face(s) {bad} (a NaN or infinite "
+                               "input pixel, or a diverging learning rate)")
     return RLSResult(best_img.clamp(0, 1), best_ws, best_step, best_loss, hist)
 
 
@@ -414,6 +420,10 @@ def rls_plus(
                     _renorm(noises[:n_train])
                 with torch.no_grad():
                     ws.copy_(project_l1_ball(ws, radius, a))
+        if best[2] is None:
+            from facerestore.errors import FaceRestoreError
+
+            raise FaceRestoreError(f"RLS+: fine-tuning found no finite loss for face {i}")
         images.append(best[2])
         lats.append(best[3])
         all_noises.append(best[4])
@@ -425,8 +435,16 @@ def rls_plus(
 
 def config(preset: str = "default", **overrides) -> RLSConfig:
     """A preset ("default", "paper" or "code"; see the module docstring) with field overrides."""
-    if preset not in PRESETS:
-        from facerestore.errors import InputError
+    from facerestore.errors import InputError
 
+    if preset not in PRESETS:
         raise InputError(f"unknown RLS preset {preset!r}; choose from {', '.join(PRESETS)}")
-    return replace(PRESETS[preset], **overrides)
+    known = {f.name for f in fields(RLSConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise InputError(f"unknown RLS setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    cfg = replace(PRESETS[preset], **overrides)
+    if int(cfg.steps) < 1 or int(cfg.n_mean) < 1 or int(cfg.plus_steps) < 0:
+        raise InputError(f"RLS needs steps >= 1, n_mean >= 1 and plus_steps >= 0; got {cfg.steps}, {cfg.n_mean} and "
+                         f"{cfg.plus_steps}")
+    return cfg
