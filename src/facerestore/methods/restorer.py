@@ -44,8 +44,9 @@ REFS_MAX_DISTANCE = 0.75
 
 def refs_check_distance(distances: torch.Tensor) -> float:
     """The reference check's distance of one face: the median of its (R,) dlib distances to the references (one
-    odd photo among them does not decide)."""
-    return float(distances.float().median())
+    odd photo among them does not decide; for an even count the mean of the middle two, so that with two
+    references one matching photo does not pass the other)."""
+    return float(distances.float().quantile(0.5))
 
 
 def check_refs_identity(distances: torch.Tensor, threshold: float = REFS_MAX_DISTANCE, force: bool = False) -> float:
@@ -373,6 +374,13 @@ class Restorer(torch.nn.Module):
         """
         spec = self.spec
         check_images(lq, spec.name, min_side=spec.min_side)
+        if refs is not None and not isinstance(refs, torch.Tensor):
+            if isinstance(refs, (list, tuple)) and not refs:
+                refs = None  # no photos: as without references
+            else:  # photos go through the face pipeline first; only aligned face tensors reach a network
+                raise InputError(f"{spec.name}: restore() takes refs as a (R, 3, S, S) tensor of aligned faces; "
+                                 "prepare photos with facerestore.pipeline.prepare_refs (or pass them to "
+                                 "restore_photo(refs=...))")
         self.check_options(fidelity=fidelity, refs=refs)
         dev, dtype = self.device, self.dtype
         x = lq.to(dev)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -249,6 +250,24 @@ def test_wrong_reference_refusal_threshold():
         check_refs_identity(torch.tensor([0.8, 0.9, 0.2]))
     assert check_refs_identity(torch.tensor([0.9]), force=True) == pytest.approx(0.9)
     assert 0.6 < REFS_MAX_DISTANCE < 1.0
+    # two references: the true median (torch.median is the lower one, which let one matching photo pass another
+    # person's)
+    with pytest.raises(InputError, match="different person"):
+        check_refs_identity(torch.tensor([0.70, 1.2]))
+    assert check_refs_identity(torch.tensor([0.4, 0.6])) == pytest.approx(0.5)
+
+
+def test_restore_takes_no_refs_as_an_empty_list_and_refuses_unprepared_photos():
+    from facerestore.methods import load_restorer
+
+    r = load_restorer("rls")
+    with pytest.raises(InputError, match="prepare_refs"):
+        r.restore(torch.rand(1, 3, 64, 64), refs=["me.jpg"])
+    with pytest.raises(InputError, match="prepare_refs"):
+        r.restore(torch.rand(1, 3, 64, 64), refs=[torch.rand(3, 64, 64)])
+    ispl = load_restorer("ispl")  # takes no references: an empty list is no references, not an error
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(ispl.restore(x, refs=[]), ispl.restore(x))
 
 
 PHOTOS = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "photos"
@@ -375,3 +394,89 @@ def test_training_phases_train_the_vae_alone_then_freeze_it(dlib_net):
     net(x).mean().backward()
     assert all(p.grad is None for n, p in net.named_parameters() if n in vae)
     assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for n, p in net.named_parameters() if n in a)
+
+
+def test_a_bad_backbone_description_is_one_line(tmp_path, dlib_net):
+    """diffusers checks UNet/VAE keys only when it builds them: that failure is the same one-line InputError."""
+    from facerestore.methods.honestface.model import HonestFaceNet, load_honestface, save_honestface
+
+    path = save_honestface(HonestFaceNet(TINY, features=dlib_net), tmp_path / "w.safetensors")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    meta["backbone"]["unet"]["no_such_option"] = 3
+    meta["backbone"]["unet"]["block_out_channels"] = "wide"
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="bad backbone description") as info:
+        load_honestface(path, features=dlib_net)
+    assert "\n" not in str(info.value)
+
+
+def test_init_weights_start_phases_v_and_a_without_their_lora(dlib_net):
+    """--init then phases V/A: the init's trained LoRA is zeroed, so an export of those phases (adapters on when
+    loaded) computes what was trained (adapters off), and phase B starts from zero LoRA as the paper's does."""
+    from facerestore.methods.honestface.model import HonestFaceNet
+    from facerestore.methods.honestface.train import reset_lora, set_phase
+
+    net = HonestFaceNet(TINY, features=dlib_net).eval()
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    set_phase(net, "A")
+    with torch.no_grad():
+        trained = net(x)  # what phases V/A compute: adapters off
+    set_phase(net, "B")
+    with torch.no_grad():
+        assert float((net(x) - trained).abs().max()) > 1e-4  # stale LoRA on: another model
+        reset_lora(net)
+        torch.testing.assert_close(net(x), trained, rtol=0, atol=0)
+    assert all(float(p.detach().abs().max()) == 0 for n, p in net.named_parameters() if "lora_B" in n)
+    assert any(float(p.detach().abs().max()) > 0 for n, p in net.named_parameters() if "lora_A" in n)
+
+
+def test_a_resumed_run_keeps_its_schedule_and_its_learning_rates_unless_given():
+    from facerestore.methods.honestface.train import RUN_DEFAULTS, resolve_run_settings
+
+    none = dict.fromkeys(RUN_DEFAULTS)
+    first = resolve_run_settings({**none, "phase_v": 0, "lr": 3e-4}, {})
+    assert first == {**RUN_DEFAULTS, "phase_v": 0, "lr": 3e-4}
+    # the next chunk with only --out/--minutes: the run's own settings, not the defaults
+    assert resolve_run_settings(none, first) == first
+    # a new learning rate for the next chunks is taken; a new schedule or seed is another run
+    assert resolve_run_settings({**none, "lr_b": 5e-5}, first)["lr_b"] == 5e-5
+    with pytest.raises(SystemExit, match="--phase-v 700"):
+        resolve_run_settings({**none, "phase_v": 700}, first)
+    assert resolve_run_settings({**none, "phase_v": 0}, first) == first  # the same value: fine
+
+
+def test_self_reference_views_move_their_landmarks_and_repeat_the_border():
+    from facerestore.methods.honestface.train import _jitter
+
+    x = torch.zeros(3, 20, 20)
+    x[:, 5, 7] = 1.0  # one bright "landmark" pixel at (x=7, y=5)
+    x[:, :, 0] = 0.5  # the left column: a shift to the right must repeat it, not wrap the right column in
+    for seed in range(12):
+        view, (dx, dy) = _jitter(x, torch.Generator().manual_seed(seed))
+        grey = view.mean(0)
+        peak = divmod(int(grey.argmax()), 20)
+        assert peak == (5 + dy, 7 + dx), (seed, dx, dy)
+        if dx > 0:
+            # columns 0..dx all repeat the left edge (0.5 before the jitter), none the right side's 0
+            assert float((grey[10, : dx + 1] - grey[10, 0]).abs().max()) < 1e-6 and float(grey[10, 0]) > 0.2
+
+
+def test_training_edge_maps_are_ea_dists_edge_maps():
+    from facerestore.methods.honestface.train import sobel
+    from facerestore.metrics.dists import sobel_magnitude
+
+    step = torch.zeros(1, 3, 16, 16)
+    step[..., 8:] = 1.0
+    torch.testing.assert_close(sobel(step), sobel_magnitude(step))
+    assert abs(float(sobel(step)[0, 0, 8, 8]) - 0.5) < 1e-3  # a unit step: 0.5, inside dlib's [0, 1] input range
+
+
+def test_training_without_data_is_one_line(tmp_path):
+    from facerestore.methods.honestface.train import _prepare
+
+    with pytest.raises(SystemExit, match="--data"):
+        _prepare(tmp_path / "out", 1, None, data=tmp_path / "nowhere")

@@ -6,7 +6,8 @@
   sqrt(0.012), 1000) ** 2), computed in float64.
 - :func:`x0_from_eps` (eq. 2-3) runs in float64 and returns the latent's dtype.
 - The UNet (``diffusers.UNet2DConditionModel``) carries LoRA adapters (``peft``; rank 16, alpha 16 as in the
-  paper) on its attention projections, convolutions and linear layers; only the LoRA weights are trained on
+  paper) on its transformers' attention projections, feed-forward and proj_in/out layers (:func:`lora_targets`;
+  not the resnets' convolutions); only the LoRA weights are trained on
   the SD 2.1-base configuration, the base weights stay frozen.
 
 Two configurations of the same classes:
@@ -63,10 +64,12 @@ def alphas_cumprod(num_steps: int = NUM_TRAIN_TIMESTEPS, beta_start: float = BET
 
 
 def x0_from_eps(z_t: torch.Tensor, eps: torch.Tensor, abar_t: float) -> torch.Tensor:
-    """Eq. 2-3: ``(z_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)``, computed in float64, returned in z_t's dtype."""
+    """Eq. 2-3: ``(z_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)``, computed in float64, returned in z_t's dtype and
+    device. On Apple's MPS, which has no float64, the float64 step runs on the CPU."""
     a = float(abar_t)
-    out = (z_t.double() - math.sqrt(1.0 - a) * eps.double()) / math.sqrt(a)
-    return out.to(z_t.dtype)
+    wide = z_t.device if z_t.device.type != "mps" else torch.device("cpu")
+    out = (z_t.to(wide).double() - math.sqrt(1.0 - a) * eps.to(wide).double()) / math.sqrt(a)
+    return out.to(device=z_t.device, dtype=z_t.dtype)
 
 
 # ------------------------------------------------------------------------------------------- configurations

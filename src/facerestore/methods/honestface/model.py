@@ -125,9 +125,10 @@ def load_honestface(path: str | os.PathLike, features: nn.Module | None = None) 
         cfg = BackboneConfig.from_dict(meta["backbone"])
         if cfg.size > 1024 or cfg.prompt_dim > 4096:
             raise ValueError("sizes out of range")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"{meta_path.name}: bad backbone description ({exc})") from None
-    net = HonestFaceNet(cfg, lora=bool(meta.get("lora", True)), features=features)
+        # diffusers checks the UNet / VAE keys and values only when it builds them
+        net = HonestFaceNet(cfg, lora=bool(meta.get("lora", True)), features=features)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InputError(f"{meta_path.name}: bad backbone description ({type(exc).__name__}: {exc})") from None
     state = {k: v.float() if v.is_floating_point() else v
              for k, v in load_safetensors(path, "HonestFace weights").items()}
     expected = {k: tuple(v.shape) for k, v in net.trainable_state().items()}

@@ -56,8 +56,10 @@ from facerestore.methods.honestface.prompt import eye_patches, select_r0
 
 __all__ = ["LatentDiscriminator", "phase_at", "photo_identities", "query_photo", "set_phase"]
 
-PHOTOS = Path("../shared/data/photos")
-FFHQ = Path("../shared/data/ffhq256")
+# ../shared/data beside the repository (not the current directory); ``--data`` names another
+DATA = Path(__file__).resolve().parents[4].parent / "shared" / "data"
+PHOTOS = DATA / "photos"
+FFHQ = DATA / "ffhq256"
 SIZE = 128
 MAX_REFS = 4
 SYNTH_PERSON0 = 100_000  # person ids of synthetic persons start here (photo persons count from 0, ffhq faces < 0)
@@ -148,24 +150,31 @@ def synth_persons(folder: Path, embedder: Any,
     return torch.cat(faces).clamp(0, 1), torch.tensor(person), torch.cat(embs), dropped
 
 
-def _prepare(out: Path, n_ffhq: int, embedder: Any, synth: Path | None = None) -> dict[str, Any]:
+def _prepare(out: Path, n_ffhq: int, embedder: Any, synth: Path | None = None, data: Path = DATA) -> dict[str, Any]:
     from facerestore import io
 
+    photos, ffhq = data / "photos", data / "ffhq256"
+    missing = [str(p) for p in (photos, ffhq) if not p.is_dir()]
+    if missing:
+        raise SystemExit(f"training data not found: {', '.join(missing)} (pass --data DIR, the folder holding "
+                         "photos/ and ffhq256/)")
     faces, person = [], []
-    for pid, group in enumerate(photo_identities()):
+    for pid, group in enumerate(photo_identities(photos)):
         q = query_photo(group)
         for name in group:
             if name == q:
                 continue
-            crop = _align(PHOTOS / name)
+            crop = _align(photos / name)
             if crop is not None:
                 faces.append(torch.from_numpy(crop).permute(2, 0, 1))
                 person.append(pid)
-    files = sorted(p for p in FFHQ.glob("*.*") if not p.stem.endswith("0"))[:n_ffhq]
+    files = sorted(p for p in ffhq.glob("*.*") if not p.stem.endswith("0"))[:n_ffhq]
     for i, p in enumerate(files):
         img = torch.from_numpy(io.read_image(p).rgb.astype(np.float32)).permute(2, 0, 1)[None]
         faces.append(F.interpolate(img, size=(SIZE, SIZE), mode="area")[0])
         person.append(-1 - i)  # its own identity: self references
+    if not faces:
+        raise SystemExit(f"no training faces in {photos} or {ffhq}")
     x = torch.stack(faces).clamp(0, 1)
     with torch.no_grad():
         emb = torch.cat([embedder.embed(x[i:i + 32]) for i in range(0, len(x), 32)]).float()
@@ -183,12 +192,16 @@ def _prepare(out: Path, n_ffhq: int, embedder: Any, synth: Path | None = None) -
     return data
 
 
-def _jitter(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Photometric jitter and a shift of up to 3 px (self references)."""
+def _jitter(x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Photometric jitter and a shift of up to 3 px (self references): (the view, its (dx, dy) shift in pixels).
+    The border the shift uncovers repeats the edge pixels (a roll would wrap the other side's pixels in)."""
     b = 1 + 0.15 * (torch.rand(3, 1, 1, generator=g) - 0.5)
     c = 0.06 * (torch.rand(1, 1, 1, generator=g) - 0.5)
     dx, dy = (torch.randint(-3, 4, (2,), generator=g)).tolist()
-    return (torch.roll(x, shifts=(dy, dx), dims=(1, 2)) * b + c).clamp(0, 1)
+    h, w = x.shape[-2:]
+    padded = F.pad(x[None], (3, 3, 3, 3), mode="replicate")[0]
+    shifted = padded[:, 3 - dy : 3 - dy + h, 3 - dx : 3 - dx + w]
+    return (shifted * b + c).clamp(0, 1), (dx, dy)
 
 
 def make_batch(data: dict[str, Any], step: int, batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -226,8 +239,12 @@ def make_batch(data: dict[str, Any], step: int, batch: int, seed: int = 0) -> di
         m = torch.zeros(MAX_REFS, dtype=torch.bool)
         for s, j in enumerate(pick):
             face = faces[j].float() / 255
-            r[s] = _jitter(face, g) if pid < 0 else face
             rl[s], re_[s], m[s] = data["landmarks"][j], data["embeddings"][j], True
+            if pid < 0:  # a shifted view: its landmarks move with it (the eye patches are cut from them)
+                r[s], (dx, dy) = _jitter(face, g)
+                rl[s] = rl[s] + torch.tensor([float(dx), float(dy)])
+            else:
+                r[s] = face
         refs.append(r)
         ref_lm.append(rl)
         ref_emb.append(re_)
@@ -305,12 +322,11 @@ class DlibPerceptual(nn.Module):
 
 
 def sobel(x: torch.Tensor) -> torch.Tensor:
-    """Gradient magnitude of the grey image (EA-DISTS's edge map), (B, 3, H, W) -> (B, 3, H, W) (repeated)."""
-    grey = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
-    k = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=x.dtype, device=x.device)
-    gx = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), k.view(1, 1, 3, 3))
-    gy = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), k.t().reshape(1, 1, 3, 3))
-    return (gx**2 + gy**2 + 1e-12).sqrt().expand(-1, 3, -1, -1)
+    """EA-DISTS's edge map (:func:`facerestore.metrics.dists.sobel_magnitude`, kornia's normalised Sobel: a unit
+    step gives 0.5, so the map stays in the [0, 1] range the dlib features expect), (B, 3, H, W) -> (B, 3, H, W)."""
+    from facerestore.metrics.dists import sobel_magnitude
+
+    return sobel_magnitude(x)
 
 
 def identity_cosine(idl: Any, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -359,28 +375,75 @@ def set_phase(net: HonestFaceNet, phase: str, frozen_vae: bool = False) -> list[
     return params
 
 
+RUN_DEFAULTS: dict[str, Any] = {"phase_v": 700, "phase_a": 1300, "batch": 4, "seed": 0, "lr": 6e-4, "lr_b": 1e-4}
+FIXED_FOR_A_RUN = ("phase_v", "phase_a", "batch", "seed")  # the schedule and the data order of a run
+
+
+def resolve_run_settings(given: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
+    """The settings of this chunk: a new run takes the command line's values (defaults ``RUN_DEFAULTS``); a
+    resumed run (``saved``: what its first chunk recorded) keeps its own schedule, batch and seed (SystemExit when
+    the command line names other ones: that is a new run, in a new --out folder) and its learning rates unless
+    the command line gives new ones."""
+    run = {k: given.get(k) if given.get(k) is not None else saved.get(k, v) for k, v in RUN_DEFAULTS.items()}
+    clash = [f"--{k.replace('_', '-')} {given[k]} (the run's: {saved[k]})" for k in FIXED_FOR_A_RUN
+             if saved and given.get(k) is not None and k in saved and given[k] != saved[k]]
+    if clash:
+        raise SystemExit(f"this run was started with other settings: {', '.join(clash)}; continue without them, or "
+                         "train in a new --out folder")
+    return run
+
+
+def reset_lora(net: HonestFaceNet) -> None:
+    """Zero every LoRA ``B`` matrix: the adapters become the identity again (their ``A`` keeps its init)."""
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            if "lora_B" in n:
+                p.zero_()
+
+
+def load_trainable_state(net: HonestFaceNet, tensors: dict[str, torch.Tensor], where: str) -> None:
+    """A checkpoint's trainable state into ``net``: strict except for the frozen dlib ResNet, which is never saved."""
+    missing, unexpected = net.load_state_dict(tensors, strict=False)
+    missing = [k for k in missing if not k.startswith("prompt.ffe.net.")]
+    if missing or unexpected:
+        raise SystemExit(f"{where} does not match this network (missing {missing[:3]}, unexpected {unexpected[:3]}): "
+                         "it was made with another configuration")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/honestface")
     ap.add_argument("--minutes", type=float, default=15.0, help="wall time of this chunk")
-    ap.add_argument("--phase-v", type=int, default=700, help="steps of phase V (the VAE as an autoencoder of clean "
-                    "faces; then phase A keeps it frozen; 0: the first weights' end-to-end phase A)")
-    ap.add_argument("--phase-a", type=int, default=1300, help="steps of phase A (after phase V)")
+    ap.add_argument("--data", type=Path, default=DATA, help="the folder holding photos/ and ffhq256/ (default: "
+                    "../shared/data beside the repository)")
+    ap.add_argument("--phase-v", type=int, default=None, help="steps of phase V (the VAE as an autoencoder of clean "
+                    "faces; then phase A keeps it frozen; 0: the first weights' end-to-end phase A); default 700. "
+                    "A resumed run keeps its own --phase-v, --phase-a, --batch and --seed (saved with it)")
+    ap.add_argument("--phase-a", type=int, default=None, help="steps of phase A (after phase V); default 1300")
     ap.add_argument("--init", default=None, help="start a new run from these exported weights (.safetensors with its "
                     ".json), e.g. builtin weights to retrain with another recipe")
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=6e-4)
-    ap.add_argument("--lr-b", type=float, default=1e-4, help="phase B learning rate (the paper's 1e-4, AdamW)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch", type=int, default=None, help="default 4")
+    ap.add_argument("--lr", type=float, default=None, help="phases V and A (default 6e-4; a resumed run keeps its "
+                    "own unless given)")
+    ap.add_argument("--lr-b", type=float, default=None, help="phase B learning rate (default the paper's 1e-4, "
+                    "AdamW; a resumed run keeps its own unless given)")
+    ap.add_argument("--seed", type=int, default=None, help="default 0")
     ap.add_argument("--synth", default=None, help="a `facerestore synth --views V` folder: synthetic persons with "
                     "reference views, added to the data when OUT/data.pt is first prepared")
     ap.add_argument("--export", default=None, help="also write the fp16 weights here after the chunk")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    from facerestore.train.checkpoint import load_checkpoint, save_checkpoint
+
+    state_path = out / "state.pt"
+    # weights_only: no code from the file runs
+    saved: dict[str, Any] | None = load_checkpoint(state_path) if state_path.is_file() else None
+    run = resolve_run_settings(vars(args), dict(saved.get("run", {})) if saved else {})
+    args.phase_v, args.phase_a, args.batch, args.seed, args.lr, args.lr_b = (
+        run[k] for k in ("phase_v", "phase_a", "batch", "seed", "lr", "lr_b"))
     torch.manual_seed(args.seed)
     from facerestore.nn.backbones.dlib_resnet import load_dlib_face_resnet
-    from facerestore.train.checkpoint import load_checkpoint, save_checkpoint
     from facerestore.train.losses import IdentityLoss
 
     dlib_net = load_dlib_face_resnet()
@@ -392,20 +455,23 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{out / 'data.pt'} was prepared without the synthetic persons of {synth}: "
                              "train them in a new --out folder")
     else:
-        data = _prepare(out, 600, idl, synth)
-    if args.init and not (out / "state.pt").is_file():
+        data = _prepare(out, 600, idl, synth, Path(args.data))
+    if args.init and saved is None:
         from facerestore.methods.honestface.model import load_honestface
 
         net = load_honestface(args.init, features=dlib_net)
+        if args.phase_v + args.phase_a > 0:
+            # phases V and A train the base with the adapters off: the init's LoRA would come back on, stale, in
+            # every export of those phases and at the start of phase B; B starts from zero LoRA as in the paper
+            reset_lora(net)
     else:
         net = HonestFaceNet(features=dlib_net)
     disc = LatentDiscriminator(int(net.config.vae["latent_channels"]))
     perc = DlibPerceptual(dlib_net)
-    state_path = out / "state.pt"
     state: dict[str, Any] = {"step": 0, "seconds": 0.0, "log": []}
-    if state_path.is_file():
-        state = load_checkpoint(state_path)  # weights_only: no code from the file runs
-        net.load_state_dict(state["net"], strict=False)
+    if saved is not None:
+        state = saved
+        load_trainable_state(net, state["net"], str(state_path))
         disc.load_state_dict(state["disc"])
     step = int(state["step"])
     phase = phase_at(step, args.phase_v, args.phase_a)
@@ -415,8 +481,12 @@ def main(argv: list[str] | None = None) -> int:
     opt_d = torch.optim.AdamW(disc.parameters(), lr=args.lr_b, betas=(0.5, 0.999))
     if state.get("phase") == phase and "opt" in state:
         opt.load_state_dict(state["opt"])
+        for group in opt.param_groups:  # the run's (or this command's) learning rate, not the one saved with Adam
+            group["lr"] = args.lr if phase in ("V", "A") else args.lr_b
     if "opt_d" in state:
         opt_d.load_state_dict(state["opt_d"])
+        for group in opt_d.param_groups:
+            group["lr"] = args.lr_b
     abar = torch.from_numpy(alphas_cumprod())
     net.train()
     t_end = time.time() + args.minutes * 60
@@ -473,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
                    **{k: round(float(v.detach()), 4) for k, v in terms.items()}}
             state["log"].append(rec)
             print(json.dumps(rec), flush=True)
-    state.update(step=step, seconds=float(state["seconds"]) + time.time() - t0, phase=phase,
+    state.update(step=step, seconds=float(state["seconds"]) + time.time() - t0, phase=phase, run=run,
                  net=net.trainable_state(), disc=disc.state_dict(), opt=opt.state_dict(), opt_d=opt_d.state_dict())
     save_checkpoint(state_path, state)  # atomic
     meta = {"steps": step, "phase_v_steps": args.phase_v, "phase_a_steps": args.phase_a, "batch": args.batch,
