@@ -128,6 +128,25 @@ def test_probe_animation(tmp_path, astronaut, ext):
     assert float(info.fps) == pytest.approx(4 / 0.32)
 
 
+@pytest.mark.parametrize("ext", [".gif", ".webp", ".png"])
+def test_probe_animation_checks_the_header_before_decoding_frames(tmp_path, astronaut, ext, monkeypatch):
+    """A server's limits see the header's size and frame count before any frame is decoded (reading durations
+    decodes every WebP frame: a many-frame, huge-frame file would hold a worker for minutes)."""
+    from facerestore.errors import InputError
+
+    p = write_animation(tmp_path / f"a{ext}", face_frames(astronaut, n=4))
+    seen = []
+
+    def refuse(w: int, h: int, n: int) -> None:
+        seen.append((w, h, n))
+        raise InputError("over the limit")
+
+    monkeypatch.setattr(video, "_animation_info", lambda im: pytest.fail("frames were read"))
+    with pytest.raises(InputError, match="over the limit"):
+        video.probe_animation(p, check=refuse)
+    assert seen == [(128, 128, 4)]
+
+
 def test_probe_animation_tells_once_from_forever_and_sees_transparency(tmp_path, astronaut):
     frames = [f.convert("RGBA") for f in face_frames(astronaut, n=2)]
     for f in frames:

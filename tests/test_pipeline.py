@@ -600,6 +600,13 @@ def test_restorer_cache(monkeypatch):
     c = pipeline.get_restorer("test-cached", device="cpu", weights="other.safetensors")
     assert a is b and a is not c and len(pipeline._RESTORERS) == 2
     assert a.weights is None and c.weights == "other.safetensors"
+    # bounded: the least recently used goes first (a server's users trying many step budgets)
+    monkeypatch.setattr(pipeline, "MAX_CACHED_RESTORERS", 3)
+    assert pipeline.get_restorer("test-cached") is a  # a is now the most recently used
+    d = pipeline.get_restorer("test-cached", weights="d.safetensors")
+    e = pipeline.get_restorer("test-cached", weights="e.safetensors")
+    assert list(pipeline._RESTORERS.values()) == [a, d, e]  # c, the least recently used, was dropped
+    assert pipeline.get_restorer("test-cached", weights="other.safetensors") is not c
 
 
 @pytest.mark.slow

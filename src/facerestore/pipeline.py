@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -361,20 +362,30 @@ def write_photo_json(path: str | os.PathLike, result: PhotoResult, *, protect: S
 # restorers
 
 _RESTORERS: dict[tuple[Any, ...], Restorer] = {}
+_RESTORERS_LOCK = threading.Lock()
+MAX_CACHED_RESTORERS = 4
 
 
 def get_restorer(name: str, *, weights: str | os.PathLike | None = None, device: str = "cpu",
                  half: bool = False, steps: int | None = None) -> Restorer:
-    """Load restorer ``name`` once per process per (name, weights, device, half, steps) and return the cached
-    one (``half``: :meth:`Restorer.set_half`, fp16 on CUDA/MPS, bf16 on CPU; refused where the spec lacks it;
-    ``steps``: the optimisation budget per face of the slow methods, :meth:`Restorer.budget_options`)."""
+    """Load restorer ``name`` once per (name, weights, device, half, steps) and return the cached one (``half``:
+    :meth:`Restorer.set_half`, fp16 on CUDA/MPS, bf16 on CPU; refused where the spec lacks it; ``steps``: the
+    optimisation budget per face of the slow methods, :meth:`Restorer.budget_options`). The cache keeps the
+    ``MAX_CACHED_RESTORERS`` most recently used (a server whose users try many step budgets would otherwise hold
+    one generator per value); thread-safe."""
     key = (name, None if weights is None else os.fspath(weights), str(device), bool(half), steps)
-    if key not in _RESTORERS:
+    with _RESTORERS_LOCK:
+        if key in _RESTORERS:
+            _RESTORERS[key] = _RESTORERS.pop(key)  # most recently used last
+            return _RESTORERS[key]
         from facerestore.methods import registry
 
         options = {} if steps is None else registry.REGISTRY.restorer_class(name).budget_options(steps)
-        _RESTORERS[key] = load_restorer(name, weights=key[1], device=device, half=half, **options)
-    return _RESTORERS[key]
+        restorer = load_restorer(name, weights=key[1], device=device, half=half, **options)
+        _RESTORERS[key] = restorer
+        while len(_RESTORERS) > MAX_CACHED_RESTORERS:
+            _RESTORERS.pop(next(iter(_RESTORERS)))  # the least recently used
+        return restorer
 
 
 def clear_restorer_cache() -> None:

@@ -1390,14 +1390,21 @@ def _animation_info(im: Any) -> AnimationInfo:
                          loop=im.info.get("loop"), format=str(im.format), transparency=bool(transparency))
 
 
-def probe_animation(path: str | os.PathLike) -> AnimationInfo:
+def probe_animation(path: str | os.PathLike, check: Callable[[int, int, int], None] | None = None
+                    ) -> AnimationInfo:
     """Size, frame count, durations, looping and transparency of an animated GIF, WebP or PNG (InputError, one
-    line, when it cannot be read)."""
+    line, when it cannot be read). ``check(width, height, frames)``, when given, runs on the header's numbers
+    before any frame is decoded (reading the durations decodes every WebP frame): a server's limits refuse an
+    oversized file without that work."""
     p = Path(path)
     with _open_animation(p) as im:
         try:
+            if check is not None:
+                check(int(im.size[0]), int(im.size[1]), int(getattr(im, "n_frames", 1)))
             return _animation_info(im)
         except (OSError, EOFError, ValueError) as exc:
+            if isinstance(exc, InputError):
+                raise
             raise InputError(f"cannot decode {io.display_path(p)}: {_reason(exc)}") from None
 
 

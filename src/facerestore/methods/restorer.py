@@ -227,6 +227,8 @@ class Restorer(torch.nn.Module):
         with torch.no_grad():
             return self._refs_distances(x, refs)
 
+    min_steps = 1  # the smallest ``--steps`` budget_options accepts (an optimisation method's phases need one each)
+
     @classmethod
     def budget_options(cls, steps: int) -> dict[str, Any]:
         """Constructor options that cap an optimisation method at about ``steps`` steps per face (``--steps``);

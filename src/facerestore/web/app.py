@@ -179,7 +179,7 @@ def build_app(cfg: ServeConfig, sessions: jobs.Sessions, *, uploads_root: str | 
     method_values = [v for _, v in jobs.method_choices()]
     method0 = cfg.default_method if cfg.default_method in method_values else method_values[0]
     spec0 = _spec(method0)
-    fid0 = jobs.default_fidelity(method0, device=cfg.device)
+    fid0 = jobs.default_fidelity(method0, device=cfg.device, half=cfg.half)
     lim = cfg.limits
 
     with gr.Blocks(title="facerestore", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
@@ -206,7 +206,8 @@ def build_app(cfg: ServeConfig, sessions: jobs.Sessions, *, uploads_root: str | 
                                        elem_id="detector")
                 gate = gr.Checkbox(value=True, elem_id="gate",
                                    label="Quality gate: keep the photo's own face where the restoration is worse")
-                steps = gr.Slider(1, cfg.max_steps, value=min(50, cfg.max_steps), step=1, elem_id="steps",
+                steps = gr.Slider(jobs.min_steps(method0), cfg.max_steps, value=min(50, cfg.max_steps), step=1,
+                                  elem_id="steps",
                                   label="Optimisation steps per face", visible=bool(spec0.unsupervised))
                 bg_choices, bg_note = jobs.bg_upsampler_choices()
                 with gr.Accordion("More options (those of facerestore restore)", open=False, elem_id="more"):
@@ -248,11 +249,11 @@ def build_app(cfg: ServeConfig, sessions: jobs.Sessions, *, uploads_root: str | 
 
         def on_method(name: str) -> tuple[Any, ...]:
             spec = _spec(name)
-            fid = jobs.default_fidelity(name, device=cfg.device)
+            fid = jobs.default_fidelity(name, device=cfg.device, half=cfg.half)
             return (gr.update(choices=jobs.weight_choices(name), value=jobs.DEFAULT_WEIGHTS),
                     jobs.method_info(name),
                     gr.update(visible=fid is not None, value=fid if fid is not None else 1.0),
-                    gr.update(visible=bool(spec.unsupervised)))
+                    gr.update(visible=bool(spec.unsupervised), minimum=jobs.min_steps(name)))
 
         def on_weights(name: str, w: str) -> str:
             return jobs.method_info(name, w)
@@ -344,7 +345,7 @@ def serve(cfg: ServeConfig, *, on_ready: Callable[[str, Path], None] | None = No
     # Gradio's upload folder is ours: uploads, results and previews all live under one folder
     os.environ["GRADIO_TEMP_DIR"] = str(root)
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # no version check or telemetry: nothing leaves the machine
-    sessions = jobs.Sessions(root / "sessions", uploads_root=root)
+    sessions = jobs.Sessions(root / jobs.SESSIONS_DIRNAME, uploads_root=root)
     demo = None
     try:
         demo = build_app(cfg, sessions, uploads_root=root)

@@ -4,14 +4,14 @@
   them before decoding (the size from the file header), then decodes with :func:`facerestore.io.decode_image`,
   which applies the library's own pixel limit and hostile-file checks, as for the CLI.
 - :class:`Sessions` / :class:`Workspace`: one temporary folder per browser session, made by the server
-  (``tempfile``), never named after anything a browser sends; :meth:`Sessions.close` removes it (and that
-  session's uploads) when the page is closed.
+  (``tempfile``), never named after anything a browser sends; :meth:`Sessions.close` removes it (and the uploads
+  its jobs used that no other open session uses: :class:`UploadOwners`) when the page is closed.
 - :func:`run_job`: the files of one press of "Restore": each photo through
   :func:`facerestore.pipeline.restore_photo` and :func:`facerestore.pipeline.write_photo_json`, each video through
   :func:`facerestore.video.restore_video` (the CLI's functions, options and output layout: ``restored_imgs/``,
   ``cropped_faces/``, ``restored_faces/``, ``cmp/``, ``restored_videos/``), plus ``results.zip``. A file that
-  fails is reported as ``NAME: reason``, the reason being the CLI's one-line error (:func:`facerestore.io.one_line`),
-  and the others go on.
+  fails is reported as ``NAME: reason``, the reason being the CLI's one-line error (:func:`facerestore.io.one_line`;
+  an unexpected error: "internal error", its traceback in the server's log), and the others go on.
 - :func:`method_choices` / :func:`weight_choices` / :func:`method_info`: the methods of the registry that ship
   weights, the weight references their spec lists, and the licence of each; :func:`detector_choices`,
   :func:`mask_choices`, :func:`bg_upsampler_choices`: the CLI's ``--detector``, ``--mask`` and ``--bg-upsampler``
@@ -47,12 +47,14 @@ __all__ = [
     "DEFAULT_WEIGHTS",
     "EXT_CHOICES",
     "MASK_CHOICES",
+    "SESSIONS_DIRNAME",
     "VIDEO_EXTENSIONS",
     "JobOptions",
     "JobResult",
     "Limits",
     "PhotoOutput",
     "Sessions",
+    "UploadOwners",
     "VideoOutput",
     "Workspace",
     "animation_preview",
@@ -70,6 +72,7 @@ __all__ = [
     "mask_choices",
     "method_choices",
     "method_info",
+    "min_steps",
     "read_upload",
     "report_rows",
     "resolve_weights_choice",
@@ -148,6 +151,11 @@ def image_size(data: bytes) -> tuple[int, int] | None:
 
     from PIL import Image
 
+    if io._is_heif(data):
+        try:  # Pillow opens HEIC only once pillow-heif's opener is registered (the decoder does it otherwise)
+            io._register_heif()
+        except InputError:
+            return None  # the decoder says in one line what is missing
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -163,6 +171,16 @@ def _inside(path: Path, root: Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+SESSIONS_DIRNAME = "sessions"  # the sessions' folder inside the upload folder (serve puts both under one root)
+
+
+def _is_upload(path: Path, uploads_root: Path) -> bool:
+    """Inside the upload folder and not in the sessions' folder there: a client naming another session's results
+    as its "upload" must not read them (nor have them removed when its own session ends)."""
+    root = uploads_root.resolve()
+    return _inside(path, root) and not _inside(path, root / SESSIONS_DIRNAME)
 
 
 def upload_name(path: str | os.PathLike) -> str:
@@ -187,10 +205,8 @@ def check_upload(path: str | os.PathLike, limits: Limits, *, uploads_root: str |
     else is refused) of at most ``limits.max_upload_mb``. One-line InputErrors that do not name the server's
     folders."""
     p = Path(path)
-    if uploads_root is not None:
-        root = Path(uploads_root).resolve()
-        if not _inside(p.resolve(), root):
-            raise InputError("not an uploaded file")
+    if uploads_root is not None and not _is_upload(p.resolve(), Path(uploads_root)):
+        raise InputError("not an uploaded file")
     try:
         size = p.stat().st_size
     except OSError:
@@ -218,13 +234,16 @@ def read_upload(path: str | os.PathLike, limits: Limits, *, uploads_root: str | 
     return loaded
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_UNSAFE = re.compile(r"[^\w.-]+")  # \w: letters and digits of any script, and "_"
 
 
 def safe_stem(name: str, max_len: int = 64) -> str:
-    """A file stem made from an upload's name: ASCII letters, digits, ``. _ -`` only, no leading dot, at most
-    ``max_len`` characters; "photo" when nothing is left. Never a path."""
-    stem = Path(str(name).replace("\\", "/")).stem
+    """A file stem made from an upload's name: letters and digits of any script (NFC), ``. _ -``, nothing else
+    (no separator, space, control or format character), no leading dot, at most ``max_len`` characters; "photo"
+    when nothing is left. Never a path. ``Мама.jpg`` stays ``Мама``: downloads keep names their owners read."""
+    import unicodedata
+
+    stem = Path(unicodedata.normalize("NFC", str(name)).replace("\\", "/")).stem
     stem = _UNSAFE.sub("_", stem).strip("._-")[:max_len].rstrip("._-")
     return stem or "photo"
 
@@ -241,12 +260,36 @@ def _unique(stem: str, taken: set[str]) -> str:
 # sessions
 
 
+class UploadOwners:
+    """Which open sessions use each upload. The upload folder names a file by its content's hash and its name, so
+    two tabs dropping the same photo share one file: it is removed when the last session using it closes."""
+
+    def __init__(self) -> None:
+        self._count: dict[Path, int] = {}
+        self._lock = threading.Lock()
+
+    def take(self, path: Path) -> None:
+        with self._lock:
+            self._count[path] = self._count.get(path, 0) + 1
+
+    def release(self, path: Path) -> bool:
+        """Drop one session's use; True when none is left (the caller removes the file)."""
+        with self._lock:
+            n = self._count.get(path, 1) - 1
+            if n > 0:
+                self._count[path] = n
+                return False
+            self._count.pop(path, None)
+            return True
+
+
 class Workspace:
     """The temporary folder of one browser session: one sub-folder per job (only the latest is kept)."""
 
-    def __init__(self, root: Path, uploads_root: Path | None = None) -> None:
+    def __init__(self, root: Path, uploads_root: Path | None = None, owners: UploadOwners | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="session-", dir=root))
         self.uploads_root = uploads_root
+        self.owners = owners if owners is not None else UploadOwners()
         self.uploads: set[Path] = set()
         self.closed = False
         self._jobs = 0
@@ -267,17 +310,23 @@ class Workspace:
     def note_uploads(self, paths: Sequence[str | os.PathLike]) -> None:
         """Remember uploads this session used (removed by :meth:`close`); only files inside the upload folder."""
         with self._lock:
+            if self.closed:
+                return
             for p in paths:
                 q = Path(p).resolve()
-                if self.uploads_root is not None and _inside(q, self.uploads_root.resolve()):
+                if self.uploads_root is not None and _is_upload(q, self.uploads_root) and q not in self.uploads:
                     self.uploads.add(q)
+                    self.owners.take(q)
 
     def close(self) -> None:
-        """Remove the session's folder and its uploads (and their now-empty upload sub-folders)."""
+        """Remove the session's folder and its uploads that no other open session uses (and their now-empty
+        upload sub-folders)."""
         with self._lock:
             self.closed = True
             shutil.rmtree(self.dir, ignore_errors=True)
             for p in self.uploads:
+                if not self.owners.release(p):
+                    continue  # another tab uses the same file
                 try:
                     p.unlink(missing_ok=True)
                     if self.uploads_root is not None and p.parent != self.uploads_root.resolve():
@@ -296,6 +345,7 @@ class Sessions:
         self.root.mkdir(parents=True, exist_ok=True)
         self.uploads_root = None if uploads_root is None else Path(uploads_root)
         self._spaces: dict[str, Workspace] = {}
+        self._owners = UploadOwners()
         self._lock = threading.Lock()
 
     def get(self, session_id: str | None) -> Workspace:
@@ -303,7 +353,7 @@ class Sessions:
         with self._lock:
             ws = self._spaces.get(key)
             if ws is None or ws.closed:
-                ws = self._spaces[key] = Workspace(self.root, self.uploads_root)
+                ws = self._spaces[key] = Workspace(self.root, self.uploads_root, self._owners)
             return ws
 
     def close(self, session_id: str | None) -> None:
@@ -404,20 +454,36 @@ def method_info(method: str, weights: str | None = DEFAULT_WEIGHTS) -> str:
     return "\n".join(lines)
 
 
+def min_steps(method: str) -> int:
+    """The smallest optimisation budget per face ``method`` accepts (the steps slider's minimum)."""
+    from facerestore.methods import registry
+
+    return int(getattr(registry.REGISTRY.restorer_class(method), "min_steps", 1))
+
+
 def half_applies(opts: JobOptions) -> bool:
     """Whether a job runs its method in reduced precision: the server's ``--half`` and a method whose spec lists the
     device's half precision (bf16 on a CPU, fp16 on a GPU); a method without it runs fp32, not refused."""
     return bool(opts.half) and _spec(opts.method).supports_half(opts.device)
 
 
-def default_fidelity(method: str, weights: str | None = DEFAULT_WEIGHTS, device: str = "cpu") -> float | None:
-    """The fidelity ``method`` runs at when none is given (None: the method has no knob). Loads the restorer
-    (once per process, :func:`facerestore.pipeline.get_restorer`) only for methods whose spec has the knob."""
-    if not _spec(method).supports_fidelity:
+def default_fidelity(method: str, weights: str | None = DEFAULT_WEIGHTS, device: str = "cpu",
+                     half: bool = False) -> float | None:
+    """The fidelity ``method`` runs at when none is given (None: the method has no knob). A method class that
+    states it answers without loading anything; one whose weights hold it (ISPL) is loaded with the key a job of
+    this server uses (``half``: the server's --half), so the page's answer costs no extra model in memory."""
+    spec = _spec(method)
+    if not spec.supports_fidelity:
         return None
+    from facerestore.methods import registry
+
+    stated = getattr(registry.REGISTRY.restorer_class(method), "default_fidelity", None)
+    if stated is not None:
+        return float(stated)
     from facerestore.pipeline import get_restorer
 
-    r = get_restorer(method, weights=resolve_weights_choice(method, weights), device=device)
+    r = get_restorer(method, weights=resolve_weights_choice(method, weights), device=device,
+                     half=bool(half) and spec.supports_half(device))
     return r.fidelity_used(None)
 
 
@@ -529,6 +595,9 @@ class JobOptions:
                 self.steps = None  # the steps apply to the optimisation methods only
             elif int(self.steps) != self.steps or not 1 <= self.steps <= max_steps:
                 raise InputError(f"steps must be a whole number in [1, {max_steps}], got {self.steps}")
+            elif self.steps < min_steps(self.method):
+                raise InputError(f"{self.method} needs at least {min_steps(self.method)} optimisation steps per face "
+                                 f"(one per phase), got {int(self.steps)}")
 
 
 @dataclass
@@ -643,6 +712,15 @@ def error_line(name: str, exc: BaseException) -> str:
 EXPECTED_ERRORS = (FaceRestoreError, OSError, ValueError, MemoryError)
 
 
+def _internal_error(name: str, exc: BaseException) -> str:
+    """The page's line for an unexpected error on one file (no traceback or server path reaches the browser);
+    the traceback goes to the server's log."""
+    import logging
+
+    logging.getLogger("facerestore.web").error("%s: unexpected error", name, exc_info=exc)
+    return f"{name}: internal error ({type(exc).__name__}); the server's log has the details"
+
+
 class _Cancelled(Exception):
     """The browser session ended while a video was being restored."""
 
@@ -749,8 +827,12 @@ def _run_job(images: Sequence[str | os.PathLike], opts: JobOptions, job_dir: Pat
             continue
         except RuntimeError as exc:
             if not _out_of_memory(exc):
-                raise
+                result.errors.append(_internal_error(name, exc))
+                continue
             result.errors.append(error_line(name, exc))
+            continue
+        except Exception as exc:  # a bug of ours: this file fails, the others of the job still run
+            result.errors.append(_internal_error(name, exc))
             continue
         result.photos.append(photo)
     if on_progress is not None:
@@ -783,24 +865,28 @@ def _run_video(path: str | os.PathLike, name: str, stem: str, opts: JobOptions, 
 
     src = check_upload(path, limits, uploads_root=uploads_root)
     animation = not is_video(name)
-    info = probe_animation(src) if animation else probe_video(src)
     upscale = float(opts.upscale)
-    check_pixels(info.width, info.height, limits.max_pixels, "a frame")
-    oh, ow = upscaled_shape(info.height, info.width, upscale)
-    check_pixels(ow, oh, limits.max_pixels, f"the output frames (upscale {upscale:g})")
     most = int(limits.max_video_frames)
 
-    def too_long(n: int | str) -> InputError:
+    def too_long(n: int | str, fps: float | None) -> InputError:
         kind = "animation" if animation else "video"
-        return InputError(f"the {kind} has {n} frames, over this server's limit of {most} "
-                          f"({most / float(info.fps):.1f} s at {float(info.fps):g} frames/s)")
+        at = "" if fps is None else f" ({most / float(fps):.1f} s at {float(fps):g} frames/s)"
+        return InputError(f"the {kind} has {n} frames, over this server's limit of {most}{at}")
 
-    if info.frames is not None and info.frames > most:
-        raise too_long(info.frames)
+    def check(width: int, height: int, frames: int | None, fps: float | None = None) -> None:
+        check_pixels(width, height, limits.max_pixels, "a frame")
+        oh, ow = upscaled_shape(height, width, upscale)
+        check_pixels(ow, oh, limits.max_pixels, f"the output frames (upscale {upscale:g})")
+        if frames is not None and frames > most:
+            raise too_long(frames, fps)
+
+    # an animation's limits are checked from its header, before its frames are decoded for their durations
+    info = probe_animation(src, check=check) if animation else probe_video(src)
+    check(info.width, info.height, info.frames, info.fps)
 
     def tick(done: int, total: int | None) -> None:
         if done > most:  # a container that did not say how many frames it holds
-            raise too_long(f"more than {most}")
+            raise too_long(f"more than {most}", info.fps)
         if cancelled is not None and cancelled():
             raise _Cancelled
         if on_frame is not None:

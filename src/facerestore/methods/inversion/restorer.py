@@ -219,6 +219,7 @@ class RobustInversionRestorer(Restorer):
         **PRIOR_SPEC,
     )
 
+    min_steps = 3  # one step per phase (W, W+, W++) at least
     default_fidelity = 0.0  # the blind mode's (whole photos, what their records say); tasks: fidelity_used
     checks_refs = True  # the photo pipeline passes force_refs= to methods that check their references
 
@@ -343,8 +344,8 @@ class RobustInversionRestorer(Restorer):
     @classmethod
     def budget_options(cls, steps: int) -> dict[str, Any]:
         """``steps`` split over the three phases in the paper's proportions (equal: 150/150/150)."""
-        if int(steps) < 3:
-            raise InputError(f"--steps must be >= 3 for robust-inversion (three phases), got {steps}")
+        if int(steps) < cls.min_steps:
+            raise InputError(f"--steps must be >= {cls.min_steps} for robust-inversion (three phases), got {steps}")
         n = int(steps)
         return {"steps": (n // 3 + (n % 3 > 0), n // 3 + (n % 3 > 1), n // 3)}
 

@@ -137,6 +137,7 @@ class RLSRestorer(Restorer):
     )
 
     checks_refs = True  # the photo pipeline passes force_refs= to methods that check their references
+    default_fidelity = 0.0  # whole-photo crops (the blind mode); low-resolution inputs: ``low_res_fidelity``
 
     def __init__(
         self,
@@ -176,7 +177,6 @@ class RLSRestorer(Restorer):
         self.preset = preset
         # fidelity None: 0 in the blind mode (whole photos, what records of photos say), the preset's for
         # low-resolution inputs (:meth:`fidelity_used`)
-        self.default_fidelity = 0.0
         self.low_res_fidelity = DEFAULT_FIDELITY if preset == "default" else 0.0
         self.seed = int(seed)
         self.progress = bool(progress)
