@@ -294,10 +294,10 @@ def test_identity_networks_equal_tensorflow_js(entry, astronaut):
     faces = _face_batch(astronaut)
     if entry == "mobilefacenet":
         x, net = (faces * 255 - 127.5) / 128, load_mobilefacenet(folder)  # MobileFaceNet_TF's preprocessing
-        want, info = tfjs_runtime.run_graph_model(folder / "mobilefacenet.json", x, "img_inputs", "embeddings")
+        want, info = tfjs_runtime.run_model(folder / "mobilefacenet.json", x, "img_inputs", "embeddings")
     else:
         x, net = faces * 255, load_mobileface(folder)  # the graph normalises itself
-        want, info = tfjs_runtime.run_graph_model(folder / "mobileface.json", x, "data", "batchnorm0/add_1")
+        want, info = tfjs_runtime.run_model(folder / "mobileface.json", x, "data", "batchnorm0/add_1")
     with torch.no_grad():
         got = net(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
     assert got.shape == want.shape == (3, 192 if entry == "mobilefacenet" else 256)
@@ -320,6 +320,25 @@ def test_esrgan_equals_numpy_layers(scale):
     assert got.shape == (1, 13 * scale, 18 * scale, 3)
     err = float(np.abs(got - want).max())
     print(f"ESRGAN x{scale} max abs difference vs numpy layers: {err:.2e}")
+    assert err < 1e-4
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4, 8])
+def test_esrgan_equals_tensorflow_js(scale, astronaut):
+    """ESRGAN-thick against TensorFlow.js's own Keras layers (tfjs-layers: convolutions, concatenations, additions,
+    activations; the two UpscalerJS layers declared from their config), on a patch of a photo and on noise."""
+    from facerestore.nn.esrgan import load_esrgan
+
+    folder = _needs("esrgan-thick")
+    tfjs_runtime.require_runtime()
+    photo = astronaut[200:212, 180:196]
+    x = np.stack([photo, np.random.default_rng(scale).uniform(0, 1, photo.shape)]).astype(np.float32)
+    want, info = tfjs_runtime.run_model(folder / f"x{scale}-model.json", x)
+    with torch.no_grad():
+        got = load_esrgan(folder, scale)(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    assert got.shape == want.shape == (2, 12 * scale, 16 * scale, 3)
+    err = float(np.abs(got - want).max())
+    print(f"ESRGAN x{scale} vs TensorFlow.js {info['version']}: max abs difference {err:.1e}")
     assert err < 1e-4
 
 

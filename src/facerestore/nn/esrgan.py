@@ -17,7 +17,8 @@ The architecture is idealo's RRDN as the Keras config of each ``model.json`` lis
 Every convolution is Keras "same" padding at stride 1 (symmetric); weights are ``NAME/kernel`` (HWIO) and
 ``NAME/bias``. Input and output are RGB in [0, 1] (UpscalerJS's ``inputRange`` / ``outputRange``); the output
 is not clipped here. Parameters load strictly by name with shape checks (:func:`load_esrgan`); the Keras
-config is checked against the port (layer names, filters, kernel sizes, beta, scale) first.
+config is checked against the port (layer names, filters, kernel sizes, beta, scale) first. Equal to TensorFlow.js
+4.22's Keras layers running the same files, at every scale (tests/nn/test_tfjs.py).
 """
 
 from __future__ import annotations

@@ -1,16 +1,16 @@
 """Reference runtimes: the upstream software our ports are tested against, fetched into the cache, never installed.
 
-The TF.js models of the zoo (MobileFaceNet and MobileFace identity networks) are read by our own code and run by
-our PyTorch ports. To prove those ports equal the models, the test suite runs the same files through TensorFlow.js
-itself (``tests/nn/tfjs_runtime.py``), on Node.js. The runtime is five npm packages at exact versions
-(``TFJS_RUNTIME``: tfjs-core, tfjs-converter, the CPU backend, and their two runtime dependencies ``long`` and
-``seedrandom``; the other dependencies npm would add are TypeScript types and ``node-fetch`` for loading over
-HTTP, which loading from memory does not use). :func:`fetch_tfjs_runtime` runs ``npm pack NAME@VERSION`` for each
-(the published tarball; no install scripts run), checks its sha256, unpacks its regular files (no links, nothing
-outside the package folder) into ``<cache>/runtimes/tfjs-<version>/node_modules/``, and moves the tree into place
-in one rename. ``facerestore models download --packages`` fetches it with the package weights, so that the README's
-test command runs these comparisons; without it (or without ``node``) they skip with a reason. Nothing of
-facerestore imports or runs it: the package itself never needs Node.js.
+The TF.js models of the zoo (MobileFaceNet and MobileFace identity networks, ESRGAN-thick) are read by our own code
+and run by our PyTorch ports. To prove those ports equal the models, the test suite runs the same files through
+TensorFlow.js itself (``tests/nn/tfjs_runtime.py``), on Node.js. The runtime is six npm packages at exact versions
+(``TFJS_RUNTIME``: tfjs-core, tfjs-converter (graph models), tfjs-layers (Keras models), the CPU backend, and their
+two runtime dependencies ``long`` and ``seedrandom``; the other dependencies npm would add are TypeScript types
+and ``node-fetch`` for loading over HTTP, which loading from memory does not use). :func:`fetch_tfjs_runtime` runs
+``npm pack NAME@VERSION`` for each (the published tarball; no install scripts run), checks its sha256, unpacks its
+regular files (no links, nothing outside the package folder) into ``<cache>/runtimes/tfjs-<version>/node_modules/``,
+and moves the tree into place in one rename. ``facerestore models download --packages`` fetches it with the package
+weights, so that the README's test command runs these comparisons; without it (or without ``node``) they skip with
+a reason. Nothing of facerestore imports or runs it: the package itself never needs Node.js.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ TFJS_RUNTIME: tuple[tuple[str, str, str], ...] = (
     ("@tensorflow/tfjs-core", TFJS_VERSION, "e8f8aa285ad0237b901e7d79995a1450993cf11fb1b3cc02f09de167fdaf9496"),
     ("@tensorflow/tfjs-converter", TFJS_VERSION, "f8fcaa0d13446e5637f590f72b1595c2571779a81a927003baa0d488165b1a7a"),
     ("@tensorflow/tfjs-backend-cpu", TFJS_VERSION, "d3c32e2fe0452fe302e88dde434cd8d7b126ce21754c6c972b28e3bcb8ec0878"),
+    ("@tensorflow/tfjs-layers", TFJS_VERSION, "4fd27e07713d489eee7df5b0c5075956e6ee7d86ada3921af91cd5476c451bbc"),
     ("long", "4.0.0", "b4bfa0f1695b39b7beb11ffe71c936528e5f34bd3969192fdc4ef1df790c95fb"),
     ("seedrandom", "3.0.5", "f217e14961edb2a61f23b3eaee7477578021f0db15f69941a866e9f55e518544"),
 )
