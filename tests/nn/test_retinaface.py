@@ -125,6 +125,48 @@ def test_shape_mismatch_is_one_line_input_error(onnx_bytes):
         onnx_weights.load_convs_strict(RetinaFace(), [*convs[:i], strided, *convs[i + 1:]])
 
 
+@needs_onnx
+@pytest.mark.parametrize("change, message", [
+    (lambda m: _set_attr(m, "LeakyRelu", "alpha", 0.0), "slope"),
+    (lambda m: _set_attr(m, "Resize", "mode", b"linear"), "nearest"),
+    (lambda m: m.graph.node.append(__import__("onnx").helper.make_node("Sigmoid", ["x"], ["y"])), "operators"),
+    (lambda m: m.graph.initializer.append(__import__("onnx").numpy_helper.from_array(np.zeros(3, np.float32), "z")),
+     "not used"),
+])
+def test_a_graph_other_than_the_ported_one_is_refused(onnx_bytes, change, message):
+    """The convolutions load strictly; the rest of the graph is checked too: same convolution shapes with
+    another activation slope, upsampling or extra operators is another network, refused in one line."""
+    import onnx
+
+    from facerestore.nn.retinaface import load_retinaface
+
+    m = onnx.load_from_string(onnx_bytes)
+    change(m)
+    with pytest.raises(InputError, match=message) as err:
+        load_retinaface(m.SerializeToString())
+    assert "\n" not in str(err.value)
+
+
+def _set_attr(model, op_type: str, name: str, value) -> None:
+    node = next(n for n in model.graph.node if n.op_type == op_type)
+    attr = next(a for a in node.attribute if a.name == name)
+    if isinstance(value, bytes):
+        attr.s = value
+    else:
+        attr.f = value
+
+
+def test_a_repeated_module_call_must_repeat_every_attribute():
+    """A module called twice shares its weights and attributes: a second call with another stride is refused."""
+    from facerestore.nn.onnx_weights import ConvLayer, _same_conv
+
+    w, b = np.ones((2, 1, 3, 3), np.float32), np.zeros(2, np.float32)
+    a = ConvLayer("m", w, b, (1, 1), (1, 1, 1, 1), 1, (1, 1))
+    assert _same_conv(a, ConvLayer("m", w.copy(), b.copy(), (1, 1), (1, 1, 1, 1), 1, (1, 1)))
+    assert not _same_conv(a, ConvLayer("m", w, b, (2, 2), (1, 1, 1, 1), 1, (1, 1)))
+    assert not _same_conv(a, ConvLayer("m", w, b + 1, (1, 1), (1, 1, 1, 1), 1, (1, 1)))
+
+
 # --- reading the weights file without running it --------------------------------------------------------------
 
 

@@ -134,6 +134,15 @@ def conv_sequence(model: OnnxModel) -> list[ConvLayer]:
             for n in model.nodes if n.op_type == "Conv"]
 
 
+def _same_conv(a: ConvLayer, b: ConvLayer) -> bool:
+    """Two calls of one module: the same weights, bias, stride, padding, groups and dilation."""
+    def same(x: np.ndarray | None, y: np.ndarray | None) -> bool:
+        return x is y or (x is not None and y is not None and np.array_equal(x, y))
+
+    return (same(a.weight, b.weight) and same(a.bias, b.bias) and (a.stride, a.padding, a.groups, a.dilation)
+            == (b.stride, b.padding, b.groups, b.dilation))
+
+
 def conv_layers(model: OnnxModel) -> list[ConvLayer]:
     """The convolutions of ``model`` in graph order, one per module (repeated calls of a module, which use
     the same weights, are listed once; a repeated call with other weights is an InputError)."""
@@ -146,8 +155,9 @@ def conv_layers(model: OnnxModel) -> list[ConvLayer]:
         old = seen.get(layer.module)
         if old is None:
             seen[layer.module] = layer
-        elif old.weight is not layer.weight and not np.array_equal(old.weight, layer.weight):
-            raise InputError(f"ONNX model: two convolutions named {layer.module} with different weights")
+        elif not _same_conv(old, layer):
+            raise InputError(f"ONNX model: two convolutions named {layer.module} with different weights or "
+                             "attributes")
     return list(seen.values())
 
 

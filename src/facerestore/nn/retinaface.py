@@ -23,6 +23,7 @@ import math
 import os
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,10 +38,12 @@ MEAN_BGR = (104.0, 117.0, 123.0)
 STEPS = (8, 16, 32)
 MIN_SIZES = ((16, 32), (64, 128), (256, 512))
 VARIANCES = (0.1, 0.2)
+LEAKY_SLOPE = 0.1  # every LeakyReLU of the mobilenet-0.25 model (backbone, FPN, SSH)
 MAX_WEIGHTS_PY_BYTES = 64 << 20
 
 
-def _conv(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, leaky: float | None = 0.1) -> nn.Sequential:
+def _conv(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, leaky: float | None = LEAKY_SLOPE
+          ) -> nn.Sequential:
     """Conv (batch norm folded in: index 1 is gone) and LeakyReLU at index 2, as the exporter named them."""
     layers: list[tuple[str, nn.Module]] = [("0", nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups))]
     if leaky is not None:
@@ -179,8 +182,35 @@ def load_retinaface(source: str | os.PathLike | bytes | None = None) -> RetinaFa
         else:
             data = read_model_file(source, what)
     net = RetinaFace()
-    load_convs_strict(net, conv_layers(load_model(data, what)), what)
+    model = load_model(data, what)
+    _check_graph(model, what)
+    load_convs_strict(net, conv_layers(model), what)
     return net.eval()
+
+
+# the operators of the mobilenet-0.25 export (shape bookkeeping around the heads included)
+_OPS = frozenset({"Conv", "LeakyRelu", "Relu", "Add", "Resize", "Concat", "Transpose", "Reshape", "Softmax",
+                  "Constant", "Shape", "Gather", "Unsqueeze", "Identity", "Slice", "Cast"})
+
+
+def _check_graph(model: Any, what: str) -> None:
+    """The export is the architecture we port, beyond its convolutions (which load strictly): only its operators,
+    leaky ReLUs of slope 0.1, nearest-neighbour upsampling, the class softmax over the last axis, and every
+    initializer used by a convolution."""
+    ops = {n.op_type for n in model.nodes}
+    if ops - _OPS:
+        raise InputError(f"{what}: operators {sorted(ops - _OPS)} are not in RetinaFace mobilenet-0.25")
+    for n in model.nodes:
+        if n.op_type == "LeakyRelu" and abs(float(n.attributes.get("alpha", 0.01)) - LEAKY_SLOPE) > 1e-6:
+            raise InputError(f"{what}: {n.name} has slope {n.attributes.get('alpha')}, not {LEAKY_SLOPE}")
+        if n.op_type == "Resize" and n.attributes.get("mode") != b"nearest":
+            raise InputError(f"{what}: {n.name} is not a nearest-neighbour upsampling")
+        if n.op_type == "Softmax" and int(n.attributes.get("axis", -1)) not in (-1, 2):
+            raise InputError(f"{what}: {n.name} is a softmax over axis {n.attributes.get('axis')}, not the classes")
+    used = {i for n in model.nodes if n.op_type == "Conv" for i in n.inputs[1:]}
+    unused = sorted(set(model.initializers) - used)
+    if unused:
+        raise InputError(f"{what}: {len(unused)} initializers are not used by the architecture: {unused[:3]}")
 
 
 def preprocess(rgb: np.ndarray) -> torch.Tensor:
