@@ -258,6 +258,21 @@ def test_three_phases_lower_the_loss_and_restore_better_than_the_input(tiny_g, t
     assert [t.shape[1] for t in res.w_pp] == [s.out_channels for s in tiny_g.synthesis.layer_specs]
 
 
+def test_an_inpainted_face_does_not_depend_on_the_other_faces_of_its_batch(tiny_g):
+    """Inpainting noise is drawn per face: the first face restored alone or with another face beside it comes out
+    the same (it used one generator for the whole batch, so the batch changed every face's noise)."""
+    xa, xb = _known_image(tiny_g, seed=2)[1], _known_image(tiny_g, seed=3)[1]
+    y, p = degrade.apply(torch.cat([xa, xb]), "robust-inpaint", level="M", generator=0)
+    mask = inpainting_mask(p, (32, 32))
+
+    def run(n: int) -> torch.Tensor:
+        f_hat = degrade.surrogate("robust-inpaint", p[:n])
+        return robust_invert(tiny_g, y[:n], f_hat, make_loss("substitute", min_side=4), mask=mask[:n],
+                             steps=(3, 3, 3), seed=7).image
+
+    torch.testing.assert_close(run(1)[0], run(2)[0], rtol=0, atol=1e-5)
+
+
 def test_inversion_is_deterministic_and_leaves_generator_unchanged(tiny_g):
     _, x = _known_image(tiny_g, seed=2)
     task = "robust-denoise+inpaint"  # stochastic surrogate + inpainting noise

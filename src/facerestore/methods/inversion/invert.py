@@ -144,7 +144,8 @@ def robust_invert(
     resolution = check_work_resolution(G, resolution)
     b = target.shape[0]
     target = target.to(device=dev, dtype=dtype)
-    gen = torch.Generator().manual_seed(int(seed))
+    # one noise stream per face (inpainting): a face's result does not depend on the other faces of its batch
+    gen = [torch.Generator().manual_seed(int(seed) + 1_000_003 * i) for i in range(b)]
     init = G.mapping.w_avg if w_init is None else w_init
     w = init.detach().to(device=dev, dtype=dtype).reshape(-1, G.w_dim).expand(b, -1).clone()
 

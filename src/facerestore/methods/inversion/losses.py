@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -94,10 +95,18 @@ def substitute_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def inpainting_noise(
-    x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, generator: torch.Generator
+    x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | Sequence[torch.Generator]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Add the same N(0.5, 1) noise to the missing pixels (mask 0) of x and y; mask (B|1, 1, H, W) in [0, 1]."""
-    noise = torch.randn(x.shape, generator=generator, device=generator.device).to(device=x.device, dtype=x.dtype)
+    """Add the same N(0.5, 1) noise to the missing pixels (mask 0) of x and y; mask (B|1, 1, H, W) in [0, 1].
+    ``generator``: one for the batch, or one per sample (B of them: each face's noise then does not depend on the
+    other faces of its batch)."""
+    if isinstance(generator, torch.Generator):
+        noise = torch.randn(x.shape, generator=generator, device=generator.device)
+    else:
+        if len(generator) != x.shape[0]:
+            raise ValueError(f"{len(generator)} generators for {x.shape[0]} samples")
+        noise = torch.cat([torch.randn((1, *x.shape[1:]), generator=g, device=g.device) for g in generator])
+    noise = noise.to(device=x.device, dtype=x.dtype)
     hole = (1 - mask).to(device=x.device, dtype=x.dtype) * (noise + 0.5)
     return x + hole, y + hole
 
@@ -133,7 +142,7 @@ class MultiResolutionLoss(nn.Module):
         pred: torch.Tensor,
         target: torch.Tensor,
         mask: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
     ) -> torch.Tensor:
         """pred, target (B, 3, h, w); mask (B|1, 1, h, w), 1 = known (inpainting), or None. Returns (B,)."""
         if pred.shape != target.shape:
