@@ -98,6 +98,11 @@ def test_decode_cell_on_hand_set_alphas():
     assert decode_cell(logits, rule="darts") == [(0, 0), (1, 1), (3, 0), (4, 3), (6, 2), (7, 0)]
     with pytest.raises(ValueError):
         decode_cell(logits, rule="best")
+    # the same logits as an array decode alike (they were used raw, as if already probabilities)
+    for rule in ("non-skip", "code", "darts"):
+        assert decode_cell(logits.numpy(), rule=rule) == decode_cell(logits, rule=rule)
+    shifted = np.log(w) + np.arange(9)[:, None] * 3.0  # a per-edge constant: same probabilities, other raw order
+    assert decode_cell(shifted, rule="non-skip") == decode_cell(logits, rule="non-skip")
 
 
 def test_viterbi_on_a_hand_made_beta():

@@ -20,6 +20,11 @@ TINY = {"nf": 8, "growth": 4, "blocks": 1, "sr_filters": 2}
 
 def test_builtin_weights_load_with_their_dictionary_and_restore_a_face(astronaut_tensor):
     pytest.importorskip("dlib", reason="the priors need dlib's 68-point landmarks")
+    from facerestore import zoo
+
+    if not zoo.is_available("facemesh-468"):
+        pytest.skip("the built-in weights were trained on Face Mesh parsing maps: "
+                    "`facerestore models download facemesh-468`")
     from facerestore.methods.mfpsnet.restorer import BUILTIN_NAME
     from facerestore.methods.mfpsnet.train import MFPSNetAdapter
 
@@ -60,6 +65,18 @@ def test_user_frsnet_weights_restore_crops(tmp_path):
     (tmp_path / "frs.json").write_text((tmp_path / "frs.json").read_text().replace('"nf": 8', '"nf": 16'))
     with pytest.raises(InputError):
         load_restorer("mfpsnet", weights=path)
+
+
+def test_input_skip_survives_save_and_load(tmp_path):
+    """input_skip has no parameters: the description is written from the network, whatever ``model=`` says, so
+    the reloaded network computes the same image (it came back without the skip: outputs off by up to 1)."""
+    torch.manual_seed(0)
+    net = FRSNet(PRESETS["released"], **TINY, input_skip=True).eval()
+    path = save_mfpsnet(net, tmp_path / "skip.safetensors", size=64, model=TINY)
+    r = load_restorer("mfpsnet", weights=path)
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(r.restore(x), net(x).clamp(0, 1))
 
 
 def test_user_mfpsnet_weights_run_both_iterations(tmp_path, monkeypatch):
@@ -139,3 +156,26 @@ def test_kmeans_finds_separated_clusters_and_dictionary_places_atoms():
     assert m.shape == (1, 256, 128, 128)
     assert float(m[0, 0, 96, 64]) == pytest.approx(float(dic.atoms["mouth"][0, 0, 0, 0]), abs=1e-5)
     assert float(m[0, 0, 5, 5]) == 0.0  # outside every component
+
+
+def test_parsing_maps_come_from_the_source_the_weights_were_trained_on(monkeypatch, tmp_path):
+    """The built-in weights record Face Mesh parsing: without its weights the restorer says so in one line
+    instead of feeding the 68-landmark polygons (another distribution: no forehead in the skin class)."""
+    from facerestore import zoo
+    from facerestore.errors import WeightsMissingError
+
+    if not zoo.is_available("facemesh-468"):
+        pytest.skip("the built-in weights need Face Mesh: `facerestore models download facemesh-468`")
+    r = load_restorer("mfpsnet")
+    assert r.description["parsing"] == "mesh"
+    monkeypatch.setenv("FACERESTORE_HOME", str(tmp_path))  # an empty cache: refused at load, in one line
+    with pytest.raises(WeightsMissingError, match="facemesh-468"):
+        load_restorer("mfpsnet")
+    r.description = {**r.description, "parsing": "landmarks"}  # an export trained on the 68-point polygons
+    r._priors = None
+    from facerestore.methods.mfpsnet.priors import PriorExtractor
+
+    seen = []
+    monkeypatch.setattr(PriorExtractor, "__call__", lambda self, images: seen.append(self.use_mesh) or {})
+    r.prior_fn(torch.rand(1, 3, 128, 128))
+    assert seen == [False]

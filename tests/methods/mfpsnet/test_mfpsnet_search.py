@@ -85,6 +85,16 @@ def test_two_step_search_changes_alphas_and_resumes_exactly(faces, tmp_path):
     for k in final:
         assert torch.equal(resumed[k], final[k]), k
     assert load_genotype(cfg_b.run_dir / "genotype.json") == g
+    assert second["architecture_steps"] == 2
+
+
+def test_a_search_that_cannot_update_its_architecture_or_changed_its_model_is_refused(faces, tmp_path):
+    with pytest.raises(InputError, match="never be updated"):
+        run_search(_cfg(faces, tmp_path / "a", epochs=2, arch_start_epoch=2))
+    cfg = _cfg(faces, tmp_path / "b")
+    run_search(cfg, max_steps=1)
+    with pytest.raises(InputError, match=r"other settings .*seed"):
+        run_search(_cfg(faces, tmp_path / "b", seed=5))
 
 
 @pytest.mark.parametrize("priors", ["extractor", "zeros"])

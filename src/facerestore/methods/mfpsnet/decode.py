@@ -51,11 +51,13 @@ def reachable_levels(layer: int, start_level: int) -> list[int]:
 
 
 def decode_cell(alphas: torch.Tensor | np.ndarray, steps: int = 3, rule: str = "non-skip") -> list[tuple[int, int]]:
-    """(edge, op) pairs: for each block the two inputs ranked strongest under ``rule`` (module docstring)."""
+    """(edge, op) pairs: for each block the two inputs ranked strongest under ``rule`` (module docstring).
+    ``alphas``: the raw architecture parameters (edges, ops), a tensor or an array alike: both go through the
+    softmax over ops before edges are ranked (raw logits of different edges are not comparable)."""
     if rule not in RULES:
         raise ValueError(f"unknown decoding rule {rule!r}; rules: {', '.join(RULES)}")
-    w = alphas.detach().float().softmax(-1).cpu().numpy() if isinstance(alphas, torch.Tensor) else \
-        np.asarray(alphas, np.float64)
+    logits = alphas.detach() if isinstance(alphas, torch.Tensor) else torch.from_numpy(np.asarray(alphas))
+    w = logits.double().softmax(-1).cpu().numpy()
     non_skip = [i for i in range(w.shape[1]) if i != SKIP]
     rank_ops = list(range(w.shape[1])) if rule == "darts" else non_skip
     pick_ops = non_skip if rule == "non-skip" else list(range(w.shape[1]))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,8 +175,10 @@ def save_genotype(genotype: Genotype, path: str | os.PathLike) -> Path:
     return p
 
 
-def load_genotype(ref: str | os.PathLike) -> Genotype:
-    """A genotype from a JSON file, or a preset name (:data:`PRESETS`)."""
+def load_genotype(ref: str | os.PathLike | Mapping[str, Any]) -> Genotype:
+    """A genotype from a JSON file, a preset name (:data:`PRESETS`) or a mapping (a config's inline genotype)."""
+    if isinstance(ref, Mapping):
+        return Genotype.from_dict(dict(ref), "inline genotype")
     if isinstance(ref, str) and ref in PRESETS:
         return PRESETS[ref]
     p = Path(ref)

@@ -225,7 +225,11 @@ class MFPSNet(FRSNet):
                  released_extras: bool = False, dict_stem: int = RELEASED_DICT_STEM, input_skip: bool = False) -> None:
         super().__init__(genotype, nf, growth, blocks, sr_filters, unshuffle, input_skip)
         if not genotype.has_priors:
-            raise ValueError("MFPSNet needs a genotype with the parse, heat, dict and fusion modules")
+            from facerestore.errors import InputError
+
+            raise InputError("MFPSNet needs a genotype with the parse, heat, dict and fusion modules (a searched "
+                             "FRSNet genotype has the sr module only): use a preset such as 'released' or the "
+                             "genotype of an MFPSNet search")
         p = prior_filters
         self.parse_in, self.heat_in, self.dict_in = prior_stems(p, dict_stem)
         self.priors = nn.ModuleDict({n: SearchedModule(genotype[n], p, p, 0) for n in ("parse", "heat", "dict")})

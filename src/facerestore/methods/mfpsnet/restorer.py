@@ -46,8 +46,10 @@ def save_mfpsnet(net: torch.nn.Module, path: str | os.PathLike, *, size: int = 1
 
     p = Path(path)
     save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(p))
+    # input_skip has no parameters, so no shape check would notice it missing: always written from the network
+    described = {**dict(model or {}), "input_skip": bool(getattr(net, "input_skip", False))}
     desc = {"network": "mfpsnet" if isinstance(net, MFPSNet) else "frsnet", "genotype": net.genotype.to_dict(),
-            "model": dict(model or {}), "size": int(size)}
+            "model": described, "size": int(size)}
     if dictionary:
         desc["dictionary"] = dictionary
     p.with_suffix(".json").write_text(json.dumps(desc, indent=1) + "\n", encoding="utf-8")
@@ -129,12 +131,28 @@ class MFPSNetRestorer(Restorer):
         self.net, self.description = load_mfpsnet(self.weights_or_default(weights))
         self.with_spec(size=int(self.description["size"]))
         self._priors = None
+        self._check_parsing_source()
+
+    def _check_parsing_source(self) -> None:
+        """Weights trained on Face Mesh parsing maps need its weights (older exports do not say: the cache
+        decides); WeightsMissingError (one line) at load, before any face is read."""
+        from facerestore import zoo
+
+        if (self.description["network"] == "mfpsnet" and self.description.get("parsing") == "mesh"
+                and not zoo.is_available("facemesh-468")):
+            raise WeightsMissingError("these mfpsnet weights were trained on Face Mesh parsing maps: run "
+                                      "`facerestore models download facemesh-468` (the 68-landmark polygons "
+                                      "differ: no forehead in the skin class)")
 
     def prior_fn(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         if self._priors is None:
             from facerestore.methods.mfpsnet.priors import PriorExtractor
 
-            self._priors = PriorExtractor(self.description.get("dictionary"))
+            # parsing maps from the source the weights were trained on (older exports do not say: the cache decides)
+            self._check_parsing_source()
+            parsing = self.description.get("parsing")
+            self._priors = PriorExtractor(self.description.get("dictionary"),
+                                          use_mesh=None if parsing is None else parsing == "mesh")
         return self._priors(images.clamp(0, 1))
 
     def _restore(self, x: torch.Tensor, *, fidelity: float | None, refs: torch.Tensor | None) -> torch.Tensor:

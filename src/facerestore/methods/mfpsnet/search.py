@@ -107,6 +107,9 @@ def _check(cfg: SearchConfig) -> SearchConfig:
     need(cfg.size >= 64 and cfg.size % 64 == 0 and cfg.size <= 1024, f"size must be a multiple of 64, got {cfg.size}")
     need(1 <= cfg.batch_size <= 4096, f"batch_size out of range: {cfg.batch_size}")
     need(0 <= cfg.epochs <= 100000 and 0 <= cfg.arch_start_epoch, "epochs / arch_start_epoch out of range")
+    need(cfg.epochs == 0 or cfg.arch_start_epoch < cfg.epochs,
+         f"arch_start_epoch {cfg.arch_start_epoch} is not before the last of {cfg.epochs} epochs: the architecture "
+         "would never be updated, and the genotype would be decoded from its random start")
     need(cfg.singles in ("all", "one"), f"singles must be all or one, got {cfg.singles!r}")
     need(cfg.perceptual in PERCEPTUAL_CHOICES, f"perceptual must be one of {', '.join(PERCEPTUAL_CHOICES)}")
     need(cfg.priors in ("extractor", "zeros"), f"priors must be extractor or zeros, got {cfg.priors!r}")
@@ -276,7 +279,18 @@ def run_search(cfg: SearchConfig, *, prior_fn=None, resume: bool = True,
 
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "search.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1) + "\n", encoding="utf-8")
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    settings = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    saved = run_dir / "search.json"
+    if resume and ckpt.is_file() and saved.is_file():
+        # a resumed search must be the same search: another network or schedule cannot load its checkpoint
+        before = json.loads(saved.read_text(encoding="utf-8"))
+        changed = sorted(k for k in ("network", "size", "model", "batch_size", "seed")
+                         if k in before and before.get(k) != settings.get(k))
+        if changed:
+            raise InputError(f"{run_dir} holds a search with other settings ({', '.join(changed)}): resume it with "
+                             "its own config, or search into a new folder")
+    saved.write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
     device = torch.device(cfg.device)
     d_a, d_b, n_images = _image_halves(cfg)
     net = _build(cfg).to(device)
@@ -290,7 +304,6 @@ def run_search(cfg: SearchConfig, *, prior_fn=None, resume: bool = True,
     per_epoch = samp_a.steps_per_epoch
     total = cfg.epochs * per_epoch
     step, history = 0, []
-    ckpt = run_dir / "checkpoints" / "last.pt"
     if resume and ckpt.is_file():
         state = load_checkpoint(ckpt, map_location=device)
         net.load_state_dict(state["net"])
@@ -358,9 +371,11 @@ def run_search(cfg: SearchConfig, *, prior_fn=None, resume: bool = True,
                 save()
                 break
     genotype = net.genotype(cfg.rule)
+    arch_steps = max(0, step - cfg.arch_start_epoch * per_epoch)  # architecture updates so far
     out = save_genotype(genotype, run_dir / "genotype.json")
     (run_dir / "arch_history.json").write_text(json.dumps(history) + "\n", encoding="utf-8")
     plots = plot_history(history, run_dir)
     return {"genotype": str(out), "step": step, "total_steps": total, "images": n_images, "epochs_done": len(history),
             "plots": [str(p) for p in plots], "seconds": time.monotonic() - start, "finished": step >= total,
-            "last": logs}
+            # 0: stopped (time limit) before the architecture phase: genotype.json is the random start's decoding
+            "architecture_steps": arch_steps, "last": logs}

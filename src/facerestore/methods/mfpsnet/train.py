@@ -74,6 +74,11 @@ class MFPSNetAdapter(TrainAdapter):
         cls = MFPSNet if self.network == "mfpsnet" else FRSNet
         self.nets = {"generator": cls(self.genotype, **self.widths).to(device)}
         weight = float(cfg.losses.get("perceptual", 0.001))
+        from facerestore.methods.mfpsnet.losses import PERCEPTUAL_CHOICES
+
+        if model.get("perceptual", "auto") not in PERCEPTUAL_CHOICES:
+            raise InputError(f"model.perceptual must be one of {', '.join(PERCEPTUAL_CHOICES)}, got "
+                             f"{model.get('perceptual')!r}")
         # lambda_per = 0 means L1 alone: no perceptual network is loaded (nor announced as a substitute)
         self.loss = RestorationLoss(model.get("perceptual", "auto") if weight > 0 else "none", weight).to(device)
         self.dictionary_file: Path | None = None
@@ -144,6 +149,8 @@ class MFPSNetAdapter(TrainAdapter):
         if self.dictionary_file is not None:
             meta["dictionary"] = self.dictionary_file.name if self.dictionary_file.parent == Path(
                 self.cfg.output_dir) / self.cfg.name else str(self.dictionary_file.resolve())
+        if self._extractor is not None:  # the restorer computes its parsing maps from the same source
+            meta["parsing"] = "mesh" if self._extractor.use_mesh else "landmarks"
         return meta
 
 
