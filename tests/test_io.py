@@ -239,3 +239,115 @@ def test_phone_formats_are_listed_and_become_jpeg_outputs(tmp_path):
     assert output_extension("b.HEIC", False) == ".jpg" and output_extension("b.HEIC", True) == ".png"
     assert output_extension("a.JPG", False) == ".JPG" and output_extension("a.webp", False) == ".webp"
     assert output_extension("a.avif", False, "png") == ".png"
+
+
+# --- edge cases found by review (2026-12-07) -------------------------------------------------------------------
+
+
+def _tiff_with_a_second_width(h: int, w: int, fake: int) -> bytes:
+    """A float RGB TIFF (which Pillow cannot open: only the header parser sizes it) whose first IFD states
+    ImageWidth and ImageLength twice, the second copies ``fake``."""
+    import struct
+
+    import cv2
+
+    ok, enc = cv2.imencode(".tif", np.zeros((h, w, 3), np.float32))
+    assert ok
+    data = bytearray(enc.tobytes())
+    end = "<" if data[:2] == b"II" else ">"
+    (off,) = struct.unpack_from(end + "I", data, 4)
+    (n,) = struct.unpack_from(end + "H", data, off)
+    entries = [bytes(data[off + 2 + 12 * i: off + 14 + 12 * i]) for i in range(n)]
+    extra = [struct.pack(end + "HHI", tag, 4, 1) + struct.pack(end + "I", fake) for tag in (256, 257)]
+    entries = sorted(entries + extra, key=lambda e: struct.unpack_from(end + "H", e)[0])
+    (next_ifd,) = struct.unpack_from(end + "I", data, off + 2 + 12 * n)
+    ifd = struct.pack(end + "H", len(entries)) + b"".join(entries) + struct.pack(end + "I", next_ifd)
+    new_off = len(data)  # the new IFD at the end; the header points to it
+    data += ifd
+    struct.pack_into(end + "I", data, 4, new_off)
+    return bytes(data)
+
+
+def test_a_tiff_stating_its_size_twice_is_refused(monkeypatch):
+    """Decoders keep one copy of a repeated width/height tag and a size check might read the other: the limit
+    could be bypassed (a gigapixel float TIFF sized as 8x8). Such a file is not a valid TIFF: one line."""
+    monkeypatch.setenv("FACERESTORE_MAX_PIXELS", "100")
+    with pytest.raises(InputError, match="states its width or height twice"):
+        decode_image(_tiff_with_a_second_width(64, 64, 8))
+
+
+def test_a_png_over_the_limit_is_refused_without_decoding_it(monkeypatch):
+    """Pillow's getexif() decodes a PNG without an early eXIf chunk: the header read must not (a 100 MP PNG of
+    zeros is 300 KB)."""
+    from PIL import PngImagePlugin
+
+    buf = pyio.BytesIO()
+    Image.new("L", (4000, 3000)).save(buf, "PNG")
+    monkeypatch.setenv("FACERESTORE_MAX_PIXELS", str(10**6))
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", lambda self: pytest.fail("pixels decoded"))
+    with pytest.raises(InputError, match="megapixels"):
+        decode_image(buf.getvalue())
+
+
+def test_camera_jpegs_that_pillow_calls_mpo_keep_exif_and_quality(tmp_path):
+    """A JPEG with an MPF preview opens as "MPO": its EXIF, quality and subsampling are a JPEG's."""
+    ex = Image.Exif()
+    ex[0x010F] = "NIKON"
+    main, preview = Image.new("RGB", (64, 48), (200, 120, 90)), Image.new("RGB", (32, 24), (10, 20, 30))
+    buf = pyio.BytesIO()
+    main.save(buf, "MPO", save_all=True, append_images=[preview], exif=ex.tobytes(), quality=98, subsampling=0)
+    assert Image.open(pyio.BytesIO(buf.getvalue())).format == "MPO"
+    img = decode_image(buf.getvalue())
+    assert img.metadata.exif is not None and img.metadata.encoding is not None
+    assert img.metadata.encoding.format == "JPEG" and img.metadata.encoding.quality in (97, 98, 99)
+    back = Image.Exif()
+    back.load(img.metadata.exif)
+    assert back.get(0x010F) == "NIKON"
+
+
+def test_ascii_netpbm_with_a_small_maximum_is_in_range():
+    """OpenCV already scales ASCII P2/P3 samples of maxval < 256 to 0-255 (binary ones it keeps as stored)."""
+    img = decode_image(b"P2\n3 1\n15\n0 7 15\n")
+    np.testing.assert_allclose(img.rgb[0, :, 0], [0, 7 / 15, 1], atol=1 / 255)
+    img = decode_image(b"P2\n3 1\n1000\n0 500 1000\n")  # 16-bit samples: kept as stored, scaled here
+    np.testing.assert_allclose(img.rgb[0, :, 0], [0, 0.5, 1], atol=1e-4)
+
+
+def test_16_bit_gray_animations_and_gray_png_transparency():
+    frames = [Image.fromarray(np.full((8, 8), v, np.uint16)) for v in (40000, 20000)]
+    buf = pyio.BytesIO()
+    frames[0].save(buf, "PNG", save_all=True, append_images=frames[1:])
+    img = decode_image(buf.getvalue())
+    assert img.bit_depth == 16 and img.is_gray
+    np.testing.assert_allclose(img.rgb[0, 0], 40000 / 65535, atol=1e-6)  # was clipped to white
+    for dtype, trns in ((np.uint8, 100), (np.uint16, 40000)):
+        buf = pyio.BytesIO()
+        Image.fromarray(np.array([[0, trns, 200]], dtype)).save(buf, "PNG", transparency=trns)
+        img = decode_image(buf.getvalue())
+        assert img.alpha is not None and img.alpha.ravel().tolist() == [1.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize("value", ["inf", "-5", "2.5", "abc"])
+def test_a_bad_pixel_limit_setting_is_one_line(monkeypatch, value):
+    from facerestore.io import max_pixels
+
+    monkeypatch.setenv("FACERESTORE_MAX_PIXELS", value)
+    with pytest.raises(InputError, match="whole number of pixels"):
+        max_pixels()
+
+
+def test_a_file_system_without_permissions_still_gets_the_file(tmp_path, monkeypatch):
+    """fchmod failing (some FUSE mounts) no longer fails the write, nor leaks the descriptor."""
+    import os
+
+    from facerestore.io import atomic_write_bytes
+
+    def refuse(fd, mode):
+        raise OSError(95, "Operation not supported")
+
+    monkeypatch.setattr(os, "fchmod", refuse)
+    before = len(os.listdir("/proc/self/fd"))
+    for i in range(5):
+        atomic_write_bytes(tmp_path / f"f{i}.bin", b"x")
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert all((tmp_path / f"f{i}.bin").read_bytes() == b"x" for i in range(5))

@@ -67,15 +67,23 @@ MAX_PIXELS = 89_478_485
 NAME_MAX = 255  # bytes in one path component (Linux, macOS, Windows)
 
 
+# Pillow names a JPEG whose MPF index lists several images (a camera's preview beside the photo) "MPO": the same
+# baseline JPEG for everything read here (EXIF, quality, subsampling, resolution)
+JPEG_FORMATS = ("JPEG", "MPO")
+
+
 def max_pixels() -> int | None:
     """The pixel-count limit of every image read: ``$FACERESTORE_MAX_PIXELS`` if set (0 = no limit), else
     ``MAX_PIXELS``. None means no limit."""
     env = os.environ.get("FACERESTORE_MAX_PIXELS", "").strip()
     if env:
         try:
-            n = int(float(env))
-        except ValueError:
-            raise InputError(f"FACERESTORE_MAX_PIXELS must be a whole number of pixels, got {env!r}") from None
+            value = float(env)
+            n = int(value)
+        except (ValueError, OverflowError):  # "abc", "inf"
+            n, value = -1, -1.0
+        if n < 0 or n != value:
+            raise InputError(f"FACERESTORE_MAX_PIXELS must be a whole number of pixels (0: no limit), got {env!r}")
         return n if n > 0 else None
     return MAX_PIXELS if MAX_PIXELS and MAX_PIXELS > 0 else None
 
@@ -277,6 +285,8 @@ class _Header:
     tiff_bits: int = 8
     pillow: bool = False  # Pillow opened the header (and so can decode the pixels)
     pages: int = 1  # frames of an animation, pages of a TIFF
+    # an 8- or 16-bit gray PNG's tRNS: the gray value that is transparent (OpenCV ignores it for gray images)
+    png_gray_transparent: int | None = None
 
 
 def _tiff_ifd0(data: bytes) -> tuple[str, int, int] | None:
@@ -305,6 +315,9 @@ def _tiff_values(data: bytes, tags: Iterable[int]) -> dict[int, int] | None:
     try:
         for i in range(n):
             tag, typ, count, value = struct.unpack_from(end + "HHI4s", data, off + 2 + 12 * i)
+            if tag in wanted and tag in found and tag in (256, 257):
+                # decoders keep one of the copies and this check another: the size could not be trusted
+                raise InputError("the TIFF states its width or height twice: not a valid TIFF")
             if tag in wanted and typ in (3, 4):
                 size = 2 if typ == 3 else 4
                 if count * size > 4:  # the values are elsewhere: the first one is enough here
@@ -412,6 +425,9 @@ def _read_header(data: bytes, where: str) -> _Header:
                 header = _Header(int(im.size[0]), int(im.size[1]), format=im.format,
                                  animated=bool(getattr(im, "is_animated", False)), mode=im.mode, pillow=True,
                                  pages=int(getattr(im, "n_frames", 1) or 1))
+                trns = im.info.get("transparency")
+                if im.format == "PNG" and data[25:26] == b"\x00" and data[24] in (8, 16) and isinstance(trns, int):
+                    header.png_gray_transparent = int(trns)
                 if im.format == "TIFF":
                     extra, bits = im.tag_v2.get(338), im.tag_v2.get(258)
                     header.tiff_extra = int(extra[0] if isinstance(extra, tuple) else extra) if extra else (
@@ -419,9 +435,9 @@ def _read_header(data: bytes, where: str) -> _Header:
                     header.tiff_bits = int(max(bits) if isinstance(bits, tuple) else bits or 8)
                 exif_bytes = None
                 try:
-                    exif = im.getexif()
+                    exif = _png_exif(data) if im.format == "PNG" else im.getexif()
                     header.orientation = int(exif.get(_EXIF_ORIENTATION_TAG, 1) or 1)
-                    if im.format in ("JPEG", "PNG", "WEBP", "AVIF", "HEIF") and len(exif):
+                    if im.format in ("JPEG", "MPO", "PNG", "WEBP", "AVIF", "HEIF") and len(exif):
                         exif[_EXIF_ORIENTATION_TAG] = 1  # pixels are stored upright from now on
                         exif_bytes = exif.tobytes()
                     elif im.format == "TIFF":
@@ -510,7 +526,7 @@ def pillow_metadata(im: Any, exif: bytes | None = None) -> ImageMetadata:
                                        stored.get(_TIFF_IPTC) or im.tag_v2.get(_TIFF_IPTC))
     iptc = _photoshop_payload_for_output(iptc) if iptc else None
     encoding = None
-    if im.format == "JPEG":
+    if im.format in JPEG_FORMATS:
         tables = getattr(im, "quantization", None) or {}
         encoding = SourceEncoding("JPEG", jpeg_quality_estimate(tables[0]) if len(tables.get(0, ())) == 64 else None,
                                   _jpeg_subsampling(getattr(im, "layer", [])))
@@ -723,6 +739,15 @@ def decode_image(data: bytes, path: Path | None = None) -> LoadedImage:
         raise InputError(f"cannot decode image ({str(exc).strip().splitlines()[-1]}){where}") from None
     if arr is None:
         raise InputError(f"cannot decode image ({_why_undecodable(data, header)}){where}")
+    if (arr.shape[1], arr.shape[0]) != (header.width, header.height) and not (
+            header.orientation in (5, 6, 7, 8) and (arr.shape[0], arr.shape[1]) == (header.width, header.height)):
+        try:  # the decoder read another size than the header said: the limit applies to what was decoded
+            check_pixels(arr.shape[1], arr.shape[0])
+        except InputError as exc:
+            raise InputError(f"{exc}{where}") from None
+    if header.png_gray_transparent is not None and arr.ndim == 2:  # the gray value tRNS marks is transparent
+        opaque = np.iinfo(arr.dtype).max if arr.dtype.kind == "u" else 1
+        arr = np.dstack([arr, np.where(arr == header.png_gray_transparent, 0, opaque).astype(arr.dtype)])
     # a PNG's IHDR colour type 4 is gray + alpha (Pillow says "RGBA" for 16-bit ones)
     png_gray_alpha = data[:8] == _PNG_SIGNATURE and data[25:26] == b"\x04"
     if (header.mode == "LA" or png_gray_alpha) and arr.ndim == 3 and arr.shape[2] == 4:
@@ -745,8 +770,9 @@ def decode_image(data: bytes, path: Path | None = None) -> LoadedImage:
     else:
         raise InputError(f"unsupported pixel type {arr.dtype}{where}")
     maxval = _netpbm_maxval(data) or _jpeg2000_maxval(data)
-    if maxval is not None and arr.dtype in (np.uint8, np.uint16):  # OpenCV keeps the samples as stored, 0..maxval
-        scale = float(maxval)
+    ascii_8bit = data[1:2] in (b"2", b"3") and maxval is not None and maxval < 256  # OpenCV scaled them to 0..255
+    if maxval is not None and arr.dtype in (np.uint8, np.uint16) and not ascii_8bit:
+        scale = float(maxval)  # OpenCV keeps the samples as stored, 0..maxval
     try:
         return _to_loaded(arr, depth, scale, header, path, premultiplied=premultiplied)
     except MemoryError:
@@ -789,7 +815,7 @@ def _why_undecodable(data: bytes, header: _Header) -> str:
     """The likeliest reason a file whose header reads fine has no decodable pixels: a JPEG or PNG that stops
     before its end marker (an interrupted download or copy) is truncated, not corrupt."""
     tail = data[-64:].rstrip(b"\0")  # some writers pad the end
-    if header.format == "JPEG" and not tail.endswith(b"\xff\xd9"):
+    if header.format in JPEG_FORMATS and not tail.endswith(b"\xff\xd9"):
         return f"truncated JPEG: the file ends inside its image data ({len(data)} bytes)"
     if header.format == "PNG" and b"IEND" not in tail:
         return f"truncated PNG: the file ends inside its image data ({len(data)} bytes)"
@@ -808,7 +834,7 @@ def _stated_dpi(im: Any) -> tuple[float, float] | None:
             return None
         if im.format == "TIFF" and _X_RESOLUTION not in im.tag_v2:
             return None
-        if im.format == "JPEG" and im.info.get("jfif_unit") not in (1, 2) and _X_RESOLUTION not in im.getexif():
+        if im.format in JPEG_FORMATS and im.info.get("jfif_unit") not in (1, 2) and _X_RESOLUTION not in im.getexif():
             return None
     except Exception:  # malformed tags: no print size
         return None
@@ -850,6 +876,32 @@ def _tiff_upright_tag(data: bytes) -> bytes:
     return data
 
 
+def _png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """(type, start, end) of each chunk body of PNG bytes, read from the length fields alone (nothing decoded)."""
+    at = 8
+    while at + 8 <= len(data):
+        (length,), kind = struct.unpack(">I", data[at: at + 4]), data[at + 4: at + 8]
+        if at + 12 + length > len(data):
+            return
+        yield kind, at + 8, at + 8 + length
+        if kind == b"IEND":
+            return
+        at += 12 + length
+
+
+def _png_exif(data: bytes) -> Any:
+    """A PNG's eXIf chunk as a Pillow Exif (empty without one), before or after the image data. Pillow's own
+    ``getexif`` decodes the whole image to look past IDAT: the pixel limit must be checked before that."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    for kind, start, end in _png_chunks(data):
+        if kind == b"eXIf":
+            exif.load(data[start:end])
+            break
+    return exif
+
+
 def _without_png_iccp(data: bytes) -> bytes:
     """PNG bytes without their iCCP chunk (others unchanged): the profile is read through Pillow, and libpng,
     inside OpenCV, prints warnings about common flawed profiles ("known incorrect sRGB profile", an RGB profile in
@@ -878,6 +930,8 @@ def _decode_with_pillow(data: bytes) -> np.ndarray | None:
 
     try:
         with Image.open(_io.BytesIO(data)) as im:
+            if im.mode in ("I;16", "I;16B", "I;16L") and not im.has_transparency_data:
+                return np.ascontiguousarray(np.asarray(im).astype(np.uint16))  # 16-bit gray, kept at 16 bits
             if im.mode == "La":  # premultiplied gray + alpha (a TIFF's associated alpha)
                 im = im.convert("LA")
             elif im.mode not in ("L", "LA", "RGB", "RGBA"):
@@ -1285,9 +1339,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     except OSError as exc:
         raise OutputError(f"cannot write {display_path(p)}: {exc.strerror or exc}") from None
     try:
-        # mkstemp creates 0600 files; give the output the permissions a plain open() would (0666 & ~umask)
-        os.fchmod(fd, new_file_mode())
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "wb") as f:  # owns the descriptor from here: closed whatever happens next
+            try:  # mkstemp creates 0600 files; give the output the permissions a plain open() would (0666 & ~umask)
+                os.fchmod(f.fileno(), new_file_mode())
+            except OSError:
+                pass  # file systems without permissions (some FUSE mounts): the write itself still works
             f.write(data)
         check_output_file(p)  # still a regular file (or nothing) just before the rename
         os.replace(tmp, p)
