@@ -89,6 +89,13 @@ def test_config_errors_are_input_errors(tmp_path):
         create_adapter(cfg, torch.device("cpu"))
     with pytest.raises(InputError, match="unknown ispl loss"):
         create_adapter(_tiny(tmp_path, "losses.vgg=1.0"), torch.device("cpu"))
+    # the networks' own options and the knob's numbers: one line each, no traceback
+    for bad, match in (("model.disc={ndf: 8, layers: 2}", "ispl model"), ("model.warmup_betas=0.9", "warmup_betas"),
+                       ("model.warmup_betas=[0.9, 1.5]", "warmup_betas"), ("model.fidelity_p_full=1.5", "p_full"),
+                       ("model.pixel_fidelity_power=-1", "pixel_fidelity_power")):
+        with pytest.raises(InputError, match=match) as info:
+            create_adapter(_tiny(tmp_path, bad), torch.device("cpu"))
+        assert "\n" not in str(info.value), bad
 
 
 # --- the shipped restorer ----------------------------------------------------------------------------------

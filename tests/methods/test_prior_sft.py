@@ -258,7 +258,11 @@ def test_training_resumes_exactly_and_the_export_restores(tmp_path, tiny_prior):
     meta = json.loads(final.with_suffix(".json").read_text())
     assert meta["method"] == "prior-sft" and meta["size"] == 64 and meta["model"]["in_size"] == 32
     r = load_restorer("prior-sft", weights=final)
-    assert r.spec.size == 512 and r.spec.supports_fidelity
+    # the export's own output size and task reach the records (the class says 512 px, realworld-gfpgan)
+    assert r.spec.size == 64 and r.spec.supports_fidelity and r.describe()["trained_on"] == ["realworld-gfpgan"]
+    meta["trained_on"] = ["sr4x"]
+    final.with_suffix(".json").write_text(json.dumps(meta))
+    assert load_restorer("prior-sft", weights=final).describe()["trained_on"] == ["sr4x"]
     adapter = prior_train.PriorSFTAdapter(_cfg(tmp_path), torch.device("cpu"))
     from facerestore.nn.safe_weights import load_safetensors
 
@@ -268,7 +272,7 @@ def test_training_resumes_exactly_and_the_export_restores(tmp_path, tiny_prior):
                              align_corners=False, antialias=True)
     got = r.restore(x)
     assert got.shape == (2, 3, 32, 32)
-    assert (got - expected).abs().max() < 0.05  # the restorer resizes 32 -> 512 -> network -> 32 px
+    assert (got - expected).abs().max() < 0.05  # the restorer resizes 32 -> 64 -> network -> 32 px
 
 
 def test_train_steps_fit_a_batch(tmp_path, tiny_prior):
@@ -357,6 +361,9 @@ def test_alphas_are_seeded_by_the_step(tmp_path, tiny_prior):
     ({"discriminator": {"channels": 3}}, {"l1": 1.0, "adversarial": 0.1}, "model.discriminator"),
     ({"r1_interval": 0}, {"l1": 1.0, "adversarial": 0.1}, "r1_interval"),
     ({"r1_gamma": 1.0}, {"l1": 1.0}, "only apply with losses.adversarial"),
+    ({"latent_gain": "abc"}, None, "prior-sft model options"),
+    ({"sft_resolutions": 16}, None, "prior-sft model options"),
+    ({"colour_resolution": 4}, None, "colour_resolution"),  # the bottleneck: the head would never run
 ])
 def test_config_errors_are_one_line(tmp_path, tiny_prior, model, losses, match):
     with pytest.raises(InputError, match=match):

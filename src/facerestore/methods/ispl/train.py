@@ -81,28 +81,44 @@ class ISPLAdapter(TrainAdapter):
     def __init__(self, cfg, device: torch.device) -> None:
         super().__init__(cfg, device)
         model = dict(cfg.model)
-        self.gen_config = generator_config_from_model(model, cfg.data.size)
+        try:
+            self.gen_config = generator_config_from_model(model, cfg.data.size)
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(f"ispl model: {exc}") from None
         unknown = set(cfg.losses) - _LOSS_KEYS
         if unknown:
             raise InputError(f"unknown ispl loss(es): {', '.join(sorted(unknown))}; "
                              f"use {', '.join(sorted(_LOSS_KEYS))}")
         self.w = {"gan": 1.0, "fm": 10.0, "perceptual": 10.0, "pixel": 0.0, "identity": 0.0,
                   **{k: float(v) for k, v in cfg.losses.items()}}
-        self.p_full = float(model.get("fidelity_p_full", 0.5))
-        self.pixel_power = float(model.get("pixel_fidelity_power", 1.0))
-        self.adversarial_start = int(model.get("adversarial_start", 0))
+        try:
+            self.p_full = float(model.get("fidelity_p_full", 0.5))
+            self.pixel_power = float(model.get("pixel_fidelity_power", 1.0))
+            self.adversarial_start = int(model.get("adversarial_start", 0))
+            self.warmup_betas = tuple(float(b) for b in model.get("warmup_betas", cfg.optim.betas))
+        except (TypeError, ValueError):
+            raise InputError("ispl model: fidelity_p_full, pixel_fidelity_power and adversarial_start are numbers, "
+                             "warmup_betas two numbers") from None
+        if not 0.0 <= self.p_full <= 1.0:
+            raise InputError(f"model.fidelity_p_full is a probability in [0, 1], got {self.p_full}")
+        if not self.pixel_power >= 0.0:  # negative: low-fidelity samples would weigh most, the opposite of intended
+            raise InputError(f"model.pixel_fidelity_power must be >= 0, got {self.pixel_power}")
         if self.adversarial_start < 0:
             raise InputError("model.adversarial_start must be a step index >= 0")
-        self.warmup_betas = tuple(float(b) for b in model.get("warmup_betas", cfg.optim.betas))
-        if len(self.warmup_betas) != 2:
-            raise InputError("model.warmup_betas must be two numbers, e.g. [0.9, 0.99]")
+        if len(self.warmup_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.warmup_betas):
+            raise InputError("model.warmup_betas must be two numbers in [0, 1), e.g. [0.9, 0.99]")
         if self.adversarial_start > 0 and self.w["pixel"] <= 0:
             raise InputError("model.adversarial_start > 0 needs losses.pixel > 0 (the warm-up trains L1 alone)")
         disc = {"input_nc": 6, **(model.get("disc") or {})}
-        self.nets = {
-            "generator": ISPLGenerator(config=self.gen_config).to(device),
-            "discriminator": MultiscaleDiscriminator(**disc).to(device),
-        }
+        try:
+            self.nets = {
+                "generator": ISPLGenerator(config=self.gen_config).to(device),
+                "discriminator": MultiscaleDiscriminator(**disc).to(device),
+            }
+        except (TypeError, ValueError) as exc:  # an unknown or invalid generator_params / disc option
+            raise InputError(f"ispl model: {exc}") from None
         self.perceptual: PerceptualLoss | None = None
         if self.w["perceptual"] > 0:
             backbone = model.get("perceptual_backbone")

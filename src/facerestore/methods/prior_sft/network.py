@@ -118,8 +118,9 @@ class PriorEncoder(nn.Module):
         # the U-Net runs from in_size / 2 down (the input enters as a 2x2 space-to-depth, lossless and 4x cheaper
         # than convolutions at full size); an SFT head at in_size itself ends in a depth-to-space
         self.res = [self.in_size // 2**i for i in range(1, int(math.log2(self.in_size // 4)) + 1)]
-        if colour_resolution and colour_resolution not in self.res[1:]:
-            raise ValueError(f"colour_resolution must be 0 or one of {self.res[1:]}, got {colour_resolution}")
+        # the colour head runs on the up path's features, which start above the bottleneck: not at res[-1]
+        if colour_resolution and colour_resolution not in self.res[1:-1]:
+            raise ValueError(f"colour_resolution must be 0 or one of {self.res[1:-1]}, got {colour_resolution}")
         self.colour_resolution = int(colour_resolution)
         self.stem = _conv(12, ch(self.res[0]))
         self.down = nn.ModuleList(ResidualDown(ch(r), ch(r // 2)) for r in self.res[:-1])

@@ -143,6 +143,15 @@ class PriorSFTRestorer(Restorer):
         self._refs = ReferenceCache()
         self._loss: Any = None
         self.net, self.description = load_prior_sft(self.weights_or_default(weights))
+        # what these weights say of themselves (records and "trained on" lines): their output size and task
+        trained_on = self.description.get("trained_on")
+        changes: dict[str, Any] = {}
+        if isinstance(trained_on, list) and trained_on and all(isinstance(t, str) for t in trained_on):
+            changes["trained_on"] = tuple(trained_on)
+        if int(self.net.out_size) != self.spec.size:
+            changes["size"] = int(self.net.out_size)
+        if changes:
+            self.with_spec(**changes)
 
     @classmethod
     def budget_options(cls, steps: int) -> dict[str, Any]:

@@ -69,14 +69,14 @@ def build_prior_sft(model: dict[str, Any], *, in_size: int | None = None):
     G = stylegan2_io.resolve_generator(prior)
     if not hasattr(G.synthesis, "block_resolutions"):
         raise InputError(f"prior-sft needs a MobileStyleGAN prior (e.g. mobilestylegan-ffhq-1024), got {prior!r}")
-    enc = {k: (tuple(int(r) for r in v) if k == "sft_resolutions" else float(v) if k == "latent_gain" else int(v))
-           for k, v in model.items() if k in ENCODER_KEYS}
-    if in_size is not None:
-        enc.setdefault("in_size", int(in_size))
     try:
+        enc = {k: (tuple(int(r) for r in v) if k == "sft_resolutions" else float(v) if k == "latent_gain" else int(v))
+               for k, v in model.items() if k in ENCODER_KEYS}
+        if in_size is not None:
+            enc.setdefault("in_size", int(in_size))
         return PriorSFTNet(G.synthesis, G.mapping.w_avg, out_size=int(model.get("out_size", 512)),
                            decoder_dtype=DECODER_DTYPES[dtype], low_transfer=int(model.get("low_transfer", 32)), **enc)
-    except ValueError as e:
+    except (TypeError, ValueError) as e:  # "abc" for a number, a number for the resolution list, out of range
         raise InputError(f"prior-sft model options: {e}") from None
 
 
