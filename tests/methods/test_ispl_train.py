@@ -98,6 +98,20 @@ def test_config_errors_are_input_errors(tmp_path):
         assert "\n" not in str(info.value), bad
 
 
+def test_training_fidelities_follow_the_step_and_differ_between_ranks(tmp_path):
+    from facerestore.methods import create_adapter
+
+    a = create_adapter(_tiny(tmp_path), torch.device("cpu"))
+    a.step = 7
+    first = a.fidelities(64)
+    assert torch.equal(first, a.fidelities(64))  # resumable: a function of the step
+    a.rank = 1
+    assert not torch.equal(first, a.fidelities(64))  # another torchrun rank: its own draw
+    a.rank, a.step = 0, 8
+    assert not torch.equal(first, a.fidelities(64))
+    assert 0.2 < float((first == 1).float().mean()) < 0.8  # p_full 0.5 of them at 1, the rest in [0, 1)
+
+
 # --- the shipped restorer ----------------------------------------------------------------------------------
 
 

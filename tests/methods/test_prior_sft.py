@@ -348,6 +348,8 @@ def test_alphas_are_seeded_by_the_step(tmp_path, tiny_prior):
     assert abs((a < 1).float().mean().item() - 0.5) < 0.05  # half the samples drawn in [0, 1)
     ad.step = 8
     assert not torch.equal(ad._alphas(4000), a)
+    ad.step, ad.rank = 7, 1  # another torchrun rank draws its own strengths
+    assert not torch.equal(ad._alphas(4000), a)
     ad.alpha_random = 0.0
     assert torch.equal(ad._alphas(16), torch.ones(16))
 

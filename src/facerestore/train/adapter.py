@@ -31,6 +31,7 @@ class TrainAdapter:
         self.cfg, self.device = cfg, device
         self.nets: dict[str, nn.Module] = {}
         self.step = 0  # index of the step being taken; set by the trainer before every train_step
+        self.rank = 0  # this process's rank under torchrun (set by the trainer): seeds of per-rank draws
 
     @property
     def generator(self) -> nn.Module:

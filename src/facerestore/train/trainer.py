@@ -190,6 +190,7 @@ class Trainer:
         ckpt = latest_checkpoint(run_dir) if resume else None
         if cfg.init_from and ckpt is None:
             _init_generator(adapter, cfg.init_from)  # a resumed run already holds these weights, trained on
+        adapter.rank = info.rank  # per-rank random draws (fidelities, strengths) differ between ranks
         if info.enabled:
             adapter.wrap_ddp(info.local_rank if dev.type == "cuda" else None)
         optimizers = adapter.build_optimizers()

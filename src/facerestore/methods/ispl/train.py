@@ -49,6 +49,7 @@ from facerestore.methods.ispl.discriminator import MultiscaleDiscriminator
 from facerestore.methods.ispl.generator import ISPLConfig, ISPLGenerator
 from facerestore.methods.ispl.losses import PerceptualLoss, discriminator_losses, feature_matching_loss, lsgan_loss
 from facerestore.train.adapter import TrainAdapter, step_with_scaler, unwrap
+from facerestore.train.data import step_seed
 from facerestore.train.losses import IdentityLoss
 
 __all__ = ["ISPLAdapter", "generator_config_from_model"]
@@ -56,6 +57,8 @@ __all__ = ["ISPLAdapter", "generator_config_from_model"]
 _MODEL_KEYS = {"generator", "generator_params", "disc", "perceptual_backbone", "fidelity_p_full",
                "pixel_fidelity_power", "adversarial_start", "warmup_betas"}
 _LOSS_KEYS = {"gan", "fm", "perceptual", "pixel", "identity"}
+
+FIDELITY_STREAM = 11  # step_seed stream of the training fidelities
 
 
 def generator_config_from_model(model: dict[str, Any], size: int) -> ISPLConfig:
@@ -140,6 +143,12 @@ class ISPLAdapter(TrainAdapter):
                                               weight_decay=o.weight_decay),
         }
 
+    def fidelities(self, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """This step's training fidelities (B,): a function of (seed, step, rank), so a resumed run draws the same
+        ones and each torchrun rank draws its own (one shared draw made the whole global batch one fidelity)."""
+        g = torch.Generator().manual_seed(step_seed(self.cfg.seed, self.step, self.rank, stream=FIDELITY_STREAM))
+        return ISPLGenerator.sample_fidelity(batch, g, self.p_full, device)
+
     def _set_d_grad(self, flag: bool) -> None:
         d = self.nets["discriminator"]
         if d is unwrap(d):  # under DDP every parameter must keep requires_grad (the reducer expects them)
@@ -147,7 +156,7 @@ class ISPLAdapter(TrainAdapter):
 
     def train_step(self, lq, hq, optimizers, autocast, scaler) -> dict[str, Any]:
         g_net, d_net = self.nets["generator"], self.nets["discriminator"]
-        fid = ISPLGenerator.sample_fidelity(lq.shape[0], None, self.p_full, lq.device)  # global RNG: resumable
+        fid = self.fidelities(lq.shape[0], lq.device)
         warm = self.step < self.adversarial_start
         for group in optimizers["generator"].param_groups:  # set every step: a function of the step, resumable
             group["betas"] = self.warmup_betas if warm else tuple(self.cfg.optim.betas)

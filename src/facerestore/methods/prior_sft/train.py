@@ -138,8 +138,10 @@ class PriorSFTAdapter(TrainAdapter):
 
     def _alphas(self, batch: int) -> torch.Tensor:
         """Per-sample SFT strengths: 1, or with probability ``alpha_random`` uniform in [0, 1]; seeded by the step
-        so that a resumed run draws the same values."""
-        g = torch.Generator().manual_seed(int(self.cfg.seed) * 1_000_003 + int(self.step))
+        (a resumed run draws the same values) and the rank (each torchrun rank draws its own)."""
+        from facerestore.train.data import step_seed
+
+        g = torch.Generator().manual_seed(step_seed(int(self.cfg.seed), int(self.step), int(self.rank), stream=13))
         u, a = torch.rand(batch, generator=g), torch.rand(batch, generator=g)
         return torch.where(u < self.alpha_random, a, torch.ones(batch)).to(self.device)
 
