@@ -595,6 +595,14 @@ def test_lsgan_and_feature_matching_match_formulas():
     torch.testing.assert_close(L.lsgan_loss(fake, False), exp_fake)
     exp_fm = sum((f[0] - r[0]).abs().mean() for f, r in zip(fake, real)) * 10 / 2
     torch.testing.assert_close(L.feature_matching_loss(fake, real), exp_fm)
+    # paper 000 eq. 12: 1/(HWC) ||.||_2^2, the mean square ("l2", the adapter's default)
+    exp_fm2 = sum(((f[0] - r[0]) ** 2).mean() for f, r in zip(fake, real)) * 10 / 2
+    torch.testing.assert_close(L.feature_matching_loss(fake, real, norm="l2"), exp_fm2)
+    feats_x, feats_y = [fake[0][0], fake[1][0]], [real[0][0], real[1][0]]
+    want = 0.5 * ((feats_x[0] - feats_y[0]) ** 2).mean() + 2 * ((feats_x[1] - feats_y[1]) ** 2).mean()
+    torch.testing.assert_close(L.perceptual_distance(feats_x, feats_y, (0.5, 2.0), "l2"), want)
+    with pytest.raises(ValueError, match="feature norm"):
+        L.feature_matching_loss(fake, real, norm="l3")
     fake[0][0].requires_grad_(True)
     real[0][0].requires_grad_(True)
     L.feature_matching_loss(fake, real).backward()

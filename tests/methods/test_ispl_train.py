@@ -92,7 +92,8 @@ def test_config_errors_are_input_errors(tmp_path):
     # the networks' own options and the knob's numbers: one line each, no traceback
     for bad, match in (("model.disc={ndf: 8, layers: 2}", "ispl model"), ("model.warmup_betas=0.9", "warmup_betas"),
                        ("model.warmup_betas=[0.9, 1.5]", "warmup_betas"), ("model.fidelity_p_full=1.5", "p_full"),
-                       ("model.pixel_fidelity_power=-1", "pixel_fidelity_power")):
+                       ("model.pixel_fidelity_power=-1", "pixel_fidelity_power"),
+                       ("model.feature_norm=l3", "feature_norm")):
         with pytest.raises(InputError, match=match) as info:
             create_adapter(_tiny(tmp_path, bad), torch.device("cpu"))
         assert "\n" not in str(info.value), bad
@@ -272,3 +273,15 @@ def test_identity_term_joins_the_adversarial_phase(tmp_path):
     assert "loss/g_identity" not in logs[0]  # warm-up: L1 alone
     assert np.isfinite(logs[1]["loss/g_identity"]) and logs[1]["loss/g_identity"] > 0
     assert "identity" not in dict(_tiny(tmp_path).losses)  # off unless asked for
+
+
+def test_feature_distances_are_the_papers_by_default_and_the_shipped_recipes_the_codes(tmp_path):
+    """Paper 000 eq. 12 (mean squared feature distance) unless a config names the released code's L1, as every
+    shipped ISPL config does (they reproduce the built-in weights, trained that way)."""
+    from facerestore.methods import create_adapter
+
+    assert create_adapter(_tiny(tmp_path), torch.device("cpu")).feature_norm == "l2"
+    root = Path(__file__).resolve().parents[2] / "configs"
+    for name in ("ispl-compact-128.yaml", "ispl-compact-256.yaml", "ispl-compact-256-gpu.yaml",
+                 "ispl-compact-512.yaml", "ispl-compact-128-warmup.yaml"):
+        assert load_config(root / name, []).model["feature_norm"] == "l1", name

@@ -29,6 +29,7 @@ from torch import nn
 from facerestore.errors import WeightsMissingError
 
 __all__ = [
+    "FEATURE_NORMS",
     "VGG_LAYERS",
     "VGG_LAYER_WEIGHTS",
     "FeatureMatchingLoss",
@@ -65,26 +66,40 @@ def lsgan_loss(preds: Preds, target_is_real: bool) -> torch.Tensor:
     return sum(F.mse_loss(p, torch.full_like(p, target)) for p in logits) / len(logits)
 
 
+FEATURE_NORMS = ("l2", "l1")  # paper 000 eq. 12: 1/(HWC) ||.||_2^2 (mean square); the released code: mean |.|
+
+
+def _feature_distance(a: torch.Tensor, b: torch.Tensor, norm: str) -> torch.Tensor:
+    if norm == "l2":
+        return F.mse_loss(a, b)
+    if norm == "l1":
+        return F.l1_loss(a, b)
+    raise ValueError(f"feature norm must be one of {', '.join(FEATURE_NORMS)}, got {norm!r}")
+
+
 def feature_matching_loss(
-    fake: Sequence[Sequence[torch.Tensor]], real: Sequence[Sequence[torch.Tensor]], weight: float = 10.0
+    fake: Sequence[Sequence[torch.Tensor]], real: Sequence[Sequence[torch.Tensor]], weight: float = 10.0,
+    norm: str = "l1",
 ) -> torch.Tensor:
-    """sum over scales i and layers j < last of L1(fake[i][j], real[i][j].detach()) * weight / num_scales."""
+    """sum over scales i and layers j < last of d(fake[i][j], real[i][j].detach()) * weight / num_scales, d the mean
+    absolute ("l1", the released code) or mean squared ("l2", paper 000 eq. 12) difference."""
     if len(fake) != len(real):
         raise ValueError("fake and real must come from the same discriminator")
     total = fake[0][0].new_zeros(())
     for f_scale, r_scale in zip(fake, real):
         for f, r in zip(f_scale[:-1], r_scale[:-1]):
-            total = total + F.l1_loss(f, r.detach())
+            total = total + _feature_distance(f, r.detach(), norm)
     return total * (weight / len(fake))
 
 
 def perceptual_distance(
-    feats_x: Sequence[torch.Tensor], feats_y: Sequence[torch.Tensor], layer_weights: Sequence[float]
+    feats_x: Sequence[torch.Tensor], feats_y: Sequence[torch.Tensor], layer_weights: Sequence[float],
+    norm: str = "l1",
 ) -> torch.Tensor:
-    """sum_l w_l * mean|phi_l(x) - phi_l(y)| (phi(y) detached: y is the target)."""
+    """sum_l w_l * d(phi_l(x), phi_l(y)) (phi(y) detached: y is the target), d as in :func:`feature_matching_loss`."""
     if not (len(feats_x) == len(feats_y) == len(layer_weights)):
         raise ValueError("features and layer_weights must have the same length")
-    return sum(w * F.l1_loss(a, b.detach()) for w, a, b in zip(layer_weights, feats_x, feats_y))
+    return sum(w * _feature_distance(a, b.detach(), norm) for w, a, b in zip(layer_weights, feats_x, feats_y))
 
 
 def pixel_loss(x: torch.Tensor, y: torch.Tensor, kind: str = "l1") -> torch.Tensor:
@@ -147,8 +162,12 @@ class PerceptualLoss(nn.Module):
         weight: float = 10.0,
         weights_path: str | os.PathLike | None = None,
         imagenet_normalize: bool = False,
+        norm: str = "l1",
     ) -> None:
         super().__init__()
+        if norm not in FEATURE_NORMS:
+            raise ValueError(f"feature norm must be one of {', '.join(FEATURE_NORMS)}, got {norm!r}")
+        self.norm = norm
         self.layer_weights = tuple(float(w) for w in layer_weights)
         self.weight = weight
         self.layers = tuple(layers)
@@ -195,7 +214,7 @@ class PerceptualLoss(nn.Module):
             fy = self.features(y)
         if len(fx) != len(self.layer_weights):
             raise ValueError(f"backbone gave {len(fx)} feature maps but {len(self.layer_weights)} layer weights")
-        return self.weight * perceptual_distance(fx, fy, self.layer_weights)
+        return self.weight * perceptual_distance(fx, fy, self.layer_weights, self.norm)
 
 
 def _build_vgg(depth: int, layers: Sequence[str], weights_path, imagenet_normalize: bool) -> nn.Module:

@@ -47,7 +47,13 @@ from facerestore.errors import InputError
 from facerestore.methods.ispl.configs import get_config
 from facerestore.methods.ispl.discriminator import MultiscaleDiscriminator
 from facerestore.methods.ispl.generator import ISPLConfig, ISPLGenerator
-from facerestore.methods.ispl.losses import PerceptualLoss, discriminator_losses, feature_matching_loss, lsgan_loss
+from facerestore.methods.ispl.losses import (
+    FEATURE_NORMS,
+    PerceptualLoss,
+    discriminator_losses,
+    feature_matching_loss,
+    lsgan_loss,
+)
 from facerestore.train.adapter import TrainAdapter, step_with_scaler, unwrap
 from facerestore.train.data import step_seed
 from facerestore.train.losses import IdentityLoss
@@ -55,7 +61,7 @@ from facerestore.train.losses import IdentityLoss
 __all__ = ["ISPLAdapter", "generator_config_from_model"]
 
 _MODEL_KEYS = {"generator", "generator_params", "disc", "perceptual_backbone", "fidelity_p_full",
-               "pixel_fidelity_power", "adversarial_start", "warmup_betas"}
+               "pixel_fidelity_power", "adversarial_start", "warmup_betas", "feature_norm"}
 _LOSS_KEYS = {"gan", "fm", "perceptual", "pixel", "identity"}
 
 FIDELITY_STREAM = 11  # step_seed stream of the training fidelities
@@ -110,6 +116,11 @@ class ISPLAdapter(TrainAdapter):
             raise InputError(f"model.pixel_fidelity_power must be >= 0, got {self.pixel_power}")
         if self.adversarial_start < 0:
             raise InputError("model.adversarial_start must be a step index >= 0")
+        # paper 000 eq. 12's mean squared feature distance by default; "l1": the released code's (our shipped
+        # ISPL configs, which reproduce the built-in weights)
+        self.feature_norm = model.get("feature_norm", "l2")
+        if self.feature_norm not in FEATURE_NORMS:
+            raise InputError(f"model.feature_norm must be one of {', '.join(FEATURE_NORMS)}, got {self.feature_norm!r}")
         if len(self.warmup_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.warmup_betas):
             raise InputError("model.warmup_betas must be two numbers in [0, 1), e.g. [0.9, 0.99]")
         if self.adversarial_start > 0 and self.w["pixel"] <= 0:
@@ -127,7 +138,8 @@ class ISPLAdapter(TrainAdapter):
             backbone = model.get("perceptual_backbone")
             if backbone is None:
                 raise InputError("losses.perceptual > 0 needs model.perceptual_backbone: 'vgg19', 'vgg16' or 'none'")
-            self.perceptual = PerceptualLoss(backbone=backbone, weight=self.w["perceptual"]).to(device)
+            self.perceptual = PerceptualLoss(backbone=backbone, weight=self.w["perceptual"],
+                                             norm=self.feature_norm).to(device)
             if self.perceptual.net is None:
                 self.perceptual = None  # "none": the term is off (PerceptualLoss logged a warning)
         self.identity: IdentityLoss | None = None
@@ -173,7 +185,7 @@ class ISPLAdapter(TrainAdapter):
         pred_fake = [[t.float() for t in s] for s in pred_fake]
         pred_real = [[t.float() for t in s] for s in pred_real]
         terms = {"gan": self.w["gan"] * lsgan_loss(pred_fake, True),
-                 "fm": feature_matching_loss(pred_fake, pred_real, self.w["fm"])}
+                 "fm": feature_matching_loss(pred_fake, pred_real, self.w["fm"], self.feature_norm)}
         if self.perceptual is not None:
             with autocast():
                 terms["perceptual"] = self.perceptual(fake, hq).float()
