@@ -200,7 +200,9 @@ def acceptance(result: dict, row: str = "default") -> dict:
     for task in [t for t in NEVER_WORSE_TASKS if t in per]:
         entry = {}
         for m, limit in (("psnr", 1.0), (ident, IDENTITY_LIMIT)):
-            if m not in result["metrics_present"]:
+            # the 0.02 limit is on MobileFace's scale (same person under 0.71); id_mfn's distances are ~1e-4, under
+            # which it could never fail: not checked with it (runs made before MobileFace say so in their tables)
+            if m not in result["metrics_present"] or m == "id_mfn":
                 continue
             sign = 1.0 if m == "psnr" else -1.0  # loss against the input, positive = worse
             loss = sign * (np.array([f[m] for f in per[task]["input"]]) - np.array([f[m] for f in per[task][row]]))
@@ -229,7 +231,9 @@ def _acceptance_markdown(acc: dict) -> list[str]:
     if acc["never_worse"]:
         lines += [
             f"Never worse than the input (on the mean; limits: PSNR loss <= 1 dB, {acc.get('identity', 'id_mfn')} "
-            f"gain <= {IDENTITY_LIMIT:g}):",
+            f"gain <= {IDENTITY_LIMIT:g}"
+            + ("; identity not checked: the limit is on MobileFace's scale, which this run did not measure, and "
+               "id_mfn's distances (~1e-4) could never exceed it)" if acc.get("identity") == "id_mfn" else "):"),
             "",
             "| task | metric | mean loss | worst face | faces over the limit | met |",
             "|---|---|---|---|---|---|",
@@ -489,7 +493,7 @@ def main() -> None:
     }
     t0 = time.time()
     bar = tqdm(total=len(degs) * len(names), desc="sweep", unit="face")
-    for t_i, (task, fn) in enumerate(degs.items()):
+    for task, fn in degs.items():
         for i in range(len(names)):
             gt = clean[i : i + 1]
             lq = fn(gt, face_seed(task, names[i])).clamp(0, 1)

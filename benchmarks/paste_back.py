@@ -194,13 +194,18 @@ def main() -> None:
     photos = photo_list()[: args.limit or None]
     if not photos:
         sys.exit(f"no photos under {DATA}")
+    from facerestore.pipeline import get_restorer
+
+    ispl = get_restorer("ispl")
+    restorer_tag = json.dumps({**ispl.describe(), "weights": str(type(ispl).default_weights())}, sort_keys=True)
     runs = [(p, False) for p in photos] + [(p, True) for p in photos if "realworld" in p.parts]
     rows = []
     grid_tiles: dict[str, list[np.ndarray]] = {}
     t0 = time.time()
     for path, as_gray in runs:
         rgb = load_photo(path, as_gray)
-        key = hashlib.sha256(path.read_bytes()).hexdigest()[:16] + ("-gray" if as_gray else "")
+        # the photo and the restorer's weights: a cache of older weights' crops is never reused
+        key = hashlib.sha256(path.read_bytes() + restorer_tag.encode()).hexdigest()[:16] + ("-gray" if as_gray else "")
         faces, lm68, mesh = restore_photo_faces(rgb, cache, key)
         name = ("gray:" if as_gray else "") + str(path.relative_to(DATA))
         gray = is_gray(rgb)

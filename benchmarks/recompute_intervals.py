@@ -69,7 +69,7 @@ def small_sample_rows(name: str) -> list[dict]:
                     continue
                 diff = np.subtract(rows[a]["per_face"][m], rows[b]["per_face"][m], dtype=np.float64)
                 old = rows[key].get(m)
-                out.append({"file": name, "block": deg, "pair": f"{a} - {b}", "metric": m, "n": int(len(diff)),
+                out.append({"file": name, "block": deg, "pair": f"{a} - {b}", "metric": m, "n": len(diff),
                             "committed": old if isinstance(old, list) else None, "recomputed": list(_ci(diff))})
     return out
 
