@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -75,8 +76,9 @@ def main() -> None:
                                       "sharpness": face_sharpness(out), "niqe": q})
         print(f"[{i + 1}/{len(files)}] {f.name}", file=sys.stderr)
 
-    result: dict = {"benchmark": "knobs", "method": args.method, "faces": len(files), "task": "realworld-gfpgan",
-                    "knobs": {}}
+    result: dict = {"benchmark": "knobs", "command": ("python benchmarks/knobs.py " + shlex.join(sys.argv[1:])).strip(),
+                    "method": args.method, "weights": str(type(restorer).default_weights()),
+                    "restorer": restorer.describe(), "faces": len(files), "task": "realworld-gfpgan", "knobs": {}}
     for knob, per in rows.items():
         if not per[VALUES[0]]:
             result["knobs"][knob] = "not supported by the method"

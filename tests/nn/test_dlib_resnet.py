@@ -77,6 +77,15 @@ def test_reader_rejects_other_and_truncated_files(tmp_path):
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError):
         read_dlib_face_resnet(cut)
+    # the loader every caller uses: one InputError line whatever the cut (half way, or in the first bytes)
+    from facerestore.errors import InputError
+    from facerestore.nn.backbones.dlib_resnet import load_dlib_face_resnet
+
+    for size in (len(data) // 2, 64, 300):
+        cut.write_bytes(data[:size])
+        with pytest.raises(InputError) as info:
+            load_dlib_face_resnet(cut)
+        assert "\n" not in str(info.value)
 
 
 def test_padded_add_zero_pads_to_the_larger_size():

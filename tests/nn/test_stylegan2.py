@@ -116,6 +116,30 @@ def test_conv2d_resample_up_matches_scipy_transposed_conv_and_blur():
     np.testing.assert_allclose(ours, ref, atol=1e-12)
 
 
+def test_conv2d_resample_up_with_an_odd_filter_and_unequal_padding():
+    """A 3-tap filter at padding 0: one side pads (0), the other crops (-1). Only the cropping side may lose pixels
+    (NVIDIA's max(min(-p0, -p1), 0) inside the transposed convolution); cropping both sides and padding zeros back
+    changed the border by up to 1."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 2, 5, 6))
+    w = rng.standard_normal((3, 2, 3, 3))
+    taps = np.array([1.0, 2.0, 1.0]) / 4
+    ours = conv2d_resample(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(taps), up=2, padding=0).numpy()
+    f2 = np.outer(taps, taps) * 4
+    h, wd = 5, 6
+    # p0 = (3 + 1) // 2 - (3 - 1) = 0, p1 = (3 - 2) // 2 - (3 - 2) = -1: out = T + p0 + p1 - 3 + 1 = 2H - 2
+    ref = np.zeros((1, 3, 2 * h - 2, 2 * wd - 2))
+    for o in range(3):
+        acc = 0
+        for i in range(2):
+            xu = np.zeros((2 * h - 1, 2 * wd - 1))
+            xu[::2, ::2] = x[0, i]
+            acc = acc + scipy.signal.convolve2d(xu, w[o, i], mode="full")
+        blurred = scipy.signal.convolve2d(acc, f2, mode="full")
+        ref[0, o] = blurred[2 : 2 + 2 * h - 2, 2 : 2 + 2 * wd - 2]
+    np.testing.assert_allclose(ours, ref, atol=1e-12)
+
+
 def test_conv2d_resample_down_matches_scipy_blur_and_strided_correlation():
     rng = np.random.default_rng(2)
     x = rng.standard_normal((1, 2, 8, 8))

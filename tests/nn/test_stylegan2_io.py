@@ -535,3 +535,19 @@ def test_zoo_generator_missing_weights_message(tmp_path, monkeypatch):
         load_zoo_generator("stylegan2-ffhq-1024")
     msg = str(info.value)
     assert "\n" not in msg and "ffhq.pkl" in msg and str(tmp_path) in msg
+
+
+def test_malformed_or_oversized_checkpoints_are_one_line(tmp_path):
+    """A .pt whose generator is not a state dict, or whose tensor shapes imply a network no machine can allocate (a
+    stride-0 tensor is a few bytes on disk), is one InputError, checked before anything is built."""
+    from facerestore.errors import InputError
+    from facerestore.nn.stylegan2_io import load_rosinality_pt
+
+    torch.save({"g_ema": [1, 2]}, tmp_path / "list.pt")
+    huge = {"style.1.weight": torch.zeros(1).expand(512, 2**28), "style.1.bias": torch.zeros(512)}
+    torch.save({"g_ema": huge}, tmp_path / "huge.pt")
+    assert (tmp_path / "huge.pt").stat().st_size < 10_000
+    for name, match in (("list.pt", "not a state dict"), ("huge.pt", "StyleGAN2")):
+        with pytest.raises(InputError, match=match) as info:
+            load_rosinality_pt(tmp_path / name)
+        assert "\n" not in str(info.value)

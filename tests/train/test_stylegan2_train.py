@@ -45,6 +45,11 @@ def test_safetensors_generator_round_trip_in_half_precision(tmp_path):
     p = stylegan2_io.save_safetensors_generator(G, tmp_path / "g.safetensors", half=True)
     H = stylegan2_io.load_stylegan2(p)  # settings come from the file's metadata (no JSON next to it)
     assert H.config == G.config
+    # frozen like the .pkl / .pt loaders: a truncated sample must not move w_avg (train mode updates it)
+    assert not H.training and not any(q.requires_grad for q in H.parameters())
+    before = H.mapping.w_avg.clone()
+    H(torch.randn(2, 16), truncation_psi=0.5)
+    assert torch.equal(H.mapping.w_avg, before)
     for k, v in G.state_dict().items():
         torch.testing.assert_close(H.state_dict()[k], v.half().float(), rtol=0, atol=0)
     w = G.mapping.w_avg.expand(2, -1)

@@ -195,3 +195,42 @@ def test_write_synth_views_files_latents_and_cli(tmp_path, G):
     )
     assert (tmp_path / "c" / "view_000000_2.png").read_bytes() == (tmp_path / "v" / "view_000000_2.png").read_bytes()
     assert main(["synth", "-n", "1", "-o", str(tmp_path / "d"), "--weights", BUILTIN, "--views", "-1", "-q"]) == 2
+
+
+def test_a_rewrite_stopped_half_way_is_never_reused(tmp_path, monkeypatch):
+    """write_synth overwrites images batch by batch: the old manifest goes first, so a rewrite stopped half-way
+    (the folder now mixes two runs' faces) is written again rather than reused by prepare_synth."""
+    from facerestore.train import synth
+
+    folder = tmp_path / "s"
+    write_synth(folder, 4, size=32, seed=0, weights=BUILTIN, batch=2)
+    spec = {"folder": str(folder), "count": 4, "seed": 0, "truncation": 1.0, "weights": BUILTIN}
+    assert synth.prepare_synth(spec, 32, tmp_path / "unused") == folder  # complete: reused as it is
+    first = (folder / "synth_000000.png").read_bytes()
+
+    real = synth._batches
+    def stopped(*a, **k):  # the seed-1 rewrite is interrupted after its first batch
+        gen = real(*a, **k)
+        yield next(gen)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synth, "_batches", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        write_synth(folder, 4, size=32, seed=1, weights=BUILTIN, batch=2)
+    assert not (folder / "manifest.json").exists() and (folder / "synth_000000.png").read_bytes() != first
+    monkeypatch.setattr(synth, "_batches", real)
+    synth.prepare_synth(spec, 32, tmp_path / "unused")  # seed 0 again: written again, not reused
+    assert (folder / "synth_000000.png").read_bytes() == first
+    (folder / "manifest.json").write_text("{not json")
+    synth.prepare_synth(spec, 32, tmp_path / "unused")  # an unreadable manifest: written again, no traceback
+    assert json.loads((folder / "manifest.json").read_text())["seed"] == 0
+
+
+def test_views_of_run_0_sample_0_are_not_other_samples_of_the_run(G):
+    """sample_seed(0, 0) is 0, so sample 0's view seeds were sample_seed(0, v) = v: samples 1..V of the same run
+    came back as "views" of person 0. Every other sample keeps its views' seeds."""
+    from facerestore.train.synth import _view_base
+
+    assert _view_base(0, 0) != 0 and _view_base(0, 3) == sample_seed(0, 3) and _view_base(7, 0) == sample_seed(7, 0)
+    view_seeds = {sample_seed(_view_base(0, 0), v) for v in range(1, 9)}
+    assert not view_seeds & {sample_seed(0, i) for i in range(100)}

@@ -225,7 +225,9 @@ def conv2d_resample(
         fw = f.shape[-1] if f is not None else 1
         p0 = padding + (fw + up - 1) // 2 - (kw - 1)
         p1 = padding + (fw - up) // 2 - (kw - up)
-        pt = max(-min(p0, p1), 0)
+        # crop inside the transposed convolution only what both sides would crop (NVIDIA's max(min(-p0, -p1), 0));
+        # a side that pads keeps every pixel, the other crops in upfirdn2d (negative padding)
+        pt = max(min(-p0, -p1), 0)
         if groups == 1:
             wt = w.transpose(0, 1)
         else:

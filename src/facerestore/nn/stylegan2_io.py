@@ -22,12 +22,14 @@ the standard [1, 3, 3, 1] filter; anything else is refused).
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
 import math
 import os
 import pickle
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -468,7 +470,7 @@ def generator_from_nvidia(sd: dict[str, torch.Tensor], init_kwargs: dict | None 
         if all(min(cfg["channel_base"] // r, cfg["channel_max"]) == c for r, c in declared.items()):
             cfg["channel_base"], cfg["channel_max"] = int(syn["channel_base"]), int(syn["channel_max"])
     cfg.update(conv_clamp=opts.conv_clamp, mapping_lr_multiplier=opts.mapping_lr_multiplier, w_avg_beta=opts.w_avg_beta)
-    return _build(cfg, ours)
+    return _build(_check_inferred(cfg), ours)
 
 
 def generator_from_rosinality(
@@ -483,7 +485,7 @@ def generator_from_rosinality(
     missing constant-noise buffers are drawn with seed 0 (both deterministic).
     """
     ours = rosinality_to_ours(sd, latent_avg)
-    cfg = config_from_state_dict(ours)
+    cfg = _check_inferred(config_from_state_dict(ours))
     g = torch.Generator().manual_seed(0)
     G = Generator(**cfg)
     missing = [k for k in G.state_dict() if k not in ours]
@@ -533,7 +535,8 @@ def load_nvidia_pkl(path: str | os.PathLike, key: str = "G_ema") -> Generator:
         raise InputError(f"{os.fspath(path)} has no StyleGAN network '{key}' (found: {keys})")
     if obj.class_name != "Generator":
         raise InputError(f"'{key}' in {os.fspath(path)} is a {obj.class_name}, not a Generator")
-    return generator_from_nvidia(obj.state_dict(), obj.init_kwargs)
+    with _malformed_is_input_error(path):
+        return generator_from_nvidia(obj.state_dict(), obj.init_kwargs)
 
 
 def load_rosinality_pt(path: str | os.PathLike, key: str = "g_ema", *, w_avg_samples: int = 10000) -> Generator:
@@ -555,7 +558,33 @@ def load_rosinality_pt(path: str | os.PathLike, key: str = "g_ema", *, w_avg_sam
     else:
         raise InputError(f"{os.fspath(path)} has no '{key}' generator (keys: {sorted(ckpt)[:8]})")
     latent_avg = ckpt.get("latent_avg") if key in ckpt else None
-    return generator_from_rosinality(dict(sd), latent_avg, w_avg_samples=w_avg_samples)
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()) or not (
+            latent_avg is None or isinstance(latent_avg, torch.Tensor)):
+        raise InputError(f"{os.fspath(path)}: '{key}' is not a state dict of tensors")
+    with _malformed_is_input_error(path):
+        return generator_from_rosinality(dict(sd), latent_avg, w_avg_samples=w_avg_samples)
+
+
+@contextlib.contextmanager
+def _malformed_is_input_error(path: str | os.PathLike) -> Iterator[None]:
+    """A weights file whose tensors do not make a StyleGAN2 (wrong shapes, a self-referencing state, values of
+    the wrong type, sizes no machine can allocate) is one InputError line naming it."""
+    try:
+        yield
+    except InputError:
+        raise
+    except (TypeError, ValueError, AttributeError, IndexError, KeyError, RecursionError, RuntimeError) as exc:
+        raise InputError(f"{os.fspath(path)} is not a usable StyleGAN2 generator ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
+
+
+def _check_inferred(cfg: dict) -> dict:
+    """Settings read off a file's tensor shapes, within the bounds our own exports are held to, before anything is
+    built (a crafted stride-0 tensor of shape (512, 2**28) is a few bytes in a pickle)."""
+    from facerestore.nn.safe_weights import check_settings
+
+    bounded = {k: v for k, v in cfg.items() if k in _SETTINGS_BOUNDS}
+    return {**cfg, **check_settings(bounded, _SETTINGS_BOUNDS, "StyleGAN2 weights")}
 
 
 def load_zoo_generator(name: str = "stylegan2-ffhq-1024") -> Generator:
@@ -656,7 +685,7 @@ def load_safetensors_generator(path: str | os.PathLike) -> Generator:
     if missing or unexpected:
         raise InputError(f"{path} does not match its StyleGAN2 settings: missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]}")
-    return G
+    return G.eval().requires_grad_(False)  # as the .pkl / .pt loaders: frozen, w_avg never updated by a call
 
 
 def save_safetensors_generator(G: Generator, path: str | os.PathLike, *, half: bool = True,

@@ -3,7 +3,8 @@
     facerestore synth -n 1000 -o synth/ --size 512 --seed 0 --truncation 0.8
 
 Sample ``i`` of seed ``s`` is a pure function of (s, i): its z is drawn from a generator seeded with
-:func:`sample_seed`, so any subset can be regenerated exactly and two runs with the same seed agree. The
+:func:`sample_seed`, so any subset can be regenerated (to float rounding: a batch of one face takes another
+convolution path, which can move a pixel by one level in 8 bits) and two runs with the same seed agree. The
 mapping's W is truncated towards ``w_avg`` by ``psi`` (1 = none), rendered at the generator's resolution and
 area-downsampled to ``size``. Each folder gets ``synth_NNNNNN.png`` files, ``latents.safetensors`` (``w``:
 (N, w_dim) float32, row i = file i: targets for supervised latent regression) and ``manifest.json`` (weights,
@@ -65,6 +66,14 @@ def sample_seed(seed: int, index: int) -> int:
     return (int(seed) * 1_000_003 + int(index)) % (2**63 - 1)
 
 
+def _view_base(seed: int, index: int) -> int:
+    """The seed the views of sample ``index`` derive from: its own sample seed, except for sample 0 of run 0, whose
+    sample seed is 0 itself, so that its views' seeds ``sample_seed(0, v) = v`` were samples 1..V of the same run
+    (other persons' faces pulled in as "views"). Every other (seed, index) keeps its views as before."""
+    base = sample_seed(seed, index)
+    return base if base != int(seed) else 2**62 + int(seed)
+
+
 @torch.no_grad()
 def sample_faces(G: Any, indices: list[int], seed: int, *, size: int | None = None, truncation: float = 1.0,
                  device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,7 +117,7 @@ def view_wplus(w: torch.Tensor, w_other: torch.Tensor, num_ws: int, layers: int 
 def view_others(G: Any, indices: list[int], seed: int, views: int, truncation: float = 1.0,
                 device: str | torch.device = "cpu") -> torch.Tensor:
     """The w that views 1..V of each sample move toward: (N, views, w_dim) float32 on the CPU, face seeded (i, v)."""
-    seeds = [sample_seed(sample_seed(seed, i), v) for i in indices for v in range(1, views + 1)]
+    seeds = [sample_seed(_view_base(seed, i), v) for i in indices for v in range(1, views + 1)]
     return _mapped(G, seeds, truncation, device).float().cpu().view(len(indices), views, -1)
 
 
@@ -179,6 +188,10 @@ def write_synth(out_dir: str | os.PathLike, count: int, *, size: int = 512, seed
         licence = "Apache-2.0 (ours), trained on FFHQ (CC BY-NC-SA 4.0) and StyleGAN samples"
     else:
         licence = f"that of {name} (a file you supplied)"
+    # the manifest says the folder is complete: gone until this run's is written, so a run stopped half-way is never
+    # taken for the folder's earlier run (whose images it has partly overwritten)
+    for stale in ("manifest.json", "latents.safetensors", "view_latents.safetensors"):
+        (out / stale).unlink(missing_ok=True)
     files, latents, others = [], [], []
     for idx, imgs, ws in _batches(G, int(count), seed, int(batch), int(size), truncation, device, int(views)):
         for i, faces in zip(idx, imgs):
@@ -227,9 +240,13 @@ def prepare_synth(spec: dict[str, Any], size: int, default_folder: str | os.Path
     truncation = float(spec.get("truncation", 1.0))
     manifest = folder / "manifest.json"
     if manifest.is_file():
-        m = json.loads(manifest.read_text())
-        same = (m.get("count", 0) >= count and m.get("seed") == seed and m.get("truncation") == truncation
-                and m.get("size", 0) >= size and (spec.get("weights") is None or m.get("generator") == spec["weights"]))
+        try:
+            m = json.loads(manifest.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            m = None  # unreadable: written again
+        generator = spec.get("weights") or default_prior() or "builtin:stylegan2-face-64"  # what write_synth records
+        same = (isinstance(m, dict) and m.get("count", 0) >= count and m.get("seed") == seed
+                and m.get("truncation") == truncation and m.get("size", 0) >= size and m.get("generator") == generator)
         if same:
             return folder
     from tqdm import tqdm

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facerestore.errors import WeightsMissingError
+from facerestore.errors import InputError, WeightsMissingError
 from facerestore.nn.backbones._base import freeze
 
 __all__ = ["DLIB_CHIP_SIZE", "DlibFaceResNet", "load_dlib_face_resnet", "read_dlib_face_resnet"]
@@ -129,6 +129,8 @@ class _Reader:
         self.data, self.pos = data, 0
 
     def int(self) -> int:
+        if self.pos >= len(self.data):
+            raise ValueError(f"corrupt dlib stream: it ends at offset {self.pos}, inside an integer")
         head = self.data[self.pos]
         size, negative = head & 0x0F, bool(head & 0x80)
         if size > 8:
@@ -231,5 +233,13 @@ def load_dlib_face_resnet(path: str | os.PathLike | None = None) -> DlibFaceResN
     if not Path(path).is_file():
         raise WeightsMissingError(f"dlib face recognition model not found: {path}")
     net = DlibFaceResNet()
-    net.load_state_dict(read_dlib_face_resnet(path), strict=True)
+    try:
+        state = read_dlib_face_resnet(path)
+    except (ValueError, IndexError, struct.error) as exc:  # a cut or foreign .dat: one line, not a traceback
+        raise InputError(f"{path} is not dlib's face recognition model ({exc})") from None
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise InputError(f"{path} does not hold dlib's face recognition ResNet ({str(exc).splitlines()[0]})") \
+            from None
     return freeze(net)
