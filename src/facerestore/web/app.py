@@ -288,8 +288,10 @@ def build_app(cfg: ServeConfig, sessions: jobs.Sessions, *, uploads_root: str | 
                         gr.update(choices=[], value=None, visible=False), shown,
                         gr.update(choices=[], value=None, visible=True), shown, gr.update(value="", visible=True),
                         gr.update(value=[], visible=True), None, None)
-            if ws.closed:  # the page was closed while the job ran: nothing to show, nothing to keep
+            if ws.closed:  # the page was closed while the job ran: nothing to show, nothing to keep (the job's last
+                # write may have made the session's folder again after the close removed it)
                 shutil.rmtree(result.dir, ignore_errors=True)
+                shutil.rmtree(ws.dir, ignore_errors=True)
                 return ("", gr.update(), gr.update(), None, gr.update(), None, "", [], None, None)
             pair, fchoices, fpair, fcaption = photo_view(result, 0)
             choices = [(p.name, str(i)) for i, p in enumerate(result.photos)]
