@@ -48,7 +48,7 @@ def test_folder_to_dataset(folder, tmp_path, capsys):
     crop = Image.open(out / "my face_00.png")
     assert crop.size == (256, 256) and crop.mode == "RGB"
     rec = json.loads((out / "my face_00.json").read_text())
-    assert rec["crop"] == "my face_00.png" and rec["size"] == 256 and rec["detector"] == "hog"
+    assert rec["crop"] == "my face_00.png" and rec["size"] == 256 and rec["detector"] == "dlib-hog"
     assert rec["source_size"] == [512, 512] and len(rec["box"]) == 4 and rec["score"] > 0
     a = np.array(rec["affine"])
     for key, n in (("landmarks5", 5), ("landmarks68", 68)):

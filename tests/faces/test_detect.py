@@ -135,7 +135,7 @@ def test_sort_and_select_are_deterministic():
 
 def test_astronaut_one_face_landmarks_match_hand_annotation(astro_det):
     d = astro_det
-    assert d.detector == "hog" and d.landmarks68.shape == (68, 2) and d.landmarks5.shape == (5, 2)
+    assert d.detector == "dlib-hog" and d.landmarks68.shape == (68, 2) and d.landmarks5.shape == (5, 2)
     assert_near_annotation(d.landmarks5)
     # all 68 points inside the box grown by 20%, jaw below the eyes, brows above them
     b, lm = d.box, d.landmarks68
@@ -228,7 +228,7 @@ def test_box_from_landmarks_resembles_hog_box(astro_det):
 @pytest.mark.slow
 def test_cnn_detector_astronaut(astronaut, astro_det):
     dets = detect_faces(astronaut, "cnn", upsample=0)
-    assert len(dets) == 1 and dets[0].detector == "cnn"
+    assert len(dets) == 1 and dets[0].detector == "dlib-cnn"
     assert iou(dets[0].box, astro_det.box) > 0.6
     assert_near_annotation(dets[0].landmarks5)
 

@@ -263,7 +263,7 @@ class DlibDetector:
         if max_side is not None and max_side < 32:
             raise InputError(f"max_side must be at least 32 pixels, got {max_side}")
         self.kind = kind
-        self.name = kind
+        self.name = f"dlib-{kind}"  # the registry name (records say what `--detector` accepts first)
         self.upsample = int(upsample)
         self.threshold = DEFAULT_SCORE_THRESHOLDS[kind] if threshold is None else float(threshold)
         self.min_size = float(min_size)
