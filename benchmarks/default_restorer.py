@@ -77,6 +77,9 @@ def degradations() -> dict[str, Callable[[torch.Tensor, int], torch.Tensor]]:
     return {name: parse_degradation(spec).apply for name, spec in SWEEP.items()}
 
 
+SEEDING = "face_seed: sha256 of task/name"  # recorded in results; runs before 2026-12-07 have no such key
+
+
 def face_seed(task: str, name: str) -> int:
     """The degradation seed of face ``name`` under ``task``: a function of the two names alone, so a face gets the
     same draw in every shard, task subset and order, and two faces never share one. (Before 2026-12-07 the seed was
@@ -361,7 +364,7 @@ def merge(paths: list[Path]) -> dict:
     names concatenated in shard order; refuses shards of different tasks, rows, metrics or weights."""
     parts = [json.loads(p.read_text()) for p in paths]
     first = parts[0]
-    same = ("rows", "legend", "methods", "metrics_present")
+    same = ("rows", "legend", "methods", "metrics_present", "seeding")  # shards of other seedings never mix
     for p, part in zip(paths, parts):
         for key in same:
             if part.get(key) != first.get(key):
@@ -521,6 +524,7 @@ def main() -> None:
     present = list(scorer.m)
     result = {
         "benchmark": "default_restorer",
+        "seeding": SEEDING,
         "faces": len(names),
         "face_sets": f"{sum(n.startswith('ffhq') for n in names)} ffhq256 validation (x2 to 512), "
         f"{sum(n.startswith('prior') for n in names)} MobileStyleGAN samples",

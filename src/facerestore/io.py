@@ -435,7 +435,9 @@ def _read_header(data: bytes, where: str) -> _Header:
                     header.tiff_bits = int(max(bits) if isinstance(bits, tuple) else bits or 8)
                 exif_bytes = None
                 try:
-                    exif = _png_exif(data) if im.format == "PNG" else im.getexif()
+                    # PNG: its eXIf chunk wherever it is, else what the base class reads from the chunks before the
+                    # pixels (ImageMagick's raw-profile text, XMP); PngImageFile.getexif would decode the image
+                    exif = (_png_exif(data) or Image.Image.getexif(im)) if im.format == "PNG" else im.getexif()
                     header.orientation = int(exif.get(_EXIF_ORIENTATION_TAG, 1) or 1)
                     if im.format in ("JPEG", "MPO", "PNG", "WEBP", "AVIF", "HEIF") and len(exif):
                         exif[_EXIF_ORIENTATION_TAG] = 1  # pixels are stored upright from now on
@@ -890,16 +892,16 @@ def _png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
 
 
 def _png_exif(data: bytes) -> Any:
-    """A PNG's eXIf chunk as a Pillow Exif (empty without one), before or after the image data. Pillow's own
+    """A PNG's eXIf chunk as a Pillow Exif, before or after the image data; None without one. Pillow's own
     ``getexif`` decodes the whole image to look past IDAT: the pixel limit must be checked before that."""
     from PIL import Image
 
-    exif = Image.Exif()
     for kind, start, end in _png_chunks(data):
         if kind == b"eXIf":
+            exif = Image.Exif()
             exif.load(data[start:end])
-            break
-    return exif
+            return exif
+    return None
 
 
 def _without_png_iccp(data: bytes) -> bytes:

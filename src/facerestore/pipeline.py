@@ -363,6 +363,7 @@ def write_photo_json(path: str | os.PathLike, result: PhotoResult, *, protect: S
 
 _RESTORERS: dict[tuple[Any, ...], Restorer] = {}
 _RESTORERS_LOCK = threading.Lock()
+_LOADING: dict[tuple[Any, ...], threading.Lock] = {}  # one lock per key being loaded
 MAX_CACHED_RESTORERS = 4
 
 
@@ -378,13 +379,21 @@ def get_restorer(name: str, *, weights: str | os.PathLike | None = None, device:
         if key in _RESTORERS:
             _RESTORERS[key] = _RESTORERS.pop(key)  # most recently used last
             return _RESTORERS[key]
+        key_lock = _LOADING.setdefault(key, threading.Lock())
+    # loaded outside the cache's lock (another thread's hit never waits for this load), once per key
+    with key_lock:
+        with _RESTORERS_LOCK:
+            if key in _RESTORERS:
+                return _RESTORERS[key]
         from facerestore.methods import registry
 
         options = {} if steps is None else registry.REGISTRY.restorer_class(name).budget_options(steps)
         restorer = load_restorer(name, weights=key[1], device=device, half=half, **options)
-        _RESTORERS[key] = restorer
-        while len(_RESTORERS) > MAX_CACHED_RESTORERS:
-            _RESTORERS.pop(next(iter(_RESTORERS)))  # the least recently used
+        with _RESTORERS_LOCK:
+            _RESTORERS[key] = restorer
+            _LOADING.pop(key, None)
+            while len(_RESTORERS) > MAX_CACHED_RESTORERS:
+                _RESTORERS.pop(next(iter(_RESTORERS)))  # the least recently used
         return restorer
 
 

@@ -71,12 +71,12 @@ const handler = {load: async () => ({
 
 def require_runtime() -> Path:
     """The runtime's node_modules folder; skips the test when ``node`` or the fetched runtime is missing."""
-    from facerestore.zoo.runtimes import tfjs_runtime_dir
+    from facerestore.zoo.runtimes import tfjs_runtime_cached, tfjs_runtime_dir
 
     if shutil.which("node") is None:
         pytest.skip("the TF.js reference runtime needs Node.js (`node` is not on PATH)")
     modules = tfjs_runtime_dir()
-    if not (modules / "@tensorflow" / "tfjs-core" / "package.json").is_file():
+    if not tfjs_runtime_cached():
         pytest.skip("the TensorFlow.js reference runtime is not in the cache: `facerestore models download --packages`")
     return modules
 

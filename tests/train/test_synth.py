@@ -221,6 +221,9 @@ def test_a_rewrite_stopped_half_way_is_never_reused(tmp_path, monkeypatch):
     monkeypatch.setattr(synth, "_batches", real)
     synth.prepare_synth(spec, 32, tmp_path / "unused")  # seed 0 again: written again, not reused
     assert (folder / "synth_000000.png").read_bytes() == first
+    # a folder made by other weights, named without weights in the config: accepted as it is, never rewritten
+    synth.prepare_synth({k: v for k, v in spec.items() if k != "weights"}, 32, tmp_path / "unused")
+    assert (folder / "synth_000000.png").read_bytes() == first
     (folder / "manifest.json").write_text("{not json")
     synth.prepare_synth(spec, 32, tmp_path / "unused")  # an unreadable manifest: written again, no traceback
     assert json.loads((folder / "manifest.json").read_text())["seed"] == 0

@@ -92,6 +92,7 @@ def test_error_lines_are_one_line():
     ("photo.png", "photo"), ("../../etc/passwd", "passwd"), ("..\\..\\x.jpg", "x"), ("a b*c?.png", "a_b_c"),
     (".hidden.png", "hidden"), ("", "photo"), ("...", "photo"), ("é—ü.jpg", "é_ü"), ("x" * 300 + ".png", "x" * 64),
     ("Мама.jpg", "Мама"), ("e\u0301te\u0301.png", "\u00e9t\u00e9"), ("a\u202eb\x00c.png", "a_b_c"), ("—.png", "photo"),
+    ("\U00020000" * 64 + ".png", "\U00020000" * 40),  # 160 bytes in UTF-8 (file systems count bytes), not 256
 ])
 def test_safe_stem(name, stem):
     assert jobs.safe_stem(name) == stem

@@ -244,9 +244,11 @@ def prepare_synth(spec: dict[str, Any], size: int, default_folder: str | os.Path
             m = json.loads(manifest.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             m = None  # unreadable: written again
-        generator = spec.get("weights") or default_prior() or "builtin:stylegan2-face-64"  # what write_synth records
+        # without weights in the config, the folder's own generator is accepted (a `facerestore synth --weights X`
+        # folder named by data.synth.folder); with them, the folder must have been made by them
         same = (isinstance(m, dict) and m.get("count", 0) >= count and m.get("seed") == seed
-                and m.get("truncation") == truncation and m.get("size", 0) >= size and m.get("generator") == generator)
+                and m.get("truncation") == truncation and m.get("size", 0) >= size
+                and (spec.get("weights") is None or m.get("generator") == spec["weights"]))
         if same:
             return folder
     from tqdm import tqdm

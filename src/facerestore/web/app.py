@@ -206,7 +206,8 @@ def build_app(cfg: ServeConfig, sessions: jobs.Sessions, *, uploads_root: str | 
                                        elem_id="detector")
                 gate = gr.Checkbox(value=True, elem_id="gate",
                                    label="Quality gate: keep the photo's own face where the restoration is worse")
-                steps = gr.Slider(jobs.min_steps(method0), cfg.max_steps, value=min(50, cfg.max_steps), step=1,
+                steps = gr.Slider(min(jobs.min_steps(method0), cfg.max_steps), cfg.max_steps,
+                                  value=min(50, cfg.max_steps), step=1,
                                   elem_id="steps",
                                   label="Optimisation steps per face", visible=bool(spec0.unsupervised))
                 bg_choices, bg_note = jobs.bg_upsampler_choices()
@@ -253,7 +254,7 @@ def build_app(cfg: ServeConfig, sessions: jobs.Sessions, *, uploads_root: str | 
             return (gr.update(choices=jobs.weight_choices(name), value=jobs.DEFAULT_WEIGHTS),
                     jobs.method_info(name),
                     gr.update(visible=fid is not None, value=fid if fid is not None else 1.0),
-                    gr.update(visible=bool(spec.unsupervised), minimum=jobs.min_steps(name)))
+                    gr.update(visible=bool(spec.unsupervised), minimum=min(jobs.min_steps(name), cfg.max_steps)))
 
         def on_weights(name: str, w: str) -> str:
             return jobs.method_info(name, w)

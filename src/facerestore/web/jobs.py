@@ -244,7 +244,10 @@ def safe_stem(name: str, max_len: int = 64) -> str:
     import unicodedata
 
     stem = Path(unicodedata.normalize("NFC", str(name)).replace("\\", "/")).stem
-    stem = _UNSAFE.sub("_", stem).strip("._-")[:max_len].rstrip("._-")
+    stem = _UNSAFE.sub("_", stem).strip("._-")[:max_len]
+    # at most 160 bytes in UTF-8 (file systems count bytes: 64 four-byte letters and ".png" exceed 255), cut on a
+    # character boundary
+    stem = stem.encode("utf-8")[:160].decode("utf-8", "ignore").rstrip("._-")
     return stem or "photo"
 
 

@@ -25,7 +25,8 @@ from pathlib import Path, PurePosixPath
 from facerestore.errors import WeightsHashError, WeightsMissingError
 from facerestore.zoo.packages import TIMEOUT_S, _sha256_file
 
-__all__ = ["TFJS_RUNTIME", "TFJS_VERSION", "extract_package_tree", "fetch_tfjs_runtime", "tfjs_runtime_dir"]
+__all__ = ["TFJS_RUNTIME", "TFJS_VERSION", "extract_package_tree", "fetch_tfjs_runtime", "tfjs_runtime_cached",
+           "tfjs_runtime_dir"]
 
 TFJS_VERSION = "4.22.0"
 # (name, version, sha256 of the npm tarball); licences: Apache-2.0 (tfjs), Apache-2.0 (long), MIT (seedrandom)
@@ -38,6 +39,7 @@ TFJS_RUNTIME: tuple[tuple[str, str, str], ...] = (
     ("seedrandom", "3.0.5", "f217e14961edb2a61f23b3eaee7477578021f0db15f69941a866e9f55e518544"),
 )
 MAX_TREE_BYTES = 256 << 20  # unpacked size of one package (tfjs-core: ~60 MB)
+STAMP = ".facerestore-runtime"  # in the node_modules folder: which packages (and tarball hashes) it holds
 
 
 def tfjs_runtime_dir() -> Path:
@@ -70,11 +72,26 @@ def extract_package_tree(archive: Path, dest: Path) -> None:
                 shutil.copyfileobj(src, out)
 
 
+def tfjs_runtime_cached() -> bool:
+    """Whether the cache holds this runtime: the stamp written after every package was checked and unpacked."""
+    stamp = tfjs_runtime_dir() / STAMP
+    try:
+        return stamp.read_text(encoding="utf-8") == _stamp_text()
+    except OSError:
+        return False
+
+
+def _stamp_text() -> str:
+    return "".join(f"{name}@{version} {sha}\n" for name, version, sha in TFJS_RUNTIME)
+
+
 def fetch_tfjs_runtime() -> Path:
     """Fetch TensorFlow.js (``TFJS_RUNTIME``) into :func:`tfjs_runtime_dir` (replaced in one rename) and return
-    that folder. WeightsMissingError (one line) without npm or the registry; WeightsHashError for a tarball that is
-    not the published one."""
+    that folder; nothing is fetched when it is already there (:func:`tfjs_runtime_cached`). WeightsMissingError
+    (one line) without npm or the registry; WeightsHashError for a tarball that is not the published one."""
     dest = tfjs_runtime_dir()
+    if tfjs_runtime_cached():
+        return dest
     hint = "run `facerestore models download --packages` where the npm registry is reachable"
     if shutil.which("npm") is None:
         raise WeightsMissingError("the TensorFlow.js reference runtime comes from npm packages, but npm is not "
@@ -100,6 +117,7 @@ def fetch_tfjs_runtime() -> Path:
                 raise WeightsHashError(f"{archives[0].name} has sha256 {digest}, expected {sha256}: not the "
                                        f"published {spec}")
             extract_package_tree(archives[0], staged / name)
+        (staged / STAMP).write_text(_stamp_text(), encoding="utf-8")  # every package checked and unpacked
         if dest.exists():
             os.replace(dest, Path(tmp) / "old")
         os.replace(staged, dest)
