@@ -74,6 +74,7 @@ def main() -> int:
     det = DlibDetector("hog", upsample=0, max_side=640, landmarks=68)
     mfn, mface = MobileFaceNetEmbedder(), MobileFaceEmbedder()
     emb_mfn, emb_mface, emb_dlib, missing = {}, {}, {}, []
+    crops_mfn: dict[str, np.ndarray] = {}
     for n in names:
         if not (PHOTOS / n).is_file():
             missing.append(n)
@@ -86,6 +87,7 @@ def main() -> int:
         f = faces[0]
         lm5 = f.landmarks5 if f.landmarks68 is None else landmarks_68_to_5(f.landmarks68)
         crop = mobilefacenet_crop(img, lm5)[None]
+        crops_mfn[n] = crop[0]
         emb_mfn[n] = mfn.embed_crops(crop)[0]
         emb_mface[n] = mface.embed_crops(crop)[0]
         u8 = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
@@ -122,6 +124,7 @@ def main() -> int:
         "dlib_fed": {"auc": roc_auc(-d_dlib[same], -d_dlib[~same]),
                      "eer_threshold": eer_threshold(d_dlib[same], d_dlib[~same])[0]},
         "per_table": per_table,
+        "id_mfn_input_conventions": mfn_conventions(mfn, crops_mfn, used, same),
         "note": "thresholds and AUCs chosen/measured on the same pairs (no held-out split); MobileFace and "
                 "MobileFaceNet: evaluation use only (licences not stated)",
         "seconds": round(time.time() - t0, 1),
@@ -130,6 +133,31 @@ def main() -> int:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0
+
+
+def mfn_conventions(mfn, crops: dict[str, np.ndarray], used, same: np.ndarray) -> dict[str, float]:
+    """ROC AUC of MobileFaceNet's distance under other input conventions than its own ((x - 127.5) / 128 on RGB
+    0-255): is its weak separation our preprocessing? (Its port equals TensorFlow.js on the same files:
+    tests/nn/test_tfjs.py.)"""
+    import torch
+
+    from facerestore.faces.identity import mfn_distance
+    from facerestore.metrics.stats import roc_auc
+
+    names = list(crops)
+    x = np.stack([crops[n] for n in names]).astype(np.float32)  # (N, 112, 112, 3) RGB in [0, 1]
+    idx = {n: i for i, n in enumerate(names)}
+    conventions = {"rgb (x-127.5)/128 (its own)": (x * 255 - 127.5) / 128,
+                   "bgr (x-127.5)/128": (x[..., ::-1] * 255 - 127.5) / 128, "rgb [0, 1]": x,
+                   "bgr [0, 1]": x[..., ::-1], "rgb 0-255": x * 255, "bgr 0-255": x[..., ::-1] * 255}
+    out = {}
+    for name, arr in conventions.items():
+        with torch.no_grad():
+            e = mfn.net(torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).to(mfn.device)).cpu().double()
+        e = e.numpy()
+        d = np.array([mfn_distance(e[idx[a]], e[idx[b]]) for a, b, _ in used])
+        out[name] = roc_auc(-d[same], -d[~same])
+    return out
 
 
 def read_pairs_table(path: Path) -> list[tuple[str, str, bool]]:
