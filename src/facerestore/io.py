@@ -910,15 +910,11 @@ def _without_png_iccp(data: bytes) -> bytes:
     a gray PNG) straight onto stderr."""
     if data[:8] != _PNG_SIGNATURE or b"iCCP" not in data[:1 << 20]:
         return data
-    at = 8
-    while at + 8 <= len(data):
-        (length,), kind = struct.unpack(">I", data[at: at + 4]), data[at + 4: at + 8]
-        end = at + 12 + length
-        if kind == b"iCCP":
-            return data[:at] + data[end:]
+    for kind, start, end in _png_chunks(data):
+        if kind == b"iCCP":  # the chunk is its 8-byte length and type, the body, and a 4-byte CRC
+            return data[:start - 8] + data[end + 4:]
         if kind in (b"IDAT", b"IEND"):  # iCCP must come before the image data
             break
-        at = end
     return data
 
 
