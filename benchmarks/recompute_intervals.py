@@ -102,11 +102,12 @@ def refs_rows(name: str) -> list[dict]:
 
 def _shard_positions(names: list[str], n_ffhq: int, n_prior: int, shards: int) -> list[int]:
     """Each face's position in its shard (what the old seed used), from its name."""
+    from default_restorer import shard_indices  # the sweep's own split
+
     files = sorted(p.name for p in (DATA / "ffhq256").glob("*.*") if p.stem[-1:] == "0")[:n_ffhq]
     pos = {}
     for k in range(shards):
-        ffhq_ids = list(range(k, len(files), shards))
-        prior_ids = [i for i in range(n_prior) if (len(files) + i) % shards == k]
+        ffhq_ids, prior_ids = shard_indices(len(files), n_prior, (k, shards))
         for j, i in enumerate(ffhq_ids):
             pos[f"ffhq/{files[i]}"] = j
         for j, i in enumerate(prior_ids):
