@@ -60,6 +60,7 @@ def test_a_softer_restoration_of_a_good_face_is_not_pasted(crop):
     d = gate_face(crop, cv2.GaussianBlur(crop, (0, 0), 3.0))
     assert d.weight == 0.0 and d.reason.startswith("kept: ")
     assert [t["weight"] for t in d.tried] == [1.0, 0.75, 0.5, 0.25]
+    assert d.identity_distance is None  # kept: no identity was measured, none is reported
     # every candidate failed, and the sharper blends got closer to passing
     ratios = [t["sharpness_ratio"] for t in d.tried]
     assert all(t["failed"] for t in d.tried) and ratios == sorted(ratios)
@@ -170,6 +171,18 @@ def test_faces_cut_by_the_border_need_sharpness_not_just_a_better_niqe(crop):
     assert d.weight < 1.0 and d.tried[0]["failed"] == "sharpness"
     # sharpness is measured on the valid half of the face box only
     assert face_sharpness(crop, valid) == pytest.approx(_laplacian_squared(crop)[144:464, 96:256].mean(), rel=2e-3)
+
+
+def test_what_a_restorer_paints_into_the_padding_does_not_move_the_gate(crop):
+    valid = np.ones((512, 512), bool)
+    valid[:, :200] = False  # columns 0-199 of the crop lie outside the photo (padding)
+    padded = crop.copy()
+    padded[:, :200] = 0.5
+    restored = padded.copy()
+    restored[:, :200] = np.random.default_rng(1).uniform(0, 1, (512, 200, 3))  # same face, other padding
+    d = gate_face(padded, restored, valid=valid)
+    assert (d.weight, d.reason) == (1.0, "passed")
+    assert d.niqe_output == pytest.approx(d.niqe_input) and d.sharpness_ratio == pytest.approx(1.0)
 
 
 def test_inside_photo_marks_the_crop_pixels_that_map_into_the_photo():

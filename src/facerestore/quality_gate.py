@@ -56,7 +56,7 @@ class GateDecision:
 
     weight: share of the restored face in [0, 1] the gate allows (1 = the restoration as is, 0 = the input kept).
     reason: "passed" (w = 1), "blended: X" (0 < w < 1) or "kept: X" (w = 0), X the test that failed first
-        ("sharpness", "quality", "identity"); "gate off" when the gate was not run.
+        ("sharpness", "quality", "identity"). Without the gate there is no decision (None in the records).
     sharpness_ratio / niqe_input / niqe_output / identity_distance: the measurements of the chosen candidate
         (NaN / None when not measured); ``tried``: every candidate's weight and measurements.
     """
@@ -163,6 +163,10 @@ def gate_face(
     inp = _at_gate_size(input_crop)
     res = _at_gate_size(restored_crop)
     valid = None if valid is None else _at_gate_size(np.asarray(valid, np.float32), nearest=True)
+    if valid is not None:
+        # padding outside the photo is never pasted: judge every candidate on the photo's own pixels there, so that
+        # what a restorer paints into the padding moves neither NIQE nor sharpness nor identity
+        res = np.where(valid[..., None] > 0.5, res, inp).astype(np.float32)
     inside = 1.0 if valid is None else float(_valid_box(valid).mean())
     s_in = face_sharpness(inp, valid)
     q_in = face_niqe(inp)
@@ -192,4 +196,5 @@ def gate_face(
             return GateDecision(float(w), "passed" if not first_failure else f"blended: {first_failure}",
                                 float(ratio), float(q_in), float(q), dist, tried)
         first_failure = first_failure or failure
-    return GateDecision(0.0, f"kept: {first_failure}", 1.0, float(q_in), float(q_in), 0.0, tried)
+    # the input itself is kept: its sharpness ratio is 1 and NIQE the input's; identity was not measured on it
+    return GateDecision(0.0, f"kept: {first_failure}", 1.0, float(q_in), float(q_in), None, tried)
