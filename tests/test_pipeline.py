@@ -260,6 +260,14 @@ def test_the_gate_judges_what_is_pasted_and_occlusion_masks_go_per_face(astronau
     assert calls[0]["keep"][0] is f.occlusion
 
 
+def test_the_occlusion_guard_judges_the_colour_matched_restoration(astronaut, fixed):
+    """A restoration whose only change is contrast (removed by colour matching) occludes nothing of what is pasted;
+    judged on the raw crop the guard kept the photo's pixels over several % of the face."""
+    res = restore_photo(astronaut, _ContrastRestorer(), upscale=1.0, detector=fixed, identity=False, mask="square",
+                        gate=False, occlusion_guard=True)
+    assert res.faces and all(f.paste_weight == 1.0 and f.occluded_share < 0.01 for f in res.faces)
+
+
 def test_alpha_png(tmp_path, astronaut, fixed):
     yy, xx = np.mgrid[0:512, 0:512]
     alpha = ((xx + yy) / 1022.0).astype(np.float32)

@@ -863,9 +863,6 @@ def restore_faces_in_photo(
     timings["restore"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    reports = [compare_identity(embedder, a.crop, rc) for (_, a), rc in zip(alns, restored)]
-    timings["identity"] = time.perf_counter() - t
-    t = time.perf_counter()
     mesh = None
     if mask == "mesh" and alns:
         from facerestore.faces.mesh import mesh_points_for_faces
@@ -883,6 +880,10 @@ def restore_faces_in_photo(
                                     mesh_points=None if mesh is None else mesh[k])
                   for k, ((d, a), rc) in enumerate(zip(alns, restored))]
     timings["colour"] = time.perf_counter() - t
+    t = time.perf_counter()
+    # identity, gate and occlusion guard all judge what is pasted, so their records agree with each other
+    reports = [compare_identity(embedder, a.crop, pc) for (_, a), pc in zip(alns, pasted)]
+    timings["identity"] = time.perf_counter() - t
 
     t = time.perf_counter()
     faces = []
@@ -895,7 +896,7 @@ def restore_faces_in_photo(
             _, decision = decide_paste(a.crop, pc, gate=run, embedder=embedder,
                                        valid=inside_photo(a, rgb.shape) if run else None)
             weight = float(blend) * float(np.clip(shares.share(index[id(d)], decision), 0.0, 1.0))
-        occ, share = guard_occlusion(a.crop, rc, weight, on=occlusion_guard,
+        occ, share = guard_occlusion(a.crop, pc, weight, on=occlusion_guard,
                                      valid=inside_photo(a, rgb.shape) if occlusion_guard and weight > 0 else None)
         faces.append(FaceResult(
             box=np.asarray(d.box, np.float64), score=float(d.score), landmarks5=np.asarray(d.landmarks5),
