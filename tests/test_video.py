@@ -1320,3 +1320,20 @@ def test_cli_sequence_with_references_reports_once(tmp_path, astronaut, monkeypa
     assert used == [False] + [True] * (len(used) - 1) and len(used) == 6
     err = capsys.readouterr().err
     assert "references used for" not in err and "the references guided 5 of 6 faces" in err, err
+
+
+class _WithFidelity(_Identity):
+    spec = MethodSpec("test-vid-fid", "test", "identity with a fidelity knob", size=512, supports_fidelity=True)
+    default_fidelity = 0.7
+
+
+def test_sequence_records_the_methods_fidelity_and_gates_on_identity(astronaut):
+    """The wrappers of a sequence (prefetch, temporal blending) report the wrapped method's default fidelity, and the
+    gate's identity test runs in videos as in photos (identity reports off)."""
+    seq = video.SequenceRestorer(_WithFidelity(), 25.0, upscale=1.0, detector="hog", mask="square", color_match=False)
+    res = seq(astronaut)
+    assert res.fidelity == pytest.approx(0.7)
+    assert res.to_json()["restorer"]["name"] == "test-vid-fid"
+    assert res.faces and all(f.identity is None for f in res.faces)  # no identity report was asked for
+    gated = [f.gate for f in res.faces if f.gate is not None]
+    assert gated and all(g.identity_distance is not None and g.identity_distance < 0.1 for g in gated)

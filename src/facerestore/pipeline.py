@@ -705,7 +705,8 @@ def restore_aligned(rgb: np.ndarray, restorer: Restorer, out_side: int, *, fidel
                     refs: torch.Tensor | None = None, embedder: FaceEmbedder | None = None,
                     timings: dict[str, float] | None = None, blend: float = 1.0,
                     gate: bool = True, force_refs: bool = False, refs_required: bool = True,
-                    occlusion_guard: bool = True, color_match: bool = True) -> tuple[np.ndarray, list[FaceResult]]:
+                    occlusion_guard: bool = True, color_match: bool = True,
+                    identity_report: bool = True) -> tuple[np.ndarray, list[FaceResult]]:
     """An FFHQ-aligned square crop (S, S, 3) -> (restored image at ``out_side`` x ``out_side``, [its face]).
 
     The image is ``w * restored + (1 - w) * input`` with w = ``blend`` times the quality gate's weight, times
@@ -727,7 +728,7 @@ def restore_aligned(rgb: np.ndarray, restorer: Restorer, out_side: int, *, fidel
         restored = io.to_gray(restored)
     timings["restore"] = time.perf_counter() - t
     t = time.perf_counter()
-    report = compare_identity(embedder, rgb, restored)
+    report = compare_identity(embedder if identity_report else None, rgb, restored)
     timings["identity"] = time.perf_counter() - t
     t = time.perf_counter()
     weight, decision = decide_paste(rgb, restored, blend=blend, gate=gate, embedder=embedder)
@@ -829,6 +830,7 @@ def restore_faces_in_photo(
     fidelity: float | None = None,
     refs: torch.Tensor | None = None,
     embedder: FaceEmbedder | None = None,
+    identity_report: bool = True,
     face_size: int = 512,
     batch_size: int = 4,
     mask: str = "mesh",
@@ -846,7 +848,8 @@ def restore_faces_in_photo(
     """Align each detected face at ``face_size`` (or larger: :func:`crop_side`), restore, check identity, weigh each
     face (``blend`` times the quality gate's share, :func:`decide_paste`, judged on the restoration in the photo's
     colours, which is what is pasted), paste into the upscaled photo (with the occlusion guard, each face's paste
-    mask times ``1 - its occlusion mask``: :func:`guard_occlusion`)."""
+    mask times ``1 - its occlusion mask``: :func:`guard_occlusion`). ``embedder`` serves the gate's identity test
+    and, with ``identity_report``, each face's identity record."""
     from facerestore.faces.paste import paste_faces
 
     timings = {} if timings is None else timings
@@ -882,7 +885,7 @@ def restore_faces_in_photo(
     timings["colour"] = time.perf_counter() - t
     t = time.perf_counter()
     # identity, gate and occlusion guard all judge what is pasted, so their records agree with each other
-    reports = [compare_identity(embedder, a.crop, pc) for (_, a), pc in zip(alns, pasted)]
+    reports = [compare_identity(embedder if identity_report else None, a.crop, pc) for (_, a), pc in zip(alns, pasted)]
     timings["identity"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -999,7 +1002,8 @@ def restore_photo(
             its footprint, at most max(the restorer's size, 1024) (:func:`crop_side`); the restorer resizes crops
             to its size and back.
         weights: weight file for a restorer given by name.
-        identity: compute identity similarity per face (dlib, ~0.1 s per face).
+        identity: report identity similarity per face (dlib, ~0.1 s per face). The gate's identity test runs
+            whenever the gate is on, with or without this report.
         batch_size: crops per restorer call.
         min_face_size: ignore detections smaller than this (pixels).
         blend: share of each restored face pasted over the original, in [0, 1] (0 = the photo only upscaled);
@@ -1044,11 +1048,13 @@ def restore_photo(
     timings["read"] = time.perf_counter() - t
 
     refs_t = prepare_refs(refs, int(r.spec.size), aligned=aligned, detector=detector, device=r.device)
-    embedder = FaceEmbedder("dlib") if identity else None
+    # the gate's identity test needs the embedder even when no identity report is asked for
+    embedder = FaceEmbedder("dlib") if identity or gate else None
     if aligned:
         out, faces = restore_aligned(rgb, r, oh, fidelity=fidelity, refs=refs_t, embedder=embedder, timings=timings,
                                      blend=float(blend), gate=gate, force_refs=force_refs, refs_required=refs_required,
-                                     occlusion_guard=bool(occlusion_guard), color_match=bool(color_match))
+                                     occlusion_guard=bool(occlusion_guard), color_match=bool(color_match),
+                                     identity_report=bool(identity))
         det_name = None
     else:
         t = time.perf_counter()
@@ -1063,6 +1069,7 @@ def restore_photo(
             batch_size=int(batch_size), mask=mask, background=background, color_match=color_match, timings=timings,
             blend=float(blend), gate=gate, force_refs=force_refs, shares=shares,
             occlusion_guard=bool(occlusion_guard), refs_required=refs_required, refs_tracks=refs_tracks,
+            identity_report=bool(identity),
         )
         det_name = detector if isinstance(detector, str) else getattr(detector, "name", type(detector).__name__)
 

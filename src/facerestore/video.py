@@ -603,6 +603,16 @@ class TemporalBlender(Restorer):
     def dtype(self) -> torch.dtype:
         return self.inner.dtype
 
+    # what records say of the restorer is the wrapped method's: its default fidelity, weights and licence
+    def fidelity_used(self, fidelity: float | None) -> float | None:
+        return self.inner.fidelity_used(fidelity)
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe()
+
+    def unused_refs_reason(self) -> str | None:
+        return self.inner.unused_refs_reason()
+
     @property
     def checks_refs(self) -> bool:  # type: ignore[override]  # the wrapped method's (force_refs reaches it)
         return bool(getattr(self.inner, "checks_refs", False))
@@ -929,6 +939,16 @@ class _Prefetched(Restorer):
     @property
     def dtype(self) -> torch.dtype:
         return self.inner.dtype
+
+    # what records say of the restorer is the wrapped method's: its default fidelity, weights and licence
+    def fidelity_used(self, fidelity: float | None) -> float | None:
+        return self.inner.fidelity_used(fidelity)
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe()
+
+    def unused_refs_reason(self) -> str | None:
+        return self.inner.unused_refs_reason()
 
     def prime(self, crops: Sequence[np.ndarray], *, fidelity: float | None = None, batch_size: int = 16) -> None:
         from facerestore.pipeline import restore_crops
