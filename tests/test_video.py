@@ -989,7 +989,10 @@ def test_cli_restores_a_video(tmp_path, clip):
     result = out / "restored_videos" / "clip.mp4"
     frames, _, meta = decode(result)
     assert len(frames) == 12 and frames[0].shape == (128, 128, 3) and meta["rate"] == 12
-    assert (out / "restored_videos" / "clip.json").is_file()
+    record = json.loads((out / "restored_videos" / "clip.json").read_text())
+    # a video's record names what restored it and its licences, as a photo's does
+    assert record["restorer"]["name"] == "test-vid-id" and "weights_licence" in record["restorer"]
+    assert record["detector"] == "dlib-hog" and record["detector_licence"] and record["version"]
     assert not [p for p in result.parent.iterdir() if p.name.startswith(".")]
     # --resume: the video's record says it was completed with these options, so it is not restored again
     stamp = result.stat().st_mtime_ns

@@ -900,10 +900,19 @@ class VideoResult:
     hdr: str | None = None  # "pq" or "hlg": an HDR input, restored through its SDR view (:mod:`facerestore.hdr`)
     subtitles: int = 0  # subtitle streams copied
     subtitles_dropped: list[str] = field(default_factory=list)  # codecs of subtitle streams the container cannot hold
+    # what restored the faces, as photo records say it (several weights are non-commercial: records name the licences)
+    restorer: dict[str, Any] | None = None  # Restorer.describe() of the method
+    detector: str | None = None  # the face detector's registry name
+    fidelity: float | None = None  # the fidelity the method ran at (its default when none was given)
 
     def to_json(self) -> dict[str, Any]:
+        from facerestore import __version__
+        from facerestore.pipeline import detector_licence
+
         w = self.blend_weights
-        return {"output": str(self.path), "frames": self.frames, "size": [self.width, self.height],
+        return {"output": str(self.path), "restorer": self.restorer, "fidelity": self.fidelity,
+                "detector": self.detector, "detector_licence": detector_licence(self.detector),
+                "version": __version__, "frames": self.frames, "size": [self.width, self.height],
                 "fps": float(self.fps), "codec": self.codec, "audio_packets": self.audio_packets,
                 "faces": int(sum(self.faces_per_frame)), "frames_with_faces": sum(1 for n in self.faces_per_frame if n),
                 "tracks": self.tracks, "mean_blend_weight": float(np.mean(w)) if w else 0.0,
@@ -1078,7 +1087,11 @@ class _ClipRun:
 
     def stats(self, refs_given: bool) -> dict[str, Any]:
         seq, uses = self.seq, self.refs_uses
-        return {"faces_per_frame": self.faces_per_frame, "tracks": seq.tracker._next_id,
+        det = seq.detector
+        fidelity = seq.blender.fidelity_used(seq.photo_options.get("fidelity"))
+        return {"restorer": seq.blender.describe(), "fidelity": fidelity,
+                "detector": det if isinstance(det, str) else getattr(det, "name", type(det).__name__),
+                "faces_per_frame": self.faces_per_frame, "tracks": seq.tracker._next_id,
                 "blend_weights": seq.blender.weights,
                 "gate_shares": None if seq.gate is None else seq.gate.shares,
                 "gate_decisions": 0 if seq.gate is None else seq.gate.decisions,
