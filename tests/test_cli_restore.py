@@ -565,3 +565,34 @@ def test_aligned_refuses_clips_up_front_and_needs_no_background_upsampler(tmp_pa
                  "--bg-upsampler", "esrgan", "-q"]) == 0
     assert "--bg-upsampler: no effect with --aligned" in capsys.readouterr().err
     assert (out / "restored_faces").is_dir()
+
+
+def test_reference_photos_are_never_in_an_output_folder(tmp_path, astronaut_path, capsys):
+    """--refs photos are inputs too: references taken from an earlier run's restored_imgs are refused before
+    anything is written, and are left as they were."""
+    out = tmp_path / "out"
+    (out / "restored_imgs").mkdir(parents=True)
+    ref = out / "restored_imgs" / "me.png"
+    shutil.copy(astronaut_path, ref)
+    before = sha(ref)
+    assert main(["restore", "-i", str(astronaut_path), "-o", str(out), "--method", "robust-inversion", "--weights",
+                 "builtin:stylegan2-face-64.safetensors", "--refs", str(out / "restored_imgs"), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "error: --refs: outputs would go into" in err[-1] and not any("Traceback" in e for e in err), err
+    assert sha(ref) == before and sorted(p.name for p in (out / "restored_imgs").iterdir()) == ["me.png"]
+
+
+def test_face_files_of_an_earlier_run_with_more_faces_are_removed(tmp_path, astronaut_path):
+    out = tmp_path / "out"
+    stale = [out / sub / f"astronaut_{k:02d}.png" for sub in ("cropped_faces", "restored_faces", "cmp") for k in (1, 2)]
+    for f in stale:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"an earlier run's face")
+    keep = out / "cropped_faces" / "astronaut_04.png"  # not in the run of indices: not this photo's
+    keep.write_bytes(b"someone else's")
+    assert main(["restore", "-i", str(astronaut_path), "-o", str(out), "--method", "test-id", "--upscale", "1",
+                 "--detector", "hog", "--only-center-face", "-q"]) == 0
+    record = json.loads((out / "restored_imgs" / "astronaut.json").read_text())
+    assert record["num_faces"] == 1
+    assert (out / "cropped_faces" / "astronaut_00.png").is_file()
+    assert not [f for f in stale if f.exists()] and keep.is_file()

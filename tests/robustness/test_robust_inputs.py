@@ -146,9 +146,24 @@ def test_out_of_memory_fails_one_file_not_the_batch(capsys):
     report = run_batch([0, 1, 2, 3], fn, progress=False)
     assert report.done == [0, 3] and [i for i, _ in report.failed] == [1, 2]
     assert all("out of memory" in msg for _, msg in report.failed)
-    with pytest.raises(RuntimeError, match="a real bug"):  # other runtime errors are not swallowed
-        run_batch([0], lambda i: (_ for _ in ()).throw(RuntimeError("a real bug")), progress=False)
     capsys.readouterr()
+
+
+def test_an_unexpected_error_fails_one_file_not_the_batch(capsys):
+    """A bug met on one file (a library's own exception type, a TypeError) is one line and the batch goes on."""
+    def fn(i):
+        if i == 1:
+            raise RuntimeError("a real bug\nwith a second line")
+        if i == 2:
+            raise TypeError
+        return i
+
+    report = run_batch([0, 1, 2, 3], fn, progress=False)
+    assert report.done == [0, 3]
+    assert report.failed == [(1, "internal error (RuntimeError: a real bug); please report it"),
+                              (2, "internal error (TypeError); please report it")]
+    err = capsys.readouterr().err
+    assert "skipped 1: internal error (RuntimeError: a real bug)" in err and "Traceback" not in err
 
 
 def test_error_lines_are_not_glued_onto_the_progress_bar(capsys):

@@ -46,8 +46,9 @@ def run_batch(
     expected: tuple[type[BaseException], ...] = (FaceRestoreError, OSError, ValueError),
     single: bool = False,
 ) -> BatchReport:
-    """Call ``fn`` on every item with a progress bar; an expected error on one item (or running out of memory
-    on it) is reported on stderr as one line ("skipped ITEM: reason") and the loop goes on.
+    """Call ``fn`` on every item with a progress bar; an error on one item is reported on stderr as one line
+    ("skipped ITEM: reason") and the loop goes on: an ``expected`` error by its message, running out of memory as
+    such, anything else (a bug) as "internal error (TYPE: message)".
 
     On SIGINT / SIGTERM (KeyboardInterrupt, see ``guards.handle_signals``) the bar is closed, how many items
     were done is printed and the interrupt propagates (exit 130 / 143). ``single``: the items are one file
@@ -71,10 +72,12 @@ def run_batch(
                     msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 report.failed.append((item, msg))
                 say(f"skipped {display_path(item)}: {msg}")
-            except (MemoryError, RuntimeError) as exc:
-                if not _out_of_memory(exc):
-                    raise
-                msg = "out of memory (this file is too large for the available memory)"
+            except Exception as exc:  # one file's failure, whatever it is, never stops the rest
+                if _out_of_memory(exc):
+                    msg = "out of memory (this file is too large for the available memory)"
+                else:  # not a known failure of this input: a bug of ours or of a library, said as one line
+                    first = str(exc).splitlines()[0] if str(exc) else ""
+                    msg = f"internal error ({type(exc).__name__}{': ' + first if first else ''}); please report it"
                 report.failed.append((item, msg))
                 say(f"skipped {display_path(item)}: {msg}")
     except KeyboardInterrupt:

@@ -215,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
 
     from facerestore import io
     from facerestore.cli.common import run_batch
-    from facerestore.cli.guards import check_finite, note_ignored, say
+    from facerestore.cli.guards import check_finite, check_output_location, note_ignored, say
     from facerestore.errors import InputError
     from facerestore.faces.detect import create_detector
     from facerestore.methods.restorer import check_unit_interval
@@ -296,11 +296,15 @@ def run(args: argparse.Namespace) -> int:
             ref_files = io.list_images(args.refs)
         except InputError as exc:  # say which option the path came from (-i's messages say "input")
             raise InputError(f"--refs: {exc}") from None
+        try:  # a reference photo is an input too: never inside the folders outputs go to
+            check_output_location(out_dir, Path(args.refs), ref_files, subfolders=(*SUBFOLDERS, VIDEO_SUBFOLDER))
+        except InputError as exc:
+            raise InputError(f"--refs: {exc}") from None
         refs = prepare_refs(ref_files, int(restorer.spec.size), aligned=args.aligned,
                             detector=detector or args.detector, device=restorer.device)
     digest = _options_digest(args, ref_files if args.refs else [])
     stems = _output_stems(files, src)
-    protect = [str(f) for f in files]
+    protect = [str(f) for f in files] + [str(f) for f in (ref_files if args.refs else [])]
     for sub in SUBFOLDERS:
         io.check_output_dir(out_dir / sub)
     if clips:
@@ -369,6 +373,7 @@ def run(args: argparse.Namespace) -> int:
             io.write_image(out_dir / "restored_faces" / name, f.restored_crop, **kw)
             io.write_image(out_dir / "cmp" / name, np.concatenate([f.input_crop, f.restored_crop], axis=1), **kw)
             face_files.append(name)
+        _remove_stale_faces(out_dir, stem, len(res.faces))
         write_photo_json(
             record, res, protect=protect, input=str(path),
             output=str(img_path), device=device, half=bool(args.half), color_match=bool(args.color_match),
@@ -472,6 +477,16 @@ def _forget_record(record: Path) -> None:
     anything but a regular file is left alone: writing the record refuses it later)."""
     if record.is_file() and not record.is_symlink():
         record.unlink()
+
+
+def _remove_stale_faces(out_dir: Path, stem: str, start: int) -> None:
+    """Remove the face files STEM_NN.png (NN >= ``start``) an earlier run left in the face folders: a photo where
+    this run finds fewer faces must not keep another run's extra crops beside its own (links are left alone)."""
+    for sub in SUBFOLDERS[1:]:
+        k = start
+        while (f := out_dir / sub / f"{stem}_{k:02d}.png").is_file() and not f.is_symlink():
+            f.unlink()
+            k += 1
 
 
 def _half_note(restorer: Any, device: str, half: bool) -> str | None:
