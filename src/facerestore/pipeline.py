@@ -191,6 +191,8 @@ class FaceResult:
             photo's own pixels kept, the paste mask is multiplied by ``1 - occlusion``); None when the guard is off
             or the face is not pasted. occluded_share: its mean over the template's face ellipse.
         refs: how this face used the reference photos (:class:`RefsUse`; None when no references were given).
+        mask: the paste mask this face got: "mesh", "landmarks" or "square" (a finer mask the face could not get
+            falls back: no Face Mesh weights or no mesh found for it, no 68 points), None in aligned mode.
     """
 
     box: np.ndarray
@@ -206,6 +208,7 @@ class FaceResult:
     occlusion: np.ndarray | None = None
     occluded_share: float | None = None
     refs: RefsUse | None = None
+    mask: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready summary (no pixel arrays)."""
@@ -216,6 +219,7 @@ class FaceResult:
             "landmarks68": None if self.landmarks68 is None else np.asarray(self.landmarks68, float).tolist(),
             "affine": np.asarray(self.affine, float).tolist(),
             "crop_size": int(self.input_crop.shape[0]),
+            "mask": self.mask,
             **(self.identity or IdentityReport()).to_json(),
             "paste_weight": round(float(self.paste_weight), 4),
             "occluded_share": None if self.occluded_share is None else round(float(self.occluded_share), 4),
@@ -631,6 +635,32 @@ def _dlib_distance(embedder: FaceEmbedder | None) -> Callable[[np.ndarray, np.nd
     return distance
 
 
+NON_FINITE = "kept: the restorer returned NaN or infinite values"
+
+
+def _non_finite(crops: Sequence[np.ndarray]) -> list[bool]:
+    """Per restored crop: does it hold NaN or inf (a diverged optimisation, fp16 overflow)? Such a face keeps the
+    photo's pixels (its record says why) instead of spreading NaN through colour matching and the paste."""
+    bad = [not bool(np.isfinite(c).all()) for c in crops]
+    if any(bad):
+        import warnings
+
+        warnings.warn(f"{sum(bad)} restored face(s) held NaN or infinite values and were not pasted "
+                      "(with --half, try full precision)", stacklevel=3)
+    return bad
+
+
+def _landmarks68(rgb: np.ndarray, det: FaceDetection) -> np.ndarray | None:
+    """dlib's 68 points of a detection that has only 5, in the HOG-like box of those 5 (None when they cannot be
+    placed: a box outside the photo)."""
+    from facerestore.faces.detect import face_box_from_landmarks5, predict_landmarks
+
+    try:
+        return predict_landmarks(rgb, face_box_from_landmarks5(np.asarray(det.landmarks5, np.float64)), 68)
+    except (InputError, ValueError):
+        return None
+
+
 def decide_paste(input_crop: np.ndarray, restored_crop: np.ndarray, *, blend: float = 1.0, gate: bool = True,
                  embedder: FaceEmbedder | None = None,
                  valid: np.ndarray | None = None) -> tuple[float, GateDecision | None]:
@@ -724,6 +754,9 @@ def restore_aligned(rgb: np.ndarray, restorer: Restorer, out_side: int, *, fidel
     t = time.perf_counter()
     (restored,), (refs_use,) = restore_crops_with_refs(restorer, [rgb], fidelity=fidelity, refs=refs, batch_size=1,
                                                        force_refs=force_refs, refs_required=refs_required)
+    (broken,) = _non_finite([restored])
+    if broken:
+        restored = rgb
     if color_match and is_gray(rgb):
         restored = io.to_gray(restored)
     timings["restore"] = time.perf_counter() - t
@@ -732,6 +765,8 @@ def restore_aligned(rgb: np.ndarray, restorer: Restorer, out_side: int, *, fidel
     timings["identity"] = time.perf_counter() - t
     t = time.perf_counter()
     weight, decision = decide_paste(rgb, restored, blend=blend, gate=gate, embedder=embedder)
+    if broken:
+        weight, decision = 0.0, GateDecision(0.0, NON_FINITE)
     occ, share = guard_occlusion(rgb, restored, weight, on=occlusion_guard)
     timings["gate"] = time.perf_counter() - t
     face = FaceResult(
@@ -803,9 +838,9 @@ def detect_and_select(rgb: np.ndarray, detector: str | Detector, *, min_face_siz
 def align_detections(rgb: np.ndarray, dets: Sequence[FaceDetection], upscale: float, *, face_size: int = 512,
                      model_size: int = 512) -> list[tuple[FaceDetection, Any]]:
     """(detection, AlignedFace) for each detection that can be cropped (a face lying almost entirely outside the
-    photo cannot), aligned on the FFHQ template at :func:`crop_side` (``face_size`` or larger, up to the face's
-    footprint, at most ``max(model_size, NATIVE_CROP_MAX)``). The one alignment of the photo path (the video loop
-    also uses it to restore several frames' faces in one batch)."""
+    photo cannot: a warning names it), aligned on the FFHQ template at :func:`crop_side` (``face_size`` or larger,
+    up to the face's footprint, at most ``max(model_size, NATIVE_CROP_MAX)``). The one alignment of the photo path
+    (the video loop also uses it to restore several frames' faces in one batch)."""
     from facerestore.faces.align import affine_scale, align_face
 
     out = []
@@ -816,8 +851,11 @@ def align_detections(rgb: np.ndarray, dets: Sequence[FaceDetection], upscale: fl
             if side != face_size:
                 a = align_face(rgb, d.landmarks5, size=side)
             out.append((d, a))
-        except InputError:
-            continue
+        except InputError as exc:  # the face is left as the photo has it, and the user is told
+            import warnings
+
+            box = ", ".join(f"{float(v):.0f}" for v in d.box)
+            warnings.warn(f"the face at ({box}) cannot be aligned and is left as it is: {exc}", stacklevel=2)
     return out
 
 
@@ -863,6 +901,8 @@ def restore_faces_in_photo(
     restored, refs_uses = restore_crops_with_refs(restorer, [a.crop for _, a in alns], fidelity=fidelity, refs=refs,
                                                   batch_size=batch_size, force_refs=force_refs,
                                                   refs_required=refs_required, decide=decide)
+    broken = _non_finite(restored)
+    restored = [a.crop if bad else rc for (_, a), rc, bad in zip(alns, restored, broken)]
     timings["restore"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -871,6 +911,17 @@ def restore_faces_in_photo(
         from facerestore.faces.mesh import mesh_points_for_faces
 
         mesh = mesh_points_for_faces(rgb, [d.landmarks5 for d, _ in alns])  # None: weights not downloaded
+    # dlib's 68 points for the faces whose detector gave none (RetinaFace, SCRFD, YuNet: 5 points), where the
+    # paste mask needs them (the landmark mask, the mesh's fallback) and for colour matching's skin statistics
+    lm68 = [d.landmarks68 for d, _ in alns]
+    if (mask != "square" or color_match) and any(d.landmarks68 is None for d, _ in alns):
+        from facerestore.faces.detect import as_uint8_rgb
+
+        rgb8 = as_uint8_rgb(rgb)  # once: dlib's predictor reads 8-bit RGB
+        lm68 = [_landmarks68(rgb8, d) if d.landmarks68 is None else d.landmarks68 for d, _ in alns]
+    kinds = [("mesh" if mask == "mesh" and mesh is not None and mesh[k] is not None else
+              "landmarks" if mask in ("mesh", "landmarks") and lm68[k] is not None else "square")
+             for k in range(len(alns))]
     # what will be pasted (the restoration in the photo's colours) is what the gate judges
     pasted = list(restored)
     gray = False
@@ -879,18 +930,19 @@ def restore_faces_in_photo(
 
         gray = is_gray(rgb)
         space = color_match if isinstance(color_match, str) else "lab"
-        pasted = [match_face_colour(rc, a, rgb.shape, landmarks68=d.landmarks68, gray=gray, space=space,
+        pasted = [match_face_colour(rc, a, rgb.shape, landmarks68=lm68[k], gray=gray, space=space,
                                     mesh_points=None if mesh is None else mesh[k])
                   for k, ((d, a), rc) in enumerate(zip(alns, restored))]
     timings["colour"] = time.perf_counter() - t
     t = time.perf_counter()
-    # identity, gate and occlusion guard all judge what is pasted, so their records agree with each other
+    # identity and gate judge what is pasted, so their records agree with each other
     reports = [compare_identity(embedder if identity_report else None, a.crop, pc) for (_, a), pc in zip(alns, pasted)]
     timings["identity"] = time.perf_counter() - t
 
     t = time.perf_counter()
     faces = []
-    for (d, a), rc, pc, report, refs_use in zip(alns, restored, pasted, reports, refs_uses):
+    for (d, a), rc, pc, report, refs_use, lm, kind, bad in zip(alns, restored, pasted, reports, refs_uses, lm68, kinds,
+                                                               broken):
         if shares is None:
             weight, decision = decide_paste(a.crop, pc, blend=blend, gate=gate, embedder=embedder,
                                             valid=inside_photo(a, rgb.shape) if gate else None)
@@ -899,20 +951,25 @@ def restore_faces_in_photo(
             _, decision = decide_paste(a.crop, pc, gate=run, embedder=embedder,
                                        valid=inside_photo(a, rgb.shape) if run else None)
             weight = float(blend) * float(np.clip(shares.share(index[id(d)], decision), 0.0, 1.0))
-        occ, share = guard_occlusion(a.crop, pc, weight, on=occlusion_guard,
+        if bad:  # nothing of a failed restoration is pasted, gate or not
+            weight, decision = 0.0, GateDecision(0.0, NON_FINITE)
+        # the guard compares the raw restoration: colour matching's statistics include the occluder, so when a
+        # restorer repaints one the matched crop shifts the whole face's colour (a blue disc over the astronaut's
+        # mouth: 50% of the face kept instead of 36%), and its thresholds were chosen on raw restorations
+        occ, share = guard_occlusion(a.crop, rc, weight, on=occlusion_guard,
                                      valid=inside_photo(a, rgb.shape) if occlusion_guard and weight > 0 else None)
         faces.append(FaceResult(
             box=np.asarray(d.box, np.float64), score=float(d.score), landmarks5=np.asarray(d.landmarks5),
-            landmarks68=None if d.landmarks68 is None else np.asarray(d.landmarks68), affine=a.affine,
+            landmarks68=None if lm is None else np.asarray(lm), affine=a.affine,
             input_crop=a.crop, restored_crop=rc, identity=report, gate=decision, paste_weight=weight,
-            occlusion=occ, occluded_share=share, refs=refs_use,
+            occlusion=occ, occluded_share=share, refs=refs_use, mask=kind,
         ))
     timings["gate"] = time.perf_counter() - t
 
     t = time.perf_counter()
     out = paste_faces(
         rgb, [(pc, a) for (_, a), pc in zip(alns, pasted)], upscale, background=_background(background),
-        mask=mask, landmarks68=[d.landmarks68 for d, _ in alns], mesh_points=mesh, color_match=False, gray=gray,
+        mask=mask, landmarks68=lm68, mesh_points=mesh, color_match=False, gray=gray,
         weights=[f.paste_weight for f in faces], keep=[f.occlusion for f in faces],
     )
     timings["paste"] = time.perf_counter() - t

@@ -400,3 +400,11 @@ def test_scrfd_is_an_optional_research_only_detector_never_the_default(monkeypat
     assert "\n" not in str(err.value)
     monkeypatch.setattr(zoo, "is_available", lambda name: name == "scrfd-2.5g")  # only SCRFD cached
     assert detect.default_detector()[0] == "dlib-hog"
+
+
+def test_select_faces_refuses_a_misspelt_rule_even_without_faces():
+    from facerestore.faces.detect import select_faces
+
+    with pytest.raises(InputError, match="select must be"):
+        select_faces([], "biggest", (10, 10))
+    assert select_faces([], "largest", (10, 10)) == []

@@ -538,3 +538,25 @@ def test_grain_comes_back_where_the_restorer_smoothed(astronaut):
     same = paste_faces(grainy, [(face.crop, face)], 1.0, **kw)
     same0 = paste_faces(grainy, [(face.crop, face)], 1.0, grain=0.0, **kw)
     assert np.abs(same - same0).max() < 6 / 255 and np.abs(same - same0).mean() < 0.3 / 255
+
+
+def test_paste_refuses_non_finite_crops_and_bad_mask_geometry(astronaut):
+    """0 * NaN is NaN: a NaN pixel of a restored crop once spread over the mask's support (and through colour
+    matching over the whole crop); erode 0.6 pasted nothing and feather -1 gave a hard edge, both silently."""
+    face = align_face(astronaut, ASTRONAUT_LM5, size=64)
+    crop = face.crop.copy()
+    crop[0, 0, 0] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        paste_faces(astronaut, [(crop, face)], 1.0, mask="square")
+    for kw in ({"erode": np.nan}, {"erode": 0.6}, {"erode": -0.1}, {"feather": -1.0}, {"dilate": np.nan}):
+        with pytest.raises(InputError, match=next(iter(kw))):
+            paste_faces(astronaut, [(face.crop, face)], 1.0, mask="square", **kw)
+
+
+def test_align_refuses_integer_images_and_fractional_sizes(astronaut):
+    with pytest.raises(InputError, match="dtype int64"):
+        align_face(np.full((64, 64, 3), 128, np.int64), ASTRONAUT_LM5 / 8, size=64)
+    with pytest.raises(InputError, match="integer"):
+        align_face(astronaut, ASTRONAUT_LM5, size=8.5)
+    crop8 = align_face((astronaut * 255).round().astype(np.uint8), ASTRONAUT_LM5, size=64).crop
+    np.testing.assert_allclose(crop8, align_face(astronaut, ASTRONAUT_LM5, size=64).crop, atol=3 / 255)

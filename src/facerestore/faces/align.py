@@ -66,10 +66,13 @@ class AlignedFace:
 
 
 def _as_float_image(image: np.ndarray) -> np.ndarray:
-    """(H, W, 3) float32 in [0, 1]; uint8 / uint16 are scaled."""
+    """(H, W, 3) float32 in [0, 1]; uint8 / uint16 are scaled; other integer or bool arrays are refused (their
+    range is unknown: an int64 128 read as a float is far outside [0, 1])."""
     arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise InputError(f"expected an (H, W, 3) RGB image, got shape {arr.shape}")
+    if arr.dtype not in (np.uint8, np.uint16) and not np.issubdtype(arr.dtype, np.floating):
+        raise InputError(f"expected a float image in [0, 1] or uint8 / uint16, got dtype {arr.dtype}")
     if arr.dtype == np.uint8:
         return arr.astype(np.float32) / 255.0
     if arr.dtype == np.uint16:
@@ -409,6 +412,8 @@ def align_face(
         raise InputError(f"border must be one of {', '.join(BORDER_MODES)}, got {border!r}")
     if not (scale > 0 and np.isfinite(scale)):
         raise InputError(f"scale must be a positive number, got {scale}")
+    if int(size) != size:
+        raise InputError(f"crop size must be an integer, got {size}")
     size = int(size)
     tmpl = template(size)
     centre = (size - 1) / 2.0
@@ -549,6 +554,8 @@ def ffhq_align_68(
     """
     img = _as_float_image(image)
     lm = _as_points(landmarks68)
+    if int(size) != size:
+        raise InputError(f"crop size must be an integer >= 8, got {size}")
     size = int(size)
     if size < 8:
         raise InputError(f"crop size must be an integer >= 8, got {size}")

@@ -690,16 +690,16 @@ def create_detector(name: str = "hog", **kwargs: Any) -> Detector:
 def select_faces(dets: Sequence[FaceDetection], select: str, image_shape: tuple[int, ...]) -> list[FaceDetection]:
     """Keep "all", the "largest" (box area) or the most "center"-ed face (box centre nearest the image
     centre); ties keep the detection order."""
+    if select not in ("all", "largest", "center"):  # checked before the early return: a typo never passes
+        raise InputError(f"select must be 'all', 'largest' or 'center', got {select!r}")
     dets = list(dets)
     if select == "all" or not dets:
         return dets
     if select == "largest":
         return [max(dets, key=lambda d: d.area)]  # max keeps the first of equal areas
-    if select == "center":
-        h, w = image_shape[:2]
-        c = np.array([(w - 1) / 2, (h - 1) / 2])
-        return [min(dets, key=lambda d: float(np.hypot(*(d.center - c))))]
-    raise InputError(f"select must be 'all', 'largest' or 'center', got {select!r}")
+    h, w = image_shape[:2]  # "center"
+    c = np.array([(w - 1) / 2, (h - 1) / 2])
+    return [min(dets, key=lambda d: float(np.hypot(*(d.center - c))))]
 
 
 def detect_faces(

@@ -406,6 +406,8 @@ def _as_crop(x: Any) -> np.ndarray:
     arr = _as_float_image(x)
     if arr.shape[0] != arr.shape[1]:
         raise InputError(f"restored face crops must be square, got {arr.shape[1]}x{arr.shape[0]}")
+    if not np.isfinite(arr).all():  # 0 * NaN is NaN: a single bad pixel would spread through mask and colour match
+        raise InputError("a restored face crop holds NaN or infinite values")
     return arr
 
 
@@ -595,6 +597,11 @@ def paste_faces(
         grain = 1.0 if mask == "mesh" else 0.0
     if not (0.0 <= float(grain) <= 1.0):
         raise InputError(f"grain must be in [0, 1], got {grain!r}")
+    if not 0.0 <= float(erode) < 0.5:  # NaN fails too; 0.5 erodes the whole crop away (nothing would be pasted)
+        raise InputError(f"erode must be in [0, 0.5), got {erode!r}")
+    for name, v in (("feather", feather), ("dilate", dilate)):
+        if v is not None and not 0.0 <= float(v) < 0.5:
+            raise InputError(f"{name} must be in [0, 0.5) (a share of the crop side), got {v!r}")
     out = _background(img, upscale, background, oh, ow)
     if gray is None:
         gray = bool(color_match) and len(faces) > 0 and is_gray(img)
