@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -264,3 +265,22 @@ def test_unscored_predictions_fail_the_exit_status_and_extra_references_do_not(t
     write_image(pred / "stray.png", _img(9, 32, 32))
     assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--metrics", "psnr", "--quiet"]) == 1
     assert "unmatched prediction" in capsys.readouterr().err
+
+
+def test_json_report_is_standard_json_and_no_reference_metrics_ignore_sizes(folders, tmp_path, capsys):
+    """Identical images have PSNR inf and every range ends at inf: the report holds them as "inf" (JSON has no
+    Infinity; other parsers refuse it). With no-reference metrics only, a reference of another size is no reason
+    to skip an image."""
+    pred, gt = folders
+    same = tmp_path / "same"
+    same.mkdir()
+    shutil.copy(gt / "a.png", same / "a.png")
+    out = tmp_path / "r.json"
+    main(["evaluate", "--pred", str(same), "--gt", str(gt), "--metrics", "psnr", "--out", str(out), "--quiet"])
+    text = out.read_text()
+    rep = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert rep["per_image"][0]["scores"]["psnr"] == "inf" and rep["metric_info"]["psnr"]["range"] == [0, "inf"]
+    assert float(rep["per_image"][0]["scores"]["psnr"]) == math.inf
+    rep = evaluate_folders(pred, gt, metrics=("niqe",), progress=False)
+    assert rep["size_mismatch"] == [] and "size" in [r["name"] for r in rep["per_image"]]
+    capsys.readouterr()

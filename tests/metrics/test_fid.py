@@ -292,6 +292,26 @@ def test_fid_errors(fid_metric, tmp_path, monkeypatch):
     assert str(tmp_path / "weights") in msg and "\n" not in msg
 
 
+def test_fid_reference_statistics_errors_and_small_samples(fid_metric, tmp_path, monkeypatch):
+    m = fid_metric
+    m.reset()
+    (tmp_path / "zip.npz").write_bytes(b"PK\x03\x04garbage")  # a torn download
+    with pytest.raises(InputError, match="cannot read FID statistics"):
+        m.load_target_stats(tmp_path / "zip.npz")
+    with pytest.raises(InputError, match="have 8 features; the Inception pool features have 2048"):
+        m.set_target_stats(np.zeros(8), np.eye(8))
+    np.savez(tmp_path / "small.npz", mu=np.zeros(8), sigma=np.eye(8))
+    with pytest.raises(InputError, match="have 8 features"):
+        m.load_target_stats(tmp_path / "small.npz")
+    # fewer images than features: said; the rounding of equal sets is not a negative distance
+    monkeypatch.setattr(fidmod, "frechet_distance", lambda *a, **k: -4.6e-6)
+    m.pred_stats.update(torch.rand(3, 2048))
+    m.target_stats.update(torch.rand(3, 2048))
+    with pytest.warns(UserWarning, match="3 images .* strongly biased"):
+        assert m.compute() == 0.0
+    m.reset()
+
+
 def test_kid_metric(inception_file, images, feats):
     m = fast(KID(weights=inception_file, num_subsets=7, subset_size=3, seed=3))
     m.update(*images)

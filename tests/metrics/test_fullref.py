@@ -177,15 +177,18 @@ def test_ms_ssim_too_small():
 @pytest.mark.parametrize("name,fn,kw", [
     ("psnr", psnr, {}), ("psnr_y", psnr, {"y_channel": True}),
     ("ssim", ssim, {}), ("ssim_y", ssim, {"y_channel": True}), ("ms_ssim", ms_ssim, {}),
+    ("ssim_gray", ssim, {"gray": True}), ("ms_ssim_gray", ms_ssim, {"gray": True, "method": "wtd_sum"}),
 ])
 def test_registry_modules_match_functions(name, fn, kw):
     g = torch.Generator().manual_seed(5)
-    size = (176, 180) if name == "ms_ssim" else (48, 40)
+    size = (176, 180) if name.startswith("ms_ssim") else (48, 40)
     t = torch.rand(2, 3, *size, generator=g)
     p = (t + 0.1 * torch.randn(t.shape, generator=g)).clamp(0, 1)
     m = metrics.create(name)
     out = m(p, t)
     assert out.shape == (2,)
+    if kw.pop("gray", False):  # the official convention: MATLAB rgb2gray of 8-bit data, then the function
+        p, t = rgb_to_gray_matlab(p), rgb_to_gray_matlab(t)
     torch.testing.assert_close(out, fn(p, t, **kw), rtol=0, atol=0)
     assert m.lower_better is False and m.needs_reference is True
 
@@ -227,6 +230,45 @@ def test_input_errors():
         ssim(x[..., :10, :10], x[..., :10, :10])
     with pytest.raises(InputError, match="crop_border"):
         psnr(x, x, crop_border=16)
+    # 8-bit data read as [0, 1] floats once gave a PSNR of -40 dB
+    x8 = (x * 255).round().to(torch.uint8)
+    for name in ("psnr", "ssim", "niqe"):
+        with pytest.raises(InputError, match="uint8; metrics take float images"):
+            metrics.create(name)(x8, x8)
+
+
+@pytest.mark.parametrize("fn", [ssim, ms_ssim])
+def test_y_channel_is_independent_of_the_data_range(astronaut_tensor, fn):
+    """The BT.601 Y offset (16/255 of a [0, 1] range) is added in [0, 1] units: SSIM in 0-255 units equals SSIM in
+    [0, 1] units (it once shifted the luminance term: 0.7326 against 0.7353)."""
+    x = astronaut_tensor[..., :192, :192].double()
+    y = (x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(3), dtype=x.dtype)).clamp(0, 1)
+    a = fn(y, x, y_channel=True)
+    b = fn(y * 255, x * 255, data_range=255.0, y_channel=True)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_every_weight_free_metric_scores_its_min_side_and_refuses_less():
+    """The registry's ``min_side`` is what the benchmark checks before restoring any face: it must be exact."""
+    from facerestore.errors import FaceRestoreError
+    from facerestore.metrics.registry import SPECS
+
+    g = torch.Generator().manual_seed(0)
+    checked = 0
+    for spec in SPECS:
+        if spec.weights or spec.kind == "distribution" or spec.min_side <= 1:
+            continue
+        m = metrics.create(spec.name)
+        for side, ok in ((spec.min_side, True), (spec.min_side - 1, False)):
+            x = torch.rand(1, 3, side, side, generator=g)
+            y = (x + 0.05 * torch.rand(x.shape, generator=g)).clamp(0, 1)
+            if ok:
+                assert torch.isfinite(m(x, y) if spec.needs_reference else m(x)).all(), spec.name
+            else:
+                with pytest.raises(FaceRestoreError):
+                    m(x, y) if spec.needs_reference else m(x)
+        checked += 1
+    assert checked >= 7  # ssim, ssim_y, ms_ssim, ssim_gray, ms_ssim_gray, ms_swd, niqe
 
 
 def test_inputs_are_not_modified():

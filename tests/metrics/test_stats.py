@@ -48,6 +48,10 @@ def test_level_widens_the_interval():
 def test_roc_auc_counts_ordered_pairs_and_ties_half():
     from facerestore.metrics.stats import roc_auc
 
+    # a face that was not found (NaN distance) is left out, not counted as a loss
+    assert roc_auc(np.array([1.0, np.nan]), np.array([0.0])) == 1.0
+    assert np.isnan(roc_auc(np.array([np.nan]), np.array([0.0])))
+
     assert roc_auc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
     assert roc_auc(np.array([1.0, 2.0]), np.array([3.0, 4.0])) == 0.0
     # pairs (pos, neg): (1, 1) tie = 0.5, (1, 0) = 1, (3, 1) = 1, (3, 0) = 1 -> 3.5 / 4

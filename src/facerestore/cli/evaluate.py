@@ -99,9 +99,12 @@ def per_image_csv(report: dict) -> str:
 
 
 def _nan_to_none(obj):
-    """Undefined scores become JSON null (NaN is not JSON); +-inf stays (Python's json reads Infinity)."""
+    """Standard JSON (NaN and Infinity are not JSON, and other parsers refuse them): undefined scores become null,
+    +-inf the strings "inf" / "-inf" (``float("inf")`` reads them back; identical images have PSNR inf)."""
     if isinstance(obj, float) and math.isnan(obj):
         return None
+    if isinstance(obj, float) and math.isinf(obj):
+        return "inf" if obj > 0 else "-inf"
     if isinstance(obj, dict):
         return {k: _nan_to_none(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

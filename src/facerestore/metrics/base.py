@@ -27,6 +27,11 @@ class Metric(nn.Module):
 
         if pred.dim() != 4 or pred.shape[1] != 3:
             raise InputError(f"{self.name}: expected (B, 3, H, W) images, got shape {tuple(pred.shape)}")
+        for what, t in (("prediction", pred), ("reference", target)):
+            # integer images are 0-255 (or 0-65535): scored as if in [0, 1] they gave a PSNR of -40 dB
+            if t is not None and not t.is_floating_point():
+                raise InputError(f"{self.name}: the {what} is {t.dtype}; metrics take float images in [0, 1] "
+                                 "(divide 8-bit data by 255)")
         if self.needs_reference:
             if target is None:
                 raise InputError(f"{self.name} needs a reference image (--gt)")

@@ -227,7 +227,7 @@ def evaluate_folders(
             report["unreadable"].append({"path": str(pred_path), "reason": str(exc)})
             continue
         g = None
-        if gt_path is not None:
+        if gt_path is not None and needs_ref:  # no-reference metrics never read the reference
             try:
                 g = _read(gt_path)
             except InputError as exc:

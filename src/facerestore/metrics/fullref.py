@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from facerestore.errors import InputError
 from facerestore.metrics.base import Metric
-from facerestore.metrics.color import rgb_to_y_bt601
+from facerestore.metrics.color import rgb_to_gray_matlab, rgb_to_y_bt601
 
 __all__ = ["MSSSIM", "MS_SSIM_METHODS", "MS_SSIM_WEIGHTS", "PSNR", "SSIM", "gaussian_kernel1d", "ms_ssim", "psnr",
            "rgb_to_y_bt601", "ssim"]
@@ -60,7 +60,7 @@ def _chunks(x: torch.Tensor) -> list[slice]:
     return [slice(i, i + step) for i in range(0, x.shape[0], step)]
 
 
-def _prepare(x: torch.Tensor, crop_border: int, y_channel: bool) -> torch.Tensor:
+def _prepare(x: torch.Tensor, crop_border: int, y_channel: bool, data_range: float = 1.0) -> torch.Tensor:
     if x.dim() != 4:
         raise InputError(f"expected (B, C, H, W) images, got shape {tuple(x.shape)}")
     x = x.to(_work_dtype(x.device))
@@ -71,14 +71,17 @@ def _prepare(x: torch.Tensor, crop_border: int, y_channel: bool) -> torch.Tensor
     if y_channel:
         if x.shape[1] != 3:
             raise InputError(f"y_channel needs RGB images, got {x.shape[1]} channels")
-        x = rgb_to_y_bt601(x)
+        # the BT.601 conversion adds 16/255 of a [0, 1] range: convert in that range (an offset in other units
+        # would shift SSIM's luminance term)
+        x = rgb_to_y_bt601(x / data_range) * data_range
     return x
 
 
-def _pair(pred: torch.Tensor, target: torch.Tensor, crop_border: int, y_channel: bool):
+def _pair(pred: torch.Tensor, target: torch.Tensor, crop_border: int, y_channel: bool, data_range: float = 1.0):
     if pred.shape != target.shape:
         raise InputError(f"prediction {tuple(pred.shape)} and reference {tuple(target.shape)} differ in size")
-    return _prepare(pred, crop_border, y_channel), _prepare(target.to(pred.device), crop_border, y_channel)
+    return (_prepare(pred, crop_border, y_channel, data_range),
+            _prepare(target.to(pred.device), crop_border, y_channel, data_range))
 
 
 def psnr(
@@ -96,7 +99,7 @@ def psnr(
         raise InputError(f"prediction {tuple(pred.shape)} and reference {tuple(target.shape)} differ in size")
     mse = []
     for i in _chunks(pred):  # cache-sized chunks: the float64 copies of a whole batch would not fit
-        x, y = _pair(pred[i], target[i], crop_border, y_channel)
+        x, y = _pair(pred[i], target[i], crop_border, y_channel, data_range)
         mse.append((x - y).square_().flatten(1).mean(dim=1))
     return 10.0 * torch.log10(data_range**2 / torch.cat(mse))  # mse == 0 gives +inf, as skimage
 
@@ -168,7 +171,7 @@ def ssim(
     pred, target: (B, C, H, W) in [0, data_range], at least 11x11 after cropping. See the module
     docstring for the exact convention (Gaussian 11x11 sigma 1.5, valid window, population variances).
     """
-    x, y = _pair(pred, target, crop_border, y_channel)
+    x, y = _pair(pred, target, crop_border, y_channel, data_range)
     k = gaussian_kernel1d(dtype=x.dtype, device=x.device)
     s, _ = _ssim_cs(x, y, data_range, k)
     return s.mean(dim=1)
@@ -201,7 +204,7 @@ def ms_ssim(
     """
     if method not in MS_SSIM_METHODS:
         raise InputError(f"MS-SSIM method must be one of {', '.join(MS_SSIM_METHODS)}, got {method!r}")
-    x, y = _pair(pred, target, crop_border, y_channel)
+    x, y = _pair(pred, target, crop_border, y_channel, data_range)
     levels = len(weights)
     need = _WIN * 2 ** (levels - 1)
     if min(x.shape[-2:]) < need:
@@ -224,16 +227,27 @@ class _FullRef(Metric):
     needs_reference = True
     lower_better = False
 
-    def __init__(self, y_channel: bool = False, crop_border: int = 0, data_range: float = 1.0) -> None:
+    def __init__(self, y_channel: bool = False, crop_border: int = 0, data_range: float = 1.0,
+                 gray: bool = False) -> None:
         super().__init__()
         if crop_border < 0:
             raise InputError(f"crop_border must be >= 0, got {crop_border}")
+        if gray and y_channel:
+            raise InputError("choose one of gray (MATLAB rgb2gray) and y_channel (BT.601 Y)")
         self.y_channel = bool(y_channel)
         self.crop_border = int(crop_border)
         self.data_range = float(data_range)
+        self.gray = bool(gray)
+
+    def _gray(self, x: torch.Tensor) -> torch.Tensor:
+        """MATLAB ``rgb2gray`` of 8-bit data (the official IQA convention) when ``gray``, else ``x``."""
+        if not self.gray:
+            return x
+        return rgb_to_gray_matlab(x / self.data_range) * self.data_range
 
     def extra_repr(self) -> str:
-        return f"y_channel={self.y_channel}, crop_border={self.crop_border}, data_range={self.data_range}"
+        return (f"y_channel={self.y_channel}, gray={self.gray}, crop_border={self.crop_border}, "
+                f"data_range={self.data_range}")
 
 
 class PSNR(_FullRef):
@@ -244,7 +258,7 @@ class PSNR(_FullRef):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         self.check_inputs(pred, target)
-        return psnr(pred, target, self.data_range, self.crop_border, self.y_channel)
+        return psnr(self._gray(pred), self._gray(target), self.data_range, self.crop_border, self.y_channel)
 
 
 class SSIM(_FullRef):
@@ -255,7 +269,7 @@ class SSIM(_FullRef):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         self.check_inputs(pred, target)
-        return ssim(pred, target, self.data_range, self.crop_border, self.y_channel)
+        return ssim(self._gray(pred), self._gray(target), self.data_range, self.crop_border, self.y_channel)
 
 
 class MSSSIM(_FullRef):
@@ -268,15 +282,16 @@ class MSSSIM(_FullRef):
     score_range = (0.0, 1.0)
 
     def __init__(self, y_channel: bool = False, crop_border: int = 0, data_range: float = 1.0,
-                 method: str = "product") -> None:
-        super().__init__(y_channel, crop_border, data_range)
+                 method: str = "product", gray: bool = False) -> None:
+        super().__init__(y_channel, crop_border, data_range, gray)
         if method not in MS_SSIM_METHODS:
             raise InputError(f"MS-SSIM method must be one of {', '.join(MS_SSIM_METHODS)}, got {method!r}")
         self.method = method
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         self.check_inputs(pred, target)
-        return ms_ssim(pred, target, self.data_range, self.crop_border, self.y_channel, method=self.method)
+        return ms_ssim(self._gray(pred), self._gray(target), self.data_range, self.crop_border, self.y_channel,
+                       method=self.method)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, method={self.method!r}"

@@ -42,7 +42,11 @@ def paired_bootstrap(diff: np.ndarray, resamples: int = 2000, seed: int = 0,
 
 def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
     """P(a score of ``pos`` > a score of ``neg``), ties counting half (the Mann-Whitney AUC; 1 = every positive
-    above every negative, 0.5 = no separation). For distances, pass them negated."""
-    p = np.asarray(pos, np.float64).ravel()[:, None]
-    n = np.asarray(neg, np.float64).ravel()[None, :]
+    above every negative, 0.5 = no separation). For distances, pass them negated. Non-finite scores (a face that
+    was not found) are left out, as the bootstrap leaves them out; NaN when a side has none left."""
+    p = np.asarray(pos, np.float64).ravel()
+    n = np.asarray(neg, np.float64).ravel()
+    p, n = p[np.isfinite(p)][:, None], n[np.isfinite(n)][None, :]
+    if not p.size or not n.size:
+        return float("nan")
     return float(((p > n).sum() + 0.5 * (p == n).sum()) / (p.size * n.size))
