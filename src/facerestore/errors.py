@@ -47,6 +47,10 @@ class NoFaceError(FaceRestoreError):
     """No face was found where one is required."""
 
 
+class TrainingError(FaceRestoreError):
+    """Training cannot go on (a non-finite loss: it diverged); the message says what to change."""
+
+
 def did_you_mean(word: str, known: Iterable[str], cutoff: float = 0.75) -> str:
     """``" (did you mean X?)"`` naming the known name nearest to a mistyped ``word``, or ``""`` when none is near.
 

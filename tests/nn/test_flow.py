@@ -153,6 +153,17 @@ def test_trained_flow_matches_true_gaussian_log_density():
     torch.testing.assert_close(torch.cov(u.T), torch.eye(2), atol=0.15, rtol=0)
 
 
+def test_a_diverging_flow_training_is_one_line_error():
+    from facerestore.errors import TrainingError
+
+    def sample_fn(n, generator):  # finite statistics, then a training batch that overflows
+        return torch.randn((n, 4), generator=generator) * (float("inf") if n == 8 else 1.0)
+
+    with pytest.raises(TrainingError, match="non-finite loss at step 0; try a smaller learning rate"):
+        train_flow(sample_fn, steps=3, batch=8, lr=1e-2, generator=torch.Generator().manual_seed(0), num_blocks=1,
+                   hidden=8, n_stats=100, n_calibrate=100)
+
+
 def test_batchnorm_flow_modes():
     bn = BatchNormFlow(3)
     x = torch.randn(500, 3, generator=torch.Generator().manual_seed(0)) * torch.tensor([1.0, 3.0, 0.2]) + 5

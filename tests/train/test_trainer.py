@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -301,3 +302,94 @@ def test_shipped_configs_parse_and_name_their_adapter(path):
 
     cfg = load_config(path)
     assert issubclass(training_adapter(cfg.method), TrainAdapter) and cfg.steps > 0 and cfg.data.size > 0
+
+
+def test_resume_refuses_changed_settings_and_unreadable_checkpoints(tmp_path):
+    """The optimiser, schedule and EMA states come from the checkpoint: a changed learning rate or EMA decay would
+    be recorded but not used, so resuming refuses it in one line; how long and how often may change."""
+    make_face_dataset(tmp_path / "hq")
+    train(_tiny_cfg(tmp_path, name="r", steps=3, val_every=0), progress=False)
+    with pytest.raises(InputError, match=r"settings changed since its checkpoint \(ema_decay: 0.9 -> 0.5; "
+                                         r"optim.lr: 0.001 -> 0.5\); restore them, or start over with --fresh"):
+        train(_tiny_cfg(tmp_path, name="r", steps=4, val_every=0, ema_decay=0.5,
+                        optim={"lr": 0.5, "betas": [0.9, 0.99]}), progress=False)
+    assert train(_tiny_cfg(tmp_path, name="r", steps=4, val_every=2, log_every=2), progress=False)["step"] == 4
+    ckpt = tmp_path / "runs/r/checkpoints/last.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:100])  # a disk that filled up
+    with pytest.raises(InputError, match=r"is not a readable checkpoint .*--fresh"):
+        train(_tiny_cfg(tmp_path, name="r", steps=5), progress=False)
+    assert train(_tiny_cfg(tmp_path, name="r", steps=2), resume=False, progress=False)["step"] == 2
+
+
+def test_training_time_adds_up_over_resumed_chunks_and_goes_to_the_export(tmp_path):
+    make_face_dataset(tmp_path / "hq")
+    train(_tiny_cfg(tmp_path, name="t", steps=6, time_limit_s=1e-9, val_every=0), progress=False)
+    first = load_checkpoint(tmp_path / "runs/t/checkpoints/last.pt")["seconds"]
+    assert first > 0
+    train(_tiny_cfg(tmp_path, name="t", steps=6, val_every=0), progress=False)
+    total = load_checkpoint(tmp_path / "runs/t/checkpoints/last.pt")["seconds"]
+    assert total > first
+    lines = [json.loads(x) for x in (tmp_path / "runs/t/metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1, 2, 3, 4, 5, 6] and lines[-1]["time_s"] >= lines[0]["time_s"] >= 0
+    assert lines[1]["time_s"] >= first - 1e-6  # the second chunk's clock goes on from the first's
+    meta = json.loads((tmp_path / "runs/t/final.json").read_text())
+    assert meta["train_hours"] == pytest.approx(total / 3600, abs=1e-3)
+    assert meta["device"] == "cpu" and meta["world_size"] == 1 and meta["train_images"] > 0
+
+
+def test_a_signal_during_training_saves_the_last_whole_step(tmp_path, monkeypatch):
+    """SIGTERM (a preempted job) or Ctrl-C: the step being trained finishes, its checkpoint is saved, then the run
+    stops as interrupted; resuming continues from there to the same weights as an uninterrupted run."""
+    import signal
+
+    from facerestore.errors import Interrupted
+    from facerestore.train.baselines import UNetL1Adapter
+
+    make_face_dataset(tmp_path / "hq")
+    full = train(_tiny_cfg(tmp_path, name="whole", ckpt_every=0, val_every=0), progress=False)
+    real = UNetL1Adapter.train_step
+
+    def step(self, *a, **kw):
+        if self.step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives in the middle of step 4 (index 3)
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(UNetL1Adapter, "train_step", step)
+    with pytest.raises(Interrupted) as exc:
+        train(_tiny_cfg(tmp_path, name="sig", ckpt_every=0, val_every=0), progress=False)
+    assert exc.value.exit_code == 128 + signal.SIGTERM
+    assert load_checkpoint(tmp_path / "runs/sig/checkpoints/last.pt")["step"] == 4
+    monkeypatch.setattr(UNetL1Adapter, "train_step", real)
+    train(_tiny_cfg(tmp_path, name="sig", ckpt_every=0, val_every=0), progress=False)
+    a = load_checkpoint(Path(full["run_dir"]) / "checkpoints/last.pt")
+    b = load_checkpoint(tmp_path / "runs/sig/checkpoints/last.pt")
+    for k, v in a["nets"]["generator"].items():
+        assert torch.equal(v, b["nets"]["generator"][k]), k
+
+
+def test_config_checks_seed_task_and_hold_out_folders_when_read(tmp_path):
+    with pytest.raises(InputError, match=re.escape("config key seed must be in 0..4294967295, got -1")):
+        _tiny_cfg(tmp_path, seed=-1)
+    with pytest.raises(InputError, match=re.escape("data.task / data.level")):
+        _tiny_cfg(tmp_path, data={"roots": [str(tmp_path / "hq")], "task": "blind-noise"})
+    with pytest.raises(InputError, match=re.escape("data.val_from must be folders listed in data.roots")):
+        _tiny_cfg(tmp_path, data={"roots": [str(tmp_path / "hq")], "val_from": [str(tmp_path / "elsewhere")]})
+    with pytest.raises(InputError, match=re.escape("data.val_roots must be existing folders")):
+        _tiny_cfg(tmp_path, data={"roots": [str(tmp_path / "hq")], "val_roots": [str(tmp_path / "missing")]})
+
+
+def test_validation_faces_are_the_same_whatever_the_seed_or_batch_size(tmp_path):
+    from facerestore.train import Trainer
+    from facerestore.train.baselines import UNetL1Adapter
+    from facerestore.train.data import load_images
+
+    make_face_dataset(tmp_path / "hq")
+    imgs = load_images(sorted(Path(tmp_path / "hq").iterdir())[:5], 32)
+    scores = []
+    for seed, bs in ((0, 2), (1, 4)):
+        cfg = _tiny_cfg(tmp_path, seed=seed, data={"roots": [str(tmp_path / "hq")], "size": 32, "task": "sr4x",
+                                                   "batch_size": bs})
+        torch.manual_seed(0)
+        adapter = UNetL1Adapter(cfg, torch.device("cpu"))
+        scores.append(Trainer(cfg, progress=False)._validate(adapter, adapter.generator, imgs))
+    assert scores[0]["val/psnr"] == pytest.approx(scores[1]["val/psnr"], abs=1e-9)

@@ -21,7 +21,10 @@ def _override(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise InputError(f"--set expects KEY=VALUE, got {text!r}")
-    return key.strip(), yaml.safe_load(value)
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise InputError(f"--set {text!r}: not a YAML value ({str(exc).splitlines()[0]})") from None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

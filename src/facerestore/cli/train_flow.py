@@ -33,7 +33,7 @@ def _check_args(args: argparse.Namespace) -> None:
     from facerestore.cli.guards import check_finite
     from facerestore.errors import InputError
 
-    for flag, value, low, high in (("--steps", args.steps, 0, 10_000_000), ("--batch", args.batch, 2, 1 << 20),
+    for flag, value, low, high in (("--steps", args.steps, 1, 10_000_000), ("--batch", args.batch, 2, 1 << 20),
                                    ("--blocks", args.blocks, 1, 64), ("--hidden", args.hidden, 1, 65536),
                                    ("--stats", args.stats, 2, 100_000_000), ("--log-every", args.log_every, 0, None)):
         if value < low or (high is not None and value > high):

@@ -300,7 +300,9 @@ def train_flow(
         w = sample_fn(batch, generator).detach().to(device=stats.device, dtype=stats.dtype)
         loss = -flow.log_prob(w).mean()
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"train_flow: non-finite loss at step {step}; try a smaller learning rate")
+            from facerestore.errors import TrainingError
+
+            raise TrainingError(f"train_flow: non-finite loss at step {step}; try a smaller learning rate")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -9,8 +9,9 @@ temporary name and renamed, so a killed job never leaves a truncated checkpoint;
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -18,23 +19,30 @@ import torch
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically (the project's one atomic writer: a temporary file renamed over the
+    target; a symbolic link target is refused)."""
+    from facerestore.io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    from facerestore.io import new_file_mode
-
-    os.fchmod(fd, new_file_mode())  # as a plain open() would: a shared run folder stays readable
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, p)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return p
+    return atomic_write_bytes(p, buf.getvalue())
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    return torch.load(Path(path), map_location=map_location, weights_only=True)
+    """The state saved by :func:`save_checkpoint`; one-line InputError for a file that is not one (truncated by
+    a full disk, another program's file)."""
+    from facerestore.errors import InputError
+
+    try:
+        state = torch.load(Path(path), map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{path} is not a readable checkpoint ({first}); start over with --fresh") from None
+    if not isinstance(state, dict):
+        raise InputError(f"{path} is not a training checkpoint; start over with --fresh")
+    return state
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:

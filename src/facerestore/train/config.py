@@ -30,7 +30,7 @@ class DataConfig:
     val_rule: which files of the ``val_from`` roots are held out for validation: "ends-with-0" (files whose
     numeric stem ends in 0, the FFHQ convention of ../shared/data), "every-N" (every N-th file by sorted
     name) or "none"; val_from: the roots the rule applies to (default: every root); val_count: at most this
-    many validation images (the first ones by name); val_roots: extra folders used only for validation.
+    many validation images (the first ones by name; 0: all); val_roots: extra folders used only for validation.
     clean_p: probability in [0, 1] that a training sample is left undegraded (its LQ is its HQ), so that the
     degradation runs from none to the task's heaviest; validation pairs are always degraded.
     synth: generator faces added to the training set (never to validation): ``{count: N, weights: NAME (default
@@ -193,6 +193,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
     d, o = cfg.data, cfg.optim
     _check(0 <= cfg.steps <= 100_000_000, "steps", "in 0..100000000", cfg.steps)
+    _check(0 <= cfg.seed < 2**32, "seed", "in 0..4294967295", cfg.seed)
     _check(8 <= d.size <= 4096, "data.size", "in 8..4096 pixels", d.size)
     _check(1 <= d.batch_size <= 4096, "data.batch_size", "in 1..4096", d.batch_size)
     _check(d.val_count >= 0, "data.val_count", ">= 0", d.val_count)
@@ -228,6 +229,19 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         _check(spec.needs_reference and spec.kind != "distribution", "val_metrics",
                "metrics comparing each output with its ground truth (psnr, ssim, lpips, ...)", m)
         _check(d.size >= spec.min_side, "val_metrics", f"metrics that can score {d.size} px faces", m)
+    if d.task != "none":  # a typo fails now, not at the first step after minutes of image loading
+        from facerestore.degrade.tasks import _resolve_level, get_task
+
+        try:
+            _resolve_level(get_task(d.task), d.level)
+        except InputError as exc:
+            raise InputError(f"config key data.task / data.level: {exc}") from None
+    roots = {str(Path(r).resolve()) for r in d.roots}
+    for r in d.val_from:  # a hold-out that matches no root would silently train on the held-out faces
+        _check(str(Path(r).resolve()) in roots, "data.val_from", f"folders listed in data.roots ({', '.join(d.roots)})",
+               r)
+    for r in d.val_roots:
+        _check(Path(r).is_dir(), "data.val_roots", "existing folders", r)
     if d.synth:
         unknown = sorted(set(d.synth) - {"count", "weights", "truncation", "seed", "folder", "store"})
         _check(not unknown, "data.synth", "a mapping of count, weights, truncation, seed, folder, store", unknown)

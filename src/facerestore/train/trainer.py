@@ -105,6 +105,63 @@ class _Logger:
             self.tb.close()
 
 
+# settings a resumed run may change: how long, how often it logs / validates / saves, where it runs
+RESUMABLE_CHANGES = frozenset({"steps", "time_limit_s", "log_every", "val_every", "ckpt_every", "device",
+                               "val_metrics", "output_dir", "deterministic", "data.val_count"})
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k not in ("model", "losses", "synth"):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The settings (dotted keys) that differ between a checkpoint's config and the current one, leaving out
+    :data:`RESUMABLE_CHANGES`, each as "key: old -> new"."""
+    a, b = _flatten(saved), _flatten(current)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if k not in RESUMABLE_CHANGES and a.get(k) != b.get(k)]
+
+
+@contextlib.contextmanager
+def _deferred_interrupts() -> Any:
+    """While active (main thread only), SIGINT / SIGTERM set ``flag["signum"]`` instead of interrupting: the loop
+    finishes its step, saves a checkpoint and then stops (a step cut in half would leave the networks updated
+    for a step the checkpoint has not counted). A second signal interrupts at once."""
+    import signal
+    import threading
+
+    from facerestore.errors import Interrupted
+
+    flag: dict[str, int] = {}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def _defer(signum, frame):
+        if "signum" in flag:
+            raise Interrupted(signum)
+        flag["signum"] = signum
+        print("\nstopping after this step (a checkpoint is saved); signal again to stop now", flush=True)
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, _defer)
+        except (ValueError, OSError):  # pragma: no cover - platforms without the signal
+            pass
+    try:
+        yield flag
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 class Trainer:
     """Runs ``cfg`` to ``cfg.steps`` (or ``time_limit_s``), resuming from the last checkpoint if any."""
 
@@ -136,12 +193,16 @@ class Trainer:
         if val_hq.shape[0] == 0:
             return {}
         scores: dict[str, list[float]] = {m: [] for m in self.cfg.val_metrics}
-        meters = {m: metrics.create(m, device=self.device) for m in self.cfg.val_metrics}
+        with torch.random.fork_rng(devices=[]):  # building the metrics must not move the training RNG
+            meters = {m: metrics.create(m, device=self.device) for m in self.cfg.val_metrics}
         bs = self.cfg.data.batch_size
         for i in range(0, val_hq.shape[0], bs):
-            # validation degradations are fixed: seeded by the batch index only
-            g = torch.Generator().manual_seed(step_seed(self.cfg.seed, i, 0, stream=1))
-            lq, hq = make_pair(val_hq[i : i + bs], self.cfg.data, g, self.device, hflip=False, clean_p=0.0)
+            # validation degradations are fixed per image (seeded by its index only, not by the run's seed or batch
+            # size): runs with other seeds or batch sizes are measured on the same degraded faces
+            pairs = [make_pair(val_hq[j : j + 1], self.cfg.data, torch.Generator().manual_seed(
+                step_seed(0, j, 0, stream=1)), self.device, hflip=False, clean_p=0.0)
+                for j in range(i, min(i + bs, val_hq.shape[0]))]
+            lq, hq = torch.cat([q for q, _ in pairs]), torch.cat([h for _, h in pairs])
             out = adapter.infer(net, lq).float()
             for name, m in meters.items():
                 scores[name].extend(m(out, hq).float().cpu().tolist())
@@ -201,9 +262,18 @@ class Trainer:
         ema = EMA(adapter.generator, cfg.ema_decay)
         logger = _Logger(run_dir, main)
 
-        start = 0
+        start, seconds_before = 0, 0.0
         if ckpt is not None:
             state = load_checkpoint(ckpt, map_location=dev)
+            changed = config_changes(state.get("config", cfg.to_dict()), cfg.to_dict())
+            if changed:  # the optimiser, schedule and EMA states come from the checkpoint: never pretend otherwise
+                raise InputError(f"{ckpt}: the run's settings changed since its checkpoint ({'; '.join(changed)}); "
+                                 "restore them, or start over with --fresh")
+            missing = [k for k in adapter.nets if k not in state.get("nets", {})]
+            if missing:
+                raise InputError(f"{ckpt} holds no {', '.join(missing)} for method {cfg.method!r}; start over with "
+                                 "--fresh")
+            seconds_before = float(state.get("seconds", 0.0))
             for k, net in adapter.nets.items():
                 getattr(net, "module", net).load_state_dict(state["nets"][k])
             for k, opt in optimizers.items():
@@ -235,6 +305,7 @@ class Trainer:
                 return
             save_checkpoint(run_dir / "checkpoints" / "last.pt", {
                 "step": step,
+                "seconds": seconds_before + time.monotonic() - t0,  # training time over every resumed chunk
                 "config": cfg.to_dict(),
                 "nets": {k: getattr(n, "module", n).state_dict() for k, n in adapter.nets.items()},
                 "optimizers": {k: v.state_dict() for k, v in optimizers.items()},
@@ -250,6 +321,41 @@ class Trainer:
         t0 = time.monotonic()
         step = start
         bar = tqdm(total=cfg.steps, initial=start, desc=cfg.name, disable=not (self.progress and main))
+        last_logs: dict[str, float] = {}
+        stopped_early = False
+        with _deferred_interrupts() as signalled:
+            step, stopped_early, last_logs = self._loop(
+                adapter, optimizers, schedulers, scaler, ema, sampler, train_imgs, val_imgs, logger, save, bar,
+                step, t0, seconds_before, signalled)
+        bar.close()
+        if "signum" in signalled:  # the checkpoint of the last whole step is saved: stop as interrupted
+            from facerestore.errors import Interrupted
+
+            save(step)
+            logger.close()
+            dist_utils.cleanup(info)
+            raise Interrupted(signalled["signum"])
+        save(step)
+        result: dict[str, Any] = {"step": step, "finished": step >= cfg.steps, "stopped_early": stopped_early,
+                                  "run_dir": str(run_dir), "last_logs": last_logs}
+        if main:  # a run stopped early still leaves usable weights: the EMA generator of its last step
+            name = "final.safetensors" if step >= cfg.steps else "latest.safetensors"
+            record = {"train_hours": round((seconds_before + time.monotonic() - t0) / 3600, 4),
+                      "device": str(dev), "world_size": info.world_size, "train_images": len(train_imgs),
+                      "val_images": len(val_imgs), "torch": torch.__version__}
+            result["weights"] = str(self.export(adapter, ema, run_dir / name, record))
+        logger.close()
+        dist_utils.cleanup(info)
+        return result
+
+    def _loop(self, adapter: TrainAdapter, optimizers: dict[str, Any], schedulers: dict[str, Any], scaler: Any,
+              ema: EMA, sampler: StepSampler, train_imgs: torch.Tensor, val_imgs: torch.Tensor, logger: _Logger,
+              save: Callable[[int], None], bar: Any, step: int, t0: float, seconds_before: float,
+              signalled: dict[str, int]) -> tuple[int, bool, dict[str, float]]:
+        """The training steps from ``step`` to ``cfg.steps`` (or the time limit, or a signal): (the step reached,
+        whether the time limit stopped it, the last step's logs)."""
+        cfg, dev, info = self.cfg, self.device, self.dist
+        main = info.is_main
         last_logs: dict[str, float] = {}
         stopped_early = False
         while step < cfg.steps:
@@ -270,8 +376,9 @@ class Trainer:
             ema.update(adapter.generator)
             step += 1
             bar.update(1)
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                logger.log(step, {**last_logs, "lr": lr_used, "time_s": time.monotonic() - t0})
+            if step % cfg.log_every == 0 or step == cfg.steps:  # time_s: training seconds since step 0
+                logs = self._mean_over_ranks(last_logs)  # every rank's batch, not rank 0's alone
+                logger.log(step, {**logs, "lr": lr_used, "time_s": seconds_before + time.monotonic() - t0})
             if cfg.ckpt_every and step % cfg.ckpt_every == 0:
                 save(step)  # before validation: a validation that fails loses no training
             if main and cfg.val_every and (step % cfg.val_every == 0 or step == cfg.steps):
@@ -279,16 +386,28 @@ class Trainer:
             if cfg.time_limit_s and step < cfg.steps and self._out_of_time(t0):
                 stopped_early = True
                 break
-        bar.close()
-        save(step)
-        result: dict[str, Any] = {"step": step, "finished": step >= cfg.steps, "stopped_early": stopped_early,
-                                  "run_dir": str(run_dir), "last_logs": last_logs}
-        if main:  # a run stopped early still leaves usable weights: the EMA generator of its last step
-            name = "final.safetensors" if step >= cfg.steps else "latest.safetensors"
-            result["weights"] = str(self.export(adapter, ema, run_dir / name))
-        logger.close()
-        dist_utils.cleanup(info)
-        return result
+            if self._signalled(signalled):
+                break
+        return step, stopped_early, last_logs
+
+    def _mean_over_ranks(self, logs: dict[str, float]) -> dict[str, float]:
+        if not self.dist.enabled or not logs:
+            return logs
+        keys = sorted(logs)
+        dev = self.device if self.device.type == "cuda" else torch.device("cpu")
+        vals = dist_utils.all_reduce_mean(torch.tensor([float(logs[k]) for k in keys], dtype=torch.float64,
+                                                       device=dev), self.dist)
+        return dict(zip(keys, vals.cpu().tolist()))
+
+    def _signalled(self, signalled: dict[str, int]) -> bool:
+        """Whether to stop for a signal; under DDP rank 0's decides for every rank (as for the time limit)."""
+        if not self.dist.enabled:
+            return "signum" in signalled
+        flag = torch.tensor([signalled.get("signum", 0)], device=self.device if self.device.type == "cuda" else "cpu")
+        torch.distributed.broadcast(flag, src=0)
+        if int(flag.item()):
+            signalled.setdefault("signum", int(flag.item()))
+        return bool(flag.item())
 
     def export_latest(self) -> Path:
         """Write the EMA generator of the run's last checkpoint to ``<run dir>/latest.safetensors`` (+ .json)
@@ -297,19 +416,24 @@ class Trainer:
         if ckpt is None:
             raise InputError(f"no checkpoint in {self.cfg.run_dir}/checkpoints to export")
         state = load_checkpoint(ckpt, map_location=self.device)
+        changed = config_changes(state.get("config", self.cfg.to_dict()), self.cfg.to_dict())
+        if changed:  # the export's record would describe settings these weights were not trained with
+            raise InputError(f"{ckpt}: the run's settings changed since its checkpoint ({'; '.join(changed)}); "
+                             "restore them to export its weights")
         adapter = self.adapter_factory(self.cfg, self.device)
         ema = EMA(adapter.generator, self.cfg.ema_decay)
         ema.load_state_dict(state["ema"])
         return self.export(adapter, ema, self.cfg.run_dir / "latest.safetensors")
 
-    def export(self, adapter: TrainAdapter, ema: EMA, path: Path) -> Path:
-        """Write the EMA generator (fp32 safetensors) and a JSON description next to it."""
+    def export(self, adapter: TrainAdapter, ema: EMA, path: Path, record: dict[str, Any] | None = None) -> Path:
+        """Write the EMA generator (fp32 safetensors) and a JSON description next to it (``record``: how it was
+        trained: hours over every resumed chunk, device, world size, image counts)."""
         from facerestore.io import atomic_write_json, atomic_write_safetensors
 
         state = {k: v.float() if v.is_floating_point() else v for k, v in ema.shadow.state_dict().items()}
         atomic_write_safetensors(path, state)
         atomic_write_json(path.with_suffix(".json"), {**adapter.export_metadata(), "steps": ema.num_updates,
-                                                      "config": self.cfg.to_dict()})
+                                                      **(record or {}), "config": self.cfg.to_dict()})
         return path
 
 

@@ -210,6 +210,18 @@ def test_training_lowers_the_error_and_resumes_bit_for_bit(tmp_path, tiny_g):
     assert len(hist) == 30
     for (k, v), (_, u) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(v, u), k
+    # the checkpoint continues only the run it belongs to: other settings, another encoder or fewer steps than
+    # it holds are refused in one line
+    from facerestore.errors import InputError
+
+    with pytest.raises(InputError, match=r"settings changed since its checkpoint \(lr: 0.003 -> 0.01\)"):
+        et.train_encoder(fresh(), train, steps=30, batch=16, lr=1e-2, seed=0, checkpoint=ckpt)
+    with pytest.raises(InputError, match="past the 20 steps asked"):
+        et.train_encoder(fresh(), train, steps=20, batch=16, lr=3e-3, seed=0, checkpoint=ckpt)
+    torch.manual_seed(0)
+    wider = et.new_encoder(tiny_g, n_stats=2000, in_size=32, width=8, max_channels=8)
+    with pytest.raises(InputError, match="holds another encoder"):
+        et.train_encoder(wider, train, steps=30, batch=16, lr=3e-3, seed=0, checkpoint=ckpt)
 
 
 def test_restorer_starts_from_the_encoder_in_the_blind_mode(tiny_msg):

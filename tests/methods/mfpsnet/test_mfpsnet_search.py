@@ -154,6 +154,9 @@ def test_cli_search_runs_and_reports(faces, tmp_path, capsys):
     assert "step 1/1 finished" in out and (tmp_path / "runs" / "cli" / "genotype.json").is_file()
     assert main(["search", str(cfg), "--set", "epochs=ten"]) == 2  # one-line error
     assert "wrong type" in capsys.readouterr().err
+    assert main(["search", str(cfg), "--set", "epochs=[1"]) == 2  # not YAML: one line, no traceback
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a YAML value" in err[0], err
 
 
 @pytest.mark.parametrize("path", sorted((__import__("pathlib").Path(__file__).resolve().parents[3] / "configs"

@@ -170,11 +170,29 @@ def train_encoder(enc: LatentEncoder, pairs: EncoderPairs, *, steps: int, batch:
     opt = torch.optim.Adam(enc.parameters(), lr=lr)
     losses: list[float] = []
     start = 0
+    # what the checkpoint's optimiser state and draws depend on: a resumed run with other values would silently
+    # continue another run
+    settings = {"lr": float(lr), "seed": int(seed), "batch": int(batch), "pairs": len(pairs)}
     if checkpoint is not None and Path(checkpoint).is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        enc.load_state_dict(state["encoder"])
+        from facerestore.errors import InputError
+        from facerestore.train.checkpoint import load_checkpoint
+
+        state = load_checkpoint(checkpoint)
+        saved = state.get("settings", settings)
+        changed = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in settings.items() if saved.get(k) != v]
+        if changed:
+            raise InputError(f"{checkpoint}: the encoder's training settings changed since its checkpoint "
+                             f"({'; '.join(changed)}); restore them, or delete the checkpoint to start over")
+        try:
+            enc.load_state_dict(state["encoder"])
+        except (RuntimeError, KeyError) as exc:
+            raise InputError(f"{checkpoint} holds another encoder ({str(exc).splitlines()[0]}); delete it to start "
+                             "over") from None
         opt.load_state_dict(state["optimizer"])
         start, losses = int(state["step"]), [float(v) for v in state["losses"]]
+        if start > int(steps):
+            raise InputError(f"{checkpoint} is at step {start}, past the {int(steps)} steps asked; ask for at least "
+                             f"{start}")
 
     def save(step: int) -> None:
         if checkpoint is not None:
@@ -182,7 +200,7 @@ def train_encoder(enc: LatentEncoder, pairs: EncoderPairs, *, steps: int, batch:
 
             buf = io.BytesIO()
             torch.save({"encoder": enc.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                        "losses": losses}, buf)
+                        "losses": losses, "settings": settings}, buf)
             atomic_write_bytes(checkpoint, buf.getvalue())
         if on_save is not None:
             on_save(enc, step, losses)

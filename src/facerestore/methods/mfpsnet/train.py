@@ -120,7 +120,8 @@ class MFPSNetAdapter(TrainAdapter):
 
         if not self.disentangle:
             return lq, hq
-        g = torch.Generator().manual_seed(step_seed(self.cfg.seed, self.step, 0, stream=11))
+        # per rank, as the trainer's own draws: every rank degrading its batch alike would waste the other ranks
+        g = torch.Generator().manual_seed(step_seed(self.cfg.seed, self.step, self.rank, stream=11))
         singles = [_to_size(x, hq.shape[-2:]).clamp(0, 1) for x in single_degradations(hq.cpu(), g, self.singles)]
         return torch.cat([lq, *(x.to(lq) for x in singles)]), hq.repeat(1 + len(singles), 1, 1, 1)
 
