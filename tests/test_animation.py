@@ -311,3 +311,24 @@ def test_an_animation_keeps_its_colour_profile(tmp_path, astronaut, ext):
     with Image.open(dst) as im:
         assert im.info.get("icc_profile") == srgb
         assert (im.info.get("xmp") == xmp) if ext == ".webp" else True
+
+
+def test_gif_opaque_dark_pixels_never_take_the_transparent_index():
+    """The palette is kept while frames stay close to it; a dark patch appearing later was quantized to the black
+    padding entry 255 (the transparent index), a hole in an opaque area."""
+    gif = video._GifPalette()
+    bright = np.full((120, 160, 3), 200, np.uint8)
+    bright[:, :80] = (230, 180, 90)
+    alpha = np.full((120, 160), 255, np.uint8)
+    alpha[:4, :4] = 0  # one transparent corner: transparency is in use
+    gif.frame(bright, alpha)
+    later = bright.copy()
+    later[10:13, 5:25] = 3  # a dark outline that was not in the palette's frame
+    idx = np.asarray(gif.frame(later, alpha))
+    assert gif.palettes == 1  # the palette was kept (the error rise is small)
+    assert ((idx == 255) & (alpha >= 128)).sum() == 0
+    assert (idx[alpha < 128] == 255).all()
+    # the dark patch took the nearest real palette colour (this palette has two), not a padding entry or a hole
+    assert (idx[10:13, 5:25] < len(gif.colors)).all()
+    nearest = ((gif.colors - 3.0) ** 2).sum(1).argmin()
+    assert (idx[10:13, 5:25] == nearest).all()

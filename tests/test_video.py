@@ -1269,6 +1269,12 @@ def test_track_refs_is_sticky_per_track():
     assert t.decide(0, passed) and t.matched == {7, 8}
     t.begin_frame([])
     assert t.decide(0, failed) is False  # ids that do not fit: the check alone
+    # a cut to another person in the same place: far beyond the threshold, the track's match ends
+    other, borderline = RefsUse(0.9, False, threshold=0.65), RefsUse(0.7, False, threshold=0.65)
+    t.begin_frame([7])
+    assert t.decide(0, borderline) is True  # a blurred frame of the same person keeps the references
+    assert t.decide(0, other) is False and 7 not in t.matched
+    assert t.decide(0, borderline) is False  # until the check passes again
 
 
 class _CheckingRefsLate(_CheckingRefs):

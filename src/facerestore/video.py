@@ -810,7 +810,13 @@ class TrackRefs:
     """The reference decision made temporal (:class:`facerestore.pipeline.RefsTracks`): a track's face uses the
     reference photos from the first frame its check passes, and keeps using them while the track lasts (the person
     turning away or blurring for a few frames would otherwise switch between a guided and an unguided restoration:
-    flicker); a track whose face never passed is restored without them. ``matched`` holds the tracks that passed."""
+    flicker); a track whose face never passed is restored without them. ``matched`` holds the tracks that passed.
+
+    A face far beyond its check's threshold (by ``OTHER_PERSON_MARGIN``: not a borderline frame of the same person)
+    ends the track's match: the tracker links faces by overlap, so after a cut to another person framed in the same
+    place, or two people crossing, the track holds someone else, who must not be restored toward these photos."""
+
+    OTHER_PERSON_MARGIN = 0.1
 
     def __init__(self) -> None:
         self._ids: list[int] = []
@@ -825,6 +831,9 @@ class TrackRefs:
         track = self._ids[index]
         if check.used:
             self.matched.add(track)
+        elif (not getattr(check, "forced", False) and check.distance is not None and check.threshold is not None
+              and check.distance > check.threshold + self.OTHER_PERSON_MARGIN):
+            self.matched.discard(track)
         return track in self.matched
 
 
@@ -1493,11 +1502,17 @@ class _GifPalette:
         offset = np.tile(_bayer(8), (h // 8 + 1, w // 8 + 1))[:h, :w, None] * self.dither
         dithered = np.clip(np.rint(rgb + offset), 0, 255).astype(np.uint8)
         out = Image.fromarray(dithered, "RGB").quantize(palette=self.palette, dither=Image.Dither.NONE)
-        if alpha is not None and (alpha < 128).any():  # GIF transparency is one bit: under half is transparent
-            idx = np.asarray(out).copy()
+        idx = np.asarray(out).copy()
+        # the padding entries (black) include 255, the transparent index: a dark pixel the quantizer sent there
+        # would be a hole; it gets its nearest real colour
+        stray = idx >= len(self.colors)
+        if stray.any():
+            d2 = ((dithered[stray][:, None, :].astype(np.float32) - self.colors[None]) ** 2).sum(-1)
+            idx[stray] = d2.argmin(1).astype(np.uint8)
+        if alpha is not None:  # GIF transparency is one bit: under half is transparent
             idx[alpha < 128] = 255
-            out = Image.fromarray(idx, "P")
-            out.putpalette(self.palette.getpalette())
+        out = Image.fromarray(idx, "P")
+        out.putpalette(self.palette.getpalette())
         return out
 
 
