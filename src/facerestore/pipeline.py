@@ -478,10 +478,17 @@ def restore_crops_with_refs(restorer: Restorer, crops: Sequence[np.ndarray], *, 
     # face whose distance rounds differently inside its batch
     opts = {"force_refs": True} if refs is not None and getattr(restorer, "checks_refs", False) else {}
     out: list[np.ndarray | None] = [None] * n
-    groups: dict[tuple[int, bool], list[int]] = {}
+    # crops of one size (and reference use) share batches; a restorer that follows the crops by position (the video
+    # loop's temporal blender) gets them in their order: only neighbouring crops are batched together
+    ordered = bool(getattr(restorer, "needs_crop_order", False))
+    groups: dict[tuple[int, int, bool], list[int]] = {}
+    run, last = 0, None
     for i, c in enumerate(crops):
-        groups.setdefault((int(c.shape[0]), uses[i] is not None and uses[i].used), []).append(i)
-    for (s, with_refs), idx in groups.items():
+        key = (int(c.shape[0]), uses[i] is not None and uses[i].used)
+        run += int(ordered and last is not None and key != last)
+        last = key
+        groups.setdefault((run if ordered else 0, *key), []).append(i)
+    for (_, s, with_refs), idx in groups.items():
         for k in range(0, len(idx), batch_size):
             chunk = idx[k : k + batch_size]
             batch = _to_batch([crops[i] for i in chunk])

@@ -483,6 +483,12 @@ class FaceTracker:
     compared with the tracks that ended in the last ``relink_seconds``: within ``max_identity_distance`` of the
     nearest, it takes that track's id back (the same person after an occlusion or a cut keeps its gate decision);
     embeddings are computed only for new faces.
+
+    A cut to another shot (the frame's 16 x 16 thumbnail differs from the last one by more than ``cut_threshold``
+    in mean absolute value, [0, 1] units) ends every track first: faces are linked by overlap, and after a cut to
+    another person framed in the same place the track would hold someone else (whose face would then be blended
+    with, gated as and guided by the references of the person before). The same person comes back by identity.
+    ``cuts`` counts them.
     """
 
     fps: float
@@ -503,6 +509,30 @@ class FaceTracker:
     _embedding: dict[int, np.ndarray] = field(default_factory=dict)  # track -> identity embedding
     _ended: dict[int, int] = field(default_factory=dict)  # ended track -> frame it ended
     _last_lm: dict[int, np.ndarray] = field(default_factory=dict)
+    # consecutive frames of one shot differ by ~0.01-0.03 (motion, noise); other shots by 0.1-0.3. A false cut (a
+    # flash) only starts new tracks, which the identity relink gives back their ids
+    cut_threshold: float = 0.08
+    cuts: int = 0
+    _thumb: np.ndarray | None = None
+
+    def _is_cut(self, frame: np.ndarray | None) -> bool:
+        if frame is None:
+            return False
+        import cv2
+
+        img = np.asarray(frame)
+        img = img.astype(np.float32) / (255.0 if img.dtype == np.uint8 else 1.0)
+        thumb = cv2.resize(img, (16, 16), interpolation=cv2.INTER_AREA)
+        cut = self._thumb is not None and float(np.abs(thumb - self._thumb).mean()) > self.cut_threshold
+        self._thumb = thumb
+        return cut
+
+    def end_all(self) -> None:
+        """End every live track now (a cut): the next faces get new ids, or an ended track's by identity."""
+        for t in self.tracks:
+            self._last_lm.pop(t.id, None)
+            self._ended[t.id] = self._frame
+        self.tracks = []
 
     def _match(self, dets: Sequence[FaceDetection]) -> list[_Track | None]:
         pairs = []
@@ -545,6 +575,9 @@ class FaceTracker:
 
     def update(self, dets: Sequence[FaceDetection], frame: np.ndarray | None = None) -> list[tuple[int, FaceDetection]]:
         self._frame += 1
+        if self._is_cut(frame):
+            self.cuts += 1
+            self.end_all()
         matched = self._match(dets)
         seen: set[int] = set()
         result = []
@@ -574,6 +607,15 @@ class FaceTracker:
         return result
 
 
+def _resized(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """(C, H, W) resized to ``size`` (bilinear, antialiased when shrinking); ``x`` itself when it has that size."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    y = torch.nn.functional.interpolate(x[None].float(), size=tuple(size), mode="bilinear", align_corners=False,
+                                        antialias=True)
+    return y[0].to(x.dtype)
+
+
 class TemporalBlender(Restorer):
     """Wraps a restorer: blends each restored crop with the previous frame's output crop of the same track.
 
@@ -584,6 +626,8 @@ class TemporalBlender(Restorer):
     ``max_weight`` and is 0 when the face moved or changed; it is also 0 for a new track. If the ids do not fit
     the crops (a face dropped by alignment), the motion test sees different faces and does not blend.
     """
+
+    needs_crop_order = True  # crops are matched to tracks by position: the pipeline restores them in order
 
     def __init__(self, inner: Restorer, *, max_weight: float = 0.5, motion_limit: float = 0.03) -> None:
         super().__init__()
@@ -597,6 +641,8 @@ class TemporalBlender(Restorer):
         self._ids: list[int] = []
         self._pos = 0
         self._state: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._frame = 0
+        self._seen: dict[int, int] = {}  # track -> the last frame it had a face
         self.weights: list[float] = []  # the weights used, for reports
 
     @property
@@ -620,9 +666,15 @@ class TemporalBlender(Restorer):
     def refs_distances(self, lq: torch.Tensor, refs: torch.Tensor) -> list[float] | None:
         return self.inner.refs_distances(lq, refs)
 
+    KEEP_FRAMES = 3  # a track's last output is kept this many frames without its face (a missed detection)
+
     def begin_frame(self, ids: Sequence[int]) -> None:
         self._ids, self._pos = list(ids), 0
-        self._state = {k: v for k, v in self._state.items() if k in self._ids}
+        self._frame += 1
+        for k in self._ids:
+            self._seen[k] = self._frame
+        self._seen = {k: f for k, f in self._seen.items() if self._frame - f < self.KEEP_FRAMES}
+        self._state = {k: v for k, v in self._state.items() if k in self._seen}
 
     @staticmethod
     def _low(x: torch.Tensor) -> torch.Tensor:
@@ -643,7 +695,10 @@ class TemporalBlender(Restorer):
                 continue
             w = 0.0
             prev = self._state.get(tid)
-            if prev is not None and prev[0].shape == low[b].shape and prev[1].shape == y[b].shape:
+            if prev is not None:
+                # a face whose crop side changed by a few pixels (its footprint varies from frame to frame) is
+                # compared and blended at the current side
+                prev = (_resized(prev[0], low[b].shape[-2:]), _resized(prev[1], y[b].shape[-2:]))
                 motion = float((low[b] - prev[0]).abs().mean())
                 w = self.max_weight * max(0.0, 1.0 - motion / self.motion_limit)
                 if w > 0:
@@ -811,12 +866,7 @@ class TrackRefs:
     reference photos from the first frame its check passes, and keeps using them while the track lasts (the person
     turning away or blurring for a few frames would otherwise switch between a guided and an unguided restoration:
     flicker); a track whose face never passed is restored without them. ``matched`` holds the tracks that passed.
-
-    A face far beyond its check's threshold (by ``OTHER_PERSON_MARGIN``: not a borderline frame of the same person)
-    ends the track's match: the tracker links faces by overlap, so after a cut to another person framed in the same
-    place, or two people crossing, the track holds someone else, who must not be restored toward these photos."""
-
-    OTHER_PERSON_MARGIN = 0.1
+    (A cut to another scene starts new tracks: :class:`SequenceRestorer`.)"""
 
     def __init__(self) -> None:
         self._ids: list[int] = []
@@ -831,9 +881,6 @@ class TrackRefs:
         track = self._ids[index]
         if check.used:
             self.matched.add(track)
-        elif (not getattr(check, "forced", False) and check.distance is not None and check.threshold is not None
-              and check.distance > check.threshold + self.OTHER_PERSON_MARGIN):
-            self.matched.discard(track)
         return track in self.matched
 
 
@@ -913,6 +960,7 @@ class VideoResult:
     restorer: dict[str, Any] | None = None  # Restorer.describe() of the method
     detector: str | None = None  # the face detector's registry name
     fidelity: float | None = None  # the fidelity the method ran at (its default when none was given)
+    scene_cuts: int = 0  # cuts to another shot, where every face track ended (FaceTracker)
 
     def to_json(self) -> dict[str, Any]:
         from facerestore import __version__
@@ -924,7 +972,8 @@ class VideoResult:
                 "version": __version__, "frames": self.frames, "size": [self.width, self.height],
                 "fps": float(self.fps), "codec": self.codec, "audio_packets": self.audio_packets,
                 "faces": int(sum(self.faces_per_frame)), "frames_with_faces": sum(1 for n in self.faces_per_frame if n),
-                "tracks": self.tracks, "mean_blend_weight": float(np.mean(w)) if w else 0.0,
+                "tracks": self.tracks, "scene_cuts": self.scene_cuts,
+                "mean_blend_weight": float(np.mean(w)) if w else 0.0,
                 "quality_gate": self.gate_shares is not None, "gate_decisions": self.gate_decisions,
                 "mean_gate_share": float(np.mean(self.gate_shares)) if self.gate_shares else None,
                 "faces_with_refs": self.faces_with_refs,
@@ -1098,7 +1147,7 @@ class _ClipRun:
         seq, uses = self.seq, self.refs_uses
         det = seq.detector
         fidelity = seq.blender.fidelity_used(seq.photo_options.get("fidelity"))
-        return {"restorer": seq.blender.describe(), "fidelity": fidelity,
+        return {"restorer": seq.blender.describe(), "fidelity": fidelity, "scene_cuts": seq.tracker.cuts,
                 "detector": det if isinstance(det, str) else getattr(det, "name", type(det).__name__),
                 "faces_per_frame": self.faces_per_frame, "tracks": seq.tracker._next_id,
                 "blend_weights": seq.blender.weights,
@@ -1177,10 +1226,11 @@ def restore_video(
         if crf is not None and enc.name not in _CRF_ENCODERS:
             raise InputError(f"--crf applies to {', '.join(_CRF_ENCODERS)}; the encoder is {enc.name}")
         formats = [f.name for f in (enc.video_formats or [])]
+        in_fmt = info.pix_fmt or ""  # None when the stream does not say
         if enc.name == "mjpeg":  # Motion JPEG (old digital cameras' AVI and MOV clips) is full-range YUV
-            pix_fmt = info.pix_fmt if info.pix_fmt.startswith("yuvj") and info.pix_fmt in formats else "yuvj420p"
+            pix_fmt = in_fmt if in_fmt.startswith("yuvj") and in_fmt in formats else "yuvj420p"
         else:  # the others take limited range: a full-range input (yuvj) is converted
-            pix_fmt = info.pix_fmt if info.pix_fmt in formats and not info.pix_fmt.startswith("yuvj") else (
+            pix_fmt = in_fmt if in_fmt in formats and not in_fmt.startswith("yuvj") else (
                 "yuv420p" if "yuv420p" in formats or not formats else formats[0])
         full_range = pix_fmt.startswith("yuvj")
         # sizes a whole number of chroma samples (4:2:0 even, 4:1:1 a multiple of 4 wide; H.264, HEVC, MPEG-4 and
@@ -1273,12 +1323,33 @@ def restore_video(
                 raise InputError(f"cannot encode the restored video of {io.display_path(src)} with {enc.name} "
                                  f"({vout.pix_fmt}): {_reason(exc)}") from None
             for pkt in packets:
+                mux(pkt)
+
+        def mux(pkt: Any, what: str = "video") -> int:
+            """Write a packet; a muxer refusal is named as such (not as a decoding error)."""
+            try:
                 out.mux(pkt)
+            except av.error.FFmpegError as exc:
+                raise InputError(f"cannot write the {what} of {io.display_path(src)} into {dst.suffix or 'the'} "
+                                 f"container: {_reason(exc)}") from None
+            return 1
 
         pending: list[np.ndarray] = []  # decoded frames whose faces are restored in one batch
         dein = Deinterlacer(vin.time_base, deinterlace)
 
         stamps: list[Fraction | None] = []  # the source times (seconds) of ``pending``
+
+        stored: list[tuple[int, int]] = []  # the first frame's stored size: the clip's, for every frame
+
+        def same_size(frame: Any) -> Any:
+            """A frame whose size differs from the first's (a broadcast switching between SD and HD, a WebRTC
+            recording) resized to it, as players and FFmpeg's own scaler do: one output size for the clip."""
+            if not stored:
+                stored.append((frame.width, frame.height))
+            w, h = stored[0]
+            if (frame.width, frame.height) == (w, h):
+                return frame
+            return frame.reformat(width=w, height=h, interpolation="LANCZOS")
 
         def add(frame: Any) -> None:
             stamps.append(None if frame.pts is None else frame.pts * Fraction(frame.time_base or vin.time_base))
@@ -1318,16 +1389,19 @@ def restore_video(
                 if packet.stream.type == "subtitle":
                     if packet.dts is not None:
                         packet.stream = subtitles[packet.stream.index]
-                        out.mux(packet)
+                        mux(packet, "subtitles")
                     continue
                 if packet.stream.type == "audio":
                     track = audio[packet.stream.index]
                     if packet.dts is None and track.copy:  # a flush packet: nothing to copy
                         continue
-                    n_audio += track.mux(out, packet)
+                    try:
+                        n_audio += track.mux(out, packet)
+                    except av.error.FFmpegError as exc:
+                        raise InputError(f"cannot write the audio of {io.display_path(src)}: {_reason(exc)}") from None
                     continue
                 for frame in packet.decode():
-                    for f in dein(frame):
+                    for f in dein(same_size(frame)):
                         add(f)
                         if len(pending) >= batch_frames:
                             flush()
@@ -1338,11 +1412,14 @@ def restore_video(
             raise InputError(f"cannot decode video {io.display_path(src)}: {_reason(exc)}") from None
         if run.frames == 0:
             raise InputError(f"no frames could be decoded from {io.display_path(src)}")
-        for pkt in vout.encode(None):
-            out.mux(pkt)
-        for track in audio.values():
-            n_audio += track.flush(out)
-        out.close()
+        try:  # the encoders' last packets and the container's index
+            for pkt in vout.encode(None):
+                mux(pkt)
+            for track in audio.values():
+                n_audio += track.flush(out)
+            out.close()
+        except av.error.FFmpegError as exc:
+            raise InputError(f"cannot finish writing {io.display_path(dst)}: {_reason(exc)}") from None
         out = None
         inp.close()
         io.check_output_file(dst, [src, *protect])
