@@ -85,8 +85,27 @@ def test_models_cli_lists_and_refuses_unknown(fake_entry, capsys):
     assert "fake-net" in out and "missing" in out
     assert main(["models", "list"]) == 0  # the whole list says where the built-in weights are listed
     assert "restore --list-methods" in capsys.readouterr().out
-    assert main(["models", "verify", "fake-net"]) == 0  # missing is reported, not a failure
+    assert main(["models", "verify", "fake-net"]) == 1  # named and not there: it cannot be used
+    assert "fake-net: missing" in capsys.readouterr().out
+    assert main(["models", "verify"]) == 0  # a survey of the whole zoo lists what is missing without failing
     assert main(["models", "download", "no-such-entry"]) == 2
+
+
+def test_models_download_goes_on_after_an_entry_it_cannot_fetch(monkeypatch, capsys):
+    from facerestore import zoo
+    from facerestore.cli import main
+
+    def fetch(name):
+        if name == "facemesh-468":
+            raise WeightsMissingError(f"{name}: download failed (offline)")
+        return f"/cache/{name}"
+
+    monkeypatch.setattr(zoo, "fetch", fetch)
+    assert main(["models", "download", "facemesh-468", "mobileface"]) == 1
+    captured = capsys.readouterr()
+    assert "mobileface: /cache/mobileface" in captured.out
+    assert "skipped facemesh-468: facemesh-468: download failed (offline)" in captured.err
+    assert main(["models", "download", "facemesh-468"]) == 2  # nothing fetched at all: one error line
 
 
 def test_has_entry_tells_entry_names_from_other_strings():

@@ -57,14 +57,22 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "download":
         if not args.names:
             raise InputError("name the weights to download (see `facerestore models list`)")
+        import sys
+
+        from facerestore.errors import FaceRestoreError
         from facerestore.io import check_output_dir
 
         check_output_dir(zoo.cache_dir())  # a read-only cache fails here, in one line, before any download
-        for n in names:
-            print(f"{n}: {zoo.fetch(n)}")
+        failed = []
+        for n in names:  # one entry that cannot be fetched never stops the others
+            try:
+                print(f"{n}: {zoo.fetch(n)}")
+            except (FaceRestoreError, OSError) as exc:
+                failed.append(n)
+                print(f"skipped {n}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        if failed and len(failed) == len(names):
+            raise InputError(f"none of the weights could be fetched ({', '.join(failed)}; see above)")
         if args.packages:  # for the tests only: a failure is a note, the weights above are what was asked for
-            import sys
-
             from facerestore.errors import WeightsHashError, WeightsMissingError
             from facerestore.zoo.runtimes import TFJS_VERSION, fetch_tfjs_runtime
 
@@ -73,11 +81,14 @@ def run(args: argparse.Namespace) -> int:
             except (WeightsMissingError, WeightsHashError, OSError) as exc:
                 print(f"note: the TensorFlow.js reference runtime was not fetched ({exc}); the tests comparing the "
                       "TF.js ports with it will skip", file=sys.stderr)
-        return 0
+        if failed:
+            print(f"{len(failed)} of {len(names)} weights failed (see above)", file=sys.stderr)
+        return 1 if failed else 0
     bad = 0
     for n in names:
         if not zoo.is_available(n):
             print(f"{n}: missing")
+            bad += bool(args.names)  # asked for by name: not there is a failure; a survey of the whole zoo is not
             continue
         try:
             status = zoo.verify_status(n)
