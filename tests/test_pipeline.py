@@ -839,3 +839,23 @@ def test_a_face_that_cannot_be_aligned_is_named_not_dropped_silently(astronaut, 
         res = restore_photo(astronaut, IdentityRestorer(), upscale=1.0, detections=[bad, *astro_dets],
                             identity=False, gate=False)
     assert res.num_faces == len(astro_dets)
+
+
+def test_records_name_the_weights_used_with_their_sha256(astronaut, fixed):
+    """A record says which weights restored the faces, not only the method: the reference (as given, or the
+    method's default) and the file's sha256, so that a result can be traced to its weights."""
+    import hashlib
+    from pathlib import Path
+
+    from facerestore import zoo
+    from facerestore.pipeline import get_restorer
+
+    res = restore_photo(astronaut, "ispl", weights="builtin:ispl-compact-128.safetensors", upscale=1.0,
+                        detector=fixed, identity=False, gate=False)
+    rec = res.to_json()["restorer"]
+    path = Path(zoo.BUILTIN_DIR) / "ispl-compact-128.safetensors"
+    assert rec["weights"] == "builtin:ispl-compact-128.safetensors"
+    assert rec["weights_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    default = get_restorer("ispl").describe()
+    assert default["weights"].startswith("builtin:") and len(default["weights_sha256"]) == 64
+    assert "non-commercial" in default["weights_licence"]

@@ -13,7 +13,9 @@ touching the package's list.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -88,6 +90,13 @@ class Registry:
         eval mode; ``half`` selects reduced precision as :meth:`Restorer.set_half` defines it."""
         cls = self.restorer_class(name)
         restorer = cls(weights=weights, **options).to(resolve_device(device)).eval()
+        if weights is not None:
+            restorer.weights_used = os.fspath(weights)
+        else:
+            with warnings.catch_warnings():  # the constructor already said which default it fell back to
+                warnings.simplefilter("ignore")
+                default = cls.default_weights()
+            restorer.weights_used = None if default is None else _reference(default)
         if half:
             restorer.set_half(True)
         return restorer
@@ -102,6 +111,19 @@ class Registry:
             return FRAMEWORK_ADAPTERS[method]
         known = sorted({*FRAMEWORK_ADAPTERS, *(c.spec.name for c in self._classes.values() if c.spec.trainer)})
         raise InputError(f"unknown training method {method!r}; available: {', '.join(known)}")
+
+
+def _reference(weights: str | os.PathLike) -> str:
+    """A default weights file as the records name it: ``builtin:FILE`` for files shipped with the package, a zoo
+    entry's name as it is, a path otherwise."""
+    from facerestore import zoo
+    from facerestore.zoo.refs import BUILTIN_PREFIX
+
+    p = Path(os.fspath(weights))
+    try:
+        return BUILTIN_PREFIX + p.resolve().relative_to(Path(zoo.BUILTIN_DIR).resolve()).as_posix()
+    except ValueError:
+        return os.fspath(weights)
 
 
 REGISTRY = Registry(RESTORERS)

@@ -18,6 +18,7 @@ owns everything else, once for every method:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import warnings
@@ -27,7 +28,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from facerestore.errors import InputError, RefsMismatchError
+from facerestore.errors import FaceRestoreError, InputError, RefsMismatchError
 from facerestore.methods.spec import MethodSpec
 from facerestore.nn.devices import half_dtype, precision_name
 
@@ -185,6 +186,32 @@ class StepProgress:
         self.close()
 
 
+def weights_sha256(ref: str | None) -> str | None:
+    """The sha256 of the weights ``ref`` names: a zoo entry's published digest (checked when it was fetched; None
+    for a package folder of several files), a file's own (computed once per file state), None when unknown."""
+    if ref is None:
+        return None
+    from facerestore import zoo
+    from facerestore.zoo.refs import resolve_weights
+
+    if zoo.has_entry(ref):
+        digest = zoo.get_entry(ref).sha256
+        return digest if len(digest) == 64 else None
+    try:
+        path = resolve_weights(ref)
+        st = path.stat()
+    except (FaceRestoreError, OSError):
+        return None
+    return _file_sha256(str(path), st.st_size, st.st_mtime_ns) if path.is_file() else None
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    from facerestore import zoo
+
+    return zoo.sha256_file(path)
+
+
 class Restorer(torch.nn.Module):
     """Base class of every restoration method; see the module docstring.
 
@@ -296,12 +323,25 @@ class Restorer(torch.nn.Module):
         """"fp32", "fp16" or "bf16": what :meth:`restore` computes in."""
         return precision_name(self.dtype)
 
+    # the weights this restorer was loaded with, as given or the method's default (``builtin:FILE``, a zoo entry
+    # name or a path; set by the registry's loader; None for an object built directly)
+    weights_used: str | None = None
+
     def describe(self) -> dict[str, Any]:
-        """What an output's JSON records of this restorer: name, paper, size, precision, weights licence (several
-        are non-commercial: say so wherever they are used) and the degradations it was trained on."""
+        """What an output's JSON records of this restorer: name, paper, size, precision, the weights used (reference
+        and sha256) and their licence (several are non-commercial: say so wherever they are used; a zoo entry's
+        own licence when the weights are one), and the degradations it was trained on."""
         spec = self.spec
+        ref = self.weights_used
+        licence = spec.weights_licence
+        if ref is not None:
+            from facerestore import zoo
+
+            if zoo.has_entry(ref):
+                licence = zoo.get_entry(ref).licence
         return {"name": spec.name, "paper": spec.paper, "size": spec.size, "precision": self.precision,
-                "weights_licence": spec.weights_licence, "trained_on": list(spec.trained_on)}
+                "weights": ref, "weights_sha256": weights_sha256(ref), "weights_licence": licence,
+                "trained_on": list(spec.trained_on)}
 
     def set_half(self, enabled: bool = True) -> Restorer:
         """Reduced precision on the current device (fp16 on CUDA/MPS, bf16 on CPU), or back to fp32.
