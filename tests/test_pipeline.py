@@ -859,3 +859,36 @@ def test_records_name_the_weights_used_with_their_sha256(astronaut, fixed):
     default = get_restorer("ispl").describe()
     assert default["weights"].startswith("builtin:") and len(default["weights_sha256"]) == 64
     assert "non-commercial" in default["weights_licence"]
+
+
+class _KeyedRestorer(Restorer):
+    """Works at the batch's largest 'side' (as robust-inversion's and RLS's blind modes do): a face's result depends
+    on its batch unless the pipeline batches faces of one key only."""
+
+    spec = MethodSpec("test-keyed", "test", "batch-dependent", size=64)
+
+    def batch_key(self, crop):
+        return int(crop.mean() > 0.5)
+
+    def _restore(self, x, *, fidelity, refs):
+        side = max(int(c.mean() > 0.5) for c in x)
+        return (x * (0.9 if side else 0.8)).clamp(0, 1)
+
+
+def test_faces_are_batched_only_with_faces_of_their_own_method_key():
+    from facerestore.pipeline import restore_crops
+
+    dark, light = np.full((64, 64, 3), 0.3, np.float32), np.full((64, 64, 3), 0.7, np.float32)
+    alone = restore_crops(_KeyedRestorer(), [dark])[0]
+    together = restore_crops(_KeyedRestorer(), [dark, light, dark], batch_size=4)
+    np.testing.assert_array_equal(together[0], alone)
+    np.testing.assert_array_equal(together[2], alone)
+    np.testing.assert_allclose(together[1], light * 0.9, atol=1e-6)
+
+
+def test_the_stylegan_methods_key_a_face_by_its_own_blind_side():
+    from facerestore.pipeline import get_restorer
+
+    r = get_restorer("robust-inversion", weights="builtin:stylegan2-face-64.safetensors")
+    crop = torch.rand(1, 3, 64, 64)
+    assert r.batch_key(crop) == r.blind_side(crop)

@@ -481,14 +481,17 @@ def restore_crops_with_refs(restorer: Restorer, crops: Sequence[np.ndarray], *, 
     # crops of one size (and reference use) share batches; a restorer that follows the crops by position (the video
     # loop's temporal blender) gets them in their order: only neighbouring crops are batched together
     ordered = bool(getattr(restorer, "needs_crop_order", False))
-    groups: dict[tuple[int, int, bool], list[int]] = {}
+    size = int(restorer.spec.size)
+    keyed = type(restorer).batch_key is not Restorer.batch_key  # a method whose work follows the batch
+    groups: dict[tuple[Any, ...], list[int]] = {}
     run, last = 0, None
     for i, c in enumerate(crops):
-        key = (int(c.shape[0]), uses[i] is not None and uses[i].used)
+        method_key = restorer.batch_key(resize_crop(_to_batch([c]), (size, size))) if keyed else None
+        key = (int(c.shape[0]), uses[i] is not None and uses[i].used, method_key)
         run += int(ordered and last is not None and key != last)
         last = key
         groups.setdefault((run if ordered else 0, *key), []).append(i)
-    for (_, s, with_refs), idx in groups.items():
+    for (_, s, with_refs, _), idx in groups.items():
         for k in range(0, len(idx), batch_size):
             chunk = idx[k : k + batch_size]
             batch = _to_batch([crops[i] for i in chunk])

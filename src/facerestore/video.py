@@ -659,6 +659,9 @@ class TemporalBlender(Restorer):
     def unused_refs_reason(self) -> str | None:
         return self.inner.unused_refs_reason()
 
+    def batch_key(self, crop: torch.Tensor) -> Any:
+        return self.inner.batch_key(crop)
+
     @property
     def checks_refs(self) -> bool:  # type: ignore[override]  # the wrapped method's (force_refs reaches it)
         return bool(getattr(self.inner, "checks_refs", False))
@@ -1016,6 +1019,9 @@ class _Prefetched(Restorer):
 
     def unused_refs_reason(self) -> str | None:
         return self.inner.unused_refs_reason()
+
+    def batch_key(self, crop: torch.Tensor) -> Any:
+        return self.inner.batch_key(crop)
 
     def prime(self, crops: Sequence[np.ndarray], *, fidelity: float | None = None, batch_size: int = 16) -> None:
         from facerestore.pipeline import restore_crops

@@ -376,6 +376,13 @@ class Restorer(torch.nn.Module):
             return None
         return float(self.default_fidelity)
 
+    def batch_key(self, crop: torch.Tensor) -> Any:
+        """Faces whose keys differ are never restored in one batch (:func:`facerestore.pipeline.restore_crops`):
+        methods whose work follows the batch (robust-inversion's and RLS's blind working side is the batch's
+        largest) give each face's own, so a face's result does not depend on its neighbours. ``crop``: (1, 3, S, S)
+        float in [0, 1] at the model's size. None (the default): any faces batch together."""
+        return None
+
     def unused_refs_reason(self) -> str | None:
         """Why references would do nothing with this restorer's current settings (None: they act); callers say so
         instead of reading them for nothing."""

@@ -407,6 +407,9 @@ class RobustInversionRestorer(Restorer):
         observed = target if 2 * r <= self.G.img_resolution else F.avg_pool2d(target, 2)  # a reduction, always
         return self._finish(result, guide, return_details, observed, fidelity, detail=self.detail_used(blind=True))
 
+    def batch_key(self, crop: torch.Tensor) -> Any:
+        return self.blind_side(crop)  # the blind mode works at the batch's largest side: one side per batch
+
     def blind_side(self, lq: torch.Tensor) -> int:
         """The side at which the blind mode compares the faces ``lq`` (B, 3, S, S) with the prior: the fixed
         ``work_resolution``, or by default the largest :func:`detail_side` of the batch (measured on the faces

@@ -229,6 +229,10 @@ class RLSRestorer(Restorer):
             refs, lq, self.G.img_resolution, self.ref_weight * scale, force, self.G.mapping.w_avg.device)
         return ref_id, term
 
+    def batch_key(self, crop: torch.Tensor) -> Any:
+        # the blind mode observes the batch at its largest detail side: one side per batch
+        return self.blind_side(crop) if crop.shape[-1] == self.G.img_resolution else None
+
     def blind_side(self, lq: torch.Tensor) -> int:
         """The low-resolution side of the blind mode's observation of faces ``lq`` (B, 3, R, R): the fixed
         ``work_resolution``, else the batch's largest :func:`detail_side` (at least ``BLIND_MIN_SIDE``)."""
