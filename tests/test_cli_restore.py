@@ -270,6 +270,13 @@ def test_resume_skips_exactly_what_an_earlier_run_completed(tmp_path, astronaut_
 
     err, _ = run()
     assert "3 done by an earlier run" in err
+    (imgs / "a.png").write_bytes((imgs / "a.png").read_bytes()[:100])  # an output cut short (a crash, a full disk)
+    err, _ = run()
+    assert "restored 1 face in 1 of 3 images" in err and "2 done by an earlier run" in err
+    relative = [os.path.relpath(src) if a == str(src) else a for a in argv]  # -i given relative this time
+    capsys.readouterr()
+    assert main(relative) == 0
+    assert "3 done by an earlier run" in capsys.readouterr().err
     err, _ = run("--blend", "0.5")  # other options: other outputs
     assert "restored 3 faces in 3 of 3 images" in err and "--resume" not in err
 

@@ -1343,8 +1343,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             except OSError:
                 pass  # file systems without permissions (some FUSE mounts): the write itself still works
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # the data reaches the disk before the name does: a crash leaves old or new
         check_output_file(p)  # still a regular file (or nothing) just before the rename
         os.replace(tmp, p)
+        _fsync_folder(p.parent)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OutputError):
@@ -1354,6 +1357,20 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return p
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort: some systems cannot open or sync a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_safetensors(path: str | os.PathLike, tensors: dict[str, Any],

@@ -378,7 +378,7 @@ def run(args: argparse.Namespace) -> int:
             record, res, protect=protect, input=str(path),
             output=str(img_path), device=device, half=bool(args.half), color_match=bool(args.color_match),
             min_score=args.min_score if args.min_score is not None else getattr(detector, "threshold", None),
-            bg_upsampler=args.bg_upsampler, resume=_resume_record(path, digest, len(res.faces)),
+            bg_upsampler=args.bg_upsampler, resume=_resume_record(path, digest, len(res.faces), img_path),
             faces=[{"cropped_face": f"cropped_faces/{n}", "restored_face": f"restored_faces/{n}", "cmp": f"cmp/{n}"}
                    for n in face_files],
         )
@@ -447,10 +447,14 @@ def _options_digest(args: argparse.Namespace, ref_files: list[Path]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _resume_record(path: Path, digest: str, faces: int) -> dict[str, Any]:
-    """The JSON's ``resume`` field: what a later ``--resume`` run compares before skipping ``path``."""
+def _resume_record(path: Path, digest: str, faces: int, output: Path | None = None) -> dict[str, Any]:
+    """The JSON's ``resume`` field: what a later ``--resume`` run compares before skipping ``path`` (the output's
+    size too: an output cut short by a crash or a full disk is restored again)."""
     stamp = _file_stamp(path)
-    return {"options": digest, "input_bytes": stamp[1], "input_mtime_ns": stamp[2], "faces": faces}
+    out = {"options": digest, "input_bytes": stamp[1], "input_mtime_ns": stamp[2], "faces": faces}
+    if output is not None:
+        out["output_bytes"] = output.stat().st_size
+    return out
 
 
 def _done_before(record_path: Path, path: Path, digest: str) -> int | None:
@@ -462,11 +466,12 @@ def _done_before(record_path: Path, path: Path, digest: str) -> int | None:
     try:
         record = json.loads(record_path.read_text())
         resume = record["resume"]
-        expected = _resume_record(path, digest, int(resume["faces"]))
         output = record_path.parent / Path(record["output"]).name
-    except (OSError, ValueError, KeyError, TypeError):  # no record, or one from before --resume existed
+        expected = _resume_record(path, digest, int(resume["faces"]), output if "output_bytes" in resume else None)
+        same_input = Path(record["input"]).resolve() == path.resolve()  # -i given relative once, absolute now
+    except (OSError, ValueError, KeyError, TypeError):  # no record, one from before --resume, or no output
         return None
-    if resume != expected or record.get("input") != str(path) or not output.is_file():
+    if resume != expected or not same_input or not output.is_file():
         return None
     return expected["faces"]
 
@@ -552,7 +557,7 @@ def _restore_video(path: Path, is_video: bool, target: Path, args: argparse.Name
         bar.close()
     n_faces = int(sum(res.faces_per_frame))
     record = {"input": str(path), "method": args.method, "upscale": upscale, **res.to_json(),
-              "resume": _resume_record(path, digest, n_faces)}
+              "resume": _resume_record(path, digest, n_faces, target)}
     io.atomic_write_json(target.with_suffix(".json"), record)
     if res.faces_with_refs == 0 and n_faces:
         d = res.refs_closest_distance
