@@ -55,7 +55,7 @@ def test_every_command_over_the_hostile_corpus(command, hostile, tmp_path, run):
         report = json.loads((out / "r.json").read_text())
         n_ok = sum(v == "ok" for v in expect.values())
         assert report["n_scored"] == n_ok
-        assert all(r["scores"]["psnr"] is None or r["scores"]["psnr"] > 90 for r in report["per_image"])  # self
+        assert all(r["scores"]["psnr"] is None or float(r["scores"]["psnr"]) > 90 for r in report["per_image"])  # self
         rows = list(csv.reader(io.StringIO((out / "r.csv").read_bytes().decode("utf-8", "surrogateescape"))))
         assert len(rows) == n_ok + 1
         assert any(r[0] == NON_UTF8_NAME[:-4] for r in rows)  # the non-UTF-8 name is kept, byte for byte
