@@ -393,3 +393,29 @@ def test_validation_faces_are_the_same_whatever_the_seed_or_batch_size(tmp_path)
         adapter = UNetL1Adapter(cfg, torch.device("cpu"))
         scores.append(Trainer(cfg, progress=False)._validate(adapter, adapter.generator, imgs))
     assert scores[0]["val/psnr"] == pytest.approx(scores[1]["val/psnr"], abs=1e-9)
+
+
+def test_fresh_sets_the_old_checkpoint_aside_at_once(tmp_path, monkeypatch):
+    """--fresh interrupted before its first checkpoint must not leave the old run's checkpoint to be resumed by the
+    next plain command: it is set aside when the fresh run starts."""
+    from facerestore.train import Trainer
+
+    make_face_dataset(tmp_path / "hq")
+    train(_tiny_cfg(tmp_path, name="f", steps=3, val_every=0), progress=False)
+
+    def interrupted(self, *a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_loop", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(_tiny_cfg(tmp_path, name="f", steps=3, val_every=0), resume=False, progress=False)
+    ckpts = tmp_path / "runs/f/checkpoints"
+    assert not (ckpts / "last.pt").exists() and load_checkpoint(ckpts / "last-before-fresh.pt")["step"] == 3
+
+
+def test_train_command_refuses_export_latest_with_fresh(tmp_path, capsys):
+    from facerestore.cli import main
+
+    assert main(["train", "configs/unet-l1-128.yaml", "--export-latest", "--fresh"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--export-latest writes the weights of the existing checkpoint" in err[0]

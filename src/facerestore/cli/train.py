@@ -29,6 +29,11 @@ def run(args: argparse.Namespace) -> int:
     from facerestore.methods import training_adapter
     from facerestore.train import load_config, train
 
+    if args.export_latest and args.fresh:
+        from facerestore.errors import InputError
+
+        raise InputError("--export-latest writes the weights of the existing checkpoint; --fresh would start over: "
+                         "choose one")
     cfg = load_config(args.config, args.overrides)
     if args.export_latest:
         from facerestore.train import Trainer

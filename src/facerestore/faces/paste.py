@@ -114,7 +114,8 @@ def upscale_image(image: np.ndarray, upscale: float, method: str = "lanczos") ->
             or "area" (box average). All map pixel centres as ``x_out + 0.5 = s (x_in + 0.5)``.
 
     Returns:
-        Same dtype as the input; floats are clipped to [0, 1] (Lanczos/bicubic overshoot).
+        Same dtype as the input (float16 comes back as float32); floats are clipped to [0, 1] (Lanczos/bicubic
+        overshoot).
     """
     if method not in UPSCALE_METHODS:
         raise InputError(f"upscale method must be one of {', '.join(UPSCALE_METHODS)}, got {method!r}")
@@ -225,7 +226,8 @@ def mesh_mask(
 ) -> np.ndarray:
     """(S, S) float32 face mask from Face Mesh's 468 points in crop coords: the face oval
     (:data:`facerestore.faces.mesh.FACE_OVAL`, hairline to chin) grown by ``dilate * S``, smoothstep ramp
-    ``feather * S`` wide inside that edge, times :func:`square_mask` (``erode``, ``feather``)."""
+    ``feather * S`` wide inside that edge, times :func:`square_mask` (``erode``, with the square mask's own
+    feather 0.08: the oval's feather softens the face edge, not the crop's border)."""
     from facerestore.faces.mesh import FACE_OVAL, polygon_mask
 
     pts = np.asarray(mesh_crop, dtype=np.float64)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -177,6 +178,10 @@ class Trainer:
         if cfg.amp != "none" and self.device.type != "cuda":
             raise InputError(f"amp={cfg.amp} needs a CUDA device; use amp: none on {self.device.type}")
         if cfg.deterministic:
+            # cuBLAS is deterministic only with a fixed workspace (set before its first call); other CUDA kernels
+            # without a deterministic version only warn (warn_only): GPU runs are reproducible as far as torch
+            # allows, CPU runs exactly
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
 
@@ -249,6 +254,12 @@ class Trainer:
         sampler = StepSampler(len(train_imgs), cfg.data.batch_size, info.world_size, info.rank, cfg.seed)
 
         ckpt = latest_checkpoint(run_dir) if resume else None
+        if not resume and main and latest_checkpoint(run_dir) is not None:
+            # --fresh: the old run's checkpoint is set aside now (not at the first save), so that a fresh run
+            # interrupted before it saves is not resumed as the old run by the next plain command
+            old = run_dir / "checkpoints" / "last.pt"
+            old.replace(old.with_name("last-before-fresh.pt"))
+            print(f"--fresh: the earlier checkpoint is kept as {old.with_name('last-before-fresh.pt')}")
         if cfg.init_from and ckpt is None:
             _init_generator(adapter, cfg.init_from)  # a resumed run already holds these weights, trained on
         adapter.rank = info.rank  # per-rank random draws (fidelities, strengths) differ between ranks
