@@ -529,8 +529,8 @@ def test_options_that_do_nothing_for_the_inputs_are_named(tmp_path, astronaut_pa
     p = argparse.ArgumentParser()
     add_arguments(p)
 
-    def lines(argv: list[str], has_video: bool = False) -> list[str]:
-        return idle_options(p.parse_args(argv), has_video)
+    def lines(argv: list[str], has_video: bool = False, has_photo: bool = True) -> list[str]:
+        return idle_options(p.parse_args(argv), has_video, has_photo)
 
     assert lines(["--aligned", "--detector", "scrfd", "--mask", "square", "--min-score", "0.5"]) == [
         "--detector, --min-score, --mask: no effect with --aligned (aligned crops are neither detected nor pasted "
@@ -546,6 +546,9 @@ def test_options_that_do_nothing_for_the_inputs_are_named(tmp_path, astronaut_pa
     assert lines(["--fps", "30", "--sequence"]) == []
     assert lines(["--force-refs"]) == ["--force-refs: only with --refs"]
     assert lines(["--force-refs", "--refs", "r"]) == []
+    assert lines(["--ext", "png"], has_video=True, has_photo=False) == [
+        "--ext: for still photos only, and there are none (videos and animations keep their format)"]
+    assert lines(["--ext", "png"], has_video=True) == []
     # through the command: the note, and the photo restored all the same
     out = tmp_path / "o"
     assert main(["restore", "-i", str(astronaut_path), "-o", str(out), "--method", "test-id", "--crf", "20", "-q"]) == 0

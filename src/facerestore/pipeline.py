@@ -1103,6 +1103,10 @@ def restore_photo(
     t = time.perf_counter()
     r = resolve_restorer(restorer, weights=weights, device=device, half=half)
     r.check_options(fidelity=fidelity, refs=refs)
+    if background == "esrgan" and not aligned:  # on the restorer's device, as the command line does
+        from facerestore.faces.background import esrgan_background
+
+        background = esrgan_background(str(r.device))
     timings["load"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -1138,7 +1142,12 @@ def restore_photo(
             occlusion_guard=bool(occlusion_guard), refs_required=refs_required, refs_tracks=refs_tracks,
             identity_report=bool(identity),
         )
-        det_name = detector if isinstance(detector, str) else getattr(detector, "name", type(detector).__name__)
+        if isinstance(detector, str):  # "auto" and aliases as the registry names them (their licences are recorded)
+            from facerestore.faces.detect import canonical_detector_name
+
+            det_name = canonical_detector_name(detector)
+        else:
+            det_name = getattr(detector, "name", type(detector).__name__)
 
     if out.shape[:2] != (oh, ow):  # a contract of paste_faces; guard the promise made to callers
         raise RuntimeError(f"pipeline produced {out.shape[1]}x{out.shape[0]}, expected {ow}x{oh}")

@@ -169,16 +169,17 @@ _IDLE_OPTIONS = (
     ("no_video", "for video inputs only, and there are none", ("crf", "codec", "deinterlace")),
     ("no_sequence", "only with --sequence", ("fps",)),
     ("no_refs", "only with --refs", ("force_refs",)),
+    ("no_photo", "for still photos only, and there are none (videos and animations keep their format)", ("ext",)),
 )
 
 
-def idle_options(args: argparse.Namespace, has_video: bool) -> list[str]:
+def idle_options(args: argparse.Namespace, has_video: bool, has_photo: bool = True) -> list[str]:
     """One line per group of options given (not at their defaults) that do nothing for these inputs and modes, e.g.
     "--crf, --codec: for video inputs only, and there are none" (said, never silently ignored)."""
     defaults = argparse.ArgumentParser()
     add_arguments(defaults)
     modes = {"aligned": bool(args.aligned), "no_video": not has_video, "no_sequence": not args.sequence,
-             "no_refs": not args.refs}
+             "no_refs": not args.refs, "no_photo": not has_photo}
     lines = []
     for mode, reason, dests in _IDLE_OPTIONS:
         given = [d for d in dests if modes[mode] and getattr(args, d) != defaults.get_default(d)]
@@ -265,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--fps must be a positive number, got {args.fps:g}")
     if args.aligned and clips and len(clips) == len(files):
         raise InputError("--aligned applies to still face crops, not to videos or animations")
-    for line in idle_options(args, has_video):
+    for line in idle_options(args, has_video, has_photo=len(clips) < len(files)):
         print(f"note: {line}", file=sys.stderr)
 
     device = resolve_device(args.device)
@@ -378,7 +379,8 @@ def run(args: argparse.Namespace) -> int:
             record, res, protect=protect, input=str(path),
             output=str(img_path), device=device, half=bool(args.half), color_match=bool(args.color_match),
             min_score=args.min_score if args.min_score is not None else getattr(detector, "threshold", None),
-            bg_upsampler=args.bg_upsampler, resume=_resume_record(path, digest, len(res.faces), img_path),
+            bg_upsampler=None if args.aligned else args.bg_upsampler,
+            resume=_resume_record(path, digest, len(res.faces), img_path),
             faces=[{"cropped_face": f"cropped_faces/{n}", "restored_face": f"restored_faces/{n}", "cmp": f"cmp/{n}"}
                    for n in face_files],
         )
