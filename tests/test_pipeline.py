@@ -799,6 +799,9 @@ def test_five_point_detections_get_the_landmark_mask_they_ask_for(astronaut, ast
     square = restore_photo(astronaut, IdentityRestorer(), upscale=1.0, detections=five, identity=False, gate=False,
                            mask="square", color_match=False)
     assert all(f.mask == "square" for f in square.faces)
+    labelled = restore_photo(astronaut, IdentityRestorer(), upscale=1.0, detections=five, detector="my-tracker",
+                             identity=False, gate=False, mask="square")
+    assert labelled.to_json()["detector"] == "my-tracker"  # a caller's own label, recorded as given
     monkeypatch.setattr(zoo, "is_available", lambda name: False if name == "facemesh-468" else True)
     mesh = restore_photo(astronaut, IdentityRestorer(), upscale=1.0, detections=five, identity=False, gate=False,
                          mask="mesh")
@@ -892,3 +895,19 @@ def test_the_stylegan_methods_key_a_face_by_its_own_blind_side():
     r = get_restorer("robust-inversion", weights="builtin:stylegan2-face-64.safetensors")
     crop = torch.rand(1, 3, 64, 64)
     assert r.batch_key(crop) == r.blind_side(crop)
+
+
+def test_68_points_that_disagree_with_the_detectors_5_are_not_used(astronaut, astro_dets, monkeypatch):
+    """dlib lost on a profile or an occluded face: its hull would be a wrong mask, the square is safer."""
+    from dataclasses import replace
+
+    from facerestore.faces import detect
+    from facerestore.pipeline import _landmarks68
+
+    five = replace(astro_dets[0], landmarks68=None)
+    good = _landmarks68(astronaut, five)
+    assert good is not None and np.abs(good - astro_dets[0].landmarks68).mean() < 3.0
+    real = detect.predict_landmarks
+    side = float(astro_dets[0].box[2] - astro_dets[0].box[0])
+    monkeypatch.setattr(detect, "predict_landmarks", lambda img, box, n: real(img, box, n) + 0.3 * side)
+    assert _landmarks68(astronaut, five) is None

@@ -1249,13 +1249,24 @@ def test_tracker_relinks_a_returning_face_by_identity():
     assert a != b
     # a cut to another shot with another person framed in the same place: the overlap would keep the track; the cut
     # ends it, and the identity gives the first person's id back when the shot returns
+    from facerestore.io import read_rgb
+
+    photo = read_rgb(Path(__file__).resolve().parents[1] / "examples" / "astronaut.png")
     cut = video.FaceTracker(10.0, smooth=False, embed=embed)
-    shot_a, shot_b = np.full((100, 300, 3), 0.2, np.float32), np.full((100, 300, 3), 0.7, np.float32)
+    shot_a, shot_b = photo[:, :400], np.ascontiguousarray(photo[::-1, 100:, ::-1])  # another picture, other colours
     ((p1, _),) = cut.update([det(10, 0.0)], shot_a)
     ((p1_again, _),) = cut.update([det(11, 0.0)], shot_a + 0.01)  # the same shot: not a cut
     ((p2, _),) = cut.update([det(10, 5.0)], shot_b)  # another person, same place, after a cut
     ((p1_back, _),) = cut.update([det(10, 0.05)], shot_a)  # cut back to the first person
     assert p1_again == p1 and p2 != p1 and p1_back == p1 and cut.cuts == 2
+    # ordinary footage is no cut: a pan of 12 px (3%) per frame, a flash, noise, 16-bit frames
+    steady = video.FaceTracker(10.0, smooth=False)
+    frames = [photo[:, 12 * k : 12 * k + 400] for k in range(9)]
+    frames[4] = np.clip(frames[4] * 1.3, 0, 1)
+    frames[6] = np.clip(frames[6] + np.random.default_rng(0).normal(0, 0.03, frames[6].shape), 0, 1)
+    frames[7] = (frames[7] * 65535).astype(np.uint16)
+    ids = {steady.update([det(10 + k, 0.0)], f)[0][0] for k, f in enumerate(frames)}
+    assert steady.cuts == 0 and len(ids) == 1
 
 
 class _CheckingRefs(_Identity):
