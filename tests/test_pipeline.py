@@ -8,6 +8,7 @@ pasted), Python's round (output sizes) and the dlib detector run directly.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -890,12 +891,18 @@ def test_faces_are_batched_only_with_faces_of_their_own_method_key():
 
 
 def test_the_stylegan_methods_key_a_face_by_its_own_blind_side():
+    """A sharp face and a blurred one get different keys (different working sides), so they are not batched."""
+    from facerestore.io import read_rgb
+    from facerestore.methods import resize_crop
     from facerestore.pipeline import get_restorer
 
-    r = get_restorer("robust-inversion", weights="builtin:stylegan2-face-64.safetensors")
-    crop = torch.rand(1, 3, 64, 64)
-    assert r.batch_key(crop) == r.blind_side(crop)
-
+    face = read_rgb(Path(__file__).resolve().parents[1] / "examples" / "astronaut.png")[40:240, 120:320]
+    sharp = resize_crop(torch.from_numpy(face.transpose(2, 0, 1).copy())[None], (64, 64))
+    soft = resize_crop(resize_crop(sharp, (8, 8)), (64, 64))  # the detail of an 8 px face
+    for name in ("robust-inversion", "rls"):
+        r = get_restorer(name, weights="builtin:stylegan2-face-64.safetensors")
+        assert r.batch_key(sharp) == r.blind_side(sharp) == 64, name
+        assert r.batch_key(soft) == r.blind_side(soft) < 64, name  # per face, not the batch's largest
 
 def test_68_points_that_disagree_with_the_detectors_5_are_not_used(astronaut, astro_dets, monkeypatch):
     """dlib lost on a profile or an occluded face: its hull would be a wrong mask, the square is safer."""
@@ -911,3 +918,15 @@ def test_68_points_that_disagree_with_the_detectors_5_are_not_used(astronaut, as
     side = float(astro_dets[0].box[2] - astro_dets[0].box[0])
     monkeypatch.setattr(detect, "predict_landmarks", lambda img, box, n: real(img, box, n) + 0.3 * side)
     assert _landmarks68(astronaut, five) is None
+
+
+def test_describe_keeps_the_notes_an_instance_added_to_a_zoo_entrys_licence():
+    from facerestore import zoo
+
+    r = IdentityRestorer()
+    base = type(r).spec.weights_licence or ""
+    r.with_spec(weights_licence=base + "; encoder: ours (Apache-2.0)")
+    r.weights_used = "mobilestylegan-ffhq-1024"
+    licence = r.describe()["weights_licence"]
+    assert licence.startswith(zoo.get_entry("mobilestylegan-ffhq-1024").licence)
+    assert licence.endswith("; encoder: ours (Apache-2.0)")

@@ -1323,7 +1323,7 @@ def _tmp_prefix(name: str) -> str:
     return "." + os.fsdecode(raw) + "."
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> Path:
     """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename).
 
     Only regular files are written: a symbolic link, folder, device or FIFO at ``path`` is refused
@@ -1347,7 +1347,6 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             os.fsync(f.fileno())  # the data reaches the disk before the name does: a crash leaves old or new
         check_output_file(p)  # still a regular file (or nothing) just before the rename
         os.replace(tmp, p)
-        _fsync_folder(p.parent)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OutputError):
@@ -1357,20 +1356,6 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return p
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (best effort: some systems cannot open or sync a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def atomic_write_safetensors(path: str | os.PathLike, tensors: dict[str, Any],

@@ -482,7 +482,10 @@ def restore_crops_with_refs(restorer: Restorer, crops: Sequence[np.ndarray], *, 
     # loop's temporal blender) gets them in their order: only neighbouring crops are batched together
     ordered = bool(getattr(restorer, "needs_crop_order", False))
     size = int(restorer.spec.size)
-    keyed = type(restorer).batch_key is not Restorer.batch_key  # a method whose work follows the batch
+    inner = restorer
+    while getattr(inner, "inner", None) is not None:  # the video loop's wrappers delegate to the method
+        inner = inner.inner
+    keyed = type(inner).batch_key is not Restorer.batch_key  # a method whose work follows the batch
     groups: dict[tuple[Any, ...], list[int]] = {}
     run, last = 0, None
     for i, c in enumerate(crops):

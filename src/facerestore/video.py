@@ -1609,10 +1609,12 @@ class _GifPalette:
         idx = np.asarray(out).copy()
         # the padding entries (black) include 255, the transparent index: a dark pixel the quantizer sent there
         # would be a hole; it gets its nearest real colour
-        stray = idx >= len(self.colors)
-        if stray.any():
-            d2 = ((dithered[stray][:, None, :].astype(np.float32) - self.colors[None]) ** 2).sum(-1)
-            idx[stray] = d2.argmin(1).astype(np.uint8)
+        stray = np.flatnonzero(idx.ravel() >= len(self.colors))
+        flat_idx, flat_rgb = idx.reshape(-1), dithered.reshape(-1, 3)
+        for k in range(0, len(stray), 65536):  # in chunks: (pixels x 255 colours) distances stay small
+            chunk = stray[k : k + 65536]
+            d2 = ((flat_rgb[chunk][:, None, :].astype(np.float32) - self.colors[None]) ** 2).sum(-1)
+            flat_idx[chunk] = d2.argmin(1).astype(np.uint8)
         if alpha is not None:  # GIF transparency is one bit: under half is transparent
             idx[alpha < 128] = 255
         out = Image.fromarray(idx, "P")

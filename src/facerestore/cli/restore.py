@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
 
     from facerestore import io
     from facerestore.cli.common import run_batch
-    from facerestore.cli.guards import check_finite, check_output_location, note_ignored, say
+    from facerestore.cli.guards import check_finite, note_ignored, say
     from facerestore.errors import InputError
     from facerestore.faces.detect import create_detector
     from facerestore.methods.restorer import check_unit_interval
@@ -297,10 +297,13 @@ def run(args: argparse.Namespace) -> int:
             ref_files = io.list_images(args.refs)
         except InputError as exc:  # say which option the path came from (-i's messages say "input")
             raise InputError(f"--refs: {exc}") from None
-        try:  # a reference photo is an input too: never inside the folders outputs go to
-            check_output_location(out_dir, Path(args.refs), ref_files, subfolders=(*SUBFOLDERS, VIDEO_SUBFOLDER))
-        except InputError as exc:
-            raise InputError(f"--refs: {exc}") from None
+        # a reference photo is an input too: never inside the folders outputs go to (the output folder itself holds
+        # only those folders, so references beside them are safe)
+        targets = {(out_dir / sub).resolve() for sub in (*SUBFOLDERS, VIDEO_SUBFOLDER)}
+        inside = next((f for f in ref_files if f.resolve().parent in targets), None)
+        if inside is not None:
+            raise InputError(f"--refs: {io.display_path(inside)} lies in {io.display_path(inside.parent)}, where "
+                             "outputs go; copy the reference photos elsewhere or choose another -o")
         refs = prepare_refs(ref_files, int(restorer.spec.size), aligned=args.aligned,
                             detector=detector or args.detector, device=restorer.device)
     digest = _options_digest(args, ref_files if args.refs else [])

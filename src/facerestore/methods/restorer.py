@@ -337,8 +337,10 @@ class Restorer(torch.nn.Module):
         if ref is not None:
             from facerestore import zoo
 
-            if zoo.has_entry(ref):
-                licence = zoo.get_entry(ref).licence
+            if zoo.has_entry(ref):  # the entry's own licence, with what this instance added (an encoder's note)
+                base = type(self).spec.weights_licence or ""
+                added = licence[len(base):] if licence and base and licence.startswith(base) else ""
+                licence = zoo.get_entry(ref).licence + added
         return {"name": spec.name, "paper": spec.paper, "size": spec.size, "precision": self.precision,
                 "weights": ref, "weights_sha256": weights_sha256(ref), "weights_licence": licence,
                 "trained_on": list(spec.trained_on)}

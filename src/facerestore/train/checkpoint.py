@@ -27,21 +27,22 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     torch.save(state, buf)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_bytes(p, buf.getvalue())
+    return atomic_write_bytes(p, buf.getbuffer())  # a view: no second copy of a large state in memory
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
+                    remedy: str = "start over with --fresh") -> dict[str, Any]:
     """The state saved by :func:`save_checkpoint`; one-line InputError for a file that is not one (truncated by
-    a full disk, another program's file)."""
+    a full disk, another program's file), ending with ``remedy``."""
     from facerestore.errors import InputError
 
     try:
         state = torch.load(Path(path), map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{path} is not a readable checkpoint ({first}); start over with --fresh") from None
+        raise InputError(f"{path} is not a readable checkpoint ({first}); {remedy}") from None
     if not isinstance(state, dict):
-        raise InputError(f"{path} is not a training checkpoint; start over with --fresh")
+        raise InputError(f"{path} is not a training checkpoint; {remedy}")
     return state
 
 

@@ -108,7 +108,9 @@ class _Logger:
 
 # settings a resumed run may change: how long, how often it logs / validates / saves, where it runs
 RESUMABLE_CHANGES = frozenset({"steps", "time_limit_s", "log_every", "val_every", "ckpt_every", "device",
-                               "val_metrics", "output_dir", "deterministic", "data.val_count"})
+                               "val_metrics", "output_dir", "deterministic", "data.val_count", "data.val_roots",
+                               "init_from"})  # init_from only starts a run: a resumed one holds its weights already
+_PATH_LISTS = frozenset({"data.roots", "data.val_from"})  # compared as resolved folders (relative or absolute)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -124,9 +126,16 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The settings (dotted keys) that differ between a checkpoint's config and the current one, leaving out
     :data:`RESUMABLE_CHANGES`, each as "key: old -> new"."""
-    a, b = _flatten(saved), _flatten(current)
+    defaults = _flatten(TrainConfig().to_dict())  # a key the checkpoint's version did not have: its default
+    a, b = {**defaults, **_flatten(saved)}, {**defaults, **_flatten(current)}
+
+    def same(k: str) -> bool:
+        if k in _PATH_LISTS and isinstance(a.get(k), list) and isinstance(b.get(k), list):
+            return [str(Path(x).resolve()) for x in a[k]] == [str(Path(x).resolve()) for x in b[k]]
+        return a.get(k) == b.get(k)
+
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-            if k not in RESUMABLE_CHANGES and a.get(k) != b.get(k)]
+            if k not in RESUMABLE_CHANGES and not same(k)]
 
 
 @contextlib.contextmanager
@@ -148,7 +157,8 @@ def _deferred_interrupts() -> Any:
         if "signum" in flag:
             raise Interrupted(signum)
         flag["signum"] = signum
-        print("\nstopping after this step (a checkpoint is saved); signal again to stop now", flush=True)
+        # os.write, not print: a handler may run in the middle of another write to the same stream
+        os.write(2, b"\nstopping after this step (a checkpoint is saved); signal again to stop now\n")
 
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -159,8 +169,8 @@ def _deferred_interrupts() -> Any:
     try:
         yield flag
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, handler in previous.items():  # None: installed outside Python; the default is what it did
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 class Trainer:
@@ -311,9 +321,12 @@ class Trainer:
             # the checkpoint is written before validation: a run stopped during it validates that step now
             logger.log(start, self._validate(adapter, ema.shadow, val_imgs), kind="val")
 
+        saved_at = [-1]  # the step of the last checkpoint written by this run: never written twice
+
         def save(step: int) -> None:
-            if not main:
+            if not main or saved_at[0] == step:
                 return
+            saved_at[0] = step
             save_checkpoint(run_dir / "checkpoints" / "last.pt", {
                 "step": step,
                 "seconds": seconds_before + time.monotonic() - t0,  # training time over every resumed chunk
@@ -343,6 +356,7 @@ class Trainer:
             from facerestore.errors import Interrupted
 
             save(step)
+            dist_utils.barrier(info)  # no rank leaves (and has torchrun end the others) before rank 0 has saved
             logger.close()
             dist_utils.cleanup(info)
             raise Interrupted(signalled["signum"])
@@ -411,11 +425,12 @@ class Trainer:
         return dict(zip(keys, vals.cpu().tolist()))
 
     def _signalled(self, signalled: dict[str, int]) -> bool:
-        """Whether to stop for a signal; under DDP rank 0's decides for every rank (as for the time limit)."""
+        """Whether to stop for a signal; under DDP every rank learns of any rank's signal at the same step."""
         if not self.dist.enabled:
             return "signum" in signalled
+        # any rank's signal stops every rank at the same step (a preemption may reach one process first)
         flag = torch.tensor([signalled.get("signum", 0)], device=self.device if self.device.type == "cuda" else "cpu")
-        torch.distributed.broadcast(flag, src=0)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         if int(flag.item()):
             signalled.setdefault("signum", int(flag.item()))
         return bool(flag.item())

@@ -177,7 +177,7 @@ def train_encoder(enc: LatentEncoder, pairs: EncoderPairs, *, steps: int, batch:
         from facerestore.errors import InputError
         from facerestore.train.checkpoint import load_checkpoint
 
-        state = load_checkpoint(checkpoint)
+        state = load_checkpoint(checkpoint, remedy="delete it to start over")
         saved = state.get("settings", settings)
         changed = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in settings.items() if saved.get(k) != v]
         if changed:
