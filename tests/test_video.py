@@ -1429,3 +1429,26 @@ def test_a_clip_whose_frame_size_changes_keeps_its_first_size(tmp_path, astronau
     assert res.frames == len(out) >= 6 and {f.shape for f in out} == {(128, 128, 3)}
     # the second segment's frames are the larger clip resized, not the small frame padded with smeared edges
     assert float(np.abs(out[-1] / 255 - cv2.resize(big[-1], (128, 128), interpolation=cv2.INTER_AREA)).mean()) < 0.06
+
+
+def test_an_rgb_coded_clip_comes_out_as_yuv_named_as_such(tmp_path, astronaut):
+    """libx264rgb (rgb24, colorspace RGB): the output is YUV, converted with BT.709 and tagged so (it was converted
+    with swscale's BT.601 and left unflagged: an HD player assumes BT.709 and shifts reds and greens)."""
+    frames = list(synthetic_frames(astronaut, n=4))
+    src = tmp_path / "rgb.mkv"
+    with av.open(str(src), "w") as out:
+        vs = out.add_stream("libx264rgb", rate=12)
+        vs.width, vs.height, vs.pix_fmt = 128, 128, "rgb24"
+        vs.options = {"crf": "0"}
+        encode_video(out, vs, [np.clip(f * 255 + 0.5, 0, 255).astype(np.uint8) for f in frames])
+    with av.open(str(src)) as c:
+        assert c.streams.video[0].codec_context.colorspace == 0  # the input says RGB
+    res = video.restore_video(src, tmp_path / "out.mkv", _Identity(), upscale=1, detector="hog", mask="square",
+                              color_match=False, gate=False)
+    with av.open(str(res.path)) as c:
+        ctx = c.streams.video[0].codec_context
+        assert ctx.colorspace == 1 and ctx.pix_fmt.startswith("yuv")
+    out, _, _ = decode(res.path)
+    # away from the face (the identity restorer leaves it as it was anyway), the colours came through
+    inp = (frames[1] * 255).astype(np.float32)
+    assert float(np.abs(out[1].astype(np.float32)[:, :20] - inp[:, :20]).mean()) < 5.0  # 4:2:0 and crf 18

@@ -1297,9 +1297,13 @@ def restore_video(
         # encoded with it, the output shows the input's colours (players assume BT.709 for unflagged HD video: an
         # output converted with swscale's default BT.601 and left unflagged shifts reds and greens)
         yuv = vout.pix_fmt.startswith(("yuv", "nv"))
+        # an input without a YUV matrix (unspecified, or coded as RGB: libx264rgb, lossless captures) is written with
+        # BT.709 and says so: left unflagged after swscale's default BT.601, an HD player (which assumes BT.709)
+        # shifts its reds and greens
+        matrix = info.colorspace if info.colorspace in _MATRICES else 1
         if yuv:
             ctx = vout.codec_context
-            ctx.colorspace, ctx.color_primaries, ctx.color_trc = info.colorspace, info.color_primaries, info.color_trc
+            ctx.colorspace, ctx.color_primaries, ctx.color_trc = matrix, info.color_primaries, info.color_trc
             ctx.color_range = 2 if full_range else 1  # full ("JPEG") or limited ("MPEG"): what the conversion writes
         audio = {}
         for a in inp.streams.audio:
@@ -1339,9 +1343,9 @@ def restore_video(
                 img = np.pad(img, ((0, eh - img.shape[0]), (0, ew - img.shape[1]), (0, 0)), mode="edge")
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb48le" if deep else "rgb24")
             if yuv:
-                frame = frame.reformat(format=vout.pix_fmt, dst_colorspace=_MATRICES.get(info.colorspace, "DEFAULT"),
+                frame = frame.reformat(format=vout.pix_fmt, dst_colorspace=_MATRICES.get(matrix, "DEFAULT"),
                                        dst_color_range="JPEG" if full_range else "MPEG")
-                frame.colorspace, frame.color_range = info.colorspace, 2 if full_range else 1
+                frame.colorspace, frame.color_range = matrix, 2 if full_range else 1
             frame.pts = clock.pts(stamp)
             frame.time_base = tb
             try:
