@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 HELP = "train the W encoder that gives robust-inversion its starting latent"
 EXAMPLES = """\
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         """Weights are written when the held-out error is the lowest so far (early stopping on held-out generator
         samples: the encoder memorises its training pairs long before the training loss levels off)."""
         err = held_out_error()
-        if err >= best["error"]:
+        if not math.isfinite(err) or err >= best["error"]:  # NaN compares False: never "better"
             print(f"step {step}: held-out whitened W error {err:.4f}, not below step {best['step']}'s "
                   f"{best['error']:.4f}: {out.name} kept", flush=True)
             return

@@ -79,3 +79,62 @@ def test_without_synthetic_persons_slot_two_stays_a_photo_person():
         batch = hf_train.make_batch(data, step, 4, seed=2)
         idx = [round(float(h.mean()) * 255 / 10) for h in batch["hq"]]
         assert all(0 <= int(data["person"][idx[b]]) for b in (0, 2))
+
+
+def _tiny_run(out, astronaut):
+    """A run folder with a prepared data.pt of 6 faces of two 'persons' (the astronaut with noise)."""
+    import cv2
+
+    from facerestore.methods.honestface.model import face_landmarks68
+    from facerestore.train.checkpoint import save_checkpoint
+
+    out.mkdir(parents=True, exist_ok=True)
+    face = cv2.resize(astronaut[20:276, 110:366], (hf_train.SIZE, hf_train.SIZE))
+    x = torch.from_numpy(face.transpose(2, 0, 1)).float()[None].repeat(6, 1, 1, 1)
+    x = (x + 0.02 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    save_checkpoint(out / "data.pt", {
+        "faces": (x * 255).round().to(torch.uint8), "person": torch.tensor([0, 0, 0, 1, 1, 1]),
+        "landmarks": torch.from_numpy(face_landmarks68(x)).float(),
+        "embeddings": torch.randn(6, 128, generator=torch.Generator().manual_seed(1)), "synth": ""})
+    return ["--out", str(out), "--minutes", "0.5", "--batch", "2", "--phase-v", "2", "--phase-a", "2"]
+
+
+def test_a_diverged_chunk_stops_in_one_line_and_keeps_the_last_good_checkpoint(tmp_path, astronaut, monkeypatch,
+                                                                              capsys):
+    args = _tiny_run(tmp_path / "hf", astronaut)
+    assert hf_train._cli(args) == 0  # phase V: 2 steps, saved
+    state = tmp_path / "hf" / "state.pt"
+    before = state.read_bytes()
+    real = hf_train.make_batch
+
+    def nan_batch(*a, **kw):
+        b = real(*a, **kw)
+        b["hq"] = b["hq"] * float("nan")
+        return b
+
+    monkeypatch.setattr(hf_train, "make_batch", nan_batch)
+    capsys.readouterr()
+    assert hf_train._cli(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [err[-1]] and "non-finite loss at step 2 (phase A)" in err[-1]
+    assert state.read_bytes() == before
+
+
+def test_a_signal_saves_the_chunk_then_stops(tmp_path, astronaut, monkeypatch):
+    import os
+    import signal
+
+    args = _tiny_run(tmp_path / "hf", astronaut)
+    real = hf_train.make_batch
+
+    def signalled_batch(data, step, *a, **kw):
+        if step == 0:
+            os.kill(os.getpid(), signal.SIGTERM)  # in the middle of the first step
+        return real(data, step, *a, **kw)
+
+    monkeypatch.setattr(hf_train, "make_batch", signalled_batch)
+    assert hf_train._cli(args) == 128 + signal.SIGTERM
+    from facerestore.train.checkpoint import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "hf" / "state.pt")["step"] == 1  # that step finished, saved, no other
+    assert (tmp_path / "hf" / "final.safetensors").is_file()

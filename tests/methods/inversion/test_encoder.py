@@ -325,3 +325,19 @@ def test_the_shipped_encoder_belongs_to_mobilestylegan_and_guesses_w_better_than
         guess = et.whitened_error(r.encoder, faces, w)
     spread = ((w - r.encoder.w_avg) / r.encoder.w_std).pow(2).mean(1)  # the mean start's error
     assert float(guess.mean()) < 0.75 * float(spread.mean())
+
+
+def test_a_diverging_encoder_training_stops_before_it_saves(tmp_path, tiny_g, monkeypatch):
+    from facerestore.errors import TrainingError
+
+    pairs = et.render_pairs(tiny_g, 32, seed=1, size=32, progress=False)
+    torch.manual_seed(0)
+    enc = et.new_encoder(tiny_g, n_stats=2000, in_size=32, width=4, max_channels=8)
+    ckpt = tmp_path / "enc.ckpt"
+    et.train_encoder(enc, pairs, steps=2, batch=8, lr=3e-3, seed=0, checkpoint=ckpt, save_every=1)
+    before = ckpt.read_bytes()
+    real = et.whitened_error
+    monkeypatch.setattr(et, "whitened_error", lambda *a, **k: real(*a, **k) * float("nan"))
+    with pytest.raises(TrainingError, match="non-finite loss at step 2"):
+        et.train_encoder(enc, pairs, steps=4, batch=8, lr=3e-3, seed=0, checkpoint=ckpt, save_every=1)
+    assert ckpt.read_bytes() == before

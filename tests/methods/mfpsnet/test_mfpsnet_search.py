@@ -95,6 +95,33 @@ def test_a_search_that_cannot_update_its_architecture_or_changed_its_model_is_re
     run_search(cfg, max_steps=1)
     with pytest.raises(InputError, match=r"other settings .*seed"):
         run_search(_cfg(faces, tmp_path / "b", seed=5))
+    settings = (tmp_path / "b" / "tiny" / "search.json").read_text()
+    with pytest.raises(InputError, match=r"other settings \(epochs, max_images\)"):  # any setting, not only five
+        run_search(_cfg(faces, tmp_path / "b", epochs=3, max_images=5))
+    assert (tmp_path / "b" / "tiny" / "search.json").read_text() == settings  # the run's own record is kept
+    run_search(_cfg(faces, tmp_path / "b", ckpt_every=7, rule="code"), max_steps=2)  # how it runs may change
+    # --fresh sets the old search aside at once: an interrupted fresh start is never resumed as the old one
+    run_search(_cfg(faces, tmp_path / "b", epochs=3), resume=False, max_steps=1)
+    assert (tmp_path / "b" / "tiny" / "checkpoints" / "last-before-fresh.pt").is_file()
+
+
+def test_search_refuses_settings_that_would_run_uphill_or_crash_later():
+    for bad, match in (({"grad_clip": -5}, "grad_clip"), ({"grad_clip": 0}, "grad_clip"),
+                       ({"w_momentum": -0.1}, "w_momentum"), ({"w_weight_decay": -1}, "w_weight_decay"),
+                       ({"time_limit_s": -1}, "time_limit_s"), ({"w_lr_min": 1.0, "w_lr": 0.1}, "w_lr_min")):
+        with pytest.raises(InputError, match=match):
+            config_from_dict(bad)
+
+
+def test_a_diverging_search_stops_in_one_line(faces, tmp_path, monkeypatch):
+    from facerestore.errors import TrainingError
+    from facerestore.methods.mfpsnet import losses
+
+    real = losses.RestorationLoss.forward
+    monkeypatch.setattr(losses.RestorationLoss, "forward", lambda self, *a, **k: real(self, *a, **k) * float("nan"))
+    with pytest.raises(TrainingError, match="non-finite weight loss at step 0"):
+        run_search(_cfg(faces, tmp_path / "nan"), max_steps=2)
+    assert not (tmp_path / "nan" / "tiny" / "genotype.json").exists()
 
 
 @pytest.mark.parametrize("priors", ["extractor", "zeros"])

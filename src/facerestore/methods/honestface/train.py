@@ -188,7 +188,9 @@ def _prepare(out: Path, n_ffhq: int, embedder: Any, synth: Path | None = None, d
     data = {"faces": (x * 255).round().to(torch.uint8), "person": pid,
             "landmarks": torch.from_numpy(lms).float(), "embeddings": emb,
             "synth": str(Path(synth).resolve()) if synth is not None else ""}
-    torch.save(data, out / "data.pt")
+    from facerestore.train.checkpoint import save_checkpoint
+
+    save_checkpoint(out / "data.pt", data)  # atomic: an interrupted preparation leaves no half file
     return data
 
 
@@ -438,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
 
     state_path = out / "state.pt"
     # weights_only: no code from the file runs
-    saved: dict[str, Any] | None = load_checkpoint(state_path) if state_path.is_file() else None
+    saved: dict[str, Any] | None = (load_checkpoint(state_path, remedy="delete it or train in a new --out folder")
+                                    if state_path.is_file() else None)
     run = resolve_run_settings(vars(args), dict(saved.get("run", {})) if saved else {})
     args.phase_v, args.phase_a, args.batch, args.seed, args.lr, args.lr_b = (
         run[k] for k in ("phase_v", "phase_a", "batch", "seed", "lr", "lr_b"))
@@ -450,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     idl = IdentityLoss(net=dlib_net)
     synth = Path(args.synth) if args.synth else None
     if (out / "data.pt").is_file():
-        data = torch.load(out / "data.pt", weights_only=True)
+        data = load_checkpoint(out / "data.pt", remedy="delete it to prepare the data again")
         if synth is not None and data.get("synth", "") != str(synth.resolve()):
             raise SystemExit(f"{out / 'data.pt'} was prepared without the synthetic persons of {synth}: "
                              "train them in a new --out folder")
@@ -492,7 +495,38 @@ def main(argv: list[str] | None = None) -> int:
     t_end = time.time() + args.minutes * 60
     t0 = time.time()
     g = torch.Generator().manual_seed(args.seed + 7 * step)
-    while time.time() < t_end:
+    from facerestore.errors import Interrupted
+    from facerestore.train.trainer import _deferred_interrupts
+
+    with _deferred_interrupts() as signalled:  # Ctrl-C / SIGTERM: the step ends, the chunk is saved, then it stops
+        step = _train_chunk(args=args, data=data, net=net, disc=disc, opt=opt, opt_d=opt_d, idl=idl, perc=perc,
+                            params=params, abar=abar, g=g, frozen_vae=frozen_vae, state=state, step=step, phase=phase,
+                            t_end=t_end, signalled=signalled)
+    state.update(step=step, seconds=float(state["seconds"]) + time.time() - t0, phase=phase, run=run,
+                 net=net.trainable_state(), disc=disc.state_dict(), opt=opt.state_dict(), opt_d=opt_d.state_dict())
+    save_checkpoint(state_path, state)  # atomic
+    meta = {"steps": step, "phase_v_steps": args.phase_v, "phase_a_steps": args.phase_a, "batch": args.batch,
+            "train_hours": state["seconds"] / 3600, "seed": args.seed, "init": args.init or None}
+    net.eval()
+    save_honestface(net, out / "final.safetensors", meta)
+    if args.export:
+        save_honestface(net, args.export, meta)
+    print(f"chunk done: step {step}, {state['seconds'] / 3600:.3f} h in all", flush=True)
+    if "signum" in signalled:
+        raise Interrupted(signalled["signum"])
+    return 0
+
+
+def _train_chunk(*, args: argparse.Namespace, data: dict[str, Any], net: HonestFaceNet, disc: nn.Module,
+                 opt: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, idl: Any, perc: Any, params: Any,
+                 abar: torch.Tensor, g: torch.Generator, frozen_vae: bool, state: dict[str, Any], step: int,
+                 phase: str, t_end: float, signalled: dict[str, int]) -> int:
+    """The training steps of one chunk, until ``t_end``, the end of ``phase`` or a signal; returns the step reached.
+    A non-finite loss stops it before anything is saved (:class:`TrainingError`): a diverged chunk must not replace
+    the checkpoint."""
+    from facerestore.errors import TrainingError
+
+    while time.time() < t_end and "signum" not in signalled:
         if phase_at(step, args.phase_v, args.phase_a) != phase:
             break  # the next chunk starts the next phase with fresh optimisers
         ts = time.time()
@@ -523,6 +557,9 @@ def main(argv: list[str] | None = None) -> int:
                 terms["gan"] = 0.05 * F.softplus(-disc(forward_diffuse(z0, t, abar, g), t)).mean()  # eq. 5, G
                 disc.requires_grad_(True)
         loss = sum(terms.values())
+        if not torch.isfinite(loss):
+            raise TrainingError(f"non-finite loss at step {step} (phase {phase}); lower --lr / --lr-b and run the "
+                                "chunk again (the checkpoint is the last good one)")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 5.0)
@@ -533,6 +570,9 @@ def main(argv: list[str] | None = None) -> int:
             t = torch.randint(0, 1000, (lq.shape[0],), generator=g)
             d_loss = (F.softplus(disc(forward_diffuse(z0.detach(), t, abar, g), t)).mean()
                       + F.softplus(-disc(forward_diffuse(z_real, t, abar, g), t)).mean())
+            if not torch.isfinite(d_loss):
+                raise TrainingError(f"non-finite discriminator loss at step {step}; lower --lr-b and run the chunk "
+                                    "again (the checkpoint is the last good one)")
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
@@ -543,18 +583,25 @@ def main(argv: list[str] | None = None) -> int:
                    **{k: round(float(v.detach()), 4) for k, v in terms.items()}}
             state["log"].append(rec)
             print(json.dumps(rec), flush=True)
-    state.update(step=step, seconds=float(state["seconds"]) + time.time() - t0, phase=phase, run=run,
-                 net=net.trainable_state(), disc=disc.state_dict(), opt=opt.state_dict(), opt_d=opt_d.state_dict())
-    save_checkpoint(state_path, state)  # atomic
-    meta = {"steps": step, "phase_v_steps": args.phase_v, "phase_a_steps": args.phase_a, "batch": args.batch,
-            "train_hours": state["seconds"] / 3600, "seed": args.seed, "init": args.init or None}
-    net.eval()
-    save_honestface(net, out / "final.safetensors", meta)
-    if args.export:
-        save_honestface(net, args.export, meta)
-    print(f"chunk done: step {step}, {state['seconds'] / 3600:.3f} h in all", flush=True)
-    return 0
+    return step
+
+
+def _cli(argv: list[str] | None = None) -> int:
+    """``python -m facerestore.methods.honestface.train``: one line and exit 2 for our errors, 130 / 143 for a
+    signal (the chunk is saved first), as the ``facerestore`` commands do."""
+    import sys
+
+    from facerestore.errors import FaceRestoreError
+
+    try:
+        return main(argv)
+    except FaceRestoreError as exc:
+        print(f"honestface train: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        print("honestface train: interrupted", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_cli())

@@ -213,6 +213,11 @@ def train_encoder(enc: LatentEncoder, pairs: EncoderPairs, *, steps: int, batch:
         idx = torch.randint(len(pairs), (int(batch),), generator=gen)
         x = degrade_views(pairs.images[idx].float() / 255, gen).to(enc.w_avg.device)
         loss = whitened_error(enc, x, pairs.ws[idx].to(enc.w_avg.device)).mean()
+        if not torch.isfinite(loss):  # before the weights or any checkpoint take it in
+            from facerestore.errors import TrainingError
+
+            raise TrainingError(f"encoder training: non-finite loss at step {step}; lower --lr (the last checkpoint "
+                                "is intact)")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -95,6 +95,10 @@ class SearchConfig:
         return Path(self.output_dir) / self.name
 
 
+# search settings a resumed search may change: how it runs, not what it searches
+RESUMABLE_SEARCH_KEYS = frozenset({"rule", "progress", "time_limit_s", "ckpt_every", "device", "output_dir"})
+
+
 def _check(cfg: SearchConfig) -> SearchConfig:
     from facerestore.methods.mfpsnet.decode import RULES
     from facerestore.methods.mfpsnet.losses import PERCEPTUAL_CHOICES
@@ -119,7 +123,25 @@ def _check(cfg: SearchConfig) -> SearchConfig:
         v = getattr(cfg, key)
         need(isinstance(v, (int, float)) and math.isfinite(v) and v > 0, f"{key} must be a positive number")
     need(cfg.ckpt_every >= 1 and cfg.max_images >= 0, "ckpt_every >= 1 and max_images >= 0")
+    need(cfg.w_lr_min <= cfg.w_lr, f"w_lr_min ({cfg.w_lr_min}) must not exceed w_lr ({cfg.w_lr})")
+    # a negative clip flips the gradients' sign (training runs uphill); 0 zeroes every update
+    need(math.isfinite(cfg.grad_clip) and cfg.grad_clip > 0,
+         f"grad_clip must be a positive number, got {cfg.grad_clip}")
+    need(0 <= cfg.w_momentum < 1, f"w_momentum must be in [0, 1), got {cfg.w_momentum}")
+    for key in ("w_weight_decay", "arch_weight_decay", "perceptual_weight", "time_limit_s"):
+        v = getattr(cfg, key)
+        need(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, f"{key} must be a number >= 0, got {v}")
     return cfg
+
+
+def _check_finite(loss: torch.Tensor, step: int, which: str) -> None:
+    """A non-finite loss stops the search in one line before it reaches the weights (NaN architecture weights
+    would decode silently to the first operation of every edge)."""
+    if not torch.isfinite(loss):
+        from facerestore.errors import TrainingError
+
+        raise TrainingError(f"search: non-finite {which} loss at step {step}; lower w_lr / arch_lr (the last "
+                            "checkpoint is intact)")
 
 
 def load_search_config(path: str | Path, overrides: dict[str, Any] | None = None) -> SearchConfig:
@@ -283,14 +305,19 @@ def run_search(cfg: SearchConfig, *, prior_fn=None, resume: bool = True,
     settings = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
     saved = run_dir / "search.json"
     if resume and ckpt.is_file() and saved.is_file():
-        # a resumed search must be the same search: another network or schedule cannot load its checkpoint
+        # a resumed search must be the same search: its checkpoint holds the optimisers, schedule and data split of
+        # those settings; only how it runs (rule, progress, time limit, checkpoint interval, device) may change
         before = json.loads(saved.read_text(encoding="utf-8"))
-        changed = sorted(k for k in ("network", "size", "model", "batch_size", "seed")
-                         if k in before and before.get(k) != settings.get(k))
+        changed = sorted(k for k in set(before) | set(settings)
+                         if k not in RESUMABLE_SEARCH_KEYS and before.get(k) != settings.get(k))
         if changed:
             raise InputError(f"{run_dir} holds a search with other settings ({', '.join(changed)}): resume it with "
-                             "its own config, or search into a new folder")
-    saved.write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
+                             "its own config, start over with --fresh, or search into a new folder")
+    if not resume and ckpt.is_file():  # --fresh: set the old search aside now, not at the first save
+        ckpt.replace(ckpt.with_name("last-before-fresh.pt"))
+    from facerestore.io import atomic_write_text
+
+    atomic_write_text(saved, json.dumps(settings, indent=1) + "\n")
     device = torch.device(cfg.device)
     d_a, d_b, n_images = _image_halves(cfg)
     net = _build(cfg).to(device)
@@ -310,7 +337,7 @@ def run_search(cfg: SearchConfig, *, prior_fn=None, resume: bool = True,
         w_opt.load_state_dict(state["w_opt"])
         a_opt.load_state_dict(state["a_opt"])
         step, history = int(state["step"]), json.loads(state["history"])
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(state["rng"].cpu())  # loaded onto the device above; the state lives on the CPU
 
     def save() -> None:
         save_checkpoint(ckpt, {"net": net.state_dict(), "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(),
@@ -345,6 +372,7 @@ def run_search(cfg: SearchConfig, *, prior_fn=None, resume: bool = True,
                 group["lr"] = lr
             lq, hq = batch(d_a, samp_a, 0)
             loss = loss_fn(outputs(lq), hq)
+            _check_finite(loss, step, "weight")
             w_opt.zero_grad(set_to_none=True)
             a_opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -354,6 +382,7 @@ def run_search(cfg: SearchConfig, *, prior_fn=None, resume: bool = True,
             if epoch >= cfg.arch_start_epoch:
                 lq, hq = batch(d_b, samp_b, 1)
                 a_loss = loss_fn(outputs(lq), hq)
+                _check_finite(a_loss, step, "architecture")
                 w_opt.zero_grad(set_to_none=True)
                 a_opt.zero_grad(set_to_none=True)
                 a_loss.backward()
