@@ -842,7 +842,8 @@ def test_a_face_that_cannot_be_aligned_is_named_not_dropped_silently(astronaut, 
     with pytest.warns(UserWarning, match=r"cannot be aligned and is left as it is: landmarks are degenerate"):
         res = restore_photo(astronaut, IdentityRestorer(), upscale=1.0, detections=[bad, *astro_dets],
                             identity=False, gate=False)
-    assert res.num_faces == len(astro_dets)
+    assert res.num_faces == len(astro_dets) and res.faces_not_aligned == 1
+    assert res.to_json()["faces_not_aligned"] == 1
 
 
 def test_records_name_the_weights_used_with_their_sha256(astronaut, fixed):

@@ -255,6 +255,8 @@ class PhotoResult:
         (:mod:`facerestore.occlusion`); upscale: the scale factor;
         input_size: (W, H) of the input; aligned: aligned-crop mode; detector: its name (None when aligned);
         refs_count: the number of reference faces given (0: none; how each face used them: ``FaceResult.refs``).
+        faces_not_aligned: detected faces that could not be cropped (almost entirely outside the photo, degenerate
+            landmarks): left as the photo has them (a warning names each).
     """
 
     image: np.ndarray
@@ -277,6 +279,7 @@ class PhotoResult:
     gate: bool = True
     occlusion_guard: bool = True
     refs_count: int = 0
+    faces_not_aligned: int = 0
 
     @property
     def num_faces(self) -> int:
@@ -313,6 +316,7 @@ class PhotoResult:
             "quality_gate": self.gate,
             "occlusion_guard": self.occlusion_guard,
             "faces_kept": sum(1 for f in self.faces if f.paste_weight == 0.0),
+            "faces_not_aligned": int(self.faces_not_aligned),
             "refs_count": int(self.refs_count),
             "faces_with_refs": sum(1 for f in self.faces if f.refs is not None and f.refs.used),
             "upscale": float(self.upscale),
@@ -793,7 +797,7 @@ def restore_aligned(rgb: np.ndarray, restorer: Restorer, out_side: int, *, fidel
         restored = io.to_gray(restored)
     timings["restore"] = time.perf_counter() - t
     t = time.perf_counter()
-    report = compare_identity(embedder if identity_report else None, rgb, restored)
+    report = None if broken else compare_identity(embedder if identity_report else None, rgb, restored)
     timings["identity"] = time.perf_counter() - t
     t = time.perf_counter()
     weight, decision = decide_paste(rgb, restored, blend=blend, gate=gate, embedder=embedder)
@@ -966,8 +970,10 @@ def restore_faces_in_photo(
                   for k, ((d, a), rc) in enumerate(zip(alns, restored))]
     timings["colour"] = time.perf_counter() - t
     t = time.perf_counter()
-    # identity and gate judge what is pasted, so their records agree with each other
-    reports = [compare_identity(embedder if identity_report else None, a.crop, pc) for (_, a), pc in zip(alns, pasted)]
+    # the identity report describes the restored crop the records and face files show (restored_faces/); the gate
+    # judges it in the photo's colours (what is pasted) and records its own identity distance
+    reports = [compare_identity(embedder if identity_report else None, a.crop, rc) if not bad else None
+               for (_, a), rc, bad in zip(alns, restored, broken)]
     timings["identity"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -1147,7 +1153,7 @@ def restore_photo(
                                      blend=float(blend), gate=gate, force_refs=force_refs, refs_required=refs_required,
                                      occlusion_guard=bool(occlusion_guard), color_match=bool(color_match),
                                      identity_report=bool(identity))
-        det_name = None
+        det_name, n_detected = None, 1
     else:
         t = time.perf_counter()
         if detections is not None:
@@ -1156,6 +1162,7 @@ def restore_photo(
             dets = detect_and_select(rgb, detector, min_face_size=min_face_size, min_score=min_score,
                                      only_center_face=only_center_face)
         timings["detect"] = time.perf_counter() - t
+        n_detected = len(dets)
         out, faces = restore_faces_in_photo(
             rgb, r, upscale, dets, fidelity=fidelity, refs=refs_t, embedder=embedder, face_size=int(face_size),
             batch_size=int(batch_size), mask=mask, background=background, color_match=color_match, timings=timings,
@@ -1186,6 +1193,6 @@ def restore_photo(
         fidelity_requested=None if fidelity is None else float(fidelity), blend=float(blend), gate=bool(gate),
         occlusion_guard=bool(occlusion_guard), refs_count=0 if refs_t is None else int(refs_t.shape[0]),
         upscale=float(upscale), input_size=(w, h), aligned=bool(aligned), detector=det_name, path=loaded.path,
-        metadata=loaded.metadata,
+        metadata=loaded.metadata, faces_not_aligned=n_detected - len(faces),
         restorer=r.describe(),
     )

@@ -105,3 +105,9 @@ def test_nothing_imports_web():
     users = [p for p in src.rglob("*.py") if "facerestore.web" in p.read_text() and "web" not in p.parts
              and p.name != "serve.py"]
     assert users == []
+
+
+def test_the_report_table_has_a_width_per_column():
+    from facerestore.web import app as web_app
+
+    assert len(web_app.REPORT_WIDTHS) == len(jobs.REPORT_HEADERS)

@@ -166,7 +166,7 @@ def test_methods_offered_are_those_with_weights_and_their_licences_are_shown():
 def test_weights_are_chosen_from_the_spec_never_a_path():
     assert jobs.resolve_weights_choice("ispl", jobs.DEFAULT_WEIGHTS) is None
     builtin = [v for _, v in jobs.weight_choices("ispl")][1]
-    assert Path(jobs.resolve_weights_choice("ispl", builtin)).is_file()
+    assert jobs.resolve_weights_choice("ispl", builtin) == builtin  # a reference, never a path of the server
     for bad in ("/etc/passwd", "../x.safetensors", "stylegan2-ffhq-1024"):
         with pytest.raises(InputError, match="not among those of method"):
             jobs.resolve_weights_choice("ispl", bad)
@@ -471,3 +471,32 @@ def test_an_unexpected_error_on_one_file_does_not_stop_the_job(tmp_path, uploads
     assert res.errors == ["first.png: internal error (KeyError); the server's log has the details"]
     assert [p.name for p in res.photos] == ["astronaut_lq.png"]
     assert "a bug" in caplog.text and "Traceback" in caplog.text
+
+
+def test_the_summary_tells_failed_and_unrestorable_faces_from_the_gates_verdict(tmp_path):
+    from facerestore.pipeline import NON_FINITE
+
+    def face(k, gate):
+        return jobs.FaceOutput(k, tmp_path / "b.png", tmp_path / "a.png", tmp_path / "c.png", {"gate": gate})
+
+    photo = jobs.PhotoOutput("p.jpg", "p", tmp_path / "p.jpg", tmp_path / "p.json", tmp_path / "b.png", (8, 8),
+                             (8, 8), faces=[face(0, {"weight": 0.0, "reason": NON_FINITE}),
+                                            face(1, {"weight": 0.0, "reason": "kept: quality"})])
+    edge = jobs.PhotoOutput("e.jpg", "e", tmp_path / "e.jpg", tmp_path / "e.json", tmp_path / "b.png", (8, 8),
+                            (8, 8), not_aligned=2)
+    text = jobs.JobResult(dir=tmp_path, photos=[photo, edge], method="ispl").summary()
+    assert "1 face kept as they were (the quality gate found the restoration worse)" in text
+    assert "1 face not restored: the method returned NaN" in text
+    assert "2 faces found but not restorable (at the photo's edge)" in text and "no face found" not in text
+
+
+def test_error_lines_carry_no_server_paths(tmp_path):
+    from facerestore.errors import OutputError, WeightsMissingError
+
+    missing = WeightsMissingError(f"weights 'yunet-2023mar' are not in the cache: save it as {Path.home()}/.cache/x")
+    assert jobs.error_line("a.jpg", missing) == "a.jpg: weights this needs are not installed on this server (its " \
+                                                "log says which)"
+    job = tmp_path / "sessions" / "s1" / "job"
+    line = jobs._scrub(jobs.error_line("a.jpg", OutputError(f"cannot write {job}/restored_imgs/a.png: disk full")),
+                       tmp_path / "up" / "a.jpg", "a.jpg", job)
+    assert str(tmp_path) not in line and "the job's folder/restored_imgs/a.png" in line

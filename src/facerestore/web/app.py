@@ -12,6 +12,7 @@ is closed and the whole folder when the server stops; browsers send no paths tha
 
 # no `from __future__ import annotations`: Gradio reads the handlers' annotations (gr.Request, gr.Progress)
 import ipaddress
+import logging
 import math
 import os
 import shutil
@@ -36,7 +37,7 @@ ELEMENT_IDS = ("photos", "method", "weights", "method-info", "fidelity", "blend"
                "steps", "center-face", "min-score", "mask", "bg-upsampler", "ext", "refs", "restore", "status",
                "video", "pick", "compare", "face-pick", "face-compare", "face-info", "report", "downloads")
 
-REPORT_WIDTHS = ["20%", "6%", "14%", "7%", "9%", "8%", "8%", "10%", "11%", "7%"]
+REPORT_WIDTHS = ["17%", "5%", "13%", "6%", "8%", "8%", "7%", "9%", "10%", "6%", "11%"]  # one per REPORT_HEADERS
 CSS = """
 #status { min-height: 2.5em; }
 #method-info { font-size: 0.9em; }
@@ -113,7 +114,11 @@ def face_caption(photo: jobs.PhotoOutput, face: jobs.FaceOutput) -> str:
         text += (f": identity similarity {r['identity_similarity']:.3f}, distance {r['identity_distance']:.3f} "
                  f"({same})")
     gate = r.get("gate") or {}
-    if gate:
+    from facerestore.pipeline import NON_FINITE
+
+    if gate.get("reason") == NON_FINITE:  # not the gate's verdict: the method failed on this face
+        text += "; not restored: the method returned NaN or infinite values (the face is kept as it was)"
+    elif gate:
         text += f"; quality gate: {gate.get('reason')}, {r.get('paste_weight', 1.0):.2f} of the restoration pasted"
     return _md_escape(text)
 
@@ -148,6 +153,9 @@ def face_view(result: jobs.JobResult | None, photo_index: Any, face_index: Any) 
     if p is None:
         return None, ""
     if not p.faces:
+        if p.not_aligned:
+            return None, _md_escape(f"{p.not_aligned} face{'s' * (p.not_aligned != 1)} found in {p.name} but not "
+                                    "restorable (at the photo's edge): the photo is only upscaled")
         return None, _md_escape(f"no face found in {p.name}: the photo is only upscaled")
     try:
         k = int(face_index or 0)
@@ -283,9 +291,15 @@ def build_app(cfg: ServeConfig, sessions: jobs.Sessions, *, uploads_root: str | 
                 result = jobs.run_job(paths, opts, ws.new_job_dir(), lim, refs=ref_paths, uploads_root=uploads_root,
                                       on_progress=tick, cancelled=lambda: ws.closed, max_steps=cfg.max_steps,
                                       on_frame=frame_tick)
-            except jobs.EXPECTED_ERRORS as exc:
+            except Exception as exc:  # the whole job failed: one line, the views cleared (never a generic toast)
+                if isinstance(exc, jobs.EXPECTED_ERRORS):
+                    line = jobs.public_reason(exc)
+                else:  # out of memory named; anything else is a bug: its type here, the details in the log
+                    logging.getLogger("facerestore.web").exception("job failed")
+                    line = jobs.error_line("the job", exc) if jobs._out_of_memory(exc) else \
+                        f"internal error ({type(exc).__name__}); the server's log has the details"
                 shown = gr.update(value=None, visible=True)
-                return (status_markdown(None, io.one_line(exc)), gr.update(value=None, visible=False),
+                return (status_markdown(None, line), gr.update(value=None, visible=False),
                         gr.update(choices=[], value=None, visible=False), shown,
                         gr.update(choices=[], value=None, visible=True), shown, gr.update(value="", visible=True),
                         gr.update(value=[], visible=True), None, None)

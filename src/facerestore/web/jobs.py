@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from facerestore import io
-from facerestore.errors import FaceRestoreError, InputError
+from facerestore.errors import FaceRestoreError, InputError, WeightsMissingError
 
 __all__ = [
     "BG_UPSAMPLERS",
@@ -427,14 +427,13 @@ def weight_choices(method: str) -> list[tuple[str, str]]:
 
 def resolve_weights_choice(method: str, choice: str | None) -> str | None:
     """The ``weights=`` argument of :func:`facerestore.pipeline.get_restorer` for a weights choice: None for
-    the default, a built-in file's path or a zoo entry's name; InputError for anything the spec does not list."""
-    from facerestore.zoo.refs import BUILTIN_PREFIX, resolve_weights
-
+    the default, else the spec's own reference (``builtin:FILE`` or a zoo entry's name, which the methods resolve;
+    records then name it, never a path of this server); InputError for anything the spec does not list."""
     if choice in (None, "", DEFAULT_WEIGHTS):
         return None
     if choice not in _refs(_spec(method)):
         raise InputError(f"weights {choice!r} are not among those of method {method!r}")
-    return str(resolve_weights(choice)) if choice.startswith(BUILTIN_PREFIX) else choice
+    return choice
 
 
 def method_info(method: str, weights: str | None = DEFAULT_WEIGHTS) -> str:
@@ -624,6 +623,7 @@ class PhotoOutput:
     faces: list[FaceOutput] = field(default_factory=list)
     pages: int = 1  # pages of a multi-page TIFF: only the first is restored
     shown: Path | None = None  # the slider's "after" when browsers cannot show the image (a TIFF's PNG copy)
+    not_aligned: int = 0  # faces found but not restorable (almost entirely outside the photo): left as they were
 
     @property
     def after(self) -> Path:
@@ -675,13 +675,24 @@ class JobResult:
 
     def _photo_summary(self) -> str:
         n_faces = sum(len(p.faces) for p in self.photos)
-        kept = sum(1 for p in self.photos for f in p.faces if (f.record.get("gate") or {}).get("weight") == 0.0)
+        from facerestore.pipeline import NON_FINITE
+
+        reasons = [(f.record.get("gate") or {}) for p in self.photos for f in p.faces]
+        failed = sum(1 for g in reasons if g.get("reason") == NON_FINITE)
+        kept = sum(1 for g in reasons if g.get("weight") == 0.0 and g.get("reason") != NON_FINITE)
         text = (f"restored {n_faces} face{'s' * (n_faces != 1)} in {len(self.photos)} photo"
                 f"{'s' * (len(self.photos) != 1)}")
         if not self.videos:
             text += f" with {self.method} in {self.seconds:.1f} s"
         if kept:
             text += f"; {kept} face{'s' * (kept != 1)} kept as they were (the quality gate found the restoration worse)"
+        if failed:
+            text += (f"; {failed} face{'s' * (failed != 1)} not restored: the method returned NaN or infinite values "
+                     "(kept as they were)")
+        not_aligned = sum(p.not_aligned for p in self.photos)
+        if not_aligned:
+            text += (f"; {not_aligned} face{'s' * (not_aligned != 1)} found but not restorable (at the photo's edge), "
+                     "left as they were")
         checked = [f.record for p in self.photos for f in p.faces if f.record.get("refs_distance") is not None]
         unused = sum(1 for r in checked if not r.get("refs_used"))
         if unused:
@@ -690,7 +701,7 @@ class JobResult:
         if any(r.get("refs_narrow") for r in checked):
             text += ("; the references passed the identity check only narrowly: make sure they show this person (on a "
                      "degraded face the check often cannot tell people apart)")
-        no_face = [p.name for p in self.photos if not p.faces]
+        no_face = [p.name for p in self.photos if not p.faces and not p.not_aligned]
         if no_face:
             text += f"; no face found in {', '.join(no_face)} (upscaled only)"
         for p in self.photos:
@@ -705,11 +716,22 @@ def _out_of_memory(exc: BaseException) -> bool:
                                             ("out of memory" in msg or "can't allocate memory" in msg))
 
 
+def public_reason(exc: BaseException) -> str:
+    """The CLI's one-line error as the page shows it: out of memory named; missing weights without the server's
+    cache path (which the CLI's line gives, to say where to put them: the server's log has it)."""
+    if _out_of_memory(exc):
+        return "out of memory (this file is too large for the available memory)"
+    if isinstance(exc, WeightsMissingError):
+        import logging
+
+        logging.getLogger("facerestore.web").warning("%s", io.one_line(exc))
+        return "weights this needs are not installed on this server (its log says which)"
+    return io.one_line(exc)
+
+
 def error_line(name: str, exc: BaseException) -> str:
-    """``NAME: reason``, the reason being the CLI's one-line error."""
-    reason = "out of memory (this file is too large for the available memory)" if _out_of_memory(exc) \
-        else io.one_line(exc)
-    return f"{name}: {reason}"
+    """``NAME: reason`` (:func:`public_reason`)."""
+    return f"{name}: {public_reason(exc)}"
 
 
 EXPECTED_ERRORS = (FaceRestoreError, OSError, ValueError, MemoryError)
@@ -826,7 +848,7 @@ def _run_job(images: Sequence[str | os.PathLike], opts: JobOptions, job_dir: Pat
         except _Cancelled:
             break
         except EXPECTED_ERRORS as exc:
-            result.errors.append(_scrub(error_line(name, exc), path, name))
+            result.errors.append(_scrub(error_line(name, exc), path, name, job_dir))
             continue
         except RuntimeError as exc:
             if not _out_of_memory(exc):
@@ -846,10 +868,15 @@ def _run_job(images: Sequence[str | os.PathLike], opts: JobOptions, job_dir: Pat
     return result
 
 
-def _scrub(line: str, path: str | os.PathLike, name: str) -> str:
-    """``line`` with the server's path of an upload replaced by its name (the video reader names the file)."""
+def _scrub(line: str, path: str | os.PathLike, name: str, job_dir: str | os.PathLike | None = None) -> str:
+    """``line`` with the server's path of an upload replaced by its name (the video reader names the file), and the
+    job folder's path (an output that could not be written) by "the job's folder"."""
     for form in {os.fspath(path), io.display_path(path), str(Path(path).resolve())}:
         line = line.replace(str(form), name)
+    if job_dir is not None:
+        for form in sorted({os.fspath(job_dir), io.display_path(job_dir), str(Path(job_dir).resolve())}, key=len,
+                           reverse=True):
+            line = line.replace(str(form), "the job's folder")
     return line
 
 
@@ -1057,7 +1084,7 @@ def _write_photo(job_dir: Path, name: str, stem: str, loaded: io.LoadedImage, re
     h, w = loaded.rgb.shape[:2]
     return PhotoOutput(name=name, stem=stem, image=img_path, record=record, before=before, input_size=(w, h),
                        output_size=(int(res.image.shape[1]), int(res.image.shape[0])), faces=faces,
-                       pages=loaded.pages, shown=shown)
+                       pages=loaded.pages, shown=shown, not_aligned=int(res.faces_not_aligned))
 
 
 def zip_results(job_dir: Path, target: Path) -> Path:

@@ -90,8 +90,9 @@ class HonestFaceRestorer(Restorer):
     def _references(self, refs: torch.Tensor) -> Any:
         from facerestore.methods.honestface.model import ReferenceSet
 
-        if self._refset is not None and self._refset[0].shape == refs.shape and torch.equal(self._refset[0], refs):
-            return self._refset[1]
+        cached = self._refset  # read once: another thread (shared restorers of the web server) may replace it
+        if cached is not None and cached[0].shape == refs.shape and torch.equal(cached[0], refs):
+            return cached[1]
         rs = ReferenceSet(refs.float(), self._identity())
         self._refset = (refs, rs)
         return rs

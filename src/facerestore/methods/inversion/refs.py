@@ -116,10 +116,12 @@ class ReferenceCache:
 
     def get(self, refs: torch.Tensor, device: torch.device) -> ReferenceIdentity:
         refs = refs.to(device)
-        last = None if self._last is None else self._last[0]
-        if (last is not None and last.device == refs.device and last.dtype == refs.dtype and last.shape == refs.shape
-                and torch.equal(last, refs)):
-            return self._last[1]
+        cached = self._last  # read once: another thread (the web server's sessions share restorers) may replace it
+        if cached is not None:
+            last = cached[0]
+            if (last.device == refs.device and last.dtype == refs.dtype and last.shape == refs.shape
+                    and torch.equal(last, refs)):
+                return cached[1]
         ri = ReferenceIdentity(refs, self.embedder(device))
         self._last = (refs, ri)
         return ri
