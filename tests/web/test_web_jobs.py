@@ -500,3 +500,9 @@ def test_error_lines_carry_no_server_paths(tmp_path):
     line = jobs._scrub(jobs.error_line("a.jpg", OutputError(f"cannot write {job}/restored_imgs/a.png: disk full")),
                        tmp_path / "up" / "a.jpg", "a.jpg", job)
     assert str(tmp_path) not in line and "the job's folder/restored_imgs/a.png" in line
+
+
+def test_the_page_offers_only_detectors_the_command_line_takes():
+    from facerestore.cli.restore import DETECTOR_CHOICES
+
+    assert set(jobs.detector_names()) <= set(DETECTOR_CHOICES)

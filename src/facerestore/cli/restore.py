@@ -37,7 +37,7 @@ EXAMPLES = """\
 """
 
 EXT_CHOICES = ("auto", "png", "jpg", "tif")  # io.OUTPUT_FORMATS, spelt here: --help imports no numpy
-DETECTOR_CHOICES = ("auto", "retinaface", "dlib-hog", "dlib-cnn", "scrfd", "hog", "cnn")
+DETECTOR_CHOICES = ("auto", "retinaface", "dlib-hog", "dlib-cnn", "scrfd", "yunet", "hog", "cnn")
 SUBFOLDERS = ("restored_imgs", "cropped_faces", "restored_faces", "cmp")
 VIDEO_SUBFOLDER = "restored_videos"  # restored video inputs: STEM.EXT (same container) and STEM.json
 
@@ -75,7 +75,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="face detector: auto (default: retinaface once `facerestore models download "
                    "retinaface-mnet025` has cached its weights, else dlib-hog), retinaface (MIT), dlib-hog (fast), "
                    "dlib-cnn (slow on CPU, more poses), scrfd (optional, research-only weights: `facerestore models "
-                   "download scrfd-2.5g`); hog and cnn are the old names of the dlib ones")
+                   "download scrfd-2.5g`), yunet (OpenCV's, `facerestore models download yunet-2023mar`); hog and cnn "
+                   "are the old names of the dlib ones")
     p.add_argument("--min-score", type=float, default=None,
                    help="score threshold of the detector (its own scale); default: the detector's calibrated one "
                    f"(retinaface {thr['retinaface']:g} face probability, dlib-hog {thr['hog']:g} SVM margin, "
