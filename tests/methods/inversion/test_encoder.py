@@ -222,6 +222,10 @@ def test_training_lowers_the_error_and_resumes_bit_for_bit(tmp_path, tiny_g):
     wider = et.new_encoder(tiny_g, n_stats=2000, in_size=32, width=8, max_channels=8)
     with pytest.raises(InputError, match="holds another encoder"):
         et.train_encoder(wider, train, steps=30, batch=16, lr=3e-3, seed=0, checkpoint=ckpt)
+    other_g = fresh()
+    other_g.w_avg.add_(0.5)  # an encoder made for another generator (its mean latent differs)
+    with pytest.raises(InputError, match="generator: "):
+        et.train_encoder(other_g, train, steps=30, batch=16, lr=3e-3, seed=0, checkpoint=ckpt)
 
 
 def test_restorer_starts_from_the_encoder_in_the_blind_mode(tiny_msg):

@@ -172,14 +172,19 @@ def train_encoder(enc: LatentEncoder, pairs: EncoderPairs, *, steps: int, batch:
     start = 0
     # what the checkpoint's optimiser state and draws depend on: a resumed run with other values would silently
     # continue another run
-    settings = {"lr": float(lr), "seed": int(seed), "batch": int(batch), "pairs": len(pairs)}
+    import hashlib
+
+    settings = {"lr": float(lr), "seed": int(seed), "batch": int(batch), "pairs": len(pairs),
+                "pairs_size": int(pairs.images.shape[-1]),
+                # the generator this encoder is for (its mean latent, which new_encoder copied from it)
+                "generator": hashlib.sha256(enc.w_avg.detach().double().cpu().numpy().tobytes()).hexdigest()[:16]}
     if checkpoint is not None and Path(checkpoint).is_file():
         from facerestore.errors import InputError
         from facerestore.train.checkpoint import load_checkpoint
 
         state = load_checkpoint(checkpoint, remedy="delete it to start over")
         saved = state.get("settings", settings)
-        changed = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in settings.items() if saved.get(k) != v]
+        changed = [f"{k}: {saved[k]!r} -> {v!r}" for k, v in settings.items() if k in saved and saved[k] != v]
         if changed:
             raise InputError(f"{checkpoint}: the encoder's training settings changed since its checkpoint "
                              f"({'; '.join(changed)}); restore them, or delete the checkpoint to start over")
