@@ -237,3 +237,22 @@ def test_views_of_run_0_sample_0_are_not_other_samples_of_the_run(G):
     assert _view_base(0, 0) != 0 and _view_base(0, 3) == sample_seed(0, 3) and _view_base(7, 0) == sample_seed(7, 0)
     view_seeds = {sample_seed(_view_base(0, 0), v) for v in range(1, 9)}
     assert not view_seeds & {sample_seed(0, i) for i in range(100)}
+
+
+def test_a_named_folder_of_other_faces_is_refused_not_rewritten(tmp_path):
+    from facerestore.errors import InputError
+    from facerestore.train import synth
+
+    folder = tmp_path / "mine"
+    write_synth(folder, 4, size=32, seed=0, truncation=0.8, weights=BUILTIN, batch=2)
+    stamp = {f.name: f.stat().st_mtime_ns for f in folder.iterdir()}
+    spec = {"folder": str(folder), "count": 4, "seed": 0, "truncation": 1.0, "weights": BUILTIN}
+    with pytest.raises(InputError, match="does not hold 4 faces of seed 0, truncation 1"):
+        synth.prepare_synth(spec, 32, tmp_path / "unused")
+    assert {f.name: f.stat().st_mtime_ns for f in folder.iterdir()} == stamp
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "holiday.jpg").write_bytes(b"not ours")
+    with pytest.raises(InputError, match=r"data\.synth\.folder"):
+        synth.prepare_synth({**spec, "folder": str(other)}, 32, tmp_path / "unused")
+    assert (other / "holiday.jpg").read_bytes() == b"not ours" and not (other / "manifest.json").exists()

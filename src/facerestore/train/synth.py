@@ -192,6 +192,7 @@ def write_synth(out_dir: str | os.PathLike, count: int, *, size: int = 512, seed
     # taken for the folder's earlier run (whose images it has partly overwritten)
     for stale in ("manifest.json", "latents.safetensors", "view_latents.safetensors"):
         (out / stale).unlink(missing_ok=True)
+    (out / WRITING_MARK).touch()  # this folder is being written by us: a rewrite after an interruption is ours to do
     files, latents, others = [], [], []
     for idx, imgs, ws in _batches(G, int(count), seed, int(batch), int(size), truncation, device, int(views)):
         for i, faces in zip(idx, imgs):
@@ -219,7 +220,9 @@ def write_synth(out_dir: str | os.PathLike, count: int, *, size: int = 512, seed
         "count": int(count), "latents": "latents.safetensors (w: count x w_dim, row i = index i)",
         "alignment": "FFHQ (the generator's training alignment)", **view_info, "files": files,
     }
-    return io.atomic_write_json(out / "manifest.json", manifest)
+    path = io.atomic_write_json(out / "manifest.json", manifest)
+    (out / WRITING_MARK).unlink(missing_ok=True)
+    return path
 
 
 def latents_of(folder: str | os.PathLike) -> np.ndarray:
@@ -229,16 +232,22 @@ def latents_of(folder: str | os.PathLike) -> np.ndarray:
     return load_safetensors(Path(folder) / "latents.safetensors", "synth latents")["w"].numpy()
 
 
+WRITING_MARK = ".facerestore-synth-writing"  # present while write_synth fills a folder (removed with the manifest)
+
+
 def prepare_synth(spec: dict[str, Any], size: int, default_folder: str | os.PathLike,
                   progress: bool = False) -> Path:
     """The folder of a training config's ``data.synth`` faces: reused when its manifest already holds ``count``
-    faces of this seed, truncation and generator at >= ``size`` px, else (re)written. Returns the folder."""
+    faces of this seed, truncation and generator at >= ``size`` px, else (re)written: the run's own folder, an
+    empty or new one, or one whose writing was interrupted; a folder the config names that holds other faces (a
+    `facerestore synth` folder of other settings, anything else) is refused, never rewritten. Returns the folder."""
     import json
 
     folder = Path(spec.get("folder") or default_folder)
     count, seed = int(spec["count"]), int(spec.get("seed", 0))
     truncation = float(spec.get("truncation", 1.0))
     manifest = folder / "manifest.json"
+    m = None
     if manifest.is_file():
         try:
             m = json.loads(manifest.read_text())
@@ -251,6 +260,17 @@ def prepare_synth(spec: dict[str, Any], size: int, default_folder: str | os.Path
                 and (spec.get("weights") is None or m.get("generator") == spec["weights"]))
         if same:
             return folder
+    broken_manifest = manifest.is_file() and not isinstance(m, dict)  # our own file, unreadable: rewritten
+    if (spec.get("folder") and folder.is_dir() and any(folder.iterdir())
+            and not (folder / WRITING_MARK).is_file() and not broken_manifest):
+        # a folder the user named (one `facerestore synth` made, or anything else) is never rewritten: only the run's
+        # own folder is
+        from facerestore.errors import InputError
+
+        raise InputError(f"data.synth.folder {folder} does not hold {count} faces of seed {seed}, truncation "
+                         f"{truncation:g}, at least {size} px{' of ' + spec['weights'] if spec.get('weights') else ''} "
+                         "(see its manifest.json): name its own settings in the config, or give an empty or new "
+                         "folder")
     from tqdm import tqdm
 
     with tqdm(total=count, desc="synth faces", unit="face", disable=not progress) as bar:
