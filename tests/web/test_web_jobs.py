@@ -506,3 +506,33 @@ def test_the_page_offers_only_detectors_the_command_line_takes():
     from facerestore.cli.restore import DETECTOR_CHOICES
 
     assert set(jobs.detector_names()) <= set(DETECTOR_CHOICES)
+
+
+def test_a_file_that_fails_late_leaves_none_of_its_outputs_in_the_job(tmp_path, uploads, monkeypatch):
+    """The record fails after the image and the face files were written: that photo is listed as failed and its
+    partial outputs are removed (they were zipped as if it had succeeded); the other photo is whole."""
+    import zipfile
+
+    from facerestore import pipeline
+    from facerestore.errors import OutputError
+
+    shutil.copy(LQ, uploads / "a1" / "second.png")
+    real = pipeline.write_photo_json
+
+    def fails_first(path, res, **kw):
+        if Path(path).stem == "astronaut_lq":
+            raise OutputError(f"cannot write {path}: disk full")
+        return real(path, res, **kw)
+
+    monkeypatch.setattr(pipeline, "write_photo_json", fails_first)
+    job = tmp_path / "job"
+    job.mkdir()
+    res = jobs.run_job([uploads / "a1" / "astronaut_lq.png", uploads / "a1" / "second.png"],
+                       jobs.JobOptions(method="ispl", upscale=1, detector="dlib-hog"), job, jobs.Limits(),
+                       uploads_root=uploads)
+    assert len(res.errors) == 1 and res.errors[0].startswith("astronaut_lq.png: cannot write the job's folder/")
+    assert [p.stem for p in res.photos] == ["second"]
+    left = [f.name for sub in jobs.PHOTO_FOLDERS for f in (job / sub).iterdir()]
+    assert left and all(n.startswith("second") for n in left)
+    with zipfile.ZipFile(res.zip) as z:
+        assert not [n for n in z.namelist() if "astronaut_lq" in n]

@@ -826,9 +826,11 @@ def _run_job(images: Sequence[str | os.PathLike], opts: JobOptions, job_dir: Pat
             break
         if on_progress is not None:
             on_progress(i, len(images), name)
+        stem = None
         try:
             if is_clip(path):
-                video = _run_video(path, name, _unique(safe_stem(name), taken), opts, job_dir, limits, restorer,
+                stem = _unique(safe_stem(name), taken)
+                video = _run_video(path, name, stem, opts, job_dir, limits, restorer,
                                    detector, background, refs_t, uploads_root=uploads_root, on_frame=on_frame,
                                    cancelled=cancelled)
                 result.videos.append(video)
@@ -846,18 +848,14 @@ def _run_job(images: Sequence[str | os.PathLike], opts: JobOptions, job_dir: Pat
                                  min_score=opts.min_score if opts.min_score is not None
                                  else getattr(detector, "threshold", None))
         except _Cancelled:
+            _remove_outputs(job_dir, stem)
             break
-        except EXPECTED_ERRORS as exc:
-            result.errors.append(_scrub(error_line(name, exc), path, name, job_dir))
-            continue
-        except RuntimeError as exc:
-            if not _out_of_memory(exc):
+        except Exception as exc:  # this file fails (its partial outputs leave the job), the others still run
+            _remove_outputs(job_dir, stem)
+            if isinstance(exc, EXPECTED_ERRORS) or _out_of_memory(exc):
+                result.errors.append(_scrub(error_line(name, exc), path, name, job_dir))
+            else:  # a bug of ours
                 result.errors.append(_internal_error(name, exc))
-                continue
-            result.errors.append(error_line(name, exc))
-            continue
-        except Exception as exc:  # a bug of ours: this file fails, the others of the job still run
-            result.errors.append(_internal_error(name, exc))
             continue
         result.photos.append(photo)
     if on_progress is not None:
@@ -866,6 +864,21 @@ def _run_job(images: Sequence[str | os.PathLike], opts: JobOptions, job_dir: Pat
         result.zip = zip_results(job_dir, job_dir / ZIP_NAME)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _remove_outputs(job_dir: Path, stem: str | None) -> None:
+    """Remove what a failed file wrote (its image, record, face files, preview or video): the zip and the page
+    then hold only the files that succeeded. Stems are unique in a job, so no other file's outputs match."""
+    if stem is None:
+        return
+    for sub in (*PHOTO_FOLDERS, PREVIEW_FOLDER, VIDEO_FOLDER):
+        folder = job_dir / sub
+        if folder.is_dir():
+            faces = sub in PHOTO_FOLDERS[1:]  # STEM_NN.png face files live only there
+            for f in folder.iterdir():
+                base = f.name.rsplit(".", 1)[0]
+                if f.is_file() and (base == stem or (faces and re.fullmatch(re.escape(stem) + r"_\d{2,}", base))):
+                    f.unlink(missing_ok=True)
 
 
 def _scrub(line: str, path: str | os.PathLike, name: str, job_dir: str | os.PathLike | None = None) -> str:
