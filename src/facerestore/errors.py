@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 
 class FaceRestoreError(Exception):
@@ -33,6 +35,30 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(signum)
         self.signum = int(signum)
         self.exit_code = 128 + int(signum)
+
+
+@contextlib.contextmanager
+def on_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """While active, ``handler(signum, frame)`` handles SIGINT and SIGTERM (main thread only: elsewhere Python
+    cannot install handlers, and this does nothing); the previous handlers come back after (one installed outside
+    Python, which Python sees as None, comes back as the default)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except (ValueError, OSError):  # pragma: no cover - platforms without the signal
+            pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
 
 
 class WeightsMissingError(FaceRestoreError, FileNotFoundError):

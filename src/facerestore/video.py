@@ -637,34 +637,14 @@ def _resized(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return y[0].to(x.dtype)
 
 
-class TemporalBlender(Restorer):
-    """Wraps a restorer: blends each restored crop with the previous frame's output crop of the same track.
+class _Wrapper(Restorer):
+    """A restorer around another (``inner``): its spec, precision and everything records say of it (default
+    fidelity, weights, licence, batch key) are the wrapped method's."""
 
-    Call :meth:`begin_frame` with the track ids of the frame's faces, in the order the pipeline restores them
-    (detection order), before each frame. The weight of the previous output is
-    ``max_weight * max(0, 1 - motion / motion_limit)`` (``motion``: mean absolute difference of the current and
-    previous input crops low-passed to 1/16 of their side, in [0, 1] units), so it never exceeds
-    ``max_weight`` and is 0 when the face moved or changed; it is also 0 for a new track. If the ids do not fit
-    the crops (a face dropped by alignment), the motion test sees different faces and does not blend.
-    """
-
-    needs_crop_order = True  # crops are matched to tracks by position: the pipeline restores them in order
-
-    def __init__(self, inner: Restorer, *, max_weight: float = 0.5, motion_limit: float = 0.03) -> None:
+    def __init__(self, inner: Restorer) -> None:
         super().__init__()
-        if not 0 <= max_weight < 1:
-            raise InputError(f"max_weight must be in [0, 1), got {max_weight}")
-        if not motion_limit > 0:
-            raise InputError(f"motion_limit must be > 0, got {motion_limit}")
         self.inner = inner
         self.spec = inner.spec
-        self.max_weight, self.motion_limit = float(max_weight), float(motion_limit)
-        self._ids: list[int] = []
-        self._pos = 0
-        self._state: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._frame = 0
-        self._seen: dict[int, int] = {}  # track -> the last frame it had a face
-        self.weights: list[float] = []  # the weights used, for reports
 
     @property
     def dtype(self) -> torch.dtype:
@@ -682,6 +662,34 @@ class TemporalBlender(Restorer):
 
     def batch_key(self, crop: torch.Tensor) -> Any:
         return self.inner.batch_key(crop)
+
+
+class TemporalBlender(_Wrapper):
+    """Wraps a restorer: blends each restored crop with the previous frame's output crop of the same track.
+
+    Call :meth:`begin_frame` with the track ids of the frame's faces, in the order the pipeline restores them
+    (detection order), before each frame. The weight of the previous output is
+    ``max_weight * max(0, 1 - motion / motion_limit)`` (``motion``: mean absolute difference of the current and
+    previous input crops low-passed to 1/16 of their side, in [0, 1] units), so it never exceeds
+    ``max_weight`` and is 0 when the face moved or changed; it is also 0 for a new track. If the ids do not fit
+    the crops (a face dropped by alignment), the motion test sees different faces and does not blend.
+    """
+
+    needs_crop_order = True  # crops are matched to tracks by position: the pipeline restores them in order
+
+    def __init__(self, inner: Restorer, *, max_weight: float = 0.5, motion_limit: float = 0.03) -> None:
+        if not 0 <= max_weight < 1:
+            raise InputError(f"max_weight must be in [0, 1), got {max_weight}")
+        if not motion_limit > 0:
+            raise InputError(f"motion_limit must be > 0, got {motion_limit}")
+        super().__init__(inner)
+        self.max_weight, self.motion_limit = float(max_weight), float(motion_limit)
+        self._ids: list[int] = []
+        self._pos = 0
+        self._state: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._frame = 0
+        self._seen: dict[int, int] = {}  # track -> the last frame it had a face
+        self.weights: list[float] = []  # the weights used, for reports
 
     @property
     def checks_refs(self) -> bool:  # type: ignore[override]  # the wrapped method's (force_refs reaches it)
@@ -1014,35 +1022,16 @@ class VideoResult:
                 "frames_per_second": round(self.frames / self.seconds, 3) if self.seconds > 0 else None}
 
 
-class _Prefetched(Restorer):
+class _Prefetched(_Wrapper):
     """Restorations computed ahead, the faces of several frames in one batch (``prime``): ``restore`` returns the
     stored output of a crop equal, bit for bit, to the one asked (same size, same fidelity), and computes anything
     else itself, so the results are those of frame-by-frame restoration (up to the float rounding of batching)."""
 
     def __init__(self, inner: Restorer) -> None:
-        super().__init__()
-        self.inner = inner
-        self.spec = inner.spec
+        super().__init__(inner)
         self._store: list[tuple[np.ndarray, np.ndarray]] = []
         self._fidelity: float | None = None
         self.calls = 0  # restorer calls made (batches), for reports and tests
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.inner.dtype
-
-    # what records say of the restorer is the wrapped method's: its default fidelity, weights and licence
-    def fidelity_used(self, fidelity: float | None) -> float | None:
-        return self.inner.fidelity_used(fidelity)
-
-    def describe(self) -> dict[str, Any]:
-        return self.inner.describe()
-
-    def unused_refs_reason(self) -> str | None:
-        return self.inner.unused_refs_reason()
-
-    def batch_key(self, crop: torch.Tensor) -> Any:
-        return self.inner.batch_key(crop)
 
     def prime(self, crops: Sequence[np.ndarray], *, fidelity: float | None = None, batch_size: int = 16) -> None:
         from facerestore.pipeline import restore_crops

@@ -15,13 +15,11 @@ import contextlib
 import hashlib
 import math
 import os
-import signal
 import sys
-import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from facerestore.errors import InputError, Interrupted
+from facerestore.errors import InputError, Interrupted, on_signals
 from facerestore.io import NAME_MAX, display_path, one_line  # one_line lives in io so that web can share it
 
 __all__ = [
@@ -172,21 +170,8 @@ def unique_stems(files: list[Path], stems: dict[Path, Path], *, reserve: int, re
 @contextlib.contextmanager
 def handle_signals() -> Iterator[None]:
     """While active, SIGINT and SIGTERM raise :class:`Interrupted` in the main thread (exit 130 / 143)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
     def _raise(signum, frame):
         raise Interrupted(signum)
 
-    previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            previous[sig] = signal.signal(sig, _raise)
-        except (ValueError, OSError):  # pragma: no cover - platforms without the signal
-            pass
-    try:
+    with on_signals(_raise):
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

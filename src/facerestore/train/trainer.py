@@ -143,15 +143,9 @@ def _deferred_interrupts() -> Any:
     """While active (main thread only), SIGINT / SIGTERM set ``flag["signum"]`` instead of interrupting: the loop
     finishes its step, saves a checkpoint and then stops (a step cut in half would leave the networks updated
     for a step the checkpoint has not counted). A second signal interrupts at once."""
-    import signal
-    import threading
-
-    from facerestore.errors import Interrupted
+    from facerestore.errors import Interrupted, on_signals
 
     flag: dict[str, int] = {}
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
 
     def _defer(signum, frame):
         if "signum" in flag:
@@ -160,17 +154,8 @@ def _deferred_interrupts() -> Any:
         # os.write, not print: a handler may run in the middle of another write to the same stream
         os.write(2, b"\nstopping after this step (a checkpoint is saved); signal again to stop now\n")
 
-    previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            previous[sig] = signal.signal(sig, _defer)
-        except (ValueError, OSError):  # pragma: no cover - platforms without the signal
-            pass
-    try:
+    with on_signals(_defer):
         yield flag
-    finally:
-        for sig, handler in previous.items():  # None: installed outside Python; the default is what it did
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 class Trainer:
