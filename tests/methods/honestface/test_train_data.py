@@ -138,3 +138,13 @@ def test_a_signal_saves_the_chunk_then_stops(tmp_path, astronaut, monkeypatch):
 
     assert load_checkpoint(tmp_path / "hf" / "state.pt")["step"] == 1  # that step finished, saved, no other
     assert (tmp_path / "hf" / "final.safetensors").is_file()
+
+
+def test_training_options_are_checked_before_anything_loads(tmp_path, capsys):
+    for bad, msg in ((["--batch", "0"], "--batch must be at least 1"), (["--lr", "0"], "--lr must be in (0, 1]"),
+                     (["--minutes", "-1"], "--minutes must be a positive number"),
+                     (["--export", str(tmp_path / "w.json")], "--export writes .safetensors")):
+        assert hf_train._cli(["--out", str(tmp_path / "o"), *bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], err
+    assert not (tmp_path / "o").exists()

@@ -395,6 +395,25 @@ def resolve_run_settings(given: dict[str, Any], saved: dict[str, Any]) -> dict[s
     return run
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Every option in range before anything loads (one-line InputError; a bad batch or rate was a traceback)."""
+    import math
+
+    from facerestore.errors import InputError
+
+    if not (math.isfinite(args.minutes) and args.minutes > 0):
+        raise InputError(f"--minutes must be a positive number, got {args.minutes}")
+    for flag, v in (("--batch", args.batch), ("--phase-v", args.phase_v), ("--phase-a", args.phase_a)):
+        low = 1 if flag == "--batch" else 0
+        if v is not None and v < low:
+            raise InputError(f"{flag} must be at least {low}, got {v}")
+    for flag, v in (("--lr", args.lr), ("--lr-b", args.lr_b)):
+        if v is not None and not (math.isfinite(v) and 0 < v <= 1):
+            raise InputError(f"{flag} must be in (0, 1], got {v}")
+    if args.export is not None and Path(args.export).suffix != ".safetensors":
+        raise InputError(f"--export writes .safetensors weights (with a .json beside them), got {args.export}")
+
+
 def reset_lora(net: HonestFaceNet) -> None:
     """Zero every LoRA ``B`` matrix: the adapters become the identity again (their ``A`` keeps its init)."""
     with torch.no_grad():
@@ -434,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
                     "reference views, added to the data when OUT/data.pt is first prepared")
     ap.add_argument("--export", default=None, help="also write the fp16 weights here after the chunk")
     args = ap.parse_args(argv)
+    _check_args(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from facerestore.train.checkpoint import load_checkpoint, save_checkpoint
