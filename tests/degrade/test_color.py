@@ -141,9 +141,11 @@ def test_gradcheck_adjust_color():
 
 
 def test_half_precision_inputs():
-    x = torch.rand(2, 3, 8, 8)
-    for dt in (torch.float16, torch.bfloat16):
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    # bf16 keeps 8 significant bits: the input's and the output's rounding alone reach 2 x 2**-9 near 1 (the test
+    # drew unseeded inputs and failed now and then at 0.0080 against 2/255)
+    for dt, tol in ((torch.float16, 2 / 255), (torch.bfloat16, 3 / 255)):
         y = adjust_color(x.to(dt), brightness=1.1, contrast=0.9, saturation=1.2, hue=0.1)
         assert y.dtype == dt
         ref = adjust_color(x, brightness=1.1, contrast=0.9, saturation=1.2, hue=0.1)
-        assert (y.float() - ref).abs().max() < 2 / 255
+        assert (y.float() - ref).abs().max() < tol
