@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(state, dict):
         raise InputError(f"{path} is not a training checkpoint; {remedy}")
     return state
+
+
+def setting_changes(saved: dict[str, Any], current: dict[str, Any], *, resumable: Iterable[str] = (),
+                    same: Callable[[str, Any, Any], bool] | None = None) -> list[str]:
+    """The keys (sorted) whose values differ between the settings a checkpoint was made with and the current ones,
+    leaving out ``resumable`` (what a resumed run may change); ``same(key, old, new)`` compares (default ``==``); a
+    key on one side only compares with None. What every resumable loop refuses before it continues another run."""
+    keep = set(resumable)
+    equal = same or (lambda k, a, b: a == b)
+    return sorted(k for k in set(saved) | set(current)
+                  if k not in keep and not equal(k, saved.get(k), current.get(k)))
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:

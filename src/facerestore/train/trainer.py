@@ -27,7 +27,7 @@ from facerestore.nn.devices import resolve_device
 from facerestore.train import distributed as dist_utils
 from facerestore.train.adapter import TrainAdapter
 from facerestore.train.baselines import UNetL1Adapter
-from facerestore.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from facerestore.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, setting_changes
 from facerestore.train.config import TrainConfig
 from facerestore.train.data import StepSampler, load_images, make_pair, split_files, step_seed
 from facerestore.train.ema import EMA
@@ -129,13 +129,12 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     defaults = _flatten(TrainConfig().to_dict())  # a key the checkpoint's version did not have: its default
     a, b = {**defaults, **_flatten(saved)}, {**defaults, **_flatten(current)}
 
-    def same(k: str) -> bool:
-        if k in _PATH_LISTS and isinstance(a.get(k), list) and isinstance(b.get(k), list):
-            return [str(Path(x).resolve()) for x in a[k]] == [str(Path(x).resolve()) for x in b[k]]
-        return a.get(k) == b.get(k)
+    def same(k: str, old: Any, new: Any) -> bool:
+        if k in _PATH_LISTS and isinstance(old, list) and isinstance(new, list):
+            return [str(Path(x).resolve()) for x in old] == [str(Path(x).resolve()) for x in new]
+        return old == new
 
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-            if k not in RESUMABLE_CHANGES and not same(k)]
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in setting_changes(a, b, resumable=RESUMABLE_CHANGES, same=same)]
 
 
 @contextlib.contextmanager

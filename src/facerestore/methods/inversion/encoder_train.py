@@ -180,11 +180,13 @@ def train_encoder(enc: LatentEncoder, pairs: EncoderPairs, *, steps: int, batch:
                 "generator": hashlib.sha256(enc.w_avg.detach().double().cpu().numpy().tobytes()).hexdigest()[:16]}
     if checkpoint is not None and Path(checkpoint).is_file():
         from facerestore.errors import InputError
-        from facerestore.train.checkpoint import load_checkpoint
+        from facerestore.train.checkpoint import load_checkpoint, setting_changes
 
         state = load_checkpoint(checkpoint, remedy="delete it to start over")
         saved = state.get("settings", settings)
-        changed = [f"{k}: {saved[k]!r} -> {v!r}" for k, v in settings.items() if k in saved and saved[k] != v]
+        # keys an older checkpoint lacks are not compared
+        changed = [f"{k}: {saved[k]!r} -> {settings[k]!r}"
+                   for k in setting_changes(saved, {k: v for k, v in settings.items() if k in saved})]
         if changed:
             raise InputError(f"{checkpoint}: the encoder's training settings changed since its checkpoint "
                              f"({'; '.join(changed)}); restore them, or delete the checkpoint to start over")

@@ -296,7 +296,7 @@ def run_search(cfg: SearchConfig, *, prior_fn=None, resume: bool = True,
 
     from facerestore.methods.mfpsnet.genotype import save_genotype
     from facerestore.methods.mfpsnet.losses import RestorationLoss
-    from facerestore.train.checkpoint import load_checkpoint, save_checkpoint
+    from facerestore.train.checkpoint import load_checkpoint, save_checkpoint, setting_changes
     from facerestore.train.data import StepSampler, step_seed
 
     run_dir = cfg.run_dir
@@ -308,8 +308,7 @@ def run_search(cfg: SearchConfig, *, prior_fn=None, resume: bool = True,
         # a resumed search must be the same search: its checkpoint holds the optimisers, schedule and data split of
         # those settings; only how it runs (rule, progress, time limit, checkpoint interval, device) may change
         before = json.loads(saved.read_text(encoding="utf-8"))
-        changed = sorted(k for k in set(before) | set(settings)
-                         if k not in RESUMABLE_SEARCH_KEYS and before.get(k) != settings.get(k))
+        changed = setting_changes(before, settings, resumable=RESUMABLE_SEARCH_KEYS)
         if changed:
             raise InputError(f"{run_dir} holds a search with other settings ({', '.join(changed)}): resume it with "
                              "its own config, start over with --fresh, or search into a new folder")
