@@ -138,7 +138,7 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
 
 
 @contextlib.contextmanager
-def _deferred_interrupts() -> Any:
+def deferred_interrupts() -> Any:
     """While active (main thread only), SIGINT / SIGTERM set ``flag["signum"]`` instead of interrupting: the loop
     finishes its step, saves a checkpoint and then stops (a step cut in half would leave the networks updated
     for a step the checkpoint has not counted). A second signal interrupts at once."""
@@ -331,7 +331,7 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=start, desc=cfg.name, disable=not (self.progress and main))
         last_logs: dict[str, float] = {}
         stopped_early = False
-        with _deferred_interrupts() as signalled:
+        with deferred_interrupts() as signalled:
             step, stopped_early, last_logs = self._loop(
                 adapter, optimizers, schedulers, scaler, ema, sampler, train_imgs, val_imgs, logger, save, bar,
                 step, t0, seconds_before, signalled)

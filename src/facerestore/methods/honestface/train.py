@@ -516,9 +516,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     g = torch.Generator().manual_seed(args.seed + 7 * step)
     from facerestore.errors import Interrupted
-    from facerestore.train.trainer import _deferred_interrupts
+    from facerestore.train.trainer import deferred_interrupts
 
-    with _deferred_interrupts() as signalled:  # Ctrl-C / SIGTERM: the step ends, the chunk is saved, then it stops
+    with deferred_interrupts() as signalled:  # Ctrl-C / SIGTERM: the step ends, the chunk is saved, then it stops
         step = _train_chunk(args=args, data=data, net=net, disc=disc, opt=opt, opt_d=opt_d, idl=idl, perc=perc,
                             params=params, abar=abar, g=g, frozen_vae=frozen_vae, state=state, step=step, phase=phase,
                             t_end=t_end, signalled=signalled)
