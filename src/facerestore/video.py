@@ -45,7 +45,7 @@ from facerestore.errors import InputError, OutputError
 from facerestore.faces.detect import FaceDetection, sort_detections
 from facerestore.faces.identity import detection_embedding
 from facerestore.hdr import hdr_view_for
-from facerestore.methods import Restorer
+from facerestore.methods import Restorer, resize_crop
 
 __all__ = [
     "DEINTERLACE_MODES",
@@ -628,15 +628,6 @@ class FaceTracker:
         return result
 
 
-def _resized(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """(C, H, W) resized to ``size`` (bilinear, antialiased when shrinking); ``x`` itself when it has that size."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    y = torch.nn.functional.interpolate(x[None].float(), size=tuple(size), mode="bilinear", align_corners=False,
-                                        antialias=True)
-    return y[0].to(x.dtype)
-
-
 class _Wrapper(Restorer):
     """A restorer around another (``inner``): its spec, precision and everything records say of it (default
     fidelity, weights, licence, batch key) are the wrapped method's."""
@@ -730,7 +721,8 @@ class TemporalBlender(_Wrapper):
             if prev is not None:
                 # a face whose crop side changed by a few pixels (its footprint varies from frame to frame) is
                 # compared and blended at the current side
-                prev = (_resized(prev[0], low[b].shape[-2:]), _resized(prev[1], y[b].shape[-2:]))
+                prev = tuple(resize_crop(t[None], tuple(ref.shape[-2:]))[0]
+                             for t, ref in ((prev[0], low[b]), (prev[1], y[b])))
                 motion = float((low[b] - prev[0]).abs().mean())
                 w = self.max_weight * max(0.0, 1.0 - motion / self.motion_limit)
                 if w > 0:
