@@ -910,7 +910,7 @@ def test_68_points_that_disagree_with_the_detectors_5_are_not_used(astronaut, as
     from dataclasses import replace
 
     from facerestore.faces import detect
-    from facerestore.pipeline import _landmarks68
+    from facerestore.faces.detect import landmarks68_for as _landmarks68
 
     five = replace(astro_dets[0], landmarks68=None)
     good = _landmarks68(astronaut, five)

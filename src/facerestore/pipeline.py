@@ -38,7 +38,7 @@ import torch
 from facerestore import io
 from facerestore.errors import FaceRestoreError, InputError, RefsMismatchError
 from facerestore.faces.align import inside_photo
-from facerestore.faces.detect import Detector, FaceDetection
+from facerestore.faces.detect import Detector, FaceDetection, landmarks68_for
 from facerestore.faces.identity import FaceEmbedder
 from facerestore.methods import Restorer, load_restorer, resize_crop
 from facerestore.methods.restorer import REFS_MAX_DISTANCE, check_unit_interval, refs_mismatch_message
@@ -667,36 +667,6 @@ def _non_finite(crops: Sequence[np.ndarray]) -> list[bool]:
     return bad
 
 
-def _landmarks68(rgb: np.ndarray, det: FaceDetection) -> np.ndarray | None:
-    """dlib's 68 points of a detection that has only 5, predicted in the HOG-like box of those 5 on an 8-bit copy of
-    the region around it (not of the whole photo); None when they cannot be placed (a box outside the photo) or
-    disagree with the detector's 5 points (by more than ``LANDMARKS68_MAX_DISAGREEMENT`` of the box side: dlib
-    lost on a profile or an occluded face, where a square mask is safer than a wrong hull)."""
-    from facerestore.faces.detect import as_uint8_rgb, face_box_from_landmarks5, landmarks_68_to_5, predict_landmarks
-
-    five = np.asarray(det.landmarks5, np.float64)
-    box = face_box_from_landmarks5(five)
-    if not np.isfinite(box).all():
-        return None
-    side = float(max(box[2] - box[0], box[3] - box[1], 1.0))
-    h, w = rgb.shape[:2]
-    x0, y0 = int(max(0, np.floor(box[0] - side))), int(max(0, np.floor(box[1] - side)))
-    x1, y1 = int(min(w, np.ceil(box[2] + side))), int(min(h, np.ceil(box[3] + side)))
-    if x1 - x0 < 2 or y1 - y0 < 2:
-        return None
-    offset = np.array([x0, y0], np.float64)
-    try:
-        pts = predict_landmarks(as_uint8_rgb(rgb[y0:y1, x0:x1]), box - np.tile(offset, 2), 68) + offset
-    except (InputError, ValueError):
-        return None
-    if float(np.linalg.norm(landmarks_68_to_5(pts) - five, axis=1).mean()) > LANDMARKS68_MAX_DISAGREEMENT * side:
-        return None
-    return pts
-
-
-LANDMARKS68_MAX_DISAGREEMENT = 0.1
-
-
 def decide_paste(input_crop: np.ndarray, restored_crop: np.ndarray, *, blend: float = 1.0, gate: bool = True,
                  embedder: FaceEmbedder | None = None,
                  valid: np.ndarray | None = None) -> tuple[float, GateDecision | None]:
@@ -950,7 +920,7 @@ def restore_faces_in_photo(
     # dlib's 68 points for the faces whose detector gave none (RetinaFace, SCRFD, YuNet: 5 points), where the
     # paste mask needs them (the landmark mask, the mesh's fallback) and for colour matching's skin statistics
     # (only where Face Mesh found no face: its points serve both the mask and the skin statistics)
-    lm68 = [d.landmarks68 if d.landmarks68 is not None or not needs else _landmarks68(rgb, d)
+    lm68 = [d.landmarks68 if d.landmarks68 is not None or not needs else landmarks68_for(rgb, d)
             for (d, _), needs in zip(alns, [mask == "landmarks" or ((mask == "mesh" or color_match) and
                                                                    (mesh is None or mesh[k] is None))
                                             for k in range(len(alns))])]

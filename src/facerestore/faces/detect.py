@@ -207,6 +207,36 @@ def predict_landmarks(image: np.ndarray, box: np.ndarray, points: int = 68) -> n
     return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
 
 
+# the 68 points of a 5-point detection are dropped when their 5 lie farther than this share of the box side from the
+# detector's (mean distance)
+LANDMARKS68_MAX_DISAGREEMENT = 0.1
+
+
+def landmarks68_for(rgb: np.ndarray, det: FaceDetection) -> np.ndarray | None:
+    """dlib's 68 points of a detection that has only 5, predicted in the HOG-like box of those 5 on an 8-bit copy of
+    the region around it (not of the whole photo); None when they cannot be placed (a box outside the photo) or
+    disagree with the detector's 5 points (by more than ``LANDMARKS68_MAX_DISAGREEMENT`` of the box side: dlib
+    lost on a profile or an occluded face, where a square mask is safer than a wrong hull)."""
+    five = np.asarray(det.landmarks5, np.float64)
+    box = face_box_from_landmarks5(five)
+    if not np.isfinite(box).all():
+        return None
+    side = float(max(box[2] - box[0], box[3] - box[1], 1.0))
+    h, w = rgb.shape[:2]
+    x0, y0 = int(max(0, np.floor(box[0] - side))), int(max(0, np.floor(box[1] - side)))
+    x1, y1 = int(min(w, np.ceil(box[2] + side))), int(min(h, np.ceil(box[3] + side)))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    offset = np.array([x0, y0], np.float64)
+    try:
+        pts = predict_landmarks(as_uint8_rgb(rgb[y0:y1, x0:x1]), box - np.tile(offset, 2), 68) + offset
+    except (InputError, ValueError):
+        return None
+    if float(np.linalg.norm(landmarks_68_to_5(pts) - five, axis=1).mean()) > LANDMARKS68_MAX_DISAGREEMENT * side:
+        return None
+    return pts
+
+
 def landmarks_from_dlib5(dlib5: np.ndarray) -> np.ndarray:
     """Our (5, 2) points estimated from dlib's 5 points: eye centres from the corners, nose tip and mouth
     corners from a mean face fitted by a similarity (error about 0.15 inter-ocular distances)."""
@@ -758,6 +788,7 @@ __all__ = [
     "default_min_score",
     "detect_faces",
     "face_box_from_landmarks5",
+    "landmarks68_for",
     "landmarks_68_to_5",
     "landmarks_from_dlib5",
     "list_detectors",
