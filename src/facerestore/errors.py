@@ -61,6 +61,26 @@ def on_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
             signal.signal(sig, old if old is not None else signal.SIG_DFL)
 
 
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[dict[str, int]]:
+    """While active (main thread only), SIGINT / SIGTERM set ``flag["signum"]`` instead of interrupting: a training
+    loop finishes its step, saves a checkpoint and then stops (a step cut in half would leave the networks updated
+    for a step the checkpoint has not counted). A second signal interrupts at once (:class:`Interrupted`)."""
+    import os
+
+    flag: dict[str, int] = {}
+
+    def _defer(signum, frame):
+        if "signum" in flag:
+            raise Interrupted(signum)
+        flag["signum"] = signum
+        # os.write, not print: a handler may run in the middle of another write to the same stream
+        os.write(2, b"\nstopping after this step (a checkpoint is saved); signal again to stop now\n")
+
+    with on_signals(_defer):
+        yield flag
+
+
 class WeightsMissingError(FaceRestoreError, FileNotFoundError):
     """Weights for a model are not in the cache and cannot be downloaded (offline, or not allowed)."""
 

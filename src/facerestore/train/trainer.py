@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from facerestore.errors import InputError
+from facerestore.errors import InputError, deferred_interrupts
 from facerestore.nn.devices import resolve_device
 from facerestore.train import distributed as dist_utils
 from facerestore.train.adapter import TrainAdapter
@@ -135,26 +135,6 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
         return old == new
 
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in setting_changes(a, b, resumable=RESUMABLE_CHANGES, same=same)]
-
-
-@contextlib.contextmanager
-def deferred_interrupts() -> Any:
-    """While active (main thread only), SIGINT / SIGTERM set ``flag["signum"]`` instead of interrupting: the loop
-    finishes its step, saves a checkpoint and then stops (a step cut in half would leave the networks updated
-    for a step the checkpoint has not counted). A second signal interrupts at once."""
-    from facerestore.errors import Interrupted, on_signals
-
-    flag: dict[str, int] = {}
-
-    def _defer(signum, frame):
-        if "signum" in flag:
-            raise Interrupted(signum)
-        flag["signum"] = signum
-        # os.write, not print: a handler may run in the middle of another write to the same stream
-        os.write(2, b"\nstopping after this step (a checkpoint is saved); signal again to stop now\n")
-
-    with on_signals(_defer):
-        yield flag
 
 
 class Trainer:

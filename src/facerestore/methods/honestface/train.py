@@ -515,8 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     t_end = time.time() + args.minutes * 60
     t0 = time.time()
     g = torch.Generator().manual_seed(args.seed + 7 * step)
-    from facerestore.errors import Interrupted
-    from facerestore.train.trainer import deferred_interrupts
+    from facerestore.errors import Interrupted, deferred_interrupts
 
     with deferred_interrupts() as signalled:  # Ctrl-C / SIGTERM: the step ends, the chunk is saved, then it stops
         step = _train_chunk(args=args, data=data, net=net, disc=disc, opt=opt, opt_d=opt_d, idl=idl, perc=perc,
