@@ -381,6 +381,45 @@ def test_train_flow_cli_stores_next_to_generator(tmp_path, monkeypatch, tiny_g):
     assert flow.config["num_blocks"] == 1 and torch.isfinite(flow.log_prob(tiny_g.sample_w(4, torch.Generator()))).all()
     r = RLSRestorer(weights=gpath, steps=2, n_mean=10)  # finds the flow next to the generator
     assert r.flow is not None and r.flow.config == flow.config
+    assert info["finished"] is True and info["train_hours"] >= 0 and weights.with_suffix(".ckpt").is_file()
+
+
+def test_train_flow_cli_saves_on_a_signal_and_resumes_with_hours_added_up(tmp_path, monkeypatch, tiny_g, capsys):
+    import json
+    import os
+    import signal
+
+    import facerestore.nn.stylegan2_io as io
+    from facerestore.cli import main
+
+    gpath = tmp_path / "gen.pt"
+    gpath.write_bytes(b"stand-in generator file")
+    monkeypatch.setattr(io, "load_stylegan2", lambda path, format=None: tiny_g)
+    calls = {"n": 0}
+    sample_w = tiny_g.sample_w
+
+    def sample_and_signal(n, g):  # SIGINT while drawing the third training batch (after the statistics' draw)
+        calls["n"] += 1
+        if calls["n"] == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+        return sample_w(n, g)
+
+    monkeypatch.setattr(tiny_g, "sample_w", sample_and_signal)
+    args = ["train-flow", "--generator", str(gpath), "--steps", "6", "--batch", "16", "--blocks", "1",
+            "--hidden", "16", "--stats", "64", "--device", "cpu", "--log-every", "0", "--save-every", "0"]
+    assert main(args) == 130  # Ctrl-C: the step ends, the checkpoint and usable weights are saved
+    weights, record = flow_paths(gpath)
+    info = json.loads(record.read_text())
+    assert info["steps"] == 3 and info["finished"] is False and info["scheduled_steps"] == 6
+    first_seconds = torch.load(weights.with_suffix(".ckpt"), weights_only=True)["seconds"]
+    assert torch.load(weights.with_suffix(".ckpt"), weights_only=True)["step"] == 3
+    monkeypatch.setattr(tiny_g, "sample_w", sample_w)
+    assert main(args) == 0
+    info = json.loads(record.read_text())
+    assert info["steps"] == 6 and info["finished"] is True
+    seconds = torch.load(weights.with_suffix(".ckpt"), weights_only=True)["seconds"]
+    assert seconds > first_seconds and info["train_hours"] == round(seconds / 3600, 6)  # both chunks' time
+    assert "resuming from" in capsys.readouterr().out
 
 
 def test_default_prior_and_flow_are_the_builtin_ones():

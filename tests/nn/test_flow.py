@@ -211,3 +211,40 @@ def test_train_flow_is_seeded_and_round_trips_through_safetensors(tmp_path):
         torch.testing.assert_close(half.state_dict()[k], v.half().to(v.dtype), rtol=0, atol=0)
     with torch.no_grad():
         torch.testing.assert_close(half.log_prob(x), a.log_prob(x), rtol=0, atol=0.05)
+
+
+def test_train_flow_resumes_exactly_from_its_checkpoint_and_refuses_other_settings(tmp_path):
+    from facerestore.errors import InputError
+    from facerestore.nn.flow import read_flow_checkpoint_seconds
+
+    def sample_fn(n, g):
+        return torch.randn((n, 3), generator=g) * torch.tensor([1.0, 2.0, 0.5]) + 0.3
+
+    kw = dict(steps=8, batch=32, lr=1e-2, num_blocks=2, hidden=8, n_stats=200, n_calibrate=200, settings={"seed": 5})
+    straight = train_flow(sample_fn, generator=torch.Generator().manual_seed(5), **kw)
+    ckpt = tmp_path / "flow.ckpt"
+    seen: list[int] = []
+    # a signal after step 3 (0-based): the flow stops there, saves the checkpoint and still returns usable weights
+    part = train_flow(sample_fn, generator=torch.Generator().manual_seed(5), checkpoint=ckpt, save_every=2,
+                      callback=lambda s, nll: seen.append(s), should_stop=lambda: len(seen) == 4, **kw)
+    assert seen == [0, 1, 2, 3] and torch.load(ckpt, weights_only=True)["step"] == 4
+    assert not part.training and torch.isfinite(part.log_prob(sample_fn(16, torch.Generator()))).all()
+    first_seconds = read_flow_checkpoint_seconds(ckpt)
+    assert first_seconds > 0
+    seen.clear()
+    resumed = train_flow(sample_fn, generator=torch.Generator().manual_seed(5), checkpoint=ckpt, save_every=2,
+                         callback=lambda s, nll: seen.append(s), **kw)
+    assert seen == [4, 5, 6, 7]  # only the steps not yet done
+    for (k, v), (_, u) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(v, u), k  # the same weights and calibration as the run that never stopped
+    assert read_flow_checkpoint_seconds(ckpt) > first_seconds  # training time adds up over the chunks
+    with pytest.raises(InputError, match=r"settings changed since its checkpoint \(lr: 0.01 -> 0.001\)"):
+        train_flow(sample_fn, generator=torch.Generator().manual_seed(5), checkpoint=ckpt, **{**kw, "lr": 1e-3})
+    with pytest.raises(InputError, match=r"seed: 5 -> 6"):
+        train_flow(sample_fn, generator=torch.Generator().manual_seed(6), checkpoint=ckpt,
+                   **{**kw, "settings": {"seed": 6}})
+    with pytest.raises(InputError, match="past the 6 steps asked"):
+        train_flow(sample_fn, generator=torch.Generator().manual_seed(5), checkpoint=ckpt, **{**kw, "steps": 6})
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="is not a flow checkpoint"):
+        train_flow(sample_fn, generator=torch.Generator().manual_seed(5), checkpoint=ckpt, **kw)

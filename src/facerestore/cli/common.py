@@ -103,10 +103,11 @@ def add_generator_file_arguments(p: Any, suffix: str, user: str) -> None:
                    f"where {user} for it); a .json training record is written beside it")
 
 
-def check_generator_file_outputs(generator: str, weights: Any, what: str) -> None:
-    """The weights (a flow, an encoder) fitted to ``generator`` (a file, or a folder such as MobileStyleGAN's) and
-    their record (the weights' path with .json) must not replace the generator (or its JSON description), must be
-    regular files in a writable folder, and must differ from each other; OutputError otherwise."""
+def check_generator_file_outputs(generator: str, weights: Any, what: str, checkpoint: Any = None) -> None:
+    """The weights (a flow, an encoder) fitted to ``generator`` (a file, or a folder such as MobileStyleGAN's),
+    their record (the weights' path with .json) and their training ``checkpoint`` (if given) must not replace the
+    generator (or its JSON description), must be regular files in a writable folder, and must differ from each
+    other; OutputError otherwise."""
     import os
     from pathlib import Path
 
@@ -119,7 +120,7 @@ def check_generator_file_outputs(generator: str, weights: Any, what: str) -> Non
         raise OutputError(f"--out must be a .safetensors file, got {display_path(weights)}")
     g = Path(generator if os.path.isfile(generator) else os.path.join(generator, "."))
     protect = [g] + ([g.with_suffix(".json")] if g.with_suffix(".json").exists() else [])
-    for target in (weights, record):
+    for target in (weights, record, *([Path(checkpoint)] if checkpoint is not None else [])):
         check_output_file(target, protect)
         check_output_dir(target.absolute().parent)
     if same_file(weights, record) or weights.absolute() == record.absolute():

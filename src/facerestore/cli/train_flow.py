@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     p.add_argument("--half", action="store_true", help="store the weights in float16 (half the file size)")
     p.add_argument("--log-every", type=int, default=500, help="print the loss every N steps (0: never)")
+    p.add_argument("--save-every", type=int, default=1000,
+                   help="write a checkpoint (<out>.ckpt) every N steps (default 1000; 0: only at the end or on "
+                   "Ctrl-C); a rerun of the same command resumes from it")
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -35,7 +38,8 @@ def _check_args(args: argparse.Namespace) -> None:
 
     for flag, value, low, high in (("--steps", args.steps, 1, 10_000_000), ("--batch", args.batch, 2, 1 << 20),
                                    ("--blocks", args.blocks, 1, 64), ("--hidden", args.hidden, 1, 65536),
-                                   ("--stats", args.stats, 2, 100_000_000), ("--log-every", args.log_every, 0, None)):
+                                   ("--stats", args.stats, 2, 100_000_000), ("--log-every", args.log_every, 0, None),
+                                   ("--save-every", args.save_every, 0, None)):
         if value < low or (high is not None and value > high):
             raise InputError(f"{flag} must be in {low}..{high if high is not None else 'any'}, got {value}")
     check_finite("--lr", args.lr, low=0, high=1, low_open=True)
@@ -45,31 +49,43 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from facerestore.cli.common import check_generator_file_outputs
+    from facerestore.errors import Interrupted, deferred_interrupts
     from facerestore.methods.rls.flow_prior import flow_paths, save_generator_flow, train_generator_flow
     from facerestore.nn.devices import resolve_device
-    from facerestore.nn.stylegan2_io import prior_file, resolve_generator
+    from facerestore.nn.flow import read_flow_checkpoint_seconds
+    from facerestore.nn.stylegan2_io import generator_sha256, prior_file, resolve_generator
 
     _check_args(args)
     # a file, a zoo name (MobileStyleGAN: its cache folder) or a builtin: reference -> the generator's path
     gen_path = prior_file(args.generator)
     out = Path(args.out) if args.out else flow_paths(gen_path)[0]
-    check_generator_file_outputs(gen_path, out, "flow")  # and the record save_generator_flow writes
+    ckpt = out.with_suffix(".ckpt")
+    check_generator_file_outputs(gen_path, out, "flow", checkpoint=ckpt)  # and the record save_generator_flow writes
     device = resolve_device(args.device)
     G = resolve_generator(args.generator).to(device).eval().requires_grad_(False)
-    last = {"nll": float("nan")}
+    gen_hash = generator_sha256(Path(gen_path)) if Path(gen_path).exists() else None
+    last = {"nll": float("nan"), "step": 0}
+    if ckpt.is_file():
+        print(f"resuming from {ckpt}", flush=True)
 
     def report(step: int, nll: float) -> None:
-        last["nll"] = nll
+        last.update(nll=nll, step=step + 1)
         if args.log_every and (step % args.log_every == 0 or step == args.steps - 1):
             print(f"step {step + 1}/{args.steps}  nll {nll:.3f} nats/sample", flush=True)
 
-    flow = train_generator_flow(
-        G, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, num_blocks=args.blocks,
-        hidden=args.hidden, n_stats=args.stats, n_calibrate=args.stats, callback=report,
-    )
+    with deferred_interrupts() as signalled:  # Ctrl-C / SIGTERM: the step ends, a checkpoint and the weights are saved
+        flow = train_generator_flow(
+            G, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, num_blocks=args.blocks,
+            hidden=args.hidden, n_stats=args.stats, n_calibrate=args.stats, callback=report, checkpoint=ckpt,
+            save_every=args.save_every, generator_hash=gen_hash, should_stop=lambda: "signum" in signalled,
+        )
+    steps_done = last["step"] if "signum" in signalled else args.steps
     path = save_generator_flow(
-        flow.cpu(), gen_path, out, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
-        final_nll=last["nll"], half=args.half,
+        flow.cpu(), gen_path, out, steps=steps_done, scheduled_steps=args.steps, finished=steps_done >= args.steps,
+        batch=args.batch, lr=args.lr, seed=args.seed, final_nll=last["nll"], half=args.half,
+        train_hours=round(read_flow_checkpoint_seconds(ckpt) / 3600, 6), device=str(device),
     )
-    print(f"flow prior written to {path}")
+    print(f"flow prior of step {steps_done}/{args.steps} written to {path}")
+    if "signum" in signalled:
+        raise Interrupted(signalled["signum"])
     return 0

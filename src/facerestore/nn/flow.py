@@ -21,6 +21,7 @@ import json
 import math
 import os
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,7 @@ __all__ = [
     "Reverse",
     "load_flow",
     "made_masks",
+    "read_flow_checkpoint_seconds",
     "save_flow",
     "train_flow",
 ]
@@ -273,6 +275,10 @@ def train_flow(
     weight_decay: float = 1e-6,
     cosine_decay: bool = True,
     callback: Callable[[int, float], None] | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    save_every: int = 1000,
+    settings: dict[str, Any] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> MAF:
     """Fit a MAF by maximum likelihood to samples from ``sample_fn(n, generator) -> (n, dim)``.
 
@@ -282,9 +288,19 @@ def train_flow(
     running statistics are calibrated on ``n_calibrate`` samples and the flow is returned in eval mode.
     All randomness (init and samples) comes from ``generator``. ``callback(step, nll)`` sees each loss
     (nats per sample). Typical use: ``sample_fn = lambda n, g: G.sample_w(n, g)`` for a StyleGAN2 G.
+
+    checkpoint: a file written atomically every ``save_every`` steps, when ``should_stop()`` turns true after a
+    step (a signal), and at the end: the flow, Adam's state, the sampling generator's state, the step, the training
+    seconds so far (``"seconds"``) and the settings. When it exists, training resumes from it and equals a run
+    that never stopped; a checkpoint made with other settings (these arguments, plus the caller's ``settings``,
+    e.g. the seed and the generator's hash) is refused with an InputError. A stopped run still returns a
+    calibrated flow (usable weights for the steps done).
     """
+    import time
+
     if steps < 0 or batch < 2:
         raise ValueError("train_flow needs steps >= 0 and batch >= 2 (batch norm uses batch statistics)")
+    started = time.monotonic()
     stats = sample_fn(n_stats, generator).detach()
     dim = stats.shape[-1]
     if flow is None:
@@ -292,24 +308,85 @@ def train_flow(
     flow = flow.to(device=stats.device, dtype=stats.dtype)
     flow.fit_standardization(stats)
     opt = torch.optim.Adam(flow.parameters(), lr=lr, weight_decay=weight_decay)
+    # what Adam's state and the draws depend on (the run length is not: a resumed run may ask for more steps)
+    run_settings = {"lr": float(lr), "batch": int(batch), "config": dict(flow.config), "n_stats": int(n_stats),
+                    "weight_decay": float(weight_decay), "cosine_decay": bool(cosine_decay), **(settings or {})}
+    start, seconds_before = 0, 0.0
+    if checkpoint is not None and os.path.isfile(checkpoint):
+        start, seconds_before = _resume_flow(checkpoint, flow, opt, generator, run_settings, steps)
+
+    def save(step: int) -> None:
+        if checkpoint is not None:
+            import io
+
+            from facerestore.io import atomic_write_bytes
+
+            buf = io.BytesIO()
+            torch.save({"flow": flow.state_dict(), "optimizer": opt.state_dict(), "rng": generator.get_state(),
+                        "step": step, "seconds": seconds_before + time.monotonic() - started,
+                        "settings": run_settings}, buf)
+            atomic_write_bytes(checkpoint, buf.getbuffer())
+
     flow.train()
-    for step in range(steps):
+    step = start
+    while step < steps:
         if cosine_decay:
             for group in opt.param_groups:
                 group["lr"] = 0.5 * lr * (1.0 + math.cos(math.pi * step / steps))
         w = sample_fn(batch, generator).detach().to(device=stats.device, dtype=stats.dtype)
         loss = -flow.log_prob(w).mean()
-        if not torch.isfinite(loss):
+        if not torch.isfinite(loss):  # before the weights or a checkpoint take it in
             from facerestore.errors import TrainingError
 
             raise TrainingError(f"train_flow: non-finite loss at step {step}; try a smaller learning rate")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        step += 1
         if callback is not None:
-            callback(step, float(loss.detach()))
+            callback(step - 1, float(loss.detach()))
+        if should_stop is not None and should_stop():
+            break
+        if save_every and step % int(save_every) == 0 and step < steps:
+            save(step)
+    save(step)  # before calibration draws: a resumed run continues the training draws exactly
     flow.calibrate(sample_fn(n_calibrate, generator).detach().to(device=stats.device, dtype=stats.dtype))
     return flow.eval()
+
+
+def read_flow_checkpoint_seconds(checkpoint: str | os.PathLike) -> float:
+    """The training seconds (all chunks together) recorded in a :func:`train_flow` checkpoint; 0 without one."""
+    if not os.path.isfile(checkpoint):
+        return 0.0
+    return float(torch.load(checkpoint, map_location="cpu", weights_only=True).get("seconds", 0.0))
+
+
+def _resume_flow(checkpoint: str | os.PathLike, flow: MAF, opt: torch.optim.Optimizer, generator: torch.Generator,
+                 settings: dict[str, Any], steps: int) -> tuple[int, float]:
+    """Load ``checkpoint`` into the flow, Adam and the generator; (its step, its training seconds). One-line
+    InputError for an unreadable file, other settings or a step past ``steps``."""
+    import pickle
+
+    from facerestore.errors import InputError
+
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        saved = dict(state["settings"])
+    except (RuntimeError, EOFError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{checkpoint} is not a flow checkpoint ({first}); delete it to start over") from None
+    changed = [f"{k}: {saved.get(k)!r} -> {settings.get(k)!r}" for k in sorted(set(saved) | set(settings))
+               if saved.get(k) != settings.get(k)]
+    if changed:
+        raise InputError(f"{checkpoint}: the flow's training settings changed since its checkpoint "
+                         f"({'; '.join(changed)}); restore them, or delete the checkpoint to start over")
+    if int(state["step"]) > int(steps):
+        raise InputError(f"{checkpoint} is at step {int(state['step'])}, past the {int(steps)} steps asked; ask for "
+                         f"at least {int(state['step'])}")
+    flow.load_state_dict(state["flow"])
+    opt.load_state_dict(state["optimizer"])
+    generator.set_state(state["rng"])
+    return int(state["step"]), float(state.get("seconds", 0.0))
 
 
 def save_flow(flow: MAF, path: str | os.PathLike, half: bool = False) -> None:

@@ -46,15 +46,22 @@ def train_generator_flow(
     n_stats: int = 100_000,
     n_calibrate: int = 100_000,
     callback: Callable[[int, float], None] | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    save_every: int = 1000,
+    generator_hash: str | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> MAF:
     """Fit a MAF to W samples of ``G`` (z ~ N(0, I) through the mapping network), all draws seeded by ``seed``.
 
-    Returns the flow in eval mode with calibrated batch-norm statistics.
+    Returns the flow in eval mode with calibrated batch-norm statistics. ``checkpoint`` / ``save_every`` /
+    ``should_stop``: resumable training as :func:`facerestore.nn.flow.train_flow` (the checkpoint also refuses
+    another seed or, when ``generator_hash`` is given, another generator).
     """
     gen = torch.Generator().manual_seed(int(seed))
     return train_flow(
         lambda n, g: G.sample_w(n, g), steps, batch, lr, gen, num_blocks=num_blocks, hidden=hidden,
-        n_stats=n_stats, n_calibrate=n_calibrate, callback=callback,
+        n_stats=n_stats, n_calibrate=n_calibrate, callback=callback, checkpoint=checkpoint, save_every=save_every,
+        settings={"seed": int(seed), "generator_sha256": generator_hash}, should_stop=should_stop,
     )
 
 
