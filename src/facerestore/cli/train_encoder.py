@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from facerestore.cli.common import check_generator_file_outputs
-    from facerestore.errors import InputError
+    from facerestore.errors import InputError, Interrupted, deferred_interrupts
     from facerestore.methods.inversion.encoder import encoder_paths, save_encoder
     from facerestore.methods.inversion.encoder_train import (
         new_encoder,
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args)
     gen_path = prior_file(args.generator)
     out = Path(args.out) if args.out else encoder_paths(gen_path)[0]
-    check_generator_file_outputs(gen_path, out, "encoder")
+    check_generator_file_outputs(gen_path, out, "encoder", checkpoint=out.with_suffix(".ckpt"))
     pairs_dir = Path(args.pairs_dir) if args.pairs_dir else out.with_suffix(".pairs")
     device = resolve_device(args.device)
     G = resolve_generator(args.generator).to(device).eval().requires_grad_(False)
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         prev = json.loads(rec_path.read_text())
         best = {"error": float(prev.get("held_out_whitened_mse", float("inf"))), "step": int(prev.get("steps", 0))}
 
-    def export(e, step: int, losses: list[float]) -> None:
+    def export(e, step: int, losses: list[float], seconds: float) -> None:
         """Weights are written when the held-out error is the lowest so far (early stopping on held-out generator
         samples: the encoder memorises its training pairs long before the training loss levels off)."""
         err = held_out_error()
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
                      scheduled_steps=args.steps, pairs=len(train), held_out=len(held), pairs_size=args.pairs_size,
                      train_loss_last_100=sum(losses[-100:]) / max(len(losses[-100:]), 1),
                      held_out_whitened_mse=err, held_out_mean_start_mse=mean_start,
-                     render_seconds=round(render_s, 1), hours_this_run=round((time.time() - started) / 3600, 3),
+                     render_seconds=round(render_s, 1), train_hours=round(seconds / 3600, 4),
                      device=str(device))
         print(f"step {step}: held-out whitened W error {err:.4f} (the mean start: {mean_start:.4f}); wrote {out}",
               flush=True)
@@ -136,7 +136,11 @@ def run(args: argparse.Namespace) -> int:
         if args.log_every and (step % args.log_every == 0 or step == args.steps - 1):
             print(f"step {step + 1}/{args.steps}  loss {loss:.4f}", flush=True)
 
-    train_encoder(enc, train, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
-                  checkpoint=out.with_suffix(".ckpt"), save_every=args.save_every, on_save=export, callback=report)
+    with deferred_interrupts() as signalled:  # Ctrl-C / SIGTERM: the step ends, the checkpoint is saved, then it stops
+        train_encoder(enc, train, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+                      checkpoint=out.with_suffix(".ckpt"), save_every=args.save_every, on_save=export, callback=report,
+                      should_stop=lambda: "signum" in signalled)
     print(f"W encoder of step {best['step']} (held-out error {best['error']:.4f}) at {out}")
+    if "signum" in signalled:
+        raise Interrupted(signalled["signum"])
     return 0

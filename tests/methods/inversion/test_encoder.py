@@ -194,7 +194,7 @@ def test_training_lowers_the_error_and_resumes_bit_for_bit(tmp_path, tiny_g):
     # interrupted at step 25 with checkpoints every 10 steps, then rerun: equal to an uninterrupted run
     straight = fresh()
     et.train_encoder(straight, train, steps=30, batch=16, lr=3e-3, seed=0)
-    ckpt, saved = tmp_path / "enc.ckpt", []
+    ckpt, saved, stopped_losses = tmp_path / "enc.ckpt", [], []
 
     def stop(step: int, loss: float) -> None:
         if step == 25:
@@ -203,7 +203,7 @@ def test_training_lowers_the_error_and_resumes_bit_for_bit(tmp_path, tiny_g):
     part = fresh()
     with pytest.raises(KeyboardInterrupt):
         et.train_encoder(part, train, steps=30, batch=16, lr=3e-3, seed=0, checkpoint=ckpt, save_every=10,
-                         callback=stop, on_save=lambda e, s, ls: saved.append(s))
+                         callback=stop, on_save=lambda e, s, ls, sec: saved.append(s))
     assert saved == [10, 20]
     resumed = fresh()
     hist = et.train_encoder(resumed, train, steps=30, batch=16, lr=3e-3, seed=0, checkpoint=ckpt, save_every=10)
@@ -214,6 +214,18 @@ def test_training_lowers_the_error_and_resumes_bit_for_bit(tmp_path, tiny_g):
     # it holds are refused in one line
     from facerestore.errors import InputError
 
+    # a stop asked for (a signal) ends the step, saves the checkpoint and the weights; a rerun continues
+    stopped, saves = fresh(), []
+    ckpt2 = tmp_path / "enc2.ckpt"
+    et.train_encoder(stopped, train, steps=30, batch=16, lr=3e-3, seed=0, checkpoint=ckpt2, save_every=0,
+                     should_stop=lambda: len(stopped_losses) >= 12, callback=lambda s, v: stopped_losses.append(v),
+                     on_save=lambda e, s, ls, sec: saves.append((s, sec)))
+    assert [s for s, _ in saves] == [12] and torch.load(ckpt2, weights_only=True)["step"] == 12
+    et.train_encoder(stopped, train, steps=30, batch=16, lr=3e-3, seed=0, checkpoint=ckpt2, save_every=0,
+                     on_save=lambda e, s, ls, sec: saves.append((s, sec)))
+    assert [s for s, _ in saves] == [12, 30] and saves[1][1] > saves[0][1]  # seconds add up over the chunks
+    for (k, v), (_, u) in zip(straight.state_dict().items(), stopped.state_dict().items()):
+        assert torch.equal(v, u), k
     with pytest.raises(InputError, match=r"settings changed since its checkpoint \(lr: 0.003 -> 0.01\)"):
         et.train_encoder(fresh(), train, steps=30, batch=16, lr=1e-2, seed=0, checkpoint=ckpt)
     with pytest.raises(InputError, match="past the 20 steps asked"):
@@ -294,7 +306,7 @@ def test_train_encoder_command_writes_usable_weights_and_resumes(tmp_path, tiny_
     assert errors[record["steps"]] == min(errors.values()) and record["scheduled_steps"] == 6
     assert record["pairs"] == 16 and record["held_out"] == 8
     assert record["generator_sha256"] == generator_sha256(gen_file)
-    assert record["held_out_mean_start_mse"] > 0
+    assert record["held_out_mean_start_mse"] > 0 and record["train_hours"] >= 0
     assert len(list(weights.with_suffix(".pairs").iterdir())) == 1  # the rendered pairs, reused by a rerun
     load_encoder(weights, generator_path=gen_file)
     # a rerun with more steps continues from the checkpoint and keeps the best of both runs

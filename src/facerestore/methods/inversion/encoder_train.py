@@ -156,16 +156,24 @@ def whitened_error(enc: LatentEncoder, images: torch.Tensor, ws: torch.Tensor) -
 
 def train_encoder(enc: LatentEncoder, pairs: EncoderPairs, *, steps: int, batch: int = 32, lr: float = 1e-3,
                   seed: int = 0, checkpoint: str | os.PathLike | None = None, save_every: int = 500,
-                  on_save: Callable[[LatentEncoder, int, list[float]], None] | None = None,
-                  callback: Callable[[int, float], None] | None = None) -> list[float]:
+                  on_save: Callable[[LatentEncoder, int, list[float], float], None] | None = None,
+                  callback: Callable[[int, float], None] | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> list[float]:
     """Adam on :func:`whitened_error` of degraded views (:func:`degrade_views`), cosine-decayed from ``lr``.
 
-    checkpoint: a file written (atomically) every ``save_every`` steps and at the end with the encoder, the
-    optimiser, the step and the losses; when it exists, training resumes from it (the draws of step k depend only
-    on ``seed`` and k, so a resumed run equals an uninterrupted one). on_save(enc, step, losses) runs after each
-    checkpoint (export usable weights there). Returns the per-step losses (all steps, resumed ones included).
+    checkpoint: a file written (atomically) every ``save_every`` steps, at the end and when ``should_stop()`` turns
+    true after a step (a signal) with the encoder, the optimiser, the step, the losses and the training seconds of
+    every chunk so far; when it exists, training resumes from it (the draws of step k depend only on ``seed`` and
+    k, so a resumed run equals an uninterrupted one). on_save(enc, step, losses, seconds) runs after each
+    checkpoint (export usable weights there; ``seconds``: training time of all chunks together). Returns the
+    per-step losses (all steps, resumed ones included).
     """
+    import time
+
     from facerestore.io import atomic_write_bytes
+
+    started = time.monotonic()
+    seconds_before = 0.0
 
     opt = torch.optim.Adam(enc.parameters(), lr=lr)
     losses: list[float] = []
@@ -197,23 +205,26 @@ def train_encoder(enc: LatentEncoder, pairs: EncoderPairs, *, steps: int, batch:
                              "over") from None
         opt.load_state_dict(state["optimizer"])
         start, losses = int(state["step"]), [float(v) for v in state["losses"]]
+        seconds_before = float(state.get("seconds", 0.0))
         if start > int(steps):
             raise InputError(f"{checkpoint} is at step {start}, past the {int(steps)} steps asked; ask for at least "
                              f"{start}")
 
     def save(step: int) -> None:
+        seconds = seconds_before + time.monotonic() - started
         if checkpoint is not None:
             import io
 
             buf = io.BytesIO()
             torch.save({"encoder": enc.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                        "losses": losses, "settings": settings}, buf)
-            atomic_write_bytes(checkpoint, buf.getvalue())
+                        "losses": losses, "settings": settings, "seconds": seconds}, buf)
+            atomic_write_bytes(checkpoint, buf.getbuffer())
         if on_save is not None:
-            on_save(enc, step, losses)
+            on_save(enc, step, losses, seconds)
 
     enc.train()
-    for step in range(start, int(steps)):
+    step = start
+    while step < int(steps):
         for group in opt.param_groups:
             group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / max(int(steps), 1)))
         gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + step)
@@ -232,7 +243,10 @@ def train_encoder(enc: LatentEncoder, pairs: EncoderPairs, *, steps: int, batch:
         losses.append(value)
         if callback is not None:
             callback(step, value)
-        if save_every and (step + 1) % int(save_every) == 0 and step + 1 < int(steps):
-            save(step + 1)
-    save(int(steps))
+        step += 1
+        if should_stop is not None and should_stop():
+            break
+        if save_every and step % int(save_every) == 0 and step < int(steps):
+            save(step)
+    save(step)
     return losses
