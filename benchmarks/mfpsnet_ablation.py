@@ -106,13 +106,15 @@ def ensure_dictionary() -> Path:
 
 
 def ensure_search() -> str:
-    """Our searched genotype (runs the search of configs/search/frsnet-cpu.yaml when it has not finished)."""
+    """Our searched genotype (runs, or resumes, the search of configs/search/frsnet-cpu.yaml unless its genotype
+    records a finished search: a stopped search's genotype is not the searched one)."""
+    from facerestore.methods.mfpsnet.genotype import genotype_search_record
     from facerestore.methods.mfpsnet.search import load_search_config, run_search
 
     cfg = load_search_config(SEARCH, {"output_dir": str(ROOT / "runs"),
                                       "roots": [str((ROOT / r).resolve()) for r in ("../shared/data/ffhq256",)]})
     out = cfg.run_dir / "genotype.json"
-    if not out.is_file():
+    if not out.is_file() or not (genotype_search_record(out) or {}).get("finished"):
         run_search(cfg)
     return str(out)
 

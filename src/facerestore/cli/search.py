@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_search_config(args.config, overrides)
     result = run_search(cfg, resume=not args.fresh)
     state = "finished" if result["finished"] else "stopped (time limit); re-run to resume"
-    print(f"{cfg.name}: step {result['step']}/{result['total_steps']} {state}; genotype {result['genotype']}")
+    print(f"{cfg.name}: step {result['step']}/{result['total_steps']} {state} ({result['train_hours']:.3f} h in all); "
+          f"genotype {result['genotype']}")
     for plot in result["plots"]:
         print(f"architecture weights: {plot}")
     return 0

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from facerestore.errors import InputError
-from facerestore.methods.mfpsnet.genotype import load_genotype
+from facerestore.methods.mfpsnet.genotype import genotype_search_record, load_genotype, save_genotype
 from facerestore.methods.mfpsnet.search import (
     SINGLE_TASKS,
     _build,
@@ -78,8 +78,16 @@ def test_two_step_search_changes_alphas_and_resumes_exactly(faces, tmp_path):
     cfg_b = _cfg(faces, tmp_path / "b")
     first = run_search(cfg_b, max_steps=1)
     assert first["step"] == 1 and not first["finished"]
+    # the genotype of a stopped search says so (a benchmark must not take it for the searched one)
+    stopped = genotype_search_record(cfg_b.run_dir / "genotype.json")
+    assert stopped["finished"] is False and stopped["step"] == 1 and stopped["total_steps"] == 2
     second = run_search(cfg_b)
     assert second["step"] == 2 and second["finished"]
+    done = genotype_search_record(cfg_b.run_dir / "genotype.json")
+    assert done["finished"] is True and done["train_hours"] >= stopped["train_hours"]
+    assert second["seconds"] > first["seconds"]  # every chunk's time, added up
+    hand = save_genotype(g, tmp_path / "hand.json")
+    assert genotype_search_record(hand) is None  # a genotype written without a search has no record
     resumed = load_checkpoint(cfg_b.run_dir / "checkpoints" / "last.pt")["net"]
     assert resumed.keys() == final.keys()
     for k in final:
@@ -193,3 +201,28 @@ def test_shipped_search_configs_parse(path):
 
     cfg = load_search_config(path)
     assert cfg.epochs > 0 and cfg.size > 0 and cfg.batch_size > 0
+
+
+def test_a_signal_ends_the_search_step_saves_and_resumes(faces, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import facerestore.methods.mfpsnet.search as search_mod
+    from facerestore.errors import Interrupted
+
+    cfg = _cfg(faces, tmp_path / "sig")
+    real = search_mod.disentangled_batch
+    calls = {"n": 0}
+
+    def batch_then_signal(*a, **k):  # SIGINT while the first step draws its architecture batch
+        calls["n"] += 1
+        if calls["n"] == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*a, **k)
+
+    monkeypatch.setattr(search_mod, "disentangled_batch", batch_then_signal)
+    with pytest.raises(Interrupted):
+        run_search(cfg)
+    assert load_checkpoint(cfg.run_dir / "checkpoints" / "last.pt")["step"] == 1  # the step ended, then it saved
+    assert genotype_search_record(cfg.run_dir / "genotype.json")["finished"] is False
+    assert run_search(cfg)["finished"]

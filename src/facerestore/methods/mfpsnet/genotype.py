@@ -165,14 +165,24 @@ class Genotype:
         return cls({str(n): ModuleGenotype.from_dict(m, f"{where} module {n!r}") for n, m in mods.items()})
 
 
-def save_genotype(genotype: Genotype, path: str | os.PathLike) -> Path:
-    """Write ``genotype`` as JSON (atomically: a temporary file renamed)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(json.dumps(genotype.to_dict(), indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, p)
-    return p
+def save_genotype(genotype: Genotype, path: str | os.PathLike, search: Mapping[str, Any] | None = None) -> Path:
+    """Write ``genotype`` as JSON, atomically; ``search`` (a search's own record: finished, step, total_steps,
+    architecture_steps, train_hours) is stored beside the modules under ``"search"`` so that a reader can tell a
+    finished search's genotype from a stopped one's (:func:`genotype_search_record`)."""
+    from facerestore.io import atomic_write_text
+
+    data = genotype.to_dict()
+    if search is not None:
+        data["search"] = dict(search)
+    return atomic_write_text(Path(path), json.dumps(data, indent=1) + "\n")
+
+
+def genotype_search_record(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``"search"`` record of a genotype file written by a search (None for a file without one: a hand-made
+    genotype or one written before searches recorded themselves)."""
+    load_genotype(path)  # a valid genotype file first (one-line InputError otherwise)
+    record = json.loads(Path(path).read_text(encoding="utf-8")).get("search")
+    return dict(record) if isinstance(record, dict) else None
 
 
 def load_genotype(ref: str | os.PathLike | Mapping[str, Any]) -> Genotype:

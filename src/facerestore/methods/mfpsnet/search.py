@@ -22,6 +22,9 @@ stopped. Outputs in the run folder: ``genotype.json`` (the decoded architecture;
 upsampling module only, for MFPSNet every module), ``arch_history.json`` (softmax weights at the end of each
 epoch), ``arch_<module>.png`` (those weights over epochs as a heat map: rows are epochs, first the 9 x 4
 operation weights, then the L x 4 x 3 arrow weights, white = 1) and ``search.json`` (the configuration).
+``genotype.json`` records the search under ``"search"``: finished, step, total_steps, architecture_steps and
+train_hours (every chunk's time added up). SIGINT / SIGTERM end the current step, save the checkpoint and the
+genotype of the steps done, then raise :class:`~facerestore.errors.Interrupted`.
 
 MFPSNet search and priors: the prior modules are searched on the priors of the first iteration's output, as
 in retraining and inference. ``priors: extractor`` (the default) computes them with
@@ -294,6 +297,7 @@ def run_search(cfg: SearchConfig, *, prior_fn=None, resume: bool = True,
     ``max_steps`` stops after that global step (tests; the checkpoint then allows resuming)."""
     from tqdm import tqdm
 
+    from facerestore.errors import Interrupted, deferred_interrupts
     from facerestore.methods.mfpsnet.genotype import save_genotype
     from facerestore.methods.mfpsnet.losses import RestorationLoss
     from facerestore.train.checkpoint import load_checkpoint, save_checkpoint, setting_changes
@@ -329,7 +333,7 @@ def run_search(cfg: SearchConfig, *, prior_fn=None, resume: bool = True,
     samp_b = StepSampler(len(d_b), cfg.batch_size, seed=cfg.seed + 1)
     per_epoch = samp_a.steps_per_epoch
     total = cfg.epochs * per_epoch
-    step, history = 0, []
+    step, history, seconds_before = 0, [], 0.0
     if resume and ckpt.is_file():
         state = load_checkpoint(ckpt, map_location=device)
         net.load_state_dict(state["net"])
@@ -337,10 +341,16 @@ def run_search(cfg: SearchConfig, *, prior_fn=None, resume: bool = True,
         a_opt.load_state_dict(state["a_opt"])
         step, history = int(state["step"]), json.loads(state["history"])
         torch.set_rng_state(state["rng"].cpu())  # loaded onto the device above; the state lives on the CPU
+        seconds_before = float(state.get("seconds", 0.0))
+
+    def seconds() -> float:
+        """Search seconds of every chunk so far."""
+        return seconds_before + time.monotonic() - start
 
     def save() -> None:
         save_checkpoint(ckpt, {"net": net.state_dict(), "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(),
-                               "step": step, "history": json.dumps(history), "rng": torch.get_rng_state()})
+                               "step": step, "history": json.dumps(history), "rng": torch.get_rng_state(),
+                               "seconds": seconds()})
 
     def batch(images: torch.Tensor, sampler: StepSampler, stream: int) -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(step_seed(cfg.seed, step, 0, stream))
@@ -362,8 +372,9 @@ def run_search(cfg: SearchConfig, *, prior_fn=None, resume: bool = True,
     start, logs = time.monotonic(), {}
     stop = total if max_steps is None else min(total, max_steps)
     net.train()
-    with tqdm(total=total, initial=step, desc=f"search {cfg.network}", unit="step", disable=not cfg.progress,
-              dynamic_ncols=True) as bar:
+    with (deferred_interrupts() as signalled,  # Ctrl-C / SIGTERM: the step ends, the checkpoint is saved, it stops
+          tqdm(total=total, initial=step, desc=f"search {cfg.network}", unit="step", disable=not cfg.progress,
+               dynamic_ncols=True) as bar):
         while step < stop:
             epoch = step // per_epoch
             lr = cfg.w_lr_min + 0.5 * (cfg.w_lr - cfg.w_lr_min) * (1 + math.cos(math.pi * step / max(total, 1)))
@@ -395,15 +406,18 @@ def run_search(cfg: SearchConfig, *, prior_fn=None, resume: bool = True,
                 history.append({"epoch": step // per_epoch, "step": step, **logs, "weights": _snapshot(net)})
             if step % cfg.ckpt_every == 0 or step == stop:
                 save()
-            if cfg.time_limit_s and time.monotonic() - start > cfg.time_limit_s:
+            if "signum" in signalled or (cfg.time_limit_s and time.monotonic() - start > cfg.time_limit_s):
                 save()
                 break
     genotype = net.genotype(cfg.rule)
     arch_steps = max(0, step - cfg.arch_start_epoch * per_epoch)  # architecture updates so far
-    out = save_genotype(genotype, run_dir / "genotype.json")
-    (run_dir / "arch_history.json").write_text(json.dumps(history) + "\n", encoding="utf-8")
+    record = {"finished": step >= total, "step": step, "total_steps": total,
+              # 0: stopped before the architecture phase: the genotype is the random start's decoding
+              "architecture_steps": arch_steps, "train_hours": round(seconds() / 3600, 6)}
+    out = save_genotype(genotype, run_dir / "genotype.json", search=record)
+    atomic_write_text(run_dir / "arch_history.json", json.dumps(history) + "\n")
     plots = plot_history(history, run_dir)
-    return {"genotype": str(out), "step": step, "total_steps": total, "images": n_images, "epochs_done": len(history),
-            "plots": [str(p) for p in plots], "seconds": time.monotonic() - start, "finished": step >= total,
-            # 0: stopped (time limit) before the architecture phase: genotype.json is the random start's decoding
-            "architecture_steps": arch_steps, "last": logs}
+    if "signum" in signalled:  # the checkpoint and the genotype of the steps done are saved
+        raise Interrupted(signalled["signum"])
+    return {"genotype": str(out), "images": n_images, "epochs_done": len(history), "plots": [str(p) for p in plots],
+            "seconds": seconds(), **record, "last": logs}
