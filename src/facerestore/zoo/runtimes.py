@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 from facerestore.errors import WeightsHashError, WeightsMissingError
-from facerestore.zoo.packages import download_archive
+from facerestore.zoo.packages import download_archive, npm_pack_command
 
 __all__ = ["TFJS_RUNTIME", "TFJS_VERSION", "extract_package_tree", "fetch_tfjs_runtime", "tfjs_runtime_cached",
            "tfjs_runtime_dir"]
@@ -102,7 +102,7 @@ def fetch_tfjs_runtime() -> Path:
             download = Path(tmp) / "download" / name.replace("/", "__")
             download.mkdir(parents=True)
             spec = f"{name}@{version}"
-            command = ["npm", "pack", spec, "--pack-destination", os.fspath(download), "--silent"]
+            command = npm_pack_command(spec, download)
             extract_package_tree(download_archive(command, download, spec, sha256, spec, hint), staged / name)
         (staged / STAMP).write_text(_stamp_text(), encoding="utf-8")  # every package checked and unpacked
         if dest.exists():
