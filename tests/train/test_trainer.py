@@ -73,6 +73,34 @@ def test_validation_split_holds_out_numbers_ending_in_zero(tmp_path):
     train_files, val_files = split_files(cfg.data)
     assert [f.stem for f in val_files] == ["00000", "00010", "00020"]
     assert len(train_files) == 18 and root.exists()
+    # a config that forgets the rule (or picks another) still never trains on the held-out ids
+    for rule in ("none", "every-4"):
+        cfg.data.val_rule = rule
+        train_files, val_files = split_files(cfg.data)
+        assert not [f for f in train_files if f.stem.endswith("0")], rule
+        assert len(train_files) == 18 - sum(1 for f in val_files if not f.stem.endswith("0")), rule
+    cfg.data.val_rule, cfg.data.val_from = "ends-with-0", []
+    other = make_face_dataset(tmp_path / "other", n=11, size=8)  # a second root outside val_from
+    cfg.data.roots, cfg.data.val_from = [str(root), str(other)], [str(root)]
+    train_files, _ = split_files(cfg.data)
+    assert not [f for f in train_files if f.stem.endswith("0")] and len(train_files) == 18 + 9  # 00000, 00010 out
+    cfg.data.exclude_held_out = False  # a dataset of one's own with numeric names: every file of `other` trains
+    assert len(split_files(cfg.data)[0]) == 18 + 11
+    for bad in ("every-0", "every-x"):  # unvalidated configs (the MFPSNet search's) reach split_files directly
+        cfg.data.val_rule = bad
+        with pytest.raises(InputError, match="val_rule"):
+            split_files(cfg.data)
+
+
+def test_validation_roots_apart_from_the_training_roots(tmp_path):
+    root = make_face_dataset(tmp_path / "hq", n=3, size=8)
+    sub = root / "sub"
+    sub.mkdir()
+    for val_root in (root, sub, tmp_path):
+        with pytest.raises(InputError, match=r"data\.val_roots"):
+            config_from_dict({"data": {"roots": [str(root)], "val_roots": [str(val_root)]}})
+    apart = make_face_dataset(tmp_path / "val", n=2, size=8)
+    assert config_from_dict({"data": {"roots": [str(root)], "val_roots": [str(apart)]}}).data.val_roots
 
 
 def test_clean_p_leaves_that_share_of_training_pairs_undegraded_and_never_a_validation_pair():

@@ -30,7 +30,12 @@ class DataConfig:
     val_rule: which files of the ``val_from`` roots are held out for validation: "ends-with-0" (files whose
     numeric stem ends in 0, the FFHQ convention of ../shared/data), "every-N" (every N-th file by sorted
     name) or "none"; val_from: the roots the rule applies to (default: every root); val_count: at most this
-    many validation images (the first ones by name; 0: all); val_roots: extra folders used only for validation.
+    many validation images (the first ones by name; 0: all); val_roots: extra folders used only for validation
+    (never inside, or holding, a training root: validation would score training faces).
+    exclude_held_out: files named by the project's hold-out rule (a numeric stem ending in 0: the validation ids
+    of ../shared/data's ffhq256 that every benchmark reports on) never join training, in any root and whatever
+    val_rule says (true by default: a config that forgot the rule must not train on benchmark faces; false only
+    for a dataset of your own with numeric file names).
     clean_p: probability in [0, 1] that a training sample is left undegraded (its LQ is its HQ), so that the
     degradation runs from none to the task's heaviest; validation pairs are always degraded.
     synth: generator faces added to the training set (never to validation): ``{count: N, weights: NAME (default
@@ -53,6 +58,7 @@ class DataConfig:
     hflip: bool = True
     clean_p: float = 0.0  # share of training samples left undegraded (lq = hq): a clean face must pass through
     synth: dict[str, Any] = field(default_factory=dict)
+    exclude_held_out: bool = True
 
 
 @dataclass
@@ -242,6 +248,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                r)
     for r in d.val_roots:
         _check(Path(r).is_dir(), "data.val_roots", "existing folders", r)
+        v = Path(r).resolve()
+        overlap = [t for t in d.roots if v == Path(t).resolve() or Path(t).resolve() in v.parents
+                   or v in Path(t).resolve().parents]
+        _check(not overlap, "data.val_roots", "folders apart from data.roots (validation would score training "
+               f"faces of {', '.join(overlap)})", r)
     if d.synth:
         unknown = sorted(set(d.synth) - {"count", "weights", "truncation", "seed", "folder", "store"})
         _check(not unknown, "data.synth", "a mapping of count, weights, truncation, seed, folder, store", unknown)

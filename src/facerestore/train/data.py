@@ -8,6 +8,7 @@ and so are the degradations (a generator seeded from (seed, s, r)).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,7 +30,8 @@ def is_held_out(path: str | os.PathLike) -> bool:
 
 def split_files(cfg: DataConfig, extra_train: Sequence[Path] = (),
                 in_memory: int = 0) -> tuple[list[Path], list[Path]]:
-    """(train, validation) file lists from the configured roots and hold-out rule, sorted by path; ``extra_train``
+    """(train, validation) file lists from the configured roots and hold-out rule, sorted by path (files named by
+    :func:`is_held_out` never train unless ``cfg.exclude_held_out`` is false); ``extra_train``
     (generator faces of ``data.synth``) only ever join the training list; ``in_memory``: how many training faces
     come without files (``data.synth.store: memory``), so that an empty file list is no error."""
     if not cfg.roots and not extra_train and not in_memory:
@@ -37,10 +39,10 @@ def split_files(cfg: DataConfig, extra_train: Sequence[Path] = (),
     train, val = [], []
     val_from = {str(Path(r).resolve()) for r in (cfg.val_from or cfg.roots)}
     every = None
-    if cfg.val_rule.startswith("every-"):
+    if re.fullmatch(r"every-[1-9]\d*", cfg.val_rule):
         every = int(cfg.val_rule.split("-", 1)[1])
-    elif cfg.val_rule not in ("ends-with-0", "none"):
-        raise InputError(f"unknown data.val_rule {cfg.val_rule!r}; use ends-with-0, every-N or none")
+    elif cfg.val_rule not in ("ends-with-0", "none"):  # every-0 / every-x too (this runs for unvalidated configs)
+        raise InputError(f"unknown data.val_rule {cfg.val_rule!r}; use ends-with-0, every-N (N >= 1) or none")
     for root in cfg.roots:
         r = Path(root)
         if not r.is_dir():
@@ -53,6 +55,8 @@ def split_files(cfg: DataConfig, extra_train: Sequence[Path] = (),
                 is_val = is_held_out(f)
             elif holdout and every:
                 is_val = i % every == 0
+            if not is_val and cfg.exclude_held_out and is_held_out(f):
+                continue  # a benchmark's held-out face: never trained on, whatever the validation rule
             (val if is_val else train).append(f)
     for root in cfg.val_roots:
         val.extend(sorted(f for f in Path(root).iterdir() if f.is_file() and is_image_file(f)))
