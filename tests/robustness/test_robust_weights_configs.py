@@ -62,7 +62,8 @@ def test_train_flow_validates_its_arguments_and_generator(tmp_path, run):
 
     gen = builtin_prior_path()
     for opt, value in (("--lr", "nan"), ("--lr", "0"), ("--blocks", "0"), ("--stats", "0"), ("--steps", "-1"),
-                       ("--steps", "0"), ("--batch", "1"), ("--hidden", "0")):
+                       ("--steps", "0"), ("--batch", "1"), ("--hidden", "0"),
+                       ("--hidden", "16384"), ("--stats", "100000000")):  # flows load_flow would refuse; 200 GB
         res = run("train-flow", "--generator", gen, "--out", tmp_path / "f.safetensors", opt, value)
         assert res.code == 2 and opt in res.err, (opt, res.err)
     for case, path in hostile_stylegan2_files(tmp_path / "w").items():

@@ -256,3 +256,26 @@ def test_a_named_folder_of_other_faces_is_refused_not_rewritten(tmp_path):
     with pytest.raises(InputError, match=r"data\.synth\.folder"):
         synth.prepare_synth({**spec, "folder": str(other)}, 32, tmp_path / "unused")
     assert (other / "holiday.jpg").read_bytes() == b"not ours" and not (other / "manifest.json").exists()
+
+
+def test_training_draws_do_not_depend_on_whether_the_synth_folder_existed(tmp_path):
+    """Building the face generator draws from the global RNG: the first run (which writes the folder) and a fresh
+    rerun (which reuses it) must train the same weights from the same config and seed."""
+    from safetensors.torch import load_file as load_safetensors_file
+
+    from conftest import make_face_dataset
+    from facerestore.train import config_from_dict, train
+
+    make_face_dataset(tmp_path / "hq", n=4, size=16)
+    model = {"generator": {"z_dim": 16, "w_dim": 16, "mapping_layers": 2, "channel_base": 128, "channel_max": 16},
+             "r1_interval": 2, "r1_gamma": 1.0, "style_mixing": 0.5}  # configs/tiny-stylegan2.yaml's
+    raw = {"name": "syn", "method": "stylegan2", "model": model,
+           "data": {"roots": [str(tmp_path / "hq")], "size": 16, "task": "none", "batch_size": 4, "val_count": 0,
+                    "synth": {"count": 2, "weights": BUILTIN, "seed": 1}},
+           "optim": {"lr": 2e-3, "lr_d": 2e-3, "betas": [0.0, 0.99]}, "steps": 2, "seed": 0,
+           "output_dir": str(tmp_path / "runs"), "device": "cpu", "val_every": 0, "ckpt_every": 0, "val_metrics": []}
+    first = train(config_from_dict(raw), progress=False)
+    a = load_safetensors_file(first["weights"])
+    again = train(config_from_dict(raw), resume=False, progress=False)  # the synth folder is there now
+    b = load_safetensors_file(again["weights"])
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

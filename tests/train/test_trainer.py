@@ -228,6 +228,13 @@ def test_config_refuses_what_would_fail_or_be_ignored_later(tmp_path):
     make_face_dataset(tmp_path / "hq")
     with pytest.raises(InputError, match="unet-l1 takes no losses"):
         train(_tiny_cfg(tmp_path, name="typo", losses={"perceptual": 1.0}), progress=False)
+    with pytest.raises(InputError, match=r"bad unet-l1 model settings \(.*chans"):
+        train(_tiny_cfg(tmp_path, name="typo2", model={"chans": 8}), progress=False)
+    with pytest.raises(InputError, match="bad stylegan2 network settings"):
+        train(config_from_dict({"method": "stylegan2", "name": "z0", "output_dir": str(tmp_path / "runs"),
+                                "model": {"generator": {"z_dim": 0}},
+                                "data": {"roots": [str(tmp_path / "hq")], "size": 16, "task": "none"}}),
+              progress=False)
 
 
 def test_under_ddp_rank_0s_clock_decides_the_time_limit(tmp_path, monkeypatch):
@@ -298,6 +305,10 @@ def test_override_values_take_the_declared_type():
         config_from_dict({"steps": "many"})
     with pytest.raises(InputError, match="steps must be int"):
         config_from_dict({"steps": 2.5})
+    for text in ("2.5e0", "2.5"):  # YAML reads 2.5e0 as a string: never rounded down to 2
+        with pytest.raises(InputError, match="batch_size must be int"):
+            config_from_dict({}, [f"data.batch_size={text}"])
+    assert config_from_dict({}, ["data.batch_size=4e0"]).data.batch_size == 4
 
 
 def test_init_from_starts_a_run_from_exported_weights(tmp_path):

@@ -35,10 +35,13 @@ def _check_args(args: argparse.Namespace) -> None:
     """Every option in range (one-line InputError), before anything is loaded."""
     from facerestore.cli.guards import check_finite
     from facerestore.errors import InputError
+    from facerestore.nn.flow import FLOW_BOUNDS
 
+    blocks, hidden = FLOW_BOUNDS["num_blocks"][1:], FLOW_BOUNDS["hidden"][1:]  # what load_flow will accept
+    # --stats: the W samples are held at once (2 KiB each at dim 512): 4M is 8 GiB
     for flag, value, low, high in (("--steps", args.steps, 1, 10_000_000), ("--batch", args.batch, 2, 1 << 20),
-                                   ("--blocks", args.blocks, 1, 64), ("--hidden", args.hidden, 1, 65536),
-                                   ("--stats", args.stats, 2, 100_000_000), ("--log-every", args.log_every, 0, None),
+                                   ("--blocks", args.blocks, *blocks), ("--hidden", args.hidden, *hidden),
+                                   ("--stats", args.stats, 2, 4_000_000), ("--log-every", args.log_every, 0, None),
                                    ("--save-every", args.save_every, 0, None)):
         if value < low or (high is not None and value > high):
             raise InputError(f"{flag} must be in {low}..{high if high is not None else 'any'}, got {value}")

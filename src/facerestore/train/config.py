@@ -164,8 +164,8 @@ def _coerce(val: Any, ftype: Any, name: str) -> Any:
     if val is None or isinstance(val, bool) or isinstance(val, (list, dict, tuple)):
         raise InputError(f"config key {name} must be {conv.__name__}, got {val!r}")
     try:
-        if conv is int and isinstance(val, float) and not val.is_integer():
-            raise ValueError
+        if conv is int and isinstance(val, (float, str)) and not float(val).is_integer():
+            raise ValueError  # "2.5e0" (YAML reads it as a string) is no batch size of 2
         return conv(float(val)) if conv is int and isinstance(val, (str, float)) else conv(val)
     except (TypeError, ValueError, OverflowError):
         raise InputError(f"config key {name} must be {conv.__name__}, got {val!r}") from None

@@ -115,8 +115,9 @@ class StyleGAN2Adapter(TrainAdapter):
             d_kwargs = {"img_resolution": size, "channel_base": g.config["channel_base"],
                         "channel_max": g.config["channel_max"], **(model.get("discriminator") or {})}
             d = Discriminator(**d_kwargs)
-        except TypeError as e:
-            raise InputError(f"bad stylegan2 network settings: {e}") from None
+        except (TypeError, ValueError, ZeroDivisionError, AssertionError, RuntimeError) as e:  # z_dim: 0, ...
+            raise InputError(f"bad stylegan2 network settings: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                             ) from None
         self.nets = {"generator": g.to(device), "discriminator": d.to(device)}
         batch = cfg.data.batch_size
         self.r1_gamma = float(model.get("r1_gamma", 0.0002 * size**2 / batch))

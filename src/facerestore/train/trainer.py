@@ -208,15 +208,19 @@ class Trainer:
         adapter = self.adapter_factory(cfg, dev)
         synth_files: list[Path] = []
         synth_imgs = torch.empty((0, 3, cfg.data.size, cfg.data.size), dtype=torch.uint8)
+        # building the face generator draws from the global RNG: forked, so that the training's draws do not
+        # depend on whether the synth folder was already there (or on which rank wrote it)
         if cfg.data.synth and cfg.data.synth.get("store") == "memory":  # rendered on every rank, never written
             from facerestore.train.synth import render_synth
 
-            synth_imgs = render_synth(cfg.data.synth, cfg.data.size, dev, progress=self.progress and main)
+            with torch.random.fork_rng(devices=[]):
+                synth_imgs = render_synth(cfg.data.synth, cfg.data.size, dev, progress=self.progress and main)
         elif cfg.data.synth:  # generator faces, written once (rank 0) and reused: training data only
             from facerestore.train.synth import prepare_synth
 
             if main:
-                prepare_synth(cfg.data.synth, cfg.data.size, run_dir / "synth", progress=self.progress)
+                with torch.random.fork_rng(devices=[]):
+                    prepare_synth(cfg.data.synth, cfg.data.size, run_dir / "synth", progress=self.progress)
             if info.enabled:
                 torch.distributed.barrier()
             folder = Path(cfg.data.synth.get("folder") or run_dir / "synth")
