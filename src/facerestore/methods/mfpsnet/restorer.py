@@ -119,7 +119,8 @@ class MFPSNetRestorer(Restorer):
         size=128,
         min_side=8,
         weights=f"builtin:{BUILTIN_NAME}.safetensors",
-        weights_licence="Apache-2.0 (ours), trained on FFHQ (CC BY-NC-SA 4.0) and StyleGAN samples",
+        weights_licence="Apache-2.0 (ours), trained on FFHQ (CC BY-NC-SA 4.0) and StyleGAN samples: non-commercial "
+        "(its dictionary prior runs MobileFaceNet, whose own licence is not stated)",
         trained_on=("mfpsnet-full",),
         trainer=MFPSNetAdapter,
         note="the built-in mfpsnet weights are a compact model trained for 25 minutes on a CPU (model card "

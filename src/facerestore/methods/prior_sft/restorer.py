@@ -41,7 +41,8 @@ BUILTIN_NAME = "prior-sft-256"
 # MobileFace as the judge (benchmarks/results/ref_weight_prior-sft.md): 0.25 -0.026, 1 -0.032 against no term;
 # 1 - 0.25 not confirmed (-0.006 [-0.012, +0.001]) while dlib's distance moves 3x more: kept at 0.25
 REFS_STEPS = 20  # refinement steps started by references when no budget was given (about 13 s per face, bf16 CPU)
-PRIOR_LICENCE = ("encoder: Apache-2.0 (ours), trained on FFHQ (CC BY-NC-SA 4.0) and StyleGAN samples; decoder: "
+PRIOR_LICENCE = ("encoder: Apache-2.0 (ours), trained on FFHQ (CC BY-NC-SA 4.0) and StyleGAN samples: "
+                 "non-commercial; decoder: "
                  "MobileStyleGAN, non-commercial (distilled from NVIDIA's StyleGAN2 FFHQ)")
 
 
