@@ -279,3 +279,20 @@ def test_training_draws_do_not_depend_on_whether_the_synth_folder_existed(tmp_pa
     again = train(config_from_dict(raw), resume=False, progress=False)  # the synth folder is there now
     b = load_safetensors_file(again["weights"])
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_rewrite_leaves_only_its_own_faces_and_never_takes_another_tools_folder(tmp_path):
+    out = tmp_path / "faces"
+    write_synth(out, 3, size=16, seed=2, weights=BUILTIN, views=2)
+    assert len(list(out.glob("view_*.png"))) == 6
+    manifest = write_synth(out, 2, size=16, seed=2, weights=BUILTIN)  # smaller, no views
+    names = sorted(p.name for p in out.glob("*.png"))
+    assert names == ["synth_000000.png", "synth_000001.png"]  # what the manifest lists and nothing else
+    data = json.loads(manifest.read_text())
+    assert data["format"] == "facerestore-synth" and [f["file"] for f in data["files"]] == names
+    other = tmp_path / "dataset"
+    other.mkdir()
+    (other / "manifest.json").write_text('{"images": 10}')
+    with pytest.raises(InputError, match="did not write"):
+        write_synth(other, 1, size=16, weights=BUILTIN)
+    assert (other / "manifest.json").read_text() == '{"images": 10}'

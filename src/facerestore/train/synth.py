@@ -185,9 +185,11 @@ def write_synth(out_dir: str | os.PathLike, count: int, *, size: int = 512, seed
     if name is not None and zoo.has_entry(name):
         licence = zoo.get_entry(name).licence
     elif name is None or name.startswith("builtin:"):
-        licence = "Apache-2.0 (ours), trained on FFHQ (CC BY-NC-SA 4.0) and StyleGAN samples"
+        licence = "Apache-2.0 (ours), trained on FFHQ (CC BY-NC-SA 4.0) and StyleGAN samples: non-commercial"
     else:
         licence = f"that of {name} (a file you supplied)"
+    if (out / "manifest.json").is_file() and not _is_synth_manifest(out / "manifest.json"):
+        raise InputError(f"{out} holds a manifest.json that facerestore synth did not write: choose another folder")
     # the manifest says the folder is complete: gone until this run's is written, so a run stopped half-way is never
     # taken for the folder's earlier run (whose images it has partly overwritten)
     for stale in ("manifest.json", "latents.safetensors", "view_latents.safetensors"):
@@ -214,8 +216,9 @@ def write_synth(out_dir: str | os.PathLike, count: int, *, size: int = 512, seed
             "files": "view_NNNNNN_V.png, V = 1..count (view 0 = synth_NNNNNN.png)",
             "latents": "view_latents.safetensors (w_other: count x views x w_dim; W+ = train.synth.view_wplus(w, "
                        "w_other, num_ws, layers, strength))"}}
+    _remove_stale_faces(out, int(count), int(views))
     manifest = {
-        "generator": name or "builtin:stylegan2-face-64", "licence": licence,
+        "format": SYNTH_FORMAT, "generator": name or "builtin:stylegan2-face-64", "licence": licence,
         "resolution": int(G.img_resolution), "size": int(size), "seed": int(seed), "truncation": float(truncation),
         "count": int(count), "latents": "latents.safetensors (w: count x w_dim, row i = index i)",
         "alignment": "FFHQ (the generator's training alignment)", **view_info, "files": files,
@@ -233,6 +236,36 @@ def latents_of(folder: str | os.PathLike) -> np.ndarray:
 
 
 WRITING_MARK = ".facerestore-synth-writing"  # present while write_synth fills a folder (removed with the manifest)
+SYNTH_FORMAT = "facerestore-synth"
+
+
+def _is_synth_manifest(path: Path) -> bool:
+    """Whether ``path`` may be replaced as a manifest :func:`write_synth` wrote: ours (one without the format key:
+    an earlier version's, known by its latents line) or unreadable (a damaged one of ours is written again); False
+    for another tool's JSON object."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return True
+    if not isinstance(data, dict):
+        return False
+    return data.get("format") == SYNTH_FORMAT or str(data.get("latents", "")).startswith("latents.safetensors")
+
+
+def _remove_stale_faces(out: Path, count: int, views: int) -> None:
+    """Faces of an earlier, larger run (an index >= ``count``, a view number > ``views``): the folder must hold
+    what its manifest lists and nothing else of ours."""
+    import re
+
+    for f in out.iterdir():
+        m = re.fullmatch(r"synth_(\d{6})\.png|view_(\d{6})_(\d+)\.png", f.name)
+        if m is None:
+            continue
+        index = int(m.group(1) or m.group(2))
+        if index >= count or (m.group(3) is not None and not 1 <= int(m.group(3)) <= views):
+            f.unlink(missing_ok=True)
 
 
 def prepare_synth(spec: dict[str, Any], size: int, default_folder: str | os.PathLike,

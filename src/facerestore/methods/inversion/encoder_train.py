@@ -206,6 +206,12 @@ def train_encoder(enc: LatentEncoder, pairs: EncoderPairs, *, steps: int, batch:
         opt.load_state_dict(state["optimizer"])
         start, losses = int(state["step"]), [float(v) for v in state["losses"]]
         seconds_before = float(state.get("seconds", 0.0))
+        planned = state.get("scheduled_steps")
+        if planned is not None and int(planned) != int(steps) and start < int(steps):
+            import warnings
+
+            warnings.warn(f"{checkpoint}: resumed at step {start} of a run planned for {int(planned)} steps, now "
+                          f"{int(steps)}: the cosine learning rate jumps to that schedule", stacklevel=2)
         if start > int(steps):
             raise InputError(f"{checkpoint} is at step {start}, past the {int(steps)} steps asked; ask for at least "
                              f"{start}")
@@ -217,7 +223,8 @@ def train_encoder(enc: LatentEncoder, pairs: EncoderPairs, *, steps: int, batch:
 
             buf = io.BytesIO()
             torch.save({"encoder": enc.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                        "losses": losses, "settings": settings, "seconds": seconds}, buf)
+                        "losses": losses, "settings": settings, "seconds": seconds, "scheduled_steps": int(steps)},
+                       buf)
             atomic_write_bytes(checkpoint, buf.getbuffer())
         if on_save is not None:
             on_save(enc, step, losses, seconds)
