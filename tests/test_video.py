@@ -1452,3 +1452,41 @@ def test_an_rgb_coded_clip_comes_out_as_yuv_named_as_such(tmp_path, astronaut):
     # away from the face (the identity restorer leaves it as it was anyway), the colours came through
     inp = (frames[1] * 255).astype(np.float32)
     assert float(np.abs(out[1].astype(np.float32)[:, :20] - inp[:, :20]).mean()) < 5.0  # 4:2:0 and crf 18
+
+
+def test_joined_segments_with_restarting_clocks_keep_their_audio_in_step(tmp_path, astronaut):
+    """Two MPEG-TS recordings joined byte by byte (timestamps start again half-way, as camcorder segments and
+    restarted captures do): the muxer refused the copied audio that went back in time; now audio and video both
+    continue after the splice and end together."""
+    a = write_clip(tmp_path / "a.ts", synthetic_frames(astronaut, n=24), audio=True)
+    b = write_clip(tmp_path / "b.ts", synthetic_frames(astronaut, n=24), audio=True)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(a.read_bytes() + b.read_bytes())
+    out = tmp_path / "restored.mkv"
+    res = video.restore_video(joined, out, _Identity(), upscale=1, detector="hog", mask="square")
+    with av.open(str(joined)) as c:
+        n_in = sum(1 for p in c.demux(c.streams.audio[0]) if p.size)
+    with av.open(str(out)) as c:
+        times = {"video": [], "audio": []}
+        for p in c.demux():
+            if p.pts is not None and p.stream.type in times:
+                times[p.stream.type].append(float(p.pts * p.time_base))
+    assert res.frames == 48 and res.audio_packets == n_in == len(times["audio"])
+    assert all(np.diff(times["audio"]) > 0)  # in order: no packet went back at the splice
+    assert max(np.diff(times["audio"])) < 0.2  # and none jumped ahead (1024 samples at 16 kHz: 0.064 s)
+    assert abs(max(times["audio"]) - max(times["video"])) < 0.15  # the two segments' sound stays with their frames
+
+
+def test_packet_splice_shifts_only_after_a_jump_back_of_more_than_a_second():
+    class P:
+        def __init__(self, t):
+            self.pts = self.dts = t
+            self.duration = 10
+
+    s = video._PacketSplice(Fraction(1, 100))  # 100 ticks a second
+    got = []
+    for t in (0, 50, 100, 80, 150, 0, 50, 100):  # a small step back (reordering) is left alone; a restart is not
+        p = P(t)
+        s.shift(p)
+        got.append(p.pts)
+    assert got == [0, 50, 100, 80, 150, 160, 210, 260]  # after the restart: one duration on, spacing kept

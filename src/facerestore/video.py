@@ -778,12 +778,41 @@ def check_encoder_options(codec: str | None, crf: int | None) -> None:
 _AUDIO_FALLBACK = {".webm": ("libopus", "libvorbis"), ".avi": ("libmp3lame", "ac3")}
 
 
+class _PacketSplice:
+    """A copied stream's packet timestamps made to continue across a splice, as :class:`_FrameClock` does for the
+    frames: where a stream's clock goes back by more than a second (segments joined byte by byte, an MPEG-TS
+    recording restarted), the packets after it are shifted to follow the last one, keeping their spacing (muxers
+    refuse timestamps that go back). Times in the stream's own time base."""
+
+    def __init__(self, time_base: Any) -> None:
+        self.splice = max(1, round(1 / Fraction(time_base))) if time_base else None
+        self.offset = 0
+        self.last: int | None = None
+        self.last_duration = 0
+
+    def shift(self, packet: Any) -> None:
+        """Shift ``packet``'s pts and dts in place."""
+        t = packet.dts if packet.dts is not None else packet.pts
+        if t is None or self.splice is None:
+            return
+        if self.last is not None and self.last - (t + self.offset) > self.splice:
+            self.offset = self.last + max(int(self.last_duration or 0), 1) - t
+        if self.offset:
+            if packet.dts is not None:
+                packet.dts += self.offset
+            if packet.pts is not None:
+                packet.pts += self.offset
+        self.last, self.last_duration = t + self.offset, packet.duration
+
+
 class _AudioOut:
     """One input audio stream in the output: its packets copied unchanged when the container takes the codec
-    (the usual case), else decoded and re-encoded (AAC; Opus or Vorbis in WebM; MP3 or AC-3 in AVI)."""
+    (the usual case), else decoded and re-encoded (AAC; Opus or Vorbis in WebM; MP3 or AC-3 in AVI); timestamps
+    continue across splices (:class:`_PacketSplice`)."""
 
     def __init__(self, out: Any, stream: Any, ext: str) -> None:
         av = _av()
+        self.splice = _PacketSplice(stream.time_base)
         self.copy = True
         try:
             self.dst = out.add_stream_from_template(stream)
@@ -800,6 +829,7 @@ class _AudioOut:
 
     def mux(self, out: Any, packet: Any) -> int:
         """Write one input packet (copied or re-encoded); returns the packets written."""
+        self.splice.shift(packet)
         if self.copy:
             packet.stream = self.dst
             out.mux(packet)
@@ -1297,9 +1327,11 @@ def restore_video(
         # Matroska, mov_text in MP4/MOV); the others are left out and named in the result
         subtitles: dict[int, Any] = {}
         subtitles_dropped: list[str] = []
+        subtitle_splices: dict[int, _PacketSplice] = {}
         for t in inp.streams.subtitles:
             try:
                 subtitles[t.index] = out.add_stream_from_template(t)
+                subtitle_splices[t.index] = _PacketSplice(t.time_base)
             except (av.error.FFmpegError, ValueError):
                 subtitles_dropped.append(t.codec_context.name)
         _copy_tags(inp, out, [(vin, vout), *((a, audio[a.index].dst) for a in inp.streams.audio),
@@ -1400,6 +1432,7 @@ def restore_video(
             for packet in inp.demux(streams):
                 if packet.stream.type == "subtitle":
                     if packet.dts is not None:
+                        subtitle_splices[packet.stream.index].shift(packet)
                         packet.stream = subtitles[packet.stream.index]
                         mux(packet, "subtitles")
                     continue
