@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -79,6 +80,22 @@ def deferred_interrupts() -> Iterator[dict[str, int]]:
 
     with on_signals(_defer):
         yield flag
+
+
+_WARNINGS_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def quiet_warnings(category: type[Warning] = Warning) -> Iterator[None]:
+    """Ignore warnings of ``category`` inside the block. ``warnings.catch_warnings`` saves and restores the
+    process-wide filter list, so two threads using it at once (the web app's jobs) can restore each other's
+    "ignore" for good and silence every later warning; facerestore's blocks take turns under one lock instead
+    (they are short: a header read, a nan-mean, a file load)."""
+    import warnings
+
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", category)
+        yield
 
 
 class WeightsMissingError(FaceRestoreError, FileNotFoundError):

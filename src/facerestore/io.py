@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from facerestore.errors import InputError, OutputError
+from facerestore.errors import InputError, OutputError, quiet_warnings
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DEFAULT_JPEG_QUALITY = 95  # JPEG outputs, unless the source JPEG was finer (write_image)
@@ -196,7 +196,6 @@ def is_image_file(path: str | os.PathLike) -> bool:
 def is_animation(path: str | os.PathLike) -> bool:
     """Whether ``path`` is an image file with more than one frame (an animated GIF, WebP or PNG), from its header.
     Unreadable files are not (reading them says why)."""
-    import warnings
 
     from PIL import Image
 
@@ -204,8 +203,7 @@ def is_animation(path: str | os.PathLike) -> bool:
     if p.suffix.lower() not in ANIMATION_FORMATS:
         return False
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_warnings():
             with Image.open(p) as im:
                 return im.format in ANIMATION_FORMATS.values() and bool(getattr(im, "is_animated", False))
     except Exception:
@@ -409,7 +407,6 @@ def _register_heif() -> None:
 def _read_header(data: bytes, where: str) -> _Header:
     """Size, EXIF orientation and EXIF of encoded image bytes, from the header only (nothing is decoded)."""
     import io as _io
-    import warnings
 
     from PIL import Image
 
@@ -419,8 +416,7 @@ def _read_header(data: bytes, where: str) -> _Header:
         except InputError as exc:
             raise InputError(f"{exc}{where}") from None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_warnings():
             with Image.open(_io.BytesIO(data)) as im:
                 header = _Header(int(im.size[0]), int(im.size[1]), format=im.format,
                                  animated=bool(getattr(im, "is_animated", False)), mode=im.mode, pillow=True,

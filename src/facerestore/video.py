@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from facerestore import io
-from facerestore.errors import InputError, OutputError
+from facerestore.errors import InputError, OutputError, quiet_warnings
 from facerestore.faces.detect import FaceDetection, sort_detections
 from facerestore.faces.identity import detection_embedding
 from facerestore.hdr import hdr_view_for
@@ -1519,13 +1519,11 @@ class AnimationInfo:
 
 
 def _open_animation(path: Path) -> Any:
-    import warnings
 
     from PIL import Image
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_warnings():
             im = Image.open(path)
     except Exception as exc:
         if isinstance(exc, OSError) and exc.errno is not None:  # missing, unreadable (not: undecodable)

@@ -13,14 +13,13 @@ touching the package's list.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from facerestore.errors import InputError, did_you_mean
+from facerestore.errors import InputError, did_you_mean, quiet_warnings
 from facerestore.methods.honestface.restorer import HonestFaceRestorer
 from facerestore.methods.inversion.restorer import RobustInversionRestorer
 from facerestore.methods.ispl.restorer import HiFaceGANRestorer, ISPLRestorer
@@ -93,8 +92,7 @@ class Registry:
         if weights is not None:
             restorer.weights_used = os.fspath(weights)
         else:
-            with warnings.catch_warnings():  # the constructor already said which default it fell back to
-                warnings.simplefilter("ignore")
+            with quiet_warnings():  # the constructor already said which default it fell back to
                 default = cls.default_weights()
             restorer.weights_used = None if default is None else _reference(default)
         if half:

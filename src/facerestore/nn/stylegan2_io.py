@@ -28,7 +28,6 @@ import math
 import os
 import pickle
 import re
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-from facerestore.errors import InputError
+from facerestore.errors import InputError, quiet_warnings
 from facerestore.nn.stylegan2 import Generator
 
 __all__ = [
@@ -152,8 +151,7 @@ def _reconstruct_persistent_obj(meta) -> PersistentObject:
 
 
 def _load_from_bytes(data: bytes):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # TypedStorage deprecation chatter
+    with quiet_warnings(UserWarning):  # TypedStorage deprecation chatter
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 

@@ -30,7 +30,6 @@ import shutil
 import tempfile
 import threading
 import time
-import warnings
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from facerestore import io
-from facerestore.errors import FaceRestoreError, InputError, WeightsMissingError
+from facerestore.errors import FaceRestoreError, InputError, WeightsMissingError, quiet_warnings
 
 __all__ = [
     "BG_UPSAMPLERS",
@@ -157,8 +156,7 @@ def image_size(data: bytes) -> tuple[int, int] | None:
         except InputError:
             return None  # the decoder says in one line what is missing
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_warnings():
             with Image.open(_io.BytesIO(data)) as im:
                 return int(im.size[0]), int(im.size[1])
     except Exception:
