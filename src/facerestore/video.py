@@ -1383,14 +1383,14 @@ def restore_video(
 
         stamps: list[Fraction | None] = []  # the source times (seconds) of ``pending``
 
-        stored: list[tuple[int, int]] = []  # the first frame's stored size: the clip's, for every frame
+        # the stored size the header declares: the one the pixel limit checked and the encoder is sized for
+        stored = (int(vin.codec_context.width), int(vin.codec_context.height))
 
         def same_size(frame: Any) -> Any:
-            """A frame whose size differs from the first's (a broadcast switching between SD and HD, a WebRTC
-            recording) resized to it, as players and FFmpeg's own scaler do: one output size for the clip."""
-            if not stored:
-                stored.append((frame.width, frame.height))
-            w, h = stored[0]
+            """A frame whose size differs from the header's (a broadcast switching between SD and HD, a WebRTC
+            recording, a crafted file whose frames are far larger than it says) resized to it, as players and
+            FFmpeg's own scaler do: one output size for the clip, never more pixels than were checked."""
+            w, h = stored
             if (frame.width, frame.height) == (w, h):
                 return frame
             return frame.reformat(width=w, height=h, interpolation="LANCZOS")
