@@ -148,3 +148,36 @@ def test_training_options_are_checked_before_anything_loads(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and msg in err[0], err
     assert not (tmp_path / "o").exists()
+
+
+def test_phase_b_in_chunks_trains_what_one_chunk_would(tmp_path, astronaut, monkeypatch):
+    """Phase B's timesteps and diffusion noise are drawn per step (they were seeded once per chunk: a run split by
+    a stop and a rerun trained other weights than the same steps in one go)."""
+    import os
+    import signal
+
+    from facerestore.train.checkpoint import load_checkpoint
+
+    real = hf_train.make_batch
+    stop_at: set[int] = set()
+
+    def batch_then_maybe_stop(data, step, *a, **kw):
+        if step in stop_at:
+            os.kill(os.getpid(), signal.SIGTERM)  # this step finishes, the chunk saves and stops
+        return real(data, step, *a, **kw)
+
+    monkeypatch.setattr(hf_train, "make_batch", batch_then_maybe_stop)
+    states = []
+    for chunks in ([2], [0, 2]):  # steps 0-2 in one chunk; step 0, then steps 1-2
+        args = _tiny_run(tmp_path / f"hf{len(chunks)}", astronaut)
+        args[args.index("--phase-v") + 1] = args[args.index("--phase-a") + 1] = "0"  # phase B from step 0
+        for last in chunks:
+            stop_at.clear()
+            stop_at.add(last)
+            assert hf_train._cli(args) == 128 + signal.SIGTERM
+        state = load_checkpoint(tmp_path / f"hf{len(chunks)}" / "state.pt")
+        assert state["step"] == 3
+        states.append(state["net"])
+    assert states[0].keys() == states[1].keys()
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k

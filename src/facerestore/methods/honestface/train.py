@@ -289,6 +289,12 @@ class LatentDiscriminator(nn.Module):
         return self.net(torch.cat([z, tt], 1))
 
 
+def noise_seed(seed: int, step: int) -> int:
+    """The seed of step ``step``'s timesteps and diffusion noise (phase B), a function of (seed, step) alone, apart
+    from the data draws of :func:`make_batch` (``seed * 1_000_003 + step``)."""
+    return (int(seed) * 1_000_003 + int(step)) * 2 + 1
+
+
 def forward_diffuse(z: torch.Tensor, t: torch.Tensor, abar: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """F(z, t) = sqrt(abar_t) z + sqrt(1 - abar_t) eps (eq. 1)."""
     a = abar[t].view(-1, 1, 1, 1).to(z.dtype)
@@ -491,7 +497,8 @@ def main(argv: list[str] | None = None) -> int:
         net = HonestFaceNet(features=dlib_net)
     disc = LatentDiscriminator(int(net.config.vae["latent_channels"]))
     perc = DlibPerceptual(dlib_net)
-    state: dict[str, Any] = {"step": 0, "seconds": 0.0, "log": []}
+    # "init": what the run started from, kept from its first command (a later chunk's --init is ignored: it resumes)
+    state: dict[str, Any] = {"step": 0, "seconds": 0.0, "log": [], "init": args.init or None}
     if saved is not None:
         state = saved
         load_trainable_state(net, state["net"], str(state_path))
@@ -514,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     net.train()
     t_end = time.time() + args.minutes * 60
     t0 = time.time()
-    g = torch.Generator().manual_seed(args.seed + 7 * step)
+    g = torch.Generator()  # reseeded every step (noise_seed): a run in chunks draws what one run would
     from facerestore.errors import Interrupted, deferred_interrupts
 
     with deferred_interrupts() as signalled:  # Ctrl-C / SIGTERM: the step ends, the chunk is saved, then it stops
@@ -525,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
                  net=net.trainable_state(), disc=disc.state_dict(), opt=opt.state_dict(), opt_d=opt_d.state_dict())
     save_checkpoint(state_path, state)  # atomic
     meta = {"steps": step, "phase_v_steps": args.phase_v, "phase_a_steps": args.phase_a, "batch": args.batch,
-            "train_hours": state["seconds"] / 3600, "seed": args.seed, "init": args.init or None}
+            "train_hours": state["seconds"] / 3600, "seed": args.seed, "init": state.get("init")}
     net.eval()
     save_honestface(net, out / "final.safetensors", meta)
     if args.export:
@@ -549,6 +556,7 @@ def _train_chunk(*, args: argparse.Namespace, data: dict[str, Any], net: HonestF
         if phase_at(step, args.phase_v, args.phase_a) != phase:
             break  # the next chunk starts the next phase with fresh optimisers
         ts = time.time()
+        g.manual_seed(noise_seed(args.seed, step))
         batch = make_batch(data, step, args.batch, args.seed)
         lq, hq = batch["lq"], batch["hq"]
         if phase == "V":  # the autoencoder of clean faces (the references are clean faces too)
