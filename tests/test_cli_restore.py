@@ -332,6 +332,11 @@ def test_resume_digest_follows_what_auto_and_the_cache_resolve_to(monkeypatch):
     monkeypatch.setattr(zoo, "is_available", lambda name: name == "retinaface-mnet025")
     assert _options_digest(args, []) != without
     assert _options_digest(args, []) == _options_digest(p.parse_args(["-i", "x", "-o", "y", "--resume", "-q"]), [])
+    with_retina = _options_digest(args, [])
+    # a metric's feature network (LPIPS's AlexNet, FID's Inception) changes no restoration: outputs stay current
+    monkeypatch.setattr(zoo, "is_available", lambda name: name in ("retinaface-mnet025", "alexnet-imagenet",
+                                                                    "pt-inception-fid", "vgg19-imagenet"))
+    assert _options_digest(args, []) == with_retina
 
 
 def test_aligned_mode(tmp_path, astronaut):

@@ -433,10 +433,17 @@ def _file_stamp(path: str | Path) -> list[Any]:
     return [str(path), st.st_size, st.st_mtime_ns]
 
 
+# what zoo entries are used by (ZooEntry.used_by) when they only score or train: a metric's or a loss's feature
+# network; downloading one changes no restoration, so it must not make --resume restore everything again
+_SCORING_ONLY = frozenset({"lpips", "lpips_squeeze", "lpips_vgg", "dists", "ea_dists", "fid", "kid", "pfid",
+                           "train.losses"})
+
+
 def _options_digest(args: argparse.Namespace, ref_files: list[Path]) -> str:
     """A digest of everything besides the input that decides a restore's outputs: the options (the detector
-    "auto" stands for, resolved), the facerestore version, the zoo entries in the cache (they decide what
-    defaults resolve to: the detector, the mesh mask, a method's prior), a --weights file's and the reference
+    "auto" stands for, resolved), the facerestore version, the zoo entries in the cache that a restoration can use
+    (they decide what defaults resolve to: the detector, the mesh mask, a method's prior; metric-only ones left
+    out), a --weights file's and the reference
     photos' stamps (re-exported weights or new references make earlier outputs stale)."""
     import hashlib
     import json
@@ -447,7 +454,8 @@ def _options_digest(args: argparse.Namespace, ref_files: list[Path]) -> str:
 
     options = {k: v for k, v in vars(args).items() if k not in _NOT_OUTPUT_OPTIONS and not k.startswith("_")}
     options["detector"] = canonical_detector_name(args.detector)
-    cached = sorted(e.name for e in zoo.list_entries() if zoo.is_available(e.name))
+    cached = sorted(e.name for e in zoo.list_entries() if zoo.is_available(e.name)
+                    and not (e.used_by and all(use in _SCORING_ONLY for use in e.used_by)))
     weights = [_file_stamp(args.weights)] if args.weights and Path(args.weights).is_file() else []
     key = [__version__, options, cached, weights, [_file_stamp(f) for f in ref_files]]
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
