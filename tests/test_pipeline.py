@@ -931,3 +931,18 @@ def test_describe_keeps_the_notes_an_instance_added_to_a_zoo_entrys_licence():
     licence = r.describe()["weights_licence"]
     assert licence.startswith(zoo.get_entry("mobilestylegan-ffhq-1024").licence)
     assert licence.endswith("; encoder: ours (Apache-2.0)")
+
+
+def test_the_temporal_blender_meets_each_crop_with_its_own_track_when_a_face_cannot_be_aligned(astronaut, astro_dets):
+    """The video loop's blender takes crops in order: a face dropped by alignment shifted every later crop onto the
+    previous track's state (blending one person's face into another's, limited only by the motion test)."""
+    from dataclasses import replace
+
+    from facerestore.video import TemporalBlender
+
+    bad = replace(astro_dets[0], landmarks5=np.full((5, 2), 50.0))  # all five points coincide
+    blender = TemporalBlender(IdentityRestorer())
+    blender.begin_frame([7, 9])  # track 7: the face that cannot be aligned; track 9: the astronaut
+    with pytest.warns(UserWarning, match="cannot be aligned"):
+        restore_photo(astronaut, blender, upscale=1.0, detections=[bad, astro_dets[0]], identity=False, gate=False)
+    assert set(blender._state) == {9}

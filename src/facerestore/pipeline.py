@@ -900,6 +900,8 @@ def restore_faces_in_photo(
     t = time.perf_counter()
     index = {id(d): i for i, d in enumerate(dets)}  # detection -> its index in ``dets``
     alns = align_detections(rgb, dets, upscale, face_size=face_size, model_size=int(restorer.spec.size))
+    if len(alns) < len(dets) and hasattr(restorer, "keep_faces"):  # the video loop's blender follows crops in order
+        restorer.keep_faces([index[id(d)] for d, _ in alns])
     timings["align"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -662,8 +662,9 @@ class TemporalBlender(_Wrapper):
     (detection order), before each frame. The weight of the previous output is
     ``max_weight * max(0, 1 - motion / motion_limit)`` (``motion``: mean absolute difference of the current and
     previous input crops low-passed to 1/16 of their side, in [0, 1] units), so it never exceeds
-    ``max_weight`` and is 0 when the face moved or changed; it is also 0 for a new track. If the ids do not fit
-    the crops (a face dropped by alignment), the motion test sees different faces and does not blend.
+    ``max_weight`` and is 0 when the face moved or changed; it is also 0 for a new track. A face that cannot be
+    aligned gets no crop: the pipeline says which were kept (:meth:`keep_faces`), so each crop still meets its
+    own track.
     """
 
     needs_crop_order = True  # crops are matched to tracks by position: the pipeline restores them in order
@@ -698,6 +699,11 @@ class TemporalBlender(_Wrapper):
             self._seen[k] = self._frame
         self._seen = {k: f for k, f in self._seen.items() if self._frame - f < self.KEEP_FRAMES}
         self._state = {k: v for k, v in self._state.items() if k in self._seen}
+
+    def keep_faces(self, kept: Sequence[int]) -> None:
+        """The frame's faces that alignment kept (indexes into :meth:`begin_frame`'s ids, in order): a face that
+        cannot be aligned gets no crop, so the crops that follow are matched to these tracks, not by position."""
+        self._ids = [self._ids[i] for i in kept if 0 <= i < len(self._ids)]
 
     @staticmethod
     def _low(x: torch.Tensor) -> torch.Tensor:
