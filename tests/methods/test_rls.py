@@ -386,6 +386,7 @@ def test_train_flow_cli_stores_next_to_generator(tmp_path, monkeypatch, tiny_g):
 
 def test_train_flow_cli_saves_on_a_signal_and_resumes_with_hours_added_up(tmp_path, monkeypatch, tiny_g, capsys):
     import json
+    import math
     import os
     import signal
 
@@ -411,14 +412,19 @@ def test_train_flow_cli_saves_on_a_signal_and_resumes_with_hours_added_up(tmp_pa
     weights, record = flow_paths(gpath)
     info = json.loads(record.read_text())
     assert info["steps"] == 3 and info["finished"] is False and info["scheduled_steps"] == 6
+    with pytest.warns(UserWarning, match="stopped training \\(step 3 of 6\\)"):  # RLS uses it, and says so
+        load_generator_flow(weights, generator_path=gpath)
     first_seconds = torch.load(weights.with_suffix(".ckpt"), weights_only=True)["seconds"]
     assert torch.load(weights.with_suffix(".ckpt"), weights_only=True)["step"] == 3
     monkeypatch.setattr(tiny_g, "sample_w", sample_w)
     assert main(args) == 0
     info = json.loads(record.read_text())
-    assert info["steps"] == 6 and info["finished"] is True
+    assert info["steps"] == 6 and info["finished"] is True and math.isfinite(info["final_nll"])
     seconds = torch.load(weights.with_suffix(".ckpt"), weights_only=True)["seconds"]
     assert seconds > first_seconds and info["train_hours"] == round(seconds / 3600, 6)  # both chunks' time
+    assert main(args) == 0  # run again when finished: nothing trained, the record keeps its facts
+    again = json.loads(record.read_text())
+    assert again["steps"] == 6 and again["finished"] is True and again["final_nll"] == info["final_nll"]
     assert "resuming from" in capsys.readouterr().out
 
 

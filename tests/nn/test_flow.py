@@ -215,7 +215,7 @@ def test_train_flow_is_seeded_and_round_trips_through_safetensors(tmp_path):
 
 def test_train_flow_resumes_exactly_from_its_checkpoint_and_refuses_other_settings(tmp_path):
     from facerestore.errors import InputError
-    from facerestore.nn.flow import read_flow_checkpoint_seconds
+    from facerestore.nn.flow import read_flow_checkpoint
 
     def sample_fn(n, g):
         return torch.randn((n, 3), generator=g) * torch.tensor([1.0, 2.0, 0.5]) + 0.3
@@ -229,7 +229,7 @@ def test_train_flow_resumes_exactly_from_its_checkpoint_and_refuses_other_settin
                       callback=lambda s, nll: seen.append(s), should_stop=lambda: len(seen) == 4, **kw)
     assert seen == [0, 1, 2, 3] and torch.load(ckpt, weights_only=True)["step"] == 4
     assert not part.training and torch.isfinite(part.log_prob(sample_fn(16, torch.Generator()))).all()
-    first_seconds = read_flow_checkpoint_seconds(ckpt)
+    first_seconds = read_flow_checkpoint(ckpt)["seconds"]
     assert first_seconds > 0
     seen.clear()
     resumed = train_flow(sample_fn, generator=torch.Generator().manual_seed(5), checkpoint=ckpt, save_every=2,
@@ -237,12 +237,17 @@ def test_train_flow_resumes_exactly_from_its_checkpoint_and_refuses_other_settin
     assert seen == [4, 5, 6, 7]  # only the steps not yet done
     for (k, v), (_, u) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(v, u), k  # the same weights and calibration as the run that never stopped
-    assert read_flow_checkpoint_seconds(ckpt) > first_seconds  # training time adds up over the chunks
+    info = read_flow_checkpoint(ckpt)
+    assert info["seconds"] > first_seconds and info["step"] == info["steps"] == 8  # time adds up over chunks
     with pytest.raises(InputError, match=r"settings changed since its checkpoint \(lr: 0.01 -> 0.001\)"):
         train_flow(sample_fn, generator=torch.Generator().manual_seed(5), checkpoint=ckpt, **{**kw, "lr": 1e-3})
     with pytest.raises(InputError, match=r"seed: 5 -> 6"):
         train_flow(sample_fn, generator=torch.Generator().manual_seed(6), checkpoint=ckpt,
                    **{**kw, "settings": {"seed": 6}})
+    longer = tmp_path / "copy.ckpt"
+    longer.write_bytes(ckpt.read_bytes())
+    with pytest.warns(UserWarning, match="planned for 8 steps, now 12"):  # the schedule jumps: said
+        train_flow(sample_fn, generator=torch.Generator().manual_seed(5), checkpoint=longer, **{**kw, "steps": 12})
     with pytest.raises(InputError, match="past the 6 steps asked"):
         train_flow(sample_fn, generator=torch.Generator().manual_seed(5), checkpoint=ckpt, **{**kw, "steps": 6})
     ckpt.write_bytes(b"not a checkpoint")

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from facerestore.errors import Interrupted, deferred_interrupts
     from facerestore.methods.rls.flow_prior import flow_paths, save_generator_flow, train_generator_flow
     from facerestore.nn.devices import resolve_device
-    from facerestore.nn.flow import read_flow_checkpoint_seconds
+    from facerestore.nn.flow import read_flow_checkpoint
     from facerestore.nn.stylegan2_io import generator_sha256, prior_file, resolve_generator
 
     _check_args(args)
@@ -67,28 +67,31 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     G = resolve_generator(args.generator).to(device).eval().requires_grad_(False)
     gen_hash = generator_sha256(Path(gen_path)) if Path(gen_path).exists() else None
-    last = {"nll": float("nan"), "step": 0}
     if ckpt.is_file():
         print(f"resuming from {ckpt}", flush=True)
 
     def report(step: int, nll: float) -> None:
-        last.update(nll=nll, step=step + 1)
         if args.log_every and (step % args.log_every == 0 or step == args.steps - 1):
             print(f"step {step + 1}/{args.steps}  nll {nll:.3f} nats/sample", flush=True)
 
-    with deferred_interrupts() as signalled:  # Ctrl-C / SIGTERM: the step ends, a checkpoint and the weights are saved
+    # Ctrl-C / SIGTERM: the step ends, the checkpoint and the weights of the steps done are saved (the save too is
+    # covered: weights never sit beside an older record)
+    with deferred_interrupts() as signalled:
         flow = train_generator_flow(
             G, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, num_blocks=args.blocks,
             hidden=args.hidden, n_stats=args.stats, n_calibrate=args.stats, callback=report, checkpoint=ckpt,
             save_every=args.save_every, generator_hash=gen_hash, should_stop=lambda: "signum" in signalled,
         )
-    steps_done = last["step"] if "signum" in signalled else args.steps
-    path = save_generator_flow(
-        flow.cpu(), gen_path, out, steps=steps_done, scheduled_steps=args.steps, finished=steps_done >= args.steps,
-        batch=args.batch, lr=args.lr, seed=args.seed, final_nll=last["nll"], half=args.half,
-        train_hours=round(read_flow_checkpoint_seconds(ckpt) / 3600, 6), device=str(device),
-    )
-    print(f"flow prior of step {steps_done}/{args.steps} written to {path}")
+        done = read_flow_checkpoint(ckpt)  # what was reached, over every chunk (the checkpoint is always written)
+        nll = done["nll"]
+        path = save_generator_flow(
+            flow.cpu(), gen_path, out, steps=done["step"], scheduled_steps=args.steps,
+            finished=done["step"] >= args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+            final_nll=None if nll is None else round(float(nll), 6), half=args.half,
+            train_hours=round(done["seconds"] / 3600, 6), device=str(device),
+        )
+    print(f"flow prior of step {done['step']}/{args.steps} written to {path}"
+          + ("" if done["step"] >= args.steps else " (stopped early: rerun the same command to finish it)"))
     if "signum" in signalled:
         raise Interrupted(signalled["signum"])
     return 0

@@ -35,7 +35,7 @@ __all__ = [
     "Reverse",
     "load_flow",
     "made_masks",
-    "read_flow_checkpoint_seconds",
+    "read_flow_checkpoint",
     "save_flow",
     "train_flow",
 ]
@@ -311,9 +311,9 @@ def train_flow(
     # what Adam's state and the draws depend on (the run length is not: a resumed run may ask for more steps)
     run_settings = {"lr": float(lr), "batch": int(batch), "config": dict(flow.config), "n_stats": int(n_stats),
                     "weight_decay": float(weight_decay), "cosine_decay": bool(cosine_decay), **(settings or {})}
-    start, seconds_before = 0, 0.0
+    start, seconds_before, last_nll = 0, 0.0, None
     if checkpoint is not None and os.path.isfile(checkpoint):
-        start, seconds_before = _resume_flow(checkpoint, flow, opt, generator, run_settings, steps)
+        start, seconds_before, last_nll = _resume_flow(checkpoint, flow, opt, generator, run_settings, steps)
 
     def save(step: int) -> None:
         if checkpoint is not None:
@@ -324,7 +324,7 @@ def train_flow(
             buf = io.BytesIO()
             torch.save({"flow": flow.state_dict(), "optimizer": opt.state_dict(), "rng": generator.get_state(),
                         "step": step, "seconds": seconds_before + time.monotonic() - started,
-                        "settings": run_settings}, buf)
+                        "settings": run_settings, "scheduled_steps": int(steps), "nll": last_nll}, buf)
             atomic_write_bytes(checkpoint, buf.getbuffer())
 
     flow.train()
@@ -343,8 +343,9 @@ def train_flow(
         loss.backward()
         opt.step()
         step += 1
+        last_nll = float(loss.detach())
         if callback is not None:
-            callback(step - 1, float(loss.detach()))
+            callback(step - 1, last_nll)
         if should_stop is not None and should_stop():
             break
         if save_every and step % int(save_every) == 0 and step < steps:
@@ -354,17 +355,21 @@ def train_flow(
     return flow.eval()
 
 
-def read_flow_checkpoint_seconds(checkpoint: str | os.PathLike) -> float:
-    """The training seconds (all chunks together) recorded in a :func:`train_flow` checkpoint; 0 without one."""
+def read_flow_checkpoint(checkpoint: str | os.PathLike) -> dict[str, Any]:
+    """What a :func:`train_flow` checkpoint says of its run: ``step`` reached, ``steps`` planned, training
+    ``seconds`` (all chunks together) and the last step's ``nll`` (None before any step); {} without a file."""
     if not os.path.isfile(checkpoint):
-        return 0.0
-    return float(torch.load(checkpoint, map_location="cpu", weights_only=True).get("seconds", 0.0))
+        return {}
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    return {"step": int(state["step"]), "steps": state.get("scheduled_steps"), "seconds": float(state["seconds"]),
+            "nll": state.get("nll")}
 
 
 def _resume_flow(checkpoint: str | os.PathLike, flow: MAF, opt: torch.optim.Optimizer, generator: torch.Generator,
-                 settings: dict[str, Any], steps: int) -> tuple[int, float]:
-    """Load ``checkpoint`` into the flow, Adam and the generator; (its step, its training seconds). One-line
-    InputError for an unreadable file, other settings or a step past ``steps``."""
+                 settings: dict[str, Any], steps: int) -> tuple[int, float, float | None]:
+    """Load ``checkpoint`` into the flow, Adam and the generator; (its step, its training seconds, its last step's
+    nll). One-line InputError for an unreadable file, other settings or a step past ``steps``; a warning when the
+    run was planned for another number of steps (the cosine learning rate jumps to the new schedule)."""
     import pickle
 
     from facerestore.errors import InputError
@@ -383,10 +388,16 @@ def _resume_flow(checkpoint: str | os.PathLike, flow: MAF, opt: torch.optim.Opti
     if int(state["step"]) > int(steps):
         raise InputError(f"{checkpoint} is at step {int(state['step'])}, past the {int(steps)} steps asked; ask for "
                          f"at least {int(state['step'])}")
+    planned = state.get("scheduled_steps")
+    if planned is not None and int(planned) != int(steps) and int(state["step"]) < int(steps):
+        import warnings
+
+        warnings.warn(f"{checkpoint}: resumed at step {int(state['step'])} of a run planned for {int(planned)} steps, "
+                      f"now {int(steps)}: the cosine learning rate jumps to that schedule", stacklevel=3)
     flow.load_state_dict(state["flow"])
     opt.load_state_dict(state["optimizer"])
     generator.set_state(state["rng"])
-    return int(state["step"]), float(state.get("seconds", 0.0))
+    return int(state["step"]), float(state.get("seconds", 0.0)), state.get("nll")
 
 
 def save_flow(flow: MAF, path: str | os.PathLike, half: bool = False) -> None:

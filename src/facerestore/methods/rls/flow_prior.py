@@ -120,4 +120,21 @@ def load_generator_flow(path: str | os.PathLike, map_location: str | torch.devic
         raise WeightsMissingError(f"RLS flow prior not found: {os.fspath(path)}")
     if generator_path is not None:
         check_flow_generator(path, generator_path)
+    _warn_if_unfinished(Path(path))
     return load_flow(path, map_location)
+
+
+def _warn_if_unfinished(path: Path) -> None:
+    """A flow whose training was stopped (its record says ``finished: false``) works but is not the flow asked
+    for: RLS uses it, and says so once per load."""
+    import json
+    import warnings
+
+    try:
+        record = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # no or unreadable record: check_flow_generator speaks for it where a generator is named
+    if isinstance(record, dict) and record.get("finished") is False:
+        warnings.warn(f"the RLS flow prior {path.name} comes from a stopped training (step {record.get('steps')} of "
+                      f"{record.get('scheduled_steps')}): rerun the same `facerestore train-flow` command to finish "
+                      "it", stacklevel=3)
