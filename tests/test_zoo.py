@@ -207,30 +207,39 @@ def test_home_is_absolute_and_an_unknown_user_is_one_line(monkeypatch, tmp_path)
         zoo.home()
 
 
-def test_two_fetches_of_one_entry_take_turns(fake_entry, local_server, monkeypatch):
-    """Two downloads at once (the web app and the CLI): the second waits for the first and returns its file."""
+def test_two_fetches_of_one_entry_take_turns(fake_entry, local_server, monkeypatch, capsys):
+    """Two downloads at once (the web app and the CLI): the second waits for the first (and says so), then finds
+    its file instead of downloading again."""
     import threading
+    import time
 
     entry, data = fake_entry
     url, reply = local_server
     monkeypatch.setitem(zoo._REGISTRY, entry.name, zoo.ZooEntry(**{**entry.__dict__, "url": url}))
     reply.update(body=data, announce=len(data))
     calls, real = [], zoo._fetch_url
-    gate = threading.Event()
+    entered, gate = threading.Event(), threading.Event()
 
     def slow_fetch(*a, **k):
         calls.append(1)
-        gate.wait(5)  # the second fetch arrives while the first holds the lock
+        entered.set()
+        gate.wait(10)  # holds the lock until the second fetch is seen waiting
         return real(*a, **k)
 
     monkeypatch.setattr(zoo, "_fetch_url", slow_fetch)
     results = []
     threads = [threading.Thread(target=lambda: results.append(zoo.fetch(entry.name, timeout=5))) for _ in range(2)]
-    for t in threads:
-        t.start()
+    threads[0].start()
+    assert entered.wait(10)
+    threads[1].start()
+    said, deadline = "", time.monotonic() + 10
+    while "waiting for another download" not in said and time.monotonic() < deadline:
+        time.sleep(0.02)
+        said += capsys.readouterr().err
     gate.set()
     for t in threads:
         t.join(10)
+    assert "waiting for another download of 'fake-net'" in said
     assert len(results) == 2 and results[0] == results[1] and results[0].read_bytes() == data
     assert len(calls) == 1  # one download: the second found the first's file once it had the lock
 

@@ -75,8 +75,10 @@ def deferred_interrupts() -> Iterator[dict[str, int]]:
         if "signum" in flag:
             raise Interrupted(signum)
         flag["signum"] = signum
-        # os.write, not print: a handler may run in the middle of another write to the same stream
-        os.write(2, b"\nstopping after this step (a checkpoint is saved); signal again to stop now\n")
+        # os.write, not print: a handler may run in the middle of another write to the same stream; a closed or
+        # broken stderr (`... 2>&1 | tee`, tee killed by the same Ctrl-C) must not turn the deferred stop into a crash
+        with contextlib.suppress(OSError):
+            os.write(2, b"\nstopping after this step (a checkpoint is saved); signal again to stop now\n")
 
     with on_signals(_defer):
         yield flag

@@ -96,9 +96,10 @@ def test_validation_roots_apart_from_the_training_roots(tmp_path):
     root = make_face_dataset(tmp_path / "hq", n=3, size=8)
     sub = root / "sub"
     sub.mkdir()
-    for val_root in (root, sub, tmp_path):
-        with pytest.raises(InputError, match=r"data\.val_roots"):
-            config_from_dict({"data": {"roots": [str(root)], "val_roots": [str(val_root)]}})
+    with pytest.raises(InputError, match=r"data\.val_roots"):
+        config_from_dict({"data": {"roots": [str(root)], "val_roots": [str(root)]}})
+    for val_root in (sub, tmp_path):  # folders are read without subfolders: a parent or a child shares no file
+        assert config_from_dict({"data": {"roots": [str(root)], "val_roots": [str(val_root)]}}).data.val_roots
     apart = make_face_dataset(tmp_path / "val", n=2, size=8)
     assert config_from_dict({"data": {"roots": [str(root)], "val_roots": [str(apart)]}}).data.val_roots
 
@@ -458,3 +459,15 @@ def test_train_command_refuses_export_latest_with_fresh(tmp_path, capsys):
     assert main(["train", "configs/unet-l1-128.yaml", "--export-latest", "--fresh"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--export-latest writes the weights of the existing checkpoint" in err[0]
+
+
+def test_a_checkpoint_older_than_the_held_out_exclusion_is_not_resumed_under_it():
+    """data.exclude_held_out (default true) changed which files train; a checkpoint whose config lacks the key was
+    made without it: resuming it would silently train on another file list, so the change is named."""
+    from facerestore.train.trainer import config_changes
+
+    current = config_from_dict({"data": {"roots": ["x"]}}).to_dict()
+    older = json.loads(json.dumps(current))
+    del older["data"]["exclude_held_out"]
+    assert config_changes(older, current) == ["data.exclude_held_out: False -> True"]
+    assert config_changes(current, current) == []

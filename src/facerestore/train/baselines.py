@@ -20,10 +20,11 @@ class UNetL1Adapter(TrainAdapter):
         if cfg.losses:  # its loss is L1 alone: other weights would silently do nothing
             raise InputError(f"unet-l1 takes no losses: settings (its loss is L1); got {', '.join(sorted(cfg.losses))}")
         try:
-            self.nets = {"generator": UNet(**cfg.model).to(device)}
-        except (TypeError, ValueError, ZeroDivisionError, RuntimeError) as exc:  # an unknown key, a bad width
+            net = UNet(**cfg.model)
+        except (TypeError, ValueError, ZeroDivisionError) as exc:  # an unknown key, a bad width
             raise InputError(f"bad unet-l1 model settings ({str(exc).splitlines()[0]}); model options: ch, depth, "
                              "max_ch") from None
+        self.nets = {"generator": net.to(device)}  # out of memory is no settings mistake
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         o = self.cfg.optim

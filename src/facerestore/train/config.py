@@ -248,10 +248,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                r)
     for r in d.val_roots:
         _check(Path(r).is_dir(), "data.val_roots", "existing folders", r)
-        v = Path(r).resolve()
-        overlap = [t for t in d.roots if v == Path(t).resolve() or Path(t).resolve() in v.parents
-                   or v in Path(t).resolve().parents]
-        _check(not overlap, "data.val_roots", "folders apart from data.roots (validation would score training "
+        # folders are read without their subfolders: only the same folder shares files
+        overlap = [t for t in d.roots if Path(r).resolve() == Path(t).resolve()]
+        _check(not overlap, "data.val_roots", "folders other than data.roots (validation would score the training "
                f"faces of {', '.join(overlap)})", r)
     if d.synth:
         unknown = sorted(set(d.synth) - {"count", "weights", "truncation", "seed", "folder", "store"})

@@ -115,7 +115,7 @@ class StyleGAN2Adapter(TrainAdapter):
             d_kwargs = {"img_resolution": size, "channel_base": g.config["channel_base"],
                         "channel_max": g.config["channel_max"], **(model.get("discriminator") or {})}
             d = Discriminator(**d_kwargs)
-        except (TypeError, ValueError, ZeroDivisionError, AssertionError, RuntimeError) as e:  # z_dim: 0, ...
+        except (TypeError, ValueError, ZeroDivisionError, AssertionError) as e:  # z_dim: 0, ...
             raise InputError(f"bad stylegan2 network settings: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
                              ) from None
         self.nets = {"generator": g.to(device), "discriminator": d.to(device)}

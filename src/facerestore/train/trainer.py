@@ -110,7 +110,10 @@ class _Logger:
 RESUMABLE_CHANGES = frozenset({"steps", "time_limit_s", "log_every", "val_every", "ckpt_every", "device",
                                "val_metrics", "output_dir", "deterministic", "data.val_count", "data.val_roots",
                                "init_from"})  # init_from only starts a run: a resumed one holds its weights already
-_PATH_LISTS = frozenset({"data.roots", "data.val_from"})  # compared as resolved folders (relative or absolute)
+_PATH_LISTS = frozenset({"data.roots", "data.val_from"})
+# keys added with a default that changes what earlier versions did (their checkpoints lack the key): what those
+# versions did, so that resuming such a run under the new behaviour is refused rather than silently different
+_OLDER_BEHAVIOUR = {"data.exclude_held_out": False}  # compared as resolved folders (relative or absolute)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -127,7 +130,9 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The settings (dotted keys) that differ between a checkpoint's config and the current one, leaving out
     :data:`RESUMABLE_CHANGES`, each as "key: old -> new"."""
     defaults = _flatten(TrainConfig().to_dict())  # a key the checkpoint's version did not have: its default
-    a, b = {**defaults, **_flatten(saved)}, {**defaults, **_flatten(current)}
+    # ... except where the new key's default changed what older versions did: those read as the old behaviour
+    a = {**defaults, **_OLDER_BEHAVIOUR, **_flatten(saved)}
+    b = {**defaults, **_flatten(current)}
 
     def same(k: str, old: Any, new: Any) -> bool:
         if k in _PATH_LISTS and isinstance(old, list) and isinstance(new, list):

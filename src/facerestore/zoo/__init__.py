@@ -226,21 +226,34 @@ def _download_lock(name: str) -> Iterator[None]:
     except ImportError:  # pragma: no cover - Windows
         yield
         return
+    import errno
+    import sys
+
     folder = cache_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        f = open(folder / f".{name}.lock", "a")  # closed by the with below
+        # read-only is enough for flock: a lock file another user of a shared cache created (0644) still opens
+        fd = os.open(folder / f".{name}.lock", os.O_RDONLY | os.O_CREAT, 0o666)
     except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and folder.is_dir():
+            yield  # no lock to be had: download unlocked (the rename keeps each folder whole)
+            return
         from facerestore.errors import OutputError
 
         raise OutputError(f"cannot write into the weights cache {folder}: {exc.strerror or exc} "
                           "(set FACERESTORE_HOME to a writable folder)") from None
-    with f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another download of '{name}' to finish", file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def fetch(name: str, *, timeout: float = 60.0) -> Path:

@@ -65,6 +65,7 @@ class SearchConfig:
     network: str = "frsnet"  # "frsnet" (upsampling module) or "mfpsnet" (all five modules)
     roots: list[str] = field(default_factory=list)
     val_rule: str = "ends-with-0"  # held-out images never enter D_A / D_B
+    exclude_held_out: bool = True  # as DataConfig: numeric names ending in 0 never train, whatever the rule
     max_images: int = 0  # 0 = all
     size: int = 128
     batch_size: int = 4
@@ -237,7 +238,8 @@ def _image_halves(cfg: SearchConfig) -> tuple[torch.Tensor, torch.Tensor, int]:
     from facerestore.train.config import DataConfig
     from facerestore.train.data import load_images, split_files
 
-    train, _ = split_files(DataConfig(roots=list(cfg.roots), size=cfg.size, val_rule=cfg.val_rule, val_count=0))
+    train, _ = split_files(DataConfig(roots=list(cfg.roots), size=cfg.size, val_rule=cfg.val_rule, val_count=0,
+                                      exclude_held_out=cfg.exclude_held_out))
     if cfg.max_images:
         train = train[: cfg.max_images]
     if len(train) < 2 * cfg.batch_size:
