@@ -700,8 +700,10 @@ def apply(
     return y, records
 
 
-def _surrogate_seed(record: Record, index: int) -> int:
-    digest = hashlib.sha256(repr((record.get("ops"), index)).encode()).digest()
+def record_seed(record: Record) -> int:
+    """A seed (0 <= s < 2**62) that is a function of the record's operations alone: a sample's stochastic
+    surrogate draws (and the inversion's inpainting noise) do not depend on its position in a batch."""
+    digest = hashlib.sha256(repr(record.get("ops")).encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 2
 
 
@@ -717,7 +719,7 @@ def surrogate(task: str, params: Sequence[Record] | Record) -> Callable[[torch.T
     recs = [params] if isinstance(params, dict) else list(params)
     for r in recs:
         _check_records(info, [r], 1, tuple(r.get("input_size", (0, 0))))
-    gens = [make_generator(_surrogate_seed(r, i)) for i, r in enumerate(recs)]
+    gens = [make_generator(record_seed(r)) for r in recs]
 
     def run_one(x: torch.Tensor, rec: Record, g: torch.Generator) -> torch.Tensor:
         if "input_size" in rec and tuple(x.shape[-2:]) != tuple(rec["input_size"]):

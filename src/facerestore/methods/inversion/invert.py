@@ -109,7 +109,7 @@ def robust_invert(
     steps: Sequence[int] = PAPER_STEPS,
     lrs: Sequence[float] = PAPER_LRS,
     w_init: torch.Tensor | None = None,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     wpp_layout: str = "layers",
     callback: Callable[[str, int, float], None] | None = None,
     identity: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -121,7 +121,9 @@ def robust_invert(
     mask: (B|1, 1, h, w) known pixels for the inpainting noise trick (see :func:`inpainting_mask`).
     steps / lrs: per phase (W, W+, W++). w_init: (w_dim,) or (B, w_dim), default ``G.mapping.w_avg``.
     seed: seeds the inpainting noise (the only randomness besides stochastic surrogates, which carry
-    their own record-seeded generators). wpp_layout: "layers" (one w per output filter of every layer,
+    their own record-seeded generators): one int for every face, or one per face (e.g. from each face's record,
+    :func:`facerestore.degrade.tasks.record_seed`), never from a face's position in the batch.
+    wpp_layout: "layers" (one w per output filter of every layer,
     the paper) or "dense" (the authors' code layout in which a toRGB layer shares the rows of the next
     block's first conv). callback(phase, step, loss) sees every step. Generator weights are not modified.
     identity: an extra per-sample loss ``identity(G(w)) -> (B,)`` of the clean generated image as rendered for
@@ -144,8 +146,12 @@ def robust_invert(
     resolution = check_work_resolution(G, resolution)
     b = target.shape[0]
     target = target.to(device=dev, dtype=dtype)
-    # one noise stream per face (inpainting): a face's result does not depend on the other faces of its batch
-    gen = [torch.Generator().manual_seed(int(seed) + 1_000_003 * i) for i in range(b)]
+    # one noise stream per face (inpainting), seeded by what the face is, not where it sits: a face's result does
+    # not depend on the other faces of its batch
+    seeds = [int(seed)] * b if isinstance(seed, int) else [int(s) for s in seed]
+    if len(seeds) != b:
+        raise ValueError(f"{len(seeds)} seeds for {b} faces")
+    gen = [torch.Generator().manual_seed(s) for s in seeds]
     init = G.mapping.w_avg if w_init is None else w_init
     w = init.detach().to(device=dev, dtype=dtype).reshape(-1, G.w_dim).expand(b, -1).clone()
 
@@ -190,7 +196,7 @@ def robust_invert(
             lat = w_pp if wpp_layout == "layers" else G.synthesis.wpp_from_dense(w_pp)
             raw = render_unit(G, lat)
             seen = raw if resolution is None else render_unit(G, lat, resolution=resolution)
-            final = loss(f_hat(seen), target, mask, torch.Generator().manual_seed(int(seed)))
+            final = loss(f_hat(seen), target, mask, [torch.Generator().manual_seed(s) for s in seeds])
     finally:
         for p, r in zip(G.parameters(), requires):
             p.requires_grad_(r)

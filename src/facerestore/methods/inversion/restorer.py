@@ -44,6 +44,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from facerestore.degrade.tasks import record_seed
 from facerestore.errors import InputError
 from facerestore.methods.inversion.encoder import ENCODER_LICENCE, EncoderStart, LatentEncoder
 from facerestore.methods.inversion.invert import (
@@ -476,7 +477,8 @@ class RobustInversionRestorer(Restorer):
         with self._bar() as bar:
             result = robust_invert(
                 self.G, lq.to(dev), f_hat, self.loss_fn, mask=mask, steps=self.steps, lrs=self.lrs,
-                w_init=self.start(lq, blind=False), seed=self.seed, wpp_layout=self.wpp_layout, callback=bar.update,
+                w_init=self.start(lq, blind=False), wpp_layout=self.wpp_layout, callback=bar.update,
+                seed=self.seed if isinstance(params, dict) else [self.seed + record_seed(p) for p in params],
                 identity=None if guide is None else guide[1],
             )
         if task in PROJECTED_TASKS:
