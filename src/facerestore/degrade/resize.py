@@ -268,6 +268,8 @@ def project_pulse_bicubic(x: torch.Tensor, y: torch.Tensor, factor: int, strengt
     float64 and returned in x's dtype.
     """
     factor = int(factor)
+    if x.device.type == "mps":  # Apple GPUs have no float64: the projection is done on the CPU
+        return project_pulse_bicubic(x.cpu(), y.cpu(), factor, strength).to(x.device)
     _check_projection(x, y, [_pulse_matrix(int(n), factor).shape[0] for n in x.shape[-2:]], f"downsampled x{factor}",
                       strength)
     h, w = x.shape[-2:]
@@ -291,6 +293,8 @@ def project_resize(x: torch.Tensor, y: torch.Tensor, method: str = "bicubic", st
     ``x + strength * C (y - A x) - (1 - detail) (I - C A) x``.
     """
     method = _check_method(method)
+    if x.device.type == "mps":  # Apple GPUs have no float64: the projection is done on the CPU
+        return project_resize(x.cpu(), y.cpu(), method, strength, antialias, detail).to(x.device)
     _check_image(y)  # before reading its size; _check_projection checks both images, the batch and the strength
     _check_projection(x, y, y.shape[-2:], f"reduced with {method}", strength)
     if not 0.0 <= float(detail) <= 1.0:

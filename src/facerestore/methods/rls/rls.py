@@ -221,19 +221,19 @@ def project_l1_ball(v: torch.Tensor, radius: float | torch.Tensor, center: torch
 @torch.no_grad()
 def mean_w(G: Generator, n: int, generator: torch.Generator) -> torch.Tensor:
     """Mean of ``n`` mapping-network samples (w_dim,) (the paper's RLS initialisation, n = 100,000)."""
-    total = torch.zeros(G.w_dim, dtype=torch.float64, device=G.mapping.w_avg.device)
+    total = torch.zeros(G.w_dim, dtype=torch.float64)  # on the CPU: Apple GPUs have no float64
     done = 0
     while done < n:
         m = min(8192, n - done)
-        total += G.sample_w(m, generator).to(torch.float64).sum(0)
+        total += G.sample_w(m, generator).to("cpu", torch.float64).sum(0)
         done += m
-    return (total / max(n, 1)).to(latent_dtype(G))
+    return (total / max(n, 1)).to(G.mapping.w_avg.device, latent_dtype(G))
 
 
 @torch.no_grad()
 def w_spread(G: Generator, n: int = 8192, seed: int = 0) -> float:
     """Mean over the w_dim dimensions of W's standard deviation, from ``n`` mapping samples drawn with ``seed``."""
-    w = G.sample_w(n, torch.Generator().manual_seed(int(seed))).double()
+    w = G.sample_w(n, torch.Generator().manual_seed(int(seed))).to("cpu", torch.float64)  # no float64 on MPS
     return float(w.std(0).mean())
 
 
