@@ -685,3 +685,11 @@ def test_blind_mode_reduces_the_image_of_a_generator_that_renders_only_its_own_s
         seen = F.interpolate(to_unit_range(sg2.synthesis(details.w_pp)), size=(side, side), mode="area")
     target = resize_crop(crop, (side, side))
     torch.testing.assert_close(details.final_loss, r.loss_fn(seen, target, None, torch.Generator().manual_seed(0)))
+
+
+def test_records_say_which_loss_steps_and_start_the_inversion_used(tiny_g):
+    """`auto` resolves to LPIPS-VGG once its weights are cached: every output record says which loss (and budget,
+    and start) made it."""
+    r = RobustInversionRestorer(generator=tiny_g, loss="substitute", steps=(2, 3, 4), min_side=4, progress=False)
+    d = r.describe()
+    assert d["loss"] == "substitute" and d["steps"] == [2, 3, 4] and d["start"] == "mean"

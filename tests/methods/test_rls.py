@@ -597,3 +597,11 @@ def test_restorer_init_encoder_starts_each_face_from_its_guess(tmp_path, tiny_g,
     assert "W encoder" in auto.spec.weights_licence
     with pytest.raises(InputError, match="pass the encoder"):
         RLSRestorer(**kw, init="encoder")
+
+
+def test_records_say_which_preset_and_steps_rls_used(tiny_g, tiny_flow):
+    from facerestore.methods.rls.restorer import RLSPlusRestorer
+
+    r = RLSPlusRestorer(generator=tiny_g, flow=tiny_flow, preset="code", steps=3, plus_steps=2, n_mean=10)
+    d = r.describe()
+    assert d["preset"] == "code" and d["steps"] == 3 and d["plus_steps"] == 2 and d["start"] == "mean"

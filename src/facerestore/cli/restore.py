@@ -433,10 +433,10 @@ def _file_stamp(path: str | Path) -> list[Any]:
     return [str(path), st.st_size, st.st_mtime_ns]
 
 
-# what zoo entries are used by (ZooEntry.used_by) when they only score or train: a metric's or a loss's feature
-# network; downloading one changes no restoration, so it must not make --resume restore everything again
-_SCORING_ONLY = frozenset({"lpips", "lpips_squeeze", "lpips_vgg", "dists", "ea_dists", "fid", "kid", "pfid",
-                           "train.losses"})
+# what zoo entries are used by (ZooEntry.used_by) when they only score or train: a metric's or a training loss's
+# feature network; downloading one changes no restoration, so it must not make --resume restore everything again
+# (not lpips_vgg: robust-inversion's "auto" loss becomes LPIPS-VGG once its weights are cached)
+_SCORING_ONLY = frozenset({"lpips", "lpips_squeeze", "dists", "ea_dists", "fid", "kid", "pfid", "train.losses"})
 
 
 def _options_digest(args: argparse.Namespace, ref_files: list[Path]) -> str:

@@ -288,6 +288,12 @@ class RobustInversionRestorer(Restorer):
         if self.encoder is not None:  # every output record names the start and its licence consequences
             self.with_spec(weights_licence=f"{self.spec.weights_licence}; {ENCODER_LICENCE}")
 
+    def describe(self) -> dict[str, Any]:
+        """The base record plus how this inversion ran: its loss (``auto`` resolves to LPIPS-VGG once those weights
+        are cached, else the substitute), the NGD steps per phase, the start (the W encoder or the mean latent)."""
+        return {**super().describe(), "loss": self.loss_kind, "steps": [int(s) for s in self.steps],
+                "start": "encoder" if self.encoder is not None else "mean"}
+
     def half_modules(self) -> list[torch.nn.Module]:
         """``set_half``: the generator's synthesis network in bf16 on a CPU (fp16 on a GPU is not offered: untested
         here); its mapping (with ``w_avg``, the start latent), the loss and its networks, and the W encoder are

@@ -190,6 +190,14 @@ class RLSRestorer(Restorer):
         if self.starter.encoder is not None:  # every output record names the start and its licence consequences
             self.with_spec(weights_licence=f"{self.spec.weights_licence}; {ENCODER_LICENCE}")
 
+    def describe(self) -> dict[str, Any]:
+        """The base record plus how the search ran: the preset, its steps (and RLS+'s), the start."""
+        out = {**super().describe(), "preset": self.preset, "steps": int(self.cfg.steps),
+               "start": "encoder" if self.starter.encoder is not None else "mean"}
+        if self.plus:
+            out["plus_steps"] = int(self.cfg.plus_steps)
+        return out
+
     def half_modules(self) -> list[torch.nn.Module]:
         """``set_half``: the generator's synthesis network in reduced precision (bf16 on a CPU; rls only: RLS+
         tunes the generator's weights, which bf16 cannot hold to its small steps); the mapping (and ``w_avg``),
