@@ -262,3 +262,21 @@ def test_every_licence_of_weights_trained_on_ffhq_says_non_commercial():
             continue
         parts = [p for p in text.split(";") if "FFHQ" in p]  # each component (encoder, decoder, fallback prior)
         assert all("non-commercial" in p for p in parts), (spec.name, text)
+
+
+def test_restore_refuses_bad_sizes_integer_images_and_unknown_options_in_one_line():
+    import torch
+
+    from facerestore.errors import InputError
+    from facerestore.methods.registry import load_restorer
+
+    r = load_restorer("ispl")
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for size in (64, (0, 64), (-3, 5), (32.5, 32)):  # silently empty, a TypeError, a pooling error before
+        with pytest.raises(InputError, match="size must be an"):
+            r.restore(x, size=size)
+    with pytest.raises(InputError, match="floating-point"):  # 0..255 read as [0, 1]: a black-and-white mask
+        r.restore((x * 255).to(torch.uint8))
+    with pytest.raises(InputError, match="unexpected keyword argument 'foo'"):
+        r.restore(x, foo=1)
+    assert r.restore(x, size=(24, 40)).shape == (1, 3, 24, 40)

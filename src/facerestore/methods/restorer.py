@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 import os
 import warnings
 from pathlib import Path
@@ -92,6 +93,9 @@ def check_images(lq: Any, name: str, min_side: int = 1) -> None:
     if not isinstance(lq, torch.Tensor) or lq.ndim != 4 or lq.shape[1] != 3:
         shape = tuple(lq.shape) if isinstance(lq, torch.Tensor) else type(lq).__name__
         raise InputError(f"{name} expects (B, 3, H, W) images in [0, 1], got {shape}")
+    if not lq.is_floating_point():  # uint8 0..255 taken as [0, 1] would come out as a black-and-white mask
+        raise InputError(f"{name} expects floating-point images in [0, 1], got {lq.dtype} (divide 8-bit images by "
+                         "255)")
     if lq.shape[0] < 1:
         raise InputError(f"{name} got an empty batch")
     if lq.shape[-1] < min_side or lq.shape[-2] < min_side:
@@ -425,6 +429,11 @@ class Restorer(torch.nn.Module):
         """
         spec = self.spec
         check_images(lq, spec.name, min_side=spec.min_side)
+        whole = (numbers.Integral,)
+        if size is not None and not (isinstance(size, (tuple, list)) and len(size) == 2
+                                     and all(isinstance(v, whole) and not isinstance(v, bool) and 1 <= v <= 16384
+                                             for v in size)):
+            raise InputError(f"{spec.name}: size must be an (H, W) pair of whole numbers in 1..16384, got {size!r}")
         if refs is not None and not isinstance(refs, torch.Tensor):
             if isinstance(refs, (list, tuple)) and not refs:
                 refs = None  # no photos: as without references
@@ -444,7 +453,13 @@ class Restorer(torch.nn.Module):
             refs = resize_crop(refs.to(dev).float(), (spec.size, spec.size)).to(dtype)
         grad = torch.enable_grad() if spec.unsupervised else torch.no_grad()
         with grad:
-            out = self._restore(x, fidelity=None if fidelity is None else float(fidelity), refs=refs, **options)
+            try:
+                out = self._restore(x, fidelity=None if fidelity is None else float(fidelity), refs=refs, **options)
+            except TypeError as exc:  # an option this method does not have: one line, not a traceback
+                if options and "unexpected keyword argument" in str(exc):
+                    raise InputError(f"{spec.name}: {str(exc).split('got an ', 1)[-1]}; its options are those "
+                                     f"of {type(self).__name__}._restore") from None
+                raise
         details = None
         if isinstance(out, tuple):
             out, details = out
