@@ -107,7 +107,8 @@ def _to_uint8(img: torch.Tensor) -> np.ndarray:
     # float64 keeps 255 x + 0.5 exact for float32 inputs (float32 arithmetic could move a rounding boundary);
     # written channel-last in place, without temporaries
     a = np.empty((src.shape[1], src.shape[2], src.shape[0]), dtype=np.float64)
-    np.multiply(src.numpy().transpose(1, 2, 0), 255.0, out=a)
+    # dtype: NumPy 2 would multiply a float32 array by a Python float in float32 and only then store the product
+    np.multiply(src.numpy().transpose(1, 2, 0), 255.0, out=a, dtype=np.float64)
     np.add(a, 0.5, out=a)
     np.floor(a, out=a)
     np.clip(a, 0.0, 255.0, out=a)
