@@ -139,7 +139,7 @@ def test_ispl_noise_and_blur_ranges():
     motion = [k for k in kernels if k["kind"] == "motion"]
     gauss = [k for k in kernels if k["kind"] != "motion"]
     assert _binomial_ok(len(motion), 600, 0.5)
-    assert {k["size"] for k in motion} == set(range(10, 21))
+    assert {k["size"] for k in motion} == set(range(11, 22, 2))  # 10..20 made odd, as imgaug does
     assert all(k["length"] == k["size"] and 0 <= k["angle"] < 360 for k in motion)
     assert all(3 <= k["sigma_x"] <= 8 and k["sigma_x"] == k["sigma_y"] for k in gauss)
     # imgaug: ksize = int(max(c * sigma, 5)) made odd, c = 3.3 / 2.9 / 2.6 below 3 / 5 / above
@@ -558,3 +558,22 @@ def test_fast_bilinear_equals_primitive(src, dst):
     assert float((q - T._quantize(ref, 8)).abs().max()) <= 1 / 255 + 1e-6
     assert float((q - T._quantize(ref, 8)).abs().mean()) < 1e-4
     assert torch.equal(q, torch.round(q * 255) / 255)
+
+
+def test_ispl_motion_blur_kernels_are_odd_and_leave_the_image_in_place():
+    """imgaug's MotionBlur (the authors' degrade.py) makes k odd: an even k x k line kernel is centred between
+    pixels, so half the draws shifted the LQ by half a pixel against its ground truth."""
+    from facerestore.degrade.presets.ispl import blur_op
+
+    ops = [blur_op(torch.Generator().manual_seed(s)) for s in range(60)]
+    motion = [o for o in ops if o["kernel"]["kind"] == "motion"]
+    assert len(motion) > 10 and all(o["kernel"]["size"] % 2 == 1 for o in motion)
+    assert {o["kernel"]["size"] for o in motion} <= set(range(11, 22, 2))
+    x = torch.zeros(1, 3, 41, 41, dtype=torch.float64)
+    x[..., 20, 20] = 1.0
+    yy, xx = torch.meshgrid(torch.arange(41.0, dtype=torch.float64), torch.arange(41.0, dtype=torch.float64),
+                            indexing="ij")
+    for o in motion[:12]:
+        y = degrade.tasks._run(x, [[o]])[0, 0]
+        cy, cx = float((y * yy).sum() / y.sum()), float((y * xx).sum() / y.sum())
+        assert abs(cy - 20) < 0.05 and abs(cx - 20) < 0.05, o  # the blur stays centred on the pixel

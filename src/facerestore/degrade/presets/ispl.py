@@ -72,6 +72,7 @@ def noise_op(g: torch.Generator) -> dict:
 def blur_op(g: torch.Generator) -> dict:
     if choice(g, ["motion", "gaussian"]) == "motion":
         k = randint(g, *MOTION_KERNEL)
+        k += 1 - k % 2  # odd, as imgaug's MotionBlur makes it: an even kernel shifts the image by half a pixel
         return motion_kernel_op(k, k, uniform(g, 0.0, 360.0))
     sigma = uniform(g, *GAUSSIAN_SIGMA)
     return gaussian_kernel_op(sigma, imgaug_gaussian_ksize(sigma))
