@@ -577,3 +577,22 @@ def test_ispl_motion_blur_kernels_are_odd_and_leave_the_image_in_place():
         y = degrade.tasks._run(x, [[o]])[0, 0]
         cy, cx = float((y * yy).sum() / y.sum()), float((y * xx).sum() / y.sum())
         assert abs(cy - 20) < 0.05 and abs(cx - 20) < 0.05, o  # the blur stays centred on the pixel
+
+
+def test_malformed_records_and_images_smaller_than_the_factor_are_one_line_errors():
+    import copy
+
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    _, recs = degrade.apply(x, "robust-upsample", level="S", generator=0)
+    missing = copy.deepcopy(recs)
+    del missing[0]["ops"][0]["size"]
+    with pytest.raises(InputError, match="lacks the key 'size'"):
+        degrade.apply(x, "robust-upsample", params=missing)
+    with pytest.raises(InputError, match="lacks the key 'size'"):
+        degrade.surrogate("robust-upsample", missing)(x)
+    unknown = copy.deepcopy(recs)
+    unknown[0]["ops"][0]["op"] = "sharpen"
+    with pytest.raises(InputError, match="unknown op 'sharpen'"):  # surrogate() raised a KeyError
+        degrade.surrogate("robust-upsample", unknown)
+    with pytest.raises(InputError, match="smaller than the x32 downsampling"):  # "internal error" before
+        degrade.apply(torch.rand(1, 3, 24, 24), "robust-upsample", level="XL", generator=0)

@@ -14,11 +14,12 @@ run through the primitive together (sizes differ once per-sample random resizes 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -665,7 +666,19 @@ def _check_records(
             raise InputError(f"params were made for task {r.get('task')!r}, not {info.name!r}")
         if "input_size" in r and tuple(r["input_size"]) != size:
             raise InputError(f"params were made for {tuple(r['input_size'])} inputs, got {size}")
+        for op in r["ops"] if isinstance(r["ops"], list) else [None]:
+            if not isinstance(op, dict) or op.get("op") not in _OPS:
+                raise InputError(f"unknown op {op.get('op') if isinstance(op, dict) else op!r} in params")
     return recs
+
+
+@contextlib.contextmanager
+def _malformed_ops() -> Iterator[None]:
+    """A record op that lacks a key its operation reads (hand-edited params): one line, not a KeyError."""
+    try:
+        yield
+    except KeyError as exc:
+        raise InputError(f"params: an op lacks the key {exc} (use the records apply() returned)") from None
 
 
 def apply(
@@ -695,7 +708,7 @@ def apply(
             records.append({"task": info.name, "level": lvl, "input_size": [h, w], **drawn})
     else:
         records = copy.deepcopy(_check_records(info, params, b, (h, w)))
-    with torch.no_grad():
+    with torch.no_grad(), _malformed_ops():
         y = _run(x.detach(), [r["ops"] for r in records])
     return y, records
 
@@ -725,8 +738,9 @@ def surrogate(task: str, params: Sequence[Record] | Record) -> Callable[[torch.T
         if "input_size" in rec and tuple(x.shape[-2:]) != tuple(rec["input_size"]):
             expected = tuple(rec["input_size"])
             raise InputError(f"f_hat of this record expects {expected} inputs, got {tuple(x.shape[-2:])}")
-        for op in rec["ops"]:
-            x = _OPS[op["op"]].sur(x, op, g)
+        with _malformed_ops():
+            for op in rec["ops"]:
+                x = _OPS[op["op"]].sur(x, op, g)
         return x
 
     def f_hat(x: torch.Tensor) -> torch.Tensor:

@@ -40,6 +40,11 @@ COMPOSITION_LEVEL = "M"
 
 def upsample_ops(g, h, w, level):
     f = FACTORS[level]
+    if h // f < 1 or w // f < 1:
+        from facerestore.errors import InputError
+
+        raise InputError(f"a {w}x{h} image is smaller than the x{f} downsampling of level {level}: use a larger image "
+                         "or a lower level")
     method = choice(g, list(DOWN_FILTERS))
     return [resize_op((h // f, w // f), method, True, factor=f, surrogate="avgpool")]
 
