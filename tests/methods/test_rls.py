@@ -345,15 +345,26 @@ def test_blind_crop_at_the_full_side_is_its_own_observation(tiny_g, tiny_flow):
     torch.testing.assert_close(r._degrade_fn(y, None, None)(x), degrade.downsample_pulse_bicubic(x, 2))
 
 
-def test_bad_settings_fail_at_construction_and_a_search_without_a_finite_loss_says_so(tiny_g, tiny_flow):
+def test_bad_settings_fail_at_construction_and_a_search_without_a_finite_loss_says_so(tiny_g, tiny_flow,
+                                                                                     monkeypatch):
     from facerestore.errors import FaceRestoreError
+    from facerestore.methods.rls import rls as rls_mod
 
     for bad, match in (({"steps": 0}, "steps >= 1"), ({"n_mean": 0}, "n_mean >= 1"), ({"stepz": 3}, "unknown RLS")):
         with pytest.raises(InputError, match=match):
             RLSRestorer(generator=tiny_g, flow=tiny_flow, **bad)
     y = torch.full((1, 3, 16, 16), float("nan"))
-    with pytest.raises(FaceRestoreError, match="no finite loss"):
+    with pytest.raises(InputError, match="NaN or infinite"):  # refused before any search
         RLSRestorer(generator=tiny_g, flow=tiny_flow, steps=2, n_mean=10).restore(y)
+    real = rls_mod.rls_loss
+
+    def diverged(*a, **k):  # a learning rate that diverges at once
+        total, terms = real(*a, **k)
+        return total * float("inf"), terms
+
+    monkeypatch.setattr(rls_mod, "rls_loss", diverged)
+    with pytest.raises(FaceRestoreError, match="no finite loss"):
+        RLSRestorer(generator=tiny_g, flow=tiny_flow, steps=2, n_mean=10).restore(torch.rand(1, 3, 16, 16))
 
 
 # ------------------------------------------------------------------------------------------ flow CLI

@@ -98,6 +98,8 @@ def check_images(lq: Any, name: str, min_side: int = 1) -> None:
                          "255)")
     if lq.shape[0] < 1:
         raise InputError(f"{name} got an empty batch")
+    if not bool(torch.isfinite(lq).all()):  # one NaN pixel would fail (or blacken) the whole batch later
+        raise InputError(f"{name}: the images hold NaN or infinite values")
     if lq.shape[-1] < min_side or lq.shape[-2] < min_side:
         raise InputError(f"{name}: face crop {lq.shape[-1]}x{lq.shape[-2]} is too small (need >= {min_side} px)")
 

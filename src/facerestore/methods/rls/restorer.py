@@ -168,6 +168,7 @@ class RLSRestorer(Restorer):
         self.G = load_generator(generator, weights).eval()
         self.G.requires_grad_(False)
         self.starter = EncoderStart(init, None if generator is not None else weights, self.G)
+        self.encoder = self.starter.encoder  # a submodule: .to(device) moves it with the generator
         self.flow = _resolve_flow(flow, weights, generator is not None)
         if self.flow is not None:  # on the generator's device (a flow file loads on the CPU)
             self.flow.to(self.G.mapping.w_avg.device)

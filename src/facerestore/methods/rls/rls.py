@@ -296,6 +296,9 @@ def rls_search(
         flow.eval().requires_grad_(False)
     try:
         with torch.enable_grad():
+            # as PULSE and the RLS code: each step scores the current latents, then updates them; the last update
+            # is never scored (so ``steps`` evaluations, ``steps - 1`` of them after an update: steps=1 returns
+            # the start)
             for step in range(cfg.steps):
                 for group in opt.param_groups:
                     group["lr"] = lr * one_cycle_factor(step, cfg.steps, cfg.schedule)
