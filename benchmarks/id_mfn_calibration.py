@@ -167,4 +167,7 @@ def read_pairs_table(path: Path) -> list[tuple[str, str, bool]]:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0]).parse_args()  # --help; no options
     sys.exit(main())
