@@ -618,3 +618,23 @@ def test_face_files_of_an_earlier_run_with_more_faces_are_removed(tmp_path, astr
     assert record["num_faces"] == 1
     assert (out / "cropped_faces" / "astronaut_00.png").is_file()
     assert not [f for f in stale if f.exists()] and keep.is_file()
+
+
+def test_the_summary_names_faces_that_could_not_be_aligned_instead_of_no_face(tmp_path, astronaut_path, capsys,
+                                                                             monkeypatch):
+    """A face found at the photo's edge that cannot be aligned was summed up as "no face found"."""
+    from dataclasses import replace
+
+    import facerestore.pipeline as pipeline
+    from facerestore.faces.detect import detect_faces
+    from facerestore.io import read_rgb
+
+    det = detect_faces(read_rgb(astronaut_path), "hog")[0]
+    bad = replace(det, landmarks5=np.full((5, 2), 50.0))  # degenerate: cannot be aligned
+    monkeypatch.setattr(pipeline, "detect_and_select", lambda *a, **k: [bad])
+    code = main(["restore", "-i", str(astronaut_path), "-o", str(tmp_path / "o"), "--method", "test-id-fid",
+                 "--upscale", "1", "--device", "cpu", "-q"])
+    err = capsys.readouterr().err
+    assert code == 0 and "no face found" not in err
+    assert "1 face(s) found at the photo's edge could not be restored" in err
+    assert "1 face at a photo's edge left as it was" in err

@@ -946,3 +946,40 @@ def test_the_temporal_blender_meets_each_crop_with_its_own_track_when_a_face_can
     with pytest.warns(UserWarning, match="cannot be aligned"):
         restore_photo(astronaut, blender, upscale=1.0, detections=[bad, astro_dets[0]], identity=False, gate=False)
     assert set(blender._state) == {9}
+
+
+def test_min_score_is_the_threshold_of_a_detector_the_api_builds(monkeypatch, astronaut):
+    """restore_photo(detector="retinaface", min_score=0.5) used the calibrated 0.8 and filtered on top of it: the
+    CLI and the web page build the detector with min_score as its threshold, so a lower value finds more faces."""
+    import facerestore.faces.detect as detect_mod
+    from facerestore.pipeline import detect_and_select
+
+    made = []
+
+    class Fake:
+        def detect(self, img):
+            return []
+
+    def create(name, **kwargs):
+        made.append((name, kwargs))
+        return Fake()
+
+    monkeypatch.setattr(detect_mod, "create_detector", create)
+    detect_and_select(astronaut, "retinaface", min_score=0.5)
+    detect_and_select(astronaut, "retinaface")
+    assert made == [("retinaface", {"threshold": 0.5}), ("retinaface", {})]
+
+
+def test_a_reference_without_a_face_is_named_even_when_decoded(tmp_path):
+    """The web page passes decoded images: the error said "no face found in reference image " and nothing more."""
+    from PIL import Image
+
+    from facerestore import io
+    from facerestore.pipeline import prepare_refs
+
+    path = tmp_path / "grandma blank.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(path)
+    with pytest.raises(InputError, match=r"reference image .*grandma blank\.png$"):
+        prepare_refs([io.as_image(path)], 128, detector="hog")
+    with pytest.raises(InputError, match=r"reference image number 1$"):  # an array has no name: its place
+        prepare_refs([np.zeros((64, 64, 3), np.float32)], 128, detector="hog")

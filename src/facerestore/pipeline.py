@@ -578,12 +578,15 @@ def prepare_refs(refs: Any, size: int, *, aligned: bool = False, detector: str |
     from facerestore.faces.identity import detection_embedding
 
     images, found = [], []
-    for r in refs:
-        img = io.as_image(r).rgb
+    for k, r in enumerate(refs):
+        loaded = io.as_image(r)
+        img = loaded.rgb
         if not aligned:
             dets = detect_faces(img, detector)
-            if not dets:
-                raise InputError(f"no face found in reference image {r if isinstance(r, (str, Path)) else ''}")
+            if not dets:  # named by its file (a decoded image remembers it: the web page's uploads), else by number
+                where = r if isinstance(r, (str, Path)) else loaded.path
+                raise InputError("no face found in reference image "
+                                 + (io.display_path(Path(where)) if where is not None else f"number {k + 1}"))
             largest = select_faces(dets, "largest", img.shape)[0]
             dets = [largest, *[d for d in dets if d is not largest]]
             found.append(dets)
@@ -831,7 +834,10 @@ def detect_and_select(rgb: np.ndarray, detector: str | Detector, *, min_face_siz
         size = (max(1, round(w * s)), max(1, round(h * s)))
         image = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
         fx, fy = w / size[0], h / size[1]
-    dets = detect_faces(image, detector, min_size=min_face_size / max(fx, fy))
+    # a detector made here takes min_score as its threshold (as the CLI and the web page build theirs): a value
+    # under the calibrated one finds more faces, not only fewer
+    threshold = {"threshold": float(min_score)} if isinstance(detector, str) and min_score is not None else {}
+    dets = detect_faces(image, detector, min_size=min_face_size / max(fx, fy), **threshold)
     if image is not rgb:
         dets = [_rescale_detection(d, fx, fy) for d in dets]
     if min_score is not None:

@@ -222,7 +222,14 @@ def run(args: argparse.Namespace) -> int:
     from facerestore.faces.detect import create_detector
     from facerestore.methods.restorer import check_unit_interval
     from facerestore.nn.devices import resolve_device
-    from facerestore.pipeline import default_upscale, get_restorer, prepare_refs, restore_photo, write_photo_json
+    from facerestore.pipeline import (
+        NON_FINITE,
+        default_upscale,
+        get_restorer,
+        prepare_refs,
+        restore_photo,
+        write_photo_json,
+    )
 
     if not args.input or not args.output:
         raise InputError("-i/--input and -o/--output are required (or use --list-methods)")
@@ -323,6 +330,8 @@ def run(args: argparse.Namespace) -> int:
                                **_restore_options(args, refs, background))
     no_face: list[Path] = []
     kept: list[int] = []  # faces the quality gate left as they were
+    broken: list[int] = []  # faces whose restoration held NaN (kept as they were; not the gate's verdict)
+    not_aligned: list[int] = []  # per file: faces found that could not be aligned (left as they were)
     refs_checked: list[Any] = []  # each face's RefsUse when the method checked the references
     warned_alpha: list[bool] = []
     resumed: list[int] = []  # the face counts of inputs an earlier run completed (--resume)
@@ -388,7 +397,10 @@ def run(args: argparse.Namespace) -> int:
             faces=[{"cropped_face": f"cropped_faces/{n}", "restored_face": f"restored_faces/{n}", "cmp": f"cmp/{n}"}
                    for n in face_files],
         )
-        kept.extend(1 for f in res.faces if f.gate is not None and f.gate.weight == 0.0)
+        # NaN restorations are said apart (the gate did not find them worse: the method failed on them)
+        kept.extend(1 for f in res.faces if f.gate is not None and f.gate.weight == 0.0 and f.gate.reason != NON_FINITE)
+        broken.extend(1 for f in res.faces if f.gate is not None and f.gate.reason == NON_FINITE)
+        not_aligned.append(int(getattr(res, "faces_not_aligned", 0) or 0))
         checked = [f.refs for f in res.faces if f.refs is not None and f.refs.distance is not None]
         refs_checked.extend(checked)
         skipped = sum(1 for u in checked if not u.used)
@@ -401,7 +413,10 @@ def run(args: argparse.Namespace) -> int:
             say(f"{io.display_path(path)}: the references passed the identity check only narrowly (dlib distance "
                 f"{max(narrow):.2f}, same person under 0.60); on a degraded face the check often cannot tell people "
                 "apart: make sure the references show this person")
-        if not res.faces:
+        if not res.faces and not_aligned[-1]:
+            say(f"{io.display_path(path)}: {not_aligned[-1]} face(s) found at the photo's edge could not be restored "
+                "(left as they were)")
+        elif not res.faces:
             no_face.append(path)
             say(f"no face found: {io.display_path(path)} (background upscaled only)")
         return len(res.faces)
@@ -415,6 +430,10 @@ def run(args: argparse.Namespace) -> int:
           f"{args.method} -> {io.display_path(out_dir)}"
           + (f"; {len(kept)} face{'s' * (len(kept) != 1)} kept as {'they were' if len(kept) != 1 else 'it was'} "
              "(the restoration was worse: see the JSON's gate)" if kept else "")
+          + (f"; {len(broken)} face{'s' * (len(broken) != 1)} not restored (the method returned NaN: kept as "
+             f"{'they were' if len(broken) != 1 else 'it was'})" if broken else "")
+          + (f"; {sum(not_aligned)} face{'s' * (sum(not_aligned) != 1)} at a photo's edge left as "
+             f"{'they were' if sum(not_aligned) != 1 else 'it was'} (could not be aligned)" if sum(not_aligned) else "")
           + (f"; {len(no_face)} without faces (upscaled only)" if no_face else "")
           + (f"; {len(resumed)} done by an earlier run (--resume)" if resumed else "")
           + (f"; the references guided {sum(u.used for u in refs_checked)} of {len(refs_checked)} faces"
