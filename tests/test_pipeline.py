@@ -983,3 +983,11 @@ def test_a_reference_without_a_face_is_named_even_when_decoded(tmp_path):
         prepare_refs([io.as_image(path)], 128, detector="hog")
     with pytest.raises(InputError, match=r"reference image number 1$"):  # an array has no name: its place
         prepare_refs([np.zeros((64, 64, 3), np.float32)], 128, detector="hog")
+
+
+def test_the_api_defaults_to_the_clis_upscale_for_aligned_crops():
+    """restore_photo(aligned=True) without upscale returned twice the crop where the CLI's --aligned returns the
+    method's size; both now resolve None the same way (default_upscale)."""
+    crop = np.random.default_rng(0).random((128, 128, 3)).astype(np.float32)
+    res = restore_photo(crop, IdentityRestorer(), aligned=True, identity=False)
+    assert res.image.shape[:2] == (max(128, IdentityRestorer.spec.size),) * 2

@@ -1011,7 +1011,7 @@ def restore_photo(
     image: ImageInput,
     restorer: str | Restorer = "ispl",
     *,
-    upscale: float | None = 2.0,
+    upscale: float | None = None,
     fidelity: float | None = None,
     aligned: bool = False,
     only_center_face: bool = False,
@@ -1044,8 +1044,9 @@ def restore_photo(
             uint16) or a :class:`facerestore.io.LoadedImage`.
         restorer: a registered method name (loaded once per process, see :func:`get_restorer`) or a
             :class:`facerestore.methods.Restorer` object (used as is).
-        upscale: output scale; the output is exactly (round(upscale * H), round(upscale * W)). None: 2 for photos,
-            the method's own size for aligned crops (never smaller than the crop; :func:`default_upscale`).
+        upscale: output scale; the output is exactly (round(upscale * H), round(upscale * W)). None (the default,
+            as the CLI's): 2 for photos, the method's own size for aligned crops (never smaller than the crop;
+            :func:`default_upscale`).
         fidelity: the method's fidelity knob in [0, 1] (1 = closest to the input); None = its default.
             InputError for methods without the knob.
         aligned: the input is already an FFHQ-aligned square face crop: restore it directly (no detection,

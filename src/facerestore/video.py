@@ -1206,7 +1206,7 @@ def restore_video(
     dst: str | os.PathLike,
     restorer: Restorer,
     *,
-    upscale: float = 1.0,
+    upscale: float = 2.0,  # as the CLI and the web page (and restore_photo's photos)
     detector: Any = "auto",
     stabilize: bool = True,
     max_weight: float = 0.5,
@@ -1649,7 +1649,7 @@ def restore_animation(
     dst: str | os.PathLike,
     restorer: Restorer,
     *,
-    upscale: float = 1.0,
+    upscale: float = 2.0,  # as the CLI and the web page (and restore_photo's photos)
     detector: Any = "auto",
     stabilize: bool = True,
     max_weight: float = 0.5,
