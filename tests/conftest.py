@@ -18,6 +18,36 @@ SHARED_DATA = Path(os.environ.get("FACERESTORE_SHARED_DATA", REPO.parent / "shar
 torch.set_num_threads(1)
 
 
+def deliver_signal(signum: int) -> None:
+    """Run the handler installed for ``signum`` as a signal would (tests of deferred stops): a missing handler is
+    an assertion failure of that test, where a real signal to the test process would end the whole run."""
+    import signal
+
+    handler = signal.getsignal(signum)
+    assert callable(handler), f"no Python handler installed for signal {signum}"
+    handler(signum, None)
+
+
+@pytest.fixture(autouse=True)
+def _torch_global_state_restored():
+    """A Trainer turns on deterministic algorithms (with NaN-filled torch.empty), cuBLAS's workspace setting and
+    seeds the global RNG; several training loops seed it too. Each test gets back the state it found, so that no
+    test's outcome depends on which training test ran before it."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    rng = torch.random.get_rng_state()
+    cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    yield
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    torch.backends.cudnn.benchmark = benchmark
+    torch.random.set_rng_state(rng)
+    if cublas is None:
+        os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+    else:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
+
+
 # dlib 68 points of the astronaut fixture's face (test input data, rounded to integers; shared by face tests)
 ASTRONAUT_LM68 = np.array([
     179, 104, 180, 116, 181, 127, 182, 139, 185, 150, 191, 160, 200, 168, 209, 176, 220, 178, 232, 177, 243, 171,

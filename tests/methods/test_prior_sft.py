@@ -462,10 +462,7 @@ def test_refs_start_a_refinement_pulled_toward_their_identity(tmp_path, tiny_pri
 def _real_restorer():
     if not zoo.is_available("mobilestylegan-ffhq-1024"):
         pytest.skip("MobileStyleGAN not cached: `facerestore models download mobilestylegan-ffhq-1024`")
-    try:
-        return load_restorer("prior-sft")
-    except Exception as exc:  # built-in weights absent in a source checkout without them
-        pytest.skip(f"prior-sft built-in weights unavailable: {exc}")
+    return load_restorer("prior-sft")  # its built-in encoder ships in the tree: any failure here is a failure
 
 
 def test_builtin_restorer_gives_512px_faces_and_fidelity_steers(astronaut_tensor):

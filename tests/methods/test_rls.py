@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
-from conftest import tiny_stylegan2
+from conftest import deliver_signal, tiny_stylegan2
 from facerestore import degrade
 from facerestore.errors import InputError, WeightsMissingError
 from facerestore.methods.inversion.encoder import encoder_paths, save_encoder
@@ -398,7 +398,6 @@ def test_train_flow_cli_stores_next_to_generator(tmp_path, monkeypatch, tiny_g):
 def test_train_flow_cli_saves_on_a_signal_and_resumes_with_hours_added_up(tmp_path, monkeypatch, tiny_g, capsys):
     import json
     import math
-    import os
     import signal
 
     import facerestore.nn.stylegan2_io as io
@@ -413,7 +412,7 @@ def test_train_flow_cli_saves_on_a_signal_and_resumes_with_hours_added_up(tmp_pa
     def sample_and_signal(n, g):  # SIGINT while drawing the third training batch (after the statistics' draw)
         calls["n"] += 1
         if calls["n"] == 4:
-            os.kill(os.getpid(), signal.SIGINT)
+            deliver_signal(signal.SIGINT)
         return sample_w(n, g)
 
     monkeypatch.setattr(tiny_g, "sample_w", sample_and_signal)
@@ -518,14 +517,12 @@ def test_shipped_flow_of_mobilestylegan_models_its_w_space():
     """The built-in flow for MobileStyleGAN is found for the cached generator, matches its sha256 and prefers
     real W samples to a Gaussian with the same moments (skips without the generator's weights)."""
     from facerestore import zoo
-    from facerestore.errors import FaceRestoreError
     from facerestore.methods.rls.flow_prior import find_flow
     from facerestore.nn.stylegan2_io import prior_file, resolve_generator
 
-    try:
-        gen = prior_file("mobilestylegan-ffhq-1024")
-    except FaceRestoreError as exc:
-        pytest.skip(f"MobileStyleGAN weights are not cached: {exc}")
+    if not zoo.is_available("mobilestylegan-ffhq-1024"):
+        pytest.skip("MobileStyleGAN weights are not cached: `facerestore models download mobilestylegan-ffhq-1024`")
+    gen = prior_file("mobilestylegan-ffhq-1024")  # cached: a hash mismatch fails
     path = find_flow(gen)
     assert path.parent == zoo.BUILTIN_DIR
     flow = load_generator_flow(path, generator_path=gen)

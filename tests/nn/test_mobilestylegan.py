@@ -436,14 +436,12 @@ def test_loader_refuses_a_folder_without_the_ir(tmp_path):
 
 
 def _weights_folder() -> str | None:
-    try:
-        from facerestore import zoo
+    from facerestore import zoo
 
+    if zoo.is_available(ZOO_NAME):  # cached: must verify (a damaged cache fails, it is not "no weights")
         path = os.fspath(zoo.weights_path(ZOO_NAME))
         if all(os.path.isfile(os.path.join(path, f)) for f in msg.IR_FILES):
             return path
-    except Exception:  # no zoo entry yet, not downloaded, hash mismatch...: fall back to the variable
-        pass
     path = os.environ.get(ENV_DIR)
     if path and all(os.path.isfile(os.path.join(path, f)) for f in msg.IR_FILES):
         return path

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 
 import pytest
 
@@ -14,16 +13,14 @@ from .robust_corpus import BAD_CONFIGS, hostile_ispl_files, hostile_stylegan2_fi
 
 
 def one_line_errors(load, files: dict) -> dict[str, str]:
-    """{case: message}: every hostile file fails ``load`` with a one-line InputError within 10 s (huge settings
-    are refused before anything is built)."""
+    """{case: message}: every hostile file fails ``load`` with a one-line InputError (huge settings are refused
+    before anything is built: the messages name the bound; speed is not timed here)."""
     out = {}
     for case, path in files.items():
-        t = time.perf_counter()
         with pytest.raises(InputError) as err:
             load(path)
         msg = str(err.value)
         assert "\n" not in msg and msg, case
-        assert time.perf_counter() - t < 10, case
         out[case] = msg
     return out
 
@@ -73,7 +70,8 @@ def test_train_flow_validates_its_arguments_and_generator(tmp_path, run):
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
-def test_malformed_training_configs_fail_in_one_line(case, tmp_path, run):
+def test_malformed_training_configs_fail_in_one_line(case, tmp_path, run, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default output_dir "runs" is relative: a config accepted by mistake writes here
     cfg = tmp_path / f"{case}.yaml"
     cfg.write_bytes(BAD_CONFIGS[case])
     res = run("train", cfg, "--quiet")
@@ -81,7 +79,8 @@ def test_malformed_training_configs_fail_in_one_line(case, tmp_path, run):
     assert not (tmp_path / "runs").exists()
 
 
-def test_training_config_overrides_are_checked(tmp_path, run):
+def test_training_config_overrides_are_checked(tmp_path, run, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # never ./runs in the repository
     cfg = tmp_path / "ok.yaml"
     cfg.write_text("name: t\nsteps: 1\n")
     for override in ("optim.lr=nan", "data.batch_size=0", "steps=abc", "data=3", "steps=[1"):

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import make_face_dataset
+from conftest import deliver_signal, make_face_dataset
 from facerestore.errors import InputError
 from facerestore.train import config_from_dict, load_config, train
 from facerestore.train.checkpoint import load_checkpoint
@@ -391,7 +391,7 @@ def test_a_signal_during_training_saves_the_last_whole_step(tmp_path, monkeypatc
 
     def step(self, *a, **kw):
         if self.step == 3:
-            os.kill(os.getpid(), signal.SIGTERM)  # arrives in the middle of step 4 (index 3)
+            deliver_signal(signal.SIGTERM)  # arrives in the middle of step 4 (index 3)
         return real(self, *a, **kw)
 
     monkeypatch.setattr(UNetL1Adapter, "train_step", step)
@@ -453,10 +453,12 @@ def test_fresh_sets_the_old_checkpoint_aside_at_once(tmp_path, monkeypatch):
     assert not (ckpts / "last.pt").exists() and load_checkpoint(ckpts / "last-before-fresh.pt")["step"] == 3
 
 
-def test_train_command_refuses_export_latest_with_fresh(tmp_path, capsys):
+def test_train_command_refuses_export_latest_with_fresh(tmp_path, capsys, monkeypatch):
+    from conftest import REPO
     from facerestore.cli import main
 
-    assert main(["train", "configs/unet-l1-128.yaml", "--export-latest", "--fresh"]) == 2
+    monkeypatch.chdir(tmp_path)  # nothing may reach ./runs; the config by its full path
+    assert main(["train", str(REPO / "configs/unet-l1-128.yaml"), "--export-latest", "--fresh"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--export-latest writes the weights of the existing checkpoint" in err[0]
 

@@ -9,6 +9,7 @@ import torch
 pytest.importorskip("diffusers", reason="the [diffusion] extra (diffusers, peft) is not installed")
 pytest.importorskip("peft", reason="the [diffusion] extra (diffusers, peft) is not installed")
 
+from conftest import deliver_signal
 from facerestore.methods.honestface import train as hf_train
 
 BUILTIN = "builtin:stylegan2-face-64.safetensors"
@@ -121,7 +122,6 @@ def test_a_diverged_chunk_stops_in_one_line_and_keeps_the_last_good_checkpoint(t
 
 
 def test_a_signal_saves_the_chunk_then_stops(tmp_path, astronaut, monkeypatch):
-    import os
     import signal
 
     args = _tiny_run(tmp_path / "hf", astronaut)
@@ -129,7 +129,7 @@ def test_a_signal_saves_the_chunk_then_stops(tmp_path, astronaut, monkeypatch):
 
     def signalled_batch(data, step, *a, **kw):
         if step == 0:
-            os.kill(os.getpid(), signal.SIGTERM)  # in the middle of the first step
+            deliver_signal(signal.SIGTERM)  # in the middle of the first step
         return real(data, step, *a, **kw)
 
     monkeypatch.setattr(hf_train, "make_batch", signalled_batch)
@@ -153,7 +153,6 @@ def test_training_options_are_checked_before_anything_loads(tmp_path, capsys):
 def test_phase_b_in_chunks_trains_what_one_chunk_would(tmp_path, astronaut, monkeypatch):
     """Phase B's timesteps and diffusion noise are drawn per step (they were seeded once per chunk: a run split by
     a stop and a rerun trained other weights than the same steps in one go)."""
-    import os
     import signal
 
     from facerestore.train.checkpoint import load_checkpoint
@@ -163,7 +162,7 @@ def test_phase_b_in_chunks_trains_what_one_chunk_would(tmp_path, astronaut, monk
 
     def batch_then_maybe_stop(data, step, *a, **kw):
         if step in stop_at:
-            os.kill(os.getpid(), signal.SIGTERM)  # this step finishes, the chunk saves and stops
+            deliver_signal(signal.SIGTERM)  # this step finishes, the chunk saves and stops
         return real(data, step, *a, **kw)
 
     monkeypatch.setattr(hf_train, "make_batch", batch_then_maybe_stop)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import deliver_signal
 from facerestore.errors import InputError
 from facerestore.methods.mfpsnet.genotype import genotype_search_record, load_genotype, save_genotype
 from facerestore.methods.mfpsnet.search import (
@@ -204,7 +205,6 @@ def test_shipped_search_configs_parse(path):
 
 
 def test_a_signal_ends_the_search_step_saves_and_resumes(faces, tmp_path, monkeypatch):
-    import os
     import signal
 
     import facerestore.methods.mfpsnet.search as search_mod
@@ -217,7 +217,7 @@ def test_a_signal_ends_the_search_step_saves_and_resumes(faces, tmp_path, monkey
     def batch_then_signal(*a, **k):  # SIGINT while the first step draws its architecture batch
         calls["n"] += 1
         if calls["n"] == 1:
-            os.kill(os.getpid(), signal.SIGINT)
+            deliver_signal(signal.SIGINT)
         return real(*a, **k)
 
     monkeypatch.setattr(search_mod, "disentangled_batch", batch_then_signal)
