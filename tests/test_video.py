@@ -1490,3 +1490,15 @@ def test_packet_splice_shifts_only_after_a_jump_back_of_more_than_a_second():
         s.shift(p)
         got.append(p.pts)
     assert got == [0, 50, 100, 80, 150, 160, 210, 260]  # after the restart: one duration on, spacing kept
+
+
+def test_a_videos_record_names_the_settings_that_made_it(tmp_path, astronaut):
+    """A video made with --blend 0.5 --no-occlusion-guard could not be told from one made with the defaults: the
+    record now carries the options a photo's record names."""
+    src = write_clip(tmp_path / "clip.mkv", synthetic_frames(astronaut, n=3))
+    res = video.restore_video(src, tmp_path / "out.mkv", _Identity(), upscale=1, detector="hog", mask="square",
+                              blend=0.5, occlusion_guard=False, min_score=-0.2)
+    opts = res.to_json()["options"]
+    assert opts["upscale"] == 1 and opts["blend"] == 0.5 and opts["mask"] == "square"
+    assert opts["occlusion_guard"] is False and opts["min_score"] == -0.2 and opts["stabilize"] is True
+    json.dumps(res.to_json())  # every value a JSON record can hold

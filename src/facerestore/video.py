@@ -1021,6 +1021,7 @@ class VideoResult:
     detector: str | None = None  # the face detector's registry name
     fidelity: float | None = None  # the fidelity the method ran at (its default when none was given)
     scene_cuts: int = 0  # cuts to another shot, where every face track ended (FaceTracker)
+    options: dict[str, Any] = field(default_factory=dict)  # upscale, blend, mask, min_score, ... as asked
 
     def to_json(self) -> dict[str, Any]:
         from facerestore import __version__
@@ -1032,7 +1033,7 @@ class VideoResult:
                 "version": __version__, "frames": self.frames, "size": [self.width, self.height],
                 "fps": float(self.fps), "codec": self.codec, "audio_packets": self.audio_packets,
                 "faces": int(sum(self.faces_per_frame)), "frames_with_faces": sum(1 for n in self.faces_per_frame if n),
-                "tracks": self.tracks, "scene_cuts": self.scene_cuts,
+                "tracks": self.tracks, "scene_cuts": self.scene_cuts, "options": self.options,
                 "mean_blend_weight": float(np.mean(w)) if w else 0.0,
                 "quality_gate": self.gate_shares is not None, "gate_decisions": self.gate_decisions,
                 "mean_gate_share": float(np.mean(self.gate_shares)) if self.gate_shares else None,
@@ -1104,8 +1105,11 @@ class SequenceRestorer:
                  only_center_face: bool = False, min_score: float | None = None, **photo_options: Any) -> None:
         from facerestore.faces.detect import create_detector
 
-        self.detector = create_detector(detector) if isinstance(detector, str) else detector
+        # a detector made here takes min_score as its threshold (as the CLI and the web page build theirs)
+        threshold = {} if min_score is None else {"threshold": float(min_score)}
+        self.detector = create_detector(detector, **threshold) if isinstance(detector, str) else detector
         self.tracker = FaceTracker(float(fps), smooth=stabilize, embed=detection_embedding)
+        self.stabilize = bool(stabilize)
         # a frame where the references match no face (the person turned away, motion blur) is restored without them
         # rather than stopping the clip; each face's record says whether they were used
         self.photo_options = {"identity": False, "refs_required": False, **photo_options}
@@ -1191,7 +1195,15 @@ class _ClipRun:
         seq, uses = self.seq, self.refs_uses
         det = seq.detector
         fidelity = seq.blender.fidelity_used(seq.photo_options.get("fidelity"))
+        # the settings that decided the output, as a photo's record names them (the values a record can hold)
+        options = {"upscale": seq.upscale, "stabilize": seq.stabilize, "max_weight": seq.blender.max_weight,
+                   "motion_limit": seq.blender.motion_limit, "only_center_face": seq.only_center_face,
+                   "min_score": seq.min_score if seq.min_score is not None else getattr(det, "threshold", None),
+                   **{k: v for k, v in seq.photo_options.items()
+                      if k not in ("refs", "identity", "refs_required") and (v is None or isinstance(v, (bool, int,
+                                                                                                        float, str)))}}
         return {"restorer": seq.blender.describe(), "fidelity": fidelity, "scene_cuts": seq.tracker.cuts,
+                "options": options,
                 "detector": det if isinstance(det, str) else getattr(det, "name", type(det).__name__),
                 "faces_per_frame": self.faces_per_frame, "tracks": seq.tracker._next_id,
                 "blend_weights": seq.blender.weights,
