@@ -366,5 +366,8 @@ def test_png_orientation_from_imagemagick_raw_profile_text_is_applied():
     info = PngImagePlugin.PngInfo()
     info.add_text("Raw profile type exif", text)
     buf = pyio.BytesIO()
-    Image.new("RGB", (40, 20), (10, 20, 30)).save(buf, "PNG", pnginfo=info)
-    assert decode_image(buf.getvalue()).rgb.shape == (40, 20, 3)  # stored 40 wide, shown upright: rotated
+    yy, xx = np.mgrid[0:20, 0:40]
+    stored = Image.fromarray(np.stack([xx * 6, yy * 12, (xx + yy) * 4], -1).astype(np.uint8))  # no symmetry
+    stored.save(buf, "PNG", pnginfo=info)
+    shown = np.asarray(stored.transpose(Image.Transpose.ROTATE_270), dtype=np.float32) / 255  # 6: 90 deg clockwise
+    np.testing.assert_allclose(decode_image(buf.getvalue()).rgb, shown, atol=1e-6)
