@@ -263,6 +263,9 @@ def test_training_resumes_exactly_and_the_export_restores(tmp_path, tiny_prior):
     meta["trained_on"] = ["sr4x"]
     final.with_suffix(".json").write_text(json.dumps(meta))
     assert load_restorer("prior-sft", weights=final).describe()["trained_on"] == ["sr4x"]
+    # the refinement budget reaches the records (--steps N is refine_steps=N)
+    assert load_restorer("prior-sft", weights=final, refine_steps=7).describe()["refine_steps"] == 7
+    assert r.describe()["refine_steps"] is None  # none without references
     adapter = prior_train.PriorSFTAdapter(_cfg(tmp_path), torch.device("cpu"))
     from facerestore.nn.safe_weights import load_safetensors
 

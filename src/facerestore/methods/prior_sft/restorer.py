@@ -161,6 +161,10 @@ class PriorSFTRestorer(Restorer):
             raise InputError(f"--steps must be >= 0 for prior-sft (refinement steps), got {steps}")
         return {"refine_steps": int(steps)}
 
+    def describe(self) -> dict[str, Any]:
+        """The base record plus the refinement budget (None: none without references, REFS_STEPS with them)."""
+        return {**super().describe(), "refine_steps": self.refine_steps}
+
     def unused_refs_reason(self) -> str | None:
         # references act only through a refinement, and only with a weight
         if self.refine_steps == 0:
