@@ -693,3 +693,17 @@ def test_records_say_which_loss_steps_and_start_the_inversion_used(tiny_g):
     r = RobustInversionRestorer(generator=tiny_g, loss="substitute", steps=(2, 3, 4), min_side=4, progress=False)
     d = r.describe()
     assert d["loss"] == "substitute" and d["steps"] == [2, 3, 4] and d["start"] == "mean"
+
+
+def test_under_bf16_the_method_sees_the_float32_crop_the_pipeline_grouped_it_by(tiny_msg):
+    """set_half rounded the input to bf16 before the blind side was measured: a face near a side threshold was
+    fitted at another side than the batch key the pipeline grouped it by (one face pulling its batch-mates up)."""
+    import copy
+
+    r = RobustInversionRestorer(generator=copy.deepcopy(tiny_msg), loss="substitute", steps=(1, 1, 1), min_side=4,
+                                progress=False).set_half(True)
+    seen = []
+    real = r.blind_side
+    r.blind_side = lambda lq: seen.append(lq.dtype) or real(lq)
+    r.restore(torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(0)), size=(48, 48))
+    assert seen and all(d == torch.float32 for d in seen)

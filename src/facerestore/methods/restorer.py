@@ -261,6 +261,10 @@ class Restorer(torch.nn.Module):
             return self._refs_distances(x, refs)
 
     min_steps = 1  # the smallest ``--steps`` budget_options accepts (an optimisation method's phases need one each)
+    # whether restore() hands _restore the input in the model's precision (bf16 / fp16 under set_half); the StyleGAN
+    # methods keep float32 targets: only their synthesis network is reduced, their latents and losses are float32,
+    # and the face's blind side (and so its batch) must be measured on the crop the pipeline measured
+    casts_input = True
 
     @classmethod
     def budget_options(cls, steps: int) -> dict[str, Any]:
@@ -450,9 +454,10 @@ class Restorer(torch.nn.Module):
         # unless the caller asks for crops in and out (``size``, as the photo pipeline does)
         if spec.output == "input" or size is not None:
             x = resize_crop(x.float(), (spec.size, spec.size))
-        x = x.to(dtype)
+        x = x.to(dtype) if self.casts_input else x.float()
         if refs is not None:
-            refs = resize_crop(refs.to(dev).float(), (spec.size, spec.size)).to(dtype)
+            refs = resize_crop(refs.to(dev).float(), (spec.size, spec.size))
+            refs = refs.to(dtype) if self.casts_input else refs
         grad = torch.enable_grad() if spec.unsupervised else torch.no_grad()
         with grad:
             try:

@@ -222,6 +222,7 @@ class RobustInversionRestorer(Restorer):
     )
 
     min_steps = 3  # one step per phase (W, W+, W++) at least
+    casts_input = False  # float32 targets under set_half (Restorer.casts_input)
     default_fidelity = 0.0  # the blind mode's (whole photos, what their records say); tasks: fidelity_used
     checks_refs = True  # the photo pipeline passes force_refs= to methods that check their references
 

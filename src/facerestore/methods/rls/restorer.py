@@ -137,6 +137,7 @@ class RLSRestorer(Restorer):
     )
 
     checks_refs = True  # the photo pipeline passes force_refs= to methods that check their references
+    casts_input = False  # float32 targets under set_half (Restorer.casts_input)
     default_fidelity = 0.0  # whole-photo crops (the blind mode); low-resolution inputs: ``low_res_fidelity``
 
     def __init__(
