@@ -987,3 +987,19 @@ def test_the_api_defaults_to_the_clis_upscale_for_aligned_crops():
     crop = np.random.default_rng(0).random((128, 128, 3)).astype(np.float32)
     res = restore_photo(crop, IdentityRestorer(), aligned=True, identity=False)
     assert res.image.shape[:2] == (max(128, IdentityRestorer.spec.size),) * 2
+
+
+def test_the_gate_and_report_refuse_an_embedder_of_another_scale(astronaut):
+    """Their 0.6 threshold is dlib's 128-d distance: MobileFace's unit vectors (one person near 1.2) or ArcFace's
+    would have flagged every face as changed and kept every original."""
+    from facerestore.pipeline import compare_identity
+
+    class Other:
+        backend = "mobileface"
+
+        def embed(self, *a, **k):
+            return np.ones(4)
+
+    crop = np.zeros((64, 64, 3), np.float32)
+    with pytest.raises(InputError, match="dlib's 128-d network"):
+        compare_identity(Other(), crop, crop)

@@ -574,7 +574,7 @@ def prepare_refs(refs: Any, size: int, *, aligned: bool = False, detector: str |
     if refs is None or isinstance(refs, torch.Tensor):
         return refs
     from facerestore.faces.align import align_face
-    from facerestore.faces.detect import detect_faces, select_faces
+    from facerestore.faces.detect import select_faces
     from facerestore.faces.identity import detection_embedding
 
     images, found = [], []
@@ -582,7 +582,7 @@ def prepare_refs(refs: Any, size: int, *, aligned: bool = False, detector: str |
         loaded = io.as_image(r)
         img = loaded.rgb
         if not aligned:
-            dets = detect_faces(img, detector)
+            dets = detect_and_select(img, detector)  # a 48 MP camera photo is detected on a 4 MP copy, as photos are
             if not dets:  # named by its file (a decoded image remembers it: the web page's uploads), else by number
                 where = r if isinstance(r, (str, Path)) else loaded.path
                 raise InputError("no face found in reference image "
@@ -601,6 +601,14 @@ def prepare_refs(refs: Any, size: int, *, aligned: bool = False, detector: str |
     return torch.stack(crops).to(device) if crops else None
 
 
+def _check_dlib_embedder(embedder: FaceEmbedder) -> None:
+    """InputError unless ``embedder`` is dlib's: the quality gate's and the identity report's thresholds (0.6) are
+    on its 128-d scale (MobileFace's unit vectors sit near 1.2 for one person, ArcFace's far above)."""
+    if getattr(embedder, "backend", "dlib") != "dlib":
+        raise InputError(f"the quality gate and the identity report measure with dlib's 128-d network (their "
+                         f"thresholds are on its scale), not {embedder.backend!r}: pass FaceEmbedder('dlib')")
+
+
 def compare_identity(embedder: FaceEmbedder | None, a: np.ndarray, b: np.ndarray) -> IdentityReport | None:
     """:class:`IdentityReport` of two aligned crops (None without an embedder). Each network that cannot run
     (weights not cached: nothing is ever downloaded) leaves its fields None; identity is informative, never
@@ -615,6 +623,7 @@ def compare_identity(embedder: FaceEmbedder | None, a: np.ndarray, b: np.ndarray
 
     if embedder is None:
         return None
+    _check_dlib_embedder(embedder)
     report = IdentityReport()
     try:
         ea, eb = embedder.embed(a, aligned=True), embedder.embed(b, aligned=True)
@@ -639,6 +648,7 @@ def _dlib_distance(embedder: FaceEmbedder | None) -> Callable[[np.ndarray, np.nd
     crop's embedding is computed once (the gate compares one input with several candidates)."""
     if embedder is None:
         return None
+    _check_dlib_embedder(embedder)
     from facerestore.faces.identity import embedding_distance
 
     first: list[Any] = []
@@ -939,9 +949,9 @@ def restore_faces_in_photo(
     pasted = list(restored)
     gray = False
     if color_match and alns:
-        from facerestore.faces.paste import is_gray, match_face_colour
+        from facerestore.faces.paste import match_face_colour, photo_is_gray
 
-        gray = is_gray(rgb)
+        gray = photo_is_gray(rgb, [a.crop for _, a in alns])
         space = color_match if isinstance(color_match, str) else "lab"
         pasted = [match_face_colour(rc, a, rgb.shape, landmarks68=lm68[k], gray=gray, space=space,
                                     mesh_points=None if mesh is None else mesh[k])

@@ -118,3 +118,15 @@ def test_cli_bg_upsampler_esrgan_needs_cached_weights(monkeypatch, tmp_path, ast
                  "-q"])
     assert code != 0
     assert not (tmp_path / "out" / "restored_imgs").exists() or not any((tmp_path / "out" / "restored_imgs").iterdir())
+
+
+def test_the_esrgan_networks_own_output_is_within_the_pixel_limit(monkeypatch):
+    """upscale 4.1 runs the x8 network and holds its whole output before resizing (about 4x the asked pixels):
+    that size is what the limit must check, before any weights are loaded."""
+    from facerestore.errors import InputError
+    from facerestore.faces.background import esrgan_upscale
+
+    img = np.zeros((100, 100, 3), np.float32)
+    monkeypatch.setenv("FACERESTORE_MAX_PIXELS", str(500 * 500))  # the asked 410 x 410 output fits, x8 does not
+    with pytest.raises(InputError, match="ESRGAN x8 background"):
+        esrgan_upscale(img, 4.1)

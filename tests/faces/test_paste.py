@@ -560,3 +560,17 @@ def test_align_refuses_integer_images_and_fractional_sizes(astronaut):
         align_face(astronaut, ASTRONAUT_LM5, size=8.5)
     crop8 = align_face((astronaut * 255).round().astype(np.uint8), ASTRONAUT_LM5, size=64).crop
     np.testing.assert_allclose(crop8, align_face(astronaut, ASTRONAUT_LM5, size=64).crop, atol=3 / 255)
+
+
+def test_a_colour_face_in_a_mostly_gray_photo_keeps_its_colour():
+    """is_gray looked at 99% of the photo: a colour face under 1% of a gray wall (or a night shot) made the photo
+    "black-and-white" and every restored face was pasted gray. The faces must be gray too."""
+    from facerestore.faces.paste import is_gray, photo_is_gray
+
+    photo = np.full((1200, 1600, 3), 0.5, np.float32)
+    skin = np.array([0.85, 0.62, 0.5], np.float32)
+    photo[500:590, 700:800] = skin
+    face = np.broadcast_to(skin, (64, 64, 3)).copy()
+    assert is_gray(photo) and not photo_is_gray(photo, [face])
+    gray_face = np.full((64, 64, 3), 0.4, np.float32)
+    assert photo_is_gray(np.full((120, 160, 3), 0.3, np.float32), [gray_face])

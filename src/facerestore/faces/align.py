@@ -35,8 +35,9 @@ FFHQ_TEMPLATE_512 = np.array(
     dtype=np.float64,
 )
 
-# Gray used by facexlib to fill outside the photo (135, 133, 132) / 255.
-FACEXLIB_FILL = (135 / 255.0, 133 / 255.0, 132 / 255.0)
+# Gray used by facexlib to fill outside the photo: its borderValue (135, 133, 132) is BGR (cv2 on a BGR image), so
+# (132, 133, 135) in RGB
+FACEXLIB_FILL = (132 / 255.0, 133 / 255.0, 135 / 255.0)
 
 BORDER_MODES = ("constant", "reflect", "ffhq")
 INTERPOLATIONS = ("linear", "cubic", "lanczos", "spline")

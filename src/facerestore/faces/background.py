@@ -86,6 +86,11 @@ def esrgan_upscale(image: np.ndarray, upscale: float, *, device: str = "cpu", ti
     if upscale <= 1.0 + 1e-9:
         return upscale_image(img, upscale)
     s = esrgan_scale_for(upscale)
+    # the network's whole output is held before it is resized to the asked size (x8 for upscale 4.1): its pixels,
+    # not only the output's, must be within the limit
+    from facerestore.io import check_pixels
+
+    check_pixels(w * s, h * s, what=f"the ESRGAN x{s} background (before resizing to {ow}x{oh})")
     dtype = torch.float16 if half and str(device).startswith("cuda") else torch.float32
     net = _net(s, str(device), half=dtype == torch.float16)
     out = np.empty((h * s, w * s, 3), np.float32)

@@ -278,6 +278,13 @@ def is_gray(image: np.ndarray, tol: float = 4 / 255, share: float = 0.99) -> boo
     return float(np.quantile(spread, share)) <= tol
 
 
+def photo_is_gray(image: np.ndarray, face_crops: Sequence[np.ndarray]) -> bool:
+    """A black-and-white photo: the whole image gray (:func:`is_gray`) *and* each face crop gray. The photo alone
+    can look gray while its faces are in colour (small faces under 1% of a gray wall, snow, a night shot): then the
+    restored faces must keep their colour."""
+    return is_gray(image) and all(is_gray(c) for c in face_crops)
+
+
 # --------------------------------------------------------------------------------------------------
 # colour matching
 
@@ -606,7 +613,7 @@ def paste_faces(
             raise InputError(f"{name} must be in [0, 0.5) (a share of the crop side), got {v!r}")
     out = _background(img, upscale, background, oh, ow)
     if gray is None:
-        gray = bool(color_match) and len(faces) > 0 and is_gray(img)
+        gray = bool(color_match) and len(faces) > 0 and photo_is_gray(img, [a.crop for _, a in faces])
 
     # input pixel -> output pixel, per axis (pixel centres aligned)
     sx, sy = ow / w, oh / h
