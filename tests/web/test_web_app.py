@@ -33,7 +33,8 @@ def test_serve_config_is_checked():
     from facerestore.web.app import ServeConfig
 
     ServeConfig().validate()
-    for kw in ({"port": 0}, {"concurrency": 0}, {"queue_size": 0}, {"max_steps": 0}, {"default_method": "hifacegan"}):
+    for kw in ({"port": 0}, {"concurrency": 0}, {"queue_size": 0}, {"max_steps": 0}, {"max_steps": 3},
+               {"default_method": "hifacegan"}):  # max_steps 1 or 3: a slider whose maximum is its minimum crashed
         with pytest.raises(InputError):
             ServeConfig(**kw).validate()
 

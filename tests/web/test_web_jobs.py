@@ -65,6 +65,24 @@ def test_upload_over_the_pixel_limit_is_refused_before_decoding(uploads, monkeyp
         jobs.read_upload(p, jobs.Limits(max_pixels=50_000), uploads_root=uploads)
 
 
+def test_a_float_tiff_pillow_cannot_open_is_still_refused_before_decoding(uploads, monkeypatch):
+    """Pillow cannot read a float32 RGB TIFF's header; the page skipped its pixel limit and decoded it whole."""
+    import cv2
+
+    p = uploads / "a1" / "float.tiff"
+    ok, buf = cv2.imencode(".tiff", np.random.default_rng(0).random((300, 400, 3)).astype(np.float32))
+    assert ok
+    p.write_bytes(buf.tobytes())
+    assert jobs.image_size(p.read_bytes()) is None  # what made the check skip
+
+    def no_decode(*a, **k):
+        raise AssertionError("decoded an image over the limit")
+
+    monkeypatch.setattr(io, "decode_image", no_decode)
+    with pytest.raises(InputError, match=r"image is 400x300 .* over this server's limit"):
+        jobs.read_upload(p, jobs.Limits(max_pixels=100_000), uploads_root=uploads)
+
+
 def test_text_file_named_png_gets_the_cli_one_line_error(uploads):
     with pytest.raises(InputError) as e:
         jobs.read_upload(uploads / "b2" / "notes.png", jobs.Limits(), uploads_root=uploads)
@@ -536,3 +554,35 @@ def test_a_file_that_fails_late_leaves_none_of_its_outputs_in_the_job(tmp_path, 
     assert left and all(n.startswith("second") for n in left)
     with zipfile.ZipFile(res.zip) as z:
         assert not [n for n in z.namelist() if "astronaut_lq" in n]
+
+
+def test_stems_never_name_another_files_face_outputs():
+    """holiday_00.mov beside holiday.jpg took the stem holiday_00, the name of holiday's first face file: when the
+    video failed, removing its outputs by stem removed holiday's faces too."""
+    taken: set[str] = set()
+    assert [jobs._unique(s, taken) for s in ("holiday", "holiday_00", "holiday", "image_10", "image")] == [
+        "holiday", "holiday_00_2", "holiday_2", "image_10", "image_2"]
+
+
+def test_job_level_errors_name_no_server_path(tmp_path):
+    from facerestore.errors import WeightsHashError
+
+    secret = "/home/srv/.cache/facerestore/weights/x.pth"
+    for exc in (WeightsHashError(f"weights 'x': {secret} does not match sha256 ab"),
+                OSError(28, "No space left on device", f"{secret}.tmp")):
+        line = jobs.public_reason(exc)
+        assert secret not in line and "/home" not in line and line, line
+
+
+def test_a_zip_that_cannot_be_written_keeps_the_restored_files(tmp_path, monkeypatch):
+    job = tmp_path / "job"
+    (job / "restored_imgs").mkdir(parents=True)
+    (job / "restored_imgs" / "a.png").write_bytes(b"x")
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(jobs.zipfile.ZipFile, "write", full_disk)
+    with pytest.raises(OSError):
+        jobs.zip_results(job, job / jobs.ZIP_NAME)
+    assert not list(job.glob(".*.tmp")) and not (job / jobs.ZIP_NAME).exists()  # nothing half-written left

@@ -65,8 +65,11 @@ class ServeConfig:
             raise InputError(f"--concurrency must be at least 1, got {self.concurrency}")
         if self.queue_size < 1:  # Gradio's queue refuses every job at a size of 0
             raise InputError(f"--queue-size must be at least 1, got {self.queue_size}")
-        if self.max_steps < 1:
-            raise InputError(f"--max-steps must be at least 1, got {self.max_steps}")
+        # the steps slider runs from a method's minimum (robust-inversion: one per phase, 3) to --max-steps, and a
+        # slider needs its maximum above its minimum
+        least = 1 + max(jobs.min_steps(v) for _, v in jobs.method_choices())
+        if self.max_steps < least:
+            raise InputError(f"--max-steps must be at least {least}, got {self.max_steps}")
         if self.default_method not in [v for _, v in jobs.method_choices()]:
             raise InputError(f"--method {self.default_method!r} is not a method with shipped weights; available: "
                              f"{', '.join(v for _, v in jobs.method_choices())}")

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from facerestore import io
-from facerestore.errors import FaceRestoreError, InputError, WeightsMissingError, quiet_warnings
+from facerestore.errors import FaceRestoreError, InputError, WeightsHashError, WeightsMissingError, quiet_warnings
 
 __all__ = [
     "BG_UPSAMPLERS",
@@ -225,6 +225,12 @@ def read_upload(path: str | os.PathLike, limits: Limits, *, uploads_root: str | 
     except InputError:
         raise InputError("cannot read the uploaded file; upload it again") from None
     wh = image_size(data)
+    if wh is None:  # a TIFF Pillow cannot open (float32 RGB): the library's own header reader knows its size
+        try:
+            header = io._read_header(data, "")
+            wh = (header.width, header.height)
+        except InputError:
+            wh = None  # not an image the library reads either: the decoder says why, in one line
     if wh is not None:
         check_pixels(*wh, limits.max_pixels)
     loaded = io.decode_image(data)  # the library's checks; errors name no path
@@ -250,8 +256,17 @@ def safe_stem(name: str, max_len: int = 64) -> str:
 
 
 def _unique(stem: str, taken: set[str]) -> str:
+    """``stem``, or ``stem_2``, ``stem_3`` ... : unique in the job, and never the name of another file's face files
+    (``holiday_00.mov`` beside ``holiday.jpg``, whose faces are ``holiday_00.png``...): a failed file's outputs are
+    removed by stem, which must match no other file's."""
+
+    def clashes(s: str) -> bool:
+        faces_of = r"_\d{2,}"  # the suffix of a stem's face files (STEM_00.png ...)
+        return s in taken or any(re.fullmatch(re.escape(t) + faces_of, s) or re.fullmatch(re.escape(s) + faces_of, t)
+                                 for t in taken)
+
     out, k = stem, 2
-    while out.lower() in taken:
+    while clashes(out.lower()):
         out, k = f"{stem}_{k}", k + 1
     taken.add(out.lower())
     return out
@@ -719,11 +734,18 @@ def public_reason(exc: BaseException) -> str:
     cache path (which the CLI's line gives, to say where to put them: the server's log has it)."""
     if _out_of_memory(exc):
         return "out of memory (this file is too large for the available memory)"
-    if isinstance(exc, WeightsMissingError):
-        import logging
+    import logging
 
-        logging.getLogger("facerestore.web").warning("%s", io.one_line(exc))
+    log = logging.getLogger("facerestore.web")
+    if isinstance(exc, WeightsMissingError):
+        log.warning("%s", io.one_line(exc))
         return "weights this needs are not installed on this server (its log says which)"
+    if isinstance(exc, WeightsHashError):
+        log.warning("%s", io.one_line(exc))
+        return "weights on this server do not match their published checksum (its log says which)"
+    if isinstance(exc, OSError) and not isinstance(exc, InputError) and getattr(exc, "filename", None):
+        log.warning("%s", io.one_line(exc))  # the server's path stays in its log
+        return f"the server could not read or write a file ({exc.strerror or type(exc).__name__})"
     return io.one_line(exc)
 
 
@@ -859,7 +881,14 @@ def _run_job(images: Sequence[str | os.PathLike], opts: JobOptions, job_dir: Pat
     if on_progress is not None:
         on_progress(len(images), len(images), "")
     if result.photos or result.videos:
-        result.zip = zip_results(job_dir, job_dir / ZIP_NAME)
+        try:  # the files are restored and listed on their own: a zip that cannot be written loses none of them
+            result.zip = zip_results(job_dir, job_dir / ZIP_NAME)
+        except OSError as exc:
+            import logging
+
+            logging.getLogger("facerestore.web").warning("results.zip: %s", io.one_line(exc))
+            result.errors.append(f"{ZIP_NAME}: could not be written ({exc.strerror or type(exc).__name__}); the "
+                                 "files above can be downloaded one by one")
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -1102,15 +1131,18 @@ def zip_results(job_dir: Path, target: Path) -> Path:
     """Zip the result folders of ``job_dir`` (``restored_imgs/`` ... ``cmp/``, not the previews) into ``target``
     (written under a temporary name, then renamed)."""
     tmp = target.with_name(f".{target.name}.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for sub in RESULT_FOLDERS:
-            folder = job_dir / sub
-            if not folder.is_dir():
-                continue
-            for f in sorted(folder.iterdir()):
-                if f.is_file() and not f.is_symlink():
-                    zf.write(f, f"{sub}/{f.name}")
-    os.replace(tmp, target)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for sub in RESULT_FOLDERS:
+                folder = job_dir / sub
+                if not folder.is_dir():
+                    continue
+                for f in sorted(folder.iterdir()):
+                    if f.is_file() and not f.is_symlink():
+                        zf.write(f, f"{sub}/{f.name}")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)  # a zip cut short (a full disk) is not left behind
     return target
 
 
