@@ -586,3 +586,21 @@ def test_a_zip_that_cannot_be_written_keeps_the_restored_files(tmp_path, monkeyp
     with pytest.raises(OSError):
         jobs.zip_results(job, job / jobs.ZIP_NAME)
     assert not list(job.glob(".*.tmp")) and not (job / jobs.ZIP_NAME).exists()  # nothing half-written left
+
+
+def test_a_job_restores_at_most_max_faces_per_photo(astronaut_path):
+    """A detector score typed very low (-2 with dlib's HOG: 145 "faces" on the 512 px example) made one request
+    restore hundreds of faces; the page keeps the most confident max_faces and says how many it left."""
+    from facerestore.faces.detect import create_detector
+    from facerestore.io import read_rgb
+
+    img = read_rgb(astronaut_path)
+    loose = create_detector("hog", threshold=-2.0)
+    n = len(loose.detect(img))
+    capped = jobs._AtMostFaces(loose, 4)
+    kept = capped.detect(img)
+    assert n > 4 and len(kept) == 4 and capped.dropped == n - 4
+    assert [d.score for d in kept] == sorted((d.score for d in loose.detect(img)), reverse=True)[:4]
+    assert capped.name == loose.name and capped.threshold == -2.0  # the records see the detector itself
+    with pytest.raises(InputError, match="max_faces"):
+        jobs.Limits(max_faces=0)

@@ -115,6 +115,7 @@ class Limits:
     max_refs: int = 8
     max_video_frames: int = DEFAULT_MAX_VIDEO_FRAMES
     max_videos: int = 1
+    max_faces: int = 32  # per photo or frame: a detector threshold set very low finds hundreds of "faces"
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.max_upload_mb) and self.max_upload_mb > 0):
@@ -125,6 +126,8 @@ class Limits:
         if library is not None and self.max_pixels > library:
             raise InputError(f"--max-pixels {self.max_pixels} is over the library's limit of {library} pixels "
                              "(set FACERESTORE_MAX_PIXELS to raise that one)")
+        if int(self.max_faces) != self.max_faces or self.max_faces < 1:
+            raise InputError(f"max_faces must be a positive whole number, got {self.max_faces}")
         if self.max_files < 1 or self.max_refs < 1 or self.max_videos < 1:
             raise InputError("the number of files per job must be at least 1")
         if int(self.max_video_frames) != self.max_video_frames or self.max_video_frames < 1:
@@ -819,7 +822,8 @@ def _run_job(images: Sequence[str | os.PathLike], opts: JobOptions, job_dir: Pat
     restorer.progress = False
     restorer.check_options(fidelity=opts.fidelity, refs=list(refs) or None)  # before any reference is read
     # as `restore`: the detector applies its calibrated threshold unless min_score replaces it
-    detector = create_detector(opts.detector, **({} if opts.min_score is None else {"threshold": opts.min_score}))
+    detector = _AtMostFaces(create_detector(opts.detector, **({} if opts.min_score is None else
+                                                              {"threshold": opts.min_score})), limits.max_faces)
     background: Any = "lanczos"
     if opts.bg_upsampler == "esrgan":
         from facerestore.faces.background import esrgan_background
@@ -889,8 +893,30 @@ def _run_job(images: Sequence[str | os.PathLike], opts: JobOptions, job_dir: Pat
             logging.getLogger("facerestore.web").warning("results.zip: %s", io.one_line(exc))
             result.errors.append(f"{ZIP_NAME}: could not be written ({exc.strerror or type(exc).__name__}); the "
                                  "files above can be downloaded one by one")
+    if detector.dropped:
+        result.errors.append(f"{detector.dropped} detected face(s) over this server's limit of {limits.max_faces} per "
+                             "photo or frame were left as they were (the least confident ones)")
     result.seconds = time.perf_counter() - t0
     return result
+
+
+class _AtMostFaces:
+    """The job's detector, keeping the ``limit`` most confident faces of each photo or frame (a threshold typed very
+    low makes hundreds of "faces", each restored: one request would hold the worker for hours); the others are
+    left as they were. Everything else is the wrapped detector's (its name and threshold reach the records)."""
+
+    def __init__(self, inner: Any, limit: int) -> None:
+        self.inner, self.limit, self.dropped = inner, int(limit), 0
+
+    def __getattr__(self, key: str) -> Any:
+        return getattr(self.inner, key)
+
+    def detect(self, image: np.ndarray) -> list[Any]:
+        from facerestore.faces.detect import sort_detections
+
+        dets = sort_detections(self.inner.detect(image))  # by score, best first
+        self.dropped += max(0, len(dets) - self.limit)
+        return dets[: self.limit]
 
 
 def _remove_outputs(job_dir: Path, stem: str | None) -> None:
