@@ -1502,3 +1502,16 @@ def test_a_videos_record_names_the_settings_that_made_it(tmp_path, astronaut):
     assert opts["upscale"] == 1 and opts["blend"] == 0.5 and opts["mask"] == "square"
     assert opts["occlusion_guard"] is False and opts["min_score"] == -0.2 and opts["stabilize"] is True
     json.dumps(res.to_json())  # every value a JSON record can hold
+
+
+def test_probe_checks_the_headers_size_before_decoding_a_frame(tmp_path, astronaut, monkeypatch):
+    """A server's limits refuse a huge frame from the header: the first frame (read for its rotation) is not
+    decoded first."""
+    src = write_clip(tmp_path / "clip.mkv", synthetic_frames(astronaut, n=2))
+    monkeypatch.setattr(video, "_first_rotation", lambda p: pytest.fail("decoded before the check"))
+
+    def refuse(w, h, frames, fps):
+        raise video.InputError(f"{w}x{h} is over the limit")
+
+    with pytest.raises(video.InputError, match="128x128 is over the limit"):
+        video.probe_video(src, check=refuse)

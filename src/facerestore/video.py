@@ -287,12 +287,17 @@ def _info(container: Any, rotation: int = 0) -> VideoInfo:
                      color_primaries=int(ctx.color_primaries or 2), color_trc=int(ctx.color_trc or 2))
 
 
-def probe_video(path: str | os.PathLike) -> VideoInfo:
+def probe_video(path: str | os.PathLike, check: Callable[[int, int, int | None, float], None] | None = None
+                ) -> VideoInfo:
     """Size as displayed, rotation, frame rate, codec and audio of a clip (InputError, one line, when it cannot be
-    read). Decodes the first frame (the rotation is frame side data)."""
+    read). Decodes the first frame (the rotation is frame side data); ``check(width, height, frames, fps)``, when
+    given, runs on the header's numbers first, so a server's limits refuse a huge frame before it is decoded."""
     p = Path(path)
     container = _open(p)
     try:
+        if check is not None:
+            head = _info(container)
+            check(head.width, head.height, head.frames, float(head.fps))
         return _info(container, _first_rotation(p))
     finally:
         container.close()

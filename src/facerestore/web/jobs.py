@@ -977,7 +977,7 @@ def _run_video(path: str | os.PathLike, name: str, stem: str, opts: JobOptions, 
             raise too_long(frames, fps)
 
     # an animation's limits are checked from its header, before its frames are decoded for their durations
-    info = probe_animation(src, check=check) if animation else probe_video(src)
+    info = probe_animation(src, check=check) if animation else probe_video(src, check=check)
     check(info.width, info.height, info.frames, info.fps)
 
     def tick(done: int, total: int | None) -> None:
