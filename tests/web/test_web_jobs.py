@@ -137,7 +137,12 @@ def test_session_close_removes_its_files_and_uploads(tmp_path, uploads):
     ws = s.get("abc")
     first = ws.new_job_dir()
     (first / "x.png").write_bytes(b"x")
+    with pytest.raises(InputError, match="still running"):  # a second job at once would remove the first's folder
+        ws.new_job_dir()
+    assert first.is_dir()
+    ws.job_done()
     second = ws.new_job_dir()
+    ws.job_done()
     assert not first.exists() and second.is_dir()  # only the latest job is kept
     up = uploads / "a1" / "astronaut_lq.png"
     ws.note_uploads([up, "/etc/passwd"])  # only files inside the upload folder are ever removed

@@ -291,9 +291,13 @@ def build_app(cfg: ServeConfig, sessions: jobs.Sessions, *, uploads_root: str | 
                                        steps=int(n_steps) if spec.unsupervised else None, device=cfg.device,
                                        half=cfg.half, only_center_face=bool(only_center), min_score=parse_score(score),
                                        mask=mask_name, bg_upsampler=bg_name, ext=ext_name)
-                result = jobs.run_job(paths, opts, ws.new_job_dir(), lim, refs=ref_paths, uploads_root=uploads_root,
-                                      on_progress=tick, cancelled=lambda: ws.closed, max_steps=cfg.max_steps,
-                                      on_frame=frame_tick)
+                job_dir = ws.new_job_dir()
+                try:
+                    result = jobs.run_job(paths, opts, job_dir, lim, refs=ref_paths, uploads_root=uploads_root,
+                                          on_progress=tick, cancelled=lambda: ws.closed, max_steps=cfg.max_steps,
+                                          on_frame=frame_tick)
+                finally:
+                    ws.job_done()
             except Exception as exc:  # the whole job failed: one line, the views cleared (never a generic toast)
                 if isinstance(exc, jobs.EXPECTED_ERRORS):
                     line = jobs.public_reason(exc)

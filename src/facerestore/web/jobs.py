@@ -311,20 +311,31 @@ class Workspace:
         self.owners = owners if owners is not None else UploadOwners()
         self.uploads: set[Path] = set()
         self.closed = False
+        self.running = False  # a job of this session is running (one at a time: a new one removes the old folders)
         self._jobs = 0
         self._lock = threading.Lock()
 
     def new_job_dir(self) -> Path:
-        """A fresh folder for a job; the folders of earlier jobs of this session are removed."""
+        """A fresh folder for a job; the folders of earlier jobs of this session are removed. One job at a time
+        per session (an API client sending two at once would have the second remove the first's folder):
+        InputError while one runs; :meth:`job_done` ends it."""
         with self._lock:
             if self.closed:
                 raise InputError("this browser session has ended; reload the page")
+            if self.running:
+                raise InputError("a job of this page is still running; wait for it to finish")
+            self.running = True
             for old in self.dir.glob("job-*"):
                 shutil.rmtree(old, ignore_errors=True)
             self._jobs += 1
             path = self.dir / f"job-{self._jobs}"
             path.mkdir()
             return path
+
+    def job_done(self) -> None:
+        """The session's running job ended (finished, failed or cancelled)."""
+        with self._lock:
+            self.running = False
 
     def note_uploads(self, paths: Sequence[str | os.PathLike]) -> None:
         """Remember uploads this session used (removed by :meth:`close`); only files inside the upload folder."""
