@@ -659,6 +659,13 @@ class _Wrapper(Restorer):
     def batch_key(self, crop: torch.Tensor) -> Any:
         return self.inner.batch_key(crop)
 
+    @property
+    def checks_refs(self) -> bool:  # type: ignore[override]  # the wrapped method's (force_refs reaches it)
+        return bool(getattr(self.inner, "checks_refs", False))
+
+    def refs_distances(self, lq: torch.Tensor, refs: torch.Tensor) -> list[float] | None:
+        return self.inner.refs_distances(lq, refs)
+
 
 class TemporalBlender(_Wrapper):
     """Wraps a restorer: blends each restored crop with the previous frame's output crop of the same track.
@@ -687,13 +694,6 @@ class TemporalBlender(_Wrapper):
         self._frame = 0
         self._seen: dict[int, int] = {}  # track -> the last frame it had a face
         self.weights: list[float] = []  # the weights used, for reports
-
-    @property
-    def checks_refs(self) -> bool:  # type: ignore[override]  # the wrapped method's (force_refs reaches it)
-        return bool(getattr(self.inner, "checks_refs", False))
-
-    def refs_distances(self, lq: torch.Tensor, refs: torch.Tensor) -> list[float] | None:
-        return self.inner.refs_distances(lq, refs)
 
     KEEP_FRAMES = 3  # a track's last output is kept this many frames without its face (a missed detection)
 

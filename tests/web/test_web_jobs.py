@@ -609,3 +609,22 @@ def test_a_job_restores_at_most_max_faces_per_photo(astronaut_path):
     assert capped.name == loose.name and capped.threshold == -2.0  # the records see the detector itself
     with pytest.raises(InputError, match="max_faces"):
         jobs.Limits(max_faces=0)
+
+
+def test_a_closed_page_stops_a_photo_between_batches_of_faces():
+    """Closing the tab was checked between files only: an optimisation method's photo ran to its end. The job's
+    restorer now checks before each batch; it is the method itself to the records."""
+    import torch
+
+    from facerestore.methods.registry import load_restorer
+
+    r = load_restorer("ispl")
+    closed = {"now": False}
+    wrapped = jobs._cancellable(r, lambda: closed["now"])
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(wrapped.restore(x), r.restore(x))
+    assert wrapped.describe() == r.describe() and wrapped.spec is r.spec
+    closed["now"] = True
+    with pytest.raises(jobs._Cancelled):
+        wrapped.restore(x)
+    assert jobs._cancellable(r, None) is r

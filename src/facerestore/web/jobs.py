@@ -780,6 +780,26 @@ def _internal_error(name: str, exc: BaseException) -> str:
     return f"{name}: internal error ({type(exc).__name__}); the server's log has the details"
 
 
+def _cancellable(restorer: Any, cancelled: Callable[[], bool] | None) -> Any:
+    """``restorer`` for one job, checking ``cancelled()`` before each batch of faces: a closed tab stops a photo
+    between batches (an optimisation method's face takes minutes) rather than after the whole photo. The
+    wrapper is what records say of the method (:class:`facerestore.video._Wrapper`)."""
+    if cancelled is None:
+        return restorer
+    from facerestore.video import _Wrapper
+
+    wrapper = _Wrapper(restorer)
+    inner_restore = restorer.restore
+
+    def restore(lq: Any, **kwargs: Any) -> Any:
+        if cancelled():
+            raise _Cancelled
+        return inner_restore(lq, **kwargs)
+
+    wrapper.restore = restore  # type: ignore[method-assign]
+    return wrapper
+
+
 class _Cancelled(Exception):
     """The browser session ended while a video was being restored."""
 
@@ -874,7 +894,8 @@ def _run_job(images: Sequence[str | os.PathLike], opts: JobOptions, job_dir: Pat
             h, w = loaded.rgb.shape[:2]
             oh, ow = upscaled_shape(h, w, float(opts.upscale))
             check_pixels(ow, oh, limits.max_pixels, f"the output (upscale {float(opts.upscale):g})")
-            res = restore_photo(loaded, restorer, upscale=float(opts.upscale), fidelity=opts.fidelity,
+            res = restore_photo(loaded, _cancellable(restorer, cancelled), upscale=float(opts.upscale),
+                                fidelity=opts.fidelity,
                                 only_center_face=bool(opts.only_center_face), detector=detector, device=opts.device,
                                 refs=refs_t, min_score=opts.min_score, background=background, mask=opts.mask,
                                 blend=float(opts.blend), gate=bool(opts.gate))
