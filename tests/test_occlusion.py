@@ -325,7 +325,7 @@ def test_frame_sequences_take_the_switch(occluded):
     photo, _, dets = occluded
     results = {}
     for on in (True, False):
-        seq = SequenceRestorer(_Repaint(), 25.0, detector=_Fixed(dets), stabilize=False, gate=False,
+        seq = SequenceRestorer(_Repaint(), 25.0, upscale=1, detector=_Fixed(dets), stabilize=False, gate=False,
                                mask="landmarks", **({} if on else {"occlusion_guard": False}))
         results[on] = seq(photo)
     assert results[True].occlusion_guard and results[True].faces[0].occluded_share > 0.02

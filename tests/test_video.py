@@ -1172,7 +1172,7 @@ def test_tracked_faces_of_frames_over_4_megapixels_stay_where_they_are(tmp_path,
     canvas[900:1412, 1500:2012] = astronaut[:512, :512]
     assert canvas.shape[0] * canvas.shape[1] > DETECT_MAX_PIXELS
     (det,) = detect_faces(canvas, "hog", select="largest")
-    seq = video.SequenceRestorer(_Identity(), 25.0, detector="hog", stabilize=False, gate=False)
+    seq = video.SequenceRestorer(_Identity(), 25.0, upscale=1, detector="hog", stabilize=False, gate=False)
     res = seq(canvas)
     assert len(res.faces) == 1
     # found on the 4 MP copy, so a few px off the full-resolution box; rescaled twice it would be ~14% (200 px) off

@@ -1105,7 +1105,7 @@ class SequenceRestorer:
     several frames in one restorer batch (throughput), with the same results. ``photo_options`` go to
     :func:`facerestore.pipeline.restore_photo` (identity off unless asked)."""
 
-    def __init__(self, restorer: Restorer, fps: float, *, upscale: float = 1.0, detector: Any = "auto",
+    def __init__(self, restorer: Restorer, fps: float, *, upscale: float = 2.0, detector: Any = "auto",
                  stabilize: bool = True, max_weight: float = 0.5, motion_limit: float = 0.03,
                  only_center_face: bool = False, min_score: float | None = None, **photo_options: Any) -> None:
         from facerestore.faces.detect import create_detector

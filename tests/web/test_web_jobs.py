@@ -566,7 +566,9 @@ def test_stems_never_name_another_files_face_outputs():
     video failed, removing its outputs by stem removed holiday's faces too."""
     taken: set[str] = set()
     assert [jobs._unique(s, taken) for s in ("holiday", "holiday_00", "holiday", "image_10", "image")] == [
-        "holiday", "holiday_00_2", "holiday_2", "image_10", "image_2"]
+        "holiday", "holiday_00-2", "holiday-2", "image_10", "image-2"]
+    many: set[str] = set()  # sixteen pastes named image.png: "_10" would be image's 11th face file (it looped)
+    assert [jobs._unique("image", many) for _ in range(16)] == ["image", *(f"image-{k}" for k in range(2, 17))]
 
 
 def test_job_level_errors_name_no_server_path(tmp_path):

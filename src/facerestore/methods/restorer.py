@@ -255,8 +255,9 @@ class Restorer(torch.nn.Module):
         check_images(lq, self.spec.name, min_side=self.spec.min_side)
         check_refs(refs, self.spec.name)
         size = (self.spec.size, self.spec.size)
-        x = resize_crop(lq.to(self.device).float(), size).to(self.dtype)
-        refs = resize_crop(refs.to(self.device).float(), size).to(self.dtype)
+        dtype = self.dtype if self.casts_input else torch.float32  # what restore() hands the method (casts_input)
+        x = resize_crop(lq.to(self.device).float(), size).to(dtype)
+        refs = resize_crop(refs.to(self.device).float(), size).to(dtype)
         with torch.no_grad():
             return self._refs_distances(x, refs)
 
@@ -459,14 +460,18 @@ class Restorer(torch.nn.Module):
             refs = resize_crop(refs.to(dev).float(), (spec.size, spec.size))
             refs = refs.to(dtype) if self.casts_input else refs
         grad = torch.enable_grad() if spec.unsupervised else torch.no_grad()
+        if options:  # an option this method does not have: one line, not a TypeError from deep inside
+            import inspect
+
+            params = inspect.signature(self._restore).parameters
+            if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+                unknown = sorted(set(options) - set(params))
+                if unknown:
+                    own = [k for k in list(params)[1:] if k not in ("fidelity", "refs")]  # after the images
+                    raise InputError(f"{spec.name}: unexpected keyword argument {unknown[0]!r}; its options are "
+                                     f"{', '.join(own) or 'none'}")
         with grad:
-            try:
-                out = self._restore(x, fidelity=None if fidelity is None else float(fidelity), refs=refs, **options)
-            except TypeError as exc:  # an option this method does not have: one line, not a traceback
-                if options and "unexpected keyword argument" in str(exc):
-                    raise InputError(f"{spec.name}: {str(exc).split('got an ', 1)[-1]}; its options are those "
-                                     f"of {type(self).__name__}._restore") from None
-                raise
+            out = self._restore(x, fidelity=None if fidelity is None else float(fidelity), refs=refs, **options)
         details = None
         if isinstance(out, tuple):
             out, details = out

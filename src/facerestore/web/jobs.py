@@ -259,9 +259,10 @@ def safe_stem(name: str, max_len: int = 64) -> str:
 
 
 def _unique(stem: str, taken: set[str]) -> str:
-    """``stem``, or ``stem_2``, ``stem_3`` ... : unique in the job, and never the name of another file's face files
+    """``stem``, or ``stem-2``, ``stem-3`` ... : unique in the job, and never the name of another file's face files
     (``holiday_00.mov`` beside ``holiday.jpg``, whose faces are ``holiday_00.png``...): a failed file's outputs are
-    removed by stem, which must match no other file's."""
+    removed by stem, which must match no other file's. The suffix is "-k", not "_k": ``photo_10`` is the name of
+    ``photo``'s eleventh face file (with "_k" the tenth same-named upload found no free name)."""
 
     def clashes(s: str) -> bool:
         faces_of = r"_\d{2,}"  # the suffix of a stem's face files (STEM_00.png ...)
@@ -270,7 +271,7 @@ def _unique(stem: str, taken: set[str]) -> str:
 
     out, k = stem, 2
     while clashes(out.lower()):
-        out, k = f"{stem}_{k}", k + 1
+        out, k = f"{stem}-{k}", k + 1
     taken.add(out.lower())
     return out
 
@@ -324,12 +325,12 @@ class Workspace:
                 raise InputError("this browser session has ended; reload the page")
             if self.running:
                 raise InputError("a job of this page is still running; wait for it to finish")
-            self.running = True
             for old in self.dir.glob("job-*"):
                 shutil.rmtree(old, ignore_errors=True)
             self._jobs += 1
             path = self.dir / f"job-{self._jobs}"
-            path.mkdir()
+            path.mkdir(parents=True)  # the session folder may have been swept by a temporary-file cleaner
+            self.running = True  # only once the job has its folder: a failure above leaves the page usable
             return path
 
     def job_done(self) -> None:
@@ -853,8 +854,10 @@ def _run_job(images: Sequence[str | os.PathLike], opts: JobOptions, job_dir: Pat
     restorer.progress = False
     restorer.check_options(fidelity=opts.fidelity, refs=list(refs) or None)  # before any reference is read
     # as `restore`: the detector applies its calibrated threshold unless min_score replaces it
-    detector = _AtMostFaces(create_detector(opts.detector, **({} if opts.min_score is None else
-                                                              {"threshold": opts.min_score})), limits.max_faces)
+    plain = create_detector(opts.detector, **({} if opts.min_score is None else {"threshold": opts.min_score}))
+    # the photos' and frames' detector keeps at most max_faces (only_center_face keeps one anyway, chosen among all);
+    # the references' is the plain one (a group photo's person is chosen by identity among all its faces)
+    detector = plain if opts.only_center_face else _AtMostFaces(plain, limits.max_faces)
     background: Any = "lanczos"
     if opts.bg_upsampler == "esrgan":
         from facerestore.faces.background import esrgan_background
@@ -868,7 +871,7 @@ def _run_job(images: Sequence[str | os.PathLike], opts: JobOptions, job_dir: Pat
                 loaded_refs.append(read_upload(r, limits, uploads_root=uploads_root))
             except EXPECTED_ERRORS as exc:
                 raise InputError(f"reference {error_line(upload_name(r), exc)}") from None
-        refs_t = prepare_refs(loaded_refs, int(restorer.spec.size), detector=detector, device=restorer.device)
+        refs_t = prepare_refs(loaded_refs, int(restorer.spec.size), detector=plain, device=restorer.device)
     restorer.check_options(fidelity=opts.fidelity, refs=refs_t)
 
     result = JobResult(dir=job_dir, method=opts.method)
@@ -925,7 +928,7 @@ def _run_job(images: Sequence[str | os.PathLike], opts: JobOptions, job_dir: Pat
             logging.getLogger("facerestore.web").warning("results.zip: %s", io.one_line(exc))
             result.errors.append(f"{ZIP_NAME}: could not be written ({exc.strerror or type(exc).__name__}); the "
                                  "files above can be downloaded one by one")
-    if detector.dropped:
+    if getattr(detector, "dropped", 0):
         result.errors.append(f"{detector.dropped} detected face(s) over this server's limit of {limits.max_faces} per "
                              "photo or frame were left as they were (the least confident ones)")
     result.seconds = time.perf_counter() - t0

@@ -125,6 +125,13 @@ PROJECTED_TASKS = ("robust-upsample",)
 UNKNOWN_FILTER = "bicubic"
 
 
+def inpainting_seed(seed: int, record: dict) -> int:
+    """The inpainting noise seed of a face: its record's (:func:`facerestore.degrade.tasks.record_seed`) and the
+    restorer's ``seed``, salted apart from the surrogate's own record-seeded draws (shot noise), which start from
+    the record's seed alone."""
+    return record_seed(record) + 1_000_003 * (int(seed) + 1)
+
+
 def recorded_filters(params: Sequence[dict] | dict, batch: int) -> list[str]:
     """The reduction filter of each of ``batch`` robust-upsample observations, read from their records (one dict:
     the same for all): the method of the resize op (always antialiased in paper 002's task)."""
@@ -485,7 +492,8 @@ class RobustInversionRestorer(Restorer):
             result = robust_invert(
                 self.G, lq.to(dev), f_hat, self.loss_fn, mask=mask, steps=self.steps, lrs=self.lrs,
                 w_init=self.start(lq, blind=False), wpp_layout=self.wpp_layout, callback=bar.update,
-                seed=self.seed if isinstance(params, dict) else [self.seed + record_seed(p) for p in params],
+                seed=[inpainting_seed(self.seed, p) for p in ([params] * lq.shape[0] if isinstance(params, dict)
+                                                                 else params)],
                 identity=None if guide is None else guide[1],
             )
         if task in PROJECTED_TASKS:
