@@ -1003,3 +1003,20 @@ def test_the_gate_and_report_refuse_an_embedder_of_another_scale(astronaut):
     crop = np.zeros((64, 64, 3), np.float32)
     with pytest.raises(InputError, match="dlib's 128-d network"):
         compare_identity(Other(), crop, crop)
+
+
+def test_without_face_mesh_the_default_mask_warns_and_is_the_68_point_one(astronaut, fixed, tmp_path, monkeypatch):
+    """The suite must run without registry weights: the default's fallback is checked where it happens (the mesh
+    test above skips there). The warning is once per process: reset for this test."""
+    from facerestore.faces import mesh
+
+    monkeypatch.setenv("FACERESTORE_HOME", str(tmp_path / "empty"))
+    monkeypatch.setattr(mesh, "_WARNED", set())
+    kw = dict(upscale=1, detector=fixed, identity=False, color_match=False)
+    with pytest.warns(UserWarning, match="68-point mask"):
+        default = restore_photo(astronaut, ShiftRestorer(), **kw)
+    square = restore_photo(astronaut, ShiftRestorer(), mask="square", **kw)
+    assert [f.mask for f in default.faces] == ["landmarks"] * len(default.faces)  # the record says which
+    changed = lambda r: (np.abs(r.image - astronaut).max(2) > 1 / 255)  # noqa: E731
+    assert changed(default).sum() < 0.8 * changed(square).sum()  # a face-shaped mask, not the square
+    assert changed(default)[face_footprint(default)].mean() > 0.1  # the face itself was pasted
