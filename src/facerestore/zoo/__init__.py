@@ -217,6 +217,14 @@ def weights_path(name: str, *, check_hash: bool = True) -> Path:
     return p
 
 
+def _unwritable_cache(folder: Path, exc: OSError) -> Exception:
+    """The one-line error for a weights cache that cannot be written (what to set instead)."""
+    from facerestore.errors import OutputError
+
+    return OutputError(f"cannot write into the weights cache {folder}: {exc.strerror or exc} "
+                       "(set FACERESTORE_HOME to a writable folder)")
+
+
 @contextlib.contextmanager
 def _download_lock(name: str) -> Iterator[None]:
     """Holds an exclusive lock on ``weights/.NAME.lock`` (POSIX; elsewhere no lock): two downloads of one entry
@@ -238,10 +246,7 @@ def _download_lock(name: str) -> Iterator[None]:
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and folder.is_dir():
             yield  # no lock to be had: download unlocked (the rename keeps each folder whole)
             return
-        from facerestore.errors import OutputError
-
-        raise OutputError(f"cannot write into the weights cache {folder}: {exc.strerror or exc} "
-                          "(set FACERESTORE_HOME to a writable folder)") from None
+        raise _unwritable_cache(folder, exc) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -281,10 +286,7 @@ def _fetch_url(entry: ZooEntry, dest: Path, timeout: float) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     except OSError as exc:
-        from facerestore.errors import OutputError
-
-        raise OutputError(f"cannot write into the weights cache {dest.parent}: {exc.strerror or exc} "
-                          "(set FACERESTORE_HOME to a writable folder)") from None
+        raise _unwritable_cache(dest.parent, exc) from None
     try:
         from facerestore.io import new_file_mode
 

@@ -170,7 +170,6 @@ def train_encoder(enc: LatentEncoder, pairs: EncoderPairs, *, steps: int, batch:
     """
     import time
 
-    from facerestore.io import atomic_write_bytes
 
     started = time.monotonic()
     seconds_before = 0.0
@@ -218,14 +217,12 @@ def train_encoder(enc: LatentEncoder, pairs: EncoderPairs, *, steps: int, batch:
 
     def save(step: int) -> None:
         seconds = seconds_before + time.monotonic() - started
-        if checkpoint is not None:
-            import io
+        if checkpoint is not None:  # the project's atomic checkpoint writer
+            from facerestore.train.checkpoint import save_checkpoint
 
-            buf = io.BytesIO()
-            torch.save({"encoder": enc.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                        "losses": losses, "settings": settings, "seconds": seconds, "scheduled_steps": int(steps)},
-                       buf)
-            atomic_write_bytes(checkpoint, buf.getbuffer())
+            save_checkpoint(checkpoint, {"encoder": enc.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                                         "losses": losses, "settings": settings, "seconds": seconds,
+                                         "scheduled_steps": int(steps)})
         if on_save is not None:
             on_save(enc, step, losses, seconds)
 
