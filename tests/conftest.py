@@ -18,6 +18,16 @@ SHARED_DATA = Path(os.environ.get("FACERESTORE_SHARED_DATA", REPO.parent / "shar
 torch.set_num_threads(1)
 
 
+def free_port() -> int:
+    """A local TCP port nothing listens on now (a fixed one collides with other runs on the machine; nothing
+    listening also makes a download to it fail at once, with no DNS or network)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def deliver_signal(signum: int) -> None:
     """Run the handler installed for ``signum`` as a signal would (tests of deferred stops): a missing handler is
     an assertion failure of that test, where a real signal to the test process would end the whole run."""

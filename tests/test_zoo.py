@@ -6,18 +6,9 @@ import hashlib
 
 import pytest
 
+from conftest import free_port
 from facerestore import zoo
 from facerestore.errors import WeightsHashError, WeightsMissingError
-
-
-def _closed_local_url(name: str) -> str:
-    """An address on this machine where nothing listens: a download fails at once, with no DNS or network."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/{name}"
 
 
 @pytest.fixture
@@ -27,7 +18,8 @@ def fake_entry(monkeypatch, tmp_path):
         monkeypatch.delenv(var, raising=False)  # local addresses only: never through a proxy
     monkeypatch.setenv("no_proxy", "*")
     data = b"weights!"
-    entry = zoo.ZooEntry(name="fake-net", url=_closed_local_url("fake.pth"),
+    url = f"http://127.0.0.1:{free_port()}/fake.pth"  # nothing listens there: a download fails at once
+    entry = zoo.ZooEntry(name="fake-net", url=url,
                          sha256=hashlib.sha256(data).hexdigest()[:10], filename="fake.pth",
                          licence="MIT", format="pth", description="test entry")
     zoo.list_entries()  # make sure the static table is loaded first

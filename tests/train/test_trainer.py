@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import deliver_signal, make_face_dataset
+from conftest import deliver_signal, free_port, make_face_dataset
 from facerestore.errors import InputError
 from facerestore.train import config_from_dict, load_config, train
 from facerestore.train.checkpoint import load_checkpoint
@@ -271,15 +271,6 @@ def test_l1_training_reduces_the_loss(tmp_path):
     assert np.mean(losses[-8:]) < 0.8 * np.mean(losses[:8])
 
 
-def _free_port() -> int:
-    """A TCP port nothing listens on now (a fixed one collides with concurrent runs on the machine)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes_train_in_sync(tmp_path):
     make_face_dataset(tmp_path / "hq", n=16)
@@ -289,7 +280,7 @@ def test_torchrun_two_cpu_processes_train_in_sync(tmp_path):
     cfg.write_text(yaml.safe_dump(raw))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
          "-m", "facerestore", "train", str(cfg), "--quiet"],
         capture_output=True, text=True, env=env, timeout=300,
     )
@@ -299,7 +290,7 @@ def test_torchrun_two_cpu_processes_train_in_sync(tmp_path):
     raw.update(name="ddp-timed", time_limit_s=1e-9)  # the broadcast path end to end (the verdict: the unit test)
     cfg.write_text(yaml.safe_dump(raw))
     out = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
          "-m", "facerestore", "train", str(cfg), "--quiet"],
         capture_output=True, text=True, env=env, timeout=300,
     )

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import pytest
 
-from conftest import EXAMPLES
+from conftest import EXAMPLES, free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")]  # its pandas calls, not ours
@@ -59,12 +58,6 @@ class Server:
         return "".join(self.lines[-40:])
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _need_browser() -> None:
     why = _missing()
     if why:
@@ -89,7 +82,7 @@ def _shot(page, name: str, full_page: bool = True) -> None:
 @pytest.fixture
 def server(tmp_path):
     _need_browser()
-    port = _free_port()
+    port = free_port()
     # TMPDIR: the server's temporary folder lands in tmp_path, where the test can watch it
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "facerestore", "serve", "--port", str(port)], env=env,
@@ -256,7 +249,7 @@ def test_a_full_queue_says_busy(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr("tempfile.tempdir", None)
     ready, stop, info = threading.Event(), threading.Event(), {}
-    cfg = ServeConfig(port=_free_port(), concurrency=1, queue_size=1)
+    cfg = ServeConfig(port=free_port(), concurrency=1, queue_size=1)
     thread = threading.Thread(target=serve, args=(cfg,), daemon=True,
                               kwargs={"stop": stop, "on_ready": lambda url, root: (info.update(url=url), ready.set())})
     thread.start()
